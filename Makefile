@@ -1,0 +1,20 @@
+# The two commands the README promises. Both work on a CPU-only machine.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+
+.PHONY: lab test deps test-deps
+
+deps:
+	$(PIP) install -r requirements.txt
+	DS_BUILD_OPS=0 $(PIP) install --no-build-isolation "deepspeed>=0.15"
+
+lab: deps
+	# Token authentication stays on (Jupyter's default): open the URL with ?token= it prints.
+	$(PYTHON) -m jupyter lab --ServerApp.root_dir=notebooks
+
+test-deps: deps
+	$(PIP) install -e ".[test]"
+
+test: test-deps
+	$(PYTHON) -m ruff check workbook tests
+	WORKBOOK_PRESET=$${WORKBOOK_PRESET:-small} $(PYTHON) -m pytest

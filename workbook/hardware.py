@@ -1,0 +1,301 @@
+"""What this machine is, what its vendor says it can do, and what it measurably does.
+
+Three things live here, and every MFU or roofline elsewhere uses them rather than a literal:
+
+* :func:`detect` - the devices, their count, memory and the dtypes they support;
+* :data:`DATASHEET` / :func:`datasheet` - published dense peaks keyed by device name;
+* :func:`measure_roofline` - this machine's own copy bandwidth and matmul throughput.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from workbook.config import WorkbookError, check_range
+from workbook.registry import Experiment
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """Vendor datasheet numbers: dense (no 2:4 sparsity) TFLOP/s, HBM GB/s, sizes."""
+
+    name: str
+    tflops: dict[str, float]      # dtype -> dense TFLOP/s on the matrix units
+    hbm_gb_s: float
+    memory_gb: float
+    n_sm: int
+    smem_per_sm_kb: int           # shared memory (SRAM) per SM, configurable max
+    l2_mb: float
+    source: str
+
+
+# Dense peaks, from the vendors' datasheets / whitepapers (sparse figures are 2x these).
+# Matching is by substring of torch.cuda.get_device_name(), most specific first.
+DATASHEET: tuple[tuple[str, Peaks], ...] = (
+    ("H100 PCIe", Peaks("H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0,
+                                      "fp16": 756.0, "fp8": 1513.0, "int8": 1513.0},
+                        2000.0, 80, 114, 228, 50, "NVIDIA H100 datasheet (PCIe)")),
+    ("H100 NVL", Peaks("H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0,
+                                    "fp16": 835.0, "fp8": 1670.5, "int8": 1670.5},
+                       3900.0, 94, 132, 228, 50, "NVIDIA H100 datasheet (NVL)")),
+    ("H100", Peaks("H100 SXM", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4,
+                                "fp8": 1978.9, "int8": 1978.9},
+                   3350.0, 80, 132, 228, 50, "NVIDIA H100 datasheet (SXM5)")),
+    ("H200", Peaks("H200 SXM", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4,
+                                "fp8": 1978.9, "int8": 1978.9},
+                   4800.0, 141, 132, 228, 50, "NVIDIA H200 datasheet (SXM)")),
+    ("A100-SXM4-40GB", Peaks("A100 SXM 40GB", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0,
+                                                "fp16": 312.0, "int8": 624.0},
+                             1555.0, 40, 108, 164, 40, "NVIDIA A100 datasheet")),
+    ("A100", Peaks("A100 80GB", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0,
+                                 "int8": 624.0},
+                   2039.0, 80, 108, 164, 40, "NVIDIA A100 datasheet (SXM 80GB)")),
+    ("L4", Peaks("L4", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0,
+                        "fp8": 242.0, "int8": 242.0},
+                 300.0, 24, 58, 100, 48, "NVIDIA L4 datasheet")),
+    ("T4", Peaks("T4", {"fp32": 8.1, "fp16": 65.0, "int8": 130.0},
+                 320.0, 16, 40, 64, 4, "NVIDIA T4 datasheet")),
+)
+
+MATMUL_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8")
+
+
+def datasheet(device_name: str) -> Peaks | None:
+    """Published peaks for a device name, or None (CPUs and unknown GPUs)."""
+    for key, peaks in DATASHEET:
+        if key.lower() in device_name.lower():
+            return peaks
+    return None
+
+
+@dataclass(frozen=True)
+class Machine:
+    device: str                   # "cuda" or "cpu"
+    name: str
+    n_gpus: int
+    memory_gb: float
+    capability: tuple[int, int] | None
+    dtypes: tuple[str, ...]       # matmul dtypes with a fast path here
+
+    @property
+    def peaks(self) -> Peaks | None:
+        return datasheet(self.name) if self.device == "cuda" else None
+
+
+def supported_dtypes(capability: tuple[int, int] | None) -> tuple[str, ...]:
+    """Matmul dtypes this device runs: tf32/bf16 from Ampere (8.0), fp8 from Ada/Hopper (8.9)."""
+    if capability is None:
+        return ("fp32", "bf16", "fp16")  # CPUs compute these, without tensor cores
+    out = ["fp32", "fp16"]
+    if capability >= (8, 0):
+        out[1:1] = ["tf32", "bf16"]
+    if capability >= (8, 9):
+        out.append("fp8")
+    return tuple(out)
+
+
+def detect() -> Machine:
+    """The first device PyTorch would use, and how many GPUs there are."""
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        cap = (props.major, props.minor)
+        return Machine("cuda", props.name, torch.cuda.device_count(),
+                       round(props.total_memory / 1e9, 1), cap, supported_dtypes(cap))
+    mem_gb = 0.0
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        pass
+    name = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    return Machine("cpu", name, 0, round(mem_gb, 1), None, supported_dtypes(None))
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def ncu_status() -> str:
+    """'missing', 'present, counters readable' or 'present, counters denied' (no GPU: 'no GPU')."""
+    exe = shutil.which("ncu") or next(
+        (p for p in ("/usr/local/cuda/bin/ncu", "/opt/nvidia/nsight-compute/ncu")
+         if os.path.exists(p)), None)
+    if exe is None:
+        return "missing"
+    if not torch.cuda.is_available():
+        return "present, no GPU"
+    try:
+        text = open("/proc/driver/nvidia/params").read()
+    except OSError:
+        text = ""
+    restricted = "RmProfilingAdminOnly: 1" in text
+    if restricted and os.geteuid() != 0:
+        return "present, counters need root (RmProfilingAdminOnly=1)"
+    return "present, counters readable"
+
+
+def tools() -> pd.DataFrame:
+    """Which optional tools are present: what decides live vs recorded in later notebooks."""
+    machine = detect()
+    rows = [
+        ("GPUs", str(machine.n_gpus), "ZeRO/DDP/TP/PP run live with this many ranks"),
+        ("ncu (Nsight Compute)", ncu_status(), "HBM traffic of attention (07)"),
+        ("triton", "present" if _has("triton") else "missing", "the workbook's flash kernel"),
+        ("flash_attn", "present" if _has("flash_attn") else "missing (optional)",
+         "FlashAttention package variant (07)"),
+        ("bitsandbytes", "present" if _has("bitsandbytes") else "missing", "NF4, QLoRA (12)"),
+        ("deepspeed", "present" if _has("deepspeed") else "missing", "ZeRO stages (05)"),
+        ("peft", "present" if _has("peft") else "missing", "LoRA (11, 12)"),
+        ("fp8 matmul", "yes" if "fp8" in machine.dtypes else "no", "roofline, precision (08)"),
+    ]
+    return pd.DataFrame(rows, columns=["tool", "status", "used for"])
+
+
+def describe() -> pd.DataFrame:
+    """One-row-per-fact table of this machine and its software."""
+    machine = detect()
+    peaks = machine.peaks
+    facts = {
+        "device": machine.name,
+        "GPUs": machine.n_gpus,
+        "memory (GB)": machine.memory_gb,
+        "compute capability": ".".join(map(str, machine.capability)) if machine.capability
+        else "-",
+        "fast matmul dtypes": ", ".join(machine.dtypes),
+        "datasheet entry": peaks.source if peaks else "none (CPU or unknown GPU)",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+    }
+    return pd.DataFrame({"fact": list(facts), "value": [str(v) for v in facts.values()]})
+
+
+# ----------------------------------------------------------------------- measured roofline
+
+
+@dataclass(frozen=True)
+class RooflineConfig:
+    copy_mb: int            # size of the buffer copied device-to-device
+    matmul_n: int           # square matmul size n x n x n
+    repeats: int
+
+    def __post_init__(self) -> None:
+        check_range("copy_mb", self.copy_mb, 1, 16384)
+        check_range("matmul_n", self.matmul_n, 64, 32768)
+        check_range("repeats", self.repeats, 1, 1000)
+
+
+ROOFLINE_PRESETS = {
+    "small": RooflineConfig(copy_mb=64, matmul_n=512, repeats=5),
+    "full": RooflineConfig(copy_mb=4096, matmul_n=8192, repeats=20),
+}
+
+
+def _matmul_fn(dtype: str, n: int, device: torch.device, gen: torch.Generator):
+    """A zero-argument closure doing one n^3 matmul in ``dtype`` on random data."""
+    def rand(dt: torch.dtype) -> torch.Tensor:
+        return torch.randn(n, n, device=device, generator=gen).to(dt)
+
+    if dtype in ("fp32", "tf32"):
+        a, b = rand(torch.float32), rand(torch.float32)
+        return lambda: torch.matmul(a, b)
+    if dtype in ("bf16", "fp16"):
+        dt = torch.bfloat16 if dtype == "bf16" else torch.float16
+        a, b = rand(dt), rand(dt)
+        return lambda: torch.matmul(a, b)
+    if dtype == "fp8":
+        # cuBLAS fp8 wants the second operand column-major: transpose a row-major tensor.
+        a = rand(torch.float8_e4m3fn)
+        b = rand(torch.float8_e4m3fn).t()
+        one = torch.ones((), device=device)
+        return lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    raise WorkbookError(f"dtype={dtype!r}; allowed: {', '.join(MATMUL_DTYPES)}")
+
+
+def measure_roofline(cfg: RooflineConfig, seed: int = 0) -> pd.DataFrame:
+    """Copy bandwidth and matmul TFLOP/s per dtype, measured here, beside the datasheet."""
+    from workbook.profiling import time_ms
+
+    machine = detect()
+    device = torch.device(machine.device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    rows: list[dict] = []
+    peaks = machine.peaks
+
+    n_bytes = cfg.copy_mb * 2**20
+    src = torch.randint(0, 255, (n_bytes,), dtype=torch.uint8, device=device, generator=gen)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), repeats=cfg.repeats, device=device)
+    # A copy reads every byte once and writes it once: count both, as the datasheet does.
+    rows.append({"kind": "copy", "dtype": "uint8", "size": n_bytes, "metric": "bandwidth",
+                 "value": 2 * n_bytes / (ms * 1e-3) / 1e9, "unit": "GB/s", "source": "measured"})
+    if peaks:
+        rows.append({"kind": "copy", "dtype": "uint8", "size": n_bytes, "metric": "bandwidth",
+                     "value": peaks.hbm_gb_s, "unit": "GB/s", "source": "datasheet"})
+    del src, dst
+
+    old_tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for dtype in MATMUL_DTYPES:
+            base = {"kind": "matmul", "dtype": dtype, "size": cfg.matmul_n,
+                    "metric": "throughput", "unit": "TFLOP/s"}
+            if dtype not in machine.dtypes:
+                rows.append({**base, "value": float("nan"), "source": "measured",
+                             "status": "unsupported"})
+                continue
+            torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+            fn = _matmul_fn(dtype, cfg.matmul_n, device, gen)
+            ms = time_ms(fn, repeats=cfg.repeats, device=device)
+            rows.append({**base, "value": 2 * cfg.matmul_n**3 / (ms * 1e-3) / 1e12,
+                         "source": "measured"})
+            if peaks and dtype in peaks.tflops:
+                rows.append({**base, "value": peaks.tflops[dtype], "source": "datasheet"})
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old_tf32
+    frame = pd.DataFrame(rows)
+    frame["status"] = frame.get("status", pd.Series(dtype=object)).fillna("ok")
+    return frame
+
+
+def roofline_peaks(rows: pd.DataFrame) -> dict[str, float]:
+    """{'bandwidth': GB/s, 'bf16': TFLOP/s, ...} from measured (or recorded) roofline rows."""
+    good = rows[(rows["source"].isin(["measured", "recorded"])) & (rows["status"] == "ok")]
+    out = {}
+    for _, row in good.iterrows():
+        out["bandwidth" if row["kind"] == "copy" else row["dtype"]] = float(row["value"])
+    return out
+
+
+def run_roofline(cfg: RooflineConfig, seed: int) -> pd.DataFrame:
+    return measure_roofline(cfg, seed)
+
+
+EXPERIMENTS = [
+    Experiment(
+        name="roofline",
+        summary="device-to-device copy GB/s and matmul TFLOP/s per dtype vs datasheet",
+        notebook="00_setup",
+        run=run_roofline,
+        presets=ROOFLINE_PRESETS,
+        min_gpus={"small": 0, "full": 1},
+        timeout_s=600,
+    ),
+]
+
+
+def nvidia_smi() -> str:
+    """nvidia-smi's summary, or why there is none."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return "nvidia-smi not found (no NVIDIA driver on this machine)"
+    try:
+        return subprocess.run([exe], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"nvidia-smi failed: {exc}"

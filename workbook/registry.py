@@ -1,0 +1,146 @@
+"""The experiments the workbook can run, and the one way to run each.
+
+Each topic module declares its experiments in a module-level list ``EXPERIMENTS``; this module
+finds them. An experiment is a function ``run(config, seed) -> DataFrame`` plus a frozen
+config dataclass per preset. Running one headless (``python -m workbook run NAME``), from a
+notebook, or from a test all go through :func:`execute`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import pandas as pd
+
+from workbook import results
+from workbook.config import PRESETS, WorkbookError, resolve_preset
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One headless experiment.
+
+    ``run(config, seed)`` returns tidy rows; ``presets`` maps ``small``/``full`` to a frozen
+    config; ``min_gpus`` says how many GPUs each preset needs (0: runs on a CPU).
+    """
+
+    name: str
+    summary: str
+    notebook: str
+    run: Callable[[Any, int], pd.DataFrame]
+    presets: Mapping[str, Any]
+    min_gpus: Mapping[str, int] = field(default_factory=lambda: {"small": 0, "full": 1})
+    timeout_s: int = 900
+
+    def config(self, preset: str | None = None, **overrides: Any) -> Any:
+        """The preset's config with ``overrides`` applied and checked."""
+        base = self.presets[resolve_preset(preset)]
+        names = {f.name for f in dataclasses.fields(base)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise WorkbookError(f"{self.name} has no parameter {unknown}; allowed: "
+                                f"{', '.join(sorted(names))}")
+        return dataclasses.replace(base, **overrides)  # __post_init__ range checks run here
+
+
+@cache
+def experiments() -> dict[str, Experiment]:
+    """All experiments, by name, collected from the package's modules."""
+    import workbook
+
+    found: dict[str, Experiment] = {}
+    for info in pkgutil.iter_modules(workbook.__path__):
+        if info.name.startswith("_") or info.name == "__main__":
+            continue
+        module = importlib.import_module(f"workbook.{info.name}")
+        for exp in getattr(module, "EXPERIMENTS", ()):
+            if exp.name in found:
+                raise RuntimeError(f"experiment {exp.name!r} is declared twice")
+            if set(exp.presets) != set(PRESETS):
+                raise RuntimeError(f"experiment {exp.name!r} needs presets {PRESETS}")
+            found[exp.name] = exp
+    return dict(sorted(found.items()))
+
+
+def get(name: str) -> Experiment:
+    table = experiments()
+    if name not in table:
+        raise WorkbookError(f"unknown experiment {name!r}; allowed: {', '.join(table)}")
+    return table[name]
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def why_not_here(name: str, preset: str | None = None) -> str | None:
+    """None if the experiment's preset can run on this machine, else the plain reason."""
+    exp, chosen = get(name), resolve_preset(preset)
+    need, have = exp.min_gpus[chosen], gpu_count()
+    if need > have:
+        what = "a GPU" if need == 1 else f"{need} GPUs"
+        return (f"{name} with preset {chosen!r} needs {what}; this machine has {have}. "
+                f"Recorded rows are shown instead.")
+    return None
+
+
+def execute(name: str, preset: str | None = None, seed: int = 0,
+            overrides: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Run an experiment here, in this process, and return its tidy rows."""
+    exp, chosen = get(name), resolve_preset(preset)
+    reason = why_not_here(name, chosen)
+    if reason:
+        raise WorkbookError(reason)
+    cfg = exp.config(chosen, **dict(overrides or {}))
+    rows = exp.run(cfg, seed)
+    rows = rows.assign(preset=chosen, seed=seed) if "seed" not in rows else rows.assign(
+        preset=chosen)
+    return results.tidy(rows)
+
+
+def run_isolated(name: str, preset: str | None = None, seed: int = 0,
+                 overrides: Mapping[str, Any] | None = None, *, record: bool = False,
+                 echo: bool = False) -> pd.DataFrame:
+    """:func:`execute` in a fresh process (clean memory, a crash is a row); optionally record.
+
+    Failed rows are recorded only where no good row exists (``results.merge``).
+    """
+    from workbook import runner
+
+    exp, chosen = get(name), resolve_preset(preset)
+    exp.config(chosen, **dict(overrides or {}))  # bad input fails here, in one line
+    reason = why_not_here(name, chosen)
+    if reason:
+        raise WorkbookError(reason)
+    rows = runner.call("workbook.registry:execute",
+                       {"name": name, "preset": chosen, "seed": seed,
+                        "overrides": dict(overrides or {})},
+                       timeout_s=exp.timeout_s, echo=echo)
+    if record:
+        results.record(name, rows, preset=chosen, seed=seed)
+    return rows
+
+
+def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
+                     **overrides: Any) -> pd.DataFrame:
+    """What a notebook shows: a live run where this machine can, else the recorded rows.
+
+    Prints one line saying which, so the reader always knows the source of the numbers.
+    """
+    chosen = resolve_preset(preset)
+    reason = why_not_here(name, chosen)
+    if reason is None:
+        print(f"{name}: running the {chosen!r} preset live on this machine.")
+        return run_isolated(name, chosen, seed, overrides)
+    recorded = results.load(name)
+    print(reason if not recorded.empty else reason.replace(
+        "Recorded rows are shown instead.", "No recorded rows exist yet."))
+    return recorded

@@ -1,0 +1,197 @@
+"""The results ledger: ``data/results/<experiment>.csv``, one row per (configuration, metric).
+
+Columns, in order: the experiment's parameter columns, then ``metric, value, unit, source,
+status``, then provenance ``device, n_gpus, torch, cuda, preset, seed, recorded_at, commit``.
+
+``source`` says where a number comes from: ``measured`` (this run), ``predicted`` (a formula),
+``datasheet`` (a vendor's published peak) or ``recorded`` (read back from this ledger).
+``status`` is ``ok`` or what went wrong (``oom``, ``timeout``, ``crash``, ``error``,
+``unsupported``). Writes are atomic, and a failed row never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from workbook.config import WorkbookError
+
+VALUE_COLUMNS: tuple[str, ...] = ("metric", "value", "unit", "source", "status")
+PROVENANCE_COLUMNS: tuple[str, ...] = (
+    "device", "n_gpus", "torch", "cuda", "preset", "seed", "recorded_at", "commit",
+)
+SOURCES: tuple[str, ...] = ("measured", "predicted", "datasheet", "recorded")
+_NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+def results_dir() -> Path:
+    """Where the ledger lives; ``$WORKBOOK_RESULTS`` overrides (tests use a temp dir)."""
+    env = os.environ.get("WORKBOOK_RESULTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "data" / "results"
+
+
+def ledger_path(experiment: str) -> Path:
+    if not _NAME.match(experiment):
+        raise WorkbookError(f"experiment name {experiment!r} must be lower_snake_case")
+    return results_dir() / f"{experiment}.csv"
+
+
+def git_commit() -> str:
+    """The commit the code came from. The device machine has no .git: it gets WORKBOOK_COMMIT."""
+    if os.environ.get("WORKBOOK_COMMIT"):
+        return os.environ["WORKBOOK_COMMIT"]
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+            text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "workbook"], cwd=root, capture_output=True,
+            text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def provenance(preset: str, seed: int | None) -> dict[str, object]:
+    """Who measured: filled automatically, never typed in."""
+    import torch
+
+    if torch.cuda.is_available():
+        device, n_gpus = torch.cuda.get_device_name(0), torch.cuda.device_count()
+    else:
+        device, n_gpus = f"CPU ({platform.machine()}, {os.cpu_count()} cores)", 0
+    return {
+        "device": device,
+        "n_gpus": n_gpus,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+        "preset": preset,
+        "seed": seed,
+        "recorded_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git_commit(),
+    }
+
+
+def tidy(rows: pd.DataFrame) -> pd.DataFrame:
+    """Check the value columns and put the columns in ledger order (params first)."""
+    missing = [c for c in ("metric", "value") if c not in rows.columns]
+    if missing:
+        raise WorkbookError(f"result rows lack columns {missing}; every row needs metric, value")
+    rows = rows.copy()
+    for col, default in (("unit", ""), ("source", "measured"), ("status", "ok")):
+        if col not in rows.columns:
+            rows[col] = default
+        rows[col] = rows[col].fillna(default)
+    bad = sorted(set(rows["source"]) - set(SOURCES))
+    if bad:
+        raise WorkbookError(f"unknown source {bad}; allowed: {', '.join(SOURCES)}")
+    fixed = set(VALUE_COLUMNS) | set(PROVENANCE_COLUMNS)
+    params = [c for c in rows.columns if c not in fixed]
+    tail = [c for c in PROVENANCE_COLUMNS if c in rows.columns]
+    return rows[params + list(VALUE_COLUMNS) + tail]
+
+
+def param_columns(rows: pd.DataFrame) -> list[str]:
+    fixed = set(VALUE_COLUMNS) | set(PROVENANCE_COLUMNS)
+    return [c for c in rows.columns if c not in fixed]
+
+
+def _key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    present = [c for c in columns if c in frame.columns]
+    return frame[present].astype(str).agg("|".join, axis=1) if present else pd.Series(
+        [""] * len(frame), index=frame.index)
+
+
+def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``new`` replace rows of ``old`` with the same configuration, metric, device and
+    preset, except that a failed row never replaces a good one. Other rows are kept."""
+    if old.empty:
+        return new.reset_index(drop=True)
+    columns = list(dict.fromkeys(list(old.columns) + list(new.columns)))
+    old, new = old.reindex(columns=columns), new.reindex(columns=columns)
+    key_cols = param_columns(new) + ["metric", "device", "preset"]
+    old_key, new_key = _key(old, key_cols), _key(new, key_cols)
+    good_old = set(old_key[old["status"].astype(str) == "ok"])
+    new_ok = new["status"].astype(str) == "ok"
+    keep_new = new_ok | ~new_key.isin(good_old)
+    replaced = set(new_key[keep_new])
+    kept_old = old[~old_key.isin(replaced)]
+    return pd.concat([kept_old, new[keep_new]], ignore_index=True)
+
+
+def write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write through a temporary file in the same folder, then rename: never a torn ledger."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".csv")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            frame.to_csv(handle, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record(experiment: str, rows: pd.DataFrame, *, preset: str, seed: int | None) -> Path:
+    """Add ``rows`` to the experiment's ledger with provenance filled in; returns the path."""
+    path = ledger_path(experiment)
+    if rows.empty:
+        raise WorkbookError(f"nothing to record for {experiment!r}: the run returned no rows")
+    stamped = tidy(rows)
+    if (stamped["source"] == "recorded").any():
+        raise WorkbookError("rows read back from the ledger cannot be recorded again")
+    prov = provenance(preset, seed)
+    for col, value in prov.items():
+        if col not in stamped.columns or col in ("device", "n_gpus", "torch", "cuda",
+                                                  "recorded_at", "commit"):
+            stamped[col] = value
+        else:
+            stamped[col] = stamped[col].fillna(value)
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    write_atomic(tidy(merge(old, stamped)), path)
+    return path
+
+
+def load(experiment: str, *, device: str | None = None, ok_only: bool = False) -> pd.DataFrame:
+    """Recorded rows of an experiment; empty if none were recorded.
+
+    Measured rows come back with ``source='recorded'``: they were measured, but not here, not
+    now. Predicted and datasheet rows keep their source.
+    """
+    path = ledger_path(experiment)
+    if not path.exists():
+        return pd.DataFrame(columns=list(VALUE_COLUMNS) + list(PROVENANCE_COLUMNS))
+    frame = pd.read_csv(path)
+    if device is not None:
+        frame = frame[frame["device"].astype(str).str.contains(device, case=False, regex=False)]
+    if ok_only:
+        frame = frame[frame["status"] == "ok"]
+    frame = frame.copy()
+    frame.loc[frame["source"] == "measured", "source"] = "recorded"
+    return frame.reset_index(drop=True)
+
+
+def provenance_label(frame: pd.DataFrame) -> str:
+    """'recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22 (seed 0)': for plot titles."""
+    if frame.empty or "device" not in frame.columns:
+        return "measured on this machine"
+    parts = []
+    for (device, n_gpus), group in frame.groupby(["device", "n_gpus"], dropna=False):
+        dates = sorted({str(d)[:10] for d in group["recorded_at"].dropna()})
+        seeds = sorted({str(s) for s in group["seed"].dropna()})
+        when = dates[0] if len(dates) == 1 else f"{dates[0]}…{dates[-1]}" if dates else "?"
+        seed = f", seed {','.join(seeds)}" if seeds else ""
+        parts.append(f"{device} ×{n_gpus}, {when}{seed}")
+    return "recorded on " + "; ".join(parts)

@@ -1,0 +1,237 @@
+"""Run a measurement in a fresh Python process, or in one process per rank under ``torchrun``.
+
+Why a fresh process: peak-memory numbers are clean only in a process that has done nothing
+else, an out-of-memory error or a crash there cannot kill the notebook's kernel, and a rerun
+cannot grow the kernel's GPU memory. What comes back is a tidy DataFrame; what went wrong comes
+back as a row whose ``status`` says so (``oom``, ``error``, ``crash``, ``timeout``).
+
+The measurement is named by a dotted path ``"package.module:function"``; its keyword arguments
+must be JSON values. It returns a DataFrame (see ``workbook.results`` for the columns). Rows
+travel back as JSON, never as pickles.
+
+    >>> call("workbook.hardware:measure_roofline", {"preset": "small", "seed": 0})
+    >>> call_distributed("workbook.parallel:ddp_step", {...}, nprocs=2, backend="gloo")
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workbook.config import WorkbookError, check_choice
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("gloo", "nccl")
+# Never let a child use NVLink multicast: on shared hosts it can take GPUs out of service.
+_SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+             "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def import_function(path: str) -> Any:
+    """``"workbook.hardware:measure_roofline"`` -> the function object."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise WorkbookError(f"function path {path!r} must look like 'package.module:function'")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def call(func: str, kwargs: Mapping[str, Any] | None = None, *, timeout_s: float = 600,
+         env: Mapping[str, str] | None = None, echo: bool = False) -> pd.DataFrame:
+    """Run ``func(**kwargs)`` in a fresh Python process and return its rows."""
+    return _launch(func, dict(kwargs or {}), nprocs=1, backend=None, timeout_s=timeout_s,
+                   env=env, echo=echo)
+
+
+def call_distributed(func: str, kwargs: Mapping[str, Any] | None = None, *, nprocs: int,
+                     backend: str, timeout_s: float = 600, env: Mapping[str, str] | None = None,
+                     echo: bool = False) -> pd.DataFrame:
+    """Run ``func(**kwargs)`` on ``nprocs`` ranks (``torchrun``, one process each).
+
+    Each rank's process group is initialised before ``func`` runs (``backend`` ``gloo`` on CPU,
+    ``nccl`` on GPUs, one GPU per rank) and destroyed after. DeepSpeed runs under the same
+    launcher: ``deepspeed.initialize`` reuses the process group. Rows come back with a ``rank``
+    column. A rank that hangs is killed with the others when ``timeout_s`` runs out.
+    """
+    check_choice("backend", backend, BACKENDS)
+    if not isinstance(nprocs, int) or nprocs < 1:
+        raise WorkbookError(f"nprocs={nprocs!r}; allowed: an integer >= 1")
+    if backend == "nccl":
+        import torch
+
+        available = torch.cuda.device_count()
+        if nprocs > available:
+            raise WorkbookError(
+                f"nprocs={nprocs} needs {nprocs} GPUs with nccl; this machine has {available}. "
+                f"Allowed: 1 to {available} (or backend='gloo' on the CPU)")
+    return _launch(func, dict(kwargs or {}), nprocs=nprocs, backend=backend,
+                   timeout_s=timeout_s, env=env, echo=echo)
+
+
+def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | None,
+            timeout_s: float, env: Mapping[str, str] | None, echo: bool) -> pd.DataFrame:
+    import_function(func)  # a typo fails here, in one line, not in a child's traceback
+    try:
+        spec_json = json.dumps({"func": func, "kwargs": kwargs, "backend": backend})
+    except TypeError as exc:
+        raise WorkbookError(f"arguments of {func} must be JSON values: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="workbook-run-") as tmp:
+        spec_path, out_dir = Path(tmp) / "spec.json", Path(tmp) / "out"
+        out_dir.mkdir()
+        spec_path.write_text(spec_json)
+        child = [str(spec_path), str(out_dir)]
+        if backend is None:
+            cmd = [sys.executable, "-m", "workbook.runner", *child]
+        else:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={nprocs}", "--module", "workbook.runner", *child]
+        child_env = _child_env(env, backend, nprocs)
+        returncode, log_tail = _run_with_timeout(cmd, child_env, timeout_s, echo)
+        per_rank = {int(p.stem.removeprefix("rank")): json.loads(p.read_text())
+                    for p in sorted(out_dir.glob("rank*.json"))}
+    return _collect(per_rank, nprocs=nprocs, distributed=backend is not None, kwargs=kwargs,
+                    returncode=returncode, log_tail=log_tail, timeout_s=timeout_s)
+
+
+def _child_env(env: Mapping[str, str] | None, backend: str | None, nprocs: int) -> dict:
+    child_env = dict(os.environ)
+    child_env.update(_SAFE_ENV)
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    if backend == "gloo" and nprocs > 1:
+        # Ranks share the CPU cores; without this each one spawns a thread per core.
+        child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nprocs)))
+    child_env.update(env or {})
+    return child_env
+
+
+def _run_with_timeout(cmd: list[str], env: dict, timeout_s: float,
+                      echo: bool) -> tuple[int | None, str]:
+    """Run ``cmd`` in its own process group; on timeout kill the whole group (every rank)."""
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace",
+                            start_new_session=True)
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            del lines[:-200]
+            if echo:
+                print(line, end="", flush=True)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        returncode: int | None = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        returncode = None
+    reader.join(timeout=5)
+    return returncode, "".join(lines[-40:])
+
+
+def _collect(per_rank: dict[int, dict], *, nprocs: int, distributed: bool, kwargs: dict,
+             returncode: int | None, log_tail: str, timeout_s: float) -> pd.DataFrame:
+    frames = []
+    for rank in range(nprocs):
+        report = per_rank.get(rank)
+        if report is None:
+            if returncode is None:
+                status, error = "timeout", f"killed after {timeout_s:g} s"
+            else:
+                status, error = "crash", f"exit code {returncode}: {_last_line(log_tail)}"
+            report = {"status": status, "error": error, "rows": []}
+        if report["rows"]:
+            frame = pd.DataFrame(report["rows"])
+        else:
+            frame = failure_row(kwargs, report["status"], report["error"])
+        if distributed:
+            frame.insert(0, "rank", rank)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def failure_row(params: Mapping[str, Any], status: str, error: str) -> pd.DataFrame:
+    """One ledger row saying that a configuration did not produce numbers, and why."""
+    scalars = {k: v for k, v in params.items() if isinstance(v, (str, int, float, bool))}
+    return pd.DataFrame([{**scalars, "metric": "run", "value": math.nan, "unit": "",
+                          "source": "measured", "status": status, "error": error}])
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _jsonable(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    # to_json handles numpy scalars and NaN (-> null) without pickling anything.
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _child_main(spec_path: str, out_dir: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    rank = int(os.environ.get("RANK", "0"))
+    report: dict[str, Any] = {"status": "ok", "error": "", "rows": []}
+    initialised = False
+    try:
+        if spec["backend"]:
+            import torch
+            import torch.distributed as dist
+
+            if spec["backend"] == "nccl":
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group(backend=spec["backend"])
+            initialised = True
+        frame = import_function(spec["func"])(**spec["kwargs"])
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"{spec['func']} returned {type(frame).__name__}, not a DataFrame")
+        report["rows"] = _jsonable(frame)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row, by design
+        if _is_oom(exc):
+            report.update(status="oom", error=str(exc).splitlines()[0][:300])
+        elif isinstance(exc, WorkbookError):
+            report.update(status="error", error=str(exc))
+        else:
+            report.update(status="error", error=f"{type(exc).__name__}: {exc}"[:300])
+            traceback.print_exc()
+    finally:
+        if initialised:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    out = Path(out_dir) / f"rank{rank}.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report))
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1], sys.argv[2]))
