@@ -1,0 +1,105 @@
+"""One look for every figure, and the rule that a number shows where it came from.
+
+Functions here take tidy rows (see ``workbook.results``) and return plotly ``FigureWidget``s,
+which widgets update in place. Marker style encodes the source of each number:
+
+* measured here: filled markers, solid line;
+* recorded (measured elsewhere, read from the ledger): hollow markers, the device and date in
+  the title;
+* predicted (a formula): dashed line, no markers;
+* datasheet (vendor's peak): dotted line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from workbook.results import provenance_label
+
+COLORS: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+                           "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
+LAYOUT = {
+    "template": "plotly_white",
+    "font": {"family": "Inter, Helvetica, Arial, sans-serif", "size": 13},
+    "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
+    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+    "height": 420,
+}
+_SOURCE_STYLE = {
+    "measured": {"mode": "lines+markers", "line": {"dash": "solid"},
+                 "marker": {"symbol": "circle", "size": 8}},
+    "recorded": {"mode": "lines+markers", "line": {"dash": "solid"},
+                 "marker": {"symbol": "circle-open", "size": 9, "line": {"width": 2}}},
+    "predicted": {"mode": "lines", "line": {"dash": "dash"}},
+    "datasheet": {"mode": "lines", "line": {"dash": "dot"}},
+}
+
+
+def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool = False,
+           log_y: bool = False) -> go.FigureWidget:
+    """An empty FigureWidget in the workbook's theme."""
+    fig = go.FigureWidget(layout=LAYOUT)
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
+    if log_x:
+        fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def title_with_source(title: str, rows: pd.DataFrame) -> str:
+    """Append where recorded rows came from; measured-here rows need no label."""
+    if "source" in rows.columns and (rows["source"] == "recorded").any():
+        label = provenance_label(rows[rows["source"] == "recorded"])
+        return f"{title}<br><sup>{label}</sup>"
+    return title
+
+
+def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequence[str] = (),
+            title: str = "", x_title: str | None = None, y_title: str | None = None,
+            log_x: bool = False, log_y: bool = False) -> go.FigureWidget:
+    """Predicted beside measured: one trace per (group, source), styled by source."""
+    groups = [group] if isinstance(group, str) else list(group)
+    fig = figure(title_with_source(title, rows), x_title or x, y_title or _unit_title(rows, y),
+                 log_x=log_x, log_y=log_y)
+    if rows.empty:
+        fig.add_annotation(text="no rows to show", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+        return fig
+    ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
+    keys = groups + ["source"] if "source" in ok.columns else groups
+    color_of: dict[str, str] = {}
+    for key, part in (ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)]):
+        key = key if isinstance(key, tuple) else (key,)
+        source = key[-1] if "source" in ok.columns else "measured"
+        label = " ".join(str(k) for k in key[:len(groups)]) or str(y)
+        color = color_of.setdefault(label, COLORS[len(color_of) % len(COLORS)])
+        style = _SOURCE_STYLE.get(source, _SOURCE_STYLE["measured"])
+        part = part.sort_values(x)
+        fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source})",
+                        line={**style.get("line", {}), "color": color},
+                        marker={**style.get("marker", {}), "color": color},
+                        mode=style["mode"])
+    return fig
+
+
+def _unit_title(rows: pd.DataFrame, y: str) -> str:
+    if "unit" in rows.columns and rows["unit"].nunique() == 1:
+        return f"{y} ({rows['unit'].iloc[0]})"
+    return y
+
+
+def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
+         title: str = "", y_title: str | None = None, log_y: bool = False) -> go.FigureWidget:
+    """Grouped bars, e.g. measured vs datasheet per dtype."""
+    fig = figure(title_with_source(title, rows), x, y_title or _unit_title(rows, y),
+                 log_y=log_y)
+    ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
+    for i, (name, part) in enumerate(ok.groupby(group, sort=False)):
+        fig.add_bar(x=part[x].astype(str), y=part[y], name=str(name),
+                    marker_color=COLORS[i % len(COLORS)])
+    fig.update_layout(barmode="group")
+    return fig

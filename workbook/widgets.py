@@ -1,0 +1,168 @@
+"""Sliders bound to figures, a run button for expensive work, progress bars.
+
+Everything here can be driven from Python, which is how the tests check it:
+
+    explorer = Explorer({"seq_len": slider("seq_len", 128, 16384, 128, 1024)}, draw)
+    explorer.set(seq_len=4096)        # the figure's data changes in place
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ipywidgets as w
+import plotly.graph_objects as go
+
+from workbook.config import WorkbookError
+
+
+def slider(description: str, low: float, high: float, step: float, value: float, *,
+           log: bool = False) -> w.ValueWidget:
+    """An int, float or log slider that updates only when released (no storm of reruns)."""
+    common = {"description": description, "continuous_update": False,
+              "style": {"description_width": "initial"}, "layout": {"width": "420px"}}
+    if log:
+        import math
+
+        return w.FloatLogSlider(value=value, base=10, min=math.log10(low),
+                                max=math.log10(high), step=step, **common)
+    if all(float(v).is_integer() for v in (low, high, step, value)):
+        return w.IntSlider(value=int(value), min=int(low), max=int(high), step=int(step),
+                           **common)
+    return w.FloatSlider(value=value, min=low, max=high, step=step, **common)
+
+
+def dropdown(description: str, options: list[Any], value: Any) -> w.Dropdown:
+    return w.Dropdown(description=description, options=options, value=value,
+                      style={"description_width": "initial"})
+
+
+class Explorer:
+    """Controls bound to one FigureWidget.
+
+    ``draw(fig, **values)`` updates ``fig`` in place (inside ``fig.batch_update()``); it may
+    return a string shown under the figure. A ``WorkbookError`` is shown as one line instead of
+    a traceback, and the figure keeps its last good state.
+    """
+
+    def __init__(self, controls: Mapping[str, w.ValueWidget],
+                 draw: Callable[..., str | None], fig: go.FigureWidget | None = None) -> None:
+        self.controls = dict(controls)
+        self.draw = draw
+        self.fig = fig if fig is not None else go.FigureWidget()
+        self.message = w.HTML()
+        self.last_error: str | None = None
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.refresh()
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def set(self, **values: Any) -> None:
+        """Move controls from Python, as a reader would with the mouse."""
+        unknown = sorted(set(values) - set(self.controls))
+        if unknown:
+            raise WorkbookError(f"no control {unknown}; controls: {', '.join(self.controls)}")
+        with self.hold():
+            for name, value in values.items():
+                self.controls[name].value = value
+        self.refresh()
+
+    def hold(self):
+        """Change several controls with one redraw at the end."""
+        explorer = self
+
+        class _Hold:
+            def __enter__(self):
+                explorer._held = True
+
+            def __exit__(self, *exc):
+                explorer._held = False
+
+        return _Hold()
+
+    _held = False
+
+    def _on_change(self, _change: dict) -> None:
+        if not self._held:
+            self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            with self.fig.batch_update():
+                note = self.draw(self.fig, **self.values)
+        except WorkbookError as exc:
+            self.last_error = str(exc)
+            self.message.value = f"<span style='color:#b00'>⚠ {exc}</span>"
+            return
+        self.last_error = None
+        self.message.value = note or ""
+
+    @property
+    def widget(self) -> w.Widget:
+        return w.VBox([w.HBox(list(self.controls.values()),
+                              layout={"flex_flow": "row wrap"}), self.fig, self.message])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class RunButton:
+    """A button for expensive work: runs ``action()`` on click, shows its result or error."""
+
+    def __init__(self, description: str, action: Callable[[], Any]) -> None:
+        self.button = w.Button(description=description, button_style="primary")
+        self.output = w.Output()
+        self.action = action
+        self.result: Any = None
+        self.button.on_click(lambda _b: self.click())
+
+    def click(self) -> Any:
+        self.button.disabled = True
+        self.output.clear_output()
+        try:
+            with self.output:
+                self.result = self.action()
+                if self.result is not None:
+                    from IPython.display import display
+
+                    display(self.result)
+        except WorkbookError as exc:
+            with self.output:
+                print(f"⚠ {exc}")
+        finally:
+            self.button.disabled = False
+        return self.result
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(w.VBox([self.button, self.output]))
+
+
+def progress(iterable, *, desc: str = "", total: int | None = None, disable: bool = False):
+    """A progress bar that renders as a widget in Jupyter and as text elsewhere."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False)
+
+
+def one_line_errors() -> None:
+    """In a notebook, show a WorkbookError as one line, not a traceback wall."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def handler(_shell, _etype, value, _tb, tb_offset=None):
+        print(f"⚠ {value}")
+
+    shell.set_custom_exc((WorkbookError,), handler)
