@@ -49,6 +49,9 @@ class Experiment:
         return dataclasses.replace(base, **overrides)  # __post_init__ range checks run here
 
 
+_NOT_EXPERIMENT_MODULES = frozenset({"__main__", "plots", "widgets"})
+
+
 @cache
 def experiments() -> dict[str, Experiment]:
     """All experiments, by name, collected from the package's modules."""
@@ -56,7 +59,9 @@ def experiments() -> dict[str, Experiment]:
 
     found: dict[str, Experiment] = {}
     for info in pkgutil.iter_modules(workbook.__path__):
-        if info.name.startswith("_") or info.name == "__main__":
+        # Plumbing that declares no experiments and needs notebook-only packages (plotly,
+        # ipywidgets), which a headless GPU box need not have.
+        if info.name.startswith("_") or info.name in _NOT_EXPERIMENT_MODULES:
             continue
         module = importlib.import_module(f"workbook.{info.name}")
         for exp in getattr(module, "EXPERIMENTS", ()):
