@@ -27,7 +27,8 @@ def cuda_available() -> bool:
 
 def resolve_preset(preset: str | None = None) -> str:
     """The preset to use: the argument, else ``$WORKBOOK_PRESET``, else by hardware."""
-    chosen = preset or os.environ.get("WORKBOOK_PRESET") or ("full" if cuda_available() else "small")
+    by_hardware = "full" if cuda_available() else "small"
+    chosen = preset or os.environ.get("WORKBOOK_PRESET") or by_hardware
     if chosen not in PRESETS:
         raise WorkbookError(f"unknown preset {chosen!r}; allowed: {', '.join(PRESETS)}")
     return chosen

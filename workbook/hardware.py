@@ -219,6 +219,18 @@ def _matmul_fn(dtype: str, n: int, device: torch.device, gen: torch.Generator):
     raise WorkbookError(f"dtype={dtype!r}; allowed: {', '.join(MATMUL_DTYPES)}")
 
 
+def _copy_gb_s(n_bytes: int, repeats: int, device: torch.device,
+               gen: torch.Generator) -> float:
+    """Device-to-device copy bandwidth; a copy reads each byte once and writes it once, and
+    the datasheet counts both, so we do too."""
+    from workbook.profiling import time_ms
+
+    src = torch.randint(0, 255, (n_bytes,), dtype=torch.uint8, device=device, generator=gen)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), repeats=repeats, device=device)
+    return 2 * n_bytes / (ms * 1e-3) / 1e9
+
+
 def measure_roofline(cfg: RooflineConfig, seed: int = 0) -> pd.DataFrame:
     """Copy bandwidth and matmul TFLOP/s per dtype, measured here, beside the datasheet."""
     from workbook.profiling import time_ms
@@ -230,16 +242,12 @@ def measure_roofline(cfg: RooflineConfig, seed: int = 0) -> pd.DataFrame:
     peaks = machine.peaks
 
     n_bytes = cfg.copy_mb * 2**20
-    src = torch.randint(0, 255, (n_bytes,), dtype=torch.uint8, device=device, generator=gen)
-    dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src), repeats=cfg.repeats, device=device)
-    # A copy reads every byte once and writes it once: count both, as the datasheet does.
     rows.append({"kind": "copy", "dtype": "uint8", "size": n_bytes, "metric": "bandwidth",
-                 "value": 2 * n_bytes / (ms * 1e-3) / 1e9, "unit": "GB/s", "source": "measured"})
+                 "value": _copy_gb_s(n_bytes, cfg.repeats, device, gen), "unit": "GB/s",
+                 "source": "measured"})
     if peaks:
         rows.append({"kind": "copy", "dtype": "uint8", "size": n_bytes, "metric": "bandwidth",
                      "value": peaks.hbm_gb_s, "unit": "GB/s", "source": "datasheet"})
-    del src, dst
 
     old_tf32 = torch.backends.cuda.matmul.allow_tf32
     try:
