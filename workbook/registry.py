@@ -156,3 +156,19 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
     print(reason if not recorded.empty else reason.replace(
         "Recorded rows are shown instead.", "No recorded rows exist yet."))
     return recorded
+
+
+def plan(preset: str | None = None) -> pd.DataFrame:
+    """For every experiment: will this machine run it live, or show recorded rows (from where)?"""
+    chosen = resolve_preset(preset)
+    rows = []
+    for name, exp in experiments().items():
+        reason = why_not_here(name, chosen)
+        recorded = results.load(name)
+        devices = ", ".join(sorted({f"{d} ×{n}" for d, n in zip(recorded.get("device", []),
+                                                               recorded.get("n_gpus", []))}))
+        rows.append({"notebook": exp.notebook, "experiment": name,
+                     "here": "live" if reason is None else "recorded",
+                     "preset": chosen, "GPUs needed": exp.min_gpus[chosen],
+                     "recorded on": devices or "-"})
+    return pd.DataFrame(rows).sort_values(["notebook", "experiment"], ignore_index=True)

@@ -1,0 +1,52 @@
+"""Functions the runner tests launch in child processes (importable as tests._runner_targets)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pandas as pd
+
+
+def rows(n: int = 3, scale: float = 2.0) -> pd.DataFrame:
+    return pd.DataFrame({"i": range(n), "metric": "double", "value": [scale * i for i in range(n)]})
+
+
+def crash() -> pd.DataFrame:
+    os._exit(17)  # dies without a word, as a segfault would
+
+
+def raise_error() -> pd.DataFrame:
+    raise RuntimeError("deliberate failure")
+
+
+def sleep(seconds: float) -> pd.DataFrame:
+    time.sleep(seconds)
+    return rows()
+
+
+def cuda_oom() -> pd.DataFrame:
+    import torch
+
+    # Ask for twice the GPU's memory: a real CUDA out-of-memory error, not a simulated one.
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.empty(2 * total, dtype=torch.uint8, device="cuda")
+    return rows()
+
+
+def cuda_allocate(n_bytes: int) -> pd.DataFrame:
+    import torch
+
+    x = torch.empty(n_bytes, dtype=torch.uint8, device="cuda")
+    return pd.DataFrame([{"metric": "allocated", "value": float(x.numel())}])
+
+
+def all_reduce_rank() -> pd.DataFrame:
+    import torch
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    t = torch.tensor([float(rank + 1)])
+    dist.all_reduce(t)
+    return pd.DataFrame([{"world_size": world, "metric": "sum", "value": float(t.item())},
+                         {"world_size": world, "metric": "rank_seen", "value": float(rank)}])

@@ -1,0 +1,294 @@
+"""The plumbing every notebook stands on: presets, ledger, runner, registry, CLI, widgets."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import workbook
+from workbook import hardware, registry, results, runner
+from workbook.config import WorkbookError, check_range, resolve_preset
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_CUDA = torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def test_preset_from_environment(monkeypatch):
+    monkeypatch.setenv("WORKBOOK_PRESET", "small")
+    assert resolve_preset() == "small"
+    assert resolve_preset("full") == "full", "an explicit preset wins over the environment"
+
+
+def test_preset_default_follows_hardware(monkeypatch):
+    monkeypatch.delenv("WORKBOOK_PRESET", raising=False)
+    assert resolve_preset() == ("full" if HAS_CUDA else "small")
+
+
+def test_bad_preset_names_the_allowed_ones():
+    with pytest.raises(WorkbookError, match="allowed: small, full"):
+        resolve_preset("huge")
+
+
+def test_check_range_message():
+    check_range("seq_len", 512, 1, 1024)
+    with pytest.raises(WorkbookError, match="allowed: 1 to 1024"):
+        check_range("seq_len", 4096, 1, 1024)
+
+
+# ----------------------------------------------------------------------------- ledger
+
+
+def _rows(values, status="ok"):
+    return pd.DataFrame({"size": [1, 2], "metric": "t", "value": values, "unit": "ms",
+                         "status": status})
+
+
+def test_record_fills_provenance(ledger_dir):
+    path = results.record("demo", _rows([1.0, 2.0]), preset="small", seed=7)
+    frame = pd.read_csv(path)
+    for col in results.PROVENANCE_COLUMNS:
+        assert frame[col].notna().all(), f"provenance column {col} must be filled automatically"
+    assert list(frame.columns[:6]) == ["size", "metric", "value", "unit", "source", "status"], \
+        "ledger order: parameter columns, then metric/value/unit/source/status"
+    assert (frame["seed"] == 7).all() and (frame["preset"] == "small").all()
+
+
+def test_failed_run_never_overwrites_good_rows(ledger_dir):
+    results.record("demo", _rows([1.0, 2.0]), preset="small", seed=0)
+    results.record("demo", _rows([math.nan, math.nan], status="oom"), preset="small", seed=0)
+    frame = results.load("demo")
+    assert sorted(frame["value"]) == [1.0, 2.0], "an oom row replaced a good measurement"
+    assert (frame["status"] == "ok").all()
+
+
+def test_new_good_rows_replace_same_configuration_and_keep_others(ledger_dir):
+    results.record("demo", _rows([1.0, 2.0]), preset="small", seed=0)
+    newer = pd.DataFrame({"size": [2, 3], "metric": "t", "value": [20.0, 30.0], "unit": "ms"})
+    results.record("demo", newer, preset="small", seed=0)
+    frame = results.load("demo").sort_values("size")
+    assert frame["value"].tolist() == [1.0, 20.0, 30.0], \
+        "size=1 must survive, size=2 must be replaced, size=3 appended"
+
+
+def test_load_marks_measured_rows_as_recorded(ledger_dir):
+    rows = pd.concat([_rows([1.0, 2.0]), _rows([3.0, 3.0]).assign(source="predicted")])
+    results.record("demo", rows, preset="small", seed=0)
+    sources = set(results.load("demo")["source"])
+    assert sources == {"recorded", "predicted"}
+
+
+def test_atomic_write_leaves_no_temp_files(ledger_dir):
+    results.record("demo", _rows([1.0, 2.0]), preset="small", seed=0)
+    assert [p.name for p in ledger_dir.iterdir()] == ["demo.csv"]
+
+
+def test_ledger_rejects_bad_names_and_sources(ledger_dir):
+    with pytest.raises(WorkbookError):
+        results.ledger_path("../escape")
+    with pytest.raises(WorkbookError, match="unknown source"):
+        results.record("demo", _rows([1.0, 2.0]).assign(source="guessed"), preset="small",
+                       seed=0)
+
+
+def test_committed_ledgers_have_provenance():
+    for path in sorted((ROOT / "data" / "results").glob("*.csv")):
+        frame = pd.read_csv(path)
+        missing = [c for c in results.PROVENANCE_COLUMNS if c not in frame.columns]
+        assert not missing, f"{path.name} lacks provenance columns {missing}"
+        measured = frame[frame["source"] == "measured"]
+        assert measured["device"].notna().all(), f"{path.name}: a measured row has no device"
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def test_runner_returns_rows_from_a_fresh_process():
+    rows = runner.call("tests._runner_targets:rows", {"n": 4, "scale": 3.0})
+    assert rows["value"].tolist() == [0.0, 3.0, 6.0, 9.0]
+
+
+def test_runner_turns_a_crash_into_a_row():
+    rows = runner.call("tests._runner_targets:crash", {})
+    assert rows["status"].tolist() == ["crash"]
+    assert "17" in rows["error"].iloc[0], "the exit code should be named"
+
+
+def test_runner_turns_an_exception_into_a_row():
+    rows = runner.call("tests._runner_targets:raise_error", {})
+    assert rows["status"].tolist() == ["error"]
+    assert "deliberate failure" in rows["error"].iloc[0]
+
+
+def test_runner_enforces_its_timeout():
+    rows = runner.call("tests._runner_targets:sleep", {"seconds": 60}, timeout_s=3)
+    assert rows["status"].tolist() == ["timeout"]
+
+
+def test_runner_rejects_non_json_arguments():
+    with pytest.raises(WorkbookError, match="JSON"):
+        runner.call("tests._runner_targets:rows", {"n": object()})
+
+
+def test_two_gloo_ranks_gather_per_rank_rows():
+    rows = runner.call_distributed("tests._runner_targets:all_reduce_rank", {}, nprocs=2,
+                                   backend="gloo", timeout_s=120)
+    assert sorted(rows["rank"].unique()) == [0, 1]
+    sums = rows[rows["metric"] == "sum"]["value"]
+    assert (sums == 3.0).all(), "all-reduce of 1 and 2 over two ranks must give 3 on each"
+
+
+def test_nccl_with_more_ranks_than_gpus_is_a_clear_error():
+    with pytest.raises(WorkbookError, match="needs"):
+        runner.call_distributed("tests._runner_targets:all_reduce_rank", {},
+                                nprocs=torch.cuda.device_count() + 1, backend="nccl")
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+def test_runner_turns_cuda_oom_into_a_row_and_spares_this_process():
+    before = torch.cuda.memory_allocated()
+    rows = runner.call("tests._runner_targets:cuda_oom", {})
+    assert rows["status"].tolist() == ["oom"]
+    ok = runner.call("tests._runner_targets:cuda_allocate", {"n_bytes": 2**30})
+    assert ok["status"].tolist() == ["ok"]
+    assert torch.cuda.memory_allocated() == before, "the parent's GPU memory must not change"
+
+
+# ----------------------------------------------------------------------------- registry & CLI
+
+
+def test_every_module_imports():
+    for info in pkgutil.iter_modules(workbook.__path__):
+        importlib.import_module(f"workbook.{info.name}")
+
+
+def test_every_experiment_has_both_presets_and_a_notebook():
+    notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    for exp in registry.experiments().values():
+        assert set(exp.presets) == {"small", "full"}, exp.name
+        assert exp.notebook in notebooks, f"{exp.name} names missing notebook {exp.notebook}"
+
+
+def test_unknown_override_names_the_fields():
+    with pytest.raises(WorkbookError, match="allowed: copy_mb, matmul_n, repeats"):
+        registry.get("roofline").config("small", bogus=1)
+
+
+def test_out_of_range_override_is_rejected():
+    with pytest.raises(WorkbookError, match="matmul_n"):
+        registry.get("roofline").config("small", matmul_n=1)
+
+
+def test_full_preset_without_gpu_says_so(monkeypatch):
+    monkeypatch.setattr(registry, "gpu_count", lambda: 0)
+    reason = registry.why_not_here("roofline", "full")
+    assert reason and "needs a GPU" in reason
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workbook", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+def test_cli_help_lists_experiments():
+    out = _cli("--help")
+    assert out.returncode == 0 and "roofline" in out.stdout
+
+
+def test_cli_unknown_experiment_is_one_line_and_nonzero(ledger_dir):
+    out = _cli("run", "no_such_experiment")
+    assert out.returncode != 0
+    assert "allowed:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_runs_and_records_small_roofline(ledger_dir, monkeypatch):
+    monkeypatch.setenv("WORKBOOK_PRESET", "small")
+    out = _cli("run", "roofline", "--record", "--set", "matmul_n=256")
+    assert out.returncode == 0, out.stderr
+    frame = results.load("roofline")
+    copy = frame[(frame["kind"] == "copy") & (frame["source"] == "recorded")]
+    assert len(copy) == 1 and copy["value"].iloc[0] > 0
+
+
+# ----------------------------------------------------------------------------- hardware
+
+
+def test_datasheet_lookup_by_device_name():
+    assert hardware.datasheet("NVIDIA H100 80GB HBM3").name == "H100 SXM"
+    assert hardware.datasheet("NVIDIA H100 PCIe").name == "H100 PCIe"
+    assert hardware.datasheet("NVIDIA H200").tflops["bf16"] == pytest.approx(989.4)
+    assert hardware.datasheet("NVIDIA A100-SXM4-40GB").hbm_gb_s == 1555.0
+    assert "fp8" not in hardware.datasheet("NVIDIA A100-SXM4-80GB").tflops
+    assert hardware.datasheet("Tesla T4").name == "T4"
+    assert hardware.datasheet("AMD EPYC") is None
+
+
+def test_dtype_support_by_capability():
+    assert "fp8" in hardware.supported_dtypes((9, 0))
+    assert "fp8" not in hardware.supported_dtypes((8, 0))
+    assert "bf16" not in hardware.supported_dtypes((7, 5)), "T4 has no bf16 tensor cores"
+
+
+def test_roofline_rows_are_positive_and_plausible():
+    cfg = hardware.RooflineConfig(copy_mb=8, matmul_n=128, repeats=2)
+    rows = hardware.measure_roofline(cfg, seed=0)
+    measured = rows[(rows["source"] == "measured") & (rows["status"] == "ok")]
+    assert (measured["value"] > 0).all()
+    peaks = hardware.roofline_peaks(rows)
+    assert "bandwidth" in peaks and "fp32" in peaks
+
+
+# ----------------------------------------------------------------------------- widgets & plots
+
+
+def test_explorer_updates_figure_in_place_and_shows_errors():
+    from workbook import widgets
+
+    def draw(fig, n):
+        if n > 8:
+            raise WorkbookError("n must be at most 8")
+        if not fig.data:
+            fig.add_scatter(x=[0, 1], y=[0, 0])
+        fig.data[0].y = [n, 2 * n]
+
+    explorer = widgets.Explorer({"n": widgets.slider("n", 1, 10, 1, 2)}, draw)
+    trace = explorer.fig.data[0]
+    explorer.set(n=5)
+    assert explorer.fig.data[0] is trace, "the figure must be updated, not rebuilt"
+    assert tuple(trace.y) == (5, 10)
+    explorer.set(n=9)
+    assert explorer.last_error and tuple(trace.y) == (5, 10), "bad input keeps the last figure"
+
+
+def test_compare_styles_by_source():
+    from workbook import plots
+
+    rows = pd.DataFrame({"x": [1, 2, 1, 2], "value": [1.0, 2.0, 1.1, 2.1],
+                         "source": ["predicted"] * 2 + ["recorded"] * 2, "status": "ok",
+                         "device": "NVIDIA H100 80GB HBM3", "n_gpus": 1,
+                         "recorded_at": "2026-11-22T00:00:00Z", "seed": 0})
+    fig = plots.compare(rows, "x", title="t")
+    assert {t.line.dash for t in fig.data} == {"dash", "solid"}
+    assert "H100" in fig.layout.title.text and "2026-11-22" in fig.layout.title.text
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        dirty = [i for i, c in enumerate(nb["cells"])
+                 if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+        assert not dirty, f"{path.name}: cells {dirty} carry outputs; strip them before commit"

@@ -1,0 +1,161 @@
+"""The workbook's offline corpus, its byte-level BPE tokenizer and batches of token ids.
+
+The corpus is committed under ``data/corpus/`` with a manifest (source, license, size,
+sha256): the docstrings of CPython's standard library (PSF-2.0). Nothing is downloaded. The
+tokenizer is trained on it with Hugging Face ``tokenizers`` and cached, like the encoded token
+ids, under ``data/cache/`` (git-ignored; safe to delete, it is rebuilt in seconds).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from workbook.config import WorkbookError, check_choice, check_range
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CORPUS_DIR = REPO_ROOT / "data" / "corpus"
+SPLITS = ("train", "val")
+VAL_FRACTION = 0.1              # the last 10 % of the token stream is held out
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+
+
+def cache_dir() -> Path:
+    """``$WORKBOOK_CACHE`` or ``data/cache/``: trained tokenizers, token ids, base models."""
+    path = Path(os.environ.get("WORKBOOK_CACHE") or REPO_ROOT / "data" / "cache")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """An exclusive file lock, so parallel notebooks/tests build a cache entry only once."""
+    lock_path = cache_dir() / f".{name}.lock"
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def manifest() -> dict:
+    """The corpus manifest: file, source, license, n_bytes, sha256."""
+    path = CORPUS_DIR / "manifest.json"
+    if not path.exists():
+        raise WorkbookError(f"corpus manifest {path} is missing; restore data/corpus/ from git")
+    return json.loads(path.read_text())
+
+
+def corpus_path() -> Path:
+    """The committed corpus file named by the manifest."""
+    return CORPUS_DIR / manifest()["file"]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def corpus_sha256() -> str:
+    return manifest()["sha256"]
+
+
+def load_corpus(verify: bool = True) -> str:
+    """The corpus text; with ``verify``, a missing or altered file raises ``WorkbookError``."""
+    path, expected = corpus_path(), corpus_sha256()
+    if not path.exists():
+        raise WorkbookError(f"corpus file {path.name} is missing from data/corpus/; "
+                            "restore it with `git checkout -- data/corpus`")
+    if verify and (actual := _sha256(path)) != expected:
+        raise WorkbookError(f"corpus file {path.name} was altered: sha256 {actual[:12]}... "
+                            f"but the manifest says {expected[:12]}...; restore it from git")
+    return path.read_text(encoding="utf-8")
+
+
+def _tokenizer_dir(vocab_size: int) -> Path:
+    return cache_dir() / f"tokenizer-v{vocab_size}-{corpus_sha256()[:12]}"
+
+
+def _train_tokenizer(text: str, vocab_size: int):
+    """Byte-level BPE (GPT-2 style): every byte is a base token, so nothing is ever unknown."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS, PAD], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    # One "document" per docstring (they are separated by blank lines) keeps training fast.
+    tok.train_from_iterator(text.split("\n\n"), trainer=trainer)
+    return tok
+
+
+@cache
+def load_tokenizer(vocab_size: int = 4096):
+    """A ``PreTrainedTokenizerFast`` trained on the corpus (cached; built in a few seconds).
+
+    It has ``eos_token`` (also used as ``bos``) and a separate ``pad_token``; ``encode`` adds
+    no special tokens, so ``decode(encode(text)) == text`` for any text.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    check_range("vocab_size", vocab_size, 512, 65536)
+    folder = _tokenizer_dir(vocab_size)
+    with cache_lock(folder.name):
+        if not (folder / "tokenizer.json").exists():
+            raw = _train_tokenizer(load_corpus(), vocab_size)
+            tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+            tmp.mkdir(parents=True, exist_ok=True)
+            raw.save(str(tmp / "tokenizer.json"))
+            tmp.rename(folder)
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(folder / "tokenizer.json"), eos_token=EOS, bos_token=EOS,
+        pad_token=PAD, clean_up_tokenization_spaces=False, model_max_length=1 << 20)
+
+
+def _all_ids(vocab_size: int) -> torch.Tensor:
+    path = cache_dir() / f"ids-v{vocab_size}-{corpus_sha256()[:12]}.pt"
+    with cache_lock(path.name):
+        if not path.exists():
+            tok = load_tokenizer(vocab_size)
+            ids = tok(load_corpus(), add_special_tokens=False)["input_ids"]
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(torch.tensor(ids, dtype=torch.int64), tmp)
+            tmp.rename(path)
+    return torch.load(path, weights_only=True)
+
+
+@cache
+def _split_ids(split: str, vocab_size: int) -> torch.Tensor:
+    ids = _all_ids(vocab_size)
+    cut = int(len(ids) * (1 - VAL_FRACTION))
+    return ids[:cut] if split == "train" else ids[cut:]
+
+
+def token_ids(split: str, vocab_size: int = 4096) -> torch.Tensor:
+    """The corpus as one int64 stream of token ids: ``train`` (first 90 %) or ``val``."""
+    check_choice("split", split, SPLITS)
+    check_range("vocab_size", vocab_size, 512, 65536)
+    return _split_ids(split, vocab_size).clone()
+
+
+def random_batch(ids: torch.Tensor, batch_size: int, seq_len: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random windows of the stream: inputs ``x`` and targets ``y = x`` shifted
+    by one token, both ``(batch_size, seq_len)``. Token t's target is token t+1."""
+    check_range("batch_size", batch_size, 1, 4096)
+    check_range("seq_len", seq_len, 1, len(ids) - 1)
+    starts = torch.randint(0, len(ids) - seq_len, (batch_size,), generator=generator)
+    offsets = torch.arange(seq_len + 1)
+    windows = ids[starts[:, None] + offsets]            # (batch_size, seq_len + 1)
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
