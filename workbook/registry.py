@@ -165,8 +165,8 @@ def plan(preset: str | None = None) -> pd.DataFrame:
     for name, exp in experiments().items():
         reason = why_not_here(name, chosen)
         recorded = results.load(name)
-        devices = ", ".join(sorted({f"{d} ×{n}" for d, n in zip(recorded.get("device", []),
-                                                               recorded.get("n_gpus", []))}))
+        pairs = zip(recorded.get("device", []), recorded.get("n_gpus", []), strict=True)
+        devices = ", ".join(sorted({f"{d} ×{n}" for d, n in pairs}))
         rows.append({"notebook": exp.notebook, "experiment": name,
                      "here": "live" if reason is None else "recorded",
                      "preset": chosen, "GPUs needed": exp.min_gpus[chosen],
