@@ -1,0 +1,245 @@
+"""The workbook's base model: a small Llama-style decoder built with ``transformers``.
+
+Because it is a real ``LlamaForCausalLM`` (RMSNorm, RoPE, SwiGLU, SDPA attention), PEFT,
+bitsandbytes and the Hugging Face ``generate`` API work on it unchanged, and the same loading
+code reads a real checkpoint (:func:`load_pretrained`).
+
+:func:`load_base_model` trains the base model for a preset once (deterministic by seed) and
+caches it as safetensors under ``data/cache/``; later calls, from any notebook, load it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from workbook.config import WorkbookError, check_range, resolve_preset
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+
+def swiglu_hidden(d_model: int, multiple_of: int = 64) -> int:
+    """Llama's MLP width: 2/3 of 4·d_model (three matrices instead of two keep the parameter
+    count of a 4·d_model GELU MLP), rounded up to a multiple of ``multiple_of``."""
+    hidden = int(2 * 4 * d_model / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a Llama-style decoder. ``d_ff=None`` means :func:`swiglu_hidden(d_model)`."""
+
+    vocab_size: int = 4096
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    seq_len: int = 128
+    d_ff: int | None = None
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        check_range("vocab_size", self.vocab_size, 16, 262144)
+        check_range("d_model", self.d_model, 8, 16384)
+        check_range("n_layers", self.n_layers, 1, 256)
+        check_range("n_heads", self.n_heads, 1, 256)
+        check_range("seq_len", self.seq_len, 2, 131072)
+        if self.d_model % self.n_heads:
+            raise WorkbookError(f"d_model={self.d_model} must be a multiple of "
+                                f"n_heads={self.n_heads}")
+        if self.d_ff is None:
+            object.__setattr__(self, "d_ff", swiglu_hidden(self.d_model))
+        check_range("d_ff", self.d_ff, 8, 131072)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def hf_config(cfg: ModelConfig, attn_implementation: str = "sdpa"):
+    """The ``transformers.LlamaConfig`` for ``cfg`` (no biases, full multi-head attention)."""
+    from transformers import LlamaConfig
+
+    # workbook.data's tokenizer puts its special tokens first: EOS (also BOS) = 0, PAD = 1.
+    return LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads, max_position_embeddings=cfg.seq_len,
+        rms_norm_eps=1e-5, tie_word_embeddings=cfg.tie_embeddings, bos_token_id=0,
+        eos_token_id=0, pad_token_id=1, attn_implementation=attn_implementation)
+
+
+def build_model(cfg: ModelConfig, seed: int, attn_implementation: str = "sdpa"
+                ) -> LlamaForCausalLM:
+    """A freshly initialised model; the same ``seed`` gives bit-identical weights.
+
+    The global RNG is forked, so building a model changes no caller's random state.
+    """
+    from transformers import LlamaForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(hf_config(cfg, attn_implementation))
+    return model
+
+
+def _analytic_params(cfg: ModelConfig, non_embedding: bool) -> int:
+    d, ff = cfg.d_model, cfg.d_ff
+    per_layer = 4 * d * d + 3 * d * ff + 2 * d          # q,k,v,o + gate,up,down + 2 RMSNorms
+    embedding = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
+    body = cfg.n_layers * per_layer + d                 # + the final RMSNorm
+    return body if non_embedding else body + embedding
+
+
+def count_params(cfg_or_model: ModelConfig | torch.nn.Module, non_embedding: bool = False) -> int:
+    """Parameters (tied weights counted once). ``non_embedding`` drops the token embedding and
+    an untied output matrix, as Kaplan et al. (2020) count N."""
+    if isinstance(cfg_or_model, ModelConfig):
+        return _analytic_params(cfg_or_model, non_embedding)
+    model = cfg_or_model
+    unique = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in unique.values())
+    if non_embedding:
+        emb = model.get_input_embeddings().weight
+        out = model.get_output_embeddings()
+        total -= emb.numel()
+        if out is not None and out.weight is not emb:
+            total -= out.weight.numel()
+    return total
+
+
+# ---------------------------------------------------------------------------- base model
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """How a preset's base model is trained: the shape plus the optimisation recipe."""
+
+    model: ModelConfig
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+
+    def __post_init__(self) -> None:
+        check_range("steps", self.steps, 1, 1_000_000)
+        check_range("batch_size", self.batch_size, 1, 4096)
+        check_range("lr", self.lr, 1e-6, 1.0)
+        check_range("warmup", self.warmup, 0, self.steps)
+
+
+BASE_RECIPES: dict[str, BaseRecipe] = {
+    # ~1.0M parameters; trains on a 2-core CPU in about 20 s.
+    "small": BaseRecipe(ModelConfig(vocab_size=4096, d_model=128, n_layers=2, n_heads=4,
+                                    seq_len=128), steps=200, batch_size=16, lr=3e-3, warmup=20),
+    # ~6M parameters; about a minute on one GPU (bf16 autocast).
+    "full": BaseRecipe(ModelConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=4,
+                                   seq_len=256), steps=2000, batch_size=32, lr=2e-3, warmup=100),
+}
+
+_RECIPE_VERSION = 1  # bump when the training code changes what a cached model would be
+
+
+def base_model_dir(preset: str | None = None, seed: int = 0) -> Path:
+    """Where the trained base model of ``preset`` and ``seed`` is cached."""
+    from workbook.data import cache_dir, corpus_sha256
+
+    chosen = resolve_preset(preset)
+    recipe = BASE_RECIPES[chosen]
+    key = json.dumps([dataclasses.asdict(recipe), corpus_sha256(), _RECIPE_VERSION, seed],
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cache_dir() / f"base-{chosen}-seed{seed}-{digest}"
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _train_and_save(recipe: BaseRecipe, seed: int, folder: Path, device: torch.device) -> None:
+    from workbook.data import load_tokenizer
+    from workbook.pretraining import TrainConfig, train
+
+    tokenizer = load_tokenizer(recipe.model.vocab_size)
+    model = build_model(recipe.model, seed).to(device)
+    cfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size,
+                      seq_len=recipe.model.seq_len, lr=recipe.lr, warmup=recipe.warmup,
+                      eval_every=max(1, recipe.steps // 10))
+    log = train(model, cfg, seed=seed, vocab_size=recipe.model.vocab_size, device=device,
+                progress=True, desc="training the base model (cached afterwards)")
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to("cpu").save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    log.to_csv(tmp / "train_log.csv", index=False)
+    (tmp / "recipe.json").write_text(json.dumps(
+        {"recipe": dataclasses.asdict(recipe), "seed": seed, "device": str(device)}, indent=2))
+    tmp.rename(folder)
+
+
+def load_base_model(preset: str | None = None, seed: int = 0,
+                    device: str | torch.device | None = None
+                    ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """The workbook's trained base model and its tokenizer, in eval mode on ``device``.
+
+    Trained on first use (``small``: CPU, seconds) and cached as safetensors; every later call
+    loads the cache. The same preset and seed always give the same weights.
+    """
+    from workbook.data import cache_lock
+
+    chosen = resolve_preset(preset)
+    check_range("seed", seed, 0, 2**31 - 1)
+    folder, target = base_model_dir(chosen, seed), _pick_device(device)
+    with cache_lock(folder.name):
+        if not (folder / "model.safetensors").exists():
+            train_on = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+            _train_and_save(BASE_RECIPES[chosen], seed, folder, train_on)
+    model, tokenizer = load_pretrained(str(folder))
+    return model.to(target).eval(), tokenizer
+
+
+def base_model_log(preset: str | None = None, seed: int = 0):
+    """The loss curve recorded while the cached base model was trained (a DataFrame)."""
+    import pandas as pd
+
+    load_base_model(preset, seed, device="cpu")
+    return pd.read_csv(base_model_dir(preset, seed) / "train_log.csv")
+
+
+def load_pretrained(name_or_path: str, local_files_only: bool = True,
+                    dtype: torch.dtype | None = None
+                    ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Load a causal LM and its tokenizer the standard Hugging Face way.
+
+    ``name_or_path`` is a local folder (``save_pretrained`` output) or, with
+    ``local_files_only=False`` and a network, a Hub name such as ``"gpt2"``. Only safetensors
+    weights are accepted and no repository code is ever run (``trust_remote_code=False``).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name_or_path)
+    looks_local = path.exists() or name_or_path.startswith((".", "/", "~"))
+    if looks_local and not (path / "config.json").exists():
+        raise WorkbookError(f"{name_or_path!r} is not a saved model folder (no config.json); "
+                            "pass a folder written by save_pretrained or a Hub name")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, local_files_only=local_files_only, use_safetensors=True,
+            trust_remote_code=False, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, local_files_only=local_files_only, trust_remote_code=False)
+    except OSError as exc:
+        where = "locally" if local_files_only else "locally or on the Hub"
+        raise WorkbookError(f"cannot load {name_or_path!r} {where} as safetensors: "
+                            f"{str(exc).splitlines()[0]}") from None
+    return model, tokenizer
