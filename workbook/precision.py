@@ -1,0 +1,404 @@
+"""Number formats and mixed-precision training: what each format can hold, what gets lost.
+
+Four ideas, each computed here rather than typed in:
+
+* **Formats** (:func:`format_table`, :func:`explore`): range, smallest normal and subnormal,
+  epsilon of FP32, TF32, FP16, BF16, FP8 (e4m3, e5m2) and INT8, from ``torch.finfo``/``iinfo``
+  and bit patterns; any value's bits and its nearest representable value in each format.
+* **Underflow** (:func:`capture_gradients`, :func:`underflow_shares`): the base model's real
+  activation and weight gradients cast to FP16/BF16, with and without a loss scale, and
+  ``torch.amp.GradScaler``'s dynamic scale over steps (:func:`gradscaler_trace`).
+* **Stagnation** (:func:`update_lost_share`, :func:`master_weight_training`): a small update
+  added to a low-precision weight can round back to the same weight; FP32 master weights keep it.
+* **Four-way training** (:func:`train_one`, :func:`run_training`): FP32, TF32, FP16 + GradScaler,
+  BF16 autocast, each in a fresh process: loss curve, step time, peak memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+
+from workbook.config import WorkbookError, check_choice, check_range
+from workbook.registry import Experiment
+
+# ------------------------------------------------------------------------------ the formats
+
+FORMATS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8")
+
+# The torch dtype that stores each format. TF32 has none: it is FP32 whose 13 lowest mantissa
+# bits the tensor cores ignore, so it is emulated on FP32 bit patterns below.
+_DTYPE: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16,
+    "bf16": torch.bfloat16, "fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2,
+    "int8": torch.int8,
+}
+# The integer type of the same width, to read a float's bits.
+_BITS_AS: dict[int, torch.dtype] = {32: torch.int32, 16: torch.int16, 8: torch.uint8}
+_TF32_DROP = 13               # FP32 keeps 23 mantissa bits, TF32 10: 13 are dropped
+_TF32_MASK = ~((1 << _TF32_DROP) - 1)
+
+
+def _check_format(fmt: str) -> None:
+    check_choice("format", fmt, FORMATS)
+
+
+def _mantissa_bits(fmt: str) -> int:
+    if fmt == "int8":
+        return 7
+    if fmt == "tf32":
+        return 23 - _TF32_DROP
+    # eps = 2**-mantissa_bits, exactly: the gap between 1 and the next representable number.
+    return int(round(-math.log2(torch.finfo(_DTYPE[fmt]).eps)))
+
+
+def _total_bits(fmt: str) -> int:
+    if fmt == "tf32":
+        return 32 - _TF32_DROP
+    dt = _DTYPE[fmt]
+    return torch.iinfo(dt).bits if fmt == "int8" else torch.finfo(dt).bits
+
+
+def _from_bits(pattern: int, fmt: str) -> float:
+    """The value a bit pattern stands for (FP32 pattern for TF32)."""
+    width = 32 if fmt == "tf32" else _total_bits(fmt)
+    as_int = _BITS_AS[width]
+    if width < 32 and as_int.is_signed and pattern >= 1 << (width - 1):
+        pattern -= 1 << width  # torch.tensor wants the signed value of the same bits
+    elif width == 32 and pattern >= 1 << 31:
+        pattern -= 1 << 32
+    return torch.tensor([pattern], dtype=as_int).view(_DTYPE[fmt]).double().item()
+
+
+def format_table() -> pd.DataFrame:
+    """Range, smallest normal/subnormal, epsilon per format, from torch and bit patterns."""
+    rows = []
+    for fmt in FORMATS:
+        bits, mant = _total_bits(fmt), _mantissa_bits(fmt)
+        if fmt == "int8":
+            info = torch.iinfo(torch.int8)
+            rows.append({"format": fmt, "bits": bits, "exponent_bits": 0, "mantissa_bits": mant,
+                         "max": float(info.max), "min": float(info.min),
+                         "smallest_normal": 1.0, "smallest_subnormal": math.nan,
+                         "epsilon": 1.0, "decimal_digits": math.log10(2 ** mant),
+                         "has_inf": False, "torch_dtype": str(torch.int8)})
+            continue
+        exp_bits = bits - 1 - mant
+        # Largest finite: all exponent bits set but the last, mantissa all ones (IEEE); e4m3fn
+        # also uses the top exponent for numbers, keeping only S.1111.111 for NaN.
+        if fmt == "tf32":
+            largest = _from_bits(0x7F7FFFFF & _TF32_MASK, fmt)
+            normal = _from_bits(1 << 23, fmt)
+        else:
+            info = torch.finfo(_DTYPE[fmt])
+            largest, normal = float(info.max), float(info.smallest_normal)
+        subnormal = _from_bits(1 << (_TF32_DROP if fmt == "tf32" else 0), fmt)
+        rows.append({"format": fmt, "bits": bits, "exponent_bits": exp_bits,
+                     "mantissa_bits": mant, "max": largest, "min": -largest,
+                     "smallest_normal": normal, "smallest_subnormal": subnormal,
+                     "epsilon": 2.0 ** -mant, "decimal_digits": math.log10(2 ** (mant + 1)),
+                     "has_inf": fmt != "fp8_e4m3",
+                     "torch_dtype": "torch.float32 (tensor cores drop 13 bits)"
+                     if fmt == "tf32" else str(_DTYPE[fmt])})
+    return pd.DataFrame(rows)
+
+
+def _tf32_round(x: torch.Tensor) -> torch.Tensor:
+    """FP32 -> TF32 as ``cvt.rna.tf32.f32`` does: round to nearest, ties away from zero."""
+    x = x.to(torch.float32)
+    bits = x.view(torch.int32)
+    rounded = ((bits + (1 << (_TF32_DROP - 1))) & _TF32_MASK).view(torch.float32)
+    return torch.where(torch.isfinite(x), rounded, x)  # inf/NaN patterns pass unchanged
+
+
+def cast(values: torch.Tensor, fmt: str) -> torch.Tensor:
+    """``values`` stored in ``fmt`` (the tensor keeps ``fmt``'s dtype; TF32 stays float32).
+
+    INT8 saturates at -128/127 on purpose: a plain ``.to(torch.int8)`` wraps around (300 -> 44).
+    """
+    _check_format(fmt)
+    if fmt == "tf32":
+        return _tf32_round(values)
+    if fmt == "int8":
+        return values.double().round().clamp(-128, 127).to(torch.int8)
+    return values.to(_DTYPE[fmt])
+
+
+def round_trip(values: torch.Tensor, fmt: str) -> torch.Tensor:
+    """The nearest representable value in ``fmt``, returned as float64."""
+    return cast(values, fmt).double()
+
+
+def _bit_string(stored: torch.Tensor, fmt: str) -> str:
+    """'s eeeeeeee mmmmmmm' for one stored value."""
+    width = 32 if fmt == "tf32" else _total_bits(fmt)
+    raw = stored.reshape(1).view(_BITS_AS[width] if fmt != "int8" else torch.int8).item()
+    text = format(raw & ((1 << width) - 1), f"0{width}b")
+    if fmt == "tf32":
+        text = text[: 32 - _TF32_DROP]
+    mant = _mantissa_bits(fmt)
+    if fmt == "int8":
+        return f"{text[0]} {text[1:]}"  # two's complement: the top bit weighs -128
+    return f"{text[0]} {text[1:len(text) - mant]} {text[len(text) - mant:]}"
+
+
+def _spacing(stored: torch.Tensor, fmt: str) -> float:
+    """Gap from ``|stored|`` to the next larger representable number (ulp)."""
+    if fmt == "int8":
+        return 1.0
+    value = abs(stored.double().item())
+    if not math.isfinite(value):
+        return math.nan
+    width = 32 if fmt == "tf32" else _total_bits(fmt)
+    positive = cast(torch.tensor([value]), fmt).reshape(1).view(_BITS_AS[width]).item()
+    step = 1 << _TF32_DROP if fmt == "tf32" else 1
+    nxt = _from_bits((positive & ((1 << width) - 1)) + step, fmt)
+    return nxt - value if math.isfinite(nxt) else math.nan
+
+
+def _status(value: float, stored: float, fmt: str, limits: pd.Series) -> str:
+    if math.isnan(value):
+        return "NaN in, NaN out"
+    if math.isinf(value):
+        return "inf" if math.isinf(stored) else f"inf not representable: stored {stored:g}"
+    if math.isinf(stored):
+        return f"overflow: |x| > max {limits['max']:g}, stored as inf"
+    if math.isnan(stored):
+        return f"overflow: |x| > max {limits['max']:g}, stored as NaN (no inf in {fmt})"
+    if abs(value) > limits["max"]:
+        return f"overflow: saturated to {stored:g} ({fmt} has no inf)"
+    if value != 0 and stored == 0:
+        return "underflow: flushed to 0"
+    if fmt != "int8" and 0 < abs(stored) < limits["smallest_normal"]:
+        return "subnormal: fewer significant bits"
+    return "exact" if stored == value else "rounded"
+
+
+def explore(value: float, formats: tuple[str, ...] = FORMATS) -> pd.DataFrame:
+    """One row per format: the bits of ``value`` stored there, the value, error and status."""
+    if not isinstance(value, (int, float)):
+        raise WorkbookError(f"value={value!r} must be a number (e.g. 0.1, 1e-8, 70000, inf)")
+    table = format_table().set_index("format")
+    rows = []
+    for fmt in formats:
+        _check_format(fmt)
+        src = torch.tensor([float(value)], dtype=torch.float64)
+        if fmt == "int8" and not math.isfinite(value):
+            rows.append({"format": fmt, "input": value, "stored": math.nan, "bits": "-",
+                         "abs_error": math.nan, "rel_error": math.nan, "spacing": 1.0,
+                         "status": "not representable: int8 has no inf or NaN"})
+            continue
+        stored_t = cast(src if fmt != "tf32" else src.float(), fmt)
+        stored = stored_t.double().item()
+        err = abs(stored - value) if math.isfinite(stored) and math.isfinite(value) else math.nan
+        rows.append({"format": fmt, "input": value, "stored": stored,
+                     "bits": _bit_string(stored_t, fmt), "abs_error": err,
+                     "rel_error": err / abs(value) if value not in (0, 0.0) and
+                     math.isfinite(err) else (0.0 if err == 0 else math.nan),
+                     "spacing": _spacing(stored_t, fmt),
+                     "status": _status(float(value), stored, fmt, table.loc[fmt])})
+    return pd.DataFrame(rows)
+
+
+def parse_value(text: str) -> float:
+    """A typed value: '0.1', '1e-8', '-70000', 'inf'; anything else is one-line error."""
+    try:
+        return float(str(text).strip().replace("_", ""))
+    except ValueError:
+        raise WorkbookError(f"value {text!r} is not a number; type e.g. 0.1, 1e-8, 70000, "
+                            "inf") from None
+
+
+def fp8_support() -> str:
+    """Whether this device has FP8 matmuls; FP8 *storage* (casts, bits) works everywhere."""
+    from workbook.hardware import detect
+
+    machine = detect()
+    if "fp8" in machine.dtypes:
+        return f"FP8 matmul: supported on {machine.name}."
+    why = (f"compute capability {'.'.join(map(str, machine.capability))}; FP8 tensor cores "
+           "need 8.9+, Ada or Hopper" if machine.capability else "a CPU has no FP8 tensor cores")
+    return (f"FP8 matmul: not supported on {machine.name} ({why}). FP8 casts and bit patterns "
+            "are still exact here; FP8 throughput comes from the recorded H100 roofline.")
+
+
+# ------------------------------------------------------------------------------ underflow
+
+GRAD_KINDS: tuple[str, ...] = ("logit_grad", "hidden_grad", "weight_grad")
+UNDERFLOW_FORMATS: tuple[str, ...] = ("fp16", "bf16", "fp8_e5m2")
+
+
+def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy; logits upcast to FP32 (what autocast does for softmax)."""
+    logits = model(x).logits                              # (batch, seq_len, vocab)
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
+
+def capture_gradients(model: torch.nn.Module, x: torch.Tensor,
+                      y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One FP32 training step's gradients, flattened, by kind.
+
+    ``logit_grad``: dLoss/dlogits; ``hidden_grad``: dLoss/d(hidden state) at the embedding and
+    after every decoder layer; ``weight_grad``: every parameter's gradient. These are the
+    numbers an FP16 backward pass would have to store.
+    """
+    model.zero_grad(set_to_none=True)
+    out = model(x, output_hidden_states=True)
+    for h in (*out.hidden_states, out.logits):
+        h.retain_grad()
+    loss = torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), y.flatten())
+    loss.backward()
+    grads = {
+        "logit_grad": out.logits.grad.flatten(),
+        "hidden_grad": torch.cat([h.grad.flatten() for h in out.hidden_states]),
+        "weight_grad": torch.cat([p.grad.flatten() for p in model.parameters()
+                                  if p.grad is not None]),
+    }
+    model.zero_grad(set_to_none=True)
+    return {k: v.detach().float().cpu() for k, v in grads.items()}
+
+
+def underflow_shares(grads: torch.Tensor, fmt: str, scale: float = 1.0) -> dict[str, float]:
+    """Of the nonzero FP32 gradients, the share that ``fmt`` stores as 0, as a subnormal (fewer
+    significant bits) or as inf/NaN once multiplied by ``scale``."""
+    check_choice("format", fmt, UNDERFLOW_FORMATS + ("fp32",))
+    check_range("scale", scale, 2.0 ** -24, 2.0 ** 64)
+    nonzero = grads[grads != 0].float()
+    if nonzero.numel() == 0:
+        raise WorkbookError("all gradients are zero: nothing can underflow; check the batch")
+    # Back to float32 (exact) for the comparisons: FP8 tensors support few operators.
+    stored = (nonzero.double() * scale).to(_DTYPE[fmt]).float()
+    tiny = torch.finfo(_DTYPE[fmt]).smallest_normal
+    zero = stored == 0
+    finite = torch.isfinite(stored)
+    sub = finite & ~zero & (stored.abs() < tiny)
+    n = nonzero.numel()
+    return {"share_zero": zero.sum().item() / n, "share_subnormal": sub.sum().item() / n,
+            "share_overflow": (~finite).sum().item() / n}
+
+
+def log2_histogram(grads: dict[str, torch.Tensor], low: int = -60, high: int = 10
+                   ) -> pd.DataFrame:
+    """Counts of floor(log2|g|) per kind (zeros left out), clipped to [low, high]."""
+    rows = []
+    for kind, g in grads.items():
+        mag = g[g != 0].abs().double()
+        bins = torch.floor(torch.log2(mag)).clamp(low, high).long()
+        counts = torch.bincount(bins - low, minlength=high - low + 1)
+        rows += [{"kind": kind, "log2_abs": low + i, "count": int(c),
+                  "share": int(c) / max(1, mag.numel())} for i, c in enumerate(counts.tolist())]
+    return pd.DataFrame(rows)
+
+
+def format_lines(formats: tuple[str, ...] = ("fp16", "bf16", "fp8_e5m2")) -> pd.DataFrame:
+    """log2 of each format's smallest subnormal and normal: where a histogram falls off."""
+    table = format_table().set_index("format")
+    return pd.DataFrame([{"format": f, "log2_smallest_subnormal":
+                          math.log2(table.loc[f, "smallest_subnormal"]),
+                          "log2_smallest_normal": math.log2(table.loc[f, "smallest_normal"]),
+                          "log2_max": math.log2(table.loc[f, "max"])} for f in formats])
+
+
+def gradscaler_trace(model: torch.nn.Module, ids: torch.Tensor, *, steps: int, batch_size: int,
+                     seq_len: int, lr: float, init_scale: float, growth_interval: int,
+                     seed: int, device: torch.device) -> pd.DataFrame:
+    """FP16 autocast training with ``torch.amp.GradScaler``: its scale, skipped steps, loss.
+
+    A step is skipped when the scaled gradients hold an inf/NaN (the scale was too large);
+    the scaler then halves the scale. After ``growth_interval`` clean steps it doubles it.
+    """
+    from workbook.data import random_batch
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    scaler = torch.amp.GradScaler(device.type, init_scale=init_scale,
+                                  growth_interval=growth_interval)
+    rows = []
+    for step in range(steps):
+        x, y = (t.to(device) for t in random_batch(ids, batch_size, seq_len, gen))
+        with torch.autocast(device.type, dtype=torch.float16):
+            loss = lm_loss(model, x, y)
+        before = scaler.get_scale()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        rows.append({"step": step, "loss_scale": before,
+                     "skipped": float(scaler.get_scale() < before), "loss": loss.item()})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class UnderflowConfig:
+    model_preset: str          # which base model: "small" or "full"
+    batch_size: int
+    seq_len: int
+    log2_scales: tuple[int, ...]
+    scaler_steps: int
+    scaler_init_log2: int      # GradScaler's first scale, as a power of two
+    growth_interval: int
+    lr: float
+
+    def __post_init__(self) -> None:
+        check_choice("model_preset", self.model_preset, ("small", "full"))
+        check_range("batch_size", self.batch_size, 1, 256)
+        check_range("seq_len", self.seq_len, 8, 4096)
+        for s in self.log2_scales:
+            check_range("log2_scales", s, 0, 40)
+        check_range("scaler_steps", self.scaler_steps, 1, 2000)
+        check_range("scaler_init_log2", self.scaler_init_log2, 0, 40)
+        check_range("growth_interval", self.growth_interval, 1, 10000)
+        check_range("lr", self.lr, 1e-7, 1e-1)
+
+
+UNDERFLOW_PRESETS = {
+    "small": UnderflowConfig("small", batch_size=8, seq_len=128, log2_scales=(0, 8, 16, 24),
+                             scaler_steps=12, scaler_init_log2=24, growth_interval=3, lr=1e-4),
+    "full": UnderflowConfig("full", batch_size=32, seq_len=256, log2_scales=(0, 8, 16, 24),
+                            scaler_steps=60, scaler_init_log2=24, growth_interval=10, lr=1e-4),
+}
+
+
+def share_rows(grads: dict[str, torch.Tensor], log2_scales: tuple[int, ...],
+               formats: tuple[str, ...] = UNDERFLOW_FORMATS, scaling: str = "fixed"
+               ) -> pd.DataFrame:
+    """Tidy underflow shares for every kind x format x scale."""
+    rows = []
+    for kind, g in grads.items():
+        for fmt in formats:
+            for log2_scale in log2_scales:
+                shares = underflow_shares(g, fmt, 2.0 ** log2_scale)
+                rows += [{"part": "underflow", "kind": kind, "format": fmt,
+                          "scaling": scaling, "log2_scale": log2_scale, "metric": metric,
+                          "value": value, "unit": "share of nonzero"}
+                         for metric, value in shares.items()]
+    return pd.DataFrame(rows)
+
+
+def run_underflow(cfg: UnderflowConfig, seed: int) -> pd.DataFrame:
+    """Underflow shares of the base model's real gradients, and a GradScaler trace."""
+    from workbook.data import random_batch, token_ids
+    from workbook.model import load_base_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _ = load_base_model(cfg.model_preset, seed=seed, device=device)
+    model.train()
+    ids = token_ids("train", model.config.vocab_size)
+    x, y = (t.to(device) for t in random_batch(ids, cfg.batch_size, cfg.seq_len,
+                                               torch.Generator().manual_seed(seed)))
+    grads = capture_gradients(model, x, y)
+    rows = [share_rows(grads, cfg.log2_scales)]
+    trace = gradscaler_trace(model, ids, steps=cfg.scaler_steps, batch_size=cfg.batch_size,
+                             seq_len=cfg.seq_len, lr=cfg.lr,
+                             init_scale=2.0 ** cfg.scaler_init_log2,
+                             growth_interval=cfg.growth_interval, seed=seed + 1, device=device)
+    settled = int(math.log2(trace["loss_scale"].iloc[-1]))
+    rows.append(share_rows(grads, (settled,), scaling="gradscaler"))
+    long = trace.melt(id_vars="step", var_name="metric", value_name="value")
+    long["unit"] = long["metric"].map({"loss_scale": "x", "skipped": "step", "loss": "nats"})
+    rows.append(long.assign(part="gradscaler", kind="fp16_autocast", format="fp16",
+                            scaling="gradscaler"))
+    return pd.concat(rows, ignore_index=True).assign(model_preset=cfg.model_preset)
