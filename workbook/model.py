@@ -77,15 +77,19 @@ def hf_config(cfg: ModelConfig, attn_implementation: str = "sdpa"):
         eos_token_id=0, pad_token_id=1, attn_implementation=attn_implementation)
 
 
-def build_model(cfg: ModelConfig, seed: int, attn_implementation: str = "sdpa"
-                ) -> LlamaForCausalLM:
-    """A freshly initialised model; the same ``seed`` gives bit-identical weights.
+def build_model(cfg: ModelConfig, seed: int, attn_implementation: str = "sdpa",
+                device: str | torch.device | None = None) -> LlamaForCausalLM:
+    """A freshly initialised model; the same ``seed`` (and device) gives identical weights.
 
-    The global RNG is forked, so building a model changes no caller's random state.
+    ``device`` initialises the weights there directly (a GPU draws different random numbers
+    than a CPU; the default, the CPU, is what the cached base models use). The global RNG is
+    forked, so building a model changes no caller's random state.
     """
     from transformers import LlamaForCausalLM
 
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device or "cpu")
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked), torch.device(device):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(hf_config(cfg, attn_implementation))
     return model

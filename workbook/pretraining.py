@@ -93,7 +93,7 @@ def evaluate(model: torch.nn.Module, ids: torch.Tensor, batch_size: int, seq_len
     for _ in range(n_batches):
         x, y = random_batch(ids, batch_size, seq_len, gen)
         with _autocast(device):
-            logits = model(input_ids=x.to(device)).logits
+            logits = model(input_ids=x.to(device), use_cache=False).logits
         losses.append(next_token_loss(logits, y.to(device)).item())
     model.train(was_training)
     return sum(losses) / len(losses)
@@ -136,7 +136,7 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
             group["lr"] = lr_at(step, cfg)
         x, y = random_batch(train_ids, cfg.batch_size, cfg.seq_len, gen)
         with _autocast(device):
-            logits = model(input_ids=x.to(device)).logits
+            logits = model(input_ids=x.to(device), use_cache=False).logits
         loss = next_token_loss(logits, y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

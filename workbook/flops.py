@@ -1,0 +1,366 @@
+"""FLOPs (work) versus FLOP/s (speed): 6·N·D, the attention term, counted FLOPs, and MFU.
+
+Three ways to know how much arithmetic one training step is:
+
+* **predicted** - the formula: every matmul parameter costs 2 FLOPs per token forward and 4
+  backward (6·N), plus attention's two sequence-length matmuls, 12·n_layers·seq_len·d_model
+  per token (Kaplan et al. 2020; PaLM appendix B);
+* **counted** - ``torch.utils.flop_counter.FlopCounterMode`` adds up the FLOPs of every matmul
+  and attention kernel PyTorch actually dispatched;
+* **measured** - the step's wall time; FLOPs / time is the *achieved* FLOP/s, and achieved /
+  peak is the model FLOPs utilisation (MFU), against the datasheet and the measured roofline.
+
+Pure formulas (what sliders drive) come first; measurements (which run a model) after.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from workbook.config import WorkbookError, check_choice, check_range
+from workbook.model import ModelConfig
+from workbook.registry import Experiment
+
+# ------------------------------------------------------------------------------ formulas
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+    """Parameters that take part in a matmul for every token: the blocks' projections and the
+    output layer. The input embedding is a lookup (no FLOPs); norms are negligible."""
+    per_layer = 4 * cfg.d_model**2 + 3 * cfg.d_model * cfg.d_ff
+    return cfg.n_layers * per_layer + cfg.vocab_size * cfg.d_model
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
+    """Training FLOPs per token: ``dense`` = 6·N (N = :func:`matmul_params`) and
+    ``attention`` = 12·n_layers·seq_len·d_model (QKᵀ and A·V, forward ×1 plus backward ×2,
+    without the causal mask's saving, as MFU is conventionally counted)."""
+    seq_len = cfg.seq_len if seq_len is None else seq_len
+    return {"dense": 6.0 * matmul_params(cfg),
+            "attention": 12.0 * cfg.n_layers * seq_len * cfg.d_model}
+
+
+def step_flops(cfg: ModelConfig, batch_size: int, seq_len: int | None = None) -> float:
+    """Predicted FLOPs of one training step (forward + backward) on batch_size × seq_len."""
+    seq_len = cfg.seq_len if seq_len is None else seq_len
+    return sum(flops_per_token(cfg, seq_len).values()) * batch_size * seq_len
+
+
+def training_flops(n_params: float, n_tokens: float) -> float:
+    """The lecture's rule: C ≈ 6·N·D (forward 2·N·D, backward 4·N·D)."""
+    return 6.0 * n_params * n_tokens
+
+
+def gpu_peak_tflops(gpu: str, dtype: str = "bf16") -> float:
+    """Dense datasheet TFLOP/s of a GPU named as in ``workbook.hardware.DATASHEET``."""
+    from workbook.hardware import datasheet
+
+    peaks = datasheet(gpu)
+    if peaks is None or dtype not in peaks.tflops:
+        raise WorkbookError(f"no datasheet peak for gpu={gpu!r}, dtype={dtype!r}; allowed GPUs: "
+                            "H100, H200, A100, L4, T4 (see workbook.hardware.DATASHEET)")
+    return peaks.tflops[dtype]
+
+
+def training_time(n_params: float, n_tokens: float, *, gpu: str = "A100", n_gpus: int = 1,
+                  utilization: float = 0.4, dtype: str = "bf16") -> dict[str, float]:
+    """Wall time of a training run: 6·N·D / (peak × n_gpus × utilization).
+
+    Returns FLOPs, seconds, hours, days and GPU-hours. ``utilization`` is the MFU (0-1).
+    """
+    check_range("n_params", n_params, 1, 1e15)
+    check_range("n_tokens", n_tokens, 1, 1e16)
+    check_range("n_gpus", n_gpus, 1, 10_000_000)
+    check_range("utilization", utilization, 0.01, 1.0)
+    flops = training_flops(n_params, n_tokens)
+    seconds = flops / (gpu_peak_tflops(gpu, dtype) * 1e12 * n_gpus * utilization)
+    return {"flops": flops, "seconds": seconds, "hours": seconds / 3600,
+            "days": seconds / 86400, "gpu_hours": seconds * n_gpus / 3600}
+
+
+@dataclass(frozen=True)
+class RunExample:
+    name: str
+    n_params: float
+    n_tokens: float
+    gpu: str
+    n_gpus: int
+    utilization: float
+    dtype: str
+    claim: str          # what the source says, to compare against
+
+
+# The lecture's worked examples (notes 001, section 2.3): same inputs, so the same answers.
+LECTURE_EXAMPLES: tuple[RunExample, ...] = (
+    RunExample("GPT-3 175B", 175e9, 300e9, "A100", 10_000, 0.5, "bf16",
+               "lecture: 6ND ≈ 3.15e23 FLOPs; 10,000 A100 at 312 TFLOP/s, 50 % -> "
+               "≈ 202,000 s ≈ 56 h ≈ 2.3 days"),
+    RunExample("Llama 3 405B", 405e9, 15e12, "H100", 16_384, 0.4, "bf16",
+               "lecture: 6ND ≈ 3.6e25 FLOPs; Meta (Llama 3 paper): 16K H100 at 38-43 % "
+               "MFU, 30.84M GPU-hours for the 405B model"),
+)
+
+
+def lecture_examples() -> pd.DataFrame:
+    """The worked examples through :func:`training_time`, one row per example."""
+    rows = []
+    for ex in LECTURE_EXAMPLES:
+        t = training_time(ex.n_params, ex.n_tokens, gpu=ex.gpu, n_gpus=ex.n_gpus,
+                          utilization=ex.utilization, dtype=ex.dtype)
+        rows.append({"run": ex.name, "n_params": ex.n_params, "n_tokens": ex.n_tokens,
+                     "gpu": ex.gpu, "n_gpus": ex.n_gpus, "utilization": ex.utilization,
+                     **t, "source says": ex.claim})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _loss_fn(model: torch.nn.Module, device: torch.device):
+    """x, y -> next-token loss; bf16 autocast on a GPU (fp32 master weights), fp32 on a CPU."""
+    from workbook.pretraining import next_token_loss
+
+    def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(input_ids=x, use_cache=False).logits   # (batch, seq, vocab)
+        return next_token_loss(logits, y)
+
+    return loss_fn
+
+
+def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device):
+    from workbook.model import build_model
+
+    model = build_model(cfg, seed, device=device).train()
+    gen = torch.Generator().manual_seed(seed)
+    # Random token ids (never all zeros): the cost of a step does not depend on the text.
+    x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
+    y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    return model, x, y, opt
+
+
+def count_step_flops(cfg: ModelConfig, batch_size: int, seed: int = 0,
+                     device: torch.device | str | None = None) -> dict[str, float]:
+    """FLOPs of one eager forward + backward as counted by ``FlopCounterMode``, by op family:
+    ``matmul`` (mm/addmm/bmm), ``attention`` (scaled-dot-product kernels) and ``total``."""
+    device = torch.device(device) if device is not None else _device()
+    model, x, y, _ = _setup(cfg, batch_size, seed, device)
+    return _count(model, x, y, device)
+
+
+def _cpu_attention_formulas() -> dict:
+    """PyTorch's counter knows the GPU attention kernels but not the CPU one; count it with
+    the same formulas (forward 4·b·h·s²·d, backward 8·b·h·s²·d) so CPU and GPU agree."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    return {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+
+
+def _count(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+           device: torch.device) -> dict[str, float]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
+    with counter:
+        _loss_fn(model, device)(x, y).backward()
+    model.zero_grad(set_to_none=True)
+    by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    attention = sum(n for op, n in by_op.items() if "attention" in op)
+    total = float(counter.get_total_flops())
+    return {"matmul": total - attention, "attention": float(attention), "total": total}
+
+
+def _peaks(device: torch.device) -> dict[str, float]:
+    """bf16 peaks to divide by: the datasheet's and the measured (or recorded) roofline's."""
+    from workbook import results
+    from workbook.hardware import datasheet, roofline_peaks
+
+    if device.type != "cuda":
+        return {}
+    name = torch.cuda.get_device_name(device)
+    out = {}
+    if (sheet := datasheet(name)) is not None:
+        out["datasheet"] = sheet.tflops["bf16"]
+    recorded = results.load("roofline", device=name, ok_only=True)
+    if not recorded.empty and "bf16" in (peaks := roofline_peaks(recorded)):
+        out["roofline"] = peaks["bf16"]
+    return out
+
+
+def time_train_step(cfg: ModelConfig, batch_size: int, *, compiled: bool, seed: int = 0,
+                    repeats: int = 10, device: torch.device | str | None = None,
+                    count: bool = False) -> dict:
+    """Median milliseconds of one full training step (forward, loss, backward, fused AdamW
+    step), eager or under ``torch.compile``, and the peak memory; with ``count``, also the
+    FLOPs counted on one eager step first. Compilation happens in the warm-up, untimed."""
+    from workbook.profiling import peak_bytes, reset_peak, time_ms
+
+    device = torch.device(device) if device is not None else _device()
+    model, x, y, opt = _setup(cfg, batch_size, seed, device)
+    counted = _count(model, x, y, device) if count else {}
+    loss_fn = _loss_fn(model, device)
+    forward = torch.compile(loss_fn) if compiled else loss_fn
+
+    def step() -> None:
+        forward(x, y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    reset_peak(device)
+    ms = time_ms(step, warmup=3, repeats=repeats, device=device)
+    return {"step_ms": ms, "peak_gb": peak_bytes(device) / 1e9, "counted": counted}
+
+
+def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: int,
+              count: bool = True) -> pd.DataFrame:
+    """Tidy rows for one shape and mode: predicted, counted, time, achieved TFLOP/s, MFU."""
+    device = _device()
+    base = {"mode": mode, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+            "d_model": cfg.d_model, "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len,
+            "batch_size": batch_size, "n_params": matmul_params(cfg)}
+    flops = step_flops(cfg, batch_size)
+    rows = [{**base, "metric": "step_flops", "value": flops, "unit": "FLOP",
+             "source": "predicted"}]
+    try:
+        timing = time_train_step(cfg, batch_size, compiled=mode == "compiled", seed=seed,
+                                 repeats=repeats, device=device, count=count)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return pd.DataFrame(rows + [{**base, "metric": "step_time", "value": math.nan,
+                                     "unit": "ms", "source": "measured", "status": "oom"}])
+    if count:
+        for part in ("total", "attention"):
+            rows.append({**base, "metric": f"step_flops_counted_{part}",
+                         "value": timing["counted"][part], "unit": "FLOP"})
+    achieved = flops / (timing["step_ms"] * 1e-3) / 1e12
+    rows += [
+        {**base, "metric": "step_time", "value": timing["step_ms"], "unit": "ms"},
+        {**base, "metric": "tokens_per_s", "value": batch_size * cfg.seq_len /
+         (timing["step_ms"] * 1e-3), "unit": "tokens/s"},
+        {**base, "metric": "achieved_tflops", "value": achieved, "unit": "TFLOP/s"},
+        {**base, "metric": "peak_memory", "value": timing["peak_gb"], "unit": "GB"},
+    ]
+    for against, peak in _peaks(device).items():
+        rows.append({**base, "metric": f"peak_{against}", "value": peak, "unit": "TFLOP/s",
+                     "source": "datasheet" if against == "datasheet" else "recorded"})
+        rows.append({**base, "metric": f"mfu_{against}", "value": 100 * achieved / peak,
+                     "unit": "%"})
+    frame = pd.DataFrame(rows)
+    frame["source"] = frame["source"].fillna("measured")
+    return frame
+
+
+# ------------------------------------------------------------------------- experiments
+
+MODES = ("eager", "compiled")
+
+
+@dataclass(frozen=True)
+class MfuConfig:
+    """One model shape, trained for a few steps eager and compiled."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    vocab_size: int
+    seq_len: int
+    batch_size: int
+    modes: tuple[str, ...] = MODES
+    repeats: int = 10
+
+    def __post_init__(self) -> None:
+        check_range("batch_size", self.batch_size, 1, 1024)
+        check_range("repeats", self.repeats, 1, 200)
+        for mode in self.modes:
+            check_choice("mode", mode, MODES)
+        self.model()  # range checks of the shape
+
+    def model(self) -> ModelConfig:
+        return ModelConfig(vocab_size=self.vocab_size, d_model=self.d_model,
+                           n_layers=self.n_layers, n_heads=self.n_heads, seq_len=self.seq_len)
+
+
+MFU_PRESETS = {
+    "small": MfuConfig(n_layers=2, n_heads=4, d_model=64, vocab_size=512, seq_len=64,
+                       batch_size=4, modes=("eager",), repeats=3),
+    # nanoGPT's benchmark shape (bench.py): GPT-2 small, 1024 tokens, batch 12, bf16.
+    "full": MfuConfig(n_layers=12, n_heads=12, d_model=768, vocab_size=50304, seq_len=1024,
+                      batch_size=12, repeats=20),
+}
+
+
+def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
+    """Achieved TFLOP/s and MFU of one training step, eager next to compiled."""
+    frames = [step_rows(cfg.model(), cfg.batch_size, mode, seed, cfg.repeats,
+                        count=mode == cfg.modes[0]) for mode in cfg.modes]
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class FlopsSweepConfig:
+    """Several model widths at one depth, eager: how FLOP/s and MFU grow with size."""
+
+    d_models: tuple[int, ...]
+    n_layers: int
+    head_dim: int
+    vocab_size: int
+    seq_len: int
+    batch_size: int
+    repeats: int = 5
+
+    def __post_init__(self) -> None:
+        check_range("batch_size", self.batch_size, 1, 1024)
+        check_range("repeats", self.repeats, 1, 200)
+        check_range("head_dim", self.head_dim, 8, 256)
+        for d in self.d_models:
+            check_range("d_model", d, self.head_dim, 16384)
+            if d % self.head_dim:
+                raise WorkbookError(f"d_model={d} must be a multiple of head_dim={self.head_dim}")
+
+    def shapes(self) -> list[ModelConfig]:
+        return [ModelConfig(vocab_size=self.vocab_size, d_model=d, n_layers=self.n_layers,
+                            n_heads=d // self.head_dim, seq_len=self.seq_len)
+                for d in self.d_models]
+
+
+FLOPS_PRESETS = {
+    "small": FlopsSweepConfig(d_models=(32, 64, 128), n_layers=2, head_dim=16, vocab_size=512,
+                              seq_len=64, batch_size=4, repeats=3),
+    "full": FlopsSweepConfig(d_models=(256, 512, 768, 1024, 1536), n_layers=12,
+                             head_dim=64, vocab_size=50304, seq_len=1024, batch_size=8),
+}
+
+
+def run_flops_sweep(cfg: FlopsSweepConfig, seed: int) -> pd.DataFrame:
+    """Predicted vs counted FLOPs and achieved TFLOP/s per model width (eager)."""
+    frames = [step_rows(shape, cfg.batch_size, "eager", seed, cfg.repeats)
+              for shape in cfg.shapes()]
+    return pd.concat(frames, ignore_index=True)
+
+
+EXPERIMENTS = [
+    Experiment(name="mfu_benchmark", notebook="02_flops", run=run_mfu_benchmark,
+               summary="training-step TFLOP/s and MFU at nanoGPT's shape, eager vs compile",
+               presets=MFU_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600),
+    Experiment(name="flops_sweep", notebook="02_flops", run=run_flops_sweep,
+               summary="6ND+attention vs FlopCounterMode vs step time across model widths",
+               presets=FLOPS_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600),
+]
