@@ -1,0 +1,310 @@
+"""FlashAttention: every variant computes the same function; the IO model and the ncu plumbing.
+
+The reference is written here, in float64, from the definition softmax(QKᵀ/√d)V.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from workbook import attention as A
+from workbook import registry
+from workbook.config import WorkbookError
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def reference(q, k, v, causal=False):
+    """The definition, in float64, written out independently of the package."""
+    q, k, v = q.double(), k.double(), v.double()
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        n = q.shape[-2]
+        future = torch.triu(torch.ones(n, n, dtype=torch.bool, device=q.device), diagonal=1)
+        s = s.masked_fill(future, float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def inputs(shape, dtype=torch.float32, seed=0, device="cpu"):
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return [torch.randn(shape, generator=gen, device=device).to(dtype) for _ in range(4)]
+
+
+def rel(out, ref):
+    return float((out.double() - ref.double()).norm() / ref.double().norm())
+
+
+# --------------------------------------------------------------- the tiled algorithm (CPU)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seq_len,block_m,block_n", [(64, 16, 16), (100, 32, 16), (37, 64, 8)])
+def test_tiled_forward_equals_the_definition(causal, seq_len, block_m, block_n):
+    q, k, v, _ = inputs((2, 3, seq_len, 32), torch.float64)
+    out, lse = A.tiled_attention_forward(q, k, v, causal=causal, block_m=block_m,
+                                         block_n=block_n)
+    ref = reference(q, k, v, causal)
+    assert rel(out, ref) < 1e-6, (
+        "the online softmax must give the exact softmax: rescaling the running sum and output "
+        "by exp(m_old - m_new) whenever a tile raises the row max")
+    s = q @ k.transpose(-2, -1) / math.sqrt(32)
+    if causal:
+        s = s.masked_fill(torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1), -math.inf)
+    torch.testing.assert_close(lse.double(), torch.logsumexp(s, dim=-1), rtol=1e-5, atol=1e-5,
+                               msg="lse must be the row's log-sum-exp: the backward rebuilds P "
+                                   "from it as exp(s - lse)")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_recomputation_backward_equals_autograd_of_the_definition(causal):
+    q, k, v, dout = inputs((1, 2, 90, 16), torch.float64, seed=1)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    reference(*leaves, causal=causal).backward(dout)
+    out, lse = A.tiled_attention_forward(q, k, v, causal=causal, block_m=32, block_n=32)
+    grads = A.tiled_attention_backward(q, k, v, out, lse, dout, causal=causal, block_m=40)
+    for name, got, leaf in zip("qkv", grads, leaves, strict=True):
+        torch.testing.assert_close(got.double(), leaf.grad, rtol=1e-5, atol=1e-6,
+                                   msg=f"d{name} from P recomputed out of the saved "
+                                       f"log-sum-exp must equal autograd's d{name}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("variant", ["vanilla", "sdpa_math", "sdpa_flash", "tiled"])
+def test_cpu_variants_agree_with_float64(variant, dtype):
+    q, k, v, _ = inputs((1, 2, 70, 64), A.DTYPES[dtype], seed=2)
+    for causal in (False, True):
+        out = A.attention(q, k, v, variant=variant, causal=causal)
+        err = rel(out, reference(q, k, v, causal))
+        assert err < A.TOLERANCE[dtype], (
+            f"{variant} ({dtype}, causal={causal}) is off by {err:.2e}; rounding in {dtype} "
+            f"explains at most {A.TOLERANCE[dtype]:.0e}")
+
+
+def test_bad_input_is_one_line():
+    q, k, v, _ = inputs((1, 2, 16, 64))
+    with pytest.raises(WorkbookError, match="share one shape"):
+        A.attention(q, k[:, :, :8], v)
+    with pytest.raises(WorkbookError, match="choose one of"):
+        A.attention(q, k, v, variant="fastest")
+    with pytest.raises(WorkbookError, match="no float32 kernel"):
+        A.attention(q, k, v, variant="triton")
+    with pytest.raises(WorkbookError, match="head_dim=96"):
+        A.attention(*inputs((1, 1, 8, 96), torch.bfloat16)[:3], variant="triton")
+    if not HAS_CUDA:
+        with pytest.raises(WorkbookError, match="only on an NVIDIA GPU"):
+            A.attention(q, k, v, variant="sdpa_efficient")
+
+
+def test_bad_head_dim_for_the_triton_kernel():
+    reason = A.unsupported("triton", "cuda", "bfloat16", 96)
+    assert reason is not None and "allowed: 64, 128" in reason, reason
+
+
+# ----------------------------------------------------------------------- the analytic model
+
+
+def test_io_model_counts():
+    n, d = 1024, 64
+    assert A.io_bytes("minimum", n, d, dtype_bytes=2) == 4 * n * d * 2, "Q, K, V in; O out"
+    steps = A.vanilla_io_steps(n, d)
+    assert steps["reads"].sum() + steps["writes"].sum() == 6 * n * d + 4 * n * n, (
+        "vanilla forward: S written, read by softmax, P written, read by PV: 4 N² elements")
+    fb = A.vanilla_io_steps(n, d, mode="fwd+bwd")
+    assert fb["reads"].sum() + fb["writes"].sum() == 16 * n * d + 11 * n * n
+    tiles = A.io_bytes("flash_no_l2", 4096, 128, block_m=128, dtype_bytes=1)
+    assert tiles == 2 * 4096 * 128 + 2 * 4096 * 128 * 32, "K, V re-read once per Q tile"
+    ratio = [A.io_bytes("vanilla", m, d) / A.io_bytes("minimum", m, d) for m in (512, 4096)]
+    assert ratio[1] > 5 * ratio[0], "vanilla's excess grows with N (the N² term)"
+
+
+def test_gpt2_medium_model_against_the_paper():
+    """Paper Fig. 2: standard attention moved 40.3 GB. Our kernel-by-kernel model of the same
+    shape is a lower bound (the paper's version also masks and applies dropout)."""
+    kw = dict(batch=64, n_heads=16, dtype_bytes=2, mode="fwd+bwd")
+    vanilla = A.io_bytes("vanilla", 1024, 64, **kw) / 1e9
+    minimum = A.io_bytes("minimum", 1024, 64, **kw) / 1e9
+    assert 20 < vanilla < A.PAPER_FIG2["standard"]["hbm_gb"], vanilla
+    assert minimum < A.PAPER_FIG2["flash"]["hbm_gb"], "FlashAttention can't beat the minimum"
+    assert A.flops(1024, 64, batch=64, n_heads=16) == 4 * 1024**2 * 64 * 64 * 16
+
+
+def test_flops_causal_and_backward():
+    assert A.flops(256, 64, causal=True) == A.flops(256, 64) / 2
+    assert A.flops(256, 64, mode="fwd+bwd") == 3.5 * A.flops(256, 64)
+
+
+def test_memory_hierarchy_of_an_h100():
+    table = A.memory_hierarchy("NVIDIA H100 80GB HBM3")
+    sram = table.iloc[2]
+    assert 25 < sram["size_mb"] < 35, "132 SMs × 228 KB ≈ 29 MB of SRAM"
+    assert table.iloc[0]["times_sram"] > 2000, "HBM is thousands of times larger than SRAM"
+    facts = A.s_matrix_vs_memory(4096, 128, 4, 16, 128)
+    assert facts["s_over_sram"] > 50 and facts["tile_kb"] < 228
+
+
+# ------------------------------------------------------------------------ recomputation
+
+
+def test_saved_bytes_vanilla_keeps_p_flash_keeps_o_and_lse():
+    n, d = 256, 64
+    vanilla = A.saved_bytes(A.Case("vanilla", n, d, 1, 2, "float32", mode="fwd+bwd"))
+    tiled = A.saved_bytes(A.Case("tiled", n, d, 1, 2, "float32", mode="fwd+bwd"))
+    assert vanilla == 2 * (n * n + n * d) * 4, "vanilla saves P (N²) and Q·scale (N·d) per head"
+    assert tiled == 2 * (n * d * 4 + n * 4), "the tiled version saves only O and the lse"
+
+
+# --------------------------------------------------------------------- ncu plumbing
+
+
+SPIN = "at::cuda::(anonymous namespace)::spin_kernel(long)"
+READ, WRITE = "dram__bytes_read.sum", "dram__bytes_write.sum"
+
+
+def _ncu_line(*fields: str) -> str:
+    """One row of ncu's --csv 'details' page: ID, process, host, kernel, ..., metric."""
+    i, kernel, metric, unit, value = fields
+    cells = (i, "1", "python", "h", kernel, "1", "7", "Command line profiler metrics",
+             metric, unit, value)
+    return ",".join(f'"{c}"' for c in cells)
+
+
+NCU_CSV = "\n".join([
+    "==PROF== Connected to process 1",
+    _ncu_line("ID", "Kernel Name", "Metric Name", "Metric Unit", "Metric Value").replace(
+        '"1","python","h"', '"Process ID","Process Name","Host Name"').replace(
+        '"1","7","Command line profiler metrics"', '"Context","Stream","Section Name"'),
+    _ncu_line("0", SPIN, READ, "byte", "0"), _ncu_line("0", SPIN, WRITE, "byte", "0"),
+    _ncu_line("1", "_attn_fwd", READ, "byte", "1,000,000"),
+    _ncu_line("1", "_attn_fwd", WRITE, "byte", "250,000"),
+    _ncu_line("2", SPIN, READ, "byte", "0"),
+    _ncu_line("3", "gemm", READ, "Kbyte", "2"),
+    _ncu_line("4", "softmax", WRITE, "byte", "500"),
+])
+
+
+def test_ncu_csv_is_split_into_cases_by_the_marker_kernel():
+    kernels = A.parse_ncu_csv(NCU_CSV)
+    assert [k["name"][:5] for k in kernels] == ["at::c", "_attn", "at::c", "gemm", "softm"]
+    segments = A.split_by_marker(kernels)
+    assert [len(s) for s in segments] == [1, 2], "one segment per profiled case"
+    assert segments[0][0]["read"] == 1e6 and segments[1][0]["read"] == 2e3, (
+        "thousands separators and units (Kbyte) must be read as bytes")
+    cases = [A.Case("triton", 64), A.Case("vanilla", 64), A.Case("vanilla", 10**5)]
+    report = [{"profiled": True, "status": "ok", "error": ""},
+              {"profiled": True, "status": "ok", "error": ""},
+              {"profiled": False, "status": "oom", "error": "out of memory"}]
+    rows = pd.DataFrame(A._hbm_rows(cases, report, kernels, ""))
+    total = rows[rows["metric"] == "hbm_bytes"].set_index("seq_len")["value"]
+    assert total[64].tolist() == [1.25e-3, 2.5e-6], "GB per case: read + write"
+    assert (rows[rows["seq_len"] == 10**5]["status"] == "oom").all(), "OOM is a row"
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the no-GPU fallback")
+def test_no_gpu_means_unsupported_rows_not_a_crash():
+    rows = pd.DataFrame(A.measure_hbm([A.Case("vanilla", 128)]))
+    assert rows["status"].tolist() == ["unsupported"] and "GPU" in rows["error"][0]
+
+
+# ------------------------------------------------------------------ experiments (small)
+
+
+@pytest.mark.parametrize("name", ["attention_exactness", "attention_traffic",
+                                  "attention_gpt2_medium", "attention_recompute",
+                                  "attention_timing"])
+def test_small_presets_give_tidy_rows(name):
+    rows = registry.execute(name, "small", seed=0)
+    assert {"variant", "seq_len", "metric", "value", "source", "status"} <= set(rows.columns)
+    ok = rows[rows["status"] == "ok"]
+    assert len(ok) > 0, f"{name} produced no good rows on a CPU"
+    if name == "attention_exactness":
+        bad = ok[ok["value"] > ok["band"]]
+        assert bad.empty, f"variants outside their dtype's error band:\n{bad}"
+    if name == "attention_traffic":
+        assert set(ok["source"]) == {"predicted"}, "no GPU: only the model's bytes are numbers"
+
+
+def test_bad_config_is_one_line():
+    with pytest.raises(WorkbookError, match="seq_len"):
+        registry.get("attention_traffic").config("small", seq_lens=(8,))
+
+
+def test_gpt2_table_sets_paper_numbers_beside_ours():
+    rows = pd.DataFrame([
+        {"variant": "vanilla", "metric": "hbm_bytes", "value": 30.0, "status": "ok"},
+        {"variant": "sdpa_flash", "metric": "hbm_bytes", "value": 3.0, "status": "ok"}])
+    table = A.gpt2_table(rows).set_index("variant")
+    assert table.loc["vanilla", "paper HBM GB (A100)"] == 40.3
+    assert table.loc["sdpa_flash", "paper HBM GB (A100)"] == 4.4
+
+
+# -------------------------------------------------------------- the Triton kernel
+
+
+def _interpreter_checks() -> None:
+    """Run in a child with TRITON_INTERPRET=1 (Triton reads it when the kernel is decorated).
+
+    float16 only: the 3.6 interpreter computes bf16 tl.dot wrongly; the GPU test covers bf16.
+    """
+    from workbook import flash_triton
+
+    for head_dim, causal, seq_len in ((64, False, 50), (128, True, 97), (64, True, 64)):
+        q, k, v, _ = inputs((1, 2, seq_len, head_dim), torch.float16, seed=3)
+        out, lse = flash_triton.flash_forward(q, k, v, causal=causal)
+        err = rel(out, reference(q, k, v, causal))
+        assert err < A.TOLERANCE["float16"], (
+            f"Triton kernel (hd={head_dim}, causal={causal}, N={seq_len}) is off by {err:.1e}")
+        _, lse_ref = A.tiled_attention_forward(q, k, v, causal=causal)
+        torch.testing.assert_close(lse, lse_ref, rtol=1e-4, atol=1e-4,
+                                   msg="kernel and tiled PyTorch must agree on the lse")
+    q, k, v, dout = inputs((1, 1, 40, 64), torch.float16, seed=4)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    flash_triton.flash_attention(*leaves, causal=True).backward(dout)
+    ref = [t.double().requires_grad_(True) for t in (q, k, v)]
+    reference(*ref, causal=True).backward(dout.double())
+    for name, got, want in zip("qkv", leaves, ref, strict=True):
+        assert rel(got.grad, want.grad) < 5e-3, f"d{name} through the Triton forward is wrong"
+    print("interpreter checks passed")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (GPU machines have it)")
+def test_triton_kernel_in_the_interpreter():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", "from tests.test_attention import "
+                           "_interpreter_checks; _interpreter_checks()"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, "Triton kernel in the interpreter:\n" + proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a GPU and triton")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_kernel_on_the_gpu(dtype, head_dim, causal):
+    q, k, v, _ = inputs((2, 3, 333, head_dim), A.DTYPES[dtype], device="cuda")
+    err = rel(A.attention(q, k, v, variant="triton", causal=causal), reference(q, k, v, causal))
+    assert err < A.TOLERANCE[dtype], f"Triton {dtype} hd={head_dim} causal={causal}: {err:.1e}"
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("variant", ["vanilla", "sdpa_math", "sdpa_efficient", "sdpa_flash",
+                                     "sdpa_cudnn", "flash_attn", "tiled"])
+def test_gpu_variants_agree_with_float64(variant):
+    q, k, v, _ = inputs((2, 4, 300, 64), torch.bfloat16, device="cuda")
+    try:
+        out = A.attention(q, k, v, variant=variant, causal=True)
+    except WorkbookError as exc:
+        pytest.skip(str(exc))
+    assert rel(out, reference(q, k, v, True)) < A.TOLERANCE["bfloat16"]
