@@ -35,7 +35,7 @@ run() {  # run EXPERIMENT PRESET [--set KEY=VALUE ...]; each bounded, each recor
   echo "== $name --preset $preset $*" | tee -a "$LOG"
   timeout "${STEP_TIMEOUT:-580}" $PY -m workbook run "$name" --preset "$preset" --record "$@" >>"$LOG" 2>&1
   echo "   rc=$? after $((SECONDS - t0)) s" | tee -a "$LOG"
-  cp "data/results/$name.csv" "$OUT/" 2>/dev/null || true
+  cp "${WORKBOOK_RESULTS:-data/results}/$name.csv" "$OUT/" 2>/dev/null || true
 }
 
 if [ "$NGPU" -eq 0 ]; then

@@ -63,8 +63,8 @@ def activation_bytes(n_layer: int, d_model: int, n_head: int, seq_len: int, batc
     (for e = 2 the paper's 34·sbh) plus, when the attention matrix is stored (eager
     attention), ``a·s²·b·(2e + 1)`` (the paper's 5·a·s²·b). Fused attention (FlashAttention,
     SDPA) stores no s×s matrix. With full checkpointing only each layer's input is kept
-    (``e·s·b·h``). The LM head keeps its logits (``e·b·s·V``) and the fp32 log-softmax of the
-    loss (``4·b·s·V``).
+    (``e·s·b·h``). Outside the layers: the embedding's dropout mask, the inputs of the final
+    norm and of the LM head (``s·b·h·(2e + 1)``) and the loss's fp32 log-softmax (``4·b·s·V``).
     """
     s, b, h, a, e = seq_len, batch, d_model, n_head, act_bytes
     if checkpointing:
@@ -72,7 +72,7 @@ def activation_bytes(n_layer: int, d_model: int, n_head: int, seq_len: int, batc
     else:
         per_layer = s * b * h * (16 * e + 2) + (a * s * s * b * (2 * e + 1)
                                                 if attention_matrix else 0)
-    head = b * s * vocab * (e + 4)
+    head = 4 * b * s * vocab + s * b * h * (2 * e + 1)
     return {"layers": n_layer * per_layer, "head": float(head),
             "total": n_layer * per_layer + head}
 
@@ -133,6 +133,13 @@ def build_model(n_layer: int, d_model: int, n_head: int, vocab: int, seq_len: in
                      attn_implementation=attention)
     with torch.device(device):
         return GPT2LMHeadModel(cfg)
+
+
+def _enable_checkpointing(model: Any) -> None:
+    """Recompute each block's activations in backward (transformers' own switch)."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or getattr(
+        model, "gradient_checkpointing_enable")
+    enable({"use_reentrant": False})
 
 
 class SavedTensors:
@@ -199,7 +206,7 @@ def measure_breakdown(n_layer: int, d_model: int, n_head: int, vocab: int, seq_l
                         device=device.type)
     model = model.to(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     if checkpointing:
-        model.gradient_checkpointing_enable({"use_reentrant": False})
+        _enable_checkpointing(model)
     model.train()
     a_model = _alloc(device)
     opt = _make_optimizer(model, optimizer)
@@ -349,7 +356,7 @@ def _try_fit(n_layer: int, d_model: int, n_head: int, vocab: int, seq_len: int, 
         device = torch.device("cuda")
         model = model.to(device, torch.bfloat16 if precision == "bf16" else torch.float32)
         if checkpointing:
-            model.gradient_checkpointing_enable({"use_reentrant": False})
+            _enable_checkpointing(model)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         torch.cuda.reset_peak_memory_stats()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "amp_bf16")
