@@ -137,7 +137,8 @@ def build_model(n_layer: int, d_model: int, n_head: int, vocab: int, seq_len: in
 
 def _enable_checkpointing(model: Any) -> None:
     """Recompute each block's activations in backward (transformers' own switch)."""
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    enable = enable or model.gradient_checkpointing_enable
     enable({"use_reentrant": False})
 
 
