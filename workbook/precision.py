@@ -402,3 +402,319 @@ def run_underflow(cfg: UnderflowConfig, seed: int) -> pd.DataFrame:
     rows.append(long.assign(part="gradscaler", kind="fp16_autocast", format="fp16",
                             scaling="gradscaler"))
     return pd.concat(rows, ignore_index=True).assign(model_preset=cfg.model_preset)
+
+
+# --------------------------------------------------------------------- weight stagnation
+
+
+def _spacing_of(values: torch.Tensor, fmt: str) -> torch.Tensor:
+    """ulp of each value in ``fmt`` (float64): 2**(floor(log2|w|) - mantissa_bits) for normal
+    numbers, the smallest subnormal below the normal range."""
+    table = format_table().set_index("format").loc[fmt]
+    mag = values.double().abs()
+    normal_ulp = torch.exp2(torch.floor(torch.log2(mag.clamp_min(table["smallest_normal"])))
+                            - _mantissa_bits(fmt))
+    return normal_ulp.clamp_min(table["smallest_subnormal"])
+
+
+def update_lost_share(weights: torch.Tensor, updates: torch.Tensor, fmt: str
+                      ) -> dict[str, float]:
+    """Share of nonzero ``updates`` that leave a weight stored in ``fmt`` unchanged.
+
+    ``measured``: do ``w + u`` in ``fmt`` and compare. ``predicted``: the rule |u| < ulp(w)/2,
+    i.e. the update is smaller than half the gap to the next representable weight.
+    """
+    check_choice("format", fmt, ("fp32", "fp16", "bf16"))
+    dt = _DTYPE[fmt]
+    w = weights.to(dt)
+    moved = updates != 0
+    if not moved.any():
+        raise WorkbookError("all updates are zero: nothing to lose; use lr > 0")
+    new = w + updates.to(dt)                       # the add rounds to fmt, like optimizer.step
+    lost = (new == w) & moved
+    predicted = (updates.double().abs() < _spacing_of(w, fmt) / 2) & moved
+    n = moved.sum().item()
+    return {"measured": lost.sum().item() / n, "predicted": predicted.sum().item() / n}
+
+
+def stagnation_sweep(weights: torch.Tensor, grads: torch.Tensor, lrs: tuple[float, ...],
+                     formats: tuple[str, ...] = ("fp32", "bf16", "fp16")) -> pd.DataFrame:
+    """Update-lost share vs learning rate for Adam's first step, u = -lr * sign(g)."""
+    rows = []
+    for fmt in formats:
+        for lr in lrs:
+            shares = update_lost_share(weights, -lr * torch.sign(grads), fmt)
+            rows += [{"part": "sweep", "mode": f"{fmt} weights", "lr": lr, "metric":
+                      "updates_lost", "value": v, "unit": "share", "source": src}
+                     for src, v in shares.items()]
+    return pd.DataFrame(rows)
+
+
+MASTER_MODES: tuple[str, ...] = ("fp32", "bf16_autocast_fp32_master", "bf16_pure")
+
+
+def master_weight_training(model: torch.nn.Module, ids: torch.Tensor, mode: str, *,
+                           steps: int, batch_size: int, seq_len: int, lr: float, seed: int,
+                           device: torch.device) -> pd.DataFrame:
+    """Keep training ``model`` on one batch with its weights (and Adam state) in FP32 or BF16.
+
+    Per step: the loss, and the share of weights whose value did not move although their
+    gradient was nonzero (updates lost to rounding).
+    """
+    from workbook.data import random_batch
+
+    check_choice("mode", mode, MASTER_MODES)
+    if mode == "bf16_pure":
+        model = model.to(torch.bfloat16)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    # One fixed batch, fitted step after step: batch-to-batch noise would hide the small
+    # differences between the modes; on one batch the fp32 loss falls smoothly.
+    x, y = (t.to(device) for t in random_batch(ids, batch_size, seq_len,
+                                               torch.Generator().manual_seed(seed)))
+    rows = []
+    for step in range(steps):
+        with torch.autocast(device.type, dtype=torch.bfloat16,
+                            enabled=mode == "bf16_autocast_fp32_master"):
+            loss = lm_loss(model, x, y)
+        loss.backward()
+        before = [p.detach().clone() for p in params]
+        opt.step()
+        lost = sum(((p.grad != 0) & (p.detach() == b)).sum().item()
+                   for p, b in zip(params, before, strict=True))
+        nonzero = sum((p.grad != 0).sum().item() for p in params)
+        opt.zero_grad(set_to_none=True)
+        rows += [{"part": "training", "mode": mode, "step": step, "metric": "loss",
+                  "value": loss.item(), "unit": "nats"},
+                 {"part": "training", "mode": mode, "step": step, "metric": "updates_lost",
+                  "value": lost / max(1, nonzero), "unit": "share"}]
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class StagnationConfig:
+    model_preset: str
+    lrs: tuple[float, ...]     # the sweep's learning rates
+    train_lr: float            # the training runs' learning rate
+    steps: int
+    batch_size: int
+    seq_len: int
+
+    def __post_init__(self) -> None:
+        check_choice("model_preset", self.model_preset, ("small", "full"))
+        for lr in self.lrs:
+            check_range("lrs", lr, 1e-9, 1.0)
+        check_range("train_lr", self.train_lr, 1e-7, 1e-1)
+        check_range("steps", self.steps, 1, 5000)
+        check_range("batch_size", self.batch_size, 1, 256)
+        check_range("seq_len", self.seq_len, 8, 4096)
+
+
+_SWEEP_LRS = tuple(10.0 ** (e / 2) for e in range(-14, -3))   # 1e-7 ... 3e-2
+STAGNATION_PRESETS = {
+    "small": StagnationConfig("small", _SWEEP_LRS, train_lr=3e-5, steps=12, batch_size=4,
+                              seq_len=64),
+    "full": StagnationConfig("full", _SWEEP_LRS, train_lr=3e-5, steps=100, batch_size=32,
+                             seq_len=256),
+}
+
+
+def run_stagnation(cfg: StagnationConfig, seed: int) -> pd.DataFrame:
+    """The update-lost sweep on the base model's real weights, then three training runs."""
+    from workbook.data import random_batch, token_ids
+    from workbook.model import load_base_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _ = load_base_model(cfg.model_preset, seed=seed, device=device)
+    ids = token_ids("train", model.config.vocab_size)
+    x, y = (t.to(device) for t in random_batch(ids, cfg.batch_size, cfg.seq_len,
+                                               torch.Generator().manual_seed(seed)))
+    model.train()
+    lm_loss(model, x, y).backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    weights = torch.cat([p.detach().flatten().cpu() for p in params])
+    grads = torch.cat([p.grad.flatten().cpu() for p in params])
+    model.zero_grad(set_to_none=True)
+    rows = [stagnation_sweep(weights, grads, cfg.lrs)]
+    for mode in MASTER_MODES:
+        fresh, _ = load_base_model(cfg.model_preset, seed=seed, device=device)
+        rows.append(master_weight_training(fresh.train(), ids, mode, steps=cfg.steps,
+                                           batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                                           lr=cfg.train_lr, seed=seed + 1, device=device))
+    return pd.concat(rows, ignore_index=True).assign(model_preset=cfg.model_preset)
+
+
+# ------------------------------------------------------------------- four-way training
+
+TRAIN_MODES: tuple[str, ...] = ("fp32", "tf32", "fp16_gradscaler", "bf16_autocast")
+_MODE_DTYPE = {"fp32": "fp32", "tf32": "tf32", "fp16_gradscaler": "fp16",
+               "bf16_autocast": "bf16"}     # the matmul dtype each mode runs at (roofline key)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    d_model: int
+    n_layers: int
+    n_heads: int
+    vocab_size: int
+    seq_len: int
+    batch_size: int
+    steps: int
+    warmup: int                # steps excluded from the step-time median
+    lr: float
+    modes: tuple[str, ...] = TRAIN_MODES
+
+    def __post_init__(self) -> None:
+        check_range("d_model", self.d_model, 16, 8192)
+        check_range("n_layers", self.n_layers, 1, 64)
+        check_range("n_heads", self.n_heads, 1, 128)
+        check_range("vocab_size", self.vocab_size, 512, 65536)
+        check_range("seq_len", self.seq_len, 8, 8192)
+        check_range("batch_size", self.batch_size, 1, 512)
+        check_range("steps", self.steps, 2, 10000)
+        check_range("warmup", self.warmup, 1, self.steps - 1)
+        check_range("lr", self.lr, 1e-6, 1e-1)
+        for mode in self.modes:
+            check_choice("modes", mode, TRAIN_MODES)
+
+
+TRAINING_PRESETS = {
+    "small": TrainingConfig(d_model=64, n_layers=2, n_heads=2, vocab_size=4096, seq_len=64,
+                            batch_size=4, steps=6, warmup=2, lr=1e-3),
+    # ~105M parameters, 16k tokens a step: big enough to keep an H100 busy, so that the step
+    # time is set by the matmuls, not by kernel launches. About 2 minutes for all four modes.
+    "full": TrainingConfig(d_model=1024, n_layers=8, n_heads=16, vocab_size=4096, seq_len=1024,
+                           batch_size=16, steps=50, warmup=5, lr=3e-4),
+}
+
+
+def _unsupported(mode: str, device: torch.device) -> str | None:
+    """Why ``mode`` cannot run on ``device`` (None if it can)."""
+    from workbook.hardware import detect
+
+    if mode == "tf32":
+        machine = detect()
+        if device.type != "cuda" or "tf32" not in machine.dtypes:
+            return (f"tf32 needs an NVIDIA GPU with compute capability 8.0+ (Ampere or "
+                    f"newer); this is {machine.name}")
+    return None
+
+
+def train_one(mode: str, cfg: dict, seed: int = 0) -> pd.DataFrame:
+    """Train a fresh model ``cfg['steps']`` steps in ``mode``; run it in a fresh process.
+
+    Rows: the loss per step, the median step time (after ``warmup`` steps), model TFLOP/s
+    (6 N tokens / step time), peak allocated memory, GradScaler's scale and skipped steps.
+    """
+    from workbook import profiling
+    from workbook.data import random_batch, token_ids
+    from workbook.model import ModelConfig, build_model, count_params
+
+    check_choice("mode", mode, TRAIN_MODES)
+    tc = TrainingConfig(**{**cfg, "modes": tuple(cfg.get("modes", TRAIN_MODES))})
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base = {"mode": mode}
+    reason = _unsupported(mode, device)
+    if reason:
+        return pd.DataFrame([{**base, "metric": "run", "value": math.nan,
+                              "status": "unsupported", "error": reason}])
+    # TF32 is a global switch: this process is fresh and trains one mode, so it is safe here.
+    torch.set_float32_matmul_precision("high" if mode == "tf32" else "highest")
+    mcfg = ModelConfig(vocab_size=tc.vocab_size, d_model=tc.d_model, n_layers=tc.n_layers,
+                       n_heads=tc.n_heads, seq_len=tc.seq_len)
+    model = build_model(mcfg, seed).to(device).train()
+    n_params = count_params(model)
+    ids = token_ids("train", tc.vocab_size)
+    gen = torch.Generator().manual_seed(seed)
+    batches = [tuple(t.to(device) for t in random_batch(ids, tc.batch_size, tc.seq_len, gen))
+               for _ in range(tc.steps)]
+    profiling.reset_peak(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, fused=device.type == "cuda")
+    amp = {"fp16_gradscaler": torch.float16, "bf16_autocast": torch.bfloat16}.get(mode)
+    scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16_gradscaler")
+    losses, scales, skipped = [], [], []
+
+    def step() -> None:
+        x, y = batches[len(losses)]
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = lm_loss(model, x, y)
+        before = scaler.get_scale() if scaler.is_enabled() else 1.0
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+        scales.append(before)
+        skipped.append(scaler.is_enabled() and scaler.get_scale() < before)
+
+    ms = profiling.time_ms(step, warmup=tc.warmup, repeats=tc.steps - tc.warmup, device=device)
+    peak = profiling.peak_bytes(device)
+    tokens = tc.batch_size * tc.seq_len
+    rows = [{**base, "step": i, "metric": "loss", "value": float(v), "unit": "nats"}
+            for i, v in enumerate(torch.stack(losses).cpu().tolist())]
+    if scaler.is_enabled():
+        rows += [{**base, "step": i, "metric": "loss_scale", "value": float(s), "unit": "x"}
+                 for i, s in enumerate(scales)]
+    rows += [{**base, "metric": m, "value": v, "unit": u} for m, v, u in (
+        ("step_time", ms, "ms"), ("tokens_per_s", tokens / (ms / 1e3), "tokens/s"),
+        ("model_tflops", 6 * n_params * tokens / (ms / 1e3) / 1e12, "TFLOP/s"),
+        ("skipped_steps", float(sum(skipped)), "steps"), ("n_params", float(n_params), "params"))]
+    if device.type == "cuda":  # PyTorch's allocator statistics exist only for CUDA
+        rows.append({**base, "metric": "peak_memory", "value": peak / 2**30, "unit": "GiB"})
+    return pd.DataFrame(rows)
+
+
+def predicted_step_times(rows: pd.DataFrame, roofline: pd.DataFrame) -> pd.DataFrame:
+    """Step time if every mode were as much faster than FP32 as its matmuls are (roofline).
+
+    An upper bound on the speed-up: softmax, norms, the optimizer and memory-bound kernels do
+    not speed up with the matmul units. Empty if the roofline is not from this device.
+    """
+    from workbook.hardware import roofline_peaks
+
+    ok = rows[(rows["metric"] == "step_time") & (rows["status"] == "ok")]
+    if ok.empty or roofline.empty or "fp32" not in set(ok["mode"]):
+        return pd.DataFrame()
+    device = str(rows["device"].iloc[0]) if "device" in rows.columns else None
+    if device and "device" in roofline.columns:
+        roofline = roofline[roofline["device"].astype(str) == device]
+    peaks = roofline_peaks(roofline) if not roofline.empty else {}
+    if "fp32" not in peaks:
+        return pd.DataFrame()
+    fp32_ms = float(ok.loc[ok["mode"] == "fp32", "value"].iloc[0])
+    return pd.DataFrame([{"mode": mode, "metric": "step_time",
+                          "value": fp32_ms * peaks["fp32"] / peaks[dtype], "unit": "ms",
+                          "source": "predicted", "status": "ok"}
+                         for mode, dtype in _MODE_DTYPE.items() if dtype in peaks])
+
+
+def run_training(cfg: TrainingConfig, seed: int) -> pd.DataFrame:
+    """Each mode in a fresh process (clean peak memory; a crash or OOM becomes a row)."""
+    from workbook import runner
+
+    args = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    frames = [runner.call("workbook.precision:train_one",
+                          {"mode": mode, "cfg": args, "seed": seed}, timeout_s=300)
+              for mode in cfg.modes]
+    rows = pd.concat(frames, ignore_index=True)
+    # A failed mode's row carries the call's scalar arguments; the seed is added by the caller.
+    rows = rows.drop(columns=[c for c in ("seed",) if c in rows.columns])
+    rows["status"] = rows["status"].fillna("ok") if "status" in rows else "ok"
+    return rows
+
+
+EXPERIMENTS = [
+    Experiment(name="precision_underflow",
+               summary="share of real gradients flushed to 0 in FP16/BF16/FP8, loss scale, "
+                       "GradScaler trace", notebook="08_mixed_precision",
+               run=run_underflow, presets=UNDERFLOW_PRESETS,
+               min_gpus={"small": 0, "full": 0}, timeout_s=900),
+    Experiment(name="precision_stagnation",
+               summary="updates lost to rounding in BF16/FP16 weights vs FP32 master weights",
+               notebook="08_mixed_precision", run=run_stagnation, presets=STAGNATION_PRESETS,
+               min_gpus={"small": 0, "full": 0}, timeout_s=900),
+    Experiment(name="precision_training",
+               summary="FP32 vs TF32 vs FP16+GradScaler vs BF16 autocast: loss, step time, "
+                         "peak memory", notebook="08_mixed_precision", run=run_training,
+               presets=TRAINING_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=900),
+]
