@@ -26,6 +26,7 @@ import pandas as pd
 
 from workbook.config import WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
+from workbook.zero import fill_params
 
 PRECISIONS: tuple[str, ...] = ("fp32", "amp_bf16", "bf16", "mixed")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
@@ -329,7 +330,7 @@ def run_breakdown(cfg: BreakdownConfig, seed: int) -> pd.DataFrame:
                                                          seq_len)
             frames.append(pd.concat([rows, predicted_breakdown(n, **kw)], ignore_index=True)
                           .assign(**kw))
-    return pd.concat(frames, ignore_index=True).assign(seed=seed)
+    return fill_params(pd.concat(frames, ignore_index=True).assign(seed=seed))
 
 
 def breakdown_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -451,7 +452,7 @@ def run_fit(cfg: FitConfig, seed: int) -> pd.DataFrame:
             "seq_len": cfg.seq_len, "batch": cfg.batch, "precision": cfg.precision,
             "checkpointing": ckpt, "max_layers": cfg.max_layers, "seed": seed},
             timeout_s=cfg.timeout_s))
-    return pd.concat(frames, ignore_index=True).assign(seed=seed)
+    return fill_params(pd.concat(frames, ignore_index=True).assign(seed=seed))
 
 
 EXPERIMENTS = [
@@ -464,3 +465,149 @@ EXPERIMENTS = [
                notebook="04_memory", run=run_fit, presets=FIT_PRESETS,
                min_gpus={"small": 1, "full": 1}, timeout_s=900),
 ]
+
+
+# ------------------------------------------------------------------ views for the notebook
+
+# Shapes for the widget: (n_layer, d_model, n_head, vocab)
+MODEL_SHAPES: dict[str, tuple[int, int, int, int]] = {
+    "GPT-2 small (124M)": (12, 768, 12, 50257),
+    "GPT-2 XL (1.5B)": (48, 1600, 25, 50257),
+    "7B (32 x 4096)": (32, 4096, 32, 32000),
+    "GPT-3 (175B)": (96, 12288, 96, 50257),
+}
+
+
+def scenario(model: str, precision: str, seq_len: int, batch: int,
+             checkpointing: bool) -> pd.DataFrame:
+    """Formula bytes per component for one of :data:`MODEL_SHAPES`."""
+    n_layer, d_model, n_head, vocab = MODEL_SHAPES[model]
+    psi = gpt_params(n_layer, d_model, vocab, seq_len)
+    e = 4 if precision == "fp32" else 2
+    acts = activation_bytes(n_layer, d_model, n_head, seq_len, batch, act_bytes=e,
+                            checkpointing=checkpointing, vocab=vocab)
+    return training_memory(psi, precision, activations=acts["total"]).assign(n_params=psi)
+
+
+def memory_explorer() -> Any:
+    """The formula at any scale: stacked GB per component against one GPU's memory."""
+    from workbook import plots, widgets
+
+    fig = plots.figure("Training memory (formula)", "component", "GB")
+    fig.add_bar(x=[], y=[], name="needed", marker_color=plots.COLORS[0])
+    fig.add_bar(x=[], y=[], name="one GPU", marker_color=plots.COLORS[1])
+
+    def draw(fig: Any, model: str, precision: str, seq_len: int, batch: int,
+             checkpointing: bool, gpu_gb: int) -> str:
+        table = scenario(model, precision, seq_len, batch, checkpointing)
+        total = table["GB"].sum()
+        fig.data[0].x, fig.data[0].y = list(table["component"]) + ["total"], list(
+            table["GB"]) + [total]
+        fig.data[1].x, fig.data[1].y = ["total"], [gpu_gb]
+        psi = table["n_params"].iloc[0]
+        return (f"{model}: Ψ = {psi / 1e9:.2f}B, {total:,.0f} GB to train "
+                f"({precision}, batch {batch} × {seq_len}, checkpointing {checkpointing}) = "
+                f"{total / gpu_gb:.1f}× one {gpu_gb} GB GPU")
+
+    return widgets.Explorer({
+        "model": widgets.dropdown("model", list(MODEL_SHAPES), "GPT-3 (175B)"),
+        "precision": widgets.dropdown("precision", list(PRECISIONS), "fp32"),
+        "seq_len": widgets.slider("seq_len", 128, 32768, 128, 2048),
+        "batch": widgets.slider("batch", 1, 64, 1, 1),
+        "checkpointing": widgets.dropdown("checkpointing", [False, True], False),
+        "gpu_gb": widgets.slider("GPU GB", 16, 192, 8, 80),
+    }, draw, fig)
+
+
+def plot_breakdown(rows: pd.DataFrame, seq_len: int, title: str = "") -> Any:
+    """Grouped bars per component: formula vs each measurement method, ckpt off and on."""
+    from workbook import plots
+
+    ok = rows[(rows["status"] == "ok") & (rows["seq_len"] == seq_len)]
+    fig = plots.figure(plots.title_with_source(title or f"Memory by component, seq_len "
+                                               f"{seq_len}", ok), "component", "MB")
+    for i, ((ckpt, method), part) in enumerate(ok.groupby(["checkpointing", "method"])):
+        fig.add_bar(x=part["component"], y=part["value"] / 1e6,
+                    name=f"{method}{' (ckpt)' if ckpt in (True, 'True') else ''}",
+                    marker_color=plots.COLORS[i % len(plots.COLORS)])
+    fig.update_layout(barmode="group")
+    return fig
+
+
+def formula_fit(d_model: int, n_head: int, vocab: int, seq_len: int, batch: int,
+                precision: str, checkpointing: bool, gpu_bytes: float) -> int:
+    """The largest n_layer the formula lets fit (model states + activations <= GPU)."""
+    e = 4 if precision == "fp32" else 2
+    per = sum(bytes_per_param(precision).values())
+    n = 0
+    while n < 1000:
+        psi = gpt_params(n + 1, d_model, vocab, seq_len)
+        acts = activation_bytes(n + 1, d_model, n_head, seq_len, batch, act_bytes=e,
+                                checkpointing=checkpointing, attention_matrix=False,
+                                vocab=vocab)["total"]
+        if per * psi + acts > gpu_bytes:
+            return n
+        n += 1
+    return n
+
+
+def fit_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Largest fitting n_layer measured beside the formula's, per checkpointing setting."""
+    if rows.empty:
+        return pd.DataFrame()
+    out = []
+    for (device, ckpt), part in rows.groupby(["device", "checkpointing"]):
+        r = part.iloc[0]
+        fits = part[part["status"] == "ok"]
+        best = fits.loc[fits["n_layer"].idxmax()] if len(fits) else None
+        out.append({
+            "device": device, "checkpointing": ckpt, "d_model": r["d_model"],
+            "batch x seq": f"{r['batch']} x {r['seq_len']}",
+            "largest n_layer measured": int(r["largest_fitting_layers"]),
+            "params (B)": best["n_params"] / 1e9 if best is not None else float("nan"),
+            "peak (GB)": best["value"] / 1e9 if best is not None else float("nan"),
+            "largest n_layer by formula": formula_fit(
+                int(r["d_model"]), 32, 50304, int(r["seq_len"]), int(r["batch"]),
+                str(r["precision"]), ckpt in (True, "True"), float(r["gpu_bytes"])),
+        })
+    return pd.DataFrame(out)
+
+
+def claims(rows: pd.DataFrame) -> pd.DataFrame:
+    """The lecture's memory claims: predicted, measured here (or recorded), verdict."""
+    lect = lecture_175b().set_index("component")["GB"]
+    need = lect.iloc[:4].sum()
+    out = [{"claim": "175B needs ~3 TB to train vs 80 GB on an H100 (~38x)",
+            "source": "lecture, sec. 3.2", "predicted": f"{need:,.0f} GB = {need / 80:.0f}x",
+            "measured here": "formula only (no 175B run)", "verdict": "holds"
+            if 2700 < need < 3300 else "off"}]
+    ok = rows[(rows["status"] == "ok")] if len(rows) else rows
+    if len(ok):
+        t = ok[ok["method"] == "tensors"]
+        opt = t[t["component"] == "optimizer"]["value"].mean()
+        par = t[t["component"] == "params"]["value"].mean()
+        ratio = opt / par
+        out.append({"claim": "Adam's states take twice the parameters' memory",
+                    "source": "lecture, sec. 3.1 (1,400 GB vs 700 GB)", "predicted": "2.00x",
+                    "measured here": f"{ratio:.2f}x", "verdict": _verdict(ratio, 2.0)})
+        saved = ok[(ok["method"] == "saved") & (ok["component"] == "activations")]
+        seq = saved["seq_len"].max()
+        on = saved[(saved["seq_len"] == seq) & (saved["checkpointing"].astype(str) == "True")]
+        off = saved[(saved["seq_len"] == seq) & (saved["checkpointing"].astype(str) == "False")]
+        pred = ok[(ok["method"] == "formula") & (ok["component"] == "activations")
+                  & (ok["seq_len"] == seq)]
+        if len(on) and len(off):
+            r_meas = off["value"].mean() / on["value"].mean()
+            p_off = pred[pred["checkpointing"].astype(str) == "False"]["value"].mean()
+            p_on = pred[pred["checkpointing"].astype(str) == "True"]["value"].mean()
+            out.append({"claim": "recomputation (checkpointing) saves activation memory",
+                        "source": "lecture (FlashAttention / recomputation)",
+                        "predicted": f"{p_off / p_on:.1f}x less at seq_len {seq}",
+                        "measured here": f"{r_meas:.1f}x less",
+                        "verdict": _verdict(r_meas, p_off / p_on)})
+    return pd.DataFrame(out)
+
+
+def _verdict(measured: float, predicted: float) -> str:
+    off = measured / predicted - 1
+    return "holds" if abs(off) <= 0.15 else f"off by {off:+.0%}"
