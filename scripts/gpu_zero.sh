@@ -46,7 +46,7 @@ elif [ "${QUICK:-0}" = 1 ]; then
   run zero_stages full --set isolate=false --set \
       'variants=["ddp","zero0","zero1","zero2","zero3","zero2+offload_opt","zero3+offload_all"]'
   run memory_breakdown full --set 'seq_lens=[1024]'
-  run memory_fit full
+  run memory_fit full --set 'checkpointing=[false]'
 else
   run zero_stages full                              # N = every GPU, fresh launch per variant
   if [ "$NGPU" -gt 1 ]; then
