@@ -1,0 +1,132 @@
+"""QLoRA: NF4 from normal quantiles equals bitsandbytes' table, the blockwise quantiser agrees
+with bitsandbytes, double quantisation's bits are what the tensors store, the VRAM formula
+adds up, and the memory measurement works end to end on a toy model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from workbook import qlora
+from workbook.config import WorkbookError
+
+
+def test_nf4_offset_is_qlora_s_constant():
+    assert qlora.nf4_offset() == pytest.approx(0.9677083, abs=1e-7), (
+        "offset = mean of 1 - 1/(2*15) and 1 - 1/(2*16)")
+
+
+def test_nf4_codebook_equals_bitsandbytes():
+    ours, theirs = qlora.nf4_codebook(), qlora.bnb_codebook("nf4")
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0,
+                               msg="NF4 from normal quantiles should be bitsandbytes' table")
+
+
+def test_nf4_is_asymmetric_with_an_exact_zero():
+    code = qlora.nf4_codebook()
+    assert code.numel() == 16 and (code == 0).sum() == 1, "16 codes, one of them exactly 0"
+    assert (code > 0).sum() == 8 and (code < 0).sum() == 7, "8 positive, 7 negative codes"
+    assert code.min() == -1 and code.max() == 1
+
+
+@pytest.mark.parametrize("fmt", ["nf4", "fp4"])
+def test_blockwise_roundtrip_matches_bitsandbytes(fmt):
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 256, generator=gen) * 0.02
+    torch.testing.assert_close(qlora.roundtrip(w, fmt), qlora.bnb_roundtrip(w, fmt),
+                               atol=1e-6, rtol=1e-5,
+                               msg=f"our blockwise absmax {fmt} != bitsandbytes' quantize_4bit")
+
+
+def test_error_ranking_on_normal_weights():
+    """Normal weights: NF4 < INT4 < FP4 error, and INT8 far below all 4-bit formats."""
+    gen = torch.Generator().manual_seed(0)
+    rows = qlora.quantization_error({"w": torch.randn(256, 256, generator=gen)})
+    err = rows[rows.metric == "rel_rmse"].set_index("format")["value"]
+    assert err["nf4"] < err["int4"] < err["fp4"], f"unexpected ranking {err.to_dict()}"
+    assert err["int8"] < err["nf4"] / 10, "8 bits should be >10x more accurate than 4"
+
+
+def test_nf4_uses_its_codes_more_evenly_than_int4():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(512, 512, generator=gen)
+    spread = {f: qlora.bin_occupancy(w, f)["share"].std() for f in ("nf4", "int4")}
+    assert spread["nf4"] < spread["int4"], f"NF4 should fill its bins more evenly: {spread}"
+
+
+def test_double_quant_bits_formula():
+    assert qlora.bits_per_param(64, double_quant=False) == 4.5
+    assert qlora.bits_per_param(64, double_quant=True) == pytest.approx(4 + 8 / 64 + 32 / 16384)
+
+
+@pytest.mark.parametrize("dq", [False, True])
+def test_stored_bits_match_formula(dq):
+    rows = qlora.stored_bits_per_param((1024, 1024), double_quant=dq).set_index("source")
+    measured, predicted = rows.loc["measured", "value"], rows.loc["predicted", "value"]
+    # code tables (~1 KiB) are the only extra: < 0.01 bit per weight at 1M weights
+    assert predicted <= measured < predicted + 0.01, f"stored {measured} vs formula {predicted}"
+
+
+def test_llama_7b_shape_has_the_published_parameter_count():
+    assert qlora.SHAPES["7b"].n_params == 6_738_415_616, "Llama-2-7B has 6,738,415,616"
+
+
+def test_vram_formula_full_is_12_bytes_per_param_plus_activations():
+    parts = qlora.predict_vram("7b", "full")
+    n = qlora.SHAPES["7b"].n_params
+    static = parts["weights"] + parts["gradients"] + parts["optimizer"]
+    assert static == 12 * n and parts["adapters"] == 0
+
+
+def test_qlora_65b_fits_48gb_by_formula():
+    total = sum(qlora.predict_vram("65b", "qlora", rank=64).values()) / 1e9
+    assert total < 48, f"the QLoRA paper fits 65B in 48 GB; the formula says {total:.1f} GB"
+
+
+def test_fp32_adam_matches_torch_adam():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(1000, generator=gen))
+    b = torch.nn.Parameter(a.detach().clone())
+    ours, ref = qlora.Fp32Adam([a], lr=1e-2, chunk=300), torch.optim.Adam([b], lr=1e-2)
+    for _ in range(3):
+        g = torch.randn(1000, generator=gen)
+        a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+    torch.testing.assert_close(a, b, msg="chunked fp32-moment Adam must equal torch's Adam")
+    assert ours.state[a]["m"].dtype == torch.float32
+
+
+def test_measure_vram_on_cpu_itemises_memory():
+    rows = {m: qlora.measure_vram("tiny", m, rank=4, seq_len=32).set_index("metric")["value"]
+            for m in qlora.METHODS}
+    n = qlora.SHAPES["tiny"].n_params
+    assert rows["full"]["weights"] * 1e9 == pytest.approx(2 * n), "bf16 weights: 2 B/param"
+    assert rows["full"]["optimizer"] * 1e9 == pytest.approx(8 * n), "fp32 Adam: 8 B/param"
+    assert rows["lora"]["trainable_params"] == qlora.SHAPES["tiny"].n_lora(4)
+    assert rows["qlora"]["weights"] < rows["lora"]["weights"], "NF4 base must be smaller"
+    assert rows["qlora"]["peak"] < rows["lora"]["peak"] < rows["full"]["peak"]
+
+
+def test_ratio_rows_mark_oom_as_missing():
+    import pandas as pd
+
+    rows = pd.DataFrame([
+        {"size": "7b", "n_params": 1, "method": "full", "metric": "peak", "value": math.nan,
+         "source": "measured"},
+        {"size": "7b", "n_params": 1, "method": "qlora", "metric": "peak", "value": 5.0,
+         "source": "measured"},
+    ])
+    out = qlora.ratio_rows(rows)
+    assert out["status"].tolist() == ["oom"], "no ratio can be measured when full FT OOMs"
+
+
+def test_bad_input_names_the_options():
+    with pytest.raises(WorkbookError, match="allowed devices: cuda, cpu"):
+        qlora.check_4bit_device(torch.device("meta"))
+    with pytest.raises(WorkbookError, match="choose one of"):
+        qlora.predict_vram("70b", "qlora")
+    with pytest.raises(WorkbookError, match="allowed"):
+        qlora.VramConfig(sizes=("7b",), rank=0)
