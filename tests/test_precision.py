@@ -1,0 +1,194 @@
+"""Number formats, underflow, stagnation and the four-way training, checked on a CPU."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from workbook import precision as P
+from workbook.config import WorkbookError
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_format_table_matches_published_ieee_and_ocp_numbers():
+    t = P.format_table().set_index("format")
+    published = {  # IEEE 754 binary16/32, bfloat16, OCP FP8 (E4M3 "fn", E5M2)
+        "fp32": (3.4028234663852886e38, 2.0**-126, 2.0**-149, 2.0**-23),
+        "tf32": ((2 - 2.0**-10) * 2.0**127, 2.0**-126, 2.0**-136, 2.0**-10),
+        "fp16": (65504.0, 2.0**-14, 2.0**-24, 2.0**-10),
+        "bf16": ((2 - 2.0**-7) * 2.0**127, 2.0**-126, 2.0**-133, 2.0**-7),
+        "fp8_e4m3": (448.0, 2.0**-6, 2.0**-9, 2.0**-3),
+        "fp8_e5m2": (57344.0, 2.0**-14, 2.0**-16, 2.0**-2),
+    }
+    for fmt, (mx, normal, sub, eps) in published.items():
+        got = t.loc[fmt, ["max", "smallest_normal", "smallest_subnormal", "epsilon"]].tolist()
+        assert got == pytest.approx([mx, normal, sub, eps], rel=1e-12), (
+            f"{fmt}: (max, smallest normal, smallest subnormal, eps) should be "
+            f"{(mx, normal, sub, eps)}, the table computed {got}")
+    assert (t.loc["fp16", "exponent_bits"], t.loc["bf16", "exponent_bits"]) == (5, 8), (
+        "BF16 keeps FP32's 8 exponent bits (same range); FP16 has 5")
+    assert t.loc["int8", "max"] == 127 and t.loc["int8", "min"] == -128
+
+
+def test_bits_of_simple_values():
+    rows = P.explore(-2.0).set_index("format")
+    assert rows.loc["bf16", "bits"] == "1 10000000 0000000", "-2 = sign 1, exponent 127+1"
+    assert rows.loc["fp16", "bits"] == "1 10000 0000000000", "-2 = sign 1, exponent 15+1"
+    assert rows.loc["int8", "bits"] == "1 1111110", "two's complement of -2"
+    assert (rows["stored"] == -2.0).all() and (rows["status"] == "exact").all()
+
+
+def _tf32_reference(x: float) -> float:
+    """Round to 11 significant bits (1 implicit + 10 stored), ties away from zero."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    m, e = math.frexp(abs(x))                 # abs(x) = m * 2**e, 0.5 <= m < 1
+    return math.copysign(math.floor(m * 2**11 + 0.5) / 2**11 * 2.0**e, x)
+
+
+def test_tf32_emulation_matches_a_reference_rounding():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, generator=gen) * torch.exp2(torch.randint(-30, 30, (2000,),
+                                                                    generator=gen).float())
+    got = P.round_trip(x, "tf32")
+    want = torch.tensor([_tf32_reference(v) for v in x.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=0, atol=0,
+                               msg="TF32 keeps 10 mantissa bits, rounded to nearest")
+
+
+def test_overflow_is_shown_not_hidden():
+    rows = P.explore(70000.0).set_index("format")
+    assert math.isinf(rows.loc["fp16", "stored"]), "70000 > 65504 must become inf in FP16"
+    assert "overflow" in rows.loc["fp16", "status"] and "inf" in rows.loc["fp16", "status"]
+    assert rows.loc["bf16", "status"] == "rounded", "BF16 has FP32's range: 70000 fits"
+    assert rows.loc["int8", "stored"] == 127, "int8 saturates; a plain cast would wrap to 112"
+    assert "no inf" in rows.loc["fp8_e4m3", "status"]
+
+
+def test_underflow_is_named():
+    rows = P.explore(1e-8).set_index("format")
+    assert rows.loc["fp16", "stored"] == 0 and "underflow" in rows.loc["fp16", "status"]
+    assert rows.loc["bf16", "stored"] == pytest.approx(1e-8, rel=4e-3), "BF16 keeps 1e-8"
+
+
+def test_bad_input_is_one_line():
+    for bad in (lambda: P.parse_value("abc"), lambda: P.explore("0.1"),
+                lambda: P.cast(torch.ones(1), "fp4"),
+                lambda: P.TrainingConfig(64, 2, 2, 4096, 64, batch_size=0, steps=4, warmup=1,
+                                         lr=1e-3),
+                lambda: P.underflow_shares(torch.zeros(4), "fp16")):
+        with pytest.raises(WorkbookError) as info:
+            bad()
+        assert "\n" not in str(info.value)
+
+
+def test_fp8_support_is_named_on_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only message")
+    text = P.fp8_support()
+    assert "not supported" in text and "FP8" in text
+
+
+# ------------------------------------------------------------------------- underflow
+
+
+def test_underflow_shares_against_hand_counted_values():
+    g = torch.tensor([1e-9, 1e-6, 1e-3, 1e5])       # below subnormal, subnormal, normal, >max
+    fp16 = P.underflow_shares(g, "fp16")
+    assert fp16 == {"share_zero": 0.25, "share_subnormal": 0.25, "share_overflow": 0.25}
+    scaled = P.underflow_shares(g, "fp16", scale=2.0**10)
+    assert scaled["share_zero"] == 0, "x1024 lifts 1e-9 to 1e-6: a subnormal, not zero"
+    assert P.underflow_shares(g, "bf16") == {"share_zero": 0.0, "share_subnormal": 0.0,
+                                             "share_overflow": 0.0}
+
+
+@pytest.fixture(scope="module")
+def base_grads():
+    from workbook.data import random_batch, token_ids
+    from workbook.model import load_base_model
+
+    model, _ = load_base_model("small", seed=0, device="cpu")
+    ids = token_ids("train", model.config.vocab_size)
+    x, y = random_batch(ids, 4, 64, torch.Generator().manual_seed(0))
+    return P.capture_gradients(model.train(), x, y)
+
+
+def test_real_gradients_underflow_in_fp16_not_bf16(base_grads):
+    logit = base_grads["logit_grad"]
+    fp16, bf16 = P.underflow_shares(logit, "fp16"), P.underflow_shares(logit, "bf16")
+    assert fp16["share_zero"] > 0.05, (
+        f"dLoss/dlogits are ~p/N for N tokens: many fall below FP16's 2^-24 "
+        f"(got {fp16['share_zero']:.3f} flushed)")
+    assert bf16["share_zero"] == 0, "BF16 reaches 2^-133: no real gradient is flushed"
+    scaled = P.underflow_shares(logit, "fp16", scale=2.0**16)
+    assert scaled["share_zero"] < fp16["share_zero"] / 10, "a loss scale of 2^16 rescues them"
+    assert set(base_grads) == set(P.GRAD_KINDS)
+
+
+def test_gradscaler_backs_off_after_overflow():
+    from workbook.data import token_ids
+    from workbook.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=2, seq_len=32), 0)
+    trace = P.gradscaler_trace(model, token_ids("train"), steps=3, batch_size=2, seq_len=16,
+                               lr=1e-3, init_scale=2.0**60, growth_interval=100, seed=0,
+                               device=torch.device("cpu"))
+    assert trace["skipped"].iloc[0] == 1, "2^60 x gradients overflow FP16: step 0 is skipped"
+    assert trace["loss_scale"].iloc[1] == 2.0**59, "after a skipped step the scale halves"
+
+
+# ------------------------------------------------------------------------ stagnation
+
+
+def test_update_lost_rule_predicts_the_measurement():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(20000, generator=gen) * 0.05
+    u = -3e-5 * torch.sign(torch.randn(20000, generator=gen))
+    shares = {f: P.update_lost_share(w, u, f) for f in ("fp32", "fp16", "bf16")}
+    for fmt, s in shares.items():
+        assert abs(s["measured"] - s["predicted"]) < 0.01, (
+            f"{fmt}: an update is lost iff |u| < ulp(w)/2; measured {s['measured']:.4f}, "
+            f"predicted {s['predicted']:.4f}")
+    assert shares["fp32"]["measured"] == 0, "FP32 weights keep every 3e-5 update"
+    assert shares["bf16"]["measured"] > shares["fp16"]["measured"] > 0, (
+        "BF16 has 3 fewer mantissa bits than FP16: it loses more small updates")
+
+
+# -------------------------------------------------------------------------- training
+
+
+def test_train_one_rows_and_unsupported_tf32_on_cpu(ledger_dir):
+    cfg = {"d_model": 32, "n_layers": 1, "n_heads": 2, "vocab_size": 4096, "seq_len": 16,
+           "batch_size": 2, "steps": 3, "warmup": 1, "lr": 1e-3}
+    rows = P.train_one("bf16_autocast", cfg, seed=0)
+    assert (rows["metric"] == "loss").sum() == 3 and rows["value"].notna().all()
+    assert {"step_time", "model_tflops", "skipped_steps"} <= set(rows["metric"])
+    if not torch.cuda.is_available():
+        tf32 = P.train_one("tf32", cfg, seed=0)
+        assert tf32["status"].iloc[0] == "unsupported" and "8.0" in tf32["error"].iloc[0]
+
+
+def test_predicted_step_time_scales_by_roofline_ratio():
+    rows = pd.DataFrame({"mode": ["fp32", "bf16_autocast"], "metric": "step_time",
+                         "value": [300.0, 60.0], "status": "ok", "device": "GPU X"})
+    roofline = pd.DataFrame({"kind": "matmul", "dtype": ["fp32", "bf16"],
+                             "value": [50.0, 800.0], "source": "recorded", "status": "ok",
+                             "device": "GPU X"})
+    pred = P.predicted_step_times(rows, roofline).set_index("mode")["value"]
+    assert pred["bf16_autocast"] == pytest.approx(300.0 * 50 / 800), (
+        "if only matmuls mattered, BF16 would be 16x faster than FP32")
+    assert P.predicted_step_times(rows, roofline.assign(device="GPU Y")).empty, (
+        "a roofline from another device must not predict this one")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_autocast_uses_less_memory_than_fp32_on_gpu():
+    cfg = {"d_model": 256, "n_layers": 2, "n_heads": 4, "vocab_size": 4096, "seq_len": 256,
+           "batch_size": 8, "steps": 3, "warmup": 1, "lr": 1e-3}
+    peak = {m: P.train_one(m, cfg).set_index("metric").loc["peak_memory", "value"]
+            for m in ("fp32", "bf16_autocast")}
+    assert peak["bf16_autocast"] < peak["fp32"], "16-bit activations take half the bytes"
