@@ -984,3 +984,135 @@ def kernel_source() -> str:
         raise WorkbookError("the Triton kernel was not found in workbook/flash_triton.py")
     return "\n\n\n".join(parts)
 
+
+
+def recorded_device(default: str = "H100") -> str:
+    """This GPU's name, else the GPU the attention rows were recorded on, else ``default``."""
+    from workbook import results
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    rows = results.load("attention_timing")
+    return str(rows["device"].iloc[0]) if not rows.empty else default
+
+
+def size_explorer(device_name: str | None = None):
+    """Sliders (seq_len, head_dim, batch, tile rows) over the IO model: HBM bytes vs seq_len,
+    and one line comparing the N×N matrix S with this GPU's SRAM and HBM."""
+    from workbook import plots, widgets
+
+    device_name = device_name or recorded_device()
+    seq_lens = [2**k for k in range(8, 17)]
+    fig = plots.figure(f"Attention forward HBM traffic by the IO model ({device_name})",
+                       "seq_len", "GB moved (bf16)", log_x=True, log_y=True)
+    names = {"vanilla": "vanilla: Θ(Nd + N²)", "flash_no_l2": "flash, no L2: Θ(N²d²/M)",
+             "minimum": "minimum: Q, K, V in, O out"}
+    for i, name in enumerate(names.values()):
+        fig.add_scatter(name=name, mode="lines", line={"color": plots.COLORS[i]})
+
+    def draw(fig, seq_len, head_dim, batch, tile):
+        facts = s_matrix_vs_memory(seq_len, head_dim, batch, 16, tile,
+                                   device_name=device_name)
+        for trace, algorithm in zip(fig.data, names, strict=True):
+            trace.x, trace.y = seq_lens, [io_bytes(algorithm, n, head_dim, batch=batch,
+                                                   n_heads=16, block_m=tile) / 1e9
+                                          for n in seq_lens]
+        fig.layout.shapes = [{"type": "line", "x0": seq_len, "x1": seq_len, "y0": 0, "y1": 1,
+                              "yref": "paper", "line": {"dash": "dot", "color": "#888"}}]
+        fits = "fits" if facts["tile_kb"] <= facts["sram_per_sm_kb"] else "does NOT fit"
+        return (f"S for batch {batch} × 16 heads at N={seq_len}: {facts['s_mb']:,.0f} MB = "
+                f"{facts['s_over_sram']:,.0f}× all SRAM, {facts['s_over_hbm']:.1%} of HBM. "
+                f"One tile (Q, K, V {tile}×{head_dim} + S {tile}×{tile} fp32) is "
+                f"{facts['tile_kb']:.0f} KB: it {fits} in one SM's "
+                f"{facts['sram_per_sm_kb']:.0f} KB.")
+
+    return widgets.Explorer({
+        "seq_len": widgets.dropdown("seq_len", seq_lens, 4096),
+        "head_dim": widgets.dropdown("head_dim", [64, 128, 256], 128),
+        "batch": widgets.slider("batch", 1, 64, 1, 4),
+        "tile": widgets.dropdown("tile rows", [16, 32, 64, 128, 256], 128)}, draw, fig)
+
+
+def exactness_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Relative error of the output per variant (columns) and dtype, with the band, per device."""
+    ok = rows[(rows["status"] == "ok") & (rows["metric"] == "rel_error")]
+    table = ok.pivot_table(index=["device", "dtype", "band"], columns="variant", values="value",
+                           aggfunc="max")
+    return table.map(lambda x: f"{x:.1e}" if x == x else "—")
+
+
+def _value(rows: pd.DataFrame, **where) -> float:
+    hit = rows[rows["status"] == "ok"]
+    for key, value in where.items():
+        hit = hit[hit[key] == value]
+    return float(hit["value"].iloc[0]) if len(hit) else math.nan
+
+
+def _met(value: float, ok: bool) -> str:
+    return "not measured" if value != value else "yes" if ok else "NO"
+
+
+def targets(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame) -> pd.DataFrame:
+    """The issue's three targets, computed from (recorded) rows."""
+    at = {"seq_len": 4096, "head_dim": 128, "mode": "fwd"}
+    minimum = _value(traffic, variant="model: minimum", metric="hbm_bytes", **at)
+    reads = _value(traffic, variant="triton", metric="hbm_read", **at)
+    total = _value(traffic, variant="triton", metric="hbm_bytes", **at)
+    rows = [("Triton fwd HBM bytes / minimum (N=4096, d=128, bf16)", "≤ 1.15", total / minimum,
+             _met(total, total / minimum <= 1.15)),
+            ("  of which reads / minimum reads (Q, K, V once)", "≈ 1", reads / (minimum * 3 / 4),
+             _met(reads, reads / (minimum * 3 / 4) <= 1.15))]
+    for head_dim, causal in itertools.product((64, 128), (False, True)):
+        sel = {"seq_len": 4096, "head_dim": head_dim, "causal": causal, "mode": "fwd",
+               "metric": "throughput"}
+        ratio = _value(timing, variant="triton", **sel) / _value(timing, variant="sdpa_flash",
+                                                                   **sel)
+        rows.append((f"Triton / SDPA FA2 fwd TFLOP/s (N=4096, d={head_dim}, causal={causal})",
+                     "≥ 0.8", ratio, _met(ratio, ratio >= 0.8)))
+    ratio = (_value(gpt2, variant="vanilla", metric="hbm_bytes")
+             / _value(gpt2, variant="sdpa_flash", metric="hbm_bytes"))
+    paper = PAPER_FIG2["standard"]["hbm_gb"] / PAPER_FIG2["flash"]["hbm_gb"]
+    rows.append(("GPT-2 medium fwd+bwd HBM: vanilla / FlashAttention", f"paper {paper:.1f}×",
+                 ratio, "reported" if ratio == ratio else "not measured"))
+    frame = pd.DataFrame(rows, columns=["target", "wanted", "measured", "met"])
+    frame["measured"] = frame["measured"].round(3)
+    return frame
+
+
+def claims(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame,
+           recompute: pd.DataFrame) -> pd.DataFrame:
+    """The lecture's claims about FlashAttention, each against a recorded measurement."""
+    from workbook.claims import Claim, claims_table
+    from workbook.results import provenance_label
+
+    std, fa = PAPER_FIG2["standard"], PAPER_FIG2["flash"]
+    gpt = {m: (_value(gpt2, variant="vanilla", metric=m), _value(gpt2, variant="sdpa_flash",
+                                                                   metric=m))
+           for m in ("hbm_bytes", "time", "flops")}
+    where = provenance_label(gpt2[gpt2["source"] == "recorded"]) if (
+        gpt2["source"] == "recorded").any() else "this machine"
+
+    def t(variant: str, n: int) -> float:
+        return _value(timing, variant=variant, seq_len=n, head_dim=128, mode="fwd+bwd",
+                      causal=False, metric="time")
+
+    def mem(variant: str, n: int) -> float:
+        return _value(recompute, variant=variant, seq_len=n, metric="extra_peak_memory")
+
+    n_hi = max(recompute.loc[recompute["status"] == "ok", "seq_len"], default=0)
+    flash_growth = mem("sdpa_flash", n_hi) / mem("sdpa_flash", n_hi // 2)
+    return claims_table([
+        Claim("HBM reads+writes ~10× fewer (GPT-2 medium, fwd+bwd)", "paper Fig. 2 / lecture",
+              std["hbm_gb"] / fa["hbm_gb"], gpt["hbm_bytes"][0] / gpt["hbm_bytes"][1], "×",
+              where),
+        Claim("runtime ~5× faster (GPT-2 medium, fwd+bwd)", "paper Fig. 2 / lecture",
+              std["runtime_ms"] / fa["runtime_ms"], gpt["time"][0] / gpt["time"][1], "×", where),
+        Claim("more FLOPs (recomputation in the backward)", "paper Fig. 2 (ours: FLOP model)",
+              fa["gflops"] / std["gflops"], gpt["flops"][1] / gpt["flops"][0], "×", where),
+        Claim("extra memory O(N): doubling N doubles it", "lecture", 2.0, flash_growth, "×",
+              where),
+        Claim("longer sequences gain more: speedup at N=512", "lecture table", 1.7,
+              t("vanilla", 512) / t("sdpa_flash", 512), "×", where, rel_tol=0.25),
+        Claim("longer sequences gain more: speedup at N=8192", "lecture table", 5.4,
+              t("vanilla", 8192) / t("sdpa_flash", 8192), "×", where, rel_tol=0.25),
+    ])
