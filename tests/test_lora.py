@@ -95,6 +95,14 @@ def test_two_adapters_swap_and_combine():
     diff = rows[rows.metric.str.startswith("max_abs")].set_index("adapter")["value"]
     assert diff["spam vs sentiment"] > 1e-4, "swapping adapters must change the output"
     assert diff["both"] > 1e-4 and diff["spam"] > 1e-4
+    assert diff["both (cat) vs spam+sentiment active"] < 1e-5, (
+        "a 'cat' combination must equal running both adapters at once: W + dW1 + dW2")
+
+
+def test_scratch_and_peft_agree_on_a_whole_model():
+    rows = lora.scratch_vs_peft(tiny_llama(), rank=2).set_index("what")["value"]
+    assert rows.iloc[0] < 1e-5, f"scratch LoRA and PEFT disagree by {rows.iloc[0]}"
+    assert rows.iloc[1] == rows.iloc[2], "both must train the same number of parameters"
 
 
 def test_same_seed_same_adapter_init():

@@ -150,6 +150,71 @@ def lora_params(config, rank: int, targets: str | Sequence[str] = "all") -> int:
     return config.num_hidden_layers * sum(rank * sum(shapes[n]) for n in names)
 
 
+def scratch_vs_peft(model: nn.Module, rank: int = 4, seed: int = 0,
+                    seq_len: int = 16) -> pd.DataFrame:
+    """The from-scratch LoRA and PEFT's on copies of ``model``, given the same A and B.
+
+    Returns the largest logit difference (float rounding only) and both trainable counts.
+    """
+    peft_model = with_lora(model, rank, 2.0 * rank, "all", seed)
+    _randomise_adapters(peft_model, seed + 1)
+    ours = add_lora(copy.deepcopy(model), rank, alpha=2.0 * rank, targets="all")
+    theirs = dict(peft_model.named_parameters())
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            if "lora_" in name:          # ...q_proj.lora_A  <->  ...q_proj.lora_A.default.weight
+                p.copy_(theirs[f"base_model.model.{name}.default.weight"])
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, model.config.vocab_size, (2, seq_len), generator=gen)
+    with torch.no_grad():
+        diff = (ours(input_ids=x).logits - peft_model(input_ids=x).logits).abs().max()
+    return pd.DataFrame([
+        {"what": "max |logits(scratch) - logits(PEFT)|", "value": float(diff)},
+        {"what": "trainable params, scratch", "value": count_trainable(ours)},
+        {"what": "trainable params, PEFT", "value": count_trainable(peft_model)},
+    ])
+
+
+def trainable_summary(configs: dict, rank: int, targets: str | Sequence[str]) -> pd.DataFrame:
+    """Per model: full fine-tuning vs LoRA trainable parameters and their training state.
+
+    Training state = gradient (2 B, bf16) + fp32 Adam moments (8 B) per trainable parameter;
+    the frozen weights are paid for either way.
+    """
+    rows = []
+    for name, config in configs.items():
+        for method in ("full", "lora"):
+            if method == "full":
+                n = _n_params_of(config)
+            else:
+                for i, o in linear_shapes(config).values():
+                    check_rank(rank, i, o)
+                n = lora_params(config, rank, targets)
+            rows.append({"model": name, "method": method, "trainable_params": n,
+                         "train_state_GB": 10 * n / 1e9})
+    return pd.DataFrame(rows)
+
+
+def _n_params_of(config) -> int:
+    """All parameters of a Llama config: projections, norms, embedding (+ untied head)."""
+    h = config.hidden_size
+    per_layer = sum(i * o for i, o in linear_shapes(config).values()) + 2 * h
+    heads = 1 if getattr(config, "tie_word_embeddings", False) else 2
+    return config.num_hidden_layers * per_layer + h + heads * config.vocab_size * h
+
+
+def llama_config(size: str):
+    """A ``LlamaConfig`` with a published shape (see ``workbook.qlora.SHAPES``); no weights."""
+    from transformers import LlamaConfig
+
+    from workbook.qlora import shape
+
+    s = shape(size)
+    return LlamaConfig(vocab_size=s.vocab_size, hidden_size=s.d_model, intermediate_size=s.d_ff,
+                       num_hidden_layers=s.n_layers, num_attention_heads=s.n_heads,
+                       num_key_value_heads=s.n_kv_heads, tie_word_embeddings=False)
+
+
 # ----------------------------------------------------------------------- the fine-tune task
 
 
@@ -435,9 +500,13 @@ def multi_adapter_demo(model: nn.Module, rank: int = 4, seed: int = 0,
                                         combination_type="cat")
         peft_model.set_adapter("both")
         out["both"] = peft_model(input_ids=x).logits
+        peft_model.base_model.set_adapter(["spam", "sentiment"])   # both active at once
+        out["together"] = peft_model(input_ids=x).logits
     for name in ("spam", "sentiment", "both"):
         rows.append({"adapter": name, "metric": "max_abs_diff_vs_base",
                      "value": float((out[name] - out["base"]).abs().max()), "unit": "logit"})
+    rows.append({"adapter": "both (cat) vs spam+sentiment active", "metric": "max_abs_diff",
+                 "value": float((out["both"] - out["together"]).abs().max()), "unit": "logit"})
     rows.append({"adapter": "spam vs sentiment", "metric": "max_abs_diff",
                  "value": float((out["spam"] - out["sentiment"]).abs().max()), "unit": "logit"})
     stored = sum(p.numel() for n, p in peft_model.named_parameters() if ".spam" in n)
