@@ -94,6 +94,13 @@ def test_bad_configs_are_one_line_errors():
                     steps=1, dtype="int4")
 
 
+def test_degrees_take_the_world_size_as_it_is():
+    assert mp.degrees(8) == [1, 2, 4, 8]
+    assert mp.degrees(6) == [1, 2, 4, 6], "any GPU count: the world itself is always tried"
+    assert mp.degrees(6, divides=32) == [1, 2, 4], "tp must divide the heads and d_ff"
+    assert mp.stage_layers(16, 3, 2) == range(11, 16), "uneven stages: contiguous, near-equal"
+
+
 # ---------------------------------------------------------------------- single process
 
 
