@@ -81,6 +81,19 @@ def load_corpus(verify: bool = True) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def load_downstream(verify: bool = True) -> str:
+    """The downstream task's text (NumPy docstrings, BSD-3-Clause), checksum-verified."""
+    entry = manifest()["downstream"]
+    path = CORPUS_DIR / entry["file"]
+    if not path.exists():
+        raise WorkbookError(f"downstream file {path.name} is missing from data/corpus/; "
+                            "restore it with `git checkout -- data/corpus`")
+    if verify and (actual := _sha256(path)) != entry["sha256"]:
+        raise WorkbookError(f"downstream file {path.name} was altered: sha256 {actual[:12]}... "
+                            f"but the manifest says {entry['sha256'][:12]}...; restore it")
+    return path.read_text(encoding="utf-8")
+
+
 def _tokenizer_dir(vocab_size: int) -> Path:
     return cache_dir() / f"tokenizer-v{vocab_size}-{corpus_sha256()[:12]}"
 
@@ -140,6 +153,20 @@ def _split_ids(split: str, vocab_size: int) -> torch.Tensor:
     ids = _all_ids(vocab_size)
     cut = int(len(ids) * (1 - VAL_FRACTION))
     return ids[:cut] if split == "train" else ids[cut:]
+
+
+@cache
+def _downstream_split(split: str, vocab_size: int) -> torch.Tensor:
+    ids = load_tokenizer(vocab_size)(load_downstream(), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor(ids, dtype=torch.int64)
+    cut = int(len(ids) * (1 - VAL_FRACTION))
+    return ids[:cut] if split == "train" else ids[cut:]
+
+
+def downstream_ids(split: str, vocab_size: int = 4096) -> torch.Tensor:
+    """The downstream task (NumPy docstrings) in the corpus tokenizer's ids, 90/10 split."""
+    check_choice("split", split, SPLITS)
+    return _downstream_split(split, vocab_size).clone()
 
 
 def token_ids(split: str, vocab_size: int = 4096) -> torch.Tensor:

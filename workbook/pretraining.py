@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workbook.config import check_range
+from workbook.config import check_choice, check_range
+from workbook.registry import Experiment
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,132 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
                                    cfg.eval_batches, device), lr_at(cfg.steps - 1, cfg))
     model.eval()
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+@torch.no_grad()
+def sample(model: torch.nn.Module, tokenizer, prompt: str, *, max_new_tokens: int = 40,
+           temperature: float = 0.8, seed: int = 0) -> str:
+    """Continue ``prompt`` with the model (``transformers``' ``generate``), reproducibly."""
+    check_range("max_new_tokens", max_new_tokens, 1, 2048)
+    check_range("temperature", temperature, 0.0, 5.0)
+    device = next(model.parameters()).device
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        out = model.generate(ids.to(device), max_new_tokens=max_new_tokens,
+                             do_sample=temperature > 0, temperature=temperature or None,
+                             top_k=None, top_p=None, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids.shape[1]:])
+
+
+# ------------------------------------------------------------------------ experiments
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """Pre-train the preset's base-model shape from scratch and log its loss curve."""
+
+    base: str            # which recipe of workbook.model.BASE_RECIPES
+    steps: int
+
+    def __post_init__(self) -> None:
+        check_choice("base", self.base, ("small", "full"))
+        check_range("steps", self.steps, 1, 1_000_000)
+
+
+def run_pretraining_curve(cfg: CurveConfig, seed: int) -> pd.DataFrame:
+    """Train/val loss and perplexity per step for the base model's recipe."""
+    import dataclasses
+    import time
+
+    from workbook.model import BASE_RECIPES, build_model
+
+    recipe = dataclasses.replace(BASE_RECIPES[cfg.base], steps=cfg.steps,
+                                 warmup=min(BASE_RECIPES[cfg.base].warmup, cfg.steps))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(recipe.model, seed).to(device)
+    tcfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size,
+                       seq_len=recipe.model.seq_len, lr=recipe.lr, warmup=recipe.warmup,
+                       eval_every=max(1, recipe.steps // 20))
+    start = time.perf_counter()
+    log = train(model, tcfg, seed=seed, vocab_size=recipe.model.vocab_size, device=device)
+    seconds = time.perf_counter() - start
+    rows = log.rename(columns={"loss": "value"}).assign(metric="loss", unit="nats")
+    ppl = rows.assign(metric="perplexity", unit="", value=rows["value"].map(perplexity))
+    tail = pd.DataFrame([{"step": tcfg.steps, "split": "train", "metric": "train_time",
+                          "value": seconds, "unit": "s"}])
+    out = pd.concat([rows, ppl, tail], ignore_index=True).drop(columns=["lr"])
+    return out.assign(base=cfg.base)
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Fine-tune the pre-trained base model vs train the same shape from scratch on the
+    downstream task (NumPy docstrings), same steps, batches and learning-rate schedule."""
+
+    base: str
+    steps: int
+    batch_size: int
+    lr: float
+    eval_every: int
+
+    def __post_init__(self) -> None:
+        check_choice("base", self.base, ("small", "full"))
+        check_range("steps", self.steps, 2, 100_000)
+        check_range("batch_size", self.batch_size, 1, 1024)
+        check_range("lr", self.lr, 1e-6, 1.0)
+        check_range("eval_every", self.eval_every, 1, self.steps)
+
+
+def run_transfer(cfg: TransferConfig, seed: int) -> pd.DataFrame:
+    """Downstream val loss per step for ``pretrained`` and ``scratch``, and the steps each
+    needs to reach the loss that scratch ends at."""
+    from workbook.data import downstream_ids
+    from workbook.model import BASE_RECIPES, build_model, load_base_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shape = BASE_RECIPES[cfg.base].model
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seq_len=shape.seq_len,
+                       lr=cfg.lr, warmup=max(1, cfg.steps // 10), eval_every=cfg.eval_every)
+    train_ids = downstream_ids("train", shape.vocab_size)
+    val_ids = downstream_ids("val", shape.vocab_size)
+    curves = []
+    for init in ("pretrained", "scratch"):
+        model = (load_base_model(cfg.base, seed, device)[0] if init == "pretrained"
+                 else build_model(shape, seed).to(device))
+        log = train(model, tcfg, seed=seed, vocab_size=shape.vocab_size, device=device,
+                    train_ids=train_ids, val_ids=val_ids)
+        val = log[log["split"] == "val"].drop_duplicates("step", keep="last")
+        curves.append(val.assign(init=init))
+    curve = pd.concat(curves, ignore_index=True)
+    rows = curve.rename(columns={"loss": "value"}).assign(metric="val_loss", unit="nats")
+    rows = rows[["init", "step", "metric", "value", "unit"]]
+    target = float(curve[curve["init"] == "scratch"]["loss"].iloc[-1])
+    summary = [{"init": init, "step": cfg.steps, "metric": "steps_to_scratch_final",
+                "value": _first_step_below(curve[curve["init"] == init], target),
+                "unit": "steps"} for init in ("pretrained", "scratch")]
+    return pd.concat([rows, pd.DataFrame(summary)], ignore_index=True).assign(base=cfg.base)
+
+
+def _first_step_below(curve: pd.DataFrame, target: float) -> float:
+    hit = curve[curve["loss"] <= target + 1e-9]
+    return float(hit["step"].iloc[0]) if len(hit) else math.nan
+
+
+EXPERIMENTS = [
+    Experiment(name="pretraining_curve", notebook="01_pretraining", run=run_pretraining_curve,
+               summary="train/val loss and perplexity of the base model's recipe",
+               presets={"small": CurveConfig(base="small", steps=100),
+                        "full": CurveConfig(base="full", steps=2000)},
+               min_gpus={"small": 0, "full": 1}),
+    Experiment(name="transfer_learning", notebook="01_pretraining", run=run_transfer,
+               summary="fine-tune the base model vs train from scratch on NumPy docstrings",
+               presets={"small": TransferConfig(base="small", steps=40, batch_size=8, lr=2e-3,
+                                                eval_every=10),
+                        "full": TransferConfig(base="full", steps=400, batch_size=32, lr=1e-3,
+                                               eval_every=20)},
+               min_gpus={"small": 0, "full": 1}),
+]

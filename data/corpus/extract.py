@@ -8,6 +8,11 @@ a line with the dotted name, the cleaned docstring, then a blank line.
 
 License: the Python standard library, docstrings included, is distributed under the PSF
 License Agreement (PSF-2.0); its text is copied beside the corpus as ``LICENSE-PSF.txt``.
+
+A second, smaller file is the *downstream* task of notebook 01 (transfer learning): the first
+300,000 characters of NumPy's docstrings (numpydoc style: "Parameters / Returns / Examples"
+sections), extracted the same way from the installed ``numpy`` wheel (BSD-3-Clause, license
+copied as ``LICENSE-NUMPY.txt``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ OUT = HERE / "python_stdlib_docstrings.txt"
 SKIP = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__",
         "ensurepip", "pydoc_data"}
 MIN_CHARS = 40
+DOWNSTREAM = HERE / "numpy_docstrings.txt"
+DOWNSTREAM_CHARS = 300_000
+NUMPY_SKIP = {"tests", "testing", "_pyinstaller", "f2py", "distutils", "typing"}
 
 
 def _files(lib: Path) -> list[Path]:
@@ -54,6 +62,33 @@ def _documents(path: Path, lib: Path) -> list[str]:
     return docs
 
 
+def _describe(path: Path, source: str, license_: str, n_docs: int) -> dict:
+    data = path.read_bytes()
+    return {"file": path.name, "source": source, "license": license_, "n_documents": n_docs,
+            "n_chars": len(data.decode("utf-8")), "n_bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def extract_numpy() -> dict:
+    import numpy
+
+    package = Path(numpy.__file__).resolve().parent
+    files = [p for p in sorted(package.rglob("*.py"))
+             if not NUMPY_SKIP & set(p.relative_to(package).parts)]
+    docs, total = [], 0
+    for doc in (d for path in files for d in _documents(path, package.parent)):
+        if total + len(doc) > DOWNSTREAM_CHARS:
+            break
+        docs.append(doc)
+        total += len(doc) + 1
+    DOWNSTREAM.write_text("\n".join(docs), encoding="utf-8")
+    dist = next(package.parent.glob(f"numpy-{numpy.__version__}.dist-info"))
+    shutil.copyfile(dist / "licenses" / "LICENSE.txt", HERE / "LICENSE-NUMPY.txt")
+    return _describe(DOWNSTREAM, f"docstrings of NumPy {numpy.__version__} (first "
+                     f"{DOWNSTREAM_CHARS:,} characters), extracted with data/corpus/extract.py",
+                     "BSD-3-Clause (NumPy); see LICENSE-NUMPY.txt", len(docs))
+
+
 def main() -> None:
     lib = Path(sysconfig.get_paths()["stdlib"])
     docs = [d for path in _files(lib) for d in _documents(path, lib)]
@@ -70,6 +105,7 @@ def main() -> None:
         "n_chars": len(text),
         "n_bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "downstream": extract_numpy(),
     }
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps(manifest, indent=2))
