@@ -1069,9 +1069,13 @@ __all__ = ["bubble_fraction", "tp_comm_per_layer", "moe_capacity", "expected_dro
 # ========================================================================= summaries, views
 
 
+_PROVENANCE = ("device", "n_gpus", "recorded_at", "seed")
+
+
 def _mean_over_ranks(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean over ranks per ``keys``; provenance columns are kept so plots can label the source."""
     ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
-    keys = [k for k in keys if k in ok.columns]
+    keys = list(dict.fromkeys([k for k in [*keys, *_PROVENANCE] if k in ok.columns]))
     return ok.groupby(keys, dropna=False)["value"].mean().reset_index()
 
 
@@ -1090,13 +1094,13 @@ def pp_summary(rows: pd.DataFrame) -> pd.DataFrame:
                                      "idle_fraction_replay": "op-duration replay",
                                      "formula": "(p-1)/(m+p-1)"})
     out = _mean_over_ranks(idle, ["device", "p", "m", "kind", "source"])
-    return out.assign(metric="idle_fraction")
+    return out.assign(metric="idle_fraction", stages="p=" + out["p"].astype(int).astype(str))
 
 
 def ep_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (skew, capacity factor): dropped share measured vs uniform-routing prediction,
     imbalance (max/mean tokens per expert, before capacity), all-to-all bytes per rank."""
-    keys = ["skew", "capacity_factor"]
+    keys = [k for k in ("world", "skew", "capacity_factor") if k in rows.columns]
     drops = _mean_over_ranks(rows[rows["metric"] == "dropped_fraction"], [*keys, "source"])
     table = drops.pivot_table(index=keys, columns="source", values="value").add_prefix(
         "dropped_").reset_index()
@@ -1108,11 +1112,17 @@ def ep_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def gpu_rows(name: str) -> pd.DataFrame:
-    """Rows recorded on GPUs for experiment ``name`` (empty if none yet)."""
+    """Rows recorded on GPUs for experiment ``name``, from one device: the one recorded with
+    the most GPUs (latest first on a tie), so that no plot averages two machines. Empty if none.
+    """
     from workbook import results
 
     rows = results.load(name)
-    return rows[pd.to_numeric(rows["n_gpus"], errors="coerce").fillna(0) > 0]
+    rows = rows[pd.to_numeric(rows["n_gpus"], errors="coerce").fillna(0) > 0]
+    if rows.empty:
+        return rows
+    best = rows.sort_values(["n_gpus", "recorded_at"]).iloc[-1]["device"]
+    return rows[rows["device"] == best].reset_index(drop=True)
 
 
 def bubble_explorer():
@@ -1148,34 +1158,40 @@ def plot_bubble(rows: pd.DataFrame, title: str = "Pipeline idle fraction vs micr
     from workbook import plots
 
     summary = pp_summary(rows)
-    return plots.compare(summary, "m", group=["p", "kind"], title=title, log_x=True,
+    return plots.compare(summary, "m", group=["stages", "kind"], title=title, log_x=True,
                          x_title="micro-batches m", y_title="idle fraction of a step")
+
+
+def _largest_world(rows: pd.DataFrame) -> pd.DataFrame:
+    """Expert-parallel rows of the run with the most ranks (E grows with the world size)."""
+    if "world" not in rows.columns or rows.empty:
+        return rows
+    return rows[rows["world"] == rows["world"].max()]
 
 
 def plot_routing(rows: pd.DataFrame, capacity_factor: float | None = None):
     """Tokens the router sends to each expert (before capacity), one bar group per skew."""
     from workbook import plots
 
-    routed = rows[rows["metric"] == "routed_tokens"]
+    routed = _largest_world(rows[rows["metric"] == "routed_tokens"])
     cf = capacity_factor if capacity_factor is not None else routed["capacity_factor"].max()
     part = routed[routed["capacity_factor"] == cf]
-    per = part.groupby(["skew", "expert"])["value"].sum().reset_index()
+    keys = [k for k in ("skew", "expert", "source", *_PROVENANCE) if k in part.columns]
+    per = part.groupby(keys, dropna=False)["value"].sum().reset_index()  # sum over ranks
     per["expert"] = per["expert"].astype(int)
     per["skew"] = "skew " + per["skew"].astype(str)
-    per["source"] = part["source"].iloc[0] if len(part) else "measured"
-    return plots.bars(per, "expert", group="skew", title=plots.title_with_source(
-        "Tokens routed to each expert (all ranks)", part), y_title="tokens")
+    return plots.bars(per, "expert", group="skew", y_title="tokens",
+                      title=f"Tokens routed to each expert, all ranks (capacity factor {cf})")
 
 
 def plot_drops(rows: pd.DataFrame):
     from workbook import plots
 
-    drops = _mean_over_ranks(rows[rows["metric"] == "dropped_fraction"],
+    drops = _mean_over_ranks(_largest_world(rows[rows["metric"] == "dropped_fraction"]),
                              ["skew", "capacity_factor", "source"])
     drops = drops.assign(skew="skew " + drops["skew"].astype(str))
     return plots.compare(drops, "capacity_factor", group="skew",
-                         title=plots.title_with_source("Dropped token->expert assignments",
-                                                       rows),
+                         title="Dropped token->expert assignments",
                          x_title="capacity factor", y_title="dropped fraction")
 
 
@@ -1185,9 +1201,8 @@ def plot_tp_time(rows: pd.DataFrame):
 
     t = rows[rows["metric"].isin(["step_ms_one_device", "step_ms_tensor_parallel"])]
     t = _mean_over_ranks(t, ["tp", "metric", "source"])
-    return plots.compare(t, "tp", group="metric", title=plots.title_with_source(
-        "One transformer block, forward + backward", rows), x_title="tensor-parallel degree",
-        y_title="ms")
+    return plots.compare(t, "tp", group="metric", title="One transformer block, forward + "
+                         "backward", x_title="tensor-parallel degree", y_title="ms")
 
 
 def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame, where: str = "") -> list:
@@ -1225,6 +1240,7 @@ def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame, where: str = ""
                          bubble_fraction(p, m), pick(pp, "idle_fraction", p=p, m=m), "",
                          where, rel_tol=0.25))
     if "skew" in ep and len(ep):
+        ep = _largest_world(ep)
         cfs = sorted(set(ep["capacity_factor"].dropna()))
         cf = 1.25 if 1.25 in cfs else cfs[-1]
         # shares of assignments, to 3 decimals: 1e-8 vs 0 is agreement, not a 'wrong'
