@@ -461,15 +461,22 @@ def saved_bytes(case: Case, seed: int = 0) -> int:
         t.requires_grad_(True)
     inputs = {t.untyped_storage().data_ptr() for t in (q, k, v)}
     seen: dict[int, int] = {}
+    kept: list[torch.Tensor] = []  # alive until counted, so no address is reused meanwhile
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
+    def pack(t: torch.Tensor) -> None:
+        # Return nothing to the graph: a pack hook that hands back an op's own output makes a
+        # reference cycle through C++ that the garbage collector cannot free (a leak of P).
         storage = t.untyped_storage()
         if storage.data_ptr() not in inputs:
             seen[storage.data_ptr()] = storage.nbytes()
-        return t
+        kept.append(t)
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    def unpack(_: None) -> torch.Tensor:
+        raise WorkbookError("saved_bytes only counts; it never runs the backward")
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         out = attention(q, k, v, variant=case.variant, causal=case.causal)
+    kept.clear()
     del out
     return int(sum(seen.values()))
 
@@ -846,9 +853,11 @@ def gpt2_table(rows: pd.DataFrame) -> pd.DataFrame:
     wide = ok.pivot_table(index="variant", columns="metric", values="value", aggfunc="first")
     wide = wide.reindex(columns=["hbm_bytes", "time", "flops", "extra_peak_memory"])
     wide.columns = ["HBM GB", "runtime ms", "GFLOPs (model)", "extra memory GB"]
+    # The paper's FlashAttention is fused forward and backward: triton (fused forward only) is
+    # not its counterpart.
     paper = {"vanilla": PAPER_FIG2["standard"], "sdpa_math": PAPER_FIG2["standard"],
              "sdpa_flash": PAPER_FIG2["flash"], "sdpa_efficient": PAPER_FIG2["flash"],
-             "sdpa_cudnn": PAPER_FIG2["flash"], "triton": PAPER_FIG2["flash"]}
+             "sdpa_cudnn": PAPER_FIG2["flash"]}
     wide["paper HBM GB (A100)"] = [paper.get(v, {}).get("hbm_gb", math.nan) for v in wide.index]
     wide["paper ms (A100)"] = [paper.get(v, {}).get("runtime_ms", math.nan) for v in wide.index]
     return wide.reset_index()
@@ -964,6 +973,10 @@ def notebook_rows(name: str, *, live_on_cpu: bool) -> pd.DataFrame:
         if recorded.empty:
             print(f"{name}: no recorded GPU rows yet; running the small preset on this CPU.")
         live = registry.live_or_recorded(name, "small")
+        if "device" not in live.columns:  # live rows carry no provenance until recorded
+            from workbook.hardware import detect
+
+            live = live.assign(device=detect().name)
         return pd.concat([live, recorded], ignore_index=True)
     print(f"{name}: no GPU here; showing the rows recorded on a GPU.")
     return recorded
