@@ -1,0 +1,67 @@
+"""Next-token loss, perplexity, the schedule and the training loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from workbook import data, pretraining
+from workbook.config import WorkbookError
+from workbook.model import ModelConfig, build_model
+from workbook.pretraining import TrainConfig
+
+TINY = ModelConfig(vocab_size=4096, d_model=32, n_layers=1, n_heads=2, seq_len=32)
+
+
+def test_next_token_loss_is_mean_negative_log_probability():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 11, generator=gen)
+    targets = torch.randint(0, 11, (2, 5), generator=gen)
+    # Reference: probability of the token that came next, by hand.
+    probs = logits.softmax(-1)
+    manual = -probs.gather(-1, targets[..., None]).log().mean()
+    torch.testing.assert_close(pretraining.next_token_loss(logits, targets), manual)
+
+
+def test_uniform_guess_has_perplexity_vocab_size():
+    vocab = 4096
+    uniform_loss = pretraining.next_token_loss(torch.zeros(1, 3, vocab),
+                                               torch.tensor([[5, 6, 7]])).item()
+    assert uniform_loss == pytest.approx(math.log(vocab))
+    assert pretraining.perplexity(uniform_loss) == pytest.approx(vocab, rel=1e-5), \
+        "perplexity = the number of equally likely choices"
+
+
+def test_schedule_warms_up_then_decays_to_a_tenth():
+    cfg = TrainConfig(steps=100, warmup=10, lr=1e-3)
+    lrs = [pretraining.lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and max(lrs) == pytest.approx(1e-3)
+    assert lrs[9] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False)), "monotone decay"
+
+
+def test_training_lowers_the_loss_and_is_reproducible():
+    cfg = TrainConfig(steps=30, batch_size=8, seq_len=32, lr=3e-3, warmup=3, eval_every=30,
+                      eval_batches=2)
+    logs = [pretraining.train(build_model(TINY, seed=0), cfg, seed=0, vocab_size=4096,
+                              device="cpu") for _ in range(2)]
+    val = logs[0][logs[0]["split"] == "val"]["loss"].tolist()
+    assert val[-1] < val[0] - 0.5, f"val loss {val[0]:.2f} -> {val[-1]:.2f}: did not learn"
+    torch.testing.assert_close(torch.tensor(logs[0]["loss"].values),
+                               torch.tensor(logs[1]["loss"].values),
+                               msg="same seed, same batches, same losses")
+
+
+def test_sampling_is_reproducible_and_decodes():
+    model = build_model(TINY, seed=0)
+    tok = data.load_tokenizer()
+    a = pretraining.sample(model, tok, "def ", max_new_tokens=8, seed=1)
+    b = pretraining.sample(model, tok, "def ", max_new_tokens=8, seed=1)
+    assert a == b and isinstance(a, str) and len(a) > 0
+
+
+def test_bad_train_config_names_the_range():
+    with pytest.raises(WorkbookError, match="warmup"):
+        TrainConfig(steps=10, warmup=20)
