@@ -49,8 +49,8 @@ elif [ "${QUICK:-0}" = 1 ]; then
   run memory_fit full --set 'checkpointing=[false]'
 else
   run zero_stages full                              # N = every GPU, fresh launch per variant
-  if [ "$NGPU" -gt 1 ]; then
-    run zero_stages full --set n_ranks=1 --set isolate=false
+  if [ "$NGPU" -gt 1 ]; then                        # N = 1 on the same device: the 1/N_d axis
+    run zero_stages full --set n_ranks=1 --set 'variants=["zero0","zero1","zero2","zero3","ddp"]'
   fi
   run memory_breakdown full
   run memory_fit full

@@ -299,8 +299,9 @@ def _inner_optimizer(optimizer: Any) -> Any:
 
 
 def build_gpt2(n_layer: int, d_model: int, n_head: int, vocab: int, seq_len: int,
-               seed: int) -> Any:
-    """A randomly initialised transformers GPT-2 (no download), dropout off for determinism."""
+               seed: int, device: Any = "cpu") -> Any:
+    """A randomly initialised transformers GPT-2 (no download), built directly on ``device``
+    (initialising on a CPU is slow for large models), dropout off for determinism."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -308,7 +309,8 @@ def build_gpt2(n_layer: int, d_model: int, n_head: int, vocab: int, seq_len: int
     cfg = GPT2Config(n_layer=n_layer, n_embd=d_model, n_head=n_head, vocab_size=vocab,
                      n_positions=seq_len, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                      activation_function="gelu_pytorch_tanh")
-    return GPT2LMHeadModel(cfg)
+    with torch.device(device):
+        return GPT2LMHeadModel(cfg)
 
 
 def count_params(model: Any) -> int:
@@ -467,7 +469,7 @@ def _one_variant(engine: str, stage: int, offload: str, extra: dict[str, Any], n
     before = live_tensor_bytes(device.type)  # held, so their addresses cannot be reused
     base_alloc = _gpu_bytes(device)
     with count_collectives() as comm:
-        model = build_gpt2(n_layer, d_model, n_head, vocab, seq_len, seed)
+        model = build_gpt2(n_layer, d_model, n_head, vocab, seq_len, seed, device)
         n_params, largest = count_params(model), largest_layer_params(model)
         module, opt, (backward, step) = _wrap_engine(engine, stage, offload, extra, model,
                                                      micro_batch, dtype, device, bucket_elems)
@@ -581,10 +583,14 @@ ZERO_PRESETS = {
                         n_layer=2,
                         d_model=64, n_head=4, vocab=512, seq_len=32, micro_batch=2, steps=3,
                         bucket_elems=20_000, n_ranks=2),
-    # GPT-2 medium-like (~0.35B): model states 16Ψ ≈ 5.7 GB, large against buckets.
-    "full": ZeroConfig(variants=tuple(VARIANTS), n_layer=24, d_model=1024, n_head=16,
-                       vocab=50304, seq_len=1024, micro_batch=4, steps=4,
-                       bucket_elems=20_000_000, isolate=True),
+    # GPT-2 medium-like (~0.35B): model states 16Ψ ≈ 5.7 GB, large against buckets. Stages
+    # first, so that a slow offload variant at the end costs least. timeout_s: per launch.
+    "full": ZeroConfig(variants=("zero0", "zero1", "zero2", "zero3", "ddp", "zero2+reduce",
+                                 "zero2+offload_opt", "zero3+offload_opt",
+                                 "zero3+offload_all"),
+                       n_layer=24, d_model=1024, n_head=16, vocab=50304, seq_len=1024,
+                       micro_batch=4, steps=3, bucket_elems=20_000_000, isolate=True,
+                       timeout_s=150),
 }
 
 
@@ -642,24 +648,29 @@ def run_zero(cfg: ZeroConfig, seed: int) -> pd.DataFrame:
 
 
 def fill_params(frame: pd.DataFrame) -> pd.DataFrame:
-    """No NaN in parameter columns: the ledger keys rows by them (rank -1: any rank)."""
+    """No NaN or empty text in parameter columns: the ledger keys rows by them, and with
+    pandas 3 a NaN (or an empty string, read back from CSV as NaN) breaks that key. Every frame
+    carries an ``error`` column ("-" when fine), so ledgers of good and failed runs merge."""
     from workbook.results import param_columns
 
     frame = frame.copy()
+    if "error" not in frame:
+        frame["error"] = "-"
     for col in param_columns(frame):
         if col == "seed":
             continue
         if pd.api.types.is_numeric_dtype(frame[col]):
             frame[col] = frame[col].fillna(-1)
         else:
-            frame[col] = frame[col].fillna("").astype(str)
+            frame[col] = frame[col].fillna("-").astype(str).replace("", "-")
     return frame
 
 
 def _variant_name(row: dict[str, Any]) -> str:
     for name, v in VARIANTS.items():
-        if all(row.get(k) == v[k] for k in ("engine", "stage", "offload")) and bool(
-                row.get("tweak")) == bool(_extra(v)):
+        tweaked = str(row.get("tweak") or "-") not in ("-", "nan")
+        if all(row.get(k) == v[k] for k in ("engine", "stage", "offload")) and (
+                tweaked == bool(_extra(v))):
             return name
     return "?"
 
