@@ -308,3 +308,36 @@ def test_gpu_variants_agree_with_float64(variant):
     except WorkbookError as exc:
         pytest.skip(str(exc))
     assert rel(out, reference(q, k, v, True)) < A.TOLERANCE["bfloat16"]
+
+
+# --------------------------------------------------------------------- notebook helpers
+
+
+def test_size_explorer_moves_with_the_sliders():
+    explorer = A.size_explorer("H100")
+    before = list(explorer.fig.data[0].y)
+    explorer.set(head_dim=64, tile=64)
+    assert explorer.last_error is None, explorer.last_error
+    assert list(explorer.fig.data[0].y) != before, "the vanilla curve must follow head_dim"
+    explorer.set(seq_len=65536, batch=64)
+    assert "all SRAM" in explorer.message.value
+
+
+def test_targets_are_computed_from_rows_not_typed_in():
+    def row(variant, metric, value, **kw):
+        base = {"seq_len": 4096, "head_dim": 128, "mode": "fwd", "causal": False}
+        return {**base, **kw, "variant": variant, "metric": metric, "value": value,
+                "status": "ok"}
+
+    minimum = A.io_bytes("minimum", 4096, 128, batch=2, n_heads=16) / 1e9
+    traffic = pd.DataFrame([row("model: minimum", "hbm_bytes", minimum),
+                            row("triton", "hbm_bytes", 1.3 * minimum),
+                            row("triton", "hbm_read", 0.75 * minimum)])
+    timing = pd.DataFrame([row(v, "throughput", tf, head_dim=d, causal=c)
+                           for d in (64, 128) for c in (False, True)
+                           for v, tf in (("triton", 200.0), ("sdpa_flash", 300.0))])
+    gpt2 = pd.DataFrame([row("vanilla", "hbm_bytes", 30.0), row("sdpa_flash", "hbm_bytes", 3.0)])
+    table = A.targets(traffic, timing, gpt2).set_index("target")
+    assert table["met"].iloc[0] == "NO", "1.3× the minimum misses the ≤ 1.15× target"
+    assert set(table["met"].iloc[2:6]) == {"NO"}, "2/3 of FA2's throughput misses ≥ 0.8×"
+    assert table["measured"].iloc[-1] == 10.0
