@@ -101,6 +101,14 @@ def test_degrees_take_the_world_size_as_it_is():
     assert mp.stage_layers(16, 3, 2) == range(11, 16), "uneven stages: contiguous, near-equal"
 
 
+def test_more_ranks_than_gpus_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert mp.world_size(0) == (2, "nccl"), "n_ranks=0 takes every GPU present"
+    with pytest.raises(WorkbookError, match="allowed: 0 \\(all\\) or 1 to 2"):
+        mp.world_size(4)
+
+
 # ---------------------------------------------------------------------- single process
 
 
