@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Record the IsoFLOP sweep (workbook/scaling_laws.py) on one GPU.
+#
+#   bash scripts/gpu_scaling.sh probe [KEY=VALUE ...]   # one budget, 7 sizes: timing + centring
+#   bash scripts/gpu_scaling.sh full  [KEY=VALUE ...]   # the full preset, recorded in the ledger
+#
+# Needs the stdlib-source token cache (data/cache/scaling/, built on the CPU machine by
+# `python -c "from workbook.scaling_laws import build_stdlib_source as b; b(2048)"`).
+# Finished points go to $OUT/isoflop_checkpoint.csv as they finish; if the sweep is killed,
+# they are recorded from there. Copies the ledger, the checkpoint and the log to $OUT.
+set -u
+MODE=${1:-full}
+shift || true
+OUT=${OUT:-/tmp/scaling_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+CKPT="$OUT/isoflop_checkpoint.csv"
+SETS=(--set "checkpoint=\"$CKPT\"")
+for kv in "$@"; do SETS+=(--set "$kv"); done
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/log.txt"
+
+if [ "$MODE" = probe ]; then
+  python3 -m workbook run scaling_isoflop --preset full --in-process \
+    --set 'budgets=[3e13]' --set sizes_per_budget=7 "${SETS[@]}" 2>&1 | tee -a "$OUT/log.txt"
+  exit 0
+fi
+
+start=$(date +%s)
+python3 -m workbook run scaling_isoflop --preset full --record "${SETS[@]}" 2>&1 \
+  | tee -a "$OUT/log.txt"
+rc=${PIPESTATUS[0]}
+echo "sweep command: exit $rc, wall time $(( $(date +%s) - start )) s (process start included)" \
+  | tee -a "$OUT/log.txt"
+if [ "$rc" -ne 0 ] && [ -s "$CKPT" ]; then
+  echo "recording the finished points from the checkpoint" | tee -a "$OUT/log.txt"
+  python3 -c "from workbook.scaling_laws import record_checkpoint as r; print(r('$CKPT'))" \
+    2>&1 | tee -a "$OUT/log.txt"
+fi
+python3 - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
+import pandas as pd
+from workbook import results, scaling_laws as sl
+rows = results.load("scaling_isoflop")
+rows = rows[rows["preset"] == "full"]
+with pd.option_context("display.width", 200, "display.max_columns", 30):
+    print(sl.isoflop_minima(sl._ok_points(rows)))
+    print(sl.fit_summary(rows).T)
+PY
+cp data/results/scaling_isoflop.csv "$OUT/" 2>/dev/null
+exit 0
