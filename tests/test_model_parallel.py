@@ -169,11 +169,13 @@ def test_pipeline_bubble_follows_formula():
             "schedule overlapped ops that depend on each other")
 
 
-def test_pipeline_gradients_equal_one_device():
+def test_pipeline_gradients_equal_one_device_and_torch_pipelining():
     rows = _launch("pp_grad_check_worker", n_layers=3, d_model=16, micro_batch=2, seq_len=4,
                    m=3, seed=0)
     err = _value(rows, "max_abs_err_grad").max()
     assert err < 1e-5, f"GPipe over 2 stages changed the gradients by {err:.2e}"
+    lib = _value(rows, "max_abs_err_vs_torch_pipelining").max()
+    assert lib < 1e-5, f"our GPipe and torch.distributed.pipelining disagree by {lib:.2e}"
 
 
 def test_expert_parallel_equals_one_device_and_counts_add_up():
