@@ -22,7 +22,7 @@ mkdir -p "$OUT" "$RESULTS"
 
 N=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
 LOG="$OUT/model_parallel_${N}gpu.log"
-EXPS="tensor_parallel pipeline_bubble expert_parallel"
+EXPS=${EXPS:-"tensor_parallel pipeline_bubble expert_parallel"}   # override to split a run
 echo "model_parallel: $N GPU(s), preset $PRESET, commit ${WORKBOOK_COMMIT:-unknown}" | tee "$LOG"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader >> "$LOG" 2>&1 || true
 
