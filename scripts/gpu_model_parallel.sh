@@ -6,7 +6,7 @@
 # copied to $OUT.
 #
 # Usage, from the repository root on the device machine:
-#   export WORKBOOK_COMMIT=$(git rev-parse --short HEAD)   # the device copy has no .git
+#   export WORKBOOK_COMMIT=<`git rev-parse --short HEAD` of the checkout>  # device copy: no .git
 #   bash scripts/gpu_model_parallel.sh
 # Needs only torch, pandas, numpy, scipy (no plotly/ipywidgets/deepspeed).
 # Dry run on a CPU (2 gloo ranks, small preset, ledger kept out of the repo):
