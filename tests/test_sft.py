@@ -1,0 +1,203 @@
+"""SFT: records, chat template, loss masks (against transformers), masked loss (against the
+model's own loss), zero gradient under the mask, and the masking experiment's rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbook import sft
+from workbook.config import WorkbookError
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from workbook.data import load_tokenizer
+
+    return sft.chat_tokenizer(load_tokenizer(4096))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tok):
+    from workbook.model import ModelConfig, build_model
+
+    cfg = ModelConfig(vocab_size=len(tok), d_model=32, n_layers=1, n_heads=2, seq_len=128)
+    return build_model(cfg, seed=0).float()
+
+
+def _chat(*turns: str, rid: str = "t") -> dict:
+    roles = ["user", "assistant"]
+    return {"id": rid, "messages": [{"role": roles[i % 2], "content": c}
+                                    for i, c in enumerate(turns)]}
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def test_handwritten_set_is_valid_and_covers_the_lecture_categories():
+    records = sft.load_instructions()
+    cats = set(sft.category_counts(records)["category"])
+    needed = {"qa", "list", "explanation", "math", "code", "safety"}
+    assert needed <= cats, f"the lecture's data categories missing from the set: {needed - cats}"
+    assert any(len(r["messages"]) > 2 for r in records), "need multi-turn chats for last_turn"
+    assert len({r["id"] for r in records}) == len(records), "record ids must be unique"
+
+
+@pytest.mark.parametrize("record, words", [
+    ({"id": "e1", "messages": []}, "non-empty"),
+    (_chat("hi", "", rid="e2"), "empty content"),
+    (_chat("hi", rid="e3"), "no assistant turn"),
+    ({"id": "e4", "messages": [{"role": "assistant", "content": "x"}]}, "alternate"),
+    ({"id": "e5", "messages": [{"role": "system", "content": "x"}]}, "role"),
+])
+def test_bad_records_fail_in_one_line_naming_the_record(record, words):
+    with pytest.raises(WorkbookError, match=words) as info:
+        sft.validate_record(record)
+    assert record["id"] in str(info.value), "the error must say which record is bad"
+
+
+def test_tasks_answers_are_right_and_held_out_items_never_leak():
+    train, held = sft.split_tasks(list(sft.TASKS), 300, 40, seed=3, max_turns=3)
+    held_prompts = {p for p, _ in sft.task_items(held)}
+    train_prompts = {m["content"] for r in train for m in r["messages"] if m["role"] == "user"}
+    assert not held_prompts & train_prompts, "a held-out prompt leaked into the training chats"
+    for prompt, answer in sft.task_items(held):
+        kind, _, body = prompt.partition(": ")
+        if kind == "Add":
+            a, b = body.split(" + ")
+            assert answer == str(int(a) + int(b)), prompt
+        elif kind == "Reverse":
+            assert answer.split() == body.split()[::-1], prompt
+        elif kind == "Sort":
+            assert answer.split() == sorted(body.split()), prompt
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def test_scratch_mask_matches_transformers_assistant_mask(tok):
+    records = sft.load_instructions()[:12] + sft.task_records(["reverse", "add"], 6, 0,
+                                                             max_turns=3)
+    for record in records:
+        mine = sft.encode_chat(record, tok, "answer_only")
+        ids, mask = sft.library_assistant_mask(record, tok)
+        assert mine.input_ids == ids, f"{record['id']}: token ids differ from the template's"
+        ours = [int(label != sft.IGNORE_INDEX) for label in mine.labels]
+        assert ours == mask, f"{record['id']}: loss mask differs from assistant_masks"
+
+
+def test_policies_nest_and_prompt_tokens_never_carry_answer_loss(tok):
+    record = _chat("Add: 2 + 3", "5", "Reverse: a b", "b a")
+    whole = sft.encode_chat(record, tok, "whole_sequence")
+    answer = sft.encode_chat(record, tok, "answer_only")
+    last = sft.encode_chat(record, tok, "last_turn")
+    assert whole.labels == whole.input_ids, "whole_sequence is the pre-training objective"
+    for i, role in enumerate(answer.roles):
+        if role == "prompt":
+            assert answer.labels[i] == sft.IGNORE_INDEX, f"prompt token {i} carries loss"
+    assert 0 < last.n_loss_tokens < answer.n_loss_tokens < whole.n_loss_tokens
+    learned = tok.decode([t for t, lab in zip(last.input_ids, last.labels, strict=True)
+                          if lab != sft.IGNORE_INDEX])
+    assert learned == "b a" + sft.END, f"last_turn must train only the final answer: {learned!r}"
+
+
+def test_nothing_left_to_learn_names_the_record(tok):
+    record = _chat("Reverse: a b c d e f g h", "h g f e d c b a", rid="too-long")
+    with pytest.raises(WorkbookError, match="too-long"):
+        sft.encode_chat(record, tok, "answer_only", max_len=6)
+
+
+def test_collate_pads_with_no_attention_and_no_loss(tok):
+    short = sft.encode_chat(_chat("Add: 1 + 1", "2"), tok)
+    long = sft.encode_chat(_chat("Reverse: a b c d", "d c b a"), tok)
+    batch = sft.collate([short, long], tok.pad_token_id)
+    n = len(short.input_ids)
+    assert batch["attention_mask"][0, n:].sum() == 0
+    assert (batch["labels"][0, n:] == sft.IGNORE_INDEX).all(), "padding must carry no loss"
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def _batch(tok):
+    records = [_chat("Add: 4 + 5", "9"), _chat("Sort: c a b", "a b c", "Add: 1 + 2", "3")]
+    return sft.collate([sft.encode_chat(r, tok) for r in records], tok.pad_token_id)
+
+
+def test_masked_loss_equals_the_models_own_loss(tok, tiny_model):
+    batch = _batch(tok)
+    out = tiny_model(**batch)                       # transformers shifts and ignores -100
+    mine = sft.masked_lm_loss(out.logits, batch["labels"])
+    torch.testing.assert_close(mine, out.loss, msg="hand-written masked loss != library loss")
+
+
+def test_masked_positions_get_exactly_zero_gradient(tok, tiny_model):
+    batch = _batch(tok)
+    logits = tiny_model(input_ids=batch["input_ids"],
+                        attention_mask=batch["attention_mask"]).logits
+    logits.retain_grad()
+    sft.masked_lm_loss(logits, batch["labels"]).backward()
+    ignored = batch["labels"][:, 1:] == sft.IGNORE_INDEX       # position t predicts t+1
+    grad = logits.grad[:, :-1].abs().sum(-1)
+    assert (grad[ignored] == 0).all(), "a masked position received gradient"
+    assert (grad[~ignored] > 0).all(), "a position that carries loss received no gradient"
+    assert (logits.grad[:, -1] == 0).all(), "the last position predicts nothing"
+
+
+def test_empty_batch_loss_is_an_error():
+    with pytest.raises(WorkbookError, match="at least one"):
+        sft.masked_lm_loss(torch.zeros(1, 3, 5), torch.full((1, 3), sft.IGNORE_INDEX))
+
+
+# ----------------------------------------------------------------------------- scoring, views
+
+
+def test_score_counts_exact_match_and_echo(tok):
+    items = [("Reverse: a b c", "c b a"), ("Reverse: a b c", "c b a")]
+
+    def reply(text: str, after: str = "") -> dict:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return {"reply": text, "reply_ids": ids,
+                "after_ids": tok(after, add_special_tokens=False)["input_ids"]}
+
+    scores = sft.score_replies([reply("c b a", sft.USER), reply("Reverse: a b c")], items, tok)
+    assert scores["exact_match"] == 0.5
+    assert scores["prompt_echo"] == 0.5, "copying the question is an echo; the answer is not"
+    assert scores["writes_user_turn"] == 0.5
+
+
+def test_explorer_redraws_the_mask_when_the_policy_changes(tok):
+    records = sft.load_instructions()
+    chat = next(r for r in records if len(r["messages"]) > 2)
+    explorer = sft.masking_explorer(records, tok)
+    explorer.set(example=chat["id"], policy="answer_only")
+    answer = sum(y > 0 for y in explorer.fig.data[0].y)
+    explorer.set(policy="last_turn")
+    last = sum(y > 0 for y in explorer.fig.data[0].y)
+    explorer.set(policy="whole_sequence")
+    whole = sum(y > 0 for y in explorer.fig.data[0].y)
+    assert last < answer < whole, (last, answer, whole)
+    assert "carry loss" in explorer.message.value
+
+
+def test_masking_experiment_rows(monkeypatch, tok):
+    from workbook.model import ModelConfig, build_model
+
+    def fake_base(preset, seed, device=None):
+        cfg = ModelConfig(vocab_size=len(tok), d_model=32, n_layers=1, n_heads=2, seq_len=128)
+        return build_model(cfg, seed), tok
+
+    monkeypatch.setattr(sft, "base_model", fake_base)
+    cfg = sft.MASKING_PRESETS["small"]
+    cfg = type(cfg)(**{**cfg.__dict__, "steps": 2, "eval_every": 1, "n_train": 16, "n_eval": 4})
+    rows = sft.run_masking(cfg, seed=0)
+    assert set(rows["policy"]) == set(cfg.policies)
+    assert {"exact_match", "prompt_echo", "answer_loss", "train_loss"} <= set(rows["metric"])
+    frac = rows[rows["unit"] == "fraction"]["value"]
+    assert frac.between(0, 1).all(), "rates must lie in [0, 1]"
+
+
+def test_bad_config_is_one_line():
+    base = sft.MASKING_PRESETS["small"]
+    with pytest.raises(WorkbookError, match="policy"):
+        type(base)(**{**base.__dict__, "policies": ("prompt_only",)})
