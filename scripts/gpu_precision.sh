@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Record notebook 08's GPU rows: FP32 vs TF32 vs FP16+GradScaler vs BF16 autocast training.
-# Run on the GPU machine from the repository root; $OUT (if set) receives the CSV and the log.
+# Run on the GPU machine from the repository root; $OUT (if set) receives one CSV per mode and
+# the log. Then, on the workbook machine:
+#   python -c "from workbook import precision; precision.adopt_recorded('DIR')"
+# which puts the rows into data/results/precision_training.csv.
 #   WORKBOOK_COMMIT=$(git rev-parse --short HEAD) bash scripts/gpu_precision.sh
-# One `workbook run` per mode, each recorded at once: if the machine's time runs out, the modes
-# already measured are kept. Each mode still trains in its own fresh process (clean peak memory).
+# One `workbook run` per mode, each recorded at once into its own fresh ledger: if the machine's
+# time runs out, the modes already measured are kept, and no recording merges with older rows.
+# Each mode still trains in its own fresh process (clean peak memory).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
@@ -16,8 +20,10 @@ $PY -c "from workbook.data import token_ids; print('tokens', len(token_ids('trai
   2>&1 | tee -a "$LOG"
 for mode in fp32 bf16_autocast fp16_gradscaler tf32; do
   start=$(date +%s)
-  $PY -m workbook run precision_training --preset full --in-process --record \
-    --set "modes=[\"$mode\"]" 2>&1 | tee -a "$LOG" | tail -n 12
+  ledger=$(mktemp -d)
+  WORKBOOK_RESULTS=$ledger $PY -m workbook run precision_training --preset full --in-process \
+    --record --set "modes=[\"$mode\"]" 2>&1 | tee -a "$LOG" | tail -n 12
   echo "== $mode took $(( $(date +%s) - start )) s" | tee -a "$LOG"
-  cp data/results/precision_training.csv "$OUT/" 2>/dev/null
+  cp "$ledger/precision_training.csv" "$OUT/precision_training_$mode.csv" 2>/dev/null \
+    || echo "== $mode: nothing recorded" | tee -a "$LOG"
 done
