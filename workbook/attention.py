@@ -943,7 +943,7 @@ EXPERIMENTS = [
         notebook="07_flash_attention", run=run_gpt2_medium,
         presets={"small": Gpt2Config(("vanilla", "tiled"), batch=2, n_heads=2, seq_len=128,
                                      dtype="float32", repeats=2),
-                 "full": Gpt2Config(("vanilla", "sdpa_flash", "sdpa_cudnn", "triton"))},
+                 "full": Gpt2Config(("vanilla", "sdpa_flash", "triton"))},
         min_gpus={"small": 0, "full": 1}, timeout_s=400),
     Experiment(
         name="attention_recompute",
