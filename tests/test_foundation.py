@@ -292,3 +292,12 @@ def test_notebooks_are_committed_without_outputs():
         dirty = [i for i, c in enumerate(nb["cells"])
                  if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
         assert not dirty, f"{path.name}: cells {dirty} carry outputs; strip them before commit"
+
+
+def test_runs_on_different_gpu_counts_both_stay(ledger_dir, monkeypatch):
+    real = results.provenance
+    monkeypatch.setattr(results, "provenance", lambda p, s: {**real(p, s), "n_gpus": 2})
+    results.record("demo", _rows([1.0, 2.0]), preset="full", seed=0)
+    monkeypatch.setattr(results, "provenance", lambda p, s: {**real(p, s), "n_gpus": 8})
+    results.record("demo", _rows([3.0, 4.0]), preset="full", seed=0)
+    assert sorted(results.load("demo")["value"]) == [1.0, 2.0, 3.0, 4.0]

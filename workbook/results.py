@@ -115,13 +115,14 @@ def _key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 
 def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``new`` replace rows of ``old`` with the same configuration, metric, device and
-    preset, except that a failed row never replaces a good one. Other rows are kept."""
+    """Rows of ``new`` replace rows of ``old`` with the same configuration, metric, device,
+    GPU count and preset, except that a failed row never replaces a good one. Other rows are
+    kept: a 2-GPU run and an 8-GPU run of the same configuration both stay in the ledger."""
     if old.empty:
         return new.reset_index(drop=True)
     columns = list(dict.fromkeys(list(old.columns) + list(new.columns)))
     old, new = old.reindex(columns=columns), new.reindex(columns=columns)
-    key_cols = param_columns(new) + ["metric", "device", "preset"]
+    key_cols = param_columns(new) + ["metric", "device", "n_gpus", "preset"]
     old_key, new_key = _key(old, key_cols), _key(new, key_cols)
     good_old = set(old_key[old["status"].astype(str) == "ok"])
     new_ok = new["status"].astype(str) == "ok"
