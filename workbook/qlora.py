@@ -616,12 +616,16 @@ def run_vram(cfg: VramConfig, seed: int) -> pd.DataFrame:
 
     frames = [predicted_rows(cfg.sizes, cfg.methods, cfg.rank, cfg.batch_size, cfg.seq_len)]
     env = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    on_gpu = torch.cuda.is_available()
     for size in cfg.sizes:
         for method in cfg.methods:
-            out = runner.call("workbook.qlora:measure_vram",
-                              {"size": size, "method": method, "rank": cfg.rank,
-                               "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-                               "seed": seed}, timeout_s=cfg.timeout_s, env=env)
+            kwargs = {"size": size, "method": method, "rank": cfg.rank,
+                      "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "seed": seed}
+            if on_gpu:     # the allocator's peak is clean only in a process of its own
+                out = runner.call("workbook.qlora:measure_vram", kwargs,
+                                  timeout_s=cfg.timeout_s, env=env)
+            else:          # a CPU run adds up tensor sizes: no allocator state to isolate
+                out = measure_vram(**kwargs)
             if "status" in out and (out["status"] != "ok").all():
                 out = _failure_rows(size, method, cfg, out)
             print(f"qlora_vram {size} {method}: "
