@@ -95,21 +95,24 @@ def deepspeed_estimates(n_params: int, n_largest_layer: int, n_gpus: int) -> pd.
     """DeepSpeed's own estimators (``estimate_zero2/3_model_states_mem_needs``), per GPU bytes.
 
     They take Ψ and, for stage 3, the largest layer (gathered whole during its forward), and
-    return per-GPU and CPU bytes with and without offload. Unlike the paper they count 18Ψ/N_d
-    of sharded state: 2 (bf16 grads) + 4 (fp32 grads, made at step time) + 12 (Adam, K).
+    return per-GPU and per-node CPU bytes with and without offload (nodes of 8 GPUs here).
+    Unlike the paper they count 18Ψ/N_d of sharded state: 2 (bf16 grads) + 4 (fp32 grads,
+    made at step time) + 12 (Adam, K).
     """
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
+    per_node = min(n_gpus, 8)  # nodes of 8 GPUs: the estimators' CPU side is per node
+    nodes = -(-n_gpus // per_node)
     rows = []
     for offload in (False, True):
         cpu, gpu = estimate_zero2_model_states_mem_needs(
-            n_params, num_gpus_per_node=n_gpus, num_nodes=1, cpu_offload=offload)
+            n_params, num_gpus_per_node=per_node, num_nodes=nodes, cpu_offload=offload)
         rows.append({"stage": 2, "offload": "optimizer" if offload else "none",
                      "gpu_bytes": gpu, "cpu_bytes": cpu})
     for offload, params in ((False, False), (True, False), (True, True)):
         cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
-            n_params, n_largest_layer, num_gpus_per_node=n_gpus, num_nodes=1,
+            n_params, n_largest_layer, num_gpus_per_node=per_node, num_nodes=nodes,
             cpu_offload=offload, cpu_offload_params=params, zero_init=True)
         what = "optimizer+params" if params else "optimizer" if offload else "none"
         rows.append({"stage": 3, "offload": what, "gpu_bytes": gpu, "cpu_bytes": cpu})
@@ -916,6 +919,8 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
 
     n = int(table["n_ranks"].iloc[0]) if len(table) else 0
     base = get("zero0", "model states measured (GB)")
+    if base != base:  # no stage-0 run: DDP holds the same 16Ψ
+        base = get("ddp", "model states measured (GB)")
     rows = []
     for stage, lecture in ((1, "4x"), (2, "8x"), (3, "12x")):
         pred = 16 / (zero_memory_formula(1.0, max(n, 1), stage)["total"])
