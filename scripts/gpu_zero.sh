@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Record notebooks 04 (memory) and 05 (data parallel / ZeRO) on every GPU present.
 #
-#   bash scripts/gpu_zero.sh              # on a GPU box, from the repository root
-#   QUICK=1 bash scripts/gpu_zero.sh      # fewer configurations (the 1-GPU budget run)
+#   bash scripts/gpu_zero.sh [zero|memory|all]     # from the repository root; default: all
+#   QUICK=1 bash scripts/gpu_zero.sh               # fewer configurations (a 1-GPU budget run)
 #
-# What it runs (each recorded with provenance into data/results/<experiment>.csv and copied,
-# with a log, into $OUT):
-#   zero_stages       DDP + DeepSpeed ZeRO 0-3 (+ offload) with N = all GPUs, one fresh
-#                     torchrun launch per variant; then again with N = 1 on the same device
-#                     (one launch for all variants), so per-rank memory vs 1/N_d is visible
-#   memory_breakdown  params / grads / Adam / activations of a GPT-2, ckpt off and on
-#   memory_fit        largest n_layer (d_model 4096) whose training step fits one GPU
-# Without a GPU it runs the small presets with 1 and 2 gloo ranks (tests the script on a CPU).
-# Needs deepspeed: on the device machine pass carry=[".whl"]; this script installs the wheels.
+# zero    zero_stages: DDP + DeepSpeed ZeRO 0-3 (+ zero2 reduce-to-owner, + CPU offload) with
+#         N = every GPU present, one fresh torchrun launch per variant, each launch recorded as
+#         soon as it ends; then, with more than one GPU, stages 0-3 + DDP again with N = 1 on the
+#         same device (the 1/N_d axis). About 5-7 min on 2 GPUs.
+# memory  memory_breakdown (GPT-2 124M: params, grads, Adam, activations, ckpt off/on, three
+#         sequence lengths) and memory_fit (largest d_model-4096 GPT that trains on one GPU,
+#         ckpt off/on). About 3-4 min.
+# Rows go to data/results/<experiment>.csv with provenance (set WORKBOOK_COMMIT where there is
+# no .git); the CSVs and a log are copied into $OUT. Without a GPU: small presets, 1 and 2 gloo
+# ranks (tests this script on a CPU). Needs deepspeed: with carry=[".whl"] the wheels there are
+# installed into /tmp/site.
 set -u
 cd "$(dirname "$0")/.."
+PART=${1:-all}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false NCCL_NVLS_ENABLE=0
 PY=${PYTHON:-python3}
 if ! $PY -c "import deepspeed" >/dev/null 2>&1 && ls .whl/*.whl >/dev/null 2>&1; then
@@ -27,32 +30,46 @@ OUT=${OUT:-/tmp/gpu_zero_out}
 mkdir -p "$OUT"
 LOG="$OUT/gpu_zero.log"
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)" 2>/dev/null || echo 0)
-echo "gpus=$NGPU quick=${QUICK:-0} commit=${WORKBOOK_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)} start=$(date -u +%T)" | tee -a "$LOG"
+echo "part=$PART gpus=$NGPU quick=${QUICK:-0} commit=${WORKBOOK_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)} start=$(date -u +%T)" | tee -a "$LOG"
 
 run() {  # run EXPERIMENT PRESET [--set KEY=VALUE ...]; each bounded, each recorded on its own
   local name=$1 preset=$2; shift 2
   local t0=$SECONDS
   echo "== $name --preset $preset $*" | tee -a "$LOG"
-  timeout "${STEP_TIMEOUT:-580}" $PY -m workbook run "$name" --preset "$preset" --record "$@" >>"$LOG" 2>&1
+  timeout "${STEP_TIMEOUT:-590}" $PY -m workbook run "$name" --preset "$preset" --record "$@" >>"$LOG" 2>&1
   echo "   rc=$? after $((SECONDS - t0)) s" | tee -a "$LOG"
   cp "${WORKBOOK_RESULTS:-data/results}/$name.csv" "$OUT/" 2>/dev/null || true
 }
 
+STAGES='["zero0","zero1","zero2","zero3","ddp"]'
 if [ "$NGPU" -eq 0 ]; then
-  run zero_stages small --set n_ranks=2
-  run zero_stages small --set n_ranks=1 --set 'variants=["ddp","zero2","zero3"]'
-  run memory_breakdown small
+  P=small
+  ZERO_ALL=(--set n_ranks=2 --set record_each=small)
+  ZERO_ONE=(--set n_ranks=1 --set record_each=small --set "variants=$STAGES")
+  MEM=()
+  FIT=()
 elif [ "${QUICK:-0}" = 1 ]; then
-  run zero_stages full --set isolate=false --set \
-      'variants=["ddp","zero0","zero1","zero2","zero3","zero2+offload_opt","zero3+offload_all"]'
-  run memory_breakdown full --set 'seq_lens=[1024]'
-  run memory_fit full --set 'checkpointing=[false]'
+  P=full
+  ZERO_ALL=(--set record_each=full --set 'variants=["zero0","zero1","zero2","zero3","ddp","zero3+offload_all"]')
+  ZERO_ONE=()
+  MEM=(--set 'seq_lens=[1024]')
+  FIT=(--set 'checkpointing=[false]')
 else
-  run zero_stages full                              # N = every GPU, fresh launch per variant
-  if [ "$NGPU" -gt 1 ]; then                        # N = 1 on the same device: the 1/N_d axis
-    run zero_stages full --set n_ranks=1 --set 'variants=["zero0","zero1","zero2","zero3","ddp"]'
+  P=full
+  ZERO_ALL=(--set record_each=full)
+  ZERO_ONE=(--set n_ranks=1 --set record_each=full --set "variants=$STAGES")
+  MEM=()
+  FIT=()
+fi
+
+if [ "$PART" = zero ] || [ "$PART" = all ]; then
+  run zero_stages $P "${ZERO_ALL[@]}"
+  if [ "$NGPU" -ne 1 ] && [ ${#ZERO_ONE[@]} -gt 0 ]; then
+    run zero_stages $P "${ZERO_ONE[@]}"
   fi
-  run memory_breakdown full
-  run memory_fit full
+fi
+if [ "$PART" = memory ] || [ "$PART" = all ]; then
+  run memory_breakdown $P "${MEM[@]}"
+  [ "$NGPU" -gt 0 ] && run memory_fit $P "${FIT[@]}"
 fi
 echo "end=$(date -u +%T) total=${SECONDS}s" | tee -a "$LOG"

@@ -561,7 +561,8 @@ class ZeroConfig:
     n_ranks: int = 0            # 0: every GPU present (2 gloo ranks on a CPU)
     isolate: bool = False       # one fresh torchrun launch per variant (clean peaks, slower)
     dtype: str = "bf16"
-    timeout_s: int = 600
+    timeout_s: int = 600        # per launch
+    record_each: str = ""       # a preset name: record each launch's rows as soon as it ends
 
     def __post_init__(self) -> None:
         for name in self.variants:
@@ -579,6 +580,7 @@ class ZeroConfig:
         check_range("bucket_elems", self.bucket_elems, 1000, 10**9)
         check_range("n_ranks", self.n_ranks, 0, 1024)
         check_choice("dtype", self.dtype, ("bf16", "fp16"))
+        check_choice("record_each", self.record_each, ("", "small", "full"))
 
 
 ZERO_PRESETS = {
@@ -631,23 +633,36 @@ def run_zero(cfg: ZeroConfig, seed: int) -> pd.DataFrame:
         rows = runner.call_distributed(
             "workbook.zero:train_rank", {"variants": [VARIANTS[v] for v in group], **common},
             nprocs=n, backend=backend, timeout_s=cfg.timeout_s, env=_env_for(backend))
-        if "engine" not in rows:  # the whole launch failed: say so for each variant
-            rows = pd.concat([rows.assign(**_core(VARIANTS[v]), tweak=",".join(
-                f"{k}={x}" for k, x in _extra(VARIANTS[v]).items())) for v in group],
-                ignore_index=True)
-        frames.append(rows)
-    measured = pd.concat(frames, ignore_index=True)
-    measured["variant"] = [_variant_name(r) for r in measured.to_dict("records")]
-    measured["n_ranks"] = n
-    ok = measured[measured["status"] == "ok"]
-    n_params = int(ok["n_params"].iloc[0]) if len(ok) else _n_params_of(cfg)
-    largest = int(ok["largest_layer"].iloc[0]) if len(ok) else 0
-    predicted = predicted_rows(cfg.variants, n_params, largest, n, cfg.dtype)
-    for col in ("dtype", "micro_batch", "seq_len", "largest_layer"):
-        predicted[col] = measured[col].dropna().iloc[0] if col in measured and measured[
-            col].notna().any() else getattr(cfg, col, largest)
-    out = pd.concat([measured, predicted.assign(rank=-1)], ignore_index=True)
-    return fill_params(out.assign(seed=seed, backend=backend))
+        frame = _with_predictions(rows, group, n, cfg).assign(seed=seed, backend=backend)
+        frame = fill_params(frame)
+        if cfg.record_each:  # a later hang or kill cannot lose the launches already done
+            from workbook import results
+
+            results.record("zero_stages", frame.assign(preset=cfg.record_each),
+                           preset=cfg.record_each, seed=seed)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _with_predictions(rows: pd.DataFrame, group: list[str], n: int,
+                      cfg: ZeroConfig) -> pd.DataFrame:
+    """One launch's measured rows plus the formula rows of its variants."""
+    if "engine" not in rows:  # the whole launch failed: say so for each variant
+        rows = pd.concat([rows.assign(**_core(VARIANTS[v]), tweak=",".join(
+            f"{k}={x}" for k, x in _extra(VARIANTS[v]).items())) for v in group],
+            ignore_index=True)
+    rows = rows.copy()
+    rows["variant"] = [_variant_name(r) for r in rows.to_dict("records")]
+    rows["n_ranks"] = n
+    ok = rows[rows["status"] == "ok"]
+    h = cfg.d_model
+    psi = cfg.n_layer * (12 * h * h + 13 * h) + (cfg.vocab + cfg.seq_len + 2) * h  # GPT-2's Ψ
+    n_params = int(ok["n_params"].iloc[0]) if len(ok) else psi
+    largest = int(ok["largest_layer"].iloc[0]) if len(ok) else cfg.vocab * h
+    predicted = predicted_rows(tuple(group), n_params, largest, n, cfg.dtype)
+    predicted = predicted.assign(dtype=cfg.dtype, micro_batch=cfg.micro_batch,
+                                 seq_len=cfg.seq_len, largest_layer=largest, rank=-1)
+    return pd.concat([rows, predicted], ignore_index=True)
 
 
 def fill_params(frame: pd.DataFrame) -> pd.DataFrame:
@@ -676,11 +691,6 @@ def _variant_name(row: dict[str, Any]) -> str:
                 tweaked == bool(_extra(v))):
             return name
     return "?"
-
-
-def _n_params_of(cfg: ZeroConfig) -> int:
-    return count_params(build_gpt2(cfg.n_layer, cfg.d_model, cfg.n_head, cfg.vocab,
-                                   cfg.seq_len, 0))
 
 
 def predicted_memory(variant: str, n_params: float, n_gpus: int) -> dict[str, float]:
