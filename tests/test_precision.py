@@ -205,3 +205,17 @@ def test_adopt_recorded_replaces_a_mode_and_keeps_the_others(ledger_dir, tmp_pat
                                                  index=False)
     merged = P.adopt_recorded(str(drop)).set_index("mode")["value"]
     assert merged.to_dict() == {"tf32": 8.0, "fp32": 7.0}, "fp32 replaced, tf32 kept"
+
+
+def test_explorers_react_to_values_set_from_python():
+    explorer = P.format_explorer("0.1")
+    explorer.set(value="70000")
+    assert "stored as inf" in explorer.message.value, "FP16 overflow must be said in the table"
+    explorer.set(value="abc")
+    assert explorer.last_error and "not a number" in explorer.last_error
+    grads = {"logit_grad": torch.tensor([1e-9, 1e-3]), "hidden_grad": torch.tensor([1e-3]),
+             "weight_grad": torch.tensor([1e3])}
+    scale = P.loss_scale_explorer(grads, log2_scale=0)
+    assert "50.0% of the logit" in scale.message.value, "1e-9 of the two is flushed at scale 1"
+    scale.set(log2_scale=10)
+    assert "turns 100.00% of the weight" in scale.message.value, "1e3 x 1024 > 65504: inf"
