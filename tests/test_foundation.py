@@ -301,3 +301,14 @@ def test_runs_on_different_gpu_counts_both_stay(ledger_dir, monkeypatch):
     monkeypatch.setattr(results, "provenance", lambda p, s: {**real(p, s), "n_gpus": 8})
     results.record("demo", _rows([3.0, 4.0]), preset="full", seed=0)
     assert sorted(results.load("demo")["value"]) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_rerecording_with_empty_cells_and_error_column(ledger_dir):
+    first = pd.DataFrame({"size": [1, 2], "note": [None, "x"], "metric": "t",
+                          "value": [1.0, math.nan], "status": ["ok", "oom"],
+                          "error": ["", "CUDA out of memory"]})
+    results.record("demo", first, preset="small", seed=0)
+    again = first.assign(value=[1.5, 2.5], status="ok", error="")
+    results.record("demo", again, preset="small", seed=0)
+    frame = results.load("demo").sort_values("size")
+    assert frame["value"].tolist() == [1.5, 2.5], "a good rerun replaces both the old and oom row"

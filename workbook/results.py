@@ -12,6 +12,7 @@ status``, then provenance ``device, n_gpus, torch, cuda, preset, seed, recorded_
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import platform
 import re
@@ -108,10 +109,22 @@ def param_columns(rows: pd.DataFrame) -> list[str]:
     return [c for c in rows.columns if c not in fixed]
 
 
+def _cell(value: object) -> str:
+    """A cell as key text: NaN -> '', 2.0 -> '2' (a CSV round trip turns ints with gaps into
+    floats; the key must not change because of it)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     present = [c for c in columns if c in frame.columns]
-    return frame[present].astype(str).agg("|".join, axis=1) if present else pd.Series(
-        [""] * len(frame), index=frame.index)
+    if not present:
+        return pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    cells = frame[present].astype(object)
+    return cells.apply(lambda row: "|".join(_cell(v) for v in row), axis=1)
 
 
 def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
@@ -122,7 +135,9 @@ def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         return new.reset_index(drop=True)
     columns = list(dict.fromkeys(list(old.columns) + list(new.columns)))
     old, new = old.reindex(columns=columns), new.reindex(columns=columns)
-    key_cols = param_columns(new) + ["metric", "device", "n_gpus", "preset"]
+    # An error message is not part of a configuration's identity: leave it out of the key.
+    key_cols = [c for c in param_columns(new) if c != "error"] + [
+        "metric", "device", "n_gpus", "preset"]
     old_key, new_key = _key(old, key_cols), _key(new, key_cols)
     good_old = set(old_key[old["status"].astype(str) == "ok"])
     new_ok = new["status"].astype(str) == "ok"
