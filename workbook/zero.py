@@ -754,8 +754,10 @@ GAP_CAUSES: dict[str, str] = {
     "ddp": "PyTorch AMP keeps fp32 params+grads (4+4) and Adam moments (8): 16Ψ like the paper, "
            "split differently. gradient_as_bucket_view=True puts grads inside DDP's buckets; "
            "the default (False) adds a second 4Ψ copy.",
-    "zero0": "BF16_Optimizer accumulates gradients in a persistent fp32 buffer (4Ψ instead "
-             "of the paper's 2Ψ of bf16 gradients): data_types.grad_accum_dtype='bf16' moves it.",
+    "zero0": "bf16 stage 0 runs DeepSpeed's FP16_Optimizer in bf16 mode: bf16 params and "
+             "grads (2+2), fp32 master + moments (12), the paper's 16Ψ; fp32 grads exist only "
+             "inside step() (peak, not steady). data_types.grad_accum_dtype='fp32' would add a "
+             "persistent 4Ψ fp32 accumulator (BF16_Optimizer).",
     "zero1": "DeepSpeed's stage 1 copies its own gradient slice into a contiguous buffer and "
              "frees the rest after the all-reduce (contiguous_gradients), so it holds less "
              "than the paper's full 2Ψ of gradients.",
