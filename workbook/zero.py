@@ -955,3 +955,18 @@ def _verdict(measured: float, predicted: float) -> str:
         return "no measurement"
     off = measured / predicted - 1
     return "holds" if abs(off) <= 0.15 else f"off by {off:+.0%}"
+
+
+def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and rank count: each collective's bytes per step, in units of Ψ elements."""
+    ok = rows[(rows["status"] == "ok") & rows["metric"].str.startswith("comm_")
+              & rows["source"].isin(["measured", "recorded"])]
+    if ok.empty:
+        return pd.DataFrame()
+    elem = ok["engine"].map(lambda e: 4 if e == "ddp" else 2)
+    ok = ok.assign(psi=ok["value"] / ok["n_params"] / elem,
+                   kind=ok["metric"].str.removeprefix("comm_").str.removesuffix("_bytes")
+                   .replace({"bytes": "total"}))
+    table = ok.pivot_table(index=["n_ranks", "variant"], columns="kind", values="psi",
+                           aggfunc="mean")
+    return table.round(3).reset_index()
