@@ -304,8 +304,10 @@ def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
         boot_a.append(fit_power_law(m["budget"], m["n_opt"])[0])
         boot_b.append(fit_power_law(m["budget"], m["d_opt"])[0])
     lo, hi = percentiles
-    return ExponentFit(a, b, *np.percentile(boot_a, [lo, hi]), *np.percentile(boot_b, [lo, hi]),
-                       float(np.std(boot_a)), float(np.std(boot_b)), len(minima), n_boot)
+    a_lo, a_hi = (float(v) for v in np.percentile(boot_a, [lo, hi]))
+    b_lo, b_hi = (float(v) for v in np.percentile(boot_b, [lo, hi]))
+    return ExponentFit(a, b, a_lo, a_hi, b_lo, b_hi, float(np.std(boot_a)),
+                       float(np.std(boot_b)), len(minima), n_boot)
 
 
 def _huber(r: np.ndarray, delta: float) -> np.ndarray:
@@ -313,15 +315,39 @@ def _huber(r: np.ndarray, delta: float) -> np.ndarray:
     return np.where(small, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
 
 
+def _linear_start(ln: np.ndarray, ld: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """A starting point for the Huber fit: for fixed (alpha, beta) the law is linear in
+    (E, A, B), so a grid over the two exponents with least squares for the rest is cheap."""
+    best, best_err = None, math.inf
+    for alpha in np.linspace(0.05, 1.5, 30):
+        for beta in np.linspace(0.05, 1.5, 30):
+            design = np.stack([np.ones_like(ln), np.exp(-alpha * ln), np.exp(-beta * ld)], 1)
+            coef, *_ = np.linalg.lstsq(design, loss, rcond=None)
+            if (coef <= 0).any():
+                continue
+            err = float(np.sum((design @ coef - loss) ** 2))
+            if err < best_err:
+                best, best_err = np.log([coef[1], coef[2], coef[0], 1, 1]), err
+                best[3:] = alpha, beta
+    if best is None:  # no positive (E, A, B) anywhere: start from Chinchilla's values
+        return np.array([6.0, 6.0, 0.5, 0.34, 0.28])
+    return best
+
+
 def fit_parametric(n_params, n_tokens, loss, *, delta: float = 1e-3,
                    name: str = "this workbook's fit") -> ParametricLaw:
     """Chinchilla approach 3: minimise Σ Huber_δ(LSE(a − α log N, b − β log D, e) − log L)
-    over (a, b, e, α, β) with L-BFGS from a grid of starts; A = e^a, B = e^b, E = e^e."""
+    over (a, b, e, α, β) with L-BFGS; A = e^a, B = e^b, E = e^e.
+
+    Chinchilla starts L-BFGS from a grid of ~4500 points; here a least-squares grid over
+    (α, β) picks the start and a few perturbed starts guard against a local minimum.
+    """
     from scipy.optimize import minimize
     from scipy.special import logsumexp
 
     ln, ld = np.log(np.asarray(n_params, float)), np.log(np.asarray(n_tokens, float))
-    ll = np.log(np.asarray(loss, float))
+    y = np.asarray(loss, float)
+    ll = np.log(y)
     if len(ll) < 5:
         raise WorkbookError(f"the parametric fit has 5 unknowns; it needs ≥5 points, got {len(ll)}")
 
@@ -330,18 +356,18 @@ def fit_parametric(n_params, n_tokens, loss, *, delta: float = 1e-3,
         pred = logsumexp(np.stack([a - alpha * ln, b - beta * ld, np.full_like(ln, e)]), axis=0)
         return float(_huber(pred - ll, delta).sum())
 
+    start = _linear_start(ln, ld, y)
+    e_max = float(ll.min())  # the floor E lies below every measured loss
+    bounds = [(-5, 40), (-5, 40), (-5, e_max), (0.01, 3), (0.01, 3)]
+    starts = [start] + [start + shift for shift in
+                        ([1, 0, 0, 0.1, 0], [0, 1, 0, 0, 0.1], [-1, -1, -0.3, -0.1, -0.1])]
     best = None
-    e_max = float(np.log(np.min(loss)))  # the floor E lies below every measured loss
-    for a0 in (0.0, 5.0, 10.0, 15.0, 20.0):
-        for b0 in (0.0, 5.0, 10.0, 15.0, 20.0):
-            for e0 in (-1.0, e_max - 0.5, e_max - 0.1):
-                for al0 in (0.2, 0.5, 1.0):
-                    for be0 in (0.2, 0.5, 1.0):
-                        res = minimize(objective, [a0, b0, e0, al0, be0], method="L-BFGS-B",
-                                       bounds=[(-5, 40), (-5, 40), (-5, e_max), (0.01, 3),
-                                               (0.01, 3)])
-                        if best is None or res.fun < best.fun:
-                            best = res
+    for x0 in starts:
+        x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
+        res = minimize(objective, x0, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
+        if best is None or res.fun < best.fun:
+            best = res
     a, b, e, alpha, beta = best.x
     return ParametricLaw(name, E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)),
                          alpha=float(alpha), beta=float(beta),
@@ -519,10 +545,10 @@ ISOFLOP_PRESETS = {
     "small": IsoFlopConfig(budgets=(3e10, 1e11, 3e11), sizes_per_budget=3, corpus="docstrings",
                            vocab_size=512, seq_len=64, target_steps=60, min_steps=15,
                            max_batch=32, lr=4e-3, eval_tokens=16_384, time_limit_s=240),
-    # One GPU, a few minutes: 4 budgets x 5 sizes, 0.1M-4M parameters, stdlib source code.
-    "full": IsoFlopConfig(budgets=(1e13, 3e13, 1e14, 3e14), sizes_per_budget=5,
+    # One GPU, a few minutes: 5 budgets x 7 sizes, 0.05M-3M parameters, stdlib source code.
+    "full": IsoFlopConfig(budgets=(3e12, 1e13, 3e13, 1e14, 3e14), sizes_per_budget=7,
                           corpus="stdlib_source", vocab_size=2048, seq_len=256,
-                          target_steps=600, min_steps=100, max_batch=256, lr=3e-3,
+                          target_steps=400, min_steps=100, max_batch=256, lr=3e-3,
                           eval_tokens=262_144, time_limit_s=540),
 }
 
@@ -562,8 +588,8 @@ def plan_sweep(cfg: IsoFlopConfig, n_train_tokens: int | None = None) -> pd.Data
             m, n, fpt = shapes[i], n_of[i], fpt_of[i]
             tokens = budget / fpt
             steps = int(round(tokens / (batch * cfg.seq_len)))
-            row = {"budget": budget, "d_model": m.d_model, "n_layers": m.n_layers,
-                   "n_heads": m.n_heads, "d_ff": m.d_ff, "n_params": n,
+            row = {"budget": budget, "rank": abs(i - centre), "d_model": m.d_model,
+                   "n_layers": m.n_layers, "n_heads": m.n_heads, "d_ff": m.d_ff, "n_params": n,
                    "n_params_non_embedding": count_params(m, non_embedding=True),
                    "batch_size": batch, "steps": steps, "n_tokens": steps * batch * cfg.seq_len,
                    "lr": round(min(6e-3, cfg.lr * math.sqrt(128 / m.d_model)), 6),
@@ -578,7 +604,10 @@ def plan_sweep(cfg: IsoFlopConfig, n_train_tokens: int | None = None) -> pd.Data
                     f"{tokens:.3g} tokens = {steps} steps of {batch}x{cfg.seq_len}; needs "
                     f">= {cfg.min_steps} steps: raise the budget or use smaller sizes"))
             rows.append(row)
-    return pd.DataFrame(rows)
+    # Run order: every budget's centre size first, then the neighbours, the far ends last;
+    # a sweep cut short by its time limit then loses edge sizes, not a whole budget.
+    plan = pd.DataFrame(rows).sort_values(["rank", "budget", "n_params"], kind="stable")
+    return plan.drop(columns="rank").reset_index(drop=True)
 
 
 def _device(name: str):
