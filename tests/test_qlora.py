@@ -130,3 +130,12 @@ def test_bad_input_names_the_options():
         qlora.predict_vram("70b", "qlora")
     with pytest.raises(WorkbookError, match="allowed"):
         qlora.VramConfig(sizes=("7b",), rank=0)
+
+
+def test_small_preset_runs_end_to_end_with_predictions_beside():
+    rows = qlora.run_vram(qlora.VRAM_PRESETS["small"], seed=0)
+    saving = rows[rows.metric == "saving_vs_full"].set_index(["method", "source"])["value"]
+    for method in ("lora", "qlora"):
+        for source in ("measured", "predicted"):
+            assert saving[(method, source)] > 1, f"{method} ({source}) must save vs full FT"
+    assert set(rows["source"]) == {"measured", "predicted"}
