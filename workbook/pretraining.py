@@ -277,3 +277,69 @@ EXPERIMENTS = [
                                                eval_every=20)},
                min_gpus={"small": 0, "full": 1}),
 ]
+
+
+# ------------------------------------------------------------------- notebook helpers
+
+
+def show_tokens(tokenizer, text: str) -> pd.DataFrame:
+    """How the tokenizer cuts ``text``: one row per token (id, bytes shown as text)."""
+    ids = tokenizer.encode(text)
+    return pd.DataFrame({"id": ids, "token": [repr(tokenizer.decode([i])) for i in ids]})
+
+
+def shift_table(tokenizer, x: torch.Tensor, y: torch.Tensor, n: int = 8) -> pd.DataFrame:
+    """The first ``n`` positions of one row: the context so far and the target to predict."""
+    rows = [{"position": t, "context (last tokens)": repr(tokenizer.decode(x[: t + 1][-6:])),
+             "target: next token": repr(tokenizer.decode([int(y[t])]))} for t in range(n)]
+    return pd.DataFrame(rows)
+
+
+class LiveCurve:
+    """A loss-curve FigureWidget that ``train(on_log=curve.add)`` updates as it trains."""
+
+    def __init__(self, title: str = "Next-token loss while training") -> None:
+        from workbook import plots
+
+        self.fig = plots.figure(title, "step", "cross-entropy (nats)")
+        self.fig.add_scatter(name="train (one batch)", mode="lines", x=[], y=[])
+        self.fig.add_scatter(name="val (held out)", mode="lines+markers", x=[], y=[])
+
+    def add(self, row: dict) -> None:
+        trace = self.fig.data[0 if row["split"] == "train" else 1]
+        with self.fig.batch_update():
+            trace.x = (*trace.x, row["step"])
+            trace.y = (*trace.y, row["loss"])
+
+
+def transfer_figure(rows: pd.DataFrame, title: str):
+    """Downstream val loss vs step: fine-tuned from the base model vs trained from scratch."""
+    from workbook import plots
+
+    curve = rows[rows["metric"] == "val_loss"]
+    return plots.compare(curve, x="step", group="init", title=title,
+                         y_title="downstream val loss (nats)")
+
+
+def claims(vocab_size: int, init_val_loss: float, base_val_loss: float,
+           transfer: pd.DataFrame) -> pd.DataFrame:
+    """The lecture's pre-training claims, checked with this notebook's numbers."""
+    uniform = math.log(vocab_size)
+    rows = [
+        ("an untrained model guesses uniformly: loss ≈ ln V, perplexity ≈ V", "cross-entropy",
+         f"{uniform:.2f} nats (PPL {vocab_size})",
+         f"{init_val_loss:.2f} nats (PPL {perplexity(init_val_loss):,.0f})",
+         "holds" if abs(init_val_loss - uniform) < 0.3 else "off"),
+        ("pre-training (predict the next token) lowers held-out loss", "lecture", "lower",
+         f"{base_val_loss:.2f} nats (PPL {perplexity(base_val_loss):,.0f})",
+         "holds" if base_val_loss < init_val_loss - 1 else "off"),
+    ]
+    steps = transfer[transfer["metric"] == "steps_to_scratch_final"].set_index("init")["value"]
+    if {"pretrained", "scratch"} <= set(steps.index):
+        fine, scratch = steps["pretrained"], steps["scratch"]
+        rows.append(("a pre-trained model adapts in fewer steps (transfer learning)", "lecture",
+                     "fewer steps to the same loss",
+                     f"{fine:.0f} vs {scratch:.0f} steps",
+                     "holds" if fine < scratch else "off"))
+    return pd.DataFrame(rows, columns=["claim", "source", "predicted", "measured here",
+                                       "verdict"])
