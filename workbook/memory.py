@@ -611,3 +611,36 @@ def claims(rows: pd.DataFrame) -> pd.DataFrame:
 def _verdict(measured: float, predicted: float) -> str:
     off = measured / predicted - 1
     return "holds" if abs(off) <= 0.15 else f"off by {off:+.0%}"
+
+
+def plot_fit(rows: pd.DataFrame) -> Any:
+    """The largest-fit search: each probe's peak (oom probes at the GPU's size, marked x),
+    the formula's curve and the GPU's memory."""
+    from workbook import plots
+
+    fig = plots.figure(plots.title_with_source("Peak memory of two training steps vs depth",
+                                               rows), "n_layer", "GB")
+    if rows.empty:
+        return fig
+    if "device" in rows:  # one device's search per figure
+        rows = rows[rows["device"] == rows["device"].iloc[0]]
+    r = rows.iloc[0]
+    gpu = float(r["gpu_bytes"]) / GB
+    ok, oom = rows[rows["status"] == "ok"], rows[rows["status"] == "oom"]
+    fig.add_scatter(x=ok["n_layer"], y=ok["value"] / GB, mode="markers", name="fits (peak)",
+                    marker={"size": 9, "color": plots.COLORS[0]})
+    fig.add_scatter(x=oom["n_layer"], y=[gpu] * len(oom), mode="markers", name="oom",
+                    marker={"symbol": "x", "size": 11, "color": plots.COLORS[1]})
+    n = list(range(1, int(rows["n_layer"].max()) + 1))
+    e = 4 if r["precision"] == "fp32" else 2
+    ckpt = r["checkpointing"] in (True, "True")
+    need = [(sum(bytes_per_param(str(r["precision"])).values())
+             * gpt_params(k, int(r["d_model"]), 50304, int(r["seq_len"]))
+             + activation_bytes(k, int(r["d_model"]), 32, int(r["seq_len"]), int(r["batch"]),
+                                act_bytes=e, checkpointing=ckpt, attention_matrix=False,
+                                vocab=50304)["total"]) / GB for k in n]
+    fig.add_scatter(x=n, y=need, mode="lines", name="formula: states + activations",
+                    line={"dash": "dash", "color": plots.COLORS[2]})
+    fig.add_hline(y=gpu, line={"dash": "dot", "color": "#555"},
+                  annotation_text=f"{r['device']}: {gpu:.0f} GB")
+    return fig

@@ -919,7 +919,9 @@ def recorded_tables(rows: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for (device, _n), part in rows.groupby(["device", "n_ranks"], dropna=True):
         table = model_state_table(part)
-        frames.append(table.assign(device=device))
+        prov = {c: part[c].dropna().astype(str).max() for c in ("n_gpus", "recorded_at", "seed")
+                if c in part and part[c].notna().any()}
+        frames.append(table.assign(device=device, **prov))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -970,3 +972,28 @@ def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
     table = ok.pivot_table(index=["n_ranks", "variant"], columns="kind", values="psi",
                            aggfunc="mean")
     return table.round(3).reset_index()
+
+
+def plot_scaling(tables: pd.DataFrame) -> Any:
+    """Per-rank model states against N_d: recorded points, the paper's curve dashed."""
+    from workbook import plots
+
+    if tables.empty:
+        return plots.compare(pd.DataFrame(), "n_ranks", title="no recorded rows yet")
+    stages = tables[tables["variant"].isin(["zero0", "zero1", "zero2", "zero3"])]
+    rows = [{"variant": r["variant"], "n_ranks": r["n_ranks"], "source": "recorded",
+             "value": r["model states measured (GB)"], "status": "ok",
+             **{c: r.get(c) for c in ("device", "n_gpus", "recorded_at", "seed")}}
+            for _, r in stages.iterrows()]
+    psi = {v: r["formula (GB)"] * 1e9 / (zero_memory_formula(1.0, int(r["n_ranks"]),
+                                                            int(v[-1]))["total"])
+           for v, r in stages.set_index("variant").iterrows()}
+    top = max(8, int(tables["n_ranks"].max()))
+    for v, n_params in psi.items():
+        for n in range(1, top + 1):
+            rows.append({"variant": v, "n_ranks": n, "source": "predicted", "status": "ok",
+                         "value": zero_memory_formula(n_params, n, int(v[-1]))["total"] / 1e9})
+    frame = pd.DataFrame(rows)
+    return plots.compare(frame, "n_ranks", group="variant", y_title="GB per rank",
+                         title="Per-rank model states vs N_d (points: recorded; dashes: paper)",
+                         x_title="N_d (ranks)")
