@@ -267,14 +267,15 @@ EXPERIMENTS = [
     Experiment(name="pretraining_curve", notebook="01_pretraining", run=run_pretraining_curve,
                summary="train/val loss and perplexity of the base model's recipe",
                presets={"small": CurveConfig(base="small", steps=100),
-                        "full": CurveConfig(base="full", steps=2000)},
+                        "full": CurveConfig(base="full", steps=500)},
                min_gpus={"small": 0, "full": 1}),
     Experiment(name="transfer_learning", notebook="01_pretraining", run=run_transfer,
                summary="fine-tune the base model vs train from scratch on NumPy docstrings",
-               presets={"small": TransferConfig(base="small", steps=40, batch_size=8, lr=2e-3,
+               presets={"small": TransferConfig(base="small", steps=30, batch_size=8, lr=2e-3,
                                                 eval_every=10),
-                        "full": TransferConfig(base="full", steps=400, batch_size=32, lr=1e-3,
-                                               eval_every=20)},
+                        # 120 steps = 1M tokens, ~10 passes over the 97k-token task
+                        "full": TransferConfig(base="full", steps=120, batch_size=32, lr=1e-3,
+                                               eval_every=10)},
                min_gpus={"small": 0, "full": 1}),
 ]
 
