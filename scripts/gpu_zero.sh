@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Record notebooks 04 (memory) and 05 (data parallel / ZeRO) on every GPU present.
 #
-#   bash scripts/gpu_zero.sh [zero|memory|all]     # from the repository root; default: all
-#   QUICK=1 bash scripts/gpu_zero.sh               # fewer configurations (a 1-GPU budget run)
+#   bash scripts/gpu_zero.sh [zero|zero1|memory|all]   # from the repository root; default all
+#   QUICK=1 bash scripts/gpu_zero.sh                   # fewer configurations (1-GPU budget run)
 #
 # zero    zero_stages: DDP + DeepSpeed ZeRO 0-3 (+ zero2 reduce-to-owner, + CPU offload) with
-#         N = every GPU present, one fresh torchrun launch per variant, each launch recorded as
-#         soon as it ends; then, with more than one GPU, stages 0-3 + DDP again with N = 1 on the
-#         same device (the 1/N_d axis). About 5-7 min on 2 GPUs.
+#         N = every GPU present, one fresh torchrun launch per variant (9), each launch recorded
+#         as soon as it ends. Each launch is capped at 150 s.
+# zero1   with more than one GPU: stages 0-3 + DDP again with N = 1 on the same device (the
+#         1/N_d axis), 5 launches.
 # memory  memory_breakdown (GPT-2 124M: params, grads, Adam, activations, ckpt off/on, three
 #         sequence lengths) and memory_fit (largest d_model-4096 GPT that trains on one GPU,
 #         ckpt off/on). About 3-4 min.
@@ -64,6 +65,8 @@ fi
 
 if [ "$PART" = zero ] || [ "$PART" = all ]; then
   run zero_stages $P "${ZERO_ALL[@]}"
+fi
+if [ "$PART" = zero1 ] || [ "$PART" = all ]; then
   if [ "$NGPU" -ne 1 ] && [ ${#ZERO_ONE[@]} -gt 0 ]; then
     run zero_stages $P "${ZERO_ONE[@]}"
   fi
