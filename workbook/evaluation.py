@@ -152,11 +152,11 @@ def run_test_task(cfg: TestTaskConfig, seed: int) -> pd.DataFrame:
 
 
 TEST_TASK_PRESETS = {
-    "small": TestTaskConfig(benchmark="add", general=("last", "count"), model_preset="small",
-                            n_train=2000, n_eval=48, steps=100, batch_size=16, lr=3e-3,
-                            test_share=0.3),
-    "full": TestTaskConfig(benchmark="add", general=("reverse", "sort", "last", "count"),
-                           model_preset="full", n_train=20000, n_eval=200, steps=1000,
+    "small": TestTaskConfig(benchmark="last", general=("add", "count"), model_preset="small",
+                            n_train=2000, n_eval=48, steps=60, batch_size=16, lr=3e-3,
+                            test_share=0.5),
+    "full": TestTaskConfig(benchmark="last", general=("count", "sort", "reverse"),
+                           model_preset="full", n_train=20000, n_eval=200, steps=500,
                            batch_size=64, lr=1e-3, test_share=0.3),
 }
 
@@ -242,9 +242,9 @@ def run_mid_training(cfg: MidTrainingConfig, seed: int) -> pd.DataFrame:
 
 
 MID_PRESETS = {
-    "small": MidTrainingConfig(model_preset="small", replay=(0.0, 0.5), steps=40,
-                               batch_size=8, seq_len=64, lr=3e-3, eval_every=10),
-    "full": MidTrainingConfig(model_preset="full", replay=(0.0, 0.25, 0.5), steps=600,
+    "small": MidTrainingConfig(model_preset="small", replay=(0.0, 0.5), steps=30,
+                               batch_size=8, seq_len=64, lr=1e-3, eval_every=10),
+    "full": MidTrainingConfig(model_preset="full", replay=(0.0, 0.25, 0.5), steps=300,
                               batch_size=32, seq_len=256, lr=1e-3, eval_every=50),
 }
 
@@ -427,6 +427,90 @@ def knob_sweep(knob: str, values: Sequence[float], seeds: Sequence[int] = (0, 1,
 
 
 # ----------------------------------------------------------------------------- pipeline
+
+
+def test_task_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant: benchmark and general exact match, pre-training loss."""
+    keys = [c for c in ("variant", "source") if c in rows.columns]
+    table = rows.pivot_table(index=keys, columns="metric", values="value", sort=False)
+    wanted = ["benchmark_exact_match", "general_exact_match", "pretraining_val_loss"]
+    return table[[c for c in wanted if c in table.columns]].round(3).reset_index()
+
+
+def mid_training_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per replay share: domain and general held-out loss before and after mid-training."""
+    first, last = rows["step"].min(), rows["step"].max()
+    part = rows[rows["step"].isin([first, last])]
+    table = part.pivot_table(index="replay", columns=["metric", "step"], values="value")
+    table.columns = [f"{m} @ step {s}" for m, s in table.columns]
+    return table.round(3).reset_index()
+
+
+def _value(rows: pd.DataFrame, **where: object) -> float:
+    part = rows
+    for col, val in where.items():
+        part = part[part[col] == val]
+    return float(part["value"].mean()) if len(part) else float("nan")
+
+
+def claims(test_task: pd.DataFrame, mid: pd.DataFrame,
+           sweeps: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The notebook's claims, each verdict computed from the rows (never typed in)."""
+    def verdict(ok: bool, measured: float) -> str:
+        return "n/a (not measured)" if measured != measured else "holds" if ok else "wrong"
+
+    def where(rows: pd.DataFrame) -> str:
+        if len(rows) and "source" in rows and (rows["source"] == "recorded").any():
+            return results_label(rows)
+        return "this machine, small preset"
+
+    bench = {v: _value(test_task, variant=v, metric="benchmark_exact_match")
+             for v in ("general_sft", "test_task_sft")}
+    gen = {v: _value(test_task, variant=v, metric="general_exact_match")
+           for v in ("general_sft", "test_task_sft")}
+    end, start = mid["step"].max() if len(mid) else 0, 0
+    dom = (_value(mid, replay=0.0, step=start, metric="domain_val_loss"),
+           _value(mid, replay=0.0, step=end, metric="domain_val_loss"))
+    gl0 = (_value(mid, replay=0.0, step=start, metric="general_val_loss"),
+           _value(mid, replay=0.0, step=end, metric="general_val_loss"))
+    replays = sorted(mid["replay"].unique()) if len(mid) else [0.0]
+    gl_rep = _value(mid, replay=replays[-1], step=end, metric="general_val_loss")
+    leak = sweeps.get("identity_leak", pd.DataFrame(columns=["metric", "value"]))
+    shift = leak[leak["metric"] == "favoured_rank_shift"].groupby("identity_leak")["value"].mean()
+    noise = sweeps.get("noise", pd.DataFrame(columns=["metric", "value"]))
+    tau = noise[noise["metric"] == "kendall_tau"].groupby("noise")["value"].mean()
+    table = [
+        ("training on the test task lifts the benchmark", "lecture",
+         f"> {bench['general_sft']:.2f} (general SFT)", bench["test_task_sft"], where(test_task),
+         verdict(bench["test_task_sft"] > bench["general_sft"], bench["test_task_sft"])),
+        ("... without a general gain", "lecture",
+         f"<= {gen['general_sft']:.2f} (general SFT)", gen["test_task_sft"], where(test_task),
+         verdict(gen["test_task_sft"] <= gen["general_sft"] + 0.05, gen["test_task_sft"])),
+        ("mid-training lowers the domain loss", "lecture", f"< {dom[0]:.3f} (base)", dom[1],
+         where(mid), verdict(dom[1] < dom[0], dom[1])),
+        ("mid-training without replay raises the general loss", "continual-learning folklore",
+         f"> {gl0[0]:.3f} (base)", gl0[1], where(mid), verdict(gl0[1] > gl0[0], gl0[1])),
+        (f"replaying {replays[-1]:.0%} general text limits that regression", "common practice",
+         f"< {gl0[1]:.3f} (no replay)", gl_rep, where(mid), verdict(gl_rep < gl0[1], gl_rep)),
+        ("an identity leak lifts the favoured model's rank", "lecture (Chatbot Arena caveats)",
+         f"> {shift.iloc[0]:.1f} places (no leak)" if len(shift) else "> 0",
+         float(shift.iloc[-1]) if len(shift) else float("nan"), "simulation, 5 seeds",
+         verdict(len(shift) > 1 and shift.iloc[-1] > shift.iloc[0],
+                 float(shift.iloc[-1]) if len(shift) else float("nan"))),
+        ("noisy comparisons scramble the ranking (Kendall tau falls)",
+         "lecture (Chatbot Arena caveats)", f"< {tau.iloc[0]:.2f} (least noise)" if len(tau)
+         else "< 1", float(tau.iloc[-1]) if len(tau) else float("nan"), "simulation, 5 seeds",
+         verdict(len(tau) > 1 and tau.iloc[-1] < tau.iloc[0],
+                 float(tau.iloc[-1]) if len(tau) else float("nan"))),
+    ]
+    return pd.DataFrame(table, columns=["claim", "source", "predicted", "measured", "where",
+                                        "verdict"])
+
+
+def results_label(rows: pd.DataFrame) -> str:
+    from workbook.results import provenance_label
+
+    return provenance_label(rows[rows["source"] == "recorded"])
 
 
 def pipeline_table() -> pd.DataFrame:
