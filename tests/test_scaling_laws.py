@@ -1,0 +1,221 @@
+"""Scaling laws: published numbers, the fits against laws with known answers, the sweep's
+plan and bookkeeping (skipped points, checkpoints), and 6·N FLOPs against a FLOP counter."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workbook import scaling_laws as sl
+from workbook.config import WorkbookError
+
+# --------------------------------------------------------------------------- published laws
+
+
+def test_chinchilla_fit_implies_its_published_exponents():
+    # Hoffmann et al. Table 2, approach 3: a = 0.46, b = 0.54 (from unrounded alpha, beta;
+    # the rounded 0.34 / 0.28 of eq. 10 give 0.452 / 0.548).
+    assert abs(sl.CHINCHILLA.a - 0.46) < 0.01, f"a = beta/(alpha+beta) = {sl.CHINCHILLA.a:.3f}"
+    assert abs(sl.CHINCHILLA.b - 0.54) < 0.01
+    assert sl.CHINCHILLA.a + sl.CHINCHILLA.b == pytest.approx(1.0), "C = 6ND forces a + b = 1"
+    # The Epoch replication puts the exponents back near approach 1/2's 0.50.
+    assert 0.49 < sl.CHINCHILLA_REPLICATION.a < 0.53
+
+
+@pytest.mark.parametrize("law", [sl.CHINCHILLA, sl.CHINCHILLA_REPLICATION])
+def test_closed_form_optimum_is_the_minimum_along_the_isoflop_line(law):
+    compute = 5.76e23  # Gopher's (and Chinchilla's) budget
+    n_opt, d_opt = law.optimal(compute)
+    assert 6 * n_opt * d_opt == pytest.approx(compute), "the optimum must spend exactly C"
+    grid = np.geomspace(n_opt / 30, n_opt * 30, 20001)          # brute force, the reference
+    brute = grid[np.argmin(law.loss(grid, compute / (6 * grid)))]
+    assert brute == pytest.approx(n_opt, rel=1e-3), (
+        f"{law.name}: eq. 4 gives N_opt={n_opt:.3g}, a grid search along 6ND=C gives "
+        f"{brute:.3g}")
+
+
+def test_rule_of_thumb_reproduces_the_lectures_table():
+    # Lecture: 400M params -> 8B tokens, 1.9e19 FLOPs; Chinchilla 70B -> 1.4T tokens.
+    n, d = sl.rule_of_thumb_optimal(6 * 400e6 * 8e9)
+    assert n == pytest.approx(400e6) and d == pytest.approx(8e9)
+    assert 6 * 400e6 * 8e9 == pytest.approx(1.9e19, rel=0.02)
+    n, d = sl.rule_of_thumb_optimal(6 * 70e9 * 1.4e12)
+    assert n == pytest.approx(70e9) and d / n == pytest.approx(20)
+
+
+def test_kaplan_allocates_more_to_parameters_than_chinchilla():
+    for compute in (1e21, 1e23, 1e25):
+        n_kaplan, _ = sl.kaplan_optimal(compute)
+        n_chin, _ = sl.CHINCHILLA_REPLICATION.optimal(compute)
+        assert n_kaplan > 2 * n_chin, (
+            f"at C={compute:.0e} Kaplan's N_opt {n_kaplan:.3g} should far exceed "
+            f"Chinchilla's {n_chin:.3g}: that gap is the 'GPT-3 is under-trained' story")
+    # Kaplan's L(N, D) falls with both N and D.
+    assert sl.kaplan_loss(1e9, 1e11) > sl.kaplan_loss(1e10, 1e11) > sl.kaplan_loss(1e10, 1e12)
+
+
+def test_placement_matches_the_lecture():
+    table = sl.placement("20 tokens/param").set_index("model")
+    assert table.loc["GPT-3 175B", "tokens_per_param"] == pytest.approx(1.71, abs=0.01)
+    assert table.loc["GPT-3 175B", "verdict"].startswith("under-trained")
+    assert table.loc["Chinchilla 70B", "verdict"] == "near compute-optimal"
+    assert table.loc["Llama 3 8B", "verdict"].startswith("over-trained")
+    assert table.loc["Llama 3 8B", "tokens_per_param"] > 1000
+
+
+def test_allocation_rejects_absurd_budgets():
+    with pytest.raises(WorkbookError, match="allowed"):
+        sl.allocation(0.0)
+    frame = sl.allocation(1e24)
+    assert set(frame["law"]) == set(sl.LAWS)
+
+
+def test_overtraining_pays_once_inference_dominates():
+    loss = 2.2
+    alone = sl.overtraining_costs(loss, inference_tokens=0)
+    served = sl.overtraining_costs(loss, inference_tokens=1e14)
+    best_alone = alone.loc[alone["total_flops"].idxmin()]
+    best_served = served.loc[served["total_flops"].idxmin()]
+    assert best_served["n_params"] < best_alone["n_params"], "serving favours a smaller model"
+    assert best_served["tokens_per_param"] > 2 * best_alone["tokens_per_param"], (
+        "the cheapest model to own is trained on many more tokens per parameter")
+    with pytest.raises(WorkbookError, match="floor"):
+        sl.overtraining_costs(1.0, 0)
+
+
+# -------------------------------------------------------------------------------------- fits
+
+
+def test_power_law_and_parabola_recover_known_answers():
+    x = np.geomspace(1e3, 1e6, 7)
+    p, k = sl.fit_power_law(x, 3.0 * x**0.42)
+    assert p == pytest.approx(0.42) and k == pytest.approx(3.0)
+    n = np.geomspace(1e5, 1e7, 5)
+    x_min, l_min, inside = sl.parabola_minimum(n, 2.0 + 0.1 * (np.log(n) - np.log(1e6)) ** 2)
+    assert x_min == pytest.approx(1e6) and l_min == pytest.approx(2.0) and inside
+    _, _, inside = sl.parabola_minimum(n, 3.0 - 0.1 * np.log(n))   # monotone: no minimum
+    assert not inside
+
+
+def _synthetic_sweep(law: sl.ParametricLaw, budgets, noise: float = 0.0, seed: int = 0):
+    """IsoFLOP points drawn from a known law: 7 sizes from N_opt/4 to 4·N_opt per budget."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in budgets:
+        n_opt, _ = law.optimal(c)
+        for n in n_opt * np.geomspace(0.25, 4, 7):
+            d = c / (6 * n)
+            loss = float(law.loss(n, d)) * (1 + noise * rng.standard_normal())
+            rows.append({"budget": c, "n_params": n, "n_params_non_embedding": n,
+                         "n_tokens": d, "compute": c, "loss": loss})
+    return pd.DataFrame(rows)
+
+
+def test_isoflop_fit_recovers_the_exponent_of_a_known_law():
+    points = _synthetic_sweep(sl.CHINCHILLA, [1e18, 1e19, 1e20, 1e21], noise=0.002)
+    fit = sl.fit_exponents(points, n_boot=200, seed=0)
+    assert fit.a == pytest.approx(sl.CHINCHILLA.a, abs=0.02), (
+        f"approach 2 on data from a law with a={sl.CHINCHILLA.a:.3f} gave {fit.a:.3f}")
+    assert fit.a_low <= fit.a <= fit.a_high
+    assert fit.a + fit.b == pytest.approx(1.0, abs=0.05), "N_opt·D_opt ∝ C means a + b ≈ 1"
+
+
+def test_parametric_fit_recovers_alpha_beta_and_the_floor():
+    points = _synthetic_sweep(sl.CHINCHILLA_REPLICATION, [1e18, 1e19, 1e20, 1e21])
+    law = sl.fit_parametric(points["n_params"], points["n_tokens"], points["loss"])
+    ref = sl.CHINCHILLA_REPLICATION
+    assert law.alpha == pytest.approx(ref.alpha, abs=0.03), f"alpha {law.alpha:.3f}"
+    assert law.beta == pytest.approx(ref.beta, abs=0.03), f"beta {law.beta:.3f}"
+    assert law.E == pytest.approx(ref.E, abs=0.05), f"E {law.E:.3f}"
+    fitted = law.loss(points["n_params"], points["n_tokens"])
+    np.testing.assert_allclose(fitted, points["loss"], rtol=2e-3)
+
+
+def test_fits_refuse_too_few_points():
+    points = _synthetic_sweep(sl.CHINCHILLA, [1e19])
+    with pytest.raises(WorkbookError, match="at least 2 budgets"):
+        sl.fit_exponents(points)
+    with pytest.raises(WorkbookError, match="≥5 points"):
+        sl.fit_parametric([1, 2], [3, 4], [5, 6])
+
+
+# --------------------------------------------------------------------------------- the sweep
+
+
+def test_six_n_plus_attention_matches_torch_flop_counter():
+    """FLOPs per token of the formula vs torch.utils.flop_counter on a real forward+backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from workbook.model import ModelConfig, build_model, count_params
+
+    cfg = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, seq_len=64)
+    # Eager attention: explicit matmuls the counter sees (CPU SDPA kernels are not counted).
+    model = build_model(cfg, seed=0, attn_implementation="eager")
+    assert model.lm_head.weight is model.model.embed_tokens.weight, "tied: total N = matmul N"
+    x = torch.randint(0, 512, (2, cfg.seq_len))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=x).logits.sum().backward()
+    per_token = counter.get_total_flops() / x.numel()
+    predicted = sl.flops_per_token(count_params(cfg), cfg.n_layers, cfg.seq_len, cfg.d_model)
+    # Eager attention also computes the masked half of QKᵀ and AV: 6·L·T·d more than useful.
+    masked_half = 6 * cfg.n_layers * cfg.seq_len * cfg.d_model
+    assert per_token == pytest.approx(predicted + masked_half, rel=0.01), (
+        f"counted {per_token:.4g} FLOPs/token; 6N + 6·L·T·d (causal) + 6·L·T·d (masked half "
+        f"computed anyway) predicts {predicted + masked_half:.4g}")
+
+
+def test_plan_spends_each_budget_and_skips_what_it_cannot():
+    cfg = sl.ISOFLOP_PRESETS["full"]
+    plan = sl.plan_sweep(cfg)
+    ok = plan[plan["status"] == "planned"]
+    assert len(ok) >= 15, "the full preset promises at least 3 budgets x 5 sizes"
+    np.testing.assert_allclose(ok["compute"], ok["budget"], rtol=0.02,
+                               err_msg="every point must be trained to its budget")
+    assert (plan.groupby("budget")["batch_size"].nunique() == 1).all(), "one batch per budget"
+    tiny = dataclasses.replace(cfg, budgets=(1e9,), sizes_per_budget=3)
+    skipped = sl.plan_sweep(tiny)
+    assert (skipped["status"] == "skipped").all()
+    assert "raise the budget" in skipped["error"].iloc[0]
+
+
+@pytest.mark.parametrize("field,value", [("budgets", ()), ("sizes_per_budget", 0),
+                                         ("corpus", "wikipedia"), ("budgets", (1e30,))])
+def test_bad_config_is_one_line(field, value):
+    with pytest.raises(WorkbookError, match="allowed"):
+        dataclasses.replace(sl.ISOFLOP_PRESETS["small"], **{field: value})
+
+
+def _micro(tmp_path, **kw):
+    base = dataclasses.replace(
+        sl.ISOFLOP_PRESETS["small"], budgets=(2e9,), sizes_per_budget=3, target_steps=12,
+        min_steps=4, eval_tokens=1024, ladder=((16, 1, 1), (24, 1, 1), (32, 1, 2)),
+        checkpoint=str(tmp_path / "ck.csv"))
+    return dataclasses.replace(base, **kw)
+
+
+def test_sweep_rows_checkpoint_and_resume(tmp_path):
+    cfg = _micro(tmp_path)
+    seen: list[pd.DataFrame] = []
+
+    def stop_after_first(rows: pd.DataFrame) -> None:
+        seen.append(rows)
+        if len(seen) == 1:
+            raise KeyboardInterrupt  # the reader presses stop, or the box is taken away
+
+    with pytest.raises(KeyboardInterrupt):
+        sl.run_isoflop(cfg, seed=0, on_point=stop_after_first)
+    kept = pd.read_csv(tmp_path / "ck.csv")
+    assert kept["d_model"].nunique() == 1, "the finished point survives the interruption"
+
+    trained: list[int] = []
+    rows = sl.run_isoflop(cfg, seed=0, on_point=lambda r: trained.append(int(r["d_model"][0])))
+    assert 16 not in trained, "a rerun with the checkpoint must not retrain a finished point"
+    loss = rows[rows["metric"] == "val_loss"]
+    assert len(loss) == 3 and (loss["status"] == "ok").all()
+    assert loss["value"].between(1.0, math.log(512) + 1).all(), "val loss in nats, below ln V"
+    assert {"n_params", "n_tokens", "compute", "seed", "corpus"} <= set(rows.columns)
