@@ -69,6 +69,8 @@ def test_tokenizer_is_byte_level_and_lossless():
     ids = tok.encode(text)
     assert tok.decode(ids) == text, "byte-level BPE must round-trip any text, emoji included"
     assert tok.unk_token_id is None or tok.unk_token_id not in ids
+    tok.padding_side = "left"
+    assert data.load_tokenizer().padding_side == "right", "callers must not share one object"
 
 
 def test_bpe_compresses_the_corpus():

@@ -114,15 +114,8 @@ def _train_tokenizer(text: str, vocab_size: int):
 
 
 @cache
-def load_tokenizer(vocab_size: int = 4096):
-    """A ``PreTrainedTokenizerFast`` trained on the corpus (cached; built in a few seconds).
-
-    It has ``eos_token`` (also used as ``bos``) and a separate ``pad_token``; ``encode`` adds
-    no special tokens, so ``decode(encode(text)) == text`` for any text.
-    """
-    from transformers import PreTrainedTokenizerFast
-
-    check_range("vocab_size", vocab_size, 512, 65536)
+def _tokenizer_file(vocab_size: int) -> Path:
+    """Train (once, under a lock) and cache the tokenizer; return its tokenizer.json."""
     folder = _tokenizer_dir(vocab_size)
     with cache_lock(folder.name):
         if not (folder / "tokenizer.json").exists():
@@ -131,8 +124,21 @@ def load_tokenizer(vocab_size: int = 4096):
             tmp.mkdir(parents=True, exist_ok=True)
             raw.save(str(tmp / "tokenizer.json"))
             tmp.rename(folder)
+    return folder / "tokenizer.json"
+
+
+def load_tokenizer(vocab_size: int = 4096):
+    """A ``PreTrainedTokenizerFast`` trained on the corpus (cached; built in a few seconds).
+
+    It has ``eos_token`` (also used as ``bos``) and a separate ``pad_token``; ``encode`` adds
+    no special tokens, so ``decode(encode(text)) == text`` for any text. Each call returns a
+    new object, so a caller that changes it (padding side, chat template) changes no one else's.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    check_range("vocab_size", vocab_size, 512, 65536)
     return PreTrainedTokenizerFast(
-        tokenizer_file=str(folder / "tokenizer.json"), eos_token=EOS, bos_token=EOS,
+        tokenizer_file=str(_tokenizer_file(vocab_size)), eos_token=EOS, bos_token=EOS,
         pad_token=PAD, clean_up_tokenization_spaces=False, model_max_length=1 << 20)
 
 
