@@ -195,6 +195,16 @@ def trainable_summary(configs: dict, rank: int, targets: str | Sequence[str]) ->
     return pd.DataFrame(rows)
 
 
+def summary_note(table: pd.DataFrame) -> str:
+    """One line per model of :func:`trainable_summary`: share trained and training state."""
+    lo = table[table.method == "lora"].set_index("model")
+    full = table[table.method == "full"].set_index("model")
+    return " · ".join(
+        f"{m}: {lo.trainable_params[m]:,} trainable "
+        f"({100 * lo.trainable_params[m] / full.trainable_params[m]:.3f} %), training state "
+        f"{lo.train_state_GB[m]:.3g} GB vs {full.train_state_GB[m]:.3g} GB" for m in lo.index)
+
+
 def _n_params_of(config) -> int:
     """All parameters of a Llama config: projections, norms, embedding (+ untied head)."""
     h = config.hidden_size
