@@ -271,8 +271,8 @@ EXPERIMENTS = [
                min_gpus={"small": 0, "full": 1}),
     Experiment(name="transfer_learning", notebook="01_pretraining", run=run_transfer,
                summary="fine-tune the base model vs train from scratch on NumPy docstrings",
-               presets={"small": TransferConfig(base="small", steps=30, batch_size=8, lr=2e-3,
-                                                eval_every=10),
+               presets={"small": TransferConfig(base="small", steps=20, batch_size=8, lr=2e-3,
+                                                eval_every=5),
                         # 120 steps = 1M tokens, ~10 passes over the 97k-token task
                         "full": TransferConfig(base="full", steps=120, batch_size=32, lr=1e-3,
                                                eval_every=10)},
