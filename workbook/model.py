@@ -208,7 +208,10 @@ def load_base_model(preset: str | None = None, seed: int = 0,
     folder, target = base_model_dir(chosen, seed), _pick_device(device)
     with cache_lock(folder.name):
         if not (folder / "model.safetensors").exists():
-            train_on = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+            # The small model always trains on the CPU, so every machine caches the same
+            # weights; the full one uses a GPU where there is one.
+            use_gpu = chosen == "full" and torch.cuda.is_available()
+            train_on = torch.device("cuda" if use_gpu else "cpu")
             _train_and_save(BASE_RECIPES[chosen], seed, folder, train_on)
     model, tokenizer = load_pretrained(str(folder))
     return model.to(target).eval(), tokenizer
