@@ -219,3 +219,28 @@ def test_sweep_rows_checkpoint_and_resume(tmp_path):
     assert len(loss) == 3 and (loss["status"] == "ok").all()
     assert loss["value"].between(1.0, math.log(512) + 1).all(), "val loss in nats, below ln V"
     assert {"n_params", "n_tokens", "compute", "seed", "corpus"} <= set(rows.columns)
+
+
+def test_checkpoint_rows_can_be_recorded(tmp_path, ledger_dir):
+    cfg = _micro(tmp_path, sizes_per_budget=1)
+    sl.run_isoflop(cfg, seed=0)
+    path = sl.record_checkpoint(cfg.checkpoint, preset="small", seed=0)
+    recorded = pd.read_csv(path)
+    assert (recorded["metric"] == "val_loss").sum() == 1 and "device" in recorded
+    with pytest.raises(WorkbookError, match="no finished points"):
+        sl.record_checkpoint(str(tmp_path / "missing.csv"))
+
+
+def test_explorers_update_from_python():
+    budget = sl.allocation_explorer()
+    budget.set(compute=3.15e23, law="20 tokens/param")
+    n_opt = math.sqrt(3.15e23 / 120)
+    assert f"N = {n_opt:.3g}" in budget.message.value, budget.message.value
+    assert budget.fig.data[3].x[0] == pytest.approx(n_opt), "the star moves to the optimum"
+    owning = sl.overtraining_explorer()
+    before = owning.fig.data[3].x[0]
+    owning.set(inference_tokens=1e15)
+    assert owning.fig.data[3].x[0] < before, "more tokens served: a smaller model is cheaper"
+    owning.set(target_loss=1.5)  # below the law's floor E = 1.82: the slider stops at 1.9
+    assert owning.controls["target_loss"].value == pytest.approx(1.9)
+    assert owning.last_error is None, owning.last_error

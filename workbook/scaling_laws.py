@@ -873,7 +873,7 @@ def frontier_figure(rows: pd.DataFrame, fit: ExponentFit | None = None):
                        "compute C (FLOPs)", "N_opt (parameters)", log_x=True, log_y=True)
     if minima.empty:
         return fig
-    fit = fit or fit_exponents(_ok_points(rows), n_boot=200)
+    fit = fit or fit_exponents(_ok_points(rows), n_boot=1000)  # as fit_summary: same numbers
     c = np.geomspace(minima["budget"].min() / 2, minima["budget"].max() * 2, 30)
     mid = minima.iloc[len(minima) // 2]
     fig.add_scatter(x=minima["budget"], y=minima["n_opt"], mode="markers", name="parabola minima",
