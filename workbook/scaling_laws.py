@@ -819,7 +819,7 @@ def record_checkpoint(path: str, preset: str = "full", seed: int = 0) -> Path:
 
 EXPERIMENTS = [
     Experiment(name="scaling_isoflop", notebook="03_scaling_laws",
-               summary="IsoFLOP sweep: models of 5 sizes trained to each of several budgets",
+               summary="IsoFLOP sweep: models of several sizes trained to each compute budget",
                run=_run_experiment, presets=ISOFLOP_PRESETS,
                min_gpus={"small": 0, "full": 1}, timeout_s=900),
 ]
