@@ -201,3 +201,22 @@ def test_bad_config_is_one_line():
     base = sft.MASKING_PRESETS["small"]
     with pytest.raises(WorkbookError, match="policy"):
         type(base)(**{**base.__dict__, "policies": ("prompt_only",)})
+
+
+def test_batched_greedy_matches_transformers_generate(tok, tiny_model):
+    prompts = ["Add: 1 + 2", "Reverse: a b c d e", "Last word: red cat"]
+    ids = [tok(sft.render([{"role": "user", "content": p}], tok, add_generation_prompt=True),
+               add_special_tokens=False)["input_ids"] for p in prompts]
+    ours = sft.greedy(tiny_model, ids, 5, tok.pad_token_id)       # one left-padded batch
+    for mine, prompt_ids in zip(ours, ids, strict=True):
+        ref = tiny_model.generate(torch.tensor([prompt_ids]), max_new_tokens=5, do_sample=False,
+                                  eos_token_id=None, pad_token_id=tok.pad_token_id)
+        assert mine == ref[0, len(prompt_ids):].tolist(), "left padding changed the reply"
+
+
+def test_one_pass_role_losses_match_the_masked_loss(tok, tiny_model):
+    records = sft.task_records(["add", "last"], 6, 0, max_turns=2)
+    encoded = [sft.encode_chat(r, tok, "whole_sequence") for r in records]
+    fast = sft.role_losses(tiny_model, encoded, tok.pad_token_id)
+    assert fast["answer_loss"] == pytest.approx(sft.answer_loss(tiny_model, tok, records),
+                                                rel=1e-5)
