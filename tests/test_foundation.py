@@ -117,6 +117,7 @@ def test_committed_ledgers_have_provenance():
 def test_runner_returns_rows_from_a_fresh_process():
     rows = runner.call("tests._runner_targets:rows", {"n": 4, "scale": 3.0})
     assert rows["value"].tolist() == [0.0, 3.0, 6.0, 9.0]
+    assert (rows["status"] == "ok").all(), "rows that came back fine say so"
 
 
 def test_runner_turns_a_crash_into_a_row():

@@ -159,6 +159,8 @@ def _collect(per_rank: dict[int, dict], *, nprocs: int, distributed: bool, kwarg
             report = {"status": status, "error": error, "rows": []}
         if report["rows"]:
             frame = pd.DataFrame(report["rows"])
+            if "status" not in frame.columns:  # every row says whether it worked
+                frame["status"] = "ok"
         else:
             frame = failure_row(kwargs, report["status"], report["error"])
         if distributed:
