@@ -90,6 +90,7 @@ class TestTaskConfig:
     batch_size: int
     lr: float
     test_share: float           # share of the second run's training chats shaped like the test
+    max_turns: int = 1          # exchanges per training chat (more: more answers per step)
 
     def __post_init__(self) -> None:
         check_choice("benchmark", self.benchmark, list(sft.TASKS))
@@ -102,6 +103,7 @@ class TestTaskConfig:
         check_range("batch_size", self.batch_size, 1, 1024)
         check_range("lr", self.lr, 1e-6, 1e-1)
         check_range("test_share", self.test_share, 0.0, 0.9)
+        check_range("max_turns", self.max_turns, 1, 8)
 
 
 def _mix(cfg: TestTaskConfig, seed: int, with_test: bool) -> list[dict]:
@@ -110,9 +112,9 @@ def _mix(cfg: TestTaskConfig, seed: int, with_test: bool) -> list[dict]:
         banned |= {p for p, _ in sft.task_items(heldout(task, cfg.n_eval, seed))}
     n_test = round(cfg.n_train * cfg.test_share) if with_test else 0
     general = sft.task_records(cfg.general, cfg.n_train - n_test, seed, exclude=banned,
-                               prefix="general")
+                               max_turns=cfg.max_turns, prefix="general")
     shaped = sft.task_records([cfg.benchmark], n_test, seed + 1, exclude=banned,
-                              prefix="test-shaped") if n_test else []
+                              max_turns=cfg.max_turns, prefix="test-shaped") if n_test else []
     mixed = general + shaped
     random.Random(seed).shuffle(mixed)
     return mixed
@@ -153,8 +155,8 @@ def run_test_task(cfg: TestTaskConfig, seed: int) -> pd.DataFrame:
 
 TEST_TASK_PRESETS = {
     "small": TestTaskConfig(benchmark="last", general=("add", "count"), model_preset="small",
-                            n_train=2000, n_eval=48, steps=60, batch_size=16, lr=3e-3,
-                            test_share=0.5),
+                            n_train=2000, n_eval=96, steps=60, batch_size=16, lr=3e-3,
+                            test_share=0.5, max_turns=3),
     "full": TestTaskConfig(benchmark="last", general=("count", "sort", "reverse"),
                            model_preset="full", n_train=20000, n_eval=200, steps=500,
                            batch_size=64, lr=1e-3, test_share=0.3),
@@ -263,11 +265,11 @@ class ArenaConfig:
     """
 
     n_models: int = 8
-    n_battles: int = 3000
+    n_battles: int = 1000
     noise: float = 1.0
     verbosity_bias: float = 0.0
     identity_leak: float = 0.0
-    favoured: int = 2            # which model the leak favours (0 = the best)
+    favoured: int = 5            # which model the leak favours (0 = the best)
     k_factor: float = 16.0
 
     def __post_init__(self) -> None:
@@ -401,7 +403,7 @@ def leaderboard_explorer(seed: int = 0):
 
     fig.update_layout(barmode="group")
     return widgets.Explorer({
-        "n_battles": widgets.slider("battles", 50, 20000, 50, 3000),
+        "n_battles": widgets.slider("battles", 50, 20000, 50, 1000),
         "noise": widgets.slider("comparison noise", 0.25, 5.0, 0.25, 1.0),
         "verbosity_bias": widgets.slider("verbosity bias", 0.0, 2.0, 0.1, 0.0),
         "identity_leak": widgets.slider("identity leak", 0.0, 0.5, 0.05, 0.0),
