@@ -433,14 +433,12 @@ def build_llama(size: str, device: torch.device, dtype: torch.dtype, seed: int):
     Random weights are fine for memory: bytes do not depend on values. Built directly on the
     device in ``dtype`` (no fp32 CPU copy), so a 7B model appears in seconds.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    s = shape(size)
-    config = LlamaConfig(vocab_size=s.vocab_size, hidden_size=s.d_model,
-                         intermediate_size=s.d_ff, num_hidden_layers=s.n_layers,
-                         num_attention_heads=s.n_heads, num_key_value_heads=s.n_kv_heads,
-                         max_position_embeddings=4096, tie_word_embeddings=False,
-                         use_cache=False)
+    from workbook.lora import llama_config
+
+    config = llama_config(size)
+    config.max_position_embeddings, config.use_cache = 4096, False
     torch.manual_seed(seed)
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)       # a fresh child process; restored below anyway

@@ -303,17 +303,12 @@ def _inner_optimizer(optimizer: Any) -> Any:
 
 def build_gpt2(n_layer: int, d_model: int, n_head: int, vocab: int, seq_len: int,
                seed: int, device: Any = "cpu") -> Any:
-    """A randomly initialised transformers GPT-2 (no download), built directly on ``device``
-    (initialising on a CPU is slow for large models), dropout off for determinism."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """The memory notebook's GPT-2 (``workbook.memory.build_model``), dropout off so that every
+    rank computes the same step."""
+    from workbook.memory import build_model
 
-    torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=n_layer, n_embd=d_model, n_head=n_head, vocab_size=vocab,
-                     n_positions=seq_len, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                     activation_function="gelu_pytorch_tanh")
-    with torch.device(device):
-        return GPT2LMHeadModel(cfg)
+    return build_model(n_layer, d_model, n_head, vocab, seq_len, attention="sdpa", seed=seed,
+                       dropout=0.0, device=device)
 
 
 def count_params(model: Any) -> int:
