@@ -35,13 +35,21 @@ def matmul_params(cfg: ModelConfig) -> int:
     return cfg.n_layers * per_layer + cfg.vocab_size * cfg.d_model
 
 
+def attention_flops_per_token(n_layers: int, seq_len: int, d_model: int, *,
+                              causal: bool = False) -> float:
+    """Training FLOPs per token of QKᵀ and A·V: 2·2·seq_len·d_model per layer forward, ×3 with
+    the backward. MFU is conventionally counted without the causal mask's saving; with
+    ``causal=True`` the half that a FlashAttention kernel skips is left out."""
+    full = 12.0 * n_layers * seq_len * d_model
+    return full / 2 if causal else full
+
+
 def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
     """Training FLOPs per token: ``dense`` = 6·N (N = :func:`matmul_params`) and
-    ``attention`` = 12·n_layers·seq_len·d_model (QKᵀ and A·V, forward ×1 plus backward ×2,
-    without the causal mask's saving, as MFU is conventionally counted)."""
+    ``attention`` (:func:`attention_flops_per_token`, no causal saving, as for MFU)."""
     seq_len = cfg.seq_len if seq_len is None else seq_len
     return {"dense": 6.0 * matmul_params(cfg),
-            "attention": 12.0 * cfg.n_layers * seq_len * cfg.d_model}
+            "attention": attention_flops_per_token(cfg.n_layers, seq_len, cfg.d_model)}
 
 
 def step_flops(cfg: ModelConfig, batch_size: int, seq_len: int | None = None) -> float:

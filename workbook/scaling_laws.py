@@ -498,7 +498,9 @@ def flops_per_token(n_params: float, n_layers: int, seq_len: int, d_model: int) 
     plus attention. QKᵀ and the weighted sum cost 2·seq·d_model each per layer and token in the
     forward pass; the causal mask makes half of that unnecessary (FlashAttention skips it),
     leaving 2·seq·d_model forward and 6·seq·d_model for training, per layer."""
-    return 6.0 * n_params + 6.0 * n_layers * seq_len * d_model
+    from workbook.flops import attention_flops_per_token
+
+    return 6.0 * n_params + attention_flops_per_token(n_layers, seq_len, d_model, causal=True)
 
 
 @dataclass(frozen=True)
