@@ -194,19 +194,6 @@ def test_bf16_autocast_uses_less_memory_than_fp32_on_gpu():
     assert peak["bf16_autocast"] < peak["fp32"], "16-bit activations take half the bytes"
 
 
-def test_adopt_recorded_replaces_a_mode_and_keeps_the_others(ledger_dir, tmp_path):
-    row = {"mode": "fp32", "step": 0, "metric": "loss", "value": 8.0, "unit": "nats",
-           "source": "measured", "status": "ok", "device": "GPU X", "preset": "full"}
-    pd.DataFrame([row, {**row, "mode": "tf32"}]).to_csv(
-        ledger_dir / "precision_training.csv", index=False)
-    drop = tmp_path / "drop"
-    drop.mkdir()
-    pd.DataFrame([{**row, "value": 7.0}]).to_csv(drop / "precision_training_fp32.csv",
-                                                 index=False)
-    merged = P.adopt_recorded(str(drop)).set_index("mode")["value"]
-    assert merged.to_dict() == {"tf32": 8.0, "fp32": 7.0}, "fp32 replaced, tf32 kept"
-
-
 def test_explorers_react_to_values_set_from_python():
     explorer = P.format_explorer("0.1")
     explorer.set(value="70000")

@@ -705,31 +705,6 @@ def run_training(cfg: TrainingConfig, seed: int) -> pd.DataFrame:
     return rows
 
 
-def adopt_recorded(folder: str) -> pd.DataFrame:
-    """Put ``precision_training_<mode>.csv`` files (written by ``scripts/gpu_precision.sh``, each
-    already stamped with provenance on the GPU) into this repository's ledger.
-
-    A mode's new rows replace that mode's rows from the same device and preset; other rows stay.
-    """
-    from pathlib import Path
-
-    from workbook import results
-
-    files = sorted(Path(folder).glob("precision_training_*.csv"))
-    if not files:
-        raise WorkbookError(f"no precision_training_<mode>.csv in {folder}; run "
-                            "scripts/gpu_precision.sh on a GPU first")
-    new = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-    path = results.ledger_path("precision_training")
-    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=new.columns)
-    key = ["mode", "device", "preset"]
-    replaced = old[key].astype(object).apply(tuple, axis=1).isin(
-        set(new[key].astype(object).apply(tuple, axis=1)))
-    merged = results.tidy(pd.concat([old[~replaced], new], ignore_index=True))
-    results.write_atomic(merged, path)
-    return merged
-
-
 EXPERIMENTS = [
     Experiment(name="precision_underflow",
                summary="share of real gradients flushed to 0 in FP16/BF16/FP8, loss scale, "

@@ -5,8 +5,8 @@ status``, then provenance ``device, n_gpus, torch, cuda, preset, seed, recorded_
 
 ``source`` says where a number comes from: ``measured`` (this run), ``predicted`` (a formula),
 ``datasheet`` (a vendor's published peak) or ``recorded`` (read back from this ledger).
-``status`` is ``ok`` or what went wrong (``oom``, ``timeout``, ``crash``, ``error``,
-``unsupported``). Writes are atomic, and a failed row never replaces a good one.
+``status`` is ``ok`` or why there is no number (``oom``, ``timeout``, ``crash``, ``error``,
+``unsupported``, ``skipped``). Writes are atomic, and a failed row never replaces a good one.
 """
 
 from __future__ import annotations
