@@ -220,3 +220,13 @@ def test_one_pass_role_losses_match_the_masked_loss(tok, tiny_model):
     fast = sft.role_losses(tiny_model, encoded, tok.pad_token_id)
     assert fast["answer_loss"] == pytest.approx(sft.answer_loss(tiny_model, tok, records),
                                                 rel=1e-5)
+
+
+def test_a_template_without_an_assistant_block_is_refused(tok):
+    import copy
+
+    plain = copy.deepcopy(tok)
+    plain.chat_template = sft.CHAT_TEMPLATE.replace("{% generation %}", "").replace(
+        "{% endgeneration %}", "")
+    with pytest.raises(WorkbookError, match="generation"):
+        sft.library_assistant_mask(_chat("Add: 1 + 1", "2", rid="no-block"), plain)

@@ -282,6 +282,10 @@ def library_assistant_mask(record: dict, tokenizer: Any) -> tuple[list[int], lis
     validate_record(record)
     out = tokenizer.apply_chat_template(record["messages"], tokenize=True, return_dict=True,
                                         return_assistant_tokens_mask=True)
+    if not any(out["assistant_masks"]):
+        raise WorkbookError(f"record {record.get('id', '?')!r}: the chat template marks no "
+                            "assistant tokens; allowed: a template that wraps the assistant's "
+                            "turn in {% generation %} ... {% endgeneration %}")
     return list(out["input_ids"]), list(out["assistant_masks"])
 
 
