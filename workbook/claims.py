@@ -39,6 +39,13 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15) -> str:
     return f"off: measured {factor:.2g}× {direction}"
 
 
+def direction_verdict(holds: bool, measured: float) -> str:
+    """For a claim about a direction ("A beats B"), not a number: 'holds', 'wrong', or n/a."""
+    if isinstance(measured, float) and math.isnan(measured):
+        return "n/a (not measured)"
+    return "holds" if holds else "wrong"
+
+
 def claims_table(claims: list[Claim]) -> pd.DataFrame:
     """One row per claim, with the verdict computed, never typed in."""
     frame = pd.DataFrame([asdict(c) for c in claims])

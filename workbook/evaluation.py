@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from workbook import sft
+from workbook.claims import direction_verdict as verdict
 from workbook.config import WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
 
@@ -458,8 +459,6 @@ def _value(rows: pd.DataFrame, **where: object) -> float:
 def claims(test_task: pd.DataFrame, mid: pd.DataFrame,
            sweeps: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The notebook's claims, each verdict computed from the rows (never typed in)."""
-    def verdict(ok: bool, measured: float) -> str:
-        return "n/a (not measured)" if measured != measured else "holds" if ok else "wrong"
 
     def where(rows: pd.DataFrame) -> str:
         if len(rows) and "source" in rows and (rows["source"] == "recorded").any():

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbook.claims import verdict
 from workbook.config import WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
 from workbook.zero import fill_params
@@ -589,7 +590,7 @@ def claims(rows: pd.DataFrame) -> pd.DataFrame:
         ratio = opt / par
         out.append({"claim": "Adam's states take twice the parameters' memory",
                     "source": "lecture, sec. 3.1 (1,400 GB vs 700 GB)", "predicted": "2.00x",
-                    "measured here": f"{ratio:.2f}x", "verdict": _verdict(ratio, 2.0)})
+                    "measured here": f"{ratio:.2f}x", "verdict": verdict(2.0, ratio)})
         saved = ok[(ok["method"] == "saved") & (ok["component"] == "activations")]
         seq = saved["seq_len"].max()
         on = saved[(saved["seq_len"] == seq) & (saved["checkpointing"].astype(str) == "True")]
@@ -604,13 +605,8 @@ def claims(rows: pd.DataFrame) -> pd.DataFrame:
                         "source": "lecture (FlashAttention / recomputation)",
                         "predicted": f"{p_off / p_on:.1f}x less at seq_len {seq}",
                         "measured here": f"{r_meas:.1f}x less",
-                        "verdict": _verdict(r_meas, p_off / p_on)})
+                        "verdict": verdict(p_off / p_on, r_meas)})
     return pd.DataFrame(out)
-
-
-def _verdict(measured: float, predicted: float) -> str:
-    off = measured / predicted - 1
-    return "holds" if abs(off) <= 0.15 else f"off by {off:+.0%}"
 
 
 def plot_fit(rows: pd.DataFrame) -> Any:

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from workbook.claims import direction_verdict as verdict
 from workbook.config import WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
 
@@ -731,8 +732,6 @@ def masking_claims(rows: pd.DataFrame, where: str) -> pd.DataFrame:
     user = {p: final_value(rows, p, "writes_user_turn") for p in ("answer_only",
                                                                   "whole_sequence")}
 
-    def verdict(ok: bool, measured: float) -> str:
-        return "n/a (not measured)" if measured != measured else "holds" if ok else "wrong"
 
     table = [
         ("answer-only loss: more exact answers at the same budget", "lecture (SFT section)",

@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbook.claims import verdict
 from workbook.config import WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
 
@@ -937,21 +938,14 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"claim": f"ZeRO-{stage} memory '{lecture} better'",
                      "source": "lecture table; ZeRO paper Fig. 1 (as N_d grows: 4x, 8x, N_d)",
                      "predicted": f"{pred:.2f}x at N_d={n}", "measured here": f"{meas:.2f}x",
-                     "verdict": _verdict(meas, pred)})
+                     "verdict": verdict(pred, meas)})
     for v, paper in (("zero1", 2.0), ("zero2", 2.0), ("zero3", 3.0)):
         meas = get(v, "comm measured (Ψ)")
         rows.append({"claim": f"{v} communication per step",
                      "source": "lecture: None < ZeRO-1 < ZeRO-2 < ZeRO-3; paper Sec. 7",
                      "predicted": f"{paper:g}Ψ", "measured here": f"{meas:.2f}Ψ",
-                     "verdict": _verdict(meas, paper)})
+                     "verdict": verdict(paper, meas)})
     return pd.DataFrame(rows)
-
-
-def _verdict(measured: float, predicted: float) -> str:
-    if measured != measured or not predicted:
-        return "no measurement"
-    off = measured / predicted - 1
-    return "holds" if abs(off) <= 0.15 else f"off by {off:+.0%}"
 
 
 def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
