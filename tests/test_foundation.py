@@ -313,3 +313,16 @@ def test_rerecording_with_empty_cells_and_error_column(ledger_dir):
     results.record("demo", again, preset="small", seed=0)
     frame = results.load("demo").sort_values("size")
     assert frame["value"].tolist() == [1.5, 2.5], "a good rerun replaces both the old and oom row"
+
+
+def test_roofline_explorer_and_claims_from_recorded_rows():
+    recorded = results.load("roofline", ok_only=True)
+    assert not recorded.empty, "the H100 roofline must be recorded in data/results/roofline.csv"
+    table = hardware.roofline_claims(recorded)
+    assert len(table) == 1 + len(hardware.MATMUL_DTYPES)
+    explorer = hardware.roofline_explorer(recorded)
+    explorer.set(dtype="bf16", intensity=1.0)
+    low = explorer.fig.data[1].y[0]
+    explorer.set(intensity=2000.0)
+    assert explorer.fig.data[1].y[0] > low, "more FLOP per byte must reach higher on the roof"
+    assert "compute-bound" in explorer.message.value

@@ -307,3 +307,59 @@ def nvidia_smi() -> str:
         return subprocess.run([exe], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return f"nvidia-smi failed: {exc}"
+
+
+# ----------------------------------------------------------------------------------- views
+
+
+def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float = 16.0):
+    """A slider for arithmetic intensity (FLOP per byte) over the roofline of ``rows``
+    (measured or recorded roofline rows): attainable TFLOP/s = min(peak, intensity × bandwidth).
+    """
+    from workbook import plots, widgets
+
+    peaks = roofline_peaks(rows)
+    dtypes = [d for d in MATMUL_DTYPES if d in peaks]
+    if "bandwidth" not in peaks or not dtypes:
+        raise WorkbookError("no roofline rows to draw; run `python -m workbook run roofline`")
+    xs = [2.0**k for k in range(-4, 13)]
+
+    def draw(fig, dtype: str, intensity: float) -> str:
+        bw, peak = peaks["bandwidth"] * 1e9, peaks[dtype] * 1e12
+        if not fig.data:
+            fig.add_scatter(name="roofline", mode="lines")
+            fig.add_scatter(name="your kernel", mode="markers", marker_size=14)
+        fig.data[0].update(x=xs, y=[min(peak, x * bw) / 1e12 for x in xs])
+        fig.data[1].update(x=[intensity], y=[min(peak, intensity * bw) / 1e12])
+        ridge = peak / bw
+        bound = "memory-bound" if intensity < ridge else "compute-bound"
+        return (f"ridge point {ridge:.0f} FLOP/byte; at {intensity:.3g} FLOP/byte the kernel "
+                f"is {bound}")
+
+    fig = plots.figure(plots.title_with_source("Roofline", rows), "FLOP per byte",
+                       "attainable TFLOP/s", log_x=True, log_y=True)
+    controls = {"dtype": widgets.dropdown("dtype", dtypes, dtype if dtype in dtypes else
+                                          dtypes[0]),
+                "intensity": widgets.slider("FLOP/byte", 0.1, 4096, 0.05, intensity, log=True)}
+    return widgets.Explorer(controls, draw, fig)
+
+
+def roofline_claims(rows: pd.DataFrame) -> pd.DataFrame:
+    """Datasheet peaks checked against the measured (or recorded) roofline in ``rows``."""
+    from workbook.claims import Claim, claims_table
+    from workbook.results import provenance_label
+
+    def value(kind: str, dtype: str, sources: tuple[str, ...]) -> float:
+        hit = rows[(rows["kind"] == kind) & (rows["dtype"] == dtype)
+                   & rows["source"].isin(sources) & (rows["status"] == "ok")]
+        return float(hit["value"].iloc[0]) if len(hit) else float("nan")
+
+    seen = ("measured", "recorded")
+    where = provenance_label(rows[rows["source"] == "recorded"]) if (
+        rows["source"] == "recorded").any() else "measured on this machine"
+    claims = [Claim("HBM bandwidth (copy, read + write)", "datasheet",
+                    value("copy", "uint8", ("datasheet",)), value("copy", "uint8", seen),
+                    "GB/s", where)]
+    claims += [Claim(f"dense {d} matmul peak", "datasheet", value("matmul", d, ("datasheet",)),
+                     value("matmul", d, seen), "TFLOP/s", where) for d in MATMUL_DTYPES]
+    return claims_table(claims)
