@@ -326,3 +326,11 @@ def test_roofline_explorer_and_claims_from_recorded_rows():
     explorer.set(intensity=2000.0)
     assert explorer.fig.data[1].y[0] > low, "more FLOP per byte must reach higher on the roof"
     assert "compute-bound" in explorer.message.value
+
+
+def test_json_lists_become_tuples_and_wrong_values_are_one_line():
+    exp = registry.get("notebook_walltime")
+    cfg = exp.config("small", notebooks=["00_setup"])
+    assert cfg.notebooks == ("00_setup",), "a JSON list must arrive as the tuple the config holds"
+    with pytest.raises(WorkbookError, match="copy_mb"):
+        registry.get("roofline").config("small", copy_mb=[1, 2])

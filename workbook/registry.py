@@ -47,10 +47,26 @@ class Experiment:
         if unknown:
             raise WorkbookError(f"{self.name} has no parameter {unknown}; allowed: "
                                 f"{', '.join(sorted(names))}")
-        return dataclasses.replace(base, **overrides)  # __post_init__ range checks run here
+        # JSON (the CLI's --set, the runner's transport) has lists where configs hold tuples.
+        overrides = {k: _as_tuples(v) if isinstance(getattr(base, k), tuple) else v
+                     for k, v in overrides.items()}
+        try:
+            return dataclasses.replace(base, **overrides)  # __post_init__ range checks run here
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, WorkbookError):
+                raise
+            shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+            raise WorkbookError(f"{self.name}: {shown} has the wrong type ({exc}); defaults: "
+                                f"{base}") from None
 
 
 _NOT_EXPERIMENT_MODULES = frozenset({"__main__", "plots", "widgets"})
+
+
+def _as_tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_as_tuples(v) for v in value)
+    return value
 
 
 @cache
