@@ -5,7 +5,7 @@
 #   bash scripts/gpu_scaling.sh full  [KEY=VALUE ...]   # the full preset, recorded in the ledger
 #
 # Needs the stdlib-source token cache (data/cache/scaling/, built on the CPU machine by
-# `python -c "from workbook.scaling_laws import build_stdlib_source as b; b(2048)"`).
+# `python -c "from workbook.data import build_stdlib_source as b; b(2048)"`).
 # Finished points go to $OUT/isoflop_checkpoint.csv as they finish; if the sweep is killed,
 # they are recorded from there. Copies the ledger, the checkpoint and the log to $OUT.
 set -u

@@ -22,12 +22,8 @@ sweep records both.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import sysconfig
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from workbook.config import WorkbookError, check_choice, check_range
+from workbook.data import CORPORA, corpus_token_ids
 from workbook.registry import Experiment
 
 # ------------------------------------------------------------------------- published laws
@@ -377,111 +374,6 @@ def fit_parametric(n_params, n_tokens, loss, *, delta: float = 1e-3,
 
 # -------------------------------------------------------------------------------- corpora
 #
-# The workbook's corpus (CPython's docstrings, ~0.5 M tokens) is enough for the small preset.
-# The full sweep needs tens of millions of token *reads* without repeating the data dozens of
-# times, so it uses the source code of the local CPython standard library (same origin,
-# same PSF-2.0 license, ~20x larger). It is built from the local Python's stdlib once and
-# cached as token ids under data/cache/. The recorded sweep ran on CPython 3.11.7's (checksum
-# below; the GPU box got that cache); another Python's stdlib works too, with a warning that its
-# losses are not comparable point by point.
-
-STDLIB_SOURCE = {"python": "3.11.7", "n_files": 1786, "n_bytes": 31561570,
-                 "sha256": "6b7ef0208459508dcfbf96ee0b19b8e3af28de765c88406bd9818845e78074f3"}
-CORPORA: tuple[str, ...] = ("docstrings", "stdlib_source")
-
-
-def _stdlib_files() -> list[Path]:
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    return sorted(p for p in lib.rglob("*.py") if "site-packages" not in p.parts)
-
-
-def _stdlib_documents() -> tuple[list[str], str]:
-    """Every stdlib .py file as one document, in path order, and the sha256 of their text."""
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    docs, digest = [], hashlib.sha256()
-    for path in _stdlib_files():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            continue
-        doc = f"# {path.relative_to(lib)}\n{text}"
-        docs.append(doc)
-        digest.update(doc.encode())
-    return docs, digest.hexdigest()
-
-
-def _warn_if_other_text(sha: str) -> None:
-    """Another Python's stdlib is a different corpus: the sweep still runs (any Python 3.10-3.12
-    has one), but its losses are not comparable point by point with the recorded sweep."""
-    if sha != STDLIB_SOURCE["sha256"]:
-        warnings.warn(f"the stdlib_source corpus here (sha256 {sha[:12]}...) is not CPython "
-                      f"{STDLIB_SOURCE['python']}'s ({STDLIB_SOURCE['sha256'][:12]}...), on "
-                      "which the recorded sweep ran: compare fitted exponents, not losses",
-                      stacklevel=3)
-
-
-def _stdlib_cache(vocab_size: int) -> Path:
-    from workbook.data import cache_dir
-
-    return cache_dir() / "scaling" / f"stdlib-source-v{vocab_size}"
-
-
-def build_stdlib_source(vocab_size: int) -> Path:
-    """Train a byte-level BPE on the stdlib source and store train/val ids (uint16).
-
-    Every 20th file is held out: validation text comes from the same mix of modules.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from workbook.data import EOS, PAD, cache_lock
-
-    folder = _stdlib_cache(vocab_size)
-    with cache_lock(folder.name):
-        if (folder / "manifest.json").exists():
-            return folder
-        docs, sha = _stdlib_documents()
-        _warn_if_other_text(sha)
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        tok.train_from_iterator(docs, trainer=trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=[EOS, PAD], show_progress=False,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-        eos = tok.token_to_id(EOS)
-        encoded = tok.encode_batch(docs)
-        splits: dict[str, list[int]] = {"train": [], "val": []}
-        for i, enc in enumerate(encoded):
-            splits["val" if i % 20 == 19 else "train"].extend([*enc.ids, eos])
-        folder.mkdir(parents=True, exist_ok=True)
-        for split, ids in splits.items():
-            np.save(folder / f"{split}.npy", np.asarray(ids, dtype=np.uint16))
-        tok.save(str(folder / "tokenizer.json"))
-        info = {"source": f"CPython {STDLIB_SOURCE['python']} standard library, every .py file",
-                "license": "PSF-2.0", "n_files": len(docs),
-                "n_bytes": sum(len(d.encode()) for d in docs), "text_sha256": sha,
-                "vocab_size": vocab_size, "n_train": len(splits["train"]),
-                "n_val": len(splits["val"])}
-        (folder / "manifest.json").write_text(json.dumps(info, indent=2))
-    return folder
-
-
-def sweep_token_ids(corpus: str, split: str, vocab_size: int):
-    """int64 token ids of ``split`` for the sweep's ``corpus`` (a CPU ``torch.Tensor``)."""
-    import torch
-
-    check_choice("corpus", corpus, CORPORA)
-    if corpus == "docstrings":
-        from workbook.data import token_ids
-
-        return token_ids(split, vocab_size)
-    folder = _stdlib_cache(vocab_size)
-    if not (folder / "manifest.json").exists():
-        build_stdlib_source(vocab_size)
-    info = json.loads((folder / "manifest.json").read_text())
-    _warn_if_other_text(info["text_sha256"])
-    return torch.from_numpy(np.load(folder / f"{split}.npy").astype(np.int64))
-
-
 # ---------------------------------------------------------------------------- the sweep
 
 # A ladder of Llama shapes, ~1.3-1.6x apart in parameters at vocab 2048; (d_model, n_layers,
@@ -747,8 +639,8 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
     from workbook.results import write_atomic
 
     device = _device(cfg.device)
-    train_ids = sweep_token_ids(cfg.corpus, "train", cfg.vocab_size)
-    val_windows = _eval_windows(sweep_token_ids(cfg.corpus, "val", cfg.vocab_size),
+    train_ids = corpus_token_ids(cfg.corpus, "train", cfg.vocab_size)
+    val_windows = _eval_windows(corpus_token_ids(cfg.corpus, "val", cfg.vocab_size),
                                 cfg.eval_tokens, cfg.seq_len).to(device)
     train_dev = train_ids.to(device)
     plan = plan_sweep(cfg, len(train_ids))
