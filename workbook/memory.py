@@ -27,7 +27,7 @@ import pandas as pd
 from workbook.claims import verdict
 from workbook.config import WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
-from workbook.zero import fill_params
+from workbook.zero import check_gpt_shape, fill_params
 
 PRECISIONS: tuple[str, ...] = ("fp32", "amp_bf16", "bf16", "mixed")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
@@ -289,13 +289,7 @@ class BreakdownConfig:
     timeout_s: int = 300
 
     def __post_init__(self) -> None:
-        check_range("n_layer", self.n_layer, 1, 200)
-        check_range("d_model", self.d_model, 8, 16384)
-        check_range("n_head", self.n_head, 1, 256)
-        if self.d_model % self.n_head:
-            raise WorkbookError(f"d_model={self.d_model} must be a multiple of "
-                                f"n_head={self.n_head}")
-        check_range("vocab", self.vocab, 16, 300_000)
+        check_gpt_shape(self.n_layer, self.d_model, self.n_head, self.vocab)
         for s in self.seq_lens:
             check_range("seq_len", s, 2, 32768)
         check_range("batch", self.batch, 1, 1024)

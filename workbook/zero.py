@@ -543,6 +543,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def check_gpt_shape(n_layer: int, d_model: int, n_head: int, vocab: int) -> None:
+    """The GPT-2 shapes the memory and ZeRO experiments accept, or a one-line error."""
+    check_range("n_layer", n_layer, 1, 200)
+    check_range("d_model", d_model, 8, 16384)
+    check_range("n_head", n_head, 1, 256)
+    if d_model % n_head:
+        raise WorkbookError(f"d_model={d_model} must be a multiple of n_head={n_head}")
+    check_range("vocab", vocab, 16, 300_000)
+
+
 @dataclass(frozen=True)
 class ZeroConfig:
     variants: tuple[str, ...]
@@ -563,13 +573,7 @@ class ZeroConfig:
     def __post_init__(self) -> None:
         for name in self.variants:
             check_choice("variant", name, VARIANTS)
-        check_range("n_layer", self.n_layer, 1, 200)
-        check_range("d_model", self.d_model, 8, 16384)
-        check_range("n_head", self.n_head, 1, 256)
-        if self.d_model % self.n_head:
-            raise WorkbookError(f"d_model={self.d_model} must be a multiple of "
-                                f"n_head={self.n_head}")
-        check_range("vocab", self.vocab, 16, 300_000)
+        check_gpt_shape(self.n_layer, self.d_model, self.n_head, self.vocab)
         check_range("seq_len", self.seq_len, 2, 32768)
         check_range("micro_batch", self.micro_batch, 1, 1024)
         check_range("steps", self.steps, 2, 1000)
