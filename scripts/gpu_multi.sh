@@ -11,8 +11,9 @@
 #   export WORKBOOK_COMMIT=<short sha>; DEADLINE=560 bash scripts/gpu_multi.sh
 # Every step is capped by what is left of DEADLINE (seconds from the start); each ZeRO launch
 # is recorded as soon as it ends, so a step cut short keeps what finished. The ledger is
-# copied to $OUT/results first and written there (WORKBOOK_RESULTS), so whatever the call
-# leaves under $OUT is the merged ledger: copy $OUT/results/*.csv back into data/results/.
+# copied to /tmp/ledger and written there (WORKBOOK_RESULTS); after every step the ledgers of
+# this script's experiments (only those: the device returns few files) are copied to
+# $OUT/results, merged with what was there: copy them back into data/results/.
 # Dry run on a CPU (2 gloo ranks, small presets): PRESET=small OUT=/tmp/multi bash scripts/gpu_multi.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -29,9 +30,12 @@ if ! $PY -c "import deepspeed" >/dev/null 2>&1 && ls .whl/*.whl >/dev/null 2>&1;
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-mkdir -p "$OUT/results"
-cp data/results/*.csv "$OUT/results/" 2>/dev/null
-export WORKBOOK_RESULTS="$OUT/results"
+LEDGER=${LEDGER:-/tmp/ledger}
+mkdir -p "$OUT/results" "$LEDGER"
+cp data/results/*.csv "$LEDGER/" 2>/dev/null
+export WORKBOOK_RESULTS="$LEDGER"
+EXPS="zero_stages pipeline_bubble tensor_parallel expert_parallel"
+SKIP=${SKIP:-}   # experiments to leave out, e.g. SKIP="expert_parallel" when already recorded
 LOG="$OUT/gpu_multi.log"
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
 echo "gpus=$NGPU preset=$PRESET deadline=${DEADLINE}s commit=${WORKBOOK_COMMIT:-?} $(date -u +%FT%TZ)" | tee "$LOG"
@@ -40,6 +44,7 @@ nvidia-smi topo -m >>"$LOG" 2>&1
 
 step() {  # step CAP_S EXPERIMENT [--set K=V ...]: bounded by CAP_S and by what is left
   local cap=$1 name=$2; shift 2
+  case " $SKIP " in *" $name "*) echo "-- $name: skipped (SKIP)" | tee -a "$LOG"; return;; esac
   local left=$((DEADLINE - SECONDS))
   [ "$left" -lt "$cap" ] && cap=$left
   if [ "$cap" -lt 20 ]; then echo "-- $name $*: skipped, ${left}s left" | tee -a "$LOG"; return; fi
@@ -47,6 +52,7 @@ step() {  # step CAP_S EXPERIMENT [--set K=V ...]: bounded by CAP_S and by what 
   local t0=$SECONDS
   timeout "$cap" $PY -m workbook run "$name" --preset "$PRESET" --record "$@" >>"$LOG" 2>&1
   echo "   rc=$? after $((SECONDS - t0))s (t=${SECONDS}s)" | tee -a "$LOG"
+  for e in $EXPS; do [ -f "$LEDGER/$e.csv" ] && cp "$LEDGER/$e.csv" "$OUT/results/"; done
 }
 
 STAGES='["ddp","zero0","zero1","zero2","zero3"]'
