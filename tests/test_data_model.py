@@ -158,3 +158,39 @@ def test_small_base_model_learned_something():
     again, _ = model.load_base_model("small", seed=0, device="cpu")
     assert all(torch.equal(p, q) for p, q in zip(base.parameters(), again.parameters(),
                                                   strict=True)), "cached model must reload"
+
+
+def _sdpa_calls_under_dynamo(m, x, **kwargs):
+    """(attn_mask given?, is_causal) of every SDPA call in the graph torch.compile traces."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        for node in gm.graph.nodes:
+            if "scaled_dot_product" in str(node.target):
+                seen.append((node.kwargs.get("attn_mask") is not None,
+                             node.kwargs.get("is_causal")))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(lambda x: m(input_ids=x, **kwargs).logits, backend=backend)(x)
+    return seen
+
+
+def test_causal_sdpa_matches_sdpa_and_keeps_flash_eligible_under_compile():
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=16)
+    m = model.build_model(cfg, seed=0)
+    x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    pad = torch.ones(2, 16, dtype=torch.long)
+    pad[1, :4] = 0
+    with torch.no_grad():
+        ref, ref_pad = m(input_ids=x).logits, m(input_ids=x, attention_mask=pad).logits
+    model.use_causal_sdpa(m)
+    assert m.config._attn_implementation == model.CAUSAL_SDPA
+    with torch.no_grad():
+        torch.testing.assert_close(m(input_ids=x).logits, ref, rtol=0, atol=0)
+        torch.testing.assert_close(m(input_ids=x, attention_mask=pad).logits, ref_pad,
+                                   rtol=0, atol=0)
+    # under torch.compile: no mask tensor, SDPA's is_causal path (what FlashAttention needs)
+    assert _sdpa_calls_under_dynamo(m, x) == [(False, True)] * 2
+    # a padding mask is still honoured
+    assert all(has_mask for has_mask, _ in _sdpa_calls_under_dynamo(m, x, attention_mask=pad))

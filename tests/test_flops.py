@@ -56,19 +56,53 @@ def test_training_time_refuses_bad_input():
         flops.training_time(1e9, 1e9, utilization=1.5)
     with pytest.raises(WorkbookError, match="allowed GPUs"):
         flops.training_time(1e9, 1e9, gpu="Voodoo2")
-    with pytest.raises(WorkbookError, match="mode"):
-        flops.MfuConfig(n_layers=1, n_heads=1, d_model=8, vocab_size=16, seq_len=8,
-                        batch_size=1, modes=("turbo",))
+    shape = dict(n_layers=1, n_heads=1, d_model=8, vocab_size=16, seq_len=8, batch_size=1)
+    with pytest.raises(WorkbookError, match="mode='turbo'.*eager"):
+        flops.MfuConfig(**shape, runs=("turbo:sdpa",))
+    with pytest.raises(WorkbookError, match="attention='flashy'.*causal"):
+        flops.MfuConfig(**shape, runs=("eager:flashy",))
+    with pytest.raises(WorkbookError, match="runs is empty"):
+        flops.MfuConfig(**shape, runs=())
+
+
+def test_parse_run_defaults_to_transformers_sdpa():
+    assert flops.parse_run("compiled") == ("compiled", "sdpa")
+    assert flops.parse_run("autotune:causal") == ("autotune", "causal")
+
+
+@pytest.mark.parametrize("name, family", [
+    ("void flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>", "attention"),
+    ("fmha_cutlassB_bf16_aligned_64x64_k64_sm80", "attention"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_bprop", "attention"),
+    ("nvjet_tst_192x192_64x4_1x2_h_bz_coopA_NNT", "matmul"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
+    ("triton_tem_fused_mm_3", "matmul"),
+    ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>", "optimizer"),
+    ("triton_red_fused__log_softmax_nll_loss_forward_12", "elementwise"),
+    ("Memcpy DtoD (Device -> Device)", "copy"),
+])
+def test_kernel_family(name, family):
+    assert flops.kernel_family(name) == family
+
+
+def test_run_labels_fill_rows_recorded_before_the_attention_column():
+    import pandas as pd
+    rows = pd.DataFrame({"mode": ["eager", "compiled"], "attention": [None, "causal"]})
+    assert list(flops.run_labels(rows)) == ["eager:sdpa", "compiled:causal"]
+    assert list(flops.run_labels(rows.drop(columns="attention"))) == ["eager:sdpa",
+                                                                      "compiled:sdpa"]
 
 
 def test_mfu_benchmark_small_preset_rows(ledger_dir):
     rows = registry.execute("mfu_benchmark", "small", seed=0)
-    by_metric = rows.set_index("metric")["value"]
+    by_metric = rows[rows["attention"] == "sdpa"].set_index("metric")["value"]
     assert {"step_flops", "step_flops_counted_total", "step_time", "achieved_tflops"} <= set(
         by_metric.index)
     expected = by_metric["step_flops"] / (by_metric["step_time"] * 1e-3) / 1e12
     assert by_metric["achieved_tflops"] == pytest.approx(expected), "FLOPs / time"
     assert math.isfinite(by_metric["step_time"]) and by_metric["step_time"] > 0
+    assert set(rows["attention"]) == {"sdpa", "causal"}, "the preset's two runs"
+    assert len(rows[rows["metric"] == "step_time"]) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="MFU against a datasheet needs a GPU")

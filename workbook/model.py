@@ -95,6 +95,42 @@ def build_model(cfg: ModelConfig, seed: int, attn_implementation: str = "sdpa",
     return model
 
 
+# transformers' SDPA integration builds the causal mask as a tensor whenever it runs under
+# torch.compile on torch < 2.14 (masking_utils._ignore_causal_mask_sdpa refuses to skip it while
+# dynamo traces), and SDPA given an explicit ``attn_mask`` cannot pick FlashAttention: it falls
+# back to the memory-efficient kernel with a bias. Eager runs skip the mask and get flash. This
+# implementation, registered through transformers' own AttentionInterface and
+# AttentionMaskInterface, passes no mask (so SDPA's ``is_causal=True`` path, FlashAttention on a
+# GPU) whenever the caller passes no padding mask, and transformers' own mask otherwise.
+CAUSAL_SDPA = "workbook_causal_sdpa"
+
+
+def register_causal_sdpa() -> str:
+    """Register :data:`CAUSAL_SDPA` with transformers (idempotent) and return its name.
+
+    Only right for batches without padding when no ``attention_mask`` is given (pre-training
+    on packed sequences, benchmarks); a given ``attention_mask`` is honoured exactly as "sdpa".
+    """
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import sdpa_mask
+
+    def mask_or_none(*args, attention_mask=None, **kwargs):
+        if attention_mask is None:
+            return None          # -> sdpa_attention_forward sets is_causal=True
+        return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+    AttentionInterface.register(CAUSAL_SDPA, sdpa_attention_forward)
+    AttentionMaskInterface.register(CAUSAL_SDPA, mask_or_none)
+    return CAUSAL_SDPA
+
+
+def use_causal_sdpa(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch a transformers model to :data:`CAUSAL_SDPA` in place (see the note above it)."""
+    model.set_attn_implementation(register_causal_sdpa())
+    return model
+
+
 def _analytic_params(cfg: ModelConfig, non_embedding: bool) -> int:
     d, ff = cfg.d_model, cfg.d_ff
     per_layer = 4 * d * d + 3 * d * ff + 2 * d          # q,k,v,o + gate,up,down + 2 RMSNorms
