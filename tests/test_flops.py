@@ -109,3 +109,18 @@ def test_mfu_benchmark_small_preset_rows(ledger_dir):
 def test_mfu_is_reported_against_both_peaks(ledger_dir):
     rows = registry.execute("mfu_benchmark", "small", seed=0)
     assert {"mfu_datasheet", "peak_datasheet"} <= set(rows["metric"])
+    kernels = flops.kernel_table(rows)
+    assert kernels.loc["matmul"].gt(0).all() and kernels.loc["attention"].gt(0).all()
+    # the profiled kernels fit in the timed step (2 % for timer noise)
+    assert (kernels.loc["kernels total"] <= 1.02 * kernels.loc["step_time"]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="profiles CUDA kernels")
+def test_compiled_causal_sdpa_runs_flash_attention_and_transformers_sdpa_does_not():
+    """The finding behind the 'causal' runs: under torch.compile transformers' SDPA passes a
+    mask tensor, which rules FlashAttention out; CAUSAL_SDPA keeps is_causal=True."""
+    cfg = ModelConfig(vocab_size=512, d_model=128, n_layers=2, n_heads=2, seq_len=256)
+    names = {run: " ".join(flops.top_kernels(run, cfg=cfg, batch_size=4, n=200)["kernel"])
+             for run in ("compiled:sdpa", "compiled:causal")}
+    assert "flash" in names["compiled:causal"].lower()
+    assert "flash" not in names["compiled:sdpa"].lower()

@@ -249,11 +249,9 @@ def kernel_family(name: str) -> str:
     return "elementwise"   # norms, rotary, SwiGLU, casts, the loss, residual adds (fused or not)
 
 
-def kernel_breakdown(step, steps: int = 3) -> dict[str, float]:
-    """GPU milliseconds per step by :func:`kernel_family`, from ``torch.profiler`` over
-    ``steps`` calls of ``step`` (already warm)."""
-    from collections import defaultdict
-
+def kernel_times(step, steps: int = 3) -> pd.DataFrame:
+    """Every CUDA kernel of ``steps`` calls of ``step`` (already warm), from ``torch.profiler``:
+    name, family (:func:`kernel_family`), GPU ms and launches per step, longest first."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
@@ -261,29 +259,29 @@ def kernel_breakdown(step, steps: int = 3) -> dict[str, float]:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-    out: dict[str, float] = defaultdict(float)
+    rows = []
     for event in prof.key_averages():
         us = getattr(event, "self_device_time_total", None)
         if us is None:
             us = getattr(event, "self_cuda_time_total", 0.0)
         if us > 0:
-            out[kernel_family(event.key)] += us / 1e3 / steps
-    return dict(out)
+            rows.append({"kernel": event.key, "family": kernel_family(event.key),
+                         "ms_per_step": us / 1e3 / steps, "calls_per_step": event.count / steps})
+    frame = pd.DataFrame(rows, columns=["kernel", "family", "ms_per_step", "calls_per_step"])
+    return frame.sort_values("ms_per_step", ascending=False, ignore_index=True)
 
 
-def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
-                    attention: str = "sdpa", seed: int = 0, repeats: int = 10,
-                    device: torch.device | str | None = None, count: bool = False,
-                    breakdown: bool = False) -> dict:
-    """Median milliseconds of one full training step (forward, loss, backward, fused AdamW
-    step) in ``mode`` (see :data:`COMPILE_OPTIONS`), and the peak memory; with ``count``, also
-    the FLOPs counted on one eager step first; with ``breakdown`` (GPU only), the kernel time
-    per :func:`kernel_family`. Compilation happens in the warm-up, untimed."""
-    from workbook.profiling import peak_bytes, reset_peak, time_ms
+def kernel_breakdown(step, steps: int = 3) -> dict[str, float]:
+    """GPU milliseconds per step by :func:`kernel_family` (see :func:`kernel_times`)."""
+    return kernel_times(step, steps).groupby("family")["ms_per_step"].sum().to_dict()
 
+
+def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, seed: int,
+                device: torch.device, count: bool = False):
+    """(step, counted FLOPs): one full training step (forward, loss, backward, fused AdamW)
+    of a fresh model in ``mode`` with ``attention``; the first call compiles."""
     check_choice("mode", mode, MODES)
     check_choice("attention", attention, ATTENTIONS)
-    device = torch.device(device) if device is not None else _device()
     if attention == "cudnn" and device.type != "cuda":
         raise WorkbookError("attention='cudnn' needs a CUDA GPU; allowed here: sdpa, causal")
     model, x, y, opt = _setup(cfg, batch_size, seed, device, attention)
@@ -306,11 +304,41 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    return step, counted
+
+
+def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
+                    attention: str = "sdpa", seed: int = 0, repeats: int = 10,
+                    device: torch.device | str | None = None, count: bool = False,
+                    breakdown: bool = False) -> dict:
+    """Median milliseconds of one full training step (forward, loss, backward, fused AdamW
+    step) in ``mode`` (see :data:`COMPILE_OPTIONS`), and the peak memory; with ``count``, also
+    the FLOPs counted on one eager step first; with ``breakdown`` (GPU only), the kernel time
+    per :func:`kernel_family`. Compilation happens in the warm-up, untimed."""
+    from workbook.profiling import peak_bytes, reset_peak, time_ms
+
+    device = torch.device(device) if device is not None else _device()
+    step, counted = _train_step(cfg, batch_size, mode, attention, seed, device, count)
     reset_peak(device)
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
     return {"step_ms": ms, "peak_gb": peak_bytes(device) / 1e9, "counted": counted,
             "kernels": kernels}
+
+
+def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
+                batch_size: int | None = None, n: int = 20, seed: int = 0) -> pd.DataFrame:
+    """The ``n`` longest CUDA kernels of one training step for ``run`` ("mode:attention"),
+    at the full MFU preset's shape unless ``cfg``/``batch_size`` are given. GPU only."""
+    if not torch.cuda.is_available():
+        raise WorkbookError("top_kernels profiles CUDA kernels and needs a GPU")
+    mode, attention = parse_run(run)
+    preset = MFU_PRESETS["full"]
+    step, _ = _train_step(cfg or preset.model(), batch_size or preset.batch_size, mode,
+                          attention, seed, torch.device("cuda"))
+    for _ in range(3):
+        step()   # compile and warm up
+    return kernel_times(step).head(n)
 
 
 def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: int,
