@@ -65,15 +65,27 @@ def test_training_time_refuses_bad_input():
         flops.MfuConfig(**shape, runs=())
 
 
-def test_parse_run_defaults_to_transformers_sdpa():
-    assert flops.parse_run("compiled") == ("compiled", "sdpa")
-    assert flops.parse_run("autotune:causal") == ("autotune", "causal")
+def test_parse_run_defaults_to_transformers_sdpa_unfused():
+    assert flops.parse_run("compiled") == ("compiled", "sdpa", "none")
+    assert flops.parse_run("autotune:causal") == ("autotune", "causal", "none")
+    assert flops.parse_run("graphs:causal:liger") == ("graphs", "causal", "liger")
+    with pytest.raises(WorkbookError, match="fusion='fast'.*liger"):
+        flops.parse_run("graphs:causal:fast")
+    with pytest.raises(WorkbookError, match=r"mode\[:attention\[:fusion\]\]"):
+        flops.parse_run("a:b:c:d")
+
+
+def test_liger_fusion_refuses_a_cpu():
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, seq_len=8)
+    with pytest.raises(WorkbookError, match="needs a CUDA GPU"):
+        flops.time_train_step(cfg, 1, fusion="liger", device="cpu")
 
 
 @pytest.mark.parametrize("name, family", [
     ("void flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>", "attention"),
     ("fmha_cutlassB_bf16_aligned_64x64_k64_sm80", "attention"),
     ("cudnn_generated_fort_native_sdpa_sm90_flash_bprop", "attention"),
+    ("void cudnn::fusion::compute_dot_do_o_specialized<true, 64>(void const*)", "attention"),
     ("nvjet_tst_192x192_64x4_1x2_h_bz_coopA_NNT", "matmul"),
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
     ("triton_tem_fused_mm_3", "matmul"),
@@ -87,7 +99,12 @@ def test_kernel_family(name, family):
 
 def test_run_labels_fill_rows_recorded_before_the_attention_column():
     import pandas as pd
-    rows = pd.DataFrame({"mode": ["eager", "compiled"], "attention": [None, "causal"]})
+    rows = pd.DataFrame({"mode": ["eager", "compiled", "graphs"],
+                         "attention": [None, "causal", "causal"],
+                         "fusion": [None, "none", "liger"]})
+    assert list(flops.run_labels(rows)) == ["eager:sdpa", "compiled:causal",
+                                            "graphs:causal:liger"]
+    rows = rows.iloc[:2].drop(columns="fusion")
     assert list(flops.run_labels(rows)) == ["eager:sdpa", "compiled:causal"]
     assert list(flops.run_labels(rows.drop(columns="attention"))) == ["eager:sdpa",
                                                                       "compiled:sdpa"]
@@ -118,9 +135,28 @@ def test_mfu_is_reported_against_both_peaks(ledger_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="profiles CUDA kernels")
 def test_compiled_causal_sdpa_runs_flash_attention_and_transformers_sdpa_does_not():
     """The finding behind the 'causal' runs: under torch.compile transformers' SDPA passes a
-    mask tensor, which rules FlashAttention out; CAUSAL_SDPA keeps is_causal=True."""
+    mask tensor, which rules out the flash-style kernels (FlashAttention-2, cuDNN's, both named
+    "flash"); CAUSAL_SDPA keeps is_causal=True."""
     cfg = ModelConfig(vocab_size=512, d_model=128, n_layers=2, n_heads=2, seq_len=256)
     names = {run: " ".join(flops.top_kernels(run, cfg=cfg, batch_size=4, n=200)["kernel"])
              for run in ("compiled:sdpa", "compiled:causal")}
     assert "flash" in names["compiled:causal"].lower()
     assert "flash" not in names["compiled:sdpa"].lower()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Liger-Kernel runs Triton on a GPU")
+def test_liger_fusion_gives_the_same_loss_and_gradients():
+    pytest.importorskip("liger_kernel")
+    cfg = ModelConfig(vocab_size=512, d_model=128, n_layers=2, n_heads=2, seq_len=64)
+    device = torch.device("cuda")
+    losses, grads = {}, {}
+    for fusion in ("none", "liger"):
+        model, x, y, _ = flops._setup(cfg, 4, 0, device, "causal")
+        if fusion == "liger":
+            flops.apply_liger(model)
+        loss = flops._loss_fn(model, device, fusion)(x, y)
+        loss.backward()
+        losses[fusion] = loss.item()
+        grads[fusion] = model.model.layers[0].mlp.down_proj.weight.grad.float()
+    assert losses["liger"] == pytest.approx(losses["none"], rel=1e-2)
+    torch.testing.assert_close(grads["liger"], grads["none"], rtol=0.1, atol=1e-3)

@@ -133,9 +133,26 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _loss_fn(model: torch.nn.Module, device: torch.device):
-    """x, y -> next-token loss; bf16 autocast on a GPU (fp32 master weights), fp32 on a CPU."""
+def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none"):
+    """x, y -> next-token loss; bf16 autocast on a GPU (fp32 master weights), fp32 on a CPU.
+
+    ``fusion="liger"``: the output layer and the loss run as Liger-Kernel's fused linear
+    cross-entropy (chunks of tokens; the full logits never exist), on a model whose RMSNorm,
+    rotary embedding and SwiGLU :func:`apply_liger` swapped for Liger's Triton kernels."""
     from workbook.pretraining import next_token_loss
+
+    if fusion == "liger":
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        fused = LigerFusedLinearCrossEntropyLoss()
+
+        def liger_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                hidden = model.model(input_ids=x, use_cache=False).last_hidden_state
+            weight = model.lm_head.weight.to(hidden.dtype)   # the tied embedding, as bf16
+            return fused(weight, hidden.flatten(0, 1), y.flatten())
+
+        return liger_loss
 
     def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -232,12 +249,28 @@ MODES = tuple(COMPILE_OPTIONS)
 # CAUSAL_SDPA, which passes is_causal=True instead (no padding in these batches). "cudnn": the
 # same, with SDPA restricted to its cuDNN attention backend (GPU only) instead of FlashAttention-2.
 ATTENTIONS = ("sdpa", "causal", "cudnn")
+# "liger": Liger-Kernel's Triton kernels for RMSNorm, rotary embedding and SwiGLU, and its
+# fused linear cross-entropy for the output layer + loss (GPU only, `pip install liger-kernel`).
+FUSIONS = ("none", "liger")
+
+
+def apply_liger(model: torch.nn.Module) -> torch.nn.Module:
+    """Swap the Llama model's RMSNorm, rotary embedding and SwiGLU MLP for Liger-Kernel's
+    Triton kernels, in place. The rotary patch is module-wide: it stays for the process."""
+    try:
+        from liger_kernel.transformers import apply_liger_kernel_to_llama
+    except ImportError as err:
+        raise WorkbookError("fusion='liger' needs liger-kernel (pip install liger-kernel) and a "
+                            "GPU with Triton; allowed without it: fusion='none'") from err
+    apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                fused_linear_cross_entropy=False, model=model)
+    return model
 
 
 def kernel_family(name: str) -> str:
     """Which part of a training step a CUDA kernel belongs to, read from its name."""
     low = name.lower()
-    if any(k in low for k in ("flash", "fmha", "attention", "sdpa")):
+    if any(k in low for k in ("flash", "fmha", "attention", "sdpa", "cudnn::fusion")):
         return "attention"
     if "adam" in low:
         return "optimizer"
@@ -277,16 +310,23 @@ def kernel_breakdown(step, steps: int = 3) -> dict[str, float]:
 
 
 def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, seed: int,
-                device: torch.device, count: bool = False):
+                device: torch.device, count: bool = False, fusion: str = "none"):
     """(step, counted FLOPs): one full training step (forward, loss, backward, fused AdamW)
-    of a fresh model in ``mode`` with ``attention``; the first call compiles."""
+    of a fresh model in ``mode`` with ``attention`` and ``fusion``; the first call compiles.
+    FLOPs are counted on the unfused model (Liger's Triton kernels are opaque to the counter)."""
     check_choice("mode", mode, MODES)
     check_choice("attention", attention, ATTENTIONS)
+    check_choice("fusion", fusion, FUSIONS)
     if attention == "cudnn" and device.type != "cuda":
         raise WorkbookError("attention='cudnn' needs a CUDA GPU; allowed here: sdpa, causal")
+    if fusion == "liger" and device.type != "cuda":
+        raise WorkbookError("fusion='liger' runs Triton kernels and needs a CUDA GPU; allowed "
+                            "here: none")
     model, x, y, opt = _setup(cfg, batch_size, seed, device, attention)
     counted = _count(model, x, y, device) if count else {}
-    loss_fn = _loss_fn(model, device)
+    if fusion == "liger":
+        apply_liger(model)
+    loss_fn = _loss_fn(model, device, fusion)
     options = COMPILE_OPTIONS[mode]
     forward = loss_fn if options is None else torch.compile(loss_fn, **options)
 
@@ -310,7 +350,7 @@ def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, se
 def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
                     attention: str = "sdpa", seed: int = 0, repeats: int = 10,
                     device: torch.device | str | None = None, count: bool = False,
-                    breakdown: bool = False) -> dict:
+                    breakdown: bool = False, fusion: str = "none") -> dict:
     """Median milliseconds of one full training step (forward, loss, backward, fused AdamW
     step) in ``mode`` (see :data:`COMPILE_OPTIONS`), and the peak memory; with ``count``, also
     the FLOPs counted on one eager step first; with ``breakdown`` (GPU only), the kernel time
@@ -318,7 +358,7 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
     from workbook.profiling import peak_bytes, reset_peak, time_ms
 
     device = torch.device(device) if device is not None else _device()
-    step, counted = _train_step(cfg, batch_size, mode, attention, seed, device, count)
+    step, counted = _train_step(cfg, batch_size, mode, attention, seed, device, count, fusion)
     reset_peak(device)
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
@@ -332,10 +372,10 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
     at the full MFU preset's shape unless ``cfg``/``batch_size`` are given. GPU only."""
     if not torch.cuda.is_available():
         raise WorkbookError("top_kernels profiles CUDA kernels and needs a GPU")
-    mode, attention = parse_run(run)
+    mode, attention, fusion = parse_run(run)
     preset = MFU_PRESETS["full"]
     step, _ = _train_step(cfg or preset.model(), batch_size or preset.batch_size, mode,
-                          attention, seed, torch.device("cuda"))
+                          attention, seed, torch.device("cuda"), fusion=fusion)
     for _ in range(3):
         step()   # compile and warm up
     return kernel_times(step).head(n)
@@ -343,20 +383,20 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
 
 def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: int,
               count: bool = True, attention: str = "sdpa",
-              breakdown: bool = False) -> pd.DataFrame:
+              breakdown: bool = False, fusion: str = "none") -> pd.DataFrame:
     """Tidy rows for one shape and mode: predicted, counted, time, achieved TFLOP/s, MFU, and
     with ``breakdown`` the GPU time per kernel family (``kernel_ms_<family>``)."""
     device = _device()
-    base = {"mode": mode, "attention": attention, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
-            "d_model": cfg.d_model, "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len,
-            "batch_size": batch_size, "n_params": matmul_params(cfg)}
+    base = {"mode": mode, "attention": attention, "fusion": fusion, "n_layers": cfg.n_layers,
+            "n_heads": cfg.n_heads, "d_model": cfg.d_model, "vocab_size": cfg.vocab_size,
+            "seq_len": cfg.seq_len, "batch_size": batch_size, "n_params": matmul_params(cfg)}
     flops = step_flops(cfg, batch_size)
     rows = [{**base, "metric": "step_flops", "value": flops, "unit": "FLOP",
              "source": "predicted"}]
     try:
         timing = time_train_step(cfg, batch_size, mode=mode, attention=attention, seed=seed,
                                  repeats=repeats, device=device, count=count,
-                                 breakdown=breakdown)
+                                 breakdown=breakdown, fusion=fusion)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return pd.DataFrame(rows + [{**base, "metric": "step_time", "value": math.nan,
@@ -390,12 +430,18 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
 
 # ------------------------------------------------------------------------- experiments
 
-def parse_run(run: str) -> tuple[str, str]:
-    """"mode:attention" (e.g. "compiled:causal") -> (mode, attention), checked."""
-    mode, _, attention = run.partition(":")
+def parse_run(run: str) -> tuple[str, str, str]:
+    """"mode[:attention[:fusion]]" (e.g. "compiled:causal:liger") -> (mode, attention, fusion),
+    checked; attention defaults to "sdpa", fusion to "none"."""
+    parts = run.split(":")
+    if len(parts) > 3:
+        raise WorkbookError(f"run={run!r}: write mode[:attention[:fusion]], e.g. "
+                            "'compiled:causal' or 'graphs:causal:liger'")
+    mode, attention, fusion = (parts + ["sdpa", "none"][len(parts) - 1:])[:3]
     check_choice("mode", mode, MODES)
-    check_choice("attention", attention or "sdpa", ATTENTIONS)
-    return mode, attention or "sdpa"
+    check_choice("attention", attention, ATTENTIONS)
+    check_choice("fusion", fusion, FUSIONS)
+    return mode, attention, fusion
 
 
 @dataclass(frozen=True)
@@ -444,9 +490,10 @@ def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
     """Achieved TFLOP/s and MFU of one training step per run, eager next to compiled."""
     frames = []
     for i, run in enumerate(cfg.runs):
-        mode, attention = parse_run(run)
+        mode, attention, fusion = parse_run(run)
         frames.append(step_rows(cfg.model(), cfg.batch_size, mode, seed, cfg.repeats,
-                                count=i == 0, attention=attention, breakdown=cfg.breakdown))
+                                count=i == 0, attention=attention, breakdown=cfg.breakdown,
+                                fusion=fusion))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -547,13 +594,20 @@ def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reindex([k for k in keep if k in table.index]).round(2)
 
 
-RUN_ORDER = [f"{m}:{a}" for m in MODES for a in ATTENTIONS]
+RUN_ORDER = [f"{m}:{a}" + ("" if f == "none" else f":{f}")
+             for m in MODES for a in ATTENTIONS for f in FUSIONS]
 
 
 def run_labels(rows: pd.DataFrame) -> pd.Series:
-    """"mode:attention" per row (rows recorded before the attention column say "sdpa")."""
-    attention = rows["attention"] if "attention" in rows else pd.Series("sdpa", rows.index)
-    return rows["mode"].astype(str) + ":" + attention.fillna("sdpa").astype(str)
+    """"mode:attention[:fusion]" per row (rows recorded before the attention or fusion column
+    existed were "sdpa" and "none")."""
+    def column(name: str, default: str) -> pd.Series:
+        values = rows[name] if name in rows else pd.Series(default, rows.index)
+        return values.fillna(default).astype(str)
+
+    fusion = column("fusion", "none")
+    suffix = fusion.where(fusion == "none", ":" + fusion).replace("none", "")
+    return rows["mode"].astype(str) + ":" + column("attention", "sdpa") + suffix
 
 
 def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -643,7 +697,7 @@ def claims(mfu_rows: pd.DataFrame, counted: pd.DataFrame) -> pd.DataFrame:
                  "1.00 × counted", f"{total:.3f} × (FlopCounterMode)",
                  "holds (FlashAttention's backward recompute adds the rest)"))
     table = mfu_table(mfu_rows)
-    compiled = [c for c in table.columns if not c.startswith("eager")]
+    compiled = [c for c in table.columns if not str(c).startswith("eager")]
     if compiled and "eager:sdpa" in table.columns and "mfu_datasheet" in table.index:
         mfu = table.loc["mfu_datasheet"]
         best = mfu[compiled].idxmax()
