@@ -133,15 +133,18 @@ def test_mfu_is_reported_against_both_peaks(ledger_dir):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="profiles CUDA kernels")
-def test_compiled_causal_sdpa_runs_flash_attention_and_transformers_sdpa_does_not():
+def test_compiled_causal_sdpa_runs_a_flash_kernel_that_skips_the_masked_half():
     """The finding behind the 'causal' runs: under torch.compile transformers' SDPA passes a
-    mask tensor, which rules out the flash-style kernels (FlashAttention-2, cuDNN's, both named
-    "flash"); CAUSAL_SDPA keeps is_causal=True."""
-    cfg = ModelConfig(vocab_size=512, d_model=128, n_layers=2, n_heads=2, seq_len=256)
-    names = {run: " ".join(flops.top_kernels(run, cfg=cfg, batch_size=4, n=200)["kernel"])
-             for run in ("compiled:sdpa", "compiled:causal")}
-    assert "flash" in names["compiled:causal"].lower()
-    assert "flash" not in names["compiled:sdpa"].lower()
+    mask tensor, so the attention kernel computes all s² scores and reads the mask; with
+    CAUSAL_SDPA SDPA gets is_causal=True and a flash-style kernel (FlashAttention-2 or cuDNN's,
+    both named "flash") skips the upper triangle: about half the attention time, or less."""
+    cfg = ModelConfig(vocab_size=512, d_model=256, n_layers=2, n_heads=4, seq_len=1024)
+    kernels = {run: flops.top_kernels(run, cfg=cfg, batch_size=4, n=500)
+               for run in ("compiled:sdpa", "compiled:causal")}
+    attention = {run: k[k["family"] == "attention"] for run, k in kernels.items()}
+    assert "flash" in " ".join(attention["compiled:causal"]["kernel"]).lower()
+    ms = {run: a["ms_per_step"].sum() for run, a in attention.items()}
+    assert ms["compiled:sdpa"] > 1.3 * ms["compiled:causal"], ms
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Liger-Kernel runs Triton on a GPU")
@@ -159,4 +162,18 @@ def test_liger_fusion_gives_the_same_loss_and_gradients():
         losses[fusion] = loss.item()
         grads[fusion] = model.model.layers[0].mlp.down_proj.weight.grad.float()
     assert losses["liger"] == pytest.approx(losses["none"], rel=1e-2)
-    torch.testing.assert_close(grads["liger"], grads["none"], rtol=0.1, atol=1e-3)
+    # bf16 kernels on both sides: compare the gradient as a whole, not element by element
+    gap = (grads["liger"] - grads["none"]).norm() / grads["none"].norm()
+    assert gap < 0.05, f"relative gradient difference {gap:.3f}"
+
+
+def test_a_failing_run_becomes_an_error_row(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(flops, "time_train_step", broken)
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, seq_len=8)
+    rows = flops.step_rows(cfg, 1, "compiled", seed=0, repeats=1, attention="causal")
+    failed = rows[rows["status"] == "error"]
+    assert len(failed) == 1 and failed.iloc[0]["attention"] == "causal"
+    assert "illegal memory access" in failed.iloc[0]["error"]

@@ -334,3 +334,12 @@ def test_json_lists_become_tuples_and_wrong_values_are_one_line():
     assert cfg.notebooks == ("00_setup",), "a JSON list must arrive as the tuple the config holds"
     with pytest.raises(WorkbookError, match="copy_mb"):
         registry.get("roofline").config("small", copy_mb=[1, 2])
+
+
+def test_failure_row_names_the_overrides_that_failed():
+    row = runner.failure_row({"name": "mfu_benchmark", "seed": 0,
+                              "overrides": {"runs": ("compiled:causal:liger",), "repeats": 5}},
+                             "error", "boom")
+    assert row.loc[0, "runs"] == '["compiled:causal:liger"]' and row.loc[0, "repeats"] == 5
+    assert row.loc[0, "status"] == "error" and row.loc[0, "error"] == "boom"
+    assert "overrides" not in row

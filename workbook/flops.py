@@ -401,6 +401,12 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
         torch.cuda.empty_cache()
         return pd.DataFrame(rows + [{**base, "metric": "step_time", "value": math.nan,
                                      "unit": "ms", "source": "measured", "status": "oom"}])
+    except WorkbookError:
+        raise                    # bad input or a missing package: the caller's message
+    except Exception as err:     # a kernel that fails (e.g. a CUDA fault) is a row, not a crash
+        return pd.DataFrame(rows + [{**base, "metric": "step_time", "value": math.nan,
+                                     "unit": "ms", "source": "measured", "status": "error",
+                                     "error": f"{type(err).__name__}: {err}"[:300]}])
     if count:
         for part in ("total", "attention"):
             rows.append({**base, "metric": f"step_flops_counted_{part}",

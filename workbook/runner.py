@@ -170,8 +170,13 @@ def _collect(per_rank: dict[int, dict], *, nprocs: int, distributed: bool, kwarg
 
 
 def failure_row(params: Mapping[str, Any], status: str, error: str) -> pd.DataFrame:
-    """One ledger row saying that a configuration did not produce numbers, and why."""
-    scalars = {k: v for k, v in params.items() if isinstance(v, (str, int, float, bool))}
+    """One ledger row saying that a configuration did not produce numbers, and why.
+
+    Scalar parameters become columns; so do those of a nested ``overrides`` mapping (what
+    ``--set`` changed), lists as JSON, so the row names the configuration that failed."""
+    flat = {**params, **dict(params.get("overrides") or {})}
+    scalars = {k: (json.dumps(list(v)) if isinstance(v, (list, tuple)) else v)
+               for k, v in flat.items() if isinstance(v, (str, int, float, bool, list, tuple))}
     return pd.DataFrame([{**scalars, "metric": "run", "value": math.nan, "unit": "",
                           "source": "measured", "status": status, "error": error}])
 
