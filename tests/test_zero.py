@@ -109,3 +109,22 @@ def test_model_state_table_is_within_bounds(zero_rows) -> None:
     assert 1.0 <= ratio < 1.1, f"zero3: measured/formula = {ratio:.3f}, want 1.00-1.10"
     comm = table.loc["zero3", "comm measured (Ψ)"]
     assert 2.5 < comm < 4.0, f"ZeRO-3 sends about 3Ψ per step, measured {comm:.2f}Ψ"
+
+
+def test_zero3_shards_over_an_odd_number_of_ranks() -> None:
+    """Nothing assumes two (or a power of two) ranks: ZeRO-3 over 3 gloo ranks keeps a third
+    of the bf16 parameters and of the fp32 optimizer states on each (DeepSpeed pads the
+    partitions to an alignment, hence approx)."""
+    from workbook.zero import run_zero
+
+    cfg = ZERO_PRESETS["small"]
+    three = type(cfg)(**{**cfg.__dict__, "variants": ("zero3",), "steps": 2, "n_ranks": 3})
+    rows = run_zero(three, seed=0)
+    assert set(rows["status"]) == {"ok"}, rows.get("error")
+    meas = rows[rows["source"] == "measured"]
+    assert sorted(meas["rank"].unique()) == [0, 1, 2], "one row set per rank"
+    psi = int(meas["n_params"].iloc[0])
+    for rank, part in meas.groupby("rank"):
+        value = part.set_index("metric")["value"]
+        assert value["params_bytes"] == pytest.approx(2 * psi / 3, rel=0.02), f"rank {rank}"
+        assert value["optimizer_bytes"] == pytest.approx(12 * psi / 3, rel=0.02), f"rank {rank}"
