@@ -177,3 +177,10 @@ def test_a_failing_run_becomes_an_error_row(monkeypatch):
     failed = rows[rows["status"] == "error"]
     assert len(failed) == 1 and failed.iloc[0]["attention"] == "causal"
     assert "illegal memory access" in failed.iloc[0]["error"]
+
+
+def test_quick_config_keeps_the_shape_and_checks_its_runs():
+    quick = flops.quick_config("full")
+    assert quick.model() == flops.MFU_PRESETS["full"].model()
+    assert set(quick.runs) <= set(flops.MFU_PRESETS["full"].runs)
+    assert flops.quick_config("small") == flops.MFU_PRESETS["small"]

@@ -16,6 +16,7 @@ Pure formulas (what sliders drive) come first; measurements (which run a model) 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -490,6 +491,17 @@ MFU_PRESETS = {
                                            "graphs:causal", "autotune:causal"),
                       repeats=20),
 }
+
+
+# What the notebook's button runs on a GPU: the runs that tell the story in about two minutes
+# (max-autotune alone can compile for more than four).
+QUICK_RUNS = ("eager:sdpa", "compiled:sdpa", "compiled:causal", "graphs:causal")
+
+
+def quick_config(preset: str) -> MfuConfig:
+    """The preset's shape with :data:`QUICK_RUNS` (the small preset as it is)."""
+    cfg = MFU_PRESETS[preset]
+    return cfg if preset == "small" else dataclasses.replace(cfg, runs=QUICK_RUNS)
 
 
 def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
