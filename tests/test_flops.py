@@ -65,14 +65,26 @@ def test_training_time_refuses_bad_input():
         flops.MfuConfig(**shape, runs=())
 
 
-def test_parse_run_defaults_to_transformers_sdpa_unfused():
-    assert flops.parse_run("compiled") == ("compiled", "sdpa", "none")
-    assert flops.parse_run("autotune:causal") == ("autotune", "causal", "none")
-    assert flops.parse_run("graphs:causal:liger") == ("graphs", "causal", "liger")
-    with pytest.raises(WorkbookError, match="fusion='fast'.*liger"):
+def test_parse_run_defaults_to_transformers_sdpa_unfused_fp32_weights():
+    assert flops.parse_run("compiled") == ("compiled", "sdpa", "none", "fp32")
+    assert flops.parse_run("autotune:causal") == ("autotune", "causal", "none", "fp32")
+    assert flops.parse_run("graphs:causal:liger") == ("graphs", "causal", "liger", "fp32")
+    assert flops.parse_run("graphs:causal:bf16") == ("graphs", "causal", "none", "bf16")
+    assert flops.parse_run("graphs:causal:liger+bf16") == ("graphs", "causal", "liger", "bf16")
+    with pytest.raises(WorkbookError, match="fusion='fast'.*liger.*bf16"):
         flops.parse_run("graphs:causal:fast")
-    with pytest.raises(WorkbookError, match=r"mode\[:attention\[:fusion\]\]"):
+    with pytest.raises(WorkbookError, match=r"mode\[:attention\[:fusion\+bf16\]\]"):
         flops.parse_run("a:b:c:d")
+
+
+def test_run_labels_read_back_what_parse_run_reads():
+    import pandas as pd
+    runs = ["eager:sdpa", "graphs:causal:bf16", "compiled:cudnn:liger",
+            "autotune:causal:liger+bf16"]
+    rows = pd.DataFrame([dict(zip(("mode", "attention", "fusion", "weights"),
+                                  flops.parse_run(r), strict=True)) for r in runs])
+    assert list(flops.run_labels(rows)) == runs
+    assert set(runs) <= set(flops.RUN_ORDER)
 
 
 def test_liger_fusion_refuses_a_cpu():
@@ -118,8 +130,9 @@ def test_mfu_benchmark_small_preset_rows(ledger_dir):
     expected = by_metric["step_flops"] / (by_metric["step_time"] * 1e-3) / 1e12
     assert by_metric["achieved_tflops"] == pytest.approx(expected), "FLOPs / time"
     assert math.isfinite(by_metric["step_time"]) and by_metric["step_time"] > 0
-    assert set(rows["attention"]) == {"sdpa", "causal"}, "the preset's two runs"
-    assert len(rows[rows["metric"] == "step_time"]) == 2
+    assert set(rows["attention"]) == {"sdpa", "causal"}
+    assert set(flops.run_labels(rows[rows["metric"] == "step_time"])) == {
+        "eager:sdpa", "eager:causal", "eager:causal:bf16"}, "the preset's three runs"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="MFU against a datasheet needs a GPU")
@@ -184,3 +197,19 @@ def test_quick_config_keeps_the_shape_and_checks_its_runs():
     assert quick.model() == flops.MFU_PRESETS["full"].model()
     assert set(quick.runs) <= set(flops.MFU_PRESETS["full"].runs)
     assert flops.quick_config("small") == flops.MFU_PRESETS["small"]
+
+
+def test_bf16_weights_train_the_same_model_as_autocast():
+    """BF16 weights with FP32 masters: same loss as FP32 weights under autocast (to BF16's
+    precision), the model really is BF16, and the optimizer's masters are FP32."""
+    cfg = ModelConfig(vocab_size=128, d_model=64, n_layers=2, n_heads=2, seq_len=32)
+    device = torch.device("cpu")
+    losses = {}
+    for weights in flops.WEIGHTS:
+        model, x, y, opt = flops._setup(cfg, 2, 0, device, "causal", weights)
+        dtype = {p.dtype for p in model.parameters()}
+        assert dtype == {torch.float32 if weights == "fp32" else torch.bfloat16}
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses[weights] = flops._loss_fn(model, device)(x, y).item()
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2), losses
+    assert {m.dtype for m in opt.master} == {torch.float32}

@@ -206,3 +206,59 @@ def test_explorers_react_to_values_set_from_python():
     assert "50.0% of the logit" in scale.message.value, "1e-9 of the two is flushed at scale 1"
     scale.set(log2_scale=10)
     assert "turns 100.00% of the weight" in scale.message.value, "1e3 x 1024 > 65504: inf"
+
+
+def _master_pair(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(16, 8, generator=gen), torch.randn(8, generator=gen)]
+    fp32 = [torch.nn.Parameter(w.clone()) for w in weights]
+    bf16 = [torch.nn.Parameter(w.to(torch.bfloat16)) for w in weights]
+    grads = [torch.randn(w.shape, generator=gen).to(torch.bfloat16) for w in weights]
+    return fp32, bf16, grads
+
+
+def test_master_weight_adamw_is_adamw_on_fp32_masters():
+    """Same steps, same gradients: the FP32 masters follow torch's AdamW on FP32 weights
+    that started from the same (BF16-rounded) values, and the model holds them rounded."""
+    _, bf16, grads = _master_pair()
+    fp32 = [torch.nn.Parameter(p.detach().float()) for p in bf16]
+    ref = torch.optim.AdamW(fp32, lr=1e-2, weight_decay=0.1)
+    opt = P.MasterWeightAdamW(bf16, lr=1e-2, weight_decay=0.1)
+    for _ in range(3):
+        for p, q, g in zip(fp32, bf16, grads, strict=True):
+            p.grad, q.grad = g.float(), g.clone()
+        ref.step()
+        opt.step()
+        opt.zero_grad()
+    for p, m, q in zip(fp32, opt.master, bf16, strict=True):
+        torch.testing.assert_close(m, p.detach(), rtol=1e-6, atol=1e-7)
+        assert q.dtype == torch.bfloat16 and q.grad is None
+        assert torch.equal(q.detach(), m.to(torch.bfloat16))
+
+
+def test_master_weights_keep_updates_that_bf16_weights_round_away():
+    _, bf16, grads = _master_pair(1)
+    pure = [torch.nn.Parameter(p.detach().clone()) for p in bf16]
+    start = [p.detach().clone() for p in bf16]
+    opt = P.MasterWeightAdamW(bf16, lr=1e-5)
+    plain = torch.optim.AdamW(pure, lr=1e-5, weight_decay=0.0)
+    for p, q, g in zip(pure, bf16, grads, strict=True):
+        p.grad, q.grad = g.clone(), g.clone()
+    opt.step()
+    plain.step()
+    # an update of 1e-5 is below half of BF16's spacing for weights of size ~1: it rounds away
+    assert all(torch.equal(p.detach(), s) for p, s in zip(pure, start, strict=True))
+    moved = sum((m != s.float()).sum().item() for m, s in zip(opt.master, start, strict=True))
+    assert moved > 0.9 * sum(s.numel() for s in start)
+
+
+def test_master_weight_adamw_skips_parameters_without_a_gradient():
+    _, bf16, grads = _master_pair(2)
+    opt = P.MasterWeightAdamW(bf16, lr=1e-1)
+    bf16[0].grad = grads[0]
+    before = [p.detach().clone() for p in bf16]
+    opt.step()
+    assert torch.equal(bf16[1].detach(), before[1]), "no gradient: untouched"
+    assert not torch.equal(bf16[0].detach(), before[0]), "a gradient: updated"
+    with pytest.raises(WorkbookError, match="no trainable parameters"):
+        P.MasterWeightAdamW([torch.nn.Parameter(torch.ones(2), requires_grad=False)])

@@ -164,8 +164,9 @@ def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none")
 
 
 def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
-           attention: str = "sdpa"):
+           attention: str = "sdpa", weights: str = "fp32"):
     from workbook.model import build_model, use_causal_sdpa
+    from workbook.precision import MasterWeightAdamW
 
     model = build_model(cfg, seed, device=device).train()
     if attention in ("causal", "cudnn"):
@@ -174,7 +175,11 @@ def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
     # Random token ids (never all zeros): the cost of a step does not depend on the text.
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
     y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    if weights == "bf16":
+        model = model.to(torch.bfloat16)
+        opt = MasterWeightAdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     return model, x, y, opt
 
 
@@ -253,6 +258,11 @@ ATTENTIONS = ("sdpa", "causal", "cudnn")
 # "liger": Liger-Kernel's Triton kernels for RMSNorm, rotary embedding and SwiGLU, and its
 # fused linear cross-entropy for the output layer + loss (GPU only, `pip install liger-kernel`).
 FUSIONS = ("none", "liger")
+# Where the weights live. "fp32": FP32 weights under BF16 autocast (nanoGPT's way): every matmul
+# casts its weight to BF16, and the residual stream, norms and rotary embedding stay FP32.
+# "bf16": the model is BF16 and AdamW keeps FP32 master weights (Megatron-LM's way,
+# workbook.precision.MasterWeightAdamW): every activation is half the bytes.
+WEIGHTS = ("fp32", "bf16")
 
 
 def apply_liger(model: torch.nn.Module) -> torch.nn.Module:
@@ -311,19 +321,22 @@ def kernel_breakdown(step, steps: int = 3) -> dict[str, float]:
 
 
 def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, seed: int,
-                device: torch.device, count: bool = False, fusion: str = "none"):
+                device: torch.device, count: bool = False, fusion: str = "none",
+                weights: str = "fp32"):
     """(step, counted FLOPs): one full training step (forward, loss, backward, fused AdamW)
-    of a fresh model in ``mode`` with ``attention`` and ``fusion``; the first call compiles.
-    FLOPs are counted on the unfused model (Liger's Triton kernels are opaque to the counter)."""
+    of a fresh model in ``mode`` with ``attention``, ``fusion`` and ``weights``; the first
+    call compiles. FLOPs are counted on the unfused model (Liger's Triton kernels are opaque
+    to the counter)."""
     check_choice("mode", mode, MODES)
     check_choice("attention", attention, ATTENTIONS)
     check_choice("fusion", fusion, FUSIONS)
+    check_choice("weights", weights, WEIGHTS)
     if attention == "cudnn" and device.type != "cuda":
         raise WorkbookError("attention='cudnn' needs a CUDA GPU; allowed here: sdpa, causal")
     if fusion == "liger" and device.type != "cuda":
         raise WorkbookError("fusion='liger' runs Triton kernels and needs a CUDA GPU; allowed "
                             "here: none")
-    model, x, y, opt = _setup(cfg, batch_size, seed, device, attention)
+    model, x, y, opt = _setup(cfg, batch_size, seed, device, attention, weights)
     counted = _count(model, x, y, device) if count else {}
     if fusion == "liger":
         apply_liger(model)
@@ -351,7 +364,8 @@ def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, se
 def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
                     attention: str = "sdpa", seed: int = 0, repeats: int = 10,
                     device: torch.device | str | None = None, count: bool = False,
-                    breakdown: bool = False, fusion: str = "none") -> dict:
+                    breakdown: bool = False, fusion: str = "none",
+                    weights: str = "fp32") -> dict:
     """Median milliseconds of one full training step (forward, loss, backward, fused AdamW
     step) in ``mode`` (see :data:`COMPILE_OPTIONS`), and the peak memory; with ``count``, also
     the FLOPs counted on one eager step first; with ``breakdown`` (GPU only), the kernel time
@@ -359,7 +373,8 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
     from workbook.profiling import peak_bytes, reset_peak, time_ms
 
     device = torch.device(device) if device is not None else _device()
-    step, counted = _train_step(cfg, batch_size, mode, attention, seed, device, count, fusion)
+    step, counted = _train_step(cfg, batch_size, mode, attention, seed, device, count, fusion,
+                                weights)
     reset_peak(device)
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
@@ -369,14 +384,14 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
 
 def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
                 batch_size: int | None = None, n: int = 20, seed: int = 0) -> pd.DataFrame:
-    """The ``n`` longest CUDA kernels of one training step for ``run`` ("mode:attention"),
+    """The ``n`` longest CUDA kernels of one training step for ``run`` (see :func:`parse_run`),
     at the full MFU preset's shape unless ``cfg``/``batch_size`` are given. GPU only."""
     if not torch.cuda.is_available():
         raise WorkbookError("top_kernels profiles CUDA kernels and needs a GPU")
-    mode, attention, fusion = parse_run(run)
+    mode, attention, fusion, weights = parse_run(run)
     preset = MFU_PRESETS["full"]
     step, _ = _train_step(cfg or preset.model(), batch_size or preset.batch_size, mode,
-                          attention, seed, torch.device("cuda"), fusion=fusion)
+                          attention, seed, torch.device("cuda"), fusion=fusion, weights=weights)
     for _ in range(3):
         step()   # compile and warm up
     return kernel_times(step).head(n)
@@ -384,11 +399,13 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
 
 def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: int,
               count: bool = True, attention: str = "sdpa",
-              breakdown: bool = False, fusion: str = "none") -> pd.DataFrame:
+              breakdown: bool = False, fusion: str = "none",
+              weights: str = "fp32") -> pd.DataFrame:
     """Tidy rows for one shape and mode: predicted, counted, time, achieved TFLOP/s, MFU, and
     with ``breakdown`` the GPU time per kernel family (``kernel_ms_<family>``)."""
     device = _device()
-    base = {"mode": mode, "attention": attention, "fusion": fusion, "n_layers": cfg.n_layers,
+    base = {"mode": mode, "attention": attention, "fusion": fusion, "weights": weights,
+            "n_layers": cfg.n_layers,
             "n_heads": cfg.n_heads, "d_model": cfg.d_model, "vocab_size": cfg.vocab_size,
             "seq_len": cfg.seq_len, "batch_size": batch_size, "n_params": matmul_params(cfg)}
     flops = step_flops(cfg, batch_size)
@@ -397,7 +414,7 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
     try:
         timing = time_train_step(cfg, batch_size, mode=mode, attention=attention, seed=seed,
                                  repeats=repeats, device=device, count=count,
-                                 breakdown=breakdown, fusion=fusion)
+                                 breakdown=breakdown, fusion=fusion, weights=weights)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return pd.DataFrame(rows + [{**base, "metric": "step_time", "value": math.nan,
@@ -437,24 +454,33 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
 
 # ------------------------------------------------------------------------- experiments
 
-def parse_run(run: str) -> tuple[str, str, str]:
-    """"mode[:attention[:fusion]]" (e.g. "compiled:causal:liger") -> (mode, attention, fusion),
-    checked; attention defaults to "sdpa", fusion to "none"."""
+def parse_run(run: str) -> tuple[str, str, str, str]:
+    """"mode[:attention[:options]]" -> (mode, attention, fusion, weights), checked.
+
+    ``options`` joins with "+" a fusion (:data:`FUSIONS`) and "bf16" for BF16 weights
+    (:data:`WEIGHTS`): "graphs:causal:bf16", "compiled:causal:liger+bf16". Defaults: attention
+    "sdpa", fusion "none", weights "fp32"."""
     parts = run.split(":")
     if len(parts) > 3:
-        raise WorkbookError(f"run={run!r}: write mode[:attention[:fusion]], e.g. "
-                            "'compiled:causal' or 'graphs:causal:liger'")
-    mode, attention, fusion = (parts + ["sdpa", "none"][len(parts) - 1:])[:3]
+        raise WorkbookError(f"run={run!r}: write mode[:attention[:fusion+bf16]], e.g. "
+                            "'compiled:causal', 'graphs:causal:bf16' or 'graphs:causal:liger'")
+    mode, attention = (parts + ["sdpa"])[:2]
+    fusion, weights = "none", "fp32"
+    for option in (parts[2].split("+") if len(parts) == 3 else []):
+        if option in WEIGHTS:
+            weights = option
+        else:
+            check_choice("fusion", option, FUSIONS + WEIGHTS[1:])
+            fusion = option
     check_choice("mode", mode, MODES)
     check_choice("attention", attention, ATTENTIONS)
-    check_choice("fusion", fusion, FUSIONS)
-    return mode, attention, fusion
+    return mode, attention, fusion, weights
 
 
 @dataclass(frozen=True)
 class MfuConfig:
-    """One model shape, one training step timed per run ("mode:attention", see
-    :data:`COMPILE_OPTIONS` and :data:`ATTENTIONS`)."""
+    """One model shape, one training step timed per run ("mode:attention[:options]", see
+    :func:`parse_run`, :data:`COMPILE_OPTIONS`, :data:`ATTENTIONS` and :data:`WEIGHTS`)."""
 
     n_layers: int
     n_heads: int
@@ -482,13 +508,15 @@ class MfuConfig:
 
 MFU_PRESETS = {
     "small": MfuConfig(n_layers=2, n_heads=4, d_model=64, vocab_size=512, seq_len=64,
-                       batch_size=4, runs=("eager:sdpa", "eager:causal"), repeats=3),
+                       batch_size=4, runs=("eager:sdpa", "eager:causal", "eager:causal:bf16"),
+                       repeats=3),
     # nanoGPT's benchmark shape (bench.py): GPT-2 small, 1024 tokens, batch 12, bf16.
     # eager:causal is the control (eager sdpa already skips the mask, so it must match).
     "full": MfuConfig(n_layers=12, n_heads=12, d_model=768, vocab_size=50304, seq_len=1024,
                       batch_size=12, runs=("eager:sdpa", "eager:causal", "compiled:sdpa",
                                            "compiled:causal", "compiled:cudnn",
-                                           "graphs:causal", "autotune:causal"),
+                                           "graphs:causal", "compiled:causal:bf16",
+                                           "graphs:causal:bf16", "autotune:causal:bf16"),
                       repeats=20),
 }
 
@@ -508,10 +536,10 @@ def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
     """Achieved TFLOP/s and MFU of one training step per run, eager next to compiled."""
     frames = []
     for i, run in enumerate(cfg.runs):
-        mode, attention, fusion = parse_run(run)
+        mode, attention, fusion, weights = parse_run(run)
         frames.append(step_rows(cfg.model(), cfg.batch_size, mode, seed, cfg.repeats,
                                 count=i == 0, attention=attention, breakdown=cfg.breakdown,
-                                fusion=fusion))
+                                fusion=fusion, weights=weights))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -612,20 +640,25 @@ def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reindex([k for k in keep if k in table.index]).round(2)
 
 
-RUN_ORDER = [f"{m}:{a}" + ("" if f == "none" else f":{f}")
-             for m in MODES for a in ATTENTIONS for f in FUSIONS]
+def _label(mode: str, attention: str, fusion: str, weights: str) -> str:
+    options = [o for o in (fusion, weights) if o not in ("none", "fp32")]
+    return f"{mode}:{attention}" + (":" + "+".join(options) if options else "")
+
+
+RUN_ORDER = [_label(m, a, f, w) for m in MODES for a in ATTENTIONS for w in WEIGHTS
+             for f in FUSIONS]
 
 
 def run_labels(rows: pd.DataFrame) -> pd.Series:
-    """"mode:attention[:fusion]" per row (rows recorded before the attention or fusion column
-    existed were "sdpa" and "none")."""
+    """The run (:func:`parse_run`'s form) of each row; rows recorded before the attention,
+    fusion or weights column existed were "sdpa", "none" and "fp32"."""
     def column(name: str, default: str) -> pd.Series:
         values = rows[name] if name in rows else pd.Series(default, rows.index)
         return values.fillna(default).astype(str)
 
-    fusion = column("fusion", "none")
-    suffix = fusion.where(fusion == "none", ":" + fusion).replace("none", "")
-    return rows["mode"].astype(str) + ":" + column("attention", "sdpa") + suffix
+    parts = zip(rows["mode"].astype(str), column("attention", "sdpa"), column("fusion", "none"),
+                column("weights", "fp32"))
+    return pd.Series([_label(*p) for p in parts], index=rows.index, dtype=object)
 
 
 def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
