@@ -657,7 +657,7 @@ def run_labels(rows: pd.DataFrame) -> pd.Series:
         return values.fillna(default).astype(str)
 
     parts = zip(rows["mode"].astype(str), column("attention", "sdpa"), column("fusion", "none"),
-                column("weights", "fp32"))
+                column("weights", "fp32"), strict=True)
     return pd.Series([_label(*p) for p in parts], index=rows.index, dtype=object)
 
 
