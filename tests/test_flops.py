@@ -65,24 +65,25 @@ def test_training_time_refuses_bad_input():
         flops.MfuConfig(**shape, runs=())
 
 
-def test_parse_run_defaults_to_transformers_sdpa_unfused_fp32_weights():
-    assert flops.parse_run("compiled") == ("compiled", "sdpa", "none", "fp32")
-    assert flops.parse_run("autotune:causal") == ("autotune", "causal", "none", "fp32")
-    assert flops.parse_run("graphs:causal:liger") == ("graphs", "causal", "liger", "fp32")
-    assert flops.parse_run("graphs:causal:bf16") == ("graphs", "causal", "none", "bf16")
-    assert flops.parse_run("graphs:causal:liger+bf16") == ("graphs", "causal", "liger", "bf16")
-    with pytest.raises(WorkbookError, match="fusion='fast'.*liger.*bf16"):
+def test_parse_run_defaults_to_transformers_sdpa_unfused_fp32_fused_adamw():
+    assert flops.parse_run("compiled") == ("compiled", "sdpa", "none", "fp32", "fused")
+    assert flops.parse_run("autotune:causal") == ("autotune", "causal", "none", "fp32", "fused")
+    assert flops.parse_run("graphs:causal:liger")[2:] == ("liger", "fp32", "fused")
+    assert flops.parse_run("graphs:causal:bf16")[2:] == ("none", "bf16", "fused")
+    assert flops.parse_run("graphs:causal:bf16+compiled_opt+liger")[2:] == (
+        "liger", "bf16", "compiled_opt")
+    with pytest.raises(WorkbookError, match="option='fast'.*liger.*bf16.*compiled_opt"):
         flops.parse_run("graphs:causal:fast")
-    with pytest.raises(WorkbookError, match=r"mode\[:attention\[:fusion\+bf16\]\]"):
+    with pytest.raises(WorkbookError, match=r"mode\[:attention\[:fusion\+bf16\+compiled_opt"):
         flops.parse_run("a:b:c:d")
 
 
 def test_run_labels_read_back_what_parse_run_reads():
     import pandas as pd
     runs = ["eager:sdpa", "graphs:causal:bf16", "compiled:cudnn:liger",
-            "autotune:causal:liger+bf16"]
-    rows = pd.DataFrame([dict(zip(("mode", "attention", "fusion", "weights"),
-                                  flops.parse_run(r), strict=True)) for r in runs])
+            "autotune:causal:liger+bf16+compiled_opt", "compiled:causal:compiled_opt"]
+    axes = ("mode", "attention", "fusion", "weights", "optimizer")
+    rows = pd.DataFrame([dict(zip(axes, flops.parse_run(r), strict=True)) for r in runs])
     assert list(flops.run_labels(rows)) == runs
     assert set(runs) <= set(flops.RUN_ORDER)
 
@@ -213,3 +214,27 @@ def test_bf16_weights_train_the_same_model_as_autocast():
             losses[weights] = flops._loss_fn(model, device)(x, y).item()
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2), losses
     assert {m.dtype for m in opt.master} == {torch.float32}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiles Triton kernels on a GPU")
+@pytest.mark.parametrize("weights", flops.WEIGHTS)
+def test_a_compiled_optimizer_step_updates_like_the_fused_one(weights):
+    cfg = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, seq_len=32)
+    device = torch.device("cuda")
+    moved = {}
+    for optimizer in flops.OPTIMIZERS:
+        model, x, y, opt = flops._setup(cfg, 2, 0, device, "causal", weights, optimizer)
+        # the FP32 values AdamW updates: the masters for BF16 weights, else the weights
+        held = opt.master if weights == "bf16" else list(model.parameters())
+        before = torch.cat([p.detach().flatten() for p in held]).clone()
+        for _ in range(2):
+            flops._loss_fn(model, device)(x, y).backward()
+            opt.step()
+            opt.zero_grad()
+        moved[optimizer] = torch.cat([p.detach().flatten() for p in held]) - before
+        if weights == "bf16":
+            assert torch.equal(torch.cat([p.detach().flatten() for p in model.parameters()]),
+                               torch.cat([m.flatten() for m in opt.master]).bfloat16())
+    assert moved["fused"].norm() > 0
+    gap = (moved["compiled_opt"] - moved["fused"]).norm() / moved["fused"].norm()
+    assert gap < 1e-3, f"the two updates differ by {gap:.2e} (relative)"

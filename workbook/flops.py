@@ -164,7 +164,7 @@ def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none")
 
 
 def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
-           attention: str = "sdpa", weights: str = "fp32"):
+           attention: str = "sdpa", weights: str = "fp32", optimizer: str = "fused"):
     from workbook.model import build_model, use_causal_sdpa
     from workbook.precision import MasterWeightAdamW
 
@@ -175,9 +175,13 @@ def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
     # Random token ids (never all zeros): the cost of a step does not depend on the text.
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
     y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
+    compiled = optimizer == "compiled_opt"
     if weights == "bf16":
         model = model.to(torch.bfloat16)
-        opt = MasterWeightAdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+        opt = MasterWeightAdamW(model.parameters(), lr=1e-4, compile=compiled)
+    elif compiled:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+        opt.step = torch.compile(opt.step)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     return model, x, y, opt
@@ -263,6 +267,10 @@ FUSIONS = ("none", "liger")
 # "bf16": the model is BF16 and AdamW keeps FP32 master weights (Megatron-LM's way,
 # workbook.precision.MasterWeightAdamW): every activation is half the bytes.
 WEIGHTS = ("fp32", "bf16")
+# The optimizer step. "fused": torch's fused AdamW kernel (with BF16 weights, plus two
+# multi-tensor copies to and from the FP32 masters). "compiled_opt": the whole step, copies
+# included, compiled by torch.compile into a few Triton kernels.
+OPTIMIZERS = ("fused", "compiled_opt")
 
 
 def apply_liger(model: torch.nn.Module) -> torch.nn.Module:
@@ -322,21 +330,23 @@ def kernel_breakdown(step, steps: int = 3) -> dict[str, float]:
 
 def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, seed: int,
                 device: torch.device, count: bool = False, fusion: str = "none",
-                weights: str = "fp32"):
+                weights: str = "fp32", optimizer: str = "fused"):
     """(step, counted FLOPs): one full training step (forward, loss, backward, fused AdamW)
-    of a fresh model in ``mode`` with ``attention``, ``fusion`` and ``weights``; the first
+    of a fresh model in ``mode`` with ``attention``, ``fusion``, ``weights`` and ``optimizer``
+    (see :func:`parse_run`); the first
     call compiles. FLOPs are counted on the unfused model (Liger's Triton kernels are opaque
     to the counter)."""
     check_choice("mode", mode, MODES)
     check_choice("attention", attention, ATTENTIONS)
     check_choice("fusion", fusion, FUSIONS)
     check_choice("weights", weights, WEIGHTS)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     if attention == "cudnn" and device.type != "cuda":
         raise WorkbookError("attention='cudnn' needs a CUDA GPU; allowed here: sdpa, causal")
     if fusion == "liger" and device.type != "cuda":
         raise WorkbookError("fusion='liger' runs Triton kernels and needs a CUDA GPU; allowed "
                             "here: none")
-    model, x, y, opt = _setup(cfg, batch_size, seed, device, attention, weights)
+    model, x, y, opt = _setup(cfg, batch_size, seed, device, attention, weights, optimizer)
     counted = _count(model, x, y, device) if count else {}
     if fusion == "liger":
         apply_liger(model)
@@ -365,7 +375,7 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
                     attention: str = "sdpa", seed: int = 0, repeats: int = 10,
                     device: torch.device | str | None = None, count: bool = False,
                     breakdown: bool = False, fusion: str = "none",
-                    weights: str = "fp32") -> dict:
+                    weights: str = "fp32", optimizer: str = "fused") -> dict:
     """Median milliseconds of one full training step (forward, loss, backward, fused AdamW
     step) in ``mode`` (see :data:`COMPILE_OPTIONS`), and the peak memory; with ``count``, also
     the FLOPs counted on one eager step first; with ``breakdown`` (GPU only), the kernel time
@@ -374,7 +384,7 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
 
     device = torch.device(device) if device is not None else _device()
     step, counted = _train_step(cfg, batch_size, mode, attention, seed, device, count, fusion,
-                                weights)
+                                weights, optimizer)
     reset_peak(device)
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
@@ -388,10 +398,11 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
     at the full MFU preset's shape unless ``cfg``/``batch_size`` are given. GPU only."""
     if not torch.cuda.is_available():
         raise WorkbookError("top_kernels profiles CUDA kernels and needs a GPU")
-    mode, attention, fusion, weights = parse_run(run)
+    mode, attention, fusion, weights, optimizer = parse_run(run)
     preset = MFU_PRESETS["full"]
     step, _ = _train_step(cfg or preset.model(), batch_size or preset.batch_size, mode,
-                          attention, seed, torch.device("cuda"), fusion=fusion, weights=weights)
+                          attention, seed, torch.device("cuda"), fusion=fusion, weights=weights,
+                          optimizer=optimizer)
     for _ in range(3):
         step()   # compile and warm up
     return kernel_times(step).head(n)
@@ -400,11 +411,12 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
 def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: int,
               count: bool = True, attention: str = "sdpa",
               breakdown: bool = False, fusion: str = "none",
-              weights: str = "fp32") -> pd.DataFrame:
+              weights: str = "fp32", optimizer: str = "fused") -> pd.DataFrame:
     """Tidy rows for one shape and mode: predicted, counted, time, achieved TFLOP/s, MFU, and
     with ``breakdown`` the GPU time per kernel family (``kernel_ms_<family>``)."""
     device = _device()
     base = {"mode": mode, "attention": attention, "fusion": fusion, "weights": weights,
+            "optimizer": optimizer,
             "n_layers": cfg.n_layers,
             "n_heads": cfg.n_heads, "d_model": cfg.d_model, "vocab_size": cfg.vocab_size,
             "seq_len": cfg.seq_len, "batch_size": batch_size, "n_params": matmul_params(cfg)}
@@ -414,7 +426,8 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
     try:
         timing = time_train_step(cfg, batch_size, mode=mode, attention=attention, seed=seed,
                                  repeats=repeats, device=device, count=count,
-                                 breakdown=breakdown, fusion=fusion, weights=weights)
+                                 breakdown=breakdown, fusion=fusion, weights=weights,
+                                 optimizer=optimizer)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return pd.DataFrame(rows + [{**base, "metric": "step_time", "value": math.nan,
@@ -454,27 +467,28 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
 
 # ------------------------------------------------------------------------- experiments
 
-def parse_run(run: str) -> tuple[str, str, str, str]:
-    """"mode[:attention[:options]]" -> (mode, attention, fusion, weights), checked.
+def parse_run(run: str) -> tuple[str, str, str, str, str]:
+    """"mode[:attention[:options]]" -> (mode, attention, fusion, weights, optimizer), checked.
 
-    ``options`` joins with "+" a fusion (:data:`FUSIONS`) and "bf16" for BF16 weights
-    (:data:`WEIGHTS`): "graphs:causal:bf16", "compiled:causal:liger+bf16". Defaults: attention
-    "sdpa", fusion "none", weights "fp32"."""
+    ``options`` joins with "+" at most one of each: a fusion (:data:`FUSIONS`), "bf16" for BF16
+    weights (:data:`WEIGHTS`) and "compiled_opt" for a compiled optimizer step
+    (:data:`OPTIMIZERS`): "graphs:causal:bf16", "compiled:causal:liger+bf16+compiled_opt".
+    Defaults: attention "sdpa", fusion "none", weights "fp32", optimizer "fused"."""
     parts = run.split(":")
     if len(parts) > 3:
-        raise WorkbookError(f"run={run!r}: write mode[:attention[:fusion+bf16]], e.g. "
-                            "'compiled:causal', 'graphs:causal:bf16' or 'graphs:causal:liger'")
+        raise WorkbookError(f"run={run!r}: write mode[:attention[:fusion+bf16+compiled_opt]], "
+                            "e.g. 'compiled:causal', 'graphs:causal:bf16' or 'graphs:causal:liger'")
     mode, attention = (parts + ["sdpa"])[:2]
-    fusion, weights = "none", "fp32"
-    for option in (parts[2].split("+") if len(parts) == 3 else []):
-        if option in WEIGHTS:
-            weights = option
-        else:
-            check_choice("fusion", option, FUSIONS + WEIGHTS[1:])
-            fusion = option
     check_choice("mode", mode, MODES)
     check_choice("attention", attention, ATTENTIONS)
-    return mode, attention, fusion, weights
+    chosen = {"fusion": "none", "weights": "fp32", "optimizer": "fused"}
+    axes = {"fusion": FUSIONS, "weights": WEIGHTS, "optimizer": OPTIMIZERS}
+    for option in (parts[2].split("+") if len(parts) == 3 else []):
+        axis = next((a for a, values in axes.items() if option in values), None)
+        if axis is None:
+            check_choice("option", option, FUSIONS[1:] + WEIGHTS[1:] + OPTIMIZERS[1:])
+        chosen[axis] = option
+    return mode, attention, chosen["fusion"], chosen["weights"], chosen["optimizer"]
 
 
 @dataclass(frozen=True)
@@ -536,10 +550,10 @@ def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
     """Achieved TFLOP/s and MFU of one training step per run, eager next to compiled."""
     frames = []
     for i, run in enumerate(cfg.runs):
-        mode, attention, fusion, weights = parse_run(run)
+        mode, attention, fusion, weights, optimizer = parse_run(run)
         frames.append(step_rows(cfg.model(), cfg.batch_size, mode, seed, cfg.repeats,
                                 count=i == 0, attention=attention, breakdown=cfg.breakdown,
-                                fusion=fusion, weights=weights))
+                                fusion=fusion, weights=weights, optimizer=optimizer))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -640,24 +654,24 @@ def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reindex([k for k in keep if k in table.index]).round(2)
 
 
-def _label(mode: str, attention: str, fusion: str, weights: str) -> str:
-    options = [o for o in (fusion, weights) if o not in ("none", "fp32")]
+def _label(mode: str, attention: str, fusion: str, weights: str, optimizer: str) -> str:
+    options = [o for o in (fusion, weights, optimizer) if o not in ("none", "fp32", "fused")]
     return f"{mode}:{attention}" + (":" + "+".join(options) if options else "")
 
 
-RUN_ORDER = [_label(m, a, f, w) for m in MODES for a in ATTENTIONS for w in WEIGHTS
-             for f in FUSIONS]
+RUN_ORDER = [_label(m, a, f, w, o) for m in MODES for a in ATTENTIONS for w in WEIGHTS
+             for o in OPTIMIZERS for f in FUSIONS]
 
 
 def run_labels(rows: pd.DataFrame) -> pd.Series:
     """The run (:func:`parse_run`'s form) of each row; rows recorded before the attention,
-    fusion or weights column existed were "sdpa", "none" and "fp32"."""
+    fusion, weights or optimizer column existed were "sdpa", "none", "fp32" and "fused"."""
     def column(name: str, default: str) -> pd.Series:
         values = rows[name] if name in rows else pd.Series(default, rows.index)
         return values.fillna(default).astype(str)
 
     parts = zip(rows["mode"].astype(str), column("attention", "sdpa"), column("fusion", "none"),
-                column("weights", "fp32"), strict=True)
+                column("weights", "fp32"), column("optimizer", "fused"), strict=True)
     return pd.Series([_label(*p) for p in parts], index=rows.index, dtype=object)
 
 

@@ -508,13 +508,27 @@ class MasterWeightAdamW:
     the transient BF16 weight copies: speed bought with memory.
     """
 
-    def __init__(self, params, lr: float = 1e-3, **adamw_kwargs):
+    def __init__(self, params, lr: float = 1e-3, compile: bool = False, **adamw_kwargs):
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise WorkbookError("MasterWeightAdamW got no trainable parameters")
         self.master = [p.detach().float().clone() for p in self.params]
-        fused = adamw_kwargs.pop("fused", self.master[0].is_cuda)
-        self.optimizer = torch.optim.AdamW(self.master, lr=lr, fused=fused, **adamw_kwargs)
+        if compile:
+            # torch.compile fuses the two copies and the (multi-tensor) AdamW arithmetic into a
+            # few Triton kernels: one pass over the parameters instead of three.
+            adamw_kwargs.update(foreach=True, fused=False)
+        else:
+            adamw_kwargs.setdefault("fused", self.master[0].is_cuda)
+        self.optimizer = torch.optim.AdamW(self.master, lr=lr, **adamw_kwargs)
+        self._update = torch.compile(self._copy_step_copy) if compile else self._copy_step_copy
+
+    def _copy_step_copy(self) -> None:
+        pairs = [(p.grad, m.grad) for p, m in zip(self.params, self.master, strict=True)
+                 if p.grad is not None]
+        if pairs:
+            torch._foreach_copy_([m for _, m in pairs], [g for g, _ in pairs])
+        self.optimizer.step()
+        torch._foreach_copy_(self.params, self.master)   # round the FP32 masters into BF16
 
     @torch.no_grad()
     def step(self) -> None:
@@ -523,12 +537,7 @@ class MasterWeightAdamW:
                 m.grad = None             # no gradient this step: AdamW skips it, as in torch
             elif m.grad is None:
                 m.grad = torch.empty_like(m)
-        pairs = [(p.grad, m.grad) for p, m in zip(self.params, self.master, strict=True)
-                 if p.grad is not None]
-        if pairs:
-            torch._foreach_copy_([m for _, m in pairs], [g for g, _ in pairs])
-        self.optimizer.step()
-        torch._foreach_copy_(self.params, self.master)   # round the FP32 masters into BF16
+        self._update()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
