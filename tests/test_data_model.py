@@ -194,3 +194,23 @@ def test_causal_sdpa_matches_sdpa_and_keeps_flash_eligible_under_compile():
     assert _sdpa_calls_under_dynamo(m, x) == [(False, True)] * 2
     # a padding mask is still honoured
     assert all(has_mask for has_mask, _ in _sdpa_calls_under_dynamo(m, x, attention_mask=pad))
+
+
+def test_rope_table_gives_the_same_logits_and_gradients():
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, seq_len=16)
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for table in (False, True):
+        m = model.build_model(cfg, seed=0)
+        if table:
+            model.use_rope_table(m)
+            assert isinstance(m.model.rotary_emb, model.RopeTable)
+            assert m.model.rotary_emb.cos.shape == (16, cfg.head_dim)
+        logits = m(input_ids=ids).logits
+        logits.square().mean().backward()
+        out[table] = (logits.detach(), m.model.layers[0].self_attn.q_proj.weight.grad)
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-4, atol=1e-7)
+    # the tables travel with the model, to BF16 as well
+    bf16 = model.use_rope_table(model.build_model(cfg, seed=0)).to(torch.bfloat16)
+    assert bf16(input_ids=ids).logits.dtype == torch.bfloat16

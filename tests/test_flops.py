@@ -40,7 +40,10 @@ def test_counted_matmul_flops_equal_six_n_per_token():
     counted = flops.count_step_flops(TINY, batch_size=2, seed=0, device="cpu")
     tokens = 2 * TINY.seq_len
     predicted = flops.flops_per_token(TINY)
-    assert counted["matmul"] == pytest.approx(predicted["dense"] * tokens, rel=1e-9), \
+    # Some transformers versions (5.17) build the rotary angles as a matmul, inv_freq (head_dim/2
+    # x 1) @ positions (1 x seq_len), forward only; newer ones (5.23) multiply by broadcasting.
+    rotary = 2 * (TINY.head_dim // 2) * TINY.seq_len
+    assert counted["matmul"] - predicted["dense"] * tokens in (0, rotary), \
         "every matmul parameter costs 2 FLOPs forward and 4 backward per token"
     # FlashAttention's backward recomputes QKᵀ, so PyTorch counts 14 (not 12) per L·T·d.
     assert counted["attention"] == pytest.approx(predicted["attention"] * tokens * 14 / 12,
@@ -65,24 +68,25 @@ def test_training_time_refuses_bad_input():
         flops.MfuConfig(**shape, runs=())
 
 
-def test_parse_run_defaults_to_transformers_sdpa_unfused_fp32_fused_adamw():
-    assert flops.parse_run("compiled") == ("compiled", "sdpa", "none", "fp32", "fused")
-    assert flops.parse_run("autotune:causal") == ("autotune", "causal", "none", "fp32", "fused")
-    assert flops.parse_run("graphs:causal:liger")[2:] == ("liger", "fp32", "fused")
-    assert flops.parse_run("graphs:causal:bf16")[2:] == ("none", "bf16", "fused")
-    assert flops.parse_run("graphs:causal:bf16+compiled_opt+liger")[2:] == (
-        "liger", "bf16", "compiled_opt")
-    with pytest.raises(WorkbookError, match="option='fast'.*liger.*bf16.*compiled_opt"):
+def test_parse_run_defaults_to_transformers_as_it_comes():
+    defaults = ("none", "fp32", "fused", "angles")
+    assert flops.parse_run("compiled") == ("compiled", "sdpa", *defaults)
+    assert flops.parse_run("autotune:causal") == ("autotune", "causal", *defaults)
+    assert flops.parse_run("graphs:flash:liger")[1:3] == ("flash", "liger")
+    assert flops.parse_run("graphs:causal:bf16")[2:] == ("none", "bf16", "fused", "angles")
+    assert flops.parse_run("graphs:causal:rope_table+bf16+compiled_opt+liger")[2:] == (
+        "liger", "bf16", "compiled_opt", "rope_table")
+    with pytest.raises(WorkbookError, match="option='fast'.*liger.*bf16.*compiled_opt.*rope_table"):
         flops.parse_run("graphs:causal:fast")
-    with pytest.raises(WorkbookError, match=r"mode\[:attention\[:fusion\+bf16\+compiled_opt"):
+    with pytest.raises(WorkbookError, match=r"mode\[:attention\[:option\+option"):
         flops.parse_run("a:b:c:d")
 
 
 def test_run_labels_read_back_what_parse_run_reads():
     import pandas as pd
     runs = ["eager:sdpa", "graphs:causal:bf16", "compiled:cudnn:liger",
-            "autotune:causal:liger+bf16+compiled_opt", "compiled:causal:compiled_opt"]
-    axes = ("mode", "attention", "fusion", "weights", "optimizer")
+            "autotune:causal:liger+bf16+compiled_opt+rope_table", "compiled:flash:compiled_opt"]
+    axes = ("mode", "attention", "fusion", "weights", "optimizer", "rope")
     rows = pd.DataFrame([dict(zip(axes, flops.parse_run(r), strict=True)) for r in runs])
     assert list(flops.run_labels(rows)) == runs
     assert set(runs) <= set(flops.RUN_ORDER)
@@ -161,8 +165,20 @@ def test_compiled_causal_sdpa_runs_a_flash_kernel_that_skips_the_masked_half():
     assert ms["compiled:sdpa"] > 1.3 * ms["compiled:causal"], ms
 
 
+@pytest.fixture
+def llama_module_restored():
+    """Liger patches transformers' Llama module itself (its RMSNorm, MLP and rotary function):
+    put it back afterwards, or every later test in this process builds Liger's GPU kernels."""
+    from transformers.models.llama import modeling_llama
+
+    saved = dict(vars(modeling_llama))
+    yield
+    for name, value in saved.items():
+        setattr(modeling_llama, name, value)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Liger-Kernel runs Triton on a GPU")
-def test_liger_fusion_gives_the_same_loss_and_gradients():
+def test_liger_fusion_gives_the_same_loss_and_gradients(llama_module_restored):
     pytest.importorskip("liger_kernel")
     cfg = ModelConfig(vocab_size=512, d_model=128, n_layers=2, n_heads=2, seq_len=64)
     device = torch.device("cuda")
@@ -219,16 +235,20 @@ def test_bf16_weights_train_the_same_model_as_autocast():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiles Triton kernels on a GPU")
 @pytest.mark.parametrize("weights", flops.WEIGHTS)
 def test_a_compiled_optimizer_step_updates_like_the_fused_one(weights):
+    """Same gradients in (drawn, not from a backward, which is not bit-reproducible on a GPU),
+    same update out: the compiled step is AdamW too."""
     cfg = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, seq_len=32)
     device = torch.device("cuda")
     moved = {}
     for optimizer in flops.OPTIMIZERS:
-        model, x, y, opt = flops._setup(cfg, 2, 0, device, "causal", weights, optimizer)
+        model, _, _, opt = flops._setup(cfg, 2, 0, device, "causal", weights, optimizer)
         # the FP32 values AdamW updates: the masters for BF16 weights, else the weights
         held = opt.master if weights == "bf16" else list(model.parameters())
         before = torch.cat([p.detach().flatten() for p in held]).clone()
-        for _ in range(2):
-            flops._loss_fn(model, device)(x, y).backward()
+        gen = torch.Generator(device).manual_seed(0)
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=gen, device=device).to(p.dtype)
             opt.step()
             opt.zero_grad()
         moved[optimizer] = torch.cat([p.detach().flatten() for p in held]) - before
@@ -237,4 +257,4 @@ def test_a_compiled_optimizer_step_updates_like_the_fused_one(weights):
                                torch.cat([m.flatten() for m in opt.master]).bfloat16())
     assert moved["fused"].norm() > 0
     gap = (moved["compiled_opt"] - moved["fused"]).norm() / moved["fused"].norm()
-    assert gap < 1e-3, f"the two updates differ by {gap:.2e} (relative)"
+    assert gap < 1e-4, f"the two updates differ by {gap:.2e} (relative)"

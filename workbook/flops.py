@@ -164,13 +164,16 @@ def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none")
 
 
 def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
-           attention: str = "sdpa", weights: str = "fp32", optimizer: str = "fused"):
-    from workbook.model import build_model, use_causal_sdpa
+           attention: str = "sdpa", weights: str = "fp32", optimizer: str = "fused",
+           rope: str = "angles"):
+    from workbook.model import build_model, use_causal_sdpa, use_rope_table
     from workbook.precision import MasterWeightAdamW
 
     model = build_model(cfg, seed, device=device).train()
-    if attention in ("causal", "cudnn"):
+    if attention != "sdpa":
         use_causal_sdpa(model)
+    if rope == "rope_table":
+        use_rope_table(model)
     gen = torch.Generator().manual_seed(seed)
     # Random token ids (never all zeros): the cost of a step does not depend on the text.
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
@@ -256,9 +259,10 @@ COMPILE_OPTIONS: dict[str, dict | None] = {
 MODES = tuple(COMPILE_OPTIONS)
 # "sdpa": transformers' own SDPA integration. Under torch.compile (torch < 2.14) it passes SDPA
 # an explicit causal mask, which rules FlashAttention out. "causal": workbook.model's
-# CAUSAL_SDPA, which passes is_causal=True instead (no padding in these batches). "cudnn": the
-# same, with SDPA restricted to its cuDNN attention backend (GPU only) instead of FlashAttention-2.
-ATTENTIONS = ("sdpa", "causal", "cudnn")
+# CAUSAL_SDPA, which passes is_causal=True instead (no padding in these batches), and SDPA picks
+# its kernel (on an H100 with torch 2.11: cuDNN's). "cudnn" and "flash": the same, with SDPA
+# restricted to its cuDNN backend or to its FlashAttention-2 backend (GPU only).
+ATTENTIONS = ("sdpa", "causal", "cudnn", "flash")
 # "liger": Liger-Kernel's Triton kernels for RMSNorm, rotary embedding and SwiGLU, and its
 # fused linear cross-entropy for the output layer + loss (GPU only, `pip install liger-kernel`).
 FUSIONS = ("none", "liger")
@@ -271,6 +275,10 @@ WEIGHTS = ("fp32", "bf16")
 # multi-tensor copies to and from the FP32 masters). "compiled_opt": the whole step, copies
 # included, compiled by torch.compile into a few Triton kernels.
 OPTIMIZERS = ("fused", "compiled_opt")
+# The rotary embedding's cos and sin. "angles": computed from the positions at every forward, as
+# transformers does (under torch.compile, inside every kernel that rotates q or k).
+# "rope_table": read from tables built once (workbook.model.RopeTable).
+ROPES = ("angles", "rope_table")
 
 
 def apply_liger(model: torch.nn.Module) -> torch.nn.Module:
@@ -330,10 +338,10 @@ def kernel_breakdown(step, steps: int = 3) -> dict[str, float]:
 
 def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, seed: int,
                 device: torch.device, count: bool = False, fusion: str = "none",
-                weights: str = "fp32", optimizer: str = "fused"):
+                weights: str = "fp32", optimizer: str = "fused", rope: str = "angles"):
     """(step, counted FLOPs): one full training step (forward, loss, backward, fused AdamW)
-    of a fresh model in ``mode`` with ``attention``, ``fusion``, ``weights`` and ``optimizer``
-    (see :func:`parse_run`); the first
+    of a fresh model in ``mode`` with ``attention``, ``fusion``, ``weights``, ``optimizer`` and
+    ``rope`` (see :func:`parse_run`); the first
     call compiles. FLOPs are counted on the unfused model (Liger's Triton kernels are opaque
     to the counter)."""
     check_choice("mode", mode, MODES)
@@ -341,12 +349,15 @@ def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, se
     check_choice("fusion", fusion, FUSIONS)
     check_choice("weights", weights, WEIGHTS)
     check_choice("optimizer", optimizer, OPTIMIZERS)
-    if attention == "cudnn" and device.type != "cuda":
-        raise WorkbookError("attention='cudnn' needs a CUDA GPU; allowed here: sdpa, causal")
+    check_choice("rope", rope, ROPES)
+    if attention in ("cudnn", "flash") and device.type != "cuda":
+        raise WorkbookError(f"attention={attention!r} needs a CUDA GPU; allowed here: sdpa, "
+                            "causal")
     if fusion == "liger" and device.type != "cuda":
         raise WorkbookError("fusion='liger' runs Triton kernels and needs a CUDA GPU; allowed "
                             "here: none")
-    model, x, y, opt = _setup(cfg, batch_size, seed, device, attention, weights, optimizer)
+    model, x, y, opt = _setup(cfg, batch_size, seed, device, attention, weights, optimizer,
+                              rope)
     counted = _count(model, x, y, device) if count else {}
     if fusion == "liger":
         apply_liger(model)
@@ -356,10 +367,10 @@ def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, se
 
     def backends():
         # the backend is picked when the forward runs (or is traced): the backward follows it
-        if attention != "cudnn":
-            return contextlib.nullcontext()
         from torch.nn.attention import SDPBackend, sdpa_kernel
-        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION])
+
+        only = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}
+        return sdpa_kernel([only[attention]]) if attention in only else contextlib.nullcontext()
 
     def step() -> None:
         with backends():
@@ -375,7 +386,8 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
                     attention: str = "sdpa", seed: int = 0, repeats: int = 10,
                     device: torch.device | str | None = None, count: bool = False,
                     breakdown: bool = False, fusion: str = "none",
-                    weights: str = "fp32", optimizer: str = "fused") -> dict:
+                    weights: str = "fp32", optimizer: str = "fused",
+                    rope: str = "angles") -> dict:
     """Median milliseconds of one full training step (forward, loss, backward, fused AdamW
     step) in ``mode`` (see :data:`COMPILE_OPTIONS`), and the peak memory; with ``count``, also
     the FLOPs counted on one eager step first; with ``breakdown`` (GPU only), the kernel time
@@ -384,7 +396,7 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
 
     device = torch.device(device) if device is not None else _device()
     step, counted = _train_step(cfg, batch_size, mode, attention, seed, device, count, fusion,
-                                weights, optimizer)
+                                weights, optimizer, rope)
     reset_peak(device)
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
@@ -398,11 +410,11 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
     at the full MFU preset's shape unless ``cfg``/``batch_size`` are given. GPU only."""
     if not torch.cuda.is_available():
         raise WorkbookError("top_kernels profiles CUDA kernels and needs a GPU")
-    mode, attention, fusion, weights, optimizer = parse_run(run)
+    mode, attention, fusion, weights, optimizer, rope = parse_run(run)
     preset = MFU_PRESETS["full"]
     step, _ = _train_step(cfg or preset.model(), batch_size or preset.batch_size, mode,
                           attention, seed, torch.device("cuda"), fusion=fusion, weights=weights,
-                          optimizer=optimizer)
+                          optimizer=optimizer, rope=rope)
     for _ in range(3):
         step()   # compile and warm up
     return kernel_times(step).head(n)
@@ -411,12 +423,13 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
 def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: int,
               count: bool = True, attention: str = "sdpa",
               breakdown: bool = False, fusion: str = "none",
-              weights: str = "fp32", optimizer: str = "fused") -> pd.DataFrame:
+              weights: str = "fp32", optimizer: str = "fused",
+              rope: str = "angles") -> pd.DataFrame:
     """Tidy rows for one shape and mode: predicted, counted, time, achieved TFLOP/s, MFU, and
     with ``breakdown`` the GPU time per kernel family (``kernel_ms_<family>``)."""
     device = _device()
     base = {"mode": mode, "attention": attention, "fusion": fusion, "weights": weights,
-            "optimizer": optimizer,
+            "optimizer": optimizer, "rope": rope,
             "n_layers": cfg.n_layers,
             "n_heads": cfg.n_heads, "d_model": cfg.d_model, "vocab_size": cfg.vocab_size,
             "seq_len": cfg.seq_len, "batch_size": batch_size, "n_params": matmul_params(cfg)}
@@ -427,7 +440,7 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
         timing = time_train_step(cfg, batch_size, mode=mode, attention=attention, seed=seed,
                                  repeats=repeats, device=device, count=count,
                                  breakdown=breakdown, fusion=fusion, weights=weights,
-                                 optimizer=optimizer)
+                                 optimizer=optimizer, rope=rope)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return pd.DataFrame(rows + [{**base, "metric": "step_time", "value": math.nan,
@@ -467,28 +480,30 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
 
 # ------------------------------------------------------------------------- experiments
 
-def parse_run(run: str) -> tuple[str, str, str, str, str]:
-    """"mode[:attention[:options]]" -> (mode, attention, fusion, weights, optimizer), checked.
+def parse_run(run: str) -> tuple[str, str, str, str, str, str]:
+    """"mode[:attention[:options]]" -> (mode, attention, fusion, weights, optimizer, rope),
+    checked.
 
     ``options`` joins with "+" at most one of each: a fusion (:data:`FUSIONS`), "bf16" for BF16
-    weights (:data:`WEIGHTS`) and "compiled_opt" for a compiled optimizer step
-    (:data:`OPTIMIZERS`): "graphs:causal:bf16", "compiled:causal:liger+bf16+compiled_opt".
-    Defaults: attention "sdpa", fusion "none", weights "fp32", optimizer "fused"."""
+    weights (:data:`WEIGHTS`), "compiled_opt" for a compiled optimizer step
+    (:data:`OPTIMIZERS`) and "rope_table" for tabulated rotary angles (:data:`ROPES`), e.g.
+    "graphs:causal:bf16", "compiled:causal:bf16+compiled_opt+rope_table". Defaults: attention
+    "sdpa", fusion "none", weights "fp32", optimizer "fused", rope "angles"."""
     parts = run.split(":")
     if len(parts) > 3:
-        raise WorkbookError(f"run={run!r}: write mode[:attention[:fusion+bf16+compiled_opt]], "
-                            "e.g. 'compiled:causal', 'graphs:causal:bf16' or 'graphs:causal:liger'")
+        raise WorkbookError(f"run={run!r}: write mode[:attention[:option+option...]], e.g. "
+                            "'compiled:causal', 'graphs:causal:bf16' or 'graphs:causal:liger'")
     mode, attention = (parts + ["sdpa"])[:2]
     check_choice("mode", mode, MODES)
     check_choice("attention", attention, ATTENTIONS)
-    chosen = {"fusion": "none", "weights": "fp32", "optimizer": "fused"}
-    axes = {"fusion": FUSIONS, "weights": WEIGHTS, "optimizer": OPTIMIZERS}
+    axes = {"fusion": FUSIONS, "weights": WEIGHTS, "optimizer": OPTIMIZERS, "rope": ROPES}
+    chosen = {axis: values[0] for axis, values in axes.items()}
     for option in (parts[2].split("+") if len(parts) == 3 else []):
         axis = next((a for a, values in axes.items() if option in values), None)
         if axis is None:
-            check_choice("option", option, FUSIONS[1:] + WEIGHTS[1:] + OPTIMIZERS[1:])
+            check_choice("option", option, [v for values in axes.values() for v in values[1:]])
         chosen[axis] = option
-    return mode, attention, chosen["fusion"], chosen["weights"], chosen["optimizer"]
+    return mode, attention, *chosen.values()
 
 
 @dataclass(frozen=True)
@@ -550,10 +565,10 @@ def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
     """Achieved TFLOP/s and MFU of one training step per run, eager next to compiled."""
     frames = []
     for i, run in enumerate(cfg.runs):
-        mode, attention, fusion, weights, optimizer = parse_run(run)
+        mode, attention, fusion, weights, optimizer, rope = parse_run(run)
         frames.append(step_rows(cfg.model(), cfg.batch_size, mode, seed, cfg.repeats,
                                 count=i == 0, attention=attention, breakdown=cfg.breakdown,
-                                fusion=fusion, weights=weights, optimizer=optimizer))
+                                fusion=fusion, weights=weights, optimizer=optimizer, rope=rope))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -654,24 +669,28 @@ def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reindex([k for k in keep if k in table.index]).round(2)
 
 
-def _label(mode: str, attention: str, fusion: str, weights: str, optimizer: str) -> str:
-    options = [o for o in (fusion, weights, optimizer) if o not in ("none", "fp32", "fused")]
+def _label(mode: str, attention: str, fusion: str, weights: str, optimizer: str,
+           rope: str) -> str:
+    options = [o for o in (fusion, weights, optimizer, rope)
+               if o not in ("none", "fp32", "fused", "angles")]
     return f"{mode}:{attention}" + (":" + "+".join(options) if options else "")
 
 
-RUN_ORDER = [_label(m, a, f, w, o) for m in MODES for a in ATTENTIONS for w in WEIGHTS
-             for o in OPTIMIZERS for f in FUSIONS]
+RUN_ORDER = [_label(m, a, f, w, o, r) for m in MODES for a in ATTENTIONS for w in WEIGHTS
+             for o in OPTIMIZERS for r in ROPES for f in FUSIONS]
 
 
 def run_labels(rows: pd.DataFrame) -> pd.Series:
     """The run (:func:`parse_run`'s form) of each row; rows recorded before the attention,
-    fusion, weights or optimizer column existed were "sdpa", "none", "fp32" and "fused"."""
+    fusion, weights, optimizer or rope column existed were "sdpa", "none", "fp32", "fused"
+    and "angles"."""
     def column(name: str, default: str) -> pd.Series:
         values = rows[name] if name in rows else pd.Series(default, rows.index)
         return values.fillna(default).astype(str)
 
     parts = zip(rows["mode"].astype(str), column("attention", "sdpa"), column("fusion", "none"),
-                column("weights", "fp32"), column("optimizer", "fused"), strict=True)
+                column("weights", "fp32"), column("optimizer", "fused"),
+                column("rope", "angles"), strict=True)
     return pd.Series([_label(*p) for p in parts], index=rows.index, dtype=object)
 
 

@@ -131,6 +131,32 @@ def use_causal_sdpa(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+class RopeTable(torch.nn.Module):
+    """A drop-in for transformers' rotary embedding module: cos and sin read from tables built
+    once, for positions 0..max_positions-1, instead of computed from the positions at every
+    forward. Same values (the tables come from the original module); cheaper under
+    torch.compile, which otherwise recomputes cos and sin inside every kernel that rotates q or k.
+    Positions must stay below ``max_positions`` (the model's ``max_position_embeddings``)."""
+
+    def __init__(self, rotary: torch.nn.Module, max_positions: int):
+        super().__init__()
+        device = rotary.inv_freq.device
+        positions = torch.arange(max_positions, device=device)[None]
+        cos, sin = rotary(torch.empty(0, device=device), positions)   # fp32, (1, T, head_dim)
+        self.cos = torch.nn.Buffer(cos[0], persistent=False)
+        self.sin = torch.nn.Buffer(sin[0], persistent=False)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor):
+        return self.cos[position_ids].to(x.dtype), self.sin[position_ids].to(x.dtype)
+
+
+def use_rope_table(model: torch.nn.Module) -> torch.nn.Module:
+    """Swap a transformers Llama model's rotary embedding for a :class:`RopeTable`, in place."""
+    inner = model.model
+    inner.rotary_emb = RopeTable(inner.rotary_emb, model.config.max_position_embeddings)
+    return model
+
+
 def _analytic_params(cfg: ModelConfig, non_embedding: bool) -> int:
     d, ff = cfg.d_model, cfg.d_ff
     per_layer = 4 * d * d + 3 * d * ff + 2 * d          # q,k,v,o + gate,up,down + 2 RMSNorms
