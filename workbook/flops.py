@@ -247,14 +247,20 @@ def _peaks(device: torch.device) -> dict[str, float]:
     return out
 
 
-# How each mode runs the loss function (forward + loss; backward follows the compiled graph).
-# "autotune" also searches matmul tile configurations (minutes of compile on the first step);
-# CUDA graphs stay off: the optimizer step runs outside the graph.
+# How each mode runs the loss function (forward + loss; backward follows the compiled graph;
+# the optimizer step stays outside, compiled or not, see OPTIMIZERS).
+# "graphs": CUDA graphs around forward and backward (one launch each instead of hundreds).
+# "graphs_tuned": the same, and every Triton kernel's block sizes tuned by coordinate descent.
+# "autotune": also searches matmul implementations and tile configurations (cuBLAS against
+# Triton templates, which can fuse the elementwise work around them): minutes of compile on the
+# first step; "autotune_graphs" with CUDA graphs.
 COMPILE_OPTIONS: dict[str, dict | None] = {
     "eager": None,
     "compiled": {},
     "autotune": {"mode": "max-autotune-no-cudagraphs"},
-    "graphs": {"mode": "reduce-overhead"},   # CUDA graphs around forward and backward
+    "graphs": {"mode": "reduce-overhead"},
+    "graphs_tuned": {"options": {"triton.cudagraphs": True, "coordinate_descent_tuning": True}},
+    "autotune_graphs": {"mode": "max-autotune"},
 }
 MODES = tuple(COMPILE_OPTIONS)
 # "sdpa": transformers' own SDPA integration. Under torch.compile (torch < 2.14) it passes SDPA
@@ -535,6 +541,10 @@ class MfuConfig:
                            n_layers=self.n_layers, n_heads=self.n_heads, seq_len=self.seq_len)
 
 
+# Every option that made the H100 step faster (BF16 weights with FP32 masters, a compiled
+# optimizer step, tabulated rotary angles); see data/results/mfu_benchmark.csv.
+BEST_OPTIONS = "bf16+compiled_opt+rope_table"
+
 MFU_PRESETS = {
     "small": MfuConfig(n_layers=2, n_heads=4, d_model=64, vocab_size=512, seq_len=64,
                        batch_size=4, runs=("eager:sdpa", "eager:causal", "eager:causal:bf16"),
@@ -545,14 +555,17 @@ MFU_PRESETS = {
                       batch_size=12, runs=("eager:sdpa", "eager:causal", "compiled:sdpa",
                                            "compiled:causal", "compiled:cudnn",
                                            "graphs:causal", "compiled:causal:bf16",
-                                           "graphs:causal:bf16", "autotune:causal:bf16"),
+                                           "graphs:causal:bf16", "graphs:causal:" + BEST_OPTIONS,
+                                           "graphs:flash:" + BEST_OPTIONS,
+                                           "graphs_tuned:causal:" + BEST_OPTIONS,
+                                           "autotune_graphs:causal:" + BEST_OPTIONS),
                       repeats=20),
 }
 
 
 # What the notebook's button runs on a GPU: the runs that tell the story in about two minutes
 # (max-autotune alone can compile for more than four).
-QUICK_RUNS = ("eager:sdpa", "compiled:sdpa", "compiled:causal", "graphs:causal")
+QUICK_RUNS = ("eager:sdpa", "compiled:sdpa", "graphs:causal", "graphs:causal:" + BEST_OPTIONS)
 
 
 def quick_config(preset: str) -> MfuConfig:
