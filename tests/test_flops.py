@@ -258,3 +258,35 @@ def test_a_compiled_optimizer_step_updates_like_the_fused_one(weights):
     assert moved["fused"].norm() > 0
     gap = (moved["compiled_opt"] - moved["fused"]).norm() / moved["fused"].norm()
     assert gap < 1e-4, f"the two updates differ by {gap:.2e} (relative)"
+
+
+def test_step_graph_refuses_a_cpu():
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, seq_len=8)
+    with pytest.raises(WorkbookError, match="step_graph.*needs a GPU; allowed here: eager"):
+        flops.time_train_step(cfg, 1, mode="step_graph", device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="records a CUDA graph")
+@pytest.mark.parametrize("options", ["", ":bf16+compiled_opt+rope_table"])
+def test_a_step_recorded_as_one_cuda_graph_trains_like_the_compiled_step(options):
+    """Replays of the whole-step graph move the weights as compiled steps do, on new batches
+    every step (a graph that kept stale gradients or inputs would move them elsewhere)."""
+    cfg = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, seq_len=64)
+    device = torch.device("cuda")
+    moved = {}
+    for mode in ("compiled", "step_graph"):
+        _, attention, fusion, weights, optimizer, rope = flops.parse_run(
+            f"{mode}:causal{options}")
+        step, _ = flops._train_step(cfg, 2, mode, attention, 0, device, weights=weights,
+                                    optimizer=optimizer, rope=rope)
+        held = (step.optimizer.master if weights == "bf16"
+                else list(step.model.parameters()))
+        before = torch.cat([p.detach().flatten() for p in held]).clone()
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for t in step.batch:      # a new batch, written where the step reads it
+                t.copy_(torch.randint(0, cfg.vocab_size, t.shape, generator=gen))
+            step()
+        moved[mode] = torch.cat([p.detach().flatten() for p in held]) - before
+    gap = (moved["step_graph"] - moved["compiled"]).norm() / moved["compiled"].norm()
+    assert moved["compiled"].norm() > 0 and gap < 0.1, f"updates differ by {gap:.3f}"

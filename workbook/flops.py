@@ -165,7 +165,9 @@ def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none")
 
 def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
            attention: str = "sdpa", weights: str = "fp32", optimizer: str = "fused",
-           rope: str = "angles"):
+           rope: str = "angles", capturable: bool = False):
+    """(model, x, y, optimizer) for one configuration; ``capturable``: an optimizer whose step
+    can be recorded into a CUDA graph (its step count lives on the GPU)."""
     from workbook.model import build_model, use_causal_sdpa, use_rope_table
     from workbook.precision import MasterWeightAdamW
 
@@ -179,14 +181,16 @@ def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
     y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
     compiled = optimizer == "compiled_opt"
+    extra = {"capturable": True} if capturable else {}
     if weights == "bf16":
         model = model.to(torch.bfloat16)
-        opt = MasterWeightAdamW(model.parameters(), lr=1e-4, compile=compiled)
+        opt = MasterWeightAdamW(model.parameters(), lr=1e-4, compile=compiled, **extra)
     elif compiled:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True, **extra)
         opt.step = torch.compile(opt.step)
     else:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda",
+                                **extra)
     return model, x, y, opt
 
 
@@ -254,6 +258,9 @@ def _peaks(device: torch.device) -> dict[str, float]:
 # "autotune": also searches matmul implementations and tile configurations (cuBLAS against
 # Triton templates, which can fuse the elementwise work around them): minutes of compile on the
 # first step; "autotune_graphs" with CUDA graphs.
+# "step_graph": the compiled forward, the backward and the optimizer step recorded into one CUDA
+# graph together (torch.cuda.graph): a step is one launch, as in MLPerf training submissions.
+# Each step copies its batch into the graph's input buffers first, as a training loop would.
 COMPILE_OPTIONS: dict[str, dict | None] = {
     "eager": None,
     "compiled": {},
@@ -261,6 +268,7 @@ COMPILE_OPTIONS: dict[str, dict | None] = {
     "graphs": {"mode": "reduce-overhead"},
     "graphs_tuned": {"options": {"triton.cudagraphs": True, "coordinate_descent_tuning": True}},
     "autotune_graphs": {"mode": "max-autotune"},
+    "step_graph": {},
 }
 MODES = tuple(COMPILE_OPTIONS)
 # "sdpa": transformers' own SDPA integration. Under torch.compile (torch < 2.14) it passes SDPA
@@ -362,8 +370,12 @@ def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, se
     if fusion == "liger" and device.type != "cuda":
         raise WorkbookError("fusion='liger' runs Triton kernels and needs a CUDA GPU; allowed "
                             "here: none")
+    whole_graph = mode == "step_graph"
+    if whole_graph and device.type != "cuda":
+        raise WorkbookError("mode='step_graph' records a CUDA graph and needs a GPU; allowed "
+                            f"here: {', '.join(m for m in MODES if m != 'step_graph')}")
     model, x, y, opt = _setup(cfg, batch_size, seed, device, attention, weights, optimizer,
-                              rope)
+                              rope, capturable=whole_graph)
     counted = _count(model, x, y, device) if count else {}
     if fusion == "liger":
         apply_liger(model)
@@ -385,7 +397,43 @@ def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, se
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    if whole_graph:
+        step = _graph_whole_step(forward, backends, opt, x, y)
+    # for inspection (tests, the curious): what the step trains, and on which batch tensors
+    step.model, step.optimizer, step.batch = model, opt, (x, y)
     return step, counted
+
+
+def _graph_whole_step(forward, backends, opt, x: torch.Tensor, y: torch.Tensor):
+    """Record forward, backward and optimizer step into one CUDA graph; return the step that
+    copies a batch into the graph's inputs and replays it. The recipe of PyTorch's CUDA-graph
+    notes: warm up on a side stream (compiles, creates the optimizer state), then capture with
+    the gradients unset, so that the backward writes them afresh at every replay."""
+    static_x, static_y = x.clone(), y.clone()
+
+    def body() -> None:
+        with backends():
+            loss = forward(static_x, static_y)
+        loss.backward()
+        opt.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            body()
+            opt.zero_grad(set_to_none=True)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+
+    def step() -> None:
+        static_x.copy_(x, non_blocking=True)   # the next batch, as a training loop would
+        static_y.copy_(y, non_blocking=True)
+        graph.replay()
+
+    return step
 
 
 def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
@@ -558,6 +606,7 @@ MFU_PRESETS = {
                                            "graphs:causal:bf16", "graphs:causal:" + BEST_OPTIONS,
                                            "graphs:flash:" + BEST_OPTIONS,
                                            "graphs_tuned:causal:" + BEST_OPTIONS,
+                                           "step_graph:causal:" + BEST_OPTIONS,
                                            "autotune_graphs:causal:" + BEST_OPTIONS),
                       repeats=20),
 }
