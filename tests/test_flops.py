@@ -69,13 +69,14 @@ def test_training_time_refuses_bad_input():
 
 
 def test_parse_run_defaults_to_transformers_as_it_comes():
-    defaults = ("none", "fp32", "fused", "angles")
+    defaults = ("none", "fp32", "fused", "angles", "separate")
     assert flops.parse_run("compiled") == ("compiled", "sdpa", *defaults)
     assert flops.parse_run("autotune:causal") == ("autotune", "causal", *defaults)
     assert flops.parse_run("graphs:flash:liger")[1:3] == ("flash", "liger")
-    assert flops.parse_run("graphs:causal:bf16")[2:] == ("none", "bf16", "fused", "angles")
-    assert flops.parse_run("graphs:causal:rope_table+bf16+compiled_opt+liger")[2:] == (
-        "liger", "bf16", "compiled_opt", "rope_table")
+    assert flops.parse_run("graphs:causal:bf16")[2:] == ("none", "bf16", "fused", "angles",
+                                                          "separate")
+    assert flops.parse_run("graphs:causal:rope_table+bf16+fused_proj+compiled_opt+liger")[2:] == (
+        "liger", "bf16", "compiled_opt", "rope_table", "fused_proj")
     with pytest.raises(WorkbookError, match="option='fast'.*liger.*bf16.*compiled_opt.*rope_table"):
         flops.parse_run("graphs:causal:fast")
     with pytest.raises(WorkbookError, match=r"mode\[:attention\[:option\+option"):
@@ -85,8 +86,9 @@ def test_parse_run_defaults_to_transformers_as_it_comes():
 def test_run_labels_read_back_what_parse_run_reads():
     import pandas as pd
     runs = ["eager:sdpa", "graphs:causal:bf16", "compiled:cudnn:liger",
-            "autotune:causal:liger+bf16+compiled_opt+rope_table", "compiled:flash:compiled_opt"]
-    axes = ("mode", "attention", "fusion", "weights", "optimizer", "rope")
+            "autotune:causal:liger+bf16+compiled_opt+rope_table+fused_proj",
+            "compiled:flash:compiled_opt"]
+    axes = ("mode", "attention", "fusion", "weights", "optimizer", "rope", "projections")
     rows = pd.DataFrame([dict(zip(axes, flops.parse_run(r), strict=True)) for r in runs])
     assert list(flops.run_labels(rows)) == runs
     assert set(runs) <= set(flops.RUN_ORDER)
@@ -267,7 +269,7 @@ def test_step_graph_refuses_a_cpu():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="records a CUDA graph")
-@pytest.mark.parametrize("options", ["", ":bf16+compiled_opt+rope_table"])
+@pytest.mark.parametrize("options", ["", ":bf16+compiled_opt+rope_table+fused_proj"])
 def test_a_step_recorded_as_one_cuda_graph_trains_like_the_compiled_step(options):
     """Replays of the whole-step graph move the weights as compiled steps do, on new batches
     every step (a graph that kept stale gradients or inputs would move them elsewhere)."""
@@ -275,10 +277,10 @@ def test_a_step_recorded_as_one_cuda_graph_trains_like_the_compiled_step(options
     device = torch.device("cuda")
     moved = {}
     for mode in ("compiled", "step_graph"):
-        _, attention, fusion, weights, optimizer, rope = flops.parse_run(
+        _, attention, fusion, weights, optimizer, rope, projections = flops.parse_run(
             f"{mode}:causal{options}")
         step, _ = flops._train_step(cfg, 2, mode, attention, 0, device, weights=weights,
-                                    optimizer=optimizer, rope=rope)
+                                    optimizer=optimizer, rope=rope, projections=projections)
         if mode == "compiled":
             for _ in range(3):   # the graph's warm-up took three steps on the first batch
                 step()

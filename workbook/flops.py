@@ -165,10 +165,10 @@ def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none")
 
 def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
            attention: str = "sdpa", weights: str = "fp32", optimizer: str = "fused",
-           rope: str = "angles", capturable: bool = False):
+           rope: str = "angles", capturable: bool = False, projections: str = "separate"):
     """(model, x, y, optimizer) for one configuration; ``capturable``: an optimizer whose step
     can be recorded into a CUDA graph (its step count lives on the GPU)."""
-    from workbook.model import build_model, use_causal_sdpa, use_rope_table
+    from workbook.model import build_model, fuse_projections, use_causal_sdpa, use_rope_table
     from workbook.precision import MasterWeightAdamW
 
     model = build_model(cfg, seed, device=device).train()
@@ -176,6 +176,8 @@ def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
         use_causal_sdpa(model)
     if rope == "rope_table":
         use_rope_table(model)
+    if projections == "fused_proj":
+        fuse_projections(model)
     gen = torch.Generator().manual_seed(seed)
     # Random token ids (never all zeros): the cost of a step does not depend on the text.
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
@@ -293,6 +295,10 @@ OPTIMIZERS = ("fused", "compiled_opt")
 # transformers does (under torch.compile, inside every kernel that rotates q or k).
 # "rope_table": read from tables built once (workbook.model.RopeTable).
 ROPES = ("angles", "rope_table")
+# The projections. "separate": q, k, v (and gate, up) as transformers runs them, one matmul each.
+# "fused_proj": one matmul for q, k, v and one for gate, up (workbook.model.fuse_projections;
+# the same parameters, concatenated in the forward).
+PROJECTIONS = ("separate", "fused_proj")
 
 
 def apply_liger(model: torch.nn.Module) -> torch.nn.Module:
@@ -352,10 +358,11 @@ def kernel_breakdown(step, steps: int = 3) -> dict[str, float]:
 
 def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, seed: int,
                 device: torch.device, count: bool = False, fusion: str = "none",
-                weights: str = "fp32", optimizer: str = "fused", rope: str = "angles"):
+                weights: str = "fp32", optimizer: str = "fused", rope: str = "angles",
+                projections: str = "separate"):
     """(step, counted FLOPs): one full training step (forward, loss, backward, fused AdamW)
-    of a fresh model in ``mode`` with ``attention``, ``fusion``, ``weights``, ``optimizer`` and
-    ``rope`` (see :func:`parse_run`); the first
+    of a fresh model in ``mode`` with ``attention``, ``fusion``, ``weights``, ``optimizer``,
+    ``rope`` and ``projections`` (see :func:`parse_run`); the first
     call compiles. FLOPs are counted on the unfused model (Liger's Triton kernels are opaque
     to the counter)."""
     check_choice("mode", mode, MODES)
@@ -364,6 +371,7 @@ def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, se
     check_choice("weights", weights, WEIGHTS)
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("rope", rope, ROPES)
+    check_choice("projections", projections, PROJECTIONS)
     if attention in ("cudnn", "flash") and device.type != "cuda":
         raise WorkbookError(f"attention={attention!r} needs a CUDA GPU; allowed here: sdpa, "
                             "causal")
@@ -375,7 +383,7 @@ def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, se
         raise WorkbookError("mode='step_graph' records a CUDA graph and needs a GPU; allowed "
                             f"here: {', '.join(m for m in MODES if m != 'step_graph')}")
     model, x, y, opt = _setup(cfg, batch_size, seed, device, attention, weights, optimizer,
-                              rope, capturable=whole_graph)
+                              rope, capturable=whole_graph, projections=projections)
     counted = _count(model, x, y, device) if count else {}
     if fusion == "liger":
         apply_liger(model)
@@ -441,7 +449,7 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
                     device: torch.device | str | None = None, count: bool = False,
                     breakdown: bool = False, fusion: str = "none",
                     weights: str = "fp32", optimizer: str = "fused",
-                    rope: str = "angles") -> dict:
+                    rope: str = "angles", projections: str = "separate") -> dict:
     """Median milliseconds of one full training step (forward, loss, backward, fused AdamW
     step) in ``mode`` (see :data:`COMPILE_OPTIONS`), and the peak memory; with ``count``, also
     the FLOPs counted on one eager step first; with ``breakdown`` (GPU only), the kernel time
@@ -450,7 +458,7 @@ def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
 
     device = torch.device(device) if device is not None else _device()
     step, counted = _train_step(cfg, batch_size, mode, attention, seed, device, count, fusion,
-                                weights, optimizer, rope)
+                                weights, optimizer, rope, projections)
     reset_peak(device)
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
@@ -464,11 +472,11 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
     at the full MFU preset's shape unless ``cfg``/``batch_size`` are given. GPU only."""
     if not torch.cuda.is_available():
         raise WorkbookError("top_kernels profiles CUDA kernels and needs a GPU")
-    mode, attention, fusion, weights, optimizer, rope = parse_run(run)
+    mode, attention, fusion, weights, optimizer, rope, projections = parse_run(run)
     preset = MFU_PRESETS["full"]
     step, _ = _train_step(cfg or preset.model(), batch_size or preset.batch_size, mode,
                           attention, seed, torch.device("cuda"), fusion=fusion, weights=weights,
-                          optimizer=optimizer, rope=rope)
+                          optimizer=optimizer, rope=rope, projections=projections)
     for _ in range(3):
         step()   # compile and warm up
     return kernel_times(step).head(n)
@@ -478,12 +486,12 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
               count: bool = True, attention: str = "sdpa",
               breakdown: bool = False, fusion: str = "none",
               weights: str = "fp32", optimizer: str = "fused",
-              rope: str = "angles") -> pd.DataFrame:
+              rope: str = "angles", projections: str = "separate") -> pd.DataFrame:
     """Tidy rows for one shape and mode: predicted, counted, time, achieved TFLOP/s, MFU, and
     with ``breakdown`` the GPU time per kernel family (``kernel_ms_<family>``)."""
     device = _device()
     base = {"mode": mode, "attention": attention, "fusion": fusion, "weights": weights,
-            "optimizer": optimizer, "rope": rope,
+            "optimizer": optimizer, "rope": rope, "projections": projections,
             "n_layers": cfg.n_layers,
             "n_heads": cfg.n_heads, "d_model": cfg.d_model, "vocab_size": cfg.vocab_size,
             "seq_len": cfg.seq_len, "batch_size": batch_size, "n_params": matmul_params(cfg)}
@@ -494,7 +502,7 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
         timing = time_train_step(cfg, batch_size, mode=mode, attention=attention, seed=seed,
                                  repeats=repeats, device=device, count=count,
                                  breakdown=breakdown, fusion=fusion, weights=weights,
-                                 optimizer=optimizer, rope=rope)
+                                 optimizer=optimizer, rope=rope, projections=projections)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return pd.DataFrame(rows + [{**base, "metric": "step_time", "value": math.nan,
@@ -534,15 +542,16 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
 
 # ------------------------------------------------------------------------- experiments
 
-def parse_run(run: str) -> tuple[str, str, str, str, str, str]:
-    """"mode[:attention[:options]]" -> (mode, attention, fusion, weights, optimizer, rope),
-    checked.
+def parse_run(run: str) -> tuple[str, str, str, str, str, str, str]:
+    """"mode[:attention[:options]]" -> (mode, attention, fusion, weights, optimizer, rope,
+    projections), checked.
 
     ``options`` joins with "+" at most one of each: a fusion (:data:`FUSIONS`), "bf16" for BF16
     weights (:data:`WEIGHTS`), "compiled_opt" for a compiled optimizer step
-    (:data:`OPTIMIZERS`) and "rope_table" for tabulated rotary angles (:data:`ROPES`), e.g.
-    "graphs:causal:bf16", "compiled:causal:bf16+compiled_opt+rope_table". Defaults: attention
-    "sdpa", fusion "none", weights "fp32", optimizer "fused", rope "angles"."""
+    (:data:`OPTIMIZERS`), "rope_table" for tabulated rotary angles (:data:`ROPES`) and
+    "fused_proj" for fused projections (:data:`PROJECTIONS`), e.g. "graphs:causal:bf16",
+    "compiled:causal:bf16+compiled_opt+rope_table". Defaults: attention "sdpa", then the first
+    value of each axis (transformers and torch as they come)."""
     parts = run.split(":")
     if len(parts) > 3:
         raise WorkbookError(f"run={run!r}: write mode[:attention[:option+option...]], e.g. "
@@ -550,7 +559,8 @@ def parse_run(run: str) -> tuple[str, str, str, str, str, str]:
     mode, attention = (parts + ["sdpa"])[:2]
     check_choice("mode", mode, MODES)
     check_choice("attention", attention, ATTENTIONS)
-    axes = {"fusion": FUSIONS, "weights": WEIGHTS, "optimizer": OPTIMIZERS, "rope": ROPES}
+    axes = {"fusion": FUSIONS, "weights": WEIGHTS, "optimizer": OPTIMIZERS, "rope": ROPES,
+            "projections": PROJECTIONS}
     chosen = {axis: values[0] for axis, values in axes.items()}
     for option in (parts[2].split("+") if len(parts) == 3 else []):
         axis = next((a for a, values in axes.items() if option in values), None)
@@ -627,10 +637,11 @@ def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
     """Achieved TFLOP/s and MFU of one training step per run, eager next to compiled."""
     frames = []
     for i, run in enumerate(cfg.runs):
-        mode, attention, fusion, weights, optimizer, rope = parse_run(run)
+        mode, attention, fusion, weights, optimizer, rope, projections = parse_run(run)
         frames.append(step_rows(cfg.model(), cfg.batch_size, mode, seed, cfg.repeats,
                                 count=i == 0, attention=attention, breakdown=cfg.breakdown,
-                                fusion=fusion, weights=weights, optimizer=optimizer, rope=rope))
+                                fusion=fusion, weights=weights, optimizer=optimizer, rope=rope,
+                                projections=projections))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -732,27 +743,27 @@ def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _label(mode: str, attention: str, fusion: str, weights: str, optimizer: str,
-           rope: str) -> str:
-    options = [o for o in (fusion, weights, optimizer, rope)
-               if o not in ("none", "fp32", "fused", "angles")]
+           rope: str, projections: str) -> str:
+    options = [o for o in (fusion, weights, optimizer, rope, projections)
+               if o not in ("none", "fp32", "fused", "angles", "separate")]
     return f"{mode}:{attention}" + (":" + "+".join(options) if options else "")
 
 
-RUN_ORDER = [_label(m, a, f, w, o, r) for m in MODES for a in ATTENTIONS for w in WEIGHTS
-             for o in OPTIMIZERS for r in ROPES for f in FUSIONS]
+RUN_ORDER = [_label(m, a, f, w, o, r, p) for m in MODES for a in ATTENTIONS for w in WEIGHTS
+             for o in OPTIMIZERS for r in ROPES for p in PROJECTIONS for f in FUSIONS]
 
 
 def run_labels(rows: pd.DataFrame) -> pd.Series:
     """The run (:func:`parse_run`'s form) of each row; rows recorded before the attention,
-    fusion, weights, optimizer or rope column existed were "sdpa", "none", "fp32", "fused"
-    and "angles"."""
+    fusion, weights, optimizer, rope or projections column existed were "sdpa", "none",
+    "fp32", "fused", "angles" and "separate"."""
     def column(name: str, default: str) -> pd.Series:
         values = rows[name] if name in rows else pd.Series(default, rows.index)
         return values.fillna(default).astype(str)
 
     parts = zip(rows["mode"].astype(str), column("attention", "sdpa"), column("fusion", "none"),
                 column("weights", "fp32"), column("optimizer", "fused"),
-                column("rope", "angles"), strict=True)
+                column("rope", "angles"), column("projections", "separate"), strict=True)
     return pd.Series([_label(*p) for p in parts], index=rows.index, dtype=object)
 
 

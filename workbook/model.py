@@ -157,6 +157,60 @@ def use_rope_table(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def _fused_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    # gate and up in one matmul: x @ [W_gate; W_up]ᵀ, then split (same weights, same result)
+    both = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+    gate, up = torch.nn.functional.linear(x, both).chunk(2, dim=-1)
+    return self.down_proj(self.act_fn(gate) * up)
+
+
+def _fused_qkv_attention_forward(self, hidden_states, position_embeddings=None,
+                                 attention_mask=None, past_key_values=None, **kwargs):
+    # transformers' LlamaAttention.forward (5.x), with q, k and v in one matmul
+    from transformers.models.llama.modeling_llama import (
+        ALL_ATTENTION_FUNCTIONS,
+        apply_rotary_pos_emb,
+        eager_attention_forward,
+    )
+
+    input_shape = hidden_states.shape[:-1]
+    hidden_shape = (*input_shape, -1, self.head_dim)
+    weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+    sizes = [self.q_proj.out_features, self.k_proj.out_features, self.v_proj.out_features]
+    q, k, v = (t.view(hidden_shape).transpose(1, 2) for t in
+               torch.nn.functional.linear(hidden_states, weight).split(sizes, dim=-1))
+    cos, sin = position_embeddings
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    if past_key_values is not None:
+        k, v = past_key_values.update(k, v, self.layer_idx)
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                   eager_attention_forward)
+    out, weights = attend(self, q, k, v, attention_mask,
+                          dropout=0.0 if not self.training else self.attention_dropout,
+                          scaling=self.scaling, **kwargs)
+    return self.o_proj(out.reshape(*input_shape, -1).contiguous()), weights
+
+
+def fuse_projections(model: torch.nn.Module) -> torch.nn.Module:
+    """Run each layer's q, k, v projections as one matmul and gate, up as one, in place.
+
+    The parameters stay where transformers put them (q_proj, k_proj, ... so PEFT, saving and
+    loading see the same model); only the forward concatenates them first. Fewer, wider matmuls
+    keep an H100 busier at d_model 768 (the 768-wide weight gradients otherwise need split-K).
+    Needs a model without biases, like the workbook's.
+    """
+    import types
+
+    for layer in model.model.layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        if any(m.bias is not None for m in (attention.q_proj, attention.k_proj,
+                                            attention.v_proj, mlp.gate_proj, mlp.up_proj)):
+            raise WorkbookError("fuse_projections needs projections without bias")
+        attention.forward = types.MethodType(_fused_qkv_attention_forward, attention)
+        mlp.forward = types.MethodType(_fused_mlp_forward, mlp)
+    return model
+
+
 def _analytic_params(cfg: ModelConfig, non_embedding: bool) -> int:
     d, ff = cfg.d_model, cfg.d_ff
     per_layer = 4 * d * d + 3 * d * ff + 2 * d          # q,k,v,o + gate,up,down + 2 RMSNorms
