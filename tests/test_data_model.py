@@ -220,17 +220,18 @@ def test_fused_projections_give_the_same_logits_and_gradients():
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, seq_len=16)
     ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
     out = {}
-    for fused in (False, True):
+    for fused in (False, True, "mlp"):
         m = model.build_model(cfg, seed=0)
         if fused:
-            model.fuse_projections(m)
+            model.fuse_projections(m, attention=fused is True)
         logits = m(input_ids=ids).logits
         logits.square().mean().backward()
         layer = m.model.layers[1]
         out[fused] = (logits.detach(), layer.self_attn.k_proj.weight.grad,
                       layer.mlp.up_proj.weight.grad)
-    for fused, plain in zip(out[True], out[False], strict=True):
-        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-6)
+    for variant in (True, "mlp"):
+        for fused, plain in zip(out[variant], out[False], strict=True):
+            torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-6)
     m = model.fuse_projections(model.build_model(cfg, seed=0))
     assert sorted(k for k in m.state_dict() if "layers.0." in k) == sorted(
         k for k in model.build_model(cfg, seed=0).state_dict() if "layers.0." in k)

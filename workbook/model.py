@@ -191,8 +191,10 @@ def _fused_qkv_attention_forward(self, hidden_states, position_embeddings=None,
     return self.o_proj(out.reshape(*input_shape, -1).contiguous()), weights
 
 
-def fuse_projections(model: torch.nn.Module) -> torch.nn.Module:
-    """Run each layer's q, k, v projections as one matmul and gate, up as one, in place.
+def fuse_projections(model: torch.nn.Module, attention: bool = True,
+                     mlp: bool = True) -> torch.nn.Module:
+    """Run each layer's q, k, v projections as one matmul (``attention``) and gate, up as one
+    (``mlp``), in place.
 
     The parameters stay where transformers put them (q_proj, k_proj, ... so PEFT, saving and
     loading see the same model); only the forward concatenates them first. Fewer, wider matmuls
@@ -202,12 +204,14 @@ def fuse_projections(model: torch.nn.Module) -> torch.nn.Module:
     import types
 
     for layer in model.model.layers:
-        attention, mlp = layer.self_attn, layer.mlp
-        if any(m.bias is not None for m in (attention.q_proj, attention.k_proj,
-                                            attention.v_proj, mlp.gate_proj, mlp.up_proj)):
+        attn, ffn = layer.self_attn, layer.mlp
+        if any(m.bias is not None for m in (attn.q_proj, attn.k_proj, attn.v_proj,
+                                            ffn.gate_proj, ffn.up_proj)):
             raise WorkbookError("fuse_projections needs projections without bias")
-        attention.forward = types.MethodType(_fused_qkv_attention_forward, attention)
-        mlp.forward = types.MethodType(_fused_mlp_forward, mlp)
+        if attention:
+            attn.forward = types.MethodType(_fused_qkv_attention_forward, attn)
+        if mlp:
+            ffn.forward = types.MethodType(_fused_mlp_forward, ffn)
     return model
 
 
