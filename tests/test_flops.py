@@ -69,18 +69,22 @@ def test_training_time_refuses_bad_input():
 
 
 def test_parse_run_defaults_to_transformers_as_it_comes():
+    from dataclasses import astuple
     defaults = ("none", "fp32", "fused", "angles", "separate")
-    assert flops.parse_run("compiled") == ("compiled", "sdpa", *defaults)
-    assert flops.parse_run("autotune:causal") == ("autotune", "causal", *defaults)
-    assert flops.parse_run("graphs:flash:liger")[1:3] == ("flash", "liger")
-    assert flops.parse_run("graphs:causal:bf16")[2:] == ("none", "bf16", "fused", "angles",
-                                                          "separate")
-    assert flops.parse_run("graphs:causal:rope_table+bf16+fused_proj+compiled_opt+liger")[2:] == (
-        "liger", "bf16", "compiled_opt", "rope_table", "fused_proj")
+    assert astuple(flops.parse_run("compiled")) == ("compiled", "sdpa", *defaults)
+    assert astuple(flops.parse_run("autotune:causal")) == ("autotune", "causal", *defaults)
+    run = flops.parse_run("graphs:flash:liger")
+    assert (run.attention, run.fusion) == ("flash", "liger")
+    assert astuple(flops.parse_run("graphs:causal:bf16"))[2:] == (
+        "none", "bf16", "fused", "angles", "separate")
+    assert astuple(flops.parse_run("graphs:causal:rope_table+bf16+fused_proj+compiled_opt+liger")
+                   )[2:] == ("liger", "bf16", "compiled_opt", "rope_table", "fused_proj")
     with pytest.raises(WorkbookError, match="option='fast'.*liger.*bf16.*compiled_opt.*rope_table"):
         flops.parse_run("graphs:causal:fast")
     with pytest.raises(WorkbookError, match=r"mode\[:attention\[:option\+option"):
         flops.parse_run("a:b:c:d")
+    with pytest.raises(WorkbookError, match="weights='fp8'.*fp32.*bf16"):
+        flops.RunSpec(weights="fp8")
 
 
 def test_run_labels_read_back_what_parse_run_reads():
@@ -88,16 +92,16 @@ def test_run_labels_read_back_what_parse_run_reads():
     runs = ["eager:sdpa", "graphs:causal:bf16", "compiled:cudnn:liger",
             "autotune:causal:liger+bf16+compiled_opt+rope_table+fused_proj",
             "compiled:flash:compiled_opt"]
-    axes = ("mode", "attention", "fusion", "weights", "optimizer", "rope", "projections")
-    rows = pd.DataFrame([dict(zip(axes, flops.parse_run(r), strict=True)) for r in runs])
+    rows = pd.DataFrame([flops.parse_run(r).columns() for r in runs])
     assert list(flops.run_labels(rows)) == runs
+    assert [str(flops.parse_run(r)) for r in runs] == runs
     assert set(runs) <= set(flops.RUN_ORDER)
 
 
 def test_liger_fusion_refuses_a_cpu():
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, seq_len=8)
     with pytest.raises(WorkbookError, match="needs a CUDA GPU"):
-        flops.time_train_step(cfg, 1, fusion="liger", device="cpu")
+        flops.time_train_step(cfg, 1, "eager:sdpa:liger", device="cpu")
 
 
 @pytest.mark.parametrize("name, family", [
@@ -186,7 +190,7 @@ def test_liger_fusion_gives_the_same_loss_and_gradients(llama_module_restored):
     device = torch.device("cuda")
     losses, grads = {}, {}
     for fusion in ("none", "liger"):
-        model, x, y, _ = flops._setup(cfg, 4, 0, device, "causal")
+        model, x, y, _ = flops._setup(cfg, 4, 0, device, flops.RunSpec(attention="causal"))
         if fusion == "liger":
             flops.apply_liger(model)
         loss = flops._loss_fn(model, device, fusion)(x, y)
@@ -205,7 +209,7 @@ def test_a_failing_run_becomes_an_error_row(monkeypatch):
 
     monkeypatch.setattr(flops, "time_train_step", broken)
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, seq_len=8)
-    rows = flops.step_rows(cfg, 1, "compiled", seed=0, repeats=1, attention="causal")
+    rows = flops.step_rows(cfg, 1, "compiled:causal", seed=0, repeats=1)
     failed = rows[rows["status"] == "error"]
     assert len(failed) == 1 and failed.iloc[0]["attention"] == "causal"
     assert "illegal memory access" in failed.iloc[0]["error"]
@@ -225,7 +229,8 @@ def test_bf16_weights_train_the_same_model_as_autocast():
     device = torch.device("cpu")
     losses = {}
     for weights in flops.WEIGHTS:
-        model, x, y, opt = flops._setup(cfg, 2, 0, device, "causal", weights)
+        model, x, y, opt = flops._setup(cfg, 2, 0, device,
+                                        flops.RunSpec(attention="causal", weights=weights))
         dtype = {p.dtype for p in model.parameters()}
         assert dtype == {torch.float32 if weights == "fp32" else torch.bfloat16}
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -243,7 +248,8 @@ def test_a_compiled_optimizer_step_updates_like_the_fused_one(weights):
     device = torch.device("cuda")
     moved = {}
     for optimizer in flops.OPTIMIZERS:
-        model, _, _, opt = flops._setup(cfg, 2, 0, device, "causal", weights, optimizer)
+        model, _, _, opt = flops._setup(cfg, 2, 0, device, flops.RunSpec(
+            attention="causal", weights=weights, optimizer=optimizer))
         # the FP32 values AdamW updates: the masters for BF16 weights, else the weights
         held = opt.master if weights == "bf16" else list(model.parameters())
         before = torch.cat([p.detach().flatten() for p in held]).clone()
@@ -264,8 +270,8 @@ def test_a_compiled_optimizer_step_updates_like_the_fused_one(weights):
 
 def test_step_graph_refuses_a_cpu():
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, seq_len=8)
-    with pytest.raises(WorkbookError, match="step_graph.*needs a GPU; allowed here: eager"):
-        flops.time_train_step(cfg, 1, mode="step_graph", device="cpu")
+    with pytest.raises(WorkbookError, match="step_graph.*needs a CUDA GPU; allowed here: eager"):
+        flops.time_train_step(cfg, 1, "step_graph:causal", device="cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="records a CUDA graph")
@@ -277,14 +283,12 @@ def test_a_step_recorded_as_one_cuda_graph_trains_like_the_compiled_step(options
     device = torch.device("cuda")
     moved = {}
     for mode in ("compiled", "step_graph"):
-        _, attention, fusion, weights, optimizer, rope, projections = flops.parse_run(
-            f"{mode}:causal{options}")
-        step, _ = flops._train_step(cfg, 2, mode, attention, 0, device, weights=weights,
-                                    optimizer=optimizer, rope=rope, projections=projections)
+        spec = flops.parse_run(f"{mode}:causal{options}")
+        step, _ = flops._train_step(cfg, 2, spec, 0, device)
         if mode == "compiled":
             for _ in range(3):   # the graph's warm-up took three steps on the first batch
                 step()
-        held = (step.optimizer.master if weights == "bf16"
+        held = (step.optimizer.master if spec.weights == "bf16"
                 else list(step.model.parameters()))
         before = torch.cat([p.detach().flatten() for p in held]).clone()
         gen = torch.Generator().manual_seed(1)

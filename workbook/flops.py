@@ -164,27 +164,28 @@ def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none")
 
 
 def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
-           attention: str = "sdpa", weights: str = "fp32", optimizer: str = "fused",
-           rope: str = "angles", capturable: bool = False, projections: str = "separate"):
-    """(model, x, y, optimizer) for one configuration; ``capturable``: an optimizer whose step
-    can be recorded into a CUDA graph (its step count lives on the GPU)."""
+           spec: RunSpec | None = None, capturable: bool = False):
+    """(model, x, y, optimizer) for ``spec``'s attention, weights, optimizer, rope and
+    projections (its mode and fusion are applied by :func:`_train_step`); ``capturable``: an
+    optimizer whose step can be recorded into a CUDA graph (its step count lives on the GPU)."""
     from workbook.model import build_model, fuse_projections, use_causal_sdpa, use_rope_table
     from workbook.precision import MasterWeightAdamW
 
+    spec = spec or RunSpec()
     model = build_model(cfg, seed, device=device).train()
-    if attention != "sdpa":
+    if spec.attention != "sdpa":
         use_causal_sdpa(model)
-    if rope == "rope_table":
+    if spec.rope == "rope_table":
         use_rope_table(model)
-    if projections != "separate":
-        fuse_projections(model, attention=projections == "fused_proj")
+    if spec.projections != "separate":
+        fuse_projections(model, attention=spec.projections == "fused_proj")
     gen = torch.Generator().manual_seed(seed)
     # Random token ids (never all zeros): the cost of a step does not depend on the text.
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
     y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len), generator=gen).to(device)
-    compiled = optimizer == "compiled_opt"
+    compiled = spec.optimizer == "compiled_opt"
     extra = {"capturable": True} if capturable else {}
-    if weights == "bf16":
+    if spec.weights == "bf16":
         model = model.to(torch.bfloat16)
         opt = MasterWeightAdamW(model.parameters(), lr=1e-4, compile=compiled, **extra)
     elif compiled:
@@ -300,6 +301,63 @@ ROPES = ("angles", "rope_table")
 # the same parameters, concatenated in the forward). "fused_mlp": gate and up only (on the H100
 # the fused q, k, v matmul gained 0.4 ms, but gathering its gradient cost 2 ms more).
 PROJECTIONS = ("separate", "fused_proj", "fused_mlp")
+# Every option axis, with its allowed values; the first is the default (torch and transformers
+# as they come) and is left out of a run's name.
+OPTION_AXES: dict[str, tuple[str, ...]] = {
+    "fusion": FUSIONS, "weights": WEIGHTS, "optimizer": OPTIMIZERS, "rope": ROPES,
+    "projections": PROJECTIONS}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One way to run the training step: a mode (:data:`COMPILE_OPTIONS`), an attention path
+    (:data:`ATTENTIONS`) and one value per option axis (:data:`OPTION_AXES`).
+
+    Written ``mode:attention[:option+option...]``, e.g. ``graphs:causal:bf16+rope_table``
+    (:meth:`parse`, ``str()``); its fields are the columns of the recorded rows."""
+
+    mode: str = "eager"
+    attention: str = "sdpa"
+    fusion: str = "none"
+    weights: str = "fp32"
+    optimizer: str = "fused"
+    rope: str = "angles"
+    projections: str = "separate"
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, MODES)
+        check_choice("attention", self.attention, ATTENTIONS)
+        for axis, values in OPTION_AXES.items():
+            check_choice(axis, getattr(self, axis), values)
+
+    @classmethod
+    def parse(cls, run: str) -> RunSpec:
+        """"mode[:attention[:options]]", ``options`` joined with "+", at most one per axis, in
+        any order; attention defaults to "sdpa", each axis to its first value."""
+        parts = run.split(":")
+        if len(parts) > 3:
+            raise WorkbookError(f"run={run!r}: write mode[:attention[:option+option...]], e.g. "
+                                "'compiled:causal', 'graphs:causal:bf16' or "
+                                "'graphs:causal:liger'")
+        mode, attention = (parts + ["sdpa"])[:2]
+        check_choice("mode", mode, MODES)
+        check_choice("attention", attention, ATTENTIONS)
+        chosen = {}
+        for option in (parts[2].split("+") if len(parts) == 3 else []):
+            axis = next((a for a, values in OPTION_AXES.items() if option in values), None)
+            if axis is None:
+                check_choice("option", option,
+                             [v for values in OPTION_AXES.values() for v in values[1:]])
+            chosen[axis] = option
+        return cls(mode, attention, **chosen)
+
+    def __str__(self) -> str:
+        options = [getattr(self, axis) for axis, values in OPTION_AXES.items()
+                   if getattr(self, axis) != values[0]]
+        return f"{self.mode}:{self.attention}" + (":" + "+".join(options) if options else "")
+
+    def columns(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
 
 
 def apply_liger(model: torch.nn.Module) -> torch.nn.Module:
@@ -357,39 +415,24 @@ def kernel_breakdown(step, steps: int = 3) -> dict[str, float]:
     return kernel_times(step, steps).groupby("family")["ms_per_step"].sum().to_dict()
 
 
-def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, seed: int,
-                device: torch.device, count: bool = False, fusion: str = "none",
-                weights: str = "fp32", optimizer: str = "fused", rope: str = "angles",
-                projections: str = "separate"):
-    """(step, counted FLOPs): one full training step (forward, loss, backward, fused AdamW)
-    of a fresh model in ``mode`` with ``attention``, ``fusion``, ``weights``, ``optimizer``,
-    ``rope`` and ``projections`` (see :func:`parse_run`); the first
-    call compiles. FLOPs are counted on the unfused model (Liger's Triton kernels are opaque
-    to the counter)."""
-    check_choice("mode", mode, MODES)
-    check_choice("attention", attention, ATTENTIONS)
-    check_choice("fusion", fusion, FUSIONS)
-    check_choice("weights", weights, WEIGHTS)
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    check_choice("rope", rope, ROPES)
-    check_choice("projections", projections, PROJECTIONS)
-    if attention in ("cudnn", "flash") and device.type != "cuda":
-        raise WorkbookError(f"attention={attention!r} needs a CUDA GPU; allowed here: sdpa, "
-                            "causal")
-    if fusion == "liger" and device.type != "cuda":
-        raise WorkbookError("fusion='liger' runs Triton kernels and needs a CUDA GPU; allowed "
-                            "here: none")
-    whole_graph = mode == "step_graph"
-    if whole_graph and device.type != "cuda":
-        raise WorkbookError("mode='step_graph' records a CUDA graph and needs a GPU; allowed "
-                            f"here: {', '.join(m for m in MODES if m != 'step_graph')}")
-    model, x, y, opt = _setup(cfg, batch_size, seed, device, attention, weights, optimizer,
-                              rope, capturable=whole_graph, projections=projections)
+def _train_step(cfg: ModelConfig, batch_size: int, spec: RunSpec, seed: int,
+                device: torch.device, count: bool = False):
+    """(step, counted FLOPs): one full training step (forward, loss, backward, AdamW) of a
+    fresh model run as ``spec`` says; the first call compiles. FLOPs are counted on the
+    unfused model (Liger's Triton kernels are opaque to the counter)."""
+    if device.type != "cuda":
+        for axis, allowed in (("attention", ("sdpa", "causal")), ("fusion", ("none",)),
+                              ("mode", tuple(m for m in MODES if m != "step_graph"))):
+            if (value := getattr(spec, axis)) not in allowed:
+                raise WorkbookError(f"{axis}={value!r} needs a CUDA GPU; allowed here: "
+                                    f"{', '.join(allowed)}")
+    whole_graph = spec.mode == "step_graph"
+    model, x, y, opt = _setup(cfg, batch_size, seed, device, spec, capturable=whole_graph)
     counted = _count(model, x, y, device) if count else {}
-    if fusion == "liger":
+    if spec.fusion == "liger":
         apply_liger(model)
-    loss_fn = _loss_fn(model, device, fusion)
-    options = COMPILE_OPTIONS[mode]
+    loss_fn = _loss_fn(model, device, spec.fusion)
+    options = COMPILE_OPTIONS[spec.mode]
     forward = loss_fn if options is None else torch.compile(loss_fn, **options)
 
     def backends():
@@ -397,7 +440,8 @@ def _train_step(cfg: ModelConfig, batch_size: int, mode: str, attention: str, se
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         only = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}
-        return sdpa_kernel([only[attention]]) if attention in only else contextlib.nullcontext()
+        return (sdpa_kernel([only[spec.attention]]) if spec.attention in only
+                else contextlib.nullcontext())
 
     def step() -> None:
         with backends():
@@ -445,21 +489,18 @@ def _graph_whole_step(forward, backends, opt, x: torch.Tensor, y: torch.Tensor):
     return step
 
 
-def time_train_step(cfg: ModelConfig, batch_size: int, *, mode: str = "eager",
-                    attention: str = "sdpa", seed: int = 0, repeats: int = 10,
-                    device: torch.device | str | None = None, count: bool = False,
-                    breakdown: bool = False, fusion: str = "none",
-                    weights: str = "fp32", optimizer: str = "fused",
-                    rope: str = "angles", projections: str = "separate") -> dict:
-    """Median milliseconds of one full training step (forward, loss, backward, fused AdamW
-    step) in ``mode`` (see :data:`COMPILE_OPTIONS`), and the peak memory; with ``count``, also
-    the FLOPs counted on one eager step first; with ``breakdown`` (GPU only), the kernel time
-    per :func:`kernel_family`. Compilation happens in the warm-up, untimed."""
+def time_train_step(cfg: ModelConfig, batch_size: int, run: str | RunSpec = "eager", *,
+                    seed: int = 0, repeats: int = 10, device: torch.device | str | None = None,
+                    count: bool = False, breakdown: bool = False) -> dict:
+    """Median milliseconds of one full training step (forward, loss, backward, AdamW step)
+    run as ``run`` says (:class:`RunSpec` or its text), and the peak memory; with ``count``,
+    also the FLOPs counted on one eager step first; with ``breakdown`` (GPU only), the kernel
+    time per :func:`kernel_family`. Compilation happens in the warm-up, untimed."""
     from workbook.profiling import peak_bytes, reset_peak, time_ms
 
     device = torch.device(device) if device is not None else _device()
-    step, counted = _train_step(cfg, batch_size, mode, attention, seed, device, count, fusion,
-                                weights, optimizer, rope, projections)
+    spec = run if isinstance(run, RunSpec) else RunSpec.parse(run)
+    step, counted = _train_step(cfg, batch_size, spec, seed, device, count)
     reset_peak(device)
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
@@ -473,37 +514,29 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
     at the full MFU preset's shape unless ``cfg``/``batch_size`` are given. GPU only."""
     if not torch.cuda.is_available():
         raise WorkbookError("top_kernels profiles CUDA kernels and needs a GPU")
-    mode, attention, fusion, weights, optimizer, rope, projections = parse_run(run)
     preset = MFU_PRESETS["full"]
-    step, _ = _train_step(cfg or preset.model(), batch_size or preset.batch_size, mode,
-                          attention, seed, torch.device("cuda"), fusion=fusion, weights=weights,
-                          optimizer=optimizer, rope=rope, projections=projections)
+    step, _ = _train_step(cfg or preset.model(), batch_size or preset.batch_size,
+                          RunSpec.parse(run), seed, torch.device("cuda"))
     for _ in range(3):
         step()   # compile and warm up
     return kernel_times(step).head(n)
 
 
-def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: int,
-              count: bool = True, attention: str = "sdpa",
-              breakdown: bool = False, fusion: str = "none",
-              weights: str = "fp32", optimizer: str = "fused",
-              rope: str = "angles", projections: str = "separate") -> pd.DataFrame:
-    """Tidy rows for one shape and mode: predicted, counted, time, achieved TFLOP/s, MFU, and
+def step_rows(cfg: ModelConfig, batch_size: int, run: str | RunSpec, seed: int, repeats: int,
+              count: bool = True, breakdown: bool = False) -> pd.DataFrame:
+    """Tidy rows for one shape and run: predicted, counted, time, achieved TFLOP/s, MFU, and
     with ``breakdown`` the GPU time per kernel family (``kernel_ms_<family>``)."""
     device = _device()
-    base = {"mode": mode, "attention": attention, "fusion": fusion, "weights": weights,
-            "optimizer": optimizer, "rope": rope, "projections": projections,
-            "n_layers": cfg.n_layers,
-            "n_heads": cfg.n_heads, "d_model": cfg.d_model, "vocab_size": cfg.vocab_size,
-            "seq_len": cfg.seq_len, "batch_size": batch_size, "n_params": matmul_params(cfg)}
+    spec = run if isinstance(run, RunSpec) else RunSpec.parse(run)
+    base = {**spec.columns(), "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+            "d_model": cfg.d_model, "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len,
+            "batch_size": batch_size, "n_params": matmul_params(cfg)}
     flops = step_flops(cfg, batch_size)
     rows = [{**base, "metric": "step_flops", "value": flops, "unit": "FLOP",
              "source": "predicted"}]
     try:
-        timing = time_train_step(cfg, batch_size, mode=mode, attention=attention, seed=seed,
-                                 repeats=repeats, device=device, count=count,
-                                 breakdown=breakdown, fusion=fusion, weights=weights,
-                                 optimizer=optimizer, rope=rope, projections=projections)
+        timing = time_train_step(cfg, batch_size, spec, seed=seed, repeats=repeats,
+                                 device=device, count=count, breakdown=breakdown)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return pd.DataFrame(rows + [{**base, "metric": "step_time", "value": math.nan,
@@ -543,38 +576,15 @@ def step_rows(cfg: ModelConfig, batch_size: int, mode: str, seed: int, repeats: 
 
 # ------------------------------------------------------------------------- experiments
 
-def parse_run(run: str) -> tuple[str, str, str, str, str, str, str]:
-    """"mode[:attention[:options]]" -> (mode, attention, fusion, weights, optimizer, rope,
-    projections), checked.
-
-    ``options`` joins with "+" at most one of each: a fusion (:data:`FUSIONS`), "bf16" for BF16
-    weights (:data:`WEIGHTS`), "compiled_opt" for a compiled optimizer step
-    (:data:`OPTIMIZERS`), "rope_table" for tabulated rotary angles (:data:`ROPES`) and
-    "fused_proj" for fused projections (:data:`PROJECTIONS`), e.g. "graphs:causal:bf16",
-    "compiled:causal:bf16+compiled_opt+rope_table". Defaults: attention "sdpa", then the first
-    value of each axis (transformers and torch as they come)."""
-    parts = run.split(":")
-    if len(parts) > 3:
-        raise WorkbookError(f"run={run!r}: write mode[:attention[:option+option...]], e.g. "
-                            "'compiled:causal', 'graphs:causal:bf16' or 'graphs:causal:liger'")
-    mode, attention = (parts + ["sdpa"])[:2]
-    check_choice("mode", mode, MODES)
-    check_choice("attention", attention, ATTENTIONS)
-    axes = {"fusion": FUSIONS, "weights": WEIGHTS, "optimizer": OPTIMIZERS, "rope": ROPES,
-            "projections": PROJECTIONS}
-    chosen = {axis: values[0] for axis, values in axes.items()}
-    for option in (parts[2].split("+") if len(parts) == 3 else []):
-        axis = next((a for a, values in axes.items() if option in values), None)
-        if axis is None:
-            check_choice("option", option, [v for values in axes.values() for v in values[1:]])
-        chosen[axis] = option
-    return mode, attention, *chosen.values()
+def parse_run(run: str) -> RunSpec:
+    """The :class:`RunSpec` a run's text names, checked (see :meth:`RunSpec.parse`)."""
+    return RunSpec.parse(run)
 
 
 @dataclass(frozen=True)
 class MfuConfig:
     """One model shape, one training step timed per run ("mode:attention[:options]", see
-    :func:`parse_run`, :data:`COMPILE_OPTIONS`, :data:`ATTENTIONS` and :data:`WEIGHTS`)."""
+    :class:`RunSpec`)."""
 
     n_layers: int
     n_heads: int
@@ -643,11 +653,8 @@ def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
     """Achieved TFLOP/s and MFU of one training step per run, eager next to compiled."""
     frames = []
     for i, run in enumerate(cfg.runs):
-        mode, attention, fusion, weights, optimizer, rope, projections = parse_run(run)
-        frames.append(step_rows(cfg.model(), cfg.batch_size, mode, seed, cfg.repeats,
-                                count=i == 0, attention=attention, breakdown=cfg.breakdown,
-                                fusion=fusion, weights=weights, optimizer=optimizer, rope=rope,
-                                projections=projections))
+        frames.append(step_rows(cfg.model(), cfg.batch_size, run, seed, cfg.repeats,
+                                count=i == 0, breakdown=cfg.breakdown))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -748,29 +755,21 @@ def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reindex([k for k in keep if k in table.index]).round(2)
 
 
-def _label(mode: str, attention: str, fusion: str, weights: str, optimizer: str,
-           rope: str, projections: str) -> str:
-    options = [o for o in (fusion, weights, optimizer, rope, projections)
-               if o not in ("none", "fp32", "fused", "angles", "separate")]
-    return f"{mode}:{attention}" + (":" + "+".join(options) if options else "")
-
-
-RUN_ORDER = [_label(m, a, f, w, o, r, p) for m in MODES for a in ATTENTIONS for w in WEIGHTS
-             for o in OPTIMIZERS for r in ROPES for p in PROJECTIONS for f in FUSIONS]
+RUN_ORDER = [str(RunSpec(m, a, f, w, o, r, p)) for m in MODES for a in ATTENTIONS
+             for w in WEIGHTS for o in OPTIMIZERS for r in ROPES for p in PROJECTIONS
+             for f in FUSIONS]
 
 
 def run_labels(rows: pd.DataFrame) -> pd.Series:
-    """The run (:func:`parse_run`'s form) of each row; rows recorded before the attention,
-    fusion, weights, optimizer, rope or projections column existed were "sdpa", "none",
-    "fp32", "fused", "angles" and "separate"."""
-    def column(name: str, default: str) -> pd.Series:
-        values = rows[name] if name in rows else pd.Series(default, rows.index)
-        return values.fillna(default).astype(str)
-
-    parts = zip(rows["mode"].astype(str), column("attention", "sdpa"), column("fusion", "none"),
-                column("weights", "fp32"), column("optimizer", "fused"),
-                column("rope", "angles"), column("projections", "separate"), strict=True)
-    return pd.Series([_label(*p) for p in parts], index=rows.index, dtype=object)
+    """The run (:class:`RunSpec`'s text) of each row; rows recorded before a column existed
+    took its default (the field's default in :class:`RunSpec`)."""
+    fields = [f.name for f in dataclasses.fields(RunSpec)]
+    present = [f for f in fields if f in rows]
+    specs = rows[present].astype(object).where(rows[present].notna(), None)
+    labels = [str(RunSpec(**{k: v for k, v in zip(present, values, strict=True)
+                             if v is not None}))
+              for values in specs.itertuples(index=False, name=None)]
+    return pd.Series(labels, index=rows.index, dtype=object)
 
 
 def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
