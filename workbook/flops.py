@@ -500,8 +500,13 @@ def time_train_step(cfg: ModelConfig, batch_size: int, run: str | RunSpec = "eag
 
     device = torch.device(device) if device is not None else _device()
     spec = run if isinstance(run, RunSpec) else RunSpec.parse(run)
+    whole_graph = spec.mode == "step_graph"
+    if whole_graph:
+        # a replay allocates nothing: the step's memory is taken while the graph is recorded
+        reset_peak(device)
     step, counted = _train_step(cfg, batch_size, spec, seed, device, count)
-    reset_peak(device)
+    if not whole_graph:
+        reset_peak(device)
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
     return {"step_ms": ms, "peak_gb": peak_bytes(device) / 1e9, "counted": counted,
