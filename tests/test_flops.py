@@ -70,15 +70,19 @@ def test_training_time_refuses_bad_input():
 
 def test_parse_run_defaults_to_transformers_as_it_comes():
     from dataclasses import astuple
-    defaults = ("none", "fp32", "fused", "angles", "separate")
+    defaults = ("none", "fp32", "fused", "angles", "separate", "torch_ce")
     assert astuple(flops.parse_run("compiled")) == ("compiled", "sdpa", *defaults)
     assert astuple(flops.parse_run("autotune:causal")) == ("autotune", "causal", *defaults)
     run = flops.parse_run("graphs:flash:liger")
     assert (run.attention, run.fusion) == ("flash", "liger")
     assert astuple(flops.parse_run("graphs:causal:bf16"))[2:] == (
-        "none", "bf16", "fused", "angles", "separate")
+        "none", "bf16", "fused", "angles", "separate", "torch_ce")
     assert astuple(flops.parse_run("graphs:causal:rope_table+bf16+fused_proj+compiled_opt+liger")
-                   )[2:] == ("liger", "bf16", "compiled_opt", "rope_table", "fused_proj")
+                   )[2:] == ("liger", "bf16", "compiled_opt", "rope_table", "fused_proj",
+                             "torch_ce")
+    assert flops.parse_run("step_graph:flash:triton_ce+bf16").loss == "triton_ce"
+    with pytest.raises(WorkbookError, match="liger.*must be 'torch_ce', not 'triton_ce'"):
+        flops.parse_run("graphs:causal:liger+triton_ce")
     with pytest.raises(WorkbookError, match="option='fast'.*liger.*bf16.*compiled_opt.*rope_table"):
         flops.parse_run("graphs:causal:fast")
     with pytest.raises(WorkbookError, match=r"mode\[:attention\[:option\+option"):
@@ -91,7 +95,8 @@ def test_run_labels_read_back_what_parse_run_reads():
     import pandas as pd
     runs = ["eager:sdpa", "graphs:causal:bf16", "compiled:cudnn:liger",
             "autotune:causal:liger+bf16+compiled_opt+rope_table+fused_proj",
-            "compiled:flash:compiled_opt"]
+            "compiled:flash:compiled_opt",
+            "step_graph:causal:bf16+compiled_opt+rope_table+fused_mlp+triton_ce"]
     rows = pd.DataFrame([flops.parse_run(r).columns() for r in runs])
     assert list(flops.run_labels(rows)) == runs
     assert [str(flops.parse_run(r)) for r in runs] == runs
@@ -203,6 +208,27 @@ def test_liger_fusion_gives_the_same_loss_and_gradients(llama_module_restored):
     assert gap < 0.05, f"relative gradient difference {gap:.3f}"
 
 
+@pytest.mark.parametrize("weights", flops.WEIGHTS)
+def test_the_triton_loss_trains_the_same_model(weights):
+    """loss 'triton_ce' (the output layer and the loss through workbook.fused_ce: PyTorch
+    arithmetic on a CPU, the Triton kernel on a GPU) gives the loss and gradients of the
+    model's own head and F.cross_entropy, for FP32 weights under autocast and for BF16 ones."""
+    cfg = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, seq_len=32)
+    device = flops._device()
+    losses, grads = {}, {}
+    for loss in flops.LOSSES:
+        model, x, y, _ = flops._setup(cfg, 2, 0, device,
+                                      flops.RunSpec(attention="causal", weights=weights))
+        value = flops._loss_fn(model, device, loss=loss)(x, y)
+        value.backward()
+        losses[loss] = value.item()
+        grads[loss] = torch.cat([p.grad.float().flatten() for p in model.parameters()])
+    tol = 1e-5 if weights == "fp32" and device.type == "cpu" else 2e-2
+    assert losses["triton_ce"] == pytest.approx(losses["torch_ce"], rel=tol)
+    gap = (grads["triton_ce"] - grads["torch_ce"]).norm() / grads["torch_ce"].norm()
+    assert gap < tol, f"relative gradient difference {gap:.2e}"
+
+
 def test_a_failing_run_becomes_an_error_row(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -275,7 +301,8 @@ def test_step_graph_refuses_a_cpu():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="records a CUDA graph")
-@pytest.mark.parametrize("options", ["", ":bf16+compiled_opt+rope_table+fused_proj"])
+@pytest.mark.parametrize("options", ["", ":bf16+compiled_opt+rope_table+fused_proj",
+                                     ":bf16+compiled_opt+rope_table+fused_mlp+triton_ce"])
 def test_a_step_recorded_as_one_cuda_graph_trains_like_the_compiled_step(options):
     """Replays of the whole-step graph move the weights as compiled steps do, on new batches
     every step (a graph that kept stale gradients or inputs would move them elsewhere)."""

@@ -134,8 +134,13 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none"):
+def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none",
+             loss: str = "torch_ce"):
     """x, y -> next-token loss; bf16 autocast on a GPU (fp32 master weights), fp32 on a CPU.
+
+    ``loss="triton_ce"``: the output layer and the loss run as
+    :func:`workbook.fused_ce.linear_cross_entropy` (the loss's gradient computed in the forward,
+    in the logits' own buffer), outside torch.compile (it is a Triton kernel of its own).
 
     ``fusion="liger"``: the output layer and the loss run as Liger-Kernel's fused linear
     cross-entropy (chunks of tokens; the full logits never exist), on a model whose RMSNorm,
@@ -154,6 +159,18 @@ def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none")
             return fused(weight, hidden.flatten(0, 1), y.flatten())
 
         return liger_loss
+
+    if loss == "triton_ce":
+        from workbook.fused_ce import linear_cross_entropy
+
+        head = torch.compiler.disable(linear_cross_entropy)
+
+        def fused_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                hidden = model.model(input_ids=x, use_cache=False).last_hidden_state
+                return head(hidden, model.lm_head.weight, y)
+
+        return fused_loss
 
     def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -301,11 +318,16 @@ ROPES = ("angles", "rope_table")
 # the same parameters, concatenated in the forward). "fused_mlp": gate and up only (on the H100
 # the fused q, k, v matmul gained 0.4 ms, but gathering its gradient cost 2 ms more).
 PROJECTIONS = ("separate", "fused_proj", "fused_mlp")
+# The output layer and the loss. "torch_ce": logits, then F.cross_entropy (compiled with the rest:
+# the forward reads the logits, the backward reads them again and writes their gradient).
+# "triton_ce": workbook.fused_ce, whose Triton kernel writes the gradient in the forward, over
+# the logits, in one read and one write (GPU; PyTorch arithmetic on a CPU).
+LOSSES = ("torch_ce", "triton_ce")
 # Every option axis, with its allowed values; the first is the default (torch and transformers
 # as they come) and is left out of a run's name.
 OPTION_AXES: dict[str, tuple[str, ...]] = {
     "fusion": FUSIONS, "weights": WEIGHTS, "optimizer": OPTIMIZERS, "rope": ROPES,
-    "projections": PROJECTIONS}
+    "projections": PROJECTIONS, "loss": LOSSES}
 
 
 @dataclass(frozen=True)
@@ -323,12 +345,16 @@ class RunSpec:
     optimizer: str = "fused"
     rope: str = "angles"
     projections: str = "separate"
+    loss: str = "torch_ce"
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
         check_choice("attention", self.attention, ATTENTIONS)
         for axis, values in OPTION_AXES.items():
             check_choice(axis, getattr(self, axis), values)
+        if self.fusion == "liger" and self.loss != "torch_ce":
+            raise WorkbookError("fusion 'liger' brings its own fused loss; with it the loss "
+                                f"must be 'torch_ce', not {self.loss!r}")
 
     @classmethod
     def parse(cls, run: str) -> RunSpec:
@@ -431,7 +457,7 @@ def _train_step(cfg: ModelConfig, batch_size: int, spec: RunSpec, seed: int,
     counted = _count(model, x, y, device) if count else {}
     if spec.fusion == "liger":
         apply_liger(model)
-    loss_fn = _loss_fn(model, device, spec.fusion)
+    loss_fn = _loss_fn(model, device, spec.fusion, spec.loss)
     options = COMPILE_OPTIONS[spec.mode]
     forward = loss_fn if options is None else torch.compile(loss_fn, **options)
 
@@ -705,7 +731,105 @@ def run_flops_sweep(cfg: FlopsSweepConfig, seed: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+@dataclass(frozen=True)
+class LossKernelConfig:
+    """The loss alone, forward and backward over a (rows, vocab) block of logits: PyTorch's
+    cross-entropy (compiled on a GPU) against workbook.fused_ce's kernel per tile shape."""
+
+    rows: int
+    vocab_size: int
+    blocks: tuple[int, ...] = (1024, 2048, 4096, 8192)
+    warps: tuple[int, ...] = (4, 8, 16)
+    repeats: int = 20
+
+    def __post_init__(self) -> None:
+        check_range("rows", self.rows, 1, 1 << 20)
+        check_range("vocab_size", self.vocab_size, 2, 1 << 20)
+        check_range("repeats", self.repeats, 1, 200)
+        for block in self.blocks:
+            if not (16 <= block <= 65536 and block & (block - 1) == 0):
+                raise WorkbookError(f"block={block!r}: allowed powers of two from 16 to 65536")
+        for warps in self.warps:
+            check_choice("warps", warps, (1, 2, 4, 8, 16, 32))
+
+
+LOSS_KERNEL_PRESETS = {
+    "small": LossKernelConfig(rows=256, vocab_size=512, blocks=(64, 256), warps=(4,),
+                              repeats=3),
+    # nanoGPT's step: 12 x 1024 tokens, 50 304 words, BF16 logits (1.24 GB).
+    "full": LossKernelConfig(rows=12 * 1024, vocab_size=50304),
+}
+
+
+def run_loss_kernel(cfg: LossKernelConfig, seed: int) -> pd.DataFrame:
+    """Milliseconds of the loss's forward + backward over the logits (the output layer's
+    matmuls excluded), next to the bytes each must move: PyTorch's cross-entropy reads the
+    logits twice and writes their gradient once; workbook.fused_ce's kernel reads them once
+    (its second pass over a row mostly hits L2) and writes the gradient over them."""
+    import torch.nn.functional as F
+
+    from workbook import fused_ce
+    from workbook.profiling import time_ms
+
+    device = _device()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    gen = torch.Generator(device).manual_seed(seed)
+    base = {"rows": cfg.rows, "vocab_size": cfg.vocab_size, "dtype": str(dtype).split(".")[-1]}
+    logits_bytes = cfg.rows * cfg.vocab_size * (2 if dtype == torch.bfloat16 else 4)
+    try:
+        logits = (2 * torch.randn(cfg.rows, cfg.vocab_size, generator=gen, device=device)
+                  ).to(dtype)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return pd.DataFrame([{**base, "variant": "all", "metric": "ms", "value": math.nan,
+                              "unit": "ms", "status": "oom"}])
+    targets = torch.randint(0, cfg.vocab_size, (cfg.rows,), generator=gen, device=device)
+    n_valid = torch.tensor(cfg.rows, device=device)
+
+    def torch_ce():
+        leaf = logits.detach().requires_grad_(True)
+        F.cross_entropy(leaf.float(), targets).backward()
+
+    variants = [("torch_ce", {}, 3, torch.compile(torch_ce) if device.type == "cuda"
+                 else torch_ce)]
+    work = logits.clone()
+    if fused_ce.why_not(work) is None:
+        for block in cfg.blocks:
+            for warps in cfg.warps:
+                variants.append(("triton_ce", {"block": block, "warps": warps}, 2,
+                                 lambda b=block, w=warps: fused_ce.softmax_grad_(
+                                     work, targets, n_valid, block=b, num_warps=w)))
+    else:
+        variants.append(("pytorch_reference", {}, 2,
+                         lambda: fused_ce.softmax_grad_reference_(work, targets, n_valid)))
+    rows = []
+    for name, knobs, passes, fn in variants:
+        row = {**base, "variant": name, "block": knobs.get("block"),
+               "warps": knobs.get("warps"), "passes": passes}
+        try:
+            ms = time_ms(fn, warmup=3, repeats=cfg.repeats, device=device)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            rows.append({**row, "metric": "ms", "value": math.nan, "unit": "ms",
+                         "status": "oom"})
+            continue
+        moved = passes * logits_bytes
+        rows += [{**row, "metric": "ms", "value": ms, "unit": "ms"},
+                 {**row, "metric": "bytes_moved", "value": moved, "unit": "B",
+                  "source": "predicted"},
+                 {**row, "metric": "achieved_gbps", "value": moved / (ms * 1e-3) / 1e9,
+                  "unit": "GB/s"}]
+    frame = pd.DataFrame(rows)
+    frame["source"] = frame.get("source", pd.Series(index=frame.index)).fillna("measured")
+    frame["status"] = frame.get("status", pd.Series(index=frame.index)).fillna("ok")
+    return frame
+
+
 EXPERIMENTS = [
+    Experiment(name="loss_kernel", notebook="02_flops", run=run_loss_kernel,
+               summary="the loss's forward+backward over the logits: F.cross_entropy vs a "
+                       "Triton kernel that writes the gradient in the forward",
+               presets=LOSS_KERNEL_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600),
     Experiment(name="mfu_benchmark", notebook="02_flops", run=run_mfu_benchmark,
                summary="training-step TFLOP/s and MFU at nanoGPT's shape, eager vs compile",
                presets=MFU_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600),
@@ -760,9 +884,9 @@ def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reindex([k for k in keep if k in table.index]).round(2)
 
 
-RUN_ORDER = [str(RunSpec(m, a, f, w, o, r, p)) for m in MODES for a in ATTENTIONS
+RUN_ORDER = [str(RunSpec(m, a, f, w, o, r, p, c)) for m in MODES for a in ATTENTIONS
              for w in WEIGHTS for o in OPTIMIZERS for r in ROPES for p in PROJECTIONS
-             for f in FUSIONS]
+             for c in LOSSES for f in FUSIONS if not (f == "liger" and c != "torch_ce")]
 
 
 def run_labels(rows: pd.DataFrame) -> pd.Series:
