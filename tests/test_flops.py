@@ -326,3 +326,17 @@ def test_a_step_recorded_as_one_cuda_graph_trains_like_the_compiled_step(options
         moved[mode] = torch.cat([p.detach().flatten() for p in held]) - before
     gap = (moved["step_graph"] - moved["compiled"]).norm() / moved["compiled"].norm()
     assert moved["compiled"].norm() > 0 and gap < 0.1, f"updates differ by {gap:.3f}"
+
+
+def test_loss_kernel_small_preset_rows_and_bad_launches(ledger_dir):
+    rows = registry.execute("loss_kernel", "small", seed=0)
+    ms = rows[rows["metric"] == "ms"].set_index("variant")["value"]
+    assert "torch_ce" in ms and (ms > 0).all()
+    moved = rows[rows["metric"] == "bytes_moved"].set_index("variant")["value"]
+    # F.cross_entropy: read the logits, read them again, write the gradient; the kernel: 2
+    assert moved["torch_ce"] == 3 * 256 * 512 * 4
+    assert (moved.drop("torch_ce") == 2 * 256 * 512 * 4).all()
+    with pytest.raises(WorkbookError, match="block=1000.*powers of two"):
+        flops.LossKernelConfig(rows=8, vocab_size=8, blocks=(1000,))
+    with pytest.raises(WorkbookError, match="per_sm=-1 is out of range; allowed: 0 to 64"):
+        flops.LossKernelConfig(rows=8, vocab_size=8, per_sm=(-1,))

@@ -91,15 +91,18 @@ def test_insisting_on_triton_without_a_gpu_says_why(monkeypatch):
 
 def _interpreter_checks() -> None:
     """In a child with TRITON_INTERPRET=1: the kernel, with rows split into several chunks (and
-    a last, partial one), gives the PyTorch version's losses and gradients."""
-    for vocab, block, dtype, tol in ((50, 16, torch.float32, 1e-5), (300, 64, torch.float32, 1e-5),
-                                     (77, 32, torch.bfloat16, 1e-2)):
+    a last, partial one), one program per row or a few programs looping over the rows, gives
+    the PyTorch version's losses and gradients."""
+    for vocab, block, per_sm, dtype, tol in ((50, 16, 0, torch.float32, 1e-5),
+                                             (300, 64, 2, torch.float32, 1e-5),
+                                             (77, 32, 4, torch.bfloat16, 1e-2)):
         hidden, weight, targets = inputs(9, vocab, 8, seed=vocab)
         logits = (hidden @ weight.t()).to(dtype)
         n_valid = (targets != fused_ce.IGNORE_INDEX).sum()
         want = logits.clone()
         want_losses = fused_ce.softmax_grad_reference_(want, targets, n_valid)
-        losses = fused_ce.softmax_grad_(logits, targets, n_valid, block=block)
+        # per_sm > 0: fewer programs than rows, each taking every per_sm-th row
+        losses = fused_ce.softmax_grad_(logits, targets, n_valid, block=block, per_sm=per_sm)
         torch.testing.assert_close(losses, want_losses, rtol=tol, atol=tol)
         torch.testing.assert_close(logits.float(), want.float(), rtol=tol, atol=tol / 10)
     hidden, weight, targets = inputs(6, 40, 8, dtype=torch.float32)

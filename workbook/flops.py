@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -738,8 +739,9 @@ class LossKernelConfig:
 
     rows: int
     vocab_size: int
-    blocks: tuple[int, ...] = (1024, 2048, 4096, 8192)
-    warps: tuple[int, ...] = (4, 8, 16)
+    blocks: tuple[int, ...] = (2048, 4096, 8192, 16384)
+    warps: tuple[int, ...] = (8, 16, 32)
+    per_sm: tuple[int, ...] = (0, 1, 2, 4)    # programs per SM; 0: one program per row
     repeats: int = 20
 
     def __post_init__(self) -> None:
@@ -751,11 +753,13 @@ class LossKernelConfig:
                 raise WorkbookError(f"block={block!r}: allowed powers of two from 16 to 65536")
         for warps in self.warps:
             check_choice("warps", warps, (1, 2, 4, 8, 16, 32))
+        for per_sm in self.per_sm:
+            check_range("per_sm", per_sm, 0, 64)
 
 
 LOSS_KERNEL_PRESETS = {
     "small": LossKernelConfig(rows=256, vocab_size=512, blocks=(64, 256), warps=(4,),
-                              repeats=3),
+                              per_sm=(0,), repeats=3),
     # nanoGPT's step: 12 x 1024 tokens, 50 304 words, BF16 logits (1.24 GB).
     "full": LossKernelConfig(rows=12 * 1024, vocab_size=50304),
 }
@@ -794,18 +798,17 @@ def run_loss_kernel(cfg: LossKernelConfig, seed: int) -> pd.DataFrame:
                  else torch_ce)]
     work = logits.clone()
     if fused_ce.why_not(work) is None:
-        for block in cfg.blocks:
-            for warps in cfg.warps:
-                variants.append(("triton_ce", {"block": block, "warps": warps}, 2,
-                                 lambda b=block, w=warps: fused_ce.softmax_grad_(
-                                     work, targets, n_valid, block=b, num_warps=w)))
+        for block, warps, per_sm in itertools.product(cfg.blocks, cfg.warps, cfg.per_sm):
+            variants.append(("triton_ce", {"block": block, "warps": warps, "per_sm": per_sm}, 2,
+                             lambda b=block, w=warps, p=per_sm: fused_ce.softmax_grad_(
+                                 work, targets, n_valid, block=b, num_warps=w, per_sm=p)))
     else:
         variants.append(("pytorch_reference", {}, 2,
                          lambda: fused_ce.softmax_grad_reference_(work, targets, n_valid)))
     rows = []
     for name, knobs, passes, fn in variants:
         row = {**base, "variant": name, "block": knobs.get("block"),
-               "warps": knobs.get("warps"), "passes": passes}
+               "warps": knobs.get("warps"), "per_sm": knobs.get("per_sm"), "passes": passes}
         try:
             ms = time_ms(fn, warmup=3, repeats=cfg.repeats, device=device)
         except torch.OutOfMemoryError:

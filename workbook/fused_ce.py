@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from workbook.config import WorkbookError
+from workbook.config import WorkbookError, check_range
 from workbook.flash_triton import interpreting, triton_available
 
 IGNORE_INDEX = -100
@@ -60,35 +60,43 @@ if triton_available():
 
     @triton.jit
     def _softmax_grad_kernel(logits_ptr, stride_row, targets_ptr, losses_ptr, n_valid_ptr,
-                             n_cols, ignore_index, far_below, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        row_ptr = logits_ptr + row * stride_row
-        target = tl.load(targets_ptr + row).to(tl.int64)
-        valid = target != ignore_index
+                             n_rows, n_cols, ignore_index, far_below, BLOCK: tl.constexpr):
+        # Each program takes rows pid, pid + programs, ... (a persistent grid when the launch
+        # has fewer programs than rows: fewer rows in flight, so a row read by pass 1 is still
+        # in L2 when pass 2 reads it again).
         offs = tl.arange(0, BLOCK)
-        # Pass 1: per lane, a running maximum and a running sum of exp(x - maximum).
-        m = tl.full([BLOCK], far_below, tl.float32)
-        s = tl.zeros([BLOCK], tl.float32)
-        for start in range(0, n_cols, BLOCK):
-            cols = start + offs
-            x = tl.load(row_ptr + cols, mask=cols < n_cols, other=far_below).to(tl.float32)
-            m_new = tl.maximum(m, x)
-            s = s * tl.exp(m - m_new) + tl.exp(x - m_new)
-            m = m_new
-        row_max = tl.max(m, 0)
-        lse = row_max + tl.log(tl.sum(s * tl.exp(m - row_max), 0))
-        x_target = tl.load(row_ptr + target, mask=valid, other=0.0).to(tl.float32)
-        tl.store(losses_ptr + row, tl.where(valid, lse - x_target, 0.0))
-        # Pass 2: overwrite the row with (softmax - one_hot) / n_valid (zeros if ignored). The
-        # row (100 KB at V = 50 304) was read a moment ago: this read mostly hits L2.
-        scale = tl.where(valid, 1.0 / tl.load(n_valid_ptr).to(tl.float32), 0.0)
-        for start in range(0, n_cols, BLOCK):
-            cols = start + offs
-            inside = cols < n_cols
-            x = tl.load(row_ptr + cols, mask=inside, other=0.0).to(tl.float32)
-            g = tl.exp(x - lse)
-            g = tl.where(cols == target, g - 1.0, g) * scale
-            tl.store(row_ptr + cols, g.to(logits_ptr.dtype.element_ty), mask=inside)
+        scale_valid = 1.0 / tl.load(n_valid_ptr).to(tl.float32)
+        first = tl.program_id(0).to(tl.int64)   # 64-bit row offsets: rows x vocab can pass 2**31
+        for row in range(first, n_rows, tl.num_programs(0)):
+            row_ptr = logits_ptr + row * stride_row
+            target = tl.load(targets_ptr + row).to(tl.int64)
+            valid = target != ignore_index
+            # Pass 1: per lane, a running maximum and a running sum of exp(x - maximum).
+            m = tl.full([BLOCK], far_below, tl.float32)
+            s = tl.zeros([BLOCK], tl.float32)
+            for start in range(0, n_cols, BLOCK):
+                cols = start + offs
+                x = tl.load(row_ptr + cols, mask=cols < n_cols, other=far_below,
+                            eviction_policy="evict_last").to(tl.float32)
+                m_new = tl.maximum(m, x)
+                s = s * tl.exp(m - m_new) + tl.exp(x - m_new)
+                m = m_new
+            row_max = tl.max(m, 0)
+            lse = row_max + tl.log(tl.sum(s * tl.exp(m - row_max), 0))
+            x_target = tl.load(row_ptr + target, mask=valid, other=0.0).to(tl.float32)
+            tl.store(losses_ptr + row, tl.where(valid, lse - x_target, 0.0))
+            # Pass 2: overwrite the row with (softmax - one_hot) / n_valid (zeros if ignored).
+            # The row (100 KB at V = 50 304) was read a moment ago: this read hits L2 if not
+            # too many rows are in flight at once.
+            scale = tl.where(valid, scale_valid, 0.0)
+            for start in range(0, n_cols, BLOCK):
+                cols = start + offs
+                inside = cols < n_cols
+                x = tl.load(row_ptr + cols, mask=inside, other=0.0,
+                            eviction_policy="evict_first").to(tl.float32)
+                g = tl.exp(x - lse)
+                g = tl.where(cols == target, g - 1.0, g) * scale
+                tl.store(row_ptr + cols, g.to(logits_ptr.dtype.element_ty), mask=inside)
 
 
 def why_not(logits: torch.Tensor) -> str | None:
@@ -100,18 +108,20 @@ def why_not(logits: torch.Tensor) -> str | None:
     return None
 
 
-# Chunk of a row per loop step, and warps per program: at V = 50 304 on an H100 the choice moves
-# the kernel by a few percent (``python -m workbook bench ce`` measures it).
-DEFAULT_BLOCK = 4096
-DEFAULT_WARPS = 8
+# Chunk of a row per loop step, warps per program, and programs per SM (0: one program per row):
+# measured on the H100 at V = 50 304 by the loss_kernel experiment (data/results/loss_kernel.csv).
+DEFAULT_BLOCK = 8192
+DEFAULT_WARPS = 16
+DEFAULT_PER_SM = 0
 
 
 def softmax_grad_(logits: torch.Tensor, targets: torch.Tensor, n_valid: torch.Tensor,
                   ignore_index: int = IGNORE_INDEX, *, block: int | None = None,
-                  num_warps: int | None = None) -> torch.Tensor:
+                  num_warps: int | None = None, per_sm: int | None = None) -> torch.Tensor:
     """The Triton kernel: per-row losses (FP32); ``logits`` (rows, vocab), contiguous rows,
     is overwritten with the gradient of the mean loss (see :func:`softmax_grad_reference_`).
-    ``n_valid``: a one-element tensor on the same device (no host synchronisation)."""
+    ``n_valid``: a one-element tensor on the same device (no host synchronisation).
+    ``block``, ``num_warps``, ``per_sm``: the launch (left out: the defaults above)."""
     if logits.dim() != 2 or targets.shape != logits.shape[:1]:
         raise WorkbookError(f"logits must be (rows, vocab) and targets (rows,); got "
                             f"{tuple(logits.shape)} and {tuple(targets.shape)}")
@@ -128,11 +138,18 @@ def softmax_grad_(logits: torch.Tensor, targets: torch.Tensor, n_valid: torch.Te
     block = block or min(DEFAULT_BLOCK, triton.next_power_of_2(n_cols))
     if block & (block - 1) or not 16 <= block <= 65536:
         raise WorkbookError(f"block={block} must be a power of two in [16, 65536]")
+    per_sm = DEFAULT_PER_SM if per_sm is None else per_sm
+    check_range("per_sm", per_sm, 0, 64)
+    programs = rows
+    if per_sm:   # the interpreter counts as one SM
+        sms = (torch.cuda.get_device_properties(logits.device).multi_processor_count
+               if logits.device.type == "cuda" else 1)
+        programs = min(rows, per_sm * sms)
     losses = torch.empty(rows, device=logits.device, dtype=torch.float32)
     if rows:
-        _softmax_grad_kernel[(rows,)](logits, logits.stride(0), targets, losses, n_valid,
-                                      n_cols, ignore_index, _FAR_BELOW, BLOCK=block,
-                                      num_warps=num_warps or DEFAULT_WARPS)
+        _softmax_grad_kernel[(programs,)](logits, logits.stride(0), targets, losses, n_valid,
+                                          rows, n_cols, ignore_index, _FAR_BELOW, BLOCK=block,
+                                          num_warps=num_warps or DEFAULT_WARPS)
     return losses
 
 

@@ -38,22 +38,30 @@ def time_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10,
     return statistics.median(samples)
 
 
+def _on_cuda(device: torch.device | str | None) -> bool:
+    """A CUDA device is asked about (None: the current one, if there is a GPU)."""
+    if not torch.cuda.is_available():
+        return False
+    return device is None or torch.device(device).type == "cuda"
+
+
 def reset_peak(device: torch.device | str | None = None) -> None:
-    if torch.cuda.is_available():
+    """Start a new peak-memory window (nothing to do for a CPU device)."""
+    if _on_cuda(device):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_bytes(device: torch.device | str | None = None) -> int:
     """Peak bytes held by PyTorch's allocator since the last :func:`reset_peak` (0 on CPU)."""
-    if not torch.cuda.is_available():
+    if not _on_cuda(device):
         return 0
     torch.cuda.synchronize(device)
     return int(torch.cuda.max_memory_allocated(device))
 
 
 def allocated_bytes(device: torch.device | str | None = None) -> int:
-    if not torch.cuda.is_available():
+    if not _on_cuda(device):
         return 0
     torch.cuda.synchronize(device)
     return int(torch.cuda.memory_allocated(device))
