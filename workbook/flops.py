@@ -659,10 +659,15 @@ MFU_PRESETS = {
                           "eager:sdpa", "eager:causal", "compiled:sdpa", "compiled:causal",
                           "compiled:cudnn", "graphs:causal", "compiled:causal:bf16",
                           "graphs:causal:bf16", "graphs:causal:bf16+compiled_opt",
-                          "graphs:causal:" + BEST_OPTIONS, "graphs:flash:" + BEST_OPTIONS,
+                          "graphs:causal:" + BEST_OPTIONS,
+                          "graphs:causal:" + BEST_OPTIONS + "+triton_ce",
+                          "graphs:flash:" + BEST_OPTIONS,
                           "graphs_tuned:causal:" + BEST_OPTIONS,
                           "autotune_graphs:causal:" + BEST_OPTIONS,
                           "step_graph:causal:" + BEST_OPTIONS,
+                          "step_graph:causal:" + BEST_OPTIONS + "+triton_ce",
+                          "step_graph:causal:" + BEST_OPTIONS + "+fused_mlp+triton_ce",
+                          "step_graph:flash:" + BEST_OPTIONS + "+fused_mlp+triton_ce",
                           "step_graph:causal:" + BEST_OPTIONS + "+fused_mlp",
                           "step_graph:causal:" + BEST_OPTIONS + "+fused_proj"),
                       repeats=20),
@@ -672,7 +677,7 @@ MFU_PRESETS = {
 # What the notebook's button runs on a GPU: the runs that tell the story in about two minutes
 # (max-autotune alone can compile for more than four).
 QUICK_RUNS = ("eager:sdpa", "compiled:sdpa", "graphs:causal",
-              "step_graph:causal:" + BEST_OPTIONS)
+              "step_graph:causal:" + BEST_OPTIONS, "step_graph:causal:" + BEST_OPTIONS + "+triton_ce")
 
 
 def quick_config(preset: str) -> MfuConfig:
@@ -739,9 +744,10 @@ class LossKernelConfig:
 
     rows: int
     vocab_size: int
-    blocks: tuple[int, ...] = (2048, 4096, 8192, 16384)
-    warps: tuple[int, ...] = (8, 16, 32)
-    per_sm: tuple[int, ...] = (0, 1, 2, 4)    # programs per SM; 0: one program per row
+    blocks: tuple[int, ...] = (4096, 8192)
+    warps: tuple[int, ...] = (16, 32)
+    per_sm: tuple[int, ...] = (0, 4)          # programs per SM; 0: one program per row
+    evict: tuple[bool, ...] = (False, True)   # L2 eviction hints on the two passes
     repeats: int = 20
 
     def __post_init__(self) -> None:
@@ -759,7 +765,7 @@ class LossKernelConfig:
 
 LOSS_KERNEL_PRESETS = {
     "small": LossKernelConfig(rows=256, vocab_size=512, blocks=(64, 256), warps=(4,),
-                              per_sm=(0,), repeats=3),
+                              per_sm=(0,), evict=(False,), repeats=3),
     # nanoGPT's step: 12 x 1024 tokens, 50 304 words, BF16 logits (1.24 GB).
     "full": LossKernelConfig(rows=12 * 1024, vocab_size=50304),
 }
@@ -798,17 +804,21 @@ def run_loss_kernel(cfg: LossKernelConfig, seed: int) -> pd.DataFrame:
                  else torch_ce)]
     work = logits.clone()
     if fused_ce.why_not(work) is None:
-        for block, warps, per_sm in itertools.product(cfg.blocks, cfg.warps, cfg.per_sm):
-            variants.append(("triton_ce", {"block": block, "warps": warps, "per_sm": per_sm}, 2,
-                             lambda b=block, w=warps, p=per_sm: fused_ce.softmax_grad_(
-                                 work, targets, n_valid, block=b, num_warps=w, per_sm=p)))
+        for block, warps, per_sm, evict in itertools.product(cfg.blocks, cfg.warps, cfg.per_sm,
+                                                             cfg.evict):
+            variants.append(("triton_ce", {"block": block, "warps": warps, "per_sm": per_sm,
+                                           "evict": evict}, 2,
+                             lambda b=block, w=warps, p=per_sm, e=evict: fused_ce.softmax_grad_(
+                                 work, targets, n_valid, block=b, num_warps=w, per_sm=p,
+                                 evict=e)))
     else:
         variants.append(("pytorch_reference", {}, 2,
                          lambda: fused_ce.softmax_grad_reference_(work, targets, n_valid)))
     rows = []
     for name, knobs, passes, fn in variants:
         row = {**base, "variant": name, "block": knobs.get("block"),
-               "warps": knobs.get("warps"), "per_sm": knobs.get("per_sm"), "passes": passes}
+               "warps": knobs.get("warps"), "per_sm": knobs.get("per_sm"),
+               "evict": knobs.get("evict"), "passes": passes}
         try:
             ms = time_ms(fn, warmup=3, repeats=cfg.repeats, device=device)
         except torch.OutOfMemoryError:

@@ -60,7 +60,8 @@ if triton_available():
 
     @triton.jit
     def _softmax_grad_kernel(logits_ptr, stride_row, targets_ptr, losses_ptr, n_valid_ptr,
-                             n_rows, n_cols, ignore_index, far_below, BLOCK: tl.constexpr):
+                             n_rows, n_cols, ignore_index, far_below, BLOCK: tl.constexpr,
+                             EVICT: tl.constexpr):
         # Each program takes rows pid, pid + programs, ... (a persistent grid when the launch
         # has fewer programs than rows: fewer rows in flight, so a row read by pass 1 is still
         # in L2 when pass 2 reads it again).
@@ -77,7 +78,7 @@ if triton_available():
             for start in range(0, n_cols, BLOCK):
                 cols = start + offs
                 x = tl.load(row_ptr + cols, mask=cols < n_cols, other=far_below,
-                            eviction_policy="evict_last").to(tl.float32)
+                            eviction_policy="evict_last" if EVICT else "").to(tl.float32)
                 m_new = tl.maximum(m, x)
                 s = s * tl.exp(m - m_new) + tl.exp(x - m_new)
                 m = m_new
@@ -93,7 +94,7 @@ if triton_available():
                 cols = start + offs
                 inside = cols < n_cols
                 x = tl.load(row_ptr + cols, mask=inside, other=0.0,
-                            eviction_policy="evict_first").to(tl.float32)
+                            eviction_policy="evict_first" if EVICT else "").to(tl.float32)
                 g = tl.exp(x - lse)
                 g = tl.where(cols == target, g - 1.0, g) * scale
                 tl.store(row_ptr + cols, g.to(logits_ptr.dtype.element_ty), mask=inside)
@@ -113,15 +114,18 @@ def why_not(logits: torch.Tensor) -> str | None:
 DEFAULT_BLOCK = 8192
 DEFAULT_WARPS = 16
 DEFAULT_PER_SM = 0
+DEFAULT_EVICT = False   # L2 hints: keep a row after pass 1 (evict_last), drop it after pass 2
 
 
 def softmax_grad_(logits: torch.Tensor, targets: torch.Tensor, n_valid: torch.Tensor,
                   ignore_index: int = IGNORE_INDEX, *, block: int | None = None,
-                  num_warps: int | None = None, per_sm: int | None = None) -> torch.Tensor:
+                  num_warps: int | None = None, per_sm: int | None = None,
+                  evict: bool | None = None) -> torch.Tensor:
     """The Triton kernel: per-row losses (FP32); ``logits`` (rows, vocab), contiguous rows,
     is overwritten with the gradient of the mean loss (see :func:`softmax_grad_reference_`).
     ``n_valid``: a one-element tensor on the same device (no host synchronisation).
-    ``block``, ``num_warps``, ``per_sm``: the launch (left out: the defaults above)."""
+    ``block``, ``num_warps``, ``per_sm``, ``evict``: the launch (left out: the defaults above).
+    """
     if logits.dim() != 2 or targets.shape != logits.shape[:1]:
         raise WorkbookError(f"logits must be (rows, vocab) and targets (rows,); got "
                             f"{tuple(logits.shape)} and {tuple(targets.shape)}")
@@ -149,6 +153,7 @@ def softmax_grad_(logits: torch.Tensor, targets: torch.Tensor, n_valid: torch.Te
     if rows:
         _softmax_grad_kernel[(programs,)](logits, logits.stride(0), targets, losses, n_valid,
                                           rows, n_cols, ignore_index, _FAR_BELOW, BLOCK=block,
+                                          EVICT=DEFAULT_EVICT if evict is None else evict,
                                           num_warps=num_warps or DEFAULT_WARPS)
     return losses
 
