@@ -32,7 +32,8 @@ from workbook.config import WorkbookError, check_range
 from workbook.flash_triton import interpreting, triton_available
 
 IGNORE_INDEX = -100
-# Masked lanes read this instead of -inf: exp(sentinel - m) is 0 and never inf - inf = nan.
+# Masked lanes read this instead of -inf, so that (sentinel - sentinel) is 0, never inf - inf:
+# a lane that only ever saw the sentinel ends with m = sentinel, weighted exp(sentinel - max) = 0.
 _FAR_BELOW = -1.0e30
 
 
@@ -72,18 +73,21 @@ if triton_available():
             row_ptr = logits_ptr + row * stride_row
             target = tl.load(targets_ptr + row).to(tl.int64)
             valid = target != ignore_index
-            # Pass 1: a running maximum m of the row and a running sum s of exp(x - m), one
-            # chunk at a time: one exp per logit (a per-lane running sum would cost two).
-            m = tl.max(tl.full([BLOCK], far_below, tl.float32), 0)
-            s = tl.sum(tl.zeros([BLOCK], tl.float32), 0)
+            # Pass 1: per lane, a running maximum m and a running sum s of exp(x - m); the
+            # lanes are combined once at the end. (Two exps per logit; a running max and sum
+            # per chunk costs one, but its two block-wide reductions per chunk made it slower
+            # on the H100: data/results/loss_kernel.csv, commit c75aeca.)
+            m = tl.full([BLOCK], far_below, tl.float32)
+            s = tl.zeros([BLOCK], tl.float32)
             for start in range(0, n_cols, BLOCK):
                 cols = start + offs
                 x = tl.load(row_ptr + cols, mask=cols < n_cols, other=far_below,
                             eviction_policy="evict_last" if EVICT else "").to(tl.float32)
-                m_new = tl.maximum(m, tl.max(x, 0))
-                s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
+                m_new = tl.maximum(m, x)
+                s = s * tl.exp(m - m_new) + tl.exp(x - m_new)
                 m = m_new
-            lse = m + tl.log(s)
+            row_max = tl.max(m, 0)
+            lse = row_max + tl.log(tl.sum(s * tl.exp(m - row_max), 0))
             x_target = tl.load(row_ptr + target, mask=valid, other=0.0).to(tl.float32)
             tl.store(losses_ptr + row, tl.where(valid, lse - x_target, 0.0))
             # Pass 2: overwrite the row with (softmax - one_hot) / n_valid (zeros if ignored).
@@ -109,10 +113,13 @@ def why_not(logits: torch.Tensor) -> str | None:
     return None
 
 
-# Chunk of a row per loop step, warps per program, and programs per SM (0: one program per row):
-# measured on the H100 at V = 50 304 by the loss_kernel experiment (data/results/loss_kernel.csv).
-DEFAULT_BLOCK = 4096
-DEFAULT_WARPS = 32
+# Chunk of a row per loop step, warps per program, programs per SM (0: one program per row), L2
+# hints: swept on the H100 at V = 50 304 by the loss_kernel experiment (data/results/
+# loss_kernel.csv). 8192 x 16 warps was at or near the front in every sweep (1.12-1.32 ms against
+# F.cross_entropy's 1.9-2.0 ms); the call-to-call spread (~0.1 ms) is larger than the gaps
+# between the best launches, and neither a persistent grid nor the hints clearly helped.
+DEFAULT_BLOCK = 8192
+DEFAULT_WARPS = 16
 DEFAULT_PER_SM = 0
 DEFAULT_EVICT = False   # L2 hints: keep a row after pass 1 (evict_last), drop it after pass 2
 
