@@ -115,13 +115,14 @@ def why_not(logits: torch.Tensor) -> str | None:
 
 # Chunk of a row per loop step, warps per program, programs per SM (0: one program per row), L2
 # hints: swept on the H100 at V = 50 304 by the loss_kernel experiment (data/results/
-# loss_kernel.csv). 8192 x 16 warps was at or near the front in every sweep (1.12-1.32 ms against
-# F.cross_entropy's 1.9-2.0 ms); the call-to-call spread (~0.1 ms) is larger than the gaps
-# between the best launches, and neither a persistent grid nor the hints clearly helped.
+# loss_kernel.csv). 8192 wide with 32 warps was ahead of 16 warps in all three sweeps that had
+# both (1.14-1.23 ms against F.cross_entropy's 1.9-2.0 ms), and the hints helped it a little in
+# two of two (~0.03-0.06 ms), less than the ~0.1 ms spread between calls; a persistent grid
+# (per_sm > 0) never helped.
 DEFAULT_BLOCK = 8192
-DEFAULT_WARPS = 16
+DEFAULT_WARPS = 32
 DEFAULT_PER_SM = 0
-DEFAULT_EVICT = False   # L2 hints: keep a row after pass 1 (evict_last), drop it after pass 2
+DEFAULT_EVICT = True   # L2 hints: keep a row after pass 1 (evict_last), drop it after pass 2
 
 
 def softmax_grad_(logits: torch.Tensor, targets: torch.Tensor, n_valid: torch.Tensor,
