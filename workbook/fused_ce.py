@@ -75,8 +75,9 @@ if triton_available():
             valid = target != ignore_index
             # Pass 1: per lane, a running maximum m and a running sum s of exp(x - m); the
             # lanes are combined once at the end. (Two exps per logit; a running max and sum
-            # per chunk costs one, but its two block-wide reductions per chunk made it slower
-            # on the H100: data/results/loss_kernel.csv, commit c75aeca.)
+            # per chunk costs one, but was no faster on the H100 at its best and slower at 32
+            # warps: its two block-wide reductions per chunk. Rows of commit c75aeca in the git
+            # history of data/results/loss_kernel.csv.)
             m = tl.full([BLOCK], far_below, tl.float32)
             s = tl.zeros([BLOCK], tl.float32)
             for start in range(0, n_cols, BLOCK):
