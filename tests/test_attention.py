@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests._interpreter import run_in_triton_interpreter
 from workbook import attention as A
 from workbook import registry
 from workbook.config import WorkbookError
@@ -275,17 +276,7 @@ def _interpreter_checks() -> None:
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (GPU machines have it)")
 def test_triton_kernel_in_the_interpreter():
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-c", "from tests.test_attention import "
-                           "_interpreter_checks; _interpreter_checks()"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, "Triton kernel in the interpreter:\n" + proc.stderr[-2000:]
+    run_in_triton_interpreter("tests.test_attention", "_interpreter_checks")
 
 
 @pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a GPU and triton")

@@ -1,0 +1,23 @@
+"""Run a test function in a child Python under TRITON_INTERPRET=1 (Triton's CPU interpreter).
+
+Triton reads the variable when a kernel is decorated, i.e. at import: the checks must run in a
+fresh process, not in the pytest process, whose modules are already imported.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_in_triton_interpreter(module: str, function: str, timeout: int = 300) -> None:
+    """Call ``module.function()`` in a child with TRITON_INTERPRET=1; fail with its stderr."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", f"from {module} import {function}; {function}()"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (f"{module}.{function} under the Triton interpreter:\n"
+                                  + proc.stderr[-2000:])
