@@ -109,7 +109,8 @@ def _interpreter_checks() -> None:
     print("interpreter checks passed")
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (GPU machines have it)")
+@pytest.mark.skipif(not HAS_TRITON,
+                    reason="triton is not installed (make test installs it on Linux x86-64)")
 def test_triton_kernel_in_the_interpreter():
     run_in_triton_interpreter("tests.test_fused_ce", "_interpreter_checks")
 

@@ -11,9 +11,9 @@ on a CPU and is the version to read first. The backward is not a Triton kernel: 
 workbook's PyTorch recomputation (:func:`workbook.attention.tiled_attention_backward`), which
 rebuilds P from the saved log-sum-exp one query tile at a time.
 
-Triton is optional (GPU machines have it; the CPU CI does not). ``TRITON_INTERPRET=1`` runs
-the kernel on a CPU through Triton's interpreter, slowly, which is how the tests check it
-without a GPU.
+Triton is optional (GPU machines have it; ``make test`` installs it on Linux x86-64 for the
+interpreter). ``TRITON_INTERPRET=1`` runs the kernel on a CPU through Triton's interpreter,
+slowly, which is how the tests check it without a GPU (CI included).
 """
 
 from __future__ import annotations
