@@ -488,8 +488,16 @@ def _graph_whole_step(forward, backends, opt, x: torch.Tensor, y: torch.Tensor):
     """Record forward, backward and optimizer step into one CUDA graph; return the step that
     copies a batch into the graph's inputs and replays it. The recipe of PyTorch's CUDA-graph
     notes: warm up on a side stream (compiles, creates the optimizer state), then capture with
-    the gradients unset, so that the backward writes them afresh at every replay."""
+    the gradients unset, so that the backward writes them afresh at every replay.
+
+    The step's ``memory`` (GB): ``warmup_peak`` (the three eager-launched compiled steps),
+    ``capture_peak`` (while the graph is recorded: its private pool plus everything held) and
+    ``held`` (allocated once it is recorded, the pool included: what every replay keeps)."""
+    from workbook.profiling import allocated_bytes, peak_bytes, reset_peak
+
     static_x, static_y = x.clone(), y.clone()
+    memory = {}
+    reset_peak(x.device)
 
     def body() -> None:
         with backends():
@@ -504,15 +512,20 @@ def _graph_whole_step(forward, backends, opt, x: torch.Tensor, y: torch.Tensor):
             body()
             opt.zero_grad(set_to_none=True)
     torch.cuda.current_stream().wait_stream(side)
+    memory["warmup_peak"] = peak_bytes(x.device) / 1e9
+    reset_peak(x.device)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         body()
+    memory["capture_peak"] = peak_bytes(x.device) / 1e9
+    memory["held"] = allocated_bytes(x.device) / 1e9
 
     def step() -> None:
         static_x.copy_(x, non_blocking=True)   # the next batch, as a training loop would
         static_y.copy_(y, non_blocking=True)
         graph.replay()
 
+    step.memory = memory
     return step
 
 
@@ -537,7 +550,7 @@ def time_train_step(cfg: ModelConfig, batch_size: int, run: str | RunSpec = "eag
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
     return {"step_ms": ms, "peak_gb": peak_bytes(device) / 1e9, "counted": counted,
-            "kernels": kernels}
+            "kernels": kernels, "graph_memory": getattr(step, "memory", {})}
 
 
 def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
