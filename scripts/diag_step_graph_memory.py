@@ -1,5 +1,11 @@
+"""Print a training step's peak memory, and for step_graph its warm-up peak, recording peak and
+what it holds, for a few runs in one process (GPU; a diagnostic, nothing is recorded):
+    PYTHONPATH=$PWD python3 scripts/diag_step_graph_memory.py
+"""
 import torch
+
 from workbook import flops
+
 cfg = flops.MFU_PRESETS["full"]
 B = flops.BEST_OPTIONS
 for run in ("step_graph:causal:" + B + "+fused_mlp+triton_ce", "step_graph:causal:" + B,

@@ -315,6 +315,8 @@ def test_a_step_recorded_as_one_cuda_graph_trains_like_the_compiled_step(options
         if mode == "compiled":
             for _ in range(3):   # the graph's warm-up took three steps on the first batch
                 step()
+        if mode == "step_graph":   # what the graph keeps is within what recording it took
+            assert 0 < step.memory["held"] <= step.memory["capture_peak"], step.memory
         held = (step.optimizer.master if spec.weights == "bf16"
                 else list(step.model.parameters()))
         before = torch.cat([p.detach().flatten() for p in held]).clone()

@@ -540,17 +540,18 @@ def time_train_step(cfg: ModelConfig, batch_size: int, run: str | RunSpec = "eag
 
     device = torch.device(device) if device is not None else _device()
     spec = run if isinstance(run, RunSpec) else RunSpec.parse(run)
-    whole_graph = spec.mode == "step_graph"
-    if whole_graph:
-        # a replay allocates nothing: the step's memory is taken while the graph is recorded
-        reset_peak(device)
     step, counted = _train_step(cfg, batch_size, spec, seed, device, count)
-    if not whole_graph:
-        reset_peak(device)
+    memory = getattr(step, "memory", {})
+    if not memory:
+        reset_peak(device)   # the FLOP-counting eager step is not this run's memory
     ms = time_ms(step, warmup=3, repeats=repeats, device=device)
     kernels = kernel_breakdown(step) if breakdown and device.type == "cuda" else {}
-    return {"step_ms": ms, "peak_gb": peak_bytes(device) / 1e9, "counted": counted,
-            "kernels": kernels, "graph_memory": getattr(step, "memory", {})}
+    # step_graph: a replay allocates nothing; its peak is its warm-up's or its recording's,
+    # taken after the FLOP-counting step (see _graph_whole_step)
+    peak = (max(memory["warmup_peak"], memory["capture_peak"]) if memory
+            else peak_bytes(device) / 1e9)
+    return {"step_ms": ms, "peak_gb": peak, "counted": counted, "kernels": kernels,
+            "graph_memory": memory}
 
 
 def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
@@ -704,9 +705,22 @@ def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
     """Achieved TFLOP/s and MFU of one training step per run, eager next to compiled."""
     frames = []
     for i, run in enumerate(cfg.runs):
+        if i:
+            _release_previous_run()
         frames.append(step_rows(cfg.model(), cfg.batch_size, run, seed, cfg.repeats,
                                 count=i == 0, breakdown=cfg.breakdown))
     return pd.concat(frames, ignore_index=True)
+
+
+def _release_previous_run() -> None:
+    """Drop what an earlier run of this process still holds (torch.compile's caches keep its
+    model alive, CUDA graphs their pools), so that the next run's peak memory is its own."""
+    import gc
+
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass(frozen=True)
