@@ -6,12 +6,21 @@ fresh process, not in the pytest process, whose modules are already imported.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+needs_triton = pytest.mark.skipif(
+    not HAS_TRITON, reason="triton is not installed (make test installs it on Linux x86-64)")
+needs_gpu_and_triton = pytest.mark.skipif(
+    not (torch.cuda.is_available() and HAS_TRITON), reason="needs a GPU and triton")
 
 
 def run_in_triton_interpreter(module: str, function: str, timeout: int = 300) -> None:

@@ -5,21 +5,18 @@ The reference is written here, in float64, from the definition softmax(QKᵀ/√
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 
 import pandas as pd
 import pytest
 import torch
 
-from tests._interpreter import run_in_triton_interpreter
+from tests._interpreter import needs_gpu_and_triton, needs_triton, run_in_triton_interpreter
 from workbook import attention as A
 from workbook import registry
 from workbook.config import WorkbookError
 
 HAS_CUDA = torch.cuda.is_available()
-HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def reference(q, k, v, causal=False):
@@ -274,13 +271,12 @@ def _interpreter_checks() -> None:
     print("interpreter checks passed")
 
 
-@pytest.mark.skipif(not HAS_TRITON,
-                    reason="triton is not installed (make test installs it on Linux x86-64)")
+@needs_triton
 def test_triton_kernel_in_the_interpreter():
     run_in_triton_interpreter("tests.test_attention", "_interpreter_checks")
 
 
-@pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a GPU and triton")
+@needs_gpu_and_triton
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])

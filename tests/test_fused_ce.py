@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tests._interpreter import run_in_triton_interpreter
+from tests._interpreter import needs_gpu_and_triton, needs_triton, run_in_triton_interpreter
 from workbook import fused_ce
 from workbook.config import WorkbookError
 
 HAS_CUDA = torch.cuda.is_available()
-HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def inputs(rows, vocab, d, dtype=torch.float64, device="cpu", seed=0, ignored=(2,)):
@@ -109,13 +106,12 @@ def _interpreter_checks() -> None:
     print("interpreter checks passed")
 
 
-@pytest.mark.skipif(not HAS_TRITON,
-                    reason="triton is not installed (make test installs it on Linux x86-64)")
+@needs_triton
 def test_triton_kernel_in_the_interpreter():
     run_in_triton_interpreter("tests.test_fused_ce", "_interpreter_checks")
 
 
-@pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a GPU and triton")
+@needs_gpu_and_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_kernel_on_the_gpu_at_gpt2_vocab(dtype):
     """50 304 words (nanoGPT's padded GPT-2 vocabulary), several rows ignored."""
