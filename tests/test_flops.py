@@ -343,3 +343,17 @@ def test_loss_kernel_small_preset_rows_and_bad_launches(ledger_dir):
         flops.LossKernelConfig(rows=8, vocab_size=8, blocks=(1000,))
     with pytest.raises(WorkbookError, match="per_sm=-1 is out of range; allowed: 0 to 64"):
         flops.LossKernelConfig(rows=8, vocab_size=8, per_sm=(-1,))
+
+
+def test_loss_kernel_table_puts_the_baseline_first_then_the_fastest_launches():
+    import pandas as pd
+    rows = []
+    for variant, block, ms in (("triton_ce", 4096, 1.3), ("torch_ce", None, 2.0),
+                               ("triton_ce", 8192, 1.1), ("triton_ce", 2048, 1.5)):
+        for metric, value in (("ms", ms), ("bytes_moved", 2e9), ("achieved_gbps", 2e9 / ms)):
+            rows.append({"variant": variant, "block": block, "warps": 16, "per_sm": 0,
+                         "evict": False, "commit": "abc", "metric": metric, "value": value,
+                         "status": "ok"})
+    table = flops.loss_kernel_table(pd.DataFrame(rows), top=2)
+    assert list(table["variant"]) == ["torch_ce", "triton_ce", "triton_ce"]
+    assert list(table["ms (measured)"]) == [2.0, 1.1, 1.3]
