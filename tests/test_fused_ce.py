@@ -69,6 +69,8 @@ def test_bad_input_is_refused_with_the_shapes():
     hidden, weight, targets = inputs(4, 9, 8)
     with pytest.raises(WorkbookError, match=r"do not match: \(4, 8\), \(9, 7\), \(4,\)"):
         fused_ce.linear_cross_entropy(hidden, weight[:, :7], targets)
+    with pytest.raises(WorkbookError, match="target 9 is not a token id; allowed: 0 to 8, or -100"):
+        fused_ce.linear_cross_entropy(hidden, weight, torch.tensor([0, 9, 1, 2]))
     with pytest.raises(WorkbookError, match="logits must be"):
         fused_ce.softmax_grad_(hidden, targets[:3], torch.tensor(3))
 
@@ -99,6 +101,11 @@ def _interpreter_checks() -> None:
         losses = fused_ce.softmax_grad_(logits, targets, n_valid, block=block, per_sm=per_sm)
         torch.testing.assert_close(losses, want_losses, rtol=tol, atol=tol)
         torch.testing.assert_close(logits.float(), want.float(), rtol=tol, atol=tol / 10)
+    # a target outside the vocabulary is never read: that row's loss is nan, the others stand
+    logits = torch.zeros(3, 20)
+    losses = fused_ce.softmax_grad_(logits, torch.tensor([1, 20, -7]), torch.tensor(3), block=16)
+    assert losses[0] == pytest.approx(torch.log(torch.tensor(20.0)).item())
+    assert losses[1:].isnan().all()
     hidden, weight, targets = inputs(6, 40, 8, dtype=torch.float32)
     for got, want in zip(fused(hidden, weight, targets, 0.5, use_triton=True),
                          autograd_reference(hidden, weight, targets, 0.5), strict=True):

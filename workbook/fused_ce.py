@@ -89,8 +89,12 @@ if triton_available():
                 m = m_new
             row_max = tl.max(m, 0)
             lse = row_max + tl.log(tl.sum(s * tl.exp(m - row_max), 0))
-            x_target = tl.load(row_ptr + target, mask=valid, other=0.0).to(tl.float32)
-            tl.store(losses_ptr + row, tl.where(valid, lse - x_target, 0.0))
+            # A target outside [0, vocab) is never read: its row's loss is nan (raising would
+            # need the host to wait for the GPU).
+            in_range = (target >= 0) & (target < n_cols)
+            x_target = tl.load(row_ptr + target, mask=valid & in_range, other=0.0).to(tl.float32)
+            loss = tl.where(in_range, lse - x_target, float("nan"))
+            tl.store(losses_ptr + row, tl.where(valid, loss, 0.0))
             # Pass 2: overwrite the row with (softmax - one_hot) / n_valid (zeros if ignored).
             # The row (100 KB at V = 50 304) was read a moment ago: this read hits L2 if not
             # too many rows are in flight at once.
@@ -194,7 +198,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
                          ) -> torch.Tensor:
     """Mean next-token cross-entropy of ``hidden`` (..., d) through the output layer ``weight``
     (vocab, d), against ``targets`` (...); ``ignore_index`` targets do not count (and if every
-    target is ignored the loss is 0, where ``F.cross_entropy`` gives nan).
+    target is ignored the loss is 0, where ``F.cross_entropy`` gives nan). A target outside
+    [0, vocab): a WorkbookError for CPU targets, a nan loss from the kernel on a GPU.
 
     ``use_triton``: None picks the Triton kernel wherever it can run (:func:`why_not`), True
     insists on it, False uses the PyTorch version. Same value and gradients either way."""
@@ -202,6 +207,11 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         raise WorkbookError(f"hidden (..., d), weight (vocab, d) and targets (...) do not match: "
                             f"{tuple(hidden.shape)}, {tuple(weight.shape)}, "
                             f"{tuple(targets.shape)}")
+    if targets.device.type == "cpu":   # checked here without a wait; on a GPU: a nan loss
+        outside = (targets != ignore_index) & ((targets < 0) | (targets >= weight.shape[0]))
+        if outside.any():
+            raise WorkbookError(f"target {int(targets[outside][0])} is not a token id; allowed: "
+                                f"0 to {weight.shape[0] - 1}, or {ignore_index} to ignore")
     if torch.is_autocast_enabled(hidden.device.type):
         # one dtype for the Function (its backward runs outside autocast): autocast's
         dtype = torch.get_autocast_dtype(hidden.device.type)
