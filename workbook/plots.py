@@ -1,7 +1,14 @@
 """One look for every figure, and the rule that a number shows where it came from.
 
-Functions here take tidy rows (see ``workbook.results``) and return plotly ``FigureWidget``s,
-which widgets update in place. Marker style encodes the source of each number:
+Functions here take tidy rows (see ``workbook.results``) and return a :class:`Figure`: a plain
+plotly figure that a notebook shows as plotly's own JSON output (mime type
+``application/vnd.plotly.v1+json``), never as a widget. Why not ``FigureWidget``: a widget's
+saved state carries the whole plotly.js bundle (about 4.6 MB) per figure, so an executed
+notebook grew to 15-35 MB, and a widget view is drawn only while the kernel's widget state is
+live. JSON output is small, renders in JupyterLab and in an HTML export (``workbook.export``),
+and an explorer redraws it in place by displaying it again (``widgets.Explorer``).
+
+Marker style encodes the source of each number:
 
 * measured here: filled markers, solid line;
 * recorded (measured elsewhere, read from the ledger): hollow markers, the device and date in
@@ -12,10 +19,12 @@ which widgets update in place. Marker style encodes the source of each number:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from workbook.results import provenance_label
 
@@ -38,10 +47,34 @@ _SOURCE_STYLE = {
 }
 
 
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+class Figure(go.Figure):
+    """A plotly figure that shows itself as plotly JSON, whatever ``plotly.io``'s renderer is.
+
+    ``display(fig)`` sends ``{PLOTLY_MIME: {data, layout, config}, "text/plain": ...}``; JupyterLab
+    draws it with plotly's mime renderer, ``workbook.export`` turns it into HTML.
+    """
+
+    def _repr_mimebundle_(self, include=None, exclude=None, validate=True, **kwargs):
+        spec = json.loads(pio.to_json(self, validate=validate))
+        title = self.layout.title.text or "figure"
+        return {PLOTLY_MIME: {**spec, "config": CONFIG},
+                "text/plain": f"<plotly figure: {title.split('<br>')[0]}, "
+                              f"{len(self.data)} traces>"}
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+
+
 def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool = False,
-           log_y: bool = False) -> go.FigureWidget:
-    """An empty FigureWidget in the workbook's theme."""
-    fig = go.FigureWidget(layout=LAYOUT)
+           log_y: bool = False) -> Figure:
+    """An empty figure in the workbook's theme."""
+    fig = Figure(layout=LAYOUT)
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
     if log_x:
         fig.update_xaxes(type="log")
@@ -60,7 +93,7 @@ def title_with_source(title: str, rows: pd.DataFrame) -> str:
 
 def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequence[str] = (),
             title: str = "", x_title: str | None = None, y_title: str | None = None,
-            log_x: bool = False, log_y: bool = False) -> go.FigureWidget:
+            log_x: bool = False, log_y: bool = False) -> Figure:
     """Predicted beside measured: one trace per (group, source), styled by source."""
     groups = [group] if isinstance(group, str) else list(group)
     fig = figure(title_with_source(title, rows), x_title or x, y_title or _unit_title(rows, y),
@@ -93,7 +126,7 @@ def _unit_title(rows: pd.DataFrame, y: str) -> str:
 
 
 def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
-         title: str = "", y_title: str | None = None, log_y: bool = False) -> go.FigureWidget:
+         title: str = "", y_title: str | None = None, log_y: bool = False) -> Figure:
     """Grouped bars, e.g. measured vs datasheet per dtype."""
     fig = figure(title_with_source(title, rows), x, y_title or _unit_title(rows, y),
                  log_y=log_y)

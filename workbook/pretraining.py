@@ -297,20 +297,38 @@ def shift_table(tokenizer, x: torch.Tensor, y: torch.Tensor, n: int = 8) -> pd.D
 
 
 class LiveCurve:
-    """A loss-curve FigureWidget that ``train(on_log=curve.add)`` updates as it trains."""
+    """A loss curve that ``train(on_log=curve.add)`` redraws as it trains.
 
-    def __init__(self, title: str = "Next-token loss while training") -> None:
+    ``display(curve)`` shows it once; each ``add`` updates that same output (a display id), at
+    most every ``every_s`` seconds and always at a validation point.
+    """
+
+    def __init__(self, title: str = "Next-token loss while training",
+                 every_s: float = 0.5) -> None:
         from workbook import plots
 
         self.fig = plots.figure(title, "step", "cross-entropy (nats)")
         self.fig.add_scatter(name="train (one batch)", mode="lines", x=[], y=[])
         self.fig.add_scatter(name="val (held out)", mode="lines+markers", x=[], y=[])
+        self.every_s, self._handle, self._shown_at = every_s, None, 0.0
 
     def add(self, row: dict) -> None:
+        import time
+
         trace = self.fig.data[0 if row["split"] == "train" else 1]
         with self.fig.batch_update():
             trace.x = (*trace.x, row["step"])
             trace.y = (*trace.y, row["loss"])
+        now = time.monotonic()
+        if self._handle is not None and (row["split"] != "train"
+                                         or now - self._shown_at >= self.every_s):
+            self._handle.update(self.fig)
+            self._shown_at = now
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        self._handle = display(self.fig, display_id=True)
 
 
 def transfer_figure(rows: pd.DataFrame, title: str):

@@ -167,7 +167,11 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
     reason = why_not_here(name, chosen)
     if reason is None:
         print(f"{name}: running the {chosen!r} preset live on this machine.")
-        return run_isolated(name, chosen, seed, overrides)
+        live = run_isolated(name, chosen, seed, overrides)
+        # Live rows carry the same provenance columns as recorded ones (device first of all),
+        # so a table or figure can put this machine's rows beside the ledger's.
+        here = results.provenance(chosen, seed)
+        return live.assign(**{k: v for k, v in here.items() if k not in live.columns})
     recorded = results.load(name)
     print(reason if not recorded.empty else reason.replace(
         "Recorded rows are shown instead.", "No recorded rows exist yet."))

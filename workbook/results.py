@@ -28,6 +28,7 @@ VALUE_COLUMNS: tuple[str, ...] = ("metric", "value", "unit", "source", "status")
 PROVENANCE_COLUMNS: tuple[str, ...] = (
     "device", "n_gpus", "torch", "cuda", "preset", "seed", "recorded_at", "commit",
 )
+NOTE_COLUMNS: tuple[str, ...] = ("error", "detail")  # free text beside a row, never its key
 SOURCES: tuple[str, ...] = ("measured", "predicted", "datasheet", "recorded")
 _NAME = re.compile(r"^[a-z0-9_]+$")
 
@@ -135,8 +136,8 @@ def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         return new.reset_index(drop=True)
     columns = list(dict.fromkeys(list(old.columns) + list(new.columns)))
     old, new = old.reindex(columns=columns), new.reindex(columns=columns)
-    # An error message is not part of a configuration's identity: leave it out of the key.
-    key_cols = [c for c in param_columns(new) if c != "error"] + [
+    # An error message or a note is not part of a configuration's identity: not in the key.
+    key_cols = [c for c in param_columns(new) if c not in NOTE_COLUMNS] + [
         "metric", "device", "n_gpus", "preset"]
     old_key, new_key = _key(old, key_cols), _key(new, key_cols)
     good_old = set(old_key[old["status"].astype(str) == "ok"])

@@ -1,11 +1,17 @@
 """How long each notebook takes, top to bottom, with a given preset: the workbook's budget.
 
-The issue's budget: about 90 s per notebook with ``small`` on 2 CPU cores, about 2 minutes with
-``full`` on one H100, under 20 minutes for the whole workbook on a GPU server.
+A notebook runs as a reader's "Run All" runs it: one fresh kernel, every cell in order, stop at
+the first error. A notebook *fails* if a cell raises, or prints the workbook's one-line error
+(``⚠ …``, see ``widgets.one_line_errors``), which a reader sees as a failure too.
+
+Budget: about 90 s per notebook with ``small`` on 2 CPU cores, about 2 minutes with ``full`` on
+one GPU. ``scripts/gpu_notebooks.sh`` runs this on the GPU machine and records the rows.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as _dt
 import os
 import time
 from dataclasses import dataclass
@@ -13,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbook.config import WorkbookError
+from workbook.config import WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -24,41 +30,120 @@ BUDGET_S = {"small": 90.0, "full": 120.0}
 class WalltimeConfig:
     notebooks: tuple[str, ...] = ()      # stems; empty means every notebook
     preset: str = "small"                # the preset the notebooks run with
-    timeout_s: int = 900
+    timeout_s: int = 900                 # per cell, as nbclient counts it
+    parallel: int = 1                    # notebooks at once (each its own kernel); 1 = honest
+    deadline_s: int = 0                  # no notebook starts after this many seconds; 0 = none
+    save_dir: str = ""                   # write the executed notebooks here ('' = nowhere)
 
     def __post_init__(self) -> None:
         known = {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}
         unknown = sorted(set(self.notebooks) - known)
         if unknown:
             raise WorkbookError(f"no notebook {unknown}; allowed: {', '.join(sorted(known))}")
+        check_choice("preset", self.preset, ("small", "full"))
+        check_range("timeout_s", self.timeout_s, 10, 7200)
+        check_range("parallel", self.parallel, 1, 8)
+        check_range("deadline_s", self.deadline_s, 0, 86400)
+
+
+def notebook_errors(nb) -> list[str]:
+    """What a reader would call an error: tracebacks, and the workbook's one-line ⚠ errors."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                found.append(f"cell {index}: {out.get('ename')}: {out.get('evalue', '')[:200]}")
+            text = out.get("text", "") if out.get("output_type") == "stream" else ""
+            if any(line.lstrip().startswith("⚠") for line in text.splitlines()):
+                found.append(f"cell {index}: {text.strip()[:200]}")
+    return found
+
+
+def cell_seconds(nb) -> list[tuple[int, float]]:
+    """Each code cell's execution time from nbclient's timing metadata, slowest first."""
+    times = []
+    for index, cell in enumerate(nb.cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+        if start and end:
+            parse = _dt.datetime.fromisoformat
+            seconds = (parse(end.replace("Z", "+00:00"))
+                       - parse(start.replace("Z", "+00:00"))).total_seconds()
+            times.append((index, seconds))
+    return sorted(times, key=lambda pair: -pair[1])
+
+
+async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    client = NotebookClient(nb, timeout=cfg.timeout_s, kernel_name="python3",
+                            record_timing=True,
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    start, status, detail = time.perf_counter(), "ok", ""
+    try:
+        await client.async_execute()
+    except CellTimeoutError as exc:
+        status, detail = "timeout", str(exc).splitlines()[0][:200]
+    except CellExecutionError as exc:
+        status, detail = "error", str(exc).strip().splitlines()[-1][:200]
+    except Exception as exc:  # a dead kernel, a missing kernelspec: still a row
+        status, detail = "crash", f"{type(exc).__name__}: {exc}"[:200]
+    seconds = time.perf_counter() - start
+    errors = notebook_errors(nb)
+    if status == "ok" and errors:
+        status, detail = "error", errors[0]
+    size_mb = float("nan")
+    if cfg.save_dir:
+        path = Path(cfg.save_dir) / f"{name}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, path)
+        size_mb = path.stat().st_size / 1e6
+    slowest = cell_seconds(nb)[:3]
+    return {"notebook": name, "seconds": seconds, "status": status, "detail": detail,
+            "size_mb": size_mb,
+            "slowest": "; ".join(f"cell {i}: {s:.1f} s" for i, s in slowest)}
+
+
+async def _run_all(names: tuple[str, ...], cfg: WalltimeConfig) -> list[dict]:
+    gate, began = asyncio.Semaphore(cfg.parallel), time.monotonic()
+
+    async def guarded(name: str) -> dict:
+        async with gate:
+            if cfg.deadline_s and time.monotonic() - began > cfg.deadline_s:
+                return {"notebook": name, "seconds": float("nan"), "status": "skipped",
+                        "detail": f"not started: past the {cfg.deadline_s} s deadline",
+                        "size_mb": float("nan"), "slowest": ""}
+            result = await _run_one(name, cfg)
+            print(f"{name}: {result['status']} in {result['seconds']:.0f} s "
+                  f"({result['slowest']}) {result['detail']}", flush=True)
+            return result
+
+    return list(await asyncio.gather(*(guarded(name) for name in names)))
 
 
 def run_walltime(cfg: WalltimeConfig, seed: int = 0) -> pd.DataFrame:
     """Execute each notebook in a fresh kernel and time it; a failing notebook is a row."""
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-
     names = cfg.notebooks or tuple(sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")))
-    rows = []
     os.environ["WORKBOOK_PRESET"] = cfg.preset  # inherited by the kernels started below
-    for name in names:
-        nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
-        client = NotebookClient(nb, timeout=cfg.timeout_s, kernel_name="python3",
-                                resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-        start, status = time.perf_counter(), "ok"
-        try:
-            client.execute()
-        except CellExecutionError:
-            status = "error"
-        except TimeoutError:
-            status = "timeout"
-        seconds = time.perf_counter() - start
-        rows.append({"notebook": name, "run_preset": cfg.preset, "metric": "wall_time",
-                     "value": seconds, "unit": "s", "source": "measured", "status": status})
-        rows.append({"notebook": name, "run_preset": cfg.preset, "metric": "wall_time",
-                     "value": BUDGET_S[cfg.preset], "unit": "s", "source": "predicted",
-                     "status": "ok"})
+    if cfg.parallel > 1:  # kernels side by side share the cores instead of oversubscribing
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2)
+                                                          // cfg.parallel)))
+    rows = []
+    for result in asyncio.run(_run_all(names, cfg)):
+        common = {"notebook": result["notebook"], "run_preset": cfg.preset,
+                  "parallel": cfg.parallel}
+        rows.append({**common, "metric": "wall_time", "value": result["seconds"], "unit": "s",
+                     "source": "measured", "status": result["status"],
+                     "detail": result["detail"] or result["slowest"]})
+        if result["size_mb"] == result["size_mb"]:
+            rows.append({**common, "metric": "executed_size", "value": result["size_mb"],
+                         "unit": "MB", "source": "measured", "status": result["status"],
+                         "detail": ""})
+        rows.append({**common, "metric": "wall_time", "value": BUDGET_S[cfg.preset], "unit": "s",
+                     "source": "predicted", "status": "ok", "detail": "budget"})
     return pd.DataFrame(rows)
 
 

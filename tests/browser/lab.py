@@ -1,0 +1,308 @@
+"""A JupyterLab server and a headless Chromium, driven as a reader drives them.
+
+Used by ``test_browser.py`` (``make test-browser``) and runnable by hand::
+
+    python -m tests.browser.lab 07_flash_attention      # Run All, screenshot, print what it saw
+
+The server serves a *copy* of ``notebooks/`` (Run All autosaves outputs; the committed notebooks
+stay clean), binds 127.0.0.1 with a random token, and keeps Jupyter's own settings: default
+windowing, widget manager, plotly's mime renderer. Chromium is Debian's (``/usr/bin/chromium``):
+Playwright's own browser download is not reachable from CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+CHROMIUM = os.environ.get("WORKBOOK_CHROMIUM", "/usr/bin/chromium")
+# Chromium flags for a closed network: without the background-networking ones it keeps trying
+# to reach Google's hosts at every start.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+
+# Marks that plotly draws for data: line and marker paths of scatter traces, bar paths,
+# heatmap images, filled areas. An "empty axes" figure has none of them.
+TRACE_MARKS_JS = """
+(plot) => {
+  const q = (sel) => Array.from(plot.querySelectorAll(sel));
+  const lines = q('.scatterlayer path.js-line').filter(p => (p.getAttribute('d') || '').length > 2);
+  const points = q('.scatterlayer path.point');
+  const bars = q('.barlayer path').filter(p => (p.getAttribute('d') || '') !== 'M0,0Z');
+  const images = q('.heatmaplayer image, .imagelayer image');
+  const fills = q('.scatterlayer path.js-fill').filter(p => (p.getAttribute('d') || '').length > 2);
+  const traces = plot.data ? plot.data.length : 0;
+  return {lines: lines.length, points: points.length, bars: bars.length,
+          images: images.length, fills: fills.length, traces: traces,
+          title: (plot.querySelector('.gtitle') || {}).textContent || ''};
+}
+"""
+# The marks' geometry: changes when a control redraws the figure with other data.
+FIGURE_SIGNATURE_JS = """
+(plot) => Array.from(plot.querySelectorAll(
+    '.scatterlayer path, .barlayer path, .heatmaplayer image, .shapelayer path'))
+  .map(p => (p.getAttribute('d') || p.getAttribute('href') || '').slice(0, 400)).join('|')
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Lab:
+    """A running JupyterLab: ``url(path)`` gives a page's address with the token."""
+
+    root: Path
+    port: int
+    token: str
+    process: subprocess.Popen
+    log: Path
+
+    def url(self, path: str = "lab") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
+
+
+def _settings(folder: Path) -> Path:
+    """Jupyter's defaults, less the news pop-up (it asks to reach the internet)."""
+    news = folder / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True, exist_ok=True)
+    news.write_text(json.dumps({"fetchNews": "false"}))
+    return folder
+
+
+@contextmanager
+def jupyterlab(workdir: Path, *, timeout_s: float = 120.0):
+    """Copy the notebooks to ``workdir`` and serve them; the server stops on exit."""
+    root = workdir / "notebooks"
+    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    port, token = free_port(), secrets.token_hex(16)
+    log = workdir / "jupyterlab.log"
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(workdir / "workspaces"),
+           "JUPYTERLAB_SETTINGS_DIR": str(_settings(workdir / "lab-settings")),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    lab = Lab(root, port, token, process, log)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(lab.url("api/status"), timeout=5) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"JupyterLab did not start; its log:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield lab
+    finally:
+        try:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(process.pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+@contextmanager
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class NotebookRun:
+    """What a reader would have seen after Run All."""
+
+    name: str
+    seconds: float
+    errors: list[str] = field(default_factory=list)
+    figures: list[dict] = field(default_factory=list)
+    explorers: list[dict] = field(default_factory=list)
+    screenshot: Path | None = None
+
+    @property
+    def blank_figures(self) -> list[dict]:
+        return [f for f in self.figures
+                if not (f["lines"] or f["points"] or f["bars"] or f["images"] or f["fills"])]
+
+
+def _wait_until_idle(page, timeout_s: float) -> None:
+    """Run All is done when no cell waits ('[*]') and the kernel reports idle."""
+    deadline = time.monotonic() + timeout_s
+    page.wait_for_timeout(1500)
+    while time.monotonic() < deadline:
+        busy = page.evaluate("""() => {
+            const prompts = Array.from(document.querySelectorAll(
+                '.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')).map(p => p.textContent);
+            const waiting = prompts.filter(t => t.includes('*')).length;
+            const unrun = prompts.filter(t => !/\\d/.test(t)).length;
+            return {waiting, unrun, total: prompts.length};
+        }""")
+        if busy["total"] and not busy["waiting"] and not busy["unrun"]:
+            return
+        page.wait_for_timeout(1000)
+    raise TimeoutError(f"Run All did not finish within {timeout_s:.0f} s")
+
+
+def _run_all(page) -> None:
+    page.click("div.lm-MenuBar-itemLabel:text-is('Run')")
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+
+def _errors(page) -> list[str]:
+    """Error outputs (tracebacks) and the one-line ⚠ errors of the workbook."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll(
+        '.jp-NotebookPanel .jp-OutputArea-output')).filter(o =>
+            o.getAttribute('data-mime-type') === 'application/vnd.jupyter.stderr'
+              && /Traceback|Error/.test(o.textContent)
+            || /^\\s*⚠/.test(o.textContent)).map(o => o.textContent.slice(0, 600))""")
+
+
+def _figures(page, artifacts: Path | None = None, name: str = "") -> list[dict]:
+    found = []
+    plots = page.locator(".jp-NotebookPanel .js-plotly-plot")
+    unscrolled = [plots.nth(i).evaluate(TRACE_MARKS_JS) for i in range(plots.count())]
+    print("before scrolling:", [(u["lines"], u["points"], u["bars"]) for u in unscrolled])
+    for i in range(plots.count()):
+        plot = plots.nth(i)
+        plot.scroll_into_view_if_needed()
+        page.wait_for_timeout(150)
+        found.append({"index": i, **plot.evaluate(TRACE_MARKS_JS)})
+        if artifacts is not None:
+            plot.screenshot(path=str(artifacts / f"{name}.figure{i:02d}.png"))
+    return found
+
+
+def _set_control(explorer, page) -> str | None:
+    """Move the explorer's first control as a reader would; returns what was done."""
+    select = explorer.locator("select")
+    if select.count():
+        options = select.first.locator("option").all_inner_texts()
+        current = select.first.evaluate("s => s.options[s.selectedIndex].text")
+        other = next((o for o in reversed(options) if o != current), None)
+        if other is None:
+            return None
+        select.first.select_option(label=other)
+        return f"dropdown {current!r} → {other!r}"
+    readout = explorer.locator(".widget-readout")
+    if readout.count():
+        box = readout.first
+        before = box.inner_text()
+        box.click()
+        page.keyboard.press("Control+A")
+        # The slider's maximum: far from any default, inside the range by construction.
+        slider = explorer.locator(".widget-slider").first
+        high = slider.evaluate("s => s.querySelector('.noUi-handle')?.getAttribute('aria-valuemax')")
+        page.keyboard.type(str(high if high not in (None, before) else before + "0"))
+        page.keyboard.press("Enter")
+        return f"slider {before} → {high}"
+    return None
+
+
+def _explorers(page) -> list[dict]:
+    found = []
+    boxes = page.locator(".jp-NotebookPanel .wb-explorer")
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        box.scroll_into_view_if_needed()
+        plot = box.locator(".js-plotly-plot").first
+        if not plot.count():
+            found.append({"index": i, "changed": False, "action": "no figure drawn"})
+            continue
+        before = plot.evaluate(FIGURE_SIGNATURE_JS)
+        action = _set_control(box, page)
+        changed = False
+        for _ in range(40):  # the kernel redraws; the new figure replaces the old one
+            page.wait_for_timeout(250)
+            plot = box.locator(".js-plotly-plot").first
+            if plot.count() and plot.evaluate(FIGURE_SIGNATURE_JS) != before:
+                changed = True
+                break
+        found.append({"index": i, "changed": changed, "action": action})
+    return found
+
+
+def run_notebook(browser, lab: Lab, name: str, artifacts: Path, *,
+                 timeout_s: float = 900.0) -> NotebookRun:
+    """Open ``name``, Run All, wait, and collect errors, figures and explorer responses."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}")
+            if msg.type == "error" else None)
+    start = time.monotonic()
+    try:
+        page.goto(lab.url(f"lab/tree/{name}.ipynb"), wait_until="domcontentloaded")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
+        # The kernel must be up before Run All, or the first cells queue behind its start.
+        page.wait_for_function("() => /\\|\\s*Idle/.test(document.querySelector("
+                               "'.jp-StatusBar-Widget, #jp-main-statusbar')?.textContent || '')",
+                               timeout=120_000)
+        _run_all(page)
+        _wait_until_idle(page, timeout_s)
+        seconds = time.monotonic() - start
+        page.wait_for_timeout(2000)  # late widget views and plotly's async draw
+        artifacts.mkdir(parents=True, exist_ok=True)
+        run = NotebookRun(name, seconds, _errors(page), _figures(page, artifacts, name))
+        run.explorers = _explorers(page)
+    finally:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        shot = artifacts / f"{name}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        (artifacts / f"{name}.console.txt").write_text("\n".join(console))
+        page.close()
+    run.screenshot = shot
+    (artifacts / f"{name}.json").write_text(json.dumps(
+        {"seconds": run.seconds, "errors": run.errors, "figures": run.figures,
+         "explorers": run.explorers}, indent=1))
+    return run
+
+
+def main(argv: list[str]) -> int:
+    import tempfile
+
+    names = argv or sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    artifacts = ROOT / "artifacts" / "browser"
+    with tempfile.TemporaryDirectory() as tmp, jupyterlab(Path(tmp)) as lab, chromium() as browser:
+        for name in names:
+            run = run_notebook(browser, lab, name, artifacts)
+            print(f"{name}: {run.seconds:.0f} s, {len(run.errors)} errors, "
+                  f"{len(run.figures)} figures ({len(run.blank_figures)} blank), explorers "
+                  f"{[e['changed'] for e in run.explorers]}, screenshot {run.screenshot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
