@@ -108,7 +108,11 @@ class Explorer:
 
     def show(self) -> None:
         """Draw the figure's current state into the explorer's output area."""
+        from IPython import get_ipython
         from IPython.display import display
+
+        if get_ipython() is None:  # plain Python (tests, scripts): nothing to draw into
+            return
 
         with self.view:
             self.view.clear_output(wait=True)

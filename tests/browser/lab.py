@@ -225,7 +225,8 @@ def _set_control(explorer, page) -> str | None:
         page.keyboard.press("Control+A")
         # The slider's maximum: far from any default, inside the range by construction.
         slider = explorer.locator(".widget-slider").first
-        high = slider.evaluate("s => s.querySelector('.noUi-handle')?.getAttribute('aria-valuemax')")
+        high = slider.evaluate(
+            "s => s.querySelector('.noUi-handle')?.getAttribute('aria-valuemax')")
         page.keyboard.type(str(high if high not in (None, before) else before + "0"))
         page.keyboard.press("Enter")
         return f"slider {before} → {high}"
