@@ -3,19 +3,20 @@
 # one fresh kernel per notebook, every cell in order, stop at the first error. One device call.
 #
 #   OUT=/tmp/out WORKBOOK_COMMIT=$(git rev-parse --short=12 HEAD) bash scripts/gpu_notebooks.sh
-#   NOTEBOOKS="07_flash_attention 12_qlora" PARALLEL=1 DEADLINE=400 bash scripts/gpu_notebooks.sh
+#   NOTEBOOKS="07_flash_attention 00_setup" DEADLINE=500 bash scripts/gpu_notebooks.sh
 #
-# Records one `notebook_walltime` row per notebook (device, preset full, status, seconds, the
-# slowest cells, the executed notebook's size) into data/results/notebook_walltime.csv and
-# copies it to $OUT with the log and the executed notebooks (executed.tar.gz). A notebook that
-# has not started by DEADLINE seconds becomes a `skipped` row; PARALLEL > 1 runs that many
-# kernels side by side (its rows say so in the `parallel` column: times are then not a lone
-# reader's). The jupyter stack travels as wheels in .whl/ (the device tool's README).
+# One notebook at a time (times are a lone reader's), each recorded as soon as it ends: a
+# `notebook_walltime` row (device, preset full, status, seconds, the slowest cells in `detail`,
+# the executed notebook's size) in data/results/notebook_walltime.csv, copied to $OUT at once
+# with the log and the executed notebooks (executed.tar.gz). DEADLINE (s, whole call) stops the
+# notebook running at that moment (a `timeout` row) and starts no other. The jupyter stack
+# travels as wheels in .whl/ (the device tool's README).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_notebooks_out}
-mkdir -p "$OUT"
+mkdir -p "$OUT" /tmp/executed
 LOG="$OUT/gpu_notebooks.log"
+START=$(date +%s)
 if [ -d .whl ] && ! python3 -c "import nbclient, ipykernel, plotly, ipywidgets" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl >> "$LOG" 2>&1 || { echo "wheels did not install" | tee -a "$LOG"; exit 1; }
@@ -23,15 +24,16 @@ if [ -d .whl ] && ! python3 -c "import nbclient, ipykernel, plotly, ipywidgets" 
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, plotly, nbclient; print('torch', torch.__version__, 'plotly', plotly.__version__, 'nbclient', nbclient.__version__)"; } >> "$LOG" 2>&1
-# Longest first, so that the deadline cuts the short ones (measured 2026-12: 12, 07, 01 longest).
-ALL="12_qlora 07_flash_attention 01_pretraining 03_scaling_laws 02_flops 04_memory"
-ALL="$ALL 05_data_parallel_zero 06_model_parallel 08_mixed_precision 09_sft"
-ALL="$ALL 10_evaluation_alignment 11_lora 00_setup"
-list=$(printf '"%s",' ${NOTEBOOKS:-$ALL}); list="[${list%,}]"
-mkdir -p /tmp/executed
-python3 -W ignore -m workbook run notebook_walltime --preset full --record --in-process \
-  --set "notebooks=$list" --set "parallel=${PARALLEL:-1}" --set "deadline_s=${DEADLINE:-420}" \
-  --set "timeout_s=${CELL_TIMEOUT:-600}" --set save_dir=/tmp/executed 2>&1 | tee -a "$LOG"
-echo "== exit ${PIPESTATUS[0]}" | tee -a "$LOG"
-cp data/results/notebook_walltime.csv "$OUT/"
-tar czf "$OUT/executed.tar.gz" -C /tmp executed
+ALL="00_setup 01_pretraining 02_flops 03_scaling_laws 04_memory 05_data_parallel_zero"
+ALL="$ALL 06_model_parallel 07_flash_attention 08_mixed_precision 09_sft"
+ALL="$ALL 10_evaluation_alignment 11_lora 12_qlora"
+for nb in ${NOTEBOOKS:-$ALL}; do
+  left=$(( ${DEADLINE:-540} - ($(date +%s) - START) ))
+  if [ "$left" -lt 20 ]; then echo "== $nb: not started, past the deadline" | tee -a "$LOG"; continue; fi
+  python3 -W ignore -m workbook run notebook_walltime --preset "${PRESET:-full}" --record --in-process \
+    --set "notebooks=[\"$nb\"]" --set "deadline_s=$left" --set "timeout_s=${CELL_TIMEOUT:-600}" \
+    --set save_dir=/tmp/executed 2>&1 | grep -v "running over TCP" >> "$LOG"
+  grep -E "^$nb: " "$LOG" | tail -1
+  cp data/results/notebook_walltime.csv "$OUT/"
+  tar czf "$OUT/executed.tar.gz" -C /tmp executed
+done

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,7 @@ async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
     except Exception as exc:  # a dead kernel, a missing kernelspec: still a row
         status, detail = "crash", f"{type(exc).__name__}: {exc}"[:200]
     seconds = time.perf_counter() - start
+    detail = re.sub(r"\x1b\[[0-9;]*m", "", detail)  # nbclient's message carries colour codes
     errors = notebook_errors(nb)
     if status == "ok" and errors:
         status, detail = "error", errors[0]
@@ -108,15 +110,24 @@ async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
 
 
 async def _run_all(names: tuple[str, ...], cfg: WalltimeConfig) -> list[dict]:
+    """Every notebook, ``parallel`` at a time; at ``deadline_s`` the running ones are stopped
+    (their kernels shut down) and become ``timeout`` rows, the unstarted ones ``skipped``."""
     gate, began = asyncio.Semaphore(cfg.parallel), time.monotonic()
 
     async def guarded(name: str) -> dict:
         async with gate:
-            if cfg.deadline_s and time.monotonic() - began > cfg.deadline_s:
+            left = cfg.deadline_s - (time.monotonic() - began) if cfg.deadline_s else None
+            if left is not None and left <= 0:
                 return {"notebook": name, "seconds": float("nan"), "status": "skipped",
                         "detail": f"not started: past the {cfg.deadline_s} s deadline",
                         "size_mb": float("nan"), "slowest": ""}
-            result = await _run_one(name, cfg)
+            start = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(_run_one(name, cfg), left)
+            except (asyncio.TimeoutError, TimeoutError):
+                result = {"notebook": name, "seconds": time.perf_counter() - start,
+                          "status": "timeout", "size_mb": float("nan"), "slowest": "",
+                          "detail": f"stopped at the {cfg.deadline_s} s deadline"}
             print(f"{name}: {result['status']} in {result['seconds']:.0f} s "
                   f"({result['slowest']}) {result['detail']}", flush=True)
             return result
