@@ -122,12 +122,14 @@ async def _run_all(names: tuple[str, ...], cfg: WalltimeConfig) -> list[dict]:
                         "detail": f"not started: past the {cfg.deadline_s} s deadline",
                         "size_mb": float("nan"), "slowest": ""}
             start = time.perf_counter()
+            stopped = {"notebook": name, "status": "timeout", "size_mb": float("nan"),
+                       "slowest": "", "detail": f"stopped at the {cfg.deadline_s} s deadline"}
             try:
                 result = await asyncio.wait_for(_run_one(name, cfg), left)
             except (asyncio.TimeoutError, TimeoutError):
-                result = {"notebook": name, "seconds": time.perf_counter() - start,
-                          "status": "timeout", "size_mb": float("nan"), "slowest": "",
-                          "detail": f"stopped at the {cfg.deadline_s} s deadline"}
+                result = {**stopped, "seconds": time.perf_counter() - start}
+            if left is not None and result["seconds"] >= left - 1:  # its kernel was stopped
+                result = {**stopped, "seconds": result["seconds"]}
             print(f"{name}: {result['status']} in {result['seconds']:.0f} s "
                   f"({result['slowest']}) {result['detail']}", flush=True)
             return result

@@ -107,16 +107,14 @@ class Explorer:
         self.show()
 
     def show(self) -> None:
-        """Draw the figure's current state into the explorer's output area."""
-        from IPython import get_ipython
-        from IPython.display import display
+        """Put the figure's current state into the explorer's output area.
 
-        if get_ipython() is None:  # plain Python (tests, scripts): nothing to draw into
-            return
-
-        with self.view:
-            self.view.clear_output(wait=True)
-            display(self.fig)
+        The output is set as widget state, not captured with ``with self.view: display(...)``:
+        the capture routes messages through the kernel's parent header, and a notebook runner
+        (nbclient) then waits a whole cell timeout for the cell to go idle.
+        """
+        self.view.outputs = ({"output_type": "display_data", "metadata": {},
+                              "data": self.fig._repr_mimebundle_()},)
 
     @property
     def widget(self) -> w.Widget:
