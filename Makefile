@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: lab test deps test-deps
+.PHONY: lab test test-browser deps test-deps
 
 deps:
 	$(PIP) install -r requirements.txt
@@ -18,3 +18,10 @@ test-deps: deps
 test: test-deps
 	$(PYTHON) -m ruff check workbook tests
 	WORKBOOK_PRESET=$${WORKBOOK_PRESET:-small} $(PYTHON) -m pytest
+	$(MAKE) test-browser
+
+# Every notebook in JupyterLab in Chromium (Run All, figures drawn, explorers respond, the HTML
+# export offline). Needs Debian's chromium (apt-get install chromium); screenshots in
+# artifacts/browser/.
+test-browser: test-deps
+	WORKBOOK_PRESET=$${WORKBOOK_PRESET:-small} $(PYTHON) -m pytest -m browser tests/browser -s

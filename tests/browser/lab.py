@@ -256,6 +256,42 @@ def _explorers(page) -> list[dict]:
     return found
 
 
+def _save(page, path: Path, timeout_s: float = 30.0) -> None:
+    """Save as a reader does (Ctrl+S) and wait until the file on disk holds the outputs."""
+    before = path.stat().st_mtime
+    page.locator(".jp-NotebookPanel .jp-Notebook").first.click(position={"x": 5, "y": 5})
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + timeout_s
+    while path.stat().st_mtime == before and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+
+
+def offline_figures(browser, html: Path, artifacts: Path | None = None) -> list[dict]:
+    """Open an exported HTML file with every network request refused; the marks per figure."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    blocked: list[str] = []
+
+    def only_files(route):
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_files)
+    try:
+        page.goto(html.resolve().as_uri(), wait_until="load")
+        page.wait_for_timeout(1000)
+        plots = page.locator(".js-plotly-plot")
+        found = [plots.nth(i).evaluate(TRACE_MARKS_JS) for i in range(plots.count())]
+        if artifacts is not None:
+            page.screenshot(path=str(artifacts / f"{html.stem}.html.png"))
+    finally:
+        page.close()
+    return found
+
+
 def run_notebook(browser, lab: Lab, name: str, artifacts: Path, *,
                  timeout_s: float = 900.0) -> NotebookRun:
     """Open ``name``, Run All, wait, and collect errors, figures and explorer responses."""
@@ -278,6 +314,7 @@ def run_notebook(browser, lab: Lab, name: str, artifacts: Path, *,
         artifacts.mkdir(parents=True, exist_ok=True)
         run = NotebookRun(name, seconds, _errors(page), _figures(page, artifacts, name))
         run.explorers = _explorers(page)
+        _save(page, lab.root / f"{name}.ipynb")
     finally:
         artifacts.mkdir(parents=True, exist_ok=True)
         shot = artifacts / f"{name}.png"
