@@ -292,7 +292,8 @@ def test_notebooks_are_committed_without_outputs():
         nb = json.loads(path.read_text())
         dirty = [i for i, c in enumerate(nb["cells"])
                  if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
-        assert not dirty, f"{path.name}: cells {dirty} carry outputs; strip them before commit"
+        assert not dirty, (f"{path.name}: cells {dirty} carry outputs (JupyterLab saves them); "
+                           "`make strip` removes them from every notebook")
 
 
 def test_runs_on_different_gpu_counts_both_stay(ledger_dir, monkeypatch):
@@ -343,3 +344,19 @@ def test_failure_row_names_the_overrides_that_failed():
     assert row.loc[0, "runs"] == '["compiled:causal:liger"]' and row.loc[0, "repeats"] == 5
     assert row.loc[0, "status"] == "error" and row.loc[0, "error"] == "boom"
     assert "overrides" not in row
+
+
+def test_cli_help_names_every_experiment_without_importing_torch():
+    import subprocess
+    import sys
+
+    from workbook.__main__ import experiment_names
+
+    assert experiment_names() == list(registry.experiments()), (
+        "the names --help reads from the source must be the registry's")
+    probe = ("import sys; from workbook.__main__ import main\n"
+             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print('torch' in sys.modules, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert out.strip().endswith("False False"), f"--help must not import torch or pandas: {out}"

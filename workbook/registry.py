@@ -60,7 +60,7 @@ class Experiment:
                                 f"{base}") from None
 
 
-_NOT_EXPERIMENT_MODULES = frozenset({"__main__", "plots", "widgets"})
+_NOT_EXPERIMENT_MODULES = frozenset({"__main__", "export", "plots", "widgets"})
 
 
 def _as_tuples(value: Any) -> Any:
