@@ -25,6 +25,13 @@ def sleep(seconds: float) -> pd.DataFrame:
     return rows()
 
 
+def sleep_writing_pid(path: str, seconds: float) -> pd.DataFrame:
+    from pathlib import Path
+
+    Path(path).write_text(str(os.getpid()))
+    return sleep(seconds)
+
+
 def cuda_oom() -> pd.DataFrame:
     import torch
 

@@ -57,8 +57,17 @@ def test_step_flops_scale_with_batch():
 def test_training_time_refuses_bad_input():
     with pytest.raises(WorkbookError, match="utilization"):
         flops.training_time(1e9, 1e9, utilization=1.5)
-    with pytest.raises(WorkbookError, match="allowed GPUs"):
+    with pytest.raises(WorkbookError, match="GPUs with a bf16 peak: H100"):
         flops.training_time(1e9, 1e9, gpu="Voodoo2")
+
+
+def test_every_gpu_the_calculator_offers_gives_a_time():
+    """Found by the browser test: picking T4 (no bf16) showed an error and kept the old curve."""
+    explorer = flops.calculator()
+    for gpu in explorer.controls["gpu"].options:
+        explorer.set(gpu=gpu)
+        assert explorer.last_error is None, f"{gpu}: {explorer.last_error}"
+    assert "fp16" in explorer.message.value, "a T4 trains in fp16 and the line must say so"
     shape = dict(n_layers=1, n_heads=1, d_model=8, vocab_size=16, seq_len=8, batch_size=1)
     with pytest.raises(WorkbookError, match="mode='turbo'.*eager"):
         flops.MfuConfig(**shape, runs=("turbo:sdpa",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import pkgutil
 import subprocess
 import sys
@@ -360,3 +361,25 @@ def test_cli_help_names_every_experiment_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
     assert out.strip().endswith("False False"), f"--help must not import torch or pandas: {out}"
+
+
+def test_an_interrupted_caller_leaves_no_child_running(tmp_path):
+    """Ctrl-C (or a notebook's "Interrupt kernel") while runner.call waits kills the child."""
+    import signal as sig
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    old = sig.signal(sig.SIGALRM, interrupt)
+    sig.setitimer(sig.ITIMER_REAL, 3.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.call("tests._runner_targets:sleep_writing_pid",
+                        {"path": str(tmp_path / "pid"), "seconds": 120}, timeout_s=300,
+                        progress="sleeping")
+    finally:
+        sig.setitimer(sig.ITIMER_REAL, 0)
+        sig.signal(sig.SIGALRM, old)
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):  # signal 0: is it still there?
+        os.kill(pid, 0)

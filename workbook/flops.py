@@ -68,13 +68,22 @@ def training_flops(n_params: float, n_tokens: float) -> float:
 
 def gpu_peak_tflops(gpu: str, dtype: str = "bf16") -> float:
     """Dense datasheet TFLOP/s of a GPU named as in ``workbook.hardware.DATASHEET``."""
-    from workbook.hardware import datasheet
+    from workbook.hardware import DATASHEET, datasheet
 
     peaks = datasheet(gpu)
     if peaks is None or dtype not in peaks.tflops:
-        raise WorkbookError(f"no datasheet peak for gpu={gpu!r}, dtype={dtype!r}; allowed GPUs: "
-                            "H100, H200, A100, L4, T4 (see workbook.hardware.DATASHEET)")
+        having = [name for name, p in DATASHEET if dtype in p.tflops]
+        raise WorkbookError(f"no datasheet peak for gpu={gpu!r}, dtype={dtype!r}; GPUs with a "
+                            f"{dtype} peak: {', '.join(having)} (workbook.hardware.DATASHEET)")
     return peaks.tflops[dtype]
+
+
+def training_dtype(gpu: str) -> str:
+    """The 16-bit format a GPU trains in: bf16 where it has it, else fp16 (the T4, pre-Ampere)."""
+    from workbook.hardware import datasheet
+
+    peaks = datasheet(gpu)
+    return "bf16" if peaks is None or "bf16" in peaks.tflops else "fp16"
 
 
 def training_time(n_params: float, n_tokens: float, *, gpu: str = "A100", n_gpus: int = 1,
@@ -1015,13 +1024,16 @@ def calculator():
     def draw(fig, n_params, n_tokens, gpu, n_gpus, utilization) -> str:
         n_gpus = int(round(n_gpus))
         grid = np.linspace(0.05, 1.0, 96)
+        dtype = training_dtype(gpu)
         days = [training_time(n_params, n_tokens, gpu=gpu, n_gpus=n_gpus,
-                              utilization=float(u))["days"] for u in grid]
-        t = training_time(n_params, n_tokens, gpu=gpu, n_gpus=n_gpus, utilization=utilization)
+                              utilization=float(u), dtype=dtype)["days"] for u in grid]
+        t = training_time(n_params, n_tokens, gpu=gpu, n_gpus=n_gpus, utilization=utilization,
+                          dtype=dtype)
         fig.data[0].x, fig.data[0].y = grid, days
         fig.data[1].x, fig.data[1].y = [utilization], [t["days"]]
         return (f"C = 6·N·D = {t['flops']:.3g} FLOPs on {n_gpus:,} × {gpu} "
-                f"({gpu_peak_tflops(gpu):g} TFLOP/s bf16 dense) at {utilization:.0%} MFU: "
+                f"({gpu_peak_tflops(gpu, dtype):g} TFLOP/s {dtype} dense) at {utilization:.0%} "
+                f"MFU: "
                 f"{t['seconds']:,.0f} s = {t['hours']:,.1f} h = {t['days']:,.2f} days, "
                 f"{t['gpu_hours']:,.0f} GPU-hours")
 

@@ -299,18 +299,23 @@ def shift_table(tokenizer, x: torch.Tensor, y: torch.Tensor, n: int = 8) -> pd.D
 class LiveCurve:
     """A loss curve that ``train(on_log=curve.add)`` redraws as it trains.
 
-    ``display(curve)`` shows it once; each ``add`` updates that same output (a display id), at
-    most every ``every_s`` seconds and always at a validation point.
+    ``display(curve)`` shows an output area; each ``add`` puts the figure's new state into it,
+    at most every ``every_s`` seconds and always at a validation point. The area's content is
+    replaced (widget state), not updated through a display id: JupyterLab's plotly renderer
+    draws a figure once and ignores later updates of the same output.
     """
 
     def __init__(self, title: str = "Next-token loss while training",
                  every_s: float = 0.5) -> None:
+        import ipywidgets as w
+
         from workbook import plots
 
         self.fig = plots.figure(title, "step", "cross-entropy (nats)")
         self.fig.add_scatter(name="train (one batch)", mode="lines", x=[], y=[])
         self.fig.add_scatter(name="val (held out)", mode="lines+markers", x=[], y=[])
-        self.every_s, self._handle, self._shown_at = every_s, None, 0.0
+        self.view = w.Output()
+        self.every_s, self._shown_at = every_s, 0.0
 
     def add(self, row: dict) -> None:
         import time
@@ -320,15 +325,15 @@ class LiveCurve:
             trace.x = (*trace.x, row["step"])
             trace.y = (*trace.y, row["loss"])
         now = time.monotonic()
-        if self._handle is not None and (row["split"] != "train"
-                                         or now - self._shown_at >= self.every_s):
-            self._handle.update(self.fig)
+        if row["split"] != "train" or now - self._shown_at >= self.every_s:
+            self.view.outputs = ({"output_type": "display_data", "metadata": {},
+                                  "data": self.fig._repr_mimebundle_()},)
             self._shown_at = now
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
-        self._handle = display(self.fig, display_id=True)
+        display(self.view)
 
 
 def transfer_figure(rows: pd.DataFrame, title: str):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import pkgutil
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -148,13 +150,47 @@ def run_isolated(name: str, preset: str | None = None, seed: int = 0,
     reason = why_not_here(name, chosen)
     if reason:
         raise WorkbookError(reason)
+    key = f"{name}|{chosen}|{_device_name()}|{json.dumps(dict(overrides or {}), sort_keys=True)}"
+    start = time.monotonic()
     rows = runner.call("workbook.registry:execute",
                        {"name": name, "preset": chosen, "seed": seed,
                         "overrides": dict(overrides or {})},
-                       timeout_s=exp.timeout_s, echo=echo)
+                       timeout_s=exp.timeout_s, echo=echo,
+                       progress=None if echo else f"{name} ({chosen})",
+                       expected_s=_durations().get(key))
+    if "status" in rows and (rows["status"] == "ok").any():
+        _remember_duration(key, time.monotonic() - start)
     if record:
         results.record(name, rows, preset=chosen, seed=seed)
     return rows
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def _durations_path():
+    from workbook.data import cache_dir
+
+    return cache_dir() / "run_durations.json"
+
+
+def _durations() -> dict[str, float]:
+    """How long each (experiment, preset, device, overrides) took last time it ran here."""
+    try:
+        return json.loads(_durations_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_duration(key: str, seconds: float) -> None:
+    table = {**_durations(), key: round(seconds, 1)}
+    try:
+        results.write_text_atomic(_durations_path(), json.dumps(table, indent=0))
+    except OSError:  # a read-only checkout still runs; it only shows no estimate next time
+        pass
 
 
 def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,

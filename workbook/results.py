@@ -161,6 +161,19 @@ def write_atomic(frame: pd.DataFrame, path: Path) -> None:
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """A small text file written through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def record(experiment: str, rows: pd.DataFrame, *, preset: str, seed: int | None) -> Path:
     """Add ``rows`` to the experiment's ledger with provenance filled in; returns the path."""
     path = ledger_path(experiment)

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,10 +50,15 @@ def import_function(path: str) -> Any:
 
 
 def call(func: str, kwargs: Mapping[str, Any] | None = None, *, timeout_s: float = 600,
-         env: Mapping[str, str] | None = None, echo: bool = False) -> pd.DataFrame:
-    """Run ``func(**kwargs)`` in a fresh Python process and return its rows."""
+         env: Mapping[str, str] | None = None, echo: bool = False,
+         progress: str | None = None, expected_s: float | None = None) -> pd.DataFrame:
+    """Run ``func(**kwargs)`` in a fresh Python process and return its rows.
+
+    With ``progress`` (a label) a bar counts the seconds while the child runs, against
+    ``expected_s`` where known (an ETA), so a long cell never sits silent.
+    """
     return _launch(func, dict(kwargs or {}), nprocs=1, backend=None, timeout_s=timeout_s,
-                   env=env, echo=echo)
+                   env=env, echo=echo, progress=progress, expected_s=expected_s)
 
 
 def call_distributed(func: str, kwargs: Mapping[str, Any] | None = None, *, nprocs: int,
@@ -81,7 +87,8 @@ def call_distributed(func: str, kwargs: Mapping[str, Any] | None = None, *, npro
 
 
 def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | None,
-            timeout_s: float, env: Mapping[str, str] | None, echo: bool) -> pd.DataFrame:
+            timeout_s: float, env: Mapping[str, str] | None, echo: bool,
+            progress: str | None = None, expected_s: float | None = None) -> pd.DataFrame:
     import_function(func)  # a typo fails here, in one line, not in a child's traceback
     try:
         spec_json = json.dumps({"func": func, "kwargs": kwargs, "backend": backend})
@@ -98,7 +105,8 @@ def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | No
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc-per-node={nprocs}", "--module", "workbook.runner", *child]
         child_env = _child_env(env, backend, nprocs)
-        returncode, log_tail = _run_with_timeout(cmd, child_env, timeout_s, echo)
+        returncode, log_tail = _run_with_timeout(cmd, child_env, timeout_s, echo,
+                                                 progress, expected_s)
         per_rank = {int(p.stem.removeprefix("rank")): json.loads(p.read_text())
                     for p in sorted(out_dir.glob("rank*.json"))}
     return _collect(per_rank, nprocs=nprocs, distributed=backend is not None, kwargs=kwargs,
@@ -118,9 +126,11 @@ def _child_env(env: Mapping[str, str] | None, backend: str | None, nprocs: int) 
     return child_env
 
 
-def _run_with_timeout(cmd: list[str], env: dict, timeout_s: float,
-                      echo: bool) -> tuple[int | None, str]:
-    """Run ``cmd`` in its own process group; on timeout kill the whole group (every rank)."""
+def _run_with_timeout(cmd: list[str], env: dict, timeout_s: float, echo: bool,
+                      progress: str | None = None,
+                      expected_s: float | None = None) -> tuple[int | None, str]:
+    """Run ``cmd`` in its own process group; on timeout, or when the caller is interrupted
+    (Ctrl-C, a notebook's "Interrupt kernel"), kill the whole group (every rank)."""
     proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace",
                             start_new_session=True)
@@ -137,13 +147,40 @@ def _run_with_timeout(cmd: list[str], env: dict, timeout_s: float,
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
-        returncode: int | None = proc.wait(timeout=timeout_s)
+        returncode: int | None = _wait(proc, timeout_s, progress, expected_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         returncode = None
+    except BaseException:  # KeyboardInterrupt included: never leave the child running
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     reader.join(timeout=5)
     return returncode, "".join(lines[-40:])
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float, progress: str | None,
+          expected_s: float | None) -> int:
+    """``proc.wait(timeout_s)``, with a bar of elapsed seconds when ``progress`` is given."""
+    if not progress:
+        return proc.wait(timeout=timeout_s)
+    from tqdm.auto import tqdm
+
+    total = max(1, round(expected_s)) if expected_s else None
+    fmt = ("{desc}: {bar} {n}/{total} s, about {remaining} left (from the last run here)"
+           if total else "{desc}: {n} s (first run here: no estimate yet)")
+    start = time.monotonic()
+    with tqdm(total=total, desc=progress, bar_format=fmt, leave=False) as bar:
+        while True:
+            try:
+                return proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - start
+                if elapsed >= timeout_s:
+                    raise
+                bar.n = min(int(elapsed), total) if total else int(elapsed)
+                bar.refresh()
 
 
 def _collect(per_rank: dict[int, dict], *, nprocs: int, distributed: bool, kwargs: dict,

@@ -50,11 +50,14 @@ TRACE_MARKS_JS = """
           title: (plot.querySelector('.gtitle') || {}).textContent || ''};
 }
 """
-# The marks' geometry: changes when a control redraws the figure with other data.
+# The marks' geometry and the axes' tick labels: one of them changes when a control redraws the
+# figure with other data (on an autoranged log axis a factor moves only the ticks).
 FIGURE_SIGNATURE_JS = """
 (plot) => Array.from(plot.querySelectorAll(
-    '.scatterlayer path, .barlayer path, .heatmaplayer image, .shapelayer path'))
-  .map(p => (p.getAttribute('d') || p.getAttribute('href') || '').slice(0, 400)).join('|')
+    '.scatterlayer path, .barlayer path, .heatmaplayer image, .shapelayer path, '
+    + '.xtick text, .ytick text'))
+  .map(p => (p.getAttribute('d') || p.getAttribute('href') || p.textContent || '').slice(0, 400))
+  .join('|')
 """
 
 
@@ -76,6 +79,16 @@ class Lab:
 
     def url(self, path: str = "lab") -> str:
         return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
+
+    def shutdown_kernels(self) -> None:
+        """End every kernel, as closing a notebook with "Shut Down Kernel" does: each notebook
+        then runs in a fresh kernel and none keeps its memory while the next one runs."""
+        with urllib.request.urlopen(self.url("api/kernels"), timeout=30) as reply:
+            kernels = json.loads(reply.read())
+        for kernel in kernels:
+            request = urllib.request.Request(self.url(f"api/kernels/{kernel['id']}"),
+                                             method="DELETE")
+            urllib.request.urlopen(request, timeout=60).close()
 
 
 def _settings(folder: Path) -> Path:
@@ -194,8 +207,6 @@ def _errors(page) -> list[str]:
 def _figures(page, artifacts: Path | None = None, name: str = "") -> list[dict]:
     found = []
     plots = page.locator(".jp-NotebookPanel .js-plotly-plot")
-    unscrolled = [plots.nth(i).evaluate(TRACE_MARKS_JS) for i in range(plots.count())]
-    print("before scrolling:", [(u["lines"], u["points"], u["bars"]) for u in unscrolled])
     for i in range(plots.count()):
         plot = plots.nth(i)
         plot.scroll_into_view_if_needed()
@@ -259,9 +270,8 @@ def _explorers(page) -> list[dict]:
 def _save(page, path: Path, timeout_s: float = 30.0) -> None:
     """Save as a reader does (Ctrl+S) and wait until the file on disk holds the outputs."""
     before = path.stat().st_mtime
-    page.locator(".jp-NotebookPanel .jp-Notebook").first.click(position={"x": 5, "y": 5})
-    page.keyboard.press("Escape")
-    page.keyboard.press("Control+s")
+    page.click("div.lm-MenuBar-itemLabel:text-is('File')")
+    page.locator(".lm-Menu-itemLabel", has_text="Save Notebook").first.click()
     deadline = time.monotonic() + timeout_s
     while path.stat().st_mtime == before and time.monotonic() < deadline:
         page.wait_for_timeout(250)
@@ -321,6 +331,7 @@ def run_notebook(browser, lab: Lab, name: str, artifacts: Path, *,
         page.screenshot(path=str(shot), full_page=True)
         (artifacts / f"{name}.console.txt").write_text("\n".join(console))
         page.close()
+        lab.shutdown_kernels()
     run.screenshot = shot
     (artifacts / f"{name}.json").write_text(json.dumps(
         {"seconds": run.seconds, "errors": run.errors, "figures": run.figures,
