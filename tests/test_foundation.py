@@ -383,3 +383,13 @@ def test_an_interrupted_caller_leaves_no_child_running(tmp_path):
     pid = int((tmp_path / "pid").read_text())
     with pytest.raises(ProcessLookupError):  # signal 0: is it still there?
         os.kill(pid, 0)
+
+
+def test_live_rows_carry_the_device_like_recorded_ones(monkeypatch):
+    """07 crashed on a GPU (KeyError 'device'): live rows had no provenance columns."""
+    monkeypatch.setattr(registry, "run_isolated",
+                        lambda *a, **k: pd.DataFrame({"metric": ["m"], "value": [1.0],
+                                                      "status": ["ok"], "source": "measured"}))
+    rows = registry.live_or_recorded("roofline", "small")
+    assert rows.loc[0, "device"] == results.provenance("small", 0)["device"]
+    assert {"n_gpus", "torch", "preset", "seed", "recorded_at"} <= set(rows.columns)
