@@ -179,7 +179,7 @@ def _wait_until_idle(page, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         busy = page.evaluate("""() => {
             const prompts = Array.from(document.querySelectorAll(
-                '.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')).map(p => p.textContent);
+                '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')).map(p => p.textContent);
             const waiting = prompts.filter(t => t.includes('*')).length;
             const unrun = prompts.filter(t => !/\\d/.test(t)).length;
             return {waiting, unrun, total: prompts.length};
@@ -198,7 +198,7 @@ def _run_all(page) -> None:
 def _errors(page) -> list[str]:
     """Error outputs (tracebacks) and the one-line ⚠ errors of the workbook."""
     return page.evaluate("""() => Array.from(document.querySelectorAll(
-        '.jp-NotebookPanel .jp-OutputArea-output')).filter(o =>
+        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output')).filter(o =>
             o.getAttribute('data-mime-type') === 'application/vnd.jupyter.stderr'
               && /Traceback|Error/.test(o.textContent)
             || /^\\s*⚠/.test(o.textContent)).map(o => o.textContent.slice(0, 600))""")
@@ -206,7 +206,7 @@ def _errors(page) -> list[str]:
 
 def _figures(page, artifacts: Path | None = None, name: str = "") -> list[dict]:
     found = []
-    plots = page.locator(".jp-NotebookPanel .js-plotly-plot")
+    plots = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot")
     for i in range(plots.count()):
         plot = plots.nth(i)
         plot.scroll_into_view_if_needed()
@@ -246,7 +246,7 @@ def _set_control(explorer, page) -> str | None:
 
 def _explorers(page) -> list[dict]:
     found = []
-    boxes = page.locator(".jp-NotebookPanel .wb-explorer")
+    boxes = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .wb-explorer")
     for i in range(boxes.count()):
         box = boxes.nth(i)
         box.scroll_into_view_if_needed()
@@ -311,8 +311,11 @@ def run_notebook(browser, lab: Lab, name: str, artifacts: Path, *,
             if msg.type == "error" else None)
     start = time.monotonic()
     try:
-        page.goto(lab.url(f"lab/tree/{name}.ipynb"), wait_until="domcontentloaded")
-        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
+        # A workspace of its own, reset: JupyterLab would otherwise reopen the notebooks of
+        # earlier pages (their tabs, their kernels) beside this one.
+        page.goto(lab.url(f"lab/workspaces/wb-{name}/tree/{name}.ipynb") + "&reset",
+                  wait_until="domcontentloaded")
+        page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=120_000)
         # The kernel must be up before Run All, or the first cells queue behind its start.
         page.wait_for_function("() => /\\|\\s*Idle/.test(document.querySelector("
                                "'.jp-StatusBar-Widget, #jp-main-statusbar')?.textContent || '')",
