@@ -179,7 +179,8 @@ def _wait_until_idle(page, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         busy = page.evaluate("""() => {
             const prompts = Array.from(document.querySelectorAll(
-                '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')).map(p => p.textContent);
+                '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt'))
+                .map(p => p.textContent);
             const waiting = prompts.filter(t => t.includes('*')).length;
             const unrun = prompts.filter(t => !/\\d/.test(t)).length;
             return {waiting, unrun, total: prompts.length};
@@ -241,6 +242,13 @@ def _set_control(explorer, page) -> str | None:
         page.keyboard.type(str(high if high not in (None, before) else before + "0"))
         page.keyboard.press("Enter")
         return f"slider {before} → {high}"
+    text = explorer.locator(".widget-text input")
+    if text.count():  # a number typed in (08: how a value rounds in each format)
+        before = text.first.input_value()
+        after = "0.1" if before != "0.1" else "3.5"
+        text.first.fill(after)
+        text.first.press("Enter")
+        return f"text {before!r} → {after!r}"
     return None
 
 
@@ -315,7 +323,8 @@ def run_notebook(browser, lab: Lab, name: str, artifacts: Path, *,
         # earlier pages (their tabs, their kernels) beside this one.
         page.goto(lab.url(f"lab/workspaces/wb-{name}/tree/{name}.ipynb") + "&reset",
                   wait_until="domcontentloaded")
-        page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=120_000)
+        page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell",
+                               timeout=120_000)
         # The kernel must be up before Run All, or the first cells queue behind its start.
         page.wait_for_function("() => /\\|\\s*Idle/.test(document.querySelector("
                                "'.jp-StatusBar-Widget, #jp-main-statusbar')?.textContent || '')",
