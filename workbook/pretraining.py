@@ -299,10 +299,8 @@ def shift_table(tokenizer, x: torch.Tensor, y: torch.Tensor, n: int = 8) -> pd.D
 class LiveCurve:
     """A loss curve that ``train(on_log=curve.add)`` redraws as it trains.
 
-    ``display(curve)`` shows an output area; each ``add`` puts the figure's new state into it,
-    at most every ``every_s`` seconds and always at a validation point. The area's content is
-    replaced (widget state), not updated through a display id: JupyterLab's plotly renderer
-    draws a figure once and ignores later updates of the same output.
+    ``display(curve)`` shows an output area; each ``add`` puts the figure's new state into it
+    (``widgets.show_in``), at most every ``every_s`` seconds and always at a validation point.
     """
 
     def __init__(self, title: str = "Next-token loss while training",
@@ -320,14 +318,15 @@ class LiveCurve:
     def add(self, row: dict) -> None:
         import time
 
+        from workbook import widgets
+
         trace = self.fig.data[0 if row["split"] == "train" else 1]
         with self.fig.batch_update():
             trace.x = (*trace.x, row["step"])
             trace.y = (*trace.y, row["loss"])
         now = time.monotonic()
         if row["split"] != "train" or now - self._shown_at >= self.every_s:
-            self.view.outputs = ({"output_type": "display_data", "metadata": {},
-                                  "data": self.fig._repr_mimebundle_()},)
+            widgets.show_in(self.view, self.fig)
             self._shown_at = now
 
     def _ipython_display_(self) -> None:

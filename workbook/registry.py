@@ -150,7 +150,9 @@ def run_isolated(name: str, preset: str | None = None, seed: int = 0,
     reason = why_not_here(name, chosen)
     if reason:
         raise WorkbookError(reason)
-    key = f"{name}|{chosen}|{_device_name()}|{json.dumps(dict(overrides or {}), sort_keys=True)}"
+    from workbook.hardware import detect
+
+    key = f"{name}|{chosen}|{detect().name}|{json.dumps(dict(overrides or {}), sort_keys=True)}"
     start = time.monotonic()
     rows = runner.call("workbook.registry:execute",
                        {"name": name, "preset": chosen, "seed": seed,
@@ -163,12 +165,6 @@ def run_isolated(name: str, preset: str | None = None, seed: int = 0,
     if record:
         results.record(name, rows, preset=chosen, seed=seed)
     return rows
-
-
-def _device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
 def _durations_path():

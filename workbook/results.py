@@ -150,23 +150,15 @@ def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 def write_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write through a temporary file in the same folder, then rename: never a torn ledger."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".csv")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, frame.to_csv(index=False))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """A small text file written through a temporary file and a rename."""
+    """A text file written through a temporary file in the same folder, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     try:
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "w", newline="") as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:

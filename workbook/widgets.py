@@ -38,6 +38,17 @@ def dropdown(description: str, options: list[Any], value: Any) -> w.Dropdown:
                       style={"description_width": "initial"})
 
 
+def show_in(view: w.Output, fig: go.Figure) -> None:
+    """Replace what an Output widget shows with ``fig``'s current state.
+
+    Set as widget state, not through a display id or ``with view: display(...)``: JupyterLab's
+    plotly renderer draws an output once and ignores updates to it, and the capture makes a
+    notebook runner (nbclient) wait a whole cell timeout for the cell to go idle.
+    """
+    view.outputs = ({"output_type": "display_data", "metadata": {},
+                     "data": fig._repr_mimebundle_()},)
+
+
 class Explorer:
     """Controls bound to one figure.
 
@@ -107,14 +118,8 @@ class Explorer:
         self.show()
 
     def show(self) -> None:
-        """Put the figure's current state into the explorer's output area.
-
-        The output is set as widget state, not captured with ``with self.view: display(...)``:
-        the capture routes messages through the kernel's parent header, and a notebook runner
-        (nbclient) then waits a whole cell timeout for the cell to go idle.
-        """
-        self.view.outputs = ({"output_type": "display_data", "metadata": {},
-                              "data": self.fig._repr_mimebundle_()},)
+        """Put the figure's current state into the explorer's output area (``show_in``)."""
+        show_in(self.view, self.fig)
 
     @property
     def widget(self) -> w.Widget:
