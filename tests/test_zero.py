@@ -3,6 +3,9 @@ the formulas; the collective counter against a hand count."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -75,12 +78,34 @@ def test_collective_counter_counts_payloads() -> None:
 
 
 @pytest.fixture(scope="module")
-def zero_rows() -> pd.DataFrame:
+def extensions_dir(tmp_path_factory) -> Path:
+    """An empty torch-extensions folder for the ranks: whatever DeepSpeed JIT-builds lands here."""
+    return tmp_path_factory.mktemp("torch_extensions")
+
+
+@pytest.fixture(scope="module")
+def zero_rows(extensions_dir) -> pd.DataFrame:
     cfg = ZERO_PRESETS["small"]
     from workbook.zero import run_zero
 
     small = type(cfg)(**{**cfg.__dict__, "variants": ("zero3",), "steps": 2})
-    return run_zero(small, seed=0)
+    before = os.environ.get("TORCH_EXTENSIONS_DIR")
+    os.environ["TORCH_EXTENSIONS_DIR"] = str(extensions_dir)  # the ranks inherit it
+    try:
+        return run_zero(small, seed=0)
+    finally:
+        if before is None:
+            del os.environ["TORCH_EXTENSIONS_DIR"]
+        else:
+            os.environ["TORCH_EXTENSIONS_DIR"] = before
+
+
+def test_deepspeed_compiles_nothing_on_a_cpu(zero_rows, extensions_dir) -> None:
+    # DeepSpeed's TorchBackend JIT-builds a shared-memory all-reduce (g++, minutes, GBs of RAM)
+    # unless zero.skip_shm_build() stops it; Binder and CI have no time or memory for that.
+    assert set(zero_rows["status"]) == {"ok"}, zero_rows.get("error")
+    built = sorted(p.name for p in extensions_dir.iterdir())
+    assert built == [], f"DeepSpeed compiled {built} in {extensions_dir}"
 
 
 def test_deepspeed_zero3_shards_everything_on_two_gloo_ranks(zero_rows) -> None:

@@ -395,16 +395,28 @@ def _wrap_engine(engine: str, stage: int, offload: str, extra: dict[str, Any], m
             opt.zero_grad(set_to_none=False)  # keep the grad buffers: steady state holds them
         return ddp, opt, (backward, step)
     import deepspeed
-    import deepspeed.comm.torch as ds_torch_comm
 
-    # On a CPU, DeepSpeed JIT-compiles a shared-memory all-reduce used only for inference
-    # (a minute of g++ on first use). Training collectives go through torch.distributed/gloo.
-    ds_torch_comm.build_shm_op = lambda: None
+    skip_shm_build()
     config = ds_config(stage, offload, micro_batch, dtype, device.type, bucket_elems)
     config["zero_optimization"].update(extra)
     eng, opt, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                           config=config)
     return eng, eng.optimizer, (eng.backward, eng.step)
+
+
+def skip_shm_build() -> None:
+    """Stop DeepSpeed from JIT-compiling its shared-memory all-reduce on a CPU.
+
+    ``deepspeed.comm.TorchBackend`` builds ``deepspeed_shm_comm`` with g++ and ninja when it
+    starts (minutes on a small machine, a compiler and 5 GB of RAM needed at run time, redone
+    whenever the venv moves). The workbook's collectives go through torch.distributed/gloo, so
+    the op is never needed. The module is taken from ``importlib``: ``import
+    deepspeed.comm.torch as m`` binds the *torch* package (``deepspeed.comm`` re-exports it
+    under the name ``torch``), and patching that silently did nothing.
+    """
+    import importlib
+
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
 
 def _allreduce_hook(_state, bucket):  # noqa: ANN001, ANN202 - DDP inspects these annotations
