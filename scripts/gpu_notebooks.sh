@@ -9,7 +9,8 @@
 # `notebook_walltime` row (device, preset full, status, seconds, the slowest cells in `detail`,
 # the executed notebook's size) in data/results/notebook_walltime.csv, copied to $OUT at once
 # with the log and the executed notebooks (executed.tar.gz). DEADLINE (s, whole call) stops the
-# notebook running at that moment (a `timeout` row) and starts no other. The jupyter stack
+# notebook running at that moment (a `timeout` row) and starts no other, nor one whose last
+# full run on this GPU took longer than the time left. The jupyter stack
 # travels as wheels in .whl/ (the device tool's README).
 set -u
 export PYTHONUNBUFFERED=1
@@ -30,6 +31,21 @@ ALL="$ALL 10_evaluation_alignment 11_lora 12_qlora"
 for nb in ${NOTEBOOKS:-$ALL}; do
   left=$(( ${DEADLINE:-540} - ($(date +%s) - START) ))
   if [ "$left" -lt 20 ]; then echo "== $nb: not started, past the deadline" | tee -a "$LOG"; continue; fi
+  # A notebook whose last full run on this GPU took longer than the time left is not started:
+  # it would only end as a `timeout` row.
+  last=$(python3 - "$nb" <<'PY'
+import csv, subprocess, sys
+gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                     capture_output=True, text=True).stdout.strip().splitlines()[:1]
+rows = [r for r in csv.DictReader(open("data/results/notebook_walltime.csv"))
+        if r["notebook"] == sys.argv[1] and r["source"] == "measured" and r["status"] == "ok"
+        and r["metric"] == "wall_time" and r["run_preset"] == "full" and [r["device"]] == gpu]
+print(int(float(rows[-1]["value"])) if rows else 0)
+PY
+)
+  if [ "${last:-0}" -gt "$left" ]; then
+    echo "== $nb: not started, its last run took ${last} s and ${left} s are left" | tee -a "$LOG"; continue
+  fi
   python3 -W ignore -m workbook run notebook_walltime --preset "${PRESET:-full}" --record --in-process \
     --set "notebooks=[\"$nb\"]" --set "deadline_s=$left" --set "timeout_s=${CELL_TIMEOUT:-600}" \
     --set save_dir=/tmp/executed 2>&1 | grep -v "running over TCP" >> "$LOG"
