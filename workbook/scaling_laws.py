@@ -273,14 +273,17 @@ class ExponentFit:
 
 
 def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
-                  n_column: str = "n_params", percentiles: tuple[float, float] = (10, 90)
-                  ) -> ExponentFit:
+                  n_column: str = "n_params", percentiles: tuple[float, float] = (10, 90),
+                  progress: str | None = None) -> ExponentFit:
     """a and b from the IsoFLOP minima, with a bootstrap interval.
 
     The bootstrap resamples the trained points *within* each budget (with replacement), refits
     each parabola and the two power laws; the interval is the 10th-90th percentile, the
     convention of Chinchilla's Table 2. Resamples with fewer than 3 distinct sizes are redrawn.
+    ``progress``: a label for a progress bar over the resamples (seconds on a small CPU).
     """
+    from workbook.widgets import progress as bar
+
     minima = isoflop_minima(points, n_column)
     if len(minima) < 2:
         raise WorkbookError(f"fitting N_opt ∝ C^a needs at least 2 budgets with ≥3 finished "
@@ -290,7 +293,7 @@ def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     rng = np.random.default_rng(seed)
     groups = [g for _, g in points.groupby("budget") if len(g) >= 3]
     boot_a, boot_b = [], []
-    for _ in range(n_boot):
+    for _ in bar(range(n_boot), desc=progress or "", disable=progress is None):
         parts = []
         for g in groups:
             while True:
@@ -682,7 +685,8 @@ def fit_summary(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.
     points = _ok_points(rows)
     out = []
     for label, col in (("total N", "n_params"), ("non-embedding N", "n_params_non_embedding")):
-        fit = fit_exponents(points, n_boot=n_boot, seed=seed, n_column=col)
+        fit = fit_exponents(points, n_boot=n_boot, seed=seed, n_column=col,
+                            progress=f"bootstrap, {label}")
         law = fit_parametric(points[col], points["n_tokens"], points["loss"])
         out.append({"N counted as": label, **asdict(fit), "alpha": law.alpha, "beta": law.beta,
                     "E": law.E, "A": law.A, "B": law.B, "a from alpha, beta": law.a})
