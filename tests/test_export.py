@@ -91,3 +91,26 @@ def test_walltime_counts_one_line_errors_and_tracebacks_as_failures():
                     "error", ename="KeyError", evalue="'device'", traceback=[])])]
     found = walltime.notebook_errors(nb)
     assert found[0].startswith("cell 1: ⚠ seq_len=3") and found[1] == "cell 2: KeyError: 'device'"
+
+
+def test_tree_memory_counts_the_processes_a_kernel_starts():
+    # notebook_walltime's peak_memory sums the PSS of the kernel and its children (the runner's
+    # fresh processes): a child holding 200 MB must show up in its parent's tree.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    before = walltime.tree_memory_bytes(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys, time; b = bytearray(200_000_000); "
+                              "print('ready', flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        grown = walltime.tree_memory_bytes(os.getpid()) - before
+    finally:
+        child.kill()
+        child.wait()
+    assert grown > 150e6, f"a child holding 200 MB added only {grown / 1e6:.0f} MB to the tree"

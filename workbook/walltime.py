@@ -5,7 +5,8 @@ the first error. A notebook *fails* if a cell raises, or prints the workbook's o
 (``⚠ …``, see ``widgets.one_line_errors``), which a reader sees as a failure too.
 
 Budget: about 90 s per notebook with ``small`` on 2 CPU cores, about 2 minutes with ``full`` on
-one GPU. ``scripts/gpu_notebooks.sh`` runs this on the GPU machine and records the rows.
+one GPU; at most 2 GB of memory for the kernel and the processes it starts (Binder's limit).
+``scripts/gpu_notebooks.sh`` runs this on the GPU machine and records the rows.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from workbook.registry import Experiment
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 BUDGET_S = {"small": 90.0, "full": 120.0}
+MEMORY_BUDGET_GB = 2.0  # Binder gives a notebook 2 GB; the small preset must fit in it
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,38 @@ def cell_seconds(nb) -> list[tuple[int, float]]:
     return sorted(times, key=lambda pair: -pair[1])
 
 
+def tree_memory_bytes(pid: int) -> int:
+    """Memory of a process and all its descendants: the sum of their PSS (proportional set
+    size: a page shared by k processes counts 1/k in each), which is what a container's memory
+    limit (Binder's 2 GB) charges; RSS would count torch's libraries once per process."""
+    import psutil
+
+    total = 0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.Error:  # it ended between the listing and the read
+            continue
+    return total
+
+
+async def _watch_memory(client, peak: dict, every_s: float = 0.5) -> None:
+    """Sample the kernel's process tree (the kernel and the runner's fresh processes) until
+    cancelled; the largest sum lands in ``peak['bytes']``."""
+    while True:
+        km = getattr(client, "km", None)
+        pid = getattr(getattr(km, "provisioner", None), "pid", None)
+        if pid:
+            peak["bytes"] = max(peak["bytes"], tree_memory_bytes(pid))
+        await asyncio.sleep(every_s)
+
+
 async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
     import nbformat
     from nbclient import NotebookClient
@@ -84,6 +118,8 @@ async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
                             record_timing=True,
                             resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
     start, status, detail = time.perf_counter(), "ok", ""
+    peak = {"bytes": 0}
+    watcher = asyncio.ensure_future(_watch_memory(client, peak))
     try:
         await client.async_execute()
     except CellTimeoutError as exc:
@@ -92,6 +128,8 @@ async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
         status, detail = "error", str(exc).strip().splitlines()[-1][:200]
     except Exception as exc:  # a dead kernel, a missing kernelspec: still a row
         status, detail = "crash", f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        watcher.cancel()
     seconds = time.perf_counter() - start
     detail = re.sub(r"\x1b\[[0-9;]*m", "", detail)  # nbclient's message carries colour codes
     errors = notebook_errors(nb)
@@ -105,7 +143,7 @@ async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
         size_mb = path.stat().st_size / 1e6
     slowest = cell_seconds(nb)[:3]
     return {"notebook": name, "seconds": seconds, "status": status, "detail": detail,
-            "size_mb": size_mb,
+            "size_mb": size_mb, "peak_gb": peak["bytes"] / 1e9 if peak["bytes"] else float("nan"),
             "slowest": "; ".join(f"cell {i}: {s:.1f} s" for i, s in slowest)}
 
 
@@ -155,8 +193,14 @@ def run_walltime(cfg: WalltimeConfig, seed: int = 0) -> pd.DataFrame:
             rows.append({**common, "metric": "executed_size", "value": result["size_mb"],
                          "unit": "MB", "source": "measured", "status": result["status"],
                          "detail": ""})
+        if result.get("peak_gb", float("nan")) == result.get("peak_gb"):
+            rows.append({**common, "metric": "peak_memory", "value": result["peak_gb"],
+                         "unit": "GB", "source": "measured", "status": result["status"],
+                         "detail": "kernel + its processes, sum of PSS"})
         rows.append({**common, "metric": "wall_time", "value": BUDGET_S[cfg.preset], "unit": "s",
                      "source": "predicted", "status": "ok", "detail": "budget"})
+        rows.append({**common, "metric": "peak_memory", "value": MEMORY_BUDGET_GB, "unit": "GB",
+                     "source": "predicted", "status": "ok", "detail": "budget (Binder's limit)"})
     return pd.DataFrame(rows)
 
 
