@@ -4,10 +4,12 @@
 #
 #   OUT=/tmp/out WORKBOOK_COMMIT=$(git rev-parse --short=12 HEAD) bash scripts/gpu_notebooks.sh
 #   NOTEBOOKS="07_flash_attention 00_setup" DEADLINE=500 bash scripts/gpu_notebooks.sh
+#   WORKBOOK_GPU_MEMORY_GB=24 bash scripts/gpu_notebooks.sh   # as on a 24 GB card (emulated)
 #
 # One notebook at a time (times are a lone reader's), each recorded as soon as it ends: a
 # `notebook_walltime` row (device, preset full, status, seconds, the slowest cells in `detail`,
-# the executed notebook's size) in data/results/notebook_walltime.csv, copied to $OUT at once
+# the executed notebook's size, the peak memory of the kernel's process tree, the memory cap if
+# any) in data/results/notebook_walltime.csv, copied to $OUT at once
 # with the log and the executed notebooks (executed.tar.gz). DEADLINE (s, whole call) stops the
 # notebook running at that moment (a `timeout` row) and starts no other, nor one whose last
 # full run on this GPU took longer than the time left. The jupyter stack

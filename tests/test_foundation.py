@@ -393,3 +393,35 @@ def test_live_rows_carry_the_device_like_recorded_ones(monkeypatch):
     rows = registry.live_or_recorded("roofline", "small")
     assert rows.loc[0, "device"] == results.provenance("small", 0)["device"]
     assert {"n_gpus", "torch", "preset", "seed", "recorded_at"} <= set(rows.columns)
+
+
+def test_gpu_memory_cap_is_read_checked_and_reported(monkeypatch):
+    # WORKBOOK_GPU_MEMORY_GB emulates a smaller card: a number of GB, else one line.
+    monkeypatch.delenv(hardware.GPU_MEMORY_CAP_ENV, raising=False)
+    assert hardware.gpu_memory_cap_gb() is None
+    monkeypatch.setenv(hardware.GPU_MEMORY_CAP_ENV, "24")
+    assert hardware.gpu_memory_cap_gb() == 24.0
+    for bad in ("0", "-3", "nan", "inf", "lots"):
+        monkeypatch.setenv(hardware.GPU_MEMORY_CAP_ENV, bad)
+        with pytest.raises(WorkbookError, match="allowed: a number of GB from 1 to 10000"):
+            hardware.gpu_memory_cap_gb()
+
+
+def test_walltime_rows_name_the_memory_cap(monkeypatch):
+    # A capped Run All must not replace the uncapped rows: the cap is part of the row's key.
+    from workbook import walltime
+
+    async def fake_run_all(names, cfg):
+        return [{"notebook": n, "seconds": 1.0, "status": "ok", "detail": "", "size_mb": 0.1,
+                 "peak_gb": 0.5, "slowest": ""} for n in names]
+
+    monkeypatch.setattr(walltime, "_run_all", fake_run_all)
+    monkeypatch.setenv(hardware.GPU_MEMORY_CAP_ENV, "24")
+    capped = walltime.run_walltime(walltime.WalltimeConfig(notebooks=("00_setup",)))
+    assert set(capped["gpu_memory_cap_gb"]) == {24.0}
+    assert set(capped["metric"]) == {"wall_time", "executed_size", "peak_memory"}
+    monkeypatch.delenv(hardware.GPU_MEMORY_CAP_ENV)
+    plain = walltime.run_walltime(walltime.WalltimeConfig(notebooks=("00_setup",)))
+    merged = results.merge(results.tidy(capped.assign(preset="small", seed=0)),
+                           results.tidy(plain.assign(preset="small", seed=0)))
+    assert len(merged) == len(capped) + len(plain), "capped and uncapped rows must both stay"

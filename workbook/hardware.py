@@ -102,13 +102,55 @@ def supported_dtypes(capability: tuple[int, int] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+GPU_MEMORY_CAP_ENV = "WORKBOOK_GPU_MEMORY_GB"
+
+
+def gpu_memory_cap_gb() -> float | None:
+    """The GPU memory a run may use, from ``$WORKBOOK_GPU_MEMORY_GB`` (None: the whole card).
+
+    Set it to see how the workbook behaves on a smaller card than the one you have, e.g. 24 for
+    an RTX 4090 or 16 for a T4: the runner caps every fresh process it starts at that many GB
+    (:func:`apply_gpu_memory_cap`), and :func:`detect` reports the capped size.
+    """
+    raw = os.environ.get(GPU_MEMORY_CAP_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (1 <= value <= 10_000):  # also refuses nan and inf
+        raise WorkbookError(f"{GPU_MEMORY_CAP_ENV}={raw!r} is out of range; allowed: a number "
+                            "of GB from 1 to 10000, or unset for the whole card")
+    return value
+
+
+def apply_gpu_memory_cap() -> float | None:
+    """Make this process's CUDA allocator refuse to hold more than the cap on every GPU
+    (``torch.cuda.set_per_process_memory_fraction``): allocations past it raise
+    ``torch.OutOfMemoryError`` as on a smaller card. Returns the cap in GB, or None."""
+    cap = gpu_memory_cap_gb()
+    if cap is None or not torch.cuda.is_available():
+        return None
+    for index in range(torch.cuda.device_count()):
+        total = torch.cuda.get_device_properties(index).total_memory
+        if cap * 1e9 > total:
+            raise WorkbookError(f"{GPU_MEMORY_CAP_ENV}={cap:g} is out of range; allowed: 1 to "
+                                f"{total / 1e9:.0f} GB on this card")
+        torch.cuda.set_per_process_memory_fraction(cap * 1e9 / total, index)
+    return cap
+
+
 def detect() -> Machine:
-    """The first device PyTorch would use, and how many GPUs there are."""
+    """The first device PyTorch would use, and how many GPUs there are; its memory is the
+    :func:`gpu_memory_cap_gb` where one is set."""
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         cap = (props.major, props.minor)
+        memory = props.total_memory / 1e9
+        limit = gpu_memory_cap_gb()
         return Machine("cuda", props.name, torch.cuda.device_count(),
-                       round(props.total_memory / 1e9, 1), cap, supported_dtypes(cap))
+                       round(min(memory, limit or memory), 1), cap, supported_dtypes(cap))
     mem_gb = 0.0
     try:
         mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9

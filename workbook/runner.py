@@ -253,6 +253,10 @@ def _child_main(spec_path: str, out_dir: str) -> int:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             dist.init_process_group(backend=spec["backend"])
             initialised = True
+        if os.environ.get("WORKBOOK_GPU_MEMORY_GB"):  # emulate a smaller card (hardware.py)
+            from workbook.hardware import apply_gpu_memory_cap
+
+            apply_gpu_memory_cap()
         frame = import_function(spec["func"])(**spec["kwargs"])
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"{spec['func']} returned {type(frame).__name__}, not a DataFrame")

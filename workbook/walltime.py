@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbook.config import WorkbookError, check_choice, check_range
+from workbook.hardware import gpu_memory_cap_gb
 from workbook.registry import Experiment
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -182,10 +183,12 @@ def run_walltime(cfg: WalltimeConfig, seed: int = 0) -> pd.DataFrame:
     if cfg.parallel > 1:  # kernels side by side share the cores instead of oversubscribing
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2)
                                                           // cfg.parallel)))
+    # The kernels inherit $WORKBOOK_GPU_MEMORY_GB and the runner caps their fresh processes.
+    cap = gpu_memory_cap_gb()
     rows = []
     for result in asyncio.run(_run_all(names, cfg)):
         common = {"notebook": result["notebook"], "run_preset": cfg.preset,
-                  "parallel": cfg.parallel}
+                  "parallel": cfg.parallel, "gpu_memory_cap_gb": cap}
         rows.append({**common, "metric": "wall_time", "value": result["seconds"], "unit": "s",
                      "source": "measured", "status": result["status"],
                      "detail": result["detail"] or result["slowest"]})
@@ -202,6 +205,30 @@ def run_walltime(cfg: WalltimeConfig, seed: int = 0) -> pd.DataFrame:
         rows.append({**common, "metric": "peak_memory", "value": MEMORY_BUDGET_GB, "unit": "GB",
                      "source": "predicted", "status": "ok", "detail": "budget (Binder's limit)"})
     return pd.DataFrame(rows)
+
+
+def run_labels(rows: pd.DataFrame) -> pd.Series:
+    """One label per recorded run: 'H200, full', 'H200 ≤24 GB, full' (a memory cap), or
+    'budget, small' for the budget rows."""
+    device = rows["device"].astype(str).str.replace("NVIDIA ", "", regex=False)
+    cap = rows.get("gpu_memory_cap_gb", pd.Series(float("nan"), index=rows.index))
+    capped = cap.map(lambda gb: f" ≤{gb:g} GB" if gb == gb and gb is not None else "")
+    label = device + capped + ", " + rows["run_preset"].astype(str)
+    return label.where(rows["source"] != "predicted", "budget, " + rows["run_preset"].astype(str))
+
+
+def figure(rows: pd.DataFrame, metric: str = "wall_time"):
+    """Each notebook's latest recorded ``wall_time`` (s) or ``peak_memory`` (GB) per run,
+    beside its budget. A notebook that failed or was stopped has no bar for that run."""
+    from workbook import plots
+
+    check_choice("metric", metric, ("wall_time", "peak_memory"))
+    part = rows[rows["metric"] == metric]
+    part = part.assign(run=run_labels(part)).drop_duplicates(["notebook", "run"], keep="last")
+    title = {"wall_time": "Notebook wall time, Run All in a fresh kernel",
+             "peak_memory": "Peak memory of the kernel and its processes, Run All"}[metric]
+    return plots.bars(part.sort_values("notebook"), "notebook", group="run", title=title,
+                      y_title={"wall_time": "seconds", "peak_memory": "GB"}[metric])
 
 
 EXPERIMENTS = [
