@@ -261,13 +261,20 @@ def _interpreter_checks() -> None:
         _, lse_ref = A.tiled_attention_forward(q, k, v, causal=causal)
         torch.testing.assert_close(lse, lse_ref, rtol=1e-4, atol=1e-4,
                                    msg="kernel and tiled PyTorch must agree on the lse")
-    q, k, v, dout = inputs((1, 1, 40, 64), torch.float16, seed=4)
-    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-    flash_triton.flash_attention(*leaves, causal=True).backward(dout)
-    ref = [t.double().requires_grad_(True) for t in (q, k, v)]
-    reference(*ref, causal=True).backward(dout.double())
-    for name, got, want in zip("qkv", leaves, ref, strict=True):
-        assert rel(got.grad, want.grad) < 5e-3, f"d{name} through the Triton forward is wrong"
+    # The backward kernels against float64 autograd: in float32 the algorithm alone is tested
+    # (no half-precision rounding), in float16 what a GPU run computes. Sequence lengths that
+    # the tiles do not divide, causal and not, both head sizes.
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 5e-3)):
+        for head_dim, causal, seq_len in ((64, False, 50), (64, True, 97), (128, True, 40)):
+            q, k, v, dout = inputs((1, 2, seq_len, head_dim), dtype, seed=4)
+            leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+            flash_triton.flash_attention(*leaves, causal=causal).backward(dout)
+            ref = [t.double().requires_grad_(True) for t in (q, k, v)]
+            reference(*ref, causal=causal).backward(dout.double())
+            for name, got, want in zip("qkv", leaves, ref, strict=True):
+                err = rel(got.grad, want.grad)
+                assert err < tol, (f"Triton backward d{name} ({dtype}, hd={head_dim}, "
+                                   f"causal={causal}, N={seq_len}) is off by {err:.1e}")
     print("interpreter checks passed")
 
 
@@ -284,6 +291,23 @@ def test_triton_kernel_on_the_gpu(dtype, head_dim, causal):
     q, k, v, _ = inputs((2, 3, 333, head_dim), A.DTYPES[dtype], device="cuda")
     err = rel(A.attention(q, k, v, variant="triton", causal=causal), reference(q, k, v, causal))
     assert err < A.TOLERANCE[dtype], f"Triton {dtype} hd={head_dim} causal={causal}: {err:.1e}"
+
+
+@needs_gpu_and_triton
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_backward_on_the_gpu(dtype, head_dim, causal):
+    # fwd + bwd through the Triton kernels against float64 autograd, at an odd length.
+    q, k, v, dout = inputs((2, 3, 333, head_dim), A.DTYPES[dtype], device="cuda")
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    A.attention(*leaves, variant="triton", causal=causal).backward(dout)
+    ref = [t.double().requires_grad_(True) for t in (q, k, v)]
+    reference(*ref, causal=causal).backward(dout.double())
+    for name, got, want in zip("qkv", leaves, ref, strict=True):
+        err = rel(got.grad, want.grad)
+        assert err < 2 * A.TOLERANCE[dtype], (
+            f"d{name} {dtype} hd={head_dim} causal={causal}: {err:.1e}")
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")

@@ -1,0 +1,62 @@
+"""A quick check of the Triton FlashAttention backward on a GPU: gradients against float64
+autograd, then forward+backward time beside PyTorch's FlashAttention-2 and cuDNN kernels.
+
+    python3 scripts/gpu_flash_backward.py            # on the device machine
+
+Prints; records nothing (the `attention_timing` experiment is the recorded measurement).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from workbook import attention as A  # noqa: E402
+from workbook.profiling import time_ms  # noqa: E402
+
+
+def check_gradients() -> None:
+    for dtype in ("float16", "bfloat16"):
+        for head_dim in (64, 128):
+            for causal in (False, True):
+                gen = torch.Generator(device="cuda").manual_seed(0)
+                q, k, v, dout = (torch.randn((2, 3, 333, head_dim), generator=gen,
+                                             device="cuda").to(A.DTYPES[dtype]) for _ in range(4))
+                leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+                A.attention(*leaves, variant="triton", causal=causal).backward(dout)
+                ref = [t.double().requires_grad_(True) for t in (q, k, v)]
+                torch.nn.functional.scaled_dot_product_attention(
+                    *ref, is_causal=causal).backward(dout.double())
+                errs = [A.relative_error(g.grad, w.grad) for g, w in zip(leaves, ref, strict=True)]
+                ok = max(errs) < 2 * A.TOLERANCE[dtype]
+                print(f"grad {dtype} hd={head_dim} causal={causal}: "
+                      + " ".join(f"d{n} {e:.1e}" for n, e in zip("qkv", errs, strict=True))
+                      + ("" if ok else "  FAIL"), flush=True)
+
+
+def time_fwd_bwd(seq_len: int, causal: bool, head_dim: int = 128) -> None:
+    batch, heads = 4, 16
+    q, k, v, dout = (torch.randn(batch, heads, seq_len, head_dim, device="cuda",
+                                 dtype=torch.bfloat16, requires_grad=i < 3) for i in range(4))
+    flops = 4 * batch * heads * seq_len**2 * head_dim * (0.5 if causal else 1) * 3.5
+    for variant in ("sdpa_flash", "sdpa_cudnn", "triton"):
+        def step(variant: str = variant) -> None:
+            out = A.attention(q, k, v, variant=variant, causal=causal)
+            out.backward(dout)
+        try:
+            ms = time_ms(step)
+        except Exception as exc:  # noqa: BLE001 - a variant missing here is a line, not a stop
+            print(f"N={seq_len} causal={causal} {variant}: {type(exc).__name__}: {exc}"[:160])
+            continue
+        print(f"N={seq_len} causal={causal} {variant:11s} fwd+bwd {ms:8.2f} ms "
+              f"{flops / ms / 1e9:6.0f} TFLOP/s", flush=True)
+
+
+if __name__ == "__main__":
+    print(torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
+    check_gradients()
+    for n in (4096, 16384):
+        time_fwd_bwd(n, causal=False)
