@@ -130,6 +130,14 @@ def test_paths_from_overrides_stay_inside_the_project(tmp_path, monkeypatch):
         (tmp_path / "ck.csv").resolve())
 
 
+def test_a_run_without_rows_says_so_not_that_columns_are_missing(monkeypatch):
+    """Issue 23: an accepted bad value that produced no rows read 'result rows lack columns'."""
+    empty = dataclasses.replace(registry.get("roofline"), run=lambda cfg, seed: pd.DataFrame())
+    monkeypatch.setitem(registry.experiments(), "roofline", empty)
+    with pytest.raises(WorkbookError, match="roofline produced no rows"):
+        registry.execute("roofline", "small")
+
+
 # ------------------------------------------------------------------------------------ CLI
 
 

@@ -130,6 +130,9 @@ def execute(name: str, preset: str | None = None, seed: int = 0,
     cfg = exp.config(chosen, **dict(overrides or {}))
     check_seed(seed)
     rows = exp.run(cfg, seed)
+    if rows.empty:  # said plainly, not as tidy's "result rows lack columns"
+        raise WorkbookError(f"{name} produced no rows with {dict(overrides or {})}; "
+                            "allowed: a configuration that measures something")
     rows = rows.assign(preset=chosen, seed=seed) if "seed" not in rows else rows.assign(
         preset=chosen)
     return results.tidy(rows)
