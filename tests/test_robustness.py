@@ -342,18 +342,33 @@ def test_two_concurrent_writers_lose_no_row(ledger_dir, fixed_provenance):
     assert not lost, f"{len(lost)} of 100 rows lost by concurrent writers"
 
 
+def _slow_rename() -> None:
+    """In a forked writer: wait a little before each rename, so that a kill lands between the
+    temporary file and the rename often (a real kill -9, only more often mid-write)."""
+    real = os.replace
+
+    def slow(src, dst):
+        time.sleep(0.02)
+        real(src, dst)
+
+    os.replace = slow
+
+
 def test_kill_9_mid_record_loses_no_row_and_leaves_no_temp_file(ledger_dir, fixed_provenance):
+    """Before: 0 rows lost, but a temp file left by most kills mid-write, and mode 0600."""
     path = results.record("demo", _row(-1, 0), preset="small", seed=0)
     path.chmod(0o644)
-    rng, acknowledged = random.Random(23), set()
+    rng, acknowledged, mid_write = random.Random(23), set(), 0
     for trial in range(25):
         read_end, write_end = os.pipe()
 
         def record_forever(trial=trial, write_end=write_end):
+            _slow_rename()
             for i in itertools.count():
                 results.record("demo", _row(trial, i), preset="small", seed=0)
                 os.write(write_end, f"{i}\n".encode())  # only now is row i acknowledged
 
+        before = set(ledger_dir.glob(".demo-*"))
         writer = _fork(record_forever)
         os.close(write_end)
         time.sleep(rng.uniform(0.0, 0.1))
@@ -361,9 +376,11 @@ def test_kill_9_mid_record_loses_no_row_and_leaves_no_temp_file(ledger_dir, fixe
         os.waitpid(writer, 0)
         with os.fdopen(read_end) as acks:
             acknowledged |= {(trial, int(line)) for line in acks.read().split()}
+        mid_write += bool(set(ledger_dir.glob(".demo-*")) - before)
         ledger = pd.read_csv(path)  # parseable after every kill
         lost = acknowledged - set(zip(ledger["writer"], ledger["i"], strict=True))
         assert not lost, f"trial {trial}: acknowledged rows lost: {sorted(lost)}"
+    assert mid_write, "no kill landed mid-write: this run tested nothing about temp files"
     results.record("demo", _row(-2, 0), preset="small", seed=0)  # the next writer tidies up
     assert not list(ledger_dir.glob(".demo-*")), "a killed writer's temp file was left"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644, "the ledger's mode must survive"
