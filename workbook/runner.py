@@ -228,15 +228,17 @@ def kill_tagged(proc: subprocess.Popen | None, tag: str, wait_s: float = 10.0) -
     They are stopped (SIGSTOP) first, then looked for again, so that none can start another
     process between the search and the kill; then all get SIGKILL at once."""
     victims = tagged_processes(tag) | ({proc.pid} if proc and proc.poll() is None else set())
-    for _ in range(5):
+    try:
+        for _ in range(5):
+            for pid in victims:
+                _signal(pid, signal.SIGSTOP)
+            more = tagged_processes(tag) - victims
+            if not more:
+                break
+            victims |= more
+    finally:  # a second Ctrl-C must not leave stopped processes behind
         for pid in victims:
-            _signal(pid, signal.SIGSTOP)
-        more = tagged_processes(tag) - victims
-        if not more:
-            break
-        victims |= more
-    for pid in victims:
-        _signal(pid, signal.SIGKILL)
+            _signal(pid, signal.SIGKILL)
     if proc is not None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # where /proc is missing, the group at least
