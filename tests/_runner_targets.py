@@ -92,3 +92,11 @@ def spawn_and_sleep(folder: str, seconds: float) -> pd.DataFrame:
     Path(folder, "grandchild.pid").write_text(str(grandchild.pid))
     Path(folder, "child.pid").write_text(str(os.getpid()))
     return sleep(seconds)
+
+
+def cuda_hold_writing_pid(folder: str, n_bytes: int, seconds: float) -> pd.DataFrame:
+    """A rank that holds GPU memory and hangs: what a timed-out GPU run leaves if not killed."""
+    import torch
+
+    held = torch.empty(n_bytes, dtype=torch.uint8, device="cuda")  # noqa: F841 - held on purpose
+    return sleep_rank_writing_pid(folder, seconds)

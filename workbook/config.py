@@ -7,6 +7,7 @@ needs one GPU and a few minutes. ``WORKBOOK_PRESET`` chooses; unset, CUDA means 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import types
 import typing
@@ -152,20 +153,22 @@ def _as_type(name: str, value: Any, hint: Any, marks: tuple[Any, ...]) -> Any:
             if not value and MAY_BE_EMPTY not in marks:
                 raise WorkbookError(f"{name}={value!r} is empty; allowed: "
                                     f"{describe(hint, marks)}")
-            return tuple(_as_type(name, v, args[0], ()) for v in value)
+            return tuple(_as_type(f"{name}[{i}]", v, args[0], ()) for i, v in enumerate(value))
         if len(value) != len(args):
             raise wrong
-        return tuple(_as_type(name, v, a, ()) for v, a in zip(value, args, strict=True))
+        return tuple(_as_type(f"{name}[{i}]", v, a, ())
+                     for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if hint is bool:
         if not isinstance(value, bool):
             raise wrong
         return value
+    # numbers.Integral / Real: NumPy's scalars count too (a value taken from an array).
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise wrong
-        return value
+        return int(value)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise wrong
         if not math.isfinite(value):
             raise WorkbookError(f"{name}={value!r} is not a finite number; allowed: "
