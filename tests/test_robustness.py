@@ -130,6 +130,12 @@ def test_paths_from_overrides_stay_inside_the_project(tmp_path, monkeypatch):
         (tmp_path / "ck.csv").resolve())
 
 
+def test_a_notebook_showing_recorded_rows_still_refuses_a_bad_value(monkeypatch):
+    monkeypatch.setattr(registry, "why_not_here", lambda *a: "needs a GPU (test)")
+    with pytest.raises(WorkbookError, match="n_heads=-5 is out of range"):
+        registry.live_or_recorded("attention_gpt2_medium", "small", n_heads=-5)
+
+
 def test_a_run_without_rows_says_so_not_that_columns_are_missing(monkeypatch):
     """Issue 23: an accepted bad value that produced no rows read 'result rows lack columns'."""
     empty = dataclasses.replace(registry.get("roofline"), run=lambda cfg, seed: pd.DataFrame())

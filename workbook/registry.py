@@ -204,6 +204,7 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
     Prints one line saying which, so the reader always knows the source of the numbers.
     """
     chosen = resolve_preset(preset)
+    get(name).config(chosen, **overrides)  # a bad value is refused here too, not ignored
     reason = why_not_here(name, chosen)
     if reason is None:
         print(f"{name}: running the {chosen!r} preset live on this machine.")
