@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from workbook import registry, results, runner
 from workbook.__main__ import main
@@ -248,6 +249,22 @@ def test_timed_out_two_rank_run_leaves_no_process(tmp_path):
     killed = re.search(r"with its (\d+) process", rows["error"].iloc[0])
     assert killed and int(killed.group(1)) >= 3, (
         f"the row must say that torchrun and both ranks were killed: {rows['error'].iloc[0]}")
+
+
+@needs_proc
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_timed_out_nccl_run_frees_the_gpu(tmp_path):
+    """The issue's case: orphaned ranks kept their GPU memory."""
+    nprocs = torch.cuda.device_count()
+    rows = runner.call_distributed("tests._runner_targets:cuda_hold_writing_pid",
+                                   {"folder": str(tmp_path), "n_bytes": 2**30, "seconds": 300},
+                                   nprocs=nprocs, backend="nccl", timeout_s=60)
+    ranks = [int(p.read_text()) for p in sorted(tmp_path.glob("rank*.pid"))]
+    assert len(ranks) == nprocs, "every rank must have started before the timeout"
+    left = _still_alive(ranks, within_s=0)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [] and set(rows["status"]) == {"timeout"}, f"{len(left)} rank(s) left"
 
 
 def _python(script: str) -> subprocess.Popen:
