@@ -17,7 +17,7 @@
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_notebooks_out}
-mkdir -p "$OUT" /tmp/executed
+mkdir -p "$OUT" data/cache/executed
 LOG="$OUT/gpu_notebooks.log"
 START=$(date +%s)
 if [ -d .whl ] && ! python3 -c "import nbclient, ipykernel, plotly, ipywidgets" 2>/dev/null; then
@@ -50,8 +50,8 @@ PY
   fi
   python3 -W ignore -m workbook run notebook_walltime --preset "${PRESET:-full}" --record --in-process \
     --set "notebooks=[\"$nb\"]" --set "deadline_s=$left" --set "timeout_s=${CELL_TIMEOUT:-600}" \
-    --set save_dir=/tmp/executed 2>&1 | grep -v "running over TCP" >> "$LOG"
+    --set save_dir=data/cache/executed 2>&1 | grep -v "running over TCP" >> "$LOG"
   grep -E "^$nb: " "$LOG" | tail -1
   cp data/results/notebook_walltime.csv "$OUT/"
-  tar czf "$OUT/executed.tar.gz" -C /tmp executed
+  tar czf "$OUT/executed.tar.gz" -C data/cache executed
 done

@@ -15,6 +15,7 @@ OUT=${OUT:-/tmp/scaling_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 CKPT="$OUT/isoflop_checkpoint.csv"
+export WORKBOOK_OUT="$OUT"   # --set paths must stay in the project, or in this folder
 SETS=(--set "checkpoint=\"$CKPT\"")
 for kv in "$@"; do SETS+=(--set "$kv"); done
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/log.txt"

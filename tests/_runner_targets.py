@@ -57,3 +57,46 @@ def all_reduce_rank() -> pd.DataFrame:
     dist.all_reduce(t)
     return pd.DataFrame([{"world_size": world, "metric": "sum", "value": float(t.item())},
                          {"world_size": world, "metric": "rank_seen", "value": float(rank)}])
+
+
+def raise_memory_error() -> pd.DataFrame:
+    raise MemoryError("deliberate: as a NumPy or Python allocation that does not fit")
+
+
+def cpu_oom() -> pd.DataFrame:
+    import torch
+
+    # 4 EiB: more than any address space, so the CPU allocator refuses it at once (a real
+    # "DefaultCPUAllocator: can't allocate memory", whatever the machine's overcommit policy).
+    torch.empty(2**62, dtype=torch.uint8)
+    return rows()
+
+
+def sleep_rank_writing_pid(folder: str, seconds: float) -> pd.DataFrame:
+    """Under call_distributed: each rank writes rank<N>.pid, then sleeps (a hung rank)."""
+    from pathlib import Path
+
+    Path(folder, f"rank{os.environ.get('RANK', '0')}.pid").write_text(str(os.getpid()))
+    return sleep(seconds)
+
+
+def spawn_and_sleep(folder: str, seconds: float) -> pd.DataFrame:
+    """Start a grandchild in a session of its own (as torchrun starts its ranks: out of reach
+    of a process-group kill), write both pids, then sleep."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    grandchild = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"],
+                                  start_new_session=True)
+    Path(folder, "grandchild.pid").write_text(str(grandchild.pid))
+    Path(folder, "child.pid").write_text(str(os.getpid()))
+    return sleep(seconds)
+
+
+def cuda_hold_writing_pid(folder: str, n_bytes: int, seconds: float) -> pd.DataFrame:
+    """A rank that holds GPU memory and hangs: what a timed-out GPU run leaves if not killed."""
+    import torch
+
+    held = torch.empty(n_bytes, dtype=torch.uint8, device="cuda")  # noqa: F841 - held on purpose
+    return sleep_rank_writing_pid(folder, seconds)

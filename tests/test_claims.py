@@ -16,6 +16,12 @@ def test_verdict_without_measurement():
     assert verdict(1.0, math.nan).startswith("n/a")
 
 
+def test_verdict_of_an_infinite_number_is_na_not_a_crash():
+    """Issue 23: verdict(inf, 1.0) raised ZeroDivisionError."""
+    assert verdict(math.inf, 1.0) == "n/a (not a finite number)"
+    assert verdict(1.0, -math.inf) == "n/a (not a finite number)"
+
+
 def test_table_computes_verdicts():
     table = claims_table([Claim("x", "lecture", 2.0, 2.1), Claim("y", "paper", 5.0, 1.0)])
     assert table["verdict"].tolist() == ["holds", "off: measured 5× lower"]

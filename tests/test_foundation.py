@@ -91,8 +91,9 @@ def test_load_marks_measured_rows_as_recorded(ledger_dir):
 
 
 def test_atomic_write_leaves_no_temp_files(ledger_dir):
-    results.record("demo", _rows([1.0, 2.0]), preset="small", seed=0)
-    assert [p.name for p in ledger_dir.iterdir()] == ["demo.csv"]
+    path = results.record("demo", _rows([1.0, 2.0]), preset="small", seed=0)
+    left = sorted(p.name for p in ledger_dir.iterdir() if p != results.lock_path(path))
+    assert left == ["demo.csv"], "only the ledger (and its lock file) may remain"
 
 
 def test_ledger_rejects_bad_names_and_sources(ledger_dir):

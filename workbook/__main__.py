@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = registry.execute(args.experiment, args.preset, args.seed, overrides)
             if args.record:
                 results.record(args.experiment, rows, preset=registry.resolve_preset(
-                    args.preset), seed=args.seed)
+                    args.preset), seed=args.seed, overrides=overrides)
         else:
             rows = registry.run_isolated(args.experiment, args.preset, args.seed, overrides,
                                          record=args.record, echo=True)

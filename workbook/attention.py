@@ -29,11 +29,12 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import MAY_BE_EMPTY, WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
 
 VARIANTS: tuple[str, ...] = ("vanilla", "sdpa_math", "sdpa_efficient", "sdpa_flash",
@@ -715,7 +716,11 @@ class ExactnessConfig:
             check_choice("variant", v, VARIANTS)
         for d in self.dtypes:
             check_choice("dtype", d, DTYPES)
+        for head_dim in self.head_dims:
+            check_range("head_dim", head_dim, 8, 256)
         check_range("seq_len", self.seq_len, 1, 8192)
+        check_range("batch", self.batch, 1, 512)
+        check_range("n_heads", self.n_heads, 1, 256)
 
 
 def run_exactness(cfg: ExactnessConfig, seed: int) -> pd.DataFrame:
@@ -757,13 +762,19 @@ class TrafficConfig:
     modes: tuple[str, ...] = MODES
     # Forward only: triton's backward is PyTorch (hundreds of small kernels under ncu), and the
     # math backend moves what vanilla moves (it materialises S and P the same way).
-    fwd_only: tuple[str, ...] = ("triton", "sdpa_math")
+    fwd_only: Annotated[tuple[str, ...], MAY_BE_EMPTY] = ("triton", "sdpa_math")
 
     def __post_init__(self) -> None:
-        for v in self.variants:
+        for v in self.variants + self.fwd_only:
             check_choice("variant", v, VARIANTS)
         for n in self.seq_lens:
             check_range("seq_len", n, 16, 65536)
+        check_range("head_dim", self.head_dim, 8, 256)
+        check_range("batch", self.batch, 1, 512)
+        check_range("n_heads", self.n_heads, 1, 256)
+        check_choice("dtype", self.dtype, DTYPES)
+        for mode in self.modes:
+            check_choice("mode", mode, MODES)
 
 
 def traffic_cases(cfg: TrafficConfig) -> list[Case]:
@@ -794,11 +805,19 @@ class TimingConfig:
     target_variants: tuple[str, ...] = ("sdpa_flash", "triton")
     target_seq_len: int = 4096
     target_head_dims: tuple[int, ...] = (64, 128)
-    fwd_only: tuple[str, ...] = ("triton",)  # its backward is PyTorch, not a fused kernel
+    # Its backward is PyTorch, not a fused kernel. Empty: every variant timed with backward.
+    fwd_only: Annotated[tuple[str, ...], MAY_BE_EMPTY] = ("triton",)
 
     def __post_init__(self) -> None:
-        for v in self.variants + self.target_variants:
+        for v in self.variants + self.target_variants + self.fwd_only:
             check_choice("variant", v, VARIANTS)
+        for n in self.seq_lens + (self.target_seq_len,):
+            check_range("seq_len", n, 16, 65536)
+        for head_dim in (self.head_dim, *self.target_head_dims):
+            check_range("head_dim", head_dim, 8, 256)
+        check_range("batch", self.batch, 1, 512)
+        check_range("n_heads", self.n_heads, 1, 256)
+        check_choice("dtype", self.dtype, DTYPES)
         check_range("repeats", self.repeats, 1, 1000)
 
 
@@ -828,8 +847,14 @@ class Gpt2Config:
     repeats: int = 10
 
     def __post_init__(self) -> None:
+        for v in self.variants:
+            check_choice("variant", v, VARIANTS)
         check_range("batch", self.batch, 1, 512)
+        check_range("n_heads", self.n_heads, 1, 256)
         check_range("seq_len", self.seq_len, 16, 16384)
+        check_range("head_dim", self.head_dim, 8, 256)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_range("repeats", self.repeats, 1, 1000)
 
 
 def run_gpt2_medium(cfg: Gpt2Config, seed: int) -> pd.DataFrame:
@@ -876,6 +901,13 @@ class RecomputeConfig:
     def __post_init__(self) -> None:
         for v in self.variants:
             check_choice("variant", v, VARIANTS)
+        for n in self.seq_lens:
+            check_range("seq_len", n, 16, 65536)
+        check_range("head_dim", self.head_dim, 8, 256)
+        check_range("batch", self.batch, 1, 512)
+        check_range("n_heads", self.n_heads, 1, 256)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_range("repeats", self.repeats, 1, 1000)
 
 
 def run_recompute(cfg: RecomputeConfig, seed: int) -> pd.DataFrame:

@@ -29,6 +29,8 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15) -> str:
     """'holds' within ``rel_tol``; otherwise 'off by 1.3×' (measured vs predicted); or 'n/a'."""
     if any(not isinstance(v, (int, float)) or math.isnan(v) for v in (predicted, measured)):
         return "n/a (not measured)"
+    if not (math.isfinite(predicted) and math.isfinite(measured)):  # inf: no ratio to name
+        return "n/a (not a finite number)"
     if predicted == 0 or measured == 0:
         return "holds" if predicted == measured else "wrong (one side is zero)"
     ratio = measured / predicted

@@ -6,11 +6,22 @@ needs one GPU and a few minutes. ``WORKBOOK_PRESET`` chooses; unset, CUDA means 
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
-from collections.abc import Iterable
-from typing import Any
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Union
 
 PRESETS: tuple[str, ...] = ("small", "full")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Marks a config field can carry in its type hint (``Annotated[...]``), read by check_fields.
+MAY_BE_EMPTY = "may be empty"          # a list field whose empty value means something
+PROJECT_PATH = "a path inside the project"
+ProjectPath = Annotated[str, PROJECT_PATH]  # a file or folder an override may name: no escape
 
 
 class WorkbookError(ValueError):
@@ -35,8 +46,10 @@ def resolve_preset(preset: str | None = None) -> str:
 
 
 def check_range(name: str, value: Any, low: float, high: float) -> None:
-    """Raise a one-line error unless ``low <= value <= high``."""
-    if not isinstance(value, (int, float)) or not (low <= value <= high):
+    """Raise a one-line error unless ``low <= value <= high`` (a finite number, not a bool)."""
+    # bool is an int to Python, and NaN fails every comparison quietly: both are refused here.
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not (low <= value <= high):
         raise WorkbookError(f"{name}={value!r} is out of range; allowed: {low} to {high}")
 
 
@@ -46,3 +59,123 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     if value not in options:
         shown = ", ".join(repr(o) for o in options)
         raise WorkbookError(f"{name}={value!r} is not allowed; choose one of: {shown}")
+
+
+# ----------------------------------------------------------------- config fields by type hint
+
+
+def check_fields(config_type: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (overrides of a config dataclass, e.g. from ``--set``) checked against the
+    fields' type hints and returned as the types the config holds (JSON lists become tuples).
+
+    Ranges are the config's own ``__post_init__`` checks; this adds what those cannot see:
+    ``true`` is not an integer, ``1.5`` is not an integer, ``[]`` is not a list of sizes,
+    NaN is not a number, and a path stays inside the project.
+    """
+    hints = typing.get_type_hints(config_type, include_extras=True)
+    return {name: check_value(name, value, hints[name]) if name in hints else value
+            for name, value in values.items()}
+
+
+def check_value(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the type ``hint`` names, or a one-line error naming what is allowed."""
+    hint, marks = _strip_annotated(hint)
+    checked = _as_type(name, value, hint, marks)
+    if PROJECT_PATH in marks and checked:
+        checked = project_path(name, checked)
+    return checked
+
+
+def project_path(name: str, value: str) -> str:
+    """A path (relative ones count from the project's root) as an absolute path, or a one-line
+    error if it leaves the project: an override never writes elsewhere on the machine.
+
+    ``$WORKBOOK_OUT`` names one more folder allowed (the device tool's output folder, where a
+    recording script keeps a checkpoint that must survive the call being cut off)."""
+    roots = [PROJECT_ROOT.resolve()]
+    if os.environ.get("WORKBOOK_OUT"):
+        roots.append(Path(os.environ["WORKBOOK_OUT"]).expanduser().resolve())
+    path = Path(value).expanduser()
+    resolved = (path if path.is_absolute() else roots[0] / path).resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise WorkbookError(f"{name}={value!r} is outside the project; allowed: a path inside "
+                            f"{roots[0]} (relative paths count from there)")
+    return str(resolved)
+
+
+def describe(hint: Any, marks: tuple[Any, ...] = ()) -> str:
+    """What a type hint allows, in words: 'an integer', 'a list of numbers (at least one)'."""
+    hint, more = _strip_annotated(hint)
+    marks = marks + more
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else describe(a) for a in args)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        least = "" if MAY_BE_EMPTY in marks else " (at least one)"
+        return f"a list of {_plural(args[0])}{least}"
+    if origin is tuple:
+        return f"a list of exactly {len(args)}: " + ", ".join(describe(a) for a in args)
+    return {bool: "true or false", int: "an integer", float: "a finite number",
+            str: "a string"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _plural(hint: Any) -> str:
+    words = {bool: "true/false values", int: "integers", float: "finite numbers",
+             str: "strings"}
+    return words.get(hint) or f"({describe(hint)})"
+
+
+def _strip_annotated(hint: Any) -> tuple[Any, tuple[Any, ...]]:
+    if typing.get_origin(hint) is Annotated:
+        base, *marks = typing.get_args(hint)
+        return base, tuple(marks)
+    return hint, ()
+
+
+def _as_type(name: str, value: Any, hint: Any, marks: tuple[Any, ...]) -> Any:
+    """The recursive part of check_value: one branch per kind of hint the configs use."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    wrong = WorkbookError(f"{name}={value!r} has the wrong type; allowed: "
+                          f"{describe(hint, marks)}")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _as_type(name, value, option, ())
+            except WorkbookError:
+                continue
+        raise wrong
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise wrong
+        if len(args) == 2 and args[1] is Ellipsis:
+            if not value and MAY_BE_EMPTY not in marks:
+                raise WorkbookError(f"{name}={value!r} is empty; allowed: "
+                                    f"{describe(hint, marks)}")
+            return tuple(_as_type(f"{name}[{i}]", v, args[0], ()) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise wrong
+        return tuple(_as_type(f"{name}[{i}]", v, a, ())
+                     for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    # numbers.Integral / Real: NumPy's scalars count too (a value taken from an array).
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise wrong
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise wrong
+        if not math.isfinite(value):
+            raise WorkbookError(f"{name}={value!r} is not a finite number; allowed: "
+                                f"{describe(hint)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong
+        return value
+    return value  # a hint this checker does not know (Any): the config's own checks decide

@@ -748,6 +748,9 @@ class FlopsSweepConfig:
         check_range("batch_size", self.batch_size, 1, 1024)
         check_range("repeats", self.repeats, 1, 200)
         check_range("head_dim", self.head_dim, 8, 256)
+        check_range("n_layers", self.n_layers, 1, 256)
+        check_range("vocab_size", self.vocab_size, 16, 262144)
+        check_range("seq_len", self.seq_len, 2, 131072)
         for d in self.d_models:
             check_range("d_model", d, self.head_dim, 16384)
             if d % self.head_dim:

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from workbook.config import WorkbookError, check_range
+from workbook.config import WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -327,6 +327,8 @@ class LoraSweepConfig:
         check_range("batch_size", self.batch_size, 1, 1024)
         check_range("seq_len", self.seq_len, 8, 8192)
         check_range("eval_batches", self.eval_batches, 1, 1000)
+        check_range("alpha_over_rank", self.alpha_over_rank, 0.01, 1000.0)
+        check_choice("preset", self.preset, (None, "small", "full"))
 
 
 def _base(preset: str | None, seed: int) -> nn.Module:
@@ -433,6 +435,7 @@ class MergeConfig:
         check_range("batch_size", self.batch_size, 1, 1024)
         check_range("seq_len", self.seq_len, 8, 8192)
         check_range("repeats", self.repeats, 1, 1000)
+        check_choice("preset", self.preset, (None, "small", "full"))
 
 
 def _randomise_adapters(model: nn.Module, seed: int, scale: float = 0.02) -> None:

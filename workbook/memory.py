@@ -296,6 +296,7 @@ class BreakdownConfig:
         check_choice("precision", self.precision, PRECISIONS[:3])
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("attention", self.attention, ("eager", "sdpa"))
+        check_range("timeout_s", self.timeout_s, 1, 86_400)
 
 
 BREAKDOWN_PRESETS = {
@@ -422,11 +423,12 @@ class FitConfig:
     timeout_s: int = 300
 
     def __post_init__(self) -> None:
-        check_range("d_model", self.d_model, 8, 16384)
+        check_gpt_shape(1, self.d_model, self.n_head, self.vocab)  # layers: what the fit finds
         check_range("max_layers", self.max_layers, 1, 512)
         check_range("seq_len", self.seq_len, 2, 32768)
         check_range("batch", self.batch, 1, 1024)
         check_choice("precision", self.precision, PRECISIONS[:3])
+        check_range("timeout_s", self.timeout_s, 1, 86_400)
 
 
 FIT_PRESETS = {

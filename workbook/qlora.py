@@ -590,6 +590,7 @@ class VramConfig:
         check_range("rank", self.rank, 1, 1024)
         check_range("batch_size", self.batch_size, 1, 64)
         check_range("seq_len", self.seq_len, 16, 8192)
+        check_range("timeout_s", self.timeout_s, 1, 86_400)
 
 
 VRAM_PRESETS = {
@@ -673,6 +674,7 @@ class QualityConfig:
         check_range("batch_size", self.batch_size, 1, 1024)
         check_range("seq_len", self.seq_len, 8, 8192)
         check_range("eval_batches", self.eval_batches, 1, 1000)
+        check_choice("preset", self.preset, (None, "small", "full"))
 
 
 def weight_bytes(model: torch.nn.Module) -> int:

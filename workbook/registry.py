@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from workbook import results
-from workbook.config import PRESETS, WorkbookError, resolve_preset
+from workbook.config import PRESETS, WorkbookError, check_fields, check_range, resolve_preset
 
 
 @dataclass(frozen=True)
@@ -41,34 +41,32 @@ class Experiment:
     min_gpus: Mapping[str, int] = field(default_factory=lambda: {"small": 0, "full": 1})
     timeout_s: int = 900
 
-    def config(self, preset: str | None = None, **overrides: Any) -> Any:
-        """The preset's config with ``overrides`` applied and checked."""
+    def config(self, preset: str | None = None, /, **overrides: Any) -> Any:
+        """The preset's config with ``overrides`` applied and checked, before anything runs:
+        each value by its field's type hint (``config.check_fields``), then by the config's
+        own range checks. Every refusal is one line naming the field and what is allowed.
+
+        ``preset`` is positional-only: a config may have a field of that name too (the base
+        model's preset of ``lora_merge``), which ``preset=`` in ``overrides`` then sets."""
         base = self.presets[resolve_preset(preset)]
         names = {f.name for f in dataclasses.fields(base)}
         unknown = sorted(set(overrides) - names)
         if unknown:
+            hint = " (the experiment's own preset is --preset)" if "preset" in unknown else ""
             raise WorkbookError(f"{self.name} has no parameter {unknown}; allowed: "
-                                f"{', '.join(sorted(names))}")
-        # JSON (the CLI's --set, the runner's transport) has lists where configs hold tuples.
-        overrides = {k: _as_tuples(v) if isinstance(getattr(base, k), tuple) else v
-                     for k, v in overrides.items()}
+                                f"{', '.join(sorted(names))}{hint}")
+        checked = check_fields(type(base), overrides)
         try:
-            return dataclasses.replace(base, **overrides)  # __post_init__ range checks run here
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, WorkbookError):
-                raise
+            return dataclasses.replace(base, **checked)  # __post_init__ range checks run here
+        except WorkbookError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a value the range checks did not foresee
             shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-            raise WorkbookError(f"{self.name}: {shown} has the wrong type ({exc}); defaults: "
-                                f"{base}") from None
+            raise WorkbookError(f"{self.name}: {shown} is not allowed "
+                                f"({type(exc).__name__}: {exc}); defaults: {base}") from None
 
 
 _NOT_EXPERIMENT_MODULES = frozenset({"__main__", "export", "plots", "widgets"})
-
-
-def _as_tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_as_tuples(v) for v in value)
-    return value
 
 
 @cache
@@ -130,7 +128,11 @@ def execute(name: str, preset: str | None = None, seed: int = 0,
     if reason:
         raise WorkbookError(reason)
     cfg = exp.config(chosen, **dict(overrides or {}))
+    check_seed(seed)
     rows = exp.run(cfg, seed)
+    if rows.empty:  # said plainly, not as tidy's "result rows lack columns"
+        raise WorkbookError(f"{name} produced no rows with {dict(overrides or {})}; "
+                            "allowed: a configuration that measures something")
     rows = rows.assign(preset=chosen, seed=seed) if "seed" not in rows else rows.assign(
         preset=chosen)
     return results.tidy(rows)
@@ -147,6 +149,7 @@ def run_isolated(name: str, preset: str | None = None, seed: int = 0,
 
     exp, chosen = get(name), resolve_preset(preset)
     exp.config(chosen, **dict(overrides or {}))  # bad input fails here, in one line
+    check_seed(seed)
     reason = why_not_here(name, chosen)
     if reason:
         raise WorkbookError(reason)
@@ -163,8 +166,13 @@ def run_isolated(name: str, preset: str | None = None, seed: int = 0,
     if "status" in rows and (rows["status"] == "ok").any():
         _remember_duration(key, time.monotonic() - start)
     if record:
-        results.record(name, rows, preset=chosen, seed=seed)
+        results.record(name, rows, preset=chosen, seed=seed, overrides=overrides)
     return rows
+
+
+def check_seed(seed: Any) -> None:
+    """A seed every generator takes (NumPy's refuses negatives and anything above 2**32 - 1)."""
+    check_range("seed", seed, 0, 2**32 - 1)
 
 
 def _durations_path():
@@ -196,6 +204,7 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
     Prints one line saying which, so the reader always knows the source of the numbers.
     """
     chosen = resolve_preset(preset)
+    get(name).config(chosen, **overrides)  # a bad value is refused here too, not ignored
     reason = why_not_here(name, chosen)
     if reason is None:
         print(f"{name}: running the {chosen!r} preset live on this machine.")

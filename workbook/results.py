@@ -7,18 +7,33 @@ status``, then provenance ``device, n_gpus, torch, cuda, preset, seed, recorded_
 ``datasheet`` (a vendor's published peak) or ``recorded`` (read back from this ledger).
 ``status`` is ``ok`` or why there is no number (``oom``, ``timeout``, ``crash``, ``error``,
 ``unsupported``, ``skipped``). Writes are atomic, and a failed row never replaces a good one.
+
+Several processes may record into one ledger at once (two notebooks, a script and a notebook):
+:func:`record` holds an exclusive lock (``fcntl.flock`` on the sidecar ``.NAME.lock``) around
+read, merge and rename, so no writer's rows are lost; a writer killed mid-write leaves at most
+a ``.NAME-*.csv`` temporary file, which the next writer removes under the same lock.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import os
 import platform
 import re
+import stat
 import subprocess
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; one writer at a time is on you
+    fcntl = None  # type: ignore[assignment]
 
 import pandas as pd
 
@@ -30,6 +45,7 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
 )
 NOTE_COLUMNS: tuple[str, ...] = ("error", "detail")  # free text beside a row, never its key
 SOURCES: tuple[str, ...] = ("measured", "predicted", "datasheet", "recorded")
+RUN_METRIC = "run"  # runner.failure_row's metric: the whole run failed, before any configuration
 _NAME = re.compile(r"^[a-z0-9_]+$")
 
 
@@ -154,10 +170,15 @@ def write_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """A text file written through a temporary file in the same folder, then renamed."""
+    """A text file written through a temporary file in the same folder, then renamed.
+
+    The file keeps its mode (a new one gets the usual ``0666 & ~umask``): ``mkstemp`` makes
+    its file ``0600``, which the rename would otherwise hand to the ledger."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", newline="") as handle:
             handle.write(text)
         os.replace(tmp, path)
@@ -166,8 +187,99 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def record(experiment: str, rows: pd.DataFrame, *, preset: str, seed: int | None) -> Path:
-    """Add ``rows`` to the experiment's ledger with provenance filled in; returns the path."""
+def _mode_for(path: Path) -> int:
+    """The permission bits ``path`` has, or those a new file gets under this umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux lets us (``os.umask`` sets it,
+    and another thread could create a file in between)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def lock_path(path: Path) -> Path:
+    """The sidecar file :func:`ledger_lock` locks: ``.NAME.lock`` beside ``NAME.csv``. Never
+    deleted: removing a lock file while another process waits on it would split the lock."""
+    return path.parent / f".{path.stem}.lock"
+
+
+@contextmanager
+def ledger_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock for the ledger ``path`` (blocks while another writer holds it).
+
+    ``flock`` belongs to the open file: a writer that dies, even by ``kill -9``, releases it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temporary files a killed writer of ``path`` left (``.NAME-*.csv``). Call it
+    only under :func:`ledger_lock`: then no live writer of this ledger has one open."""
+    stale = sorted(path.parent.glob(f".{path.stem}-*{path.suffix}"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def _override_cells(overrides: Mapping[str, Any] | None) -> dict[str, str]:
+    """Overrides as ledger cells, the way ``runner.failure_row`` writes them (lists as JSON)."""
+    cells = {}
+    for key, value in dict(overrides or {}).items():
+        if isinstance(value, (list, tuple)):
+            cells[key] = json.dumps(list(value))
+        elif isinstance(value, (str, int, float, bool)):
+            cells[key] = _cell(value)
+    return cells
+
+
+def drop_answered_failures(old: pd.DataFrame, new: pd.DataFrame,
+                           overrides: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """``old`` without the whole-run failure rows (metric ``run``: a timeout, a crash) that
+    ``new``, a run with good rows, answers: same device, GPU count, preset and overrides.
+
+    Such a row has no configuration columns to match on (the run died before any), so
+    :func:`merge` alone would keep it beside the good rows for ever."""
+    if old.empty or "metric" not in old.columns or not (new["status"] == "ok").any():
+        return old
+    failed = (old["metric"].astype(str) == RUN_METRIC) & (old["status"].astype(str) != "ok")
+    for col in ("device", "n_gpus", "preset"):
+        if col in old.columns and col in new.columns:
+            failed &= old[col].map(_cell) == _cell(new[col].iloc[0])
+    wanted = _override_cells(overrides)
+    params = [c for c in param_columns(old) if c not in NOTE_COLUMNS and c != "name"]
+
+    def same_overrides(row: pd.Series) -> bool:
+        given = {c: _cell(row[c]) for c in params if _cell(row[c]) != ""}
+        return given == wanted
+
+    answered = failed & old.apply(same_overrides, axis=1) if failed.any() else failed
+    return old[~answered].reset_index(drop=True)
+
+
+def record(experiment: str, rows: pd.DataFrame, *, preset: str, seed: int | None,
+           overrides: Mapping[str, Any] | None = None) -> Path:
+    """Add ``rows`` to the experiment's ledger with provenance filled in; returns the path.
+
+    ``overrides`` (what ``--set`` changed) lets a good run replace the failure row an earlier
+    run with the same overrides left. Safe with several writers at once (see the module)."""
     path = ledger_path(experiment)
     if rows.empty:
         raise WorkbookError(f"nothing to record for {experiment!r}: the run returned no rows")
@@ -181,8 +293,11 @@ def record(experiment: str, rows: pd.DataFrame, *, preset: str, seed: int | None
             stamped[col] = value
         else:
             stamped[col] = stamped[col].fillna(value)
-    old = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    write_atomic(tidy(merge(old, stamped)), path)
+    with ledger_lock(path):
+        remove_stale_temps(path)
+        old = pd.read_csv(path) if path.exists() else pd.DataFrame()
+        old = drop_answered_failures(old, stamped, overrides)
+        write_atomic(tidy(merge(old, stamped)), path)
     return path
 
 

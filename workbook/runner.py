@@ -9,12 +9,19 @@ The measurement is named by a dotted path ``"package.module:function"``; its key
 must be JSON values. It returns a DataFrame (see ``workbook.results`` for the columns). Rows
 travel back as JSON, never as pickles.
 
+No process outlives its call. Every process a call starts carries ``WORKBOOK_RUN_TAG`` in its
+environment, so on a timeout or an interrupt (Ctrl-C, "Interrupt kernel") all of them are
+found and killed, torchrun's ranks included (each runs in a session of its own, out of reach
+of a process-group kill). If the caller itself dies (a kernel killed), Linux kills the child
+(``PR_SET_PDEATHSIG``), and torchrun's death kills each rank the same way.
+
     >>> call("workbook.hardware:measure_roofline", {"preset": "small", "seed": 0})
     >>> call_distributed("workbook.parallel:ddp_step", {...}, nprocs=2, backend="gloo")
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import math
@@ -26,19 +33,23 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from workbook.config import WorkbookError, check_choice
+from workbook.config import WorkbookError, check_choice, check_range
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("gloo", "nccl")
 # Never let a child use NVLink multicast: on shared hosts it can take GPUs out of service.
 _SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
              "NVSHMEM_DISABLE_NVLS": "1"}
+TAG_VAR = "WORKBOOK_RUN_TAG"          # marks every process of one call (see kill_tagged)
+PARENT_VAR = "WORKBOOK_PARENT_PID"    # the pid a child must die with (see die_with_parent)
+_TORCHRUN = "--torchrun"              # `python -m workbook.runner --torchrun ARGS`: torchrun
 
 
 def import_function(path: str) -> Any:
@@ -46,7 +57,19 @@ def import_function(path: str) -> Any:
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise WorkbookError(f"function path {path!r} must look like 'package.module:function'")
-    return getattr(importlib.import_module(module_name), attr)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the module named here (or a package above it) being absent is the caller's
+        # typo; a missing dependency inside an existing module stays a real ImportError.
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
+            raise WorkbookError(f"function path {path!r}: there is no module {exc.name!r}; "
+                                "allowed: an importable 'package.module:function'") from None
+        raise
+    if not callable(getattr(module, attr, None)):
+        raise WorkbookError(f"function path {path!r}: module {module_name!r} has no function "
+                            f"{attr!r}")
+    return getattr(module, attr)
 
 
 def call(func: str, kwargs: Mapping[str, Any] | None = None, *, timeout_s: float = 600,
@@ -90,6 +113,7 @@ def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | No
             timeout_s: float, env: Mapping[str, str] | None, echo: bool,
             progress: str | None = None, expected_s: float | None = None) -> pd.DataFrame:
     import_function(func)  # a typo fails here, in one line, not in a child's traceback
+    check_range("timeout_s", timeout_s, 0.1, 7 * 86_400)
     try:
         spec_json = json.dumps({"func": func, "kwargs": kwargs, "backend": backend})
     except TypeError as exc:
@@ -101,16 +125,17 @@ def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | No
         child = [str(spec_path), str(out_dir)]
         if backend is None:
             cmd = [sys.executable, "-m", "workbook.runner", *child]
-        else:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+        else:  # torchrun, started through this module so that it too dies with its caller
+            cmd = [sys.executable, "-m", "workbook.runner", _TORCHRUN, "--standalone",
                    f"--nproc-per-node={nprocs}", "--module", "workbook.runner", *child]
         child_env = _child_env(env, backend, nprocs)
-        returncode, log_tail = _run_with_timeout(cmd, child_env, timeout_s, echo,
-                                                 progress, expected_s)
+        returncode, log_tail, killed = _run_with_timeout(cmd, child_env, timeout_s, echo,
+                                                         progress, expected_s, label=func)
         per_rank = {int(p.stem.removeprefix("rank")): json.loads(p.read_text())
                     for p in sorted(out_dir.glob("rank*.json"))}
     return _collect(per_rank, nprocs=nprocs, distributed=backend is not None, kwargs=kwargs,
-                    returncode=returncode, log_tail=log_tail, timeout_s=timeout_s)
+                    returncode=returncode, log_tail=log_tail, timeout_s=timeout_s,
+                    killed=killed)
 
 
 def _child_env(env: Mapping[str, str] | None, backend: str | None, nprocs: int) -> dict:
@@ -123,17 +148,25 @@ def _child_env(env: Mapping[str, str] | None, backend: str | None, nprocs: int) 
         # Ranks share the CPU cores; without this each one spawns a thread per core.
         child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nprocs)))
     child_env.update(env or {})
+    # After the caller's env: no call shares a tag. A call made inside a child (zero_stages
+    # launches torchrun from one) adds its own tag to the one it inherited, so killing the
+    # outer call reaches the inner call's processes too.
+    inherited = os.environ.get(TAG_VAR, "")
+    child_env[TAG_VAR] = ":".join(t for t in (inherited, uuid.uuid4().hex) if t)
+    child_env[PARENT_VAR] = str(os.getpid())
     return child_env
 
 
 def _run_with_timeout(cmd: list[str], env: dict, timeout_s: float, echo: bool,
-                      progress: str | None = None,
-                      expected_s: float | None = None) -> tuple[int | None, str]:
-    """Run ``cmd`` in its own process group; on timeout, or when the caller is interrupted
-    (Ctrl-C, a notebook's "Interrupt kernel"), kill the whole group (every rank)."""
+                      progress: str | None = None, expected_s: float | None = None,
+                      label: str = "") -> tuple[int | None, str, int]:
+    """Run ``cmd`` in its own session; return its exit code (None: timed out), the tail of its
+    output and how many processes had to be killed. On timeout, or when the caller is
+    interrupted (Ctrl-C, a notebook's "Interrupt kernel"), every process of the call dies."""
     proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace",
                             start_new_session=True)
+    own_tag = env[TAG_VAR].rsplit(":", 1)[-1]
     lines: list[str] = []
 
     def pump() -> None:
@@ -146,18 +179,83 @@ def _run_with_timeout(cmd: list[str], env: dict, timeout_s: float, echo: bool,
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    killed = 0
     try:
         returncode: int | None = _wait(proc, timeout_s, progress, expected_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        killed = kill_tagged(proc, own_tag)
         returncode = None
     except BaseException:  # KeyboardInterrupt included: never leave the child running
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        killed = kill_tagged(proc, own_tag)
+        print(f"interrupted: {label or cmd[-1]} stopped, {killed} process(es) killed",
+              file=sys.stderr, flush=True)
         raise
+    else:
+        # The child ended by itself; a process it left behind (a rank torchrun did not stop)
+        # must not outlive the call either.
+        killed = kill_tagged(None, own_tag)
     reader.join(timeout=5)
-    return returncode, "".join(lines[-40:])
+    return returncode, "".join(lines[-40:]), killed
+
+
+def tagged_processes(tag: str) -> set[int]:
+    """The live processes whose environment carries ``WORKBOOK_RUN_TAG=tag``: a call's child,
+    its children and theirs, in whatever session, even after being reparented to PID 1.
+    Empty where there is no ``/proc`` (not Linux): there the process group is all we reach."""
+    prefix, wanted = f"{TAG_VAR}=".encode(), tag.encode()
+    found = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in entries:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read()  # a zombie's reads empty: it is not counted
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        for entry in environ.split(b"\0"):
+            if entry.startswith(prefix) and wanted in entry[len(prefix):].split(b":"):
+                found.add(int(name))
+    return found
+
+
+def kill_tagged(proc: subprocess.Popen | None, tag: str, wait_s: float = 10.0) -> int:
+    """SIGKILL ``proc`` and every process tagged ``tag``; return how many were killed.
+
+    They are stopped (SIGSTOP) first, then looked for again, so that none can start another
+    process between the search and the kill; then all get SIGKILL at once."""
+    victims = tagged_processes(tag) | ({proc.pid} if proc and proc.poll() is None else set())
+    try:
+        for _ in range(5):
+            for pid in victims:
+                _signal(pid, signal.SIGSTOP)
+            more = tagged_processes(tag) - victims
+            if not more:
+                break
+            victims |= more
+    finally:  # a second Ctrl-C must not leave stopped processes behind
+        for pid in victims:
+            _signal(pid, signal.SIGKILL)
+    if proc is not None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # where /proc is missing, the group at least
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+    deadline = time.monotonic() + wait_s
+    while tagged_processes(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(victims)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _wait(proc: subprocess.Popen, timeout_s: float, progress: str | None,
@@ -184,13 +282,15 @@ def _wait(proc: subprocess.Popen, timeout_s: float, progress: str | None,
 
 
 def _collect(per_rank: dict[int, dict], *, nprocs: int, distributed: bool, kwargs: dict,
-             returncode: int | None, log_tail: str, timeout_s: float) -> pd.DataFrame:
+             returncode: int | None, log_tail: str, timeout_s: float,
+             killed: int = 0) -> pd.DataFrame:
     frames = []
     for rank in range(nprocs):
         report = per_rank.get(rank)
         if report is None:
             if returncode is None:
-                status, error = "timeout", f"killed after {timeout_s:g} s"
+                status = "timeout"
+                error = f"killed after {timeout_s:g} s with its {killed} process(es)"
             else:
                 status, error = "crash", f"exit code {returncode}: {_last_line(log_tail)}"
             report = {"status": status, "error": error, "rows": []}
@@ -226,12 +326,44 @@ def _last_line(text: str) -> str:
 # --------------------------------------------------------------------------- child side
 
 
+_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def _is_oom(exc: BaseException) -> bool:
+    """A GPU or CPU out-of-memory error: ``torch.OutOfMemoryError``, Python's ``MemoryError``,
+    or the allocators' messages ("DefaultCPUAllocator: can't allocate memory: ...")."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    if any(t in text for t in _OOM_TEXT):
+        return True
+    torch = sys.modules.get("torch")  # a child that never imported torch had no CUDA OOM
+    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
+
+
+def die_with_parent() -> None:
+    """Have Linux SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``), so a killed
+    notebook kernel leaves no measurement running, nor torchrun's ranks. No-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
     try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+        return
+    expected = os.environ.get(PARENT_VAR)
+    if expected and os.getppid() != int(expected):  # the parent died before prctl took hold
+        os._exit(1)
+
+
+def _torchrun_main(args: list[str]) -> int:
+    """torchrun in this process, after :func:`die_with_parent`; its ranks die with it."""
+    die_with_parent()
+    os.environ[PARENT_VAR] = str(os.getpid())  # the ranks' parent is this process
+    from torch.distributed.run import main as torchrun
+
+    torchrun(args)
+    return 0
 
 
 def _jsonable(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -240,6 +372,7 @@ def _jsonable(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _child_main(spec_path: str, out_dir: str) -> int:
+    die_with_parent()
     spec = json.loads(Path(spec_path).read_text())
     rank = int(os.environ.get("RANK", "0"))
     report: dict[str, Any] = {"status": "ok", "error": "", "rows": []}
@@ -282,4 +415,6 @@ def _child_main(spec_path: str, out_dir: str) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == _TORCHRUN:
+        sys.exit(_torchrun_main(sys.argv[2:]))
     sys.exit(_child_main(sys.argv[1], sys.argv[2]))

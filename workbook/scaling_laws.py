@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import ProjectPath, WorkbookError, check_choice, check_range
 from workbook.data import CORPORA, corpus_token_ids
 from workbook.registry import Experiment
 
@@ -416,7 +416,7 @@ class IsoFlopConfig:
     center_tokens_per_param: float = TOKENS_PER_PARAM
     ladder: tuple[tuple[int, int, int], ...] = LADDER
     time_limit_s: float = 540.0
-    checkpoint: str = ""       # CSV that keeps finished points; a rerun skips them
+    checkpoint: ProjectPath = ""  # CSV that keeps finished points; a rerun skips them
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -425,6 +425,13 @@ class IsoFlopConfig:
         check_range("number of budgets", len(self.budgets), 1, 12)
         for c in self.budgets:
             check_range("budget (FLOPs)", c, 1e6, 1e21)
+        for d_model, n_layers, n_heads in self.ladder:
+            check_range("ladder d_model", d_model, 8, 16384)
+            check_range("ladder n_layers", n_layers, 1, 256)
+            check_range("ladder n_heads", n_heads, 1, 256)
+            if d_model % n_heads:
+                raise WorkbookError(f"ladder entry {(d_model, n_layers, n_heads)}: d_model must "
+                                    "be a multiple of n_heads")
         check_range("sizes_per_budget", self.sizes_per_budget, 1, len(self.ladder))
         check_choice("corpus", self.corpus, CORPORA)
         check_range("vocab_size", self.vocab_size, 512, 65535)

@@ -18,10 +18,11 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import MAY_BE_EMPTY, ProjectPath, WorkbookError, check_choice, check_range
 from workbook.hardware import gpu_memory_cap_gb
 from workbook.registry import Experiment
 
@@ -32,12 +33,12 @@ MEMORY_BUDGET_GB = 2.0  # Binder gives a notebook 2 GB; the small preset must fi
 
 @dataclass(frozen=True)
 class WalltimeConfig:
-    notebooks: tuple[str, ...] = ()      # stems; empty means every notebook
+    notebooks: Annotated[tuple[str, ...], MAY_BE_EMPTY] = ()  # stems; empty: every notebook
     preset: str = "small"                # the preset the notebooks run with
     timeout_s: int = 900                 # per cell, as nbclient counts it
     parallel: int = 1                    # notebooks at once (each its own kernel); 1 = honest
     deadline_s: int = 0                  # no notebook starts after this many seconds; 0 = none
-    save_dir: str = ""                   # write the executed notebooks here ('' = nowhere)
+    save_dir: ProjectPath = ""           # write the executed notebooks here ('' = nowhere)
 
     def __post_init__(self) -> None:
         known = {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}

@@ -593,6 +593,7 @@ class ZeroConfig:
         check_range("n_ranks", self.n_ranks, 0, 1024)
         check_choice("dtype", self.dtype, ("bf16", "fp16"))
         check_choice("record_each", self.record_each, ("", "small", "full"))
+        check_range("timeout_s", self.timeout_s, 1, 86_400)
 
 
 ZERO_PRESETS = {
