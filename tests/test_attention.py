@@ -353,3 +353,12 @@ def test_targets_are_computed_from_rows_not_typed_in():
     assert table["met"].iloc[0] == "NO", "1.3× the minimum misses the ≤ 1.15× target"
     assert set(table["met"].iloc[2:6]) == {"NO"}, "2/3 of FA2's throughput misses ≥ 0.8×"
     assert table["measured"].iloc[-1] == 10.0
+
+
+def test_kernel_source_shows_forward_and_backward_kernels():
+    forward, backward = A.kernel_source("forward"), A.kernel_source("backward")
+    assert "def _attn_fwd(" in forward and "def _tile_loop(" in forward
+    for name in A.KERNELS["backward"]:
+        assert f"def {name}(" in backward, f"07 must show {name}"
+    with pytest.raises(WorkbookError, match="part='sideways'"):
+        A.kernel_source("sideways")

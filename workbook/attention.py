@@ -1014,20 +1014,28 @@ def notebook_rows(name: str, *, live_on_cpu: bool) -> pd.DataFrame:
     return recorded
 
 
-def kernel_source() -> str:
-    """The Triton kernel's source text (readable without Triton installed)."""
+KERNELS = {"forward": ("_tile_loop", "_attn_fwd"),
+           "backward": ("_attn_bwd_delta", "_dkdv_tiles", "_attn_bwd_dkdv", "_dq_tiles",
+                        "_attn_bwd_dq")}
+
+
+def kernel_source(part: str = "forward") -> str:
+    """The Triton kernels' source text, ``forward`` or ``backward`` (readable without Triton
+    installed)."""
     import ast
 
+    check_choice("part", part, tuple(KERNELS))
     path = Path(__file__).with_name("flash_triton.py")
     text = path.read_text()
-    lines, parts = text.splitlines(), []
+    lines, found = text.splitlines(), {}
     for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.FunctionDef) and node.name in ("_tile_loop", "_attn_fwd"):
+        if isinstance(node, ast.FunctionDef) and node.name in KERNELS[part]:
             start = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
-            parts.append("\n".join(line[4:] for line in lines[start:node.end_lineno]))
-    if len(parts) != 2:
-        raise WorkbookError("the Triton kernel was not found in workbook/flash_triton.py")
-    return "\n\n\n".join(parts)
+            found[node.name] = "\n".join(line[4:] for line in lines[start:node.end_lineno])
+    if len(found) != len(KERNELS[part]):
+        raise WorkbookError(f"the Triton {part} kernels were not found in "
+                            "workbook/flash_triton.py")
+    return "\n\n\n".join(found[name] for name in KERNELS[part])
 
 
 
