@@ -25,3 +25,49 @@ def test_verdict_of_an_infinite_number_is_na_not_a_crash():
 def test_table_computes_verdicts():
     table = claims_table([Claim("x", "lecture", 2.0, 2.1), Claim("y", "paper", 5.0, 1.0)])
     assert table["verdict"].tolist() == ["holds", "off: measured 5× lower"]
+
+
+def test_an_interval_decides_where_the_measurement_has_one():
+    # Chinchilla's a = 0.49 against a bootstrap interval: inside holds, outside is off.
+    assert verdict(0.49, 0.45, interval=(0.35, 0.51)) == "holds (0.49 inside [0.35, 0.51])"
+    assert verdict(0.73, 0.45, interval=(0.35, 0.51)) == (
+        "off: 0.73 lies above the measured [0.35, 0.51]")
+    # the ratio alone would have said "holds" (0.45 is within 15 % of 0.49)
+    assert verdict(0.49, 0.45) == "holds"
+    assert verdict(0.49, 0.45, interval=(0.40, 0.47)).startswith("off")
+
+
+def test_a_zero_prediction_is_judged_by_its_stated_absolute_tolerance():
+    # 06: GPipe's bubble at p = 1 is 0; a measured 0.000335 is agreement, not "one side is zero"
+    assert verdict(0.0, 0.000335, rel_tol=0.25, abs_tol=0.02) == "holds (|Δ| = 0.00034 ≤ 0.02)"
+    assert verdict(0.0, 0.05, rel_tol=0.25, abs_tol=0.02) == "wrong (one side is zero)"
+
+
+def test_bounds_and_signs():
+    assert verdict(40.0, 41.2, kind="at_least") == "holds (41.2 ≥ 40)"
+    assert verdict(40.0, 38.2, kind="at_least") == "missed: 38.2 < 40"
+    assert verdict(600.0, 412.0, kind="at_most") == "holds (412 ≤ 600)"
+    assert verdict(1.0, -1.0) == "wrong sign: measured -1, claimed 1"
+
+
+def test_table_states_each_claims_rule():
+    table = claims_table([Claim("a", "paper", 0.49, 0.45, low=0.35, high=0.51),
+                          Claim("t", "issue", 600.0, 700.0, "s", kind="at_most"),
+                          Claim("x", "lecture", 2.0, 2.1)])
+    assert table["holds if"].tolist() == [
+        "claimed value inside the measured interval", "≤ 600", "within 15%"]
+    assert table["verdict"].tolist()[1] == "missed: 700 > 600"
+    assert {"low", "high"} <= set(table.columns)
+
+
+def test_where_label_names_this_machine_or_the_recording():
+    import pandas as pd
+
+    from workbook.results import where_label
+
+    live = pd.DataFrame({"source": ["measured"], "device": ["NVIDIA H200"]})
+    assert where_label(live) == "this machine (NVIDIA H200)"
+    rec = pd.DataFrame({"source": ["recorded"], "device": ["NVIDIA H100"], "n_gpus": [1],
+                        "recorded_at": ["2026-11-22T10:00:00Z"], "seed": [0]})
+    assert where_label(rec) == "recorded on NVIDIA H100 ×1, 2026-11-22, seed 0"
+    assert where_label(pd.DataFrame()) == "no rows yet"

@@ -13,9 +13,21 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from workbook.config import WorkbookError
+
+KINDS = ("equal", "at_least", "at_most")
+
 
 @dataclass(frozen=True)
 class Claim:
+    """One lecture claim beside its measurement. The verdict is computed from these fields.
+
+    ``kind``: ``equal`` (a number; holds within ``rel_tol``, or within ``abs_tol`` where the
+    claim says so, e.g. a prediction of zero), ``at_least`` / ``at_most`` (a budget or a bound).
+    ``low``/``high``: the measurement's interval (bootstrap, seeds); where given, the claim holds
+    only if the predicted value lies inside it.
+    """
+
     claim: str            # the lecture's words, paraphrased
     source: str           # who says so: "lecture", "FlashAttention paper, Fig. 2", ...
     predicted: float      # the claimed number
@@ -23,22 +35,67 @@ class Claim:
     unit: str = ""
     where: str = ""       # device and date of the measurement
     rel_tol: float = 0.15  # how far off still counts as "holds"
+    abs_tol: float = 0.0   # |measured - predicted| that still holds (stated in the claim)
+    low: float = math.nan  # the measurement's interval, if it has one
+    high: float = math.nan
+    kind: str = "equal"
 
 
-def verdict(predicted: float, measured: float, rel_tol: float = 0.15) -> str:
-    """'holds' within ``rel_tol``; otherwise 'off by 1.3×' (measured vs predicted); or 'n/a'."""
-    if any(not isinstance(v, (int, float)) or math.isnan(v) for v in (predicted, measured)):
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol: float = 0.0,
+            interval: tuple[float, float] | None = None, kind: str = "equal") -> str:
+    """'holds' (with the reason where it is not a plain ratio), 'off: measured 1.3× lower',
+    'missed: …' for a bound, or 'n/a (…)'. Never typed by hand: a claims table calls this."""
+    if kind not in KINDS:
+        raise WorkbookError(f"kind={kind!r} is not allowed; choose one of: {', '.join(KINDS)}")
+    if not all(_number(v) for v in (predicted, measured)) or math.isnan(predicted) \
+            or math.isnan(measured):
         return "n/a (not measured)"
     if not (math.isfinite(predicted) and math.isfinite(measured)):  # inf: no ratio to name
         return "n/a (not a finite number)"
+    if kind == "at_least":
+        return (f"holds ({measured:.3g} ≥ {predicted:.3g})" if measured >= predicted
+                else f"missed: {measured:.3g} < {predicted:.3g}")
+    if kind == "at_most":
+        return (f"holds ({measured:.3g} ≤ {predicted:.3g})" if measured <= predicted
+                else f"missed: {measured:.3g} > {predicted:.3g}")
+    low, high = interval if interval is not None else (math.nan, math.nan)
+    if _number(low) and _number(high) and math.isfinite(low) and math.isfinite(high):
+        span = f"[{low:.3g}, {high:.3g}]"
+        if low <= predicted <= high:
+            return f"holds ({predicted:.3g} inside {span})"
+        side = "above" if predicted > high else "below"
+        return f"off: {predicted:.3g} lies {side} the measured {span}"
+    gap = abs(measured - predicted)
+    if gap <= abs_tol:
+        return "holds" if abs_tol == 0 else f"holds (|Δ| = {gap:.2g} ≤ {abs_tol:g})"
     if predicted == 0 or measured == 0:
-        return "holds" if predicted == measured else "wrong (one side is zero)"
+        return "wrong (one side is zero)"
+    if (predicted > 0) != (measured > 0):
+        return f"wrong sign: measured {measured:.3g}, claimed {predicted:.3g}"
     ratio = measured / predicted
     if abs(ratio - 1) <= rel_tol:
         return "holds"
     factor = ratio if ratio >= 1 else 1 / ratio
     direction = "higher" if ratio > 1 else "lower"
     return f"off: measured {factor:.2g}× {direction}"
+
+
+def holds_if(claim: Claim) -> str:
+    """The rule a claim is judged by, in words: the table states its tolerance."""
+    if claim.kind == "at_least":
+        return f"≥ {claim.predicted:.3g}"
+    if claim.kind == "at_most":
+        return f"≤ {claim.predicted:.3g}"
+    if math.isfinite(claim.low) and math.isfinite(claim.high):
+        return "claimed value inside the measured interval"
+    parts = [f"within {claim.rel_tol:.0%}"] if claim.rel_tol else ["equal"]
+    if claim.abs_tol:
+        parts.append(f"within ±{claim.abs_tol:g}")
+    return " or ".join(parts)
 
 
 def direction_verdict(holds: bool, measured: float) -> str:
@@ -49,7 +106,13 @@ def direction_verdict(holds: bool, measured: float) -> str:
 
 
 def claims_table(claims: list[Claim]) -> pd.DataFrame:
-    """One row per claim, with the verdict computed, never typed in."""
+    """One row per claim, with the verdict computed, never typed in, and the rule it was
+    judged by (``holds if``); the measured interval where a claim has one."""
     frame = pd.DataFrame([asdict(c) for c in claims])
-    frame["verdict"] = [verdict(c.predicted, c.measured, c.rel_tol) for c in claims]
-    return frame.drop(columns="rel_tol")
+    frame["holds if"] = [holds_if(c) for c in claims]
+    frame["verdict"] = [verdict(c.predicted, c.measured, c.rel_tol, abs_tol=c.abs_tol,
+                                interval=(c.low, c.high), kind=c.kind) for c in claims]
+    drop = ["rel_tol", "abs_tol", "kind"]
+    if frame[["low", "high"]].isna().all().all():
+        drop += ["low", "high"]
+    return frame.drop(columns=drop)

@@ -24,7 +24,6 @@ from typing import Any
 
 import pandas as pd
 
-from workbook.claims import verdict
 from workbook.config import WorkbookError, check_choice, check_range
 from workbook.registry import Experiment
 from workbook.zero import check_gpt_shape, fill_params
@@ -572,21 +571,22 @@ def fit_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 def claims(rows: pd.DataFrame) -> pd.DataFrame:
     """The lecture's memory claims: predicted, measured here (or recorded), verdict."""
+    from workbook.claims import Claim, claims_table
+    from workbook.results import where_label
+
     lect = lecture_175b().set_index("component")["GB"]
-    need = lect.iloc[:4].sum()
-    out = [{"claim": "175B needs ~3 TB to train vs 80 GB on an H100 (~38x)",
-            "source": "lecture, sec. 3.2", "predicted": f"{need:,.0f} GB = {need / 80:.0f}x",
-            "measured here": "formula only (no 175B run)", "verdict": "holds"
-            if 2700 < need < 3300 else "off"}]
+    need = float(lect.iloc[:4].sum())
+    out = [Claim("175B needs ~3 TB to train (≈ 38 H100s of 80 GB)", "lecture, sec. 3.2",
+                 3000.0, need, "GB", "formula only (no 175B run)", rel_tol=0.1)]
     ok = rows[(rows["status"] == "ok")] if len(rows) else rows
+    where = where_label(ok)
     if len(ok):
         t = ok[ok["method"] == "tensors"]
         opt = t[t["component"] == "optimizer"]["value"].mean()
         par = t[t["component"] == "params"]["value"].mean()
-        ratio = opt / par
-        out.append({"claim": "Adam's states take twice the parameters' memory",
-                    "source": "lecture, sec. 3.1 (1,400 GB vs 700 GB)", "predicted": "2.00x",
-                    "measured here": f"{ratio:.2f}x", "verdict": verdict(2.0, ratio)})
+        out.append(Claim("Adam's states take twice the parameters' memory",
+                         "lecture, sec. 3.1 (1,400 GB vs 700 GB)", 2.0, float(opt / par), "×",
+                         where))
         saved = ok[(ok["method"] == "saved") & (ok["component"] == "activations")]
         seq = saved["seq_len"].max()
         on = saved[(saved["seq_len"] == seq) & (saved["checkpointing"].astype(str) == "True")]
@@ -597,12 +597,10 @@ def claims(rows: pd.DataFrame) -> pd.DataFrame:
             r_meas = off["value"].mean() / on["value"].mean()
             p_off = pred[pred["checkpointing"].astype(str) == "False"]["value"].mean()
             p_on = pred[pred["checkpointing"].astype(str) == "True"]["value"].mean()
-            out.append({"claim": "recomputation (checkpointing) saves activation memory",
-                        "source": "lecture (FlashAttention / recomputation)",
-                        "predicted": f"{p_off / p_on:.1f}x less at seq_len {seq}",
-                        "measured here": f"{r_meas:.1f}x less",
-                        "verdict": verdict(p_off / p_on, r_meas)})
-    return pd.DataFrame(out)
+            out.append(Claim(f"recomputation (checkpointing) saves activation memory "
+                             f"(× less at seq_len {seq})", "lecture (recomputation)",
+                             float(p_off / p_on), float(r_meas), "×", where))
+    return claims_table(out)
 
 
 def plot_fit(rows: pd.DataFrame) -> Any:

@@ -1263,22 +1263,23 @@ def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame, where: str = ""
                  pick(tp, "allreduce_calls", tp=tp_max), "", where, rel_tol=0)]
     if "p" in pp and len(pp):
         p, m = int(pp["p"].max()), int(pp["m"].max())
+        # idle shares of a step: 2 points of idle time is agreement (p = 1 predicts exactly 0)
         out.append(Claim(f"GPipe bubble (p={p}, m={m}), op-duration replay", "GPipe paper",
                          bubble_fraction(p, m), pick(pp, "idle_fraction_replay", p=p, m=m),
-                         "", where, rel_tol=0.25))
+                         "", where, rel_tol=0.25, abs_tol=0.02))
         out.append(Claim(f"GPipe bubble (p={p}, m={m}), wall clock", "GPipe paper",
                          bubble_fraction(p, m), pick(pp, "idle_fraction", p=p, m=m), "",
-                         where, rel_tol=0.25))
+                         where, rel_tol=0.25, abs_tol=0.02))
     if "skew" in ep and len(ep):
         ep = _largest_world(ep)
         cfs = sorted(set(ep["capacity_factor"].dropna()))
         cf = 1.25 if 1.25 in cfs else cfs[-1]
-        # shares of assignments, to 3 decimals: 1e-8 vs 0 is agreement, not a 'wrong'
+        # shares of assignments: within 0.001 of the prediction (1e-8 vs 0) is agreement
         out.append(Claim(f"MoE dropped share at capacity factor {cf} (unbiased router)",
-                         "Switch Transformer", round(pick(ep, "dropped_fraction", "predicted",
-                                                          skew=0.0, capacity_factor=cf), 3),
-                         round(pick(ep, "dropped_fraction", skew=0.0, capacity_factor=cf), 3),
-                         "", where, rel_tol=0.5))
+                         "Switch Transformer", pick(ep, "dropped_fraction", "predicted",
+                                                    skew=0.0, capacity_factor=cf),
+                         pick(ep, "dropped_fraction", skew=0.0, capacity_factor=cf),
+                         "", where, rel_tol=0.5, abs_tol=0.001))
         out.append(Claim("EP output equals one device (1 = within float rounding)",
                          "GShard", 1.0, within_rounding(pick(ep, "max_abs_err_vs_one_device"),
                                                         ep), "", where, rel_tol=0))

@@ -346,23 +346,23 @@ def transfer_figure(rows: pd.DataFrame, title: str):
 
 def claims(vocab_size: int, init_val_loss: float, base_val_loss: float,
            transfer: pd.DataFrame) -> pd.DataFrame:
-    """The lecture's pre-training claims, checked with this notebook's numbers."""
+    """The lecture's pre-training claims, checked with this notebook's numbers (losses in
+    nats; verdicts computed by :func:`workbook.claims.verdict`)."""
+    from workbook.claims import Claim, claims_table
+
     uniform = math.log(vocab_size)
-    rows = [
-        ("an untrained model guesses uniformly: loss ≈ ln V, perplexity ≈ V", "cross-entropy",
-         f"{uniform:.2f} nats (PPL {vocab_size})",
-         f"{init_val_loss:.2f} nats (PPL {perplexity(init_val_loss):,.0f})",
-         "holds" if abs(init_val_loss - uniform) < 0.3 else "off"),
-        ("pre-training (predict the next token) lowers held-out loss", "lecture", "lower",
-         f"{base_val_loss:.2f} nats (PPL {perplexity(base_val_loss):,.0f})",
-         "holds" if base_val_loss < init_val_loss - 1 else "off"),
+    out = [
+        Claim(f"an untrained model guesses uniformly: loss ≈ ln V = ln {vocab_size}",
+              "cross-entropy", uniform, init_val_loss, "nats", "this machine", rel_tol=0,
+              abs_tol=0.3),
+        Claim("pre-training lowers held-out loss below the untrained model's, by > 1 nat",
+              "lecture", init_val_loss - 1, base_val_loss, "nats", "this machine",
+              kind="at_most"),
     ]
     steps = transfer[transfer["metric"] == "steps_to_scratch_final"].set_index("init")["value"]
     if {"pretrained", "scratch"} <= set(steps.index):
-        fine, scratch = steps["pretrained"], steps["scratch"]
-        rows.append(("a pre-trained model adapts in fewer steps (transfer learning)", "lecture",
-                     "fewer steps to the same loss",
-                     f"{fine:.0f} vs {scratch:.0f} steps",
-                     "holds" if fine < scratch else "off"))
-    return pd.DataFrame(rows, columns=["claim", "source", "predicted", "measured here",
-                                       "verdict"])
+        out.append(Claim("a pre-trained model reaches scratch's final loss in fewer steps "
+                         "(transfer learning)", "lecture", float(steps["scratch"]),
+                         float(steps["pretrained"]), "steps", "transfer_learning rows",
+                         kind="at_most"))
+    return claims_table(out)

@@ -320,6 +320,17 @@ def load(experiment: str, *, device: str | None = None, ok_only: bool = False) -
     return frame.reset_index(drop=True)
 
 
+def where_label(frame: pd.DataFrame) -> str:
+    """Where a claims row's numbers come from: 'this machine (NVIDIA H200)' for rows measured
+    here, else :func:`provenance_label` of the recorded ones."""
+    if frame.empty:
+        return "no rows yet"
+    if "source" in frame.columns and (frame["source"] == "recorded").any():
+        return provenance_label(frame[frame["source"] == "recorded"])
+    devices = frame["device"].dropna().unique() if "device" in frame.columns else []
+    return f"this machine ({', '.join(map(str, devices))})" if len(devices) else "this machine"
+
+
 def provenance_label(frame: pd.DataFrame) -> str:
     """'recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22 (seed 0)': for plot titles."""
     if frame.empty or "device" not in frame.columns:

@@ -700,6 +700,34 @@ def fit_summary(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.
     return pd.DataFrame(out)
 
 
+def claims(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The lecture's scaling claims against a sweep's ``rows`` and their ``fit_summary``:
+    the exponent judged by its bootstrap interval, the sweep's time as a budget."""
+    from workbook.claims import Claim, claims_table
+    from workbook.results import where_label
+
+    nan = float("nan")
+    fit = summary.iloc[0] if len(summary) else pd.Series(dtype=float)
+    minima = isoflop_minima(_ok_points(rows)) if len(rows) else pd.DataFrame()
+    ratio = float((minima["d_opt"] / minima["n_opt"]).median()) if len(minima) else nan
+    wall = rows.loc[rows["metric"] == "sweep_wall_s", "value"] if len(rows) else []
+    where = where_label(rows)
+    interval = {"low": fit.get("a_low", nan), "high": fit.get("a_high", nan)}
+    gpt3 = placement("20 tokens/param").set_index("model").loc["GPT-3 175B"]
+    return claims_table([
+        Claim("compute-optimal N grows as C^0.5", "Chinchilla Table 2 (approach 2)", 0.49,
+              fit.get("a", nan), where=where, **interval),
+        Claim("Kaplan: N grows as C^0.73", "Kaplan et al. 2020", 0.73, fit.get("a", nan),
+              where=where, **interval),
+        Claim("tokens ≈ 20 × params at the optimum", "lecture", 20.0, ratio, where=where,
+              rel_tol=0.5),
+        Claim("GPT-3 saw ~1.7 tokens per parameter", "lecture", 1.7,
+              float(gpt3["tokens_per_param"]), where="published sizes"),
+        Claim("IsoFLOP sweep ≤ 600 s on one H100", "issue target", 600.0,
+              float(max(wall)) if len(wall) else nan, "s", where, kind="at_most"),
+    ])
+
+
 def _run_experiment(cfg: IsoFlopConfig, seed: int) -> pd.DataFrame:
     def echo(rows: pd.DataFrame) -> None:
         r = rows.iloc[0]
