@@ -426,3 +426,14 @@ def test_walltime_rows_name_the_memory_cap(monkeypatch):
     merged = results.merge(results.tidy(capped.assign(preset="small", seed=0)),
                            results.tidy(plain.assign(preset="small", seed=0)))
     assert len(merged) == len(capped) + len(plain), "capped and uncapped rows must both stay"
+
+
+def test_recorded_small_preset_peaks_fit_binder():
+    # The README promises every notebook's small preset fits Binder's 2 GB: the ledger says so.
+    rows = results.load("notebook_walltime")
+    peaks = rows[(rows["metric"] == "peak_memory") & (rows["source"] == "recorded")
+                 & (rows["run_preset"] == "small")]
+    notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert set(peaks["notebook"]) == notebooks, "a notebook without a recorded peak"
+    over = peaks[peaks["value"] >= 2.0]
+    assert over.empty, f"over Binder's 2 GB: {over[['notebook', 'value']].to_dict('records')}"
