@@ -437,3 +437,23 @@ def test_recorded_small_preset_peaks_fit_binder():
     assert set(peaks["notebook"]) == notebooks, "a notebook without a recorded peak"
     over = peaks[peaks["value"] >= 2.0]
     assert over.empty, f"over Binder's 2 GB: {over[['notebook', 'value']].to_dict('records')}"
+
+
+def test_live_rows_are_the_numbers_and_recorded_devices_stand_beside(monkeypatch):
+    # Issue 17's rule: rows measured here replace the ledger's rows of the same device; other
+    # devices' rows stay as references, and the claims table names where each block comes from.
+    recorded = results.load("roofline", ok_only=True)
+    device = recorded["device"].iloc[0]
+    live = recorded.assign(source=recorded["source"].replace("recorded", "measured"),
+                           value=recorded["value"] * 1.01)
+    shown = registry.with_references("roofline", live)
+    assert len(shown) == len(live), "the same device's recorded rows must give way to live ones"
+    other = live.assign(device="NVIDIA H200")
+    shown = registry.with_references("roofline", other)
+    assert set(shown["device"]) == {"NVIDIA H200", device}
+    table = hardware.roofline_claims(shown)
+    assert table["where"].iloc[0] == "this machine (NVIDIA H200)", "this machine's block first"
+    assert table["where"].str.startswith("recorded on").any()
+    explorer = hardware.roofline_explorer(shown)
+    assert [t.name for t in explorer.fig.data if t.showlegend is not False][0].startswith(
+        "this machine")

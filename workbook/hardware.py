@@ -10,6 +10,7 @@ Three things live here, and every MFU or roofline elsewhere uses them rather tha
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import platform
 import shutil
@@ -354,31 +355,56 @@ def nvidia_smi() -> str:
 # ----------------------------------------------------------------------------------- views
 
 
+def roofline_by_device(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Each device's roofline peaks in ``rows``, labelled 'this machine (…)' for rows measured
+    here (listed first) and 'NVIDIA H100 …, 2026-11-22' for recorded ones; devices whose rows
+    lack the copy bandwidth or every matmul dtype are left out."""
+    from workbook.results import where_label
+
+    out = {}
+    live_first = rows.assign(live=rows["source"] != "measured").sort_values("live", kind="stable")
+    for _device, part in live_first.groupby("device", sort=False):
+        peaks = roofline_peaks(part)
+        if "bandwidth" in peaks and any(d in peaks for d in MATMUL_DTYPES):
+            label = where_label(part[part["source"].isin(["measured", "recorded"])])
+            out[label.removeprefix("recorded on ")] = peaks
+    return out
+
+
 def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float = 16.0):
-    """A slider for arithmetic intensity (FLOP per byte) over the roofline of ``rows``
-    (measured or recorded roofline rows): attainable TFLOP/s = min(peak, intensity × bandwidth).
-    """
+    """A slider for arithmetic intensity (FLOP per byte) over the rooflines in ``rows``: this
+    machine's (measured here) and each recorded device's, attainable TFLOP/s =
+    min(peak, intensity × bandwidth)."""
     from workbook import plots, widgets
 
-    peaks = roofline_peaks(rows)
-    dtypes = [d for d in MATMUL_DTYPES if d in peaks]
-    if "bandwidth" not in peaks or not dtypes:
+    devices = roofline_by_device(rows)
+    dtypes = [d for d in MATMUL_DTYPES if any(d in p for p in devices.values())]
+    if not devices:
         raise WorkbookError("no roofline rows to draw; run `python -m workbook run roofline`")
     xs = [2.0**k for k in range(-4, 13)]
 
     def draw(fig, dtype: str, intensity: float) -> str:
-        bw, peak = peaks["bandwidth"] * 1e9, peaks[dtype] * 1e12
         if not fig.data:
-            fig.add_scatter(name="roofline", mode="lines")
-            fig.add_scatter(name="your kernel", mode="markers", marker_size=14)
-        fig.data[0].update(x=xs, y=[min(peak, x * bw) / 1e12 for x in xs])
-        fig.data[1].update(x=[intensity], y=[min(peak, intensity * bw) / 1e12])
-        ridge = peak / bw
-        bound = "memory-bound" if intensity < ridge else "compute-bound"
-        return (f"ridge point {ridge:.0f} FLOP/byte; at {intensity:.3g} FLOP/byte the kernel "
-                f"is {bound}")
+            for i, label in enumerate(devices):
+                color = plots.COLORS[i % len(plots.COLORS)]
+                fig.add_scatter(name=label, mode="lines", line_color=color)
+                fig.add_scatter(name=f"your kernel on {label}", mode="markers",
+                                marker_size=14, marker_color=color, showlegend=False)
+        said = []
+        for i, (label, peaks) in enumerate(devices.items()):
+            if dtype not in peaks:  # this device has no fast path for the dtype
+                fig.data[2 * i].update(x=[], y=[])
+                fig.data[2 * i + 1].update(x=[], y=[])
+                continue
+            bw, peak = peaks["bandwidth"] * 1e9, peaks[dtype] * 1e12
+            fig.data[2 * i].update(x=xs, y=[min(peak, x * bw) / 1e12 for x in xs])
+            fig.data[2 * i + 1].update(x=[intensity], y=[min(peak, intensity * bw) / 1e12])
+            ridge = peak / bw
+            bound = "memory-bound" if intensity < ridge else "compute-bound"
+            said.append(f"{label}: ridge {ridge:.0f} FLOP/byte, {bound}")
+        return f"at {intensity:.3g} FLOP/byte — " + "; ".join(said)
 
-    fig = plots.figure(plots.title_with_source("Roofline", rows), "FLOP per byte",
+    fig = plots.figure("Roofline: this machine and the recorded GPUs", "FLOP per byte",
                        "attainable TFLOP/s", log_x=True, log_y=True)
     controls = {"dtype": widgets.dropdown("dtype", dtypes, dtype if dtype in dtypes else
                                           dtypes[0]),
@@ -386,22 +412,47 @@ def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float 
     return widgets.Explorer(controls, draw, fig)
 
 
-def roofline_claims(rows: pd.DataFrame) -> pd.DataFrame:
-    """Datasheet peaks checked against the measured (or recorded) roofline in ``rows``."""
-    from workbook.claims import Claim, claims_table
-    from workbook.results import provenance_label
+def roofline_bars(rows: pd.DataFrame):
+    """Matmul TFLOP/s per dtype: measured here, recorded on each GPU, and each datasheet."""
+    from workbook import plots
 
-    def value(kind: str, dtype: str, sources: tuple[str, ...]) -> float:
-        hit = rows[(rows["kind"] == kind) & (rows["dtype"] == dtype)
-                   & rows["source"].isin(sources) & (rows["status"] == "ok")]
-        return float(hit["value"].iloc[0]) if len(hit) else float("nan")
+    mm = rows[(rows["kind"] == "matmul") & (rows["status"] == "ok")]
+    short = mm["device"].astype(str).str.replace("NVIDIA ", "", regex=False)
+    label = mm["source"].map({"measured": "this machine", "recorded": "recorded",
+                              "datasheet": "datasheet"}).fillna(mm["source"]) + ", " + short
+    return plots.bars(mm.assign(run=label), "dtype", group="run",
+                      title="Matmul throughput: measured vs datasheet",
+                      y_title="TFLOP/s (dense)", log_y=True)
+
+
+def roofline_claims(rows: pd.DataFrame) -> pd.DataFrame:
+    """Datasheet peaks checked against the roofline in ``rows``, one block of claims per device:
+    this machine's live rows first (its numbers), then each recorded device as a reference.
+    A device without a datasheet entry (a CPU) has nothing to check and no block."""
+    from workbook.claims import Claim, claims_table
+    from workbook.results import where_label
 
     seen = ("measured", "recorded")
-    where = provenance_label(rows[rows["source"] == "recorded"]) if (
-        rows["source"] == "recorded").any() else "measured on this machine"
-    claims = [Claim("HBM bandwidth (copy, read + write)", "datasheet",
-                    value("copy", "uint8", ("datasheet",)), value("copy", "uint8", seen),
-                    "GB/s", where)]
-    claims += [Claim(f"dense {d} matmul peak", "datasheet", value("matmul", d, ("datasheet",)),
-                     value("matmul", d, seen), "TFLOP/s", where) for d in MATMUL_DTYPES]
+    ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
+    claims = []
+    order = ok.assign(live=ok["source"] != "measured").sort_values("live", kind="stable")
+    for _device, part in order.groupby("device", sort=False):
+        def value(kind: str, dtype: str, sources: tuple[str, ...], part=part) -> float:
+            hit = part[(part["kind"] == kind) & (part["dtype"] == dtype)
+                       & part["source"].isin(sources)]
+            return float(hit["value"].iloc[0]) if len(hit) else float("nan")
+
+        if not (part["source"] == "datasheet").any():
+            continue
+        where = where_label(part[part["source"].isin(seen)])
+        claims.append(Claim("HBM bandwidth (copy, read + write)", "datasheet",
+                            value("copy", "uint8", ("datasheet",)),
+                            value("copy", "uint8", seen), "GB/s", where))
+        claims += [Claim(f"dense {d} matmul peak", "datasheet",
+                         value("matmul", d, ("datasheet",)), value("matmul", d, seen),
+                         "TFLOP/s", where) for d in MATMUL_DTYPES
+                   if not math.isnan(value("matmul", d, ("datasheet",)))]
+    if not claims:
+        return pd.DataFrame(columns=["claim", "source", "predicted", "measured", "unit",
+                                     "where", "holds if", "verdict"])
     return claims_table(claims)

@@ -33,9 +33,10 @@ COLORS: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"
 LAYOUT = {
     "template": "plotly_white",
     "font": {"family": "Inter, Helvetica, Arial, sans-serif", "size": 13},
-    "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
-    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-    "height": 420,
+    # The legend sits under the x axis: above the plot it covered the provenance subtitle.
+    "margin": {"l": 60, "r": 20, "t": 70, "b": 110},
+    "legend": {"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0},
+    "height": 460,
 }
 _SOURCE_STYLE = {
     "measured": {"mode": "lines+markers", "line": {"dash": "solid"},

@@ -219,6 +219,20 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
     return recorded
 
 
+def with_references(name: str, live: pd.DataFrame) -> pd.DataFrame:
+    """The rows a notebook shows, by one rule: rows measured on this machine (``live``, from
+    :func:`live_or_recorded`) are *the* numbers; the ledger's rows from other devices come
+    beside them as references (``source='recorded'``, device and date on every row). Recorded
+    rows of this machine's own device are left out: its live rows replace them."""
+    recorded = results.load(name, ok_only=True)
+    here = live[live["source"] == "measured"] if "source" in live.columns else live.iloc[0:0]
+    if here.empty:  # nothing ran here: the recorded rows are all there is
+        return recorded if not recorded.empty else live
+    devices = set(here["device"].dropna()) if "device" in here.columns else set()
+    others = recorded[~recorded["device"].isin(devices)] if len(recorded) else recorded
+    return pd.concat([live, others], ignore_index=True)
+
+
 def plan(preset: str | None = None) -> pd.DataFrame:
     """For every experiment: will this machine run it live, or show recorded rows (from where)?"""
     chosen = resolve_preset(preset)
