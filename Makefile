@@ -24,6 +24,9 @@ $(DEPS_STAMP): requirements.txt pyproject.toml
 	touch $@
 
 lab: deps
+	# The tokenizer and base model, built once here with a progress bar, not inside a notebook
+	# cell (a cold first run under load took longer than nbclient's cell timeout).
+	$(PYTHON) -m workbook prepare
 	# Token authentication stays on (Jupyter's default): open the URL with ?token= it prints.
 	$(PYTHON) -m jupyter lab $(LAB_FLAGS)
 
