@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, takes_rows
 from workbook.model import ModelConfig
 from workbook.registry import Experiment
 
@@ -73,8 +73,9 @@ def gpu_peak_tflops(gpu: str, dtype: str = "bf16") -> float:
     peaks = datasheet(gpu)
     if peaks is None or dtype not in peaks.tflops:
         having = [name for name, p in DATASHEET if dtype in p.tflops]
-        raise WorkbookError(f"no datasheet peak for gpu={gpu!r}, dtype={dtype!r}; GPUs with a "
-                            f"{dtype} peak: {', '.join(having)} (workbook.hardware.DATASHEET)")
+        raise WorkbookError(f"no datasheet peak for gpu={gpu!r}, dtype={dtype!r}; allowed: "
+                            f"{', '.join(having) or 'none'} (GPUs with a {dtype} peak in "
+                            "workbook.hardware.DATASHEET)")
     return peaks.tflops[dtype]
 
 
@@ -706,6 +707,7 @@ QUICK_RUNS = ("eager:sdpa", "compiled:sdpa", "graphs:causal",
 
 def quick_config(preset: str) -> MfuConfig:
     """The preset's shape with :data:`QUICK_RUNS` (the small preset as it is)."""
+    check_choice("preset", preset, MFU_PRESETS)
     cfg = MFU_PRESETS[preset]
     return cfg if preset == "small" else dataclasses.replace(cfg, runs=QUICK_RUNS)
 
@@ -875,6 +877,7 @@ def run_loss_kernel(cfg: LossKernelConfig, seed: int) -> pd.DataFrame:
     return frame
 
 
+@takes_rows
 def loss_kernel_table(rows: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
     """One row per launch of the recorded loss_kernel sweep (the latest measurement of each):
     ms, the bytes it must move, and the bandwidth that implies, with the commit that measured
@@ -928,8 +931,9 @@ def formula_vs_counted(cfg: ModelConfig, batch_size: int, seed: int = 0) -> pd.D
 
 def recorded_or_note(name: str) -> pd.DataFrame:
     """The ledger's rows of ``name``, printing where they come from (or that there are none)."""
-    from workbook import results
+    from workbook import registry, results
 
+    registry.get(name)  # an unknown name: one line listing the experiments
     rows = results.load(name)
     if rows.empty:
         print(f"{name}: no recorded rows yet; run `python -m workbook run {name} --preset full "
@@ -940,6 +944,7 @@ def recorded_or_note(name: str) -> pd.DataFrame:
     return rows
 
 
+@takes_rows
 def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Eager vs compiled side by side: step time, TFLOP/s, MFU vs datasheet and roofline."""
     if rows.empty:
@@ -971,6 +976,7 @@ def run_labels(rows: pd.DataFrame) -> pd.Series:
     return pd.Series(labels, index=rows.index, dtype=object)
 
 
+@takes_rows
 def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
     """GPU ms per step by kernel family (rows), per run (columns), with the step time."""
     if rows.empty or not rows["metric"].astype(str).str.startswith("kernel_ms_").any():
@@ -988,6 +994,7 @@ def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.round(2)
 
 
+@takes_rows
 def sweep_figure(rows: pd.DataFrame):
     """Achieved TFLOP/s vs model size, with the datasheet and measured-roofline peaks."""
     from workbook import plots
@@ -1040,6 +1047,7 @@ def calculator():
     return widgets.Explorer(controls, draw, fig)
 
 
+@takes_rows
 def claims(mfu_rows: pd.DataFrame, counted: pd.DataFrame) -> pd.DataFrame:
     """The lecture's and the issue's claims, checked against this notebook's numbers."""
     from workbook.hardware import datasheet

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_range, check_rows
+from workbook.config import WorkbookError, check_range, check_rows, takes_rows
 from workbook.registry import Experiment
 
 
@@ -339,6 +339,7 @@ def measure_roofline(cfg: RooflineConfig, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+@takes_rows
 def roofline_peaks(rows: pd.DataFrame) -> dict[str, float]:
     """{'bandwidth': GB/s, 'bf16': TFLOP/s, ...} from measured (or recorded) roofline rows.
 
@@ -385,6 +386,7 @@ def nvidia_smi() -> str:
 # ----------------------------------------------------------------------------------- views
 
 
+@takes_rows
 def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float = 16.0):
     """A slider for arithmetic intensity (FLOP per byte) over the roofline of ``rows``
     (measured or recorded roofline rows): attainable TFLOP/s = min(peak, intensity × bandwidth).
@@ -417,6 +419,7 @@ def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float 
     return widgets.Explorer(controls, draw, fig)
 
 
+@takes_rows
 def roofline_claims(rows: pd.DataFrame) -> pd.DataFrame:
     """Datasheet peaks checked against the measured (or recorded) roofline in ``rows``."""
     from workbook.claims import Claim, claims_table

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from workbook.config import WorkbookError, check_range
+from workbook.config import WorkbookError, check_range, takes_rows
 from workbook.registry import Experiment
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -195,6 +195,7 @@ def trainable_summary(configs: dict, rank: int, targets: str | Sequence[str]) ->
     return pd.DataFrame(rows)
 
 
+@takes_rows
 def summary_note(table: pd.DataFrame) -> str:
     """One line per model of :func:`trainable_summary`: share trained and training state."""
     lo = table[table.method == "lora"].set_index("model")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, takes_rows
 from workbook.registry import Experiment
 
 # ------------------------------------------------------------------------------ the formats
@@ -179,7 +179,7 @@ def _status(value: float, stored: float, fmt: str, limits: pd.Series) -> str:
 
 def explore(value: float, formats: tuple[str, ...] = FORMATS) -> pd.DataFrame:
     """One row per format: the bits of ``value`` stored there, the value, error and status."""
-    if not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise WorkbookError(f"value={value!r} must be a number (e.g. 0.1, 1e-8, 70000, inf)")
     table = format_table().set_index("format")
     rows = []
@@ -208,8 +208,8 @@ def parse_value(text: str) -> float:
     try:
         return float(str(text).strip().replace("_", ""))
     except ValueError:
-        raise WorkbookError(f"value {text!r} is not a number; type e.g. 0.1, 1e-8, 70000, "
-                            "inf") from None
+        raise WorkbookError(f"value {text!r} is not a number; allowed: a number such as 0.1, "
+                            "1e-8, 70000, inf") from None
 
 
 def fp8_support() -> str:
@@ -720,6 +720,7 @@ def train_one(mode: str, cfg: dict, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@takes_rows
 def predicted_step_times(rows: pd.DataFrame, roofline: pd.DataFrame) -> pd.DataFrame:
     """Step time if every mode were as much faster than FP32 as its matmuls are (roofline).
 
@@ -785,6 +786,9 @@ def format_explorer(value: str = "0.1"):
 
     from workbook import plots, widgets
 
+    if not isinstance(value, str):
+        raise WorkbookError(f"value={value!r} is not allowed; allowed: text such as '0.1'")
+    parse_value(value)  # a bad first value: one line now, not a message under an empty figure
     fig = plots.figure("relative error of the stored value", "format", "|stored - x| / |x|",
                        log_y=True)
     fig.add_bar(x=list(FORMATS), y=[None] * len(FORMATS), marker_color=plots.COLORS[0])
@@ -803,6 +807,7 @@ def format_explorer(value: str = "0.1"):
     return widgets.Explorer({"value": box}, draw, fig)
 
 
+@takes_rows
 def histogram_figure(hist: pd.DataFrame, lines: pd.DataFrame):
     """Share of gradients per power of two, with where FP16/BF16 stop (dashed/dotted)."""
     from workbook import plots
@@ -847,6 +852,7 @@ def loss_scale_explorer(grads: dict[str, torch.Tensor], log2_scale: int = 0):
     return widgets.Explorer({"log2_scale": slider}, draw, fig)
 
 
+@takes_rows
 def scaler_figure(rows: pd.DataFrame, title: str = "GradScaler: loss scale per step"):
     """The dynamic loss scale (log axis) with skipped steps marked."""
     from workbook import plots
@@ -868,6 +874,7 @@ def scaler_figure(rows: pd.DataFrame, title: str = "GradScaler: loss scale per s
     return fig
 
 
+@takes_rows
 def training_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per mode: step time, speed-up, peak memory and final loss vs FP32."""
     ok = rows[rows["status"] == "ok"]
@@ -888,6 +895,7 @@ def training_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+@takes_rows
 def lecture_claims(training: pd.DataFrame, roofline: pd.DataFrame,
                    underflow: pd.DataFrame) -> pd.DataFrame:
     """The lecture's precision claims, checked against the roofline and the recorded runs."""

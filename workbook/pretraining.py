@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workbook.config import check_choice, check_range
+from workbook.config import check_choice, check_range, takes_rows
 from workbook.hardware import torch_threads
 from workbook.registry import Experiment
 
@@ -57,6 +57,7 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor,
 
 def perplexity(loss: float) -> float:
     """exp(cross-entropy in nats): a loss of ln(V) is a uniform guess over V tokens."""
+    check_range("loss", loss, 0.0, 700.0)  # exp(710) overflows a float
     return math.exp(loss)
 
 
@@ -341,6 +342,7 @@ class LiveCurve:
         display(self.view)
 
 
+@takes_rows
 def transfer_figure(rows: pd.DataFrame, title: str):
     """Downstream val loss vs step: fine-tuned from the base model vs trained from scratch."""
     from workbook import plots
@@ -350,6 +352,7 @@ def transfer_figure(rows: pd.DataFrame, title: str):
                          y_title="downstream val loss (nats)")
 
 
+@takes_rows
 def claims(vocab_size: int, init_val_loss: float, base_val_loss: float,
            transfer: pd.DataFrame) -> pd.DataFrame:
     """The lecture's pre-training claims, checked with this notebook's numbers."""

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from workbook import results
-from workbook.config import PRESETS, WorkbookError, resolve_preset
+from workbook.config import PRESETS, WorkbookError, check_range, resolve_preset
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,7 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
 
     Prints one line saying which, so the reader always knows the source of the numbers.
     """
+    check_range("seed", seed, 0, 2**31 - 1)  # before a child process is started for nothing
     chosen = resolve_preset(preset)
     reason = why_not_here(name, chosen)
     if reason is None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from workbook.claims import direction_verdict as verdict
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, takes_rows
 from workbook.registry import Experiment
 
 IGNORE_INDEX = -100
@@ -630,6 +630,7 @@ EXPERIMENTS = [
 ]
 
 
+@takes_rows
 def final_scores(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per policy: the last evaluation's metrics side by side."""
     evals = rows[rows["metric"].isin(["exact_match", "prompt_echo", "writes_user_turn",
@@ -708,6 +709,7 @@ def _model_token_losses(model: torch.nn.Module, enc: Encoded) -> list[float]:
     return token_losses(logits, everything)[0].tolist()
 
 
+@takes_rows
 def curves_figure(rows: pd.DataFrame, metric: str, title: str) -> Any:
     """One metric against step, a line per policy (measured here or recorded)."""
     from workbook import plots
@@ -725,6 +727,7 @@ def final_value(rows: pd.DataFrame, policy: str, metric: str) -> float:
     return float(part[part["step"] == part["step"].max()]["value"].mean())
 
 
+@takes_rows
 def masking_claims(rows: pd.DataFrame, where: str) -> pd.DataFrame:
     """The masking experiment's claims, verdicts computed from ``rows`` (never typed in)."""
     em = {p: final_value(rows, p, "exact_match") for p in ("answer_only", "whole_sequence")}
