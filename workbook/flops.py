@@ -73,9 +73,9 @@ def gpu_peak_tflops(gpu: str, dtype: str = "bf16") -> float:
     peaks = datasheet(gpu)
     if peaks is None or dtype not in peaks.tflops:
         having = [name for name, p in DATASHEET if dtype in p.tflops]
-        raise WorkbookError(f"no datasheet peak for gpu={gpu!r}, dtype={dtype!r}; allowed: "
-                            f"{', '.join(having) or 'none'} (GPUs with a {dtype} peak in "
-                            "workbook.hardware.DATASHEET)")
+        raise WorkbookError(f"no datasheet peak for gpu={gpu!r}, dtype={dtype!r}; allowed: the "
+                            f"GPUs with a {dtype} peak: {', '.join(having) or 'none'} "
+                            "(workbook.hardware.DATASHEET)")
     return peaks.tflops[dtype]
 
 
