@@ -368,7 +368,8 @@ def bad_values(control) -> list:
     from workbook.widgets import control_range
 
     if isinstance(control, w.Dropdown):
-        return ["no-such-option", None, NAN, 10**9]
+        wrong_kind = 1 if any(isinstance(o, bool) for o in control.options) else True
+        return ["no-such-option", None, NAN, 10**9, wrong_kind]
     if (bounds := control_range(control)) is not None:
         low, high = bounds
         return [high * 10 + 1, low - abs(low) - 1, NAN, INF, -INF, None, "3", [1]]

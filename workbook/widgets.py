@@ -8,6 +8,7 @@ Everything here can be driven from Python, which is how the tests check it:
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -65,7 +66,12 @@ def check_control(name: str, control: w.ValueWidget, value: Any) -> None:
     became 5.0) and raise a TraitError traceback for a dropdown's unknown option.
     """
     if isinstance(control, w.Dropdown):
-        check_choice(name, value, getattr(control, "_options_values", control.options))
+        options = list(getattr(control, "_options_values", control.options))
+        check_choice(name, value, options)
+        # True == 1 and 0 == False to Python: a rank dropdown must not take True for 1
+        if any(isinstance(o, bool) for o in options) != isinstance(value, bool):
+            shown = ", ".join(repr(o) for o in options)
+            raise WorkbookError(f"{name}={value!r} is not allowed; choose one of: {shown}")
     elif (bounds := control_range(control)) is not None:
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         # widgets' range as the reader sees it (a log slider's 1e8, not 10**8.000000001)
@@ -156,7 +162,7 @@ class Explorer:
     def _show_error(self, exc: WorkbookError) -> None:
         """One line under the figure; the figure keeps its last good state."""
         self.last_error = str(exc)
-        self.message.value = f"<span style='color:#b00'>⚠ {exc}</span>"
+        self.message.value = f"<span style='color:#b00'>⚠ {html.escape(str(exc))}</span>"
 
     def show(self) -> None:
         """Put the figure's current state into the explorer's output area (``show_in``)."""
