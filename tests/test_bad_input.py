@@ -311,7 +311,13 @@ def test_no_rows_yet_is_shown_or_said_in_one_line(dotted):
 
 def test_the_issues_cases():
     """The cases that were found by hand, by name, so each has a plain reference."""
-    from workbook import claims, hardware, memory, model_parallel, zero
+    from workbook import claims, flops, hardware, memory, model_parallel, zero
+
+    calc = flops.calculator()
+    for bad, words in (({"gpu": None}, "choose one of: 'A100'"),
+                       ({"n_gpus": NAN}, r"allowed: 1 to 100000")):
+        with pytest.raises(WorkbookError, match=words):
+            calc.set(**bad)
 
     cases = [(lambda: claims.verdict(INF, 1.0), "finite"),
              (lambda: hardware.datasheet(None), "must name a device"),
@@ -326,6 +332,16 @@ def test_the_issues_cases():
     assert claims.verdict(-1.0, 1.0) == "wrong (opposite signs)", "not 'measured -1× lower'"
     assert claims.verdict(1.0, NAN).startswith("n/a"), "NaN means not measured"
     assert (memory.training_memory(1e9)["GB"] >= 0).all(), "no negative GB"
+
+
+def test_the_qlora_vram_dropdown_offers_only_sizes_worth_a_gigabyte_figure():
+    """It offered the CPU test's 'tiny' shape, which read 0.0 GB for every method."""
+    from workbook import qlora
+
+    peaks = qlora.predicted_rows(list(qlora.VRAM_SIZES)).query("metric == 'peak'")["value"]
+    assert "tiny" not in qlora.VRAM_SIZES and (peaks >= 0.05).all(), peaks.min()
+    source = (ROOT / "notebooks" / "12_qlora.ipynb").read_text()
+    assert "list(qlora.SHAPES)" not in source and "list(qlora.VRAM_SIZES)" in source
 
 
 # ------------------------------------------------------------------------- explorers
