@@ -25,7 +25,7 @@ def four_cores(monkeypatch):
     monkeypatch.setattr(hardware, "_cgroup_cpus", lambda: None)
 
     def load(value):
-        monkeypatch.setattr(hardware.os, "getloadavg", lambda: (value, value, value))
+        monkeypatch.setattr(hardware, "busy_cores", lambda: value)
     return load
 
 
@@ -33,7 +33,7 @@ def test_cpu_threads_leave_the_busy_cores_to_their_users(four_cores, monkeypatch
     four_cores(0.0)
     assert hardware.cpu_threads() == 4, "an idle machine: one thread per physical core"
     four_cores(1.6)
-    assert hardware.cpu_threads() == 2, "two cores busy (load 1.6 rounds to 2): two threads"
+    assert hardware.cpu_threads() == 2, "others keep 1.6 cores busy (rounds to 2): two threads"
     four_cores(9.0)
     assert hardware.cpu_threads() == 1, "an overloaded machine still gets one thread"
     monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda _pid: {3})
@@ -49,6 +49,22 @@ def test_cpu_threads_honour_quota_and_overrides(four_cores, monkeypatch):
     assert hardware.cpu_threads() == 3, "the user's OMP_NUM_THREADS wins"
     monkeypatch.setenv("WORKBOOK_THREADS", "5")
     assert hardware.cpu_threads() == 5, "WORKBOOK_THREADS wins over everything"
+
+
+def test_busy_cores_are_measured_while_we_sleep(monkeypatch):
+    """Others' work between two reads of /proc/stat, scaled to our CPUs; reused for a while."""
+    real_times, real_affinity = hardware._cpu_times, hardware.os.sched_getaffinity
+    samples = iter([(100, 1000), (100 + 150, 1000 + 200)])   # 150 of 200 jiffies busy
+    monkeypatch.setattr(hardware, "_cpu_times", lambda _cpus: next(samples))
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(hardware, "_BUSY_CACHE", [])
+    assert hardware.busy_cores(window_s=0) == pytest.approx(1.5), "3/4 of two CPUs busy"
+    assert hardware.busy_cores(window_s=0) == pytest.approx(1.5), "reused, not sampled again"
+    monkeypatch.setattr(hardware, "_BUSY_CACHE", [])  # and now this machine's own numbers
+    monkeypatch.setattr(hardware, "_cpu_times", real_times)
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", real_affinity)
+    here = hardware.busy_cores(window_s=0.05)
+    assert 0 <= here <= len(real_affinity(0)), here
 
 
 def test_physical_cores_counts_each_core_once():

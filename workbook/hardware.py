@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -149,16 +150,53 @@ def _cgroup_cpus() -> float | None:
     return None if quota == "max" else int(quota) / int(period)
 
 
+def _cpu_times(cpus: set[int]) -> tuple[int, int]:
+    """(busy, total) jiffies of the CPUs ``cpus`` since boot, from /proc/stat."""
+    busy = total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cpus:
+            values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(values)
+            busy += sum(values) - values[3] - values[4]
+    return busy, total
+
+
+_BUSY_CACHE: list[float] = []  # [measured at (monotonic s), busy cores]
+
+
+def busy_cores(window_s: float = 0.3, reuse_s: float = 30.0) -> float:
+    """How many of this process's CPUs other work keeps busy now (0.0 to their count).
+
+    Sampled from /proc/stat over ``window_s`` while this process sleeps, so its own earlier
+    work (which the load average still counts for a minute: a notebook kernel's previous
+    cell) is not taken for someone else's. Reused for ``reuse_s``; without /proc/stat, the
+    1-minute load average.
+    """
+    now = time.monotonic()
+    if _BUSY_CACHE and now - _BUSY_CACHE[0] < reuse_s:
+        return _BUSY_CACHE[1]
+    cpus = os.sched_getaffinity(0)
+    try:
+        busy0, total0 = _cpu_times(cpus)
+        time.sleep(window_s)
+        busy1, total1 = _cpu_times(cpus)
+        busy = len(cpus) * (busy1 - busy0) / max(1, total1 - total0)
+    except (OSError, ValueError, IndexError):
+        busy = os.getloadavg()[0]
+    _BUSY_CACHE[:] = [now, busy]
+    return busy
+
+
 def cpu_threads() -> int:
     """How many threads PyTorch should use for CPU work on this machine, now.
 
     PyTorch's default (one per core) oversubscribes a machine others are using: measured on a
     loaded 2-core box, a base-model training step took 8 s with 2 threads and 2.9 s with 1,
     because each step waits for its slowest thread. So: the cores this process may run on
-    (affinity, container quota, physical cores, the least of them) minus the cores already
-    busy (the 1-minute load average, rounded), at least 1. Too few threads costs at most a
-    share of one core; too many costs a factor of 3. ``$WORKBOOK_THREADS`` (or the standard
-    ``$OMP_NUM_THREADS``) overrides the choice.
+    (affinity, container quota, physical cores, the least of them) minus the cores other work
+    keeps busy now (:func:`busy_cores`, rounded), at least 1. ``$WORKBOOK_THREADS`` (or the
+    standard ``$OMP_NUM_THREADS``) overrides the choice.
     """
     for var in ("WORKBOOK_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").strip().isdigit() and int(os.environ[var]) > 0:
@@ -167,8 +205,7 @@ def cpu_threads() -> int:
     quota = _cgroup_cpus()
     if quota is not None:
         usable = min(usable, max(1, int(quota)))
-    busy = round(os.getloadavg()[0])
-    return max(1, usable - busy)
+    return max(1, usable - round(busy_cores()))
 
 
 @contextmanager
