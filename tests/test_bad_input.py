@@ -69,9 +69,80 @@ def resolve(dotted: str):
 
 # --------------------------------------------------------------- how to call each one
 
+class Make:
+    """A good argument that is an object (a model, a tensor): built when a test runs."""
+
+    def __init__(self, build):
+        self.build = build
+
+
+def built(kwargs: dict) -> dict:
+    return {k: v.build() if isinstance(v, Make) else v for k, v in kwargs.items()}
+
+
+def _tiny_config():
+    from workbook.model import ModelConfig
+
+    return ModelConfig(vocab_size=512, d_model=16, n_layers=1, n_heads=2, seq_len=16)
+
+
+def _tiny_model():
+    from workbook.model import build_model
+
+    return build_model(_tiny_config(), 0)
+
+
+def _tokenizer():
+    from workbook.data import load_tokenizer
+
+    return load_tokenizer(512)
+
+
+def _randn(*shape, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+
+def _grads():
+    from workbook.precision import GRAD_KINDS
+
+    return {kind: _randn(256) * 1e-6 for kind in GRAD_KINDS}
+
+
+CONFIG, MODEL, TOKENIZER = Make(_tiny_config), Make(_tiny_model), Make(_tokenizer)
+IDS = Make(lambda: torch.arange(400) % 512)
+QKV = Make(lambda: _randn(1, 1, 32, 8, dtype=torch.float64))
+
 # A valid call of each function with parameters: the test changes one argument at a time.
-# Objects (a model, a tokenizer, tensors) come from the fixtures below, named by a string.
 GOOD: dict[str, dict] = {
+    "attention.tiled_attention_forward": {"q": QKV, "k": QKV, "v": QKV, "block_m": 16,
+                                          "block_n": 16},
+    "attention.reference_attention": {"q": QKV, "k": QKV, "v": QKV},
+    "data.random_batch": {"ids": IDS, "batch_size": 2, "seq_len": 8,
+                          "generator": Make(torch.Generator)},
+    "flops.flops_per_token": {"cfg": CONFIG},
+    "flops.formula_vs_counted": {"cfg": CONFIG, "batch_size": 1},
+    "lora.lora_params": {"config": Make(lambda: __import__("workbook.lora").lora.llama_config(
+        "7b")), "rank": 8, "targets": "qv"},
+    "model.build_model": {"cfg": CONFIG, "seed": 0},
+    "model.load_base_model": {"preset": "small", "seed": 0, "device": "cpu"},
+    "model.base_model_log": {"preset": "small", "seed": 0},
+    "precision.log2_histogram": {"grads": Make(_grads), "low": -60, "high": 10},
+    "precision.loss_scale_explorer": {"grads": Make(_grads), "log2_scale": 0},
+    "precision.share_rows": {"grads": Make(_grads), "log2_scales": (0,)},
+    "precision.stagnation_sweep": {"weights": Make(lambda: _randn(256)),
+                                   "grads": Make(lambda: _randn(256)), "lrs": (1e-3,)},
+    "precision.format_lines": {"formats": ("fp16",)},
+    "pretraining.evaluate": {"model": MODEL, "ids": IDS, "batch_size": 2, "seq_len": 8,
+                             "n_batches": 1, "device": torch.device("cpu")},
+    "pretraining.sample": {"model": MODEL, "tokenizer": TOKENIZER, "prompt": "Return the",
+                           "max_new_tokens": 2},
+    "pretraining.shift_table": {"tokenizer": TOKENIZER, "x": Make(lambda: torch.arange(8)),
+                                "y": Make(lambda: torch.arange(1, 9)), "n": 4},
+    "pretraining.show_tokens": {"tokenizer": TOKENIZER, "text": "Return the"},
+    "qlora.bin_occupancy": {"x": Make(lambda: _randn(64, 64)), "fmt": "nf4", "blocksize": 64},
+    "qlora.quantization_error": {"weights": Make(lambda: {"w": _randn(64, 64)}),
+                                 "blocksize": 64},
+    "sft.task_records": {"tasks": ["add"], "n": 2, "seed": 0},
     "attention.Case": {"variant": "vanilla", "seq_len": 64, "head_dim": 64},
     "attention.memory_hierarchy": {"device_name": "H100"},
     "attention.recorded_device": {"default": "H100"},
@@ -158,36 +229,27 @@ NOT_SCALAR = {
     "attention.claims": "tables", "attention.exactness_table": "tables",
     "attention.gpt2_table": "tables", "attention.kernel_source": "no input",
     "attention.notebook_rows": "an experiment name: see registry.live_or_recorded",
-    "attention.reference_attention": "tensors", "attention.relative_error": "tensors",
+    "attention.relative_error": "tensors",
     "attention.saved_bytes": "a Case (checked as attention.Case)",
     "attention.size_explorer": "explorer: see test_explorer_controls",
-    "attention.targets": "tables", "attention.tiled_attention_forward": "tensors",
+    "attention.targets": "tables",
     "claims.claims_table": "Claims (checked as claims.Claim)",
     "data.load_corpus": "a flag", "data.manifest": "no input",
-    "data.random_batch": "tensors and a generator",
     "flops.calculator": "explorer: see test_explorer_controls",
-    "flops.flops_per_token": "a ModelConfig (checked)", "flops.matmul_params": "a ModelConfig",
-    "flops.formula_vs_counted": "a ModelConfig", "flops.lecture_examples": "no input",
+    "flops.matmul_params": "a ModelConfig", "flops.lecture_examples": "no input",
     "flops.run_mfu_benchmark": "an MfuConfig (checked as an experiment config)",
     "hardware.describe": "no input", "hardware.detect": "no input", "hardware.tools": "no input",
     "hardware.roofline_explorer": "explorer: see test_explorer_controls",
-    "lora.lora_params": "a model config", "lora.multi_adapter_demo": "a model",
-    "lora.scratch_vs_peft": "a model", "lora.trainable_summary": "model configs",
+    "lora.multi_adapter_demo": "a model (its rank and seed: see lora's tests)",
+    "lora.scratch_vs_peft": "a model (as above)", "lora.trainable_summary": "model configs",
     "memory.lecture_175b": "no input",
     "memory.memory_explorer": "explorer: see test_explorer_controls",
-    "model.base_model_log": "trains the base model", "model.build_model": "a ModelConfig",
-    "model.count_params": "a ModelConfig or model", "model.load_base_model": "trains a model",
+    "model.count_params": "a ModelConfig or model",
     "model_parallel.bubble_explorer": "explorer: see test_explorer_controls",
     "plots.figure": "labels", "precision.capture_gradients": "a model and tensors",
-    "precision.format_lines": "format names (checked by explore)",
     "precision.format_table": "no input", "precision.fp8_support": "no input",
-    "precision.log2_histogram": "tensors", "precision.loss_scale_explorer": "tensors",
-    "precision.share_rows": "tensors", "precision.stagnation_sweep": "tensors",
-    "pretraining.LiveCurve": "a plot", "pretraining.evaluate": "a model",
-    "pretraining.next_token_loss": "tensors", "pretraining.sample": "a model",
-    "pretraining.shift_table": "tensors", "pretraining.show_tokens": "a tokenizer",
+    "pretraining.LiveCurve": "a plot", "pretraining.next_token_loss": "tensors",
     "pretraining.train": "a model (its TrainConfig is checked)",
-    "qlora.bin_occupancy": "tensors", "qlora.quantization_error": "tensors",
     "registry.run_isolated": "see registry.live_or_recorded",
     "evaluation.pipeline_table": "no input",
     "scaling_laws.fit_parametric": "arrays", "scaling_laws.plan_sweep": "an IsoFlopConfig",
@@ -197,15 +259,18 @@ NOT_SCALAR = {
     "sft.library_assistant_mask": "a record", "sft.load_instructions": "a path",
     "sft.masked_lm_loss": "tensors", "sft.masking_explorer": "records and a model",
     "sft.objective_table": "a record", "sft.prepare_model": "a model", "sft.render": "messages",
-    "sft.task_records": "task names", "widgets.Explorer": "controls and a draw function",
-    "widgets.RunButton": "an action", "widgets.dropdown": "widget options",
-    "widgets.one_line_errors": "no input", "zero.formula_explorer": "explorer",
+    "widgets.Explorer": "controls and a draw function", "widgets.RunButton": "an action",
+    "widgets.dropdown": "widget options", "widgets.one_line_errors": "no input",
+    "zero.formula_explorer": "explorer: see test_explorer_controls",
 }
 
 # Bad values by the kind of parameter, read from its annotation.
 BAD_NUMBERS = [NAN, INF, -INF, None, "7", [], True, -1e300, 1e300]
 BAD_CHOICES = [None, "", "no-such-choice", 3, NAN]
 BAD_ROWS = [None, "rows", [1, 2]]
+BAD_VALUES = [None, [], (), "abc", 3]
+BAD_TEXT = [None, 3, NAN]  # free text (a prompt): any string will do, but it must be one
+TEXT = {"prompt", "text", "prefix"}
 
 
 def kind(annotation: str) -> str | None:
@@ -215,6 +280,8 @@ def kind(annotation: str) -> str | None:
         return "number"
     if plain == "str":
         return "choice"
+    if plain.startswith(("tuple[", "Sequence[")):
+        return "values"
     if plain == "pd.DataFrame":
         return "rows"
     return None
@@ -231,7 +298,9 @@ def attacks():
             what = kind(str(param.annotation))
             if what is None or name in FREE or (good is None and what != "rows"):
                 continue  # a rows function's other arguments are attacked where they matter
-            bad = {"number": BAD_NUMBERS, "choice": BAD_CHOICES, "rows": BAD_ROWS}[what]
+            bad = {"number": BAD_NUMBERS, "choice": BAD_CHOICES, "rows": BAD_ROWS,
+                   "values": BAD_VALUES}[what]
+            bad = BAD_TEXT if name in TEXT else bad
             fine = ALSO_FINE.get((dotted, name), [])
             for value in bad:
                 if value is None and "None" in str(param.annotation):
@@ -290,7 +359,7 @@ def test_bad_value_gives_one_line_naming_what_is_allowed(dotted, name, value, go
         if good is None:  # a rows function: the other tables empty
             rows_call(dotted, name, value)
         else:
-            resolve(dotted)(**{**good, name: value})
+            resolve(dotted)(**{**built(good), name: value})
     assert_one_line(caught.value, call)
 
 

@@ -60,6 +60,8 @@ PAPER_FIG2: dict[str, dict[str, float]] = {
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                         causal: bool = False, scale: float | None = None) -> torch.Tensor:
     """The definition, in float64: what every variant is compared against."""
+    if scale is not None:
+        check_range("scale", scale, 1e-6, 1e3)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     q, k, v = q.double(), k.double(), v.double()
     s = q @ k.transpose(-2, -1) * scale                       # (B, H, N, N)
@@ -95,6 +97,10 @@ def tiled_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *
     sum of exp(s − m): when a new tile raises the max, the old sum and output are rescaled by
     exp(m_old − m_new), so the result is exact without ever holding a whole row of S.
     """
+    if scale is not None:
+        check_range("scale", scale, 1e-6, 1e3)
+    check_range("block_m", block_m, 1, 4096)
+    check_range("block_n", block_n, 1, 4096)
     seq_len, head_dim = q.shape[-2:]
     scale = head_dim ** -0.5 if scale is None else scale
     out = torch.empty_like(q)

@@ -74,6 +74,13 @@ def check_values(name: str, values: Any) -> None:
                             "values, such as [0.5, 1, 2]")
 
 
+def check_text(name: str, value: Any, *, empty: bool = True) -> None:
+    """Raise a one-line error unless ``value`` is a string (and, with ``empty=False``, not "")."""
+    if not isinstance(value, str) or not (empty or value):
+        kind = "text" if empty else "non-empty text"
+        raise WorkbookError(f"{name}={value!r} is not allowed; allowed: {kind}")
+
+
 def takes_rows(func: Callable) -> Callable:
     """Check, before ``func`` runs, each of its arguments annotated ``pd.DataFrame``.
 

@@ -50,6 +50,8 @@ def attention_flops_per_token(n_layers: int, seq_len: int, d_model: int, *,
 def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
     """Training FLOPs per token: ``dense`` = 6·N (N = :func:`matmul_params`) and
     ``attention`` (:func:`attention_flops_per_token`, no causal saving, as for MFU)."""
+    if seq_len is not None:
+        check_range("seq_len", seq_len, 1, 10_000_000)
     seq_len = cfg.seq_len if seq_len is None else seq_len
     return {"dense": 6.0 * matmul_params(cfg),
             "attention": attention_flops_per_token(cfg.n_layers, seq_len, cfg.d_model)}
@@ -917,6 +919,8 @@ EXPERIMENTS = [
 
 def formula_vs_counted(cfg: ModelConfig, batch_size: int, seed: int = 0) -> pd.DataFrame:
     """One training step of ``cfg`` (eager, this machine): formula next to FlopCounterMode."""
+    check_range("batch_size", batch_size, 1, 1024)
+    check_range("seed", seed, 0, 2**31 - 1)
     counted = count_step_flops(cfg, batch_size, seed)
     tokens = batch_size * cfg.seq_len
     per_token = flops_per_token(cfg)

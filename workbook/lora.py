@@ -145,6 +145,7 @@ def linear_shapes(config) -> dict[str, tuple[int, int]]:
 
 def lora_params(config, rank: int, targets: str | Sequence[str] = "all") -> int:
     """Formula: n_layers * sum over targeted projections of rank * (in + out)."""
+    check_range("rank", rank, 1, 65536)
     shapes = linear_shapes(config)
     names = resolve_targets(targets)
     return config.num_hidden_layers * sum(rank * sum(shapes[n]) for n in names)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from workbook.config import WorkbookError, check_range, resolve_preset
+from workbook.config import WorkbookError, check_choice, check_range, resolve_preset
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
@@ -77,6 +77,11 @@ def hf_config(cfg: ModelConfig, attn_implementation: str = "sdpa"):
         eos_token_id=0, pad_token_id=1, attn_implementation=attn_implementation)
 
 
+# transformers' own attention implementations, and the workbook's (see CAUSAL_SDPA below)
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3",
+                        "flex_attention", "workbook_causal_sdpa")
+
+
 def build_model(cfg: ModelConfig, seed: int, attn_implementation: str = "sdpa",
                 device: str | torch.device | None = None) -> LlamaForCausalLM:
     """A freshly initialised model; the same ``seed`` (and device) gives identical weights.
@@ -87,6 +92,8 @@ def build_model(cfg: ModelConfig, seed: int, attn_implementation: str = "sdpa",
     """
     from transformers import LlamaForCausalLM
 
+    check_range("seed", seed, 0, 2**63 - 1)
+    check_choice("attn_implementation", attn_implementation, ATTN_IMPLEMENTATIONS)
     device = torch.device(device or "cpu")
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked), torch.device(device):
@@ -261,8 +268,9 @@ class BaseRecipe:
 
 
 BASE_RECIPES: dict[str, BaseRecipe] = {
-    # ~1.0M parameters. 200 steps on a CPU: 45 s cold (tokenizer included) on a shared 2-core
-    # box at load ~1.5 with 1 thread (hardware.cpu_threads), 106 s with PyTorch's default 2.
+    # ~1.0M parameters. Cold, tokenizer included, on a shared 2-core box: 30 s when its cores
+    # are free (2 threads); with another process holding one core, 48 s on the 1 thread that
+    # hardware.cpu_threads picks, 148 s on PyTorch's default 2 (`python -m workbook prepare`).
     "small": BaseRecipe(ModelConfig(vocab_size=4096, d_model=128, n_layers=2, n_heads=4,
                                     seq_len=128), steps=200, batch_size=16, lr=3e-3, warmup=20),
     # ~6M parameters; ~15 s on one H100 (bf16 autocast). 500 steps = 4M tokens, about 9 passes

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workbook.config import check_choice, check_range, takes_rows
+from workbook.config import check_choice, check_range, check_text, takes_rows
 from workbook.hardware import torch_threads
 from workbook.registry import Experiment
 
@@ -89,6 +89,9 @@ def evaluate(model: torch.nn.Module, ids: torch.Tensor, batch_size: int, seq_len
              n_batches: int, device: torch.device, seed: int = 1234) -> float:
     """Mean next-token loss over ``n_batches`` fixed random windows of ``ids``."""
     from workbook.data import random_batch
+
+    check_range("n_batches", n_batches, 1, 100_000)
+    check_range("seed", seed, 0, 2**63 - 1)
 
     was_training = model.training
     model.eval()
@@ -166,6 +169,8 @@ def sample(model: torch.nn.Module, tokenizer, prompt: str, *, max_new_tokens: in
     """Continue ``prompt`` with the model (``transformers``' ``generate``), reproducibly."""
     check_range("max_new_tokens", max_new_tokens, 1, 2048)
     check_range("temperature", temperature, 0.0, 5.0)
+    check_range("seed", seed, 0, 2**63 - 1)
+    check_text("prompt", prompt, empty=False)  # generate needs a token to continue
     device = next(model.parameters()).device
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -292,12 +297,14 @@ EXPERIMENTS = [
 
 def show_tokens(tokenizer, text: str) -> pd.DataFrame:
     """How the tokenizer cuts ``text``: one row per token (id, bytes shown as text)."""
+    check_text("text", text)
     ids = tokenizer.encode(text)
     return pd.DataFrame({"id": ids, "token": [repr(tokenizer.decode([i])) for i in ids]})
 
 
 def shift_table(tokenizer, x: torch.Tensor, y: torch.Tensor, n: int = 8) -> pd.DataFrame:
     """The first ``n`` positions of one row: the context so far and the target to predict."""
+    check_range("n", n, 1, min(len(x), len(y)))
     rows = [{"position": t, "context (last tokens)": repr(tokenizer.decode(x[: t + 1][-6:])),
              "target: next token": repr(tokenizer.decode([int(y[t])]))} for t in range(n)]
     return pd.DataFrame(rows)

@@ -152,6 +152,9 @@ def quantization_error(weights: Mapping[str, torch.Tensor], blocksize: int = 64,
     Relative RMSE is RMSE / std(w): 0.1 means the rounding noise is a tenth of the weights'
     own spread. Rows: tensor, format, blocksize, metric, value, unit, source.
     """
+    check_values("formats", formats)
+    for fmt in formats:
+        check_choice("format", fmt, FORMATS)
     rows = []
     for name, w in weights.items():
         w = w.detach().float()

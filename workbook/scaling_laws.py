@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbook.config import WorkbookError, check_choice, check_range, takes_rows
+from workbook.config import WorkbookError, check_choice, check_range, check_values, takes_rows
 from workbook.data import CORPORA, corpus_token_ids
 from workbook.registry import Experiment
 
@@ -153,6 +153,7 @@ LAWS: tuple[str, ...] = ("20 tokens/param", "Chinchilla (approach 3)",
 def allocation(compute: float, laws: Sequence[str | ParametricLaw] = LAWS) -> pd.DataFrame:
     """For one compute budget: the optimal N, D, tokens/param and predicted loss per law."""
     check_range("compute", compute, 1e6, 1e30)
+    check_values("laws", laws)
     rows = []
     for law in laws:
         n, d = (float(v) for v in _law_optimal(law, compute))

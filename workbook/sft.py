@@ -33,7 +33,14 @@ import torch
 import torch.nn.functional as F
 
 from workbook.claims import direction_verdict as verdict
-from workbook.config import WorkbookError, check_choice, check_range, takes_rows
+from workbook.config import (
+    WorkbookError,
+    check_choice,
+    check_range,
+    check_text,
+    check_values,
+    takes_rows,
+)
 from workbook.registry import Experiment
 
 IGNORE_INDEX = -100
@@ -172,9 +179,12 @@ def task_records(tasks: Sequence[str], n: int, seed: int, *, max_turns: int = 1,
     Every answer is exactly checkable. ``exclude`` holds prompts that must not appear (a
     held-out set), so train and test never share an item.
     """
+    check_values("tasks", tasks)
     for task in tasks:
         check_choice("task", task, list(TASKS))
     check_range("n", n, 1, 1_000_000)
+    check_range("seed", seed, 0, 2**63 - 1)
+    check_text("prefix", prefix)
     check_range("max_turns", max_turns, 1, 8)
     rng, exclude, records = random.Random(seed), exclude or set(), []
     while len(records) < n:
