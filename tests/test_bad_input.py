@@ -108,7 +108,20 @@ def _grads():
     return {kind: _randn(256) * 1e-6 for kind in GRAD_KINDS}
 
 
+def _chat_tokenizer():
+    from workbook.sft import prepare_model
+
+    return prepare_model(_tiny_model(), _tokenizer())[1]
+
+
+def _record():
+    from workbook.sft import task_records
+
+    return task_records(["add"], 1, seed=0)[0]
+
+
 CONFIG, MODEL, TOKENIZER = Make(_tiny_config), Make(_tiny_model), Make(_tokenizer)
+CHAT_TOKENIZER, RECORD = Make(_chat_tokenizer), Make(_record)
 IDS = Make(lambda: torch.arange(400) % 512)
 QKV = Make(lambda: _randn(1, 1, 32, 8, dtype=torch.float64))
 
@@ -143,6 +156,17 @@ GOOD: dict[str, dict] = {
     "qlora.quantization_error": {"weights": Make(lambda: {"w": _randn(64, 64)}),
                                  "blocksize": 64},
     "sft.task_records": {"tasks": ["add"], "n": 2, "seed": 0},
+    "lora.scratch_vs_peft": {"model": MODEL, "rank": 2, "seed": 0, "seq_len": 8},
+    "lora.multi_adapter_demo": {"model": MODEL, "rank": 2, "seed": 0, "seq_len": 8},
+    "model.count_params": {"cfg_or_model": CONFIG, "non_embedding": False},
+    "scaling_laws.plan_sweep": {"cfg": Make(lambda: __import__(
+        "workbook.scaling_laws").scaling_laws.ISOFLOP_PRESETS["small"])},
+    "sft.encode_chat": {"record": RECORD, "tokenizer": CHAT_TOKENIZER, "policy": "answer_only"},
+    "sft.render": {"messages": Make(lambda: RECORD.build()["messages"]),
+                   "tokenizer": CHAT_TOKENIZER},
+    "widgets.dropdown": {"description": "rank", "options": [1, 2, 4], "value": 2},
+    "attention.notebook_rows": {"name": "attention_gpt2_medium", "live_on_cpu": False},
+    "data.load_corpus": {"verify": True},
     "attention.Case": {"variant": "vanilla", "seq_len": 64, "head_dim": 64},
     "attention.memory_hierarchy": {"device_name": "H100"},
     "attention.recorded_device": {"default": "H100"},
@@ -221,6 +245,7 @@ ALSO_FINE = {
 # as this was written: these cases say what is left to do there, and fail once it is done.
 # (None: every bad value.)
 ELSEWHERE = {("results.load", "experiment"): [None, 3, NAN], ("results.load", "device"): None,
+             ("results.load", "ok_only"): None,
              ("results.provenance_label", "frame"): None, ("results.tidy", "rows"): None}
 
 # Functions without a simple-typed input (no parameters, or only objects the workbook built:
@@ -228,23 +253,19 @@ ELSEWHERE = {("results.load", "experiment"): [None, 3, NAN], ("results.load", "d
 NOT_SCALAR = {
     "attention.claims": "tables", "attention.exactness_table": "tables",
     "attention.gpt2_table": "tables", "attention.kernel_source": "no input",
-    "attention.notebook_rows": "an experiment name: see registry.live_or_recorded",
     "attention.relative_error": "tensors",
     "attention.saved_bytes": "a Case (checked as attention.Case)",
     "attention.size_explorer": "explorer: see test_explorer_controls",
     "attention.targets": "tables",
-    "claims.claims_table": "Claims (checked as claims.Claim)",
-    "data.load_corpus": "a flag", "data.manifest": "no input",
+    "claims.claims_table": "Claims (checked as claims.Claim)", "data.manifest": "no input",
     "flops.calculator": "explorer: see test_explorer_controls",
     "flops.matmul_params": "a ModelConfig", "flops.lecture_examples": "no input",
     "flops.run_mfu_benchmark": "an MfuConfig (checked as an experiment config)",
     "hardware.describe": "no input", "hardware.detect": "no input", "hardware.tools": "no input",
     "hardware.roofline_explorer": "explorer: see test_explorer_controls",
-    "lora.multi_adapter_demo": "a model (its rank and seed: see lora's tests)",
-    "lora.scratch_vs_peft": "a model (as above)", "lora.trainable_summary": "model configs",
+    "lora.trainable_summary": "model configs",
     "memory.lecture_175b": "no input",
     "memory.memory_explorer": "explorer: see test_explorer_controls",
-    "model.count_params": "a ModelConfig or model",
     "model_parallel.bubble_explorer": "explorer: see test_explorer_controls",
     "plots.figure": "labels", "precision.capture_gradients": "a model and tensors",
     "precision.format_table": "no input", "precision.fp8_support": "no input",
@@ -252,15 +273,15 @@ NOT_SCALAR = {
     "pretraining.train": "a model (its TrainConfig is checked)",
     "registry.run_isolated": "see registry.live_or_recorded",
     "evaluation.pipeline_table": "no input",
-    "scaling_laws.fit_parametric": "arrays", "scaling_laws.plan_sweep": "an IsoFlopConfig",
+    "scaling_laws.fit_parametric": "arrays",
     "scaling_laws.published_laws": "no input",
     "sft.category_counts": "records", "sft.collate": "encoded records",
-    "sft.encode_chat": "a record", "sft.instructgpt_sizes": "no input",
+    "sft.instructgpt_sizes": "no input",
     "sft.library_assistant_mask": "a record", "sft.load_instructions": "a path",
     "sft.masked_lm_loss": "tensors", "sft.masking_explorer": "records and a model",
-    "sft.objective_table": "a record", "sft.prepare_model": "a model", "sft.render": "messages",
+    "sft.objective_table": "a record", "sft.prepare_model": "a model",
     "widgets.Explorer": "controls and a draw function", "widgets.RunButton": "an action",
-    "widgets.dropdown": "widget options", "widgets.one_line_errors": "no input",
+    "widgets.one_line_errors": "no input",
     "zero.formula_explorer": "explorer: see test_explorer_controls",
 }
 
@@ -269,8 +290,9 @@ BAD_NUMBERS = [NAN, INF, -INF, None, "7", [], True, -1e300, 1e300]
 BAD_CHOICES = [None, "", "no-such-choice", 3, NAN]
 BAD_ROWS = [None, "rows", [1, 2]]
 BAD_VALUES = [None, [], (), "abc", 3]
+BAD_FLAGS = [None, "yes", 2, NAN]   # "no" would be True: a flag must be True or False
 BAD_TEXT = [None, 3, NAN]  # free text (a prompt): any string will do, but it must be one
-TEXT = {"prompt", "text", "prefix"}
+TEXT = {"prompt", "text", "prefix", "description"}
 
 
 def kind(annotation: str) -> str | None:
@@ -282,6 +304,8 @@ def kind(annotation: str) -> str | None:
         return "choice"
     if plain.startswith(("tuple[", "Sequence[")):
         return "values"
+    if plain == "bool":
+        return "flag"
     if plain == "pd.DataFrame":
         return "rows"
     return None
@@ -299,7 +323,7 @@ def attacks():
             if what is None or name in FREE or (good is None and what != "rows"):
                 continue  # a rows function's other arguments are attacked where they matter
             bad = {"number": BAD_NUMBERS, "choice": BAD_CHOICES, "rows": BAD_ROWS,
-                   "values": BAD_VALUES}[what]
+                   "values": BAD_VALUES, "flag": BAD_FLAGS}[what]
             bad = BAD_TEXT if name in TEXT else bad
             fine = ALSO_FINE.get((dotted, name), [])
             for value in bad:

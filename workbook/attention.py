@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_choice, check_range, takes_rows
+from workbook.config import WorkbookError, check_choice, check_flag, check_range, takes_rows
 from workbook.registry import Experiment
 
 VARIANTS: tuple[str, ...] = ("vanilla", "sdpa_math", "sdpa_efficient", "sdpa_flash",
@@ -60,6 +60,7 @@ PAPER_FIG2: dict[str, dict[str, float]] = {
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                         causal: bool = False, scale: float | None = None) -> torch.Tensor:
     """The definition, in float64: what every variant is compared against."""
+    check_flag("causal", causal)
     if scale is not None:
         check_range("scale", scale, 1e-6, 1e3)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -97,6 +98,7 @@ def tiled_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *
     sum of exp(s − m): when a new tile raises the max, the old sum and output are rescaled by
     exp(m_old − m_new), so the result is exact without ever holding a whole row of S.
     """
+    check_flag("causal", causal)
     if scale is not None:
         check_range("scale", scale, 1e-6, 1e3)
     check_range("block_m", block_m, 1, 4096)
@@ -977,6 +979,8 @@ def notebook_rows(name: str, *, live_on_cpu: bool) -> pd.DataFrame:
     runs the small preset live only where that means something on a CPU (``live_on_cpu``)."""
     from workbook import registry, results
 
+    registry.get(name)  # an unknown name: one line listing the experiments
+    check_flag("live_on_cpu", live_on_cpu)
     if torch.cuda.is_available():
         return registry.live_or_recorded(name)
     recorded = results.load(name)

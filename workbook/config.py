@@ -74,6 +74,12 @@ def check_values(name: str, values: Any) -> None:
                             "values, such as [0.5, 1, 2]")
 
 
+def check_flag(name: str, value: Any) -> None:
+    """Raise a one-line error unless ``value`` is True or False ("no" would count as True)."""
+    if not (isinstance(value, bool) or type(value).__name__ == "bool_"):  # NumPy's too
+        raise WorkbookError(f"{name}={value!r} is not allowed; allowed: True or False")
+
+
 def check_text(name: str, value: Any, *, empty: bool = True) -> None:
     """Raise a one-line error unless ``value`` is a string (and, with ``empty=False``, not "")."""
     if not isinstance(value, str) or not (empty or value):

@@ -151,12 +151,20 @@ def lora_params(config, rank: int, targets: str | Sequence[str] = "all") -> int:
     return config.num_hidden_layers * sum(rank * sum(shapes[n]) for n in names)
 
 
+def _check_demo(rank: int, seed: int, seq_len: int) -> None:
+    """The demos' own arguments, checked before a model is copied."""
+    check_range("rank", rank, 1, 4096)
+    check_range("seed", seed, 0, 2**63 - 1)
+    check_range("seq_len", seq_len, 1, 4096)
+
+
 def scratch_vs_peft(model: nn.Module, rank: int = 4, seed: int = 0,
                     seq_len: int = 16) -> pd.DataFrame:
     """The from-scratch LoRA and PEFT's on copies of ``model``, given the same A and B.
 
     Returns the largest logit difference (float rounding only) and both trainable counts.
     """
+    _check_demo(rank, seed, seq_len)
     peft_model = with_lora(model, rank, 2.0 * rank, "all", seed)
     _randomise_adapters(peft_model, seed + 1)
     ours = add_lora(copy.deepcopy(model), rank, alpha=2.0 * rank, targets="all")
@@ -492,7 +500,7 @@ def multi_adapter_demo(model: nn.Module, rank: int = 4, seed: int = 0,
     The combination uses PEFT's ``add_weighted_adapter(..., combination_type="cat")``, which
     stacks the two A's and B's: exactly W + dW_spam + dW_sentiment, for any ranks.
     """
-    check_range("rank", rank, 1, 4096)
+    _check_demo(rank, seed, seq_len)
     peft_model = add_peft_lora(model, rank, alpha=2 * rank, adapter_name="spam")
     peft_model.add_adapter("sentiment", peft_model.peft_config["spam"])
     for i, name in enumerate(("spam", "sentiment")):

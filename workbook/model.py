@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from workbook.config import WorkbookError, check_choice, check_range, resolve_preset
+from workbook.config import WorkbookError, check_choice, check_flag, check_range, resolve_preset
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
@@ -52,6 +52,7 @@ class ModelConfig:
         check_range("n_layers", self.n_layers, 1, 256)
         check_range("n_heads", self.n_heads, 1, 256)
         check_range("seq_len", self.seq_len, 2, 131072)
+        check_flag("tie_embeddings", self.tie_embeddings)
         if self.d_model % self.n_heads:
             raise WorkbookError(f"d_model={self.d_model} must be a multiple of "
                                 f"n_heads={self.n_heads}")
@@ -233,6 +234,7 @@ def _analytic_params(cfg: ModelConfig, non_embedding: bool) -> int:
 def count_params(cfg_or_model: ModelConfig | torch.nn.Module, non_embedding: bool = False) -> int:
     """Parameters (tied weights counted once). ``non_embedding`` drops the token embedding and
     an untied output matrix, as Kaplan et al. (2020) count N."""
+    check_flag("non_embedding", non_embedding)
     if isinstance(cfg_or_model, ModelConfig):
         return _analytic_params(cfg_or_model, non_embedding)
     model = cfg_or_model

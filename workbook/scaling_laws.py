@@ -471,6 +471,9 @@ def plan_sweep(cfg: IsoFlopConfig, n_train_tokens: int | None = None) -> pd.Data
     ``skipped`` with the reason (a budget too small for a size is a row, not an error)."""
     from workbook.model import count_params
 
+    if n_train_tokens is not None:
+        check_range("n_train_tokens", n_train_tokens, 1, 10**13)
+
     shapes = [_model_config(s, cfg) for s in cfg.ladder]
     n_of = [count_params(m) for m in shapes]
     fpt_of = [flops_per_token(n, m.n_layers, cfg.seq_len, m.d_model)

@@ -36,6 +36,7 @@ from workbook.claims import direction_verdict as verdict
 from workbook.config import (
     WorkbookError,
     check_choice,
+    check_flag,
     check_range,
     check_text,
     check_values,
@@ -227,6 +228,10 @@ def chat_tokenizer(tokenizer: Any) -> Any:
 def render(messages: Sequence[dict], tokenizer: Any, *, add_generation_prompt: bool = False
            ) -> str:
     """The conversation as the text the model reads."""
+    if isinstance(messages, str) or not isinstance(messages, Sequence) or not messages:
+        raise WorkbookError(f"messages={messages!r} is not allowed; allowed: a non-empty list "
+                            "of {'role': ..., 'content': ...} dicts")
+    check_flag("add_generation_prompt", add_generation_prompt)
     return tokenizer.apply_chat_template(list(messages), tokenize=False,
                                          add_generation_prompt=add_generation_prompt)
 
@@ -264,6 +269,8 @@ def encode_chat(record: dict, tokenizer: Any, policy: str = "answer_only",
     Labels are not shifted here; the model (or :func:`masked_lm_loss`) shifts them.
     """
     check_choice("policy", policy, POLICIES)
+    if max_len is not None:
+        check_range("max_len", max_len, 1, 1_048_576)
     validate_record(record)
     messages = record["messages"]
     last_turn = len(messages) - 1

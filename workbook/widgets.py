@@ -15,12 +15,19 @@ from typing import Any
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from workbook.config import WorkbookError, check_choice
+from workbook.config import WorkbookError, check_choice, check_range, check_text, check_values
 
 
 def slider(description: str, low: float, high: float, step: float, value: float, *,
            log: bool = False) -> w.ValueWidget:
-    """An int, float or log slider that updates only when released (no storm of reruns)."""
+    """An int, float or log slider that updates only when released (no storm of reruns).
+
+    A start ``value`` outside ``low``..``high`` is one line here, not a silent clamp.
+    """
+    check_text("description", description)
+    check_range("low", low, -1e300, 1e300)
+    check_range("high", high, low, 1e300)
+    check_range(description, value, low, high)
     common = {"description": description, "continuous_update": False,
               "style": {"description_width": "initial"}, "layout": {"width": "420px"}}
     if log:
@@ -35,6 +42,10 @@ def slider(description: str, low: float, high: float, step: float, value: float,
 
 
 def dropdown(description: str, options: list[Any], value: Any) -> w.Dropdown:
+    """A dropdown starting at ``value``, which must be one of ``options``."""
+    check_text("description", description)
+    check_values("options", options)
+    check_choice(description, value, options)
     return w.Dropdown(description=description, options=options, value=value,
                       style={"description_width": "initial"})
 
