@@ -2,11 +2,13 @@
 
 The functions under test are read from the notebooks (every ``module.function(...)`` a code
 cell calls), so a function a notebook starts calling is attacked here too, or this file fails
-until someone says how to call it. Each parameter of a simple type (a number, a choice, a
-table of rows) gets out-of-range, wrong-type, NaN, ±inf, None and empty values; each must give
-a ``WorkbookError`` of one line that says what is allowed. Every explorer control, set from
-Python to a value it cannot take, must say so in one line and keep its value (ipywidgets would
-clamp a slider silently).
+until someone says how to call it (``GOOD``) or why it has no simple input (``NOT_SCALAR``).
+Each parameter of a simple type, read from its annotation (a number, a choice, a list, a flag,
+text, a table of rows), gets out-of-range, wrong-type, NaN, ±inf, None and empty values; each
+must give a ``WorkbookError`` of one line that says what is allowed. A table of rows may also
+be empty (nothing recorded yet): then an empty result or one line. Every explorer control, set
+from Python to a value it cannot take, must say so in one line and keep its value (ipywidgets
+would clamp a slider silently).
 """
 
 from __future__ import annotations
@@ -108,6 +110,18 @@ def _grads():
     return {kind: _randn(256) * 1e-6 for kind in GRAD_KINDS}
 
 
+def _llama_7b():
+    from workbook.lora import llama_config
+
+    return llama_config("7b")
+
+
+def _isoflop_small():
+    from workbook.scaling_laws import ISOFLOP_PRESETS
+
+    return ISOFLOP_PRESETS["small"]
+
+
 def _chat_tokenizer():
     from workbook.sft import prepare_model
 
@@ -134,8 +148,7 @@ GOOD: dict[str, dict] = {
                           "generator": Make(torch.Generator)},
     "flops.flops_per_token": {"cfg": CONFIG},
     "flops.formula_vs_counted": {"cfg": CONFIG, "batch_size": 1},
-    "lora.lora_params": {"config": Make(lambda: __import__("workbook.lora").lora.llama_config(
-        "7b")), "rank": 8, "targets": "qv"},
+    "lora.lora_params": {"config": Make(_llama_7b), "rank": 8, "targets": "qv"},
     "model.build_model": {"cfg": CONFIG, "seed": 0},
     "model.load_base_model": {"preset": "small", "seed": 0, "device": "cpu"},
     "model.base_model_log": {"preset": "small", "seed": 0},
@@ -159,8 +172,7 @@ GOOD: dict[str, dict] = {
     "lora.scratch_vs_peft": {"model": MODEL, "rank": 2, "seed": 0, "seq_len": 8},
     "lora.multi_adapter_demo": {"model": MODEL, "rank": 2, "seed": 0, "seq_len": 8},
     "model.count_params": {"cfg_or_model": CONFIG, "non_embedding": False},
-    "scaling_laws.plan_sweep": {"cfg": Make(lambda: __import__(
-        "workbook.scaling_laws").scaling_laws.ISOFLOP_PRESETS["small"])},
+    "scaling_laws.plan_sweep": {"cfg": Make(_isoflop_small)},
     "sft.encode_chat": {"record": RECORD, "tokenizer": CHAT_TOKENIZER, "policy": "answer_only"},
     "sft.render": {"messages": Make(lambda: RECORD.build()["messages"]),
                    "tokenizer": CHAT_TOKENIZER},
@@ -278,7 +290,8 @@ NOT_SCALAR = {
     "sft.category_counts": "records", "sft.collate": "encoded records",
     "sft.instructgpt_sizes": "no input",
     "sft.library_assistant_mask": "a record", "sft.load_instructions": "a path",
-    "sft.masked_lm_loss": "tensors", "sft.masking_explorer": "records and a model",
+    "sft.masked_lm_loss": "tensors",
+    "sft.masking_explorer": "explorer: see test_explorer_controls",
     "sft.objective_table": "a record", "sft.prepare_model": "a model",
     "widgets.Explorer": "controls and a draw function", "widgets.RunButton": "an action",
     "widgets.one_line_errors": "no input",
@@ -296,7 +309,8 @@ TEXT = {"prompt", "text", "prefix", "description"}
 
 
 def kind(annotation: str) -> str | None:
-    """'number', 'choice' or 'rows' for the annotations this test attacks; else None."""
+    """The kind of an annotation this test attacks ('number', 'choice', 'values', 'flag',
+    'rows'); None for objects (a model, a tensor), which come from ``GOOD``."""
     plain = annotation.replace(" | None", "")
     if plain in ("int", "float"):
         return "number"
@@ -442,7 +456,17 @@ def test_the_qlora_vram_dropdown_offers_only_sizes_worth_a_gigabyte_figure():
 
 def explorers():
     """Every explorer a notebook builds, by a name for the test id."""
-    from workbook import evaluation, flops, hardware, memory, model_parallel, precision, zero
+    from workbook import (
+        attention,
+        evaluation,
+        flops,
+        hardware,
+        memory,
+        model_parallel,
+        precision,
+        sft,
+        zero,
+    )
     from workbook import scaling_laws as sl
 
     gen = torch.Generator().manual_seed(0)
@@ -460,13 +484,14 @@ def explorers():
             "evaluation.leaderboard_explorer": evaluation.leaderboard_explorer,
             "precision.format_explorer": precision.format_explorer,
             "precision.loss_scale_explorer": lambda: precision.loss_scale_explorer(grads),
-            "attention.size_explorer": lambda: __import__(
-                "workbook.attention").attention.size_explorer("H100")}
+            "attention.size_explorer": lambda: attention.size_explorer("H100"),
+            "sft.masking_explorer": lambda: sft.masking_explorer(
+                sft.task_records(["add"], 2, seed=0), _chat_tokenizer())}
 
 
 def test_every_notebook_explorer_is_tried():
     built = {d for d in notebook_calls() if d.endswith(("_explorer", ".calculator"))}
-    untried = built - set(explorers()) - {"sft.masking_explorer"}  # dropdowns of records
+    untried = built - set(explorers())
     assert not untried, f"add these explorers to explorers(): {sorted(untried)}"
 
 
