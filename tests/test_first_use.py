@@ -20,7 +20,7 @@ def four_cores(monkeypatch):
     """A machine with 4 physical cores, all ours, no container quota, no overrides."""
     monkeypatch.delenv("WORKBOOK_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(hardware, "my_cpus", lambda: {0, 1, 2, 3, 4, 5, 6, 7})
     monkeypatch.setattr(hardware, "physical_cores", lambda: 4)
     monkeypatch.setattr(hardware, "_cgroup_cpus", lambda: None)
 
@@ -36,7 +36,7 @@ def test_cpu_threads_leave_the_busy_cores_to_their_users(four_cores, monkeypatch
     assert hardware.cpu_threads() == 2, "others keep 1.6 cores busy (rounds to 2): two threads"
     four_cores(9.0)
     assert hardware.cpu_threads() == 1, "an overloaded machine still gets one thread"
-    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda _pid: {3})
+    monkeypatch.setattr(hardware, "my_cpus", lambda: {3})
     four_cores(0.0)
     assert hardware.cpu_threads() == 1, "pinned to one CPU (taskset): one thread"
 
@@ -53,18 +53,18 @@ def test_cpu_threads_honour_quota_and_overrides(four_cores, monkeypatch):
 
 def test_busy_cores_are_measured_while_we_sleep(monkeypatch):
     """Others' work between two reads of /proc/stat, scaled to our CPUs; reused for a while."""
-    real_times, real_affinity = hardware._cpu_times, hardware.os.sched_getaffinity
+    real_times, real_cpus = hardware._cpu_times, hardware.my_cpus
     samples = iter([(100, 1000), (100 + 150, 1000 + 200)])   # 150 of 200 jiffies busy
     monkeypatch.setattr(hardware, "_cpu_times", lambda _cpus: next(samples))
-    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(hardware, "my_cpus", lambda: {0, 1})
     monkeypatch.setattr(hardware, "_BUSY_CACHE", [])
     assert hardware.busy_cores(window_s=0) == pytest.approx(1.5), "3/4 of two CPUs busy"
     assert hardware.busy_cores(window_s=0) == pytest.approx(1.5), "reused, not sampled again"
     monkeypatch.setattr(hardware, "_BUSY_CACHE", [])  # and now this machine's own numbers
     monkeypatch.setattr(hardware, "_cpu_times", real_times)
-    monkeypatch.setattr(hardware.os, "sched_getaffinity", real_affinity)
+    monkeypatch.setattr(hardware, "my_cpus", real_cpus)
     here = hardware.busy_cores(window_s=0.05)
-    assert 0 <= here <= len(real_affinity(0)), here
+    assert 0 <= here <= len(real_cpus()), here
 
 
 def test_physical_cores_counts_each_core_once():

@@ -150,6 +150,14 @@ def _cgroup_cpus() -> float | None:
     return None if quota == "max" else int(quota) / int(period)
 
 
+def my_cpus() -> set[int]:
+    """The CPUs this process may run on (taskset, cgroup cpusets); all of them where the OS
+    cannot say (macOS has no ``sched_getaffinity``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
 def _cpu_times(cpus: set[int]) -> tuple[int, int]:
     """(busy, total) jiffies of the CPUs ``cpus`` since boot, from /proc/stat."""
     busy = total = 0
@@ -176,7 +184,7 @@ def busy_cores(window_s: float = 0.3, reuse_s: float = 30.0) -> float:
     now = time.monotonic()
     if _BUSY_CACHE and now - _BUSY_CACHE[0] < reuse_s:
         return _BUSY_CACHE[1]
-    cpus = os.sched_getaffinity(0)
+    cpus = my_cpus()
     try:
         busy0, total0 = _cpu_times(cpus)
         time.sleep(window_s)
@@ -201,7 +209,7 @@ def cpu_threads() -> int:
     for var in ("WORKBOOK_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").strip().isdigit() and int(os.environ[var]) > 0:
             return int(os.environ[var])
-    usable = min(len(os.sched_getaffinity(0)), physical_cores())
+    usable = min(len(my_cpus()), physical_cores())
     quota = _cgroup_cpus()
     if quota is not None:
         usable = min(usable, max(1, int(quota)))
