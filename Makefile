@@ -38,6 +38,8 @@ $(TEST_STAMP): $(DEPS_STAMP)
 
 test: test-deps
 	$(PYTHON) -m ruff check workbook tests
+	# The base model is trained here, once, not inside whichever test or notebook needs it first.
+	$(PYTHON) -m workbook prepare --preset $${WORKBOOK_PRESET:-small}
 	WORKBOOK_PRESET=$${WORKBOOK_PRESET:-small} $(PYTHON) -m pytest
 	$(MAKE) test-browser
 
