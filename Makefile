@@ -24,6 +24,9 @@ $(DEPS_STAMP): requirements.txt pyproject.toml
 	touch $@
 
 lab: deps
+	# The tokenizer and base model, built once here with a progress bar, not inside a notebook
+	# cell (a cold first run under load took longer than nbclient's cell timeout).
+	$(PYTHON) -m workbook prepare
 	# Token authentication stays on (Jupyter's default): open the URL with ?token= it prints.
 	$(PYTHON) -m jupyter lab $(LAB_FLAGS)
 
@@ -35,6 +38,8 @@ $(TEST_STAMP): $(DEPS_STAMP)
 
 test: test-deps
 	$(PYTHON) -m ruff check workbook tests
+	# The base model is trained here, once, not inside whichever test or notebook needs it first.
+	$(PYTHON) -m workbook prepare --preset $${WORKBOOK_PRESET:-small}
 	WORKBOOK_PRESET=$${WORKBOOK_PRESET:-small} $(PYTHON) -m pytest
 	$(MAKE) test-browser
 

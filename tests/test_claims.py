@@ -16,10 +16,16 @@ def test_verdict_without_measurement():
     assert verdict(1.0, math.nan).startswith("n/a")
 
 
-def test_verdict_of_an_infinite_number_is_na_not_a_crash():
-    """Issue 23: verdict(inf, 1.0) raised ZeroDivisionError."""
-    assert verdict(math.inf, 1.0) == "n/a (not a finite number)"
-    assert verdict(1.0, -math.inf) == "n/a (not a finite number)"
+def test_verdict_of_an_infinite_number_is_one_line_not_a_crash():
+    """Issue 23: verdict(inf, 1.0) raised ZeroDivisionError; now one line naming what is
+    allowed (issue 20's contract for every public function)."""
+    import pytest
+
+    from workbook.config import WorkbookError
+
+    for args in ((math.inf, 1.0), (1.0, -math.inf)):
+        with pytest.raises(WorkbookError, match="allowed: a finite number"):
+            verdict(*args)
 
 
 def test_table_computes_verdicts():
@@ -47,7 +53,7 @@ def test_bounds_and_signs():
     assert verdict(40.0, 41.2, kind="at_least") == "holds (41.2 ≥ 40)"
     assert verdict(40.0, 38.2, kind="at_least") == "missed: 38.2 < 40"
     assert verdict(600.0, 412.0, kind="at_most") == "holds (412 ≤ 600)"
-    assert verdict(1.0, -1.0) == "wrong sign: measured -1, claimed 1"
+    assert verdict(1.0, -1.0) == "wrong (opposite signs)"
 
 
 def test_table_states_each_claims_rule():

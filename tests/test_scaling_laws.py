@@ -241,6 +241,8 @@ def test_explorers_update_from_python():
     before = owning.fig.data[3].x[0]
     owning.set(inference_tokens=1e15)
     assert owning.fig.data[3].x[0] < before, "more tokens served: a smaller model is cheaper"
-    owning.set(target_loss=1.5)  # below the law's floor E = 1.82: the slider stops at 1.9
-    assert owning.controls["target_loss"].value == pytest.approx(1.9)
-    assert owning.last_error is None, owning.last_error
+    shown = owning.values["target_loss"]
+    with pytest.raises(WorkbookError, match="allowed: 1.9 to 3"):  # below the law's floor
+        owning.set(target_loss=1.5)  # E = 1.82; said in one line, not clamped to 1.9 silently
+    assert owning.values["target_loss"] == shown, "a refused value leaves the slider as it was"
+    assert owning.last_error and "target_loss=1.5" in owning.last_error

@@ -2,6 +2,7 @@
 
     python -m workbook list
     python -m workbook run roofline --preset small --record
+    python -m workbook prepare        # build the tokenizer and base model before a first run
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def _parser(names: list[str]) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the experiments, their notebook and GPU needs")
+    prepare = sub.add_parser("prepare", help="build the tokenizer and the base model the "
+                             "notebooks load (once; `make lab` runs this)")
+    prepare.add_argument("--preset", choices=PRESETS, default=None,
+                         help="which base model; default as for run")
+    prepare.add_argument("--seed", type=int, default=0)
     run = sub.add_parser("run", help="run one experiment and print its table")
     run.add_argument("experiment", help="one of: " + ", ".join(names))
     run.add_argument("--preset", choices=PRESETS, default=None,
@@ -76,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             for exp in registry.experiments().values():
                 gpus = ", ".join(f"{p}: {n} GPU" for p, n in exp.min_gpus.items())
                 print(f"{exp.name:24s} {exp.notebook:28s} ({gpus})  {exp.summary}")
+            return 0
+        if args.command == "prepare":
+            from workbook.model import prepare
+
+            prepare(args.preset, args.seed)
             return 0
         overrides = _overrides(args.set)
         if args.in_process:

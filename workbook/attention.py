@@ -34,7 +34,14 @@ from typing import Annotated
 import pandas as pd
 import torch
 
-from workbook.config import MAY_BE_EMPTY, WorkbookError, check_choice, check_range
+from workbook.config import (
+    MAY_BE_EMPTY,
+    WorkbookError,
+    check_choice,
+    check_flag,
+    check_range,
+    takes_rows,
+)
 from workbook.registry import Experiment
 
 VARIANTS: tuple[str, ...] = ("vanilla", "sdpa_math", "sdpa_efficient", "sdpa_flash",
@@ -61,6 +68,9 @@ PAPER_FIG2: dict[str, dict[str, float]] = {
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                         causal: bool = False, scale: float | None = None) -> torch.Tensor:
     """The definition, in float64: what every variant is compared against."""
+    check_flag("causal", causal)
+    if scale is not None:
+        check_range("scale", scale, 1e-6, 1e3)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     q, k, v = q.double(), k.double(), v.double()
     s = q @ k.transpose(-2, -1) * scale                       # (B, H, N, N)
@@ -96,6 +106,11 @@ def tiled_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *
     sum of exp(s − m): when a new tile raises the max, the old sum and output are rescaled by
     exp(m_old − m_new), so the result is exact without ever holding a whole row of S.
     """
+    check_flag("causal", causal)
+    if scale is not None:
+        check_range("scale", scale, 1e-6, 1e3)
+    check_range("block_m", block_m, 1, 4096)
+    check_range("block_n", block_n, 1, 4096)
     seq_len, head_dim = q.shape[-2:]
     scale = head_dim ** -0.5 if scale is None else scale
     out = torch.empty_like(q)
@@ -338,11 +353,12 @@ def io_bytes(algorithm: str, seq_len: int, head_dim: int, *, batch: int = 1, n_h
 
 def memory_hierarchy(device_name: str = "H100") -> pd.DataFrame:
     """HBM vs on-chip SRAM of a GPU, from the datasheet table in ``workbook.hardware``."""
-    from workbook.hardware import datasheet
+    from workbook.hardware import DATASHEET, datasheet
 
     peaks = datasheet(device_name)
     if peaks is None:
-        raise WorkbookError(f"no datasheet entry for {device_name!r}; try 'H100' or 'A100'")
+        known = ", ".join(key for key, _ in DATASHEET)
+        raise WorkbookError(f"no datasheet entry for {device_name!r}; known: {known}")
     sram_mb = peaks.n_sm * peaks.smem_per_sm_kb / 1024
     rows = [("HBM (GPU memory)", peaks.memory_gb * 1e3, peaks.hbm_gb_s),
             ("L2 cache", peaks.l2_mb, float("nan")),
@@ -405,6 +421,9 @@ class Case:
         check_choice("mode", self.mode, MODES)
         check_range("seq_len", self.seq_len, 1, 131072)
         check_range("head_dim", self.head_dim, 8, 256)
+        check_range("batch", self.batch, 1, 4096)
+        check_range("n_heads", self.n_heads, 1, 1024)
+        check_choice("causal", self.causal, (False, True))
 
     @property
     def params(self) -> dict:
@@ -872,6 +891,7 @@ def run_gpt2_medium(cfg: Gpt2Config, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@takes_rows
 def gpt2_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per variant: measured HBM GB, ms, GFLOPs beside the paper's A100 numbers."""
     ok = rows[rows["status"] == "ok"]
@@ -998,6 +1018,8 @@ def notebook_rows(name: str, *, live_on_cpu: bool) -> pd.DataFrame:
     runs the small preset live only where that means something on a CPU (``live_on_cpu``)."""
     from workbook import registry, results
 
+    registry.get(name)  # an unknown name: one line listing the experiments
+    check_flag("live_on_cpu", live_on_cpu)
     if torch.cuda.is_available():
         return registry.live_or_recorded(name)
     recorded = results.load(name)
@@ -1086,6 +1108,7 @@ def size_explorer(device_name: str | None = None):
         "tile": widgets.dropdown("tile rows", [16, 32, 64, 128, 256], 128)}, draw, fig)
 
 
+@takes_rows
 def exactness_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Relative error of the output per variant (columns) and dtype, with the band, per device."""
     ok = rows[(rows["status"] == "ok") & (rows["metric"] == "rel_error")]
@@ -1105,6 +1128,7 @@ def _met(value: float, ok: bool) -> str:
     return "not measured" if value != value else "yes" if ok else "NO"
 
 
+@takes_rows
 def targets(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame) -> pd.DataFrame:
     """The issue's three targets, computed from (recorded) rows."""
     at = {"seq_len": 4096, "head_dim": 128, "mode": "fwd"}
@@ -1132,6 +1156,7 @@ def targets(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame) -> 
     return frame
 
 
+@takes_rows
 def claims(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame,
            recompute: pd.DataFrame) -> pd.DataFrame:
     """The lecture's claims about FlashAttention, each against a recorded measurement."""

@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
-from workbook.config import WorkbookError
+from workbook.config import WorkbookError, check_range
 
 KINDS = ("equal", "at_least", "at_most")
 
@@ -40,30 +42,48 @@ class Claim:
     high: float = math.nan
     kind: str = "equal"
 
+    def __post_init__(self) -> None:  # bad numbers or a bad kind: one line, here
+        verdict(self.predicted, self.measured, self.rel_tol, abs_tol=self.abs_tol,
+                interval=(self.low, self.high), kind=self.kind)
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+def _number(name: str, value: object) -> float:
+    """``value`` as a float: NaN passes (it means "not measured"); None, text and ±inf do not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isinf(value):
+        raise WorkbookError(f"{name}={value!r} is not allowed; allowed: a finite number, or "
+                            "NaN for 'not measured'")
+    return float(value)
 
 
 def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol: float = 0.0,
             interval: tuple[float, float] | None = None, kind: str = "equal") -> str:
     """'holds' (with the reason where it is not a plain ratio), 'off: measured 1.3× lower',
-    'missed: …' for a bound, or 'n/a (…)'. Never typed by hand: a claims table calls this."""
+    'missed: …' for a bound, or 'n/a (not measured)'. Never typed by hand: a claims table
+    calls this.
+
+    NaN on either side means "not measured here"; ±inf, None or text is a one-line error.
+    """
     if kind not in KINDS:
         raise WorkbookError(f"kind={kind!r} is not allowed; choose one of: {', '.join(KINDS)}")
-    if not all(_number(v) for v in (predicted, measured)) or math.isnan(predicted) \
-            or math.isnan(measured):
+    predicted, measured = _number("predicted", predicted), _number("measured", measured)
+    check_range("rel_tol", rel_tol, 0.0, 10.0)
+    check_range("abs_tol", abs_tol, 0.0, 1e15)
+    if interval is None:
+        interval = (math.nan, math.nan)
+    if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+        raise WorkbookError(f"interval={interval!r} is not allowed; allowed: None or "
+                            "(low, high), the measurement's interval")
+    low, high = interval
+    low, high = _number("low", low), _number("high", high)
+    if math.isnan(predicted) or math.isnan(measured):
         return "n/a (not measured)"
-    if not (math.isfinite(predicted) and math.isfinite(measured)):  # inf: no ratio to name
-        return "n/a (not a finite number)"
     if kind == "at_least":
         return (f"holds ({measured:.3g} ≥ {predicted:.3g})" if measured >= predicted
                 else f"missed: {measured:.3g} < {predicted:.3g}")
     if kind == "at_most":
         return (f"holds ({measured:.3g} ≤ {predicted:.3g})" if measured <= predicted
                 else f"missed: {measured:.3g} > {predicted:.3g}")
-    low, high = interval if interval is not None else (math.nan, math.nan)
-    if _number(low) and _number(high) and math.isfinite(low) and math.isfinite(high):
+    if not (math.isnan(low) or math.isnan(high)):
         span = f"[{low:.3g}, {high:.3g}]"
         if low <= predicted <= high:
             return f"holds ({predicted:.3g} inside {span})"
@@ -74,12 +94,13 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
         return "holds" if abs_tol == 0 else f"holds (|Δ| = {gap:.2g} ≤ {abs_tol:g})"
     if predicted == 0 or measured == 0:
         return "wrong (one side is zero)"
-    if (predicted > 0) != (measured > 0):
-        return f"wrong sign: measured {measured:.3g}, claimed {predicted:.3g}"
     ratio = measured / predicted
+    if ratio < 0:
+        return "wrong (opposite signs)"
     if abs(ratio - 1) <= rel_tol:
         return "holds"
     factor = ratio if ratio >= 1 else 1 / ratio
+    # "higher"/"lower" compares magnitudes: -3 against a predicted -1 is 3× higher in size
     direction = "higher" if ratio > 1 else "lower"
     return f"off: measured {factor:.2g}× {direction}"
 
@@ -100,7 +121,9 @@ def holds_if(claim: Claim) -> str:
 
 def direction_verdict(holds: bool, measured: float) -> str:
     """For a claim about a direction ("A beats B"), not a number: 'holds', 'wrong', or n/a."""
-    if isinstance(measured, float) and math.isnan(measured):
+    if not isinstance(holds, (bool, np.bool_)):
+        raise WorkbookError(f"holds={holds!r} is not allowed; allowed: True or False")
+    if math.isnan(_number("measured", measured)):
         return "n/a (not measured)"
     return "holds" if holds else "wrong"
 

@@ -11,7 +11,7 @@ import numbers
 import os
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -39,7 +39,8 @@ def cuda_available() -> bool:
 def resolve_preset(preset: str | None = None) -> str:
     """The preset to use: the argument, else ``$WORKBOOK_PRESET``, else by hardware."""
     by_hardware = "full" if cuda_available() else "small"
-    chosen = preset or os.environ.get("WORKBOOK_PRESET") or by_hardware
+    # An empty $WORKBOOK_PRESET means unset; an empty argument is a mistake, said as one.
+    chosen = preset if preset is not None else (os.environ.get("WORKBOOK_PRESET") or by_hardware)
     if chosen not in PRESETS:
         raise WorkbookError(f"unknown preset {chosen!r}; allowed: {', '.join(PRESETS)}")
     return chosen
@@ -48,7 +49,8 @@ def resolve_preset(preset: str | None = None) -> str:
 def check_range(name: str, value: Any, low: float, high: float) -> None:
     """Raise a one-line error unless ``low <= value <= high`` (a finite number, not a bool)."""
     # bool is an int to Python, and NaN fails every comparison quietly: both are refused here.
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # numbers.Real takes NumPy's numbers too.
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not number or not math.isfinite(value) or not (low <= value <= high):
         raise WorkbookError(f"{name}={value!r} is out of range; allowed: {low} to {high}")
 
@@ -179,3 +181,73 @@ def _as_type(name: str, value: Any, hint: Any, marks: tuple[Any, ...]) -> Any:
             raise wrong
         return value
     return value  # a hint this checker does not know (Any): the config's own checks decide
+
+
+def check_rows(name: str, rows: Any, columns: Iterable[str] = ()) -> None:
+    """Raise a one-line error unless ``rows`` is a DataFrame with ``columns`` (when not empty).
+
+    An empty frame passes: "no rows recorded yet" is a normal state that callers show as such.
+    """
+    import pandas as pd  # here, not at import: ``--help`` must not load pandas
+
+    if not isinstance(rows, pd.DataFrame):
+        raise WorkbookError(f"{name} must be a table of rows (a pandas DataFrame, as "
+                            f"results.load returns); got {type(rows).__name__}")
+    missing = [c for c in columns if c not in rows.columns]
+    if len(rows) and missing:
+        raise WorkbookError(f"{name} lacks the columns {missing}; needed: {', '.join(columns)}")
+
+
+def check_values(name: str, values: Any) -> None:
+    """Raise a one-line error unless ``values`` is a non-empty list or tuple (not a string)."""
+    if not isinstance(values, (list, tuple)) or not values:
+        raise WorkbookError(f"{name}={values!r} is not allowed; allowed: a non-empty list of "
+                            "values, such as [0.5, 1, 2]")
+
+
+def check_flag(name: str, value: Any) -> None:
+    """Raise a one-line error unless ``value`` is True or False ("no" would count as True)."""
+    if not (isinstance(value, bool) or type(value).__name__ == "bool_"):  # NumPy's too
+        raise WorkbookError(f"{name}={value!r} is not allowed; allowed: True or False")
+
+
+def check_text(name: str, value: Any, *, empty: bool = True) -> None:
+    """Raise a one-line error unless ``value`` is a string (and, with ``empty=False``, not "")."""
+    if not isinstance(value, str) or not (empty or value):
+        kind = "text" if empty else "non-empty text"
+        raise WorkbookError(f"{name}={value!r} is not allowed; allowed: {kind}")
+
+
+def takes_rows(func: Callable) -> Callable:
+    """Check, before ``func`` runs, each of its arguments annotated ``pd.DataFrame``.
+
+    A notebook passes such tables from ``results.load`` or a live run; anything else (None, an
+    experiment's name, a list) is then one line naming what is needed, not an AttributeError
+    from inside pandas. A function that cannot work on an empty table (nothing recorded yet)
+    says so in one line too; only a failure with every table filled is a bug worth a traceback.
+    """
+    import functools
+    import inspect
+
+    signature = inspect.signature(func)
+    tables = {name: str(param.annotation).endswith("| None")  # name: may it be None?
+              for name, param in signature.parameters.items()
+              if str(param.annotation).removesuffix(" | None") in ("pd.DataFrame", "DataFrame")}
+
+    @functools.wraps(func)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        given = signature.bind_partial(*args, **kwargs).arguments
+        for name, optional in tables.items():
+            if name in given and not (optional and given[name] is None):
+                check_rows(f"{func.__name__}: {name}", given[name])
+        empty = [name for name in tables if len(getattr(given.get(name), "index", [1])) == 0]
+        try:
+            return func(*args, **kwargs)
+        except (AttributeError, KeyError, IndexError, ValueError) as exc:
+            if not empty or isinstance(exc, WorkbookError):
+                raise
+            raise WorkbookError(f"{func.__name__}: no rows in {', '.join(empty)} yet; needed: "
+                                "live or recorded rows (`python -m workbook run <experiment> "
+                                "--record`)") from None
+
+    return checked

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_flag, check_range
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPUS_DIR = REPO_ROOT / "data" / "corpus"
@@ -74,6 +74,7 @@ def corpus_sha256() -> str:
 
 def load_corpus(verify: bool = True) -> str:
     """The corpus text; with ``verify``, a missing or altered file raises ``WorkbookError``."""
+    check_flag("verify", verify)
     path, expected = corpus_path(), corpus_sha256()
     if not path.exists():
         raise WorkbookError(f"corpus file {path.name} is missing from data/corpus/; "

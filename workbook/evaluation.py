@@ -26,7 +26,7 @@ import torch
 
 from workbook import sft
 from workbook.claims import direction_verdict as verdict
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, check_values, takes_rows
 from workbook.registry import Experiment
 
 ELO_SCALE = 400 / math.log(10)     # one Bradley-Terry logit = 173.7 Elo points
@@ -383,6 +383,8 @@ def leaderboard_explorer(seed: int = 0):
     """Sliders for the arena's knobs; the bars show true vs fitted Elo, ranks in the labels."""
     from workbook import plots, widgets
 
+    check_range("seed", seed, 0, 2**31 - 1)
+
     fig = plots.figure("Arena leaderboard: true quality vs fitted from votes", "model",
                        "Elo")
     fig.add_bar(x=[], y=[], name="true")
@@ -415,10 +417,16 @@ def knob_sweep(knob: str, values: Sequence[float], seeds: Sequence[int] = (0, 1,
                ) -> pd.DataFrame:
     """Rank agreement (Kendall tau) and the favoured model's rank as one knob moves."""
     check_choice("knob", knob, ("noise", "verbosity_bias", "identity_leak", "n_battles"))
+    check_values("values", values)
+    check_values("seeds", seeds)
     rows = []
     for value in values:
+        if knob == "n_battles":  # a count: checked here, before int() can fail on NaN or text
+            check_range("n_battles", value, 1, 1_000_000)
+            value = int(value)
         for seed in seeds:
-            cfg = ArenaConfig(**{knob: int(value) if knob == "n_battles" else value})
+            check_range("seed", seed, 0, 2**31 - 1)
+            cfg = ArenaConfig(**{knob: value})
             board = leaderboard(cfg, seed)
             fav = board[board["favoured"]]
             rows += [{knob: value, "seed": seed, "metric": "kendall_tau",
@@ -432,6 +440,7 @@ def knob_sweep(knob: str, values: Sequence[float], seeds: Sequence[int] = (0, 1,
 # ----------------------------------------------------------------------------- pipeline
 
 
+@takes_rows
 def test_task_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per variant: benchmark and general exact match, pre-training loss."""
     keys = [c for c in ("variant", "source") if c in rows.columns]
@@ -440,6 +449,7 @@ def test_task_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in wanted if c in table.columns]].round(3).reset_index()
 
 
+@takes_rows
 def mid_training_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per replay share: domain and general held-out loss before and after mid-training."""
     first, last = rows["step"].min(), rows["step"].max()
@@ -456,6 +466,7 @@ def _value(rows: pd.DataFrame, **where: object) -> float:
     return float(part["value"].mean()) if len(part) else float("nan")
 
 
+@takes_rows
 def claims(test_task: pd.DataFrame, mid: pd.DataFrame,
            sweeps: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The notebook's claims, each verdict computed from the rows (never typed in)."""

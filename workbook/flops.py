@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, takes_rows
 from workbook.model import ModelConfig
 from workbook.registry import Experiment
 
@@ -50,6 +50,8 @@ def attention_flops_per_token(n_layers: int, seq_len: int, d_model: int, *,
 def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
     """Training FLOPs per token: ``dense`` = 6·N (N = :func:`matmul_params`) and
     ``attention`` (:func:`attention_flops_per_token`, no causal saving, as for MFU)."""
+    if seq_len is not None:
+        check_range("seq_len", seq_len, 1, 10_000_000)
     seq_len = cfg.seq_len if seq_len is None else seq_len
     return {"dense": 6.0 * matmul_params(cfg),
             "attention": attention_flops_per_token(cfg.n_layers, seq_len, cfg.d_model)}
@@ -73,8 +75,9 @@ def gpu_peak_tflops(gpu: str, dtype: str = "bf16") -> float:
     peaks = datasheet(gpu)
     if peaks is None or dtype not in peaks.tflops:
         having = [name for name, p in DATASHEET if dtype in p.tflops]
-        raise WorkbookError(f"no datasheet peak for gpu={gpu!r}, dtype={dtype!r}; GPUs with a "
-                            f"{dtype} peak: {', '.join(having)} (workbook.hardware.DATASHEET)")
+        raise WorkbookError(f"no datasheet peak for gpu={gpu!r}, dtype={dtype!r}; allowed: the "
+                            f"GPUs with a {dtype} peak: {', '.join(having) or 'none'} "
+                            "(workbook.hardware.DATASHEET)")
     return peaks.tflops[dtype]
 
 
@@ -706,6 +709,7 @@ QUICK_RUNS = ("eager:sdpa", "compiled:sdpa", "graphs:causal",
 
 def quick_config(preset: str) -> MfuConfig:
     """The preset's shape with :data:`QUICK_RUNS` (the small preset as it is)."""
+    check_choice("preset", preset, MFU_PRESETS)
     cfg = MFU_PRESETS[preset]
     return cfg if preset == "small" else dataclasses.replace(cfg, runs=QUICK_RUNS)
 
@@ -878,6 +882,7 @@ def run_loss_kernel(cfg: LossKernelConfig, seed: int) -> pd.DataFrame:
     return frame
 
 
+@takes_rows
 def loss_kernel_table(rows: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
     """One row per launch of the recorded loss_kernel sweep (the latest measurement of each):
     ms, the bytes it must move, and the bandwidth that implies, with the commit that measured
@@ -917,6 +922,8 @@ EXPERIMENTS = [
 
 def formula_vs_counted(cfg: ModelConfig, batch_size: int, seed: int = 0) -> pd.DataFrame:
     """One training step of ``cfg`` (eager, this machine): formula next to FlopCounterMode."""
+    check_range("batch_size", batch_size, 1, 1024)
+    check_range("seed", seed, 0, 2**31 - 1)
     counted = count_step_flops(cfg, batch_size, seed)
     tokens = batch_size * cfg.seq_len
     per_token = flops_per_token(cfg)
@@ -931,8 +938,9 @@ def formula_vs_counted(cfg: ModelConfig, batch_size: int, seed: int = 0) -> pd.D
 
 def recorded_or_note(name: str) -> pd.DataFrame:
     """The ledger's rows of ``name``, printing where they come from (or that there are none)."""
-    from workbook import results
+    from workbook import registry, results
 
+    registry.get(name)  # an unknown name: one line listing the experiments
     rows = results.load(name)
     if rows.empty:
         print(f"{name}: no recorded rows yet; run `python -m workbook run {name} --preset full "
@@ -943,6 +951,7 @@ def recorded_or_note(name: str) -> pd.DataFrame:
     return rows
 
 
+@takes_rows
 def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Eager vs compiled side by side: step time, TFLOP/s, MFU vs datasheet and roofline."""
     if rows.empty:
@@ -974,6 +983,7 @@ def run_labels(rows: pd.DataFrame) -> pd.Series:
     return pd.Series(labels, index=rows.index, dtype=object)
 
 
+@takes_rows
 def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
     """GPU ms per step by kernel family (rows), per run (columns), with the step time."""
     if rows.empty or not rows["metric"].astype(str).str.startswith("kernel_ms_").any():
@@ -991,6 +1001,7 @@ def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.round(2)
 
 
+@takes_rows
 def sweep_figure(rows: pd.DataFrame):
     """Achieved TFLOP/s vs model size, with the datasheet and measured-roofline peaks."""
     from workbook import plots
@@ -1043,6 +1054,7 @@ def calculator():
     return widgets.Explorer(controls, draw, fig)
 
 
+@takes_rows
 def claims(mfu_rows: pd.DataFrame, counted: pd.DataFrame) -> pd.DataFrame:
     """The lecture's and the issue's claims, checked against this notebook's numbers; every
     verdict computed by :func:`workbook.claims.verdict`."""

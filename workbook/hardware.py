@@ -15,12 +15,16 @@ import os
 import platform
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_range
+from workbook.config import WorkbookError, check_range, check_rows, takes_rows
 from workbook.registry import Experiment
 
 
@@ -71,6 +75,9 @@ MATMUL_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8")
 
 def datasheet(device_name: str) -> Peaks | None:
     """Published peaks for a device name, or None (CPUs and unknown GPUs)."""
+    if not isinstance(device_name, str) or not device_name.strip():
+        raise WorkbookError(f"device_name={device_name!r} must name a device, such as "
+                            f"{', '.join(key for key, _ in DATASHEET)}, or a CPU")
     for key, peaks in DATASHEET:
         if key.lower() in device_name.lower():
             return peaks
@@ -159,6 +166,111 @@ def detect() -> Machine:
         pass
     name = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
     return Machine("cpu", name, 0, round(mem_gb, 1), None, supported_dtypes(None))
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (hyper-threads counted once), from /proc/cpuinfo; else os.cpu_count()."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    cores, package = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            package = value.strip()
+        elif key.strip() == "core id":
+            cores.add((package, value.strip()))
+    return len(cores) or os.cpu_count() or 1
+
+
+def _cgroup_cpus() -> float | None:
+    """The CPU quota of this container (cgroup v2 ``cpu.max``), in cores; None if unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def my_cpus() -> set[int]:
+    """The CPUs this process may run on (taskset, cgroup cpusets); all of them where the OS
+    cannot say (macOS has no ``sched_getaffinity``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+def _cpu_times(cpus: set[int]) -> tuple[int, int]:
+    """(busy, total) jiffies of the CPUs ``cpus`` since boot, from /proc/stat."""
+    busy = total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cpus:
+            values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(values)
+            busy += sum(values) - values[3] - values[4]
+    return busy, total
+
+
+_BUSY_CACHE: list[float] = []  # [measured at (monotonic s), busy cores]
+
+
+def busy_cores(window_s: float = 0.3, reuse_s: float = 30.0) -> float:
+    """How many of this process's CPUs other work keeps busy now (0.0 to their count).
+
+    Sampled from /proc/stat over ``window_s`` while this process sleeps, so its own earlier
+    work (which the load average still counts for a minute: a notebook kernel's previous
+    cell) is not taken for someone else's. Reused for ``reuse_s``; without /proc/stat, the
+    1-minute load average.
+    """
+    now = time.monotonic()
+    if _BUSY_CACHE and now - _BUSY_CACHE[0] < reuse_s:
+        return _BUSY_CACHE[1]
+    cpus = my_cpus()
+    try:
+        busy0, total0 = _cpu_times(cpus)
+        time.sleep(window_s)
+        busy1, total1 = _cpu_times(cpus)
+        busy = len(cpus) * (busy1 - busy0) / max(1, total1 - total0)
+    except (OSError, ValueError, IndexError):
+        busy = os.getloadavg()[0]
+    _BUSY_CACHE[:] = [now, busy]
+    return busy
+
+
+def cpu_threads() -> int:
+    """How many threads PyTorch should use for CPU work on this machine, now.
+
+    PyTorch's default (one per core) oversubscribes a machine others are using: measured on a
+    loaded 2-core box, a base-model training step took 8 s with 2 threads and 2.9 s with 1,
+    because each step waits for its slowest thread. So: the cores this process may run on
+    (affinity, container quota, physical cores, the least of them) minus the cores other work
+    keeps busy now (:func:`busy_cores`, rounded), at least 1. ``$WORKBOOK_THREADS`` (or the
+    standard ``$OMP_NUM_THREADS``) overrides the choice.
+    """
+    for var in ("WORKBOOK_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").strip().isdigit() and int(os.environ[var]) > 0:
+            return int(os.environ[var])
+    usable = min(len(my_cpus()), physical_cores())
+    quota = _cgroup_cpus()
+    if quota is not None:
+        usable = min(usable, max(1, int(quota)))
+    return max(1, usable - round(busy_cores()))
+
+
+@contextmanager
+def torch_threads(n: int | None = None) -> Iterator[int]:
+    """Run a block with ``n`` torch threads (default :func:`cpu_threads`), then restore the
+    caller's setting: a notebook kernel's thread count is its own business."""
+    before = torch.get_num_threads()
+    n = cpu_threads() if n is None else n
+    check_range("threads", n, 1, 4096)
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def _has(module: str) -> bool:
@@ -315,8 +427,15 @@ def measure_roofline(cfg: RooflineConfig, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+@takes_rows
 def roofline_peaks(rows: pd.DataFrame) -> dict[str, float]:
-    """{'bandwidth': GB/s, 'bf16': TFLOP/s, ...} from measured (or recorded) roofline rows."""
+    """{'bandwidth': GB/s, 'bf16': TFLOP/s, ...} from measured (or recorded) roofline rows.
+
+    No rows (none recorded yet) give no peaks: ``{}``.
+    """
+    check_rows("rows", rows, ("kind", "dtype", "value", "source", "status"))
+    if rows.empty:
+        return {}
     good = rows[(rows["source"].isin(["measured", "recorded"])) & (rows["status"] == "ok")]
     out = {}
     for _, row in good.iterrows():
@@ -371,6 +490,7 @@ def roofline_by_device(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
+@takes_rows
 def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float = 16.0):
     """A slider for arithmetic intensity (FLOP per byte) over the rooflines in ``rows``: this
     machine's (measured here) and each recorded device's, attainable TFLOP/s =
@@ -412,6 +532,7 @@ def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float 
     return widgets.Explorer(controls, draw, fig)
 
 
+@takes_rows
 def roofline_bars(rows: pd.DataFrame):
     """Matmul TFLOP/s per dtype: measured here, recorded on each GPU, and each datasheet."""
     from workbook import plots
@@ -425,6 +546,7 @@ def roofline_bars(rows: pd.DataFrame):
                       y_title="TFLOP/s (dense)", log_y=True)
 
 
+@takes_rows
 def roofline_claims(rows: pd.DataFrame) -> pd.DataFrame:
     """Datasheet peaks checked against the roofline in ``rows``, one block of claims per device:
     this machine's live rows first (its numbers), then each recorded device as a reference.

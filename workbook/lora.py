@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, takes_rows
 from workbook.registry import Experiment
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -145,9 +145,17 @@ def linear_shapes(config) -> dict[str, tuple[int, int]]:
 
 def lora_params(config, rank: int, targets: str | Sequence[str] = "all") -> int:
     """Formula: n_layers * sum over targeted projections of rank * (in + out)."""
+    check_range("rank", rank, 1, 65536)
     shapes = linear_shapes(config)
     names = resolve_targets(targets)
     return config.num_hidden_layers * sum(rank * sum(shapes[n]) for n in names)
+
+
+def _check_demo(rank: int, seed: int, seq_len: int) -> None:
+    """The demos' own arguments, checked before a model is copied."""
+    check_range("rank", rank, 1, 4096)
+    check_range("seed", seed, 0, 2**63 - 1)
+    check_range("seq_len", seq_len, 1, 4096)
 
 
 def scratch_vs_peft(model: nn.Module, rank: int = 4, seed: int = 0,
@@ -156,6 +164,7 @@ def scratch_vs_peft(model: nn.Module, rank: int = 4, seed: int = 0,
 
     Returns the largest logit difference (float rounding only) and both trainable counts.
     """
+    _check_demo(rank, seed, seq_len)
     peft_model = with_lora(model, rank, 2.0 * rank, "all", seed)
     _randomise_adapters(peft_model, seed + 1)
     ours = add_lora(copy.deepcopy(model), rank, alpha=2.0 * rank, targets="all")
@@ -195,6 +204,7 @@ def trainable_summary(configs: dict, rank: int, targets: str | Sequence[str]) ->
     return pd.DataFrame(rows)
 
 
+@takes_rows
 def summary_note(table: pd.DataFrame) -> str:
     """One line per model of :func:`trainable_summary`: share trained and training state."""
     lo = table[table.method == "lora"].set_index("model")
@@ -493,7 +503,7 @@ def multi_adapter_demo(model: nn.Module, rank: int = 4, seed: int = 0,
     The combination uses PEFT's ``add_weighted_adapter(..., combination_type="cat")``, which
     stacks the two A's and B's: exactly W + dW_spam + dW_sentiment, for any ranks.
     """
-    check_range("rank", rank, 1, 4096)
+    _check_demo(rank, seed, seq_len)
     peft_model = add_peft_lora(model, rank, alpha=2 * rank, adapter_name="spam")
     peft_model.add_adapter("sentiment", peft_model.peft_config["spam"])
     for i, name in enumerate(("spam", "sentiment")):

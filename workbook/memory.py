@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, takes_rows
 from workbook.registry import Experiment
 from workbook.zero import check_gpt_shape, fill_params
 
@@ -87,6 +87,8 @@ def gpt_params(n_layer: int, d_model: int, vocab: int, seq_len: int) -> int:
 def training_memory(n_params: float, precision: str = "mixed", optimizer: str = "adamw", *,
                     activations: float = 0.0) -> pd.DataFrame:
     """Bytes of each component for ``n_params`` parameters (the widget's table)."""
+    check_range("n_params", n_params, 1, 1e15)
+    check_range("activations", activations, 0, 1e18)
     per = bytes_per_param(precision, optimizer)
     rows = [{"component": k, "bytes": v * n_params} for k, v in per.items()]
     rows.append({"component": "activations", "bytes": float(activations)})
@@ -328,6 +330,7 @@ def run_breakdown(cfg: BreakdownConfig, seed: int) -> pd.DataFrame:
     return fill_params(pd.concat(frames, ignore_index=True).assign(seed=seed))
 
 
+@takes_rows
 def breakdown_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per component: formula beside each measurement method, in MB."""
     ok = rows[rows["status"] == "ok"]
@@ -477,6 +480,11 @@ MODEL_SHAPES: dict[str, tuple[int, int, int, int]] = {
 def scenario(model: str, precision: str, seq_len: int, batch: int,
              checkpointing: bool) -> pd.DataFrame:
     """Formula bytes per component for one of :data:`MODEL_SHAPES`."""
+    check_choice("model", model, MODEL_SHAPES)
+    check_choice("precision", precision, PRECISIONS)
+    check_range("seq_len", seq_len, 1, 1_048_576)
+    check_range("batch", batch, 1, 65_536)
+    check_choice("checkpointing", checkpointing, (False, True))
     n_layer, d_model, n_head, vocab = MODEL_SHAPES[model]
     psi = gpt_params(n_layer, d_model, vocab, seq_len)
     e = 4 if precision == "fp32" else 2
@@ -515,6 +523,7 @@ def memory_explorer() -> Any:
     }, draw, fig)
 
 
+@takes_rows
 def plot_breakdown(rows: pd.DataFrame, seq_len: int, title: str = "") -> Any:
     """Grouped bars per component: formula vs each measurement method, ckpt off and on."""
     from workbook import plots
@@ -547,6 +556,7 @@ def formula_fit(d_model: int, n_head: int, vocab: int, seq_len: int, batch: int,
     return n
 
 
+@takes_rows
 def fit_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Largest fitting n_layer measured beside the formula's, per checkpointing setting."""
     if rows.empty:
@@ -569,6 +579,7 @@ def fit_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@takes_rows
 def claims(rows: pd.DataFrame) -> pd.DataFrame:
     """The lecture's memory claims: predicted, measured here (or recorded), verdict."""
     from workbook.claims import Claim, claims_table
@@ -603,6 +614,7 @@ def claims(rows: pd.DataFrame) -> pd.DataFrame:
     return claims_table(out)
 
 
+@takes_rows
 def plot_fit(rows: pd.DataFrame) -> Any:
     """The largest-fit search: each probe's peak (oom probes at the GPU's size, marked x),
     the formula's curve and the GPU's memory."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from workbook.config import WorkbookError, check_range, resolve_preset
+from workbook.config import WorkbookError, check_choice, check_flag, check_range, resolve_preset
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
@@ -52,6 +52,7 @@ class ModelConfig:
         check_range("n_layers", self.n_layers, 1, 256)
         check_range("n_heads", self.n_heads, 1, 256)
         check_range("seq_len", self.seq_len, 2, 131072)
+        check_flag("tie_embeddings", self.tie_embeddings)
         if self.d_model % self.n_heads:
             raise WorkbookError(f"d_model={self.d_model} must be a multiple of "
                                 f"n_heads={self.n_heads}")
@@ -77,6 +78,11 @@ def hf_config(cfg: ModelConfig, attn_implementation: str = "sdpa"):
         eos_token_id=0, pad_token_id=1, attn_implementation=attn_implementation)
 
 
+# transformers' own attention implementations, and the workbook's (see CAUSAL_SDPA below)
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3",
+                        "flex_attention", "workbook_causal_sdpa")
+
+
 def build_model(cfg: ModelConfig, seed: int, attn_implementation: str = "sdpa",
                 device: str | torch.device | None = None) -> LlamaForCausalLM:
     """A freshly initialised model; the same ``seed`` (and device) gives identical weights.
@@ -87,6 +93,8 @@ def build_model(cfg: ModelConfig, seed: int, attn_implementation: str = "sdpa",
     """
     from transformers import LlamaForCausalLM
 
+    check_range("seed", seed, 0, 2**63 - 1)
+    check_choice("attn_implementation", attn_implementation, ATTN_IMPLEMENTATIONS)
     device = torch.device(device or "cpu")
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked), torch.device(device):
@@ -226,6 +234,7 @@ def _analytic_params(cfg: ModelConfig, non_embedding: bool) -> int:
 def count_params(cfg_or_model: ModelConfig | torch.nn.Module, non_embedding: bool = False) -> int:
     """Parameters (tied weights counted once). ``non_embedding`` drops the token embedding and
     an untied output matrix, as Kaplan et al. (2020) count N."""
+    check_flag("non_embedding", non_embedding)
     if isinstance(cfg_or_model, ModelConfig):
         return _analytic_params(cfg_or_model, non_embedding)
     model = cfg_or_model
@@ -261,7 +270,9 @@ class BaseRecipe:
 
 
 BASE_RECIPES: dict[str, BaseRecipe] = {
-    # ~1.0M parameters; trains on a 2-core CPU in about 20 s.
+    # ~1.0M parameters. Cold, tokenizer included, on a shared 2-core box: 30 s when its cores
+    # are free (2 threads); with another process holding one core, 48 s on the 1 thread that
+    # hardware.cpu_threads picks, 148 s on PyTorch's default 2 (`python -m workbook prepare`).
     "small": BaseRecipe(ModelConfig(vocab_size=4096, d_model=128, n_layers=2, n_heads=4,
                                     seq_len=128), steps=200, batch_size=16, lr=3e-3, warmup=20),
     # ~6M parameters; ~15 s on one H100 (bf16 autocast). 500 steps = 4M tokens, about 9 passes
@@ -335,6 +346,35 @@ def load_base_model(preset: str | None = None, seed: int = 0,
             _train_and_save(BASE_RECIPES[chosen], seed, folder, train_on)
     model, tokenizer = load_pretrained(str(folder))
     return model.to(target).eval(), tokenizer
+
+
+def prepare(preset: str | None = None, seed: int = 0) -> dict[str, float]:
+    """Build the caches a notebook's first run would otherwise build, and say how long each took.
+
+    The corpus's tokenizer and token ids, then the base model of ``preset`` (trained once, with
+    a progress bar, on :func:`workbook.hardware.cpu_threads` threads on a CPU). Already cached
+    parts take well under a second. ``python -m workbook prepare`` runs this; ``make lab`` runs
+    that before JupyterLab starts, so no notebook cell has to wait for it.
+    """
+    import time
+
+    from workbook.data import load_tokenizer, token_ids
+    from workbook.hardware import cpu_threads
+
+    chosen = resolve_preset(preset)
+    recipe = BASE_RECIPES[chosen]
+    seconds: dict[str, float] = {}
+    steps = [("tokenizer and token ids", lambda: (load_tokenizer(recipe.model.vocab_size),
+                                                  token_ids("train", recipe.model.vocab_size))),
+             (f"{chosen} base model, seed {seed}", lambda: load_base_model(chosen, seed, "cpu"))]
+    print(f"preparing the workbook's caches in {base_model_dir(chosen, seed).parent} "
+          f"(CPU threads: {cpu_threads()})", flush=True)
+    for what, build in steps:
+        start = time.monotonic()
+        build()
+        seconds[what] = round(time.monotonic() - start, 1)
+        print(f"  {what}: ready ({seconds[what]} s)", flush=True)
+    return seconds
 
 
 def base_model_log(preset: str | None = None, seed: int = 0):

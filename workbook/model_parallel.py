@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, takes_rows
 from workbook.registry import Experiment
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,6 +65,10 @@ def tp_comm_per_layer(batch: int, seq_len: int, d_model: int, tp: int,
     activations, whatever ``tp`` is; only the ring share ``2(tp-1)/tp`` grows with ``tp``.
     """
     check_range("tp", tp, 1, 1024)
+    check_range("batch", batch, 1, 1_000_000)
+    check_range("seq_len", seq_len, 1, 10_000_000)
+    check_range("d_model", d_model, 1, 1_000_000)
+    check_choice("dtype", dtype, list(BYTES))
     payload = batch * seq_len * d_model * BYTES[dtype]
     n = 4 if tp > 1 else 0
     return {"allreduces": n, "payload_bytes": payload, "total_payload_bytes": n * payload,
@@ -73,6 +77,10 @@ def tp_comm_per_layer(batch: int, seq_len: int, d_model: int, tp: int,
 
 def moe_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: float) -> int:
     """Switch Transformer capacity: ``ceil(capacity_factor * n_tokens * top_k / n_experts)``."""
+    check_range("n_tokens", n_tokens, 1, 1e12)
+    check_range("n_experts", n_experts, 1, 65536)
+    check_range("top_k", top_k, 1, n_experts)
+    check_range("capacity_factor", capacity_factor, 0.01, 1000)
     return math.ceil(capacity_factor * n_tokens * top_k / n_experts)
 
 
@@ -911,6 +919,9 @@ def world_size(n_ranks: int) -> tuple[int, str]:
 
     ``n_ranks=0`` means "all that is present" (2 on a CPU). More ranks than GPUs is an error.
     """
+    check_range("n_ranks", n_ranks, 0, 1024)
+    if not float(n_ranks).is_integer():
+        raise WorkbookError(f"n_ranks={n_ranks!r} must be a whole number: 0 (all) or more")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus:
         if n_ranks > gpus:
@@ -1109,6 +1120,7 @@ def _mean_over_ranks(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return ok.groupby(keys, dropna=False)["value"].mean().reset_index()
 
 
+@takes_rows
 def tp_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per (tp, metric): measured and predicted side by side, averaged over ranks."""
     out = _mean_over_ranks(rows, ["device", "tp", "metric", "source"])
@@ -1127,6 +1139,7 @@ def pp_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return out.assign(metric="idle_fraction", stages="p=" + out["p"].astype(int).astype(str))
 
 
+@takes_rows
 def ep_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (skew, capacity factor): dropped share measured vs uniform-routing prediction,
     imbalance (max/mean tokens per expert, before capacity), all-to-all bytes per rank."""
@@ -1145,8 +1158,9 @@ def gpu_rows(name: str) -> pd.DataFrame:
     """Rows recorded on GPUs for experiment ``name``, from one device: the one recorded with
     the most GPUs (latest first on a tie), so that no plot averages two machines. Empty if none.
     """
-    from workbook import results
+    from workbook import registry, results
 
+    registry.get(name)  # an unknown name: one line listing the experiments
     rows = results.load(name)
     rows = rows[pd.to_numeric(rows["n_gpus"], errors="coerce").fillna(0) > 0]
     if rows.empty:
@@ -1184,6 +1198,7 @@ def bubble_explorer():
     return widgets.Explorer(controls, draw, fig)
 
 
+@takes_rows
 def plot_bubble(rows: pd.DataFrame, title: str = "Pipeline idle fraction vs micro-batches"):
     from workbook import plots
 
@@ -1199,6 +1214,7 @@ def _largest_world(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["world"] == rows["world"].max()]
 
 
+@takes_rows
 def plot_routing(rows: pd.DataFrame, capacity_factor: float | None = None):
     """Tokens the router sends to each expert (before capacity), one bar group per skew."""
     from workbook import plots
@@ -1214,6 +1230,7 @@ def plot_routing(rows: pd.DataFrame, capacity_factor: float | None = None):
                       title=f"Tokens routed to each expert, all ranks (capacity factor {cf})")
 
 
+@takes_rows
 def plot_drops(rows: pd.DataFrame):
     from workbook import plots
 
@@ -1225,6 +1242,7 @@ def plot_drops(rows: pd.DataFrame):
                          x_title="capacity factor", y_title="dropped fraction")
 
 
+@takes_rows
 def plot_tp_time(rows: pd.DataFrame):
     """Step time of one block vs tensor-parallel degree, and the all-reduce share."""
     from workbook import plots
@@ -1235,6 +1253,7 @@ def plot_tp_time(rows: pd.DataFrame):
                          "backward", x_title="tensor-parallel degree", y_title="ms")
 
 
+@takes_rows
 def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame, where: str = "") -> list:
     """The lecture's and the papers' claims, checked against the rows given."""
     from workbook.claims import Claim

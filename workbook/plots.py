@@ -26,6 +26,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from workbook.config import takes_rows
 from workbook.results import provenance_label
 
 COLORS: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
@@ -84,6 +85,7 @@ def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool
     return fig
 
 
+@takes_rows
 def title_with_source(title: str, rows: pd.DataFrame) -> str:
     """Append where recorded rows came from; measured-here rows need no label."""
     if "source" in rows.columns and (rows["source"] == "recorded").any():
@@ -92,6 +94,7 @@ def title_with_source(title: str, rows: pd.DataFrame) -> str:
     return title
 
 
+@takes_rows
 def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequence[str] = (),
             title: str = "", x_title: str | None = None, y_title: str | None = None,
             log_x: bool = False, log_y: bool = False) -> Figure:
@@ -126,6 +129,7 @@ def _unit_title(rows: pd.DataFrame, y: str) -> str:
     return y
 
 
+@takes_rows
 def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
          title: str = "", y_title: str | None = None, log_y: bool = False) -> Figure:
     """Grouped bars, e.g. measured vs datasheet per dtype."""

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, check_values, takes_rows
 from workbook.registry import Experiment
 
 # ------------------------------------------------------------------------------ the formats
@@ -44,6 +44,12 @@ _TF32_MASK = ~((1 << _TF32_DROP) - 1)
 
 def _check_format(fmt: str) -> None:
     check_choice("format", fmt, FORMATS)
+
+
+def _check_formats(formats: tuple[str, ...]) -> None:
+    check_values("formats", formats)
+    for fmt in formats:
+        _check_format(fmt)
 
 
 def _mantissa_bits(fmt: str) -> int:
@@ -179,12 +185,12 @@ def _status(value: float, stored: float, fmt: str, limits: pd.Series) -> str:
 
 def explore(value: float, formats: tuple[str, ...] = FORMATS) -> pd.DataFrame:
     """One row per format: the bits of ``value`` stored there, the value, error and status."""
-    if not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise WorkbookError(f"value={value!r} must be a number (e.g. 0.1, 1e-8, 70000, inf)")
+    _check_formats(formats)
     table = format_table().set_index("format")
     rows = []
     for fmt in formats:
-        _check_format(fmt)
         src = torch.tensor([float(value)], dtype=torch.float64)
         if fmt == "int8" and not math.isfinite(value):
             rows.append({"format": fmt, "input": value, "stored": math.nan, "bits": "-",
@@ -208,8 +214,8 @@ def parse_value(text: str) -> float:
     try:
         return float(str(text).strip().replace("_", ""))
     except ValueError:
-        raise WorkbookError(f"value {text!r} is not a number; type e.g. 0.1, 1e-8, 70000, "
-                            "inf") from None
+        raise WorkbookError(f"value {text!r} is not a number; allowed: a number such as 0.1, "
+                            "1e-8, 70000, inf") from None
 
 
 def fp8_support() -> str:
@@ -283,6 +289,8 @@ def underflow_shares(grads: torch.Tensor, fmt: str, scale: float = 1.0) -> dict[
 def log2_histogram(grads: dict[str, torch.Tensor], low: int = -60, high: int = 10
                    ) -> pd.DataFrame:
     """Counts of floor(log2|g|) per kind (zeros left out), clipped to [low, high]."""
+    check_range("low", low, -1100, 1100)   # float64's exponents reach -1074
+    check_range("high", high, low + 1, 1100)
     rows = []
     for kind, g in grads.items():
         mag = g[g != 0].abs().double()
@@ -295,6 +303,7 @@ def log2_histogram(grads: dict[str, torch.Tensor], low: int = -60, high: int = 1
 
 def format_lines(formats: tuple[str, ...] = ("fp16", "bf16", "fp8_e5m2")) -> pd.DataFrame:
     """log2 of each format's smallest subnormal and normal: where a histogram falls off."""
+    _check_formats(formats)
     table = format_table().set_index("format")
     return pd.DataFrame([{"format": f, "log2_smallest_subnormal":
                           math.log2(table.loc[f, "smallest_subnormal"]),
@@ -368,6 +377,11 @@ def share_rows(grads: dict[str, torch.Tensor], log2_scales: tuple[int, ...],
                formats: tuple[str, ...] = UNDERFLOW_FORMATS, scaling: str = "fixed"
                ) -> pd.DataFrame:
     """Tidy underflow shares for every kind x format x scale."""
+    _check_formats(formats)
+    check_values("log2_scales", log2_scales)
+    for log2_scale in log2_scales:
+        check_range("log2_scale", log2_scale, -126, 126)
+    check_choice("scaling", scaling, ("fixed", "gradscaler"))
     rows = []
     for kind, g in grads.items():
         for fmt in formats:
@@ -442,6 +456,10 @@ def update_lost_share(weights: torch.Tensor, updates: torch.Tensor, fmt: str
 def stagnation_sweep(weights: torch.Tensor, grads: torch.Tensor, lrs: tuple[float, ...],
                      formats: tuple[str, ...] = ("fp32", "bf16", "fp16")) -> pd.DataFrame:
     """Update-lost share vs learning rate for Adam's first step, u = -lr * sign(g)."""
+    _check_formats(formats)
+    check_values("lrs", lrs)
+    for lr in lrs:
+        check_range("lr", lr, 1e-12, 10.0)
     rows = []
     for fmt in formats:
         for lr in lrs:
@@ -720,6 +738,7 @@ def train_one(mode: str, cfg: dict, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@takes_rows
 def predicted_step_times(rows: pd.DataFrame, roofline: pd.DataFrame) -> pd.DataFrame:
     """Step time if every mode were as much faster than FP32 as its matmuls are (roofline).
 
@@ -785,6 +804,9 @@ def format_explorer(value: str = "0.1"):
 
     from workbook import plots, widgets
 
+    if not isinstance(value, str):
+        raise WorkbookError(f"value={value!r} is not allowed; allowed: text such as '0.1'")
+    parse_value(value)  # a bad first value: one line now, not a message under an empty figure
     fig = plots.figure("relative error of the stored value", "format", "|stored - x| / |x|",
                        log_y=True)
     fig.add_bar(x=list(FORMATS), y=[None] * len(FORMATS), marker_color=plots.COLORS[0])
@@ -803,6 +825,7 @@ def format_explorer(value: str = "0.1"):
     return widgets.Explorer({"value": box}, draw, fig)
 
 
+@takes_rows
 def histogram_figure(hist: pd.DataFrame, lines: pd.DataFrame):
     """Share of gradients per power of two, with where FP16/BF16 stop (dashed/dotted)."""
     from workbook import plots
@@ -824,6 +847,8 @@ def histogram_figure(hist: pd.DataFrame, lines: pd.DataFrame):
 def loss_scale_explorer(grads: dict[str, torch.Tensor], log2_scale: int = 0):
     """Slide the loss scale: the share of each gradient kind lost to 0 or to inf."""
     from workbook import plots, widgets
+
+    check_range("log2_scale", log2_scale, 0, 40)  # the slider's range
 
     fig = plots.figure("gradients lost when stored (after x loss scale)", "gradient kind",
                        "share of nonzero gradients")
@@ -847,6 +872,7 @@ def loss_scale_explorer(grads: dict[str, torch.Tensor], log2_scale: int = 0):
     return widgets.Explorer({"log2_scale": slider}, draw, fig)
 
 
+@takes_rows
 def scaler_figure(rows: pd.DataFrame, title: str = "GradScaler: loss scale per step"):
     """The dynamic loss scale (log axis) with skipped steps marked."""
     from workbook import plots
@@ -868,6 +894,7 @@ def scaler_figure(rows: pd.DataFrame, title: str = "GradScaler: loss scale per s
     return fig
 
 
+@takes_rows
 def training_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per mode: step time, speed-up, peak memory and final loss vs FP32."""
     ok = rows[rows["status"] == "ok"]
@@ -888,6 +915,7 @@ def training_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+@takes_rows
 def lecture_claims(training: pd.DataFrame, roofline: pd.DataFrame,
                    underflow: pd.DataFrame) -> pd.DataFrame:
     """The lecture's precision claims, checked against the roofline and the recorded runs."""

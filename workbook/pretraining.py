@@ -8,6 +8,7 @@ and cosine decay, bf16 autocast on a GPU, and a held-out loss every few steps.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workbook.config import check_choice, check_range
+from workbook.config import check_choice, check_range, check_text, takes_rows
+from workbook.hardware import torch_threads
 from workbook.registry import Experiment
 
 
@@ -55,6 +57,7 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor,
 
 def perplexity(loss: float) -> float:
     """exp(cross-entropy in nats): a loss of ln(V) is a uniform guess over V tokens."""
+    check_range("loss", loss, 0.0, 700.0)  # exp(710) overflows a float
     return math.exp(loss)
 
 
@@ -86,6 +89,9 @@ def evaluate(model: torch.nn.Module, ids: torch.Tensor, batch_size: int, seq_len
              n_batches: int, device: torch.device, seed: int = 1234) -> float:
     """Mean next-token loss over ``n_batches`` fixed random windows of ``ids``."""
     from workbook.data import random_batch
+
+    check_range("n_batches", n_batches, 1, 100_000)
+    check_range("seed", seed, 0, 2**63 - 1)
 
     was_training = model.training
     model.eval()
@@ -127,25 +133,29 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
         if on_log is not None:
             on_log(row)
 
-    model.train()
-    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
-    for step in bar:
-        if step % cfg.eval_every == 0:
-            log(step, "val", evaluate(model, val_ids, cfg.batch_size, cfg.seq_len,
-                                      cfg.eval_batches, device), lr_at(step, cfg))
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        x, y = random_batch(train_ids, cfg.batch_size, cfg.seq_len, gen)
-        with _autocast(device):
-            logits = model(input_ids=x.to(device), use_cache=False).logits
-        loss = next_token_loss(logits, y.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        log(step + 1, "train", loss.item(), lr_at(step, cfg))
-    log(cfg.steps, "val", evaluate(model, val_ids, cfg.batch_size, cfg.seq_len,
-                                   cfg.eval_batches, device), lr_at(cfg.steps - 1, cfg))
+    # On a CPU, as many threads as there are idle cores (hardware.cpu_threads): PyTorch's
+    # default of one per core makes a loaded machine three times slower, not faster.
+    threads = torch_threads() if device.type == "cpu" else contextlib.nullcontext()
+    with threads:
+        model.train()
+        bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
+        for step in bar:
+            if step % cfg.eval_every == 0:
+                log(step, "val", evaluate(model, val_ids, cfg.batch_size, cfg.seq_len,
+                                          cfg.eval_batches, device), lr_at(step, cfg))
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            x, y = random_batch(train_ids, cfg.batch_size, cfg.seq_len, gen)
+            with _autocast(device):
+                logits = model(input_ids=x.to(device), use_cache=False).logits
+            loss = next_token_loss(logits, y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            log(step + 1, "train", loss.item(), lr_at(step, cfg))
+        log(cfg.steps, "val", evaluate(model, val_ids, cfg.batch_size, cfg.seq_len,
+                                       cfg.eval_batches, device), lr_at(cfg.steps - 1, cfg))
     model.eval()
     return pd.DataFrame(rows)
 
@@ -159,6 +169,8 @@ def sample(model: torch.nn.Module, tokenizer, prompt: str, *, max_new_tokens: in
     """Continue ``prompt`` with the model (``transformers``' ``generate``), reproducibly."""
     check_range("max_new_tokens", max_new_tokens, 1, 2048)
     check_range("temperature", temperature, 0.0, 5.0)
+    check_range("seed", seed, 0, 2**63 - 1)
+    check_text("prompt", prompt, empty=False)  # generate needs a token to continue
     device = next(model.parameters()).device
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -285,12 +297,14 @@ EXPERIMENTS = [
 
 def show_tokens(tokenizer, text: str) -> pd.DataFrame:
     """How the tokenizer cuts ``text``: one row per token (id, bytes shown as text)."""
+    check_text("text", text)
     ids = tokenizer.encode(text)
     return pd.DataFrame({"id": ids, "token": [repr(tokenizer.decode([i])) for i in ids]})
 
 
 def shift_table(tokenizer, x: torch.Tensor, y: torch.Tensor, n: int = 8) -> pd.DataFrame:
     """The first ``n`` positions of one row: the context so far and the target to predict."""
+    check_range("n", n, 1, min(len(x), len(y)))
     rows = [{"position": t, "context (last tokens)": repr(tokenizer.decode(x[: t + 1][-6:])),
              "target: next token": repr(tokenizer.decode([int(y[t])]))} for t in range(n)]
     return pd.DataFrame(rows)
@@ -335,6 +349,7 @@ class LiveCurve:
         display(self.view)
 
 
+@takes_rows
 def transfer_figure(rows: pd.DataFrame, title: str):
     """Downstream val loss vs step: fine-tuned from the base model vs trained from scratch."""
     from workbook import plots
@@ -344,6 +359,7 @@ def transfer_figure(rows: pd.DataFrame, title: str):
                          y_title="downstream val loss (nats)")
 
 
+@takes_rows
 def claims(vocab_size: int, init_val_loss: float, base_val_loss: float,
            transfer: pd.DataFrame) -> pd.DataFrame:
     """The lecture's pre-training claims, checked with this notebook's numbers (losses in

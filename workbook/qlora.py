@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, check_values, takes_rows
 from workbook.registry import Experiment
 
 # ------------------------------------------------------------------------------ NF4 codebook
@@ -152,6 +152,9 @@ def quantization_error(weights: Mapping[str, torch.Tensor], blocksize: int = 64,
     Relative RMSE is RMSE / std(w): 0.1 means the rounding noise is a tenth of the weights'
     own spread. Rows: tensor, format, blocksize, metric, value, unit, source.
     """
+    check_values("formats", formats)
+    for fmt in formats:
+        check_choice("format", fmt, FORMATS)
     rows = []
     for name, w in weights.items():
         w = w.detach().float()
@@ -188,6 +191,11 @@ def bits_per_param(blocksize: int = 64, double_quant: bool = True, blocksize2: i
     4 + 8/64 + 32/(64*256) = 4.127 bits.
     """
     check_range("blocksize", blocksize, 16, 4096)
+    check_range("blocksize2", blocksize2, 1, 65536)
+    check_range("code_bits", code_bits, 1, 32)
+    check_range("const_bits", const_bits, 1, 64)
+    check_range("const2_bits", const2_bits, 1, 64)
+    check_choice("double_quant", double_quant, (False, True))
     if not double_quant:
         return code_bits + const_bits / blocksize
     return code_bits + const2_bits / blocksize + const_bits / (blocksize * blocksize2)
@@ -206,6 +214,9 @@ def _state_bytes(state) -> int:
     return total
 
 
+BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # what quantize_4bit accepts
+
+
 def stored_bits_per_param(shape: tuple[int, int] = (4096, 4096), blocksize: int = 64,
                           double_quant: bool = True, seed: int = 0) -> pd.DataFrame:
     """Quantise a weight with bitsandbytes and count the bytes it really stores, per weight.
@@ -213,6 +224,13 @@ def stored_bits_per_param(shape: tuple[int, int] = (4096, 4096), blocksize: int 
     Measured = 8 * (packed codes + absmax + nested absmax + code tables + offset) / n_params;
     the code tables are a fixed ~1 KiB, so a large matrix sits just above the formula.
     """
+    check_choice("blocksize", blocksize, BNB_BLOCKSIZES)
+    check_choice("double_quant", double_quant, (False, True))
+    check_range("seed", seed, 0, 2**31 - 1)
+    if not (isinstance(shape, tuple) and len(shape) == 2):
+        raise WorkbookError(f"shape={shape!r} is not allowed; allowed: (rows, columns)")
+    check_range("rows", shape[0], 1, 65536)
+    check_range("columns", shape[1], 1, 65536)
     bnb_f = _bnb_functional()
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(shape, generator=gen) * 0.02
@@ -280,6 +298,9 @@ SHAPES: dict[str, LlamaShape] = {s.name: s for s in (
     LlamaShape("33b", 6656, 60, 52, 52, 17920, 32000, "LLaMA-33B"),
     LlamaShape("65b", 8192, 80, 64, 64, 22016, 32000, "LLaMA-65B"),
 )}
+# What a VRAM table or dropdown offers: the papers' models. "tiny" is for CPU tests; its
+# VRAM rounds to 0.0 GB and would only look like a bug.
+VRAM_SIZES: tuple[str, ...] = tuple(name for name in SHAPES if name != "tiny")
 METHODS: tuple[str, ...] = ("full", "lora", "qlora")
 COMPONENTS: tuple[str, ...] = ("weights", "adapters", "gradients", "optimizer", "activations")
 
@@ -307,6 +328,8 @@ def predict_vram(size: str, method: str, rank: int = 64, batch_size: int = 1,
     s = shape(size)
     check_choice("method", method, METHODS)
     check_range("rank", rank, 1, 4096)
+    check_range("batch_size", batch_size, 1, 4096)
+    check_range("seq_len", seq_len, 1, 1_048_576)
     n, n_adapt = s.n_params, (0 if method == "full" else s.n_lora(rank))
     tokens = batch_size * seq_len
     if method == "qlora":
@@ -327,6 +350,8 @@ def predict_vram(size: str, method: str, rank: int = 64, batch_size: int = 1,
 def predicted_rows(sizes: Sequence[str], methods: Sequence[str] = METHODS, rank: int = 64,
                    batch_size: int = 1, seq_len: int = 512) -> pd.DataFrame:
     """Tidy predicted rows: one per (size, method, component) plus the total ``peak``."""
+    check_values("sizes", sizes)
+    check_values("methods", methods)
     rows = []
     for size in sizes:
         s = shape(size)
@@ -636,6 +661,7 @@ def run_vram(cfg: VramConfig, seed: int) -> pd.DataFrame:
     return pd.concat([rows, ratio_rows(rows)], ignore_index=True)
 
 
+@takes_rows
 def ratio_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """peak(full) / peak(method) per size and source: 'how many times less VRAM'."""
     out = []

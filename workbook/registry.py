@@ -22,7 +22,14 @@ from typing import Any
 import pandas as pd
 
 from workbook import results
-from workbook.config import PRESETS, WorkbookError, check_fields, check_range, resolve_preset
+from workbook.config import (
+    PRESETS,
+    WorkbookError,
+    check_fields,
+    check_range,
+    resolve_preset,
+    takes_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,7 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
 
     Prints one line saying which, so the reader always knows the source of the numbers.
     """
+    check_range("seed", seed, 0, 2**31 - 1)  # before a child process is started for nothing
     chosen = resolve_preset(preset)
     get(name).config(chosen, **overrides)  # a bad value is refused here too, not ignored
     reason = why_not_here(name, chosen)
@@ -219,6 +227,7 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
     return recorded
 
 
+@takes_rows
 def with_references(name: str, live: pd.DataFrame) -> pd.DataFrame:
     """The rows a notebook shows, by one rule: rows measured on this machine (``live``, from
     :func:`live_or_recorded`) are *the* numbers; the ledger's rows from other devices come

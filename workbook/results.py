@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - Windows: no flock; one writer at a tim
 
 import pandas as pd
 
-from workbook.config import WorkbookError
+from workbook.config import WorkbookError, check_flag, check_text, takes_rows
 
 VALUE_COLUMNS: tuple[str, ...] = ("metric", "value", "unit", "source", "status")
 PROVENANCE_COLUMNS: tuple[str, ...] = (
@@ -102,6 +102,7 @@ def provenance(preset: str, seed: int | None) -> dict[str, object]:
     }
 
 
+@takes_rows
 def tidy(rows: pd.DataFrame) -> pd.DataFrame:
     """Check the value columns and put the columns in ledger order (params first)."""
     missing = [c for c in ("metric", "value") if c not in rows.columns]
@@ -307,6 +308,10 @@ def load(experiment: str, *, device: str | None = None, ok_only: bool = False) -
     Measured rows come back with ``source='recorded'``: they were measured, but not here, not
     now. Predicted and datasheet rows keep their source.
     """
+    check_text("experiment", experiment, empty=False)
+    if device is not None:
+        check_text("device", device, empty=False)
+    check_flag("ok_only", ok_only)
     path = ledger_path(experiment)
     if not path.exists():
         return pd.DataFrame(columns=list(VALUE_COLUMNS) + list(PROVENANCE_COLUMNS))
@@ -320,6 +325,7 @@ def load(experiment: str, *, device: str | None = None, ok_only: bool = False) -
     return frame.reset_index(drop=True)
 
 
+@takes_rows
 def where_label(frame: pd.DataFrame) -> str:
     """Where a claims row's numbers come from: 'this machine (NVIDIA H200)' for rows measured
     here, else :func:`provenance_label` of the recorded ones."""
@@ -331,6 +337,7 @@ def where_label(frame: pd.DataFrame) -> str:
     return f"this machine ({', '.join(map(str, devices))})" if len(devices) else "this machine"
 
 
+@takes_rows
 def provenance_label(frame: pd.DataFrame) -> str:
     """'recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22 (seed 0)': for plot titles."""
     if frame.empty or "device" not in frame.columns:

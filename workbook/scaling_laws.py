@@ -31,7 +31,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbook.config import ProjectPath, WorkbookError, check_choice, check_range
+from workbook.config import (
+    ProjectPath,
+    WorkbookError,
+    check_choice,
+    check_range,
+    check_values,
+    takes_rows,
+)
 from workbook.data import CORPORA, corpus_token_ids
 from workbook.registry import Experiment
 
@@ -153,6 +160,7 @@ LAWS: tuple[str, ...] = ("20 tokens/param", "Chinchilla (approach 3)",
 def allocation(compute: float, laws: Sequence[str | ParametricLaw] = LAWS) -> pd.DataFrame:
     """For one compute budget: the optimal N, D, tokens/param and predicted loss per law."""
     check_range("compute", compute, 1e6, 1e30)
+    check_values("laws", laws)
     rows = []
     for law in laws:
         n, d = (float(v) for v in _law_optimal(law, compute))
@@ -165,6 +173,7 @@ def allocation(compute: float, laws: Sequence[str | ParametricLaw] = LAWS) -> pd
     return pd.DataFrame(rows)
 
 
+@takes_rows
 def placement(law: str | ParametricLaw = "Chinchilla (Epoch replication)",
               models: pd.DataFrame = NOTABLE_MODELS) -> pd.DataFrame:
     """Each notable model beside the compute-optimal model for its own compute."""
@@ -233,6 +242,7 @@ def parabola_minimum(x, loss) -> tuple[float, float, bool]:
     return float(math.exp(lx_opt)), float(c0 + c1 * lx_opt + c2 * lx_opt**2), inside
 
 
+@takes_rows
 def _ok_points(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per trained point: budget, n_params, n_tokens, compute, loss (wide form)."""
     if rows.empty:
@@ -242,6 +252,7 @@ def _ok_points(rows: pd.DataFrame) -> pd.DataFrame:
     return ok[[c for c in keep if c in ok]].rename(columns={"value": "loss"}).astype(float)
 
 
+@takes_rows
 def isoflop_minima(points: pd.DataFrame, n_column: str = "n_params") -> pd.DataFrame:
     """Per budget: the parabola's N_opt, D_opt (fitted separately, as Chinchilla does), L_min."""
     out = []
@@ -477,6 +488,9 @@ def plan_sweep(cfg: IsoFlopConfig, n_train_tokens: int | None = None) -> pd.Data
     ``skipped`` with the reason (a budget too small for a size is a row, not an error)."""
     from workbook.model import count_params
 
+    if n_train_tokens is not None:
+        check_range("n_train_tokens", n_train_tokens, 1, 10**13)
+
     shapes = [_model_config(s, cfg) for s in cfg.ladder]
     n_of = [count_params(m) for m in shapes]
     fpt_of = [flops_per_token(n, m.n_layers, cfg.seq_len, m.d_model)
@@ -686,6 +700,7 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
     return pd.concat([*frames, pd.DataFrame([wall])], ignore_index=True)
 
 
+@takes_rows
 def fit_summary(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """The sweep's headline numbers: a and b (bootstrap 10-90 %), and the parametric fit,
     once with total N (Chinchilla's convention) and once with non-embedding N (Kaplan's)."""
@@ -700,6 +715,7 @@ def fit_summary(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.
     return pd.DataFrame(out)
 
 
+@takes_rows
 def claims(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """The lecture's scaling claims against a sweep's ``rows`` and their ``fit_summary``:
     the exponent judged by its bootstrap interval, the sweep's time as a budget."""
@@ -775,6 +791,7 @@ def _style(source: str) -> dict:
                                                        "line": {"width": 2}}}}[source]
 
 
+@takes_rows
 def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
     """Loss against N, one colour per budget; dashed: the parabola fitted in log N."""
     from workbook import plots
@@ -796,6 +813,7 @@ def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
     return fig
 
 
+@takes_rows
 def frontier_figure(rows: pd.DataFrame, fit: ExponentFit | None = None):
     """The IsoFLOP minima N_opt(C) with the fitted power law, Chinchilla's and Kaplan's slopes
     drawn through the middle budget, and N at 20 tokens/param."""
@@ -824,6 +842,8 @@ def frontier_figure(rows: pd.DataFrame, fit: ExponentFit | None = None):
 def allocation_explorer(compute: float = 5.76e23):
     """Slider: compute budget -> optimal N and D per law, and where famous models sit."""
     import plotly.graph_objects as go
+
+    check_range("compute", compute, 1e18, 1e27)  # the slider's range
 
     from workbook import plots, widgets
 
@@ -858,6 +878,9 @@ def allocation_explorer(compute: float = 5.76e23):
 def overtraining_explorer(target_loss: float = 2.2, inference_tokens: float = 1e13):
     """Sliders: target loss and lifetime inference tokens -> the cheapest model to own."""
     import plotly.graph_objects as go
+
+    check_range("target_loss", target_loss, 1.9, 3.0)  # the sliders' ranges
+    check_range("inference_tokens", inference_tokens, 1e9, 1e15)
 
     from workbook import plots, widgets
 

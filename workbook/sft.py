@@ -33,7 +33,15 @@ import torch
 import torch.nn.functional as F
 
 from workbook.claims import direction_verdict as verdict
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import (
+    WorkbookError,
+    check_choice,
+    check_flag,
+    check_range,
+    check_text,
+    check_values,
+    takes_rows,
+)
 from workbook.registry import Experiment
 
 IGNORE_INDEX = -100
@@ -172,9 +180,12 @@ def task_records(tasks: Sequence[str], n: int, seed: int, *, max_turns: int = 1,
     Every answer is exactly checkable. ``exclude`` holds prompts that must not appear (a
     held-out set), so train and test never share an item.
     """
+    check_values("tasks", tasks)
     for task in tasks:
         check_choice("task", task, list(TASKS))
     check_range("n", n, 1, 1_000_000)
+    check_range("seed", seed, 0, 2**63 - 1)
+    check_text("prefix", prefix)
     check_range("max_turns", max_turns, 1, 8)
     rng, exclude, records = random.Random(seed), exclude or set(), []
     while len(records) < n:
@@ -217,6 +228,10 @@ def chat_tokenizer(tokenizer: Any) -> Any:
 def render(messages: Sequence[dict], tokenizer: Any, *, add_generation_prompt: bool = False
            ) -> str:
     """The conversation as the text the model reads."""
+    if isinstance(messages, str) or not isinstance(messages, Sequence) or not messages:
+        raise WorkbookError(f"messages={messages!r} is not allowed; allowed: a non-empty list "
+                            "of {'role': ..., 'content': ...} dicts")
+    check_flag("add_generation_prompt", add_generation_prompt)
     return tokenizer.apply_chat_template(list(messages), tokenize=False,
                                          add_generation_prompt=add_generation_prompt)
 
@@ -254,6 +269,8 @@ def encode_chat(record: dict, tokenizer: Any, policy: str = "answer_only",
     Labels are not shifted here; the model (or :func:`masked_lm_loss`) shifts them.
     """
     check_choice("policy", policy, POLICIES)
+    if max_len is not None:
+        check_range("max_len", max_len, 1, 1_048_576)
     validate_record(record)
     messages = record["messages"]
     last_turn = len(messages) - 1
@@ -630,6 +647,7 @@ EXPERIMENTS = [
 ]
 
 
+@takes_rows
 def final_scores(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per policy: the last evaluation's metrics side by side."""
     evals = rows[rows["metric"].isin(["exact_match", "prompt_echo", "writes_user_turn",
@@ -708,6 +726,7 @@ def _model_token_losses(model: torch.nn.Module, enc: Encoded) -> list[float]:
     return token_losses(logits, everything)[0].tolist()
 
 
+@takes_rows
 def curves_figure(rows: pd.DataFrame, metric: str, title: str) -> Any:
     """One metric against step, a line per policy (measured here or recorded)."""
     from workbook import plots
@@ -725,6 +744,7 @@ def final_value(rows: pd.DataFrame, policy: str, metric: str) -> float:
     return float(part[part["step"] == part["step"].max()]["value"].mean())
 
 
+@takes_rows
 def masking_claims(rows: pd.DataFrame, where: str) -> pd.DataFrame:
     """The masking experiment's claims, verdicts computed from ``rows`` (never typed in)."""
     em = {p: final_value(rows, p, "exact_match") for p in ("answer_only", "whole_sequence")}

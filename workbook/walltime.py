@@ -22,7 +22,14 @@ from typing import Annotated
 
 import pandas as pd
 
-from workbook.config import MAY_BE_EMPTY, ProjectPath, WorkbookError, check_choice, check_range
+from workbook.config import (
+    MAY_BE_EMPTY,
+    ProjectPath,
+    WorkbookError,
+    check_choice,
+    check_range,
+    takes_rows,
+)
 from workbook.hardware import gpu_memory_cap_gb
 from workbook.registry import Experiment
 
@@ -218,6 +225,7 @@ def run_labels(rows: pd.DataFrame) -> pd.Series:
     return label.where(rows["source"] != "predicted", "budget, " + rows["run_preset"].astype(str))
 
 
+@takes_rows
 def figure(rows: pd.DataFrame, metric: str = "wall_time"):
     """Each notebook's latest recorded ``wall_time`` (s) or ``peak_memory`` (GB) per run,
     beside its budget. A notebook that failed or was stopped has no bar for that run."""

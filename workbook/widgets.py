@@ -8,18 +8,26 @@ Everything here can be driven from Python, which is how the tests check it:
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from workbook.config import WorkbookError
+from workbook.config import WorkbookError, check_choice, check_range, check_text, check_values
 
 
 def slider(description: str, low: float, high: float, step: float, value: float, *,
            log: bool = False) -> w.ValueWidget:
-    """An int, float or log slider that updates only when released (no storm of reruns)."""
+    """An int, float or log slider that updates only when released (no storm of reruns).
+
+    A start ``value`` outside ``low``..``high`` is one line here, not a silent clamp.
+    """
+    check_text("description", description)
+    check_range("low", low, -1e300, 1e300)
+    check_range("high", high, low, 1e300)
+    check_range(description, value, low, high)
     common = {"description": description, "continuous_update": False,
               "style": {"description_width": "initial"}, "layout": {"width": "420px"}}
     if log:
@@ -34,6 +42,10 @@ def slider(description: str, low: float, high: float, step: float, value: float,
 
 
 def dropdown(description: str, options: list[Any], value: Any) -> w.Dropdown:
+    """A dropdown starting at ``value``, which must be one of ``options``."""
+    check_text("description", description)
+    check_values("options", options)
+    check_choice(description, value, options)
     return w.Dropdown(description=description, options=options, value=value,
                       style={"description_width": "initial"})
 
@@ -47,6 +59,42 @@ def show_in(view: w.Output, fig: go.Figure) -> None:
     """
     view.outputs = ({"output_type": "display_data", "metadata": {},
                      "data": fig._repr_mimebundle_()},)
+
+
+def control_range(control: w.ValueWidget) -> tuple[float, float] | None:
+    """A slider's (low, high) in the values it shows (a log slider's bounds are exponents)."""
+    if not hasattr(control, "min") or not hasattr(control, "max"):
+        return None
+    if isinstance(control, w.FloatLogSlider):
+        return control.base ** control.min, control.base ** control.max
+    return control.min, control.max
+
+
+def check_control(name: str, control: w.ValueWidget, value: Any) -> None:
+    """A one-line ``WorkbookError`` unless ``control`` can take ``value`` as it is.
+
+    ipywidgets would clamp a slider's out-of-range value to its end without a word (noise=99
+    became 5.0) and raise a TraitError traceback for a dropdown's unknown option.
+    """
+    if isinstance(control, w.Dropdown):
+        options = list(getattr(control, "_options_values", control.options))
+        check_choice(name, value, options)
+        # True == 1 and 0 == False to Python: a rank dropdown must not take True for 1
+        if any(isinstance(o, bool) for o in options) != isinstance(value, bool):
+            shown = ", ".join(repr(o) for o in options)
+            raise WorkbookError(f"{name}={value!r} is not allowed; choose one of: {shown}")
+    elif (bounds := control_range(control)) is not None:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        # widgets' range as the reader sees it (a log slider's 1e8, not 10**8.000000001)
+        low, high = (float(f"{b:.6g}") for b in bounds)
+        if not numeric or not low <= value <= high:  # NaN fails every comparison
+            raise WorkbookError(f"{name}={value!r} is out of range; allowed: {low:g} to "
+                                f"{high:g}")
+        if isinstance(control, w.IntSlider) and not float(value).is_integer():
+            raise WorkbookError(f"{name}={value!r} must be a whole number from {low:g} to "
+                                f"{high:g}")
+    elif isinstance(control, w.Text) and not isinstance(value, str):
+        raise WorkbookError(f"{name}={value!r} must be text")
 
 
 class Explorer:
@@ -81,6 +129,12 @@ class Explorer:
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
             raise WorkbookError(f"no control {unknown}; controls: {', '.join(self.controls)}")
+        try:  # all values checked before any is set: a bad one changes nothing
+            for name, value in values.items():
+                check_control(name, self.controls[name], value)
+        except WorkbookError as exc:
+            self._show_error(exc)
+            raise
         with self.hold():
             for name, value in values.items():
                 self.controls[name].value = value
@@ -110,12 +164,16 @@ class Explorer:
             with self.fig.batch_update():
                 note = self.draw(self.fig, **self.values)
         except WorkbookError as exc:
-            self.last_error = str(exc)
-            self.message.value = f"<span style='color:#b00'>⚠ {exc}</span>"
+            self._show_error(exc)
             return
         self.last_error = None
         self.message.value = note or ""
         self.show()
+
+    def _show_error(self, exc: WorkbookError) -> None:
+        """One line under the figure; the figure keeps its last good state."""
+        self.last_error = str(exc)
+        self.message.value = f"<span style='color:#b00'>⚠ {html.escape(str(exc))}</span>"
 
     def show(self) -> None:
         """Put the figure's current state into the explorer's output area (``show_in``)."""

@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from workbook.claims import verdict
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_range, takes_rows
 from workbook.registry import Experiment
 
 STAGES: tuple[int, ...] = (0, 1, 2, 3)
@@ -81,6 +81,7 @@ def zero_comm_formula(n_params: float, n_gpus: int, stage: int,
 
 def formula_table(n_params: float, n_gpus: int, *, k: int = K_ADAM_MIXED) -> pd.DataFrame:
     """Stages 0-3 side by side: per-rank GB of each model state and the communication volume."""
+    check_range("k", k, 0, 64)
     rows = []
     for stage in STAGES:
         mem = zero_memory_formula(n_params, n_gpus, stage, k=k)
@@ -100,6 +101,14 @@ def deepspeed_estimates(n_params: int, n_largest_layer: int, n_gpus: int) -> pd.
     Unlike the paper they count 18Ψ/N_d of sharded state: 2 (bf16 grads) + 4 (fp32 grads,
     made at step time) + 12 (Adam, K).
     """
+    check_range("n_params", n_params, 1, 1e15)
+    check_range("n_largest_layer", n_largest_layer, 1, n_params)
+    check_range("n_gpus", n_gpus, 1, 1_000_000)
+    for name, value in (("n_params", n_params), ("n_largest_layer", n_largest_layer),
+                        ("n_gpus", n_gpus)):
+        if not float(value).is_integer():  # DeepSpeed's estimators count whole parameters
+            raise WorkbookError(f"{name}={value!r} must be a whole number")
+    n_params, n_largest_layer, n_gpus = int(n_params), int(n_largest_layer), int(n_gpus)
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
@@ -714,6 +723,8 @@ def predicted_memory(variant: str, n_params: float, n_gpus: int) -> dict[str, fl
     (ZeRO-Offload): the optimizer (K) and, with stage 2/3, the gradient partition go to the CPU;
     offloading parameters too leaves nothing resident but the layer being computed.
     """
+    check_choice("variant", variant, VARIANTS)
+    check_range("n_params", n_params, 1, 1e15)
     v = VARIANTS[variant]
     if v["engine"] == "ddp":
         return {"params": 4 * n_params, "grads": 4 * n_params, "optimizer": 8 * n_params,
@@ -800,6 +811,7 @@ COMM_CAUSES: dict[str, str] = {
 }
 
 
+@takes_rows
 def model_state_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per variant: measured steady model-state bytes per rank (mean over ranks) vs the paper.
 
@@ -894,6 +906,7 @@ def formula_explorer() -> Any:
     }, draw, fig)
 
 
+@takes_rows
 def plot_model_states(table: pd.DataFrame, title: str = "") -> Any:
     """Measured vs formula model-state GB per rank, one pair of bars per variant."""
     from workbook import plots
@@ -911,6 +924,7 @@ def plot_model_states(table: pd.DataFrame, title: str = "") -> Any:
     return fig
 
 
+@takes_rows
 def plot_comm(table: pd.DataFrame, title: str = "") -> Any:
     """Measured communication per step (in units of Ψ elements) vs the paper's 2Ψ / 3Ψ."""
     from workbook import plots
@@ -925,6 +939,7 @@ def plot_comm(table: pd.DataFrame, title: str = "") -> Any:
     return fig
 
 
+@takes_rows
 def recorded_tables(rows: pd.DataFrame) -> pd.DataFrame:
     """model_state_table per (device, rank count) of recorded rows, with the device named."""
     if rows.empty:
@@ -938,6 +953,7 @@ def recorded_tables(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+@takes_rows
 def claims(table: pd.DataFrame) -> pd.DataFrame:
     """The lecture's ZeRO claims against the paper's formula and this table's measurement."""
     def get(variant: str, col: str) -> float:
@@ -965,6 +981,7 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@takes_rows
 def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
     """Per variant and rank count: each collective's bytes per step, in units of Ψ elements."""
     ok = rows[(rows["status"] == "ok") & rows["metric"].str.startswith("comm_")
@@ -980,6 +997,7 @@ def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
     return table.round(3).reset_index()
 
 
+@takes_rows
 def plot_scaling(tables: pd.DataFrame) -> Any:
     """Per-rank model states against N_d: recorded points, the paper's curve dashed."""
     from workbook import plots
