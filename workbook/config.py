@@ -199,8 +199,9 @@ def check_rows(name: str, rows: Any, columns: Iterable[str] = ()) -> None:
 
 
 def check_values(name: str, values: Any) -> None:
-    """Raise a one-line error unless ``values`` is a non-empty list or tuple (not a string)."""
-    if not isinstance(values, (list, tuple)) or not values:
+    """Raise a one-line error unless ``values`` is a non-empty list, tuple or range (not a
+    string)."""
+    if not isinstance(values, (list, tuple, range)) or not values:
         raise WorkbookError(f"{name}={values!r} is not allowed; allowed: a non-empty list of "
                             "values, such as [0.5, 1, 2]")
 
