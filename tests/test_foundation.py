@@ -493,3 +493,13 @@ def test_run_or_button_refuses_bad_input_in_one_line():
         widgets.run_or_button("bogus", print)
     with pytest.raises(WorkbookError, match="budget_s=-1"):
         widgets.run_or_button("roofline", print, budget_s=-1)
+
+
+def test_runner_shares_the_cpu_threads_among_ranks():
+    # One thread per core in each of two ranks oversubscribes a 2-core box (issue 20): the
+    # runner gives each rank its share of what cpu_threads() allows ($WORKBOOK_THREADS here).
+    one = runner.call("tests._runner_targets:thread_count", env={"WORKBOOK_THREADS": "3"})
+    assert one["threads"].tolist() == [3]
+    two = runner.call_distributed("tests._runner_targets:thread_count", nprocs=2,
+                                  backend="gloo", env={"WORKBOOK_THREADS": "4"})
+    assert sorted(two["threads"].tolist()) == [2, 2], two
