@@ -100,3 +100,11 @@ def cuda_hold_writing_pid(folder: str, n_bytes: int, seconds: float) -> pd.DataF
 
     held = torch.empty(n_bytes, dtype=torch.uint8, device="cuda")  # noqa: F841 - held on purpose
     return sleep_rank_writing_pid(folder, seconds)
+
+
+def thread_count() -> pd.DataFrame:
+    """The torch thread count the runner gave this process (and its rank)."""
+    import torch
+
+    return pd.DataFrame([{"which": int(os.environ.get("RANK", "0")),
+                          "threads": torch.get_num_threads()}])

@@ -295,6 +295,7 @@ NOT_SCALAR = {
     "sft.objective_table": "a record", "sft.prepare_model": "a model",
     "widgets.Explorer": "controls and a draw function", "widgets.RunButton": "an action",
     "widgets.one_line_errors": "no input",
+    "widgets.run_or_button": "starts an experiment (test_foundation calls it with a fake run)",
     "zero.formula_explorer": "explorer: see test_explorer_controls",
 }
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import workbook
-from workbook import hardware, registry, results, runner
+from workbook import hardware, registry, results, runner, widgets
 from workbook.config import WorkbookError, check_range, resolve_preset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -457,3 +457,49 @@ def test_live_rows_are_the_numbers_and_recorded_devices_stand_beside(monkeypatch
     explorer = hardware.roofline_explorer(shown)
     assert [t.name for t in explorer.fig.data if t.showlegend is not False][0].startswith(
         "this machine")
+
+
+def test_run_or_button_runs_quick_experiments_and_offers_slow_ones(monkeypatch):
+    # Issue 17: no notebook hard-codes a preset; what takes over a minute here waits for a
+    # button that says how long, so Run All stays quick on a GPU too.
+    ran = []
+    monkeypatch.setattr(registry, "why_not_here", lambda name, preset=None: None)
+    monkeypatch.setattr(registry, "live_or_recorded",
+                        lambda name, preset=None: ran.append((name, preset)) or "rows")
+    monkeypatch.setattr(registry, "expected_seconds", lambda name, preset=None: (20.0, "last"))
+    assert widgets.run_or_button("scaling_isoflop", lambda rows: f"fig({rows})",
+                                 preset="small") == "fig(rows)"
+    assert ran == [("scaling_isoflop", "small")]
+    monkeypatch.setattr(registry, "expected_seconds", lambda name, preset=None: (300.0, "typ"))
+    button = widgets.run_or_button("scaling_isoflop", lambda rows: f"fig({rows})",
+                                   preset="full")
+    assert isinstance(button, widgets.RunButton) and len(ran) == 1, "nothing runs before a click"
+    assert "about 5 min" in button.button.description
+    assert button.click() == "fig(rows)" and ran[-1] == ("scaling_isoflop", "full")
+
+
+def test_expected_seconds_prefers_this_machines_last_run(monkeypatch):
+    monkeypatch.setattr(registry, "_durations", lambda: {})
+    assert registry.expected_seconds("scaling_isoflop", "full") == (
+        300.0, "typical, not yet run on this machine")
+    assert registry.expected_seconds("roofline", "small")[0] is None
+    key = f"roofline|small|{hardware.detect().name}|{{}}"
+    monkeypatch.setattr(registry, "_durations", lambda: {key: 12.5})
+    assert registry.expected_seconds("roofline", "small") == (12.5, "its last run on this machine")
+
+
+def test_run_or_button_refuses_bad_input_in_one_line():
+    with pytest.raises(WorkbookError, match="unknown experiment 'bogus'"):
+        widgets.run_or_button("bogus", print)
+    with pytest.raises(WorkbookError, match="budget_s=-1"):
+        widgets.run_or_button("roofline", print, budget_s=-1)
+
+
+def test_runner_shares_the_cpu_threads_among_ranks():
+    # One thread per core in each of two ranks oversubscribes a 2-core box (issue 20): the
+    # runner gives each rank its share of what cpu_threads() allows ($WORKBOOK_THREADS here).
+    one = runner.call("tests._runner_targets:thread_count", env={"WORKBOOK_THREADS": "3"})
+    assert one["threads"].tolist() == [3]
+    two = runner.call_distributed("tests._runner_targets:thread_count", nprocs=2,
+                                  backend="gloo", env={"WORKBOOK_THREADS": "4"})
+    assert sorted(two["threads"].tolist()) == [2, 2], two

@@ -47,6 +47,10 @@ class Experiment:
     presets: Mapping[str, Any]
     min_gpus: Mapping[str, int] = field(default_factory=lambda: {"small": 0, "full": 1})
     timeout_s: int = 900
+    # About how long one run of each preset takes where it is meant to run (small: 2 CPU cores,
+    # full: one recent GPU), read off recorded runs. Only a fallback for the first run on a
+    # machine: after that, this machine's own last duration is used (expected_seconds).
+    typical_s: Mapping[str, float] = field(default_factory=dict)
 
     def config(self, preset: str | None = None, /, **overrides: Any) -> Any:
         """The preset's config with ``overrides`` applied and checked, before anything runs:
@@ -202,6 +206,22 @@ def _remember_duration(key: str, seconds: float) -> None:
         results.write_text_atomic(_durations_path(), json.dumps(table, indent=0))
     except OSError:  # a read-only checkout still runs; it only shows no estimate next time
         pass
+
+
+def expected_seconds(name: str, preset: str | None = None,
+                     overrides: Mapping[str, Any] | None = None) -> tuple[float | None, str]:
+    """How long a run of ``name`` will take here, and where that estimate comes from: this
+    machine's last run of the same settings, else the experiment's typical time, else unknown
+    (``None``)."""
+    exp, chosen = get(name), resolve_preset(preset)
+    from workbook.hardware import detect
+
+    key = f"{name}|{chosen}|{detect().name}|{json.dumps(dict(overrides or {}), sort_keys=True)}"
+    if key in _durations():
+        return _durations()[key], "its last run on this machine"
+    if chosen in exp.typical_s:
+        return float(exp.typical_s[chosen]), "typical, not yet run on this machine"
+    return None, "not yet run on this machine"
 
 
 def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,

@@ -371,6 +371,21 @@ def _jsonable(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records"))
 
 
+def _share_cpu_threads() -> None:
+    """Give this process its share of the idle cores for CPU work (``hardware.cpu_threads``
+    divided among the ranks on this machine): PyTorch's default of one thread per core in every
+    rank oversubscribes a small machine, and every step then waits for its slowest thread.
+    A CUDA run's work is on the GPU and keeps the default."""
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("LOCAL_WORLD_SIZE") is None:
+        return
+    from workbook.hardware import cpu_threads
+
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(max(1, cpu_threads() // ranks))
+
+
 def _child_main(spec_path: str, out_dir: str) -> int:
     die_with_parent()
     spec = json.loads(Path(spec_path).read_text())
@@ -386,6 +401,8 @@ def _child_main(spec_path: str, out_dir: str) -> int:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             dist.init_process_group(backend=spec["backend"])
             initialised = True
+        if spec["backend"] != "nccl":
+            _share_cpu_threads()
         if os.environ.get("WORKBOOK_GPU_MEMORY_GB"):  # emulate a smaller card (hardware.py)
             from workbook.hardware import apply_gpu_memory_cap
 

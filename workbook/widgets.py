@@ -225,6 +225,30 @@ class RunButton:
         display(w.VBox([self.button, self.output]))
 
 
+def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60.0,
+                  preset: str | None = None) -> Any:
+    """An experiment at this machine's preset: run at once (a fresh process, as
+    ``registry.live_or_recorded``) when it is expected to take at most ``budget_s``, else a
+    Run button that states the expected time, so that Run All stays quick on any machine.
+    ``show(rows)`` turns the rows into what the cell displays. Where this machine cannot run it,
+    the recorded rows are shown at once."""
+    from workbook import registry
+
+    check_range("budget_s", budget_s, 0, 86_400)
+    registry.get(name)  # an unknown experiment: one line naming the known ones
+    chosen = registry.resolve_preset(preset)
+    if registry.why_not_here(name, chosen) is not None:
+        return show(registry.live_or_recorded(name, chosen))
+    seconds, how = registry.expected_seconds(name, chosen)
+    if seconds is not None and seconds <= budget_s:
+        return show(registry.live_or_recorded(name, chosen))
+    eta = "time unknown" if seconds is None else (
+        f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s")
+    print(f"{name} ({chosen} preset) takes {eta} here ({how}): press the button to run it.")
+    return RunButton(f"Run {name} ({chosen}), {eta}",
+                     lambda: show(registry.live_or_recorded(name, chosen)))
+
+
 def progress(iterable, *, desc: str = "", total: int | None = None, disable: bool = False):
     """A progress bar that renders as a widget in Jupyter and as text elsewhere."""
     from tqdm.auto import tqdm
