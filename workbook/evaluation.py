@@ -450,6 +450,40 @@ def test_task_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @takes_rows
+def test_task_caption(rows: pd.DataFrame) -> str:
+    """What the test-task rows measured, in words made from the rows and their preset's config:
+    the benchmark and general families, the budget, and the pre-training loss next to uniform
+    guessing (ln V), so the notebook's text cannot drift from its data."""
+    import math
+
+    from workbook.model import BASE_RECIPES
+    from workbook.results import where_label
+
+    preset = str(rows["preset"].dropna().iloc[0]) if "preset" in rows and \
+        rows["preset"].notna().any() else "small"
+    cfg = TEST_TASK_PRESETS[preset if preset in TEST_TASK_PRESETS else "small"]
+    bench = rows["benchmark"].dropna().iloc[0] if "benchmark" in rows and \
+        rows["benchmark"].notna().any() else cfg.benchmark
+    uniform = math.log(BASE_RECIPES[cfg.model_preset].model.vocab_size)
+    loss = {v: _value(rows, variant=v, metric="pretraining_val_loss")
+            for v in ("base", "general_sft", "test_task_sft")}
+    names = {"general_sft": "general SFT", "test_task_sft": "test-task SFT"}
+    worse = [names[v] for v in names if loss[v] > uniform]
+    text = (f"*{where_label(rows)}, {preset} preset:* benchmark **{bench}** (held-out items); "
+            f"general families **{', '.join(cfg.general)}**; {cfg.steps} steps of batch "
+            f"{cfg.batch_size}, {cfg.test_share:.0%} of the test-task model's chats shaped like "
+            f"the benchmark. Pre-training loss on ordinary text: base {loss['base']:.2f} nats, "
+            f"general SFT {loss['general_sft']:.2f}, test-task SFT {loss['test_task_sft']:.2f}; "
+            f"a uniform guess over the {BASE_RECIPES[cfg.model_preset].model.vocab_size:,} "
+            f"tokens scores ln V = {uniform:.2f}.")
+    if worse:
+        text += (f" **{' and '.join(worse)} predict ordinary text worse than a uniform guess**: "
+                 "confidently wrong, not merely unsure: the narrow fine-tuning has overwritten "
+                 "what pre-training taught.")
+    return text
+
+
+@takes_rows
 def mid_training_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per replay share: domain and general held-out loss before and after mid-training."""
     first, last = rows["step"].min(), rows["step"].max()
