@@ -908,6 +908,28 @@ def gpt2_table(rows: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
+@takes_rows
+def gpt2_limits(rows: pd.DataFrame) -> pd.DataFrame:
+    """Which limit each variant of the GPT-2 table runs into on the GPU that measured it: its
+    achieved HBM bandwidth (bytes moved / time) and its achieved matmul rate (model FLOPs /
+    time), each as a share of that GPU's datasheet peak (fp16, dense)."""
+    from workbook.hardware import datasheet
+
+    table = gpt2_table(rows).set_index("variant")
+    device = str(rows["device"].dropna().iloc[0]) if "device" in rows and \
+        rows["device"].notna().any() else ""
+    peaks = datasheet(device) if device else None
+    out = pd.DataFrame(index=table.index)
+    seconds = table["runtime ms"] / 1e3
+    out["HBM GB/s"] = table["HBM GB"] / seconds
+    out["TFLOP/s"] = table["GFLOPs (model)"] / 1e3 / seconds
+    if peaks is not None:
+        out["share of HBM peak"] = out["HBM GB/s"] / peaks.hbm_gb_s
+        out["share of fp16 peak"] = out["TFLOP/s"] / peaks.tflops["fp16"]
+    out["device"] = peaks.name if peaks is not None else (device or "unknown")
+    return out.reset_index()
+
+
 @dataclass(frozen=True)
 class RecomputeConfig:
     variants: tuple[str, ...]
