@@ -77,3 +77,16 @@ def test_where_label_names_this_machine_or_the_recording():
                         "recorded_at": ["2026-11-22T10:00:00Z"], "seed": [0]})
     assert where_label(rec) == "recorded on NVIDIA H100 ×1, 2026-11-22, seed 0"
     assert where_label(pd.DataFrame()) == "no rows yet"
+
+
+def test_a_direction_claim_inside_its_noise_is_inconclusive():
+    # Issue 19: 09's "answer-only gives more exact answers: holds" rested on 0.695 vs 0.691,
+    # one seed, 256 items. With the noise stated, that gap is no verdict either way.
+    assert verdict(0.691, 0.695, abs_tol=0.08, kind="at_least") == (
+        "inconclusive: |Δ| = 0.004 ≤ 0.08 (within noise)")
+    assert verdict(0.5, 0.7, abs_tol=0.08, kind="at_least") == "holds (by 0.2 > 0.08)"
+    assert verdict(0.5, 0.3, abs_tol=0.08, kind="at_least") == "wrong: the other way, by 0.2"
+    assert verdict(0.51, 0.48, abs_tol=0.01, kind="at_most") == "holds (by 0.03 > 0.01)"
+    row = claims_table([Claim("a beats b", "lecture", 0.691, 0.695, abs_tol=0.08,
+                              kind="at_least")]).iloc[0]
+    assert row["holds if"] == "above 0.691 by more than 0.08 (noise)"

@@ -77,6 +77,13 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     low, high = _number("low", low), _number("high", high)
     if math.isnan(predicted) or math.isnan(measured):
         return "n/a (not measured)"
+    if kind in ("at_least", "at_most") and abs_tol > 0:
+        # "A beats B" with a stated resolution: a gap inside it is noise, not a verdict
+        gap = (measured - predicted) * (1 if kind == "at_least" else -1)
+        if abs(gap) <= abs_tol:
+            return f"inconclusive: |Δ| = {abs(gap):.2g} ≤ {abs_tol:.2g} (within noise)"
+        return (f"holds (by {gap:.2g} > {abs_tol:.2g})" if gap > 0
+                else f"wrong: the other way, by {-gap:.2g}")
     if kind == "at_least":
         return (f"holds ({measured:.3g} ≥ {predicted:.3g})" if measured >= predicted
                 else f"missed: {measured:.3g} < {predicted:.3g}")
@@ -107,10 +114,12 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
 
 def holds_if(claim: Claim) -> str:
     """The rule a claim is judged by, in words: the table states its tolerance."""
-    if claim.kind == "at_least":
-        return f"≥ {claim.predicted:.3g}"
-    if claim.kind == "at_most":
-        return f"≤ {claim.predicted:.3g}"
+    if claim.kind in ("at_least", "at_most"):
+        sign = "≥" if claim.kind == "at_least" else "≤"
+        if claim.abs_tol:
+            word = "above" if claim.kind == "at_least" else "below"
+            return f"{word} {claim.predicted:.3g} by more than {claim.abs_tol:.2g} (noise)"
+        return f"{sign} {claim.predicted:.3g}"
     if math.isfinite(claim.low) and math.isfinite(claim.high):
         return "claimed value inside the measured interval"
     parts = [f"within {claim.rel_tol:.0%}"] if claim.rel_tol else ["equal"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workbook.claims import direction_verdict as verdict
 from workbook.config import (
     WorkbookError,
     check_choice,
@@ -744,6 +744,15 @@ def final_value(rows: pd.DataFrame, policy: str, metric: str) -> float:
     return float(part[part["step"] == part["step"].max()]["value"].mean())
 
 
+def _eval_items(rows: pd.DataFrame) -> int:
+    """How many held-out records each exact-match evaluation used (the rows' preset's
+    ``n_eval``); 0 if unknown."""
+    preset = rows["preset"].dropna().iloc[0] if "preset" in rows and rows["preset"].notna().any() \
+        else None
+    cfg = MASKING_PRESETS.get(preset) if preset is not None else None
+    return int(cfg.n_eval) if cfg is not None else 0
+
+
 @takes_rows
 def masking_claims(rows: pd.DataFrame, where: str) -> pd.DataFrame:
     """The masking experiment's claims, verdicts computed from ``rows`` (never typed in)."""
@@ -753,18 +762,24 @@ def masking_claims(rows: pd.DataFrame, where: str) -> pd.DataFrame:
                                                                   "whole_sequence")}
 
 
-    table = [
-        ("answer-only loss: more exact answers at the same budget", "lecture (SFT section)",
-         f"> {em['whole_sequence']:.2f} (whole sequence)", em["answer_only"],
-         verdict(em["answer_only"] > em["whole_sequence"], em["answer_only"])),
-        ("answer-only loss: lower held-out answer loss", "lecture (SFT section)",
-         f"< {ans['whole_sequence']:.3f} (whole sequence)", ans["answer_only"],
-         verdict(ans["answer_only"] < ans["whole_sequence"], ans["answer_only"])),
-        ("whole-sequence loss trains the model to write the prompt (user turn)",
-         "lecture: 'do not train prompt echoing'", f"> {user['answer_only']:.2f} (answer only)",
-         user["whole_sequence"],
-         verdict(user["whole_sequence"] > user["answer_only"], user["whole_sequence"])),
-    ]
-    frame = pd.DataFrame(table, columns=["claim", "source", "predicted", "measured", "verdict"])
-    frame.insert(4, "where", where)
-    return frame
+    from workbook.claims import Claim, claims_table
+
+    # Exact match is a share of n_eval held-out items: a gap under two standard errors of a
+    # difference of two such shares is noise. Losses: a 2 % gap. Both stated in the table.
+    n = _eval_items(rows)
+    p1, p2 = em["answer_only"], em["whole_sequence"]
+    em_noise = 2 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n) if n and p1 == p1 \
+        and p2 == p2 else 0.0
+    return claims_table([
+        Claim("answer-only loss: more exact answers at the same budget",
+              "lecture (SFT section)", em["whole_sequence"], em["answer_only"], "share", where,
+              abs_tol=em_noise, kind="at_least"),
+        Claim("answer-only loss: lower held-out answer loss", "lecture (SFT section)",
+              ans["whole_sequence"], ans["answer_only"], "nats", where,
+              abs_tol=0.02 * ans["whole_sequence"] if ans["whole_sequence"] == ans[
+                  "whole_sequence"] else 0.0, kind="at_most"),
+        Claim("whole-sequence loss trains the model to write the prompt (user turn)",
+              "lecture: 'do not train prompt echoing'", user["answer_only"],
+              user["whole_sequence"], "share", where, kind="at_least",
+              abs_tol=0.01),
+    ])
