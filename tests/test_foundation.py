@@ -298,6 +298,16 @@ def test_notebooks_are_committed_without_outputs():
                            "`make strip` removes them from every notebook")
 
 
+def test_code_cells_are_at_most_ten_lines():
+    # A cell shows one step; the idea's code lives in the package and is shown from there.
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        long = {i: len("".join(c["source"]).rstrip().splitlines()) for i, c in enumerate(cells)
+                if c["cell_type"] == "code"}
+        long = {i: n for i, n in long.items() if n > 10}
+        assert not long, f"{path.name}: code cells over 10 lines (cell: lines): {long}"
+
+
 def test_runs_on_different_gpu_counts_both_stay(ledger_dir, monkeypatch):
     real = results.provenance
     monkeypatch.setattr(results, "provenance", lambda p, s: {**real(p, s), "n_gpus": 2})

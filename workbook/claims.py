@@ -98,7 +98,7 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
         return f"off: {predicted:.3g} lies {side} the measured {span}"
     gap = abs(measured - predicted)
     if gap <= abs_tol:
-        return "holds" if abs_tol == 0 else f"holds (|Δ| = {gap:.2g} ≤ {abs_tol:g})"
+        return "holds" if abs_tol == 0 else f"holds (|Δ| = {gap:.2g} ≤ {abs_tol:.2g})"
     if predicted == 0 or measured == 0:
         return "wrong (one side is zero)"
     ratio = measured / predicted
@@ -124,7 +124,7 @@ def holds_if(claim: Claim) -> str:
         return "claimed value inside the measured interval"
     parts = [f"within {claim.rel_tol:.0%}"] if claim.rel_tol else ["equal"]
     if claim.abs_tol:
-        parts.append(f"within ±{claim.abs_tol:g}")
+        parts.append(f"within ±{claim.abs_tol:.2g}")
     return " or ".join(parts)
 
 

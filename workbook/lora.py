@@ -566,3 +566,52 @@ EXPERIMENTS = [
         timeout_s=300,
     ),
 ]
+
+
+@takes_rows
+def best_lr(rows: pd.DataFrame, method: str) -> tuple[float, str]:
+    """The learning rate with the lowest held-out loss for ``method`` in an LR sweep's
+    ``eval_loss`` rows, and where it sits in the grid: 'inside', or 'lowest'/'highest' (then
+    the true optimum may lie beyond the grid, and any ratio built on it is only a bound)."""
+    part = rows[(rows["method"] == method) & (rows["metric"] == "eval_loss")]
+    if part.empty:
+        return float("nan"), "not measured"
+    best = float(part.loc[part["value"].idxmin(), "lr"])
+    grid = sorted(part["lr"].unique())
+    edge = "lowest" if best == grid[0] else "highest" if best == grid[-1] else "inside"
+    return best, edge
+
+
+@takes_rows
+def claims(rank_rows: pd.DataFrame, lr_rows: pd.DataFrame, timing: pd.DataFrame,
+           where: str) -> pd.DataFrame:
+    """The lecture's and the LoRA paper's claims against this notebook's rows: parameter counts
+    (exact), the learning-rate ratio (only where both optima lie inside the sweep's grid;
+    otherwise the ratio is a bound and the claim is not measured), the merge's latency."""
+    from workbook.claims import Claim, claims_table
+
+    nan = float("nan")
+    pred = rank_rows[rank_rows["source"] == "predicted"]["value"].sum()
+    counted = rank_rows[rank_rows["source"] != "predicted"]["value"].sum()
+    (lr_lora, edge_lora), (lr_full, edge_full) = best_lr(lr_rows, "lora"), best_lr(lr_rows, "full")
+    bracketed = edge_lora == edge_full == "inside"
+    ratio = lr_lora / lr_full
+    t = timing[timing["metric"] == "forward_time"].groupby("variant")["value"].first()
+    lr_where = where if bracketed else (
+        f"{where}; best LR at the grid's edge (lora: {edge_lora}, full: {edge_full}), "
+        f"so {ratio:.3g}× is only a bound")
+    return claims_table([
+        Claim("1024x1024 at rank 8 trains ~16K numbers", "lecture", 16_000, 8 * (1024 + 1024),
+              "params"),
+        Claim("PEFT example: r=8 on q,v of a 7B model trains 4,194,304", "lecture (PEFT print)",
+              4_194_304, lora_params(llama_config("7b"), 8, "qv"), "params",
+              "formula, Llama-2-7B shape"),
+        Claim("trainable params = r(d_in+d_out) per matrix", "LoRA paper", pred, counted,
+              "params (sum over the sweep)", "counted by PEFT"),
+        Claim("LoRA's best LR is higher than full FT's", "lecture", 1.0, ratio, "× (ratio)",
+              lr_where, kind="at_least"),
+        Claim("... by about 10×", "lecture", 10.0, ratio if bracketed else nan, "×", lr_where,
+              rel_tol=0.5),
+        Claim("merged adapter adds no latency (merged / base forward time)", "LoRA paper", 1.0,
+              t.get("merged", nan) / t.get("base", nan), "ratio", where),
+    ])
