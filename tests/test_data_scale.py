@@ -67,3 +67,7 @@ def test_claims_have_computed_verdicts():
     assert (table["holds if"] != "").all()
     text = data_scale.summary(measured, table.reset_index())
     assert "4.00 bytes/token" in text and "Refuted here" in text
+    unseen = measured.assign(corpus="unseen", tokens=200, bytes_per_token=2.0,
+                             tokens_per_byte=0.5)
+    both = data_scale.summary(pd.concat([measured, unseen]), table.reset_index())
+    assert "**2.00×** the tokens per byte on unseen as on text" in both

@@ -170,6 +170,12 @@ def summary(measured: pd.DataFrame, checked: pd.DataFrame) -> str:
     lines = [f"* **{r['corpus']}**: {r['bytes']:,} bytes → {r['tokens']:,} tokens = "
              f"**{r['bytes_per_token']:.2f} bytes/token** ({r['tokens_per_byte']:.3f} "
              f"tokens/byte; {r['tokenizer']})" for _, r in measured.iterrows()]
+    if len(measured) > 1:
+        first, other = measured.iloc[0], measured.iloc[-1]
+        ratio = other["tokens_per_byte"] / first["tokens_per_byte"]
+        lines.append(f"* The same tokenizer needs **{ratio:.2f}×** the tokens per byte on "
+                     f"{other['corpus']} as on {first['corpus']}: the ratio is a property of "
+                     "the tokenizer *and* the text.")
     held = checked["verdict"].str.startswith("holds")
     lines.append(f"* {int(held.sum())} of {len(checked)} claims hold within their stated "
                  "tolerance.")
