@@ -144,6 +144,9 @@ GOOD: dict[str, dict] = {
     "attention.tiled_attention_forward": {"q": QKV, "k": QKV, "v": QKV, "block_m": 16,
                                           "block_n": 16},
     "attention.reference_attention": {"q": QKV, "k": QKV, "v": QKV},
+    "data_scale.bytes_per_token": {"tokenizer": TOKENIZER, "text": "Return the"},
+    "data_scale.input_tensor": {"batch": 64, "seq_len": 512, "d_model": 768},
+    "data_scale.measure_corpora": {"vocab_size": 4096},
     "data.random_batch": {"ids": IDS, "batch_size": 2, "seq_len": 8,
                           "generator": Make(torch.Generator)},
     "flops.flops_per_token": {"cfg": CONFIG},
@@ -234,6 +237,7 @@ GOOD: dict[str, dict] = {
 
 # Functions the notebooks do not call by name but whose explorer or claims table they show.
 BEHIND_THE_NOTEBOOKS = {"claims.verdict", "claims.direction_verdict", "flops.training_time",
+                        "data_scale.bytes_per_token", "data_scale.input_tensor",
                         "hardware.datasheet", "memory.scenario", "memory.training_memory",
                         "model_parallel.bubble_fraction", "model_parallel.moe_capacity",
                         "zero.predicted_memory"}

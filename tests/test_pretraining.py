@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -65,3 +66,35 @@ def test_sampling_is_reproducible_and_decodes():
 def test_bad_train_config_names_the_range():
     with pytest.raises(WorkbookError, match="warmup"):
         TrainConfig(steps=10, warmup=20)
+
+
+def _curve(val_losses, train_losses):
+    rows = [{"step": 10 * i, "split": split, "tokens": 1000.0 * i, "metric": "loss",
+             "value": v, "status": "ok", "source": "measured", "device": "cpu"}
+            for split, losses in (("val", val_losses), ("train", train_losses))
+            for i, v in enumerate(losses)]
+    return pd.DataFrame(rows)
+
+
+def test_curve_story_reads_its_numbers_from_the_rows():
+    falling = pretraining.curve_story(_curve([8.0, 7.0, 6.0, 5.5, 5.2, 5.0],
+                                             [8.0, 6.0, 5.0, 4.2, 4.0, 3.8]), 500)
+    assert "**50 steps**: 5,000 tokens" in falling and "**10.0 passes** over the 500-" in falling
+    # the training loss is the mean of the last 5 batches: 4.6, 0.40 nats below held-out 5.0
+    assert "not overfitted" in falling and "4.60) sits 0.40 nats below" in falling
+    overfit = pretraining.curve_story(_curve([8.0, 5.0, 6.0], [8.0, 3.0, 1.0]), 1000)
+    assert "lowest at step 10 (5.00 nats)" in overfit and "*rises* to 6.00" in overfit
+
+
+def test_transfer_story_reads_its_numbers_from_the_rows():
+    rows = [{"init": init, "step": s, "metric": "val_loss", "value": v, "status": "ok",
+             "source": "measured", "device": "cpu"}
+            for init, losses in (("pretrained", [5.0, 3.0, 3.5]), ("scratch", [8.3, 6.0, 4.0]))
+            for s, v in zip((0, 10, 20), losses, strict=True)]
+    rows += [{"init": init, "step": 20, "metric": "steps_to_scratch_final", "value": v,
+              "status": "ok", "source": "measured", "device": "cpu"}
+             for init, v in (("pretrained", 10.0), ("scratch", 20.0))]
+    text = pretraining.transfer_story(pd.DataFrame(rows))
+    assert "5.00 nats against 8.30" in text and "**10 steps** against **20**" in text
+    assert "pretrained run's held-out loss is lowest at step 10" in text
+    assert "scratch run" not in text

@@ -382,3 +382,55 @@ def claims(vocab_size: int, init_val_loss: float, base_val_loss: float,
                          float(steps["pretrained"]), "steps", "transfer_learning rows",
                          kind="at_most"))
     return claims_table(out)
+
+
+@takes_rows
+def curve_story(rows: pd.DataFrame, corpus_tokens: int) -> str:
+    """What a recorded ``pretraining_curve`` shows, in words, every number read from its rows:
+    steps, tokens, passes over a corpus of ``corpus_tokens``, and whether held-out loss turned
+    up (memorising) or was still falling at the end."""
+    from workbook.results import where_label
+
+    check_range("corpus_tokens", corpus_tokens, 1, 1e13)
+    loss = rows[(rows["metric"] == "loss") & (rows["status"] == "ok")]
+    val = loss[loss["split"] == "val"].sort_values("step")
+    train = loss[loss["split"] == "train"].sort_values("step")
+    steps, tokens = int(loss["step"].max()), float(loss["tokens"].max())
+    best, last = val.loc[val["value"].idxmin()], val.iloc[-1]
+    train_end = float(train["value"].tail(5).mean())
+    text = (f"The recording ({where_label(rows)}) trained for **{steps:,} steps**: "
+            f"{tokens:,.0f} tokens, about **{tokens / corpus_tokens:.1f} passes** over the "
+            f"{corpus_tokens:,}-token training split. ")
+    if best["step"] < last["step"] and last["value"] > best["value"] + 0.05:
+        return text + (f"Held-out loss is lowest at step {int(best['step']):,} "
+                       f"({best['value']:.2f} nats) and then *rises* to {last['value']:.2f} "
+                       f"while the training loss falls to {train_end:.2f}: the model is "
+                       "memorising the corpus (the data-limited regime).")
+    return text + (f"Held-out loss falls from {val['value'].iloc[0]:.2f} to {last['value']:.2f} "
+                   "nats and is still at its lowest at the last step, so by the usual test (the "
+                   "held-out loss turning up) it has not overfitted. But the training loss (last "
+                   f"5 batches: {train_end:.2f}) sits {last['value'] - train_end:.2f} nats below "
+                   "it: the model fits text it has read better than new text, the start of "
+                   "memorising, which more passes over the same tokens would widen.")
+
+
+@takes_rows
+def transfer_story(rows: pd.DataFrame) -> str:
+    """What a recorded ``transfer_learning`` run shows, numbers read from its rows: where each
+    start begins, how many steps each needs to reach scratch's final loss, and overfitting."""
+    from workbook.results import where_label
+
+    val = rows[(rows["metric"] == "val_loss") & (rows["status"] == "ok")].sort_values("step")
+    reach = rows[rows["metric"] == "steps_to_scratch_final"].set_index("init")["value"]
+    start = val.groupby("init")["value"].first()
+    text = (f"The recording ({where_label(rows)}) fine-tuned for {int(val['step'].max()):,} "
+            f"steps. At step 0 the pre-trained model's downstream loss is "
+            f"{start['pretrained']:.2f} nats against {start['scratch']:.2f} from random "
+            f"weights; it reaches scratch's final loss in **{int(reach['pretrained']):,} "
+            f"steps** against **{int(reach['scratch']):,}**. ")
+    for init, curve in val.groupby("init"):
+        low = curve.loc[curve["value"].idxmin()]
+        if curve["value"].iloc[-1] > low["value"] + 0.05:
+            text += (f"The {init} run's held-out loss is lowest at step {int(low['step'])} and "
+                     "then rises: it overfits the small task. ")
+    return text.strip()
