@@ -277,8 +277,8 @@ BASE_RECIPES: dict[str, BaseRecipe] = {
                                     seq_len=128), steps=200, batch_size=16, lr=3e-3, warmup=20),
     # ~6M parameters; ~15 s on one H100 (bf16 autocast). 500 steps = 4M tokens, about 9 passes
     # over the 0.46M-token corpus. The recorded 500-step run (pretraining_curve) was still
-    # improving on held-out text at its end (01 prints the story from its rows); longer runs
-    # over so small a corpus memorise it, which is why the recipe stops here.
+    # improving on held-out text at its end (01 prints the story from its rows); a longer run
+    # would repeat the same small corpus more times, and repeated tokens are worth less.
     "full": BaseRecipe(ModelConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=4,
                                    seq_len=256), steps=500, batch_size=32, lr=2e-3, warmup=50),
 }
