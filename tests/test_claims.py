@@ -90,3 +90,18 @@ def test_a_direction_claim_inside_its_noise_is_inconclusive():
     row = claims_table([Claim("a beats b", "lecture", 0.691, 0.695, abs_tol=0.08,
                               kind="at_least")]).iloc[0]
     assert row["holds if"] == "above 0.691 by more than 0.08 (noise)"
+
+
+def test_claims_table_shows_where_in_full_and_numbers_in_fixed_notation():
+    # Issue 19: the `where` column was cut at 50 characters ("2026-11-..."), and 3.15e+23
+    # is not how a reader writes a number.
+    from workbook.claims import readable
+
+    where = "recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22, seed 0 (a long provenance)"
+    table = claims_table([Claim("GPT-3 FLOPs", "lecture", 3.15e23, 3.14e23, "FLOPs", where),
+                          Claim("ratio", "lecture", 2.0, 0.000335)])
+    html = table._repr_html_()
+    assert where in html and "3.15×10²³" in html and "3.35×10⁻⁴" in html and "e+23" not in html
+    assert type(table[table["verdict"] == "holds"]).__name__ == "ClaimsTable"
+    assert [readable(v) for v in (1979, 0.0956, 4194304, math.nan)] == [
+        "1,979", "0.0956", "4,194,304", ""]

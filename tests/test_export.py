@@ -114,3 +114,19 @@ def test_tree_memory_counts_the_processes_a_kernel_starts():
         child.kill()
         child.wait()
     assert grown > 150e6, f"a child holding 200 MB added only {grown / 1e6:.0f} MB to the tree"
+
+
+def test_a_label_keeps_its_colour_across_figures():
+    # Issue 19: one colour per variant across a notebook's figures.
+    import pandas as pd
+
+    first = pd.DataFrame({"x": [1, 2, 1, 2], "value": [1.0, 2.0, 3.0, 4.0],
+                          "variant": ["vanilla", "vanilla", "flash", "flash"],
+                          "source": "measured", "status": "ok"})
+    second = first[first["variant"] == "flash"]  # flash alone, first in its figure
+    a = plots.compare(first, "x", group="variant")
+    b = plots.compare(second, "x", group="variant")
+    colour = {t.name: t.line.color for t in a.data}
+    assert b.data[0].line.color == colour["flash (measured)"] != colour["vanilla (measured)"]
+    bars = plots.bars(first, "x", group="variant")
+    assert {t.name: t.marker.color for t in bars.data}["flash"] == colour["flash (measured)"]

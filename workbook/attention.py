@@ -1104,8 +1104,8 @@ def size_explorer(device_name: str | None = None):
                        "seq_len", "GB moved (bf16)", log_x=True, log_y=True)
     names = {"vanilla": "vanilla: Θ(Nd + N²)", "flash_no_l2": "flash, no L2: Θ(N²d²/M)",
              "minimum": "minimum: Q, K, V in, O out"}
-    for i, name in enumerate(names.values()):
-        fig.add_scatter(name=name, mode="lines", line={"color": plots.COLORS[i]})
+    for key, name in names.items():  # vanilla keeps its colour from the measured plots
+        fig.add_scatter(name=name, mode="lines", line={"color": plots.color_for(key)})
 
     def draw(fig, seq_len, head_dim, batch, tile):
         facts = s_matrix_vs_memory(seq_len, head_dim, batch, 16, tile,

@@ -137,9 +137,42 @@ def direction_verdict(holds: bool, measured: float) -> str:
     return "holds" if holds else "wrong"
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def readable(value: object) -> str:
+    """A number as a reader wants it in a table: 1,979 · 0.0956 · 3.15×10²³ (never 3.15e+23),
+    an empty cell for NaN; anything else as its text."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return "" if value is None else str(value)
+    if math.isnan(value):
+        return ""
+    if value == 0 or 1e-3 <= abs(value) < 1e7:
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    exponent = math.floor(math.log10(abs(value)))
+    return f"{value / 10**exponent:.3g}×10{str(exponent).translate(_SUPERSCRIPT)}"
+
+
+class ClaimsTable(pd.DataFrame):
+    """A claims table: a plain DataFrame to code, and in a notebook every cell in full (the
+    ``where`` column is the provenance; pandas would cut it at 50 characters) with numbers in
+    fixed notation."""
+
+    @property
+    def _constructor(self):  # pandas operations keep the type
+        return ClaimsTable
+
+    def _repr_html_(self) -> str:
+        numeric = [c for c in ("predicted", "measured", "low", "high") if c in self.columns]
+        styled = pd.DataFrame(self).style.format(readable, subset=numeric).hide(axis="index")
+        return styled.set_properties(**{"text-align": "left", "white-space": "normal"}) \
+            .to_html()
+
+
 def claims_table(claims: list[Claim]) -> pd.DataFrame:
     """One row per claim, with the verdict computed, never typed in, and the rule it was
-    judged by (``holds if``); the measured interval where a claim has one."""
+    judged by (``holds if``); the measured interval where a claim has one. Shown in full,
+    numbers in fixed notation (:class:`ClaimsTable`)."""
     frame = pd.DataFrame([asdict(c) for c in claims])
     frame["holds if"] = [holds_if(c) for c in claims]
     frame["verdict"] = [verdict(c.predicted, c.measured, c.rel_tol, abs_tol=c.abs_tol,
@@ -147,4 +180,4 @@ def claims_table(claims: list[Claim]) -> pd.DataFrame:
     drop = ["rel_tol", "abs_tol", "kind"]
     if frame[["low", "high"]].isna().all().all():
         drop += ["low", "high"]
-    return frame.drop(columns=drop)
+    return ClaimsTable(frame.drop(columns=drop))

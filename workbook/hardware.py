@@ -505,8 +505,8 @@ def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float 
 
     def draw(fig, dtype: str, intensity: float) -> str:
         if not fig.data:
-            for i, label in enumerate(devices):
-                color = plots.COLORS[i % len(plots.COLORS)]
+            for label in devices:
+                color = plots.color_for(label)
                 fig.add_scatter(name=label, mode="lines", line_color=color)
                 fig.add_scatter(name=f"your kernel on {label}", mode="markers",
                                 marker_size=14, marker_color=color, showlegend=False)

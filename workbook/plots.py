@@ -108,12 +108,11 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
         return fig
     ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
     keys = groups + ["source"] if "source" in ok.columns else groups
-    color_of: dict[str, str] = {}
     for key, part in (ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)]):
         key = key if isinstance(key, tuple) else (key,)
         source = key[-1] if "source" in ok.columns else "measured"
         label = " ".join(str(k) for k in key[:len(groups)]) or str(y)
-        color = color_of.setdefault(label, COLORS[len(color_of) % len(COLORS)])
+        color = color_for(label)
         style = _SOURCE_STYLE.get(source, _SOURCE_STYLE["measured"])
         part = part.sort_values(x)
         fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source})",
@@ -121,6 +120,15 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
                         marker={**style.get("marker", {}), "color": color},
                         mode=style["mode"])
     return fig
+
+
+_COLOR_OF: dict[str, str] = {}  # label -> colour, for this process (one notebook's kernel)
+
+
+def color_for(label: str) -> str:
+    """The colour of ``label`` (a variant, a method, a device) in every figure of this kernel:
+    'vanilla' is the same colour in all of 07's plots. New labels take the next colour."""
+    return _COLOR_OF.setdefault(str(label), COLORS[len(_COLOR_OF) % len(COLORS)])
 
 
 def _unit_title(rows: pd.DataFrame, y: str) -> str:
@@ -136,8 +144,8 @@ def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
     fig = figure(title_with_source(title, rows), x, y_title or _unit_title(rows, y),
                  log_y=log_y)
     ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
-    for i, (name, part) in enumerate(ok.groupby(group, sort=False)):
+    for name, part in ok.groupby(group, sort=False):
         fig.add_bar(x=part[x].astype(str), y=part[y], name=str(name),
-                    marker_color=COLORS[i % len(COLORS)])
+                    marker_color=color_for(name))
     fig.update_layout(barmode="group")
     return fig
