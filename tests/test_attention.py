@@ -287,23 +287,17 @@ def test_triton_kernel_in_the_interpreter():
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
-def test_triton_kernel_on_the_gpu(dtype, head_dim, causal):
-    q, k, v, _ = inputs((2, 3, 333, head_dim), A.DTYPES[dtype], device="cuda")
-    err = rel(A.attention(q, k, v, variant="triton", causal=causal), reference(q, k, v, causal))
-    assert err < A.TOLERANCE[dtype], f"Triton {dtype} hd={head_dim} causal={causal}: {err:.1e}"
-
-
-@needs_gpu_and_triton
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("head_dim", [64, 128])
-@pytest.mark.parametrize("causal", [False, True])
-def test_triton_backward_on_the_gpu(dtype, head_dim, causal):
-    # fwd + bwd through the Triton kernels against float64 autograd, at an odd length.
+def test_triton_kernels_on_the_gpu(dtype, head_dim, causal):
+    # forward and backward through the Triton kernels against float64, at an odd length
     q, k, v, dout = inputs((2, 3, 333, head_dim), A.DTYPES[dtype], device="cuda")
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-    A.attention(*leaves, variant="triton", causal=causal).backward(dout)
+    out = A.attention(*leaves, variant="triton", causal=causal)
     ref = [t.double().requires_grad_(True) for t in (q, k, v)]
-    reference(*ref, causal=causal).backward(dout.double())
+    ref_out = reference(*ref, causal=causal)
+    err = rel(out, ref_out)
+    assert err < A.TOLERANCE[dtype], f"Triton {dtype} hd={head_dim} causal={causal}: {err:.1e}"
+    out.backward(dout)
+    ref_out.backward(dout.double())
     for name, got, want in zip("qkv", leaves, ref, strict=True):
         err = rel(got.grad, want.grad)
         assert err < 2 * A.TOLERANCE[dtype], (

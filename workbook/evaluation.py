@@ -27,6 +27,7 @@ import torch
 from workbook import sft
 from workbook.config import WorkbookError, check_choice, check_range, check_values, takes_rows
 from workbook.registry import Experiment
+from workbook.results import preset_of
 
 ELO_SCALE = 400 / math.log(10)     # one Bradley-Terry logit = 173.7 Elo points
 ELO_BASE = 1000.0
@@ -458,8 +459,7 @@ def test_task_caption(rows: pd.DataFrame) -> str:
     from workbook.model import BASE_RECIPES
     from workbook.results import where_label
 
-    preset = str(rows["preset"].dropna().iloc[0]) if "preset" in rows and \
-        rows["preset"].notna().any() else "small"
+    preset = preset_of(rows)
     cfg = TEST_TASK_PRESETS[preset if preset in TEST_TASK_PRESETS else "small"]
     bench = rows["benchmark"].dropna().iloc[0] if "benchmark" in rows and \
         rows["benchmark"].notna().any() else cfg.benchmark
@@ -507,7 +507,7 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame,
     def where(rows: pd.DataFrame) -> str:
         from workbook.results import where_label
 
-        return f"{where_label(rows)}, {_preset(rows)} preset"
+        return f"{where_label(rows)}, {preset_of(rows)} preset"
 
     bench = {v: _value(test_task, variant=v, metric="benchmark_exact_match")
              for v in ("general_sft", "test_task_sft")}
@@ -528,7 +528,7 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame,
 
     # Exact match over n_eval items per family: a gap under two standard errors of a difference
     # of shares is noise. Losses: 1 % of the loss. The arena sweeps have seeds: their spread.
-    n = TEST_TASK_PRESETS.get(_preset(test_task), TEST_TASK_PRESETS["small"]).n_eval
+    n = TEST_TASK_PRESETS.get(preset_of(test_task), TEST_TASK_PRESETS["small"]).n_eval
 
     def share_noise(p: float, q: float, items: int) -> float:
         return 2 * math.sqrt((p * (1 - p) + q * (1 - q)) / items) if p == p and q == q else 0.0
@@ -572,13 +572,6 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame,
               "lecture (Chatbot Arena caveats)", 0.0, tau, "tau", sim, kind="at_most",
               abs_tol=tau_se),
     ])
-
-
-def _preset(rows: pd.DataFrame) -> str:
-    """The preset the rows were run with ('small' where they do not say)."""
-    if "preset" in rows.columns and rows["preset"].notna().any():
-        return str(rows["preset"].dropna().iloc[0])
-    return "small"
 
 
 def results_label(rows: pd.DataFrame) -> str:

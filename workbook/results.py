@@ -325,6 +325,13 @@ def load(experiment: str, *, device: str | None = None, ok_only: bool = False) -
     return frame.reset_index(drop=True)
 
 
+def preset_of(frame: pd.DataFrame, default: str = "small") -> str:
+    """The preset rows were run with (their ``preset`` column), else ``default``."""
+    if "preset" in frame.columns and frame["preset"].notna().any():
+        return str(frame["preset"].dropna().iloc[0])
+    return default
+
+
 @takes_rows
 def where_label(frame: pd.DataFrame) -> str:
     """Where a claims row's numbers come from: 'this machine (NVIDIA H200)' for rows measured

@@ -383,7 +383,11 @@ def _share_cpu_threads() -> None:
     from workbook.hardware import cpu_threads
 
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    torch.set_num_threads(max(1, cpu_threads() // ranks))
+    share = max(1, cpu_threads() // ranks)
+    # Pinned for the rest of this process: code that asks cpu_threads() again (pretraining.train)
+    # gets this rank's share instead of sampling the machine afresh.
+    os.environ["WORKBOOK_THREADS"] = str(share)
+    torch.set_num_threads(share)
 
 
 def _child_main(spec_path: str, out_dir: str) -> int:

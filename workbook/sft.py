@@ -747,9 +747,9 @@ def final_value(rows: pd.DataFrame, policy: str, metric: str) -> float:
 def _eval_items(rows: pd.DataFrame) -> int:
     """How many held-out records each exact-match evaluation used (the rows' preset's
     ``n_eval``); 0 if unknown."""
-    preset = rows["preset"].dropna().iloc[0] if "preset" in rows and rows["preset"].notna().any() \
-        else None
-    cfg = MASKING_PRESETS.get(preset) if preset is not None else None
+    from workbook.results import preset_of
+
+    cfg = MASKING_PRESETS.get(preset_of(rows, default=""))
     return int(cfg.n_eval) if cfg is not None else 0
 
 
