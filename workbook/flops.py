@@ -158,7 +158,7 @@ def _loss_fn(model: torch.nn.Module, device: torch.device, fusion: str = "none",
     ``fusion="liger"``: the output layer and the loss run as Liger-Kernel's fused linear
     cross-entropy (chunks of tokens; the full logits never exist), on a model whose RMSNorm,
     rotary embedding and SwiGLU :func:`apply_liger` swapped for Liger's Triton kernels."""
-    from workbook.pretraining import next_token_loss
+    from workbook.training import next_token_loss
 
     if fusion == "liger":
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
@@ -199,7 +199,7 @@ def _setup(cfg: ModelConfig, batch_size: int, seed: int, device: torch.device,
     projections (its mode and fusion are applied by :func:`_train_step`); ``capturable``: an
     optimizer whose step can be recorded into a CUDA graph (its step count lives on the GPU)."""
     from workbook.model import build_model, fuse_projections, use_causal_sdpa, use_rope_table
-    from workbook.precision import MasterWeightAdamW
+    from workbook.training import MasterWeightAdamW
 
     spec = spec or RunSpec()
     model = build_model(cfg, seed, device=device).train()

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from workbook.config import WorkbookError, check_range, check_rows, takes_rows
+from workbook.config import WorkbookError, check_choice, check_range, check_rows, takes_rows
 from workbook.registry import Experiment
 
 
@@ -166,6 +166,16 @@ def detect() -> Machine:
         pass
     name = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
     return Machine("cpu", name, 0, round(mem_gb, 1), None, supported_dtypes(None))
+
+
+def torch_device(name: str = "auto") -> torch.device:
+    """The one device choice: ``auto`` is the GPU when there is one, else the CPU."""
+    check_choice("device", name, ("auto", "cuda", "cpu"))
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise WorkbookError("device='cuda' but this machine has no GPU; allowed here: cpu, auto")
+    return torch.device(name)
 
 
 def physical_cores() -> int:

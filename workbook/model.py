@@ -306,7 +306,7 @@ def _pick_device(device: str | torch.device | None) -> torch.device:
 
 def _train_and_save(recipe: BaseRecipe, seed: int, folder: Path, device: torch.device) -> None:
     from workbook.data import load_tokenizer
-    from workbook.pretraining import TrainConfig, train
+    from workbook.training import TrainConfig, train
 
     tokenizer = load_tokenizer(recipe.model.vocab_size)
     model = build_model(recipe.model, seed).to(device)

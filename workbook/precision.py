@@ -24,6 +24,7 @@ import torch
 
 from workbook.config import WorkbookError, check_choice, check_range, check_values, takes_rows
 from workbook.registry import Experiment
+from workbook.training import MasterWeightAdamW  # noqa: F401  (08 shows its source)
 
 # ------------------------------------------------------------------------------ the formats
 
@@ -509,60 +510,6 @@ def master_weight_training(model: torch.nn.Module, ids: torch.Tensor, mode: str,
                  {"part": "training", "mode": mode, "step": step, "metric": "updates_lost",
                   "value": lost / max(1, nonzero), "unit": "share"}]
     return pd.DataFrame(rows)
-
-
-class MasterWeightAdamW:
-    """AdamW for a model whose weights are BF16, on FP32 master copies of them.
-
-    This is how large-scale mixed precision is usually run (Megatron-LM's ``--bf16``, DeepSpeed
-    BF16 + ZeRO): the model itself is BF16, so every activation, residual and gradient it touches
-    is half the bytes of the autocast way (FP32 weights cast to BF16 at every matmul, FP32
-    residual stream); the optimizer keeps the FP32 weights and moments that small updates
-    need. One :meth:`step`: copy the BF16 gradients into FP32, fused AdamW on the FP32 masters,
-    round the masters back into the model.
-
-    Model states per parameter: 2 (BF16 weight) + 2 (BF16 gradient) + 4 (FP32 master) + 4
-    (FP32 gradient copy) + 8 (Adam moments) = 20 bytes, against autocast's 4 + 4 + 8 = 16 plus
-    the transient BF16 weight copies: speed bought with memory.
-    """
-
-    def __init__(self, params, lr: float = 1e-3, compile: bool = False, **adamw_kwargs):
-        self.params = [p for p in params if p.requires_grad]
-        if not self.params:
-            raise WorkbookError("MasterWeightAdamW got no trainable parameters")
-        self.master = [p.detach().float().clone() for p in self.params]
-        if compile:
-            # torch.compile fuses the two copies and the (multi-tensor) AdamW arithmetic into a
-            # few Triton kernels: one pass over the parameters instead of three.
-            adamw_kwargs.update(foreach=True, fused=False)
-        else:
-            adamw_kwargs.setdefault("fused", self.master[0].is_cuda)
-        self.optimizer = torch.optim.AdamW(self.master, lr=lr, **adamw_kwargs)
-        self._update = torch.compile(self._copy_step_copy) if compile else self._copy_step_copy
-
-    def _copy_step_copy(self) -> None:
-        pairs = [(p.grad, m.grad) for p, m in zip(self.params, self.master, strict=True)
-                 if p.grad is not None]
-        if pairs:
-            torch._foreach_copy_([m for _, m in pairs], [g for g, _ in pairs])
-        self.optimizer.step()
-        torch._foreach_copy_(self.params, self.master)   # round the FP32 masters into BF16
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for p, m in zip(self.params, self.master, strict=True):
-            if p.grad is None:
-                m.grad = None             # no gradient this step: AdamW skips it, as in torch
-            elif m.grad is None:
-                m.grad = torch.empty_like(m)
-        self._update()
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from workbook.config import (
     takes_rows,
 )
 from workbook.data import CORPORA, corpus_token_ids
+from workbook.hardware import torch_device
 from workbook.registry import Experiment
 
 # ------------------------------------------------------------------------- published laws
@@ -531,16 +532,6 @@ def plan_sweep(cfg: IsoFlopConfig, n_train_tokens: int | None = None) -> pd.Data
     return plan.drop(columns="rank").reset_index(drop=True)
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise WorkbookError("device='cuda' but this machine has no GPU; allowed here: cpu, auto")
-    return torch.device(name)
-
-
 def _eval_windows(val_ids, n_tokens: int, seq_len: int):
     """The same evenly spaced, non-overlapping val windows for every point: (n, seq_len + 1)."""
     import torch
@@ -561,8 +552,9 @@ def train_point(point: dict, cfg: IsoFlopConfig, train_ids, val_windows, seed: i
     import torch
 
     from workbook.model import build_model
-    from workbook.pretraining import TrainConfig, _autocast, lr_at, make_optimizer
-    from workbook.pretraining import next_token_loss as ce
+    from workbook.training import TrainConfig, lr_at, make_optimizer
+    from workbook.training import autocast as _autocast
+    from workbook.training import next_token_loss as ce
 
     shape = (int(point["d_model"]), int(point["n_layers"]), int(point["n_heads"]))
     model = build_model(_model_config(shape, cfg), seed).to(device).train()
@@ -602,8 +594,8 @@ def train_point(point: dict, cfg: IsoFlopConfig, train_ids, val_windows, seed: i
 def _evaluate(model, windows, device, chunk: int = 64) -> float:
     import torch
 
-    from workbook.pretraining import _autocast
-    from workbook.pretraining import next_token_loss as ce
+    from workbook.training import autocast as _autocast
+    from workbook.training import next_token_loss as ce
 
     model.eval()
     total = torch.zeros((), device=device)
@@ -662,7 +654,7 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
 
     from workbook.results import write_atomic
 
-    device = _device(cfg.device)
+    device = torch_device(cfg.device)
     train_ids = corpus_token_ids(cfg.corpus, "train", cfg.vocab_size)
     val_windows = _eval_windows(corpus_token_ids(cfg.corpus, "val", cfg.vocab_size),
                                 cfg.eval_tokens, cfg.seq_len).to(device)

@@ -1,0 +1,254 @@
+"""The one training loop, its loss and its optimizer: plumbing every topic trains with.
+
+Pre-training (01) introduces these ideas; the topics after it reuse them instead of writing
+their own loop. :func:`train` is the whole loop: batches (random windows of the corpus, or
+any ``batches(step, generator)`` a topic supplies), AdamW with warm-up and cosine decay, bf16
+autocast on a GPU, gradient clipping, and a held-out loss every few steps.
+:class:`MasterWeightAdamW` is the optimizer of pure-BF16 training (08 explains it; 02 times
+it).
+
+This module imports plumbing only (config, hardware, data), never a topic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from workbook.config import WorkbookError, check_range
+from workbook.data import random_batch, token_ids
+from workbook.hardware import torch_threads
+
+__all__ = ["TrainConfig", "next_token_loss", "lr_at", "make_optimizer", "autocast",
+           "evaluate", "train", "MasterWeightAdamW"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 3e-3
+    warmup: int = 20
+    weight_decay: float = 0.1
+    eval_every: int = 20
+    eval_batches: int = 4
+
+    def __post_init__(self) -> None:
+        check_range("steps", self.steps, 1, 1_000_000)
+        check_range("batch_size", self.batch_size, 1, 4096)
+        check_range("seq_len", self.seq_len, 2, 131072)
+        check_range("lr", self.lr, 1e-6, 1.0)
+        check_range("warmup", self.warmup, 0, self.steps)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("eval_every", self.eval_every, 1, 1_000_000)
+        check_range("eval_batches", self.eval_batches, 1, 1000)
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor,
+                    ignore_index: int = -100) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` (batch, seq, vocab) against ``targets`` (batch, seq).
+
+    ``targets`` are the inputs shifted by one (see ``workbook.data.random_batch``): position t
+    is scored on how much probability it gave to the token that actually came next. Targets
+    equal to ``ignore_index`` (a prompt token in SFT, padding) count for nothing.
+    """
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                           ignore_index=ignore_index)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to 10 % of it."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, *, betas=(0.9, 0.95),
+                   master_weights: bool = False):
+    """AdamW with weight decay on matrices only (not on norms), fused on a GPU.
+
+    ``master_weights=True``: :class:`MasterWeightAdamW` (FP32 copies of BF16 weights).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise WorkbookError("the model has no trainable parameters (requires_grad is off)")
+    if master_weights:
+        return MasterWeightAdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fused = all(p.is_cuda for p in params)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=fused)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU, nothing on a CPU (where bf16 matmuls are slow)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(input_ids=x, use_cache=False)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, ids: torch.Tensor, batch_size: int, seq_len: int,
+             n_batches: int, device: torch.device, seed: int = 1234) -> float:
+    """Mean next-token loss over ``n_batches`` fixed random windows of ``ids``."""
+    check_range("n_batches", n_batches, 1, 100_000)
+    check_range("seed", seed, 0, 2**63 - 1)
+
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(n_batches):
+        x, y = random_batch(ids, batch_size, seq_len, gen)
+        with autocast(device):
+            logits = _logits(model, x.to(device))
+        losses.append(next_token_loss(logits, y.to(device)).item())
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+Batches = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: int | None = None,
+          device: torch.device | str | None = None, train_ids: torch.Tensor | None = None,
+          val_ids: torch.Tensor | None = None, batches: Batches | None = None,
+          validate: Callable[[], float] | None = None, optimizer=None,
+          master_weights: bool = False, clip: float | None = 1.0, progress: bool = False,
+          desc: str = "training", on_log: Callable[[dict], None] | None = None
+          ) -> pd.DataFrame:
+    """Train ``model`` in place; return the loss log.
+
+    Batches: random windows of ``train_ids`` (default: the corpus), or ``batches(step,
+    generator)`` returning ``(inputs, targets)`` (targets of -100 are ignored: loss masking).
+    The held-out loss: ``validate()`` if given, else windows of ``val_ids``; ``cfg.eval_every=
+    cfg.steps`` evaluates only at the start and end. ``optimizer``: any object with ``step``
+    and ``zero_grad`` and ``param_groups`` (default :func:`make_optimizer`).
+
+    Rows: ``step, split ('train'|'val'), loss, lr, tokens``. ``on_log(row)`` is called for each
+    row as it appears (a notebook's live plot). The batches depend only on ``seed``.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device or next(model.parameters()).device)
+    if batches is None:
+        if vocab_size is None and (train_ids is None or (val_ids is None and validate is None)):
+            raise WorkbookError("train needs vocab_size (the corpus's tokenizer) or train_ids "
+                                "and val_ids")
+        ids = token_ids("train", vocab_size) if train_ids is None else train_ids
+
+        def batches(step: int, gen: torch.Generator):
+            return random_batch(ids, cfg.batch_size, cfg.seq_len, gen)
+    if validate is None:
+        held_out = token_ids("val", vocab_size) if val_ids is None else val_ids
+
+        def validate() -> float:
+            return evaluate(model, held_out, cfg.batch_size, cfg.seq_len, cfg.eval_batches,
+                            device)
+    gen = torch.Generator().manual_seed(seed)
+    opt = optimizer if optimizer is not None else make_optimizer(
+        model, cfg, master_weights=master_weights)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows: list[dict] = []
+
+    def log(step: int, split: str, loss: float, lr: float) -> None:
+        row = {"step": step, "split": split, "loss": loss, "lr": lr,
+               "tokens": step * cfg.batch_size * cfg.seq_len}
+        rows.append(row)
+        if on_log is not None:
+            on_log(row)
+
+    def set_lr(lr: float) -> None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+    # On a CPU, as many threads as there are idle cores (hardware.cpu_threads): PyTorch's
+    # default of one per core makes a loaded machine three times slower, not faster.
+    threads = torch_threads() if device.type == "cpu" else contextlib.nullcontext()
+    with threads:
+        model.train()
+        for step in tqdm(range(cfg.steps), desc=desc, disable=not progress):
+            if step % cfg.eval_every == 0:
+                log(step, "val", validate(), lr_at(step, cfg))
+            set_lr(lr_at(step, cfg))
+            x, y = batches(step, gen)
+            with autocast(device):
+                logits = _logits(model, x.to(device))
+            loss = next_token_loss(logits, y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            log(step + 1, "train", loss.item(), lr_at(step, cfg))
+        log(cfg.steps, "val", validate(), lr_at(cfg.steps - 1, cfg))
+    model.eval()
+    return pd.DataFrame(rows)
+
+
+class MasterWeightAdamW:
+    """AdamW for a model whose weights are BF16, on FP32 master copies of them.
+
+    This is how large-scale mixed precision is usually run (Megatron-LM's ``--bf16``, DeepSpeed
+    BF16 + ZeRO): the model itself is BF16, so every activation, residual and gradient it touches
+    is half the bytes of the autocast way (FP32 weights cast to BF16 at every matmul, FP32
+    residual stream); the optimizer keeps the FP32 weights and moments that small updates
+    need. One :meth:`step`: copy the BF16 gradients into FP32, fused AdamW on the FP32 masters,
+    round the masters back into the model.
+
+    Model states per parameter: 2 (BF16 weight) + 2 (BF16 gradient) + 4 (FP32 master) + 4
+    (FP32 gradient copy) + 8 (Adam moments) = 20 bytes, against autocast's 4 + 4 + 8 = 16 plus
+    the transient BF16 weight copies: speed bought with memory.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, compile: bool = False, **adamw_kwargs):
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise WorkbookError("MasterWeightAdamW got no trainable parameters")
+        self.master = [p.detach().float().clone() for p in self.params]
+        if compile:
+            # torch.compile fuses the two copies and the (multi-tensor) AdamW arithmetic into a
+            # few Triton kernels: one pass over the parameters instead of three.
+            adamw_kwargs.update(foreach=True, fused=False)
+        else:
+            adamw_kwargs.setdefault("fused", self.master[0].is_cuda)
+        self.optimizer = torch.optim.AdamW(self.master, lr=lr, **adamw_kwargs)
+        self.param_groups = self.optimizer.param_groups
+        self._update = torch.compile(self._copy_step_copy) if compile else self._copy_step_copy
+
+    def _copy_step_copy(self) -> None:
+        pairs = [(p.grad, m.grad) for p, m in zip(self.params, self.master, strict=True)
+                 if p.grad is not None]
+        if pairs:
+            torch._foreach_copy_([m for _, m in pairs], [g for g, _ in pairs])
+        self.optimizer.step()
+        torch._foreach_copy_(self.params, self.master)   # round the FP32 masters into BF16
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, m in zip(self.params, self.master, strict=True):
+            if p.grad is None:
+                m.grad = None             # no gradient this step: AdamW skips it, as in torch
+            elif m.grad is None:
+                m.grad = torch.empty_like(m)
+        self._update()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
