@@ -20,13 +20,7 @@ OUT=${OUT:-/tmp/gpu_notebooks_out}
 mkdir -p "$OUT" data/cache/executed
 LOG="$OUT/gpu_notebooks.log"
 START=$(date +%s)
-if [ -d .whl ] && ! python3 -c "import nbclient, ipykernel, plotly, ipywidgets" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >> "$LOG" 2>&1 || { echo "wheels did not install" | tee -a "$LOG"; exit 1; }
-  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch, plotly, nbclient; print('torch', torch.__version__, 'plotly', plotly.__version__, 'nbclient', nbclient.__version__)"; } >> "$LOG" 2>&1
+source scripts/device_env.sh
 ALL="00_setup 01_pretraining 02_flops 03_scaling_laws 04_memory 05_data_parallel_zero"
 ALL="$ALL 06_model_parallel 07_flash_attention 08_mixed_precision 09_sft"
 ALL="$ALL 10_evaluation_alignment 11_lora 12_qlora"

@@ -240,6 +240,112 @@ def figure(rows: pd.DataFrame, metric: str = "wall_time"):
                       y_title={"wall_time": "seconds", "peak_memory": "GB"}[metric])
 
 
+# ------------------------------------------------------------------ rerunning one cell
+
+
+@dataclass(frozen=True)
+class RerunConfig:
+    """Rerun measuring cells in one kernel, as a reader moving a slider does: does the kernel
+    keep memory from earlier runs? Each target is ``"<notebook>:<cell index>"``."""
+
+    targets: tuple[str, ...] = ("00_setup:5", "08_mixed_precision:9")
+    times: int = 10                      # reruns of the target cell after the first run
+    preset: str = "small"
+    timeout_s: int = 600                 # per cell
+
+    def __post_init__(self) -> None:
+        known = {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}
+        for target in self.targets:
+            name, _, cell = target.partition(":")
+            if name not in known or not cell.isdigit():
+                raise WorkbookError(f"target {target!r}: want '<notebook>:<cell index>' with a "
+                                    f"notebook of {', '.join(sorted(known))}")
+        check_range("times", self.times, 1, 100)
+        check_choice("preset", self.preset, ("small", "full"))
+        check_range("timeout_s", self.timeout_s, 10, 7200)
+
+
+_PROBE = ("import sys as _s; _t = _s.modules.get('torch'); "
+          "print(_t.cuda.memory_allocated(), _t.cuda.memory_reserved()) "
+          "if _t is not None and _t.cuda.is_initialized() else print(0, 0)")
+
+
+def gpu_used_mb() -> float:
+    """Memory in use on GPU 0 as the driver counts it (every process, CUDA contexts
+    included), from nvidia-smi; NaN without one. Read from outside the kernel, so measuring
+    adds nothing to what is measured."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return float("nan")
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,"
+                          "nounits", "-i", "0"], capture_output=True, text=True, timeout=30)
+    try:
+        return float(out.stdout.strip().splitlines()[0])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
+async def _rerun_one(target: str, cfg: RerunConfig) -> list[dict]:
+    import nbformat
+    from nbclient import NotebookClient
+
+    name, _, cell = target.partition(":")
+    index = int(cell)
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    if index >= len(nb.cells) or nb.cells[index].cell_type != "code":
+        raise WorkbookError(f"{target}: cell {index} is not a code cell of {name}")
+    client = NotebookClient(nb, timeout=cfg.timeout_s, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    rows: list[dict] = []
+    probe = nbformat.v4.new_code_cell(_PROBE)
+    nb.cells.append(probe)                            # nbclient stores outputs by index
+    async with client.async_setup_kernel():
+        for i in range(index):                       # the cells a reader ran before
+            if nb.cells[i].cell_type == "code":
+                await client.async_execute_cell(nb.cells[i], i)
+        pid = client.km.provisioner.pid
+        for run in range(cfg.times + 1):              # run 0 is the first run, then the reruns
+            start = time.perf_counter()
+            await client.async_execute_cell(nb.cells[index], index)
+            seconds = time.perf_counter() - start
+            probe.outputs = []
+            await client.async_execute_cell(probe, len(nb.cells) - 1)
+            text = "".join(o.get("text", "") for o in probe.outputs).split()
+            allocated, reserved = (float(v) / 2**20 for v in text[:2]) if len(text) >= 2 \
+                else (float("nan"), float("nan"))
+            common = {"notebook": name, "cell": index, "run": run, "run_preset": cfg.preset,
+                      "source": "measured", "status": "ok"}
+            rows += [{**common, "metric": m, "value": v, "unit": u} for m, v, u in (
+                ("gpu_used", gpu_used_mb(), "MiB"), ("kernel_allocated", allocated, "MiB"),
+                ("kernel_reserved", reserved, "MiB"),
+                ("kernel_host_memory", tree_memory_bytes(pid) / 2**20, "MiB"),
+                ("cell_time", seconds, "s"))]
+    return rows
+
+
+def run_rerun_memory(cfg: RerunConfig, seed: int = 0) -> pd.DataFrame:
+    """Each target cell run once, then ``times`` more times in the same kernel; after each run
+    the GPU memory in use (driver), the kernel's allocated/reserved CUDA memory and its host
+    memory. ``growth`` rows: last rerun minus the first run (predicted: 0)."""
+    os.environ["WORKBOOK_PRESET"] = cfg.preset
+    rows = []
+    for target in cfg.targets:
+        rows += asyncio.run(_rerun_one(target, cfg))
+    frame = pd.DataFrame(rows)
+    growth = []
+    for (name, cell, metric), part in frame[frame["unit"] == "MiB"].groupby(
+            ["notebook", "cell", "metric"], sort=False):
+        part = part.sort_values("run")
+        common = {"notebook": name, "cell": cell, "run": cfg.times, "run_preset": cfg.preset,
+                  "metric": f"{metric}_growth", "unit": "MiB", "status": "ok"}
+        growth += [{**common, "source": "measured",
+                    "value": part["value"].iloc[-1] - part["value"].iloc[0]},
+                   {**common, "source": "predicted", "value": 0.0}]
+    return pd.concat([frame, pd.DataFrame(growth)], ignore_index=True)
+
+
 EXPERIMENTS = [
     Experiment(
         name="notebook_walltime",
@@ -247,6 +353,18 @@ EXPERIMENTS = [
         notebook="00_setup",
         run=run_walltime,
         presets={"small": WalltimeConfig(preset="small"), "full": WalltimeConfig(preset="full")},
+        min_gpus={"small": 0, "full": 1},
+        timeout_s=3600,
+    ),
+    Experiment(
+        name="rerun_memory",
+        summary="memory a kernel keeps when a measuring cell is rerun 10 times (predicted: 0)",
+        notebook="00_setup",
+        run=run_rerun_memory,
+        presets={"small": RerunConfig(preset="small"),
+                 "full": RerunConfig(targets=("00_setup:5", "06_model_parallel:9",
+                                              "07_flash_attention:15", "08_mixed_precision:9"),
+                                     preset="full")},
         min_gpus={"small": 0, "full": 1},
         timeout_s=3600,
     ),

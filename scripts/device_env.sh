@@ -1,0 +1,10 @@
+# Sourced by the scripts/gpu_*.sh that start Jupyter kernels on the GPU machine: installs the
+# jupyter stack, which travels as wheels in .whl/ (the device tool's README), into /tmp/site.
+# Needs $LOG.
+if [ -d .whl ] && ! python3 -c "import nbclient, ipykernel, plotly, ipywidgets" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl >> "$LOG" 2>&1 || { echo "wheels did not install" | tee -a "$LOG"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch, plotly, nbclient; print('torch', torch.__version__, 'plotly', plotly.__version__, 'nbclient', nbclient.__version__)"; } >> "$LOG" 2>&1
