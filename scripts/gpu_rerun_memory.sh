@@ -11,7 +11,10 @@ OUT=${OUT:-/tmp/gpu_rerun_memory_out}
 mkdir -p "$OUT"
 LOG="$OUT/gpu_rerun_memory.log"
 source scripts/device_env.sh
-python3 -W ignore -m workbook run rerun_memory --preset full --record --in-process 2>&1 \
-  | grep -v "running over TCP" >> "$LOG"
-cp data/results/rerun_memory.csv "$OUT/" 2>/dev/null || echo "no CSV" | tee -a "$LOG"
+# One target per command, each recorded as it ends: a later timeout loses nothing before it.
+for target in ${TARGETS:-08_mixed_precision:9 06_model_parallel:9 07_flash_attention:15}; do
+  python3 -W ignore -m workbook run rerun_memory --preset full --record --in-process \
+    --set "targets=[\"$target\"]" 2>&1 | grep -v "running over TCP" >> "$LOG"
+  cp data/results/rerun_memory.csv "$OUT/" 2>/dev/null || echo "no CSV" | tee -a "$LOG"
+done
 grep -E "growth|error" "$LOG" | tail -30

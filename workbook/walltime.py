@@ -322,6 +322,8 @@ async def _rerun_one(target: str, cfg: RerunConfig) -> list[dict]:
                 ("kernel_reserved", reserved, "MiB"),
                 ("kernel_host_memory", tree_memory_bytes(pid) / 2**20, "MiB"),
                 ("cell_time", seconds, "s"))]
+            print(f"{target} run {run}: {seconds:.1f} s, GPU in use {rows[-5]['value']:.0f} MiB, "
+                  f"kernel allocated {allocated:.0f} MiB", flush=True)
     return rows
 
 
@@ -362,8 +364,8 @@ EXPERIMENTS = [
         notebook="00_setup",
         run=run_rerun_memory,
         presets={"small": RerunConfig(preset="small"),
-                 "full": RerunConfig(targets=("00_setup:5", "06_model_parallel:9",
-                                              "07_flash_attention:15", "08_mixed_precision:9"),
+                 "full": RerunConfig(targets=("08_mixed_precision:9", "06_model_parallel:9",
+                                              "07_flash_attention:15"),
                                      preset="full")},
         min_gpus={"small": 0, "full": 1},
         timeout_s=3600,
