@@ -53,8 +53,6 @@ def memory_explorer() -> Any:
     }, draw, fig)
 
 
-
-
 @takes_rows
 def breakdown_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per component: formula beside each measurement method, in MB."""
@@ -78,7 +76,6 @@ def plot_breakdown(rows: pd.DataFrame, seq_len: int, title: str = "") -> Any:
                     marker_color=plots.COLORS[i % len(plots.COLORS)])
     fig.update_layout(barmode="group")
     return fig
-
 
 
 @takes_rows

@@ -128,7 +128,6 @@ def _with_predictions(rows: pd.DataFrame, group: list[str], n: int,
     return pd.concat([rows, predicted], ignore_index=True)
 
 
-
 def _variant_name(row: dict[str, Any]) -> str:
     for name, v in VARIANTS.items():
         tweaked = str(row.get("tweak") or "-") not in ("-", "nan")
@@ -138,9 +137,10 @@ def _variant_name(row: dict[str, Any]) -> str:
     return "?"
 
 
-
 def predicted_rows(variants: tuple[str, ...], n_params: int, largest: int, n_gpus: int,
                    dtype: str) -> pd.DataFrame:
+    """The paper's per-rank model states and communication for each variant, and DeepSpeed's
+    estimate where it has one (stages 2 and 3), as ``predicted`` rows."""
     rows = []
     for name in variants:
         v = VARIANTS[name]
@@ -171,8 +171,6 @@ def _ds_estimate(v: dict[str, Any], n_params: int, largest: int, n_gpus: int) ->
     table = deepspeed_estimates(n_params, max(largest, 1), n_gpus)
     hit = table[(table["stage"] == v["stage"]) & (table["offload"] == v["offload"])]
     return float(hit["gpu_bytes"].iloc[0]) if len(hit) else None
-
-
 
 
 def _env_for(backend: str) -> dict[str, str]:

@@ -94,7 +94,6 @@ def model_state_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-
 def formula_explorer() -> Any:
     """Sliders for Ψ and N_d, bars of per-GPU model states per stage (the paper's Fig. 1)."""
     from workbook import plots, widgets
