@@ -126,7 +126,7 @@ def test_routing_respects_capacity_and_counts_add_up():
 
 
 def test_shard_with_tp1_is_the_block_itself():
-    full = mp._reference_block(32, 4, 64, seed=0, device=torch.device("cpu"),
+    full = mp.reference_block(32, 4, 64, seed=0, device=torch.device("cpu"),
                                dtype=torch.float32)
     part = mp.shard_block(full, tp=1, rank=0, log=mp.CommLog())
     x = torch.randn(2, 5, 32)

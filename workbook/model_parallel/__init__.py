@@ -1,0 +1,111 @@
+"""Model parallelism: split one model's work across ranks (notebook 06), as picotron lays it out.
+
+* :mod:`.comm`: ranks, devices, clocks, :class:`CommLog` (every message counted as it is sent)
+  and Megatron's two operators ``f`` (:class:`CopyToTP`) and ``g`` (:class:`ReduceFromTP`);
+* :mod:`.tensor`: Megatron tensor parallelism: a block sharded by columns then rows, one
+  all-reduce per sub-layer each way, equal to one device;
+* :mod:`.pipeline`: GPipe: layers on consecutive ranks, ``m`` micro-batches, the bubble
+  ``(p-1)/(m+p-1)``;
+* :mod:`.expert`: Switch/GShard MoE: experts on different ranks, top-k routing with a capacity,
+  two all-to-alls;
+* :mod:`.experiments`: configs, ``run_*`` and ``EXPERIMENTS`` (one process per rank: every GPU
+  with NCCL, or ``n_ranks`` gloo processes on a CPU); :mod:`.views`: formulas behind the
+  sliders, summaries, figures and ``claims``.
+"""
+
+from workbook.model_parallel.comm import (
+    BYTES,
+    DTYPES,
+    Clock,
+    CommLog,
+    CopyToTP,
+    ReduceFromTP,
+    f,
+    g,
+    median_ms,
+    rank_device,
+    rank_world,
+    ring_allreduce_bytes,
+    sync,
+)
+from workbook.model_parallel.experiments import (
+    EP_PRESETS,
+    EXPERIMENTS,
+    PP_PRESETS,
+    TP_PRESETS,
+    EPConfig,
+    PPConfig,
+    TPConfig,
+    degrees,
+    run_ep,
+    run_pp,
+    run_tp,
+    world_size,
+)
+from workbook.model_parallel.expert import (
+    ep_worker,
+    expected_drop_fraction,
+    moe_capacity,
+    moe_forward_ep,
+    moe_reference,
+    moe_weights,
+    route,
+    skew_bias,
+)
+from workbook.model_parallel.pipeline import (
+    MLPLayer,
+    bubble_fraction,
+    build_pipeline_model,
+    gpipe_step,
+    pipeline_reference_grads,
+    pp_grad_check_worker,
+    pp_worker,
+    replay_gpipe,
+    stage_layers,
+)
+from workbook.model_parallel.tensor import (
+    Block,
+    reference_block,
+    shard_block,
+    tp_comm_per_layer,
+    tp_worker,
+    unshard_grads,
+)
+from workbook.model_parallel.views import (
+    analytic_view,
+    bubble_curve,
+    bubble_explorer,
+    claims,
+    ep_summary,
+    gpu_rows,
+    load_imbalance,
+    plot_bubble,
+    plot_drops,
+    plot_routing,
+    plot_tp_time,
+    pp_summary,
+    tp_summary,
+)
+
+__all__ = [
+    # comm
+    "BYTES", "DTYPES", "Clock", "CommLog", "CopyToTP", "ReduceFromTP", "f", "g", "median_ms",
+    "rank_device", "rank_world", "ring_allreduce_bytes", "sync",
+    # tensor
+    "Block", "reference_block", "shard_block", "tp_comm_per_layer", "tp_worker",
+    "unshard_grads",
+    # pipeline
+    "MLPLayer", "bubble_fraction", "build_pipeline_model", "gpipe_step",
+    "pipeline_reference_grads", "pp_grad_check_worker", "pp_worker", "replay_gpipe",
+    "stage_layers",
+    # expert
+    "ep_worker", "expected_drop_fraction", "moe_capacity", "moe_forward_ep", "moe_reference",
+    "moe_weights", "route", "skew_bias",
+    # experiments
+    "EP_PRESETS", "EXPERIMENTS", "PP_PRESETS", "TP_PRESETS", "EPConfig", "PPConfig", "TPConfig",
+    "degrees", "run_ep", "run_pp", "run_tp", "world_size",
+    # views
+    "analytic_view", "bubble_curve", "bubble_explorer", "claims", "ep_summary", "gpu_rows",
+    "load_imbalance", "plot_bubble", "plot_drops", "plot_routing", "plot_tp_time",
+    "pp_summary", "tp_summary",
+]
