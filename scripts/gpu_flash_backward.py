@@ -8,6 +8,7 @@ Prints; records nothing (the `attention_timing` experiment is the recorded measu
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -19,22 +20,24 @@ from workbook.profiling import time_ms  # noqa: E402
 
 
 def check_gradients() -> None:
-    for dtype in ("float16", "bfloat16"):
-        for head_dim in (64, 128):
-            for causal in (False, True):
-                gen = torch.Generator(device="cuda").manual_seed(0)
-                q, k, v, dout = (torch.randn((2, 3, 333, head_dim), generator=gen,
-                                             device="cuda").to(A.DTYPES[dtype]) for _ in range(4))
-                leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-                A.attention(*leaves, variant="triton", causal=causal).backward(dout)
-                ref = [t.double().requires_grad_(True) for t in (q, k, v)]
-                torch.nn.functional.scaled_dot_product_attention(
-                    *ref, is_causal=causal).backward(dout.double())
-                errs = [A.relative_error(g.grad, w.grad) for g, w in zip(leaves, ref, strict=True)]
-                ok = max(errs) < 2 * A.TOLERANCE[dtype]
-                print(f"grad {dtype} hd={head_dim} causal={causal}: "
-                      + " ".join(f"d{n} {e:.1e}" for n, e in zip("qkv", errs, strict=True))
-                      + ("" if ok else "  FAIL"), flush=True)
+    for dtype, head_dim, causal, n in itertools.product(
+            ("float16", "bfloat16"), (64, 128), (False, True), (333, 384)):  # 384: TMA forward
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        q, k, v, dout = (torch.randn((2, 3, n, head_dim), generator=gen,
+                                     device="cuda").to(A.DTYPES[dtype]) for _ in range(4))
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out = A.attention(*leaves, variant="triton", causal=causal)
+        out.backward(dout)
+        ref = [t.double().requires_grad_(True) for t in (q, k, v)]
+        ref_out = torch.nn.functional.scaled_dot_product_attention(*ref, is_causal=causal)
+        ref_out.backward(dout.double())
+        errs = [A.relative_error(out, ref_out)] + [A.relative_error(g.grad, w.grad)
+                                                   for g, w in zip(leaves, ref, strict=True)]
+        ok = errs[0] < A.TOLERANCE[dtype] and max(errs) < 2 * A.TOLERANCE[dtype]
+        print(f"{dtype} hd={head_dim} causal={causal} N={n}: "
+              + " ".join(f"{name} {e:.1e}" for name, e in zip(("out", "dq", "dk", "dv"), errs,
+                                                               strict=True))
+              + ("" if ok else "  FAIL"), flush=True)
 
 
 def time_fwd_bwd(seq_len: int, causal: bool, head_dim: int = 128) -> None:
