@@ -5,9 +5,10 @@ Notebook 08. Four ideas, each computed here rather than typed in, one file each:
 * ``formats.py`` - range, smallest normal and subnormal, epsilon of FP32, TF32, FP16, BF16,
   FP8 (e4m3, e5m2) and INT8, from ``torch.finfo``/``iinfo`` and bit patterns; any value's bits
   and its nearest representable value in each format (:func:`explore`);
+* ``mixed_step.py`` - one mixed-precision training step (autocast, ``torch.amp.GradScaler``):
+  every training loop of the notebook (:func:`scaled_step`);
 * ``underflow.py`` - the base model's real gradients cast to FP16/BF16/FP8, with and without a
-  loss scale, and ``torch.amp.GradScaler``'s dynamic scale (:func:`scaled_step`,
-  :func:`gradscaler_trace`);
+  loss scale, and GradScaler's dynamic scale over steps (:func:`gradscaler_trace`);
 * ``stagnation.py`` - a small update added to a low-precision weight rounds back to the same
   weight; FP32 master weights keep it (:class:`MasterWeightAdamW`, from ``workbook.training``);
 * ``experiments.py`` - the four-way training (FP32, TF32, FP16 + GradScaler, BF16 autocast,
@@ -40,6 +41,7 @@ from workbook.precision.formats import (
     parse_value,
     round_trip,
 )
+from workbook.precision.mixed_step import scaled_step
 from workbook.precision.stagnation import (
     MASTER_MODES,
     master_weight_training,
@@ -53,14 +55,13 @@ from workbook.precision.underflow import (
     format_lines,
     gradscaler_trace,
     log2_histogram,
-    scaled_step,
     share_rows,
     underflow_shares,
 )
 from workbook.precision.views import (
+    claims,
     format_explorer,
     histogram_figure,
-    lecture_claims,
     loss_scale_explorer,
     predicted_step_times,
     scaler_figure,
@@ -84,5 +85,5 @@ __all__ = [
     "TRAINING_PRESETS", "train_one", "run_training", "EXPERIMENTS",
     # views
     "format_explorer", "histogram_figure", "loss_scale_explorer", "scaler_figure",
-    "training_summary", "predicted_step_times", "lecture_claims",
+    "training_summary", "predicted_step_times", "claims",
 ]

@@ -13,13 +13,9 @@ from workbook.config import check_choice, check_range
 from workbook.data import random_batch, token_ids
 from workbook.hardware import detect, torch_device
 from workbook.model import ModelConfig, build_model, count_params, load_base_model
+from workbook.precision.mixed_step import scaled_step
 from workbook.precision.stagnation import MASTER_MODES, master_weight_training, stagnation_sweep
-from workbook.precision.underflow import (
-    capture_gradients,
-    gradscaler_trace,
-    scaled_step,
-    share_rows,
-)
+from workbook.precision.underflow import capture_gradients, gradscaler_trace, share_rows
 from workbook.registry import Experiment
 from workbook.training import next_token_loss
 

@@ -18,7 +18,7 @@ from workbook.precision.formats import (
     format_table,
     mantissa_bits,
 )
-from workbook.training import next_token_loss
+from workbook.precision.mixed_step import scaled_step
 
 __all__ = ["update_lost_share", "stagnation_sweep", "MASTER_MODES", "master_weight_training"]
 
@@ -79,8 +79,9 @@ def master_weight_training(model: torch.nn.Module, ids: torch.Tensor, mode: str,
     """Keep training ``model`` on one batch with its weights (and Adam state) in FP32 or BF16.
 
     Per step: the loss, and the share of weights whose value did not move although their
-    gradient was nonzero (updates lost to rounding). Its own loop, not ``training.train``:
-    the count needs the weights between the backward and the optimizer step.
+    gradient was nonzero (updates lost to rounding). Each step is
+    :func:`~workbook.precision.mixed_step.scaled_step` without a loss scale; ``training.train``
+    would add a learning-rate schedule and clipping, which this comparison must not have.
     """
     check_choice("mode", mode, MASTER_MODES)
     if mode == "bf16_pure":
@@ -91,18 +92,15 @@ def master_weight_training(model: torch.nn.Module, ids: torch.Tensor, mode: str,
     # differences between the modes; on one batch the fp32 loss falls smoothly.
     x, y = (t.to(device) for t in random_batch(ids, batch_size, seq_len,
                                                torch.Generator().manual_seed(seed)))
+    scaler = torch.amp.GradScaler(device.type, enabled=False)   # no loss scale: BF16's range
+    dtype = torch.bfloat16 if mode == "bf16_autocast_fp32_master" else None
     rows = []
     for step in range(steps):
-        with torch.autocast(device.type, dtype=torch.bfloat16,
-                            enabled=mode == "bf16_autocast_fp32_master"):
-            loss = next_token_loss(model(x).logits, y)
-        loss.backward()
         before = [p.detach().clone() for p in params]
-        opt.step()
+        loss, _, _ = scaled_step(model, opt, scaler, x, y, dtype)
         lost = sum(((p.grad != 0) & (p.detach() == b)).sum().item()
                    for p, b in zip(params, before, strict=True))
         nonzero = sum((p.grad != 0).sum().item() for p in params)
-        opt.zero_grad(set_to_none=True)
         rows += [{"part": "training", "mode": mode, "step": step, "metric": "loss",
                   "value": loss.item(), "unit": "nats"},
                  {"part": "training", "mode": mode, "step": step, "metric": "updates_lost",

@@ -2,8 +2,8 @@
 
 :func:`capture_gradients` takes one FP32 step's gradients of the base model (logits, hidden
 states, weights); :func:`underflow_shares` says what share each format flushes to 0, makes
-subnormal or overflows, after a loss scale. :func:`scaled_step` is one mixed-precision step
-with ``torch.amp.GradScaler``, whose dynamic scale :func:`gradscaler_trace` follows.
+subnormal or overflows, after a loss scale. :func:`gradscaler_trace` follows the dynamic scale
+of ``torch.amp.GradScaler`` step by step (the step itself: :mod:`.mixed_step`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import torch
 from workbook.config import WorkbookError, check_choice, check_range, check_values
 from workbook.data import random_batch
 from workbook.precision.formats import FORMAT_DTYPES, check_formats, format_table
+from workbook.precision.mixed_step import scaled_step
 from workbook.training import next_token_loss
 
 __all__ = ["GRAD_KINDS", "UNDERFLOW_FORMATS", "capture_gradients", "underflow_shares",
-           "log2_histogram", "format_lines", "share_rows", "scaled_step", "gradscaler_trace"]
+           "log2_histogram", "format_lines", "share_rows", "gradscaler_trace"]
 
 GRAD_KINDS: tuple[str, ...] = ("logit_grad", "hidden_grad", "weight_grad")
 UNDERFLOW_FORMATS: tuple[str, ...] = ("fp16", "bf16", "fp8_e5m2")
@@ -111,24 +112,6 @@ def share_rows(grads: dict[str, torch.Tensor], log2_scales: tuple[int, ...],
                           "value": value, "unit": "share of nonzero"}
                          for metric, value in shares.items()]
     return pd.DataFrame(rows)
-
-
-def scaled_step(model: torch.nn.Module, optimizer, scaler: torch.amp.GradScaler,
-                x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None
-                ) -> tuple[torch.Tensor, float, bool]:
-    """One mixed-precision training step: the forward under autocast to ``dtype`` (None: plain
-    FP32), the loss multiplied by ``scaler``'s scale before the backward, and the optimizer
-    step skipped when the scaled gradients hold an inf/NaN (the scale was too large; the scaler
-    then halves it, and doubles it after ``growth_interval`` clean steps). A disabled scaler
-    is plain training. Returns (the loss, the scale this step used, whether it was skipped)."""
-    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = next_token_loss(model(x).logits, y)
-    before = scaler.get_scale() if scaler.is_enabled() else 1.0
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.detach(), before, scaler.is_enabled() and scaler.get_scale() < before
 
 
 def gradscaler_trace(model: torch.nn.Module, ids: torch.Tensor, *, steps: int, batch_size: int,

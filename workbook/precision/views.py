@@ -18,7 +18,7 @@ from workbook.precision.underflow import UNDERFLOW_FORMATS, share_rows
 from workbook.results import provenance_label
 
 __all__ = ["format_explorer", "histogram_figure", "loss_scale_explorer", "scaler_figure",
-           "training_summary", "lecture_claims", "predicted_step_times"]
+           "training_summary", "claims", "predicted_step_times"]
 
 
 def format_explorer(value: str = "0.1"):
@@ -139,7 +139,7 @@ def training_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @takes_rows
-def lecture_claims(training: pd.DataFrame, roofline: pd.DataFrame,
+def claims(training: pd.DataFrame, roofline: pd.DataFrame,
                    underflow: pd.DataFrame) -> pd.DataFrame:
     """The lecture's precision claims, checked against the roofline and the recorded runs."""
     peaks = roofline_peaks(roofline) if not roofline.empty else {}
