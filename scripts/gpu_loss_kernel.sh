@@ -12,7 +12,7 @@ timeout 200 $PY -m workbook run loss_kernel --preset full --record > "$OUT/loss_
 cp data/results/loss_kernel.csv "$OUT/"
 cat > /tmp/one_launch.py <<'PYEOF'
 import sys, torch
-from workbook import fused_ce
+from workbook.flops import fused_ce
 per_sm, evict = int(sys.argv[1]), sys.argv[2] == "1"
 rows, vocab = 12 * 1024, 50304
 logits = (2 * torch.randn(rows, vocab, device="cuda")).bfloat16()

@@ -13,7 +13,7 @@ import torch
 
 from tests._interpreter import needs_gpu_and_triton, needs_triton, run_in_triton_interpreter
 from workbook import attention as A
-from workbook import registry
+from workbook import profiling, registry
 from workbook.config import WorkbookError
 
 HAS_CUDA = torch.cuda.is_available()
@@ -188,9 +188,9 @@ NCU_CSV = "\n".join([
 
 
 def test_ncu_csv_is_split_into_cases_by_the_marker_kernel():
-    kernels = A.parse_ncu_csv(NCU_CSV)
+    kernels = profiling.parse_ncu_csv(NCU_CSV)
     assert [k["name"][:5] for k in kernels] == ["at::c", "_attn", "at::c", "gemm", "softm"]
-    segments = A.split_by_marker(kernels)
+    segments = profiling.split_by_marker(kernels)
     assert [len(s) for s in segments] == [1, 2], "one segment per profiled case"
     assert segments[0][0]["read"] == 1e6 and segments[1][0]["read"] == 2e3, (
         "thousands separators and units (Kbyte) must be read as bytes")
@@ -198,7 +198,7 @@ def test_ncu_csv_is_split_into_cases_by_the_marker_kernel():
     report = [{"profiled": True, "status": "ok", "error": ""},
               {"profiled": True, "status": "ok", "error": ""},
               {"profiled": False, "status": "oom", "error": "out of memory"}]
-    rows = pd.DataFrame(A._hbm_rows(cases, report, kernels, ""))
+    rows = pd.DataFrame(A.hbm_rows(cases, report, kernels, ""))
     total = rows[rows["metric"] == "hbm_bytes"].set_index("seq_len")["value"]
     assert total[64].tolist() == [1.25e-3, 2.5e-6], "GB per case: read + write"
     assert (rows[rows["seq_len"] == 10**5]["status"] == "oom").all(), "OOM is a row"
@@ -250,7 +250,7 @@ def _interpreter_checks() -> None:
 
     float16 only: the 3.6 interpreter computes bf16 tl.dot wrongly; the GPU test covers bf16.
     """
-    from workbook import flash_triton
+    from workbook.attention import flash_triton
 
     for head_dim, causal, seq_len in ((64, False, 50), (128, True, 97), (64, True, 64)):
         q, k, v, _ = inputs((1, 2, seq_len, head_dim), torch.float16, seed=3)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from workbook import flops, registry
+from workbook import flops, hardware, registry
 from workbook.config import WorkbookError
 from workbook.model import ModelConfig
 
@@ -34,6 +34,17 @@ def test_nanogpt_shape_has_gpt2_small_size():
     per_token = flops.flops_per_token(NANOGPT)
     # PaLM appendix B: attention adds 12·L·T·d; at T=1024 that is ~15 % of 6N for GPT-2 small.
     assert per_token["attention"] / per_token["dense"] == pytest.approx(0.153, abs=0.01)
+
+
+def test_causal_per_token_flops_leave_out_the_masked_half():
+    """One FLOPs-per-token for notebooks 02 and 03: MFU counts the masked half of attention
+    (causal=False), scaling laws do not (causal=True) and count every parameter (n_params)."""
+    full = flops.flops_per_token(NANOGPT)
+    causal = flops.flops_per_token(NANOGPT, causal=True, n_params=1e8)
+    assert causal["attention"] == full["attention"] / 2 == 6 * 12 * 1024 * 768
+    assert causal["dense"] == 6e8, "n_params replaces the matmul count in 6·N"
+    with pytest.raises(WorkbookError, match="causal"):
+        flops.flops_per_token(NANOGPT, causal="yes")
 
 
 def test_counted_matmul_flops_equal_six_n_per_token():
@@ -204,10 +215,10 @@ def test_liger_fusion_gives_the_same_loss_and_gradients(llama_module_restored):
     device = torch.device("cuda")
     losses, grads = {}, {}
     for fusion in ("none", "liger"):
-        model, x, y, _ = flops._setup(cfg, 4, 0, device, flops.RunSpec(attention="causal"))
+        model, x, y, _ = flops.setup_step(cfg, 4, 0, device, flops.RunSpec(attention="causal"))
         if fusion == "liger":
             flops.apply_liger(model)
-        loss = flops._loss_fn(model, device, fusion)(x, y)
+        loss = flops.make_loss_fn(model, device, fusion)(x, y)
         loss.backward()
         losses[fusion] = loss.item()
         grads[fusion] = model.model.layers[0].mlp.down_proj.weight.grad.float()
@@ -219,16 +230,16 @@ def test_liger_fusion_gives_the_same_loss_and_gradients(llama_module_restored):
 
 @pytest.mark.parametrize("weights", flops.WEIGHTS)
 def test_the_triton_loss_trains_the_same_model(weights):
-    """loss 'triton_ce' (the output layer and the loss through workbook.fused_ce: PyTorch
+    """loss 'triton_ce' (the output layer and the loss through workbook.flops.fused_ce: PyTorch
     arithmetic on a CPU, the Triton kernel on a GPU) gives the loss and gradients of the
     model's own head and F.cross_entropy, for FP32 weights under autocast and for BF16 ones."""
     cfg = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, seq_len=32)
-    device = flops._device()
+    device = hardware.torch_device()
     losses, grads = {}, {}
     for loss in flops.LOSSES:
-        model, x, y, _ = flops._setup(cfg, 2, 0, device,
+        model, x, y, _ = flops.setup_step(cfg, 2, 0, device,
                                       flops.RunSpec(attention="causal", weights=weights))
-        value = flops._loss_fn(model, device, loss=loss)(x, y)
+        value = flops.make_loss_fn(model, device, loss=loss)(x, y)
         value.backward()
         losses[loss] = value.item()
         grads[loss] = torch.cat([p.grad.float().flatten() for p in model.parameters()])
@@ -242,7 +253,7 @@ def test_a_failing_run_becomes_an_error_row(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(flops, "time_train_step", broken)
+    monkeypatch.setattr("workbook.flops.step.time_train_step", broken)  # where step_rows finds it
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, seq_len=8)
     rows = flops.step_rows(cfg, 1, "compiled:causal", seed=0, repeats=1)
     failed = rows[rows["status"] == "error"]
@@ -264,12 +275,12 @@ def test_bf16_weights_train_the_same_model_as_autocast():
     device = torch.device("cpu")
     losses = {}
     for weights in flops.WEIGHTS:
-        model, x, y, opt = flops._setup(cfg, 2, 0, device,
+        model, x, y, opt = flops.setup_step(cfg, 2, 0, device,
                                         flops.RunSpec(attention="causal", weights=weights))
         dtype = {p.dtype for p in model.parameters()}
         assert dtype == {torch.float32 if weights == "fp32" else torch.bfloat16}
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            losses[weights] = flops._loss_fn(model, device)(x, y).item()
+            losses[weights] = flops.make_loss_fn(model, device)(x, y).item()
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2), losses
     assert {m.dtype for m in opt.master} == {torch.float32}
 
@@ -283,7 +294,7 @@ def test_a_compiled_optimizer_step_updates_like_the_fused_one(weights):
     device = torch.device("cuda")
     moved = {}
     for optimizer in flops.OPTIMIZERS:
-        model, _, _, opt = flops._setup(cfg, 2, 0, device, flops.RunSpec(
+        model, _, _, opt = flops.setup_step(cfg, 2, 0, device, flops.RunSpec(
             attention="causal", weights=weights, optimizer=optimizer))
         # the FP32 values AdamW updates: the masters for BF16 weights, else the weights
         held = opt.master if weights == "bf16" else list(model.parameters())
@@ -320,7 +331,7 @@ def test_a_step_recorded_as_one_cuda_graph_trains_like_the_compiled_step(options
     moved = {}
     for mode in ("compiled", "step_graph"):
         spec = flops.parse_run(f"{mode}:causal{options}")
-        step, _ = flops._train_step(cfg, 2, spec, 0, device)
+        step, _ = flops.make_train_step(cfg, 2, spec, 0, device)
         if mode == "compiled":
             for _ in range(3):   # the graph's warm-up took three steps on the first batch
                 step()

@@ -1,4 +1,4 @@
-"""workbook.fused_ce: the output layer + cross-entropy whose forward writes the gradient."""
+"""workbook.flops.fused_ce: the output layer + cross-entropy whose forward writes the gradient."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from tests._interpreter import needs_gpu_and_triton, needs_triton, run_in_triton_interpreter
-from workbook import fused_ce
 from workbook.config import WorkbookError
+from workbook.flops import fused_ce
 
 HAS_CUDA = torch.cuda.is_available()
 

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from workbook.config import WorkbookError, check_choice, check_range, check_rows, takes_rows
+from workbook.profiling import ncu_status  # the one ncu harness lives in profiling
 from workbook.registry import Experiment
 
 
@@ -285,25 +286,6 @@ def torch_threads(n: int | None = None) -> Iterator[int]:
 
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
-
-
-def ncu_status() -> str:
-    """'missing', 'present, counters readable' or 'present, counters denied' (no GPU: 'no GPU')."""
-    exe = shutil.which("ncu") or next(
-        (p for p in ("/usr/local/cuda/bin/ncu", "/opt/nvidia/nsight-compute/ncu")
-         if os.path.exists(p)), None)
-    if exe is None:
-        return "missing"
-    if not torch.cuda.is_available():
-        return "present, no GPU"
-    try:
-        text = open("/proc/driver/nvidia/params").read()
-    except OSError:
-        text = ""
-    restricted = "RmProfilingAdminOnly: 1" in text
-    if restricted and os.geteuid() != 0:
-        return "present, counters need root (RmProfilingAdminOnly=1)"
-    return "present, counters readable"
 
 
 def tools() -> pd.DataFrame:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from workbook.config import WorkbookError, check_range
-from workbook.flash_triton import interpreting, triton_available
+from workbook.profiling import interpreter_numpy_fix, interpreting, triton_available
 
 IGNORE_INDEX = -100
 # Masked lanes read this instead of -inf, so that (sentinel - sentinel) is 0, never inf - inf:
@@ -148,9 +148,7 @@ def softmax_grad_(logits: torch.Tensor, targets: torch.Tensor, n_valid: torch.Te
     if reason:
         raise WorkbookError(reason)
     if interpreting():
-        from workbook.flash_triton import _interpreter_numpy_fix
-
-        _interpreter_numpy_fix()
+        interpreter_numpy_fix()
     rows, n_cols = logits.shape
     block = block or min(DEFAULT_BLOCK, triton.next_power_of_2(n_cols))
     if block & (block - 1) or not 16 <= block <= 65536:

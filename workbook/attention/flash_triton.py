@@ -6,11 +6,11 @@ a running row maximum ``m``, a running sum ``l`` and an unnormalised output ``ac
 registers (the *online softmax*). The N×N score matrix never exists in HBM: what goes out is
 O (N×d) and the log-sum-exp per row (N numbers), which the backward uses to recompute P.
 
-This is the same algorithm as :func:`workbook.attention.tiled_attention_forward`, which runs
-on a CPU and is the version to read first.
+This is the same algorithm as :func:`workbook.attention.tiled.tiled_attention_forward`, which
+runs on a CPU and is the version to read first.
 
 The backward is FlashAttention-2's, in three kernels, mirroring the PyTorch
-:func:`workbook.attention.tiled_attention_backward` (read that first):
+:func:`workbook.attention.tiled.tiled_attention_backward` (read that first):
 
 1. ``_attn_bwd_delta``: D = rowsum(dO ∘ O), one number per query row;
 2. ``_attn_bwd_dkdv``: one program per K/V tile; it streams the query tiles through SRAM,
@@ -30,25 +30,15 @@ slowly, which is how the tests check it without a GPU (CI included).
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import torch
 
 from workbook.config import WorkbookError
+from workbook.profiling import interpreter_numpy_fix, interpreting, triton_available
 
 HEAD_DIMS: tuple[int, ...] = (64, 128)
 DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
 LOG2_E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)); exp2 is the GPU's native op
-
-
-def triton_available() -> bool:
-    """Triton is importable (it does not say a GPU is present)."""
-    return importlib.util.find_spec("triton") is not None
-
-
-def interpreting() -> bool:
-    """``TRITON_INTERPRET=1``: kernels run on the CPU through Triton's interpreter."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def why_not(q: torch.Tensor) -> str | None:
@@ -432,24 +422,6 @@ if triton_available():
         _DQ_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dq)
 
 
-def _interpreter_numpy_fix() -> None:
-    """Triton 3.6's interpreter turns a loop bound into ``int(array([x]))``, which NumPy >= 2.4
-    refuses (only 0-d arrays convert). Patch its tensor ``__index__`` to take the one element.
-    Interpreter only; compiled kernels never see this."""
-    from triton.runtime import interpreter
-
-    original = interpreter._patch_lang_tensor
-    if getattr(original, "_workbook_fixed", False):
-        return
-
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    patched._workbook_fixed = True
-    interpreter._patch_lang_tensor = patched
-
-
 def _tma_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """The TMA forward applies: Hopper or newer, whole 128-row tiles, contiguous tensors."""
     if interpreting() or q.device.type != "cuda":
@@ -496,7 +468,7 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     args = (q, k, v, out, lse, scale * LOG2_E,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), n_heads, seq_len)
     if interpreting():
-        _interpreter_numpy_fix()
+        interpreter_numpy_fix()
     if block_m is None and interpreting():
         block_m, block_n = 32, 16  # tl.dot needs tiles of at least 16; small is fast here
     if block_m is None and _tma_ok(q, k, v):
@@ -535,7 +507,7 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     strides = (q.stride(0), q.stride(1), q.stride(2), n_heads, seq_len)
     if interpreting():
-        _interpreter_numpy_fix()
+        interpreter_numpy_fix()
         tiles = tiles or (16, 32, 32, 16)  # tl.dot needs tiles of at least 16
     _attn_bwd_delta[(triton.cdiv(seq_len, 64), batch * n_heads)](
         out, grad_out, delta, *strides, HEAD_DIM=head_dim, BLOCK_M=64)

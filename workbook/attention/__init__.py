@@ -1,0 +1,101 @@
+"""FlashAttention: the same function computed with less HBM traffic, measured by the GPU.
+
+Notebook 07. One idea per file:
+
+* ``tiled.py`` - the algorithms in plain PyTorch: the definition, standard attention, and
+  FlashAttention's tiled forward (online softmax) and backward (P recomputed); the one to read;
+* ``flash_triton.py`` - the same algorithm as Triton kernels, forward and backward;
+* ``variants.py`` - :func:`attention`: one function, every implementation (:data:`VARIANTS`);
+* ``io_model.py`` - the analytic model: FLOPs and the HBM bytes each algorithm must move;
+* ``measure.py`` - time, extra peak memory, bytes saved for the backward, HBM bytes (ncu);
+* ``experiments.py`` - configs, ``run_*`` and :data:`EXPERIMENTS`;
+* ``views.py`` - what the notebook shows: tables, the explorer, the claims.
+
+Shapes everywhere: (batch, n_heads, seq_len, head_dim).
+"""
+
+from workbook.attention.experiments import (
+    EXPERIMENTS,
+    ExactnessConfig,
+    Gpt2Config,
+    RecomputeConfig,
+    TimingConfig,
+    TrafficConfig,
+    check_sweep,
+    run_exactness,
+    run_gpt2_medium,
+    run_recompute,
+    run_timing,
+    run_traffic,
+    timing_cases,
+    traffic_cases,
+)
+from workbook.attention.io_model import (
+    BACKWARD_FACTOR,
+    MODES,
+    flops,
+    io_bytes,
+    memory_hierarchy,
+    s_matrix_vs_memory,
+    vanilla_io_steps,
+)
+from workbook.attention.measure import (
+    Case,
+    hbm_rows,
+    make_inputs,
+    make_step,
+    measure_cases,
+    measure_hbm,
+    predicted_hbm_rows,
+    saved_bytes,
+    time_and_memory,
+)
+from workbook.attention.tiled import (
+    TiledAttentionFunction,
+    reference_attention,
+    tiled_attention,
+    tiled_attention_backward,
+    tiled_attention_forward,
+    vanilla_attention,
+)
+from workbook.attention.variants import (
+    DTYPES,
+    TOLERANCE,
+    VARIANTS,
+    attention,
+    relative_error,
+    unsupported,
+)
+from workbook.attention.views import (
+    KERNELS,
+    PAPER_FIG2,
+    claims,
+    exactness_table,
+    gpt2_limits,
+    gpt2_table,
+    kernel_source,
+    notebook_rows,
+    recorded_device,
+    size_explorer,
+    targets,
+)
+
+__all__ = [
+    # the algorithms
+    "reference_attention", "vanilla_attention", "tiled_attention_forward",
+    "tiled_attention_backward", "TiledAttentionFunction", "tiled_attention",
+    "VARIANTS", "DTYPES", "TOLERANCE", "attention", "unsupported", "relative_error",
+    # the analytic model
+    "MODES", "BACKWARD_FACTOR", "flops", "vanilla_io_steps", "io_bytes", "memory_hierarchy",
+    "s_matrix_vs_memory",
+    # measurements
+    "Case", "make_inputs", "make_step", "saved_bytes", "time_and_memory", "measure_cases",
+    "measure_hbm", "hbm_rows", "predicted_hbm_rows",
+    # experiments
+    "ExactnessConfig", "run_exactness", "check_sweep", "TrafficConfig", "traffic_cases",
+    "run_traffic", "TimingConfig", "timing_cases", "run_timing", "Gpt2Config",
+    "run_gpt2_medium", "RecomputeConfig", "run_recompute", "EXPERIMENTS",
+    # views
+    "PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device",
+    "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims",
+]

@@ -1,0 +1,239 @@
+"""What notebook 07 shows: rows live or recorded, the kernels' source, the size explorer,
+tables and the closing claims. plotly and ipywidgets are imported inside the view functions
+(a GPU machine may have neither)."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from workbook import registry, results
+from workbook.attention.io_model import io_bytes, s_matrix_vs_memory
+from workbook.claims import Claim, claims_table
+from workbook.config import WorkbookError, check_choice, check_flag, takes_rows
+from workbook.hardware import datasheet, detect
+from workbook.results import provenance_label
+
+__all__ = ["PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device",
+           "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims"]
+
+# FlashAttention paper (Dao et al. 2022), Figure 2 left: GPT-2 medium attention, fwd+bwd,
+# batch 64, 16 heads, seq 1024, head_dim 64, on an A100.
+PAPER_FIG2: dict[str, dict[str, float]] = {
+    "standard": {"hbm_gb": 40.3, "runtime_ms": 41.7, "gflops": 66.6},
+    "flash": {"hbm_gb": 4.4, "runtime_ms": 7.3, "gflops": 75.2},
+}
+
+
+def notebook_rows(name: str, *, live_on_cpu: bool) -> pd.DataFrame:
+    """What 07 shows: a GPU runs the full preset live; a CPU shows the recorded GPU rows, and
+    runs the small preset live only where that means something on a CPU (``live_on_cpu``)."""
+    registry.get(name)  # an unknown name: one line listing the experiments
+    check_flag("live_on_cpu", live_on_cpu)
+    if torch.cuda.is_available():
+        return registry.live_or_recorded(name)
+    recorded = results.load(name)
+    if live_on_cpu or recorded.empty:
+        if recorded.empty:
+            print(f"{name}: no recorded GPU rows yet; running the small preset on this CPU.")
+        live = registry.live_or_recorded(name, "small")
+        if "device" not in live.columns:  # live rows carry no provenance until recorded
+            live = live.assign(device=detect().name)
+        return pd.concat([live, recorded], ignore_index=True)
+    print(f"{name}: no GPU here; showing the rows recorded on a GPU.")
+    return recorded
+
+
+KERNELS = {"forward": ("_tile_loop", "_attn_fwd"),
+           "backward": ("_attn_bwd_delta", "_dkdv_tiles", "_attn_bwd_dkdv", "_dq_tiles",
+                        "_attn_bwd_dq")}
+
+
+def kernel_source(part: str = "forward") -> str:
+    """The Triton kernels' source text, ``forward`` or ``backward`` (readable without Triton
+    installed)."""
+    check_choice("part", part, tuple(KERNELS))
+    path = Path(__file__).with_name("flash_triton.py")
+    text = path.read_text()
+    lines, found = text.splitlines(), {}
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef) and node.name in KERNELS[part]:
+            start = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+            found[node.name] = "\n".join(line[4:] for line in lines[start:node.end_lineno])
+    if len(found) != len(KERNELS[part]):
+        raise WorkbookError(f"the Triton {part} kernels were not found in "
+                            "workbook/attention/flash_triton.py")
+    return "\n\n\n".join(found[name] for name in KERNELS[part])
+
+
+def recorded_device(default: str = "H100") -> str:
+    """This GPU's name, else the GPU the attention rows were recorded on, else ``default``."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    rows = results.load("attention_timing")
+    return str(rows["device"].iloc[0]) if not rows.empty else default
+
+
+def size_explorer(device_name: str | None = None):
+    """Sliders (seq_len, head_dim, batch, tile rows) over the IO model: HBM bytes vs seq_len,
+    and one line comparing the N×N matrix S with this GPU's SRAM and HBM."""
+    from workbook import plots, widgets
+
+    device_name = device_name or recorded_device()
+    seq_lens = [2**k for k in range(8, 17)]
+    fig = plots.figure(f"Attention forward HBM traffic by the IO model ({device_name})",
+                       "seq_len", "GB moved (bf16)", log_x=True, log_y=True)
+    names = {"vanilla": "vanilla: Θ(Nd + N²)", "flash_no_l2": "flash, no L2: Θ(N²d²/M)",
+             "minimum": "minimum: Q, K, V in, O out"}
+    for key, name in names.items():  # vanilla keeps its colour from the measured plots
+        fig.add_scatter(name=name, mode="lines", line={"color": plots.color_for(key)})
+
+    def draw(fig, seq_len, head_dim, batch, tile):
+        facts = s_matrix_vs_memory(seq_len, head_dim, batch, 16, tile,
+                                   device_name=device_name)
+        for trace, algorithm in zip(fig.data, names, strict=True):
+            trace.x, trace.y = seq_lens, [io_bytes(algorithm, n, head_dim, batch=batch,
+                                                   n_heads=16, block_m=tile) / 1e9
+                                          for n in seq_lens]
+        fig.layout.shapes = [{"type": "line", "x0": seq_len, "x1": seq_len, "y0": 0, "y1": 1,
+                              "yref": "paper", "line": {"dash": "dot", "color": "#888"}}]
+        fits = "fits" if facts["tile_kb"] <= facts["sram_per_sm_kb"] else "does NOT fit"
+        return (f"S for batch {batch} × 16 heads at N={seq_len}: {facts['s_mb']:,.0f} MB = "
+                f"{facts['s_over_sram']:,.0f}× all SRAM, {facts['s_over_hbm']:.1%} of HBM. "
+                f"One tile (Q, K, V {tile}×{head_dim} + S {tile}×{tile} fp32) is "
+                f"{facts['tile_kb']:.0f} KB: it {fits} in one SM's "
+                f"{facts['sram_per_sm_kb']:.0f} KB.")
+
+    return widgets.Explorer({
+        "seq_len": widgets.dropdown("seq_len", seq_lens, 4096),
+        "head_dim": widgets.dropdown("head_dim", [64, 128, 256], 128),
+        "batch": widgets.slider("batch", 1, 64, 1, 4),
+        "tile": widgets.dropdown("tile rows", [16, 32, 64, 128, 256], 128)}, draw, fig)
+
+
+@takes_rows
+def exactness_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Relative error of the output per variant (columns) and dtype, with the band, per device."""
+    ok = rows[(rows["status"] == "ok") & (rows["metric"] == "rel_error")]
+    table = ok.pivot_table(index=["device", "dtype", "band"], columns="variant", values="value",
+                           aggfunc="max")
+    return table.map(lambda x: f"{x:.1e}" if x == x else "—")
+
+
+def _value(rows: pd.DataFrame, **where) -> float:
+    hit = rows[rows["status"] == "ok"]
+    for key, value in where.items():
+        hit = hit[hit[key] == value]
+    return float(hit["value"].iloc[0]) if len(hit) else math.nan
+
+
+def _met(value: float, ok: bool) -> str:
+    return "not measured" if value != value else "yes" if ok else "NO"
+
+
+@takes_rows
+def targets(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame) -> pd.DataFrame:
+    """The issue's three targets, computed from (recorded) rows."""
+    at = {"seq_len": 4096, "head_dim": 128, "mode": "fwd"}
+    minimum = _value(traffic, variant="model: minimum", metric="hbm_bytes", **at)
+    reads = _value(traffic, variant="triton", metric="hbm_read", **at)
+    total = _value(traffic, variant="triton", metric="hbm_bytes", **at)
+    rows = [("Triton fwd HBM bytes / minimum (N=4096, d=128, bf16)", "≤ 1.15", total / minimum,
+             _met(total, total / minimum <= 1.15)),
+            ("  of which reads / minimum reads (Q, K, V once)", "≈ 1", reads / (minimum * 3 / 4),
+             _met(reads, reads / (minimum * 3 / 4) <= 1.15))]
+    for head_dim, causal in itertools.product((64, 128), (False, True)):
+        sel = {"seq_len": 4096, "head_dim": head_dim, "causal": causal, "mode": "fwd",
+               "metric": "throughput"}
+        ratio = _value(timing, variant="triton", **sel) / _value(timing, variant="sdpa_flash",
+                                                                   **sel)
+        rows.append((f"Triton / SDPA FA2 fwd TFLOP/s (N=4096, d={head_dim}, causal={causal})",
+                     "≥ 0.8", ratio, _met(ratio, ratio >= 0.8)))
+    ratio = (_value(gpt2, variant="vanilla", metric="hbm_bytes")
+             / _value(gpt2, variant="sdpa_flash", metric="hbm_bytes"))
+    paper = PAPER_FIG2["standard"]["hbm_gb"] / PAPER_FIG2["flash"]["hbm_gb"]
+    rows.append(("GPT-2 medium fwd+bwd HBM: vanilla / FlashAttention", f"paper {paper:.1f}×",
+                 ratio, "reported" if ratio == ratio else "not measured"))
+    frame = pd.DataFrame(rows, columns=["target", "wanted", "measured", "met"])
+    frame["measured"] = frame["measured"].round(3)
+    return frame
+
+
+@takes_rows
+def claims(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame,
+           recompute: pd.DataFrame) -> pd.DataFrame:
+    """The lecture's claims about FlashAttention, each against a recorded measurement."""
+    std, fa = PAPER_FIG2["standard"], PAPER_FIG2["flash"]
+    gpt = {m: (_value(gpt2, variant="vanilla", metric=m), _value(gpt2, variant="sdpa_flash",
+                                                                   metric=m))
+           for m in ("hbm_bytes", "time", "flops")}
+    where = provenance_label(gpt2[gpt2["source"] == "recorded"]) if (
+        gpt2["source"] == "recorded").any() else "this machine"
+
+    def t(variant: str, n: int) -> float:
+        return _value(timing, variant=variant, seq_len=n, head_dim=128, mode="fwd+bwd",
+                      causal=False, metric="time")
+
+    def mem(variant: str, n: int) -> float:
+        return _value(recompute, variant=variant, seq_len=n, metric="extra_peak_memory")
+
+    n_hi = max(recompute.loc[recompute["status"] == "ok", "seq_len"], default=0)
+    flash_growth = mem("sdpa_flash", n_hi) / mem("sdpa_flash", n_hi // 2)
+    return claims_table([
+        Claim("HBM reads+writes ~10× fewer (GPT-2 medium, fwd+bwd)", "paper Fig. 2 / lecture",
+              std["hbm_gb"] / fa["hbm_gb"], gpt["hbm_bytes"][0] / gpt["hbm_bytes"][1], "×",
+              where),
+        Claim("runtime ~5× faster (GPT-2 medium, fwd+bwd)", "paper Fig. 2 / lecture",
+              std["runtime_ms"] / fa["runtime_ms"], gpt["time"][0] / gpt["time"][1], "×", where),
+        Claim("more FLOPs (recomputation in the backward)", "paper Fig. 2 (ours: FLOP model)",
+              fa["gflops"] / std["gflops"], gpt["flops"][1] / gpt["flops"][0], "×", where),
+        Claim("extra memory O(N): doubling N doubles it", "lecture", 2.0, flash_growth, "×",
+              where),
+        Claim("longer sequences gain more: speedup at N=512", "lecture table", 1.7,
+              t("vanilla", 512) / t("sdpa_flash", 512), "×", where, rel_tol=0.25),
+        Claim("longer sequences gain more: speedup at N=8192", "lecture table", 5.4,
+              t("vanilla", 8192) / t("sdpa_flash", 8192), "×", where, rel_tol=0.25),
+    ])
+
+
+@takes_rows
+def gpt2_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant: measured HBM GB, ms, GFLOPs beside the paper's A100 numbers."""
+    ok = rows[rows["status"] == "ok"]
+    wide = ok.pivot_table(index="variant", columns="metric", values="value", aggfunc="first")
+    wide = wide.reindex(columns=["hbm_bytes", "time", "flops", "extra_peak_memory"])
+    wide.columns = ["HBM GB", "runtime ms", "GFLOPs (model)", "extra memory GB"]
+    # The paper's FlashAttention is fused forward and backward: so are the SDPA kernels and,
+    # since 7121e58, the workbook's triton variant (rows recorded before timed a PyTorch backward).
+    paper = {"vanilla": PAPER_FIG2["standard"], "sdpa_math": PAPER_FIG2["standard"],
+             **{v: PAPER_FIG2["flash"] for v in ("sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
+                                                  "triton")}}
+    wide["paper HBM GB (A100)"] = [paper.get(v, {}).get("hbm_gb", math.nan) for v in wide.index]
+    wide["paper ms (A100)"] = [paper.get(v, {}).get("runtime_ms", math.nan) for v in wide.index]
+    return wide.reset_index()
+
+
+@takes_rows
+def gpt2_limits(rows: pd.DataFrame) -> pd.DataFrame:
+    """Which limit each variant of the GPT-2 table runs into on the GPU that measured it: its
+    achieved HBM bandwidth (bytes moved / time) and its achieved matmul rate (model FLOPs /
+    time), each as a share of that GPU's datasheet peak (fp16, dense)."""
+    table = gpt2_table(rows).set_index("variant")
+    device = str(rows["device"].dropna().iloc[0]) if "device" in rows and \
+        rows["device"].notna().any() else ""
+    peaks = datasheet(device) if device else None
+    out = pd.DataFrame(index=table.index)
+    seconds = table["runtime ms"] / 1e3
+    out["HBM GB/s"] = table["HBM GB"] / seconds
+    out["TFLOP/s"] = table["GFLOPs (model)"] / 1e3 / seconds
+    if peaks is not None:
+        out["share of HBM peak"] = out["HBM GB/s"] / peaks.hbm_gb_s
+        out["share of fp16 peak"] = out["TFLOP/s"] / peaks.tflops["fp16"]
+    out["device"] = peaks.name if peaks is not None else (device or "unknown")
+    return out.reset_index()
+

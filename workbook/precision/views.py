@@ -1,0 +1,210 @@
+"""What notebook 08 shows: the format explorer, histograms, the loss-scale explorer, the
+GradScaler trace, the four-way training table and the lecture's claims. plotly and ipywidgets
+are imported inside the view functions (a GPU machine may have neither)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from workbook.claims import Claim, claims_table
+from workbook.config import WorkbookError, check_range, takes_rows
+from workbook.hardware import roofline_peaks
+from workbook.precision.experiments import MODE_DTYPE, TRAIN_MODES
+from workbook.precision.formats import FORMATS, explore, format_table, parse_value
+from workbook.precision.underflow import UNDERFLOW_FORMATS, share_rows
+from workbook.results import provenance_label
+
+__all__ = ["format_explorer", "histogram_figure", "loss_scale_explorer", "scaler_figure",
+           "training_summary", "claims", "predicted_step_times"]
+
+
+def format_explorer(value: str = "0.1"):
+    """Type a value: its bits, stored value and relative error in every format."""
+    import ipywidgets as w
+
+    from workbook import plots, widgets
+
+    if not isinstance(value, str):
+        raise WorkbookError(f"value={value!r} is not allowed; allowed: text such as '0.1'")
+    parse_value(value)  # a bad first value: one line now, not a message under an empty figure
+    fig = plots.figure("relative error of the stored value", "format", "|stored - x| / |x|",
+                       log_y=True)
+    fig.add_bar(x=list(FORMATS), y=[None] * len(FORMATS), marker_color=plots.COLORS[0])
+    box = w.Text(value=value, description="value x", continuous_update=False)
+
+    def draw(fig, value: str) -> str:
+        rows = explore(parse_value(value))
+        # A relative error of exactly 0 cannot sit on a log axis: show it at 1e-17. No bar
+        # (None, not NaN, which the widget cannot send) where the error is undefined (inf).
+        fig.data[0].y = [max(e, 1e-17) if math.isfinite(e) else None
+                         for e in rows["rel_error"]]
+        fig.data[0].hovertext = rows["status"].tolist()
+        shown = rows[["format", "stored", "bits", "rel_error", "spacing", "status"]]
+        return shown.to_html(index=False, float_format=lambda v: f"{v:.6g}")
+
+    return widgets.Explorer({"value": box}, draw, fig)
+
+
+@takes_rows
+def histogram_figure(hist: pd.DataFrame, lines: pd.DataFrame):
+    """Share of gradients per power of two, with where FP16/BF16 stop (dashed/dotted)."""
+    from workbook import plots
+
+    fig = plots.figure("log2 |gradient| of one training step (FP32)", "log2 |g|",
+                       "share of nonzero gradients")
+    for i, (kind, part) in enumerate(hist.groupby("kind", sort=False)):
+        fig.add_scatter(x=part["log2_abs"], y=part["share"], name=kind, mode="lines",
+                        line={"color": plots.COLORS[i], "shape": "hvh"})
+    for i, row in enumerate(lines.itertuples()):
+        color = plots.COLORS[4 + i]
+        fig.add_vline(x=row.log2_smallest_subnormal, line={"dash": "dot", "color": color},
+                      annotation_text=f"{row.format} subnormal", annotation_textangle=-90)
+        fig.add_vline(x=row.log2_smallest_normal, line={"dash": "dash", "color": color},
+                      annotation_text=f"{row.format} normal", annotation_textangle=-90)
+    return fig
+
+
+def loss_scale_explorer(grads: dict[str, torch.Tensor], log2_scale: int = 0):
+    """Slide the loss scale: the share of each gradient kind lost to 0 or to inf."""
+    from workbook import plots, widgets
+
+    check_range("log2_scale", log2_scale, 0, 40)  # the slider's range
+
+    fig = plots.figure("gradients lost when stored (after x loss scale)", "gradient kind",
+                       "share of nonzero gradients")
+    fig.update_layout(barmode="group")
+    traces = [(f, m) for f in UNDERFLOW_FORMATS for m in ("share_zero", "share_overflow")]
+    for i, (fmt, metric) in enumerate(traces):
+        fig.add_bar(x=list(grads), y=[0.0] * len(grads), name=f"{fmt} {metric[6:]}",
+                    marker_color=plots.COLORS[i // 2],
+                    marker_pattern_shape="" if metric == "share_zero" else "/")
+
+    def draw(fig, log2_scale: int) -> str:
+        rows = share_rows(grads, (log2_scale,)).set_index(["kind", "format", "metric"])
+        for trace, (fmt, metric) in zip(fig.data, traces, strict=True):
+            trace.y = [rows.loc[(k, fmt, metric), "value"] for k in grads]
+        z = rows.loc[("logit_grad", "fp16", "share_zero"), "value"]
+        o = rows.loc[("weight_grad", "fp16", "share_overflow"), "value"]
+        return (f"scale 2^{log2_scale}: FP16 flushes {z:.1%} of the logit gradients to 0 "
+                f"and turns {o:.2%} of the weight gradients into inf.")
+
+    slider = widgets.slider("log2 loss scale", 0, 40, 1, log2_scale)
+    return widgets.Explorer({"log2_scale": slider}, draw, fig)
+
+
+@takes_rows
+def scaler_figure(rows: pd.DataFrame, title: str = "GradScaler: loss scale per step"):
+    """The dynamic loss scale (log axis) with skipped steps marked."""
+    from workbook import plots
+
+    part = rows[rows["metric"].isin(["loss_scale", "skipped"])]
+    fig = plots.figure(plots.title_with_source(title, part), "step", "loss scale", log_y=True)
+    if part.empty:
+        fig.add_annotation(text="no recorded loss-scale rows yet", showarrow=False, x=0.5,
+                           y=0.5, xref="paper", yref="paper")
+        return fig
+    wide = part.pivot_table(index="step", columns="metric", values="value").reset_index()
+    fig.add_scatter(x=wide["step"], y=wide["loss_scale"], name="scale", mode="lines+markers",
+                    line={"shape": "hv", "color": plots.COLORS[0]})
+    if "skipped" in wide:
+        hit = wide[wide["skipped"] > 0]
+        fig.add_scatter(x=hit["step"], y=hit["loss_scale"], name="skipped (inf/NaN found)",
+                        mode="markers", marker={"symbol": "x", "size": 12,
+                                                "color": plots.COLORS[1]})
+    return fig
+
+
+@takes_rows
+def training_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per mode: step time, speed-up, peak memory and final loss vs FP32."""
+    ok = rows[rows["status"] == "ok"]
+    measured = ok[ok["source"].isin(["measured", "recorded"])]
+    scalar = measured[measured["metric"].isin(["step_time", "peak_memory", "model_tflops",
+                                               "skipped_steps"])]
+    table = scalar.pivot_table(index="mode", columns="metric", values="value")
+    losses = measured[measured["metric"] == "loss"].sort_values("step")
+    table["final_loss"] = losses.groupby("mode")["value"].apply(lambda v: v.tail(5).mean())
+    table = table.reindex([m for m in TRAIN_MODES if m in table.index])
+    if "fp32" in table.index:
+        table["speedup_vs_fp32"] = table.loc["fp32", "step_time"] / table["step_time"]
+        if "peak_memory" in table:
+            table["memory_vs_fp32"] = table["peak_memory"] / table.loc["fp32", "peak_memory"]
+    predicted = ok[(ok["source"] == "predicted") & (ok["metric"] == "step_time")]
+    if not predicted.empty:
+        table["step_time_roofline_bound"] = predicted.set_index("mode")["value"]
+    return table.reset_index()
+
+
+@takes_rows
+def claims(training: pd.DataFrame, roofline: pd.DataFrame,
+                   underflow: pd.DataFrame) -> pd.DataFrame:
+    """The lecture's precision claims, checked against the roofline and the recorded runs."""
+    peaks = roofline_peaks(roofline) if not roofline.empty else {}
+    nan = math.nan
+    summary = training_summary(training).set_index("mode") if not training.empty else None
+
+    def cell(mode: str, col: str) -> float:
+        ok = summary is not None and mode in summary.index and col in summary.columns
+        return float(summary.loc[mode, col]) if ok else nan
+
+    def share(fmt: str, log2_scale: int = 0) -> float:
+        if underflow.empty:
+            return nan
+        u = underflow
+        sel = u[(u["part"] == "underflow") & (u["format"] == fmt) & (u["kind"] == "logit_grad")
+                & (u["log2_scale"] == log2_scale) & (u["metric"] == "share_zero")]
+        return float(sel["value"].iloc[0]) if len(sel) else nan
+
+    where_t = provenance_label(training) if not training.empty else "no recorded rows yet"
+    where_r = provenance_label(roofline) if not roofline.empty else "no recorded rows yet"
+    where_u = provenance_label(underflow) if not underflow.empty else "no recorded rows yet"
+    fp16_1e7 = explore(1e-7, ("fp16",))["stored"].iloc[0]
+    return claims_table([
+        Claim("FP16 is 33x faster than FP32 (H100 table: 1,979 vs 60 TFLOPS)", "lecture 7.2",
+              33.0, peaks.get("fp16", nan) / peaks.get("fp32", nan), "x (matmul)", where_r),
+        Claim("... and so a training step is that much faster (FP16 + GradScaler)",
+              "lecture 7.2", 33.0, cell("fp16_gradscaler", "speedup_vs_fp32"), "x", where_t),
+        Claim("mixed precision: 2-3x faster (BF16 autocast vs FP32)", "lecture 7.3", 2.5,
+              cell("bf16_autocast", "speedup_vs_fp32"), "x", where_t, rel_tol=0.2),
+        Claim("mixed precision: memory ~40 % lower (peak, BF16 autocast / FP32)",
+              "lecture 7.3", 0.6, cell("bf16_autocast", "memory_vs_fp32"), "ratio", where_t),
+        Claim("FP16 range reaches down to 6e-8 (smallest subnormal)", "lecture 7.2", 6e-8,
+              float(format_table().set_index("format").loc["fp16", "smallest_subnormal"]),
+              "", "torch.finfo / bit pattern", rel_tol=0.05),
+        Claim("a gradient of 1e-7 becomes 0 in FP16", "lecture 7.3 (loss scaling)", 0.0,
+              float(fp16_1e7), "", "torch cast (it is a subnormal, 2^-23)"),
+        Claim("BF16 is more stable: no real gradient flushed to 0 (logit grads, unscaled)",
+              "lecture 7.2", 0.0, share("bf16"), "share", where_u),
+        Claim("a loss scale of 1024 rescues the gradients FP16 flushes to 0 (share of "
+              "flushed logit grads rescued)", "lecture 7.3", 1.0,
+              1 - share("fp16", 10) / share("fp16"), "share", where_u, rel_tol=0.01),
+        Claim("BF16 training reaches FP32's loss (mean of last 5 steps)", "lecture 7.3",
+              cell("fp32", "final_loss"), cell("bf16_autocast", "final_loss"), "nats",
+              where_t, rel_tol=0.02),
+    ])
+
+
+@takes_rows
+def predicted_step_times(rows: pd.DataFrame, roofline: pd.DataFrame) -> pd.DataFrame:
+    """Step time if every mode were as much faster than FP32 as its matmuls are (roofline).
+
+    An upper bound on the speed-up: softmax, norms, the optimizer and memory-bound kernels do
+    not speed up with the matmul units. Empty if the roofline is not from this device.
+    """
+    ok = rows[(rows["metric"] == "step_time") & (rows["status"] == "ok")]
+    if ok.empty or roofline.empty or "fp32" not in set(ok["mode"]):
+        return pd.DataFrame()
+    device = str(rows["device"].iloc[0]) if "device" in rows.columns else None
+    if device and "device" in roofline.columns:
+        roofline = roofline[roofline["device"].astype(str) == device]
+    peaks = roofline_peaks(roofline) if not roofline.empty else {}
+    if "fp32" not in peaks:
+        return pd.DataFrame()
+    fp32_ms = float(ok.loc[ok["mode"] == "fp32", "value"].iloc[0])
+    return pd.DataFrame([{"mode": mode, "metric": "step_time",
+                          "value": fp32_ms * peaks["fp32"] / peaks[dtype], "unit": "ms",
+                          "source": "predicted", "status": "ok"}
+                         for mode, dtype in MODE_DTYPE.items() if dtype in peaks])
