@@ -243,8 +243,12 @@ class PanelRun:
 
     @property
     def status(self) -> str:
-        """'ok', 'oom', or the mix ('ok + 2 oom')."""
-        counts = self.rows["status"].value_counts() if "status" in self.rows else {}
+        """'ok', 'oom', or the mix ('3 ok + 1 oom') of its measured rows (a prediction is
+        always 'ok')."""
+        if "status" not in self.rows:
+            return "ok"
+        measured = self.rows[self.rows.get("source", "measured") != "predicted"]
+        counts = measured["status"].value_counts()
         if set(counts.index) <= {"ok"}:
             return "ok"
         return " + ".join(f"{n} {s}" if len(counts) > 1 else str(s)
@@ -287,7 +291,7 @@ class ExperimentPanel:
         self.preset = resolve_preset(preset)
         registry.check_seed(seed)
         check_flag("record", record)
-        metrics = [y] if isinstance(y, str) else list(y)
+        metrics = [y] if isinstance(y, str) else list(y) if isinstance(y, (list, tuple)) else y
         check_values("y", metrics)
         for metric in metrics:
             check_text("y", metric, empty=False)
@@ -295,6 +299,8 @@ class ExperimentPanel:
         if extra - set(fields):
             raise WorkbookError(f"choices/limits for {sorted(extra - set(fields))}, which are "
                                 f"not among fields {list(fields)}")
+        if group is not None:
+            check_text("group", group, empty=False)
         if where is not None and not isinstance(where, dict):
             raise WorkbookError(f"where={where!r} is not allowed; allowed: a dict of column: "
                                 "value")
@@ -452,6 +458,12 @@ class ExperimentPanel:
         if done.error:
             line += f": {done.error}"
         self._say(line + (", recorded" if done.recorded else ""))
+        missing = [f"{what}={column!r}" for what, column in (("x", self.x), ("group", self.group))
+                   if column and column not in rows.columns and column not in settings]
+        if missing and (rows["status"] == "ok").any():  # known only now: say it, keep the run
+            self._show_error(WorkbookError(
+                f"{', '.join(missing)} is neither a field nor a column of the rows; allowed: "
+                f"{', '.join(c for c in rows.columns if c not in ('value', 'run'))}"))
         return rows
 
     def record(self) -> list[int]:
