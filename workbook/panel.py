@@ -236,7 +236,8 @@ class PanelRun:
     """One press of Run: the settings, the rows that came back, and how long it took."""
 
     number: int
-    settings: dict[str, Any]
+    settings: dict[str, Any]         # every control's value, as the config takes it
+    overrides: dict[str, Any]        # those that differ from the preset (``--set``)
     rows: pd.DataFrame
     seconds: float
     recorded: bool = False
@@ -439,10 +440,14 @@ class ExperimentPanel:
         self.run_button.disabled = True
         self._say(f"run {number}: running {self._settings_text(settings)} in a fresh "
                   "process ...")
+        # Only what differs from the preset is an override (as ``--set``): the preset's own
+        # settings then find its last duration here (the bar's ETA) and its ledger rows.
+        base = self.experiment.presets[self.preset]
+        changed = {k: v for k, v in settings.items() if getattr(base, k) != v}
         start = time.monotonic()
         try:
             with self.progress_area:  # the runner's bar (its ETA: the last run here) shows here
-                rows = registry.run_isolated(self.name, self.preset, self.seed, settings,
+                rows = registry.run_isolated(self.name, self.preset, self.seed, changed,
                                              record=self.record_each)
         except WorkbookError as exc:
             self._fail(exc)
@@ -451,7 +456,7 @@ class ExperimentPanel:
             self.progress_area.clear_output()
         seconds = time.monotonic() - start
         rows = rows.assign(run=number)
-        done = PanelRun(number, settings, rows, seconds, recorded=self.record_each)
+        done = PanelRun(number, settings, changed, rows, seconds, recorded=self.record_each)
         self.runs.append(done)
         self.redraw()
         line = f"run {number}: {done.status} in {seconds:.1f} s ({len(rows)} rows)"
@@ -476,7 +481,7 @@ class ExperimentPanel:
             return []
         for run in todo:
             results.record(self.name, run.rows.drop(columns="run"), preset=self.preset,
-                           seed=self.seed, overrides=run.settings)
+                           seed=self.seed, overrides=run.overrides)
             run.recorded = True
         self.redraw()
         numbers = [r.number for r in todo]
@@ -617,7 +622,10 @@ class ExperimentPanel:
     @staticmethod
     def _label(column: str, value: Any) -> str:
         """A group's name in the legend: 'tiled', or 'checkpointing=True' for a flag/number."""
-        return value if isinstance(value, str) or column == "metric" else f"{column}={value}"
+        if isinstance(value, str) or column == "metric":
+            return str(value)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        return f"{column}={shown}"
 
     @staticmethod
     def _first(value: Any) -> Any:
