@@ -44,7 +44,7 @@ PANELS = {
         "stages pulling apart.",
         'stages = widgets.ExperimentPanel(\n'
         '    "zero_stages", fields=["variants", "d_model", "micro_batch"], x="variant",\n'
-        '    y="total_bytes", title="Per-rank model states by ZeRO stage: measured (●), formula (◇)")\n'
+        '    y="total_bytes", title="Per-rank model states: measured (●), formula (◇)")\n'
         'stages'),
     "06_model_parallel": (
         "## Expert parallelism: routing, imbalance, drops",
@@ -52,7 +52,8 @@ PANELS = {
         "adds the measured idle fraction of the first stage (●) beside (p − 1)/(m + p − 1) (◇).",
         'bubble = widgets.ExperimentPanel(\n'
         '    "pipeline_bubble", fields=["n_microbatches", "micro_batch"], x="m",\n'
-        '    y="idle_fraction", where={"rank": 0}, title="Pipeline bubble: measured (●) vs formula (◇)")\n'
+        '    y="idle_fraction", where={"rank": 0},\n'
+        '    title="Pipeline bubble of stage 0: measured (●) vs formula (◇)")\n'
         'bubble'),
     "07_flash_attention": (
         "The workbook's Triton forward is faster than SDPA's FlashAttention-2",
@@ -66,7 +67,8 @@ PANELS = {
     "08_mixed_precision": (
         "## 4 · Weight-update stagnation: why master weights stay in FP32",
         "**Try it:** set a loss scale (log2: 0, 8, 16, 24) and press Run: each run adds the share "
-        "of real hidden-state gradients that each format flushes to zero or keeps only as a subnormal at that scale.",
+        "of real hidden-state gradients that each format flushes to zero, or keeps only as a "
+        "subnormal, at that scale.",
         'underflow_panel = widgets.ExperimentPanel(\n'
         '    "precision_underflow", fields=["log2_scales", "batch_size"], x="log2_scale",\n'
         '    y=["share_zero", "share_subnormal"], group="format",\n'
