@@ -39,6 +39,7 @@ from workbook import plots, registry, results
 from workbook.config import (
     MAY_BE_EMPTY,
     WorkbookError,
+    check_choice,
     check_flag,
     check_range,
     check_text,
@@ -296,6 +297,10 @@ class ExperimentPanel:
         check_values("y", metrics)
         for metric in metrics:
             check_text("y", metric, empty=False)
+        for what, given in (("choices", choices), ("limits", limits)):
+            if given is not None and not isinstance(given, dict):
+                raise WorkbookError(f"{what}={given!r} is not allowed; allowed: a dict of "
+                                    "field: values")
         extra = set(choices or {}) | set(limits or {})
         if extra - set(fields):
             raise WorkbookError(f"choices/limits for {sorted(extra - set(fields))}, which are "
@@ -367,7 +372,7 @@ class ExperimentPanel:
         ``WorkbookError``; then no control moves."""
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
-            self._fail(WorkbookError(f"no control {unknown}; controls: "
+            self._fail(WorkbookError(f"no control {unknown}; allowed: "
                                      f"{', '.join(self.controls)}"))
         try:
             wanted = {f: self._checked(f, v) for f, v in values.items()}
@@ -389,14 +394,18 @@ class ExperimentPanel:
         spec, control = self.specs[field], self.controls[field]
         if spec.many and not spec.options and isinstance(value, (list, tuple)):
             if len(value) != 1:  # the control gives one value; the config gets it as a list
-                raise WorkbookError(f"{field}={value!r}: this panel runs one value at a time")
+                raise WorkbookError(f"{field}={value!r}: allowed: one value (this panel runs "
+                                    "one at a time)")
             value = value[0]
         if isinstance(control, w.SelectMultiple):
             if not isinstance(value, (list, tuple)) or (not value and not spec.may_be_empty):
                 raise WorkbookError(f"{field}={value!r} is not allowed; allowed: a non-empty "
                                     f"list of {', '.join(map(repr, spec.options))}")
-            for item in value:
-                check_control(field, w.Dropdown(options=list(spec.options)), item)
+            for item in value:  # True == 1 to Python: a list of flags takes no 1, and no flag
+                check_choice(field, item, spec.options)
+                if any(isinstance(o, bool) for o in spec.options) != isinstance(item, bool):
+                    raise WorkbookError(f"{field}={item!r} is not allowed; choose one of: "
+                                        f"{', '.join(map(repr, spec.options))}")
             return tuple(value)
         if isinstance(control, w.Checkbox):
             check_flag(field, value)
@@ -411,9 +420,10 @@ class ExperimentPanel:
         try:
             if not self.unavailable:
                 self.config()
-                if any(isinstance(c, w.SelectMultiple) and not c.value and
-                       not self.specs[f].may_be_empty for f, c in self.controls.items()):
-                    raise WorkbookError("choose at least one value in each list")
+                for field, control in self.controls.items():
+                    if (isinstance(control, w.SelectMultiple) and not control.value
+                            and not self.specs[field].may_be_empty):
+                        raise WorkbookError(f"{field}: choose at least one value")
         except WorkbookError as exc:
             self._show_error(exc)
             self.run_button.disabled = True
@@ -490,11 +500,14 @@ class ExperimentPanel:
         return numbers
 
     def _click(self, action: Callable[[], Any]) -> None:
-        """A button's handler: a WorkbookError is already one line under the panel."""
+        """A button's handler: a WorkbookError is already one line under the panel; anything
+        else (a bug) is one line there too, not a traceback lost in JupyterLab's log."""
         try:
             action()
         except WorkbookError:
             pass
+        except Exception as exc:  # noqa: BLE001 - a callback's exception has no cell to show in
+            self._show_error(WorkbookError(f"{type(exc).__name__}: {exc}"))
 
     # ------------------------------------------------------------------- what it shows
 
