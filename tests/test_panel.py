@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 
 from workbook import registry, results
+from workbook.allowed import read_field
 from workbook.config import WorkbookError, check_choice, check_range, resolve_preset
-from workbook.panel import ExperimentPanel, read_field
+from workbook.panel import ExperimentPanel
 
 NAN, INF = float("nan"), float("inf")
 
@@ -68,6 +69,7 @@ PRESETS = {"small": FakeConfig(size=2, scale=1.0, mode="a", fast=False, widths=(
                                kinds=("x", "y")),
            "full": FakeConfig(size=8, scale=2.0, mode="b", fast=True, widths=(16,),
                               kinds=("x",))}
+SMALL = PRESETS["small"]
 
 
 @pytest.fixture
@@ -121,16 +123,17 @@ def test_controls_come_from_the_config_and_start_at_the_preset(fake):
 
 
 def test_a_field_without_a_range_needs_limits_the_config_accepts(fake):
+    """allowed.read_field reads what the config states; limits/choices the config must accept."""
     with pytest.raises(WorkbookError, match=r"free: its config states no range.*limits="):
-        read_field(fake, "free", "small")
-    spec = read_field(fake, "free", "small", limits=(1, 9))
+        read_field(SMALL, "free")
+    spec = read_field(SMALL, "free", limits=(1, 9))
     assert (spec.low, spec.high) == (1, 9)
-    narrowed = read_field(fake, "size", "small", limits=(2, 16))
+    narrowed = read_field(SMALL, "size", limits=(2, 16))
     assert (narrowed.low, narrowed.high) == (2, 16)
     with pytest.raises(WorkbookError, match=r"limits of size: size=99 is out of range; allowed"):
-        read_field(fake, "size", "small", limits=(2, 99))
+        read_field(SMALL, "size", limits=(2, 99))
     with pytest.raises(WorkbookError, match=r"choices of widths: width=500 is out of range"):
-        read_field(fake, "widths", "small", choices=[4, 500])
+        read_field(SMALL, "widths", choices=[4, 500])
     offered = ExperimentPanel(fake, fields=["widths"], y="bytes", preset="small",
                               choices={"widths": [4, 8, 64]})
     assert isinstance(offered.controls["widths"], w.SelectMultiple)

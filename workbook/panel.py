@@ -21,181 +21,34 @@ the ledger unless asked (the Record button, or ``record=True`` for every run).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import html
 import math
-import re
 import time
-import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Union
+from typing import Any
 
 import ipywidgets as w
 import pandas as pd
 
 from workbook import plots, registry, results
+from workbook.allowed import FieldControl, read_field
 from workbook.config import (
-    MAY_BE_EMPTY,
     WorkbookError,
     check_choice,
     check_flag,
-    check_range,
     check_text,
     check_values,
     resolve_preset,
 )
 from workbook.widgets import check_control, show_in
 
-# A check_range refusal: "seq_len=1000000000000000 is out of range; allowed: 2 to 32768".
-_RANGE = re.compile(r"^(?P<name>[^=]+)=.*allowed: (?P<low>\S+) to (?P<high>\S+)$")
-# A check_choice refusal: "precision='?' is not allowed; choose one of: 'fp32', 'amp_bf16'".
-_CHOICE = re.compile(r"^(?P<name>[^=]+)=.*choose one of: (?P<options>.+)$")
-_NOT_A_CHOICE = "\x00not-an-option"
 _SLIDER_SPAN = 10_000  # wider integer ranges get a bounded number box, not a slider
 # The look of a run's points: measured filled, the formula's prediction hollow, oom a red cross.
 _MARKERS = {"measured": {"symbol": "circle", "size": 10},
             "predicted": {"symbol": "diamond-open", "size": 12, "line": {"width": 2}}}
 _OOM_MARKER = {"symbol": "x", "size": 14, "color": "#b00"}
-
-
-@dataclasses.dataclass(frozen=True)
-class FieldControl:
-    """What one config field allows, as read from its type hint and its config's checks."""
-
-    field: str
-    kind: str                        # "int", "float", "bool" or "choice"
-    many: bool                       # the field is a tuple (the control gives one or several)
-    low: float | None = None         # numbers: the allowed range
-    high: float | None = None
-    options: tuple[Any, ...] = ()    # choices (and numbers offered as a list by ``choices=``)
-    may_be_empty: bool = False
-
-
-def _strip(hint: Any) -> tuple[Any, tuple[Any, ...], bool]:
-    """A hint without ``Annotated`` marks and ``| None``: (type, marks, may be None)."""
-    marks: tuple[Any, ...] = ()
-    if typing.get_origin(hint) is Annotated:
-        hint, *rest = typing.get_args(hint)
-        marks = tuple(rest)
-    if typing.get_origin(hint) in (Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], marks, True
-    return hint, marks, False
-
-
-def _rejection(base: Any, name: str, value: Any) -> str | None:
-    """The config's one-line refusal of ``name=value`` (None: it accepts it)."""
-    try:
-        dataclasses.replace(base, **{name: value})
-    except WorkbookError as exc:
-        return str(exc)
-    except Exception as exc:  # noqa: BLE001 - a check the config did not phrase as one line
-        return f"{name}={value!r} is not allowed ({type(exc).__name__}: {exc})"
-    return None
-
-
-def _about(message: str, pattern: re.Pattern, name: str) -> re.Match | None:
-    """``pattern``'s match if ``message`` is about field ``name`` (``seq_len`` of ``seq_lens``,
-    ``policy`` of ``policies``, ``sizes[0]``, ``budget (FLOPs)`` of ``budgets``), else None."""
-    found = pattern.match(message)
-    if found is None:
-        return None
-    said = re.sub(r"\[\d+\]$|\s*\(.*\)$", "", found["name"].strip())
-    plurals = (said, said + "s", said + "es", said[:-1] + "ies" if said.endswith("y") else said)
-    return found if said.isidentifier() and name in plurals else None
-
-
-def _number(text: str) -> float:
-    return float(text.rstrip(";,."))
-
-
-def read_field(name: str, field: str, preset: str | None = None, *,
-               choices: Sequence[Any] | None = None,
-               limits: tuple[float, float] | None = None) -> FieldControl:
-    """What ``field`` of experiment ``name``'s config allows: its kind from the type hint, its
-    range or choices from the config's own checks. ``choices`` offers a list of values instead
-    (each one the config must accept); ``limits`` narrows a number's range (inside the allowed
-    one). A field the config gives no range or choices for is one line asking for them."""
-    exp = registry.get(name)
-    base = exp.presets[resolve_preset(preset)]
-    fields = {f.name for f in dataclasses.fields(base)}
-    if field not in fields:
-        raise WorkbookError(f"{name} has no parameter {field!r}; allowed: "
-                            f"{', '.join(sorted(fields))}")
-    hint, marks, _optional = _strip(typing.get_type_hints(type(base),
-                                                          include_extras=True)[field])
-    many = typing.get_origin(hint) is tuple
-    if many:
-        args = typing.get_args(hint)
-        if len(args) != 2 or args[1] is not Ellipsis:
-            raise WorkbookError(f"{name}.{field} ({hint}) has no panel control; allowed: "
-                                "numbers, flags, choices and lists of them")
-        hint = args[0]
-    wrap = (lambda v: (v,)) if many else (lambda v: v)
-    if choices is not None:
-        check_values(f"choices of {field}", list(choices))
-        for value in choices:
-            if (why := _rejection(base, field, wrap(value))) is not None:
-                raise WorkbookError(f"choices of {field}: {why}")
-        kind = "bool" if hint is bool else "choice"
-        return FieldControl(field, kind, many, options=tuple(choices),
-                            may_be_empty=MAY_BE_EMPTY in marks)
-    if hint is bool:
-        return FieldControl(field, "bool", many, options=(False, True) if many else (),
-                            may_be_empty=MAY_BE_EMPTY in marks)
-    if hint is str:
-        why = _rejection(base, field, wrap(_NOT_A_CHOICE)) or ""
-        found = _about(why, _CHOICE, field)
-        try:
-            options = tuple(ast.literal_eval(f"[{found['options']}]")) if found else ()
-        except (ValueError, SyntaxError):
-            options = ()
-        if not options:
-            raise WorkbookError(f"{name}.{field}: its config names no choices; pass "
-                                f"choices={{{field!r}: [...]}}")
-        return FieldControl(field, "choice", many, options=options,
-                            may_be_empty=MAY_BE_EMPTY in marks)
-    if hint in (int, float):
-        low, high = _allowed_range(base, field, hint, wrap, limits)
-        if limits is not None:
-            check_range(f"limits of {field}: low", limits[0], low, high)
-            check_range(f"limits of {field}: high", limits[1], limits[0], high)
-            low, high = hint(limits[0]), hint(limits[1])
-        return FieldControl(field, hint.__name__, many, low=low, high=high)
-    raise WorkbookError(f"{name}.{field} ({hint}) has no panel control; allowed: numbers, "
-                        "flags, choices and lists of them")
-
-
-def _allowed_range(base: Any, field: str, kind: type, wrap: Callable,
-                   limits: tuple[float, float] | None) -> tuple[float, float]:
-    """The config's range for a number: offer it far too much, then far too little, and read
-    the bounds from the refusal. Where the config states none, ``limits`` (both ends accepted
-    by the config) is the range."""
-    if limits is not None:
-        if not isinstance(limits, (list, tuple)) or len(limits) != 2:
-            raise WorkbookError(f"limits of {field}={limits!r}; allowed: (low, high)")
-        for end in limits:
-            check_range(f"limits of {field}", end, -1e300, 1e300)
-            if (why := _rejection(base, field, wrap(kind(end)))) is not None:
-                raise WorkbookError(f"limits of {field}: {why}")
-    huge = 10**15 if kind is int else 1e300
-    ends: list[float] = []
-    for probe in (huge, -huge):
-        found = _about(_rejection(base, field, wrap(probe)) or "", _RANGE, field)
-        if found:
-            low, high = _number(found["low"]), _number(found["high"])
-            # A range stated in floats (1e-08 to 1.0) for an int field: the ints inside it.
-            if kind is int:
-                low, high = math.ceil(low), math.floor(high)
-            return low, min(high, 2**53 if kind is int else 1e300)
-        ends.append(probe)
-    if limits is not None:
-        return kind(limits[0]), kind(limits[1])
-    raise WorkbookError(f"{field}: its config states no range (it accepts {ends[0]:g}); pass "
-                        f"limits={{{field!r}: (low, high)}} checked by the config")
 
 
 def _default(spec: FieldControl, value: Any) -> Any:
@@ -319,9 +172,8 @@ class ExperimentPanel:
         self.record_each = record
         self.title = title or f"{experiment}: {', '.join(metrics)} against {self.x}"
         base = self.experiment.presets[self.preset]
-        self.specs = {f: read_field(experiment, f, self.preset,
-                                    choices=(choices or {}).get(f), limits=(limits or {}).get(f))
-                      for f in fields}
+        self.specs = {f: read_field(base, f, choices=(choices or {}).get(f),
+                                    limits=(limits or {}).get(f)) for f in fields}
         self.controls = {f: make_control(s, getattr(base, f)) for f, s in self.specs.items()}
         self.runs: list[PanelRun] = []
         self.last_error: str | None = None
