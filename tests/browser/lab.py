@@ -278,7 +278,7 @@ def _explorers(page) -> list[dict]:
 def press_panel(browser, lab: Lab, name: str, artifacts: Path, *,
                 timeout_s: float = 300.0) -> dict:
     """Run All of ``name``, then on its first experiment panel (``wb-panel``) move the first
-    control and press Run, as a reader does; what the panel then shows (its drawn marks, the
+    slider and press Run, as a reader does; what the panel then shows (its drawn marks, the
     table of runs, the message line)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
@@ -294,8 +294,18 @@ def press_panel(browser, lab: Lab, name: str, artifacts: Path, *,
         panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .wb-panel").first
         panel.scroll_into_view_if_needed()
         before = panel.locator(".js-plotly-plot").count()
-        action = _set_control(panel, page)
-        page.wait_for_timeout(500)  # the kernel checks the new value against the config
+        # The first slider, typed to twice its value (at most its maximum), as a reader does.
+        readout = panel.locator(".widget-readout").first
+        start = int(float(readout.inner_text()))
+        high = panel.locator(".widget-slider").first.evaluate(
+            "s => s.querySelector('.noUi-handle')?.getAttribute('aria-valuemax')")
+        moved = min(2 * start, int(float(high))) if high else start + 1
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(str(moved))
+        page.keyboard.press("Enter")
+        action = f"slider {start} → {moved}"
+        page.wait_for_timeout(1000)  # the kernel checks the new value against the config
         panel.locator("button", has_text="Run").first.click()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -308,8 +318,9 @@ def press_panel(browser, lab: Lab, name: str, artifacts: Path, *,
         text = panel.inner_text()
         artifacts.mkdir(parents=True, exist_ok=True)
         panel.screenshot(path=str(artifacts / f"{name}.panel.png"))
-        return {"action": action, "figures_before": before, "marks": marks, "text": text,
-                "errors": _errors(page)}
+        return {"action": action, "moved": moved, "figures_before": before, "marks": marks,
+                "text": text, "table": panel.locator("table").first.inner_text()
+                if panel.locator("table").count() else "", "errors": _errors(page)}
     finally:
         page.close()
         lab.shutdown_kernels()
