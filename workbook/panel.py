@@ -2,16 +2,17 @@
 that gathers every run's measured points beside the prediction for the same settings.
 
     panel = widgets.ExperimentPanel("memory_breakdown", fields=["batch", "checkpointing"],
-                                    x="batch", y="peak_bytes")
+                                    x="batch", y="bytes", where={"component": "activations"})
     panel.set(batch=4)      # as a reader moves the slider (a value out of range: one line)
     panel.run()             # as the Run button: a fresh process; the rows join the figure
 
 The controls come from the config dataclass of the experiment (``registry.get(name)``): its type
 hints say which control (a number, a flag, a choice, a list), and its own ``__post_init__``
-checks say the allowed range or choices: the panel offers the config an out-of-range value and
-reads the range from the one-line ``WorkbookError`` it refuses it with (``check_range`` /
-``check_choice``). So a control cannot leave what the config allows, and a value the config
-refuses for another reason (two fields that must agree) is one line under the panel.
+checks say the allowed range or choices: ``allowed.read_field`` offers the config an
+out-of-range value and reads the range from the one-line ``WorkbookError`` it refuses it with
+(``check_range`` / ``check_choice``). So a control cannot leave what the config allows, and a
+value the config refuses for another reason (two fields that must agree) is one line under the
+panel.
 
 A run goes through ``registry.run_isolated``: a fresh process, so a run that dies or runs out
 of memory comes back as a row with its ``status`` and the kernel holds no GPU memory after it;
