@@ -77,7 +77,7 @@ class Experiment:
                                 f"({type(exc).__name__}: {exc}); defaults: {base}") from None
 
 
-_NOT_EXPERIMENT_MODULES = frozenset({"__main__", "export", "plots", "widgets"})
+_NOT_EXPERIMENT_MODULES = frozenset({"__main__", "export", "panel", "plots", "widgets"})
 
 
 @cache

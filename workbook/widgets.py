@@ -270,3 +270,12 @@ def one_line_errors() -> None:
         print(f"⚠ {value}")
 
     shell.set_custom_exc((WorkbookError,), handler)
+
+
+def __getattr__(name: str) -> Any:
+    """``widgets.ExperimentPanel``: it lives in ``workbook.panel``, which builds on this module."""
+    if name == "ExperimentPanel":
+        from workbook.panel import ExperimentPanel
+
+        return ExperimentPanel
+    raise AttributeError(f"module 'workbook.widgets' has no attribute {name!r}")

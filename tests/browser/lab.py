@@ -275,6 +275,57 @@ def _explorers(page) -> list[dict]:
     return found
 
 
+def press_panel(browser, lab: Lab, name: str, artifacts: Path, *,
+                timeout_s: float = 300.0) -> dict:
+    """Run All of ``name``, then on its first experiment panel (``wb-panel``) move the first
+    slider and press Run, as a reader does; what the panel then shows (its drawn marks, the
+    table of runs, the message line)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(lab.url(f"lab/workspaces/wb-panel-{name}/tree/{name}.ipynb") + "&reset",
+                  wait_until="domcontentloaded")
+        page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell",
+                               timeout=120_000)
+        page.wait_for_function("() => /\\|\\s*Idle/.test(document.querySelector("
+                               "'.jp-StatusBar-Widget, #jp-main-statusbar')?.textContent || '')",
+                               timeout=120_000)
+        _run_all(page)
+        _wait_until_idle(page, timeout_s)
+        panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .wb-panel").first
+        panel.scroll_into_view_if_needed()
+        before = panel.locator(".js-plotly-plot").count()
+        # The first slider, typed to twice its value (at most its maximum), as a reader does.
+        readout = panel.locator(".widget-readout").first
+        start = int(float(readout.inner_text()))
+        high = panel.locator(".widget-slider").first.evaluate(
+            "s => s.querySelector('.noUi-handle')?.getAttribute('aria-valuemax')")
+        moved = min(2 * start, int(float(high))) if high else start + 1
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(str(moved))
+        page.keyboard.press("Enter")
+        action = f"slider {start} → {moved}"
+        page.wait_for_timeout(1000)  # the kernel checks the new value against the config
+        panel.locator("button", has_text="Run").first.click()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+            if "run 1:" in panel.inner_text() and panel.locator(".js-plotly-plot").count():
+                break
+        page.wait_for_timeout(1000)  # plotly's async draw
+        plot = panel.locator(".js-plotly-plot").first
+        marks = plot.evaluate(TRACE_MARKS_JS) if plot.count() else {}
+        text = panel.inner_text()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        panel.screenshot(path=str(artifacts / f"{name}.panel.png"))
+        return {"action": action, "moved": moved, "figures_before": before, "marks": marks,
+                "text": text, "table": panel.locator("table").first.inner_text()
+                if panel.locator("table").count() else "", "errors": _errors(page)}
+    finally:
+        page.close()
+        lab.shutdown_kernels()
+
+
 def _save(page, path: Path, timeout_s: float = 30.0) -> None:
     """Save as a reader does (Ctrl+S) and wait until the file on disk holds the outputs."""
     before = path.stat().st_mtime

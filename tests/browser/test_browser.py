@@ -16,7 +16,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.browser.lab import NOTEBOOKS, ROOT, chromium, jupyterlab, offline_figures, run_notebook
+from tests.browser.lab import (
+    NOTEBOOKS,
+    ROOT,
+    chromium,
+    jupyterlab,
+    offline_figures,
+    press_panel,
+    run_notebook,
+)
 from workbook import export
 from workbook.plots import PLOTLY_MIME
 
@@ -93,3 +101,17 @@ def test_export_of_an_nbclient_run_draws_its_explorers_offline(tmp_path, browser
     offline = offline_figures(browser, export.to_html(path, artifacts / "00_setup.nbclient.html"))
     assert len(offline) == plotly_outputs(nb) + in_widgets
     assert all(f["lines"] or f["points"] or f["bars"] for f in offline), offline
+
+
+def test_a_panel_runs_an_experiment_from_the_page(lab, browser, artifacts):
+    """07's attention panel on the CPU: its head_dim slider moved and Run pressed through the
+    page give a drawn figure and a table row for run 1 with the moved value; nothing before
+    Run."""
+    seen = press_panel(browser, lab, "07_flash_attention", artifacts)
+    assert seen["action"], "the panel offers a slider to move"
+    assert seen["figures_before"] == 0, "a panel draws nothing before its first run"
+    assert not seen["errors"], seen["errors"][:3]
+    assert "run 1: ok in" in seen["text"], f"the run's line under the panel: {seen['text']}"
+    assert seen["marks"].get("points", 0) >= 1, f"the run's points are drawn: {seen['marks']}"
+    assert str(seen["moved"]) in seen["table"], (
+        f"the run used the moved slider ({seen['action']}); its table: {seen['table']}")

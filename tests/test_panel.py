@@ -1,0 +1,298 @@
+"""The experiment panel (``widgets.ExperimentPanel``), driven from Python as a reader drives it.
+
+A tiny fake experiment, registered here, checks what the panel makes of a config (controls,
+ranges and choices read from its checks), of a run (rows, the table, the figure's traces that
+keep every run) and of a configuration that does not fit (a red cross). Its runs go through
+``registry.execute`` in this process: the fresh process is the runner's own business, and one
+real experiment at the small preset goes through it at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import ipywidgets as w
+import pandas as pd
+import pytest
+
+from workbook import registry, results
+from workbook.allowed import read_field
+from workbook.config import WorkbookError, check_choice, check_range, resolve_preset
+from workbook.panel import ExperimentPanel
+
+NAN, INF = float("nan"), float("inf")
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    size: int
+    scale: float
+    mode: str
+    fast: bool
+    widths: tuple[int, ...]
+    kinds: tuple[str, ...]
+    free: int = 3  # no range check: a panel needs limits= for it
+
+    def __post_init__(self) -> None:
+        check_range("size", self.size, 1, 64)
+        check_range("scale", self.scale, 0.5, 4.0)
+        check_choice("mode", self.mode, ("a", "b"))
+        for width in self.widths:
+            check_range("width", width, 1, 100)
+        for kind in self.kinds:
+            check_choice("kind", kind, ("x", "y", "z"))
+        if self.size * self.scale > 100:
+            raise WorkbookError(f"size × scale = {self.size * self.scale:g} must stay at most "
+                                "100; allowed: a smaller size or scale")
+
+
+def run_fake(cfg: FakeConfig, seed: int) -> pd.DataFrame:
+    """Bytes predicted as size × width × scale, measured 10 % above; over 256 does not fit."""
+    rows = []
+    for width in cfg.widths:
+        for kind in cfg.kinds:
+            predicted = cfg.size * width * cfg.scale
+            common = {"size": cfg.size, "width": width, "kind": kind, "metric": "bytes",
+                      "unit": "B"}
+            rows.append({**common, "value": predicted, "source": "predicted", "status": "ok"})
+            if cfg.size * width > 256:
+                rows.append({**common, "value": math.nan, "source": "measured",
+                             "status": "oom", "error": "CUDA out of memory (fake)"})
+            else:
+                rows.append({**common, "value": 1.1 * predicted, "source": "measured",
+                             "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+PRESETS = {"small": FakeConfig(size=2, scale=1.0, mode="a", fast=False, widths=(4, 8),
+                               kinds=("x", "y")),
+           "full": FakeConfig(size=8, scale=2.0, mode="b", fast=True, widths=(16,),
+                              kinds=("x",))}
+SMALL = PRESETS["small"]
+
+
+@pytest.fixture
+def fake(monkeypatch, ledger_dir):
+    """``panel_fake`` in the registry; runs in this process (``registry.execute``)."""
+    monkeypatch.setitem(registry.experiments(), "panel_fake", registry.Experiment(
+        name="panel_fake", summary="a panel test", notebook="none", run=run_fake,
+        presets=PRESETS, min_gpus={"small": 0, "full": 0}))
+
+    def in_process(name, preset=None, seed=0, overrides=None, *, record=False, echo=False):
+        rows = registry.execute(name, preset, seed, overrides)
+        if record:
+            results.record(name, rows, preset=resolve_preset(preset), seed=seed,
+                           overrides=overrides)
+        return rows
+
+    monkeypatch.setattr(registry, "run_isolated", in_process)
+    return "panel_fake"
+
+
+def panel_of(fake, **kwargs) -> ExperimentPanel:
+    return ExperimentPanel(fake, fields=["size", "scale", "mode", "fast", "widths", "kinds"],
+                           x="size", y="bytes", group="kind", preset="small", **kwargs)
+
+
+def traces(fig) -> dict[str, tuple]:
+    return {t.name: (tuple(t.x), tuple(t.y), t.marker.symbol) for t in fig.data}
+
+
+# ----------------------------------------------------------------------------- controls
+
+
+def test_controls_come_from_the_config_and_start_at_the_preset(fake):
+    panel = panel_of(fake)
+    c = panel.controls
+    assert isinstance(c["size"], w.IntSlider) and (c["size"].min, c["size"].max) == (1, 64), (
+        "size's range is its config's check_range(1, 64)")
+    assert isinstance(c["scale"], w.BoundedFloatText)
+    assert (c["scale"].min, c["scale"].max) == (0.5, 4.0)
+    assert isinstance(c["mode"], w.Dropdown) and list(c["mode"].options) == ["a", "b"]
+    assert isinstance(c["fast"], w.Checkbox)
+    assert isinstance(c["widths"], w.IntSlider) and c["widths"].max == 100, (
+        "a list of numbers is one value at a time, in the range of its elements")
+    assert isinstance(c["kinds"], w.SelectMultiple)
+    assert list(c["kinds"].options) == ["x", "y", "z"]
+    assert panel.values == {"size": 2, "scale": 1.0, "mode": "a", "fast": False, "widths": 4,
+                            "kinds": ("x", "y")}, "the small preset's values (widths: its first)"
+    assert panel.overrides()["widths"] == (4,), "the config gets the one value as a list"
+    full = ExperimentPanel(fake, fields=["size", "kinds"], y="bytes", preset="full")
+    assert full.values == {"size": 8, "kinds": ("x",)}, "a GPU's panel starts at full"
+
+
+def test_a_field_without_a_range_needs_limits_the_config_accepts(fake):
+    """allowed.read_field reads what the config states; limits/choices the config must accept."""
+    with pytest.raises(WorkbookError, match=r"free: its config states no range.*limits="):
+        read_field(SMALL, "free")
+    spec = read_field(SMALL, "free", limits=(1, 9))
+    assert (spec.low, spec.high) == (1, 9)
+    narrowed = read_field(SMALL, "size", limits=(2, 16))
+    assert (narrowed.low, narrowed.high) == (2, 16)
+    with pytest.raises(WorkbookError, match=r"limits of size: size=99 is out of range; allowed"):
+        read_field(SMALL, "size", limits=(2, 99))
+    with pytest.raises(WorkbookError, match=r"choices of widths: width=500 is out of range"):
+        read_field(SMALL, "widths", choices=[4, 500])
+    offered = ExperimentPanel(fake, fields=["widths"], y="bytes", preset="small",
+                              choices={"widths": [4, 8, 64]})
+    assert isinstance(offered.controls["widths"], w.SelectMultiple)
+    assert offered.values["widths"] == (4, 8), "starts at the preset's widths"
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"size": 65}, r"size=65 is out of range; allowed: 1 to 64"),
+    ({"size": NAN}, r"size=nan is out of range"),
+    ({"size": 2.5}, r"size=2.5 must be a whole number"),
+    ({"size": True}, r"size=True is out of range"),
+    ({"scale": INF}, r"scale=inf is out of range; allowed: 0.5 to 4"),
+    ({"mode": "c"}, r"mode='c' is not allowed; choose one of: 'a', 'b'"),
+    ({"fast": "yes"}, r"fast='yes' is not allowed; allowed: True or False"),
+    ({"kinds": []}, r"kinds=\[\] is not allowed; allowed: a non-empty list"),
+    ({"kinds": ["w"]}, r"kinds='w' is not allowed; choose one of"),
+    ({"widths": [4, 8]}, r"allowed: one value"),
+    ({"size": 60, "scale": 2.0}, r"size × scale = 120 must stay at most 100"),
+    ({"nope": 1}, r"no control \['nope'\]"),
+])
+def test_a_value_the_config_refuses_is_one_line_and_moves_nothing(fake, values, expected):
+    panel = panel_of(fake)
+    before = panel.values
+    with pytest.raises(WorkbookError, match=expected) as caught:
+        panel.set(**values)
+    assert "\n" not in str(caught.value)
+    assert panel.last_error == str(caught.value) and "⚠" in panel.message.value, (
+        "the error is the one line under the panel")
+    assert panel.values == before, "a refused value moves no control (no silent clamp)"
+    panel.set(size=3)
+    assert panel.last_error is None and "⚠" not in panel.message.value
+
+
+def test_a_mix_typed_past_set_turns_run_off_until_it_is_fixed(fake):
+    panel = panel_of(fake)
+    panel.controls["size"].value = 60
+    panel.controls["scale"].value = 2.0  # as the mouse does: each alone is in range
+    assert panel.run_button.disabled and "must stay at most 100" in panel.message.value
+    with pytest.raises(WorkbookError, match="must stay at most 100"):
+        panel.run()
+    assert panel.runs == [], "nothing ran"
+    panel.set(scale=1.0)
+    assert not panel.run_button.disabled
+
+
+# ------------------------------------------------------------------------------- runs
+
+
+def test_runs_accumulate_in_the_figure_and_the_table(fake, ledger_dir):
+    panel = panel_of(fake)
+    panel.set(kinds=["x"], widths=8)
+    first = panel.run()
+    assert set(first["source"]) == {"measured", "predicted"} and set(first["run"]) == {1}
+    panel.set(size=4)
+    panel.run_button.click()  # the button's handler, as a reader presses it
+    assert len(panel.runs) == 2
+    drawn = traces(panel.figure())
+    assert drawn["x (measured)"][:2] == ((2, 4), (17.6, 35.2)), (
+        "each run adds its measured point; the first stays")
+    assert drawn["x (predicted)"][:2] == ((2, 4), (16.0, 32.0)), (
+        "beside the prediction for the same settings")
+    assert drawn["x (measured)"][2] == "circle" and drawn["x (predicted)"][2] == "diamond-open"
+    table = panel.table
+    assert list(table["run"]) == [1, 2] and list(table["size"]) == [2, 4]
+    assert list(table["widths"]) == [8, 8] and list(table["status"]) == ["ok", "ok"]
+    assert (table["seconds"] >= 0).all() and list(table["recorded"]) == ["no", "no"]
+    assert "<table" in panel.table_area.value and panel.view_area.outputs, "both shown"
+    assert "run 2: ok in" in panel.message.value, "the message states the measured seconds"
+    assert results.load(fake).empty, "nothing reaches the ledger unless asked"
+
+
+def test_oom_configurations_are_red_crosses_at_their_prediction(fake):
+    panel = panel_of(fake)
+    panel.set(size=40, widths=8, kinds=["y"])  # 40 × 8 = 320 > 256: does not fit
+    rows = panel.run()
+    assert (rows["status"] == "oom").any()
+    panel.set(size=16)  # 128: fits
+    panel.run()
+    drawn = traces(panel.figure())
+    assert drawn["oom (did not fit)"] == ((40,), (320.0,), "x"), (
+        "the failed configuration is marked at its predicted value")
+    assert drawn["y (measured)"][:2] == ((16,), (pytest.approx(140.8),))
+    assert list(panel.table["status"]) == ["oom", "ok"]
+    assert "CUDA out of memory (fake)" in panel.table["error"].iloc[0]
+    assert "run 2: ok" in panel.message.value
+
+
+def test_record_only_when_asked(fake, ledger_dir):
+    panel = panel_of(fake)
+    panel.run()
+    assert results.load(fake).empty
+    assert panel.record() == [1] and len(results.load(fake)) == len(panel.runs[0].rows)
+    assert panel.record() == [] and "recorded already" in panel.message.value
+    assert list(panel.table["recorded"]) == ["yes"]
+    each = panel_of(fake, record=True)
+    each.set(size=5)
+    each.run()
+    assert set(results.load(fake)["size"]) == {2, 5}, "record=True records every run"
+
+
+def test_an_experiment_that_needs_a_gpu_says_so_and_turns_run_off(fake, monkeypatch):
+    monkeypatch.setattr(registry, "gpu_count", lambda: 0)
+    exp = registry.experiments()[fake]
+    monkeypatch.setitem(registry.experiments(), fake, registry.Experiment(
+        **{**exp.__dict__, "min_gpus": {"small": 1, "full": 1}}))
+    panel = panel_of(fake)
+    assert panel.run_button.disabled
+    assert panel.message.value.count("needs a GPU") == 1 and "Run is off" in panel.message.value
+    with pytest.raises(WorkbookError, match="needs a GPU"):
+        panel.run()
+
+
+def test_a_bug_in_a_run_is_one_line_under_the_panel_not_a_lost_traceback(fake, monkeypatch):
+    panel = panel_of(fake)
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("deliberate")
+
+    monkeypatch.setattr(registry, "run_isolated", broken)
+    panel.run_button.click()  # a button's callback: its traceback would land in Lab's log
+    assert panel.last_error == "KeyError: 'deliberate'" and not panel.run_button.disabled
+
+
+def test_a_panel_is_one_widget_found_by_its_class(fake):
+    panel = panel_of(fake)
+    assert "wb-panel" in panel.widget._dom_classes
+    assert not panel.view_area.outputs, "no empty figure before the first run"
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"fields": []}, "fields"), ({"fields": "size"}, "fields"),
+    ({"fields": ["nope"]}, r"no parameter 'nope'"), ({"y": []}, "y"), ({"y": 3}, "y"),
+    ({"x": ""}, "x"), ({"group": 3}, "group"), ({"seed": -1}, "seed"),
+    ({"record": "yes"}, "record"), ({"where": ["kind"]}, "where"),
+    ({"choices": {"mode": ["a"]}}, r"not among fields"), ({"preset": "big"}, "unknown preset"),
+    ({"choices": ["a"]}, r"choices=\['a'\] is not allowed"), ({"view": 3}, "view"),
+])
+def test_bad_panel_arguments_are_one_line(fake, kwargs, expected):
+    args = {"fields": ["size"], "y": "bytes", "preset": "small", **kwargs}
+    with pytest.raises(WorkbookError, match=expected) as caught:
+        ExperimentPanel(fake, **args)
+    assert "\n" not in str(caught.value)
+
+
+# --------------------------------------------------------------------- a real experiment
+
+
+def test_a_real_experiment_runs_in_a_fresh_process_at_the_small_preset(ledger_dir):
+    """memory_breakdown at the small preset, through the runner: activations measured beside
+    the formula, one point per run."""
+    panel = ExperimentPanel("memory_breakdown", fields=["batch", "checkpointing"], x="batch",
+                            y="bytes", where={"component": "activations"},
+                            group="checkpointing", preset="small")
+    assert panel.controls["batch"].max == 1024, "memory_breakdown checks batch 1 to 1024"
+    panel.set(batch=1, checkpointing=[True])
+    rows = panel.run()
+    assert (rows["status"] == "ok").all(), rows.get("error")
+    drawn = traces(panel.figure())
+    assert set(drawn) == {"checkpointing=True (measured)", "checkpointing=True (predicted)"}
+    assert drawn["checkpointing=True (measured)"][0] == (1,)
+    assert drawn["checkpointing=True (measured)"][1][0] > 0
+    assert panel.table["seconds"].iloc[0] > 0 and results.load("memory_breakdown").empty
