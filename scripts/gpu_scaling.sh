@@ -43,7 +43,7 @@ from workbook import results, scaling_laws as sl
 rows = results.load("scaling_isoflop")
 rows = rows[rows["preset"] == "full"]
 with pd.option_context("display.width", 200, "display.max_columns", 30):
-    print(sl.isoflop_minima(sl._ok_points(rows)))
+    print(sl.isoflop_minima(sl.ok_points(rows)))
     print(sl.fit_summary(rows).T)
 PY
 cp data/results/scaling_isoflop.csv "$OUT/" 2>/dev/null
