@@ -303,7 +303,7 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
         frames.append(rows)
         if cfg.checkpoint and measured is not None:  # saved before anything else can fail
             done = pd.concat([done, rows], ignore_index=True)
-            results.results.write_atomic(done, Path(cfg.checkpoint))
+            results.write_atomic(done, Path(cfg.checkpoint))
         if on_point is not None:
             on_point(rows)
     wall = {"metric": "sweep_wall_s", "value": time.perf_counter() - t_start, "unit": "s",
