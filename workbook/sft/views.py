@@ -3,6 +3,7 @@ explorer, curves per policy, final scores and the claims tables."""
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -35,8 +36,6 @@ def token_view_html(encoded: Encoded, tokenizer: Any, losses: Sequence[float] | 
     """Tokens as coloured boxes (prompt blue, response orange, padding grey); a bold border
     marks tokens that carry loss; ``losses`` (per token, the loss of predicting it) go in the
     tooltip and under the token."""
-    import html
-
     cells = []
     ids = encoded.input_ids + [tokenizer.pad_token_id] * max(0, pad_to - len(encoded.input_ids))
     for i, tok_id in enumerate(ids):
