@@ -22,7 +22,7 @@ def experiment_names() -> list[str]:
     from pathlib import Path
 
     names = []
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in sorted(Path(__file__).parent.rglob("*.py")):   # topic packages too
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Assign) and any(
                     isinstance(t, ast.Name) and t.id == "EXPERIMENTS" for t in node.targets):
