@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Record the IsoFLOP sweep (workbook/scaling_laws.py) on one GPU.
+# Record the IsoFLOP sweep (workbook/scaling_laws/experiments.py) on one GPU.
 #
 #   bash scripts/gpu_scaling.sh probe [KEY=VALUE ...]   # one budget, 7 sizes: timing + centring
 #   bash scripts/gpu_scaling.sh full  [KEY=VALUE ...]   # the full preset, recorded in the ledger
