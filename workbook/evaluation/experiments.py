@@ -65,8 +65,7 @@ def corpus_loss(model: torch.nn.Module, ids: torch.Tensor, seq_len: int, n_windo
     model.eval()
     with torch.no_grad():
         logits = model(input_ids=windows[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(),
-                                                 windows[:, 1:].flatten())
+        loss = training.next_token_loss(logits, windows[:, 1:])
     return loss.item()
 
 

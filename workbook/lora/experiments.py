@@ -46,6 +46,12 @@ def task_ids(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids[:cut], ids[cut:]
 
 
+def shifted(x: torch.Tensor) -> torch.Tensor:
+    """The targets of windows ``x`` (B, T): every position but the last predicts the next
+    token; the last predicts nothing (-100). What ``model(input_ids=x, labels=x)`` scores."""
+    return torch.cat([x[:, 1:], torch.full_like(x[:, :1], -100)], 1)
+
+
 @torch.no_grad()
 def eval_loss(model: nn.Module, ids: torch.Tensor, batch_size: int, seq_len: int,
               n_batches: int, seed: int) -> float:
@@ -59,7 +65,7 @@ def eval_loss(model: nn.Module, ids: torch.Tensor, batch_size: int, seq_len: int
         batch = random_batch(ids, batch_size, seq_len, gen)
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         x = x.to(device)
-        losses.append(float(model(input_ids=x, labels=x).loss))
+        losses.append(float(training.next_token_loss(model(input_ids=x).logits, shifted(x))))
     model.train(was_training)
     return sum(losses) / len(losses)
 
@@ -81,8 +87,7 @@ def finetune(model: nn.Module, ids: torch.Tensor, *, steps: int, lr: float, batc
     def batches(_step: int, gen: torch.Generator):
         x, _ = random_batch(ids, batch_size, seq_len, gen)
         started.append(time.perf_counter())
-        # every position but the last predicts the next token (as model(labels=x) scores it)
-        return x, torch.cat([x[:, 1:], torch.full_like(x[:, :1], -100)], 1)
+        return x, shifted(x)
 
     def step_done(row: dict) -> None:
         if row["split"] == "train":         # after the step's loss.item(): the GPU is done
