@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Record the IsoFLOP sweep (workbook/scaling_laws.py) on one GPU.
+# Record the IsoFLOP sweep (workbook/scaling_laws/experiments.py) on one GPU.
 #
 #   bash scripts/gpu_scaling.sh probe [KEY=VALUE ...]   # one budget, 7 sizes: timing + centring
 #   bash scripts/gpu_scaling.sh full  [KEY=VALUE ...]   # the full preset, recorded in the ledger
@@ -43,7 +43,7 @@ from workbook import results, scaling_laws as sl
 rows = results.load("scaling_isoflop")
 rows = rows[rows["preset"] == "full"]
 with pd.option_context("display.width", 200, "display.max_columns", 30):
-    print(sl.isoflop_minima(sl._ok_points(rows)))
+    print(sl.isoflop_minima(sl.ok_points(rows)))
     print(sl.fit_summary(rows).T)
 PY
 cp data/results/scaling_isoflop.csv "$OUT/" 2>/dev/null

@@ -179,6 +179,7 @@ GOOD: dict[str, dict] = {
     "sft.encode_chat": {"record": RECORD, "tokenizer": CHAT_TOKENIZER, "policy": "answer_only"},
     "sft.render": {"messages": Make(lambda: RECORD.build()["messages"]),
                    "tokenizer": CHAT_TOKENIZER},
+    "sft.loss_claims": {"library_loss": 2.0, "our_loss": 2.0, "grad_masked": 0.0},
     "widgets.dropdown": {"description": "rank", "options": [1, 2, 4], "value": 2},
     "widgets.ExperimentPanel": {"experiment": "memory_breakdown", "fields": ["batch"],
                                 "y": "bytes"},

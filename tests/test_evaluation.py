@@ -88,7 +88,7 @@ def test_heldout_items_are_stable_and_never_in_the_training_mix():
         ev.heldout(t, cfg.n_eval, 0))}
     assert held == {p for t in (cfg.benchmark, *cfg.general) for p, _ in sft.task_items(
         ev.heldout(t, cfg.n_eval, 0))}, "held-out items must not change between calls"
-    mix = ev._mix(cfg, 0, with_test=True)
+    mix = ev.training_mix(cfg, 0, with_test=True)
     prompts = {m["content"] for r in mix for m in r["messages"] if m["role"] == "user"}
     assert not prompts & held, "a benchmark item leaked into training"
     shaped = sum(r["id"].startswith("test-shaped") for r in mix)

@@ -79,7 +79,7 @@ def test_scratch_add_lora_freezes_everything_else():
 
 def test_merge_and_unload_keeps_outputs():
     model = lora.with_lora(tiny_llama(), rank=4, alpha=8, targets="all", seed=0)
-    lora._randomise_adapters(model, seed=1)
+    lora.randomise_adapters(model, seed=1)
     x = torch.randint(0, 128, (2, 12))
     with torch.no_grad():
         before = model(input_ids=x).logits

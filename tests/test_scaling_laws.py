@@ -151,7 +151,7 @@ def test_six_n_plus_attention_matches_torch_flop_counter():
     """FLOPs per token of the formula vs torch.utils.flop_counter on a real forward+backward."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from workbook.model import ModelConfig, build_model, count_params
+    from workbook.model import ModelConfig, build_model
 
     cfg = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, seq_len=64)
     # Eager attention: explicit matmuls the counter sees (CPU SDPA kernels are not counted).
@@ -161,7 +161,7 @@ def test_six_n_plus_attention_matches_torch_flop_counter():
     with FlopCounterMode(display=False) as counter:
         model(input_ids=x).logits.sum().backward()
     per_token = counter.get_total_flops() / x.numel()
-    predicted = sl.flops_per_token(count_params(cfg), cfg.n_layers, cfg.seq_len, cfg.d_model)
+    predicted = sl.flops_per_token(cfg)
     # Eager attention also computes the masked half of QKᵀ and AV: 6·L·T·d more than useful.
     masked_half = 6 * cfg.n_layers * cfg.seq_len * cfg.d_model
     assert per_token == pytest.approx(predicted + masked_half, rel=0.01), (

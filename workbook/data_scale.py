@@ -18,6 +18,8 @@ import math
 
 import pandas as pd
 
+from workbook import data
+from workbook.claims import Claim, claims_table
 from workbook.config import check_range, check_text, takes_rows
 
 GB, TB = 1e9, 1e12
@@ -73,8 +75,6 @@ def bytes_per_token(tokenizer, text: str) -> dict:
 def measure_corpora(vocab_size: int = 4096) -> pd.DataFrame:
     """Bytes per token of the workbook's tokenizer (byte-level BPE, ``vocab_size``) on the
     corpus it was trained on and on the downstream text it never saw (NumPy docstrings)."""
-    from workbook import data
-
     check_range("vocab_size", vocab_size, 512, 65536)
     tok = data.load_tokenizer(vocab_size)
     texts = {"CPython docstrings (its training text)": data.load_corpus(),
@@ -144,8 +144,6 @@ def scale_figure(rows: pd.DataFrame):
 def claims(measured: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
     """Bytes per token: the rule of thumb and published pairs vs this tokenizer's measurement,
     and tokens predicted from bytes vs published counts (verdicts computed)."""
-    from workbook.claims import Claim, claims_table
-
     own = measured.iloc[0]
     bpt, where = float(own["bytes_per_token"]), f"this machine, {own['corpus']}"
     fineweb = lecture_table().set_index("model").loc["FineWeb"]

@@ -15,13 +15,19 @@ import hashlib
 import json
 import os
 import shutil
+import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 
 from workbook.config import WorkbookError, check_choice, check_flag, check_range, resolve_preset
+from workbook.data import cache_dir, cache_lock, corpus_sha256, load_tokenizer, token_ids
+from workbook.hardware import cpu_threads, torch_device
+from workbook.training import TrainConfig, train
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
@@ -209,8 +215,6 @@ def fuse_projections(model: torch.nn.Module, attention: bool = True,
     keep an H100 busier at d_model 768 (the 768-wide weight gradients otherwise need split-K).
     Needs a model without biases, like the workbook's.
     """
-    import types
-
     for layer in model.model.layers:
         attn, ffn = layer.self_attn, layer.mlp
         if any(m.bias is not None for m in (attn.q_proj, attn.k_proj, attn.v_proj,
@@ -288,8 +292,6 @@ _RECIPE_VERSION = 1  # bump when the training code changes what a cached model w
 
 def base_model_dir(preset: str | None = None, seed: int = 0) -> Path:
     """Where the trained base model of ``preset`` and ``seed`` is cached."""
-    from workbook.data import cache_dir, corpus_sha256
-
     chosen = resolve_preset(preset)
     recipe = BASE_RECIPES[chosen]
     key = json.dumps([dataclasses.asdict(recipe), corpus_sha256(), _RECIPE_VERSION, seed],
@@ -298,16 +300,7 @@ def base_model_dir(preset: str | None = None, seed: int = 0) -> Path:
     return cache_dir() / f"base-{chosen}-seed{seed}-{digest}"
 
 
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _train_and_save(recipe: BaseRecipe, seed: int, folder: Path, device: torch.device) -> None:
-    from workbook.data import load_tokenizer
-    from workbook.training import TrainConfig, train
-
     tokenizer = load_tokenizer(recipe.model.vocab_size)
     model = build_model(recipe.model, seed).to(device)
     cfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size,
@@ -333,17 +326,16 @@ def load_base_model(preset: str | None = None, seed: int = 0,
     Trained on first use (``small``: CPU, seconds) and cached as safetensors; every later call
     loads the cache. The same preset and seed always give the same weights.
     """
-    from workbook.data import cache_lock
-
     chosen = resolve_preset(preset)
     check_range("seed", seed, 0, 2**31 - 1)
-    folder, target = base_model_dir(chosen, seed), _pick_device(device)
+    folder = base_model_dir(chosen, seed)
+    target = torch_device() if device is None else torch.device(device)
     with cache_lock(folder.name):
         if not (folder / "model.safetensors").exists():
             # The small model always trains on the CPU, so every machine caches the same
             # weights; the full one uses a GPU where there is one.
             use_gpu = chosen == "full" and torch.cuda.is_available()
-            train_on = torch.device("cuda" if use_gpu else "cpu")
+            train_on = torch_device("cuda" if use_gpu else "cpu")
             _train_and_save(BASE_RECIPES[chosen], seed, folder, train_on)
     model, tokenizer = load_pretrained(str(folder))
     return model.to(target).eval(), tokenizer
@@ -357,11 +349,6 @@ def prepare(preset: str | None = None, seed: int = 0) -> dict[str, float]:
     parts take well under a second. ``python -m workbook prepare`` runs this; ``make lab`` runs
     that before JupyterLab starts, so no notebook cell has to wait for it.
     """
-    import time
-
-    from workbook.data import load_tokenizer, token_ids
-    from workbook.hardware import cpu_threads
-
     chosen = resolve_preset(preset)
     recipe = BASE_RECIPES[chosen]
     seconds: dict[str, float] = {}
@@ -380,8 +367,6 @@ def prepare(preset: str | None = None, seed: int = 0) -> dict[str, float]:
 
 def base_model_log(preset: str | None = None, seed: int = 0):
     """The loss curve recorded while the cached base model was trained (a DataFrame)."""
-    import pandas as pd
-
     load_base_model(preset, seed, device="cpu")
     return pd.read_csv(base_model_dir(preset, seed) / "train_log.csv")
 

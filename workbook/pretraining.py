@@ -9,14 +9,21 @@ experiments (the loss curve, transfer learning) and views.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
+from workbook.claims import Claim, claims_table
 from workbook.config import check_choice, check_range, check_text, takes_rows
+from workbook.data import downstream_ids
+from workbook.hardware import torch_device
+from workbook.model import BASE_RECIPES, build_model, load_base_model
 from workbook.registry import Experiment
+from workbook.results import where_label
 from workbook.training import (
     TrainConfig,
     autocast,
@@ -77,14 +84,9 @@ class CurveConfig:
 
 def run_pretraining_curve(cfg: CurveConfig, seed: int) -> pd.DataFrame:
     """Train/val loss and perplexity per step for the base model's recipe."""
-    import dataclasses
-    import time
-
-    from workbook.model import BASE_RECIPES, build_model
-
     recipe = dataclasses.replace(BASE_RECIPES[cfg.base], steps=cfg.steps,
                                  warmup=min(BASE_RECIPES[cfg.base].warmup, cfg.steps))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch_device()
     model = build_model(recipe.model, seed).to(device)
     tcfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size,
                        seq_len=recipe.model.seq_len, lr=recipe.lr, warmup=recipe.warmup,
@@ -122,10 +124,7 @@ class TransferConfig:
 def run_transfer(cfg: TransferConfig, seed: int) -> pd.DataFrame:
     """Downstream val loss per step for ``pretrained`` and ``scratch``, and the steps each
     needs to reach the loss that scratch ends at."""
-    from workbook.data import downstream_ids
-    from workbook.model import BASE_RECIPES, build_model, load_base_model
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch_device()
     shape = BASE_RECIPES[cfg.base].model
     tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seq_len=shape.seq_len,
                        lr=cfg.lr, warmup=max(1, cfg.steps // 10), eval_every=cfg.eval_every)
@@ -209,8 +208,6 @@ class LiveCurve:
         self.every_s, self._shown_at = every_s, 0.0
 
     def add(self, row: dict) -> None:
-        import time
-
         from workbook import widgets
 
         trace = self.fig.data[0 if row["split"] == "train" else 1]
@@ -243,8 +240,6 @@ def claims(vocab_size: int, init_val_loss: float, base_val_loss: float,
            transfer: pd.DataFrame) -> pd.DataFrame:
     """The lecture's pre-training claims, checked with this notebook's numbers (losses in
     nats; verdicts computed by :func:`workbook.claims.verdict`)."""
-    from workbook.claims import Claim, claims_table
-
     uniform = math.log(vocab_size)
     out = [
         Claim(f"an untrained model guesses uniformly: loss ≈ ln V = ln {vocab_size}",
@@ -268,8 +263,6 @@ def curve_story(rows: pd.DataFrame, corpus_tokens: int) -> str:
     """What a recorded ``pretraining_curve`` shows, in words, every number read from its rows:
     steps, tokens, passes over a corpus of ``corpus_tokens``, and whether held-out loss turned
     up (memorising) or was still falling at the end."""
-    from workbook.results import where_label
-
     check_range("corpus_tokens", corpus_tokens, 1, 1e13)
     loss = rows[(rows["metric"] == "loss") & (rows["status"] == "ok")]
     val = loss[loss["split"] == "val"].sort_values("step")
@@ -297,8 +290,6 @@ def curve_story(rows: pd.DataFrame, corpus_tokens: int) -> str:
 def transfer_story(rows: pd.DataFrame) -> str:
     """What a recorded ``transfer_learning`` run shows, numbers read from its rows: where each
     start begins, how many steps each needs to reach scratch's final loss, and overfitting."""
-    from workbook.results import where_label
-
     val = rows[(rows["metric"] == "val_loss") & (rows["status"] == "ok")].sort_values("step")
     reach = rows[rows["metric"] == "steps_to_scratch_final"].set_index("init")["value"]
     start = val.groupby("init")["value"].first()

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workbook.config import WorkbookError, check_range
+from workbook.config import WorkbookError, check_choice, check_range
 from workbook.data import random_batch, token_ids
 from workbook.hardware import torch_threads
 
@@ -39,6 +39,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     eval_every: int = 20
     eval_batches: int = 4
+    schedule: str = "cosine"   # "cosine": warm-up then cosine decay; "constant": lr every step
 
     def __post_init__(self) -> None:
         check_range("steps", self.steps, 1, 1_000_000)
@@ -49,6 +50,7 @@ class TrainConfig:
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         check_range("eval_every", self.eval_every, 1, 1_000_000)
         check_range("eval_batches", self.eval_batches, 1, 1000)
+        check_choice("schedule", self.schedule, ("cosine", "constant"))
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor,
@@ -64,7 +66,10 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor,
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to 10 % of it."""
+    """Linear warm-up to ``lr``, then cosine decay to 10 % of it (``schedule="constant"``:
+    ``lr`` at every step, as fine-tuning loops often run)."""
+    if cfg.schedule == "constant":
+        return cfg.lr
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -127,7 +132,8 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
           device: torch.device | str | None = None, train_ids: torch.Tensor | None = None,
           val_ids: torch.Tensor | None = None, batches: Batches | None = None,
           validate: Callable[[], float] | None = None, optimizer=None,
-          master_weights: bool = False, clip: float | None = 1.0, progress: bool = False,
+          master_weights: bool = False, clip: float | None = 1.0, amp: bool = True,
+          progress: bool = False,
           desc: str = "training", on_log: Callable[[dict], None] | None = None
           ) -> pd.DataFrame:
     """Train ``model`` in place; return the loss log.
@@ -136,10 +142,13 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
     generator)`` returning ``(inputs, targets)`` (targets of -100 are ignored: loss masking).
     The held-out loss: ``validate()`` if given, else windows of ``val_ids``; ``cfg.eval_every=
     cfg.steps`` evaluates only at the start and end. ``optimizer``: any object with ``step``
-    and ``zero_grad`` and ``param_groups`` (default :func:`make_optimizer`).
+    and ``zero_grad`` and ``param_groups`` (default :func:`make_optimizer`). ``clip=None``:
+    no gradient clipping; ``amp=False``: no bf16 autocast on a GPU (the model's own dtype).
 
     Rows: ``step, split ('train'|'val'), loss, lr, tokens``. ``on_log(row)`` is called for each
-    row as it appears (a notebook's live plot). The batches depend only on ``seed``.
+    row as it appears (a notebook's live plot). Without ``on_log`` the train losses stay on
+    the device until the end: no host-device sync per step (tiny models are launch-bound, and a
+    sync per step would stall them). The batches depend only on ``seed``.
     """
     from tqdm.auto import tqdm
 
@@ -163,6 +172,7 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
         model, cfg, master_weights=master_weights)
     params = [p for p in model.parameters() if p.requires_grad]
     rows: list[dict] = []
+    deferred = on_log is None      # train losses as device tensors, read once at the end
 
     def log(step: int, split: str, loss: float, lr: float) -> None:
         row = {"step": step, "split": split, "loss": loss, "lr": lr,
@@ -185,7 +195,7 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
                 log(step, "val", validate(), lr_at(step, cfg))
             set_lr(lr_at(step, cfg))
             x, y = batches(step, gen)
-            with autocast(device):
+            with autocast(device) if amp else contextlib.nullcontext():
                 logits = _logits(model, x.to(device))
             loss = next_token_loss(logits, y.to(device))
             opt.zero_grad(set_to_none=True)
@@ -193,9 +203,14 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
-            log(step + 1, "train", loss.item(), lr_at(step, cfg))
+            log(step + 1, "train", loss.detach() if deferred else loss.item(), lr_at(step, cfg))
         log(cfg.steps, "val", validate(), lr_at(cfg.steps - 1, cfg))
     model.eval()
+    if deferred:
+        train_rows = [r for r in rows if r["split"] == "train"]
+        for row, value in zip(train_rows, torch.stack([r["loss"] for r in train_rows]).tolist(),
+                              strict=True):
+            row["loss"] = value
     return pd.DataFrame(rows)
 
 

@@ -1,0 +1,61 @@
+"""LoRA (notebook 11): freeze W, learn a low-rank update B @ A beside it.
+
+* :mod:`~workbook.lora.adapter` - the idea: :class:`LoRALinear` from scratch, PEFT's version,
+  the trainable-parameter formula;
+* :mod:`~workbook.lora.shapes` - published Llama shapes (1B-65B) as configs, for counting;
+* :mod:`~workbook.lora.experiments` - the rank / target / learning-rate sweep and the merge
+  timing (``EXPERIMENTS``);
+* :mod:`~workbook.lora.views` - the demos' tables and the claims table.
+"""
+
+from workbook.lora.adapter import (
+    ATTENTION,
+    FFN,
+    MODULE_NAMES,
+    TARGET_GROUPS,
+    LoRALinear,
+    add_lora,
+    add_peft_lora,
+    check_rank,
+    count_trainable,
+    linear_shapes,
+    lora_params,
+    randomise_adapters,
+    resolve_targets,
+    with_lora,
+)
+from workbook.lora.experiments import (
+    EXPERIMENTS,
+    LORA_SWEEP_PRESETS,
+    MERGE_PRESETS,
+    LoraSweepConfig,
+    MergeConfig,
+    base_on_cpu,
+    eval_loss,
+    finetune,
+    run_lora_sweep,
+    run_merge,
+    sweep_plan,
+    task_ids,
+)
+from workbook.lora.shapes import SHAPES, LlamaShape, llama_config, n_params_of, shape
+from workbook.lora.views import (
+    best_lr,
+    claims,
+    multi_adapter_demo,
+    scratch_vs_peft,
+    summary_note,
+    trainable_summary,
+)
+
+__all__ = [
+    "ATTENTION", "FFN", "MODULE_NAMES", "TARGET_GROUPS", "LoRALinear", "add_lora",
+    "add_peft_lora", "check_rank", "count_trainable", "linear_shapes", "lora_params",
+    "randomise_adapters", "resolve_targets", "with_lora",
+    "EXPERIMENTS", "LORA_SWEEP_PRESETS", "MERGE_PRESETS", "LoraSweepConfig", "MergeConfig",
+    "base_on_cpu", "eval_loss", "finetune", "run_lora_sweep", "run_merge", "sweep_plan",
+    "task_ids",
+    "SHAPES", "LlamaShape", "llama_config", "n_params_of", "shape",
+    "best_lr", "claims", "multi_adapter_demo", "scratch_vs_peft", "summary_note",
+    "trainable_summary",
+]

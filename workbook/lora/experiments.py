@@ -1,0 +1,293 @@
+"""LoRA's experiments: fine-tune the base model with adapters of several ranks, target modules
+and learning rates (and fully, for reference), and time a merged adapter against an unmerged one.
+
+Every run trains with :func:`workbook.training.train`: AdamW at a constant learning rate, no
+weight decay, no clipping and no autocast (the model's own precision), the plain recipe of the
+LoRA paper's comparisons.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+from workbook import training
+from workbook.config import check_choice, check_range
+from workbook.data import random_batch, token_ids
+from workbook.hardware import torch_device
+from workbook.lora.adapter import (
+    count_trainable,
+    lora_params,
+    randomise_adapters,
+    resolve_targets,
+    with_lora,
+)
+from workbook.model import load_base_model
+from workbook.profiling import time_ms
+from workbook.registry import Experiment
+
+# ----------------------------------------------------------------------- the fine-tune task
+
+
+def task_ids(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The adaptation task: the held-out tail of the corpus, which pretraining never saw.
+
+    Its first 80 % is for fine-tuning, its last 20 % for evaluation: a domain shift (other
+    stdlib modules' docstrings), measured as loss on text neither stage trained on.
+    """
+    ids = token_ids("val", vocab_size)
+    cut = int(0.8 * len(ids))
+    return ids[:cut], ids[cut:]
+
+
+def shifted(x: torch.Tensor) -> torch.Tensor:
+    """The targets of windows ``x`` (B, T): every position but the last predicts the next
+    token; the last predicts nothing (-100). What ``model(input_ids=x, labels=x)`` scores."""
+    return torch.cat([x[:, 1:], torch.full_like(x[:, :1], -100)], 1)
+
+
+@torch.no_grad()
+def eval_loss(model: nn.Module, ids: torch.Tensor, batch_size: int, seq_len: int,
+              n_batches: int, seed: int) -> float:
+    """Mean next-token loss over fixed random windows of ``ids`` (same windows every call)."""
+    gen = torch.Generator().manual_seed(seed + 12345)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    losses = []
+    for _ in range(n_batches):
+        batch = random_batch(ids, batch_size, seq_len, gen)
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = x.to(device)
+        losses.append(float(training.next_token_loss(model(input_ids=x).logits, shifted(x))))
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+def finetune(model: nn.Module, ids: torch.Tensor, *, steps: int, lr: float, batch_size: int,
+             seq_len: int, seed: int) -> dict[str, float]:
+    """Train the trainable parameters on random windows of ``ids`` (:func:`training.train`:
+    AdamW, constant ``lr``, no weight decay, no clipping, no autocast); returns the median step
+    time (ms) and the peak memory (MB; NaN on a CPU, which has no allocator counter)."""
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    cfg = training.TrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
+                               warmup=0, weight_decay=0.0, eval_every=steps,
+                               schedule="constant")
+    started: list[float] = []
+    times: list[float] = []
+
+    def batches(_step: int, gen: torch.Generator):
+        x, _ = random_batch(ids, batch_size, seq_len, gen)
+        started.append(time.perf_counter())
+        return x, shifted(x)
+
+    def step_done(row: dict) -> None:
+        if row["split"] == "train":         # after the step's loss.item(): the GPU is done
+            times.append((time.perf_counter() - started[-1]) * 1e3)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    training.train(model, cfg, seed=seed, device=device, batches=batches,
+                   validate=lambda: math.nan, optimizer=opt, clip=None, amp=False, on_log=step_done)
+    times.sort()
+    peak = torch.cuda.max_memory_allocated(device) / 1e6 if device.type == "cuda" else math.nan
+    return {"step_time": times[len(times) // 2], "peak_memory": peak}
+
+
+# ------------------------------------------------------------------------ the experiments
+
+
+@dataclass(frozen=True)
+class LoraSweepConfig:
+    """One sweep of fine-tuning runs: by rank, by target modules, and by learning rate."""
+
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 64)
+    targets: tuple[str, ...] = ("qv", "attention", "ffn", "all")
+    target_rank: int = 8
+    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    lr: float = 1e-3                # LoRA's learning rate in the rank and target sweeps
+    full_lr: float = 1e-4
+    alpha_over_rank: float = 2.0    # alpha = 2 * rank, so the update's scale is fixed
+    steps: int = 30
+    batch_size: int = 8
+    seq_len: int = 64
+    eval_batches: int = 4
+    preset: str | None = None       # the base model's preset (None: the workbook's preset)
+
+    def __post_init__(self) -> None:
+        for r in self.ranks + (self.target_rank,):
+            check_range("rank", r, 1, 4096)
+        for t in self.targets:
+            resolve_targets(t)
+        for lr in self.lrs + (self.lr, self.full_lr):
+            check_range("lr", lr, 1e-7, 1.0)
+        check_range("steps", self.steps, 1, 100_000)
+        check_range("batch_size", self.batch_size, 1, 1024)
+        check_range("seq_len", self.seq_len, 8, 8192)
+        check_range("eval_batches", self.eval_batches, 1, 1000)
+        check_range("alpha_over_rank", self.alpha_over_rank, 0.01, 1000.0)
+        check_choice("preset", self.preset, (None, "small", "full"))
+
+
+def base_on_cpu(preset: str | None, seed: int) -> nn.Module:
+    """The workbook's pretrained base model, on the CPU (copies go to the device per run)."""
+    model, _tok = load_base_model(preset=preset, seed=seed, device="cpu")
+    return model
+
+
+def _one_run(cfg: LoraSweepConfig, base: nn.Module, seed: int, *, method: str, rank: int,
+             targets: str, lr: float, train: torch.Tensor, held_out: torch.Tensor) -> list[dict]:
+    if method == "lora":
+        model = with_lora(base, rank, cfg.alpha_over_rank * rank, targets, seed)
+        predicted = lora_params(base.config, rank, targets)
+    else:
+        model = copy.deepcopy(base).requires_grad_(True)
+        predicted = sum(p.numel() for p in model.parameters())
+    model.to(torch_device())
+    stats = finetune(model, train, steps=cfg.steps, lr=lr, batch_size=cfg.batch_size,
+                     seq_len=cfg.seq_len, seed=seed)
+    loss = eval_loss(model, held_out, cfg.batch_size, cfg.seq_len, cfg.eval_batches, seed)
+    rows = [
+        {"metric": "trainable_params", "value": count_trainable(model), "unit": "params",
+         "source": "measured"},
+        {"metric": "trainable_params", "value": predicted, "unit": "params",
+         "source": "predicted"},
+        {"metric": "eval_loss", "value": loss, "unit": "nats"},
+        {"metric": "step_time", "value": stats["step_time"], "unit": "ms"},
+    ]
+    if stats["peak_memory"] == stats["peak_memory"]:        # NaN on a CPU: no counter
+        rows.append({"metric": "peak_memory", "value": stats["peak_memory"], "unit": "MB"})
+    return rows
+
+
+def sweep_plan(cfg: LoraSweepConfig) -> list[tuple[str, str, int, str, float]]:
+    """(sweep, method, rank, targets, lr) of every run; full fine-tuning has rank 0."""
+    runs = [("rank", "full", 0, "-", cfg.full_lr)]
+    runs += [("rank", "lora", r, "all", cfg.lr) for r in cfg.ranks]
+    runs += [("targets", "lora", cfg.target_rank, t, cfg.lr) for t in cfg.targets]
+    runs += [("lr", "lora", cfg.target_rank, "all", lr) for lr in cfg.lrs]
+    runs += [("lr", "full", 0, "-", lr) for lr in cfg.lrs]
+    return runs
+
+
+def run_lora_sweep(cfg: LoraSweepConfig, seed: int) -> pd.DataFrame:
+    """Rank sweep (+ full fine-tuning), target-module sweep and LR sweep on the base model.
+
+    A configuration that appears in two sweeps is trained once and reported in both.
+    """
+    base = base_on_cpu(cfg.preset, seed)
+    train, held_out = task_ids(base.config.vocab_size)
+    base_loss = eval_loss(copy.deepcopy(base).to(torch_device()), held_out, cfg.batch_size,
+                          cfg.seq_len, cfg.eval_batches, seed)
+    rows = [{"sweep": "base", "method": "none", "rank": 0, "targets": "-", "lr": 0.0,
+             "steps": 0, "metric": "eval_loss", "value": base_loss, "unit": "nats"}]
+    done: dict[tuple, list[dict]] = {}
+    for sweep, method, rank, targets, lr in sweep_plan(cfg):
+        key = (method, rank, targets, lr)
+        if key not in done:
+            done[key] = _one_run(cfg, base, seed, method=method, rank=rank, targets=targets,
+                                 lr=lr, train=train, held_out=held_out)
+        params = {"sweep": sweep, "method": method, "rank": rank, "targets": targets,
+                  "lr": lr, "steps": cfg.steps}
+        rows += [{**params, **row} for row in done[key]]
+    frame = pd.DataFrame(rows)
+    frame["source"] = frame["source"].fillna("measured")
+    return frame
+
+
+LORA_SWEEP_PRESETS = {
+    # A 2-core CPU: few, short runs (the recorded GPU sweep is the one to read).
+    "small": LoraSweepConfig(ranks=(1, 4, 16, 64), targets=("attention", "ffn", "all"),
+                             target_rank=16, lrs=(1e-3, 1e-2), steps=10, batch_size=4,
+                             seq_len=32, eval_batches=2),
+    # On a GPU, the small base model (1M parameters, carried in data/cache) with real budgets.
+    "full": LoraSweepConfig(lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2), steps=200,
+                            batch_size=32, seq_len=128, eval_batches=16, preset="small"),
+}
+
+
+# ------------------------------------------------------------------------------ merging
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    rank: int = 8
+    batch_size: int = 8
+    seq_len: int = 64
+    repeats: int = 10
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        check_range("rank", self.rank, 1, 4096)
+        check_range("batch_size", self.batch_size, 1, 1024)
+        check_range("seq_len", self.seq_len, 8, 8192)
+        check_range("repeats", self.repeats, 1, 1000)
+        check_choice("preset", self.preset, (None, "small", "full"))
+
+
+def run_merge(cfg: MergeConfig, seed: int) -> pd.DataFrame:
+    """Outputs before vs after ``merge_and_unload``; forward latency of base, unmerged, merged.
+
+    The claim is "no added latency": merged must cost what the base costs, while the
+    unmerged adapter pays two extra thin matmuls per adapted projection.
+    """
+    device = torch_device()
+    pretrained = base_on_cpu(cfg.preset, seed)
+    plain_model = copy.deepcopy(pretrained).to(device).eval()
+    model = with_lora(pretrained, cfg.rank, 2.0 * cfg.rank, "all", seed)
+    randomise_adapters(model, seed)
+    model.to(device).eval()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, model.config.vocab_size, (cfg.batch_size, cfg.seq_len),
+                      generator=gen).to(device)
+    with torch.no_grad():
+        plain = plain_model(input_ids=x).logits
+        t_base = time_ms(lambda: plain_model(input_ids=x), repeats=cfg.repeats, device=device)
+        before = model(input_ids=x).logits
+        t_unmerged = time_ms(lambda: model(input_ids=x), repeats=cfg.repeats, device=device)
+        merged = model.merge_and_unload()
+        after = merged(input_ids=x).logits
+        t_merged = time_ms(lambda: merged(input_ids=x), repeats=cfg.repeats, device=device)
+    params = {"rank": cfg.rank, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len}
+    diffs = {"merged vs adapter": after - before, "adapter vs base": before - plain}
+    times = {"base": t_base, "unmerged": t_unmerged, "merged": t_merged}
+    rows = [{**params, "variant": k, "metric": "max_abs_diff",
+             "value": float(v.abs().max()), "unit": "logit"} for k, v in diffs.items()]
+    rows += [{**params, "variant": k, "metric": "forward_time", "value": v, "unit": "ms"}
+             for k, v in times.items()]
+    return pd.DataFrame(rows)
+
+
+MERGE_PRESETS = {"small": MergeConfig(batch_size=4, seq_len=32, repeats=5),
+                 "full": MergeConfig(batch_size=32, seq_len=128, repeats=30, preset="small")}
+
+
+EXPERIMENTS = [
+    Experiment(
+        name="lora_sweep",
+        summary="LoRA rank / target-module / LR sweeps vs full fine-tuning on the base model",
+        notebook="11_lora",
+        run=run_lora_sweep,
+        presets=LORA_SWEEP_PRESETS,
+        min_gpus={"small": 0, "full": 1},
+        timeout_s=600,
+    ),
+    Experiment(
+        name="lora_merge",
+        summary="merging W + BA: outputs identical, forward latency merged vs unmerged",
+        notebook="11_lora",
+        run=run_merge,
+        presets=MERGE_PRESETS,
+        min_gpus={"small": 0, "full": 1},
+        timeout_s=300,
+    ),
+]

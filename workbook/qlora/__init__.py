@@ -1,0 +1,74 @@
+"""QLoRA (notebook 12): a 4-bit NormalFloat (NF4) frozen base with bf16 LoRA adapters, and what
+it saves. Each idea sits beside the library that does it for real (bitsandbytes, PEFT):
+
+* :mod:`~workbook.qlora.nf4` - the NF4 codebook from normal quantiles, the blockwise absmax
+  quantiser, double quantisation's bits per weight;
+* :mod:`~workbook.qlora.vram` - VRAM by formula (:func:`predict_vram`) and measured on a built
+  model (:func:`measure_vram`, one method and size in a fresh process on a GPU);
+* :mod:`~workbook.qlora.experiments` - ``qlora_vram`` and ``qlora_quality`` (``EXPERIMENTS``);
+* :mod:`~workbook.qlora.views` - the claims table.
+
+The Llama shapes (:data:`SHAPES`) live in :mod:`workbook.lora.shapes` (notebook 11 counts
+with them first).
+"""
+
+from workbook.lora.shapes import SHAPES, LlamaShape, shape
+from workbook.qlora.experiments import (
+    EXPERIMENTS,
+    QUALITY_PRESETS,
+    VRAM_PRESETS,
+    QualityConfig,
+    VramConfig,
+    ratio_rows,
+    run_quality,
+    run_vram,
+    weight_bytes,
+)
+from workbook.qlora.nf4 import (
+    BNB_BLOCKSIZES,
+    FORMATS,
+    bin_occupancy,
+    bits_per_param,
+    bnb_codebook,
+    bnb_functional,
+    bnb_roundtrip,
+    codebook,
+    dequantize_blockwise,
+    int_codebook,
+    nf4_codebook,
+    nf4_offset,
+    quantization_error,
+    quantize_blockwise,
+    roundtrip,
+    state_bytes,
+    stored_bits_per_param,
+)
+from workbook.qlora.views import claims
+from workbook.qlora.vram import (
+    COMPONENTS,
+    METHODS,
+    VRAM_SIZES,
+    Fp32Adam,
+    add_adapters,
+    build_llama,
+    check_4bit_device,
+    measure_vram,
+    predict_vram,
+    predicted_rows,
+    quantize_linears,
+    state_tensors_bytes,
+)
+
+__all__ = [
+    "SHAPES", "LlamaShape", "shape",
+    "EXPERIMENTS", "QUALITY_PRESETS", "VRAM_PRESETS", "QualityConfig", "VramConfig",
+    "ratio_rows", "run_quality", "run_vram", "weight_bytes",
+    "BNB_BLOCKSIZES", "FORMATS", "bin_occupancy", "bits_per_param", "bnb_codebook",
+    "bnb_functional", "bnb_roundtrip", "codebook", "dequantize_blockwise", "int_codebook",
+    "nf4_codebook", "nf4_offset", "quantization_error", "quantize_blockwise", "roundtrip",
+    "state_bytes", "stored_bits_per_param",
+    "claims",
+    "COMPONENTS", "METHODS", "VRAM_SIZES", "Fp32Adam", "add_adapters", "build_llama",
+    "check_4bit_device", "measure_vram", "predict_vram", "predicted_rows", "quantize_linears",
+    "state_tensors_bytes",
+]

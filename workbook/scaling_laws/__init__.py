@@ -1,0 +1,76 @@
+"""Scaling laws (notebook 03): how loss depends on parameters N, tokens D and compute C ≈ 6·N·D.
+
+Three layers, kept apart:
+
+* :mod:`~workbook.scaling_laws.laws` - **published laws** (pure formulas, what the sliders
+  drive): Chinchilla, its replication, Kaplan, 20 tokens per parameter, notable models;
+* :mod:`~workbook.scaling_laws.fits` - **fits** of our own runs: IsoFLOP parabolas, the
+  exponents a and b with a bootstrap interval, the parametric fit;
+* :mod:`~workbook.scaling_laws.experiments` - **the IsoFLOP sweep** (measurement,
+  ``EXPERIMENTS``), each point trained with :func:`workbook.training.train`;
+* :mod:`~workbook.scaling_laws.views` - figures, explorers, the fit summary and claims.
+"""
+
+from workbook.scaling_laws.experiments import (
+    EXPERIMENTS,
+    ISOFLOP_PRESETS,
+    LADDER,
+    IsoFlopConfig,
+    eval_windows,
+    evaluate_windows,
+    flops_per_token,
+    model_config,
+    plan_sweep,
+    record_checkpoint,
+    run_isoflop,
+    train_point,
+)
+from workbook.scaling_laws.fits import (
+    ExponentFit,
+    fit_exponents,
+    fit_parametric,
+    fit_power_law,
+    isoflop_minima,
+    ok_points,
+    parabola_minimum,
+)
+from workbook.scaling_laws.laws import (
+    CHINCHILLA,
+    CHINCHILLA_EXPONENTS,
+    CHINCHILLA_REPLICATION,
+    KAPLAN,
+    LAWS,
+    NOTABLE_MODELS,
+    TOKENS_PER_PARAM,
+    ParametricLaw,
+    allocation,
+    kaplan_loss,
+    kaplan_optimal,
+    law_optimal,
+    overtraining_costs,
+    placement,
+    rule_of_thumb_optimal,
+)
+from workbook.scaling_laws.views import (
+    allocation_explorer,
+    claims,
+    fit_summary,
+    frontier_figure,
+    isoflop_figure,
+    overtraining_explorer,
+    published_laws,
+)
+
+__all__ = [
+    "EXPERIMENTS", "ISOFLOP_PRESETS", "LADDER", "IsoFlopConfig", "eval_windows",
+    "evaluate_windows", "flops_per_token", "model_config", "plan_sweep", "record_checkpoint",
+    "run_isoflop", "train_point",
+    "ExponentFit", "fit_exponents", "fit_parametric", "fit_power_law", "isoflop_minima",
+    "ok_points", "parabola_minimum",
+    "CHINCHILLA", "CHINCHILLA_EXPONENTS", "CHINCHILLA_REPLICATION", "KAPLAN", "LAWS",
+    "NOTABLE_MODELS", "TOKENS_PER_PARAM", "ParametricLaw", "allocation", "kaplan_loss",
+    "kaplan_optimal", "law_optimal", "overtraining_costs", "placement",
+    "rule_of_thumb_optimal",
+    "allocation_explorer", "claims", "fit_summary", "frontier_figure", "isoflop_figure",
+    "overtraining_explorer", "published_laws",
+]

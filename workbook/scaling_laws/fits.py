@@ -1,0 +1,184 @@
+"""Fits of our own runs: a parabola in log N per compute budget (Chinchilla approach 2), power
+laws N_opt ∝ C^a and D_opt ∝ C^b with a bootstrap interval, and the parametric fit (approach 3:
+Huber loss on log L, L-BFGS from a grid of starts)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.special import logsumexp
+
+from workbook.config import WorkbookError, takes_rows
+from workbook.scaling_laws.laws import ParametricLaw
+
+
+def fit_power_law(x, y) -> tuple[float, float]:
+    """y = k · x^p by least squares in log-log: returns (p, k)."""
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    if len(lx) < 2 or np.ptp(lx) == 0:
+        raise WorkbookError("a power-law fit needs at least 2 distinct x values")
+    p, log_k = np.polyfit(lx, ly, 1)
+    return float(p), float(math.exp(log_k))
+
+
+def parabola_minimum(x, loss) -> tuple[float, float, bool]:
+    """Fit loss = c0 + c1·log x + c2·(log x)^2; return (x at the minimum, min loss, inside).
+
+    ``inside`` is False when the parabola opens downwards or its minimum lies outside the
+    sampled range: the budget's sizes did not bracket the optimum.
+    """
+    lx, y = np.log(np.asarray(x, float)), np.asarray(loss, float)
+    if len(lx) < 3:
+        raise WorkbookError(f"an IsoFLOP parabola needs at least 3 sizes; got {len(lx)}")
+    c2, c1, c0 = np.polyfit(lx, y, 2)
+    if c2 <= 0:
+        best = int(np.argmin(y))
+        return float(math.exp(lx[best])), float(y[best]), False
+    lx_opt = -c1 / (2 * c2)
+    inside = bool(lx.min() <= lx_opt <= lx.max())
+    return float(math.exp(lx_opt)), float(c0 + c1 * lx_opt + c2 * lx_opt**2), inside
+
+
+@takes_rows
+def ok_points(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained point: budget, n_params, n_tokens, compute, loss (wide form)."""
+    if rows.empty:
+        return pd.DataFrame(columns=["budget", "n_params", "n_tokens", "compute", "loss"])
+    ok = rows[(rows["status"] == "ok") & (rows["metric"] == "val_loss")]
+    keep = ["budget", "n_params", "n_params_non_embedding", "n_tokens", "compute", "value"]
+    return ok[[c for c in keep if c in ok]].rename(columns={"value": "loss"}).astype(float)
+
+
+@takes_rows
+def isoflop_minima(points: pd.DataFrame, n_column: str = "n_params") -> pd.DataFrame:
+    """Per budget: the parabola's N_opt, D_opt (fitted separately, as Chinchilla does), L_min."""
+    out = []
+    for budget, group in points.groupby("budget"):
+        if len(group) < 3:
+            continue
+        n_opt, l_min, inside_n = parabola_minimum(group[n_column], group["loss"])
+        d_opt, _, inside_d = parabola_minimum(group["n_tokens"], group["loss"])
+        out.append({"budget": budget, "n_opt": n_opt, "d_opt": d_opt, "loss_min": l_min,
+                    "bracketed": inside_n and inside_d, "n_points": len(group)})
+    return pd.DataFrame(out)
+
+
+@dataclass(frozen=True)
+class ExponentFit:
+    a: float
+    b: float
+    a_low: float
+    a_high: float
+    b_low: float
+    b_high: float
+    a_boot_sd: float
+    b_boot_sd: float
+    n_budgets: int
+    n_boot: int
+
+    def as_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(self)])
+
+
+def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
+                  n_column: str = "n_params", percentiles: tuple[float, float] = (10, 90),
+                  progress: str | None = None) -> ExponentFit:
+    """a and b from the IsoFLOP minima, with a bootstrap interval.
+
+    The bootstrap resamples the trained points *within* each budget (with replacement), refits
+    each parabola and the two power laws; the interval is the 10th-90th percentile, the
+    convention of Chinchilla's Table 2. Resamples with fewer than 3 distinct sizes are redrawn.
+    ``progress``: a label for a progress bar over the resamples (seconds on a small CPU).
+    """
+    from workbook.widgets import progress as bar
+
+    minima = isoflop_minima(points, n_column)
+    if len(minima) < 2:
+        raise WorkbookError(f"fitting N_opt ∝ C^a needs at least 2 budgets with ≥3 finished "
+                            f"sizes; got {len(minima)}")
+    a, _ = fit_power_law(minima["budget"], minima["n_opt"])
+    b, _ = fit_power_law(minima["budget"], minima["d_opt"])
+    rng = np.random.default_rng(seed)
+    groups = [g for _, g in points.groupby("budget") if len(g) >= 3]
+    boot_a, boot_b = [], []
+    for _ in bar(range(n_boot), desc=progress or "", disable=progress is None):
+        parts = []
+        for g in groups:
+            while True:
+                pick = g.iloc[rng.integers(0, len(g), len(g))]
+                if pick[n_column].nunique() >= 3:
+                    break
+            parts.append(pick)
+        m = isoflop_minima(pd.concat(parts), n_column)
+        boot_a.append(fit_power_law(m["budget"], m["n_opt"])[0])
+        boot_b.append(fit_power_law(m["budget"], m["d_opt"])[0])
+    lo, hi = percentiles
+    a_lo, a_hi = (float(v) for v in np.percentile(boot_a, [lo, hi]))
+    b_lo, b_hi = (float(v) for v in np.percentile(boot_b, [lo, hi]))
+    return ExponentFit(a, b, a_lo, a_hi, b_lo, b_hi, float(np.std(boot_a)),
+                       float(np.std(boot_b)), len(minima), n_boot)
+
+
+def _huber(r: np.ndarray, delta: float) -> np.ndarray:
+    small = np.abs(r) <= delta
+    return np.where(small, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
+
+
+def _linear_start(ln: np.ndarray, ld: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """A starting point for the Huber fit: for fixed (alpha, beta) the law is linear in
+    (E, A, B), so a grid over the two exponents with least squares for the rest is cheap."""
+    best, best_err = None, math.inf
+    for alpha in np.linspace(0.05, 1.5, 30):
+        for beta in np.linspace(0.05, 1.5, 30):
+            design = np.stack([np.ones_like(ln), np.exp(-alpha * ln), np.exp(-beta * ld)], 1)
+            coef, *_ = np.linalg.lstsq(design, loss, rcond=None)
+            if (coef <= 0).any():
+                continue
+            err = float(np.sum((design @ coef - loss) ** 2))
+            if err < best_err:
+                best, best_err = np.log([coef[1], coef[2], coef[0], 1, 1]), err
+                best[3:] = alpha, beta
+    if best is None:  # no positive (E, A, B) anywhere: start from Chinchilla's values
+        return np.array([6.0, 6.0, 0.5, 0.34, 0.28])
+    return best
+
+
+def fit_parametric(n_params, n_tokens, loss, *, delta: float = 1e-3,
+                   name: str = "this workbook's fit") -> ParametricLaw:
+    """Chinchilla approach 3: minimise Σ Huber_δ(LSE(a − α log N, b − β log D, e) − log L)
+    over (a, b, e, α, β) with L-BFGS; A = e^a, B = e^b, E = e^e.
+
+    Chinchilla starts L-BFGS from a grid of ~4500 points; here a least-squares grid over
+    (α, β) picks the start and a few perturbed starts guard against a local minimum.
+    """
+    ln, ld = np.log(np.asarray(n_params, float)), np.log(np.asarray(n_tokens, float))
+    y = np.asarray(loss, float)
+    ll = np.log(y)
+    if len(ll) < 5:
+        raise WorkbookError(f"the parametric fit has 5 unknowns; it needs ≥5 points, got {len(ll)}")
+
+    def objective(p: np.ndarray) -> float:
+        a, b, e, alpha, beta = p
+        pred = logsumexp(np.stack([a - alpha * ln, b - beta * ld, np.full_like(ln, e)]), axis=0)
+        return float(_huber(pred - ll, delta).sum())
+
+    start = _linear_start(ln, ld, y)
+    e_max = float(ll.min())  # the floor E lies below every measured loss
+    bounds = [(-5, 40), (-5, 40), (-5, e_max), (0.01, 3), (0.01, 3)]
+    starts = [start] + [start + shift for shift in
+                        ([1, 0, 0, 0.1, 0], [0, 1, 0, 0, 0.1], [-1, -1, -0.3, -0.1, -0.1])]
+    best = None
+    for x0 in starts:
+        x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
+        res = minimize(objective, x0, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
+        if best is None or res.fun < best.fun:
+            best = res
+    a, b, e, alpha, beta = best.x
+    return ParametricLaw(name, E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)),
+                         alpha=float(alpha), beta=float(beta),
+                         source=f"Huber(δ={delta}) on log L, {len(ll)} points")
