@@ -2,6 +2,7 @@
 autograd, then forward+backward time beside PyTorch's FlashAttention-2 and cuDNN kernels.
 
     python3 scripts/gpu_flash_backward.py            # on the device machine
+    python3 scripts/gpu_flash_backward.py --tma-only # N = 384 only (the Hopper TMA forward)
 
 Prints; records nothing (the `attention_timing` experiment is the recorded measurement).
 """
@@ -19,9 +20,9 @@ from workbook import attention as A  # noqa: E402
 from workbook.profiling import time_ms  # noqa: E402
 
 
-def check_gradients() -> None:
+def check_gradients(lengths: tuple[int, ...] = (333, 384)) -> None:
     for dtype, head_dim, causal, n in itertools.product(
-            ("float16", "bfloat16"), (64, 128), (False, True), (333, 384)):  # 384: TMA forward
+            ("float16", "bfloat16"), (64, 128), (False, True), lengths):  # 384: TMA forward
         gen = torch.Generator(device="cuda").manual_seed(0)
         q, k, v, dout = (torch.randn((2, 3, n, head_dim), generator=gen,
                                      device="cuda").to(A.DTYPES[dtype]) for _ in range(4))
@@ -60,6 +61,9 @@ def time_fwd_bwd(seq_len: int, causal: bool, head_dim: int = 128) -> None:
 
 if __name__ == "__main__":
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
+    if sys.argv[1:] == ["--tma-only"]:   # the lengths the TMA forward takes, no timing
+        check_gradients((384,))
+        sys.exit(0)
     check_gradients()
     for n in (4096, 16384):
         time_fwd_bwd(n, causal=False)
