@@ -165,6 +165,7 @@ def _peaks(device: torch.device) -> dict[str, float]:
     recorded = results.load("roofline", device=name, ok_only=True)
     if not recorded.empty and "bf16" in (peaks := roofline_peaks(recorded)):
         out["roofline"] = peaks["bf16"]
+    return out
 
 
 def apply_liger(model: torch.nn.Module) -> torch.nn.Module:
