@@ -308,15 +308,21 @@ class ExperimentPanel:
         base = self.experiment.presets[self.preset]
         changed = {k: v for k, v in settings.items() if getattr(base, k) != v}
         start = time.monotonic()
+        failed: Exception | None = None
         try:
             with self.progress_area:  # the runner's bar (its ETA: the last run here) shows here
-                rows = registry.run_isolated(self.name, self.preset, self.seed, changed,
-                                             record=self.record_each)
-        except WorkbookError as exc:
-            self._fail(exc)
+                try:
+                    rows = registry.run_isolated(self.name, self.preset, self.seed, changed,
+                                                 record=self.record_each)
+                except Exception as exc:  # noqa: BLE001 - an Output area in a live IPython
+                    failed = exc          # swallows what leaves it: carry it out by hand
         finally:
             self.run_button.disabled = False
             self.progress_area.clear_output()
+        if isinstance(failed, WorkbookError):
+            self._fail(failed)
+        if failed is not None:
+            raise failed
         seconds = time.monotonic() - start
         rows = rows.assign(run=number)
         done = PanelRun(number, settings, changed, rows, seconds, recorded=self.record_each)

@@ -258,8 +258,8 @@ class RerunConfig:
         for target in self.targets:
             name, _, cell = target.partition(":")
             if name not in known or not cell.isdigit():
-                raise WorkbookError(f"target {target!r}: want '<notebook>:<cell index>' with a "
-                                    f"notebook of {', '.join(sorted(known))}")
+                raise WorkbookError(f"target {target!r}: want '<notebook>:<cell index>', "
+                                    f"allowed notebooks: {', '.join(sorted(known))}")
         check_range("times", self.times, 1, 100)
         check_choice("preset", self.preset, ("small", "full"))
         check_range("timeout_s", self.timeout_s, 10, 7200)
