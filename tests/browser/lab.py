@@ -296,9 +296,15 @@ def press_panel(browser, lab: Lab, name: str, artifacts: Path, *,
         before = panel.locator(".js-plotly-plot").count()
         # The first slider, typed to twice its value (at most its maximum), as a reader does.
         readout = panel.locator(".widget-readout").first
-        start = int(float(readout.inner_text()))
-        high = panel.locator(".widget-slider").first.evaluate(
-            "s => s.querySelector('.noUi-handle')?.getAttribute('aria-valuemax')")
+        handle = panel.locator(".widget-slider .noUi-handle").first
+        shown = ""
+        for _ in range(40):  # a cell scrolled into view draws its widgets a moment later
+            shown = readout.inner_text().strip() or (handle.get_attribute("aria-valuenow") or "")
+            if shown:
+                break
+            page.wait_for_timeout(500)
+        start = int(float(shown))
+        high = handle.get_attribute("aria-valuemax")
         moved = min(2 * start, int(float(high))) if high else start + 1
         readout.click()
         page.keyboard.press("Control+A")
