@@ -275,6 +275,23 @@ def _explorers(page) -> list[dict]:
     return found
 
 
+def open_and_run_all(page, lab: Lab, name: str, workspace: str, timeout_s: float) -> None:
+    """Open notebook ``name`` in a fresh ``workspace``, wait for its kernel, Run All, and wait
+    until the kernel is idle again."""
+    # A workspace of its own, reset: JupyterLab would otherwise reopen the notebooks of
+    # earlier pages (their tabs, their kernels) beside this one.
+    page.goto(lab.url(f"lab/workspaces/{workspace}/tree/{name}.ipynb") + "&reset",
+              wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell",
+                           timeout=120_000)
+    # The kernel must be up before Run All, or the first cells queue behind its start.
+    page.wait_for_function("() => /\\|\\s*Idle/.test(document.querySelector("
+                           "'.jp-StatusBar-Widget, #jp-main-statusbar')?.textContent || '')",
+                           timeout=120_000)
+    _run_all(page)
+    _wait_until_idle(page, timeout_s)
+
+
 def press_panel(browser, lab: Lab, name: str, artifacts: Path, *,
                 timeout_s: float = 300.0) -> dict:
     """Run All of ``name``, then on its first experiment panel (``wb-panel``) move the first
@@ -282,15 +299,7 @@ def press_panel(browser, lab: Lab, name: str, artifacts: Path, *,
     table of runs, the message line)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(lab.url(f"lab/workspaces/wb-panel-{name}/tree/{name}.ipynb") + "&reset",
-                  wait_until="domcontentloaded")
-        page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell",
-                               timeout=120_000)
-        page.wait_for_function("() => /\\|\\s*Idle/.test(document.querySelector("
-                               "'.jp-StatusBar-Widget, #jp-main-statusbar')?.textContent || '')",
-                               timeout=120_000)
-        _run_all(page)
-        _wait_until_idle(page, timeout_s)
+        open_and_run_all(page, lab, name, f"wb-panel-{name}", timeout_s)
         panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .wb-panel").first
         panel.scroll_into_view_if_needed()
         before = panel.locator(".js-plotly-plot").count()
@@ -376,18 +385,7 @@ def run_notebook(browser, lab: Lab, name: str, artifacts: Path, *,
             if msg.type == "error" else None)
     start = time.monotonic()
     try:
-        # A workspace of its own, reset: JupyterLab would otherwise reopen the notebooks of
-        # earlier pages (their tabs, their kernels) beside this one.
-        page.goto(lab.url(f"lab/workspaces/wb-{name}/tree/{name}.ipynb") + "&reset",
-                  wait_until="domcontentloaded")
-        page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell",
-                               timeout=120_000)
-        # The kernel must be up before Run All, or the first cells queue behind its start.
-        page.wait_for_function("() => /\\|\\s*Idle/.test(document.querySelector("
-                               "'.jp-StatusBar-Widget, #jp-main-statusbar')?.textContent || '')",
-                               timeout=120_000)
-        _run_all(page)
-        _wait_until_idle(page, timeout_s)
+        open_and_run_all(page, lab, name, f"wb-{name}", timeout_s)
         seconds = time.monotonic() - start
         page.wait_for_timeout(2000)  # late widget views and plotly's async draw
         artifacts.mkdir(parents=True, exist_ok=True)

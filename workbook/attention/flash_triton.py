@@ -239,8 +239,8 @@ if triton_available():
 
     # The winners of a wider search on an H200 (B4 H16 bf16, N 1k-16k, d 64 and 128). BLOCK_M
     # must be a multiple of BLOCK_N: the causal split at start_m·BLOCK_M must fall on a K/V
-    # tile's edge, or the unmasked loop reads keys from the future (64×128 won at d = 64 by
-    # 4 % and gave wrong causal outputs: it is not offered).
+    # tile's edge, or the unmasked loop reads keys from the future (64×128, picked at d = 64,
+    # gave wrong causal outputs on the H200: it is not offered).
     _TMA_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
                       pre_hook=_tma_blocks)
@@ -425,7 +425,7 @@ if triton_available():
         _DQ_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dq)
 
 
-def _tma_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+def tma_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """The TMA forward applies: Hopper or newer, whole 128-row tiles, contiguous tensors."""
     if interpreting() or q.device.type != "cuda":
         return False
@@ -454,13 +454,14 @@ def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse:
 
 def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                   scale: float | None = None, store_lse: bool = True,
-                  block_m: int | None = None, block_n: int | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  block_m: int | None = None, block_n: int | None = None,
+                  use_tma: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the kernel: (O, log-sum-exp per row or None). Shapes (batch, n_heads, seq_len, d).
 
     ``block_m``/``block_n`` fix the tile sizes (the interpreter and the tests use small ones);
     left out, the autotuner picks among :data:`_CONFIGS`, or, on Hopper when the sequence is a
-    whole number of 128-row tiles, the TMA kernel runs (:data:`_TMA_CONFIGS`).
+    whole number of 128-row tiles, the TMA kernel runs (:data:`_TMA_CONFIGS`);
+    ``use_tma=False`` keeps the portable kernel there too (to compare the two).
     """
     check_inputs(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
@@ -474,7 +475,7 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
         interpreter_numpy_fix()
     if block_m is None and interpreting():
         block_m, block_n = 32, 16  # tl.dot needs tiles of at least 16; small is fast here
-    if block_m is None and _tma_ok(q, k, v):
+    if block_m is None and use_tma and tma_applies(q, k, v):
         return _flash_forward_tma(q, k, v, out, lse, scale, causal, store_lse)
     if block_m is not None:
         block_n = block_n or block_m
