@@ -406,6 +406,18 @@ def test_live_rows_carry_the_device_like_recorded_ones(monkeypatch):
     assert {"n_gpus", "torch", "preset", "seed", "recorded_at"} <= set(rows.columns)
 
 
+def test_a_recording_run_all_leaves_its_rows_in_the_ledger(monkeypatch, ledger_dir):
+    """scripts/gpu_notebooks.sh sets WORKBOOK_RECORD=1: what a notebook measures live is
+    recorded; a reader's run (unset) records nothing."""
+    monkeypatch.delenv(registry.RECORD_ENV, raising=False)
+    registry.live_or_recorded("roofline", "small", copy_mb=1, matmul_n=64, repeats=1)
+    assert results.load("roofline").empty
+    monkeypatch.setenv(registry.RECORD_ENV, "1")
+    live = registry.live_or_recorded("roofline", "small", copy_mb=1, matmul_n=64, repeats=1)
+    recorded = results.load("roofline")
+    assert len(recorded) == len(live) and set(recorded["source"]) == {"recorded"}
+
+
 def test_gpu_memory_cap_is_read_checked_and_reported(monkeypatch):
     # WORKBOOK_GPU_MEMORY_GB emulates a smaller card: a number of GB, else one line.
     monkeypatch.delenv(hardware.GPU_MEMORY_CAP_ENV, raising=False)

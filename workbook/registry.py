@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import pkgutil
 import time
 import warnings
@@ -224,6 +225,14 @@ def expected_seconds(name: str, preset: str | None = None,
     return None, "not yet run on this machine"
 
 
+RECORD_ENV = "WORKBOOK_RECORD"
+
+
+def recording() -> bool:
+    """Whether live runs in notebooks go into the ledger too (``$WORKBOOK_RECORD=1``)."""
+    return os.environ.get(RECORD_ENV, "") == "1"
+
+
 def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
                      **overrides: Any) -> pd.DataFrame:
     """What a notebook shows: a live run where this machine can, else the recorded rows.
@@ -236,7 +245,9 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
     reason = why_not_here(name, chosen)
     if reason is None:
         print(f"{name}: running the {chosen!r} preset live on this machine.")
-        live = run_isolated(name, chosen, seed, overrides)
+        # $WORKBOOK_RECORD=1 (scripts/gpu_notebooks.sh) records what a Run All measures, so one
+        # GPU Run-All leaves that device's rows in the ledger; a reader's run records nothing.
+        live = run_isolated(name, chosen, seed, overrides, record=recording())
         # Live rows carry the same provenance columns as recorded ones (device first of all),
         # so a table or figure can put this machine's rows beside the ledger's.
         here = results.provenance(chosen, seed)
