@@ -28,6 +28,9 @@ export WORKBOOK_RECORD=${WORKBOOK_RECORD:-1}
 ALL="00_setup 01_pretraining 02_flops 03_scaling_laws 04_memory 05_data_parallel_zero"
 ALL="$ALL 06_model_parallel 07_flash_attention 08_mixed_precision 09_sft"
 ALL="$ALL 10_evaluation_alignment 11_lora 12_qlora"
+# As `make lab` does before JupyterLab starts: the tokenizer and the base model are built once
+# here (timed, in the log), not inside whichever notebook needs them first.
+python3 -W ignore -m workbook prepare --preset "${PRESET:-full}" 2>&1 | tee -a "$LOG" | tail -3
 for nb in ${NOTEBOOKS:-$ALL}; do
   left=$(( ${DEADLINE:-540} - ($(date +%s) - START) ))
   if [ "$left" -lt 20 ]; then echo "== $nb: not started, past the deadline" | tee -a "$LOG"; continue; fi
