@@ -90,6 +90,8 @@ from workbook.flops.views import (
     loss_kernel_table,
     mfu_caption,
     mfu_table,
+    ncu_caption,
+    ncu_loss_bytes,
     recorded_or_note,
     sweep_figure,
     top_kernels,
@@ -119,5 +121,5 @@ __all__ = [
     "formula_vs_counted", "recorded_or_note", "mfu_table", "kernel_table", "sweep_figure",
     "calculator", "claims", "loss_kernel_table", "top_kernels", "where_of", "energy_table",
     "gpt3_assumptions", "gpt3_prediction", "energy_claims", "mfu_caption", "kernel_caption",
-    "loss_kernel_caption", "energy_caption",
+    "loss_kernel_caption", "energy_caption", "ncu_loss_bytes", "ncu_caption",
 ]

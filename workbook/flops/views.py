@@ -29,7 +29,8 @@ from workbook.model import ModelConfig
 __all__ = ["formula_vs_counted", "recorded_or_note", "where_of", "mfu_table", "kernel_table",
            "sweep_figure", "calculator", "claims", "loss_kernel_table", "top_kernels",
            "energy_table", "gpt3_assumptions", "gpt3_prediction", "energy_claims",
-           "mfu_caption", "kernel_caption", "loss_kernel_caption", "energy_caption"]
+           "mfu_caption", "kernel_caption", "loss_kernel_caption", "energy_caption",
+           "ncu_loss_bytes", "ncu_caption"]
 
 
 def formula_vs_counted(cfg: ModelConfig, batch_size: int, seed: int = 0) -> pd.DataFrame:
@@ -546,3 +547,37 @@ def energy_caption(rows: pd.DataFrame) -> str:
                      f"{row['tokens/s']:,.0f} tokens/s, MFU {_fmt(row['MFU (% datasheet)'])} %"
                      f" (energy from NVML's {row['energy from']}).")
     return "\n\n".join(lines)
+
+
+def ncu_loss_bytes() -> pd.DataFrame:
+    """The DRAM bytes Nsight Compute counted per launch of the loss kernel
+    (``data/results/ncu/loss_kernel_dram_bytes_<commit>.txt``, from scripts/gpu_loss_kernel.sh):
+    one row per (commit, launch) with GB read, GB written and the logits' GB."""
+    import re
+
+    lines = []
+    for path in sorted((results.results_dir() / "ncu").glob("loss_kernel_dram_bytes_*.txt")):
+        commit = path.stem.rsplit("_", 1)[-1]
+        launch = None
+        for text in path.read_text().splitlines():
+            if (head := re.match(r"== (.*) \(logits: (\d+) bytes\)", text)):
+                launch = {"commit": commit, "launch": head[1].strip(),
+                          "logits GB": int(head[2]) / 1e9}
+                lines.append(launch)
+            elif launch is not None and (m := re.match(r"\s*dram__bytes_(read|write)\.sum\s+"
+                                                        r"Gbyte\s+([\d.]+)", text)):
+                launch[f"{m[1]} GB"] = float(m[2])
+    return pd.DataFrame(lines)
+
+
+def ncu_caption() -> str:
+    """Markdown: the logits' size against what Nsight Compute saw the kernel read and write."""
+    table = ncu_loss_bytes()
+    if table.empty or "read GB" not in table:
+        return "*No Nsight Compute counts recorded (scripts/gpu_loss_kernel.sh records them).*"
+    logits = table["logits GB"].iloc[0]
+    return (f"Logits {logits:.2f} GB: `F.cross_entropy` must move 3 × that = "
+            f"{3 * logits:.2f} GB, the kernel 2 × = {2 * logits:.2f} GB. Nsight Compute counted "
+            f"{table['read GB'].min():.2f}–{table['read GB'].max():.2f} GB read and "
+            f"{table['write GB'].min():.2f}–{table['write GB'].max():.2f} GB written from DRAM "
+            f"per launch ({len(table)} launches, commits {', '.join(table['commit'].unique())}).")
