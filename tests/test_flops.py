@@ -540,3 +540,16 @@ def test_mfu_caption_and_claims_per_place():
     assert mfu["where"].iloc[0].startswith("this machine (NVIDIA H200)")
     assert mfu["verdict"].iloc[0].startswith("holds") and mfu["verdict"].iloc[1].startswith(
         "missed"), "each place judged by its own value"
+
+
+def test_ncu_caption_reads_the_recorded_byte_counts(ledger_dir):
+    assert "No Nsight Compute counts" in flops.ncu_caption()
+    (ledger_dir / "ncu").mkdir()
+    (ledger_dir / "ncu" / "loss_kernel_dram_bytes_abc1234.txt").write_text(
+        "== per_sm, evict = 0 0 (logits: 1000000000 bytes)\n"
+        "    dram__bytes_read.sum             Gbyte         1.30\n"
+        "    dram__bytes_write.sum            Gbyte         1.00\n")
+    table = flops.ncu_loss_bytes()
+    assert table.iloc[0].to_dict() == {"commit": "abc1234", "launch": "per_sm, evict = 0 0",
+                                       "logits GB": 1.0, "read GB": 1.3, "write GB": 1.0}
+    assert "1.30–1.30 GB read" in flops.ncu_caption() and "3.00 GB" in flops.ncu_caption()
