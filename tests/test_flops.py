@@ -498,6 +498,8 @@ def test_gpt3_estimate_uses_the_measured_power_and_mfu_ranges():
 def test_gpt3_estimate_without_energy_rows_keeps_only_the_datasheet_scenario():
     rows = _energy_rows("CPU", "measured").assign(status="unsupported")
     assert set(flops.gpt3_assumptions(rows)["scenario"]) == {"GPT-3's V100s (datasheets)"}
+    html = flops.gpt3_prediction(rows)._repr_html_()
+    assert "3.15×10²³" in html and "e+23" not in html, "numbers in fixed notation"
     assert "energy not measured" in flops.energy_caption(rows)
 
 

@@ -76,6 +76,7 @@ from workbook.flops.step import (
     time_train_step,
 )
 from workbook.flops.views import (
+    ReadableTable,
     calculator,
     claims,
     energy_caption,
@@ -122,4 +123,5 @@ __all__ = [
     "calculator", "claims", "loss_kernel_table", "top_kernels", "where_of", "energy_table",
     "gpt3_assumptions", "gpt3_prediction", "energy_claims", "mfu_caption", "kernel_caption",
     "loss_kernel_caption", "energy_caption", "ncu_loss_bytes", "ncu_caption",
+    "ReadableTable",
 ]

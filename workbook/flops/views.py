@@ -30,7 +30,7 @@ __all__ = ["formula_vs_counted", "recorded_or_note", "where_of", "mfu_table", "k
            "sweep_figure", "calculator", "claims", "loss_kernel_table", "top_kernels",
            "energy_table", "gpt3_assumptions", "gpt3_prediction", "energy_claims",
            "mfu_caption", "kernel_caption", "loss_kernel_caption", "energy_caption",
-           "ncu_loss_bytes", "ncu_caption"]
+           "ncu_loss_bytes", "ncu_caption", "ReadableTable"]
 
 
 def formula_vs_counted(cfg: ModelConfig, batch_size: int, seed: int = 0) -> pd.DataFrame:
@@ -90,15 +90,14 @@ def _pivot_runs(ok: pd.DataFrame, index: str) -> pd.DataFrame:
     columns are (where, run), this machine first."""
     ok = ok.assign(run=run_labels(ok), where=where_of(ok))
     wheres = _ordered_wheres(ok)
+    ladder = [str(RunSpec.parse(r)) for r in MFU_PRESETS["full"].runs]
+    order = list(dict.fromkeys(ladder + RUN_ORDER + sorted(set(ok["run"]))))
     if len(wheres) <= 1:
         table = ok.pivot_table(index=index, columns="run", values="value", aggfunc="last")
-        order = [r for r in RUN_ORDER if r in table.columns]
-        return table[order + [c for c in table.columns if c not in order]]
+        return table[[r for r in order if r in table.columns]]
     table = ok.pivot_table(index=index, columns=["where", "run"], values="value",
                            aggfunc="last")
-    cols = [(w, r) for w in wheres for r in RUN_ORDER + sorted(set(ok["run"]) - set(RUN_ORDER))
-            if (w, r) in table.columns]
-    return table[cols]
+    return table[[(w, r) for w in wheres for r in order if (w, r) in table.columns]]
 
 
 @takes_rows
@@ -126,6 +125,7 @@ def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
     ok = ok.assign(part=ok["metric"].astype(str).str.replace("kernel_ms_", "", regex=False))
     table = _pivot_runs(ok, "part")
     kernels = table.drop(index="step_time", errors="ignore")
+    table, kernels = table.loc[:, kernels.notna().any()], kernels.loc[:, kernels.notna().any()]
     table.loc["kernels total"] = kernels.sum()
     if "step_time" in table.index:
         table.loc["GPU idle (step - kernels)"] = table.loc["step_time"] - table.loc["kernels total"]
@@ -283,6 +283,22 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
 
 # --- energy -------------------------------------------------------------------------------
 
+class ReadableTable(pd.DataFrame):
+    """A plain DataFrame to code; in a notebook its numbers in fixed notation
+    (:func:`workbook.claims.readable`: 1,287 · 3.15×10²³, never 3.15e+23)."""
+
+    @property
+    def _constructor(self):  # pandas operations keep the type
+        return ReadableTable
+
+    def _repr_html_(self) -> str:
+        from workbook.claims import readable
+
+        numeric = list(self.select_dtypes("number").columns)
+        return pd.DataFrame(self).style.format(readable, subset=numeric).hide(
+            axis="index").to_html()
+
+
 _ENERGY_METRICS = {"joules_per_token": "J/token", "avg_power_w": "average W",
                    "idle_power_w": "idle W", "tokens_per_s": "tokens/s",
                    "mfu_datasheet": "MFU (% datasheet)"}
@@ -309,7 +325,7 @@ def energy_table(rows: pd.DataFrame) -> pd.DataFrame:
             line["energy from"] = (str(method.iloc[0]) if len(method)
                                    else str(note.iloc[0]) if len(note) else "")
             out.append(line)
-    return pd.DataFrame(out)
+    return ReadableTable(out)
 
 
 def _measured_gpu(rows: pd.DataFrame) -> pd.DataFrame:
@@ -378,7 +394,7 @@ def gpt3_assumptions(energy_rows: pd.DataFrame) -> pd.DataFrame:
     add(v100, "grid carbon intensity", GPT3["kg_co2_per_kwh"], GPT3["kg_co2_per_kwh"],
         "kg CO₂/kWh", "Patterson 2021 (GPT-3's data centre)")
     add(v100, "price", 1.0, 3.0, "$/GPU-hour", "assumed 2020 cloud V100 range")
-    return pd.DataFrame(lines)
+    return ReadableTable(lines)
 
 
 def _scenarios(gpu: pd.DataFrame) -> list[str]:
@@ -403,8 +419,8 @@ def gpt3_prediction(energy_rows: pd.DataFrame) -> pd.DataFrame:
                                pair["peak FLOP/s per GPU"], pair["MFU"], pair["power per GPU"],
                                pair["PUE"], pair["grid carbon intensity"], pair["price"])
         frames.append(out.assign(scenario=scenario))
-    return pd.concat(frames, ignore_index=True)[["scenario", "quantity", "low", "central",
-                                                  "high", "unit"]]
+    return ReadableTable(pd.concat(frames, ignore_index=True)[
+        ["scenario", "quantity", "low", "central", "high", "unit"]])
 
 
 @takes_rows
@@ -464,9 +480,11 @@ def mfu_caption(rows: pd.DataFrame) -> str:
                     + (f", {roof:.0f} % of the measured roofline." if np.isfinite(roof)
                        else "."))
         memory = ""
-        if "peak_memory" in part.index and part.loc["peak_memory"].notna().any():
+        if "peak_memory" in part.index and part.loc["peak_memory"].fillna(0).gt(0).any():
             mem = part.loc["peak_memory"].dropna()
             memory = f" Peak memory {mem.min():.2f}–{mem.max():.2f} GB."
+        if not best:
+            best = " No MFU: no datasheet peak for this device."
         lines.append(f"**{label}** (ms per step → % of the datasheet): "
                      + "; ".join(ladder) + "." + best + memory)
     return "\n\n".join(lines)
