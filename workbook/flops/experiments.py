@@ -393,8 +393,10 @@ EXPERIMENTS = [
                presets=LOSS_KERNEL_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600),
     Experiment(name="mfu_benchmark", notebook="02_flops", run=run_mfu_benchmark,
                summary="training-step TFLOP/s and MFU at nanoGPT's shape, eager vs compile",
-               presets=MFU_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600,
-               typical_s={"small": 20, "full": 600}),
+               presets=MFU_PRESETS, min_gpus={"small": 0, "full": 1},
+               # the full preset's runs, one after another in one process: each compiles for
+               # 30-60 s on an H100 (the ledger's recorded_at steps), max-autotune for minutes
+               timeout_s=2400, typical_s={"small": 20, "full": 1200}),
     Experiment(name="flops_sweep", notebook="02_flops", run=run_flops_sweep,
                summary="6ND+attention vs FlopCounterMode vs step time across model widths",
                presets=FLOPS_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600),
