@@ -518,10 +518,14 @@ def test_energy_small_preset_runs_without_nvml(ledger_dir):
     rows = registry.execute("energy_per_token", "small", seed=0)
     tps = rows[rows["metric"] == "tokens_per_s"]
     assert len(tps) == flops.ENERGY_PRESETS["small"].windows and (tps["value"] > 0).all()
-    if flops.load_nvml() is None:
-        energy = rows[rows["metric"] == "joules_per_token"]
+    energy = rows[rows["metric"] == "joules_per_token"]
+    if flops.load_nvml() is None or not torch.cuda.is_available():
         assert (energy["status"] == "unsupported").all()
         assert energy["error"].str.contains("no NVML here").all()
+    else:   # a GPU with NVML: the board's energy over the tokens, at a plausible power
+        assert (energy["status"] == "ok").all() and (energy["value"] > 0).all()
+        watts = rows[rows["metric"] == "avg_power_w"]["value"]
+        assert watts.between(5, 2000).all(), f"board power {list(watts)} W"
 
 
 def test_mfu_caption_and_claims_per_place():
