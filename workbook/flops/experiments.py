@@ -356,9 +356,11 @@ def run_energy_per_token(cfg: EnergyConfig, seed: int) -> pd.DataFrame:
                     break
         seconds = time.perf_counter() - start
         tokens = steps * tokens_per_step
-        row = {**base, "window": window, "steps": steps}
+        # the window is part of a row's key, the step count is not (it varies run to run)
+        row = {**base, "window": window}
         achieved = step_flops(shape, cfg.batch_size) * steps / seconds / 1e12
-        rows += [{**row, "metric": "tokens_per_s", "value": tokens / seconds, "unit": "tokens/s"},
+        rows += [{**row, "metric": "steps", "value": steps, "unit": "steps"},
+                 {**row, "metric": "tokens_per_s", "value": tokens / seconds, "unit": "tokens/s"},
                  {**row, "metric": "achieved_tflops", "value": achieved, "unit": "TFLOP/s"}]
         if sheet is not None:
             rows.append({**row, "metric": "mfu_datasheet",
