@@ -489,8 +489,8 @@ def test_gpt3_estimate_uses_the_measured_power_and_mfu_ranges():
     table = flops.claims(rows.iloc[0:0].assign(d_model=[], n_layers=[], seq_len=[]),
                          pd.DataFrame({"part": ["total"], "counted / predicted": [1.0]}), rows)
     energy_rows = table[table["claim"].str.contains("1,287 MWh")]
-    assert list(energy_rows["where"]) == ["predicted for this machine (NVIDIA H200)",
-                                          "predicted for GPT-3's V100s (datasheets)"]
+    assert list(energy_rows["where"]) == ["6·N·D prediction, this machine (NVIDIA H200)",
+                                          "6·N·D prediction, GPT-3's V100s (datasheets)"]
     # the lecture's 1,287 MWh lies far above what an H200 at ~39 % MFU needs
     assert energy_rows["verdict"].iloc[0].startswith("off")
 
@@ -508,7 +508,7 @@ def test_this_machine_first_and_references_labelled_by_device_and_date():
     ref = _energy_rows("NVIDIA H100 80GB HBM3", "recorded", joules=(2.0, 2.0, 2.0))
     table = flops.energy_table(pd.concat([ref, live], ignore_index=True))
     assert list(table["where"]) == ["this machine (NVIDIA H200)",
-                                    "NVIDIA H100 80GB HBM3, 2026-12-01"]
+                                    "recorded on NVIDIA H100 80GB HBM3 (2026-12-01)"]
     assert table["J/token"].tolist() == pytest.approx([1.0, 2.0])
     caption = flops.energy_caption(pd.concat([ref, live], ignore_index=True))
     assert "1 J per token" in caption and "2 J per token" in caption

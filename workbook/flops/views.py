@@ -65,7 +65,8 @@ def recorded_or_note(name: str) -> pd.DataFrame:
 @takes_rows
 def where_of(rows: pd.DataFrame) -> pd.Series:
     """Per row, where it was measured: "this machine (<device>)" for rows measured here,
-    "<device>, <date>" for the ledger's rows (a device with ``source='recorded'`` rows)."""
+    "recorded on <device> (<date>)" for the ledger's rows (a device with ``source='recorded'``
+    rows)."""
     device = (rows["device"].astype(str) if "device" in rows.columns
               else pd.Series("?", index=rows.index))
     date = (rows["recorded_at"].astype(str).str[:10] if "recorded_at" in rows.columns
@@ -75,14 +76,14 @@ def where_of(rows: pd.DataFrame) -> pd.Series:
     refs = (set(device[rows["source"] == "recorded"]) if "source" in rows.columns else set())
     recorded = device.isin(refs)
     here = "this machine (" + device + ")"
-    return here.where(~recorded, device + ", " + date)
+    return here.where(~recorded, "recorded on " + device + " (" + date + ")")
 
 
 def _ordered_wheres(rows: pd.DataFrame) -> list[str]:
     """This machine's label first, then the references, newest first."""
     where = where_of(rows)
     here = sorted({w for w in where if w.startswith("this machine")})
-    return here + sorted(set(where) - set(here), key=lambda w: w[-10:], reverse=True)
+    return here + sorted(set(where) - set(here), key=lambda w: w[-11:-1], reverse=True)
 
 
 def _pivot_runs(ok: pd.DataFrame, index: str) -> pd.DataFrame:
@@ -439,7 +440,7 @@ def energy_claims(energy_rows: pd.DataFrame) -> list[Claim]:
             row = p.loc[quantity]
             out.append(Claim(f"{text} (6·N·D / (peak × MFU) × W × PUE)",
                              "lecture (Patterson et al. 2021)", value, float(row["central"]),
-                             unit, f"predicted for {scenario}", low=float(row["low"]),
+                             unit, f"6·N·D prediction, {scenario}", low=float(row["low"]),
                              high=float(row["high"])))
     return out
 
