@@ -150,6 +150,7 @@ GOOD: dict[str, dict] = {
     "data.random_batch": {"ids": IDS, "batch_size": 2, "seq_len": 8,
                           "generator": Make(torch.Generator)},
     "flops.flops_per_token": {"cfg": CONFIG},
+    "flops.attention_flops_per_token": {"n_layers": 2, "seq_len": 64, "d_model": 32},
     "flops.formula_vs_counted": {"cfg": CONFIG, "batch_size": 1},
     "lora.lora_params": {"config": Make(_llama_7b), "rank": 8, "targets": "qv"},
     "model.build_model": {"cfg": CONFIG, "seed": 0},
