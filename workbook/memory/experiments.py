@@ -64,6 +64,7 @@ class BreakdownConfig:
     checkpointing: tuple[bool, ...] = (False, True)
     attention: str = "eager"
     timeout_s: int = 300
+    scale_to_gpu: bool = True   # batch scaled to this GPU's memory (batch_for_gpu)
 
     def __post_init__(self) -> None:
         check_gpt_shape(self.n_layer, self.d_model, self.n_head, self.vocab)
@@ -86,12 +87,15 @@ BREAKDOWN_PRESETS = {
 
 
 def run_breakdown(cfg: BreakdownConfig, seed: int) -> pd.DataFrame:
-    """Each (seq_len, checkpointing) in a fresh process, with the formula beside it."""
+    """Each (seq_len, checkpointing) in a fresh process, with the formula beside it. On a GPU
+    smaller than the 80 GB the full preset was sized for, the batch shrinks with it
+    (:func:`batch_for_gpu`); a configuration that still does not fit is an ``oom`` row."""
+    batch = batch_for_gpu(cfg.batch) if cfg.scale_to_gpu else cfg.batch
     frames = []
     for seq_len in cfg.seq_lens:
         for ckpt in cfg.checkpointing:
             kw = {"n_layer": cfg.n_layer, "d_model": cfg.d_model, "n_head": cfg.n_head,
-                  "vocab": cfg.vocab, "seq_len": seq_len, "batch": cfg.batch,
+                  "vocab": cfg.vocab, "seq_len": seq_len, "batch": batch,
                   "precision": cfg.precision, "optimizer": cfg.optimizer,
                   "checkpointing": ckpt, "attention": cfg.attention}
             rows = runner.call("workbook.memory.measure:measure_breakdown", {**kw, "seed": seed},
