@@ -257,7 +257,7 @@ class RecomputeConfig:
 
 RECOMPUTE_PRESETS = {
     "small": RecomputeConfig(n_layer=2, d_model=64, n_head=4, vocab=512, seq_len=128, batch=4,
-                             precision="fp32", steps=3, repeats=5),
+                             precision="fp32", steps=3, repeats=7),
     "full": RecomputeConfig(n_layer=12, d_model=768, n_head=12, vocab=50304, seq_len=1024,
                             batch=8, precision="amp_bf16", steps=10, repeats=7),
 }

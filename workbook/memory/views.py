@@ -61,23 +61,31 @@ def memory_explorer() -> Any:
 
 @takes_rows
 def breakdown_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per component: formula beside each measurement method, in MB."""
-    ok = rows[rows["status"] == "ok"]
-    table = ok.pivot_table(index=["seq_len", "checkpointing", "component"],
-                           columns="method", values="value", aggfunc="mean") / 1e6
-    return table.round(2).reset_index()
+    """One row per device and component: formula beside each measurement method, in MB
+    (this machine's rows first, other devices' recorded rows after them)."""
+    out = []
+    for where, part in by_device(rows):
+        ok = part[part["status"] == "ok"]
+        table = ok.pivot_table(index=["seq_len", "checkpointing", "component"],
+                               columns="method", values="value", aggfunc="mean") / 1e6
+        out.append(table.round(2).reset_index().assign(where=where))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
 @takes_rows
 def plot_breakdown(rows: pd.DataFrame, seq_len: int, title: str = "") -> Any:
-    """Grouped bars per component: formula vs each measurement method, ckpt off and on."""
+    """Grouped bars per component: formula vs each measurement method, ckpt off and on, for
+    the first device in the rows (this machine's, where it measured)."""
     from workbook import plots
 
-    ok = rows[(rows["status"] == "ok") & (rows["seq_len"] == seq_len)]
-    fig = plots.figure(plots.title_with_source(title or f"Memory by component, seq_len "
-                                               f"{seq_len}", ok), "component", "MB")
-    for i, ((ckpt, method), part) in enumerate(ok.groupby(["checkpointing", "method"])):
-        fig.add_bar(x=part["component"], y=part["value"] / 1e6,
+    devices = by_device(rows)
+    where, part = devices[0] if devices else ("", rows)
+    ok = part[(part["status"] == "ok") & (part["seq_len"] == seq_len)]
+    ok = ok[~ok["component"].isin(["peak in forward", "peak in backward", "peak in step"])]
+    fig = plots.figure(f"{title or f'Memory by component, seq_len {seq_len}'}<br><sup>{where}"
+                       "</sup>", "component", "MB")
+    for i, ((ckpt, method), g) in enumerate(ok.groupby(["checkpointing", "method"])):
+        fig.add_bar(x=g["component"], y=g["value"] / 1e6,
                     name=f"{method}{' (ckpt)' if ckpt in (True, 'True') else ''}",
                     marker_color=plots.COLORS[i % len(plots.COLORS)])
     fig.update_layout(barmode="group")
@@ -163,7 +171,7 @@ def sweep_claims(rows: pd.DataFrame) -> list[Claim]:
     words = {"eager": "eager attention's activations grow with the s² term (formula's k over "
                       "the same lengths)",
              "sdpa": "fused attention (SDPA/flash) activations grow ~s (k = 1)",
-             "eager − sdpa": "the s×s matrices eager attention adds grow ~s² (k = 2)"}
+             "eager s×s": "the s×s matrices eager attention saves grow ~s² (k = 2)"}
     out = []
     for series, text in words.items():
         if series in k.index:
@@ -172,6 +180,13 @@ def sweep_claims(rows: pd.DataFrame) -> list[Claim]:
                              "lecture (attention memory O(s²) vs FlashAttention O(s))",
                              float(r["formula k"]), float(r["measured k"]), "k",
                              str(r["where"]), rel_tol=0.0, abs_tol=EXPONENT_TOL))
+    per = score_bytes_per_element(rows)
+    if len(per):
+        r = per.iloc[0]
+        out.append(Claim(f"bytes kept per attention-matrix element ({r['precision']}, "
+                         f"seq_len {r['seq_len']})", "Korthikanti et al. 2022 (e bytes per "
+                         "softmax output, no dropout)", float(r["formula bytes/element"]),
+                         float(r["measured bytes/element"]), "bytes", str(r["where"])))
     return out
 
 
@@ -301,14 +316,34 @@ def sweep_exponents(rows: pd.DataFrame) -> pd.DataFrame:
                         "lengths": ", ".join(str(int(s)) for s in m.index),
                         "measured k": fit_exponent(list(m.index), list(m)),
                         "formula k": fit_exponent(list(p.index), list(p))})
-        if {"eager", "sdpa"} <= set(meas.columns):
-            diff = (meas["eager"] - meas["sdpa"]).dropna()
-            diff = diff[diff > 0]
-            if len(diff) >= 2:
-                out.append({"where": where, "series": "eager − sdpa", "method": method,
-                            "lengths": ", ".join(str(int(s)) for s in diff.index),
-                            "measured k": fit_exponent(list(diff.index), list(diff)),
-                            "formula k": 2.0})
+        scores = ok[(ok["method"] == "saved scores") & (ok["attention"] == "eager")]
+        scores = scores[scores["value"] > 0].sort_values("seq_len")
+        if len(scores) >= 2:
+            out.append({"where": where, "series": "eager s×s", "method": "saved scores",
+                        "lengths": ", ".join(str(int(s)) for s in scores["seq_len"]),
+                        "measured k": fit_exponent(list(scores["seq_len"]),
+                                                   list(scores["value"])),
+                        "formula k": 2.0})
+    return pd.DataFrame(out)
+
+
+@takes_rows
+def score_bytes_per_element(rows: pd.DataFrame) -> pd.DataFrame:
+    """Bytes eager attention keeps per element of the s×s matrices (b·a·s² of them per
+    layer), measured (``saved scores``) beside the formula's, at the longest length that ran,
+    per device. Under autocast the softmax runs in fp32 and its bf16 copy is kept too."""
+    out = []
+    for where, part in by_device(rows):
+        ok = part[(part["status"] == "ok") & (part["attention"] == "eager")]
+        s = ok[ok["method"] == "saved scores"]["seq_len"].max()
+        if pd.isna(s):
+            continue
+        g = ok[ok["seq_len"] == s].set_index("method")["value"]
+        r = ok.iloc[0]
+        n = int(r["n_layer"]) * int(r["n_head"]) * int(r["batch"]) * int(s) ** 2
+        out.append({"where": where, "seq_len": int(s), "precision": r["precision"],
+                    "formula bytes/element": g.get("formula scores", math.nan) / n,
+                    "measured bytes/element": g.get("saved scores", math.nan) / n})
     return pd.DataFrame(out)
 
 
@@ -431,8 +466,7 @@ def gap_table(rows: pd.DataFrame) -> pd.DataFrame:
                  ("optimizer states", formula["optimizer"], held["optimizer"]),
                  ("activations: s×s attention matrices", formula["attention scores"], scores),
                  ("activations: the rest", formula["activations"] - formula["attention scores"],
-                  held["activations"] - (0.0 if math.isnan(scores) else scores)
-                  if not math.isnan(scores) else math.nan),
+                  held["activations"] - scores),
                  ("activations (all)", formula["activations"], held["activations"]),
                  ("transients at the peak", 0.0, peak - sum(held.values())),
                  ("peak (allocated)", formula["peak"], peak),
@@ -460,12 +494,11 @@ def gap_caption(rows: pd.DataFrame) -> str:
     parts = [f"**{where}**, seq_len {seq}, checkpointing {t['checkpointing'].iloc[0]}: the "
              f"measured peak is {peak['measured GB']:.2f} GB against the formula's "
              f"{peak['formula GB']:.2f} GB, {peak['Δ GB']:+.2f} GB. Item by item:"]
-    rest = t.drop(index=["peak (allocated)", "activations (all)"])
     split = not math.isnan(t.loc["activations: s×s attention matrices", "measured GB"])
-    if not split:
-        rest = rest.drop(index=["activations: s×s attention matrices", "activations: the rest"])
-        rest.loc["activations (all)"] = t.loc["activations (all)"]
-    for item, r in rest.iterrows():
+    skip = ["peak (allocated)"] + (["activations (all)"] if split else
+                                   ["activations: s×s attention matrices",
+                                    "activations: the rest"])
+    for item, r in t.drop(index=skip).iterrows():
         if math.isnan(r["measured GB"]):
             continue
         parts.append(f"- {item}: {r['measured GB']:.2f} GB measured, {r['formula GB']:.2f} GB "
@@ -475,3 +508,52 @@ def gap_caption(rows: pd.DataFrame) -> str:
     parts.append(f"\nThe transients are {trans / logits:.1f}× one b·s·V tensor of fp32 logits "
                  f"({logits:.2f} GB), the unit the loss's temporaries come in.")
     return "\n".join(parts)
+
+
+@takes_rows
+def sweep_caption(rows: pd.DataFrame) -> str:
+    """The sweep in words (Markdown) for the first device in the rows (this machine where it
+    measured), every number read from the rows."""
+    k = sweep_exponents(rows)
+    if k.empty:
+        return "No activation sweep here or in the ledger yet."
+    where = k["where"].iloc[0]
+    table = sweep_table(rows)
+    t = table[table["where"] == where]
+    k = k[k["where"] == where].set_index("series")
+    col = "peak (MB)" if k["method"].iloc[0] == "peak" else "saved (MB)"
+    parts = [f"**{where}** ({k['method'].iloc[0]}):"]
+    for attention in ("eager", "sdpa"):
+        ran = t[(t["attention"] == attention) & (t["status"] == "ok")]
+        if attention not in k.index or ran.empty:
+            continue
+        lo, hi = ran.iloc[0], ran.iloc[-1]
+        parts.append(f"- {attention}: {lo[col]:.1f} MB at seq_len {lo['seq_len']} → "
+                     f"{hi[col]:.1f} MB at {hi['seq_len']} ({hi[col] / lo[col]:.1f}× for "
+                     f"{hi['seq_len'] / lo['seq_len']:.0f}× the length), k = "
+                     f"{k.loc[attention, 'measured k']:.2f} (formula "
+                     f"{k.loc[attention, 'formula k']:.2f})")
+    oom = t[t["status"] == "oom"]
+    if len(oom):
+        where_oom = [f"{a} at {s}" for a, s in zip(oom["attention"], oom["seq_len"], strict=True)]
+        parts.append(f"- did not fit (oom): {', '.join(where_oom)}")
+    return "\n".join(parts)
+
+
+@takes_rows
+def recompute_caption(rows: pd.DataFrame) -> str:
+    """Checkpointing's price in words (Markdown), every number read from the rows."""
+    table = recompute_table(rows)
+    if table.empty:
+        return "No checkpointing timings here or in the ledger yet."
+    r, blocks = table.iloc[0], "predicted: blocks' forward"
+    mem = (f"peak {r['peak MB (no ckpt)']:.0f} → {r['peak MB (ckpt)']:.0f} MB"
+           if not math.isnan(r["peak MB (no ckpt)"]) else
+           f"saved for backward {r['saved MB (no ckpt)']:.2f} → {r['saved MB (ckpt)']:.2f} MB")
+    return (f"**{r['where']}**: a step took {r['step ms (no ckpt)']:.1f} ms without "
+            f"checkpointing and {r['step ms (ckpt)']:.1f} ms with it (medians of "
+            f"{int(r['repeats'])} repeats): {r['overhead (median)']:+.0%} "
+            f"(repeats from {r['overhead low']:+.0%} to {r['overhead high']:+.0%}), against "
+            f"{r['predicted: one forward (lecture)']:+.0%} for one more forward and "
+            f"{r[blocks]:+.0%} for the blocks' "
+            f"forward alone; memory: {mem}.")
