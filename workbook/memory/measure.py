@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from workbook.config import WorkbookError
-from workbook.hardware import torch_device
+from workbook.hardware import detect, torch_device
 from workbook.memory.formulas import gpt_params
 from workbook.model import count_params
 from workbook.training import TrainConfig, make_optimizer, train
@@ -273,7 +273,7 @@ def largest_fit(d_model: int, n_head: int, vocab: int, seq_len: int, batch: int,
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if probe(mid) else (lo, mid)
-    total = float(torch.cuda.get_device_properties(0).total_memory)
+    total = detect().memory_gb * 1e9  # the card, or $WORKBOOK_GPU_MEMORY_GB where set
     frame = pd.DataFrame(rows).assign(d_model=d_model, seq_len=seq_len, batch=batch,
                                       precision=precision, checkpointing=checkpointing,
                                       largest_fitting_layers=lo, gpu_bytes=total)
