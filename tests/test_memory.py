@@ -22,6 +22,7 @@ from workbook.memory import (
     gap_table,
     lecture_175b,
     measure_breakdown,
+    plot_breakdown,
     plot_seq_sweep,
     recompute_caption,
     recompute_claims,
@@ -237,4 +238,9 @@ def test_breakdown_split_on_cpu(breakdown) -> None:
     rows = breakdown[False].set_index(["component", "method"])["value"]
     assert 0 < rows[("attention scores", "saved")] < rows[("activations", "saved")], (
         "eager attention's s×s matrices are part of what is saved")
-    assert gap_caption(breakdown[False].assign(device="cpu-test")).startswith("No breakdown")
+    here = breakdown[False].assign(device="cpu-test", seq_len=64, checkpointing=False)
+    assert gap_caption(here).startswith("No breakdown")
+    other = here.assign(device="other", seq_len=4096)
+    fig = plot_breakdown(pd.concat([here, other], ignore_index=True))
+    assert len(fig.data) > 0 and "cpu-test" in fig.layout.title.text, (
+        "the first device's own longest seq_len, not the longest of all devices")

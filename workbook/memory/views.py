@@ -73,13 +73,16 @@ def breakdown_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @takes_rows
-def plot_breakdown(rows: pd.DataFrame, seq_len: int, title: str = "") -> Any:
+def plot_breakdown(rows: pd.DataFrame, seq_len: int | None = None, title: str = "") -> Any:
     """Grouped bars per component: formula vs each measurement method, ckpt off and on, for
-    the first device in the rows (this machine's, where it measured)."""
+    the first device in the rows (this machine's, where it measured) at ``seq_len`` (default:
+    that device's longest)."""
     from workbook import plots
 
     devices = by_device(rows)
     where, part = devices[0] if devices else ("", rows)
+    if seq_len is None:
+        seq_len = int(part["seq_len"].max()) if len(part) else 0
     ok = part[(part["status"] == "ok") & (part["seq_len"] == seq_len)]
     ok = ok[~ok["component"].isin(["peak in forward", "peak in backward", "peak in step"])]
     fig = plots.figure(f"{title or f'Memory by component, seq_len {seq_len}'}<br><sup>{where}"
