@@ -306,11 +306,11 @@ EXPERIMENTS = [
                        "measured beside the formula with and without its s² term",
                notebook="04_memory", run=run_activation_sweep, presets=SWEEP_PRESETS,
                min_gpus={"small": 0, "full": 1}, timeout_s=900,
-               typical_s={"small": 8, "full": 60}),
+               typical_s={"small": 15, "full": 40}),
     Experiment(name="memory_recompute",
                summary="activation checkpointing: step time (recompute) and memory, with and "
                        "without, beside one extra forward's FLOPs",
                notebook="04_memory", run=run_recompute, presets=RECOMPUTE_PRESETS,
                min_gpus={"small": 0, "full": 1}, timeout_s=900,
-               typical_s={"small": 8, "full": 60}),
+               typical_s={"small": 15, "full": 40}),
 ]
