@@ -244,3 +244,23 @@ def test_breakdown_split_on_cpu(breakdown) -> None:
     fig = plot_breakdown(pd.concat([here, other], ignore_index=True))
     assert len(fig.data) > 0 and "cpu-test" in fig.layout.title.text, (
         "the first device's own longest seq_len, not the longest of all devices")
+
+
+def test_gap_table_splits_scores_and_names_the_peak_phase() -> None:
+    shape = {"n_params": 1000, "n_layer": 1, "d_model": 8, "n_head": 2, "vocab": 16,
+             "seq_len": 4, "batch": 1, "precision": "fp32", "optimizer": "adamw",
+             "checkpointing": "False", "attention": "eager", "device": "GPU-x",
+             "status": "ok", "source": "measured"}
+    got = {("params", "allocator"): 4000, ("grads", "allocator"): 4100,
+           ("optimizer", "allocator"): 8000, ("activations", "allocator"): 3000,
+           ("attention scores", "saved"): 1000, ("peak", "allocator"): 21000,
+           ("peak in forward", "allocator"): 19500, ("peak in backward", "allocator"): 21000,
+           ("peak in step", "allocator"): 20000, ("allocator reserve", "allocator"): 500,
+           ("CUDA context", "allocator"): 700}
+    rows = pd.DataFrame([{**shape, "component": c, "method": m, "value": float(v)}
+                         for (c, m), v in got.items()])
+    t = gap_table(rows).set_index("item")["measured GB"] * 1e9
+    assert t["activations: the rest"] == pytest.approx(2000), "activations minus the s×s part"
+    assert t["transients at the peak"] == pytest.approx(21000 - 19100), "peak minus held"
+    caption = gap_caption(rows)
+    assert "The peak falls in the backward" in caption and "CUDA context" in caption

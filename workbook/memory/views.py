@@ -477,12 +477,15 @@ def gap_table(rows: pd.DataFrame) -> pd.DataFrame:
                   got.get(("allocator reserve", "allocator"), math.nan)),
                  ("CUDA context (not in the count)", 0.0,
                   got.get(("CUDA context", "allocator"), math.nan))]
+        items += [(f"peak in {phase}", math.nan, got.get((f"peak in {phase}", "allocator"),
+                                                         math.nan))
+                  for phase in ("forward", "backward", "step")]
         for item, f, m in items:
             out.append({"where": where, "seq_len": int(key[0]), "checkpointing": key[1],
                         "item": item, "formula GB": f / GB, "measured GB": m / GB,
                         "Δ GB": (m - f) / GB,
                         "one fp32 logits tensor GB": formula["logits (fp32)"] / GB})
-    return pd.DataFrame(out).round(3)
+    return pd.DataFrame(out)
 
 
 @takes_rows
@@ -498,7 +501,8 @@ def gap_caption(rows: pd.DataFrame) -> str:
              f"measured peak is {peak['measured GB']:.2f} GB against the formula's "
              f"{peak['formula GB']:.2f} GB, {peak['Δ GB']:+.2f} GB. Item by item:"]
     split = not math.isnan(t.loc["activations: s×s attention matrices", "measured GB"])
-    skip = ["peak (allocated)"] + (["activations (all)"] if split else
+    phases = [f"peak in {p}" for p in ("forward", "backward", "step")]
+    skip = ["peak (allocated)", *phases] + (["activations (all)"] if split else
                                    ["activations: s×s attention matrices",
                                     "activations: the rest"])
     for item, r in t.drop(index=skip).iterrows():
@@ -510,6 +514,11 @@ def gap_caption(rows: pd.DataFrame) -> str:
     logits = t["one fp32 logits tensor GB"].iloc[0]
     parts.append(f"\nThe transients are {trans / logits:.1f}× one b·s·V tensor of fp32 logits "
                  f"({logits:.2f} GB), the unit the loss's temporaries come in.")
+    at = t.loc[phases, "measured GB"].dropna()
+    if len(at):
+        each = ", ".join(f"{k.removeprefix('peak in ')} {v:.2f} GB" for k, v in at.items())
+        parts.append(f"The peak falls in the {at.idxmax().removeprefix('peak in ')} "
+                     f"(each phase's peak: {each}).")
     return "\n".join(parts)
 
 
