@@ -180,7 +180,8 @@ def sweep_claims(rows: pd.DataFrame) -> list[Claim]:
         if series in k.index:
             r = k.loc[series]
             out.append(Claim(f"{text}; seq_len {r['lengths']}, {r['method']}",
-                             "lecture (attention memory O(s²) vs FlashAttention O(s))",
+                             "lecture 6.4 (standard attention O(N²) memory, FlashAttention "
+                             "O(N))",
                              float(r["formula k"]), float(r["measured k"]), "k",
                              str(r["where"]), rel_tol=0.0, abs_tol=EXPONENT_TOL))
     per = score_bytes_per_element(rows)
@@ -203,8 +204,8 @@ def recompute_claims(rows: pd.DataFrame) -> list[Claim]:
         return []
     r = table.iloc[0]
     out = []
-    for col, source in (("predicted: one forward (lecture)", "lecture: one extra forward, "
-                         "+33 % of a step's FLOPs"),
+    for col, source in (("predicted: one forward (lecture)", "one extra forward: 2 of a "
+                         "step's 6 FLOPs per parameter-token (Chen et al. 2016)"),
                         ("predicted: blocks' forward", "formula: the blocks' forward over the "
                          "step's FLOPs (the LM head is not recomputed)")):
         out.append(Claim(f"checkpointing's step-time overhead ({int(r['repeats'])} repeats)",
