@@ -80,8 +80,10 @@ class BreakdownConfig:
 BREAKDOWN_PRESETS = {
     "small": BreakdownConfig(n_layer=2, d_model=64, n_head=4, vocab=512, seq_lens=(128,),
                              batch=2, precision="fp32", optimizer="adamw"),
+    # one length: memory_seq_sweep covers seq_len; two fresh processes (ckpt off, on) instead
+    # of six keep 04's Run All on a GPU inside its budget
     "full": BreakdownConfig(n_layer=12, d_model=768, n_head=12, vocab=50304,
-                            seq_lens=(256, 512, 1024), batch=8, precision="amp_bf16",
+                            seq_lens=(1024,), batch=8, precision="amp_bf16",
                             optimizer="adamw"),
 }
 
