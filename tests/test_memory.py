@@ -264,3 +264,21 @@ def test_gap_table_splits_scores_and_names_the_peak_phase() -> None:
     assert t["transients at the peak"] == pytest.approx(21000 - 19100), "peak minus held"
     caption = gap_caption(rows)
     assert "The peak falls in the backward" in caption and "CUDA context" in caption
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the allocator's peak needs a GPU")
+def test_gpu_sweep_peak_and_breakdown_gap_items() -> None:
+    cfg = SweepConfig(n_layer=2, d_model=64, n_head=4, vocab=512, seq_lens=(128, 256, 512),
+                      batch=2, precision="amp_bf16")
+    rows = run_activation_sweep(cfg, seed=0).assign(device="gpu-test")
+    peak = rows[rows["method"] == "peak"].set_index(["attention", "seq_len"])["value"]
+    saved = rows[rows["method"] == "saved"].set_index(["attention", "seq_len"])["value"]
+    assert (peak > 0.9 * saved).all(), "the forward's peak holds what it saved for backward"
+    got = measure_breakdown(2, 64, 4, 512, 128, 2, "amp_bf16", "adamw", False, "eager", 0)
+    got = got.assign(n_layer=2, d_model=64, n_head=4, vocab=512, seq_len=128, batch=2,
+                     precision="amp_bf16", optimizer="adamw", checkpointing="False",
+                     attention="eager", device="gpu-test", source="measured")
+    t = gap_table(got).set_index("item")["measured GB"]
+    assert t[["peak in forward", "peak in backward", "peak in step"]].max() == pytest.approx(
+        t["peak (allocated)"]), "the peak is the largest phase's"
+    assert t["CUDA context (not in the count)"] > 0
