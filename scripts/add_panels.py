@@ -29,7 +29,7 @@ PANELS = {
         '    y="val_loss", group="budget", title="One IsoFLOP curve per run")\n'
         'isoflop'),
     "04_memory": (
-        "## 5 · The largest model that fits this GPU",
+        "## 4 · The formula's largest gap, item by item",
         "**Try it:** double `batch`, then `seq_lens`, with and without `checkpointing`: each Run "
         "adds the measured activation bytes (●) beside the formula's (◇) for the same settings.",
         'activations = widgets.ExperimentPanel(\n'
