@@ -77,6 +77,11 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     low, high = _number("low", low), _number("high", high)
     if math.isnan(predicted) or math.isnan(measured):
         return "n/a (not measured)"
+    if kind in ("at_least", "at_most") and not (math.isnan(low) or math.isnan(high)):
+        # "A beats B" with the measurement's interval (seeds, bootstrap): it holds only when the
+        # whole interval clears the bound, is wrong when the whole interval lies on the other
+        # side, and is no verdict either way while the bound lies inside it
+        return _bound_by_interval(predicted, low, high, kind)
     if kind in ("at_least", "at_most") and abs_tol > 0:
         # "A beats B" with a stated resolution: a gap inside it is noise, not a verdict
         gap = (measured - predicted) * (1 if kind == "at_least" else -1)
@@ -112,10 +117,34 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     return f"off: measured {factor:.2g}× {direction}"
 
 
+def fixed(value: float) -> str:
+    """A number for a verdict's text: three significant digits, never 1e+03 (large and tiny
+    numbers as :func:`readable` writes them)."""
+    text = f"{value:.3g}"
+    return readable(value) if "e" in text else text
+
+
+def _bound_by_interval(predicted: float, low: float, high: float, kind: str) -> str:
+    if low > high:
+        raise WorkbookError(f"interval=({low}, {high}) is not allowed; allowed: low <= high")
+    span = f"[{fixed(low)}, {fixed(high)}]"
+    above, below = low > predicted, high < predicted
+    if (above and kind == "at_least") or (below and kind == "at_most"):
+        side = "above" if kind == "at_least" else "below"
+        return f"holds ({span} lies {side} {fixed(predicted)})"
+    if above or below:
+        side = "above" if above else "below"
+        return f"wrong: the other way ({span} lies {side} {fixed(predicted)})"
+    return f"inconclusive: {fixed(predicted)} inside {span} (the data cannot tell)"
+
+
 def holds_if(claim: Claim) -> str:
     """The rule a claim is judged by, in words: the table states its tolerance."""
     if claim.kind in ("at_least", "at_most"):
         sign = "≥" if claim.kind == "at_least" else "≤"
+        if math.isfinite(claim.low) and math.isfinite(claim.high):
+            word = "above" if claim.kind == "at_least" else "below"
+            return f"the measured interval lies wholly {word} {fixed(claim.predicted)}"
         if claim.abs_tol:
             word = "above" if claim.kind == "at_least" else "below"
             return f"{word} {claim.predicted:.3g} by more than {claim.abs_tol:.2g} (noise)"
@@ -167,6 +196,15 @@ class ClaimsTable(pd.DataFrame):
         styled = pd.DataFrame(self).style.format(readable, subset=numeric).hide(axis="index")
         return styled.set_properties(**{"text-align": "left", "white-space": "normal"}) \
             .to_html()
+
+    def __repr__(self) -> str:  # the text view too: no cell cut at 50 characters ("2026-11-...")
+        numeric = [c for c in ("predicted", "measured", "low", "high") if c in self.columns]
+        shown = pd.DataFrame(self).astype(object)
+        for column in numeric:
+            shown[column] = [readable(v) for v in self[column]]
+        with pd.option_context("display.max_colwidth", None, "display.width", None,
+                               "display.max_columns", None):
+            return shown.to_string(index=False)
 
 
 def claims_table(claims: list[Claim]) -> pd.DataFrame:

@@ -12,6 +12,7 @@
 from workbook.sft.experiments import (
     EXPERIMENTS,
     MASKING_PRESETS,
+    UNITS,
     MaskingConfig,
     base_model,
     run_masking,
@@ -60,17 +61,23 @@ from workbook.sft.replies import (
     score_replies,
 )
 from workbook.sft.views import (
+    POLICY_PAIR,
     curves_figure,
     final_scores,
     final_value,
     loss_claims,
+    masking_caption,
     masking_claims,
     masking_explorer,
+    mean_interval,
+    paired_differences,
+    seed_summary,
     token_view_html,
 )
 
 __all__ = [
-    "EXPERIMENTS", "MASKING_PRESETS", "MaskingConfig", "base_model", "run_masking", "train_sft",
+    "EXPERIMENTS", "MASKING_PRESETS", "UNITS", "MaskingConfig", "base_model", "run_masking",
+    "train_sft",
     "ASSISTANT", "CHAT_TEMPLATE", "END", "IGNORE_INDEX", "POLICIES", "USER", "Encoded",
     "chat_tokenizer", "collate", "encode_chat", "library_assistant_mask", "masked_lm_loss",
     "next_token_targets", "objective_table", "prepare_model", "render", "token_losses",
@@ -79,6 +86,7 @@ __all__ = [
     "validate_record",
     "answer_loss", "generate_replies", "greedy", "make_evaluator", "role_losses",
     "score_replies",
-    "curves_figure", "final_scores", "final_value", "loss_claims", "masking_claims",
-    "masking_explorer", "token_view_html",
+    "POLICY_PAIR", "curves_figure", "final_scores", "final_value", "loss_claims",
+    "masking_caption", "masking_claims", "masking_explorer", "mean_interval",
+    "paired_differences", "seed_summary", "token_view_html",
 ]
