@@ -62,6 +62,7 @@ from workbook.sft.replies import (
 )
 from workbook.sft.views import (
     POLICY_PAIR,
+    MaskingRows,
     curves_figure,
     final_scores,
     final_value,
@@ -86,7 +87,7 @@ __all__ = [
     "validate_record",
     "answer_loss", "generate_replies", "greedy", "make_evaluator", "role_losses",
     "score_replies",
-    "POLICY_PAIR", "curves_figure", "final_scores", "final_value", "loss_claims",
+    "POLICY_PAIR", "MaskingRows", "curves_figure", "final_scores", "final_value", "loss_claims",
     "masking_caption", "masking_claims", "masking_explorer", "mean_interval",
     "paired_differences", "seed_summary", "token_view_html",
 ]

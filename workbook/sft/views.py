@@ -13,8 +13,9 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from workbook import registry
 from workbook.claims import Claim, claims_table
-from workbook.config import WorkbookError, check_range, takes_rows
+from workbook.config import WorkbookError, check_range, check_rows, takes_rows
 from workbook.results import preset_of, where_label
 from workbook.sft.experiments import MASKING_PRESETS, UNITS
 from workbook.sft.masking import IGNORE_INDEX, POLICIES, Encoded, encode_chat, token_losses
@@ -185,6 +186,30 @@ def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
                         "interval": method})
     return pd.DataFrame(out, columns=["where", "metric", "unit", "seeds", "difference", "low",
                                       "high", "interval"])
+
+
+class MaskingRows:
+    """The rows notebook 09 shows, by the workbook's one rule (``registry.with_references``):
+    the rows of a run on this machine are *the* numbers; the ledger's rows of other devices
+    stand beside them as labelled references. Give :meth:`keep` to
+    ``widgets.run_or_button("sft_masking", ...)``: it keeps the rows (at once where the run is
+    quick, else when its button is pressed) and shows the per-seed summary."""
+
+    experiment = "sft_masking"
+
+    def __init__(self) -> None:
+        self.live = pd.DataFrame()
+
+    def keep(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Keep ``rows`` (a live run's, or the recorded ones where this machine cannot run
+        it) and return :func:`seed_summary` of what the notebook now shows."""
+        check_rows("rows", rows)
+        self.live = rows
+        return seed_summary(self.shown())
+
+    def shown(self) -> pd.DataFrame:
+        """This machine's rows (none until the run has finished), then the references."""
+        return registry.with_references(self.experiment, self.live)
 
 
 def _interval_words(row: pd.Series, better: str) -> str:
