@@ -277,6 +277,12 @@ def test_this_machines_rows_come_first_and_references_are_labelled():
     assert summary["where"].iloc[0] == "this machine (CPU (x86_64, 2 cores))"
     assert summary["where"].iloc[-1].startswith("recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22")
     assert set(summary["seeds"]) == {1, 3}
+    table = sft.seed_table(shown)
+    assert len(table) == 4 and table["where"].iloc[-1] in table._repr_html_(), "shown in full"
+    cell = table.loc[0, "exact_match (fraction)"]
+    mean, low, high = sft.mean_interval([0.5, 0.6, 0.7])
+    assert cell == f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+    assert table.loc[3, "exact_match (fraction)"] in ("0.695", "0.691"), "one seed: the mean"
     claims = sft.masking_claims(shown)
     assert claims["where"].tolist()[0].startswith("this machine")
     recorded = claims[claims["where"].str.startswith("recorded")]

@@ -73,6 +73,7 @@ from workbook.sft.views import (
     mean_interval,
     paired_differences,
     seed_summary,
+    seed_table,
     token_view_html,
 )
 
@@ -89,5 +90,5 @@ __all__ = [
     "score_replies",
     "POLICY_PAIR", "MaskingRows", "curves_figure", "final_scores", "final_value", "loss_claims",
     "masking_caption", "masking_claims", "masking_explorer", "mean_interval",
-    "paired_differences", "seed_summary", "token_view_html",
+    "paired_differences", "seed_summary", "seed_table", "token_view_html",
 ]

@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 
 from workbook import registry
-from workbook.claims import Claim, claims_table
+from workbook.claims import Claim, ClaimsTable, claims_table
 from workbook.config import WorkbookError, check_range, check_rows, takes_rows
 from workbook.results import preset_of, where_label
 from workbook.sft.experiments import MASKING_PRESETS, UNITS
@@ -158,6 +158,26 @@ def seed_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @takes_rows
+def seed_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`seed_summary` for reading: one row per place measured and policy, each score as
+    'mean [low, high]' (95 %, over the seeds; the mean alone for one seed), shown in full."""
+    summary = seed_summary(rows)
+    if summary.empty:
+        return ClaimsTable(summary)
+
+    def cell(row: pd.Series) -> str:
+        if not (math.isfinite(row["low"]) and math.isfinite(row["high"])):
+            return f"{row['mean']:.3f}"
+        return f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+
+    summary = summary.assign(cell=summary.apply(cell, axis=1),
+                             metric=summary["metric"] + " (" + summary["unit"] + ")")
+    wide = summary.pivot_table(index=["where", "policy", "seeds"], columns="metric",
+                               values="cell", aggfunc="first", sort=False)
+    return ClaimsTable(wide.reset_index().rename_axis(columns=None))
+
+
+@takes_rows
 def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
     """Per place measured and score: answer-only minus whole-sequence, seed by seed (both
     policies of a seed saw the same chats and held-out items), its mean and 95 % interval
@@ -202,10 +222,10 @@ class MaskingRows:
 
     def keep(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Keep ``rows`` (a live run's, or the recorded ones where this machine cannot run
-        it) and return :func:`seed_summary` of what the notebook now shows."""
+        it) and return :func:`seed_table` of what the notebook now shows."""
         check_rows("rows", rows)
         self.live = rows
-        return seed_summary(self.shown())
+        return seed_table(self.shown())
 
     def shown(self) -> pd.DataFrame:
         """This machine's rows (none until the run has finished), then the references."""
