@@ -140,7 +140,12 @@ def test_a_large_or_tiny_bound_reads_in_fixed_notation():
 
     assert verdict(0.0, 3e-5, interval=(1e-5, 5e-5), kind="at_least") == (
         "holds ([1×10⁻⁵, 5×10⁻⁵] lies above 0)")
-    assert [fixed(v) for v in (0.0123, 2.5e9, 41.2)] == ["0.0123", "2.5×10⁹", "41.2"]
+    assert [fixed(v) for v in (0.0123, 2.5e9, 41.2, 999.6, -3.4e-5)] == [
+        "0.0123", "2.5×10⁹", "41.2", "1×10³", "-3.4×10⁻⁵"]
+    # every rule's numbers: a budget of 4 TB, a tiny zero-prediction gap, a large factor
+    assert verdict(4e12, 3.2e12, kind="at_most") == "holds (3.2×10¹² ≤ 4×10¹²)"
+    assert verdict(0.0, 3.4e-5, abs_tol=1e-4) == "holds (|Δ| = 3.4×10⁻⁵ ≤ 0.0001)"
+    assert verdict(1.0, 2.5e4) == "off: measured 2.5×10⁴× higher"
 
 
 def test_claims_table_text_shows_where_in_full():
