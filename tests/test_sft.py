@@ -320,3 +320,15 @@ def test_a_template_without_an_assistant_block_is_refused(tok):
         "{% endgeneration %}", "")
     with pytest.raises(WorkbookError, match="generation"):
         sft.library_assistant_mask(_chat("Add: 1 + 1", "2", rid="no-block"), plain)
+
+
+def test_mean_over_seeds_keeps_one_point_per_step_and_policy():
+    rows = _scores({"answer_only": [0.2, 0.4, 0.6], "whole_sequence": [0.1, 0.1, 0.4]},
+                   {"answer_only": [1.0, 2.0, 3.0], "whole_sequence": [2.0, 2.0, 2.0]},
+                   source="measured", device="cpu", run=1)
+    mean = sft.mean_over_seeds(rows)
+    assert len(mean) == len(rows) // 3, "three seeds become one row"
+    last = mean[(mean["step"] == 600) & (mean["metric"] == "exact_match")].set_index("policy")
+    assert last.loc["answer_only", "value"] == pytest.approx(0.4)
+    assert last.loc["whole_sequence", "seed"] == "0,1,2"
+    assert list(mean.columns) == list(rows.columns), "every column kept, in order"

@@ -71,6 +71,7 @@ from workbook.sft.views import (
     masking_claims,
     masking_explorer,
     mean_interval,
+    mean_over_seeds,
     paired_differences,
     seed_summary,
     seed_table,
@@ -89,6 +90,6 @@ __all__ = [
     "answer_loss", "generate_replies", "greedy", "make_evaluator", "role_losses",
     "score_replies",
     "POLICY_PAIR", "MaskingRows", "curves_figure", "final_scores", "final_value", "loss_claims",
-    "masking_caption", "masking_claims", "masking_explorer", "mean_interval",
+    "masking_caption", "masking_claims", "masking_explorer", "mean_interval", "mean_over_seeds",
     "paired_differences", "seed_summary", "seed_table", "token_view_html",
 ]

@@ -272,16 +272,24 @@ def curves_figure(rows: pd.DataFrame, metric: str, title: str) -> Any:
     from workbook import plots
 
     part = rows[rows["metric"] == metric]
-    keys = [c for c in ("policy", "step", "source", "device", "unit", "status", "preset",
-                        "n_gpus") if c in part.columns]
-    how = {"value": "mean"}     # the mean over seeds; the seeds and date stay for the title
-    how.update({c: _joined for c in ("seed", "recorded_at") if c in part.columns})
-    mean = part.groupby(keys, dropna=False, sort=False).agg(how).reset_index() if len(
-        part) else part
+    mean = mean_over_seeds(part)   # the seeds and date stay for the title's provenance
     several = "device" in part.columns and part["device"].nunique() > 1
     return plots.compare(mean, x="step", group=["policy", "device"] if several else "policy",
                          title=title, x_title="SFT step",
                          y_title=f"{metric} ({part['unit'].iloc[0] if len(part) else ''})")
+
+
+@takes_rows
+def mean_over_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with each value the mean over the SFT seeds (every other column kept): one point
+    per step and policy for a figure, e.g. an ``ExperimentPanel``'s ``view``."""
+    if rows.empty or "seed" not in rows.columns:
+        return rows
+    keys = [c for c in rows.columns if c not in ("value", "seed", "recorded_at", "commit")]
+    how = {"value": "mean", "seed": _joined}
+    how.update({c: "first" for c in ("recorded_at", "commit") if c in rows.columns})
+    mean = rows.groupby(keys, dropna=False, sort=False).agg(how).reset_index()
+    return mean[[c for c in rows.columns if c in mean.columns]]
 
 
 def _joined(values: pd.Series) -> str:
