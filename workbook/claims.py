@@ -27,7 +27,9 @@ class Claim:
     ``kind``: ``equal`` (a number; holds within ``rel_tol``, or within ``abs_tol`` where the
     claim says so, e.g. a prediction of zero), ``at_least`` / ``at_most`` (a budget or a bound).
     ``low``/``high``: the measurement's interval (bootstrap, seeds); where given, the claim holds
-    only if the predicted value lies inside it.
+    only if the predicted value lies inside it, and a bound (``at_least``/``at_most``: "A beats
+    B", the difference against 0) holds only if the whole interval clears it ("inconclusive"
+    while the bound lies inside).
     """
 
     claim: str            # the lecture's words, paraphrased
