@@ -6,7 +6,8 @@
 * :mod:`~workbook.sft.replies` - scoring: greedy replies, exact match, echo, role losses;
 * :mod:`~workbook.sft.experiments` - ``sft_masking`` (``EXPERIMENTS``), trained with
   :func:`workbook.training.train`;
-* :mod:`~workbook.sft.views` - token views, the masking explorer, curves, claims tables.
+* :mod:`~workbook.sft.views` - token views, the masking explorer, curves (mean over seeds),
+  the per-seed summary and the paired difference with its 95 % interval, claims tables.
 """
 
 from workbook.sft.experiments import (

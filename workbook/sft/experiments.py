@@ -1,6 +1,8 @@
 """SFT's experiment ``sft_masking``: fine-tune the workbook's base model on procedurally
 generated tasks whose answers can be checked exactly, once with the loss on the answers and
-once on the whole sequence, with the same steps, batches and learning rate.
+once on the whole sequence, with the same steps, batches and learning rate; on each of the
+config's SFT seeds (its own chats, held-out items and batch order, shared by the policies), so
+that a difference between policies can be judged against the spread between seeds.
 
 Training is :func:`workbook.training.train` with the masked targets (-100 = no loss) from the
 ``batches`` hook: AdamW at a constant learning rate, no weight decay, gradients clipped at 1,
