@@ -252,7 +252,8 @@ def test_paired_difference_decides_the_claim_only_beyond_its_interval():
     assert diff.loc["exact_match", "difference"] == pytest.approx(0.04)
     assert diff.loc["exact_match", "low"] > 0 and diff.loc["exact_match", "seeds"] == 3
     table = sft.masking_claims(clear)
-    assert table["where"].iloc[0] == "this machine (NVIDIA H200)"
+    assert table["where"].iloc[0] == "this machine (NVIDIA H200), full preset", (
+        "the label comes from the rows: device and the preset they ran")
     assert table["verdict"].iloc[0].startswith("holds"), table["verdict"].iloc[0]
     assert table["verdict"].iloc[1].startswith("holds"), "a loss 0.1 lower on every seed"
     # 0.695 against 0.691 on average, but the seeds disagree: no verdict
@@ -274,8 +275,9 @@ def test_this_machines_rows_come_first_and_references_are_labelled():
                     recorded_at="2026-11-22T17:12:13Z")
     shown = pd.concat([there, here], ignore_index=True)
     summary = sft.seed_summary(shown)
-    assert summary["where"].iloc[0] == "this machine (CPU (x86_64, 2 cores))"
-    assert summary["where"].iloc[-1].startswith("recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22")
+    assert summary["where"].iloc[0] == "this machine (CPU (x86_64, 2 cores)), full preset"
+    assert summary["where"].iloc[-1] == (
+        "recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22, seed 0, full preset")
     assert set(summary["seeds"]) == {1, 3}
     table = sft.seed_table(shown)
     assert len(table) == 4 and table["where"].iloc[-1] in table._repr_html_(), "shown in full"

@@ -101,15 +101,19 @@ _SCORES = ("exact_match", "answer_loss", "writes_user_turn")
 
 def _by_provenance(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The rows split by where they were measured, this machine's first, each labelled as a
-    claims table labels it (:func:`workbook.results.where_label`)."""
+    claims table labels it (:func:`workbook.results.where_label`) and with the preset the rows
+    say was run: 'this machine (NVIDIA H200), full preset'."""
     if rows.empty:
         return []
     keys = [c for c in ("source", "device", "preset") if c in rows.columns]
-    if not keys:
-        return [(where_label(rows), rows)]
-    parts = [part for _, part in rows.groupby(keys, dropna=False, sort=False)]
+    parts = [part for _, part in rows.groupby(keys, dropna=False, sort=False)] if keys else [rows]
     parts.sort(key=lambda part: "source" in part and (part["source"] != "measured").any())
-    return [(where_label(part), part) for part in parts]
+    return [(_label(part), part) for part in parts]
+
+
+def _label(part: pd.DataFrame) -> str:
+    preset = preset_of(part, default="")
+    return where_label(part) + (f", {preset} preset" if preset else "")
 
 
 def _last_eval(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
