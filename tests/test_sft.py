@@ -256,6 +256,7 @@ def test_paired_difference_decides_the_claim_only_beyond_its_interval():
         "the label comes from the rows: device and the preset they ran")
     assert table["verdict"].iloc[0].startswith("holds"), table["verdict"].iloc[0]
     assert table["verdict"].iloc[1].startswith("holds"), "a loss 0.1 lower on every seed"
+    assert table["verdict"].iloc[2].startswith("n/a"), "no writes_user_turn rows: not measured"
     # 0.695 against 0.691 on average, but the seeds disagree: no verdict
     noisy = _scores({"answer_only": [0.69, 0.72, 0.675], "whole_sequence": [0.70, 0.68, 0.694]},
                     {"answer_only": [0.48, 0.50, 0.47], "whole_sequence": [0.49, 0.48, 0.50]},

@@ -336,22 +336,21 @@ def masking_claims(rows: pd.DataFrame, where: str | None = None) -> pd.DataFrame
                    _difference_claim("answer-only loss: lower held-out answer loss",
                                      diff["answer_loss"], "nats/token", "at_most", label,
                                      loss_tol if math.isfinite(loss_tol) else 0.0)]
-        user = {p: final_value(part, p, "writes_user_turn") for p in POLICY_PAIR}
-        claims.append(Claim("whole-sequence loss trains the model to write the prompt (user "
-                            "turn)", "lecture: 'do not train prompt echoing'",
-                            user["answer_only"], user["whole_sequence"], "fraction", label,
-                            kind="at_least", abs_tol=0.01))
+        claims.append(_difference_claim(
+            "whole-sequence loss trains the model to write the user's turn (answer-only does "
+            "so less often)", diff["writes_user_turn"], "fraction", "at_most", label,
+            source="lecture: 'do not train prompt echoing'"))
     return claims_table(claims)
 
 
 def _difference_claim(text: str, row: pd.Series | None, unit: str, kind: str, where: str,
-                      abs_tol: float = 0.0) -> Claim:
+                      abs_tol: float = 0.0, source: str = "lecture (SFT section)") -> Claim:
     """Answer-only minus whole-sequence against 0, with the difference's interval (where it
     has none, ``abs_tol`` is the noise stated instead)."""
     if row is None:
-        return Claim(text, "lecture (SFT section)", 0.0, math.nan, unit, where, kind=kind)
+        return Claim(text, source, 0.0, math.nan, unit, where, kind=kind)
     bounded = math.isfinite(row["low"]) and math.isfinite(row["high"])
-    return Claim(text, "lecture (SFT section)", 0.0, float(row["difference"]),
+    return Claim(text, source, 0.0, float(row["difference"]),
                  f"{unit}, answer-only − whole-sequence", where, kind=kind,
                  abs_tol=0.0 if bounded else abs_tol,
                  low=float(row["low"]), high=float(row["high"]))
