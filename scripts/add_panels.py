@@ -76,12 +76,14 @@ PANELS = {
         '    title="Hidden-state gradients flushed to zero, by loss scale")\n'
         'underflow_panel'),
     "09_sft": (
-        "### Recorded on a GPU (full preset)",
-        "**Try it:** pick masking policies, steps and a learning rate and press Run: each run adds "
-        "its held-out answer loss along training, one colour per policy.",
+        "### Other devices, and what this notebook used to say",
+        "**Try it:** pick masking policies, steps and a learning rate and press Run: each run "
+        "(all the preset's seeds) adds its held-out answer loss along training, the mean over\n"
+        "the seeds, one colour per policy.",
         'masking = widgets.ExperimentPanel(\n'
         '    "sft_masking", fields=["policies", "steps", "lr"], x="step", y="answer_loss",\n'
-        '    group="policy", title="Held-out answer loss by masking policy")\n'
+        '    group="policy", title="Held-out answer loss by masking policy (mean over seeds)",\n'
+        '    view=sft.mean_over_seeds)\n'
         'masking'),
     "11_lora": (
         "## Learning rate: LoRA wants a larger one",

@@ -27,7 +27,9 @@ class Claim:
     ``kind``: ``equal`` (a number; holds within ``rel_tol``, or within ``abs_tol`` where the
     claim says so, e.g. a prediction of zero), ``at_least`` / ``at_most`` (a budget or a bound).
     ``low``/``high``: the measurement's interval (bootstrap, seeds); where given, the claim holds
-    only if the predicted value lies inside it.
+    only if the predicted value lies inside it, and a bound (``at_least``/``at_most``: "A beats
+    B", the difference against 0) holds only if the whole interval clears it ("inconclusive"
+    while the bound lies inside).
     """
 
     claim: str            # the lecture's words, paraphrased
@@ -77,28 +79,35 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     low, high = _number("low", low), _number("high", high)
     if math.isnan(predicted) or math.isnan(measured):
         return "n/a (not measured)"
+    if kind in ("at_least", "at_most") and not (math.isnan(low) or math.isnan(high)):
+        # "A beats B" with the measurement's interval (seeds, bootstrap): it holds only when the
+        # whole interval clears the bound, is wrong when the whole interval lies on the other
+        # side, and is no verdict either way while the bound lies inside it
+        return _bound_by_interval(predicted, low, high, kind)
     if kind in ("at_least", "at_most") and abs_tol > 0:
         # "A beats B" with a stated resolution: a gap inside it is noise, not a verdict
         gap = (measured - predicted) * (1 if kind == "at_least" else -1)
         if abs(gap) <= abs_tol:
-            return f"inconclusive: |Δ| = {abs(gap):.2g} ≤ {abs_tol:.2g} (within noise)"
-        return (f"holds (by {gap:.2g} > {abs_tol:.2g})" if gap > 0
-                else f"wrong: the other way, by {-gap:.2g}")
+            return (f"inconclusive: |Δ| = {fixed(abs(gap), 2)} ≤ {fixed(abs_tol, 2)} "
+                    "(within noise)")
+        return (f"holds (by {fixed(gap, 2)} > {fixed(abs_tol, 2)})" if gap > 0
+                else f"wrong: the other way, by {fixed(-gap, 2)}")
     if kind == "at_least":
-        return (f"holds ({measured:.3g} ≥ {predicted:.3g})" if measured >= predicted
-                else f"missed: {measured:.3g} < {predicted:.3g}")
+        return (f"holds ({fixed(measured)} ≥ {fixed(predicted)})" if measured >= predicted
+                else f"missed: {fixed(measured)} < {fixed(predicted)}")
     if kind == "at_most":
-        return (f"holds ({measured:.3g} ≤ {predicted:.3g})" if measured <= predicted
-                else f"missed: {measured:.3g} > {predicted:.3g}")
+        return (f"holds ({fixed(measured)} ≤ {fixed(predicted)})" if measured <= predicted
+                else f"missed: {fixed(measured)} > {fixed(predicted)}")
     if not (math.isnan(low) or math.isnan(high)):
-        span = f"[{low:.3g}, {high:.3g}]"
+        span = f"[{fixed(low)}, {fixed(high)}]"
         if low <= predicted <= high:
-            return f"holds ({predicted:.3g} inside {span})"
+            return f"holds ({fixed(predicted)} inside {span})"
         side = "above" if predicted > high else "below"
-        return f"off: {predicted:.3g} lies {side} the measured {span}"
+        return f"off: {fixed(predicted)} lies {side} the measured {span}"
     gap = abs(measured - predicted)
     if gap <= abs_tol:
-        return "holds" if abs_tol == 0 else f"holds (|Δ| = {gap:.2g} ≤ {abs_tol:.2g})"
+        return "holds" if abs_tol == 0 else (
+            f"holds (|Δ| = {fixed(gap, 2)} ≤ {fixed(abs_tol, 2)})")
     if predicted == 0 or measured == 0:
         return "wrong (one side is zero)"
     ratio = measured / predicted
@@ -109,22 +118,50 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     factor = ratio if ratio >= 1 else 1 / ratio
     # "higher"/"lower" compares magnitudes: -3 against a predicted -1 is 3× higher in size
     direction = "higher" if ratio > 1 else "lower"
-    return f"off: measured {factor:.2g}× {direction}"
+    return f"off: measured {fixed(factor, 2)}× {direction}"
+
+
+def fixed(value: float, digits: int = 3) -> str:
+    """A number for a verdict's text: ``digits`` significant digits, never 1e+03 (a large or
+    tiny number as 2.5×10⁹, the way :func:`readable` writes it)."""
+    text = f"{value:.{digits}g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}×10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
+def _bound_by_interval(predicted: float, low: float, high: float, kind: str) -> str:
+    if low > high:
+        raise WorkbookError(f"interval=({low}, {high}) is not allowed; allowed: low <= high")
+    span = f"[{fixed(low)}, {fixed(high)}]"
+    above, below = low > predicted, high < predicted
+    if (above and kind == "at_least") or (below and kind == "at_most"):
+        side = "above" if kind == "at_least" else "below"
+        return f"holds ({span} lies {side} {fixed(predicted)})"
+    if above or below:
+        side = "above" if above else "below"
+        return f"wrong: the other way ({span} lies {side} {fixed(predicted)})"
+    return f"inconclusive: {fixed(predicted)} inside {span} (the data cannot tell)"
 
 
 def holds_if(claim: Claim) -> str:
     """The rule a claim is judged by, in words: the table states its tolerance."""
     if claim.kind in ("at_least", "at_most"):
         sign = "≥" if claim.kind == "at_least" else "≤"
+        if math.isfinite(claim.low) and math.isfinite(claim.high):
+            word = "above" if claim.kind == "at_least" else "below"
+            return f"the measured interval lies wholly {word} {fixed(claim.predicted)}"
         if claim.abs_tol:
             word = "above" if claim.kind == "at_least" else "below"
-            return f"{word} {claim.predicted:.3g} by more than {claim.abs_tol:.2g} (noise)"
-        return f"{sign} {claim.predicted:.3g}"
+            return (f"{word} {fixed(claim.predicted)} by more than "
+                    f"{fixed(claim.abs_tol, 2)} (noise)")
+        return f"{sign} {fixed(claim.predicted)}"
     if math.isfinite(claim.low) and math.isfinite(claim.high):
         return "claimed value inside the measured interval"
     parts = [f"within {claim.rel_tol:.0%}"] if claim.rel_tol else ["equal"]
     if claim.abs_tol:
-        parts.append(f"within ±{claim.abs_tol:.2g}")
+        parts.append(f"within ±{fixed(claim.abs_tol, 2)}")
     return " or ".join(parts)
 
 
@@ -167,6 +204,15 @@ class ClaimsTable(pd.DataFrame):
         styled = pd.DataFrame(self).style.format(readable, subset=numeric).hide(axis="index")
         return styled.set_properties(**{"text-align": "left", "white-space": "normal"}) \
             .to_html()
+
+    def __repr__(self) -> str:  # the text view too: no cell cut at 50 characters ("2026-11-...")
+        numeric = [c for c in ("predicted", "measured", "low", "high") if c in self.columns]
+        shown = pd.DataFrame(self).astype(object)
+        for column in numeric:
+            shown[column] = [readable(v) for v in self[column]]
+        with pd.option_context("display.max_colwidth", None, "display.width", None,
+                               "display.max_columns", None):
+            return shown.to_string(index=False)
 
 
 def claims_table(claims: list[Claim]) -> pd.DataFrame:
