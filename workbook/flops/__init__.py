@@ -14,6 +14,14 @@ time; achieved / peak FLOP/s is the MFU), the last two in ``step.py``. One idea 
 * ``views.py`` - what the notebook shows: tables, figures, the calculator, the claims.
 """
 
+from workbook.flops.captions import (
+    energy_caption,
+    kernel_caption,
+    loss_kernel_caption,
+    mfu_caption,
+    ncu_caption,
+    ncu_loss_bytes,
+)
 from workbook.flops.energy import GPT3, V100, EnergyMeter, load_nvml, predict_run_cost
 from workbook.flops.experiments import (
     BEST_OPTIONS,
@@ -79,20 +87,14 @@ from workbook.flops.views import (
     ReadableTable,
     calculator,
     claims,
-    energy_caption,
     energy_claims,
     energy_table,
     formula_vs_counted,
     gpt3_assumptions,
     gpt3_prediction,
-    kernel_caption,
     kernel_table,
-    loss_kernel_caption,
     loss_kernel_table,
-    mfu_caption,
     mfu_table,
-    ncu_caption,
-    ncu_loss_bytes,
     recorded_or_note,
     sweep_figure,
     top_kernels,
