@@ -229,6 +229,7 @@ GOOD: dict[str, dict] = {
     "qlora.stored_bits_per_param": {"shape": (64, 64), "blocksize": 64},
     "registry.live_or_recorded": {"name": "roofline", "preset": "small"},
     "registry.plan": {"preset": "small"},
+    "registry.shown": {"name": "roofline"},
     "results.load": {"experiment": "roofline"},
     "scaling_laws.allocation": {"compute": 1e21},
     "scaling_laws.allocation_explorer": {"compute": 1e21},

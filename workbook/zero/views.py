@@ -177,6 +177,7 @@ def recorded_tables(rows: pd.DataFrame) -> pd.DataFrame:
                            ignore_index=True)
 
 
+@takes_rows
 def where_of(table: pd.DataFrame) -> str:
     """Where a table of model states was measured: 'this machine (…)' or the recording."""
     if "device" not in table or not len(table):
@@ -188,6 +189,7 @@ def where_of(table: pd.DataFrame) -> str:
     return "recorded on " + ", ".join(sorted(map(str, table["device"].dropna().unique())))
 
 
+@takes_rows
 def claims_rows(tables: pd.DataFrame) -> pd.DataFrame:
     """The table the claims are checked on: the largest rank count measured, this machine's
     rows where it ran that count, else the first recording of it."""
