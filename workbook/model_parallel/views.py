@@ -13,6 +13,7 @@ from workbook.claims import Claim, claims_table
 from workbook.config import check_choice, check_range, takes_rows
 from workbook.model_parallel.comm import BYTES
 from workbook.model_parallel.pipeline import bubble_fraction
+from workbook.model_parallel.schedules import SCHEDULES
 from workbook.model_parallel.tensor import tp_comm_per_layer
 from workbook.results import where_label
 
@@ -250,15 +251,16 @@ def _pp_claims(pp: pd.DataFrame, where: str) -> list[Claim]:
                              "", where, rel_tol=0.25, abs_tol=0.02))
     if not {"gpipe", "1f1b"} <= set(pp["schedule"]):
         return out
-    gap = (_pick(pp, "idle_fraction_replay", p=p, m=m, schedule="1f1b")
-           - _pick(pp, "idle_fraction_replay", p=p, m=m, schedule="gpipe"))
+    idle = {s: _pick(pp, "idle_fraction_replay", p=p, m=m, schedule=s) for s in SCHEDULES}
     stage0 = pp[pp["rank"] == 0] if "rank" in pp.columns else pp
     ratio = (_pick(stage0, "peak_activation_bytes", p=p, m=m, schedule="1f1b")
              / _pick(stage0, "peak_activation_bytes", p=p, m=m, schedule="gpipe"))
     return out + [
-        # the same idle share: a gap of 3 points of a step is noise on a shared CPU
-        Claim(f"1F1B has GPipe's bubble: idle(1F1B) - idle(GPipe), p={p}, m={m}",
-              "Narayanan et al. 2021 (PipeDream-flush)", 0.0, gap, "", where, abs_tol=0.03),
+        # predicted: GPipe's idle share measured in the same run; 3 points of a step (or a
+        # quarter of it) is the noise of op durations on a shared CPU
+        Claim(f"1F1B has GPipe's bubble (p={p}, m={m}): predicted = GPipe's measured idle",
+              "Narayanan et al. 2021 (PipeDream-flush)", idle["gpipe"], idle["1f1b"], "", where,
+              rel_tol=0.25, abs_tol=0.03),
         Claim(f"GPipe holds all m={m} micro-batches' activations (p={p})", "GPipe paper",
               m, _pick(pp, "peak_in_flight", how="max", p=p, m=m, schedule="gpipe"),
               "micro-batches", where, rel_tol=0),
@@ -374,6 +376,14 @@ def schedule_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cols).reset_index()
 
 
+def _main_p(rows: pd.DataFrame) -> int:
+    """The largest p measured here (else recorded): the figures' stage count."""
+    if rows.empty:
+        return 0
+    here = rows[rows["source"] == "measured"] if "source" in rows.columns else rows
+    return int((here if len(here) else rows)["p"].max())
+
+
 @takes_rows
 def plot_schedules(rows: pd.DataFrame):
     """Idle share vs m, GPipe beside 1F1B at the largest p (replay of measured op durations,
@@ -383,11 +393,14 @@ def plot_schedules(rows: pd.DataFrame):
     pp = _with_schedule(rows)
     pp = pp[pp["metric"].isin(["idle_fraction_replay", "idle_fraction"])]
     pp = pp[(pp["metric"] == "idle_fraction_replay") | (pp["source"] == "predicted")]
-    pp = pp[pp["p"] == pp["p"].max()] if len(pp) else pp
-    pp = pp.assign(curve=pp["schedule"].where(pp["source"] != "predicted", "(p-1)/(m+p-1)")
-                   + " · " + _curve_label(pp))
+    p = _main_p(pp)
+    pp = pp[pp["p"] == p].assign(where=_curve_label(pp[pp["p"] == p]))
+    first = "here" if (pp["where"] == "here").any() else pp["where"].min()
+    formula = pp[(pp["source"] == "predicted") & (pp["where"] == first)]
+    pp = pd.concat([pp[pp["source"] != "predicted"].assign(
+        curve=lambda t: t["schedule"] + " · " + t["where"]),
+        formula.assign(curve="(p-1)/(m+p-1)")])
     summary = _mean_over_ranks(pp, ["curve", "p", "m", "source"])
-    p = int(pp["p"].max()) if len(pp) else 0
     return plots.compare(summary, "m", group="curve", log_x=True,
                          title=f"GPipe and 1F1B idle share, p={p}",
                          x_title="micro-batches m", y_title="idle fraction of a step")
@@ -401,11 +414,11 @@ def plot_activations(rows: pd.DataFrame):
     pp = _with_schedule(rows)
     pp = pp[pp["metric"] == "peak_activation_bytes"]
     pp = pp[pp["rank"] == 0] if "rank" in pp.columns else pp
-    pp = pp[pp["p"] == pp["p"].max()] if len(pp) else pp
+    p = _main_p(pp)
+    pp = pp[pp["p"] == p]
     pp = pp.assign(value=pp["value"] / 2**20, unit="MiB",
                    curve=pp["schedule"] + " · " + _curve_label(pp))
     summary = _mean_over_ranks(pp, ["curve", "p", "m", "source"])
-    p = int(pp["p"].max()) if len(pp) else 0
     return plots.compare(summary, "m", group="curve", log_x=True,
                          title=f"Activations held by stage 0, p={p}",
                          x_title="micro-batches m", y_title="peak activation MiB")
