@@ -147,12 +147,19 @@ def bubble_explorer():
 
 
 @takes_rows
-def plot_bubble(rows: pd.DataFrame, title: str = "Pipeline idle fraction vs micro-batches"):
+def plot_bubble(rows: pd.DataFrame, title: str = "GPipe idle fraction vs micro-batches"):
     from workbook import plots
 
-    summary = pp_summary(rows)
+    rows = _with_schedule(rows)
+    summary = pp_summary(rows[rows["schedule"] == "gpipe"])
     return plots.compare(summary, "m", group=["stages", "kind"], title=title, log_x=True,
                          x_title="micro-batches m", y_title="idle fraction of a step")
+
+
+def _first_block(rows: pd.DataFrame) -> pd.DataFrame:
+    """This machine's rows where it measured any, else the first recorded device's."""
+    blocks = _blocks(rows)
+    return blocks[0][1] if blocks else rows
 
 
 def _largest_world(rows: pd.DataFrame) -> pd.DataFrame:
@@ -167,7 +174,7 @@ def plot_routing(rows: pd.DataFrame, capacity_factor: float | None = None):
     """Tokens the router sends to each expert (before capacity), one bar group per skew."""
     from workbook import plots
 
-    routed = _largest_world(rows[rows["metric"] == "routed_tokens"])
+    routed = _largest_world(_first_block(rows[rows["metric"] == "routed_tokens"]))
     cf = capacity_factor if capacity_factor is not None else routed["capacity_factor"].max()
     part = routed[routed["capacity_factor"] == cf]
     keys = [k for k in ("skew", "expert", "source", *_PROVENANCE) if k in part.columns]
@@ -182,8 +189,8 @@ def plot_routing(rows: pd.DataFrame, capacity_factor: float | None = None):
 def plot_drops(rows: pd.DataFrame):
     from workbook import plots
 
-    drops = _mean_over_ranks(_largest_world(rows[rows["metric"] == "dropped_fraction"]),
-                             ["skew", "capacity_factor", "source"])
+    drops = _first_block(rows[rows["metric"] == "dropped_fraction"])
+    drops = _mean_over_ranks(_largest_world(drops), ["skew", "capacity_factor", "source"])
     drops = drops.assign(skew="skew " + drops["skew"].astype(str))
     return plots.compare(drops, "capacity_factor", group="skew",
                          title="Dropped token->expert assignments",
