@@ -1,6 +1,7 @@
 """Pipeline parallelism (GPipe, Huang et al. 2019): consecutive layers on consecutive ranks,
 the batch cut into ``m`` micro-batches; every stage idles for ``(p-1)/(m+p-1)`` of a step (the
 bubble). The schedule (:func:`gpipe_step`) is written out with send/recv: it is the idea.
+:func:`pp_worker` measures it beside 1F1B through the one executor of :mod:`.schedules`.
 """
 
 from __future__ import annotations
