@@ -286,6 +286,8 @@ def test_pipeline_gradients_equal_one_device_and_torch_pipelining():
                    m=3, seed=0)
     err = _value(rows, "max_abs_err_grad").max()
     assert err < 1e-5, f"GPipe over 2 stages changed the gradients by {err:.2e}"
+    err = _value(rows, "max_abs_err_grad_1f1b").max()
+    assert err < 1e-5, f"1F1B over 2 stages changed the gradients by {err:.2e}"
     lib = _value(rows, "max_abs_err_vs_torch_pipelining").max()
     assert lib < 1e-5, f"our GPipe and torch.distributed.pipelining disagree by {lib:.2e}"
 
@@ -317,6 +319,7 @@ def test_three_ranks_work_as_well_as_two():
     rows = _launch("pp_grad_check_worker", nprocs=3, n_layers=3, d_model=16, micro_batch=2,
                    seq_len=4, m=3, seed=0)
     assert _value(rows, "max_abs_err_grad").max() < 1e-5
+    assert _value(rows, "max_abs_err_grad_1f1b").max() < 1e-5, "1F1B over 3 stages"
     rows = _launch("ep_worker", nprocs=3, experts_per_rank=1, d_model=16, d_ff=32,
                    tokens_per_rank=64, top_k=2, capacity_factors=[2.0], skews=[0.0],
                    dtype="fp32", seed=0, repeats=0)

@@ -284,12 +284,13 @@ def _torch_gpipe_grads(stage: nn.Module, batch: torch.Tensor) -> list[torch.Tens
 
 def pp_grad_check_worker(n_layers: int, d_model: int, micro_batch: int, seq_len: int, m: int,
                          seed: int) -> pd.DataFrame:
-    """GPipe across the ranks must give one device's gradients, and PyTorch's GPipe's."""
+    """GPipe and 1F1B across the ranks must give one device's gradients, and GPipe PyTorch's
+    GPipe's."""
     rank, p = rank_world()
     model = build_pipeline_model(n_layers, d_model, seed)
     mine = list(stage_layers(n_layers, p, rank))
     stage = nn.Sequential(*[model[i] for i in mine])
-    twin = copy.deepcopy(stage)
+    twin, ofob = copy.deepcopy(stage), copy.deepcopy(stage)
     gen = torch.Generator().manual_seed(seed + 1)
     batch = torch.randn(m, micro_batch, seq_len, d_model, generator=gen)
     gpipe_step(stage, batch if rank == 0 else None, m, tuple(batch.shape[1:]),
@@ -302,7 +303,10 @@ def pp_grad_check_worker(n_layers: int, d_model: int, micro_batch: int, seq_len:
     def gap(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
         return max((float((x - y).abs().max()) for x, y in zip(a, b, strict=True)), default=0.0)
 
+    pipeline_step(ofob, batch if rank == 0 else None, m, tuple(batch.shape[1:]),
+                  torch.device("cpu"), torch.float32, "1f1b")
     rows = [("max_abs_err_grad", gap(ours, ref_mine)),
+            ("max_abs_err_grad_1f1b", gap([q.grad for q in ofob.parameters()], ref_mine)),
             ("max_abs_err_vs_torch_pipelining", gap(ours, _torch_gpipe_grads(twin, batch)))]
     return pd.DataFrame([{"p": p, "m": m, "metric": k, "value": v, "unit": "",
                           "source": "measured"} for k, v in rows])
