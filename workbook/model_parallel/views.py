@@ -282,7 +282,7 @@ def _pp_claims(pp: pd.DataFrame, where: str) -> list[Claim]:
 def _composed_claims(d3: pd.DataFrame, where: str) -> list[Claim]:
     sizes = d3[["dp", "tp", "pp"]].drop_duplicates()
     full = sizes[(sizes > 1).sum(axis=1) == (sizes > 1).sum(axis=1).max()].iloc[0]
-    layout = f"dp{full.dp}·tp{full.tp}·pp{full.pp}"
+    layout = f"dp{int(full.dp)}·tp{int(full.tp)}·pp{int(full.pp)}"
     part = d3[d3["layout"] == layout]
     # float32 rounding of a sum in another order: 1e-4 is far above it and far below a bug
     out = [Claim(f"{layout} gradients equal one process (max |Δ|)", "Megatron-LM 3D", 0.0,
