@@ -184,6 +184,26 @@ def test_grid_places_tp_neighbours_together():
                           seq_len=1, m=1, schedule="1f1b", dtype="fp32")
 
 
+def test_schedule_views_on_one_stage():
+    """One process is a pipeline of one stage: GPipe holds all m micro-batches, 1F1B one, and
+    neither idles; the summary, caption, figures and claims read that from the rows."""
+    pp = mp.pp_worker(n_layers=2, d_model=16, micro_batch=2, seq_len=4, n_microbatches=[1, 4],
+                      steps=1, dtype="fp32", seed=0, schedules=["gpipe", "1f1b"])
+    pp = pp.assign(rank=0, status="ok")
+    at4 = mp.schedule_summary(pp).query("m == 4").set_index("schedule")
+    assert at4.loc["gpipe", "held_measured"] == 4 and at4.loc["1f1b", "held_measured"] == 1
+    assert at4.loc["gpipe", "stage0_MiB_measured"] == pytest.approx(
+        4 * at4.loc["1f1b", "stage0_MiB_measured"]), "bytes follow the micro-batches held"
+    assert "GPipe held 4" in mp.schedules_caption(pp) and "1F1B 1 (" in mp.schedules_caption(pp)
+    assert {t.name for t in mp.plot_schedules(pp).data} >= {"gpipe · here (measured)",
+                                                             "1f1b · here (measured)"}
+    assert len(mp.plot_activations(pp).data) == 4, "measured and predicted per schedule"
+    table = mp.claims(pd.DataFrame(), pp, pd.DataFrame()).set_index("claim")
+    verdicts = table["verdict"].tolist()
+    assert all(v.startswith("holds") for v in verdicts), table[["measured", "verdict"]]
+    assert not any("one side is zero" in v for v in verdicts), "p=1 idles 0: an abs tolerance"
+
+
 def test_tp_mlp_layer_on_one_rank_is_the_layer():
     full = mp.MLPLayer(16)
     x = torch.randn(2, 3, 16)
@@ -276,6 +296,14 @@ def test_3d_layouts_equal_one_process_and_count_every_byte():
                 got = _value(part, metric, dim=dim).tolist()
                 want = _value(part, metric, "predicted", dim=dim).tolist()
                 assert got == want, f"{layout} {dim} {metric}: counted {got}, layout says {want}"
+    table = mp.tradeoff_table(rows).set_index("parallelism")
+    assert list(table.index) == ["DP", "TP", "PP"]
+    for col in ("messages", "bytes sent", "weights per rank"):
+        assert (table[f"{col} measured"] == table[f"{col} predicted"]).all(), col
+    assert table.loc["TP", "messages measured"] == 2 * 2 * 4, "2 per layer (2 a stage) x m=4"
+    claims = mp.claims(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), rows)
+    assert claims["verdict"].str.startswith("holds").all(), claims[["claim", "verdict"]]
+    assert "dp1·tp2·pp2" in mp.composed_caption(rows.assign(backend="gloo", world=4))
     held = _value(rows, "param_elements", layout="dp2·tp2·pp1").tolist()
     assert held == _value(rows, "param_elements", "predicted", layout="dp2·tp2·pp1").tolist(), (
         "weights per rank: 1/tp of each matrix plus the whole LayerNorm and fc2 bias")
