@@ -52,7 +52,7 @@ PANELS = {
         "adds the measured idle fraction of the first stage (●) beside (p − 1)/(m + p − 1) (◇).",
         'bubble = widgets.ExperimentPanel(\n'
         '    "pipeline_bubble", fields=["n_microbatches", "micro_batch"], x="m",\n'
-        '    y="idle_fraction", where={"rank": 0},\n'
+        '    y="idle_fraction", where={"rank": 0}, group="schedule",\n'
         '    title="Pipeline bubble of stage 0: measured (●) vs formula (◇)")\n'
         'bubble'),
     "07_flash_attention": (
