@@ -13,7 +13,6 @@ from workbook.config import WorkbookError, check_range, takes_rows
 from workbook.results import where_label
 from workbook.scaling_laws.fits import (
     fit_exponents,
-    fit_parametric,
     fit_power_law,
     isoflop_minima,
     ok_points,
@@ -41,29 +40,28 @@ def _recipe(group: pd.DataFrame) -> str:
 def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The sweeps in ``rows`` (:func:`workbook.registry.with_references`), the main one first:
     the rows measured on this machine if any ran here, else the newest recorded sweep of the
-    current recipe. Each comes with its label: where it ran (device, date) and its recipe."""
+    current recipe. A sweep is the rows of one run (one device, preset and commit); each comes
+    with its label: where it ran (device, date), its preset and its recipe."""
     if rows.empty:
         return []
     frame = rows.copy()
     frame["_where"] = frame["source"].where(frame["source"] == "measured", "recorded")
-    for col in ("device", "preset", "recorded_at"):
+    keys = ["_where", "device", "preset", "commit"]
+    for col in (*keys, "recorded_at"):
         if col not in frame.columns:
             frame[col] = ""
-    frame["_recipe"] = frame["beta2"].notna() if "beta2" in frame.columns else False
-    keys = ["_where", "device", "preset", "_recipe"]
-    groups = [g for _, g in frame.fillna({"device": "", "preset": ""}).groupby(keys, sort=False)]
-    groups = [g for g in groups if (g["metric"] == "val_loss").any()]
+    frame[keys] = frame[keys].fillna("")
+    groups = [g for _, g in frame.groupby(keys, sort=False) if (g["metric"] == "val_loss").any()]
 
     def rank(g: pd.DataFrame) -> tuple:
         when = pd.to_datetime(g["recorded_at"], errors="coerce", utc=True).max()
-        return (g["_where"].iloc[0] != "measured", not bool(g["_recipe"].iloc[0]),
+        return (g["_where"].iloc[0] != "measured", _recipe(g) != "per-size recipe",
                 g["preset"].iloc[0] != "full", -when.timestamp() if pd.notna(when) else 0.0)
 
     out = []
     for g in sorted(groups, key=rank):
-        g = g.drop(columns=["_where", "_recipe"])
-        preset = g["preset"].iloc[0]
-        out.append((f"{where_label(g)}, {preset or '?'} preset, {_recipe(g)}", g))
+        g = g.drop(columns="_where")
+        out.append((f"{where_label(g)}, {g['preset'].iloc[0] or '?'} preset, {_recipe(g)}", g))
     return out
 
 
@@ -71,8 +69,8 @@ def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 def fit_summary(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """The headline numbers of every sweep in ``rows`` (the main one first, :func:`sweeps`):
     a and b, and D_opt/N_opt at the largest budget, with their bootstrap intervals (10-90 %),
-    and the parametric fit, once with total N (Chinchilla's convention) and once with
-    non-embedding N (Kaplan's). A sweep too small to fit is a row that says why."""
+    once with total N (Chinchilla's convention) and once with non-embedding N (Kaplan's).
+    A sweep too small to fit is a row that says why."""
     out = []
     for where, sweep in sweeps(rows):
         points = ok_points(sweep)
@@ -85,25 +83,21 @@ def fit_summary(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.
             except WorkbookError as exc:
                 out.append({**row, "error": str(exc)})
                 continue
-            row.update(asdict(fit))
-            if len(points) >= 5:
-                law = fit_parametric(points[col], points["n_tokens"], points["loss"])
-                row.update({"alpha": law.alpha, "beta": law.beta, "E": law.E, "A": law.A,
-                            "B": law.B, "a from alpha, beta": law.a})
-            out.append(row)
+            out.append({**row, **asdict(fit)})
     return pd.DataFrame(out)
 
 
-def _sweep_claims(summary: pd.DataFrame, where: str, wall: float) -> list[Claim]:
+def _sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> list[Claim]:
     nan = float("nan")
-    mine = summary[summary["sweep"] == where] if len(summary) else summary
+    mine = summary[summary["sweep"] == where] if "sweep" in summary.columns else summary
 
     def fit(count: str) -> pd.Series:
         picked = mine[mine["N counted as"] == count] if len(mine) else mine
         return picked.iloc[0] if len(picked) else pd.Series(dtype=float)
 
     total, non_emb = fit("total N"), fit("non-embedding N")
-    label = where.split(", ")[0] if where.startswith("this machine") else where
+    label = f"{where_label(sweep)}, {sweep['preset'].iloc[0]} preset"
+    wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
     return [
         Claim("compute-optimal N ∝ C^a, a ≈ 0.5 (total N)", "Chinchilla Table 2; Porian et "
               "al. 2024", 0.5, total.get("a", nan), where=label, abs_tol=0.05,
@@ -114,8 +108,8 @@ def _sweep_claims(summary: pd.DataFrame, where: str, wall: float) -> list[Claim]
         Claim("non-embedding N gives Kaplan's a ≈ 0.73", "Kaplan et al. 2020; Pearce & "
               "Song 2024", 0.73, non_emb.get("a", nan), where=label, abs_tol=0.1,
               low=non_emb.get("a_low", nan), high=non_emb.get("a_high", nan)),
-        Claim("IsoFLOP sweep ≤ 600 s on one GPU", "issue 21 target", 600.0, wall, "s", label,
-              kind="at_most"),
+        Claim("IsoFLOP sweep ≤ 600 s on one GPU", "issue 21 target", 600.0,
+              float(wall.max()) if len(wall) else nan, "s", label, kind="at_most"),
     ]
 
 
@@ -123,40 +117,48 @@ def _sweep_claims(summary: pd.DataFrame, where: str, wall: float) -> list[Claim]
 def claims(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """The lecture's scaling claims, for every sweep in ``rows`` (the main one first, then the
     references recorded elsewhere) against its :func:`fit_summary`: each exponent and the
-    tokens per parameter judged by its bootstrap interval against a stated tolerance, the
-    sweep's time as a budget."""
-    nan = float("nan")
+    tokens per parameter judged by its bootstrap interval against a stated tolerance (a point
+    estimate where a sweep has no interval), the sweep's time as a budget."""
     gpt3 = placement("20 tokens/param").set_index("model").loc["GPT-3 175B"]
     out = [Claim("GPT-3 saw ~1.7 tokens per parameter", "lecture", 1.7,
                  float(gpt3["tokens_per_param"]), where="published sizes")]
     for where, sweep in sweeps(rows):
-        wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
-        out += _sweep_claims(summary, where, float(wall.max()) if len(wall) else nan)
+        out += _sweep_claims(summary, where, sweep)
     return claims_table(out)
+
+
+def _span(fit: pd.Series, name: str, fmt: str) -> str:
+    low, high = fit.get(f"{name}_low", np.nan), fit.get(f"{name}_high", np.nan)
+    return "" if pd.isna(low) or pd.isna(high) else f" [{low:{fmt}}, {high:{fmt}}]"
 
 
 @takes_rows
 def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """The main sweep's numbers in words (Markdown), printed from the rows, never typed."""
-    found = sweeps(rows)
-    if not found or summary.empty or "a" not in summary.columns:
-        return "No sweep with enough finished points to fit yet."
-    where, sweep = found[0]
-    mine = summary[(summary["sweep"] == where) & summary["a"].notna()]
-    if mine.empty:
-        return f"The sweep ({where}) is too small to fit exponents on."
-    total = mine[mine["N counted as"] == "total N"].iloc[0]
-    ne = mine[mine["N counted as"] == "non-embedding N"].iloc[0]
-    points = ok_points(sweep)
-    wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
-    took = f" in {wall.max():.0f} s" if len(wall) else ""
-    return (f"**{where}:** {len(points)} trained points over {points['budget'].nunique()} "
-            f"budgets{took}. Counting all parameters, $a$ = {total['a']:.2f} "
-            f"[{total['a_low']:.2f}, {total['a_high']:.2f}] and the optimum at "
-            f"$C$ = {total['ratio_budget']:.2g} sits at {total['ratio']:.0f} tokens per parameter "
-            f"[{total['ratio_low']:.0f}, {total['ratio_high']:.0f}]; counting non-embedding "
-            f"parameters, $a$ = {ne['a']:.2f} [{ne['a_low']:.2f}, {ne['a_high']:.2f}] "
-            f"(10th-90th percentile of {int(total['n_boot'])} bootstrap resamples).")
+    """Every sweep's numbers in words (Markdown), the main one first, printed from the rows and
+    their :func:`fit_summary`, never typed."""
+    lines = []
+    for where, sweep in sweeps(rows):
+        points = ok_points(sweep)
+        wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
+        took = f" in {wall.max():.0f} s" if len(wall) else ""
+        head = (f"**{where}:** {len(points)} trained points over "
+                f"{points['budget'].nunique()} budgets{took}.")
+        mine = summary[summary["sweep"] == where] if "sweep" in summary.columns else summary
+        mine = mine[mine["a"].notna()] if "a" in mine.columns else mine.iloc[0:0]
+        if len(mine) < 2:
+            lines.append(f"{head} Too few sizes per budget to fit exponents.")
+            continue
+        total, ne = (mine[mine["N counted as"] == c].iloc[0]
+                     for c in ("total N", "non-embedding N"))
+        boot = (f"10th-90th percentile of {int(total['n_boot'])} bootstrap resamples"
+                if total["n_boot"] else "no interval: 3 sizes per budget give one resample")
+        lines.append(
+            f"{head} Counting all parameters, $a$ = {total['a']:.2f}{_span(total, 'a', '.2f')}"
+            f" and at the largest budget ($C$ = {total['ratio_budget']:.2g}) the optimum sits "
+            f"at {total['ratio']:.0f} tokens per parameter{_span(total, 'ratio', '.0f')}; "
+            f"counting non-embedding parameters, $a$ = {ne['a']:.2f}{_span(ne, 'a', '.2f')} "
+            f"({boot}).")
+    return "\n\n".join(lines) or "No sweep with finished points yet."
 
 
 def published_laws() -> pd.DataFrame:
