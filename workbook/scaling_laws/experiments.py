@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from workbook import results, training
-from workbook.config import ProjectPath, WorkbookError, check_choice, check_range
+from workbook.config import ProjectPath, WorkbookError, check_choice, check_range, takes_rows
 from workbook.data import CORPORA, corpus_token_ids
 from workbook.flops import flops_per_token
 from workbook.hardware import torch_device
@@ -213,10 +213,12 @@ def plan_sweep(cfg: IsoFlopConfig, n_train_tokens: int | None = None,
     return plan.drop(columns="rank").reset_index(drop=True)
 
 
+@takes_rows
 def predicted_seconds(cfg: IsoFlopConfig, rows: pd.DataFrame) -> float:
     """Training seconds of ``cfg``'s planned points, predicted from the timings in ``rows``
     (a recorded sweep: :func:`fit_step_time`), on the device those rows came from."""
-    plan = plan_sweep(cfg, step_time=fit_step_time(rows))
+    step_time = fit_step_time(rows)   # first: an empty ledger is one line
+    plan = plan_sweep(cfg, step_time=step_time)
     return float(plan.loc[plan["status"] == "planned", "predicted_s"].sum())
 
 
