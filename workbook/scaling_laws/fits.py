@@ -126,7 +126,7 @@ def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
               for c, g in points.groupby("budget") if len(g) >= 3]
     log_c = np.array([g[0] for g in groups])
     boot = np.full((n_boot if min(len(g[1]) for g in groups) > 3 else 0, 3), np.nan)
-    for i in bar(range(len(boot)), desc=progress or "", disable=progress is None):
+    for i in bar(range(len(boot)), desc=progress or "", disable=progress is None or not len(boot)):
         ln_opt, ld_opt = [], []
         for _, ln, ld, loss in groups:
             while True:
