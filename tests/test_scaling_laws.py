@@ -255,6 +255,10 @@ def test_step_time_model_recovers_its_coefficients_and_predicts_the_sweep():
         rows["value"].sum(), rel=1e-6)
     with pytest.raises(WorkbookError, match="≥3 finished points"):
         sl.fit_step_time(rows.head(2))
+    table = sl.time_table(rows.assign(preset="full"))
+    assert table["device"].tolist() == ["GPU X"]
+    assert table["predicted training s"].iloc[0] == pytest.approx(rows["value"].sum(), rel=1e-6)
+    assert sl.time_table(rows.iloc[0:0]).empty, "nothing recorded yet: an empty table"
 
 
 def test_full_preset_fits_its_time_limit_on_every_recorded_device():
@@ -375,6 +379,11 @@ def test_sweeps_put_this_machine_first_and_claims_judge_each_by_its_interval():
     assert a_row["verdict"] == claims.verdict(0.5, mine["a"], abs_tol=0.05,
                                               interval=(mine["a_low"], mine["a_high"]))
     assert (table["verdict"].str.startswith("holds (420")).sum() == 2, "both sweeps ≤ 600 s"
+    fig = sl.isoflop_figure(rows)
+    symbols = {t.marker.symbol for t in fig.data if t.mode == "markers"}
+    assert symbols == {None, "circle-open"}, "this machine's points filled, references hollow"
+    frontier = sl.frontier_figure(rows, summary)
+    assert any(f"[{mine['a_low']:.2f}, {mine['a_high']:.2f}]" in t.name for t in frontier.data)
     text = sl.caption(rows, summary)
     assert f"$a$ = {mine['a']:.2f}" in text and "recorded on GPU there" in text
     assert sl.caption(rows.iloc[0:0], summary.iloc[0:0]) == "No sweep with finished points yet."

@@ -67,6 +67,7 @@ from workbook.scaling_laws.views import (
     overtraining_explorer,
     published_laws,
     sweeps,
+    time_table,
 )
 
 __all__ = [
@@ -81,4 +82,5 @@ __all__ = [
     "rule_of_thumb_optimal",
     "allocation_explorer", "caption", "claims", "fit_summary", "frontier_figure", "isoflop_figure",
     "overtraining_explorer", "published_laws", "sweeps",
+    "time_table",
 ]

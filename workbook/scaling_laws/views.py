@@ -11,9 +11,11 @@ import pandas as pd
 from workbook.claims import Claim, claims_table
 from workbook.config import WorkbookError, check_range, takes_rows
 from workbook.results import where_label
+from workbook.scaling_laws.experiments import ISOFLOP_PRESETS, IsoFlopConfig, predicted_seconds
 from workbook.scaling_laws.fits import (
     fit_exponents,
     fit_power_law,
+    fit_step_time,
     isoflop_minima,
     ok_points,
 )
@@ -159,6 +161,25 @@ def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
             f"counting non-embedding parameters, $a$ = {ne['a']:.2f}{_span(ne, 'a', '.2f')} "
             f"({boot}).")
     return "\n\n".join(lines) or "No sweep with finished points yet."
+
+
+@takes_rows
+def time_table(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> pd.DataFrame:
+    """Per device with a recorded full-preset sweep in ``rows``: the training seconds ``cfg``
+    (default: the full preset) is predicted to take there (:func:`fit_step_time` of that
+    device's step times), the fitted step-time model, and that sweep's own wall time."""
+    cfg = cfg or ISOFLOP_PRESETS["full"]
+    if rows.empty or "preset" not in rows.columns:
+        return pd.DataFrame(columns=["device", "predicted training s"])
+    out = []
+    for device, group in rows[rows["preset"] == "full"].groupby("device"):
+        step = fit_step_time(group)
+        wall = group.loc[group["metric"] == "sweep_wall_s", "value"]
+        out.append({"device": device, "predicted training s": predicted_seconds(cfg, group),
+                    "ms per step: fixed": step.fixed_ms, "per layer": step.per_layer_ms,
+                    "per GFLOP": step.per_gflop_ms,
+                    "its recorded sweep, wall s": float(wall.max()) if len(wall) else np.nan})
+    return pd.DataFrame(out)
 
 
 def published_laws() -> pd.DataFrame:
