@@ -516,7 +516,8 @@ def test_run_or_button_runs_quick_experiments_and_offers_slow_ones(monkeypatch):
 def test_expected_seconds_prefers_this_machines_last_run(monkeypatch):
     monkeypatch.setattr(registry, "_durations", lambda: {})
     assert registry.expected_seconds("scaling_isoflop", "full") == (
-        300.0, "typical, not yet run on this machine")
+        float(registry.get("scaling_isoflop").typical_s["full"]),
+        "typical, not yet run on this machine")
     assert registry.expected_seconds("roofline", "small")[0] is None
     key = f"roofline|small|{hardware.detect().name}|{{}}"
     monkeypatch.setattr(registry, "_durations", lambda: {key: 12.5})

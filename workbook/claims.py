@@ -29,7 +29,10 @@ class Claim:
     ``low``/``high``: the measurement's interval (bootstrap, seeds); where given, the claim holds
     only if the predicted value lies inside it, and a bound (``at_least``/``at_most``: "A beats
     B", the difference against 0) holds only if the whole interval clears it ("inconclusive"
-    while the bound lies inside).
+    while the bound lies inside). With an interval *and* a stated tolerance (``abs_tol``:
+    predicted ± abs_tol; ``factor``: predicted ×/÷ factor) an ``equal`` claim is "the value is
+    within the tolerance": it holds only if the whole interval lies inside that band, is off if
+    the interval lies wholly outside it, and is inconclusive where it straddles an edge.
     """
 
     claim: str            # the lecture's words, paraphrased
@@ -43,10 +46,11 @@ class Claim:
     low: float = math.nan  # the measurement's interval, if it has one
     high: float = math.nan
     kind: str = "equal"
+    factor: float = 0.0    # with an interval: holds if it lies inside [predicted/f, predicted·f]
 
     def __post_init__(self) -> None:  # bad numbers or a bad kind: one line, here
         verdict(self.predicted, self.measured, self.rel_tol, abs_tol=self.abs_tol,
-                interval=(self.low, self.high), kind=self.kind)
+                interval=(self.low, self.high), kind=self.kind, factor=self.factor)
 
 
 def _number(name: str, value: object) -> float:
@@ -58,7 +62,8 @@ def _number(name: str, value: object) -> float:
 
 
 def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol: float = 0.0,
-            interval: tuple[float, float] | None = None, kind: str = "equal") -> str:
+            interval: tuple[float, float] | None = None, kind: str = "equal",
+            factor: float = 0.0) -> str:
     """'holds' (with the reason where it is not a plain ratio), 'off: measured 1.3× lower',
     'missed: …' for a bound, or 'n/a (not measured)'. Never typed by hand: a claims table
     calls this.
@@ -70,6 +75,8 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     predicted, measured = _number("predicted", predicted), _number("measured", measured)
     check_range("rel_tol", rel_tol, 0.0, 10.0)
     check_range("abs_tol", abs_tol, 0.0, 1e15)
+    if factor != 0.0:
+        check_range("factor", factor, 1.0, 1e6)
     if interval is None:
         interval = (math.nan, math.nan)
     if not isinstance(interval, (tuple, list)) or len(interval) != 2:
@@ -100,6 +107,8 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
                 else f"missed: {fixed(measured)} > {fixed(predicted)}")
     if not (math.isnan(low) or math.isnan(high)):
         span = f"[{fixed(low)}, {fixed(high)}]"
+        if abs_tol > 0 or factor > 0:   # "within the tolerance", judged by the whole interval
+            return _band_verdict(predicted, low, high, abs_tol, factor)
         if low <= predicted <= high:
             return f"holds ({fixed(predicted)} inside {span})"
         side = "above" if predicted > high else "below"
@@ -115,10 +124,10 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
         return "wrong (opposite signs)"
     if abs(ratio - 1) <= rel_tol:
         return "holds"
-    factor = ratio if ratio >= 1 else 1 / ratio
+    times = ratio if ratio >= 1 else 1 / ratio
     # "higher"/"lower" compares magnitudes: -3 against a predicted -1 is 3× higher in size
     direction = "higher" if ratio > 1 else "lower"
-    return f"off: measured {fixed(factor, 2)}× {direction}"
+    return f"off: measured {fixed(times, 2)}× {direction}"
 
 
 def fixed(value: float, digits: int = 3) -> str:
@@ -145,6 +154,23 @@ def _bound_by_interval(predicted: float, low: float, high: float, kind: str) -> 
     return f"inconclusive: {fixed(predicted)} inside {span} (the data cannot tell)"
 
 
+def _band(predicted: float, abs_tol: float, factor: float) -> tuple[float, float, str]:
+    if factor > 0:
+        return predicted / factor, predicted * factor, f"{fixed(predicted)} ×/÷ {fixed(factor)}"
+    return predicted - abs_tol, predicted + abs_tol, f"{fixed(predicted)} ± {fixed(abs_tol, 2)}"
+
+
+def _band_verdict(predicted: float, low: float, high: float, abs_tol: float,
+                  factor: float) -> str:
+    lo, hi, band = _band(predicted, abs_tol, factor)
+    span = f"[{fixed(low)}, {fixed(high)}]"
+    if lo <= low and high <= hi:
+        return f"holds ({span} inside {band})"
+    if high < lo or low > hi:
+        return f"off: {span} lies outside {band}"
+    return f"inconclusive: {span} straddles an edge of {band}"
+
+
 def holds_if(claim: Claim) -> str:
     """The rule a claim is judged by, in words: the table states its tolerance."""
     if claim.kind in ("at_least", "at_most"):
@@ -158,6 +184,9 @@ def holds_if(claim: Claim) -> str:
                     f"{fixed(claim.abs_tol, 2)} (noise)")
         return f"{sign} {fixed(claim.predicted)}"
     if math.isfinite(claim.low) and math.isfinite(claim.high):
+        if claim.abs_tol > 0 or claim.factor > 0:
+            band = _band(claim.predicted, claim.abs_tol, claim.factor)[2]
+            return f"measured interval inside {band}"
         return "claimed value inside the measured interval"
     parts = [f"within {claim.rel_tol:.0%}"] if claim.rel_tol else ["equal"]
     if claim.abs_tol:
@@ -222,8 +251,9 @@ def claims_table(claims: list[Claim]) -> pd.DataFrame:
     frame = pd.DataFrame([asdict(c) for c in claims])
     frame["holds if"] = [holds_if(c) for c in claims]
     frame["verdict"] = [verdict(c.predicted, c.measured, c.rel_tol, abs_tol=c.abs_tol,
-                                interval=(c.low, c.high), kind=c.kind) for c in claims]
-    drop = ["rel_tol", "abs_tol", "kind"]
+                                interval=(c.low, c.high), kind=c.kind, factor=c.factor)
+                        for c in claims]
+    drop = ["rel_tol", "abs_tol", "kind", "factor"]
     if frame[["low", "high"]].isna().all().all():
         drop += ["low", "high"]
     return ClaimsTable(frame.drop(columns=drop))
