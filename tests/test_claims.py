@@ -1,6 +1,11 @@
 import math
 
+import pandas as pd
+import pytest
+
+from workbook import claims
 from workbook.claims import Claim, claims_table, verdict
+from workbook.config import WorkbookError
 
 
 def test_verdict_holds_within_tolerance():
@@ -153,3 +158,14 @@ def test_claims_table_text_shows_where_in_full():
     text = repr(claims_table([Claim("GPT-3 FLOPs", "lecture", 3.15e23, 3.14e23, "FLOPs",
                                     where)]))
     assert where in text and "3.15×10²³" in text and "..." not in text
+
+
+def test_the_prose_under_a_claims_table_is_printed_from_it():
+    table = claims_table([Claim("HBM traffic 10x lower", "paper", 10.0, 9.1, "×", "this machine"),
+                          Claim("speed-up", "lecture", 5.0, float("nan"), "×", "nowhere")])
+    text = claims.caption(table)
+    assert text.splitlines()[0] == ("* **HBM traffic 10x lower**: holds. Measured 9.1 × "
+                                    "against 10 × (this machine).")
+    assert "Not measured (nowhere)" in text.splitlines()[1]
+    with pytest.raises(WorkbookError, match="allowed: a claims_table"):
+        claims.caption(pd.DataFrame({"x": [1]}))

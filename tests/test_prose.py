@@ -32,6 +32,27 @@ ENFORCED: dict[str, dict[str, str]] = {
         "570 GB": "the GPT-3 paper (and the lecture): its filtered Common Crawl text",
         "1 GB": "the unit's definition (10⁹ bytes)",
     },
+    "00_setup": {
+        "90 s": "the workbook's own budget per notebook on a CPU (walltime.BUDGET_S)",
+        "2 GB": "Binder's memory limit per notebook",
+    },
+    "05_data_parallel_zero": {
+        "120 GB": "the ZeRO paper's Figure 1 (Ψ = 7.5B, N_d = 64): the baseline",
+        "31.4 GB": "the ZeRO paper's Figure 1: stage 1",
+        "16.6 GB": "the ZeRO paper's Figure 1: stage 2",
+        "1.9 GB": "the ZeRO paper's Figure 1: stage 3",
+        "700 GB": "the lecture's table for GPT-3 under stage 3 at N_d = 4",
+        "80 GB": "an A100's / H100's memory (datasheet)",
+        "15 %": "the target the issue set for formula vs measured",
+        "50 %": "the ZeRO paper, Sec. 7: stage 3 communicates 1.5× DP",
+    },
+    "07_flash_attention": {
+        "19 TB/s": "the lecture (and the FlashAttention paper): A100 SRAM bandwidth",
+        "1.5 TB/s": "the lecture (and the FlashAttention paper): A100 HBM bandwidth",
+        "50 MB": "the H100/H200 datasheet: L2 cache size",
+        "3.35 TB/s": "the H100 SXM datasheet: HBM bandwidth",
+        "1.6–2 TB/s": "the A100 datasheets (40 GB / 80 GB): HBM bandwidth",
+    },
     "02_flops": {
         "28 %": "nanoGPT's README: its eager MFU",
         "38 %": "nanoGPT's README: its compiled MFU (the issue's reference point)",

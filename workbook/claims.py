@@ -257,3 +257,21 @@ def claims_table(claims: list[Claim]) -> pd.DataFrame:
     if frame[["low", "high"]].isna().all().all():
         drop += ["low", "high"]
     return ClaimsTable(frame.drop(columns=drop))
+
+
+def caption(table: pd.DataFrame) -> str:
+    """Markdown, one bullet per claim of a :func:`claims_table`: the claim, its verdict, the
+    measured and predicted numbers and where they were measured. The prose under a claims table
+    is this, printed from the rows, so it cannot drift from them."""
+    if not isinstance(table, pd.DataFrame) or not {"claim", "verdict", "measured",
+                                                   "predicted"} <= set(table.columns):
+        raise WorkbookError("table is not allowed; allowed: a claims_table(...) DataFrame")
+    lines = []
+    for _, row in table.iterrows():
+        unit = f" {row['unit']}" if row.get("unit") else ""
+        where = f" ({row['where']})" if row.get("where") else ""
+        measured = readable(row["measured"])
+        lines.append(f"* **{row['claim']}**: {row['verdict']}. " + (
+            f"Measured {measured}{unit} against {readable(row['predicted'])}{unit}{where}."
+            if measured else f"Not measured{where}."))
+    return "\n".join(lines) if lines else "*No claims to check yet.*"

@@ -78,6 +78,7 @@ from workbook.attention.views import (
     recorded_device,
     size_explorer,
     targets,
+    timing_caption,
 )
 
 __all__ = [
@@ -96,6 +97,6 @@ __all__ = [
     "run_traffic", "TimingConfig", "timing_cases", "run_timing", "Gpt2Config",
     "run_gpt2_medium", "RecomputeConfig", "run_recompute", "EXPERIMENTS",
     # views
-    "PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device",
+    "PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device", "timing_caption",
     "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims",
 ]

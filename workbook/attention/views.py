@@ -19,7 +19,8 @@ from workbook.config import WorkbookError, check_choice, check_flag, takes_rows
 from workbook.hardware import datasheet, detect
 
 __all__ = ["PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device",
-           "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims"]
+           "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims",
+           "timing_caption"]
 
 # FlashAttention paper (Dao et al. 2022), Figure 2 left: GPT-2 medium attention, fwd+bwd,
 # batch 64, 16 heads, seq 1024, head_dim 64, on an A100.
@@ -242,3 +243,27 @@ def gpt2_limits(rows: pd.DataFrame) -> pd.DataFrame:
     out["device"] = peaks.name if peaks is not None else (device or "unknown")
     return out.reset_index()
 
+
+
+@takes_rows
+def timing_caption(timing: pd.DataFrame) -> str:
+    """Markdown: at the longest sequence timed, each variant's useful TFLOP/s (non-causal,
+    head_dim 128) forward and forward + backward, and the Triton kernel against SDPA's
+    FlashAttention-2 and cuDNN, on one machine (``registry.main_rows``), said where."""
+    rows = registry.main_rows(timing)
+    ok = rows[(rows["status"] == "ok") & (rows["metric"] == "throughput")
+              & (rows["head_dim"] == 128) & ~rows["causal"].astype(bool)]
+    if ok.empty:
+        return "*No timing rows yet.*"
+    n = int(ok["seq_len"].max())
+    lines = [f"At N = {n:,} ({results.where_label(rows)}), useful TFLOP/s:"]
+    for mode in ("fwd", "fwd+bwd"):
+        at = ok[(ok["mode"] == mode) & (ok["seq_len"] == n)].groupby("variant")["value"].max()
+        if at.empty:
+            continue
+        ranked = ", ".join(f"{v} {t:,.0f}" for v, t in at.sort_values(ascending=False).items())
+        ratios = [f"{at['triton'] / at[ref]:.2f}× {ref}" for ref in ("sdpa_flash", "sdpa_cudnn")
+                  if "triton" in at and ref in at]
+        lines.append(f"* {mode}: {ranked}" + (f"; triton is {', '.join(ratios)}."
+                                               if ratios else "."))
+    return "\n".join(lines)
