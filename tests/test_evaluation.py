@@ -3,9 +3,12 @@ rankings the way they should, the corpus domain split, and the experiments' rows
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from workbook import evaluation as ev
 from workbook import sft
@@ -77,9 +80,167 @@ def test_explorer_moves_with_the_knobs():
 def test_domain_split_is_disjoint_and_domain_has_doctests():
     parts = ev.domain_split()
     assert all(parts.values()), {k: len(v) for k, v in parts.items()}
-    assert ">>>" in parts["domain_val"] and ">>>" not in parts["general_train"]
-    val_docs = set(parts["domain_val"].split("\n\n"))
-    assert not val_docs & set(parts["domain_train"].split("\n\n")), "held-out domain docs leak"
+    assert ">>>" in parts["domain_test"] and ">>>" not in parts["general_train"]
+    train = set(parts["domain_train"].split("\n\n"))
+    for held in ("domain_dev", "domain_test"):
+        assert not set(parts[held].split("\n\n")) & train, f"{held} docs leak into training"
+    assert not set(parts["domain_dev"].split("\n\n")) & set(parts["domain_test"].split(
+        "\n\n")), "early stopping must not look at the test split"
+
+
+def test_mid_training_steps_cap_the_passes_over_the_domain():
+    cfg = ev.MID_PRESETS["small"]
+    steps = ev.mid_training_steps(cfg, domain_tokens=10_000, seq_len=50, replay=0.0)
+    assert steps * cfg.batch_size * 50 >= cfg.epochs * 10_000 > (steps - 1) * cfg.batch_size * 50
+    assert ev.mid_training_steps(cfg, 10_000, 50, replay=0.5) >= 2 * steps - 1, \
+        "half the rows replayed: twice the steps for the same passes over the domain"
+
+
+def _mid_rows(changes: dict[float, list[float]]) -> pd.DataFrame:
+    """Curves whose dev loss is lowest at step 10; test/general change by the given amounts."""
+    rows = []
+    for replay, deltas in changes.items():
+        for seed, d in enumerate(deltas):
+            for step, dev, test, gen in ((0, 3.0, 3.0, 4.0), (10, 2.8, 3.0 - d, 4.0 + d),
+                                         (20, 2.9, 3.5, 5.0)):
+                rows += [{"replay": replay, "train_seed": seed, "step": step, "metric": m,
+                          "value": v, "source": "measured", "device": "cpu"}
+                         for m, v in (("domain_dev_loss", dev), ("domain_test_loss", test),
+                                      ("general_val_loss", gen))]
+    return pd.DataFrame(rows)
+
+
+def test_mid_training_effects_stop_early_on_dev_and_score_on_test():
+    effects = ev.mid_training_effects(_mid_rows({0.0: [0.2, 0.3, 0.25]}))
+    assert (effects["stopped_at_step"] == 10).all(), "step 20 is worse on dev: not chosen"
+    np.testing.assert_allclose(effects["domain_test_change"], [-0.2, -0.3, -0.25])
+    np.testing.assert_allclose(effects["general_change"], [0.2, 0.3, 0.25])
+
+
+def test_mid_training_claims_use_the_interval_over_seeds():
+    table = ev.claims(pd.DataFrame({"variant": ["general_sft"], "metric": ["x"],
+                                    "value": [0.0], "source": ["measured"]}),
+                      _mid_rows({0.0: [0.2, 0.3, 0.25], 0.5: [0.05, 0.06, 0.04]}), {})
+    verdicts = dict(zip(table["claim"], table["verdict"], strict=True))
+    lower = next(v for c, v in verdicts.items() if c.startswith("mid-training lowers"))
+    raises = next(v for c, v in verdicts.items() if c.startswith("mid-training without"))
+    replay = next(v for c, v in verdicts.items() if c.startswith("replaying"))
+    assert lower.startswith("holds") and raises.startswith("holds") and \
+        replay.startswith("holds"), verdicts
+    noisy = ev.claims(pd.DataFrame({"variant": ["x"], "metric": ["x"], "value": [0.0],
+                                    "source": ["measured"]}),
+                      _mid_rows({0.0: [0.3, -0.3, 0.01]}), {})
+    assert noisy["verdict"].str.startswith("inconclusive").sum() >= 2, noisy["verdict"]
+
+
+def test_mean_interval_is_a_t_interval():
+    mean, low, high = ev.mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and high - mean == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)
+    assert np.isnan(ev.mean_interval([1.0])[1]), "one seed has no interval"
+
+
+# -------------------------------------------------------------------------------------- DPO
+
+
+def _dpo_reference(pc, pr, rc, rr, beta):
+    """DPO's loss written the other way round: log(1 + exp(-z)), one pair at a time."""
+    total = 0.0
+    for a, b, c, d in zip(pc, pr, rc, rr, strict=True):
+        z = beta * ((a - c) - (b - d))
+        total += float(np.log1p(np.exp(-z)))
+    return total / len(pc)
+
+
+def test_dpo_loss_matches_the_formula_and_is_log2_at_the_reference():
+    gen = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(8, generator=gen) * 5 for _ in range(4))
+    loss, chosen, rejected = ev.dpo_loss(pc, pr, rc, rr, beta=0.3)
+    assert loss.item() == pytest.approx(_dpo_reference(pc, pr, rc, rr, 0.3), rel=1e-5)
+    torch.testing.assert_close(chosen, 0.3 * (pc - rc))
+    torch.testing.assert_close(rejected, 0.3 * (pr - rr))
+    same, _, _ = ev.dpo_loss(pc, pr, pc, pr, beta=0.3)
+    assert same.item() == pytest.approx(np.log(2)), "policy = reference: loss is ln 2"
+    with pytest.raises(WorkbookError, match="beta"):
+        ev.dpo_loss(pc, pr, rc, rr, beta=0.0)
+
+
+def test_dpo_loss_matches_trl():
+    trl = pytest.importorskip("trl")
+    gen = torch.Generator().manual_seed(1)
+    pc, pr, rc, rr = (torch.randn(6, generator=gen) for _ in range(4))
+    trainer = object.__new__(trl.DPOTrainer)
+    trainer.beta, trainer.loss_type, trainer.label_smoothing = 0.1, "sigmoid", 0.0
+    trainer.reference_free, trainer.use_weighting = False, False
+    trainer.f_divergence_type, trainer.f_alpha_divergence_coef = "reverse_kl", 1.0
+    theirs = trainer.dpo_loss(pc, pr, rc, rr)
+    ours = ev.dpo_loss(pc, pr, rc, rr, beta=0.1)
+    torch.testing.assert_close(ours[0], theirs[0].mean())
+    torch.testing.assert_close(ours[1], theirs[1])
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_model():
+    model, tok = sft.base_model("small", 0, "cpu")
+    return model, tok
+
+
+def test_one_dpo_step_raises_the_margin_on_its_pairs(tiny_chat_model):
+    model, tok = tiny_chat_model
+    policy = ev.frozen_reference(model)          # a copy; make it trainable again
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    reference = ev.frozen_reference(model)
+    pairs = [{"prompt": "Add: 2 + 3", "chosen": "5", "rejected": "7"},
+             {"prompt": "Last word: red cat", "chosen": "cat", "rejected": "red"}]
+    start = ev.reward_stats(policy, reference, tok, pairs, beta=0.1)
+    assert start["reward_margin"] == pytest.approx(0.0, abs=1e-6)
+    assert start["dpo_loss"] == pytest.approx(np.log(2), rel=1e-5)
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    for _ in range(3):
+        ev.dpo_step(policy, reference, tok, pairs, opt, beta=0.1)
+    after = ev.reward_stats(policy, reference, tok, pairs, beta=0.1)
+    assert after["reward_margin"] > 0 and after["reward_accuracy"] == 1.0, after
+    assert not any(p.requires_grad for p in reference.parameters()), "the reference trains"
+
+
+def test_sequence_logps_sum_the_answer_tokens_only(tiny_chat_model):
+    model, tok = tiny_chat_model
+    one = ev.sequence_logps(model, tok, [("Add: 2 + 3", "5")])
+    two = ev.sequence_logps(model, tok, [("Add: 2 + 3", "5"), ("Add: 1 + 1 + 1 + 1", "4")])
+    assert one.shape == (1,) and one.item() < 0
+    torch.testing.assert_close(two[0], one[0], atol=1e-4, rtol=1e-4,
+                               msg="padding in the batch must not change a sequence's log-prob")
+
+
+def test_safety_prompts_hold_out_their_objects():
+    train = " ".join(ev.safety_prompts("train", "unsafe") + ev.safety_prompts("train", "safe"))
+    held = ev.safety_prompts("heldout", "unsafe")
+    objects = {p.split(" ", 4)[-1] for p in held}
+    assert objects and not any(o.rstrip("?") in train for o in objects)
+    kinds = {p["kind"]: p for p in ev.safety_pairs(0)}
+    assert kinds["unsafe"]["chosen"] == ev.REFUSAL and kinds["safe"]["rejected"] == ev.REFUSAL
+    assert ev.is_refusal(" I can ' t help") and not ev.is_refusal(ev.COMPLIANCE)
+
+
+def test_win_rate_counts_ties_as_half():
+    assert ev.win_rate([True, False, True, False], [False, True, True, False]) == 0.5
+    assert ev.win_rate([True, True], [False, False]) == 1.0
+    with pytest.raises(WorkbookError, match="equally long"):
+        ev.win_rate([True], [])
+
+
+def test_dpo_alignment_small_run_gives_curves_and_final_scores():
+    cfg = dataclasses.replace(ev.DPO_PRESETS["small"], sft_steps=5, n_pair_prompts=32,
+                              n_eval=4, steps=4, eval_every=2, seeds=2, batch_size=8,
+                              max_new_tokens=4)
+    rows = ev.run_dpo(cfg, seed=0).assign(device="cpu")
+    margin = rows[rows["metric"] == "reward_margin"]
+    assert set(margin["step"]) == {0, 2, 4} and set(rows["train_seed"]) == {0, 1}
+    assert margin[margin["step"] == 0]["value"].abs().max() < 1e-5, "policy = reference at 0"
+    summary = ev.dpo_summary(rows)
+    assert list(summary["model"]) == ["sft", "dpo"]
+    assert "reward margin" in ev.dpo_caption(rows)
+    assert len(ev.dpo_claims(rows)) == 4
 
 
 def test_heldout_items_are_stable_and_never_in_the_training_mix():
