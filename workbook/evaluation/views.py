@@ -361,7 +361,8 @@ def pipeline_table() -> pd.DataFrame:
         ("SFT", "next-token loss on answer tokens only", "instruction-answer pairs (10K-10M)",
          "09: sft_masking"),
         ("preference tuning", "push chosen above rejected (reward model + PPO, or DPO)",
-         "pairwise human or AI preferences", "10: the arena leaderboard (the data side)"),
+         "pairwise human or AI preferences",
+         "10: the arena leaderboard (the data side), dpo_alignment (DPO itself)"),
         ("evaluation", "exact-match benchmarks, pairwise human votes", "held-out tasks",
          "10: test_task_training, the leaderboard"),
     ]
