@@ -90,6 +90,7 @@ def test_task_caption(rows: pd.DataFrame) -> str:
     return text
 
 
+@takes_rows
 def shown_numbers(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows that are *the* numbers of a table or claim (the one rule of
     :func:`workbook.registry.with_references`): those measured on this machine where there are
