@@ -267,3 +267,22 @@ def test_heldout_items_are_stable_and_never_in_the_training_mix():
 def test_pipeline_names_every_stage():
     stages = list(ev.pipeline_table()["stage"])
     assert stages[:4] == ["pre-training", "mid-training", "SFT", "preference tuning"]
+
+
+def test_mid_training_caption_reads_its_numbers_from_the_rows():
+    rows = _mid_rows({0.0: [0.2, 0.3]})
+    tokens = pd.DataFrame([{"replay": 0.0, "train_seed": 0, "step": 0, "metric": m,
+                            "value": v, "source": "measured", "device": "cpu"}
+                           for m, v in (("domain_train_tokens", 12345.0),
+                                        ("domain_dev_tokens", 1500.0),
+                                        ("domain_test_tokens", 1600.0),
+                                        ("general_train_tokens", 400000.0))])
+    text = ev.mid_training_caption(pd.concat([rows, tokens]))
+    assert "12,345 training tokens" in text and "2 seeds" in text and "stopped at 10" in text
+
+
+def test_shown_numbers_prefer_this_machine_then_one_recorded_device():
+    rows = pd.DataFrame({"source": ["recorded", "measured", "recorded"],
+                         "device": ["H100", "cpu", "H200"], "value": [1.0, 2.0, 3.0]})
+    assert list(ev.shown_numbers(rows)["value"]) == [2.0]
+    assert list(ev.shown_numbers(rows[rows["source"] == "recorded"])["value"]) == [1.0]

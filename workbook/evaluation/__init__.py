@@ -75,6 +75,7 @@ from workbook.evaluation.views import (
     dpo_summary,
     leaderboard_explorer,
     mean_interval,
+    mid_training_caption,
     mid_training_effects,
     mid_training_summary,
     pipeline_table,
@@ -98,5 +99,5 @@ __all__ = [
     "run_dpo", "train_dpo", "COMPLIANCE", "REFUSAL", "is_refusal", "refusal_rate",
     "safety_pairs", "safety_prompts", "task_pairs", "win_rate", "OVER_REFUSAL_TOLERANCE",
     "dpo_caption", "dpo_claims", "dpo_curves", "dpo_summary", "mean_interval",
-    "mid_training_effects", "shown_numbers",
+    "mid_training_caption", "mid_training_effects", "shown_numbers",
 ]

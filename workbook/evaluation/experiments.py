@@ -261,7 +261,8 @@ def run_mid_training(cfg: MidTrainingConfig, seed: int) -> pd.DataFrame:
     _, tok = sft.base_model(cfg.model_preset, 0, "cpu")
     streams = {k: torch.tensor(tok(v, add_special_tokens=False)["input_ids"])
                for k, v in domain_split(0).items()}
-    rows = []
+    rows = [{"replay": 0.0, "train_seed": seed, "step": 0, "metric": f"{k}_tokens",
+             "value": float(len(v))} for k, v in streams.items()]
     for train_seed in range(seed, seed + cfg.seeds):
         for replay in cfg.replay:
             torch.manual_seed(train_seed)
@@ -270,7 +271,7 @@ def run_mid_training(cfg: MidTrainingConfig, seed: int) -> pd.DataFrame:
             del model
     frame = pd.DataFrame(rows)
     frame["model_preset"] = cfg.model_preset
-    frame["unit"] = "nats/token"
+    frame["unit"] = np.where(frame["metric"].str.endswith("_tokens"), "tokens", "nats/token")
     frame["source"] = "measured"
     return frame[["model_preset", "replay", "train_seed", "step", "metric", "value", "unit",
                   "source"]]

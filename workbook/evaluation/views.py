@@ -11,7 +11,7 @@ import pandas as pd
 from workbook.claims import Claim, claims_table
 from workbook.config import check_range, takes_rows
 from workbook.evaluation.arena import ArenaConfig, leaderboard, rank_agreement
-from workbook.evaluation.experiments import TEST_TASK_PRESETS
+from workbook.evaluation.experiments import MID_PRESETS, TEST_TASK_PRESETS
 from workbook.model import BASE_RECIPES
 from workbook.results import preset_of, provenance_label, where_label
 
@@ -158,6 +158,27 @@ def mid_training_summary(rows: pd.DataFrame) -> pd.DataFrame:
             row[name] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
         table.append(row)
     return pd.DataFrame(table)
+
+
+@takes_rows
+def mid_training_caption(rows: pd.DataFrame) -> str:
+    """The mid-training design in numbers from its rows: split sizes, steps, passes, seeds,
+    where early stopping stopped."""
+    part = shown_numbers(rows)
+    tokens = {m[:-len("_tokens")]: _value(part, metric=m) for m in
+              ("domain_train_tokens", "domain_dev_tokens", "domain_test_tokens",
+               "general_train_tokens")}
+    effects = mid_training_effects(part)
+    preset = preset_of(part)
+    cfg = MID_PRESETS[preset if preset in MID_PRESETS else "small"]
+    steps = ", ".join(f"replay {r:.0%}: {int(p['last_step'].max())} steps, stopped at "
+                      f"{p['stopped_at_step'].mean():.0f} on average"
+                      for r, p in effects.groupby("replay"))
+    return (f"*{where_label(part)}, {preset} preset:* domain text {tokens['domain_train']:,.0f} "
+            f"training tokens (dev {tokens['domain_dev']:,.0f}, test "
+            f"{tokens['domain_test']:,.0f}); general text {tokens['general_train']:,.0f}. "
+            f"{cfg.epochs:g} passes over the domain at learning rate {cfg.lr:g}, "
+            f"{effects['train_seed'].nunique()} seeds; {steps}.")
 
 
 @takes_rows
