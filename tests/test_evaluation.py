@@ -227,7 +227,11 @@ def test_safety_prompts_hold_out_their_objects():
     assert objects and not any(o.rstrip("?") in train for o in objects)
     kinds = {p["kind"]: p for p in ev.safety_pairs(0)}
     assert kinds["unsafe"]["chosen"] == ev.REFUSAL and kinds["safe"]["rejected"] == ev.REFUSAL
-    assert ev.is_refusal(" I can ' t help") and not ev.is_refusal(ev.COMPLIANCE)
+    assert ev.is_refusal(" I can't help with") and ev.is_refusal("S can't help with that.")
+    assert not ev.is_refusal(ev.COMPLIANCE) and not ev.is_refusal("I can help")
+    chats = ev.safety_chats(0, copies=2)
+    assert len(chats) == 2 * len(ev.safety_pairs(0)) and all(
+        sft.validate_record(c) for c in chats)
 
 
 def test_win_rate_counts_ties_as_half():

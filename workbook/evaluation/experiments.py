@@ -278,8 +278,8 @@ def run_mid_training(cfg: MidTrainingConfig, seed: int) -> pd.DataFrame:
 
 
 MID_PRESETS = {
-    # the domain's training slice holds ~24k tokens: 0.4 passes of batch 8 x 64 are ~19 steps
-    "small": MidTrainingConfig(model_preset="small", replay=(0.0, 0.5), epochs=0.4,
+    # the domain's training slice holds ~24k tokens: 0.3 passes of batch 8 x 64 are ~15 steps
+    "small": MidTrainingConfig(model_preset="small", replay=(0.0, 0.5), epochs=0.3,
                                batch_size=8, seq_len=64, lr=3e-4, eval_every=10, seeds=3),
     "full": MidTrainingConfig(model_preset="full", replay=(0.0, 0.25, 0.5), epochs=2.0,
                               batch_size=16, seq_len=256, lr=3e-4, eval_every=4, seeds=3),
@@ -292,8 +292,9 @@ MID_PRESETS = {
 @dataclass(frozen=True)
 class DPOConfig:
     """SFT once from the base model, then DPO ``seeds`` times from that SFT model on pairs of
-    its own wrong answers (plus safety pairs); the interval covers DPO's seeds (pair split,
-    batch order), not the SFT run."""
+    its own wrong answers; the interval covers DPO's seeds (pair split, batch order), not the
+    SFT run. ``safety``: the safety chats join the SFT mix and the safety pairs the DPO data,
+    and a second SFT model without them is the "before" of the refusal rates."""
 
     tasks: tuple[str, ...]
     model_preset: str
@@ -308,7 +309,8 @@ class DPOConfig:
     beta: float
     eval_every: int
     heldout_share: float        # share of the task pairs kept for the reward curves
-    safety: bool = True         # mix the safety pairs into the DPO data
+    safety: bool = True         # mix safety chats into SFT and safety pairs into DPO
+    safety_copies: int = 3      # each safety chat this often in the SFT mix (~20 % of it)
     seeds: int = 3
     max_new_tokens: int = 10
 
@@ -329,6 +331,7 @@ class DPOConfig:
         check_range("heldout_share", self.heldout_share, 0.05, 0.5)
         check_range("seeds", self.seeds, 1, 20)
         check_range("max_new_tokens", self.max_new_tokens, 4, 64)
+        check_range("safety_copies", self.safety_copies, 1, 100)
 
 
 def _replies_right(model: torch.nn.Module, tok, items: Sequence[tuple[str, str]],
@@ -378,17 +381,33 @@ def train_dpo(policy: torch.nn.Module, tok, train: Sequence[dict], heldout: Sequ
 
 
 def run_dpo(cfg: DPOConfig, seed: int) -> pd.DataFrame:
-    """SFT model -> its own wrong answers as rejected -> DPO (with safety pairs mixed in);
-    reward curves on held-out pairs, and SFT vs DPO on held-out items and requests."""
+    """SFT model -> its own wrong answers as rejected -> DPO (safety chats in the SFT mix and
+    safety pairs in the DPO data); reward curves on held-out pairs, and SFT without safety
+    data, SFT and DPO on held-out items and requests."""
     device = torch_device()
-    torch.manual_seed(seed)
-    model, tok = sft.base_model(cfg.model_preset, 0, device)
+    _, tok = sft.base_model(cfg.model_preset, 0, "cpu")
     evals = [item for t in cfg.tasks for item in sft.task_items(heldout(t, cfg.n_eval, seed))]
     banned = {p for p, _ in evals}
-    sft.train_sft(model, tok, sft.task_records(cfg.tasks, cfg.n_sft, seed, exclude=banned,
-                                               max_turns=1, prefix="sft"),
-                  policy="answer_only", steps=cfg.sft_steps, batch_size=cfg.batch_size,
-                  lr=cfg.sft_lr, seed=seed)
+    tasks = sft.task_records(cfg.tasks, cfg.n_sft, seed, exclude=banned, max_turns=1,
+                             prefix="sft")
+
+    def sft_model(with_safety: bool) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        model, _ = sft.base_model(cfg.model_preset, 0, device)
+        chats = tasks + (preferences.safety_chats(seed, cfg.safety_copies) if with_safety
+                         else [])
+        sft.train_sft(model, tok, chats, policy="answer_only", steps=cfg.sft_steps,
+                      batch_size=cfg.batch_size, lr=cfg.sft_lr, seed=seed)
+        return model
+
+    rows = []
+    if cfg.safety:                 # "before" the safety data: the same SFT without it
+        plain = sft_model(False)
+        rows += [{"train_seed": seed, "model": "sft_no_safety", "step": 0, "metric": k,
+                  "value": v} for k, v in alignment_scores(plain, tok, evals,
+                                                          cfg.max_new_tokens)[0].items()]
+        del plain
+    model = sft_model(cfg.safety)
     prompts = sft.task_records(cfg.tasks, cfg.n_pair_prompts, seed + 7, exclude=banned,
                                prefix="pairs")
     pairs = preferences.task_pairs(model, tok, prompts, cfg.max_new_tokens)
@@ -397,10 +416,10 @@ def run_dpo(cfg: DPOConfig, seed: int) -> pd.DataFrame:
                             "pair prompts right: no rejected answers to learn from; allowed: "
                             "fewer sft_steps or more n_pair_prompts")
     sft_scores, sft_right = alignment_scores(model, tok, evals, cfg.max_new_tokens)
-    rows = [{"train_seed": seed, "model": "sft", "step": 0, "metric": k, "value": v}
+    rows += [{"train_seed": seed, "model": "sft", "step": 0, "metric": k, "value": v}
             for k, v in sft_scores.items()]
-    rows.append({"train_seed": seed, "model": "sft", "step": 0, "metric": "task_pairs",
-                 "value": float(len(pairs))})
+    rows += [{"train_seed": seed, "model": "sft", "step": 0, "metric": k, "value": float(v)}
+             for k, v in (("task_pairs", len(pairs)), ("eval_items", len(evals)))]
     for train_seed in range(seed, seed + cfg.seeds):
         shuffled = list(pairs)
         random.Random(train_seed).shuffle(shuffled)
@@ -424,14 +443,14 @@ def run_dpo(cfg: DPOConfig, seed: int) -> pd.DataFrame:
 
 
 _DPO_UNITS = {"dpo_loss": "nats", "train_dpo_loss": "nats", "reward_margin": "nats (x beta)",
-              "task_pairs": "pairs"}
+              "task_pairs": "pairs", "eval_items": "items"}
 
 DPO_PRESETS = {
     # seconds on a CPU: the small base model, a short SFT, 30 DPO steps per seed
     "small": DPOConfig(tasks=("add", "last"), model_preset="small", n_sft=1000, sft_steps=40,
-                       sft_lr=3e-3, n_pair_prompts=240, n_eval=40, steps=30, batch_size=16,
-                       lr=5e-4, beta=0.1, eval_every=10, heldout_share=0.2, seeds=3,
-                       max_new_tokens=8),
+                       sft_lr=3e-3, n_pair_prompts=160, n_eval=32, steps=24, batch_size=16,
+                       lr=5e-4, beta=0.1, eval_every=8, heldout_share=0.2, seeds=3,
+                       max_new_tokens=7),
     "full": DPOConfig(tasks=("add", "last", "count"), model_preset="full", n_sft=8000,
                       sft_steps=300, sft_lr=1e-3, n_pair_prompts=2000, n_eval=200, steps=200,
                       batch_size=32, lr=1e-4, beta=0.1, eval_every=20, heldout_share=0.2,

@@ -12,6 +12,7 @@ from workbook.claims import Claim, claims_table
 from workbook.config import check_range, takes_rows
 from workbook.evaluation.arena import ArenaConfig, leaderboard, rank_agreement
 from workbook.evaluation.experiments import MID_PRESETS, TEST_TASK_PRESETS
+from workbook.evaluation.preferences import safety_prompts
 from workbook.model import BASE_RECIPES
 from workbook.results import preset_of, provenance_label, where_label
 
@@ -183,12 +184,13 @@ def mid_training_caption(rows: pd.DataFrame) -> str:
 
 @takes_rows
 def dpo_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """SFT vs DPO on held-out items and requests: mean over DPO seeds [95 % interval]."""
+    """SFT without safety data (the "before" of the refusal rates), SFT and DPO on held-out
+    items and requests: mean over DPO seeds [95 % interval]."""
     part = shown_numbers(rows)
     final = part[part["metric"].isin(_DPO_FINAL)]
-    final = final[(final["model"] == "sft") | (final["step"] == final["step"].max())]
+    final = final[(final["model"] != "dpo") | (final["step"] == final["step"].max())]
     table = []
-    for model in ("sft", "dpo"):
+    for model in [m for m in ("sft_no_safety", "sft", "dpo") if m in set(final["model"])]:
         row: dict = {"model": model}
         for metric in _DPO_FINAL:
             mean, low, high = mean_interval(final[(final["model"] == model)
@@ -330,7 +332,9 @@ OVER_REFUSAL_TOLERANCE = 0.10   # a rise in refusals of harmless requests we wou
 @takes_rows
 def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
     """DPO's claims: the held-out margin rises, exact answers, refusals and over-refusals;
-    each a mean over DPO seeds with its 95 % interval as the noise."""
+    each a mean over DPO seeds with its 95 % interval as the noise, and never finer than one
+    item of the set it is measured on. Refusals compare against the SFT model trained without
+    the safety data (before) where the rows have it."""
     part = shown_numbers(rows)
     here = f"{where_label(part)}, {preset_of(part)} preset"
     end = part["step"].max()
@@ -346,10 +350,18 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
         mean, low, high = mean_interval(values)
         return mean, low, high, (high - mean) if high == high else 0.0
 
+    def before(metric: str) -> float:
+        value = _value(part, model="sft_no_safety", metric=metric)
+        return value if value == value else sft(metric)
+
     margin = spread(per_seed("reward_margin"))
     exact = spread(per_seed("exact_match") - sft("exact_match"))
     refuse = spread(per_seed("refusal_rate_unsafe"))
-    over = spread(per_seed("refusal_rate_safe") - sft("refusal_rate_safe"))
+    over = spread(per_seed("refusal_rate_safe") - before("refusal_rate_safe"))
+    # one item of the set: a change smaller than that is no change
+    n_items = _value(part, model="sft", metric="eval_items")
+    one_item = 1 / n_items if n_items == n_items and n_items > 0 else 0.0
+    one_request = 1 / len(safety_prompts("heldout", "unsafe"))
     seeds = f"{len(per_seed('reward_margin'))} DPO seeds"
     return [
         Claim("DPO raises the chosen-over-rejected reward margin on held-out pairs",
@@ -357,10 +369,11 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
               kind="at_least", abs_tol=margin[3]),
         Claim("DPO on its own wrong answers improves exact answers (DPO - SFT)",
               "lecture (preference tuning)", 0.0, exact[0], "share", f"{here}, {seeds}",
-              kind="at_least", abs_tol=exact[3]),
-        Claim("refusal pairs raise the refusal rate on held-out unsafe requests",
-              "safety data practice", sft("refusal_rate_unsafe"), refuse[0], "share",
-              f"{here}, {seeds}", kind="at_least", abs_tol=refuse[3]),
+              kind="at_least", abs_tol=max(exact[3], one_item)),
+        Claim("safety data (SFT chats + DPO pairs) raises the refusal rate on held-out unsafe "
+              "requests (before: SFT without it)", "safety data practice",
+              before("refusal_rate_unsafe"), refuse[0], "share", f"{here}, {seeds}",
+              kind="at_least", abs_tol=max(refuse[3], one_request)),
         Claim(f"... without over-refusing harmless look-alikes (upper 95 % bound of the "
               f"change <= {OVER_REFUSAL_TOLERANCE})", "safety data practice",
               OVER_REFUSAL_TOLERANCE, over[2] if over[2] == over[2] else over[0], "share",
