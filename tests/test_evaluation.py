@@ -250,7 +250,7 @@ def test_dpo_alignment_small_run_gives_curves_and_final_scores():
     assert set(margin["step"]) == {0, 2, 4} and set(rows["train_seed"]) == {0, 1}
     assert margin[margin["step"] == 0]["value"].abs().max() < 1e-5, "policy = reference at 0"
     summary = ev.dpo_summary(rows)
-    assert list(summary["model"]) == ["sft", "dpo"]
+    assert list(summary["model"]) == ["sft_no_safety", "sft", "dpo"]
     assert "reward margin" in ev.dpo_caption(rows)
     assert len(ev.dpo_claims(rows)) == 4
 

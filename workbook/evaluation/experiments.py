@@ -281,8 +281,9 @@ MID_PRESETS = {
     # the domain's training slice holds ~24k tokens: 0.3 passes of batch 8 x 64 are ~15 steps
     "small": MidTrainingConfig(model_preset="small", replay=(0.0, 0.5), epochs=0.3,
                                batch_size=8, seq_len=64, lr=3e-4, eval_every=10, seeds=3),
+    # 2 passes of batch 8 x 128: ~47 steps without replay, ~94 with half the rows replayed
     "full": MidTrainingConfig(model_preset="full", replay=(0.0, 0.25, 0.5), epochs=2.0,
-                              batch_size=16, seq_len=256, lr=3e-4, eval_every=4, seeds=3),
+                              batch_size=8, seq_len=128, lr=3e-4, eval_every=8, seeds=3),
 }
 
 
@@ -471,5 +472,6 @@ EXPERIMENTS = [
                summary="DPO on the SFT model's own wrong answers (+ refusal pairs): margin, "
                        "exact answers, refusals",
                notebook="10_evaluation_alignment", run=run_dpo, presets=DPO_PRESETS,
-               min_gpus={"small": 0, "full": 1}, timeout_s=900),
+               min_gpus={"small": 0, "full": 1}, timeout_s=900,
+               typical_s={"small": 30, "full": 120}),
 ]
