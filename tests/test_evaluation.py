@@ -290,3 +290,23 @@ def test_shown_numbers_prefer_this_machine_then_one_recorded_device():
                          "device": ["H100", "cpu", "H200"], "value": [1.0, 2.0, 3.0]})
     assert list(ev.shown_numbers(rows)["value"]) == [2.0]
     assert list(ev.shown_numbers(rows[rows["source"] == "recorded"])["value"]) == [1.0]
+
+
+def test_dpo_caption_says_when_the_chosen_answers_became_less_likely():
+    def rows(chosen: float) -> pd.DataFrame:
+        data = [("sft", 0, 0, "task_pairs", 50.0), ("sft", 0, 0, "refusal_rate_unsafe", 0.5),
+                ("sft", 0, 0, "refusal_rate_safe", 0.1)]
+        for seed in (0, 1, 2):
+            data += [("dpo", seed, 10, "reward_margin", 0.5 + seed / 10),
+                     ("dpo", seed, 10, "reward_accuracy", 0.9),
+                     ("dpo", seed, 10, "chosen_reward", chosen),
+                     ("dpo", seed, 10, "rejected_reward", chosen - 0.5),
+                     ("dpo", seed, 10, "refusal_rate_unsafe", 0.8),
+                     ("dpo", seed, 10, "refusal_rate_safe", 0.1)]
+        return pd.DataFrame(data, columns=["model", "train_seed", "step", "metric", "value"]
+                            ).assign(source="measured", device="cpu")
+
+    assert "chosen answers became less likely" in ev.dpo_caption(rows(-0.2))
+    up = ev.dpo_caption(rows(+0.2))
+    assert "less likely" not in up and "3 DPO seeds" in up and "refused 50%" in up
+    assert "alike" not in up, "0.5 vs 0.1 is not refusing both kinds alike"

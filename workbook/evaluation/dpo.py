@@ -94,15 +94,20 @@ def dpo_step(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: Any
 @torch.no_grad()
 def reward_stats(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: Any,
                  pairs: Sequence[dict], beta: float, batch_size: int = 64) -> dict[str, float]:
-    """On (held-out) pairs: the DPO loss, mean reward margin, and implicit reward accuracy."""
+    """On (held-out) pairs: the DPO loss, mean reward margin, implicit reward accuracy, and the
+    mean implicit reward of the chosen and of the rejected answers (below 0: that answer is now
+    less likely than under the reference)."""
     policy.eval()
-    losses, margins = [], []
+    losses, margins, chosens = [], [], []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         loss, chosen, rejected = dpo_loss(*pair_logps(policy, reference, tokenizer, chunk),
                                           beta)
         losses.append(loss.item() * len(chunk))
         margins.append(chosen - rejected)
-    margin = torch.cat(margins)
+        chosens.append(chosen)
+    margin, chosen = torch.cat(margins), torch.cat(chosens)
     return {"dpo_loss": sum(losses) / len(pairs), "reward_margin": margin.mean().item(),
-            "reward_accuracy": (margin > 0).float().mean().item()}
+            "reward_accuracy": (margin > 0).float().mean().item(),
+            "chosen_reward": chosen.mean().item(),
+            "rejected_reward": (chosen - margin).mean().item()}

@@ -444,6 +444,7 @@ def run_dpo(cfg: DPOConfig, seed: int) -> pd.DataFrame:
 
 
 _DPO_UNITS = {"dpo_loss": "nats", "train_dpo_loss": "nats", "reward_margin": "nats (x beta)",
+              "chosen_reward": "nats (x beta)", "rejected_reward": "nats (x beta)",
               "task_pairs": "pairs", "eval_items": "items"}
 
 DPO_PRESETS = {

@@ -225,13 +225,36 @@ def dpo_caption(rows: pd.DataFrame) -> str:
                            ["value"])
     acc = mean_interval(part[(part["metric"] == "reward_accuracy") & (part["step"] == end)]
                         ["value"])
-    return (f"*{where_label(part)}, {preset_of(part)} preset:* the SFT model answered wrongly "
+    final = part[(part["step"] == end) & (part["model"] == "dpo")]
+
+    def mean(metric: str, model: str | None = None) -> float:
+        rows_ = part[part["model"] == model] if model else final
+        return float(rows_.loc[rows_["metric"] == metric, "value"].mean())
+
+    text = (f"*{where_label(part)}, {preset_of(part)} preset:* the SFT model answered wrongly "
             f"on {pairs:.0f} fresh prompts: those are the task pairs (chosen = the right "
             f"answer, rejected = its own). {seeds} DPO seeds of {end:.0f} steps; on held-out "
             f"pairs after training: reward margin {margin[0]:.3f} [{margin[1]:.3f}, "
             f"{margin[2]:.3f}], implicit reward accuracy {acc[0]:.2f} [{acc[1]:.2f}, "
             f"{acc[2]:.2f}] (95 % intervals over seeds; both are 0 at step 0, where the policy "
             "is its reference).")
+    chosen, rejected = mean("chosen_reward"), mean("rejected_reward")
+    if chosen < 0 < margin[0]:
+        text += (f" **The margin grew while the chosen answers became less likely** (their "
+                 f"implicit reward {chosen:.3f}, the rejected ones' {rejected:.3f}): DPO only "
+                 "asks for the gap, and a right and a wrong answer that share most of their "
+                 "tokens can be pulled down together (the failure mode DPO-Positive, Pal et al. "
+                 "2024, adds a term against).")
+    before, safe_sft = mean("refusal_rate_unsafe", "sft"), mean("refusal_rate_safe", "sft")
+    if before == before:
+        text += (f" Safety: after SFT with the safety chats the model refused "
+                 f"{before:.0%} of held-out unsafe requests and {safe_sft:.0%} of harmless "
+                 f"look-alikes; after DPO {mean('refusal_rate_unsafe'):.0%} and "
+                 f"{mean('refusal_rate_safe'):.0%}.")
+        if abs(before - safe_sft) <= 1 / len(safety_prompts("heldout", "safe")) * 2:
+            text += (" At SFT it refused both kinds alike: it learned the refusal's words, "
+                     "not when to use them.")
+    return text
 
 
 def _value(rows: pd.DataFrame, **where: object) -> float:
