@@ -309,4 +309,4 @@ def test_dpo_caption_says_when_the_chosen_answers_became_less_likely():
     assert "chosen answers became less likely" in ev.dpo_caption(rows(-0.2))
     up = ev.dpo_caption(rows(+0.2))
     assert "less likely" not in up and "3 DPO seeds" in up and "refused 50%" in up
-    assert "alike" not in up, "0.5 vs 0.1 is not refusing both kinds alike"
+    assert "both kinds alike" not in up, "0.5 vs 0.1 is not refusing both kinds alike"
