@@ -311,7 +311,7 @@ class DPOConfig:
     eval_every: int
     heldout_share: float        # share of the task pairs kept for the reward curves
     safety: bool = True         # mix safety chats into SFT and safety pairs into DPO
-    safety_copies: int = 3      # each safety chat this often in the SFT mix (~20 % of it)
+    safety_copies: int = 3      # each safety chat this often in the SFT mix (presets: ~20 %)
     seeds: int = 3
     max_new_tokens: int = 10
 
@@ -453,10 +453,10 @@ DPO_PRESETS = {
                        sft_lr=3e-3, n_pair_prompts=160, n_eval=32, steps=24, batch_size=16,
                        lr=5e-4, beta=0.1, eval_every=8, heldout_share=0.2, seeds=3,
                        max_new_tokens=7),
-    "full": DPOConfig(tasks=("add", "last", "count"), model_preset="full", n_sft=8000,
+    "full": DPOConfig(tasks=("last", "count", "reverse"), model_preset="full", n_sft=8000,
                       sft_steps=300, sft_lr=1e-3, n_pair_prompts=2000, n_eval=200, steps=200,
                       batch_size=32, lr=1e-4, beta=0.1, eval_every=20, heldout_share=0.2,
-                      seeds=3, max_new_tokens=10),
+                      seeds=3, max_new_tokens=10, safety_copies=20),
 }
 
 
