@@ -3,9 +3,13 @@ rankings the way they should, the corpus domain split, and the experiments' rows
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from workbook import evaluation as ev
 from workbook import sft
@@ -77,9 +81,178 @@ def test_explorer_moves_with_the_knobs():
 def test_domain_split_is_disjoint_and_domain_has_doctests():
     parts = ev.domain_split()
     assert all(parts.values()), {k: len(v) for k, v in parts.items()}
-    assert ">>>" in parts["domain_val"] and ">>>" not in parts["general_train"]
-    val_docs = set(parts["domain_val"].split("\n\n"))
-    assert not val_docs & set(parts["domain_train"].split("\n\n")), "held-out domain docs leak"
+    assert ">>>" in parts["domain_test"] and ">>>" not in parts["general_train"]
+    train = set(parts["domain_train"].split("\n\n"))
+    for held in ("domain_dev", "domain_test"):
+        assert not set(parts[held].split("\n\n")) & train, f"{held} docs leak into training"
+    assert not set(parts["domain_dev"].split("\n\n")) & set(parts["domain_test"].split(
+        "\n\n")), "early stopping must not look at the test split"
+
+
+def test_mid_training_steps_cap_the_passes_over_the_domain():
+    cfg = ev.MID_PRESETS["small"]
+    steps = ev.mid_training_steps(cfg, domain_tokens=10_000, seq_len=50, replay=0.0)
+    assert steps * cfg.batch_size * 50 >= cfg.epochs * 10_000 > (steps - 1) * cfg.batch_size * 50
+    assert ev.mid_training_steps(cfg, 10_000, 50, replay=0.5) >= 2 * steps - 1, \
+        "half the rows replayed: twice the steps for the same passes over the domain"
+
+
+def _mid_rows(changes: dict[float, list[float]]) -> pd.DataFrame:
+    """Curves whose dev loss is lowest at step 10; test/general change by the given amounts."""
+    rows = []
+    for replay, deltas in changes.items():
+        for seed, d in enumerate(deltas):
+            for step, dev, test, gen in ((0, 3.0, 3.0, 4.0), (10, 2.8, 3.0 - d, 4.0 + d),
+                                         (20, 2.9, 3.5, 5.0)):
+                rows += [{"replay": replay, "train_seed": seed, "step": step, "metric": m,
+                          "value": v, "source": "measured", "device": "cpu"}
+                         for m, v in (("domain_dev_loss", dev), ("domain_test_loss", test),
+                                      ("general_val_loss", gen))]
+    return pd.DataFrame(rows)
+
+
+def test_mid_training_effects_stop_early_on_dev_and_score_on_test():
+    effects = ev.mid_training_effects(_mid_rows({0.0: [0.2, 0.3, 0.25]}))
+    assert (effects["stopped_at_step"] == 10).all(), "step 20 is worse on dev: not chosen"
+    np.testing.assert_allclose(effects["domain_test_change"], [-0.2, -0.3, -0.25])
+    np.testing.assert_allclose(effects["general_change"], [0.2, 0.3, 0.25])
+
+
+def test_mid_training_claims_use_the_interval_over_seeds():
+    table = ev.claims(pd.DataFrame({"variant": ["general_sft"], "metric": ["x"],
+                                    "value": [0.0], "source": ["measured"]}),
+                      _mid_rows({0.0: [0.2, 0.3, 0.25], 0.5: [0.05, 0.06, 0.04]}), {})
+    verdicts = dict(zip(table["claim"], table["verdict"], strict=True))
+    lower = next(v for c, v in verdicts.items() if c.startswith("mid-training lowers"))
+    raises = next(v for c, v in verdicts.items() if c.startswith("mid-training without"))
+    replay = next(v for c, v in verdicts.items() if c.startswith("replaying"))
+    assert lower.startswith("holds") and raises.startswith("holds") and \
+        replay.startswith("holds"), verdicts
+    noisy = ev.claims(pd.DataFrame({"variant": ["x"], "metric": ["x"], "value": [0.0],
+                                    "source": ["measured"]}),
+                      _mid_rows({0.0: [0.3, -0.3, 0.01]}), {})
+    assert noisy["verdict"].str.startswith("inconclusive").sum() >= 2, noisy["verdict"]
+
+
+def test_mean_interval_is_a_t_interval():
+    mean, low, high = ev.mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and high - mean == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)
+    assert np.isnan(ev.mean_interval([1.0])[1]), "one seed has no interval"
+
+
+# -------------------------------------------------------------------------------------- DPO
+
+
+def _dpo_reference(pc, pr, rc, rr, beta):
+    """DPO's loss written the other way round: log(1 + exp(-z)), one pair at a time."""
+    total = 0.0
+    for a, b, c, d in zip(pc, pr, rc, rr, strict=True):
+        z = beta * ((a - c) - (b - d))
+        total += float(np.log1p(np.exp(-z)))
+    return total / len(pc)
+
+
+def test_dpo_loss_matches_the_formula_and_is_log2_at_the_reference():
+    gen = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(8, generator=gen) * 5 for _ in range(4))
+    loss, chosen, rejected = ev.dpo_loss(pc, pr, rc, rr, beta=0.3)
+    assert loss.item() == pytest.approx(_dpo_reference(pc, pr, rc, rr, 0.3), rel=1e-5)
+    torch.testing.assert_close(chosen, 0.3 * (pc - rc))
+    torch.testing.assert_close(rejected, 0.3 * (pr - rr))
+    same, _, _ = ev.dpo_loss(pc, pr, pc, pr, beta=0.3)
+    assert same.item() == pytest.approx(np.log(2)), "policy = reference: loss is ln 2"
+    with pytest.raises(WorkbookError, match="beta"):
+        ev.dpo_loss(pc, pr, rc, rr, beta=0.0)
+
+
+def test_dpo_loss_matches_trl():
+    """TRL 0.x exposes ``DPOTrainer.dpo_loss(chosen, rejected, ref_chosen, ref_rejected)``;
+    called on a stand-in for the trainer with the plain sigmoid loss, it must agree with ours."""
+    trl = pytest.importorskip("trl")
+    method = getattr(trl.DPOTrainer, "dpo_loss", None)
+    if method is None:
+        pytest.skip(f"TRL {trl.__version__} computes the loss inside compute_loss: no "
+                    "dpo_loss to call on log-probs alone")
+    gen = torch.Generator().manual_seed(1)
+    pc, pr, rc, rr = (torch.randn(6, generator=gen) for _ in range(4))
+    trainer = SimpleNamespace(beta=0.1, loss_type="sigmoid", label_smoothing=0.0,
+                              reference_free=False, f_divergence_type="reverse_kl",
+                              f_divergence_params={}, use_weighting=False,
+                              accelerator=SimpleNamespace(device=torch.device("cpu")))
+    losses, chosen, rejected = method(trainer, pc, pr, rc, rr)
+    ours = ev.dpo_loss(pc, pr, rc, rr, beta=0.1)
+    torch.testing.assert_close(ours[0], losses.mean())
+    torch.testing.assert_close(ours[1], chosen)
+    torch.testing.assert_close(ours[2], rejected)
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_model():
+    model, tok = sft.base_model("small", 0, "cpu")
+    return model, tok
+
+
+def test_one_dpo_step_raises_the_margin_on_its_pairs(tiny_chat_model):
+    model, tok = tiny_chat_model
+    policy = ev.frozen_reference(model)          # a copy; make it trainable again
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    reference = ev.frozen_reference(model)
+    pairs = [{"prompt": "Add: 2 + 3", "chosen": "5", "rejected": "7"},
+             {"prompt": "Last word: red cat", "chosen": "cat", "rejected": "red"}]
+    start = ev.reward_stats(policy, reference, tok, pairs, beta=0.1)
+    assert start["reward_margin"] == pytest.approx(0.0, abs=1e-6)
+    assert start["dpo_loss"] == pytest.approx(np.log(2), rel=1e-5)
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    for _ in range(3):
+        ev.dpo_step(policy, reference, tok, pairs, opt, beta=0.1)
+    after = ev.reward_stats(policy, reference, tok, pairs, beta=0.1)
+    assert after["reward_margin"] > 0 and after["reward_accuracy"] == 1.0, after
+    assert not any(p.requires_grad for p in reference.parameters()), "the reference trains"
+
+
+def test_sequence_logps_sum_the_answer_tokens_only(tiny_chat_model):
+    model, tok = tiny_chat_model
+    one = ev.sequence_logps(model, tok, [("Add: 2 + 3", "5")])
+    two = ev.sequence_logps(model, tok, [("Add: 2 + 3", "5"), ("Add: 1 + 1 + 1 + 1", "4")])
+    assert one.shape == (1,) and one.item() < 0
+    torch.testing.assert_close(two[0], one[0], atol=1e-4, rtol=1e-4,
+                               msg="padding in the batch must not change a sequence's log-prob")
+
+
+def test_safety_prompts_hold_out_their_objects():
+    train = " ".join(ev.safety_prompts("train", "unsafe") + ev.safety_prompts("train", "safe"))
+    held = ev.safety_prompts("heldout", "unsafe")
+    objects = {p.split(" ", 4)[-1] for p in held}
+    assert objects and not any(o.rstrip("?") in train for o in objects)
+    kinds = {p["kind"]: p for p in ev.safety_pairs(0)}
+    assert kinds["unsafe"]["chosen"] == ev.REFUSAL and kinds["safe"]["rejected"] == ev.REFUSAL
+    assert ev.is_refusal(" I can't help with") and ev.is_refusal("S can't help with that.")
+    assert not ev.is_refusal(ev.COMPLIANCE) and not ev.is_refusal("I can help")
+    chats = ev.safety_chats(0, copies=2)
+    assert len(chats) == 2 * len(ev.safety_pairs(0)) and all(
+        sft.validate_record(c) for c in chats)
+
+
+def test_win_rate_counts_ties_as_half():
+    assert ev.win_rate([True, False, True, False], [False, True, True, False]) == 0.5
+    assert ev.win_rate([True, True], [False, False]) == 1.0
+    with pytest.raises(WorkbookError, match="equally long"):
+        ev.win_rate([True], [])
+
+
+def test_dpo_alignment_small_run_gives_curves_and_final_scores():
+    cfg = dataclasses.replace(ev.DPO_PRESETS["small"], sft_steps=5, n_pair_prompts=32,
+                              n_eval=4, steps=4, eval_every=2, seeds=2, batch_size=8,
+                              max_new_tokens=4)
+    rows = ev.run_dpo(cfg, seed=0).assign(device="cpu")
+    margin = rows[rows["metric"] == "reward_margin"]
+    assert set(margin["step"]) == {0, 2, 4} and set(rows["train_seed"]) == {0, 1}
+    assert margin[margin["step"] == 0]["value"].abs().max() < 1e-5, "policy = reference at 0"
+    summary = ev.dpo_summary(rows)
+    assert list(summary["model"]) == ["sft_no_safety", "sft", "dpo"]
+    assert "reward margin" in ev.dpo_caption(rows)
+    assert len(ev.dpo_claims(rows)) == 4
 
 
 def test_heldout_items_are_stable_and_never_in_the_training_mix():
@@ -98,3 +271,42 @@ def test_heldout_items_are_stable_and_never_in_the_training_mix():
 def test_pipeline_names_every_stage():
     stages = list(ev.pipeline_table()["stage"])
     assert stages[:4] == ["pre-training", "mid-training", "SFT", "preference tuning"]
+
+
+def test_mid_training_caption_reads_its_numbers_from_the_rows():
+    rows = _mid_rows({0.0: [0.2, 0.3]})
+    tokens = pd.DataFrame([{"replay": 0.0, "train_seed": 0, "step": 0, "metric": m,
+                            "value": v, "source": "measured", "device": "cpu"}
+                           for m, v in (("domain_train_tokens", 12345.0),
+                                        ("domain_dev_tokens", 1500.0),
+                                        ("domain_test_tokens", 1600.0),
+                                        ("general_train_tokens", 400000.0))])
+    text = ev.mid_training_caption(pd.concat([rows, tokens]))
+    assert "12,345 training tokens" in text and "2 seeds" in text and "stopped at 10" in text
+
+
+def test_shown_numbers_prefer_this_machine_then_one_recorded_device():
+    rows = pd.DataFrame({"source": ["recorded", "measured", "recorded"],
+                         "device": ["H100", "cpu", "H200"], "value": [1.0, 2.0, 3.0]})
+    assert list(ev.shown_numbers(rows)["value"]) == [2.0]
+    assert list(ev.shown_numbers(rows[rows["source"] == "recorded"])["value"]) == [1.0]
+
+
+def test_dpo_caption_says_when_the_chosen_answers_became_less_likely():
+    def rows(chosen: float) -> pd.DataFrame:
+        data = [("sft", 0, 0, "task_pairs", 50.0), ("sft", 0, 0, "refusal_rate_unsafe", 0.5),
+                ("sft", 0, 0, "refusal_rate_safe", 0.1)]
+        for seed in (0, 1, 2):
+            data += [("dpo", seed, 10, "reward_margin", 0.5 + seed / 10),
+                     ("dpo", seed, 10, "reward_accuracy", 0.9),
+                     ("dpo", seed, 10, "chosen_reward", chosen),
+                     ("dpo", seed, 10, "rejected_reward", chosen - 0.5),
+                     ("dpo", seed, 10, "refusal_rate_unsafe", 0.8),
+                     ("dpo", seed, 10, "refusal_rate_safe", 0.1)]
+        return pd.DataFrame(data, columns=["model", "train_seed", "step", "metric", "value"]
+                            ).assign(source="measured", device="cpu")
+
+    assert "chosen answers became less likely" in ev.dpo_caption(rows(-0.2))
+    up = ev.dpo_caption(rows(+0.2))
+    assert "less likely" not in up and "3 DPO seeds" in up and "refused 50%" in up
+    assert "both kinds alike" not in up, "0.5 vs 0.1 is not refusing both kinds alike"

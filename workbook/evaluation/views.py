@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from workbook.claims import Claim, claims_table
 from workbook.config import check_range, takes_rows
 from workbook.evaluation.arena import ArenaConfig, leaderboard, rank_agreement
-from workbook.evaluation.experiments import TEST_TASK_PRESETS
+from workbook.evaluation.experiments import MID_PRESETS, TEST_TASK_PRESETS
+from workbook.evaluation.preferences import safety_prompts
 from workbook.model import BASE_RECIPES
 from workbook.results import preset_of, provenance_label, where_label
 
@@ -90,13 +92,169 @@ def test_task_caption(rows: pd.DataFrame) -> str:
 
 
 @takes_rows
+def shown_numbers(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows that are *the* numbers of a table or claim (the one rule of
+    :func:`workbook.registry.with_references`): those measured on this machine where there are
+    any, else the recorded ones (of one device: the first in the ledger)."""
+    if "source" in rows.columns and (rows["source"] == "measured").any():
+        return rows[rows["source"] == "measured"]
+    if "device" in rows.columns and rows["device"].notna().any():
+        return rows[rows["device"] == rows["device"].dropna().iloc[0]]
+    return rows
+
+
+def mean_interval(values: pd.Series | list[float], level: float = 0.95
+                  ) -> tuple[float, float, float]:
+    """Mean and its Student-t interval over seeds (NaN bounds for fewer than two values)."""
+    from scipy import stats
+
+    check_range("level", level, 0.5, 0.999)
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if len(arr) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(arr.mean())
+    if len(arr) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(arr) - 1) * arr.std(ddof=1)
+                 / math.sqrt(len(arr)))
+    return mean, mean - half, mean + half
+
+
+@takes_rows
+def mid_training_effects(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per replay share and training seed: the step early stopping picks (lowest *dev* loss),
+    and there the change from step 0 of the domain *test* loss and of the general loss."""
+    metrics = {"domain_dev_loss", "domain_test_loss", "general_val_loss"}
+    part = shown_numbers(rows)
+    part = part[part["metric"].isin(metrics)] if "metric" in part.columns else part.iloc[0:0]
+    out = []
+    for (replay, seed), run in part.groupby(["replay", "train_seed"]):
+        curve = run.pivot_table(index="step", columns="metric", values="value")
+        if not metrics <= set(curve.columns) or 0 not in curve.index:
+            continue
+        best = int(curve["domain_dev_loss"].idxmin())
+        out.append({"replay": replay, "train_seed": seed, "stopped_at_step": best,
+                    "last_step": int(curve.index.max()),
+                    "domain_test_change": curve.at[best, "domain_test_loss"]
+                    - curve.at[0, "domain_test_loss"],
+                    "general_change": curve.at[best, "general_val_loss"]
+                    - curve.at[0, "general_val_loss"]})
+    return pd.DataFrame(out, columns=["replay", "train_seed", "stopped_at_step", "last_step",
+                                      "domain_test_change", "general_change"])
+
+
+@takes_rows
 def mid_training_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per replay share: domain and general held-out loss before and after mid-training."""
-    first, last = rows["step"].min(), rows["step"].max()
-    part = rows[rows["step"].isin([first, last])]
-    table = part.pivot_table(index="replay", columns=["metric", "step"], values="value")
-    table.columns = [f"{m} @ step {s}" for m, s in table.columns]
-    return table.round(3).reset_index()
+    """Per replay share: mean change in held-out domain (test split) and general loss at the
+    early-stopped step, with the 95 % interval over seeds (nats/token)."""
+    effects = mid_training_effects(rows)
+    table = []
+    for replay, part in effects.groupby("replay"):
+        row: dict = {"replay": replay, "seeds": len(part),
+                     "stopped at step (mean)": part["stopped_at_step"].mean()}
+        for col, name in (("domain_test_change", "Δ domain test loss"),
+                          ("general_change", "Δ general loss")):
+            mean, low, high = mean_interval(part[col])
+            row[name] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+        table.append(row)
+    return pd.DataFrame(table)
+
+
+@takes_rows
+def mid_training_caption(rows: pd.DataFrame) -> str:
+    """The mid-training design in numbers from its rows: split sizes, steps, passes, seeds,
+    where early stopping stopped."""
+    part = shown_numbers(rows)
+    tokens = {m[:-len("_tokens")]: _value(part, metric=m) for m in
+              ("domain_train_tokens", "domain_dev_tokens", "domain_test_tokens",
+               "general_train_tokens")}
+    effects = mid_training_effects(part)
+    preset = preset_of(part)
+    cfg = MID_PRESETS[preset if preset in MID_PRESETS else "small"]
+    steps = ", ".join(f"replay {r:.0%}: {int(p['last_step'].max())} steps, stopped at "
+                      f"{p['stopped_at_step'].mean():.0f} on average"
+                      for r, p in effects.groupby("replay"))
+    return (f"*{where_label(part)}, {preset} preset:* domain text {tokens['domain_train']:,.0f} "
+            f"training tokens (dev {tokens['domain_dev']:,.0f}, test "
+            f"{tokens['domain_test']:,.0f}); general text {tokens['general_train']:,.0f}. "
+            f"{cfg.epochs:g} passes over the domain at learning rate {cfg.lr:g}, "
+            f"{effects['train_seed'].nunique()} seeds; {steps}.")
+
+
+@takes_rows
+def dpo_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """SFT without safety data (the "before" of the refusal rates), SFT and DPO on held-out
+    items and requests: mean over DPO seeds [95 % interval]."""
+    part = shown_numbers(rows)
+    final = part[part["metric"].isin(_DPO_FINAL)]
+    final = final[(final["model"] != "dpo") | (final["step"] == final["step"].max())]
+    table = []
+    for model in [m for m in ("sft_no_safety", "sft", "dpo") if m in set(final["model"])]:
+        row: dict = {"model": model}
+        for metric in _DPO_FINAL:
+            mean, low, high = mean_interval(final[(final["model"] == model)
+                                                  & (final["metric"] == metric)]["value"])
+            row[metric] = (f"{mean:.3f}" if math.isnan(low) else
+                           f"{mean:.3f} [{low:.3f}, {high:.3f}]") if mean == mean else "-"
+        table.append(row)
+    return pd.DataFrame(table)
+
+
+_DPO_FINAL = ("exact_match", "win_rate_vs_sft", "refusal_rate_unsafe", "refusal_rate_safe",
+              "refusal_rate_tasks")
+
+
+@takes_rows
+def dpo_curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """Held-out reward margin and implicit reward accuracy against DPO step, mean over seeds
+    (one curve per source: this machine, or each recorded device)."""
+    part = rows[rows["metric"].isin(["reward_margin", "reward_accuracy"])]
+    keys = [c for c in ("source", "device", "metric", "step", "unit") if c in part.columns]
+    return part.groupby(keys, dropna=False, as_index=False)["value"].mean()
+
+
+@takes_rows
+def dpo_caption(rows: pd.DataFrame) -> str:
+    """The DPO run in words made from its rows: pairs, seeds, margin and accuracy at the end."""
+    part = shown_numbers(rows)
+    pairs = _value(part, model="sft", metric="task_pairs")
+    end = part["step"].max()
+    seeds = part.loc[part["model"] == "dpo", "train_seed"].nunique()
+    margin = mean_interval(part[(part["metric"] == "reward_margin") & (part["step"] == end)]
+                           ["value"])
+    acc = mean_interval(part[(part["metric"] == "reward_accuracy") & (part["step"] == end)]
+                        ["value"])
+    final = part[(part["step"] == end) & (part["model"] == "dpo")]
+
+    def mean(metric: str, model: str | None = None) -> float:
+        rows_ = part[part["model"] == model] if model else final
+        return float(rows_.loc[rows_["metric"] == metric, "value"].mean())
+
+    text = (f"*{where_label(part)}, {preset_of(part)} preset:* the SFT model answered wrongly "
+            f"on {pairs:.0f} fresh prompts: those are the task pairs (chosen = the right "
+            f"answer, rejected = its own). {seeds} DPO seeds of {end:.0f} steps; on held-out "
+            f"pairs after training: reward margin {margin[0]:.3f} [{margin[1]:.3f}, "
+            f"{margin[2]:.3f}], implicit reward accuracy {acc[0]:.2f} [{acc[1]:.2f}, "
+            f"{acc[2]:.2f}] (95 % intervals over seeds; both are 0 at step 0, where the policy "
+            "is its reference).")
+    chosen, rejected = mean("chosen_reward"), mean("rejected_reward")
+    if chosen < 0 < margin[0]:
+        text += (f" **The margin grew while the chosen answers became less likely** (their "
+                 f"implicit reward {chosen:.3f}, the rejected ones' {rejected:.3f}): DPO only "
+                 "asks for the gap, and a right and a wrong answer that share most of their "
+                 "tokens can be pulled down together (the failure mode DPO-Positive, Pal et al. "
+                 "2024, adds a term against).")
+    before, safe_sft = mean("refusal_rate_unsafe", "sft"), mean("refusal_rate_safe", "sft")
+    if before == before:
+        text += (f" Safety: after SFT with the safety chats the model refused "
+                 f"{before:.0%} of held-out unsafe requests and {safe_sft:.0%} of harmless "
+                 f"look-alikes; after DPO {mean('refusal_rate_unsafe'):.0%} and "
+                 f"{mean('refusal_rate_safe'):.0%}.")
+        if abs(before - safe_sft) <= 1 / len(safety_prompts("heldout", "safe")) * 2:
+            text += (" At SFT it refused both kinds alike: it learned the refusal's words, "
+                     "not when to use them.")
+    return text
 
 
 def _value(rows: pd.DataFrame, **where: object) -> float:
@@ -107,30 +265,32 @@ def _value(rows: pd.DataFrame, **where: object) -> float:
 
 
 @takes_rows
-def claims(test_task: pd.DataFrame, mid: pd.DataFrame,
-           sweeps: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The notebook's claims, each verdict computed from the rows (never typed in)."""
+def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.DataFrame],
+           dpo_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The notebook's claims, each verdict computed from the rows (never typed in). Rows may
+    carry references from other devices: each claim uses :func:`shown_numbers` (this
+    machine's rows where there are any)."""
 
     def where(rows: pd.DataFrame) -> str:
         return f"{where_label(rows)}, {preset_of(rows)} preset"
 
+    test_task, mid = shown_numbers(test_task), shown_numbers(mid)
     bench = {v: _value(test_task, variant=v, metric="benchmark_exact_match")
              for v in ("general_sft", "test_task_sft")}
     gen = {v: _value(test_task, variant=v, metric="general_exact_match")
            for v in ("general_sft", "test_task_sft")}
-    end, start = mid["step"].max() if len(mid) else 0, 0
-    dom = (_value(mid, replay=0.0, step=start, metric="domain_val_loss"),
-           _value(mid, replay=0.0, step=end, metric="domain_val_loss"))
-    gl0 = (_value(mid, replay=0.0, step=start, metric="general_val_loss"),
-           _value(mid, replay=0.0, step=end, metric="general_val_loss"))
-    replays = sorted(mid["replay"].unique()) if len(mid) else [0.0]
-    gl_rep = _value(mid, replay=replays[-1], step=end, metric="general_val_loss")
     # Exact match over n_eval items per family: a gap under two standard errors of a difference
-    # of shares is noise. Losses: 1 % of the loss. The arena sweeps have seeds: their spread.
+    # of shares is noise. Seeded runs (mid-training, DPO, the arena): the 95 % interval of the
+    # mean over seeds; a gap inside it is noise.
     n = TEST_TASK_PRESETS.get(preset_of(test_task), TEST_TASK_PRESETS["small"]).n_eval
 
     def share_noise(p: float, q: float, items: int) -> float:
         return 2 * math.sqrt((p * (1 - p) + q * (1 - q)) / items) if p == p and q == q else 0.0
+
+    def spread(values) -> tuple[float, float]:
+        """Mean over seeds and the half-width of its 95 % interval (0 where not known)."""
+        mean, low, high = mean_interval(values)
+        return mean, (high - mean) if high == high else 0.0
 
     def seed_noise(frame: pd.DataFrame, knob: str, metric: str) -> tuple[float, float]:
         """Mean change from the knob's first to its last value, and 2 SE over seeds."""
@@ -141,6 +301,16 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame,
         diff = hi.set_index("seed")["value"] - lo.set_index("seed")["value"]
         return float(diff.mean()), float(2 * diff.std(ddof=1) / math.sqrt(len(diff)))
 
+    effects = mid_training_effects(mid) if len(mid) else pd.DataFrame(
+        columns=["replay", "train_seed", "domain_test_change", "general_change"])
+    replays = sorted(effects["replay"].unique()) if len(effects) else [0.0]
+    none, most = (effects[effects["replay"] == r].set_index("train_seed") for r in
+                  (replays[0], replays[-1]))
+    dom, dom_tol = spread(none["domain_test_change"])
+    gl0, gl0_tol = spread(none["general_change"])
+    gl_rep, _ = spread(most["general_change"])
+    _, rep_tol = spread(most["general_change"] - none["general_change"])
+
     leak = sweeps.get("identity_leak", pd.DataFrame())
     noise = sweeps.get("noise", pd.DataFrame())
     shift, shift_se = seed_noise(leak, "identity_leak", "favoured_rank_shift")
@@ -149,28 +319,89 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame,
     sim = (f"simulation, {seeds} seeds: the bias is put in by design, so this shows its size "
            "on a leaderboard, not that a real arena has it")
     gap = gen["test_task_sft"] - gen["general_sft"]
-    return claims_table([
+    rows = [
         Claim("training on the test task lifts the benchmark", "lecture", bench["general_sft"],
               bench["test_task_sft"], "share", where(test_task), kind="at_least",
               abs_tol=share_noise(bench["general_sft"], bench["test_task_sft"], n)),
         Claim("... without a general gain (change in general exact match)", "lecture", 0.0,
               gap, "share", where(test_task), rel_tol=0,
               abs_tol=share_noise(gen["general_sft"], gen["test_task_sft"], n)),
-        Claim("mid-training lowers the domain loss", "lecture", dom[0], dom[1], "nats",
-              where(mid), kind="at_most", abs_tol=0.01 * dom[0] if dom[0] == dom[0] else 0.0),
-        Claim("mid-training without replay raises the general loss",
-              "continual-learning folklore", gl0[0], gl0[1], "nats", where(mid),
-              kind="at_least", abs_tol=0.01 * gl0[0] if gl0[0] == gl0[0] else 0.0),
-        Claim(f"replaying {replays[-1]:.0%} general text limits that regression",
-              "common practice", gl0[1], gl_rep, "nats", where(mid), kind="at_most",
-              abs_tol=0.01 * gl0[1] if gl0[1] == gl0[1] else 0.0),
+        Claim("mid-training lowers the held-out domain loss (change on the test split, "
+              "early-stopped on dev)", "lecture", 0.0, dom, "nats", where(mid),
+              kind="at_most", abs_tol=dom_tol),
+        Claim("mid-training without replay raises the general loss (change)",
+              "continual-learning folklore", 0.0, gl0, "nats", where(mid), kind="at_least",
+              abs_tol=gl0_tol),
+        Claim(f"replaying {replays[-1]:.0%} general text limits that regression (change)",
+              "common practice", gl0, gl_rep, "nats", where(mid), kind="at_most",
+              abs_tol=rep_tol),
+    ]
+    if dpo_rows is not None and len(dpo_rows):
+        rows += dpo_claims(dpo_rows)
+    rows += [
         Claim("an identity leak lifts the favoured model's rank (places, leak vs none)",
               "lecture (Chatbot Arena caveats)", 0.0, shift, "places", sim, kind="at_least",
               abs_tol=shift_se),
         Claim("noisy comparisons scramble the ranking (change in Kendall tau)",
               "lecture (Chatbot Arena caveats)", 0.0, tau, "tau", sim, kind="at_most",
               abs_tol=tau_se),
-    ])
+    ]
+    return claims_table(rows)
+
+
+OVER_REFUSAL_TOLERANCE = 0.10   # a rise in refusals of harmless requests we would accept
+
+
+@takes_rows
+def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
+    """DPO's claims: the held-out margin rises, exact answers, refusals and over-refusals;
+    each a mean over DPO seeds with its 95 % interval as the noise, and never finer than one
+    item of the set it is measured on. Refusals compare against the SFT model trained without
+    the safety data (before) where the rows have it."""
+    part = shown_numbers(rows)
+    here = f"{where_label(part)}, {preset_of(part)} preset"
+    end = part["step"].max()
+    final = part[(part["model"] == "dpo") & (part["step"] == end)]
+
+    def per_seed(metric: str) -> pd.Series:
+        return final[final["metric"] == metric].set_index("train_seed")["value"]
+
+    def sft(metric: str) -> float:
+        return _value(part, model="sft", metric=metric)
+
+    def spread(values) -> tuple[float, float, float, float]:
+        mean, low, high = mean_interval(values)
+        return mean, low, high, (high - mean) if high == high else 0.0
+
+    def before(metric: str) -> float:
+        value = _value(part, model="sft_no_safety", metric=metric)
+        return value if value == value else sft(metric)
+
+    margin = spread(per_seed("reward_margin"))
+    exact = spread(per_seed("exact_match") - sft("exact_match"))
+    refuse = spread(per_seed("refusal_rate_unsafe"))
+    over = spread(per_seed("refusal_rate_safe") - before("refusal_rate_safe"))
+    # one item of the set: a change smaller than that is no change
+    n_items = _value(part, model="sft", metric="eval_items")
+    one_item = 1 / n_items if n_items == n_items and n_items > 0 else 0.0
+    one_request = 1 / len(safety_prompts("heldout", "unsafe"))
+    seeds = f"{len(per_seed('reward_margin'))} DPO seeds"
+    return [
+        Claim("DPO raises the chosen-over-rejected reward margin on held-out pairs",
+              "Rafailov et al. 2023", 0.0, margin[0], "nats x beta", f"{here}, {seeds}",
+              kind="at_least", abs_tol=margin[3]),
+        Claim("DPO on its own wrong answers improves exact answers (DPO - SFT)",
+              "lecture (preference tuning)", 0.0, exact[0], "share", f"{here}, {seeds}",
+              kind="at_least", abs_tol=max(exact[3], one_item)),
+        Claim("safety data (SFT chats + DPO pairs) raises the refusal rate on held-out unsafe "
+              "requests (before: SFT without it)", "safety data practice",
+              before("refusal_rate_unsafe"), refuse[0], "share", f"{here}, {seeds}",
+              kind="at_least", abs_tol=max(refuse[3], one_request)),
+        Claim(f"... without over-refusing harmless look-alikes (upper 95 % bound of the "
+              f"change <= {OVER_REFUSAL_TOLERANCE})", "safety data practice",
+              OVER_REFUSAL_TOLERANCE, over[2] if over[2] == over[2] else over[0], "share",
+              f"{here}, {seeds}", kind="at_most"),
+    ]
 
 
 def results_label(rows: pd.DataFrame) -> str:
@@ -188,7 +419,8 @@ def pipeline_table() -> pd.DataFrame:
         ("SFT", "next-token loss on answer tokens only", "instruction-answer pairs (10K-10M)",
          "09: sft_masking"),
         ("preference tuning", "push chosen above rejected (reward model + PPO, or DPO)",
-         "pairwise human or AI preferences", "10: the arena leaderboard (the data side)"),
+         "pairwise human or AI preferences",
+         "10: the arena leaderboard (the data side), dpo_alignment (DPO itself)"),
         ("evaluation", "exact-match benchmarks, pairwise human votes", "held-out tasks",
          "10: test_task_training, the leaderboard"),
     ]
