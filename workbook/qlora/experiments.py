@@ -8,17 +8,22 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import pandas as pd
 import torch
 
 from workbook import runner
-from workbook.config import check_choice, check_range, takes_rows
+from workbook.config import MAY_BE_EMPTY, check_choice, check_range, takes_rows
 from workbook.hardware import torch_device
-from workbook.lora import SHAPES, base_on_cpu, eval_loss, finetune, shape, task_ids, with_lora
+from workbook.lora import SHAPES, base_on_cpu, eval_loss, finetune, task_ids, with_lora
 from workbook.qlora.vram import (
+    COMPONENTS,
     METHODS,
-    measure_vram,
+    OPTIMIZERS,
+    failure_row,
+    measure_many,
+    predict_vram,
     predicted_rows,
     quantize_linears,
     state_tensors_bytes,
@@ -30,70 +35,151 @@ from workbook.registry import Experiment
 
 @dataclass(frozen=True)
 class VramConfig:
+    """Peak memory per (size, method) with fp32 AdamW; the other ``optimizers`` (bitsandbytes'
+    8-bit and paged AdamW) at ``optimizer_sizes``; and a memory-pressure case: ``pressure_method``
+    at ``pressure_size`` with every optimizer under a ``pressure_cap_gb`` allocator cap (0:
+    none), where paging decides what fits."""
+
     sizes: tuple[str, ...]
     methods: tuple[str, ...] = METHODS
     rank: int = 64
     batch_size: int = 1
     seq_len: int = 512
     timeout_s: int = 240
+    optimizers: tuple[str, ...] = ("adamw",)
+    optimizer_sizes: Annotated[tuple[str, ...], MAY_BE_EMPTY] = ()
+    pressure_cap_gb: float = 0.0
+    pressure_size: str = "7b"
+    pressure_method: str = "full"
 
     def __post_init__(self) -> None:
-        for size in self.sizes:
+        for size in self.sizes + self.optimizer_sizes + (self.pressure_size,):
             check_choice("size", size, SHAPES)
-        for method in self.methods:
+        for method in self.methods + (self.pressure_method,):
             check_choice("method", method, METHODS)
+        for optimizer in self.optimizers:
+            check_choice("optimizer", optimizer, OPTIMIZERS)
         check_range("rank", self.rank, 1, 1024)
         check_range("batch_size", self.batch_size, 1, 64)
         check_range("seq_len", self.seq_len, 16, 8192)
         check_range("timeout_s", self.timeout_s, 1, 86_400)
+        check_range("pressure_cap_gb", self.pressure_cap_gb, 0.0, 10_000.0)
 
 
 VRAM_PRESETS = {
-    "small": VramConfig(sizes=("tiny",), rank=8, seq_len=64, timeout_s=120),
-    "full": VramConfig(sizes=("1b", "3b", "7b")),
+    "small": VramConfig(sizes=("tiny",), rank=8, seq_len=64, timeout_s=120,
+                        optimizers=("adamw", "adamw8bit"), optimizer_sizes=()),
+    # 9 sizes x methods with fp32 AdamW, the 3 bitsandbytes optimizers for each method at 7B,
+    # and 7B full FT under a 40 GB allocator cap (an A100-40GB) with all four optimizers.
+    "full": VramConfig(sizes=("1b", "3b", "7b"),
+                       optimizers=("adamw", "adamw8bit", "paged_adamw", "paged_adamw8bit"),
+                       optimizer_sizes=("7b",), pressure_cap_gb=40.0),
 }
 
 
-def _failure_rows(size: str, method: str, cfg: VramConfig, failed: pd.DataFrame) -> pd.DataFrame:
-    """An OOM or crash of one configuration, as a ``peak`` row with its status."""
-    first = failed.iloc[0]
-    return pd.DataFrame([{"size": size, "n_params": shape(size).n_params, "method": method,
-                          "rank": cfg.rank, "batch_size": cfg.batch_size,
-                          "seq_len": cfg.seq_len, "metric": "peak", "value": math.nan,
-                          "unit": "GB", "source": "measured", "status": first["status"],
-                          "error": str(first.get("error", ""))[:200]}])
+def vram_plan(cfg: VramConfig, seed: int = 0) -> list[dict]:
+    """The keyword arguments of every :func:`~workbook.qlora.vram.measure_vram` call."""
+    common = {"rank": cfg.rank, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+              "seed": seed}
+    plan = []
+    for size in cfg.sizes + tuple(s for s in cfg.optimizer_sizes if s not in cfg.sizes):
+        for method in cfg.methods:
+            opts = cfg.optimizers if size in cfg.optimizer_sizes else ("adamw",)
+            plan += [{**common, "size": size, "method": method, "optimizer": o, "cap_gb": 0.0}
+                     for o in opts]
+    if cfg.pressure_cap_gb > 0:
+        plan += [{**common, "size": cfg.pressure_size, "method": cfg.pressure_method,
+                  "optimizer": o, "cap_gb": cfg.pressure_cap_gb} for o in cfg.optimizers]
+    return plan
+
+
+def needs_own_process(kw: dict) -> bool:
+    """Paged configurations run in a process apart from the others: bitsandbytes never frees
+    managed memory, which would sit under every later configuration's device memory."""
+    return kw["optimizer"].startswith("paged")
+
+
+def predicted_plan_rows(plan: list[dict]) -> pd.DataFrame:
+    """The formula for every planned configuration; under a cap also ``fits`` (1: the
+    allocator's predicted peak is at most the cap)."""
+    frames = []
+    for kw in plan:
+        rows = predicted_rows([kw["size"]], [kw["method"]], kw["rank"], kw["batch_size"],
+                              kw["seq_len"], kw["optimizer"]).assign(cap_gb=kw["cap_gb"])
+        if kw["cap_gb"] > 0:
+            parts = predict_vram(kw["size"], kw["method"], kw["rank"], kw["batch_size"],
+                                 kw["seq_len"], kw["optimizer"])
+            peak = sum(parts[c] for c in COMPONENTS) / 1e9
+            fits = rows.iloc[[0]].assign(metric="fits", value=float(peak <= kw["cap_gb"]),
+                                         unit="1 = fits")
+            rows = pd.concat([rows, fits], ignore_index=True)
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True)
 
 
 def run_vram(cfg: VramConfig, seed: int) -> pd.DataFrame:
-    """Each (size, method) in its own fresh process; predictions beside; ratios at the end."""
-    frames = [predicted_rows(cfg.sizes, cfg.methods, cfg.rank, cfg.batch_size, cfg.seq_len)]
+    """Every planned configuration measured (:func:`vram_plan`), predictions beside, ratios.
+
+    On a GPU two processes (:func:`measure_many`), the paged configurations in the second:
+    one CUDA start and one import of transformers, PEFT and bitsandbytes each, instead of one
+    per configuration (167 s for 9 configurations on an H200, most of it process starts); the
+    allocator's peak is reset, memory freed and every number taken relative to the allocation
+    at the configuration's start. On a CPU the stored tensors are added up, in this process.
+    """
+    plan = vram_plan(cfg, seed)
+    frames = [predicted_plan_rows(plan)]
     env = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
-    on_gpu = torch.cuda.is_available()
-    for size in cfg.sizes:
-        for method in cfg.methods:
-            kwargs = {"size": size, "method": method, "rank": cfg.rank,
-                      "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "seed": seed}
-            if on_gpu:     # the allocator's peak is clean only in a process of its own
-                out = runner.call("workbook.qlora.vram:measure_vram", kwargs,
-                                  timeout_s=cfg.timeout_s, env=env)
-            else:          # a CPU run adds up tensor sizes: no allocator state to isolate
-                out = measure_vram(**kwargs)
-            if "status" in out and (out["status"] != "ok").all():
-                out = _failure_rows(size, method, cfg, out)
-            print(f"qlora_vram {size} {method}: "
-                  f"{out.loc[out['metric'] == 'peak', 'value'].tolist()} GB "
-                  f"{out.get('status', pd.Series(['ok'])).iloc[0]}", flush=True)
-            frames.append(out)
+    if torch.cuda.is_available():
+        for group in ([kw for kw in plan if not needs_own_process(kw)],
+                      [kw for kw in plan if needs_own_process(kw)]):
+            if group:
+                out = runner.call("workbook.qlora.vram:measure_many", {"configs": group},
+                                  timeout_s=cfg.timeout_s * len(group), env=env)
+                frames.append(out if (out.get("status", "ok") == "ok").any()
+                              else _failure(group, out))
+    else:
+        frames.append(measure_many(plan))
     rows = pd.concat(frames, ignore_index=True)
     rows["rank"] = cfg.rank
+    measured = rows[(rows["source"] == "measured") & (rows["cap_gb"] > 0)]
+    for kw in plan:
+        if kw["cap_gb"] > 0:
+            hit = measured[(measured["optimizer"] == kw["optimizer"])
+                           & (measured["metric"] == "peak")]
+            ok = float((hit.get("status", pd.Series(dtype=str)) == "ok").any())
+            rows = pd.concat([rows, failure_row(kw, "ok", "").assign(
+                metric="fits", value=ok, unit="1 = fits", rank=cfg.rank, error=None)],
+                ignore_index=True)
     return pd.concat([rows, ratio_rows(rows)], ignore_index=True)
+
+
+def _failure(plan: list[dict], failed: pd.DataFrame) -> pd.DataFrame:
+    """A process that died (crash, timeout, OOM outside the per-configuration catch): one
+    failure row per configuration it held."""
+    first = failed.iloc[0]
+    return pd.concat([failure_row(kw, str(first.get("status", "error")),
+                                  str(first.get("error", ""))) for kw in plan],
+                     ignore_index=True)
+
+
+@takes_rows
+def default_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the default setting: fp32 AdamW, no memory cap (rows recorded before the
+    optimizer sweep existed have neither column and are all default)."""
+    keep = pd.Series(True, index=rows.index)
+    if "optimizer" in rows.columns:
+        keep &= rows["optimizer"].fillna("adamw") == "adamw"
+    if "cap_gb" in rows.columns:
+        keep &= rows["cap_gb"].fillna(0.0) == 0.0
+    return rows[keep]
 
 
 @takes_rows
 def ratio_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """peak(full) / peak(method) per size and source: 'how many times less VRAM'."""
     out = []
-    peaks = rows[rows["metric"] == "peak"]
+    peaks = default_rows(rows)
+    peaks = peaks[peaks["metric"] == "peak"]
     for (size, source), part in peaks.groupby(["size", "source"]):
         by_method = dict(zip(part["method"], part["value"], strict=True))
         full = by_method.get("full", math.nan)
