@@ -22,6 +22,7 @@ from workbook.qlora.experiments import (
     default_rows,
     needs_own_process,
     predicted_plan_rows,
+    quality_rows,
     ratio_rows,
     run_quality,
     run_vram,
@@ -47,7 +48,7 @@ from workbook.qlora.nf4 import (
     state_bytes,
     stored_bits_per_param,
 )
-from workbook.qlora.views import claims
+from workbook.qlora.views import claims, optimizer_table, paging_claims, quality_gap
 from workbook.qlora.vram import (
     COMPONENTS,
     METHODS,
@@ -73,13 +74,14 @@ from workbook.qlora.vram import (
 __all__ = [
     "SHAPES", "LlamaShape", "shape",
     "EXPERIMENTS", "QUALITY_PRESETS", "VRAM_PRESETS", "QualityConfig", "VramConfig",
-    "default_rows", "needs_own_process", "predicted_plan_rows", "ratio_rows", "run_quality",
+    "default_rows", "needs_own_process", "predicted_plan_rows", "quality_rows", "ratio_rows",
+    "run_quality",
     "run_vram", "vram_plan", "weight_bytes",
     "BNB_BLOCKSIZES", "FORMATS", "bin_occupancy", "bits_per_param", "bnb_codebook",
     "bnb_functional", "bnb_roundtrip", "codebook", "dequantize_blockwise", "int_codebook",
     "nf4_codebook", "nf4_offset", "quantization_error", "quantize_blockwise", "roundtrip",
     "state_bytes", "stored_bits_per_param",
-    "claims",
+    "claims", "optimizer_table", "paging_claims", "quality_gap",
     "COMPONENTS", "METHODS", "OPTIMIZERS", "VRAM_SIZES", "Fp32Adam", "add_adapters",
     "build_llama", "check_4bit_device", "failure_row", "make_optimizer", "measure_many",
     "measure_vram", "optimizer_state_bytes", "predict_vram", "predicted_rows",

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import pandas as pd
@@ -206,8 +207,12 @@ class QualityConfig:
     seq_len: int = 128
     eval_batches: int = 16
     preset: str | None = "small"     # which base model (the workbook's small one by default)
+    seeds: int = 3                   # fine-tuning seeds seed, seed+1, ... (one base model)
+    parallel: int = 1                # seeds trained at once, each in a process (GPU only)
 
     def __post_init__(self) -> None:
+        check_range("seeds", self.seeds, 1, 32)
+        check_range("parallel", self.parallel, 1, 16)
         check_range("rank", self.rank, 1, 1024)
         check_range("steps", self.steps, 1, 100_000)
         check_range("lr", self.lr, 1e-7, 1.0)
@@ -224,9 +229,26 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 
 def run_quality(cfg: QualityConfig, seed: int) -> pd.DataFrame:
-    """LoRA on the full-precision base vs QLoRA on its NF4 copy: same rank, steps, lr, data."""
+    """LoRA on the full-precision base vs QLoRA on its NF4 copy: same rank, steps, lr, data,
+    over seeds ``seed .. seed + cfg.seeds - 1`` (``cfg.parallel`` at once on a GPU, each in a
+    process of its own: the 1M-parameter model leaves the GPU idle between launches)."""
+    kwargs = [{"cfg": asdict(cfg), "seed": seed + i, "base_seed": seed}
+              for i in range(cfg.seeds)]
+    if cfg.parallel > 1 and torch.cuda.is_available():
+        with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
+            frames = list(pool.map(lambda kw: runner.call(
+                "workbook.qlora.experiments:quality_rows", kw, timeout_s=600), kwargs))
+    else:
+        frames = [quality_rows(**kw) for kw in kwargs]
+    return pd.concat(frames, ignore_index=True)
+
+
+def quality_rows(cfg: dict, seed: int, base_seed: int) -> pd.DataFrame:
+    """One seed of :func:`run_quality` (the config as a dict, so a child process can take it):
+    the base model of ``base_seed``, adapters and batches of ``seed``."""
+    cfg = QualityConfig(**cfg)
     device = torch_device()
-    base = base_on_cpu(cfg.preset, seed)
+    base = base_on_cpu(cfg.preset, base_seed)
     train, held_out = task_ids(base.config.vocab_size)
     compute = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows = []
@@ -234,7 +256,8 @@ def run_quality(cfg: QualityConfig, seed: int) -> pd.DataFrame:
         frozen = copy.deepcopy(base).to(device=device, dtype=compute)
         if method == "qlora":
             quantize_linears(frozen, compute_dtype=compute)
-        common = {"method": method, "rank": cfg.rank, "steps": cfg.steps, "lr": cfg.lr}
+        common = {"method": method, "rank": cfg.rank, "steps": cfg.steps, "lr": cfg.lr,
+                  "run_seed": seed}
         before = eval_loss(frozen, held_out, cfg.batch_size, cfg.seq_len, cfg.eval_batches,
                            seed)
         rows.append({**common, "stage": "before", "metric": "eval_loss", "value": before,
@@ -255,8 +278,8 @@ def run_quality(cfg: QualityConfig, seed: int) -> pd.DataFrame:
 
 
 QUALITY_PRESETS = {
-    "small": QualityConfig(steps=10, batch_size=4, seq_len=32, eval_batches=2),
-    "full": QualityConfig(),
+    "small": QualityConfig(steps=6, batch_size=4, seq_len=32, eval_batches=2),
+    "full": QualityConfig(parallel=3),
 }
 
 
@@ -269,6 +292,7 @@ EXPERIMENTS = [
         presets=VRAM_PRESETS,
         min_gpus={"small": 0, "full": 1},
         timeout_s=900,
+        typical_s={"small": 10, "full": 110},
     ),
     Experiment(
         name="qlora_quality",
@@ -277,6 +301,7 @@ EXPERIMENTS = [
         run=run_quality,
         presets=QUALITY_PRESETS,
         min_gpus={"small": 0, "full": 1},
+        typical_s={"small": 15, "full": 45},
         timeout_s=300,
     ),
 ]
