@@ -152,6 +152,7 @@ GOOD: dict[str, dict] = {
     "flops.flops_per_token": {"cfg": CONFIG},
     "flops.formula_vs_counted": {"cfg": CONFIG, "batch_size": 1},
     "lora.lora_params": {"config": Make(_llama_7b), "rank": 8, "targets": "qv"},
+    "lora.matched_ranks": {"config": Make(_llama_7b), "rank": 8},
     "model.build_model": {"cfg": CONFIG, "seed": 0},
     "model.load_base_model": {"preset": "small", "seed": 0, "device": "cpu"},
     "model.base_model_log": {"preset": "small", "seed": 0},
