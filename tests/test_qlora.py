@@ -195,3 +195,15 @@ def test_measure_many_on_cpu_keeps_going_and_counts_state():
     n = qlora.SHAPES["tiny"].n_params
     assert rows.loc[("full", "optimizer_state"), "value"] * 1e9 == pytest.approx(8 * n)
     assert rows.loc[("lora", "paged"), "value"] == 0
+
+
+def test_process_groups_keep_managed_memory_bounded():
+    plan = qlora.vram_plan(qlora.VRAM_PRESETS["full"])
+    groups = qlora.process_groups(plan)
+    assert sorted(map(str, (kw for g in groups for kw in g))) == sorted(map(str, plan))
+    assert not any(qlora.needs_own_process(kw) for kw in groups[0]), "paged apart"
+    for group in groups[1:]:
+        managed = sum(qlora.predict_vram(kw["size"], kw["method"], kw["rank"], kw["batch_size"],
+                                         kw["seq_len"], kw["optimizer"])["paged"]
+                      for kw in group) / 1e9
+        assert managed <= 60, (managed, group)

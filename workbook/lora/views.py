@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from torch import nn
 
 from workbook.claims import Claim, claims_table
@@ -154,6 +153,8 @@ def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
     (NaN bounds for a single value: one seed has no interval)."""
     check_values("values", list(values))
     check_range("level", level, 0.5, 0.999)
+    from scipy import stats  # only here: importing scipy.stats costs seconds
+
     x = np.asarray(values, dtype=float)
     mean = float(x.mean())
     if len(x) < 2:

@@ -100,6 +100,31 @@ def needs_own_process(kw: dict) -> bool:
     return kw["optimizer"].startswith("paged")
 
 
+MANAGED_PER_PROCESS_GB = 60.0   # predicted paged state that one process may accumulate
+
+
+def process_groups(plan: list[dict]) -> list[list[dict]]:
+    """The configurations of one process each: every non-paged one together; the paged ones
+    packed (largest first) so that the managed memory a process accumulates (bitsandbytes never
+    frees it) stays under :data:`MANAGED_PER_PROCESS_GB`, far below an 80 GB card's memory."""
+    groups = [[kw for kw in plan if not needs_own_process(kw)]]
+    paged = sorted((kw for kw in plan if needs_own_process(kw)), key=lambda kw: -_managed(kw))
+    bins: list[tuple[float, list[dict]]] = []
+    for kw in paged:
+        for i, (used, members) in enumerate(bins):
+            if used + _managed(kw) <= MANAGED_PER_PROCESS_GB:
+                bins[i] = (used + _managed(kw), members + [kw])
+                break
+        else:
+            bins.append((_managed(kw), [kw]))
+    return [g for g in groups + [members for _, members in bins] if g]
+
+
+def _managed(kw: dict) -> float:
+    return predict_vram(kw["size"], kw["method"], kw["rank"], kw["batch_size"], kw["seq_len"],
+                        kw["optimizer"])["paged"] / 1e9
+
+
 def predicted_plan_rows(plan: list[dict]) -> pd.DataFrame:
     """The formula for every planned configuration; under a cap also ``fits`` (1: the
     allocator's predicted peak is at most the cap)."""
@@ -121,9 +146,9 @@ def predicted_plan_rows(plan: list[dict]) -> pd.DataFrame:
 def run_vram(cfg: VramConfig, seed: int) -> pd.DataFrame:
     """Every planned configuration measured (:func:`vram_plan`), predictions beside, ratios.
 
-    On a GPU two processes (:func:`measure_many`), the paged configurations in the second:
-    one CUDA start and one import of transformers, PEFT and bitsandbytes each, instead of one
-    per configuration (167 s for 9 configurations on an H200, most of it process starts); the
+    On a GPU a few processes (:func:`measure_many`, :func:`process_groups`): one CUDA start and
+    one import of transformers, PEFT and bitsandbytes per group, instead of one per
+    configuration (167 s for 9 configurations on an H200, most of it process starts); the
     allocator's peak is reset, memory freed and every number taken relative to the allocation
     at the configuration's start. On a CPU the stored tensors are added up, in this process.
     """
@@ -131,8 +156,7 @@ def run_vram(cfg: VramConfig, seed: int) -> pd.DataFrame:
     frames = [predicted_plan_rows(plan)]
     env = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
     if torch.cuda.is_available():
-        for group in ([kw for kw in plan if not needs_own_process(kw)],
-                      [kw for kw in plan if needs_own_process(kw)]):
+        for group in process_groups(plan):
             if group:
                 out = runner.call("workbook.qlora.vram:measure_many", {"configs": group},
                                   timeout_s=cfg.timeout_s * len(group), env=env)

@@ -358,6 +358,12 @@ def measure_vram(size: str, method: str, rank: int = 64, batch_size: int = 1,
         used0 = total - free
         if cap_gb > 0:
             torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 1e9 / total), device)
+        paged = optimizer_state_bytes(trainable_numels(size, method, rank), optimizer)["paged"]
+        if paged > 0.9 * free:
+            # Managed memory beyond what the card has free can hang the GPU: not run.
+            raise torch.OutOfMemoryError(
+                f"paged state {paged / 1e9:.1f} GB > 90 % of the {free / 1e9:.1f} GB free: "
+                "not run (managed memory beyond the card's free memory can hang the GPU)")
     else:
         start = 0
     model = build_llama(size, device, dtype, seed)
@@ -431,6 +437,10 @@ def measure_many(configs: list[dict]) -> pd.DataFrame:
             frames.append(measure_vram(**kw))
         except torch.OutOfMemoryError as exc:
             frames.append(failure_row(kw, "oom", str(exc)))
+        peak = frames[-1].query("metric == 'peak'")
+        print(f"qlora_vram {kw['size']} {kw['method']} {kw.get('optimizer', 'adamw')} cap "
+              f"{kw.get('cap_gb', 0.0)}: peak {peak['value'].round(2).tolist()} GB "
+              f"{peak['status'].tolist()}", flush=True)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.set_per_process_memory_fraction(1.0)   # a cap ends with its config
