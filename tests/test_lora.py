@@ -140,7 +140,13 @@ def test_sweep_plan_covers_the_issue():
     assert {1, 2, 4, 8, 16, 64} <= ranks, "the issue asks for ranks 1, 2, 4, 8, 16, 64"
     assert {t for s, *_rest in plan if s == "targets" for t in [_rest[2]]} >= {
         "attention", "ffn", "all"}
-    assert {m for s, m, *_ in plan if s == "lr"} == {"lora", "full"}
+    assert not [p for p in plan if p[0] == "lr"], "the LR sweeps moved to lora_advice"
+    advice = lora.advice_plan(lora.ADVICE_PRESETS["full"], lora.llama_config("tiny"))
+    for method in ("lora", "full"):
+        lrs = sorted(p["lr"] for p in advice if p["sweep"] == "lr" and p["method"] == method)
+        assert len(lrs) >= 5, f"{method}: a grid wide enough to bracket its optimum"
+    full_lrs = [p["lr"] for p in advice if p["method"] == "full"]
+    assert min(full_lrs) < 1e-4, "full FT's grid extends below its old best (1e-4, the edge)"
 
 
 # ------------------------------------------------------------- the advice, over seeds
