@@ -214,3 +214,10 @@ def test_advice_small_preset_plan_and_bad_input():
     assert all(b * s * cfg.seq_len == cfg.tokens for b, s in steps.items()), "fixed tokens"
     with pytest.raises(WorkbookError, match="allowed"):
         lora.AdviceConfig(seeds=0)
+
+
+def test_lr_figure_draws_mean_and_interval_per_method():
+    fig = lora.lr_figure(_advice_rows(0.1, 0.01))
+    names = sorted(trace.name for trace in fig.data)
+    assert names == ["full · cpu", "lora · cpu"], names
+    assert all(len(trace.error_y.array) == len(trace.x) for trace in fig.data)

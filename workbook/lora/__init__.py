@@ -50,6 +50,7 @@ from workbook.lora.views import (
     advice_caption,
     best_lr,
     claims,
+    lr_figure,
     lr_optima,
     lr_ratio,
     multi_adapter_demo,
@@ -70,7 +71,7 @@ __all__ = [
     "finetune", "matched_ranks", "run_lora_advice", "run_lora_sweep", "run_merge",
     "sweep_plan", "task_ids",
     "SHAPES", "LlamaShape", "llama_config", "n_params_of", "shape",
-    "GRID_TOL", "advice_caption", "best_lr", "claims", "lr_optima", "lr_ratio",
+    "GRID_TOL", "advice_caption", "best_lr", "claims", "lr_figure", "lr_optima", "lr_ratio",
     "multi_adapter_demo", "paired_gap", "scratch_vs_peft", "seed_interval", "seed_summary",
     "summary_note", "trainable_summary",
 ]

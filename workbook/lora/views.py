@@ -175,6 +175,28 @@ def seed_summary(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@takes_rows
+def lr_figure(rows: pd.DataFrame):
+    """Held-out loss vs learning rate of ``lora_advice`` rows: mean over seeds with its 95 %
+    interval as error bars, one trace per method and device (this machine's and references)."""
+    from workbook import plots
+
+    lr = rows[rows["sweep"] == "lr"]
+    where = lr["device"].astype(str) if "device" in lr.columns else "this machine"
+    curve = seed_summary(lr.assign(where=where), ["method", "where", "lr"])
+    fig = plots.figure(plots.title_with_source("Held-out loss vs learning rate (mean over seeds, "
+                                               "95 % interval)", lr), "learning rate",
+                       "loss (nats)", log_x=True)
+    for (method, device), part in curve.groupby(["method", "where"], sort=False):
+        color = plots.color_for(f"{method} · {device}")
+        fig.add_scatter(x=part["lr"], y=part["mean"], name=f"{method} · {device}",
+                        mode="lines+markers", line={"color": color},
+                        error_y={"type": "data", "symmetric": False,
+                                 "array": (part["high"] - part["mean"]).fillna(0),
+                                 "arrayminus": (part["mean"] - part["low"]).fillna(0)})
+    return fig
+
+
 def _log_optimum(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, str]:
     """The minimum of a loss-vs-log10(lr) curve: the grid's best point refined by a parabola
     through it and its two neighbours (where it has both); and where it sits in the grid."""
