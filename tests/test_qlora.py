@@ -148,11 +148,12 @@ def test_optimizer_state_bytes_follow_bitsandbytes_rules():
     big, mid, small = 1_000_000, 10_000, 100
     assert qlora.optimizer_state_bytes([big], "adamw") == {"device": 8e6, "paged": 0.0}
     eight = qlora.optimizer_state_bytes([big], "adamw8bit")
-    assert eight["device"] == 2 * big + 8 * -(-big // 256) and eight["paged"] == 0
+    qmaps = 2 * 256 * 4
+    assert eight["device"] == 2 * big + 8 * -(-big // 256) + qmaps and eight["paged"] == 0
     paged = qlora.optimizer_state_bytes([big, mid, small], "paged_adamw")
     assert paged == {"device": 8.0 * (mid + small), "paged": 8.0 * big}, "only >= 1e5 paged"
     p8 = qlora.optimizer_state_bytes([big, small], "paged_adamw8bit")
-    assert p8["paged"] == 2 * big and p8["device"] == 8 * -(-big // 256) + 8 * small
+    assert p8["paged"] == 2 * big and p8["device"] == 8 * -(-big // 256) + 8 * small + qmaps
     with pytest.raises(WorkbookError, match="choose one of"):
         qlora.optimizer_state_bytes([big], "sgd")
 
@@ -189,12 +190,16 @@ def test_quality_gap_is_an_equivalence_over_seeds():
     assert gap["farthest"] >= abs(gap["high"]) and gap["low"] < gap["mean"] < gap["high"]
 
 
-def test_measure_many_on_cpu_keeps_going_and_counts_state():
-    rows = qlora.measure_many([{"size": "tiny", "method": m, "rank": 4, "seq_len": 32}
-                               for m in ("full", "lora")]).set_index(["method", "metric"])
-    n = qlora.SHAPES["tiny"].n_params
-    assert rows.loc[("full", "optimizer_state"), "value"] * 1e9 == pytest.approx(8 * n)
-    assert rows.loc[("lora", "paged"), "value"] == 0
+def test_measure_many_on_cpu_counts_state_as_predicted():
+    configs = [{"size": "tiny", "method": "full", "rank": 4, "seq_len": 32, "optimizer": o}
+               for o in ("adamw", "adamw8bit")]
+    rows = qlora.measure_many(configs).set_index(["optimizer", "metric"])["value"]
+    numels = qlora.trainable_numels("tiny", "full", 4)
+    assert sum(numels) == qlora.SHAPES["tiny"].n_params
+    for o in ("adamw", "adamw8bit"):
+        predicted = qlora.optimizer_state_bytes(numels, o)["device"]
+        assert rows[(o, "optimizer_state")] * 1e9 == pytest.approx(predicted, abs=0.5), o
+    assert rows[("adamw8bit", "paged")] == 0
 
 
 def test_process_groups_keep_managed_memory_bounded():

@@ -41,11 +41,14 @@ def optimizer_state_bytes(numels: Sequence[int], optimizer: str) -> dict[str, fl
     ``device`` bytes (PyTorch's allocator) and ``paged`` bytes (CUDA managed memory).
 
     fp32: 8 B per element. 8-bit (tensors of at least 4096 elements): 2 B per element plus two
-    fp32 absmax per block of 256. Paged optimizers page a tensor's moments only from 100,000
-    elements on; the absmax stay on the device.
+    fp32 absmax per block of 256, and once the two 256-entry fp32 code tables (qmaps). Paged
+    optimizers page a tensor's moments only from 100,000 elements on; the absmax stay on the
+    device.
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
     device = paged = 0.0
+    if optimizer.endswith("8bit") and any(n >= BNB_MIN_8BIT for n in numels):
+        device += 2 * 256 * 4
     for n in numels:
         check_range("numel", n, 1, 10**13)
         eight = optimizer.endswith("8bit") and n >= BNB_MIN_8BIT
