@@ -69,7 +69,7 @@ class VramConfig:
 
 VRAM_PRESETS = {
     "small": VramConfig(sizes=("tiny",), rank=8, seq_len=64, timeout_s=120,
-                        optimizers=("adamw", "adamw8bit"), optimizer_sizes=("tiny",)),
+                        optimizers=("adamw",), optimizer_sizes=()),
     # 9 sizes x methods with fp32 AdamW, the 3 bitsandbytes optimizers for each method at 7B,
     # and 7B full FT under a 40 GB allocator cap (an A100-40GB) with all four optimizers.
     "full": VramConfig(sizes=("1b", "3b", "7b"),
