@@ -407,7 +407,7 @@ MERGE_PRESETS = {"small": MergeConfig(batch_size=4, seq_len=32, repeats=5),
 EXPERIMENTS = [
     Experiment(
         name="lora_sweep",
-        summary="LoRA rank / target-module / LR sweeps vs full fine-tuning on the base model",
+        summary="LoRA rank and target-module sweeps vs full fine-tuning on the base model",
         notebook="11_lora",
         run=run_lora_sweep,
         presets=LORA_SWEEP_PRESETS,

@@ -315,7 +315,8 @@ QUALITY_PRESETS = {
 EXPERIMENTS = [
     Experiment(
         name="qlora_vram",
-        summary="peak VRAM of full FT vs LoRA vs QLoRA (NF4) for 1B/3B/7B Llama shapes",
+        summary="peak VRAM of full FT vs LoRA vs QLoRA (NF4) for 1B/3B/7B Llama shapes; 8-bit "
+                "and paged AdamW at 7B",
         notebook="12_qlora",
         run=run_vram,
         presets=VRAM_PRESETS,
