@@ -212,3 +212,18 @@ def test_process_groups_keep_managed_memory_bounded():
                                          kw["seq_len"], kw["optimizer"])["paged"]
                       for kw in group) / 1e9
         assert managed <= 60, (managed, group)
+
+
+def test_paging_claims_read_the_swept_size_and_the_cap():
+    import pandas as pd
+
+    plan = qlora.vram_plan(qlora.VRAM_PRESETS["full"])
+    rows = qlora.predicted_plan_rows(plan)
+    measured = rows[rows.metric.isin(["peak", "fits"])].assign(source="measured", status="ok",
+                                                                device="H200")
+    claims = {c.claim: c for c in qlora.paging_claims(pd.concat([rows, measured]))}
+    drop = [c for name, c in claims.items() if "full at 7b" in name][0]
+    assert drop.predicted == pytest.approx(drop.measured) and drop.predicted > 50
+    fits = {name.split(" with ")[1]: c for name, c in claims.items() if "cap" in name}
+    assert fits["adamw fits (1) or not (0)"].predicted == 0
+    assert fits["paged_adamw fits (1) or not (0)"].predicted == 1

@@ -116,7 +116,10 @@ def paging_claims(rows: pd.DataFrame) -> list[Claim]:
         hit = hit[hit.get("status", pd.Series("ok", index=hit.index)).fillna("ok") == "ok"]
         return float(hit["value"].iloc[-1]) if len(hit) else nan
 
-    size = sweep["size"].iloc[0] if len(sweep) else "?"
+    swept = sweep.groupby("size")["optimizer"].nunique() if len(sweep) else pd.Series()
+    swept = swept[swept > 1]
+    size = str(swept.index[-1]) if len(swept) else "?"   # the optimizer sweep's size
+    sweep = sweep[sweep["size"] == size]
     capped = rows[rows["cap_gb"].fillna(0) > 0] if has else rows.iloc[0:0]
     cap = float(capped["cap_gb"].iloc[0]) if len(capped) else nan
     where = where_label(sweep[sweep["source"] != "predicted"]) if len(sweep) else "no rows yet"
