@@ -29,7 +29,7 @@ PANELS = {
         '    y="val_loss", group="budget", title="One IsoFLOP curve per run")\n'
         'isoflop'),
     "04_memory": (
-        "## 5 · The largest model that fits this GPU",
+        "## 4 · The formula's largest gap, item by item",
         "**Try it:** double `batch`, then `seq_lens`, with and without `checkpointing`: each Run "
         "adds the measured activation bytes (●) beside the formula's (◇) for the same settings.",
         'activations = widgets.ExperimentPanel(\n'
@@ -52,7 +52,7 @@ PANELS = {
         "adds the measured idle fraction of the first stage (●) beside (p − 1)/(m + p − 1) (◇).",
         'bubble = widgets.ExperimentPanel(\n'
         '    "pipeline_bubble", fields=["n_microbatches", "micro_batch"], x="m",\n'
-        '    y="idle_fraction", where={"rank": 0},\n'
+        '    y="idle_fraction", where={"rank": 0}, group="schedule",\n'
         '    title="Pipeline bubble of stage 0: measured (●) vs formula (◇)")\n'
         'bubble'),
     "07_flash_attention": (
@@ -76,12 +76,14 @@ PANELS = {
         '    title="Hidden-state gradients flushed to zero, by loss scale")\n'
         'underflow_panel'),
     "09_sft": (
-        "### Recorded on a GPU (full preset)",
-        "**Try it:** pick masking policies, steps and a learning rate and press Run: each run adds "
-        "its held-out answer loss along training, one colour per policy.",
+        "### Other devices, and what this notebook used to say",
+        "**Try it:** pick masking policies, steps and a learning rate and press Run: each run "
+        "(all the preset's seeds) adds its held-out answer loss along training, the mean over\n"
+        "the seeds, one colour per policy.",
         'masking = widgets.ExperimentPanel(\n'
         '    "sft_masking", fields=["policies", "steps", "lr"], x="step", y="answer_loss",\n'
-        '    group="policy", title="Held-out answer loss by masking policy")\n'
+        '    group="policy", title="Held-out answer loss by masking policy (mean over seeds)",\n'
+        '    view=sft.mean_over_seeds)\n'
         'masking'),
     "11_lora": (
         "## Learning rate: LoRA wants a larger one",

@@ -22,7 +22,7 @@ mkdir -p "$OUT" "$RESULTS"
 
 N=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
 LOG="$OUT/model_parallel_${N}gpu.log"
-EXPS=${EXPS:-"tensor_parallel pipeline_bubble expert_parallel"}   # override to split a run
+EXPS=${EXPS:-"tensor_parallel pipeline_bubble expert_parallel parallel_3d"}   # override to split a run
 echo "model_parallel: $N GPU(s), preset $PRESET, commit ${WORKBOOK_COMMIT:-unknown}" | tee "$LOG"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader >> "$LOG" 2>&1 || true
 
@@ -60,6 +60,10 @@ if not tp.empty:
 if not pp.empty:
     s = mp.pp_summary(pp).pivot_table(index=["p", "m"], columns="kind", values="value")
     print(s.round(3).to_string())
+    print(mp.schedule_summary(pp).round(4).to_string(index=False))
+d3 = latest("parallel_3d")
+if not d3.empty:
+    print(mp.tradeoff_table(d3).round(3).to_string(index=False))
 if not ep.empty:
     print(mp.ep_summary(ep).round(4).to_string(index=False))
 PYEOF

@@ -34,7 +34,7 @@ LEDGER=${LEDGER:-/tmp/ledger}
 mkdir -p "$OUT/results" "$LEDGER"
 cp data/results/*.csv "$LEDGER/" 2>/dev/null
 export WORKBOOK_RESULTS="$LEDGER"
-EXPS="zero_stages pipeline_bubble tensor_parallel expert_parallel"
+EXPS="zero_stages pipeline_bubble tensor_parallel expert_parallel parallel_3d"
 SKIP=${SKIP:-}   # experiments to leave out, e.g. SKIP="expert_parallel" when already recorded
 LOG="$OUT/gpu_multi.log"
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
@@ -61,6 +61,7 @@ step 240 zero_stages --set record_each=$PRESET --set 'variants=["ddp","zero0","z
 step 150 pipeline_bubble
 step 150 tensor_parallel
 step 100 expert_parallel
+step 120 parallel_3d
 step 300 zero_stages --set record_each=$PRESET --set 'variants=["zero2+offload_opt","zero3+offload_all"]'
 grep -h "Error\|error:" "$LOG" | sort | uniq -c | head -20
 echo "end t=${SECONDS}s" | tee -a "$LOG"

@@ -10,7 +10,8 @@
 # `notebook_walltime` row (device, preset full, status, seconds, the slowest cells in `detail`,
 # the executed notebook's size, the peak memory of the kernel's process tree, the memory cap if
 # any) in data/results/notebook_walltime.csv, copied to $OUT at once
-# with the log and the executed notebooks (executed.tar.gz). DEADLINE (s, whole call) stops the
+# with the log, the executed notebooks (executed.tar.gz) and the whole ledger (results.tar.gz:
+# the live rows the notebooks measured, recorded; WORKBOOK_RECORD=0 turns that off). DEADLINE (s, whole call) stops the
 # notebook running at that moment (a `timeout` row) and starts no other, nor one whose last
 # full run on this GPU took longer than the time left. The jupyter stack
 # travels as wheels in .whl/ (the device tool's README).
@@ -21,9 +22,15 @@ mkdir -p "$OUT" data/cache/executed
 LOG="$OUT/gpu_notebooks.log"
 START=$(date +%s)
 source scripts/device_env.sh
+# What the notebooks measure live goes into the ledger too (registry.recording): one Run All
+# leaves this GPU's rows of every experiment it ran, copied back as results.tar.gz.
+export WORKBOOK_RECORD=${WORKBOOK_RECORD:-1}
 ALL="00_setup 01_pretraining 02_flops 03_scaling_laws 04_memory 05_data_parallel_zero"
 ALL="$ALL 06_model_parallel 07_flash_attention 08_mixed_precision 09_sft"
 ALL="$ALL 10_evaluation_alignment 11_lora 12_qlora"
+# As `make lab` does before JupyterLab starts: the tokenizer and the base model are built once
+# here (timed, in the log), not inside whichever notebook needs them first.
+python3 -W ignore -m workbook prepare --preset "${PRESET:-full}" 2>&1 | tee -a "$LOG" | tail -3
 for nb in ${NOTEBOOKS:-$ALL}; do
   left=$(( ${DEADLINE:-540} - ($(date +%s) - START) ))
   if [ "$left" -lt 20 ]; then echo "== $nb: not started, past the deadline" | tee -a "$LOG"; continue; fi
@@ -48,4 +55,5 @@ PY
   grep -E "^$nb: " "$LOG" | tail -1
   cp data/results/notebook_walltime.csv "$OUT/"
   tar czf "$OUT/executed.tar.gz" -C data/cache executed
+  tar czf "$OUT/results.tar.gz" -C data results
 done

@@ -4,8 +4,9 @@
 #   bash scripts/gpu_scaling.sh probe [KEY=VALUE ...]   # one budget, 7 sizes: timing + centring
 #   bash scripts/gpu_scaling.sh full  [KEY=VALUE ...]   # the full preset, recorded in the ledger
 #
-# Needs the stdlib-source token cache (data/cache/scaling/, built on the CPU machine by
-# `python -c "from workbook.data import build_stdlib_source as b; b(2048)"`).
+# Uses the stdlib-source token cache (data/cache/scaling/); where it is missing the sweep builds
+# it first (a BPE trained on the stdlib: outside the sweep's own wall time, inside the call's),
+# or build it beforehand: `python -c "from workbook.data import build_stdlib_source as b; b(2048)"`.
 # Finished points go to $OUT/isoflop_checkpoint.csv as they finish; if the sweep is killed,
 # they are recorded from there. Copies the ledger, the checkpoint and the log to $OUT.
 set -u
@@ -42,9 +43,14 @@ import pandas as pd
 from workbook import results, scaling_laws as sl
 rows = results.load("scaling_isoflop")
 rows = rows[rows["preset"] == "full"]
-with pd.option_context("display.width", 200, "display.max_columns", 30):
-    print(sl.isoflop_minima(sl.ok_points(rows)))
-    print(sl.fit_summary(rows).T)
+with pd.option_context("display.width", 200, "display.max_columns", 30,
+                       "display.max_colwidth", 80):
+    for where, sweep in sl.sweeps(rows):
+        print(where)
+        print(sl.isoflop_minima(sl.ok_points(sweep)))
+    summary = sl.fit_summary(rows)
+    print(summary.T)
+    print(sl.claims(rows, summary)[["claim", "measured", "low", "high", "where", "verdict"]])
 PY
 cp data/results/scaling_isoflop.csv "$OUT/" 2>/dev/null
 exit 0

@@ -15,6 +15,7 @@ OUT=${OUT:-/tmp/sft_out}
 PRESET=${PRESET:-full}
 PY=${PYTHON:-python3}
 LIMIT=${LIMIT:-100}                    # seconds per experiment; a slow one must not eat the rest
+LIMIT_MASKING=${LIMIT_MASKING:-330}    # sft_masking: three seeds (about 200 s on an H200)
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 RESULTS=${WORKBOOK_RESULTS:-data/results}
@@ -31,7 +32,8 @@ echo "base model ($PRESET): $(( $(date +%s) - start )) s" | tee -a "$LOG"
 status=0
 for exp in ${EXPS:-sft_masking test_task_training mid_training}; do
   start=$(date +%s)
-  timeout "$LIMIT" "$PY" -m workbook run "$exp" --preset "$PRESET" --record --in-process \
+  limit=$LIMIT; [ "$exp" = sft_masking ] && limit=$LIMIT_MASKING
+  timeout "$limit" "$PY" -m workbook run "$exp" --preset "$PRESET" --record --in-process \
     >> "$LOG" 2>&1
   rc=$?
   [ "$rc" -ne 0 ] && status=1
@@ -44,7 +46,8 @@ done
 from workbook import results, sft
 rows = results.load("sft_masking")
 if not rows.empty:
-    print(sft.final_scores(rows).round(3).to_string(index=False))
+    print(sft.seed_table(rows).to_string(index=False))
+    print(sft.paired_differences(rows).round(4).to_string(index=False))
 for name in ("test_task_training", "mid_training"):
     rows = results.load(name)
     if rows.empty:

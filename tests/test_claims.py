@@ -105,3 +105,51 @@ def test_claims_table_shows_where_in_full_and_numbers_in_fixed_notation():
     assert type(table[table["verdict"] == "holds"]).__name__ == "ClaimsTable"
     assert [readable(v) for v in (1979, 0.0956, 4194304, math.nan)] == [
         "1,979", "0.0956", "4,194,304", ""]
+
+
+def test_a_bound_with_an_interval_holds_only_when_the_whole_interval_clears_it():
+    # Issue 19: "answer-only beats whole-sequence" judged on the paired difference over seeds
+    # (its 95 % interval), against 0: inside is no verdict, either side is one.
+    import pytest
+
+    from workbook.config import WorkbookError
+
+    assert verdict(0.0, 0.004, interval=(-0.07, 0.08), kind="at_least") == (
+        "inconclusive: 0 inside [-0.07, 0.08] (the data cannot tell)")
+    assert verdict(0.0, 0.05, interval=(0.01, 0.09), kind="at_least") == (
+        "holds ([0.01, 0.09] lies above 0)")
+    assert verdict(0.0, -0.05, interval=(-0.09, -0.01), kind="at_least") == (
+        "wrong: the other way ([-0.09, -0.01] lies below 0)")
+    assert verdict(0.0, -0.05, interval=(-0.09, -0.01), kind="at_most") == (
+        "holds ([-0.09, -0.01] lies below 0)")
+    # the interval decides, not the measured mean alone (0.05 ≥ 0 would say "holds")
+    assert verdict(0.0, 0.05, kind="at_least").startswith("holds")
+    assert verdict(0.0, 0.05, interval=(-0.01, 0.11), kind="at_least").startswith("inconclusive")
+    # without an interval a bound is judged as before
+    assert verdict(40.0, 41.2, kind="at_least") == "holds (41.2 ≥ 40)"
+    with pytest.raises(WorkbookError, match="low <= high"):
+        verdict(0.0, 0.05, interval=(0.09, 0.01), kind="at_least")
+    row = claims_table([Claim("a beats b", "lecture", 0.0, 0.05, low=0.01, high=0.09,
+                              kind="at_least")]).iloc[0]
+    assert row["holds if"] == "the measured interval lies wholly above 0"
+    assert row["verdict"] == "holds ([0.01, 0.09] lies above 0)"
+
+
+def test_a_large_or_tiny_bound_reads_in_fixed_notation():
+    from workbook.claims import fixed
+
+    assert verdict(0.0, 3e-5, interval=(1e-5, 5e-5), kind="at_least") == (
+        "holds ([1×10⁻⁵, 5×10⁻⁵] lies above 0)")
+    assert [fixed(v) for v in (0.0123, 2.5e9, 41.2, 999.6, -3.4e-5)] == [
+        "0.0123", "2.5×10⁹", "41.2", "1×10³", "-3.4×10⁻⁵"]
+    # every rule's numbers: a budget of 4 TB, a tiny zero-prediction gap, a large factor
+    assert verdict(4e12, 3.2e12, kind="at_most") == "holds (3.2×10¹² ≤ 4×10¹²)"
+    assert verdict(0.0, 3.4e-5, abs_tol=1e-4) == "holds (|Δ| = 3.4×10⁻⁵ ≤ 0.0001)"
+    assert verdict(1.0, 2.5e4) == "off: measured 2.5×10⁴× higher"
+
+
+def test_claims_table_text_shows_where_in_full():
+    where = "recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22, seed 0,1,2 (a long provenance)"
+    text = repr(claims_table([Claim("GPT-3 FLOPs", "lecture", 3.15e23, 3.14e23, "FLOPs",
+                                    where)]))
+    assert where in text and "3.15×10²³" in text and "..." not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -377,3 +378,184 @@ def test_loss_kernel_table_puts_the_baseline_first_then_the_fastest_launches():
     table = flops.loss_kernel_table(pd.DataFrame(rows), top=2)
     assert list(table["variant"]) == ["torch_ce", "triton_ce", "triton_ce"]
     assert list(table["ms (measured)"]) == [2.0, 1.1, 1.3]
+
+
+# --- energy ---------------------------------------------------------------------------------
+
+class FakeNvml:
+    """pynvml's functions the meter calls, on a counter and a power the test sets."""
+
+    def __init__(self, counter_mj: float | None = 0.0, power_mw: float = 250_000.0):
+        self.counter_mj, self.power_mw, self.calls = counter_mj, power_mw, []
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        self.calls.append(("handle", index))
+        return f"gpu{index}"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        if self.counter_mj is None:
+            raise RuntimeError("NVMLError_NotSupported")
+        return self.counter_mj
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return self.power_mw
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_energy_meter_reads_the_counter_difference_in_joules():
+    nvml, clock = FakeNvml(counter_mj=5_000_000.0), FakeClock()
+    meter = flops.EnergyMeter(nvml, index=1, clock=clock)
+    assert meter.method == "energy_counter" and ("handle", 1) in nvml.calls
+    meter.start()
+    nvml.counter_mj += 1_200_000.0    # 1 200 J in mJ
+    clock.now += 2.0
+    used = meter.stop()
+    assert used["joules"] == pytest.approx(1200.0), "NVML counts millijoules"
+    assert used["watts"] == pytest.approx(600.0), "J / s"
+    assert used["seconds"] == pytest.approx(2.0)
+
+
+def test_energy_meter_falls_back_to_sampling_power_without_a_counter():
+    nvml, clock = FakeNvml(counter_mj=None, power_mw=250_000.0), FakeClock()
+    meter = flops.EnergyMeter(nvml, sample_s=0.001, clock=clock)
+    assert meter.method == "power_samples", "no counter: sample the power instead"
+    meter.start()
+    clock.now += 4.0
+    used = meter.stop()
+    assert used["watts"] == pytest.approx(250.0), "the mean of the samples, mW -> W"
+    assert used["joules"] == pytest.approx(1000.0), "mean W × seconds"
+    with pytest.raises(WorkbookError, match="before start"):
+        meter.stop()
+
+
+def test_predict_run_cost_reproduces_patterson_from_its_own_inputs():
+    # Patterson et al. 2021: GPT-3, 3.55M V100-hours at 330 W, PUE 1.1, 0.429 kg/kWh ->
+    # 1,287 MWh and 552 t. 3.55M hours of 125 TFLOP/s carry 6ND at an MFU of 6ND / (that).
+    hours = 3.552e6
+    mfu = 6 * 175e9 * 300e9 / (125e12 * hours * 3600)
+    out = flops.predict_run_cost(175e9, 300e9, 125.0, mfu, 330.0, 1.1, 0.429, 1.0)
+    out = out.set_index("quantity")
+    assert out.loc["GPU-hours", "central"] == pytest.approx(hours, rel=1e-9)
+    assert out.loc["energy (GPU power × PUE)", "central"] == pytest.approx(1289.4, rel=1e-3)
+    assert out.loc["CO₂", "central"] == pytest.approx(553.2, rel=1e-3)
+    assert out.loc["compute cost", "central"] == pytest.approx(3.552, rel=1e-3)
+
+
+def test_predict_run_cost_interval_brackets_the_central_value():
+    out = flops.predict_run_cost(1e9, 2e10, (100.0, 200.0), (0.2, 0.4), (300.0, 600.0),
+                                 (1.1, 1.5), (0.1, 0.5), (1.0, 3.0)).set_index("quantity")
+    hours = 6 * 1e9 * 2e10 / 3600 / 1e12
+    assert out.loc["GPU-hours", "low"] == pytest.approx(hours / (200 * 0.4)), "fastest corner"
+    assert out.loc["GPU-hours", "high"] == pytest.approx(hours / (100 * 0.2)), "slowest corner"
+    assert (out["low"] <= out["central"]).all() and (out["central"] <= out["high"]).all()
+    with pytest.raises(WorkbookError, match="low must not exceed high"):
+        flops.predict_run_cost(1e9, 2e10, 100.0, (0.4, 0.2), 300.0, 1.1, 0.4, 1.0)
+    with pytest.raises(WorkbookError, match="mfu"):
+        flops.predict_run_cost(1e9, 2e10, 100.0, 1.5, 300.0, 1.1, 0.4, 1.0)
+
+
+def _energy_rows(device: str, source: str, joules=(0.9, 1.0, 1.1), watts=(600.0, 610.0, 620.0),
+                 mfu=(38.0, 39.0, 40.0)):
+    rows = []
+    for window, (j, w, m) in enumerate(zip(joules, watts, mfu, strict=True)):
+        base = {"mode": "graphs", "attention": "causal", "window": window, "device": device,
+                "source": source, "status": "ok", "method": "energy_counter",
+                "recorded_at": "2026-12-01T10:00:00"}
+        rows += [{**base, "metric": "joules_per_token", "value": j},
+                 {**base, "metric": "avg_power_w", "value": w},
+                 {**base, "metric": "mfu_datasheet", "value": m},
+                 {**base, "metric": "tokens_per_s", "value": w / j}]
+    return pd.DataFrame(rows)
+
+
+def test_gpt3_estimate_uses_the_measured_power_and_mfu_ranges():
+    rows = _energy_rows("NVIDIA H200", "measured")
+    a = flops.gpt3_assumptions(rows)
+    here = a[a["scenario"] == "this machine (NVIDIA H200)"].set_index("assumption")
+    assert tuple(here.loc["power per GPU", ["low", "high"]]) == (600.0, 620.0)
+    assert tuple(here.loc["MFU", ["low", "high"]]) == pytest.approx((0.38, 0.40))
+    pred = flops.gpt3_prediction(rows)
+    energy = pred[(pred["scenario"] == "this machine (NVIDIA H200)")
+                  & (pred["quantity"] == "energy (GPU power × PUE)")].iloc[0]
+    hours_low = 6 * 175e9 * 300e9 / (989.4e12 * 0.40) / 3600
+    assert energy["low"] == pytest.approx(hours_low * 600 * 1.1 / 1e6)
+    table = flops.claims(rows.iloc[0:0].assign(d_model=[], n_layers=[], seq_len=[]),
+                         pd.DataFrame({"part": ["total"], "counted / predicted": [1.0]}), rows)
+    energy_rows = table[table["claim"].str.contains("1,287 MWh")]
+    assert list(energy_rows["where"]) == ["6·N·D prediction, this machine (NVIDIA H200)",
+                                          "6·N·D prediction, GPT-3's V100s (datasheets)"]
+    # the lecture's 1,287 MWh lies far above what an H200 at ~39 % MFU needs
+    assert energy_rows["verdict"].iloc[0].startswith("off")
+
+
+def test_gpt3_estimate_without_energy_rows_keeps_only_the_datasheet_scenario():
+    rows = _energy_rows("CPU", "measured").assign(status="unsupported")
+    assert set(flops.gpt3_assumptions(rows)["scenario"]) == {"GPT-3's V100s (datasheets)"}
+    html = flops.gpt3_prediction(rows)._repr_html_()
+    assert "3.15×10²³" in html and "e+23" not in html, "numbers in fixed notation"
+    assert "energy not measured" in flops.energy_caption(rows)
+
+
+def test_this_machine_first_and_references_labelled_by_device_and_date():
+    live = _energy_rows("NVIDIA H200", "measured")
+    ref = _energy_rows("NVIDIA H100 80GB HBM3", "recorded", joules=(2.0, 2.0, 2.0))
+    table = flops.energy_table(pd.concat([ref, live], ignore_index=True))
+    assert list(table["where"]) == ["this machine (NVIDIA H200)",
+                                    "recorded on NVIDIA H100 80GB HBM3 (2026-12-01)"]
+    assert table["J/token"].tolist() == pytest.approx([1.0, 2.0])
+    caption = flops.energy_caption(pd.concat([ref, live], ignore_index=True))
+    assert "1 J per token" in caption and "2 J per token" in caption
+
+
+def test_energy_small_preset_runs_without_nvml(ledger_dir):
+    rows = registry.execute("energy_per_token", "small", seed=0)
+    tps = rows[rows["metric"] == "tokens_per_s"]
+    assert len(tps) == flops.ENERGY_PRESETS["small"].windows and (tps["value"] > 0).all()
+    energy = rows[rows["metric"] == "joules_per_token"]
+    if flops.load_nvml() is None or not torch.cuda.is_available():
+        assert (energy["status"] == "unsupported").all()
+        assert energy["error"].str.contains("no NVML here").all()
+    else:   # a GPU with NVML: the board's energy over the tokens, at a plausible power
+        assert (energy["status"] == "ok").all() and (energy["value"] > 0).all()
+        watts = rows[rows["metric"] == "avg_power_w"]["value"]
+        assert watts.between(5, 2000).all(), f"board power {list(watts)} W"
+
+
+def test_mfu_caption_and_claims_per_place():
+    def mfu_rows(device, source, value):
+        base = {"mode": "compiled", "attention": "causal", "d_model": 768, "n_layers": 12,
+                "seq_len": 1024, "device": device, "source": source, "status": "ok",
+                "recorded_at": "2026-11-22T00:00:00"}
+        return [{**base, "metric": "mfu_datasheet", "value": value},
+                {**base, "metric": "step_time", "value": 30.0}]
+
+    rows = pd.DataFrame(mfu_rows("NVIDIA H200", "measured", 42.0)
+                        + mfu_rows("NVIDIA H100 80GB HBM3", "recorded", 35.0))
+    caption = flops.mfu_caption(rows)
+    assert caption.index("this machine (NVIDIA H200)") < caption.index("NVIDIA H100 80GB HBM3")
+    assert "**42.0 %**" in caption and "**35.0 %**" in caption
+    table = flops.claims(rows, pd.DataFrame({"part": ["total"], "counted / predicted": [1.0]}))
+    mfu = table[table["claim"].str.startswith("MFU")]
+    assert mfu["where"].iloc[0].startswith("this machine (NVIDIA H200)")
+    assert mfu["verdict"].iloc[0].startswith("holds") and mfu["verdict"].iloc[1].startswith(
+        "missed"), "each place judged by its own value"
+
+
+def test_ncu_caption_reads_the_recorded_byte_counts(ledger_dir):
+    assert "No Nsight Compute counts" in flops.ncu_caption()
+    (ledger_dir / "ncu").mkdir()
+    (ledger_dir / "ncu" / "loss_kernel_dram_bytes_abc1234.txt").write_text(
+        "== per_sm, evict = 0 0 (logits: 1000000000 bytes)\n"
+        "    dram__bytes_read.sum             Gbyte         1.30\n"
+        "    dram__bytes_write.sum            Gbyte         1.00\n")
+    table = flops.ncu_loss_bytes()
+    assert table.iloc[0].to_dict() == {"commit": "abc1234", "launch": "per_sm, evict = 0 0",
+                                       "logits GB": 1.0, "read GB": 1.3, "write GB": 1.0}
+    assert "1.30–1.30 GB read" in flops.ncu_caption() and "3.00 GB" in flops.ncu_caption()

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import workbook
-from workbook import hardware, registry, results, runner, widgets
+from workbook import hardware, plots, registry, results, runner, widgets
 from workbook.config import WorkbookError, check_range, resolve_preset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -331,8 +331,9 @@ def test_rerecording_with_empty_cells_and_error_column(ledger_dir):
 def test_roofline_explorer_and_claims_from_recorded_rows():
     recorded = results.load("roofline", ok_only=True)
     assert not recorded.empty, "the H100 roofline must be recorded in data/results/roofline.csv"
-    table = hardware.roofline_claims(recorded)
-    assert len(table) == 1 + len(hardware.MATMUL_DTYPES)
+    table = hardware.roofline_claims(recorded)  # one block of claims per recorded machine
+    machines = recorded.groupby(["device", "n_gpus"]).ngroups
+    assert len(table) == machines * (1 + len(hardware.MATMUL_DTYPES))
     explorer = hardware.roofline_explorer(recorded)
     explorer.set(dtype="bf16", intensity=1.0)
     low = explorer.fig.data[1].y[0]
@@ -406,6 +407,18 @@ def test_live_rows_carry_the_device_like_recorded_ones(monkeypatch):
     assert {"n_gpus", "torch", "preset", "seed", "recorded_at"} <= set(rows.columns)
 
 
+def test_a_recording_run_all_leaves_its_rows_in_the_ledger(monkeypatch, ledger_dir):
+    """scripts/gpu_notebooks.sh sets WORKBOOK_RECORD=1: what a notebook measures live is
+    recorded; a reader's run (unset) records nothing."""
+    monkeypatch.delenv(registry.RECORD_ENV, raising=False)
+    registry.live_or_recorded("roofline", "small", copy_mb=1, matmul_n=64, repeats=1)
+    assert results.load("roofline").empty
+    monkeypatch.setenv(registry.RECORD_ENV, "1")
+    live = registry.live_or_recorded("roofline", "small", copy_mb=1, matmul_n=64, repeats=1)
+    recorded = results.load("roofline")
+    assert len(recorded) == len(live) and set(recorded["source"]) == {"recorded"}
+
+
 def test_gpu_memory_cap_is_read_checked_and_reported(monkeypatch):
     # WORKBOOK_GPU_MEMORY_GB emulates a smaller card: a number of GB, else one line.
     monkeypatch.delenv(hardware.GPU_MEMORY_CAP_ENV, raising=False)
@@ -469,6 +482,18 @@ def test_live_rows_are_the_numbers_and_recorded_devices_stand_beside(monkeypatch
         "this machine")
 
 
+def test_a_recording_machine_is_its_device_and_its_gpu_count():
+    # A 1-GPU H200 run replaces the recorded H200 ×1 rows; the H200 ×4 rows stay as references.
+    rec = results.load("zero_stages", ok_only=True)
+    h200 = rec[rec["device"] == "NVIDIA H200"]
+    assert {1, 4} <= set(h200["n_gpus"].astype(int)), "the ledger lost its H200 ×1/×4 rows"
+    live = h200[h200["n_gpus"].astype(int) == 1].assign(source="measured")
+    shown = registry.with_references("zero_stages", live)
+    refs = shown[shown["source"] == "recorded"]
+    assert not ((refs["device"] == "NVIDIA H200") & (refs["n_gpus"].astype(int) == 1)).any()
+    assert (refs["n_gpus"].astype(int) == 4).any()
+
+
 def test_run_or_button_runs_quick_experiments_and_offers_slow_ones(monkeypatch):
     # Issue 17: no notebook hard-codes a preset; what takes over a minute here waits for a
     # button that says how long, so Run All stays quick on a GPU too.
@@ -491,7 +516,8 @@ def test_run_or_button_runs_quick_experiments_and_offers_slow_ones(monkeypatch):
 def test_expected_seconds_prefers_this_machines_last_run(monkeypatch):
     monkeypatch.setattr(registry, "_durations", lambda: {})
     assert registry.expected_seconds("scaling_isoflop", "full") == (
-        300.0, "typical, not yet run on this machine")
+        float(registry.get("scaling_isoflop").typical_s["full"]),
+        "typical, not yet run on this machine")
     assert registry.expected_seconds("roofline", "small")[0] is None
     key = f"roofline|small|{hardware.detect().name}|{{}}"
     monkeypatch.setattr(registry, "_durations", lambda: {key: 12.5})
@@ -513,3 +539,29 @@ def test_runner_shares_the_cpu_threads_among_ranks():
     two = runner.call_distributed("tests._runner_targets:thread_count", nprocs=2,
                                   backend="gloo", env={"WORKBOOK_THREADS": "4"})
     assert sorted(two["threads"].tolist()) == [2, 2], two
+
+
+def test_claims_judge_one_machine_never_a_mix():
+    rec = results.load("roofline", ok_only=True)
+    assert rec["device"].nunique() >= 2, "the roofline ledger holds H100 and H200 rows"
+    latest = registry.main_rows(rec)
+    assert latest["device"].nunique() == 1
+    assert str(latest["recorded_at"].max()) == str(rec["recorded_at"].astype(str).max())
+    live = rec[rec["device"] == rec["device"].iloc[0]].assign(source="measured",
+                                                              device="this GPU")
+    mixed = registry.with_references("roofline", live)
+    assert set(registry.main_rows(mixed)["device"]) == {"this GPU"}
+    assert registry.shown("roofline") is mixed or registry.shown("roofline").equals(mixed)
+
+
+def test_a_figure_draws_one_trace_per_machine_named_by_it():
+    rows = pd.DataFrame({"n": [1, 2, 1, 2, 1, 2], "value": [1.0, 2, 3, 4, 5, 6],
+                         "variant": "a", "status": "ok",
+                         "source": ["measured"] * 2 + ["recorded"] * 4,
+                         "device": ["NVIDIA H200"] * 2 + ["NVIDIA H100 80GB HBM3"] * 2
+                         + ["CPU (x86_64, 2 cores)"] * 2,
+                         "n_gpus": [1, 1, 1, 1, 0, 0], "recorded_at": "2026-12-02", "seed": 0})
+    names = [t.name for t in plots.compare(rows, x="n", group="variant").data]
+    assert names == ["a (measured, H200)", "a (recorded, H100 80GB HBM3)", "a (recorded, CPU)"]
+    one = rows[rows["device"] == "NVIDIA H200"]
+    assert [t.name for t in plots.compare(one, x="n", group="variant").data] == ["a (measured)"]

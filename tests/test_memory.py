@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
+import torch
 
+from workbook import results
 from workbook.config import WorkbookError
 from workbook.memory import (
+    EXPONENT_TOL,
+    RecomputeConfig,
+    SweepConfig,
     activation_bytes,
+    batch_for_gpu,
+    build_model,
     bytes_per_param,
+    fit_exponent,
+    forward_activations,
+    gap_caption,
+    gap_table,
     lecture_175b,
     measure_breakdown,
+    plot_breakdown,
+    plot_seq_sweep,
+    recompute_caption,
+    recompute_claims,
+    recompute_overhead,
+    recompute_table,
+    run_activation_sweep,
+    run_recompute,
+    scenario,
+    sweep_caption,
+    sweep_claims,
+    sweep_exponents,
+    sweep_table,
+    train_steps,
     training_memory,
 )
 
@@ -66,3 +92,193 @@ def test_activations_measured_near_formula_and_checkpointing_saves(breakdown) ->
         f"saved-for-backward {measured:.0f} B vs Korthikanti's formula {predicted:.0f} B")
     assert ckpt[("activations", "saved")] < 0.5 * measured, (
         "checkpointing keeps only each layer's input during the forward")
+
+
+# --------------------------------------------------------------- activations vs seq_len
+
+
+def test_fit_exponent_recovers_a_power_law() -> None:
+    xs = [64, 128, 256, 512]
+    assert fit_exponent(xs, [3 * x**1.5 for x in xs]) == pytest.approx(1.5), "y = 3·x^1.5"
+    with pytest.raises(WorkbookError, match="positive"):
+        fit_exponent([1, 2], [1, 0])
+    with pytest.raises(WorkbookError, match="two different"):
+        fit_exponent([4, 4], [1, 2])
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_saved_activations_match_the_formula_without_dropout(attention) -> None:
+    n_layer, d, a, vocab, s, b = 2, 64, 4, 512, 64, 2
+    model = build_model(n_layer, d, a, vocab, s, attention, 0, dropout=0.0)
+    got = forward_activations(model, vocab, s, b, "fp32", 0)
+    want = activation_bytes(n_layer, d, a, s, b, act_bytes=4, vocab=vocab, dropout=False,
+                            attention_matrix=attention == "eager")
+    assert got["scores"] == want["scores"], (
+        f"{attention}: the s×s tensors saved ({got['scores']:.0f} B) are the formula's "
+        f"L·a·s²·b·4 ({want['scores']:.0f} B); fused attention stores none")
+    assert got["saved"] == pytest.approx(want["total"], rel=0.15), (
+        f"{attention}: saved {got['saved']:.0f} B vs formula {want['total']:.0f} B")
+
+
+def test_seq_sweep_eager_quadratic_sdpa_linear() -> None:
+    cfg = SweepConfig(n_layer=1, d_model=32, n_head=4, vocab=128, seq_lens=(32, 64, 128),
+                      batch=1, precision="fp32")
+    rows = run_activation_sweep(cfg, seed=0).assign(device="cpu-test")
+    k = sweep_exponents(rows).set_index("series")
+    assert k.loc["sdpa", "measured k"] == pytest.approx(1.0, abs=0.02), "SDPA keeps O(s)"
+    assert k.loc["eager s×s", "measured k"] == pytest.approx(2.0, abs=1e-6), "s×s grows as s²"
+    assert k.loc["eager", "measured k"] > k.loc["sdpa", "measured k"] + 0.1
+    table = sweep_table(rows)
+    assert set(table["status"]) == {"ok"} and len(table) == 6
+    verdicts = sweep_claims(rows)
+    assert len(verdicts) == 4 and all(c.abs_tol == EXPONENT_TOL for c in verdicts[:3])
+    assert "eager" in sweep_caption(rows) and "k =" in sweep_caption(rows)
+    fig = plot_seq_sweep(rows)
+    assert len(fig.data) == 4, "formula line + measured points for each attention"
+
+
+def test_sweep_oom_rows_are_points_not_a_crash() -> None:
+    rows = pd.DataFrame([
+        {"attention": "eager", "seq_len": s, "method": m, "value": v, "status": "ok",
+         "metric": "bytes", "source": src, "device": "GPU-x", "n_layer": 1, "n_head": 1,
+         "batch": 1, "precision": "fp32"}
+        for s, m, v, src in [(64, "formula", 1e6, "predicted"), (128, "formula", 4e6,
+                                                                  "predicted"),
+                             (256, "formula", 16e6, "predicted"), (64, "peak", 1.1e6,
+                                                                   "measured"),
+                             (128, "peak", 4.2e6, "measured")]]
+        + [{"attention": "eager", "seq_len": 256, "method": "peak", "value": float("nan"),
+            "status": "oom", "metric": "bytes", "source": "measured", "device": "GPU-x",
+            "n_layer": 1, "n_head": 1, "batch": 1, "precision": "fp32"}])
+    fig = plot_seq_sweep(rows)
+    oom = [t for t in fig.data if "oom" in t.name]
+    assert len(oom) == 1 and list(oom[0].y) == [16.0], "oom drawn at the formula's value"
+    assert "did not fit (oom): eager at 256" in sweep_caption(rows)
+
+
+def test_explorer_flash_drops_the_s_squared_term() -> None:
+    eager = scenario("GPT-2 small (124M)", "bf16", 8192, 1, False, "eager")
+    flash = scenario("GPT-2 small (124M)", "bf16", 8192, 1, False, "flash")
+    acts = {k: t.set_index("component").loc["activations", "bytes"]
+            for k, t in (("eager", eager), ("flash", flash))}
+    s2 = activation_bytes(12, 768, 12, 8192, 1, act_bytes=2)["scores"]
+    assert acts["eager"] - acts["flash"] == pytest.approx(s2), "only the s² term differs"
+    with pytest.raises(WorkbookError, match="attention"):
+        scenario("GPT-2 small (124M)", "bf16", 8192, 1, False, "ring")
+
+
+# --------------------------------------------------------------- checkpointing's time
+
+
+def test_recompute_overhead_formula() -> None:
+    got = recompute_overhead(12, 768, 50304, 1024)
+    assert got["lecture"] == pytest.approx(1 / 3)
+    h, s, L, V = 768, 1024, 12, 50304
+    blocks = L * (24 * h * h + 4 * s * h)
+    assert got["blocks"] == pytest.approx(blocks / (3 * (blocks + 2 * V * h))), (
+        "blocks' forward over (forward + backward) of blocks and LM head")
+    assert recompute_overhead(12, 768, 1, 8)["blocks"] == pytest.approx(1 / 3, rel=1e-3), (
+        "without an LM head to skip, one extra forward is a third of the step")
+
+
+def test_recompute_rows_table_and_claims() -> None:
+    cfg = RecomputeConfig(n_layer=1, d_model=32, n_head=4, vocab=128, seq_len=32, batch=2,
+                          precision="fp32", steps=1, repeats=3)
+    rows = run_recompute(cfg, seed=0).assign(device="cpu-test")
+    timed = rows[rows["metric"] == "step_ms"]
+    assert len(timed) == 6 and (timed["value"] > 0).all(), "3 repeats × with/without"
+    table = recompute_table(rows).iloc[0]
+    assert table["saved MB (ckpt)"] < table["saved MB (no ckpt)"], "checkpointing saves"
+    assert table["overhead low"] <= table["overhead (median)"] <= table["overhead high"]
+    made = recompute_claims(rows)
+    assert len(made) == 2 and all(c.low == table["overhead low"] for c in made)
+    assert "ms without checkpointing" in recompute_caption(rows)
+
+
+def test_train_steps_goes_through_the_training_loop() -> None:
+    model = build_model(1, 32, 4, 128, 16, "sdpa", 0, dropout=0.0)
+    log = train_steps(model, 2, 128, 2, 16, "fp32")
+    assert list(log[log["split"] == "train"]["step"]) == [1, 2], "two steps, one row each"
+
+
+def test_batch_for_gpu_scales_with_memory(monkeypatch) -> None:
+    from workbook.hardware import Machine
+    from workbook.memory import experiments
+
+    assert batch_for_gpu(8) == 8 or torch.cuda.is_available(), "a CPU keeps the batch"
+    card = Machine("cuda", "card", 1, 24.0, (8, 9), ("bf16",))
+    monkeypatch.setattr(experiments, "detect", lambda: card)
+    assert batch_for_gpu(8) == 2, "24 of 80 GB: 8 × 0.3 → 2 (a power of two, rounded down)"
+    assert batch_for_gpu(1) == 1, "never below one"
+    monkeypatch.setattr(experiments, "detect", lambda: Machine("cuda", "big", 1, 141.0, (9, 0),
+                                                               ("bf16",)))
+    assert batch_for_gpu(8) == 8, "a larger card than the preset's keeps the preset"
+
+
+# --------------------------------------------------------------- the gap, item by item
+
+
+def test_gap_table_items_sum_to_the_measured_peak() -> None:
+    rec = results.load("memory_breakdown", ok_only=True)
+    if rec.empty or not (rec["method"] == "allocator").any():
+        pytest.skip("no recorded GPU breakdown in the ledger")
+    t = gap_table(rec)
+    first = t[t["where"] == t["where"].iloc[0]].set_index("item")
+    parts = ["parameters", "gradients (+ first backward's buffers)", "optimizer states",
+             "activations (all)", "transients at the peak"]
+    assert first.loc[parts, "measured GB"].sum() == pytest.approx(
+        first.loc["peak (allocated)", "measured GB"], abs=0.01), "the items make the peak"
+    assert first.loc[parts, "Δ GB"].sum() == pytest.approx(
+        first.loc["peak (allocated)", "Δ GB"], abs=0.01), "the Δs make the gap"
+    caption = gap_caption(rec)
+    assert f"{first.loc['peak (allocated)', 'measured GB']:.2f} GB" in caption
+
+
+def test_breakdown_split_on_cpu(breakdown) -> None:
+    rows = breakdown[False].set_index(["component", "method"])["value"]
+    assert 0 < rows[("attention scores", "saved")] < rows[("activations", "saved")], (
+        "eager attention's s×s matrices are part of what is saved")
+    here = breakdown[False].assign(device="cpu-test", seq_len=64, checkpointing=False)
+    assert gap_caption(here).startswith("No breakdown")
+    other = here.assign(device="other", seq_len=4096)
+    fig = plot_breakdown(pd.concat([here, other], ignore_index=True))
+    assert len(fig.data) > 0 and "cpu-test" in fig.layout.title.text, (
+        "the first device's own longest seq_len, not the longest of all devices")
+
+
+def test_gap_table_splits_scores_and_names_the_peak_phase() -> None:
+    shape = {"n_params": 1000, "n_layer": 1, "d_model": 8, "n_head": 2, "vocab": 16,
+             "seq_len": 4, "batch": 1, "precision": "fp32", "optimizer": "adamw",
+             "checkpointing": "False", "attention": "eager", "device": "GPU-x",
+             "status": "ok", "source": "measured"}
+    got = {("params", "allocator"): 4000, ("grads", "allocator"): 4100,
+           ("optimizer", "allocator"): 8000, ("activations", "allocator"): 3000,
+           ("attention scores", "saved"): 1000, ("peak", "allocator"): 21000,
+           ("peak in forward", "allocator"): 19500, ("peak in backward", "allocator"): 21000,
+           ("peak in step", "allocator"): 20000, ("allocator reserve", "allocator"): 500,
+           ("CUDA context", "allocator"): 700}
+    rows = pd.DataFrame([{**shape, "component": c, "method": m, "value": float(v)}
+                         for (c, m), v in got.items()])
+    t = gap_table(rows).set_index("item")["measured GB"] * 1e9
+    assert t["activations: the rest"] == pytest.approx(2000), "activations minus the s×s part"
+    assert t["transients at the peak"] == pytest.approx(21000 - 19100), "peak minus held"
+    caption = gap_caption(rows)
+    assert "The peak falls in the backward" in caption and "CUDA context" in caption
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the allocator's peak needs a GPU")
+def test_gpu_sweep_peak_and_breakdown_gap_items() -> None:
+    cfg = SweepConfig(n_layer=2, d_model=64, n_head=4, vocab=512, seq_lens=(128, 256, 512),
+                      batch=2, precision="amp_bf16")
+    rows = run_activation_sweep(cfg, seed=0).assign(device="gpu-test")
+    peak = rows[rows["method"] == "peak"].set_index(["attention", "seq_len"])["value"]
+    saved = rows[rows["method"] == "saved"].set_index(["attention", "seq_len"])["value"]
+    assert (peak > 0.9 * saved).all(), "the forward's peak holds what it saved for backward"
+    got = measure_breakdown(2, 64, 4, 512, 128, 2, "amp_bf16", "adamw", False, "eager", 0)
+    got = got.assign(n_layer=2, d_model=64, n_head=4, vocab=512, seq_len=128, batch=2,
+                     precision="amp_bf16", optimizer="adamw", checkpointing="False",
+                     attention="eager", device="gpu-test", source="measured")
+    t = gap_table(got).set_index("item")["measured GB"]
+    assert t[["peak in forward", "peak in backward", "peak in step"]].max() == pytest.approx(
+        t["peak (allocated)"]), "the peak is the largest phase's"
+    assert t["CUDA context (not in the count)"] > 0

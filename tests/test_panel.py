@@ -296,3 +296,18 @@ def test_a_real_experiment_runs_in_a_fresh_process_at_the_small_preset(ledger_di
     assert drawn["checkpointing=True (measured)"][0] == (1,)
     assert drawn["checkpointing=True (measured)"][1][0] > 0
     assert panel.table["seconds"].iloc[0] > 0 and results.load("memory_breakdown").empty
+
+
+def test_panel_walltime_presses_each_notebooks_panel_and_times_it(ledger_dir):
+    """The issue-18 budget is measured, not assumed: the notebook's own panel cell is built
+    and Run once; the row carries the panel's measured seconds beside the 30 s budget."""
+    from workbook import walltime
+
+    assert [c for c, _ in walltime.panel_cells("08_mixed_precision")]  # 08 builds one
+    rows = walltime.run_panel_walltime(walltime.PanelConfig(notebooks=("08_mixed_precision",)))
+    measured = rows[rows["source"] == "measured"]
+    assert list(measured["panel"]) == ["precision_underflow"]
+    assert measured["status"].tolist() == ["ok"] and (measured["value"] > 0).all()
+    assert rows.loc[rows["source"] == "predicted", "value"].tolist() == [walltime.PANEL_BUDGET_S]
+    with pytest.raises(WorkbookError, match="allowed: 00_setup"):
+        walltime.PanelConfig(notebooks=("99_nothing",))

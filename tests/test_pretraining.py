@@ -98,3 +98,10 @@ def test_transfer_story_reads_its_numbers_from_the_rows():
     assert "5.00 nats against 8.30" in text and "**10 steps** against **20**" in text
     assert "pretrained run's held-out loss is lowest at step 10" in text
     assert "scratch run" not in text
+    # rows of two devices (this machine's live run and a recorded GPU): one paragraph each
+    other = pd.DataFrame(rows).assign(device="NVIDIA H200", source="recorded",
+                                      recorded_at="2026-12-01", n_gpus=1, seed=0)
+    both = pretraining.transfer_story(pd.concat([pd.DataFrame(rows), other]))
+    first, second = both.split("\n\n")
+    assert first.startswith("The run (this machine (cpu))")
+    assert second.startswith("The run (recorded on NVIDIA H200") and "**10 steps**" in second

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from workbook import claims
 from workbook import scaling_laws as sl
 from workbook.config import WorkbookError
 
@@ -125,6 +126,21 @@ def test_isoflop_fit_recovers_the_exponent_of_a_known_law():
     assert fit.a + fit.b == pytest.approx(1.0, abs=0.05), "N_opt·D_opt ∝ C means a + b ≈ 1"
 
 
+def test_tokens_per_param_at_the_largest_budget_and_no_interval_from_three_sizes():
+    law = sl.CHINCHILLA_REPLICATION
+    budgets = [1e18, 1e19, 1e20]
+    fit = sl.fit_exponents(_synthetic_sweep(law, budgets, noise=0.001), n_boot=100)
+    n_opt, d_opt = law.optimal(budgets[-1])
+    assert fit.ratio_budget == budgets[-1]
+    assert fit.ratio == pytest.approx(d_opt / n_opt, rel=0.1), "D_opt/N_opt at the top budget"
+    assert fit.ratio_low <= fit.ratio <= fit.ratio_high
+    three = _synthetic_sweep(law, budgets).groupby("budget").head(3)
+    bare = sl.fit_exponents(three, n_boot=100)
+    assert bare.n_boot == 0 and math.isnan(bare.a_low), (
+        "3 sizes per budget have one resample with 3 distinct sizes: no interval, not a "
+        "zero-width one")
+
+
 def test_parametric_fit_recovers_alpha_beta_and_the_floor():
     points = _synthetic_sweep(sl.CHINCHILLA_REPLICATION, [1e18, 1e19, 1e20, 1e21])
     law = sl.fit_parametric(points["n_params"], points["n_tokens"], points["loss"])
@@ -161,7 +177,7 @@ def test_six_n_plus_attention_matches_torch_flop_counter():
     with FlopCounterMode(display=False) as counter:
         model(input_ids=x).logits.sum().backward()
     per_token = counter.get_total_flops() / x.numel()
-    predicted = sl.flops_per_token(cfg)
+    predicted = sl.point_flops_per_token(cfg)
     # Eager attention also computes the masked half of QKᵀ and AV: 6·L·T·d more than useful.
     masked_half = 6 * cfg.n_layers * cfg.seq_len * cfg.d_model
     assert per_token == pytest.approx(predicted + masked_half, rel=0.01), (
@@ -169,18 +185,97 @@ def test_six_n_plus_attention_matches_torch_flop_counter():
         f"computed anyway) predicts {predicted + masked_half:.4g}")
 
 
-def test_plan_spends_each_budget_and_skips_what_it_cannot():
+def test_sweep_counts_flops_with_the_one_flops_per_token_output_layer_included():
+    """Issue 16: one FLOPs-per-token. Porian et al.: the output layer's matmul counts."""
+    from workbook import flops
+    from workbook.model import ModelConfig
+
+    cfg = ModelConfig(vocab_size=2048, d_model=64, n_layers=2, n_heads=4, seq_len=256)
+    parts = flops.flops_per_token(cfg, causal=True)
+    assert sl.point_flops_per_token(cfg) == pytest.approx(sum(parts.values()))
+    blocks = cfg.n_layers * (4 * 64**2 + 3 * 64 * cfg.d_ff)
+    assert parts["dense"] == pytest.approx(6 * (blocks + 2048 * 64)), (
+        "dense FLOPs must include the vocab x d_model output layer (6 FLOPs per weight)")
+    assert parts["attention"] == pytest.approx(6 * 2 * 256 * 64), "causal: half of 12·L·T·d"
+
+
+def test_plan_spends_each_budget_with_the_per_size_recipe():
     cfg = sl.ISOFLOP_PRESETS["full"]
     plan = sl.plan_sweep(cfg)
     ok = plan[plan["status"] == "planned"]
-    assert len(ok) >= 15, "the full preset promises at least 3 budgets x 5 sizes"
-    np.testing.assert_allclose(ok["compute"], ok["budget"], rtol=0.02,
+    assert len(ok) >= 30, "the full preset promises at least 5 budgets x 6 sizes"
+    np.testing.assert_allclose(ok["compute"], ok["budget"], rtol=0.03,
                                err_msg="every point must be trained to its budget")
-    assert (plan.groupby("budget")["batch_size"].nunique() == 1).all(), "one batch per budget"
+    free = ok[(ok["batch_size"] > cfg.min_batch) & (ok["batch_size"] < cfg.max_batch)]
+    assert free["steps"].between(0.9 * cfg.target_steps, 1.1 * cfg.target_steps).all(), (
+        "a point whose batch is not clamped takes about target_steps: large models of a "
+        "budget are not starved of optimizer steps")
+    warm_tokens = ok["warmup"] * ok["batch_size"] * cfg.seq_len
+    short = ok["warmup"] < ok["steps"] // 4
+    np.testing.assert_allclose(warm_tokens[short], ok.loc[short, "n_params"], rtol=0.5,
+                               err_msg="warm-up lasts about N tokens (Porian et al.)")
+    by_size = ok.drop_duplicates("n_params").sort_values("n_params")
+    assert (np.diff(by_size["lr"]) <= 0).all(), "peak lr falls with model size"
     tiny = dataclasses.replace(cfg, budgets=(1e9,), sizes_per_budget=3)
     skipped = sl.plan_sweep(tiny)
     assert (skipped["status"] == "skipped").all()
     assert "raise the budget" in skipped["error"].iloc[0]
+
+
+def test_point_settings_beta2_lr_and_batch_rules():
+    cfg = sl.ISOFLOP_PRESETS["full"]
+    small = sl.point_settings(1e5, 3e6, cfg)
+    assert small["beta2"] == cfg.beta2_small_batch, "small batch: the higher beta2"
+    assert small["batch_size"] * small["steps"] * cfg.seq_len == pytest.approx(3e6, rel=0.05)
+    big = sl.point_settings(1e5, 1e11, cfg)
+    assert big["batch_size"] == cfg.max_batch and big["beta2"] == cfg.beta2, (
+        f"{cfg.max_batch}x{cfg.seq_len} tokens per step is a large batch: beta2 {cfg.beta2}")
+    assert sl.point_settings(1e3, 3e6, cfg)["lr"] == cfg.lr_max, "the lr rule is capped"
+    ratio = sl.point_settings(8e6, 3e6, cfg)["lr"] / sl.point_settings(1e6, 3e6, cfg)["lr"]
+    assert ratio == pytest.approx(8 ** -cfg.lr_exponent, rel=1e-3)
+    with pytest.raises(WorkbookError, match="allowed"):
+        sl.point_settings(float("nan"), 3e6, cfg)
+
+
+def _timed_rows(truth: sl.StepTime) -> pd.DataFrame:
+    plan = sl.plan_sweep(sl.ISOFLOP_PRESETS["full"])
+    plan = plan[plan["status"] == "planned"]
+    seconds = [truth.seconds(r.steps, r.n_layers, r.compute / r.steps)
+               for r in plan.itertuples()]
+    return plan.assign(metric="train_s", value=seconds, status="ok", device="GPU X")
+
+
+def test_step_time_model_recovers_its_coefficients_and_predicts_the_sweep():
+    truth = sl.StepTime(fixed_ms=5.0, per_layer_ms=1.5, per_gflop_ms=0.02)
+    rows = _timed_rows(truth)
+    fit = sl.fit_step_time(rows)
+    assert (fit.fixed_ms, fit.per_layer_ms, fit.per_gflop_ms) == pytest.approx(
+        (5.0, 1.5, 0.02), rel=1e-6) and fit.device == "GPU X"
+    assert sl.predicted_seconds(sl.ISOFLOP_PRESETS["full"], rows) == pytest.approx(
+        rows["value"].sum(), rel=1e-6)
+    with pytest.raises(WorkbookError, match="≥3 finished points"):
+        sl.fit_step_time(rows.head(2))
+    table = sl.time_table(rows.assign(preset="full"))
+    assert table["device"].tolist() == ["GPU X"]
+    assert table["predicted training s"].iloc[0] == pytest.approx(rows["value"].sum(), rel=1e-6)
+    assert sl.time_table(rows.iloc[0:0]).empty, "nothing recorded yet: an empty table"
+
+
+def test_full_preset_fits_its_time_limit_on_every_recorded_device():
+    """Issue 21: the full sweep in ≤ 10 minutes. Predicted from each device's recorded step
+    times (the sweep trains every point in one process; start-up and evaluation come on top)."""
+    from workbook import results
+
+    recorded = results.load("scaling_isoflop", ok_only=True)
+    recorded = recorded[recorded["preset"] == "full"]
+    if recorded.empty:
+        pytest.skip("no full-preset sweep recorded yet")
+    cfg = sl.ISOFLOP_PRESETS["full"]
+    for device, rows in recorded.groupby("device"):
+        seconds = sl.predicted_seconds(cfg, rows)
+        assert seconds <= cfg.time_limit_s, (
+            f"the full preset needs ~{seconds:.0f} s of training on {device}; its limit is "
+            f"{cfg.time_limit_s:.0f} s: fewer sizes, budgets or steps")
 
 
 @pytest.mark.parametrize("field,value", [("budgets", ()), ("sizes_per_budget", 0),
@@ -246,3 +341,60 @@ def test_explorers_update_from_python():
         owning.set(target_loss=1.5)  # E = 1.82; said in one line, not clamped to 1.9 silently
     assert owning.values["target_loss"] == shown, "a refused value leaves the slider as it was"
     assert owning.last_error and "target_loss=1.5" in owning.last_error
+
+
+# ------------------------------------------------------------------- sweeps, claims, caption
+
+
+def _sweep_rows(law: sl.ParametricLaw, source: str, device: str, recipe: bool) -> pd.DataFrame:
+    points = _synthetic_sweep(law, [1e12, 1e13, 1e14], noise=0.001)
+    rows = points.rename(columns={"loss": "value"}).assign(
+        metric="val_loss", status="ok", source=source, device=device, preset="full",
+        commit="abc", recorded_at="2026-12-01T00:00:00Z", n_gpus=1, seed=0)
+    if recipe:
+        rows["beta2"] = 0.99
+    wall = {"metric": "sweep_wall_s", "value": 420.0, "status": "ok", "source": source,
+            "device": device, "preset": "full", "commit": "abc", "n_gpus": 1, "seed": 0,
+            "recorded_at": "2026-12-01T00:00:00Z"}
+    return pd.concat([rows, pd.DataFrame([wall])], ignore_index=True)
+
+
+def test_sweeps_put_this_machine_first_and_claims_judge_each_by_its_interval():
+    here = _sweep_rows(sl.CHINCHILLA_REPLICATION, "measured", "GPU here", recipe=True)
+    there = _sweep_rows(sl.CHINCHILLA, "recorded", "GPU there", recipe=False)
+    rows = pd.concat([there, here], ignore_index=True)
+    found = sl.sweeps(rows)
+    assert [g["device"].iloc[0] for _, g in found] == ["GPU here", "GPU there"]
+    assert found[0][0].startswith("this machine (GPU here)"), found[0][0]
+    assert "older recipe" in found[1][0] and "recorded on GPU there" in found[1][0]
+    assert (found[0][1]["metric"] == "sweep_wall_s").any(), "the wall row stays with its sweep"
+
+    summary = sl.fit_summary(rows, n_boot=100)
+    assert list(summary["sweep"].unique()) == [found[0][0], found[1][0]]
+    table = sl.claims(rows, summary)
+    a_row = table[(table["claim"].str.contains("a ≈ 0.5"))
+                  & table["where"].str.startswith("this machine")].iloc[0]
+    mine = summary.iloc[0]
+    assert a_row["measured"] == pytest.approx(mine["a"])
+    assert a_row["verdict"] == claims.verdict(0.5, mine["a"], abs_tol=0.05,
+                                              interval=(mine["a_low"], mine["a_high"]))
+    assert (table["verdict"].str.startswith("holds (420")).sum() == 2, "both sweeps ≤ 600 s"
+    fig = sl.isoflop_figure(rows)
+    symbols = {t.marker.symbol for t in fig.data if t.mode == "markers"}
+    assert symbols == {None, "circle-open"}, "this machine's points filled, references hollow"
+    frontier = sl.frontier_figure(rows, summary)
+    assert any(f"[{mine['a_low']:.2f}, {mine['a_high']:.2f}]" in t.name for t in frontier.data)
+    text = sl.caption(rows, summary)
+    assert f"$a$ = {mine['a']:.2f}" in text and "recorded on GPU there" in text
+    assert sl.caption(rows.iloc[0:0], summary.iloc[0:0]) == "No sweep with finished points yet."
+
+
+def test_band_verdict_needs_the_whole_interval_inside_the_tolerance():
+    assert claims.verdict(0.5, 0.5, abs_tol=0.05, interval=(0.46, 0.53)).startswith("holds")
+    assert claims.verdict(0.5, 0.5, abs_tol=0.05, interval=(0.40, 0.53)).startswith(
+        "inconclusive"), "an interval reaching past the band does not exclude the alternative"
+    assert claims.verdict(0.5, 0.7, abs_tol=0.05, interval=(0.6, 0.8)).startswith("off")
+    assert claims.verdict(20, 25, factor=1.5, interval=(14, 29)).startswith("holds")
+    assert claims.verdict(20, 40, factor=1.5, interval=(31, 50)).startswith("off")
+    with pytest.raises(WorkbookError, match="allowed"):
+        claims.verdict(20, 25, factor=0.5, interval=(14, 29))

@@ -3,6 +3,7 @@ model's own loss), zero gradient under the mask, and the masking experiment's ro
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -189,9 +190,13 @@ def test_masking_experiment_rows(monkeypatch, tok):
 
     monkeypatch.setattr(sft, "base_model", fake_base)
     cfg = sft.MASKING_PRESETS["small"]
-    cfg = type(cfg)(**{**cfg.__dict__, "steps": 2, "eval_every": 1, "n_train": 16, "n_eval": 4})
-    rows = sft.run_masking(cfg, seed=0)
+    cfg = type(cfg)(**{**cfg.__dict__, "steps": 2, "eval_every": 1, "n_train": 16, "n_eval": 4,
+                       "seeds": (0, 2)})
+    rows = sft.run_masking(cfg, seed=5)
     assert set(rows["policy"]) == set(cfg.policies)
+    assert sorted(set(rows["seed"])) == [5, 7], "each SFT seed is the run's seed + an offset"
+    per_seed = rows[rows["metric"] == "exact_match"].groupby("seed")["policy"].nunique()
+    assert (per_seed == len(cfg.policies)).all(), "every seed trains every policy (paired)"
     assert {"exact_match", "prompt_echo", "answer_loss", "train_loss"} <= set(rows["metric"])
     frac = rows[rows["unit"] == "fraction"]["value"]
     assert frac.between(0, 1).all(), "rates must lie in [0, 1]"
@@ -201,6 +206,94 @@ def test_bad_config_is_one_line():
     base = sft.MASKING_PRESETS["small"]
     with pytest.raises(WorkbookError, match="policy"):
         type(base)(**{**base.__dict__, "policies": ("prompt_only",)})
+    for seeds, words in (((), "non-empty"), ((1, 1), "distinct"), ((-1,), "seed")):
+        with pytest.raises(WorkbookError, match=words):
+            type(base)(**{**base.__dict__, "seeds": seeds})
+
+
+def test_both_presets_run_at_least_three_seeds():
+    # Issue 19: a claim resting on a small effect needs >= 3 seeds and an interval
+    for name, cfg in sft.MASKING_PRESETS.items():
+        assert len(cfg.seeds) >= 3, f"{name}: {cfg.seeds}"
+
+
+# ----------------------------------------------------------------------------- seeds, intervals
+
+
+def _scores(exact: dict[str, list[float]], loss: dict[str, list[float]], **prov
+            ) -> pd.DataFrame:
+    """Last-evaluation rows as run_masking writes them, one value per (policy, seed)."""
+    rows = [{"policy": p, "seed": s, "step": 600, "metric": metric, "value": v,
+             "unit": sft.UNITS[metric], "status": "ok", "preset": "full", **prov}
+            for metric, table in (("exact_match", exact), ("answer_loss", loss))
+            for p, values in table.items() for s, v in enumerate(values)]
+    early = [{**r, "step": 0, "value": 0.0} for r in rows]      # an earlier evaluation
+    return pd.DataFrame(early + rows)
+
+
+def test_mean_interval_is_students_t_over_the_seeds():
+    mean, low, high = sft.mean_interval([0.70, 0.72, 0.74])
+    half = 4.302653 * 0.02 / 3 ** 0.5                     # t(0.975, df=2) · s / sqrt(n)
+    assert mean == pytest.approx(0.72)
+    assert (low, high) == pytest.approx((0.72 - half, 0.72 + half), rel=1e-6)
+    one = sft.mean_interval([0.5])
+    assert one[0] == 0.5 and one[1] != one[1], "one value: no spread, no interval (NaN)"
+    with pytest.raises(WorkbookError, match="finite"):
+        sft.mean_interval([0.5, float("nan")])
+
+
+def test_paired_difference_decides_the_claim_only_beyond_its_interval():
+    here = {"source": "measured", "device": "NVIDIA H200", "n_gpus": 1}
+    # answer-only ahead on every seed, by 0.03-0.05: the interval excludes 0
+    clear = _scores({"answer_only": [0.73, 0.74, 0.76], "whole_sequence": [0.70, 0.70, 0.71]},
+                    {"answer_only": [0.40, 0.41, 0.40], "whole_sequence": [0.50, 0.52, 0.51]},
+                    **here)
+    diff = sft.paired_differences(clear).set_index("metric")
+    assert diff.loc["exact_match", "difference"] == pytest.approx(0.04)
+    assert diff.loc["exact_match", "low"] > 0 and diff.loc["exact_match", "seeds"] == 3
+    table = sft.masking_claims(clear)
+    assert table["where"].iloc[0] == "this machine (NVIDIA H200), full preset", (
+        "the label comes from the rows: device and the preset they ran")
+    assert table["verdict"].iloc[0].startswith("holds"), table["verdict"].iloc[0]
+    assert table["verdict"].iloc[1].startswith("holds"), "a loss 0.1 lower on every seed"
+    assert table["verdict"].iloc[2].startswith("n/a"), "no writes_user_turn rows: not measured"
+    # 0.695 against 0.691 on average, but the seeds disagree: no verdict
+    noisy = _scores({"answer_only": [0.69, 0.72, 0.675], "whole_sequence": [0.70, 0.68, 0.694]},
+                    {"answer_only": [0.48, 0.50, 0.47], "whole_sequence": [0.49, 0.48, 0.50]},
+                    **here)
+    table = sft.masking_claims(noisy)
+    assert table["verdict"].iloc[0].startswith("inconclusive"), table["verdict"].iloc[0]
+    assert "cannot tell" in sft.masking_caption(noisy)
+
+
+def test_this_machines_rows_come_first_and_references_are_labelled():
+    here = _scores({"answer_only": [0.5, 0.6, 0.7], "whole_sequence": [0.5, 0.5, 0.6]},
+                   {"answer_only": [1.0, 1.0, 1.1], "whole_sequence": [1.1, 1.2, 1.1]},
+                   source="measured", device="CPU (x86_64, 2 cores)", n_gpus=0)
+    there = _scores({"answer_only": [0.695], "whole_sequence": [0.691]},
+                    {"answer_only": [0.48], "whole_sequence": [0.51]},
+                    source="recorded", device="NVIDIA H100 80GB HBM3", n_gpus=1,
+                    recorded_at="2026-11-22T17:12:13Z")
+    shown = pd.concat([there, here], ignore_index=True)
+    summary = sft.seed_summary(shown)
+    assert summary["where"].iloc[0] == "this machine (CPU (x86_64, 2 cores)), full preset"
+    assert summary["where"].iloc[-1] == (
+        "recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22, seed 0, full preset")
+    assert set(summary["seeds"]) == {1, 3}
+    table = sft.seed_table(shown)
+    assert len(table) == 4 and table["where"].iloc[-1] in table._repr_html_(), "shown in full"
+    cell = table.loc[0, "exact_match (fraction)"]
+    mean, low, high = sft.mean_interval([0.5, 0.6, 0.7])
+    assert cell == f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+    assert table.loc[3, "exact_match (fraction)"] in ("0.695", "0.691"), "one seed: the mean"
+    claims = sft.masking_claims(shown)
+    assert claims["where"].tolist()[0].startswith("this machine")
+    recorded = claims[claims["where"].str.startswith("recorded")]
+    # one seed of 256 items: 0.004 with an interval of about ±0.08 is no verdict
+    assert recorded["verdict"].iloc[0].startswith("inconclusive"), recorded["verdict"].iloc[0]
+    fig = sft.curves_figure(shown, "exact_match", "exact match")
+    assert len(fig.data) == 4, "a line per policy and device, seeds averaged"
+    assert all(len(trace.x) == 2 for trace in fig.data), "one point per evaluation step"
 
 
 def test_batched_greedy_matches_transformers_generate(tok, tiny_model):
@@ -230,3 +323,15 @@ def test_a_template_without_an_assistant_block_is_refused(tok):
         "{% endgeneration %}", "")
     with pytest.raises(WorkbookError, match="generation"):
         sft.library_assistant_mask(_chat("Add: 1 + 1", "2", rid="no-block"), plain)
+
+
+def test_mean_over_seeds_keeps_one_point_per_step_and_policy():
+    rows = _scores({"answer_only": [0.2, 0.4, 0.6], "whole_sequence": [0.1, 0.1, 0.4]},
+                   {"answer_only": [1.0, 2.0, 3.0], "whole_sequence": [2.0, 2.0, 2.0]},
+                   source="measured", device="cpu", run=1)
+    mean = sft.mean_over_seeds(rows)
+    assert len(mean) == len(rows) // 3, "three seeds become one row"
+    last = mean[(mean["step"] == 600) & (mean["metric"] == "exact_match")].set_index("policy")
+    assert last.loc["answer_only", "value"] == pytest.approx(0.4)
+    assert last.loc["whole_sequence", "seed"] == "0,1,2"
+    assert list(mean.columns) == list(rows.columns), "every column kept, in order"

@@ -27,7 +27,12 @@ class Claim:
     ``kind``: ``equal`` (a number; holds within ``rel_tol``, or within ``abs_tol`` where the
     claim says so, e.g. a prediction of zero), ``at_least`` / ``at_most`` (a budget or a bound).
     ``low``/``high``: the measurement's interval (bootstrap, seeds); where given, the claim holds
-    only if the predicted value lies inside it.
+    only if the predicted value lies inside it, and a bound (``at_least``/``at_most``: "A beats
+    B", the difference against 0) holds only if the whole interval clears it ("inconclusive"
+    while the bound lies inside). With an interval *and* a stated tolerance (``abs_tol``:
+    predicted ± abs_tol; ``factor``: predicted ×/÷ factor) an ``equal`` claim is "the value is
+    within the tolerance": it holds only if the whole interval lies inside that band, is off if
+    the interval lies wholly outside it, and is inconclusive where it straddles an edge.
     """
 
     claim: str            # the lecture's words, paraphrased
@@ -41,10 +46,11 @@ class Claim:
     low: float = math.nan  # the measurement's interval, if it has one
     high: float = math.nan
     kind: str = "equal"
+    factor: float = 0.0    # with an interval: holds if it lies inside [predicted/f, predicted·f]
 
     def __post_init__(self) -> None:  # bad numbers or a bad kind: one line, here
         verdict(self.predicted, self.measured, self.rel_tol, abs_tol=self.abs_tol,
-                interval=(self.low, self.high), kind=self.kind)
+                interval=(self.low, self.high), kind=self.kind, factor=self.factor)
 
 
 def _number(name: str, value: object) -> float:
@@ -56,7 +62,8 @@ def _number(name: str, value: object) -> float:
 
 
 def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol: float = 0.0,
-            interval: tuple[float, float] | None = None, kind: str = "equal") -> str:
+            interval: tuple[float, float] | None = None, kind: str = "equal",
+            factor: float = 0.0) -> str:
     """'holds' (with the reason where it is not a plain ratio), 'off: measured 1.3× lower',
     'missed: …' for a bound, or 'n/a (not measured)'. Never typed by hand: a claims table
     calls this.
@@ -68,6 +75,8 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     predicted, measured = _number("predicted", predicted), _number("measured", measured)
     check_range("rel_tol", rel_tol, 0.0, 10.0)
     check_range("abs_tol", abs_tol, 0.0, 1e15)
+    if factor != 0.0:
+        check_range("factor", factor, 1.0, 1e6)
     if interval is None:
         interval = (math.nan, math.nan)
     if not isinstance(interval, (tuple, list)) or len(interval) != 2:
@@ -77,28 +86,37 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     low, high = _number("low", low), _number("high", high)
     if math.isnan(predicted) or math.isnan(measured):
         return "n/a (not measured)"
+    if kind in ("at_least", "at_most") and not (math.isnan(low) or math.isnan(high)):
+        # "A beats B" with the measurement's interval (seeds, bootstrap): it holds only when the
+        # whole interval clears the bound, is wrong when the whole interval lies on the other
+        # side, and is no verdict either way while the bound lies inside it
+        return _bound_by_interval(predicted, low, high, kind)
     if kind in ("at_least", "at_most") and abs_tol > 0:
         # "A beats B" with a stated resolution: a gap inside it is noise, not a verdict
         gap = (measured - predicted) * (1 if kind == "at_least" else -1)
         if abs(gap) <= abs_tol:
-            return f"inconclusive: |Δ| = {abs(gap):.2g} ≤ {abs_tol:.2g} (within noise)"
-        return (f"holds (by {gap:.2g} > {abs_tol:.2g})" if gap > 0
-                else f"wrong: the other way, by {-gap:.2g}")
+            return (f"inconclusive: |Δ| = {fixed(abs(gap), 2)} ≤ {fixed(abs_tol, 2)} "
+                    "(within noise)")
+        return (f"holds (by {fixed(gap, 2)} > {fixed(abs_tol, 2)})" if gap > 0
+                else f"wrong: the other way, by {fixed(-gap, 2)}")
     if kind == "at_least":
-        return (f"holds ({measured:.3g} ≥ {predicted:.3g})" if measured >= predicted
-                else f"missed: {measured:.3g} < {predicted:.3g}")
+        return (f"holds ({fixed(measured)} ≥ {fixed(predicted)})" if measured >= predicted
+                else f"missed: {fixed(measured)} < {fixed(predicted)}")
     if kind == "at_most":
-        return (f"holds ({measured:.3g} ≤ {predicted:.3g})" if measured <= predicted
-                else f"missed: {measured:.3g} > {predicted:.3g}")
+        return (f"holds ({fixed(measured)} ≤ {fixed(predicted)})" if measured <= predicted
+                else f"missed: {fixed(measured)} > {fixed(predicted)}")
     if not (math.isnan(low) or math.isnan(high)):
-        span = f"[{low:.3g}, {high:.3g}]"
+        span = f"[{fixed(low)}, {fixed(high)}]"
+        if abs_tol > 0 or factor > 0:   # "within the tolerance", judged by the whole interval
+            return _band_verdict(predicted, low, high, abs_tol, factor)
         if low <= predicted <= high:
-            return f"holds ({predicted:.3g} inside {span})"
+            return f"holds ({fixed(predicted)} inside {span})"
         side = "above" if predicted > high else "below"
-        return f"off: {predicted:.3g} lies {side} the measured {span}"
+        return f"off: {fixed(predicted)} lies {side} the measured {span}"
     gap = abs(measured - predicted)
     if gap <= abs_tol:
-        return "holds" if abs_tol == 0 else f"holds (|Δ| = {gap:.2g} ≤ {abs_tol:.2g})"
+        return "holds" if abs_tol == 0 else (
+            f"holds (|Δ| = {fixed(gap, 2)} ≤ {fixed(abs_tol, 2)})")
     if predicted == 0 or measured == 0:
         return "wrong (one side is zero)"
     ratio = measured / predicted
@@ -106,25 +124,73 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
         return "wrong (opposite signs)"
     if abs(ratio - 1) <= rel_tol:
         return "holds"
-    factor = ratio if ratio >= 1 else 1 / ratio
+    times = ratio if ratio >= 1 else 1 / ratio
     # "higher"/"lower" compares magnitudes: -3 against a predicted -1 is 3× higher in size
     direction = "higher" if ratio > 1 else "lower"
-    return f"off: measured {factor:.2g}× {direction}"
+    return f"off: measured {fixed(times, 2)}× {direction}"
+
+
+def fixed(value: float, digits: int = 3) -> str:
+    """A number for a verdict's text: ``digits`` significant digits, never 1e+03 (a large or
+    tiny number as 2.5×10⁹, the way :func:`readable` writes it)."""
+    text = f"{value:.{digits}g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}×10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
+def _bound_by_interval(predicted: float, low: float, high: float, kind: str) -> str:
+    if low > high:
+        raise WorkbookError(f"interval=({low}, {high}) is not allowed; allowed: low <= high")
+    span = f"[{fixed(low)}, {fixed(high)}]"
+    above, below = low > predicted, high < predicted
+    if (above and kind == "at_least") or (below and kind == "at_most"):
+        side = "above" if kind == "at_least" else "below"
+        return f"holds ({span} lies {side} {fixed(predicted)})"
+    if above or below:
+        side = "above" if above else "below"
+        return f"wrong: the other way ({span} lies {side} {fixed(predicted)})"
+    return f"inconclusive: {fixed(predicted)} inside {span} (the data cannot tell)"
+
+
+def _band(predicted: float, abs_tol: float, factor: float) -> tuple[float, float, str]:
+    if factor > 0:
+        return predicted / factor, predicted * factor, f"{fixed(predicted)} ×/÷ {fixed(factor)}"
+    return predicted - abs_tol, predicted + abs_tol, f"{fixed(predicted)} ± {fixed(abs_tol, 2)}"
+
+
+def _band_verdict(predicted: float, low: float, high: float, abs_tol: float,
+                  factor: float) -> str:
+    lo, hi, band = _band(predicted, abs_tol, factor)
+    span = f"[{fixed(low)}, {fixed(high)}]"
+    if lo <= low and high <= hi:
+        return f"holds ({span} inside {band})"
+    if high < lo or low > hi:
+        return f"off: {span} lies outside {band}"
+    return f"inconclusive: {span} straddles an edge of {band}"
 
 
 def holds_if(claim: Claim) -> str:
     """The rule a claim is judged by, in words: the table states its tolerance."""
     if claim.kind in ("at_least", "at_most"):
         sign = "≥" if claim.kind == "at_least" else "≤"
+        if math.isfinite(claim.low) and math.isfinite(claim.high):
+            word = "above" if claim.kind == "at_least" else "below"
+            return f"the measured interval lies wholly {word} {fixed(claim.predicted)}"
         if claim.abs_tol:
             word = "above" if claim.kind == "at_least" else "below"
-            return f"{word} {claim.predicted:.3g} by more than {claim.abs_tol:.2g} (noise)"
-        return f"{sign} {claim.predicted:.3g}"
+            return (f"{word} {fixed(claim.predicted)} by more than "
+                    f"{fixed(claim.abs_tol, 2)} (noise)")
+        return f"{sign} {fixed(claim.predicted)}"
     if math.isfinite(claim.low) and math.isfinite(claim.high):
+        if claim.abs_tol > 0 or claim.factor > 0:
+            band = _band(claim.predicted, claim.abs_tol, claim.factor)[2]
+            return f"measured interval inside {band}"
         return "claimed value inside the measured interval"
     parts = [f"within {claim.rel_tol:.0%}"] if claim.rel_tol else ["equal"]
     if claim.abs_tol:
-        parts.append(f"within ±{claim.abs_tol:.2g}")
+        parts.append(f"within ±{fixed(claim.abs_tol, 2)}")
     return " or ".join(parts)
 
 
@@ -168,6 +234,15 @@ class ClaimsTable(pd.DataFrame):
         return styled.set_properties(**{"text-align": "left", "white-space": "normal"}) \
             .to_html()
 
+    def __repr__(self) -> str:  # the text view too: no cell cut at 50 characters ("2026-11-...")
+        numeric = [c for c in ("predicted", "measured", "low", "high") if c in self.columns]
+        shown = pd.DataFrame(self).astype(object)
+        for column in numeric:
+            shown[column] = [readable(v) for v in self[column]]
+        with pd.option_context("display.max_colwidth", None, "display.width", None,
+                               "display.max_columns", None):
+            return shown.to_string(index=False)
+
 
 def claims_table(claims: list[Claim]) -> pd.DataFrame:
     """One row per claim, with the verdict computed, never typed in, and the rule it was
@@ -176,8 +251,9 @@ def claims_table(claims: list[Claim]) -> pd.DataFrame:
     frame = pd.DataFrame([asdict(c) for c in claims])
     frame["holds if"] = [holds_if(c) for c in claims]
     frame["verdict"] = [verdict(c.predicted, c.measured, c.rel_tol, abs_tol=c.abs_tol,
-                                interval=(c.low, c.high), kind=c.kind) for c in claims]
-    drop = ["rel_tol", "abs_tol", "kind"]
+                                interval=(c.low, c.high), kind=c.kind, factor=c.factor)
+                        for c in claims]
+    drop = ["rel_tol", "abs_tol", "kind", "factor"]
     if frame[["low", "high"]].isna().all().all():
         drop += ["low", "high"]
     return ClaimsTable(frame.drop(columns=drop))

@@ -301,7 +301,7 @@ class ExperimentPanel:
             self._fail(exc)
         number = len(self.runs) + 1
         self.run_button.disabled = True
-        self._say(f"run {number}: running {self._settings_text(settings)} in a fresh "
+        self._say(f"run {number}: running {self.settings_text(settings)} in a fresh "
                   "process ...")
         # Only what differs from the preset is an override (as ``--set``): the preset's own
         # settings then find its last duration here (the bar's ETA) and its ledger rows.
@@ -510,5 +510,5 @@ class ExperimentPanel:
         return cls._first(value) if isinstance(value, (list, tuple)) else value
 
     @classmethod
-    def _settings_text(cls, settings: dict[str, Any]) -> str:
+    def settings_text(cls, settings: dict[str, Any]) -> str:
         return ", ".join(f"{k}={cls._shown(v)}" for k, v in settings.items())

@@ -108,18 +108,30 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
         return fig
     ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
     keys = groups + ["source"] if "source" in ok.columns else groups
+    # Recorded rows of several machines (this one live, others as references) are one trace
+    # per machine, named by it: a line through an H100's and an H200's points is nobody's.
+    machines = "device" in ok.columns and ok["device"].nunique() > 1
+    keys = keys + ["device"] if machines else keys
     for key, part in (ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)]):
         key = key if isinstance(key, tuple) else (key,)
-        source = key[-1] if "source" in ok.columns else "measured"
+        source = key[len(groups)] if "source" in ok.columns else "measured"
         label = " ".join(str(k) for k in key[:len(groups)]) or str(y)
         color = color_for(label)
         style = _SOURCE_STYLE.get(source, _SOURCE_STYLE["measured"])
         part = part.sort_values(x)
-        fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source})",
+        where = f", {short_device(key[-1])}" if machines else ""
+        fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source}{where})",
                         line={**style.get("line", {}), "color": color},
                         marker={**style.get("marker", {}), "color": color},
                         mode=style["mode"])
     return fig
+
+
+def short_device(device: object) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'H100 80GB HBM3', 'CPU (x86_64, 2 cores)' -> 'CPU': a legend's
+    name for a machine."""
+    text = str(device)
+    return "CPU" if text.startswith("CPU") else text.removeprefix("NVIDIA ")
 
 
 _COLOR_OF: dict[str, str] = {}  # label -> colour, for this process (one notebook's kernel)

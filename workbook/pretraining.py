@@ -288,12 +288,15 @@ def curve_story(rows: pd.DataFrame, corpus_tokens: int) -> str:
 
 @takes_rows
 def transfer_story(rows: pd.DataFrame) -> str:
-    """What a recorded ``transfer_learning`` run shows, numbers read from its rows: where each
-    start begins, how many steps each needs to reach scratch's final loss, and overfitting."""
+    """What a ``transfer_learning`` run (live or recorded) shows, numbers read from its rows:
+    where each start begins, how many steps each needs to reach scratch's final loss, and
+    overfitting; rows of several devices give one paragraph each."""
+    if "device" in rows.columns and rows["device"].nunique() > 1:   # one paragraph per device
+        return "\n\n".join(transfer_story(part) for _, part in rows.groupby("device", sort=False))
     val = rows[(rows["metric"] == "val_loss") & (rows["status"] == "ok")].sort_values("step")
     reach = rows[rows["metric"] == "steps_to_scratch_final"].set_index("init")["value"]
     start = val.groupby("init")["value"].first()
-    text = (f"The recording ({where_label(rows)}) fine-tuned for {int(val['step'].max()):,} "
+    text = (f"The run ({where_label(rows)}) fine-tuned for {int(val['step'].max()):,} "
             f"steps. At step 0 the pre-trained model's downstream loss is "
             f"{start['pretrained']:.2f} nats against {start['scratch']:.2f} from random "
             f"weights; it reaches scratch's final loss in **{int(reach['pretrained']):,} "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import pkgutil
 import time
 import warnings
@@ -224,6 +225,14 @@ def expected_seconds(name: str, preset: str | None = None,
     return None, "not yet run on this machine"
 
 
+RECORD_ENV = "WORKBOOK_RECORD"
+
+
+def recording() -> bool:
+    """Whether live runs in notebooks go into the ledger too (``$WORKBOOK_RECORD=1``)."""
+    return os.environ.get(RECORD_ENV, "") == "1"
+
+
 def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
                      **overrides: Any) -> pd.DataFrame:
     """What a notebook shows: a live run where this machine can, else the recorded rows.
@@ -236,7 +245,9 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
     reason = why_not_here(name, chosen)
     if reason is None:
         print(f"{name}: running the {chosen!r} preset live on this machine.")
-        live = run_isolated(name, chosen, seed, overrides)
+        # $WORKBOOK_RECORD=1 (scripts/gpu_notebooks.sh) records what a Run All measures, so one
+        # GPU Run-All leaves that device's rows in the ledger; a reader's run records nothing.
+        live = run_isolated(name, chosen, seed, overrides, record=recording())
         # Live rows carry the same provenance columns as recorded ones (device first of all),
         # so a table or figure can put this machine's rows beside the ledger's.
         here = results.provenance(chosen, seed)
@@ -247,18 +258,59 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
     return recorded
 
 
+_SHOWN: dict[str, pd.DataFrame] = {}  # what this kernel last showed per experiment
+
+
+def shown(name: str) -> pd.DataFrame:
+    """The rows a notebook last showed for ``name`` in this kernel (:func:`with_references`:
+    live rows with the recorded devices beside), else the ledger's rows. Later cells (a claims
+    table) read this, so they use this machine's numbers once a Run button has run them."""
+    get(name)  # an unknown experiment: one line naming the known ones
+    return _SHOWN[name] if name in _SHOWN else results.load(name)
+
+
+@takes_rows
+def main_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The block of ``rows`` a claims table judges: this machine's live rows where there are
+    some, else the most recently recorded machine's (device and GPU count), never a mix of
+    devices (a mean of an H100 and an H200 is nobody's number)."""
+    if rows.empty or "device" not in rows.columns:
+        return rows
+    key = ["device", "n_gpus"] if "n_gpus" in rows.columns else ["device"]
+    live = rows["source"] == "measured" if "source" in rows.columns else None
+    if live is not None and live.any():  # this machine: its measured and predicted rows
+        mine = rows.loc[live.idxmax(), key].astype(str)
+        same = (rows[key].astype(str) == mine).all(axis=1)
+        return rows[same & (rows["source"] != "recorded")]
+    when = rows["recorded_at"].astype(str) if "recorded_at" in rows.columns else None
+    latest = rows.loc[when.idxmax()] if when is not None else rows.iloc[-1]
+    same = (rows[key].astype(str) == latest[key].astype(str)).all(axis=1)
+    return rows[same]
+
+
 @takes_rows
 def with_references(name: str, live: pd.DataFrame) -> pd.DataFrame:
     """The rows a notebook shows, by one rule: rows measured on this machine (``live``, from
     :func:`live_or_recorded`) are *the* numbers; the ledger's rows from other devices come
     beside them as references (``source='recorded'``, device and date on every row). Recorded
-    rows of this machine's own device are left out: its live rows replace them."""
+    rows of this machine (same device and GPU count) are left out: its live rows replace them."""
+    _SHOWN[name] = rows = _with_references(name, live)
+    return rows
+
+
+def _with_references(name: str, live: pd.DataFrame) -> pd.DataFrame:
     recorded = results.load(name, ok_only=True)
     here = live[live["source"] == "measured"] if "source" in live.columns else live.iloc[0:0]
     if here.empty:  # nothing ran here: the recorded rows are all there is
         return recorded if not recorded.empty else live
-    devices = set(here["device"].dropna()) if "device" in here.columns else set()
-    others = recorded[~recorded["device"].isin(devices)] if len(recorded) else recorded
+    if "device" not in here.columns or recorded.empty:
+        return pd.concat([live, recorded], ignore_index=True)
+    # A recording machine is its device *and* its GPU count: a 1-GPU H200 run replaces the
+    # recorded H200 ×1 rows, and the H200 ×4 rows stay beside it as references.
+    key = ["device", "n_gpus"] if "n_gpus" in here.columns and "n_gpus" in recorded else ["device"]
+    mine = set(here[key].astype(str).itertuples(index=False, name=None))
+    theirs = recorded[key].astype(str).itertuples(index=False, name=None)
+    others = recorded[[k not in mine for k in theirs]]
     return pd.concat([live, others], ignore_index=True)
 
 

@@ -325,6 +325,7 @@ def load(experiment: str, *, device: str | None = None, ok_only: bool = False) -
     return frame.reset_index(drop=True)
 
 
+@takes_rows
 def preset_of(frame: pd.DataFrame, default: str = "small") -> str:
     """The preset rows were run with (their ``preset`` column), else ``default``."""
     if "preset" in frame.columns and frame["preset"].notna().any():

@@ -348,6 +348,65 @@ def run_rerun_memory(cfg: RerunConfig, seed: int = 0) -> pd.DataFrame:
     return pd.concat([frame, pd.DataFrame(growth)], ignore_index=True)
 
 
+# ------------------------------------------------------------------ a panel's default run
+
+PANEL_BUDGET_S = 30.0  # issue 18: a panel's default run on the GPU, load and compile included
+
+
+@dataclass(frozen=True)
+class PanelConfig:
+    """Build every ``widgets.ExperimentPanel`` a notebook creates (from its own cell) and press
+    Run once at the controls' start values, as a reader does; the seconds are the panel's."""
+
+    notebooks: Annotated[tuple[str, ...], MAY_BE_EMPTY] = ()  # stems; empty: every notebook
+    preset: str = "small"
+
+    def __post_init__(self) -> None:
+        known = {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}
+        unknown = sorted(set(self.notebooks) - known)
+        if unknown:
+            raise WorkbookError(f"no notebook {unknown}; allowed: {', '.join(sorted(known))}")
+        check_choice("preset", self.preset, ("small", "full"))
+
+
+def panel_cells(notebook: str) -> list[tuple[int, str]]:
+    """(cell index, source) of each code cell of ``notebook`` that builds an ExperimentPanel."""
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK_DIR / f"{notebook}.ipynb", as_version=4)
+    return [(i, c.source) for i, c in enumerate(nb.cells)
+            if c.cell_type == "code" and "ExperimentPanel(" in c.source]
+
+
+def run_panel_walltime(cfg: PanelConfig, seed: int = 0) -> pd.DataFrame:
+    """Seconds of each panel's Run at its start values (the panel's own measured seconds),
+    beside the budget; a run that fails is a row with its one-line error."""
+    from workbook import widgets
+
+    os.environ["WORKBOOK_PRESET"] = cfg.preset
+    names = cfg.notebooks or tuple(sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")))
+    rows = []
+    for notebook in names:
+        for cell, source in panel_cells(notebook):
+            space: dict = {"widgets": widgets}
+            exec(compile(source, f"{notebook}:{cell}", "exec"), space)  # the notebook's cell
+            for panel in [v for v in space.values() if isinstance(v, widgets.ExperimentPanel)]:
+                common = {"notebook": notebook, "cell": cell, "panel": panel.name,
+                          "run_preset": cfg.preset, "metric": "run_time", "unit": "s"}
+                try:
+                    panel.run()
+                    done = panel.runs[-1]
+                    rows.append({**common, "value": done.seconds, "source": "measured",
+                                 "status": done.status, "error": done.error or "",
+                                 "detail": panel.settings_text(done.settings)})
+                except WorkbookError as exc:
+                    rows.append({**common, "value": float("nan"), "source": "measured",
+                                 "status": "error", "error": str(exc), "detail": ""})
+                rows.append({**common, "value": PANEL_BUDGET_S, "source": "predicted",
+                             "status": "ok", "error": "", "detail": "budget"})
+    return pd.DataFrame(rows)
+
+
 EXPERIMENTS = [
     Experiment(
         name="notebook_walltime",
@@ -367,6 +426,16 @@ EXPERIMENTS = [
                  "full": RerunConfig(targets=("08_mixed_precision:9", "06_model_parallel:9",
                                               "07_flash_attention:15"),
                                      preset="full")},
+        min_gpus={"small": 0, "full": 1},
+        timeout_s=3600,
+    ),
+    Experiment(
+        name="panel_walltime",
+        summary="seconds of each ExperimentPanel's Run at its start values (budget 30 s on a GPU)",
+        notebook="00_setup",
+        run=run_panel_walltime,
+        presets={"small": PanelConfig(notebooks=("08_mixed_precision",), preset="small"),
+                 "full": PanelConfig(preset="full")},
         min_gpus={"small": 0, "full": 1},
         timeout_s=3600,
     ),

@@ -15,7 +15,14 @@ from typing import Any
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from workbook.config import WorkbookError, check_choice, check_range, check_text, check_values
+from workbook.config import (
+    WorkbookError,
+    check_choice,
+    check_flag,
+    check_range,
+    check_text,
+    check_values,
+)
 
 
 def slider(description: str, low: float, high: float, step: float, value: float, *,
@@ -226,15 +233,23 @@ class RunButton:
 
 
 def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60.0,
-                  preset: str | None = None) -> Any:
+                  preset: str | None = None, references: bool = False) -> Any:
     """An experiment at this machine's preset: run at once (a fresh process, as
     ``registry.live_or_recorded``) when it is expected to take at most ``budget_s``, else a
     Run button that states the expected time, so that Run All stays quick on any machine.
     ``show(rows)`` turns the rows into what the cell displays. Where this machine cannot run it,
-    the recorded rows are shown at once."""
+    the recorded rows are shown at once. ``references=True``: ``show`` gets
+    ``registry.with_references`` of the rows (this machine's first, recorded devices beside),
+    which later cells read back with ``registry.shown(name)``."""
     from workbook import registry
 
     check_range("budget_s", budget_s, 0, 86_400)
+    check_flag("references", references)
+    if references:
+        inner = show
+
+        def show(rows):
+            return inner(registry.with_references(name, rows))
     registry.get(name)  # an unknown experiment: one line naming the known ones
     chosen = registry.resolve_preset(preset)
     if registry.why_not_here(name, chosen) is not None:

@@ -17,7 +17,6 @@ from workbook.attention.io_model import io_bytes, s_matrix_vs_memory
 from workbook.claims import Claim, claims_table
 from workbook.config import WorkbookError, check_choice, check_flag, takes_rows
 from workbook.hardware import datasheet, detect
-from workbook.results import provenance_label
 
 __all__ = ["PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device",
            "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims"]
@@ -31,12 +30,14 @@ PAPER_FIG2: dict[str, dict[str, float]] = {
 
 
 def notebook_rows(name: str, *, live_on_cpu: bool) -> pd.DataFrame:
-    """What 07 shows: a GPU runs the full preset live; a CPU shows the recorded GPU rows, and
-    runs the small preset live only where that means something on a CPU (``live_on_cpu``)."""
+    """What 07 shows, by the workbook's one rule (``registry.with_references``): a GPU runs the
+    full preset live and its rows are the numbers, the recorded GPUs beside them; a CPU shows
+    the recorded GPU rows, beside a live small run only where that means something on a CPU
+    (``live_on_cpu``)."""
     registry.get(name)  # an unknown name: one line listing the experiments
     check_flag("live_on_cpu", live_on_cpu)
     if torch.cuda.is_available():
-        return registry.live_or_recorded(name)
+        return registry.with_references(name, registry.live_or_recorded(name))
     recorded = results.load(name)
     if live_on_cpu or recorded.empty:
         if recorded.empty:
@@ -44,7 +45,7 @@ def notebook_rows(name: str, *, live_on_cpu: bool) -> pd.DataFrame:
         live = registry.live_or_recorded(name, "small")
         if "device" not in live.columns:  # live rows carry no provenance until recorded
             live = live.assign(device=detect().name)
-        return pd.concat([live, recorded], ignore_index=True)
+        return registry.with_references(name, live)
     print(f"{name}: no GPU here; showing the rows recorded on a GPU.")
     return recorded
 
@@ -138,7 +139,8 @@ def _met(value: float, ok: bool) -> str:
 
 @takes_rows
 def targets(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame) -> pd.DataFrame:
-    """The issue's three targets, computed from (recorded) rows."""
+    """The issue's three targets, computed from one machine's rows (``registry.main_rows``)."""
+    traffic, timing, gpt2 = (registry.main_rows(r) for r in (traffic, timing, gpt2))
     at = {"seq_len": 4096, "head_dim": 128, "mode": "fwd"}
     minimum = _value(traffic, variant="model: minimum", metric="hbm_bytes", **at)
     reads = _value(traffic, variant="triton", metric="hbm_read", **at)
@@ -167,13 +169,16 @@ def targets(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame) -> 
 @takes_rows
 def claims(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame,
            recompute: pd.DataFrame) -> pd.DataFrame:
-    """The lecture's claims about FlashAttention, each against a recorded measurement."""
+    """The lecture's claims about FlashAttention, each against one machine's measurement:
+    this machine's live rows where it has them, else the latest recording
+    (``registry.main_rows``), never a mix of devices."""
+    traffic, timing, gpt2, recompute = (registry.main_rows(r)
+                                        for r in (traffic, timing, gpt2, recompute))
     std, fa = PAPER_FIG2["standard"], PAPER_FIG2["flash"]
     gpt = {m: (_value(gpt2, variant="vanilla", metric=m), _value(gpt2, variant="sdpa_flash",
                                                                    metric=m))
            for m in ("hbm_bytes", "time", "flops")}
-    where = provenance_label(gpt2[gpt2["source"] == "recorded"]) if (
-        gpt2["source"] == "recorded").any() else "this machine"
+    where = results.where_label(gpt2)
 
     def t(variant: str, n: int) -> float:
         return _value(timing, variant=variant, seq_len=n, head_dim=128, mode="fwd+bwd",

@@ -7,23 +7,36 @@ time; achieved / peak FLOP/s is the MFU), the last two in ``step.py``. One idea 
 * ``formulas.py`` - 6·N per token, the attention term, training time on N GPUs (pure math);
 * ``runs.py`` - :class:`RunSpec`: how a timed step runs (mode, attention, option axes);
 * ``step.py`` - one training step built, counted, timed and turned into MFU rows;
+* ``energy.py`` - joules per token from NVML, and a whole run's GPU-hours, MWh, CO₂ and $;
 * ``fused_ce.py`` - the output layer + loss whose Triton kernel writes the gradient in the
   forward (with its PyTorch twin);
 * ``experiments.py`` - configs, ``run_*`` and :data:`EXPERIMENTS`;
 * ``views.py`` - what the notebook shows: tables, figures, the calculator, the claims.
 """
 
+from workbook.flops.captions import (
+    energy_caption,
+    kernel_caption,
+    loss_kernel_caption,
+    mfu_caption,
+    ncu_caption,
+    ncu_loss_bytes,
+)
+from workbook.flops.energy import GPT3, V100, EnergyMeter, load_nvml, predict_run_cost
 from workbook.flops.experiments import (
     BEST_OPTIONS,
+    ENERGY_PRESETS,
     EXPERIMENTS,
     FLOPS_PRESETS,
     LOSS_KERNEL_PRESETS,
     MFU_PRESETS,
     QUICK_RUNS,
+    EnergyConfig,
     FlopsSweepConfig,
     LossKernelConfig,
     MfuConfig,
     quick_config,
+    run_energy_per_token,
     run_flops_sweep,
     run_loss_kernel,
     run_mfu_benchmark,
@@ -71,15 +84,21 @@ from workbook.flops.step import (
     time_train_step,
 )
 from workbook.flops.views import (
+    ReadableTable,
     calculator,
     claims,
+    energy_claims,
+    energy_table,
     formula_vs_counted,
+    gpt3_assumptions,
+    gpt3_prediction,
     kernel_table,
     loss_kernel_table,
     mfu_table,
     recorded_or_note,
     sweep_figure,
     top_kernels,
+    where_of,
 )
 
 __all__ = [
@@ -97,8 +116,14 @@ __all__ = [
     # experiments
     "MfuConfig", "BEST_OPTIONS", "MFU_PRESETS", "QUICK_RUNS", "quick_config",
     "run_mfu_benchmark", "FlopsSweepConfig", "FLOPS_PRESETS", "run_flops_sweep",
-    "LossKernelConfig", "LOSS_KERNEL_PRESETS", "run_loss_kernel", "EXPERIMENTS",
+    "LossKernelConfig", "LOSS_KERNEL_PRESETS", "run_loss_kernel", "EnergyConfig",
+    "ENERGY_PRESETS", "run_energy_per_token", "EXPERIMENTS",
+    # energy
+    "load_nvml", "EnergyMeter", "predict_run_cost", "GPT3", "V100",
     # views
     "formula_vs_counted", "recorded_or_note", "mfu_table", "kernel_table", "sweep_figure",
-    "calculator", "claims", "loss_kernel_table", "top_kernels",
+    "calculator", "claims", "loss_kernel_table", "top_kernels", "where_of", "energy_table",
+    "gpt3_assumptions", "gpt3_prediction", "energy_claims", "mfu_caption", "kernel_caption",
+    "loss_kernel_caption", "energy_caption", "ncu_loss_bytes", "ncu_caption",
+    "ReadableTable",
 ]

@@ -6,6 +6,7 @@ import dataclasses
 import gc
 import itertools
 import math
+import time
 from dataclasses import dataclass
 
 import pandas as pd
@@ -13,9 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from workbook.config import WorkbookError, check_choice, check_range
+from workbook.flops.energy import EnergyMeter, load_nvml
+from workbook.flops.formulas import matmul_params, step_flops
 from workbook.flops.runs import parse_run
-from workbook.flops.step import step_rows
-from workbook.hardware import torch_device
+from workbook.flops.step import make_train_step, step_rows
+from workbook.hardware import datasheet, torch_device
 from workbook.model import ModelConfig
 from workbook.profiling import time_ms
 from workbook.registry import Experiment
@@ -23,7 +26,7 @@ from workbook.registry import Experiment
 __all__ = ["MfuConfig", "BEST_OPTIONS", "MFU_PRESETS", "QUICK_RUNS", "quick_config",
            "run_mfu_benchmark", "release_previous_run", "FlopsSweepConfig", "FLOPS_PRESETS",
            "run_flops_sweep", "LossKernelConfig", "LOSS_KERNEL_PRESETS", "run_loss_kernel",
-           "EXPERIMENTS"]
+           "EnergyConfig", "ENERGY_PRESETS", "run_energy_per_token", "EXPERIMENTS"]
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,122 @@ def run_loss_kernel(cfg: LossKernelConfig, seed: int) -> pd.DataFrame:
     return frame
 
 
+@dataclass(frozen=True)
+class EnergyConfig:
+    """Training steps run back to back for ``windows`` stretches of ``seconds`` each, the GPU's
+    energy read from NVML around every stretch: J per token, average W, tokens/s, MFU."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    vocab_size: int
+    seq_len: int
+    batch_size: int
+    run: str = "eager:causal"
+    windows: int = 3
+    seconds: float = 10.0     # length of each measured stretch
+    idle_s: float = 1.0       # the idle GPU's power is sampled this long first
+
+    def __post_init__(self) -> None:
+        check_range("batch_size", self.batch_size, 1, 1024)
+        check_range("windows", self.windows, 1, 50)
+        check_range("seconds", self.seconds, 0.1, 300.0)
+        check_range("idle_s", self.idle_s, 0.0, 60.0)
+        parse_run(self.run)
+        self.model()
+
+    def model(self) -> ModelConfig:
+        return ModelConfig(vocab_size=self.vocab_size, d_model=self.d_model,
+                           n_layers=self.n_layers, n_heads=self.n_heads, seq_len=self.seq_len)
+
+
+ENERGY_PRESETS = {
+    "small": EnergyConfig(n_layers=2, n_heads=4, d_model=64, vocab_size=512, seq_len=64,
+                          batch_size=4, run="eager:causal", windows=2, seconds=0.5, idle_s=0.0),
+    # nanoGPT's shape (the MFU benchmark's), compiled with CUDA graphs and the options that
+    # made it fast: a realistic, well-used GPU, whose power and MFU go into the GPT-3 estimate.
+    "full": EnergyConfig(n_layers=12, n_heads=12, d_model=768, vocab_size=50304, seq_len=1024,
+                         batch_size=12, run="graphs:causal:" + BEST_OPTIONS, windows=3,
+                         seconds=15.0, idle_s=2.0),
+}
+
+NO_NVML = "no NVML here (no NVIDIA GPU, driver or nvidia-ml-py): tokens/s only"
+
+
+def run_energy_per_token(cfg: EnergyConfig, seed: int) -> pd.DataFrame:
+    """Joules per training token from the GPU's energy counter (NVML), next to tokens/s and
+    MFU of the same steps; on a machine without NVML the energy rows say so (``unsupported``)."""
+    device = torch_device()
+    spec, shape = parse_run(cfg.run), cfg.model()
+    base = {**spec.columns(), "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+            "d_model": cfg.d_model, "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len,
+            "batch_size": cfg.batch_size, "n_params": matmul_params(shape)}
+    try:
+        step, _ = make_train_step(shape, cfg.batch_size, spec, seed, device)
+        for _ in range(3):
+            step()   # compile, warm up
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return pd.DataFrame([{**base, "metric": "joules_per_token", "value": math.nan,
+                              "unit": "J/token", "source": "measured", "status": "oom"}])
+    cuda = device.type == "cuda"
+    nvml = load_nvml() if cuda else None
+    meter = EnergyMeter(nvml, index=device.index or 0) if nvml is not None else None
+    sheet = datasheet(torch.cuda.get_device_name(device)) if cuda else None
+    rows = []
+    if meter is not None and cfg.idle_s > 0:
+        _sync(device)
+        meter.start()
+        time.sleep(cfg.idle_s)
+        idle = meter.stop()
+        rows.append({**base, "window": -1, "method": idle["method"], "metric": "idle_power_w",
+                     "value": idle["watts"], "unit": "W"})
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    for window in range(cfg.windows):
+        _sync(device)
+        if meter is not None:
+            meter.start()
+        start, steps = time.perf_counter(), 0
+        while True:
+            step()
+            steps += 1
+            if not cuda or steps % 10 == 0:   # a sync now and then: the GPU never runs dry
+                _sync(device)
+                if time.perf_counter() - start >= cfg.seconds:
+                    break
+        seconds = time.perf_counter() - start
+        tokens = steps * tokens_per_step
+        # the window is part of a row's key, the step count is not (it varies run to run)
+        row = {**base, "window": window}
+        achieved = step_flops(shape, cfg.batch_size) * steps / seconds / 1e12
+        rows += [{**row, "metric": "steps", "value": steps, "unit": "steps"},
+                 {**row, "metric": "tokens_per_s", "value": tokens / seconds, "unit": "tokens/s"},
+                 {**row, "metric": "achieved_tflops", "value": achieved, "unit": "TFLOP/s"}]
+        if sheet is not None:
+            rows.append({**row, "metric": "mfu_datasheet",
+                         "value": 100 * achieved / sheet.tflops["bf16"], "unit": "%"})
+        if meter is None:
+            rows.append({**row, "metric": "joules_per_token", "value": math.nan,
+                         "unit": "J/token", "status": "unsupported", "error": NO_NVML})
+            continue
+        used = meter.stop()
+        row["method"] = used["method"]
+        rows += [{**row, "metric": "joules_per_token", "value": used["joules"] / tokens,
+                  "unit": "J/token"},
+                 {**row, "metric": "avg_power_w", "value": used["joules"] / seconds,
+                  "unit": "W"},
+                 {**row, "metric": "energy_j", "value": used["joules"], "unit": "J"}]
+    frame = pd.DataFrame(rows)
+    frame["source"] = "measured"
+    frame["status"] = frame.get("status", pd.Series(index=frame.index)).fillna("ok")
+    return frame
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work (a no-op on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
 
 EXPERIMENTS = [
     Experiment(name="loss_kernel", notebook="02_flops", run=run_loss_kernel,
@@ -276,9 +395,17 @@ EXPERIMENTS = [
                presets=LOSS_KERNEL_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600),
     Experiment(name="mfu_benchmark", notebook="02_flops", run=run_mfu_benchmark,
                summary="training-step TFLOP/s and MFU at nanoGPT's shape, eager vs compile",
-               presets=MFU_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600),
+               presets=MFU_PRESETS, min_gpus={"small": 0, "full": 1},
+               # the full preset's runs, one after another in one process: each compiles for
+               # 30-60 s on an H100 (the ledger's recorded_at steps), max-autotune for minutes
+               timeout_s=2400, typical_s={"small": 20, "full": 1200}),
     Experiment(name="flops_sweep", notebook="02_flops", run=run_flops_sweep,
                summary="6ND+attention vs FlopCounterMode vs step time across model widths",
                presets=FLOPS_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600),
+    Experiment(name="energy_per_token", notebook="02_flops", run=run_energy_per_token,
+               summary="joules per training token from NVML's energy counter, with W, "
+                       "tokens/s and MFU of the same steps",
+               presets=ENERGY_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=600,
+               typical_s={"small": 15, "full": 120}),
 ]
 

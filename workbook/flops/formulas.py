@@ -33,6 +33,10 @@ def attention_flops_per_token(n_layers: int, seq_len: int, d_model: int, *,
     """Training FLOPs per token of QKᵀ and A·V: 2·2·seq_len·d_model per layer forward, ×3 with
     the backward. MFU is conventionally counted without the causal mask's saving; with
     ``causal=True`` the half that a FlashAttention kernel skips is left out."""
+    check_range("n_layers", n_layers, 1, 100_000)
+    check_range("seq_len", seq_len, 1, 10_000_000)
+    check_range("d_model", d_model, 1, 1_000_000)
+    check_flag("causal", causal)
     full = 12.0 * n_layers * seq_len * d_model
     return full / 2 if causal else full
 

@@ -11,6 +11,7 @@ import torch
 from workbook import registry, results
 from workbook.claims import Claim, claims_table
 from workbook.config import WorkbookError, check_range, takes_rows
+from workbook.flops.energy import GPT3, V100, predict_run_cost
 from workbook.flops.experiments import MFU_PRESETS
 from workbook.flops.formulas import (
     flops_per_token,
@@ -24,10 +25,12 @@ from workbook.flops.runs import RUN_ORDER, RunSpec, run_labels
 from workbook.flops.step import count_step_flops, kernel_times, make_train_step
 from workbook.hardware import datasheet
 from workbook.model import ModelConfig
-from workbook.results import where_label
 
-__all__ = ["formula_vs_counted", "recorded_or_note", "mfu_table", "kernel_table",
-           "sweep_figure", "calculator", "claims", "loss_kernel_table", "top_kernels"]
+__all__ = ["formula_vs_counted", "recorded_or_note", "where_of", "ordered_wheres", "mfu_table",
+           "kernel_table",
+           "sweep_figure", "calculator", "claims", "loss_kernel_table", "top_kernels",
+           "energy_table", "gpt3_assumptions", "gpt3_prediction", "energy_claims",
+           "ReadableTable"]
 
 
 def formula_vs_counted(cfg: ModelConfig, batch_size: int, seed: int = 0) -> pd.DataFrame:
@@ -60,17 +63,56 @@ def recorded_or_note(name: str) -> pd.DataFrame:
 
 
 @takes_rows
+def where_of(rows: pd.DataFrame) -> pd.Series:
+    """Per row, where it was measured: "this machine (<device>)" for rows measured here,
+    "recorded on <device> (<date>)" for the ledger's rows (a device with ``source='recorded'``
+    rows)."""
+    device = (rows["device"].astype(str) if "device" in rows.columns
+              else pd.Series("?", index=rows.index))
+    date = (rows["recorded_at"].astype(str).str[:10] if "recorded_at" in rows.columns
+            else pd.Series("", index=rows.index))
+    # a device with any row read back from the ledger is a reference, its predicted and
+    # datasheet rows included (with_references never mixes this machine's device in)
+    refs = (set(device[rows["source"] == "recorded"]) if "source" in rows.columns else set())
+    recorded = device.isin(refs)
+    here = "this machine (" + device + ")"
+    return here.where(~recorded, "recorded on " + device + " (" + date + ")")
+
+
+def ordered_wheres(rows: pd.DataFrame) -> list[str]:
+    """This machine's label first, then the references, newest first."""
+    where = where_of(rows)
+    here = sorted({w for w in where if w.startswith("this machine")})
+    return here + sorted(set(where) - set(here), key=lambda w: w[-11:-1], reverse=True)
+
+
+def _pivot_runs(ok: pd.DataFrame, index: str) -> pd.DataFrame:
+    """Values by ``index`` (rows) and run (columns); with rows from several places, the
+    columns are (where, run), this machine first."""
+    ok = ok.assign(run=run_labels(ok), where=where_of(ok))
+    wheres = ordered_wheres(ok)
+    ladder = [str(RunSpec.parse(r)) for r in MFU_PRESETS["full"].runs]
+    order = list(dict.fromkeys(ladder + RUN_ORDER + sorted(set(ok["run"]))))
+    if len(wheres) <= 1:
+        table = ok.pivot_table(index=index, columns="run", values="value", aggfunc="last")
+        return table[[r for r in order if r in table.columns]]
+    table = ok.pivot_table(index=index, columns=["where", "run"], values="value",
+                           aggfunc="last")
+    return table[[(w, r) for w in wheres for r in order if (w, r) in table.columns]]
+
+
+@takes_rows
 def mfu_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Eager vs compiled side by side: step time, TFLOP/s, MFU vs datasheet and roofline."""
+    """Step time, TFLOP/s, MFU vs datasheet and roofline, memory: one column per run (per
+    (where, run) when the rows come from several places: this machine's first)."""
     if rows.empty:
         return pd.DataFrame()
     keep = ["step_time", "tokens_per_s", "achieved_tflops", "mfu_datasheet", "mfu_roofline",
             "peak_memory"]
     ok = rows[rows["metric"].isin(keep) & (rows["status"] == "ok")]
-    ok = ok.assign(run=run_labels(ok))
-    table = ok.pivot_table(index="metric", columns="run", values="value", aggfunc="last")
-    order = [r for r in RUN_ORDER if r in table.columns]
-    table = table[order + [c for c in table.columns if c not in order]]
+    if ok.empty:
+        return pd.DataFrame()
+    table = _pivot_runs(ok, "metric")
     return table.reindex([k for k in keep if k in table.index]).round(2)
 
 
@@ -81,11 +123,10 @@ def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     ok = rows[(rows["status"] == "ok") & (rows["metric"].astype(str).str.startswith("kernel_ms_")
                                           | (rows["metric"] == "step_time"))]
-    ok = ok.assign(run=run_labels(ok),
-                   part=ok["metric"].astype(str).str.replace("kernel_ms_", "", regex=False))
-    table = ok.pivot_table(index="part", columns="run", values="value", aggfunc="last")
-    table = table[[r for r in RUN_ORDER if r in table.columns]]
+    ok = ok.assign(part=ok["metric"].astype(str).str.replace("kernel_ms_", "", regex=False))
+    table = _pivot_runs(ok, "part")
     kernels = table.drop(index="step_time", errors="ignore")
+    table, kernels = table.loc[:, kernels.notna().any()], kernels.loc[:, kernels.notna().any()]
     table.loc["kernels total"] = kernels.sum()
     if "step_time" in table.index:
         table.loc["GPU idle (step - kernels)"] = table.loc["step_time"] - table.loc["kernels total"]
@@ -144,9 +185,11 @@ def calculator():
 
 
 @takes_rows
-def claims(mfu_rows: pd.DataFrame, counted: pd.DataFrame) -> pd.DataFrame:
-    """The lecture's and the issue's claims, checked against this notebook's numbers; every
-    verdict computed by :func:`workbook.claims.verdict`."""
+def claims(mfu_rows: pd.DataFrame, counted: pd.DataFrame,
+           energy_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The lecture's and the issue's claims, checked against this notebook's numbers (rows of
+    ``registry.with_references``: this machine's first, the references each on a row of its
+    own); every verdict computed by :func:`workbook.claims.verdict`."""
     ex = lecture_examples().set_index("run")
     gpt3, llama = ex.loc["GPT-3 175B"], ex.loc["Llama 3 405B"]
     h100 = datasheet("H100").tflops
@@ -165,16 +208,42 @@ def claims(mfu_rows: pd.DataFrame, counted: pd.DataFrame) -> pd.DataFrame:
               "Kaplan 2020, PaLM", 1.0, float(total), "×", "FlopCounterMode, this machine",
               rel_tol=0.05),
     ]
-    table = mfu_table(mfu_rows)
-    compiled = [c for c in table.columns if not str(c).startswith("eager")]
-    mfu_c = float("nan")
-    if compiled and "eager:sdpa" in table.columns and "mfu_datasheet" in table.index:
-        mfu = table.loc["mfu_datasheet"]
-        mfu_c = float(mfu[compiled].max())
-    where = where_label(mfu_rows)
-    out.append(Claim("MFU ≥ 40 % of the bf16 dense peak at nanoGPT's shape (compiled)",
-                     "issue (nanoGPT: 38 %)", 40.0, mfu_c, "%", where, kind="at_least"))
+    out += _mfu_claims(mfu_rows)
+    if energy_rows is not None:
+        out += energy_claims(energy_rows)
     return claims_table(out)
+
+
+def _best_mfu(rows: pd.DataFrame) -> tuple[float, str]:
+    """The highest MFU (datasheet) of a non-eager run in ``rows``, and that run."""
+    ok = rows[(rows["metric"] == "mfu_datasheet") & (rows["status"] == "ok")]
+    ok = ok.assign(run=run_labels(ok))
+    ok = ok[~ok["run"].str.startswith("eager")]
+    if ok.empty:
+        return float("nan"), ""
+    best = ok.loc[ok["value"].idxmax()]
+    return float(best["value"]), str(best["run"])
+
+
+def _mfu_claims(mfu_rows: pd.DataFrame) -> list[Claim]:
+    """One MFU row per place the rows come from (this machine first); a place that did not run
+    nanoGPT's shape (the small preset on a CPU) is 'not measured' for this claim."""
+    target = MFU_PRESETS["full"]
+    out = []
+    if mfu_rows.empty:
+        return [Claim("MFU ≥ 40 % of the bf16 dense peak at nanoGPT's shape (compiled)",
+                      "issue (nanoGPT: 38 %)", 40.0, float("nan"), "%", "no rows yet",
+                      kind="at_least")]
+    where = where_of(mfu_rows)
+    for place in ordered_wheres(mfu_rows):
+        rows = mfu_rows[where == place]
+        shape = rows[(rows["d_model"] == target.d_model) & (rows["n_layers"] == target.n_layers)
+                     & (rows["seq_len"] == target.seq_len)]
+        mfu, run = _best_mfu(shape)
+        note = f"{place}: {run}" if run else f"{place}: not nanoGPT's shape or no GPU peak"
+        out.append(Claim("MFU ≥ 40 % of the bf16 dense peak at nanoGPT's shape (compiled)",
+                         "issue (nanoGPT: 38 %)", 40.0, mfu, "%", note, kind="at_least"))
+    return out
 
 
 @takes_rows
@@ -211,3 +280,169 @@ def top_kernels(run: str = "compiled:causal", cfg: ModelConfig | None = None,
     for _ in range(3):
         step()   # compile and warm up
     return kernel_times(step).head(n)
+
+
+# --- energy -------------------------------------------------------------------------------
+
+class ReadableTable(pd.DataFrame):
+    """A plain DataFrame to code; in a notebook its numbers in fixed notation
+    (:func:`workbook.claims.readable`: 1,287 · 3.15×10²³, never 3.15e+23)."""
+
+    @property
+    def _constructor(self):  # pandas operations keep the type
+        return ReadableTable
+
+    def _repr_html_(self) -> str:
+        from workbook.claims import readable
+
+        numeric = list(self.select_dtypes("number").columns)
+        return pd.DataFrame(self).style.format(readable, subset=numeric).hide(
+            axis="index").to_html()
+
+
+_ENERGY_METRICS = {"joules_per_token": "J/token", "avg_power_w": "average W",
+                   "idle_power_w": "idle W", "tokens_per_s": "tokens/s",
+                   "mfu_datasheet": "MFU (% datasheet)"}
+
+
+@takes_rows
+def energy_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per place (this machine first) and run: J/token, average and idle W, tokens/s, MFU as
+    the mean over the measured windows, with min-max, and how the energy was read."""
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(where=where_of(rows), run=run_labels(rows))
+    out = []
+    for place in ordered_wheres(rows):
+        for run, part in rows[rows["where"] == place].groupby("run", sort=False):
+            line = {"where": place, "run": run}
+            for metric, label in _ENERGY_METRICS.items():
+                vals = part[(part["metric"] == metric) & (part["status"] == "ok")]["value"]
+                line[label] = float(vals.mean()) if len(vals) else float("nan")
+                if metric == "joules_per_token" and len(vals) > 1:
+                    line["J/token min-max"] = f"{vals.min():.4g}–{vals.max():.4g}"
+            method = part["method"].dropna() if "method" in part else pd.Series(dtype=object)
+            note = part["error"].dropna() if "error" in part else pd.Series(dtype=object)
+            line["energy from"] = (str(method.iloc[0]) if len(method)
+                                   else str(note.iloc[0]) if len(note) else "")
+            out.append(line)
+    return ReadableTable(out)
+
+
+def _measured_gpu(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows the GPT-3 estimate rests on: this machine's, where it measured energy; else the
+    newest recorded device's (a CPU has no NVML)."""
+    if rows.empty:
+        return rows
+    ok = rows[(rows["metric"] == "joules_per_token") & (rows["status"] == "ok")]
+    if ok.empty:
+        return ok
+    where = where_of(rows)
+    for place in ordered_wheres(rows):
+        if (where_of(ok) == place).any():
+            return rows[where == place]
+    return ok.iloc[0:0]
+
+
+def _ranges(values: pd.Series) -> tuple[float, float]:
+    return float(values.min()), float(values.max())
+
+
+@takes_rows
+def gpt3_assumptions(energy_rows: pd.DataFrame) -> pd.DataFrame:
+    """Every input of the GPT-3 estimate, per scenario, with its range and where it comes from:
+    *this GPU* (its datasheet peak, MFU and power measured by ``energy_per_token``) and
+    *GPT-3's V100s* (datasheets and the published run)."""
+    lines = []
+
+    def add(scenario, name, low, high, unit, source):
+        lines.append({"scenario": scenario, "assumption": name, "low": low, "high": high,
+                      "unit": unit, "source": source})
+
+    gpu = _measured_gpu(energy_rows)
+    for scenario in _scenarios(gpu):
+        add(scenario, "N (parameters)", GPT3["n_params"], GPT3["n_params"], "",
+            "Brown et al. 2020")
+        add(scenario, "D (training tokens)", GPT3["n_tokens"], GPT3["n_tokens"], "",
+            "Brown et al. 2020")
+    if not gpu.empty:
+        scenario = _scenarios(gpu)[0]
+        device = str(gpu["device"].iloc[0])
+        sheet = datasheet(device)
+        mfu = gpu[(gpu["metric"] == "mfu_datasheet") & (gpu["status"] == "ok")]["value"] / 100
+        watts = gpu[(gpu["metric"] == "avg_power_w") & (gpu["status"] == "ok")]["value"]
+        where = where_of(gpu).iloc[0]
+        peak = sheet.tflops["bf16"] if sheet else float("nan")
+        add(scenario, "peak FLOP/s per GPU", peak, peak, "TFLOP/s",
+            f"{sheet.source if sheet else 'no datasheet'} (bf16 dense)")
+        add(scenario, "MFU", *_ranges(mfu), "fraction", f"measured, {where} (min-max of windows)")
+        add(scenario, "power per GPU", *_ranges(watts), "W",
+            f"measured by NVML, {where} (board only)")
+        add(scenario, "PUE", 1.1, 1.4, "×", "1.1: GPT-3's data centre (Patterson 2021); "
+            "1.4: a typical one")
+        add(scenario, "grid carbon intensity", 0.2, 0.5, "kg CO₂/kWh",
+            "a cleaner to a dirtier grid; GPT-3's was 0.429")
+        add(scenario, "price", 2.0, 5.0, "$/GPU-hour", "assumed cloud range, reserved to "
+            "on-demand")
+    v100 = _scenarios(gpu)[-1]
+    add(v100, "peak FLOP/s per GPU", V100["tflops_fp16"], V100["tflops_fp16"], "TFLOP/s",
+        "NVIDIA V100 SXM2 datasheet (fp16 tensor)")
+    add(v100, "MFU", 0.15, 0.30, "fraction", "assumed: Megatron-LM (2019) reached 30 % of a "
+        "V100 on one GPU, less at scale")
+    add(v100, "power per GPU", 250.0, 330.0, "W", f"V100 board {V100['tdp_w']:.0f} W; "
+        "Patterson 2021 count 330 W with the host's share")
+    add(v100, "PUE", GPT3["pue"], GPT3["pue"], "×", "Patterson 2021 (GPT-3's data centre)")
+    add(v100, "grid carbon intensity", GPT3["kg_co2_per_kwh"], GPT3["kg_co2_per_kwh"],
+        "kg CO₂/kWh", "Patterson 2021 (GPT-3's data centre)")
+    add(v100, "price", 1.0, 3.0, "$/GPU-hour", "assumed 2020 cloud V100 range")
+    return ReadableTable(lines)
+
+
+def _scenarios(gpu: pd.DataFrame) -> list[str]:
+    v100 = "GPT-3's V100s (datasheets)"
+    if gpu.empty:
+        return [v100]
+    return [str(where_of(gpu).iloc[0]), v100]
+
+
+@takes_rows
+def gpt3_prediction(energy_rows: pd.DataFrame) -> pd.DataFrame:
+    """GPU-hours, MWh, t CO₂ and M$ of GPT-3's training per scenario of
+    :func:`gpt3_assumptions`, each low / central / high (:func:`predict_run_cost`)."""
+    assumptions = gpt3_assumptions(energy_rows)
+    frames = []
+    for scenario, part in assumptions.groupby("scenario", sort=False):
+        a = part.set_index("assumption")
+        pair = {n: (float(a.loc[n, "low"]), float(a.loc[n, "high"])) for n in a.index}
+        if any(np.isnan(v).any() for v in pair.values()):
+            continue   # e.g. a GPU without a datasheet peak
+        out = predict_run_cost(GPT3["n_params"], GPT3["n_tokens"],
+                               pair["peak FLOP/s per GPU"], pair["MFU"], pair["power per GPU"],
+                               pair["PUE"], pair["grid carbon intensity"], pair["price"])
+        frames.append(out.assign(scenario=scenario))
+    return ReadableTable(pd.concat(frames, ignore_index=True)[
+        ["scenario", "quantity", "low", "central", "high", "unit"]])
+
+
+@takes_rows
+def energy_claims(energy_rows: pd.DataFrame) -> list[Claim]:
+    """The lecture's GPT-3 energy, CO₂ and compute cost against each scenario's predicted
+    interval: holds where the lecture's figure lies inside it."""
+    prediction = gpt3_prediction(energy_rows)
+    lecture = [("energy (GPU power × PUE)", "GPT-3 training used ~1,287 MWh",
+                GPT3["energy_mwh"], "MWh"),
+               ("CO₂", "GPT-3 training emitted ~552 t CO₂", GPT3["co2_t"], "t"),
+               ("compute cost", "GPT-3's compute cost ~$5M", GPT3["compute_usd"] / 1e6, "M$")]
+    out = []
+    for scenario, part in prediction.groupby("scenario", sort=False):
+        p = part.set_index("quantity")
+        for quantity, text, value, unit in lecture:
+            row = p.loc[quantity]
+            out.append(Claim(f"{text} (6·N·D / (peak × MFU) × W × PUE)",
+                             "lecture (Patterson et al. 2021)", value, float(row["central"]),
+                             unit, f"6·N·D prediction, {scenario}", low=float(row["low"]),
+                             high=float(row["high"])))
+    return out
+
+
+# --- captions: every measured number in 02's prose, printed from the rows ----------------

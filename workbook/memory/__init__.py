@@ -3,7 +3,8 @@
 * :mod:`.formulas`: bytes per parameter of each model state, Korthikanti et al.'s activation
   formula, the lecture's 175B example (pure; what the explorer drives);
 * :mod:`.measure`: a transformers GPT-2 trained for two steps, each component measured on its
-  own (allocator, tensor sizes, saved-for-backward hooks), and the largest model that fits;
+  own (allocator, tensor sizes, saved-for-backward hooks), activations across seq_len (eager vs
+  SDPA), checkpointing's recompute time, and the largest model that fits;
 * :mod:`.experiments`: configs, ``run_*`` and ``EXPERIMENTS``;
 * :mod:`.views`: the explorer, tables, figures and ``claims``.
 """
@@ -12,48 +13,87 @@ from workbook.memory.experiments import (
     BREAKDOWN_PRESETS,
     EXPERIMENTS,
     FIT_PRESETS,
+    RECOMPUTE_PRESETS,
+    SWEEP_PRESETS,
     BreakdownConfig,
     FitConfig,
+    RecomputeConfig,
+    SweepConfig,
+    batch_for_gpu,
     check_gpt_shape,
     fill_params,
+    run_activation_sweep,
     run_breakdown,
     run_fit,
+    run_recompute,
+    sweep_predictions,
 )
 from workbook.memory.formulas import (
+    ATTENTIONS,
     GB,
     MODEL_SHAPES,
     OPTIMIZERS,
     PRECISIONS,
     activation_bytes,
     bytes_per_param,
+    fit_exponent,
     formula_fit,
     gpt_params,
     lecture_175b,
     predicted_breakdown,
+    recompute_overhead,
     scenario,
     training_memory,
 )
 from workbook.memory.measure import (
     SavedTensors,
+    activation_sweep,
     allocated_bytes,
     build_model,
+    forward_activations,
     largest_fit,
     measure_breakdown,
+    random_batches,
+    time_recompute,
+    train_steps,
 )
 from workbook.memory.views import (
+    EXPONENT_TOL,
     breakdown_table,
+    by_device,
     claims,
     fit_summary,
+    gap_caption,
+    gap_table,
     memory_explorer,
     plot_breakdown,
     plot_fit,
+    plot_seq_sweep,
+    recompute_caption,
+    recompute_claims,
+    recompute_table,
+    score_bytes_per_element,
+    sweep_caption,
+    sweep_claims,
+    sweep_exponents,
+    sweep_method,
+    sweep_table,
 )
 
 __all__ = [
-    "BREAKDOWN_PRESETS", "EXPERIMENTS", "FIT_PRESETS", "GB", "MODEL_SHAPES", "OPTIMIZERS",
-    "PRECISIONS", "BreakdownConfig", "FitConfig", "SavedTensors", "activation_bytes",
-    "allocated_bytes", "breakdown_table", "build_model", "bytes_per_param", "check_gpt_shape",
-    "claims", "fill_params", "fit_summary", "formula_fit", "gpt_params", "largest_fit",
+    "ATTENTIONS", "BREAKDOWN_PRESETS", "EXPERIMENTS", "EXPONENT_TOL", "FIT_PRESETS", "GB",
+    "MODEL_SHAPES", "OPTIMIZERS", "PRECISIONS", "RECOMPUTE_PRESETS", "SWEEP_PRESETS",
+    "BreakdownConfig", "FitConfig", "RecomputeConfig", "SavedTensors", "SweepConfig",
+    "activation_bytes", "activation_sweep", "allocated_bytes", "batch_for_gpu",
+    "breakdown_table", "build_model", "by_device", "bytes_per_param", "check_gpt_shape",
+    "claims", "fill_params", "fit_exponent", "fit_summary", "formula_fit",
+    "forward_activations", "gap_caption", "gap_table", "gpt_params", "largest_fit",
     "lecture_175b", "measure_breakdown", "memory_explorer", "plot_breakdown", "plot_fit",
-    "predicted_breakdown", "run_breakdown", "run_fit", "scenario", "training_memory",
+    "plot_seq_sweep", "predicted_breakdown", "random_batches", "recompute_caption",
+    "recompute_claims",
+    "recompute_overhead", "recompute_table", "run_activation_sweep", "run_breakdown",
+    "run_fit", "run_recompute", "scenario", "score_bytes_per_element", "sweep_caption",
+    "sweep_claims",
+    "sweep_exponents", "sweep_method", "sweep_predictions", "sweep_table", "time_recompute",
+    "train_steps", "training_memory",
 ]

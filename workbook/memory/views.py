@@ -3,6 +3,7 @@ figures, the largest-fit summary and the closing claims table."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -10,14 +11,17 @@ import pandas as pd
 from workbook.claims import Claim, claims_table
 from workbook.config import takes_rows
 from workbook.memory.formulas import (
+    ATTENTIONS,
     GB,
     MODEL_SHAPES,
     PRECISIONS,
     activation_bytes,
     bytes_per_param,
+    fit_exponent,
     formula_fit,
     gpt_params,
     lecture_175b,
+    predicted_breakdown,
     scenario,
 )
 from workbook.results import where_label
@@ -32,15 +36,16 @@ def memory_explorer() -> Any:
     fig.add_bar(x=[], y=[], name="one GPU", marker_color=plots.COLORS[1])
 
     def draw(fig: Any, model: str, precision: str, seq_len: int, batch: int,
-             checkpointing: bool, gpu_gb: int) -> str:
-        table = scenario(model, precision, seq_len, batch, checkpointing)
+             checkpointing: bool, attention: str, gpu_gb: int) -> str:
+        table = scenario(model, precision, seq_len, batch, checkpointing, attention)
         total = table["GB"].sum()
         fig.data[0].x, fig.data[0].y = list(table["component"]) + ["total"], list(
             table["GB"]) + [total]
         fig.data[1].x, fig.data[1].y = ["total"], [gpu_gb]
         psi = table["n_params"].iloc[0]
         return (f"{model}: Ψ = {psi / 1e9:.2f}B, {total:,.0f} GB to train "
-                f"({precision}, batch {batch} × {seq_len}, checkpointing {checkpointing}) = "
+                f"({precision}, batch {batch} × {seq_len}, checkpointing {checkpointing}, "
+                f"{attention} attention) = "
                 f"{total / gpu_gb:.1f}× one {gpu_gb} GB GPU")
 
     return widgets.Explorer({
@@ -49,29 +54,41 @@ def memory_explorer() -> Any:
         "seq_len": widgets.slider("seq_len", 128, 32768, 128, 2048),
         "batch": widgets.slider("batch", 1, 64, 1, 1),
         "checkpointing": widgets.dropdown("checkpointing", [False, True], False),
+        "attention": widgets.dropdown("attention", list(ATTENTIONS), "eager"),
         "gpu_gb": widgets.slider("GPU GB", 16, 192, 8, 80),
     }, draw, fig)
 
 
 @takes_rows
 def breakdown_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per component: formula beside each measurement method, in MB."""
-    ok = rows[rows["status"] == "ok"]
-    table = ok.pivot_table(index=["seq_len", "checkpointing", "component"],
-                           columns="method", values="value", aggfunc="mean") / 1e6
-    return table.round(2).reset_index()
+    """One row per device and component: formula beside each measurement method, in MB
+    (this machine's rows first, other devices' recorded rows after them)."""
+    out = []
+    for where, part in by_device(rows):
+        ok = part[part["status"] == "ok"]
+        table = ok.pivot_table(index=["seq_len", "checkpointing", "component"],
+                               columns="method", values="value", aggfunc="mean") / 1e6
+        out.append(table.round(2).reset_index().assign(where=where))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
 @takes_rows
-def plot_breakdown(rows: pd.DataFrame, seq_len: int, title: str = "") -> Any:
-    """Grouped bars per component: formula vs each measurement method, ckpt off and on."""
+def plot_breakdown(rows: pd.DataFrame, seq_len: int | None = None, title: str = "") -> Any:
+    """Grouped bars per component: formula vs each measurement method, ckpt off and on, for
+    the first device in the rows (this machine's, where it measured) at ``seq_len`` (default:
+    that device's longest)."""
     from workbook import plots
 
-    ok = rows[(rows["status"] == "ok") & (rows["seq_len"] == seq_len)]
-    fig = plots.figure(plots.title_with_source(title or f"Memory by component, seq_len "
-                                               f"{seq_len}", ok), "component", "MB")
-    for i, ((ckpt, method), part) in enumerate(ok.groupby(["checkpointing", "method"])):
-        fig.add_bar(x=part["component"], y=part["value"] / 1e6,
+    devices = by_device(rows)
+    where, part = devices[0] if devices else ("", rows)
+    if seq_len is None:
+        seq_len = int(part["seq_len"].max()) if len(part) else 0
+    ok = part[(part["status"] == "ok") & (part["seq_len"] == seq_len)]
+    ok = ok[~ok["component"].isin(["peak in forward", "peak in backward", "peak in step"])]
+    fig = plots.figure(f"{title or f'Memory by component, seq_len {seq_len}'}<br><sup>{where}"
+                       "</sup>", "component", "MB")
+    for i, ((ckpt, method), g) in enumerate(ok.groupby(["checkpointing", "method"])):
+        fig.add_bar(x=g["component"], y=g["value"] / 1e6,
                     name=f"{method}{' (ckpt)' if ckpt in (True, 'True') else ''}",
                     marker_color=plots.COLORS[i % len(plots.COLORS)])
     fig.update_layout(barmode="group")
@@ -102,15 +119,21 @@ def fit_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @takes_rows
-def claims(rows: pd.DataFrame) -> pd.DataFrame:
-    """The lecture's memory claims: predicted, measured here (or recorded), verdict."""
+def claims(rows: pd.DataFrame, sweep: pd.DataFrame | None = None,
+           recompute: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The lecture's memory claims: predicted, measured here (or recorded), verdict.
+
+    ``rows``: the breakdown; ``sweep``: activations vs seq_len; ``recompute``: checkpointing's
+    time. Each claim uses this machine's rows where there are some (``by_device`` puts them
+    first), else the first recorded device's.
+    """
     lect = lecture_175b().set_index("component")["GB"]
     need = float(lect.iloc[:4].sum())
     out = [Claim("175B needs ~3 TB to train (≈ 38 H100s of 80 GB)", "lecture, sec. 3.2",
                  3000.0, need, "GB", "formula only (no 175B run)", rel_tol=0.1)]
-    ok = rows[(rows["status"] == "ok")] if len(rows) else rows
-    where = where_label(ok)
-    if len(ok):
+    devices = by_device(rows[rows["status"] == "ok"]) if len(rows) else []
+    if devices:
+        where, ok = devices[0]
         t = ok[ok["method"] == "tensors"]
         opt = t[t["component"] == "optimizer"]["value"].mean()
         par = t[t["component"] == "params"]["value"].mean()
@@ -119,18 +142,77 @@ def claims(rows: pd.DataFrame) -> pd.DataFrame:
                          where))
         saved = ok[(ok["method"] == "saved") & (ok["component"] == "activations")]
         seq = saved["seq_len"].max()
-        on = saved[(saved["seq_len"] == seq) & (saved["checkpointing"].astype(str) == "True")]
-        off = saved[(saved["seq_len"] == seq) & (saved["checkpointing"].astype(str) == "False")]
+        on = saved[(saved["seq_len"] == seq) & _is(saved["checkpointing"], True)]
+        off = saved[(saved["seq_len"] == seq) & _is(saved["checkpointing"], False)]
         pred = ok[(ok["method"] == "formula") & (ok["component"] == "activations")
                   & (ok["seq_len"] == seq)]
         if len(on) and len(off):
             r_meas = off["value"].mean() / on["value"].mean()
-            p_off = pred[pred["checkpointing"].astype(str) == "False"]["value"].mean()
-            p_on = pred[pred["checkpointing"].astype(str) == "True"]["value"].mean()
+            p_off = pred[_is(pred["checkpointing"], False)]["value"].mean()
+            p_on = pred[_is(pred["checkpointing"], True)]["value"].mean()
             out.append(Claim(f"recomputation (checkpointing) saves activation memory "
                              f"(× less at seq_len {seq})", "lecture (recomputation)",
                              float(p_off / p_on), float(r_meas), "×", where))
+    if sweep is not None and len(sweep):
+        out += sweep_claims(sweep)
+    if recompute is not None and len(recompute):
+        out += recompute_claims(recompute)
     return claims_table(out)
+
+
+EXPONENT_TOL = 0.1  # |k measured − k predicted| that still holds: a tenth of the s→s² step
+
+
+@takes_rows
+def sweep_claims(rows: pd.DataFrame) -> list[Claim]:
+    """Eager grows ~s², SDPA ~s: fitted exponents against the formula's over the same
+    lengths, and the eager − SDPA difference against 2, each within :data:`EXPONENT_TOL`."""
+    k = sweep_exponents(rows)
+    if k.empty:
+        return []
+    k = k[k["where"] == k["where"].iloc[0]].set_index("series")
+    words = {"eager": "eager attention's activations grow with the s² term (formula's k over "
+                      "the same lengths)",
+             "sdpa": "fused attention (SDPA/flash) activations grow ~s (k = 1)",
+             "eager s×s": "the s×s matrices eager attention saves grow ~s² (k = 2)"}
+    out = []
+    for series, text in words.items():
+        if series in k.index:
+            r = k.loc[series]
+            out.append(Claim(f"{text}; seq_len {r['lengths']}, {r['method']}",
+                             "lecture 6.4 (standard attention O(N²) memory, FlashAttention "
+                             "O(N))",
+                             float(r["formula k"]), float(r["measured k"]), "k",
+                             str(r["where"]), rel_tol=0.0, abs_tol=EXPONENT_TOL))
+    per = score_bytes_per_element(rows)
+    if len(per):
+        r = per.iloc[0]
+        out.append(Claim(f"bytes kept per attention-matrix element ({r['precision']}, "
+                         f"seq_len {r['seq_len']})", "Korthikanti et al. 2022 (e bytes per "
+                         "softmax output, no dropout)", float(r["formula bytes/element"]),
+                         float(r["measured bytes/element"]), "bytes", str(r["where"])))
+    return out
+
+
+@takes_rows
+def recompute_claims(rows: pd.DataFrame) -> list[Claim]:
+    """Checkpointing's recompute time: the overhead of each repeat's pair, its median and
+    [min, max], against one extra forward (+1/3, the lecture) and against the blocks' forward
+    alone (what transformers recomputes). Holds only if the prediction lies in the interval."""
+    table = recompute_table(rows)
+    if table.empty:
+        return []
+    r = table.iloc[0]
+    out = []
+    for col, source in (("predicted: one forward (lecture)", "one extra forward: 2 of a "
+                         "step's 6 FLOPs per parameter-token (Chen et al. 2016)"),
+                        ("predicted: blocks' forward", "formula: the blocks' forward over the "
+                         "step's FLOPs (the LM head is not recomputed)")):
+        out.append(Claim(f"checkpointing's step-time overhead ({int(r['repeats'])} repeats)",
+                         source, float(r[col]), float(r["overhead (median)"]), "fraction",
+                         str(r["where"]), low=float(r["overhead low"]),
+                         high=float(r["overhead high"])))
+    return out
 
 
 @takes_rows
@@ -165,3 +247,326 @@ def plot_fit(rows: pd.DataFrame) -> Any:
     fig.add_hline(y=gpu, line={"dash": "dot", "color": "#555"},
                   annotation_text=f"{r['device']}: {gpu:.0f} GB")
     return fig
+
+
+# --------------------------------------------------------------- one device at a time
+
+
+def by_device(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The rows split by device, this machine's first: ``(where_label, rows)`` pairs. Rows
+    measured here are the numbers; the ledger's rows of other devices come after them as
+    references (``registry.with_references`` put them together)."""
+    if rows.empty:
+        return []
+    if "device" not in rows.columns:
+        return [(where_label(rows), rows)]
+    parts = [(where_label(part), part) for _, part in rows.groupby("device", sort=False)]
+    return sorted(parts, key=lambda p: not p[0].startswith("this machine"))
+
+
+def _is(column: pd.Series, value: bool) -> pd.Series:
+    return column.astype(str) == str(value)
+
+
+# --------------------------------------------------------------- activations vs seq_len
+
+
+def sweep_method(rows: pd.DataFrame) -> str:
+    """The measurement a sweep's figure and claims use: the allocator's ``peak`` where the
+    rows have it (a GPU), else the bytes ``saved`` for backward (exact on any device)."""
+    ok = rows[(rows["status"] == "ok") & (rows["method"] == "peak")]
+    return "peak" if len(ok) else "saved"
+
+
+@takes_rows
+def sweep_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per device, attention and seq_len: the formula with and without its s² term beside the
+    measured bytes, in MB (``oom`` where the length did not fit)."""
+    out = []
+    for where, part in by_device(rows):
+        for (attention, s), g in part.groupby(["attention", "seq_len"]):
+            value = g.set_index("method")["value"]
+            status = "oom" if (g["status"] == "oom").any() else "ok"
+            row = {"where": where, "attention": attention, "seq_len": int(s),
+                   "formula (MB)": value.get("formula", math.nan) / 1e6,
+                   "formula s² part (MB)": value.get("formula scores", math.nan) / 1e6,
+                   "saved (MB)": value.get("saved", math.nan) / 1e6,
+                   "saved s×s (MB)": value.get("saved scores", math.nan) / 1e6,
+                   "peak (MB)": value.get("peak", math.nan) / 1e6 if status == "ok"
+                   else math.nan, "status": status}
+            out.append(row)
+    return pd.DataFrame(out).round(2)
+
+
+@takes_rows
+def sweep_exponents(rows: pd.DataFrame) -> pd.DataFrame:
+    """k of bytes ∝ seq_len^k per device and attention, fitted through the lengths that ran:
+    measured (:func:`sweep_method`), the formula over the same lengths, and the eager − SDPA
+    difference (the s×s matrices alone, predicted k = 2)."""
+    out = []
+    for where, part in by_device(rows):
+        method = sweep_method(part)
+        ok = part[part["status"] == "ok"]
+        meas = ok[ok["method"] == method].pivot_table(index="seq_len", columns="attention",
+                                                      values="value")
+        pred = ok[ok["method"] == "formula"].pivot_table(index="seq_len",
+                                                         columns="attention", values="value")
+        for attention in meas.columns:
+            m = meas[attention].dropna()
+            if len(m) < 2:
+                continue
+            p = pred[attention].reindex(m.index)
+            out.append({"where": where, "series": attention, "method": method,
+                        "lengths": ", ".join(str(int(s)) for s in m.index),
+                        "measured k": fit_exponent(list(m.index), list(m)),
+                        "formula k": fit_exponent(list(p.index), list(p))})
+        scores = ok[(ok["method"] == "saved scores") & (ok["attention"] == "eager")]
+        scores = scores[scores["value"] > 0].sort_values("seq_len")
+        if len(scores) >= 2:
+            out.append({"where": where, "series": "eager s×s", "method": "saved scores",
+                        "lengths": ", ".join(str(int(s)) for s in scores["seq_len"]),
+                        "measured k": fit_exponent(list(scores["seq_len"]),
+                                                   list(scores["value"])),
+                        "formula k": 2.0})
+    return pd.DataFrame(out)
+
+
+@takes_rows
+def score_bytes_per_element(rows: pd.DataFrame) -> pd.DataFrame:
+    """Bytes eager attention keeps per element of the s×s matrices (b·a·s² of them per
+    layer), measured (``saved scores``) beside the formula's, at the longest length that ran,
+    per device. Under autocast the softmax runs in fp32 and its bf16 copy is kept too."""
+    out = []
+    for where, part in by_device(rows):
+        ok = part[(part["status"] == "ok") & (part["attention"] == "eager")]
+        s = ok[ok["method"] == "saved scores"]["seq_len"].max()
+        if pd.isna(s):
+            continue
+        g = ok[ok["seq_len"] == s].set_index("method")["value"]
+        r = ok.iloc[0]
+        n = int(r["n_layer"]) * int(r["n_head"]) * int(r["batch"]) * int(s) ** 2
+        out.append({"where": where, "seq_len": int(s), "precision": r["precision"],
+                    "formula bytes/element": g.get("formula scores", math.nan) / n,
+                    "measured bytes/element": g.get("saved scores", math.nan) / n})
+    return pd.DataFrame(out)
+
+
+@takes_rows
+def plot_seq_sweep(rows: pd.DataFrame) -> Any:
+    """Activation bytes against seq_len (log-log): measured points, the formula's lines (eager
+    with the s² term, SDPA without), ``oom`` lengths as ✕ at the formula's value; other
+    devices' recorded rows hollow, labelled."""
+    from workbook import plots
+
+    fig = plots.figure("Activations of one forward vs seq_len", "seq_len", "MB",
+                       log_x=True, log_y=True)
+    for i, (where, part) in enumerate(by_device(rows)):
+        method = sweep_method(part)
+        tag = "" if i == 0 else f" [{part['device'].iloc[0]}]"
+        for attention, g in part.groupby("attention"):
+            color = plots.color_for(str(attention))
+            pred = g[(g["method"] == "formula") & (g["status"] == "ok")].sort_values("seq_len")
+            meas = g[(g["method"] == method) & (g["status"] == "ok")].sort_values("seq_len")
+            oom = g[g["status"] == "oom"].merge(pred[["seq_len", "value"]], on="seq_len",
+                                                suffixes=("", "_pred"))
+            words = "with s²" if attention == "eager" else "without s²"
+            if i == 0:
+                fig.add_scatter(x=pred["seq_len"], y=pred["value"] / 1e6, mode="lines",
+                                name=f"{attention}: formula ({words})",
+                                line={"dash": "dash", "color": color})
+            fig.add_scatter(x=meas["seq_len"], y=meas["value"] / 1e6, mode="markers",
+                            name=f"{attention}: measured ({method}){tag}",
+                            marker={"size": 10, "color": color,
+                                    "symbol": "circle" if i == 0 else "circle-open"})
+            if len(oom):
+                fig.add_scatter(x=oom["seq_len"], y=oom["value_pred"] / 1e6, mode="markers",
+                                name=f"{attention}: oom{tag}",
+                                marker={"symbol": "x", "size": 12, "color": "#d62728"})
+        if i == 0:
+            fig.update_layout(title=f"Activations of one forward vs seq_len<br><sup>{where}, "
+                              f"measured: {method}</sup>")
+    return fig
+
+
+# --------------------------------------------------------------- checkpointing: time
+
+
+@takes_rows
+def recompute_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per device: step time with and without checkpointing (median and [min, max] over the
+    repeats), the overhead of each repeat's pair, memory saved, and the predicted overhead."""
+    out = []
+    for where, part in by_device(rows):
+        ok = part[part["status"] == "ok"]
+        timed = ok[ok["metric"] == "step_ms"]
+        if timed.empty:
+            continue
+        pairs = timed.pivot_table(index="repeat", columns="checkpointing", values="value")
+        pairs.columns = [str(c) for c in pairs.columns]
+        ratio = (pairs["True"] / pairs["False"] - 1).dropna()
+        mem = ok[ok["metric"] == "bytes"]
+        pred = ok[ok["metric"] == "overhead"].set_index("method")["value"]
+
+        def mb(method: str, ckpt: bool, mem: pd.DataFrame = mem) -> float:
+            v = mem[(mem["method"] == method) & _is(mem["checkpointing"], ckpt)]["value"]
+            return float(v.mean()) / 1e6 if len(v) else math.nan
+
+        out.append({
+            "where": where, "repeats": len(ratio),
+            "step ms (no ckpt)": pairs["False"].median(),
+            "step ms (ckpt)": pairs["True"].median(),
+            "overhead (median)": ratio.median(), "overhead low": ratio.min(),
+            "overhead high": ratio.max(),
+            "predicted: one forward (lecture)": pred.get("formula (lecture)", math.nan),
+            "predicted: blocks' forward": pred.get("formula (blocks)", math.nan),
+            "saved MB (no ckpt)": mb("saved", False), "saved MB (ckpt)": mb("saved", True),
+            "peak MB (no ckpt)": mb("peak", False), "peak MB (ckpt)": mb("peak", True)})
+    return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------- the gap, item by item
+
+
+def _formula_items(r: pd.Series) -> dict[str, float]:
+    pred = predicted_breakdown(int(r["n_params"]), int(r["n_layer"]), int(r["d_model"]),
+                               int(r["n_head"]), int(r["vocab"]), int(r["seq_len"]),
+                               int(r["batch"]), str(r["precision"]), str(r["optimizer"]),
+                               str(r["checkpointing"]) == "True", str(r["attention"]))
+    return pred.set_index("component")["value"].to_dict()
+
+
+@takes_rows
+def gap_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Where the measured peak parts from the formula's, item by item, in GB, for the
+    breakdown configuration with the largest gap on each device that measured a peak (a GPU).
+
+    Items: the three model states (allocator), the saved s×s attention matrices and the rest
+    of the activations (the formula splits the same way), the transients at the peak (peak
+    minus everything held after the forward: the loss's fp32 logits and their gradient, the
+    backward's buffers) — their sum is the measured peak. Then what the allocator count does
+    not see: the caching allocator's reserve and the CUDA context.
+    """
+    out = []
+    for where, part in by_device(rows):
+        ok = part[(part["status"] == "ok") & (part["method"].isin(["allocator", "saved"]))]
+        peaks = ok[(ok["component"] == "peak") & (ok["method"] == "allocator")]
+        if peaks.empty:
+            continue
+        keys = ["seq_len", "checkpointing"]
+        gaps = []
+        for key, g in ok.groupby(keys):
+            got = g.set_index(["component", "method"])["value"]
+            if ("peak", "allocator") not in got:
+                continue
+            formula = _formula_items(g.iloc[0])
+            gaps.append((got[("peak", "allocator")] - formula["peak"], key, got, formula))
+        _, key, got, formula = max(gaps, key=lambda t: t[0])
+        held = {c: got.get((c, "allocator"), math.nan)
+                for c in ("params", "grads", "optimizer", "activations")}
+        scores = got.get(("attention scores", "saved"), math.nan)
+        peak = got[("peak", "allocator")]
+        items = [("parameters", formula["params"], held["params"]),
+                 ("gradients (+ first backward's buffers)", formula["grads"], held["grads"]),
+                 ("optimizer states", formula["optimizer"], held["optimizer"]),
+                 ("activations: s×s attention matrices", formula["attention scores"], scores),
+                 ("activations: the rest", formula["activations"] - formula["attention scores"],
+                  held["activations"] - scores),
+                 ("activations (all)", formula["activations"], held["activations"]),
+                 ("transients at the peak", 0.0, peak - sum(held.values())),
+                 ("peak (allocated)", formula["peak"], peak),
+                 ("allocator reserve (not in the count)", 0.0,
+                  got.get(("allocator reserve", "allocator"), math.nan)),
+                 ("CUDA context (not in the count)", 0.0,
+                  got.get(("CUDA context", "allocator"), math.nan))]
+        items += [(f"peak in {phase}", math.nan, got.get((f"peak in {phase}", "allocator"),
+                                                         math.nan))
+                  for phase in ("forward", "backward", "step")]
+        for item, f, m in items:
+            out.append({"where": where, "seq_len": int(key[0]), "checkpointing": key[1],
+                        "item": item, "formula GB": f / GB, "measured GB": m / GB,
+                        "Δ GB": (m - f) / GB,
+                        "one fp32 logits tensor GB": formula["logits (fp32)"] / GB})
+    return pd.DataFrame(out)
+
+
+@takes_rows
+def gap_caption(rows: pd.DataFrame) -> str:
+    """The gap table in words (Markdown), every number read from :func:`gap_table`'s rows."""
+    table = gap_table(rows)
+    if table.empty:
+        return "No breakdown with a measured peak (a GPU's allocator) here or in the ledger yet."
+    where = table["where"].iloc[0]
+    t = table[table["where"] == where].set_index("item")
+    peak, seq = t.loc["peak (allocated)"], int(t["seq_len"].iloc[0])
+    parts = [f"**{where}**, seq_len {seq}, checkpointing {t['checkpointing'].iloc[0]}: the "
+             f"measured peak is {peak['measured GB']:.2f} GB against the formula's "
+             f"{peak['formula GB']:.2f} GB, {peak['Δ GB']:+.2f} GB. Item by item:"]
+    split = not math.isnan(t.loc["activations: s×s attention matrices", "measured GB"])
+    phases = [f"peak in {p}" for p in ("forward", "backward", "step")]
+    skip = ["peak (allocated)", *phases] + (["activations (all)"] if split else
+                                   ["activations: s×s attention matrices",
+                                    "activations: the rest"])
+    for item, r in t.drop(index=skip).iterrows():
+        if math.isnan(r["measured GB"]):
+            continue
+        parts.append(f"- {item}: {r['measured GB']:.2f} GB measured, {r['formula GB']:.2f} GB "
+                     f"by the formula ({r['Δ GB']:+.2f} GB)")
+    trans = t.loc["transients at the peak", "measured GB"]
+    logits = t["one fp32 logits tensor GB"].iloc[0]
+    parts.append(f"\nThe transients are {trans / logits:.1f}× one b·s·V tensor of fp32 logits "
+                 f"({logits:.2f} GB), the unit the loss's temporaries come in.")
+    at = t.loc[phases, "measured GB"].dropna()
+    if len(at):
+        each = ", ".join(f"{k.removeprefix('peak in ')} {v:.2f} GB" for k, v in at.items())
+        parts.append(f"The peak falls in the {at.idxmax().removeprefix('peak in ')} "
+                     f"(each phase's peak: {each}).")
+    return "\n".join(parts)
+
+
+@takes_rows
+def sweep_caption(rows: pd.DataFrame) -> str:
+    """The sweep in words (Markdown) for the first device in the rows (this machine where it
+    measured), every number read from the rows."""
+    k = sweep_exponents(rows)
+    if k.empty:
+        return "No activation sweep here or in the ledger yet."
+    where = k["where"].iloc[0]
+    table = sweep_table(rows)
+    t = table[table["where"] == where]
+    k = k[k["where"] == where].set_index("series")
+    col = "peak (MB)" if k["method"].iloc[0] == "peak" else "saved (MB)"
+    parts = [f"**{where}** ({k['method'].iloc[0]}):"]
+    for attention in ("eager", "sdpa"):
+        ran = t[(t["attention"] == attention) & (t["status"] == "ok")]
+        if attention not in k.index or ran.empty:
+            continue
+        lo, hi = ran.iloc[0], ran.iloc[-1]
+        parts.append(f"- {attention}: {lo[col]:.1f} MB at seq_len {lo['seq_len']} → "
+                     f"{hi[col]:.1f} MB at {hi['seq_len']} ({hi[col] / lo[col]:.1f}× for "
+                     f"{hi['seq_len'] / lo['seq_len']:.0f}× the length), k = "
+                     f"{k.loc[attention, 'measured k']:.2f} (formula "
+                     f"{k.loc[attention, 'formula k']:.2f})")
+    oom = t[t["status"] == "oom"]
+    if len(oom):
+        where_oom = [f"{a} at {s}" for a, s in zip(oom["attention"], oom["seq_len"], strict=True)]
+        parts.append(f"- did not fit (oom): {', '.join(where_oom)}")
+    return "\n".join(parts)
+
+
+@takes_rows
+def recompute_caption(rows: pd.DataFrame) -> str:
+    """Checkpointing's price in words (Markdown), every number read from the rows."""
+    table = recompute_table(rows)
+    if table.empty:
+        return "No checkpointing timings here or in the ledger yet."
+    r, blocks = table.iloc[0], "predicted: blocks' forward"
+    mem = (f"peak {r['peak MB (no ckpt)']:.0f} → {r['peak MB (ckpt)']:.0f} MB"
+           if not math.isnan(r["peak MB (no ckpt)"]) else
+           f"saved for backward {r['saved MB (no ckpt)']:.2f} → {r['saved MB (ckpt)']:.2f} MB")
+    return (f"**{r['where']}**: a step took {r['step ms (no ckpt)']:.1f} ms without "
+            f"checkpointing and {r['step ms (ckpt)']:.1f} ms with it (medians of "
+            f"{int(r['repeats'])} repeats): {r['overhead (median)']:+.0%} "
+            f"(repeats from {r['overhead low']:+.0%} to {r['overhead high']:+.0%}), against "
+            f"{r['predicted: one forward (lecture)']:+.0%} for one more forward and "
+            f"{r[blocks]:+.0%} for the blocks' "
+            f"forward alone; memory: {mem}.")

@@ -5,7 +5,8 @@
 * :mod:`.tensor`: Megatron tensor parallelism: a block sharded by columns then rows, one
   all-reduce per sub-layer each way, equal to one device;
 * :mod:`.pipeline`: GPipe: layers on consecutive ranks, ``m`` micro-batches, the bubble
-  ``(p-1)/(m+p-1)``;
+  ``(p-1)/(m+p-1)``; :mod:`.schedules`: GPipe and 1F1B in one executor, activations counted;
+* :mod:`.composed`: DP × TP × PP on one grid of ranks, bytes counted per dimension;
 * :mod:`.expert`: Switch/GShard MoE: experts on different ranks, top-k routing with a capacity,
   two all-to-alls;
 * :mod:`.experiments`: configs, ``run_*`` and ``EXPERIMENTS`` (one process per rank: every GPU
@@ -28,15 +29,27 @@ from workbook.model_parallel.comm import (
     ring_allreduce_bytes,
     sync,
 )
+from workbook.model_parallel.composed import (
+    DIMS,
+    TPMLPLayer,
+    composed_worker,
+    grid_coords,
+    grid_groups,
+    predicted_comm,
+)
 from workbook.model_parallel.experiments import (
+    COMPOSED_PRESETS,
     EP_PRESETS,
     EXPERIMENTS,
     PP_PRESETS,
     TP_PRESETS,
+    ComposedConfig,
     EPConfig,
     PPConfig,
     TPConfig,
     degrees,
+    parse_layout,
+    run_composed,
     run_ep,
     run_pp,
     run_tp,
@@ -63,6 +76,15 @@ from workbook.model_parallel.pipeline import (
     replay_gpipe,
     stage_layers,
 )
+from workbook.model_parallel.schedules import (
+    SCHEDULES,
+    SavedBytes,
+    in_flight,
+    pipeline_step,
+    replay_schedule,
+    schedule_order,
+    warmup_forwards,
+)
 from workbook.model_parallel.tensor import (
     Block,
     reference_block,
@@ -76,15 +98,21 @@ from workbook.model_parallel.views import (
     bubble_curve,
     bubble_explorer,
     claims,
+    composed_caption,
     ep_summary,
     gpu_rows,
     load_imbalance,
+    plot_activations,
     plot_bubble,
     plot_drops,
     plot_routing,
+    plot_schedules,
     plot_tp_time,
     pp_summary,
+    schedule_summary,
+    schedules_caption,
     tp_summary,
+    tradeoff_table,
 )
 
 __all__ = [
@@ -98,14 +126,21 @@ __all__ = [
     "MLPLayer", "bubble_fraction", "build_pipeline_model", "gpipe_step",
     "pipeline_reference_grads", "pp_grad_check_worker", "pp_worker", "replay_gpipe",
     "stage_layers",
+    # schedules
+    "SCHEDULES", "SavedBytes", "in_flight", "pipeline_step", "replay_schedule",
+    "schedule_order", "warmup_forwards",
+    # composed
+    "DIMS", "TPMLPLayer", "composed_worker", "grid_coords", "grid_groups", "predicted_comm",
     # expert
     "ep_worker", "expected_drop_fraction", "moe_capacity", "moe_forward_ep", "moe_reference",
     "moe_weights", "route", "skew_bias",
     # experiments
-    "EP_PRESETS", "EXPERIMENTS", "PP_PRESETS", "TP_PRESETS", "EPConfig", "PPConfig", "TPConfig",
-    "degrees", "run_ep", "run_pp", "run_tp", "world_size",
+    "COMPOSED_PRESETS", "EP_PRESETS", "EXPERIMENTS", "PP_PRESETS", "TP_PRESETS",
+    "ComposedConfig", "EPConfig", "PPConfig", "TPConfig", "degrees", "parse_layout",
+    "run_composed", "run_ep", "run_pp", "run_tp", "world_size",
     # views
-    "analytic_view", "bubble_curve", "bubble_explorer", "claims", "ep_summary", "gpu_rows",
-    "load_imbalance", "plot_bubble", "plot_drops", "plot_routing", "plot_tp_time",
-    "pp_summary", "tp_summary",
+    "analytic_view", "bubble_curve", "bubble_explorer", "claims", "composed_caption",
+    "ep_summary", "gpu_rows", "load_imbalance", "plot_activations", "plot_bubble",
+    "plot_drops", "plot_routing", "plot_schedules", "plot_tp_time", "pp_summary",
+    "schedule_summary", "schedules_caption", "tp_summary", "tradeoff_table",
 ]

@@ -27,20 +27,49 @@ def ring_allreduce_bytes(payload_bytes: float, n: int) -> float:
 
 class CommLog:
     """Every collective and point-to-point call a worker makes goes through here, so the
-    communication is counted as it happens (calls and bytes), not inferred afterwards."""
+    communication is counted as it happens (calls, bytes and wall milliseconds), not inferred
+    afterwards. ``group``: the process group its all-reduces run in (None: every rank), so one
+    log per dimension of a 3D layout counts that dimension alone."""
 
-    def __init__(self) -> None:
+    def __init__(self, group=None) -> None:
         self.calls: list[tuple[str, int]] = []
+        self.times_ms: list[float] = []
         self.enabled = True
+        self.group = group
 
-    def _note(self, op: str, n_bytes: int) -> None:
+    def _note(self, op: str, n_bytes: int, ms: float = 0.0) -> None:
         if self.enabled:
             self.calls.append((op, int(n_bytes)))
+            self.times_ms.append(ms)
 
     def all_reduce(self, t: torch.Tensor, group=None) -> torch.Tensor:
-        self._note("all_reduce", t.numel() * t.element_size())
+        group = group if group is not None else self.group
+        if not self.enabled:  # timed elsewhere: no synchronisation added to the step
+            dist.all_reduce(t, group=group)
+            return t
+        t0 = _tick(t.device)
         dist.all_reduce(t, group=group)
+        self._note("all_reduce", t.numel() * t.element_size(), _tock(t0, t.device))
         return t
+
+    def exchange(self, send: list[tuple[torch.Tensor, int]],
+                 recv: list[tuple[torch.Tensor, int]]) -> None:
+        """Point-to-point: send each ``(tensor, peer)`` and fill each ``(buffer, peer)``, all
+        posted at once (``batch_isend_irecv``) and waited for, so two neighbours that send to
+        each other cannot deadlock. Counts the bytes this rank sends."""
+        if not send and not recv:
+            return
+        ops = [dist.P2POp(dist.isend, t, peer) for t, peer in send]
+        ops += [dist.P2POp(dist.irecv, t, peer) for t, peer in recv]
+        device = (send or recv)[0][0].device
+        t0 = _tick(device)
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+        ms = _tock(t0, device)
+        self._note("p2p", sum(t.numel() * t.element_size() for t, _ in send), ms)
+
+    def milliseconds(self, op: str) -> float:
+        return sum(ms for (o, _), ms in zip(self.calls, self.times_ms, strict=True) if o == op)
 
     def all_to_all(self, out: torch.Tensor, inp: torch.Tensor, out_splits: list[int],
                    in_splits: list[int]) -> None:
@@ -58,6 +87,17 @@ class CommLog:
 
     def reset(self) -> None:
         self.calls.clear()
+        self.times_ms.clear()
+
+
+def _tick(device: torch.device) -> float:
+    sync(device)
+    return time.perf_counter()
+
+
+def _tock(t0: float, device: torch.device) -> float:
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3
 
 
 # Megatron-LM's two conjugate operators (Shoeybi et al. 2019, Sec. 3): the whole of tensor

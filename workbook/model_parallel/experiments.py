@@ -12,22 +12,22 @@ import torch
 from workbook import runner
 from workbook.config import WorkbookError, check_choice, check_range
 from workbook.model_parallel.comm import DTYPES
+from workbook.model_parallel.schedules import SCHEDULES
 from workbook.registry import Experiment
 
 
 def world_size(n_ranks: int) -> tuple[int, str]:
     """(ranks, backend): every GPU present with NCCL, else ``n_ranks`` gloo CPU processes.
 
-    ``n_ranks=0`` means "all that is present" (2 on a CPU). More ranks than GPUs is an error.
+    ``n_ranks=0`` means "all that is present" (2 on a CPU). More ranks than this machine has
+    GPUs run as gloo processes on its CPU (the rows say ``backend='gloo'``): the distributed
+    logic is the same, only the device differs.
     """
     check_range("n_ranks", n_ranks, 0, 1024)
     if not float(n_ranks).is_integer():
         raise WorkbookError(f"n_ranks={n_ranks!r} must be a whole number: 0 (all) or more")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpus:
-        if n_ranks > gpus:
-            raise WorkbookError(f"n_ranks={n_ranks} but this machine has {gpus} GPUs; "
-                                f"allowed: 0 (all) or 1 to {gpus}")
+    if gpus and n_ranks <= gpus:
         return (n_ranks or gpus), "nccl"
     return (n_ranks or 2), "gloo"
 
@@ -96,6 +96,7 @@ class PPConfig:
     n_ranks: int = 0
     all_degrees: bool = True     # also p = 2, 4, ... below the world size
     grad_check: bool = True      # one run checking GPipe's gradients against one device
+    schedules: tuple[str, ...] = SCHEDULES  # GPipe and 1F1B, same p and m
 
     def __post_init__(self) -> None:
         check_range("n_layers", self.n_layers, 1, 512)
@@ -107,6 +108,10 @@ class PPConfig:
         check_range("steps", self.steps, 1, 100)
         check_choice("dtype", self.dtype, list(DTYPES))
         check_range("n_ranks", self.n_ranks, 0, 64)
+        if not self.schedules:
+            raise WorkbookError(f"schedules=() measures nothing; allowed: any of {SCHEDULES}")
+        for sched in self.schedules:
+            check_choice("schedule", sched, SCHEDULES)
 
 
 def run_pp(cfg: PPConfig, seed: int) -> pd.DataFrame:
@@ -116,7 +121,8 @@ def run_pp(cfg: PPConfig, seed: int) -> pd.DataFrame:
                             f">= {world}")
     kwargs = {"n_layers": cfg.n_layers, "d_model": cfg.d_model, "micro_batch": cfg.micro_batch,
               "seq_len": cfg.seq_len, "n_microbatches": list(cfg.n_microbatches),
-              "steps": cfg.steps, "dtype": cfg.dtype, "seed": seed}
+              "steps": cfg.steps, "dtype": cfg.dtype, "seed": seed,
+              "schedules": list(cfg.schedules)}
     ps = [p for p in degrees(world) if p > 1 or world == 1] if cfg.all_degrees else [world]
     frames = [_launch("pipeline:pp_worker", kwargs, p, backend, 300) for p in ps]
     if cfg.grad_check and backend == "gloo":
@@ -163,6 +169,62 @@ def run_ep(cfg: EPConfig, seed: int) -> pd.DataFrame:
     return _launch("expert:ep_worker", kwargs, world, backend, 300)
 
 
+def parse_layout(text: str) -> tuple[int, int, int]:
+    """``"2x2x2"`` -> (dp, tp, pp); one line naming the form otherwise."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    if len(parts) != 3 or not all(p.isdigit() and 1 <= int(p) <= 64 for p in parts):
+        raise WorkbookError(f"layout={text!r} is not allowed; allowed: 'DPxTPxPP', each 1 to "
+                            "64, e.g. '1x2x2'")
+    dp, tp, pp = (int(p) for p in parts)
+    return dp, tp, pp
+
+
+@dataclass(frozen=True)
+class ComposedConfig:
+    layouts: tuple[str, ...]     # 'DPxTPxPP', all with the same product (the world size)
+    n_layers: int
+    d_model: int
+    micro_batch: int
+    seq_len: int
+    m: int
+    schedule: str
+    dtype: str
+    steps: int = 2               # the last step is the one reported (the first connects)
+
+    def __post_init__(self) -> None:
+        if not self.layouts:
+            raise WorkbookError("layouts=() measures nothing; allowed: e.g. ('1x2x2',)")
+        worlds = {math.prod(parse_layout(t)) for t in self.layouts}
+        if len(worlds) != 1 or max(worlds) > 64:
+            raise WorkbookError(f"layouts={self.layouts} must share one world size of at most "
+                                "64 ranks; allowed: e.g. ('1x2x2', '2x1x2')")
+        check_range("n_layers", self.n_layers, 1, 256)
+        check_range("d_model", self.d_model, 8, 16384)
+        check_range("micro_batch", self.micro_batch, 1, 256)
+        check_range("seq_len", self.seq_len, 1, 16384)
+        check_range("m", self.m, 1, 256)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("dtype", self.dtype, list(DTYPES))
+        check_range("steps", self.steps, 1, 20)
+        for t in self.layouts:
+            if self.n_layers < parse_layout(t)[2]:
+                raise WorkbookError(f"n_layers={self.n_layers} cannot fill the {t} layout's "
+                                    f"stages; allowed: >= {parse_layout(t)[2]}")
+
+
+def run_composed(cfg: ComposedConfig, seed: int) -> pd.DataFrame:
+    """Every layout on ``dp·tp·pp`` ranks: NCCL where this machine has that many GPUs, else
+    gloo processes on its CPU (the rows' ``backend`` says which)."""
+    world = math.prod(parse_layout(cfg.layouts[0]))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend = "nccl" if gpus >= world else "gloo"
+    kwargs = {"layouts": [list(parse_layout(t)) for t in cfg.layouts],
+              "n_layers": cfg.n_layers, "d_model": cfg.d_model, "micro_batch": cfg.micro_batch,
+              "seq_len": cfg.seq_len, "m": cfg.m, "schedule": cfg.schedule, "dtype": cfg.dtype,
+              "seed": seed, "steps": cfg.steps}
+    return _launch("composed:composed_worker", kwargs, world, backend, 600)
+
+
 TP_PRESETS = {
     "small": TPConfig(d_model=64, n_heads=4, d_ff=256, batch=2, seq_len=16, dtype="fp32",
                       repeats=3, n_ranks=2, all_degrees=False),
@@ -190,14 +252,28 @@ EP_PRESETS = {
                      skews=(0.0, 1.0, 2.0, 4.0), dtype="bf16", repeats=5),
 }
 
+COMPOSED_PRESETS = {
+    # 4 gloo ranks: each pair of dimensions composed (a 2x2x2 grid needs 8 processes)
+    "small": ComposedConfig(layouts=("1x2x2", "2x2x1", "2x1x2"), n_layers=4, d_model=32,
+                            micro_batch=2, seq_len=8, m=4, schedule="1f1b", dtype="fp32"),
+    # 8 ranks, all three at once: NCCL on an 8-GPU machine, else 8 gloo CPU processes
+    "full": ComposedConfig(layouts=("2x2x2", "1x2x4", "2x4x1", "4x1x2"), n_layers=8,
+                           d_model=256, micro_batch=2, seq_len=128, m=8, schedule="1f1b",
+                           dtype="fp32"),
+}
+
 EXPERIMENTS = [
     Experiment(name="tensor_parallel", notebook="06_model_parallel", run=run_tp,
                summary="Megatron column/row-parallel block: equality, all-reduces, step time",
                presets=TP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=1200),
     Experiment(name="pipeline_bubble", notebook="06_model_parallel", run=run_pp,
-               summary="GPipe idle fraction per stage vs (p-1)/(m+p-1) as micro-batches vary",
+               summary="GPipe and 1F1B: idle fraction vs (p-1)/(m+p-1), activations held",
                presets=PP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=1200),
     Experiment(name="expert_parallel", notebook="06_model_parallel", run=run_ep,
                summary="MoE all-to-all: tokens per expert, imbalance, capacity drops, bytes",
                presets=EP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=900),
+    Experiment(name="parallel_3d", notebook="06_model_parallel", run=run_composed,
+               summary="DP x TP x PP on one grid: equal to one process, bytes per dimension",
+               presets=COMPOSED_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=900,
+               typical_s={"small": 20, "full": 60}),
 ]

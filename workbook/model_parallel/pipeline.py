@@ -1,6 +1,7 @@
 """Pipeline parallelism (GPipe, Huang et al. 2019): consecutive layers on consecutive ranks,
 the batch cut into ``m`` micro-batches; every stage idles for ``(p-1)/(m+p-1)`` of a step (the
 bubble). The schedule (:func:`gpipe_step`) is written out with send/recv: it is the idea.
+:func:`pp_worker` measures it beside 1F1B through the one executor of :mod:`.schedules`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from torch import nn
 
 from workbook.config import check_range
 from workbook.model_parallel.comm import DTYPES, Clock, rank_device, rank_world, sync
+from workbook.model_parallel.schedules import (
+    in_flight,
+    pipeline_step,
+    replay_schedule,
+    schedule_order,
+)
 from workbook.profiling import peak_bytes, reset_peak
 
 
@@ -149,11 +156,16 @@ def _median(values: Sequence[float]) -> float:
 
 
 def pp_worker(n_layers: int, d_model: int, micro_batch: int, seq_len: int,
-              n_microbatches: list[int], steps: int, dtype: str, seed: int) -> pd.DataFrame:
-    """One pipeline stage (this rank): idle fraction per ``m``, beside the bubble formula.
+              n_microbatches: list[int], steps: int, dtype: str, seed: int,
+              schedules: Sequence[str] = ("gpipe",)) -> pd.DataFrame:
+    """One pipeline stage (this rank): idle fraction and activations held, per schedule and
+    ``m``, beside the bubble formula and the schedule's count of micro-batches in flight.
 
     Two measured idle fractions: ``idle_fraction`` from wall clocks (CUDA events on a GPU), and
     ``idle_fraction_replay`` from each op's own duration placed by the schedule's dependencies.
+    Activations: ``peak_in_flight`` (micro-batches held), ``peak_activation_bytes`` (bytes
+    autograd saved for them, counted as saved) and on a GPU ``peak_memory_above_start``
+    (``max_memory_allocated`` over the step minus what was allocated before it).
     """
     rank, p = rank_world()
     device, dt = rank_device(), DTYPES[dtype]
@@ -163,54 +175,79 @@ def pp_worker(n_layers: int, d_model: int, micro_batch: int, seq_len: int,
     shape = (micro_batch, seq_len, d_model)
     gen = torch.Generator().manual_seed(seed + 1)
     rows = []
-    for m in n_microbatches:
+    for schedule, m in [(s, m) for m in n_microbatches for s in schedules]:
         batch = torch.randn((m, *shape), generator=gen).to(device, dt) if rank == 0 else None
-        samples, replays = [], []
+        samples, replays, above = [], [], []
         for step in range(steps + 1):  # step 0 warms up (allocator, NCCL channels)
-            reset_peak(device)
             stage.zero_grad(set_to_none=True)
+            before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+            reset_peak(device)
             try:
-                out = gpipe_step(stage, batch, m, shape, device, dt)
+                out = pipeline_step(stage, batch, m, shape, device, dt, schedule)
             except torch.OutOfMemoryError:
                 if p > 1:  # the other stages wait on this one: let the runner's timeout act
                     raise
                 break
-            replay = replay_gpipe(_gather_durations(out["durations_ms"], device))[rank]
+            every = _gather_durations(out["durations_ms"], device)  # all stages' ops
             if step:
                 samples.append(out)
-                replays.append(replay)
-        base = {"p": p, "m": m, "n_layers": n_layers, "d_model": d_model,
-                "micro_batch": micro_batch, "seq_len": seq_len, "dtype": dtype}
+                replays.append(every)
+                above.append(peak_bytes(device) - before if device.type == "cuda" else 0)
+        base = {"schedule": schedule, "p": p, "m": m, "n_layers": n_layers,
+                "d_model": d_model, "micro_batch": micro_batch, "seq_len": seq_len,
+                "dtype": dtype}
         if len(samples) < steps:  # one stage holds all m micro-batches' activations: OOM
             rows.append({**base, "metric": "idle_fraction", "value": math.nan, "unit": "",
                          "source": "measured", "status": "oom"})
             batch = None
             torch.cuda.empty_cache()
             continue
-        durs = [d for s in samples for d in s["durations_ms"]]
-        values = [
-            ("idle_fraction", _median([1 - s["busy_ms"] / s["span_ms"] for s in samples]), "",
-             "measured"),
-            ("idle_fraction", bubble_fraction(p, m), "", "predicted"),
-            ("idle_fraction_replay", _median(replays), "", "measured"),
-            ("busy_ms", _median([s["busy_ms"] for s in samples]), "ms", "measured"),
-            ("step_ms", _median([s["span_ms"] for s in samples]), "ms", "measured"),
-            ("forward_ms", _median([d for s in samples for d in s["durations_ms"][:m]]), "ms",
-             "measured"),
-            ("backward_ms", _median([d for s in samples for d in s["durations_ms"][m:]]),
-             "ms", "measured"),
-            ("op_ms_spread", (max(durs) - min(durs)) / _median(durs), "", "measured"),
-            # CPU: thread CPU time over wall time of the same ops; below 1 means the OS parked
-            # this rank mid-op (other jobs on the cores). GPU: 1 by construction.
-            ("cpu_share_of_busy", _median([sum(s["durations_ms"]) / s["busy_ms"]
-                                           for s in samples]), "", "measured"),
-            ("stage_layers", len(stage), "", "measured"),
-        ]
-        if device.type == "cuda":
-            values.append(("peak_memory", peak_bytes(device) / 2**30, "GiB", "measured"))
         rows += [{**base, "metric": k, "value": float(v), "unit": u, "source": src}
-                 for k, v, u, src in values]
+                 for k, v, u, src in _pp_values(samples, replays, p, m, rank, schedule, len(stage))]
+        if device.type == "cuda":
+            rows += [{**base, "metric": "peak_memory", "value": peak_bytes(device) / 2**30,
+                      "unit": "GiB", "source": "measured"},
+                     {**base, "metric": "peak_memory_above_start", "value": max(above) / 2**30,
+                      "unit": "GiB", "source": "measured"}]
     return pd.DataFrame(rows)
+
+
+def _pp_values(samples: list[dict], replays: list[list[list[float]]], p: int, m: int, rank: int,
+               schedule: str, n_stage_layers: int) -> list[tuple[str, float, str, str]]:
+    durs = [d for s in samples for d in s["durations_ms"]]
+    order = schedule_order(schedule, p, rank, m)
+    fwd = [d for s in samples for (k, _), d in zip(order, s["durations_ms"], strict=True)
+           if k == "F"]
+    bwd = [d for s in samples for (k, _), d in zip(order, s["durations_ms"], strict=True)
+           if k == "B"]
+    held = in_flight(order)
+    # each op's median over the steps, then one replay: one slow step (another job on the
+    # core) moves a median, not the schedule
+    typical = [[_median(col) for col in zip(*[r[s] for r in replays], strict=True)]
+               for s in range(p)]
+    one = _median([s["microbatch_activation_bytes"] for s in samples])
+    return [
+        ("idle_fraction", _median([1 - s["busy_ms"] / s["span_ms"] for s in samples]), "",
+         "measured"),
+        ("idle_fraction", bubble_fraction(p, m), "", "predicted"),
+        ("idle_fraction_replay", replay_schedule(typical, schedule)[rank], "", "measured"),
+        ("busy_ms", _median([s["busy_ms"] for s in samples]), "ms", "measured"),
+        ("step_ms", _median([s["span_ms"] for s in samples]), "ms", "measured"),
+        ("forward_ms", _median(fwd), "ms", "measured"),
+        ("backward_ms", _median(bwd), "ms", "measured"),
+        ("op_ms_spread", (max(durs) - min(durs)) / _median(durs), "", "measured"),
+        # CPU: thread CPU time over wall time of the same ops; below 1 means the OS parked
+        # this rank mid-op (other jobs on the cores). GPU: 1 by construction.
+        ("cpu_share_of_busy", _median([sum(s["durations_ms"]) / s["busy_ms"]
+                                       for s in samples]), "", "measured"),
+        ("stage_layers", n_stage_layers, "", "measured"),
+        ("peak_in_flight", max(s["peak_in_flight"] for s in samples), "", "measured"),
+        ("peak_in_flight", held, "", "predicted"),
+        ("peak_activation_bytes", max(s["peak_activation_bytes"] for s in samples), "B",
+         "measured"),
+        # the schedule's count times one micro-batch's measured bytes
+        ("peak_activation_bytes", held * one, "B", "predicted"),
+    ]
 
 
 def pipeline_reference_grads(n_layers: int, d_model: int, batch: torch.Tensor,
@@ -247,12 +284,13 @@ def _torch_gpipe_grads(stage: nn.Module, batch: torch.Tensor) -> list[torch.Tens
 
 def pp_grad_check_worker(n_layers: int, d_model: int, micro_batch: int, seq_len: int, m: int,
                          seed: int) -> pd.DataFrame:
-    """GPipe across the ranks must give one device's gradients, and PyTorch's GPipe's."""
+    """GPipe and 1F1B across the ranks must give one device's gradients, and GPipe PyTorch's
+    GPipe's."""
     rank, p = rank_world()
     model = build_pipeline_model(n_layers, d_model, seed)
     mine = list(stage_layers(n_layers, p, rank))
     stage = nn.Sequential(*[model[i] for i in mine])
-    twin = copy.deepcopy(stage)
+    twin, ofob = copy.deepcopy(stage), copy.deepcopy(stage)
     gen = torch.Generator().manual_seed(seed + 1)
     batch = torch.randn(m, micro_batch, seq_len, d_model, generator=gen)
     gpipe_step(stage, batch if rank == 0 else None, m, tuple(batch.shape[1:]),
@@ -265,7 +303,10 @@ def pp_grad_check_worker(n_layers: int, d_model: int, micro_batch: int, seq_len:
     def gap(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
         return max((float((x - y).abs().max()) for x, y in zip(a, b, strict=True)), default=0.0)
 
+    pipeline_step(ofob, batch if rank == 0 else None, m, tuple(batch.shape[1:]),
+                  torch.device("cpu"), torch.float32, "1f1b")
     rows = [("max_abs_err_grad", gap(ours, ref_mine)),
+            ("max_abs_err_grad_1f1b", gap([q.grad for q in ofob.parameters()], ref_mine)),
             ("max_abs_err_vs_torch_pipelining", gap(ours, _torch_gpipe_grads(twin, batch)))]
     return pd.DataFrame([{"p": p, "m": m, "metric": k, "value": v, "unit": "",
                           "source": "measured"} for k, v in rows])

@@ -13,7 +13,9 @@ from workbook.claims import Claim, claims_table
 from workbook.config import check_choice, check_range, takes_rows
 from workbook.model_parallel.comm import BYTES
 from workbook.model_parallel.pipeline import bubble_fraction
+from workbook.model_parallel.schedules import SCHEDULES
 from workbook.model_parallel.tensor import tp_comm_per_layer
+from workbook.results import where_label
 
 
 def analytic_view(p: int, m: int, tp: int, d_model: int, *, seq_len: int = 2048,
@@ -145,12 +147,19 @@ def bubble_explorer():
 
 
 @takes_rows
-def plot_bubble(rows: pd.DataFrame, title: str = "Pipeline idle fraction vs micro-batches"):
+def plot_bubble(rows: pd.DataFrame, title: str = "GPipe idle fraction vs micro-batches"):
     from workbook import plots
 
-    summary = pp_summary(rows)
+    rows = _with_schedule(rows)
+    summary = pp_summary(rows[rows["schedule"] == "gpipe"])
     return plots.compare(summary, "m", group=["stages", "kind"], title=title, log_x=True,
                          x_title="micro-batches m", y_title="idle fraction of a step")
+
+
+def _first_block(rows: pd.DataFrame) -> pd.DataFrame:
+    """This machine's rows where it measured any, else the first recorded device's."""
+    blocks = _blocks(rows)
+    return blocks[0][1] if blocks else rows
 
 
 def _largest_world(rows: pd.DataFrame) -> pd.DataFrame:
@@ -165,7 +174,7 @@ def plot_routing(rows: pd.DataFrame, capacity_factor: float | None = None):
     """Tokens the router sends to each expert (before capacity), one bar group per skew."""
     from workbook import plots
 
-    routed = _largest_world(rows[rows["metric"] == "routed_tokens"])
+    routed = _largest_world(_first_block(rows[rows["metric"] == "routed_tokens"]))
     cf = capacity_factor if capacity_factor is not None else routed["capacity_factor"].max()
     part = routed[routed["capacity_factor"] == cf]
     keys = [k for k in ("skew", "expert", "source", *_PROVENANCE) if k in part.columns]
@@ -180,8 +189,8 @@ def plot_routing(rows: pd.DataFrame, capacity_factor: float | None = None):
 def plot_drops(rows: pd.DataFrame):
     from workbook import plots
 
-    drops = _mean_over_ranks(_largest_world(rows[rows["metric"] == "dropped_fraction"]),
-                             ["skew", "capacity_factor", "source"])
+    drops = _first_block(rows[rows["metric"] == "dropped_fraction"])
+    drops = _mean_over_ranks(_largest_world(drops), ["skew", "capacity_factor", "source"])
     drops = drops.assign(skew="skew " + drops["skew"].astype(str))
     return plots.compare(drops, "capacity_factor", group="skew",
                          title="Dropped token->expert assignments",
@@ -199,19 +208,105 @@ def plot_tp_time(rows: pd.DataFrame):
                          "backward", x_title="tensor-parallel degree", y_title="ms")
 
 
+def _blocks(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(where, rows) per device: this machine's live rows first, then each recorded device."""
+    if rows is None or rows.empty:
+        return []
+    keys = [k for k in ("device", "n_gpus") if k in rows.columns]
+    if not keys:
+        return [(where_label(rows), rows)]
+    parts = [part for _, part in rows.groupby(keys, sort=False, dropna=False)]
+    parts.sort(key=lambda part: not (part["source"] == "measured").any())
+    return [(where_label(part), part) for part in parts]
+
+
+def _pick(rows: pd.DataFrame, metric: str, source: str = "measured", how: str = "mean",
+          **where_) -> float:
+    sel = (rows["metric"] == metric) & rows["source"].isin(
+        [source] if source == "predicted" else ["measured", "recorded"])
+    for k, v in where_.items():
+        if k not in rows.columns:
+            return math.nan
+        sel &= rows[k] == v
+    vals = rows.loc[sel, "value"]
+    return float(getattr(vals, how)()) if len(vals) else math.nan
+
+
+def _with_schedule(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows recorded before 1F1B existed were GPipe's."""
+    sched = rows["schedule"] if "schedule" in rows.columns else pd.Series("gpipe", rows.index)
+    return rows.assign(schedule=sched.fillna("gpipe"))
+
+
+def _pp_claims(pp: pd.DataFrame, where: str) -> list[Claim]:
+    pp = _with_schedule(pp)
+    p, m = int(pp["p"].max()), int(pp["m"].max())
+    out = []
+    for sched in ("gpipe", "1f1b"):
+        if not (pp["schedule"] == sched).any():
+            continue
+        name = "GPipe" if sched == "gpipe" else "1F1B"
+        # idle shares of a step: 2 points of idle time is agreement (p = 1 predicts exactly 0)
+        out.append(Claim(f"{name} bubble (p={p}, m={m}), op-duration replay", "GPipe paper",
+                         bubble_fraction(p, m), _pick(pp, "idle_fraction_replay", p=p, m=m,
+                                                      schedule=sched),
+                         "", where, rel_tol=0.25, abs_tol=0.02))
+        if sched == "gpipe":
+            out.append(Claim(f"GPipe bubble (p={p}, m={m}), wall clock", "GPipe paper",
+                             bubble_fraction(p, m), _pick(pp, "idle_fraction", p=p, m=m,
+                                                          schedule=sched),
+                             "", where, rel_tol=0.25, abs_tol=0.02))
+    if not {"gpipe", "1f1b"} <= set(pp["schedule"]):
+        return out
+    idle = {s: _pick(pp, "idle_fraction_replay", p=p, m=m, schedule=s) for s in SCHEDULES}
+    stage0 = pp[pp["rank"] == 0] if "rank" in pp.columns else pp
+    ratio = (_pick(stage0, "peak_activation_bytes", p=p, m=m, schedule="1f1b")
+             / _pick(stage0, "peak_activation_bytes", p=p, m=m, schedule="gpipe"))
+    return out + [
+        # predicted: GPipe's idle share measured in the same run; 3 points of a step (or a
+        # quarter of it) is the noise of op durations on a shared CPU
+        Claim(f"1F1B has GPipe's bubble (p={p}, m={m}): predicted = GPipe's measured idle",
+              "Narayanan et al. 2021 (PipeDream-flush)", idle["gpipe"], idle["1f1b"], "", where,
+              rel_tol=0.25, abs_tol=0.03),
+        Claim(f"GPipe holds all m={m} micro-batches' activations (p={p})", "GPipe paper",
+              m, _pick(pp, "peak_in_flight", how="max", p=p, m=m, schedule="gpipe"),
+              "micro-batches", where, rel_tol=0),
+        Claim(f"1F1B holds at most p={p} micro-batches' activations (m={m})",
+              "Narayanan et al. 2021", p, _pick(pp, "peak_in_flight", how="max", p=p, m=m,
+                                                schedule="1f1b"),
+              "micro-batches", where, kind="at_most"),
+        Claim(f"stage 0 activation bytes, 1F1B / GPipe = min(p, m)/m (p={p}, m={m})",
+              "Narayanan et al. 2021", min(p, m) / m, ratio, "", where)]
+
+
+def _composed_claims(d3: pd.DataFrame, where: str) -> list[Claim]:
+    sizes = d3[["dp", "tp", "pp"]].drop_duplicates()
+    full = sizes[(sizes > 1).sum(axis=1) == (sizes > 1).sum(axis=1).max()].iloc[0]
+    layout = f"dp{int(full.dp)}·tp{int(full.tp)}·pp{int(full.pp)}"
+    part = d3[d3["layout"] == layout]
+    # float32 rounding of a sum in another order: 1e-4 is far above it and far below a bug
+    out = [Claim(f"{layout} gradients equal one process (max |Δ|)", "Megatron-LM 3D", 0.0,
+                 _pick(part, "max_abs_err_grad", how="max"), "", where, abs_tol=1e-4),
+           Claim(f"{layout} loss equals one process (|Δ|)", "Megatron-LM 3D", 0.0,
+                 _pick(part, "abs_err_loss", how="max"), "", where, abs_tol=1e-4)]
+    for dim in ("tp", "pp", "dp"):
+        with_dim = d3[d3[dim] > 1]
+        if with_dim.empty:
+            continue
+        lay = with_dim["layout"].iloc[0]
+        one = d3[d3["layout"] == lay]
+        out.append(Claim(f"{dim.upper()} bytes sent per step, all ranks ({lay})",
+                         "count from the layout", _pick(one, "bytes_sent", "predicted", "sum",
+                                                        dim=dim),
+                         _pick(one, "bytes_sent", how="sum", dim=dim), "B", where, rel_tol=0))
+    return out
+
+
 @takes_rows
 def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame,
-           where: str = "") -> pd.DataFrame:
-    """The lecture's and the papers' claims, checked against the rows given (``where``: the
-    rows' provenance, shown in each row)."""
-    def pick(rows: pd.DataFrame, metric: str, source: str = "measured", **where_) -> float:
-        sel = (rows["metric"] == metric) & rows["source"].isin(
-            [source] if source == "predicted" else ["measured", "recorded"])
-        for k, v in where_.items():
-            sel &= rows[k] == v
-        vals = rows.loc[sel, "value"]
-        return float(vals.mean()) if len(vals) else math.nan
-
+           d3: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The lecture's and the papers' claims, checked against the rows given: one block per
+    device, this machine's live rows first, each row saying where its numbers come from."""
     def within_rounding(err: float, rows: pd.DataFrame) -> float:
         """1.0 if ``err`` is float rounding for the rows' dtype, else 0.0 (NaN: not run)."""
         if math.isnan(err):
@@ -219,33 +314,210 @@ def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame,
         low = "dtype" in rows and set(rows["dtype"].dropna()) & {"bf16", "fp16"}
         return float(err <= (0.1 if low else 1e-4))
 
-    tp_max = int(tp["tp"].max()) if "tp" in tp and len(tp) else 1
-    out = [Claim("TP output equals one device (1 = within float rounding)", "Megatron-LM",
-                 1.0, within_rounding(pick(tp, "max_abs_err_output", tp=tp_max), tp), "",
-                 where, rel_tol=0),
-           Claim(f"TP all-reduces per block per step (tp={tp_max})", "Megatron-LM §3",
-                 pick(tp, "allreduce_calls", "predicted", tp=tp_max),
-                 pick(tp, "allreduce_calls", tp=tp_max), "", where, rel_tol=0)]
-    if "p" in pp and len(pp):
-        p, m = int(pp["p"].max()), int(pp["m"].max())
-        # idle shares of a step: 2 points of idle time is agreement (p = 1 predicts exactly 0)
-        out.append(Claim(f"GPipe bubble (p={p}, m={m}), op-duration replay", "GPipe paper",
-                         bubble_fraction(p, m), pick(pp, "idle_fraction_replay", p=p, m=m),
-                         "", where, rel_tol=0.25, abs_tol=0.02))
-        out.append(Claim(f"GPipe bubble (p={p}, m={m}), wall clock", "GPipe paper",
-                         bubble_fraction(p, m), pick(pp, "idle_fraction", p=p, m=m), "",
-                         where, rel_tol=0.25, abs_tol=0.02))
-    if "skew" in ep and len(ep):
-        ep = _largest_world(ep)
-        cfs = sorted(set(ep["capacity_factor"].dropna()))
+    out = []
+    for where, part in _blocks(tp):
+        tp_max = int(part["tp"].max())
+        out += [Claim("TP output equals one device (1 = within float rounding)", "Megatron-LM",
+                      1.0, within_rounding(_pick(part, "max_abs_err_output", tp=tp_max), part),
+                      "", where, rel_tol=0),
+                Claim(f"TP all-reduces per block per step (tp={tp_max})", "Megatron-LM §3",
+                      _pick(part, "allreduce_calls", "predicted", tp=tp_max),
+                      _pick(part, "allreduce_calls", tp=tp_max), "", where, rel_tol=0)]
+    for where, part in _blocks(pp):
+        out += _pp_claims(part, where)
+    for where, part in _blocks(ep):
+        part = _largest_world(part)
+        cfs = sorted(set(part["capacity_factor"].dropna()))
         cf = 1.25 if 1.25 in cfs else cfs[-1]
         # shares of assignments: within 0.001 of the prediction (1e-8 vs 0) is agreement
         out.append(Claim(f"MoE dropped share at capacity factor {cf} (unbiased router)",
-                         "Switch Transformer", pick(ep, "dropped_fraction", "predicted",
-                                                    skew=0.0, capacity_factor=cf),
-                         pick(ep, "dropped_fraction", skew=0.0, capacity_factor=cf),
+                         "Switch Transformer", _pick(part, "dropped_fraction", "predicted",
+                                                     skew=0.0, capacity_factor=cf),
+                         _pick(part, "dropped_fraction", skew=0.0, capacity_factor=cf),
                          "", where, rel_tol=0.5, abs_tol=0.001))
         out.append(Claim("EP output equals one device (1 = within float rounding)",
-                         "GShard", 1.0, within_rounding(pick(ep, "max_abs_err_vs_one_device"),
-                                                        ep), "", where, rel_tol=0))
+                         "GShard", 1.0, within_rounding(_pick(part, "max_abs_err_vs_one_device"),
+                                                        part), "", where, rel_tol=0))
+    for where, part in _blocks(d3 if d3 is not None else pd.DataFrame()):
+        out += _composed_claims(part, where)
     return claims_table(out)
+
+
+def _curve_label(rows: pd.DataFrame) -> pd.Series:
+    """'here' for this machine's rows, else the recorded device: one trace per source."""
+    if "device" not in rows.columns or "source" not in rows.columns:
+        return pd.Series("here", rows.index)
+    measured_here = set(rows.loc[rows["source"] == "measured", "device"].dropna())
+    return rows["device"].map(lambda d: "here" if d in measured_here or pd.isna(d)
+                              else f"{d}").astype(str)
+
+
+@takes_rows
+def schedule_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (where, p, schedule, m): idle share (op-duration replay, rank mean) beside the
+    formula; micro-batches held (most over the stages) and stage 0's activation MiB, measured
+    beside the schedule's count (and, on a GPU, the allocator's peak above the step's start)."""
+    pp = _with_schedule(rows[rows["status"] == "ok"] if "status" in rows.columns else rows)
+    pp = pp.assign(where=_curve_label(pp), src=pp["source"].where(
+        pp["source"] == "predicted", "measured"))
+    keys = ["where", "p", "schedule", "m"]
+
+    def agg(metric: str, src: str, how: str, stage0: bool = False) -> pd.Series:
+        part = pp[(pp["metric"] == metric) & (pp["src"] == src)]
+        if stage0 and "rank" in part.columns:
+            part = part[part["rank"] == 0]
+        return part.groupby(keys)["value"].agg(how)
+
+    cols = {"idle_measured": agg("idle_fraction_replay", "measured", "mean"),
+            "idle_formula": agg("idle_fraction", "predicted", "mean"),
+            "held_measured": agg("peak_in_flight", "measured", "max"),
+            "held_predicted": agg("peak_in_flight", "predicted", "max"),
+            "stage0_MiB_measured": agg("peak_activation_bytes", "measured", "mean", True) / 2**20,
+            "stage0_MiB_predicted": agg("peak_activation_bytes", "predicted", "mean",
+                                        True) / 2**20,
+            "stage0_alloc_GiB_measured": agg("peak_memory_above_start", "measured", "mean",
+                                             True)}
+    cols = {k: v for k, v in cols.items() if len(v)}
+    if not cols:
+        return pd.DataFrame(columns=keys)
+    return pd.DataFrame(cols).reset_index()
+
+
+def _main_p(rows: pd.DataFrame) -> int:
+    """The largest p measured here (else recorded): the figures' stage count."""
+    if rows.empty:
+        return 0
+    here = rows[rows["source"] == "measured"] if "source" in rows.columns else rows
+    return int((here if len(here) else rows)["p"].max())
+
+
+@takes_rows
+def plot_schedules(rows: pd.DataFrame):
+    """Idle share vs m, GPipe beside 1F1B at the largest p (replay of measured op durations,
+    and the formula both share); other devices as labelled references."""
+    from workbook import plots
+
+    pp = _with_schedule(rows)
+    pp = pp[pp["metric"].isin(["idle_fraction_replay", "idle_fraction"])]
+    pp = pp[(pp["metric"] == "idle_fraction_replay") | (pp["source"] == "predicted")]
+    p = _main_p(pp)
+    pp = pp[pp["p"] == p].assign(where=_curve_label(pp[pp["p"] == p]))
+    first = "here" if (pp["where"] == "here").any() else pp["where"].min()
+    formula = pp[(pp["source"] == "predicted") & (pp["where"] == first)]
+    pp = pd.concat([pp[pp["source"] != "predicted"].assign(
+        curve=lambda t: t["schedule"] + " · " + t["where"]),
+        formula.assign(curve="(p-1)/(m+p-1)")])
+    summary = _mean_over_ranks(pp, ["curve", "p", "m", "source"])
+    return plots.compare(summary, "m", group="curve", log_x=True,
+                         title=f"GPipe and 1F1B idle share, p={p}",
+                         x_title="micro-batches m", y_title="idle fraction of a step")
+
+
+@takes_rows
+def plot_activations(rows: pd.DataFrame):
+    """Stage 0's activation memory vs m: GPipe grows with m, 1F1B stops at p micro-batches."""
+    from workbook import plots
+
+    pp = _with_schedule(rows)
+    pp = pp[pp["metric"] == "peak_activation_bytes"]
+    pp = pp[pp["rank"] == 0] if "rank" in pp.columns else pp
+    p = _main_p(pp)
+    pp = pp[pp["p"] == p]
+    pp = pp.assign(value=pp["value"] / 2**20, unit="MiB",
+                   curve=pp["schedule"] + " · " + _curve_label(pp))
+    summary = _mean_over_ranks(pp, ["curve", "p", "m", "source"])
+    return plots.compare(summary, "m", group="curve", log_x=True,
+                         title=f"Activations held by stage 0, p={p}",
+                         x_title="micro-batches m", y_title="peak activation MiB")
+
+
+_WHAT = {"dp": ("DP", "gradients (all-reduce)", "once per step (one bucket)",
+                "a whole copy of its stage's shard"),
+         "tp": ("TP", "activations (all-reduce, f and g)", "2 per layer per micro-batch",
+                "1/tp of each weight matrix"),
+         "pp": ("PP", "activations forward, gradients back (send/recv)",
+                "1 per micro-batch per neighbour", "its stage's layers")}
+
+
+@takes_rows
+def tradeoff_table(d3: pd.DataFrame, ep: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The lecture's TP/PP/EP comparison with numbers: per dimension of the 3D run (the layout
+    using it, rank mean), messages, bytes sent and milliseconds per step, weights and
+    activations per rank, predicted beside measured; EP from the MoE layer's forward."""
+    out = []
+    ok = d3[d3["status"] == "ok"] if "status" in d3.columns else d3
+    for dim, (name, what, often, holds) in _WHAT.items():
+        use = ok[ok[dim] > 1] if dim in ok.columns else ok.iloc[0:0]
+        if use.empty:
+            continue
+        full = use[(use[["dp", "tp", "pp"]] > 1).sum(axis=1)
+                   == (use[["dp", "tp", "pp"]] > 1).sum(axis=1).max()]
+        part = full[full["layout"] == full["layout"].iloc[0]]
+
+        def get(metric: str, source: str = "measured", by_dim: bool = True, part=part,
+                dim=dim) -> float:
+            return _pick(part, metric, source, **({"dim": dim} if by_dim else {}))
+
+        out.append({"parallelism": name, "layout": part["layout"].iloc[0],
+                    "where": where_label(part), "communicates": what, "how often": often,
+                    "messages predicted": get("calls", "predicted"),
+                    "messages measured": get("calls"),
+                    "bytes sent predicted": get("bytes_sent", "predicted"),
+                    "bytes sent measured": get("bytes_sent"),
+                    "comm ms measured": get("comm_ms"), "each rank holds": holds,
+                    "weights per rank predicted": get("param_elements", "predicted", False),
+                    "weights per rank measured": get("param_elements", by_dim=False),
+                    "activation B predicted": get("peak_activation_bytes", "predicted", False),
+                    "activation B measured": get("peak_activation_bytes", by_dim=False)})
+    if ep is not None and not ep.empty and "skew" in ep.columns:
+        part = _largest_world(ep)
+        part = part[(part["skew"] == 0.0)
+                    & (part["capacity_factor"] == part["capacity_factor"].max())]
+        out.append({"parallelism": "EP", "layout": f"ep{int(part['world'].max())}",
+                    "where": where_label(part), "communicates": "tokens (all-to-all)",
+                    "how often": "2 per MoE layer forward",
+                    "messages predicted": 2.0, "messages measured": _pick(part, "alltoall_calls"),
+                    "bytes sent predicted": _pick(part, "alltoall_bytes_if_uniform",
+                                                  "predicted"),
+                    "bytes sent measured": _pick(part, "alltoall_bytes"),
+                    "comm ms measured": math.nan, "each rank holds": "E/world of the experts"})
+    return pd.DataFrame(out)
+
+
+@takes_rows
+def schedules_caption(rows: pd.DataFrame) -> str:
+    """The 1F1B paragraph's numbers, read from the rows (Markdown)."""
+    table = schedule_summary(rows)
+    if table.empty or "held_measured" not in table.columns:
+        return "*No GPipe/1F1B rows to compare yet.*"
+    here = table[table["where"] == ("here" if (table["where"] == "here").any()
+                                    else table["where"].iloc[0])]
+    here = here[here["p"] == here["p"].max()]
+    m = int(here["m"].max())
+    row = here[here["m"] == m].set_index("schedule")
+    if not {"gpipe", "1f1b"} <= set(row.index):
+        return "*No GPipe/1F1B rows to compare yet.*"
+    where = _blocks(rows)[0][0]
+    return (f"*{where}:* at p={int(here['p'].max())} stages and m={m} micro-batches, GPipe "
+            f"idled {row.loc['gpipe', 'idle_measured']:.1%} of a step and 1F1B "
+            f"{row.loc['1f1b', 'idle_measured']:.1%} (formula "
+            f"{row.loc['gpipe', 'idle_formula']:.1%}); GPipe held "
+            f"{row.loc['gpipe', 'held_measured']:.0f} micro-batches' activations "
+            f"({row.loc['gpipe', 'stage0_MiB_measured']:.1f} MiB on stage 0), 1F1B "
+            f"{row.loc['1f1b', 'held_measured']:.0f} "
+            f"({row.loc['1f1b', 'stage0_MiB_measured']:.1f} MiB).")
+
+
+@takes_rows
+def composed_caption(d3: pd.DataFrame) -> str:
+    """The 3D paragraph's numbers, read from the rows (Markdown)."""
+    blocks = _blocks(d3)
+    if not blocks:
+        return "*No DP × TP × PP rows yet.*"
+    where, part = blocks[0]
+    layouts = ", ".join(dict.fromkeys(part["layout"]))
+    backend = ", ".join(sorted(set(part["backend"].dropna()))) if "backend" in part else ""
+    return (f"*{where}, {int(part['world'].max()) if 'world' in part else '?'} {backend} "
+            f"ranks:* layouts {layouts}; largest gradient difference from one process "
+            f"{_pick(part, 'max_abs_err_grad', how='max'):.1e}, loss "
+            f"{_pick(part, 'abs_err_loss', how='max'):.1e}.")

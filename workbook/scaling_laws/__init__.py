@@ -5,9 +5,11 @@ Three layers, kept apart:
 * :mod:`~workbook.scaling_laws.laws` - **published laws** (pure formulas, what the sliders
   drive): Chinchilla, its replication, Kaplan, 20 tokens per parameter, notable models;
 * :mod:`~workbook.scaling_laws.fits` - **fits** of our own runs: IsoFLOP parabolas, the
-  exponents a and b with a bootstrap interval, the parametric fit;
+  exponents a and b and the tokens per parameter with a bootstrap interval, the parametric
+  fit, and a step-time model that predicts a sweep's duration from recorded timings;
 * :mod:`~workbook.scaling_laws.experiments` - **the IsoFLOP sweep** (measurement,
-  ``EXPERIMENTS``), each point trained with :func:`workbook.training.train`;
+  ``EXPERIMENTS``), each point trained with :func:`workbook.training.train` with Porian et
+  al.'s per-size recipe, FLOPs counted by :func:`workbook.flops.flops_per_token`;
 * :mod:`~workbook.scaling_laws.views` - figures, explorers, the fit summary and claims.
 """
 
@@ -18,18 +20,22 @@ from workbook.scaling_laws.experiments import (
     IsoFlopConfig,
     eval_windows,
     evaluate_windows,
-    flops_per_token,
     model_config,
     plan_sweep,
+    point_flops_per_token,
+    point_settings,
+    predicted_seconds,
     record_checkpoint,
     run_isoflop,
     train_point,
 )
 from workbook.scaling_laws.fits import (
     ExponentFit,
+    StepTime,
     fit_exponents,
     fit_parametric,
     fit_power_law,
+    fit_step_time,
     isoflop_minima,
     ok_points,
     parabola_minimum,
@@ -53,24 +59,28 @@ from workbook.scaling_laws.laws import (
 )
 from workbook.scaling_laws.views import (
     allocation_explorer,
+    caption,
     claims,
     fit_summary,
     frontier_figure,
     isoflop_figure,
     overtraining_explorer,
     published_laws,
+    sweeps,
+    time_table,
 )
 
 __all__ = [
     "EXPERIMENTS", "ISOFLOP_PRESETS", "LADDER", "IsoFlopConfig", "eval_windows",
-    "evaluate_windows", "flops_per_token", "model_config", "plan_sweep", "record_checkpoint",
-    "run_isoflop", "train_point",
-    "ExponentFit", "fit_exponents", "fit_parametric", "fit_power_law", "isoflop_minima",
-    "ok_points", "parabola_minimum",
+    "evaluate_windows", "model_config", "plan_sweep", "point_flops_per_token",
+    "point_settings", "predicted_seconds", "record_checkpoint", "run_isoflop", "train_point",
+    "ExponentFit", "StepTime", "fit_exponents", "fit_parametric", "fit_power_law",
+    "fit_step_time", "isoflop_minima", "ok_points", "parabola_minimum",
     "CHINCHILLA", "CHINCHILLA_EXPONENTS", "CHINCHILLA_REPLICATION", "KAPLAN", "LAWS",
     "NOTABLE_MODELS", "TOKENS_PER_PARAM", "ParametricLaw", "allocation", "kaplan_loss",
     "kaplan_optimal", "law_optimal", "overtraining_costs", "placement",
     "rule_of_thumb_optimal",
-    "allocation_explorer", "claims", "fit_summary", "frontier_figure", "isoflop_figure",
-    "overtraining_explorer", "published_laws",
+    "allocation_explorer", "caption", "claims", "fit_summary", "frontier_figure", "isoflop_figure",
+    "overtraining_explorer", "published_laws", "sweeps",
+    "time_table",
 ]

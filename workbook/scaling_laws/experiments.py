@@ -2,15 +2,21 @@
 models of several sizes are trained to exactly that budget (D = C / FLOPs-per-token) and scored
 on held-out text.
 
-FLOPs per token are 6·N + 6·n_layers·seq_len·d_model (causal attention). N is the *total*
-parameter count of a model with tied embeddings: the tied output matrix is the one matmul the
-embedding takes part in (the input lookup is a gather, no FLOPs), so total N is, norms aside,
-exactly the number of parameters that do 6 FLOPs per token. Chinchilla also counts total N;
-Kaplan counts non-embedding N, which at small scale changes the fitted exponent (Pearce & Song
-2024), so the sweep records both.
+FLOPs per token are the workbook's one count, :func:`workbook.flops.flops_per_token` with
+``causal=True``: 6 per matmul parameter (the blocks and the output layer, whose vocab × d_model
+matmul is a large share of a small model's work; the input lookup is free) plus attention's two
+sequence-length matmuls. N is reported twice: the *total* parameter count (Chinchilla's) and
+the *non-embedding* count (Kaplan's), which at small scale changes the fitted exponent
+(Pearce & Song 2024).
 
-Each point trains with :func:`workbook.training.train` (AdamW, warm-up and cosine decay, bf16
-autocast on a GPU, clipping at 1), with batches drawn on the device and no host sync per step.
+The recipe follows Porian et al. 2024, who traced Kaplan's steep exponent to the way small runs
+were set up: every point takes about ``target_steps`` optimizer steps (the batch is set per
+point; a fixed batch would give the largest model of a budget only a few hundred steps), its
+warm-up lasts as many tokens as the model has parameters, its peak learning rate falls with
+size, and AdamW's β2 is 0.99 at small batches (0.95, the large-model default, below that
+averages too few steps' gradients). Each point trains with :func:`workbook.training.train`
+(warm-up and cosine decay to the end of *its* run, bf16 autocast on a GPU, clipping at 1), with
+batches drawn on the device and no host sync per step; all points run in one process.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import pandas as pd
 import torch
 
 from workbook import results, training
-from workbook.config import ProjectPath, WorkbookError, check_choice, check_range
+from workbook.config import ProjectPath, WorkbookError, check_choice, check_range, takes_rows
 from workbook.data import CORPORA, corpus_token_ids
-from workbook.flops import attention_flops_per_token
+from workbook.flops import flops_per_token
 from workbook.hardware import torch_device
 from workbook.model import ModelConfig, build_model, count_params
 from workbook.registry import Experiment
+from workbook.scaling_laws.fits import StepTime, fit_step_time
 from workbook.scaling_laws.laws import TOKENS_PER_PARAM
 
 LADDER: tuple[tuple[int, int, int], ...] = (
@@ -41,31 +48,42 @@ LADDER: tuple[tuple[int, int, int], ...] = (
     (192, 6, 6), (224, 6, 7), (256, 6, 8), (256, 8, 8), (320, 8, 10), (384, 8, 12),
 )
 
-def flops_per_token(cfg: ModelConfig) -> float:
-    """Training FLOPs per token of one sweep model: 6·N (every weight: one multiply-add forward,
-    two backward; N = :func:`workbook.model.count_params`, total, tied embeddings once) plus
-    attention (:func:`workbook.flops.attention_flops_per_token`): QKᵀ and the weighted sum cost
-    2·seq·d_model each per layer and token forward; the causal mask makes half of that
-    unnecessary (FlashAttention skips it), leaving 6·seq·d_model per layer for training."""
-    return 6.0 * count_params(cfg) + attention_flops_per_token(cfg.n_layers, cfg.seq_len,
-                                                               cfg.d_model, causal=True)
+
+def point_flops_per_token(cfg: ModelConfig) -> float:
+    """Training FLOPs per token of one sweep model: the sum of the parts of
+    :func:`workbook.flops.flops_per_token` (dense 6·N incl. the output layer, causal attention)."""
+    return float(sum(flops_per_token(cfg, causal=True).values()))
 
 
 @dataclass(frozen=True)
 class IsoFlopConfig:
     """An IsoFLOP sweep: for each budget, ``sizes_per_budget`` neighbouring ladder shapes
-    centred where D/N ≈ ``center_tokens_per_param``, each trained for exactly that budget."""
+    centred where D/N ≈ ``center_tokens_per_param``, each trained for exactly that budget in
+    about ``target_steps`` steps (the batch is chosen per point, within ``min_batch`` and
+    ``max_batch`` sequences).
+
+    Per-size optimizer settings (Porian et al. 2024): peak lr = ``lr`` · (N / 1e6)^-``lr_exponent``
+    (at most ``lr_max``); warm-up of ``warmup_tokens_per_param`` · N tokens (at most a quarter of
+    the run); AdamW β2 = ``beta2_small_batch`` below ``small_batch_tokens`` tokens per step,
+    else ``beta2``."""
 
     budgets: tuple[float, ...]
     sizes_per_budget: int
     corpus: str
     vocab_size: int
     seq_len: int
-    target_steps: int          # batch size is picked so each run takes about this many steps
+    target_steps: int          # the batch is picked so each run takes about this many steps
     min_steps: int             # fewer steps than this: the budget is too small for the size
     max_batch: int
-    lr: float                  # peak lr at d_model 128; scaled by sqrt(128 / d_model)
+    lr: float                  # peak lr of a 1M-parameter model (total N)
     eval_tokens: int
+    min_batch: int = 4
+    lr_exponent: float = 1 / 3
+    lr_max: float = 0.01
+    warmup_tokens_per_param: float = 1.0
+    beta2: float = 0.95
+    beta2_small_batch: float = 0.99
+    small_batch_tokens: int = 131_072
     center_tokens_per_param: float = TOKENS_PER_PARAM
     ladder: tuple[tuple[int, int, int], ...] = LADDER
     time_limit_s: float = 540.0
@@ -92,7 +110,14 @@ class IsoFlopConfig:
         check_range("target_steps", self.target_steps, 10, 100_000)
         check_range("min_steps", self.min_steps, 1, self.target_steps)
         check_range("max_batch", self.max_batch, 1, 4096)
+        check_range("min_batch", self.min_batch, 1, self.max_batch)
         check_range("lr", self.lr, 1e-5, 0.1)
+        check_range("lr_exponent", self.lr_exponent, 0.0, 1.0)
+        check_range("lr_max", self.lr_max, 1e-5, 0.1)
+        check_range("warmup_tokens_per_param", self.warmup_tokens_per_param, 0.0, 100.0)
+        check_range("beta2", self.beta2, 0.5, 0.9999)
+        check_range("beta2_small_batch", self.beta2_small_batch, 0.5, 0.9999)
+        check_range("small_batch_tokens", self.small_batch_tokens, 0, 10**9)
         check_range("eval_tokens", self.eval_tokens, self.seq_len, 10_000_000)
         check_range("center_tokens_per_param", self.center_tokens_per_param, 0.1, 10_000)
         check_range("time_limit_s", self.time_limit_s, 1, 86_400)
@@ -100,16 +125,21 @@ class IsoFlopConfig:
 
 
 ISOFLOP_PRESETS = {
-    # CPU, ~20 s on 2 idle cores: 2 budgets x 3 sizes of 12k-50k-parameter models on the
-    # docstring corpus; a live demonstration of the method, too small to fit exponents on.
+    # CPU, seconds: 2 budgets x 3 sizes of 12k-50k-parameter models on the docstring corpus;
+    # a live demonstration of the method (every code path of the full one), too small to fit
+    # exponents on. Its β2 switch sits at 8192 tokens, so both β2 occur; the smaller sizes hit
+    # max_batch and take more steps than the target.
     "small": IsoFlopConfig(budgets=(3e10, 1e11), sizes_per_budget=3, corpus="docstrings",
                            vocab_size=512, seq_len=64, target_steps=30, min_steps=10,
-                           max_batch=128, lr=4e-3, eval_tokens=8192, time_limit_s=120),
-    # One GPU, a few minutes: 5 budgets x 7 sizes, 0.05M-3M parameters, stdlib source code.
-    "full": IsoFlopConfig(budgets=(3e12, 1e13, 3e13, 1e14, 3e14), sizes_per_budget=7,
+                           max_batch=128, min_batch=8, lr=2e-3, eval_tokens=8192,
+                           small_batch_tokens=8192, time_limit_s=120),
+    # One GPU, ≤ 10 minutes: 6 budgets x 7 sizes, 0.04M-2M parameters, stdlib source code,
+    # every point ~1000 steps. plan_sweep(..., step_time=fit_step_time(recorded rows)) predicts
+    # its time from the ledger's timings.
+    "full": IsoFlopConfig(budgets=(2e12, 5e12, 1.25e13, 3.1e13, 7.8e13, 2e14), sizes_per_budget=7,
                           corpus="stdlib_source", vocab_size=2048, seq_len=256,
-                          target_steps=400, min_steps=100, max_batch=256, lr=3e-3,
-                          eval_tokens=262_144, time_limit_s=540),
+                          target_steps=1000, min_steps=400, max_batch=512, min_batch=4,
+                          lr=3e-3, eval_tokens=262_144, time_limit_s=540),
 }
 
 
@@ -120,53 +150,76 @@ def model_config(shape: tuple[int, int, int], cfg: IsoFlopConfig) -> ModelConfig
                        n_heads=n_heads, seq_len=cfg.seq_len, tie_embeddings=True)
 
 
-def _pow2_floor(x: float) -> int:
-    return 1 << max(0, int(math.floor(math.log2(max(x, 1.0)))))
+def point_settings(n_params: float, n_tokens: float, cfg: IsoFlopConfig) -> dict:
+    """The per-point recipe: batch (sequences), steps, peak lr, warm-up steps and AdamW β2 for a
+    model of ``n_params`` parameters trained on ``n_tokens`` tokens (Porian et al. 2024)."""
+    check_range("n_params", n_params, 1, 1e13)
+    check_range("n_tokens", n_tokens, 1, 1e16)
+    batch = int(min(cfg.max_batch, max(cfg.min_batch, round(
+        n_tokens / (cfg.seq_len * cfg.target_steps)))))
+    steps = int(round(n_tokens / (batch * cfg.seq_len)))
+    lr = min(cfg.lr_max, cfg.lr * (n_params / 1e6) ** -cfg.lr_exponent)
+    warmup = int(math.ceil(cfg.warmup_tokens_per_param * n_params / (batch * cfg.seq_len)))
+    small = batch * cfg.seq_len < cfg.small_batch_tokens
+    return {"batch_size": batch, "steps": steps, "lr": round(lr, 6),
+            "warmup": max(1, min(warmup, steps // 4)),
+            "beta2": cfg.beta2_small_batch if small else cfg.beta2}
 
 
-def plan_sweep(cfg: IsoFlopConfig, n_train_tokens: int | None = None) -> pd.DataFrame:
-    """Every (budget, shape) point: N, D, steps, batch, lr, and ``status`` ``planned`` or
-    ``skipped`` with the reason (a budget too small for a size is a row, not an error)."""
+def plan_sweep(cfg: IsoFlopConfig, n_train_tokens: int | None = None,
+               step_time: StepTime | None = None) -> pd.DataFrame:
+    """Every (budget, shape) point: N, D, steps, batch, lr, warm-up, β2, and ``status``
+    ``planned`` or ``skipped`` with the reason (a budget too small for a size is a row, not an
+    error). With ``step_time`` (:func:`fit_step_time` of recorded rows) each point also gets
+    ``predicted_s``, its training time on the device those rows came from."""
     if n_train_tokens is not None:
         check_range("n_train_tokens", n_train_tokens, 1, 10**13)
 
     shapes = [model_config(s, cfg) for s in cfg.ladder]
     n_of = [count_params(m) for m in shapes]
-    fpt_of = [flops_per_token(m) for m in shapes]
+    fpt_of = [point_flops_per_token(m) for m in shapes]
     rows = []
     for budget in sorted(cfg.budgets):
         # Centre: the ladder shape whose tokens/param at this budget is nearest the target.
         ratio = [budget / f / n for n, f in zip(n_of, fpt_of, strict=True)]
         centre = int(np.argmin([abs(math.log(r / cfg.center_tokens_per_param)) for r in ratio]))
         lo = min(max(0, centre - cfg.sizes_per_budget // 2), len(shapes) - cfg.sizes_per_budget)
-        # One batch size per budget (set by the centre size), so the sizes of one IsoFLOP
-        # curve differ only in N and D; smaller models then take more steps.
-        batch = min(cfg.max_batch, _pow2_floor(
-            budget / fpt_of[centre] / (cfg.seq_len * cfg.target_steps)))
         for i in range(lo, lo + cfg.sizes_per_budget):
             m, n, fpt = shapes[i], n_of[i], fpt_of[i]
             tokens = budget / fpt
-            steps = int(round(tokens / (batch * cfg.seq_len)))
+            recipe = point_settings(n, tokens, cfg)
             row = {"budget": budget, "rank": abs(i - centre), "d_model": m.d_model,
                    "n_layers": m.n_layers, "n_heads": m.n_heads, "d_ff": m.d_ff, "n_params": n,
                    "n_params_non_embedding": count_params(m, non_embedding=True),
-                   "batch_size": batch, "steps": steps, "n_tokens": steps * batch * cfg.seq_len,
-                   "lr": round(min(6e-3, cfg.lr * math.sqrt(128 / m.d_model)), 6),
-                   "status": "planned", "error": ""}
+                   **recipe, "status": "planned", "error": ""}
+            row["n_tokens"] = row["steps"] * row["batch_size"] * cfg.seq_len
             row["compute"] = fpt * row["n_tokens"]
             row["tokens_per_param"] = row["n_tokens"] / n
             if n_train_tokens:
                 row["epochs"] = row["n_tokens"] / n_train_tokens
-            if steps < cfg.min_steps:
+            if step_time is not None:
+                row["predicted_s"] = step_time.seconds(row["steps"], m.n_layers,
+                                                       row["compute"] / max(1, row["steps"]))
+            if row["steps"] < cfg.min_steps:
                 row.update(status="skipped", error=(
                     f"budget {budget:.3g} FLOPs buys a {n / 1e6:.2f}M-param model only "
-                    f"{tokens:.3g} tokens = {steps} steps of {batch}x{cfg.seq_len}; needs "
-                    f">= {cfg.min_steps} steps: raise the budget or use smaller sizes"))
+                    f"{tokens:.3g} tokens = {row['steps']} steps of {row['batch_size']}x"
+                    f"{cfg.seq_len}; needs >= {cfg.min_steps} steps: raise the budget or use "
+                    "smaller sizes"))
             rows.append(row)
     # Run order: every budget's centre size first, then the neighbours, the far ends last;
     # a sweep cut short by its time limit then loses edge sizes, not a whole budget.
     plan = pd.DataFrame(rows).sort_values(["rank", "budget", "n_params"], kind="stable")
     return plan.drop(columns="rank").reset_index(drop=True)
+
+
+@takes_rows
+def predicted_seconds(cfg: IsoFlopConfig, rows: pd.DataFrame) -> float:
+    """Training seconds of ``cfg``'s planned points, predicted from the timings in ``rows``
+    (a recorded sweep: :func:`fit_step_time`), on the device those rows came from."""
+    step_time = fit_step_time(rows)   # first: an empty ledger is one line
+    plan = plan_sweep(cfg, step_time=step_time)
+    return float(plan.loc[plan["status"] == "planned", "predicted_s"].sum())
 
 
 def eval_windows(val_ids, n_tokens: int, seq_len: int):
@@ -189,8 +242,9 @@ def train_point(point: dict, cfg: IsoFlopConfig, train_ids: torch.Tensor,
     model = build_model(model_config(shape, cfg), seed).to(device).train()
     steps, batch = int(point["steps"]), int(point["batch_size"])
     tcfg = training.TrainConfig(steps=steps, batch_size=batch, seq_len=cfg.seq_len,
-                                lr=point["lr"], warmup=max(1, steps // 20), weight_decay=0.1,
+                                lr=point["lr"], warmup=int(point["warmup"]), weight_decay=0.1,
                                 eval_every=steps)
+    optimizer = training.make_optimizer(model, tcfg, betas=(0.9, float(point["beta2"])))
     gen = torch.Generator(device=device).manual_seed(seed)
     offsets = torch.arange(cfg.seq_len + 1, device=device)
 
@@ -204,7 +258,7 @@ def train_point(point: dict, cfg: IsoFlopConfig, train_ids: torch.Tensor,
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     log = training.train(model, tcfg, seed=seed, device=device, batches=batches,
-                         validate=lambda: math.nan)   # held-out loss: once, below
+                         optimizer=optimizer, validate=lambda: math.nan)  # held-out: below
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_s = time.perf_counter() - t0
@@ -230,7 +284,8 @@ def evaluate_windows(model: torch.nn.Module, windows: torch.Tensor, device: torc
     return float(total) / len(windows)
 
 
-_POINT_KEY = ("budget", "d_model", "n_layers", "n_heads", "steps", "batch_size", "lr")
+_POINT_KEY = ("budget", "d_model", "n_layers", "n_heads", "steps", "batch_size", "lr", "warmup",
+              "beta2")
 _UNITS = {"val_loss": "nats/token", "train_loss": "nats/token", "train_s": "s",
           "tokens_per_s": "tokens/s"}
 
@@ -257,6 +312,8 @@ def _done(done: pd.DataFrame, point: dict, extra: dict) -> pd.DataFrame:
     """Finished rows of this exact point (same shape, steps, batch, lr, corpus, seed)."""
     if done.empty:
         return done
+    if any(k not in done.columns for k in _POINT_KEY):  # a checkpoint of an older recipe
+        return done.iloc[0:0]
     mask = done["status"] == "ok"
     for k in _POINT_KEY:
         mask &= np.isclose(done[k].astype(float), float(point[k]))
@@ -336,6 +393,8 @@ EXPERIMENTS = [
                summary="IsoFLOP sweep: models of several sizes trained to each compute budget",
                run=_run_experiment, presets=ISOFLOP_PRESETS,
                min_gpus={"small": 0, "full": 1}, timeout_s=900,
-               # small: ~20 s on the H200's host, 15-90 s on 2 CPU cores; full: 293 s, H100
-               typical_s={"small": 30, "full": 300}),
+               # small: seconds to a minute on 2 CPU cores; full: ~470 s of training
+               # predicted from the H100's recorded step times (predicted_seconds), plus
+               # start-up and evaluation
+               typical_s={"small": 30, "full": 520}),
 ]

@@ -1,6 +1,7 @@
 """Fits of our own runs: a parabola in log N per compute budget (Chinchilla approach 2), power
-laws N_opt ∝ C^a and D_opt ∝ C^b with a bootstrap interval, and the parametric fit (approach 3:
-Huber loss on log L, L-BFGS from a grid of starts)."""
+laws N_opt ∝ C^a and D_opt ∝ C^b and the tokens per parameter at the largest budget, each with
+a bootstrap interval, the parametric fit (approach 3: Huber loss on log L, L-BFGS from a grid
+of starts), and a model of a sweep's step time fitted to its recorded timings."""
 
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def isoflop_minima(points: pd.DataFrame, n_column: str = "n_params") -> pd.DataF
 
 @dataclass(frozen=True)
 class ExponentFit:
+    """a, b and D_opt/N_opt at the largest budget (``ratio``), each with its bootstrap
+    interval (``*_low``, ``*_high``: the percentiles asked for) and standard deviation."""
+
     a: float
     b: float
     a_low: float
@@ -79,20 +83,33 @@ class ExponentFit:
     b_boot_sd: float
     n_budgets: int
     n_boot: int
+    ratio: float = math.nan
+    ratio_low: float = math.nan
+    ratio_high: float = math.nan
+    ratio_budget: float = math.nan
 
     def as_frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(self)])
 
 
+def _vertex(lx: np.ndarray, y: np.ndarray) -> float:
+    """log x at the parabola's minimum, as :func:`parabola_minimum` picks it (arrays only)."""
+    c2, c1, _ = np.polyfit(lx, y, 2)
+    return float(-c1 / (2 * c2)) if c2 > 0 else float(lx[np.argmin(y)])
+
+
 def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
                   n_column: str = "n_params", percentiles: tuple[float, float] = (10, 90),
                   progress: str | None = None) -> ExponentFit:
-    """a and b from the IsoFLOP minima, with a bootstrap interval.
+    """a and b from the IsoFLOP minima, and D_opt/N_opt at the largest budget, with a bootstrap
+    interval.
 
     The bootstrap resamples the trained points *within* each budget (with replacement), refits
     each parabola and the two power laws; the interval is the 10th-90th percentile, the
     convention of Chinchilla's Table 2. Resamples with fewer than 3 distinct sizes are redrawn.
-    ``progress``: a label for a progress bar over the resamples (seconds on a small CPU).
+    A budget with only 3 sizes has one such resample (itself): then there is no interval
+    (NaN), since the bootstrap would only repeat the point estimate.
+    ``progress``: a label for a progress bar over the resamples.
     """
     from workbook.widgets import progress as bar
 
@@ -102,25 +119,66 @@ def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
                             f"sizes; got {len(minima)}")
     a, _ = fit_power_law(minima["budget"], minima["n_opt"])
     b, _ = fit_power_law(minima["budget"], minima["d_opt"])
+    top = minima.loc[minima["budget"].idxmax()]
     rng = np.random.default_rng(seed)
-    groups = [g for _, g in points.groupby("budget") if len(g) >= 3]
-    boot_a, boot_b = [], []
-    for _ in bar(range(n_boot), desc=progress or "", disable=progress is None):
-        parts = []
-        for g in groups:
+    groups = [(math.log(c), np.log(g[n_column].to_numpy(float)),
+               np.log(g["n_tokens"].to_numpy(float)), g["loss"].to_numpy(float))
+              for c, g in points.groupby("budget") if len(g) >= 3]
+    log_c = np.array([g[0] for g in groups])
+    boot = np.full((n_boot if min(len(g[1]) for g in groups) > 3 else 0, 3), np.nan)
+    for i in bar(range(len(boot)), desc=progress or "", disable=progress is None or not len(boot)):
+        ln_opt, ld_opt = [], []
+        for _, ln, ld, loss in groups:
             while True:
-                pick = g.iloc[rng.integers(0, len(g), len(g))]
-                if pick[n_column].nunique() >= 3:
+                pick = rng.integers(0, len(ln), len(ln))
+                if len(np.unique(ln[pick])) >= 3:
                     break
-            parts.append(pick)
-        m = isoflop_minima(pd.concat(parts), n_column)
-        boot_a.append(fit_power_law(m["budget"], m["n_opt"])[0])
-        boot_b.append(fit_power_law(m["budget"], m["d_opt"])[0])
+            ln_opt.append(_vertex(ln[pick], loss[pick]))
+            ld_opt.append(_vertex(ld[pick], loss[pick]))
+        boot[i] = (np.polyfit(log_c, ln_opt, 1)[0], np.polyfit(log_c, ld_opt, 1)[0],
+                   math.exp(ld_opt[-1] - ln_opt[-1]))
     lo, hi = percentiles
-    a_lo, a_hi = (float(v) for v in np.percentile(boot_a, [lo, hi]))
-    b_lo, b_hi = (float(v) for v in np.percentile(boot_b, [lo, hi]))
-    return ExponentFit(a, b, a_lo, a_hi, b_lo, b_hi, float(np.std(boot_a)),
-                       float(np.std(boot_b)), len(minima), n_boot)
+    if len(boot):
+        (a_lo, b_lo, r_lo), (a_hi, b_hi, r_hi) = np.percentile(boot, [lo, hi], axis=0)
+        a_sd, b_sd = np.std(boot[:, 0]), np.std(boot[:, 1])
+    else:
+        a_lo = b_lo = r_lo = a_hi = b_hi = r_hi = a_sd = b_sd = math.nan
+    return ExponentFit(a, b, float(a_lo), float(a_hi), float(b_lo), float(b_hi), float(a_sd),
+                       float(b_sd), len(minima), len(boot), float(top["d_opt"] / top["n_opt"]),
+                       float(r_lo), float(r_hi), float(top["budget"]))
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """Seconds of one training step of a small model, as a sweep measured them: a fixed cost
+    (kernel launches, the optimizer), a cost per layer, and a cost per FLOP:
+    ``ms = fixed_ms + per_layer_ms · n_layers + per_gflop_ms · GFLOPs per step``."""
+
+    fixed_ms: float
+    per_layer_ms: float
+    per_gflop_ms: float
+    device: str = ""
+
+    def seconds(self, steps: float, n_layers: float, flops_per_step: float) -> float:
+        ms = (self.fixed_ms + self.per_layer_ms * n_layers
+              + self.per_gflop_ms * flops_per_step / 1e9)
+        return float(steps * ms / 1e3)
+
+
+@takes_rows
+def fit_step_time(rows: pd.DataFrame) -> StepTime:
+    """Least squares of ms per step on (1, n_layers, GFLOPs per step) over a sweep's finished
+    points (``train_s`` rows): how long a planned point will take on the device they came from."""
+    wide = rows[(rows["status"] == "ok") & (rows["metric"] == "train_s")]
+    if len(wide) < 3:
+        raise WorkbookError(f"a step-time model needs ≥3 finished points with train_s; got "
+                            f"{len(wide)}")
+    steps = wide["steps"].astype(float)
+    design = np.stack([np.ones(len(wide)), wide["n_layers"].astype(float),
+                       wide["compute"].astype(float) / steps / 1e9], axis=1)
+    coef, *_ = np.linalg.lstsq(design, wide["value"].astype(float) / steps * 1e3, rcond=None)
+    device = ", ".join(sorted({str(d) for d in wide.get("device", pd.Series()).dropna()}))
+    return StepTime(*(float(c) for c in coef), device=device)
 
 
 def _huber(r: np.ndarray, delta: float) -> np.ndarray:

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 
 from workbook.claims import Claim, claims_table
-from workbook.config import check_range, takes_rows
+from workbook.config import WorkbookError, check_range, takes_rows
 from workbook.results import where_label
+from workbook.scaling_laws.experiments import ISOFLOP_PRESETS, IsoFlopConfig, predicted_seconds
 from workbook.scaling_laws.fits import (
-    ExponentFit,
     fit_exponents,
-    fit_parametric,
     fit_power_law,
+    fit_step_time,
     isoflop_minima,
     ok_points,
 )
@@ -30,45 +30,156 @@ from workbook.scaling_laws.laws import (
 )
 
 
+def _recipe(group: pd.DataFrame) -> str:
+    """Which recipe a sweep's rows were trained with: the per-size one (rows carry ``beta2``)
+    or the fixed batch per budget that came before it."""
+    if "beta2" in group.columns and group["beta2"].notna().any():
+        return "per-size recipe"
+    return "one batch per budget, untuned (older recipe)"
+
+
+@takes_rows
+def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The sweeps in ``rows`` (:func:`workbook.registry.with_references`), the main one first:
+    the rows measured on this machine if any ran here, else the newest recorded sweep of the
+    current recipe. A sweep is the rows of one run (one device, preset and commit); each comes
+    with its label: where it ran (device, date), its preset and its recipe."""
+    if rows.empty:
+        return []
+    frame = rows.copy()
+    frame["_where"] = frame["source"].where(frame["source"] == "measured", "recorded")
+    keys = ["_where", "device", "preset", "commit"]
+    for col in (*keys, "recorded_at"):
+        if col not in frame.columns:
+            frame[col] = ""
+    frame[keys] = frame[keys].fillna("")
+    groups = [g for _, g in frame.groupby(keys, sort=False) if (g["metric"] == "val_loss").any()]
+
+    def rank(g: pd.DataFrame) -> tuple:
+        when = pd.to_datetime(g["recorded_at"], errors="coerce", utc=True).max()
+        return (g["_where"].iloc[0] != "measured", _recipe(g) != "per-size recipe",
+                g["preset"].iloc[0] != "full", -when.timestamp() if pd.notna(when) else 0.0)
+
+    out = []
+    for g in sorted(groups, key=rank):
+        g = g.drop(columns="_where")
+        out.append((f"{where_label(g)}, {g['preset'].iloc[0] or '?'} preset, {_recipe(g)}", g))
+    return out
+
+
 @takes_rows
 def fit_summary(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """The sweep's headline numbers: a and b (bootstrap 10-90 %), and the parametric fit,
-    once with total N (Chinchilla's convention) and once with non-embedding N (Kaplan's)."""
-    points = ok_points(rows)
+    """The headline numbers of every sweep in ``rows`` (the main one first, :func:`sweeps`):
+    a and b, and D_opt/N_opt at the largest budget, with their bootstrap intervals (10-90 %),
+    once with total N (Chinchilla's convention) and once with non-embedding N (Kaplan's).
+    A sweep too small to fit is a row that says why."""
     out = []
-    for label, col in (("total N", "n_params"), ("non-embedding N", "n_params_non_embedding")):
-        fit = fit_exponents(points, n_boot=n_boot, seed=seed, n_column=col,
-                            progress=f"bootstrap, {label}")
-        law = fit_parametric(points[col], points["n_tokens"], points["loss"])
-        out.append({"N counted as": label, **asdict(fit), "alpha": law.alpha, "beta": law.beta,
-                    "E": law.E, "A": law.A, "B": law.B, "a from alpha, beta": law.a})
+    for where, sweep in sweeps(rows):
+        points = ok_points(sweep)
+        for label, col in (("total N", "n_params"),
+                           ("non-embedding N", "n_params_non_embedding")):
+            row = {"sweep": where, "N counted as": label, "n_points": len(points)}
+            try:
+                fit = fit_exponents(points, n_boot=n_boot, seed=seed, n_column=col,
+                                    progress=f"bootstrap, {label}")
+            except WorkbookError as exc:
+                out.append({**row, "error": str(exc)})
+                continue
+            out.append({**row, **asdict(fit)})
     return pd.DataFrame(out)
+
+
+def _sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> list[Claim]:
+    nan = float("nan")
+    mine = summary[summary["sweep"] == where] if "sweep" in summary.columns else summary
+
+    def fit(count: str) -> pd.Series:
+        picked = mine[mine["N counted as"] == count] if len(mine) else mine
+        return picked.iloc[0] if len(picked) else pd.Series(dtype=float)
+
+    total, non_emb = fit("total N"), fit("non-embedding N")
+    label = f"{where_label(sweep)}, {sweep['preset'].iloc[0]} preset"
+    wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
+    return [
+        Claim("compute-optimal N ∝ C^a, a ≈ 0.5 (total N)", "Chinchilla Table 2; Porian et "
+              "al. 2024", 0.5, total.get("a", nan), where=label, abs_tol=0.05,
+              low=total.get("a_low", nan), high=total.get("a_high", nan)),
+        Claim("tokens ≈ 20 × params at the largest budget", "Chinchilla; lecture", 20.0,
+              total.get("ratio", nan), where=label, factor=1.5,
+              low=total.get("ratio_low", nan), high=total.get("ratio_high", nan)),
+        Claim("non-embedding N gives Kaplan's a ≈ 0.73", "Kaplan et al. 2020; Pearce & "
+              "Song 2024", 0.73, non_emb.get("a", nan), where=label, abs_tol=0.1,
+              low=non_emb.get("a_low", nan), high=non_emb.get("a_high", nan)),
+    ] + ([Claim("IsoFLOP sweep (full preset) ≤ 600 s on one GPU", "issue 21 target", 600.0,
+                float(wall.max()) if len(wall) else nan, "s", label, kind="at_most")]
+         if sweep["preset"].iloc[0] == "full" else [])   # the budget is the full preset's
 
 
 @takes_rows
 def claims(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """The lecture's scaling claims against a sweep's ``rows`` and their ``fit_summary``:
-    the exponent judged by its bootstrap interval, the sweep's time as a budget."""
-    nan = float("nan")
-    fit = summary.iloc[0] if len(summary) else pd.Series(dtype=float)
-    minima = isoflop_minima(ok_points(rows)) if len(rows) else pd.DataFrame()
-    ratio = float((minima["d_opt"] / minima["n_opt"]).median()) if len(minima) else nan
-    wall = rows.loc[rows["metric"] == "sweep_wall_s", "value"] if len(rows) else []
-    where = where_label(rows)
-    interval = {"low": fit.get("a_low", nan), "high": fit.get("a_high", nan)}
+    """The lecture's scaling claims, for every sweep in ``rows`` (the main one first, then the
+    references recorded elsewhere) against its :func:`fit_summary`: each exponent and the
+    tokens per parameter judged by its bootstrap interval against a stated tolerance (a point
+    estimate where a sweep has no interval), the sweep's time as a budget."""
     gpt3 = placement("20 tokens/param").set_index("model").loc["GPT-3 175B"]
-    return claims_table([
-        Claim("compute-optimal N grows as C^0.5", "Chinchilla Table 2 (approach 2)", 0.49,
-              fit.get("a", nan), where=where, **interval),
-        Claim("Kaplan: N grows as C^0.73", "Kaplan et al. 2020", 0.73, fit.get("a", nan),
-              where=where, **interval),
-        Claim("tokens ≈ 20 × params at the optimum", "lecture", 20.0, ratio, where=where,
-              rel_tol=0.5),
-        Claim("GPT-3 saw ~1.7 tokens per parameter", "lecture", 1.7,
-              float(gpt3["tokens_per_param"]), where="published sizes"),
-        Claim("IsoFLOP sweep ≤ 600 s on one H100", "issue target", 600.0,
-              float(max(wall)) if len(wall) else nan, "s", where, kind="at_most"),
-    ])
+    out = [Claim("GPT-3 saw ~1.7 tokens per parameter", "lecture", 1.7,
+                 float(gpt3["tokens_per_param"]), where="published sizes")]
+    for where, sweep in sweeps(rows):
+        out += _sweep_claims(summary, where, sweep)
+    return claims_table(out)
+
+
+def _span(fit: pd.Series, name: str, fmt: str) -> str:
+    low, high = fit.get(f"{name}_low", np.nan), fit.get(f"{name}_high", np.nan)
+    return "" if pd.isna(low) or pd.isna(high) else f" [{low:{fmt}}, {high:{fmt}}]"
+
+
+@takes_rows
+def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Every sweep's numbers in words (Markdown), the main one first, printed from the rows and
+    their :func:`fit_summary`, never typed."""
+    lines = []
+    for where, sweep in sweeps(rows):
+        points = ok_points(sweep)
+        wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
+        took = f" in {wall.max():.0f} s" if len(wall) else ""
+        head = (f"**{where}:** {len(points)} trained points over "
+                f"{points['budget'].nunique()} budgets{took}.")
+        mine = summary[summary["sweep"] == where] if "sweep" in summary.columns else summary
+        mine = mine[mine["a"].notna()] if "a" in mine.columns else mine.iloc[0:0]
+        if len(mine) < 2:
+            lines.append(f"{head} Too few sizes per budget to fit exponents.")
+            continue
+        total, ne = (mine[mine["N counted as"] == c].iloc[0]
+                     for c in ("total N", "non-embedding N"))
+        boot = (f"10th-90th percentile of {int(total['n_boot'])} bootstrap resamples"
+                if total["n_boot"] else "no interval: 3 sizes per budget give one resample")
+        lines.append(
+            f"{head} Counting all parameters, $a$ = {total['a']:.2f}{_span(total, 'a', '.2f')}"
+            f" and at the largest budget ($C$ = {total['ratio_budget']:.2g}) the optimum sits "
+            f"at {total['ratio']:.0f} tokens per parameter{_span(total, 'ratio', '.0f')}; "
+            f"counting non-embedding parameters, $a$ = {ne['a']:.2f}{_span(ne, 'a', '.2f')} "
+            f"({boot}).")
+    return "\n\n".join(lines) or "No sweep with finished points yet."
+
+
+@takes_rows
+def time_table(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> pd.DataFrame:
+    """Per device with a recorded full-preset sweep in ``rows``: the training seconds ``cfg``
+    (default: the full preset) is predicted to take there (:func:`fit_step_time` of that
+    device's step times), the fitted step-time model, and that sweep's own wall time."""
+    cfg = cfg or ISOFLOP_PRESETS["full"]
+    if rows.empty or "preset" not in rows.columns:
+        return pd.DataFrame(columns=["device", "predicted training s"])
+    out = []
+    for device, group in rows[rows["preset"] == "full"].groupby("device"):
+        step = fit_step_time(group)
+        wall = group.loc[group["metric"] == "sweep_wall_s", "value"]
+        out.append({"device": device, "predicted training s": predicted_seconds(cfg, group),
+                    "ms per step: fixed": step.fixed_ms, "per layer": step.per_layer_ms,
+                    "per GFLOP": step.per_gflop_ms,
+                    "its recorded sweep, wall s": float(wall.max()) if len(wall) else np.nan})
+    return pd.DataFrame(out)
 
 
 def published_laws() -> pd.DataFrame:
@@ -79,57 +190,74 @@ def published_laws() -> pd.DataFrame:
                          for law in (CHINCHILLA, CHINCHILLA_REPLICATION)])
 
 
-def _style(source: str) -> dict:
-    return {"measured": {"mode": "markers", "marker": {"size": 9}},
-            "recorded": {"mode": "markers", "marker": {"size": 9, "symbol": "circle-open",
-                                                       "line": {"width": 2}}}}[source]
-
-
 @takes_rows
 def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
-    """Loss against N, one colour per budget; dashed: the parabola fitted in log N."""
+    """Loss against N, one colour per budget; dashed: the parabola fitted in log N. The main
+    sweep (:func:`sweeps`) is drawn filled; sweeps recorded elsewhere as hollow references."""
     from workbook import plots
 
-    points = ok_points(rows)
-    source = "recorded" if (rows.get("source") == "recorded").any() else "measured"
-    fig = plots.figure(plots.title_with_source("IsoFLOP profiles: loss vs model size", rows),
+    found = sweeps(rows)
+    title = "IsoFLOP profiles: loss vs model size"
+    fig = plots.figure(plots.title_with_source(title, found[0][1]) if found else title,
                        "parameters N", "held-out loss (nats/token)", log_x=True)
-    for i, (budget, group) in enumerate(points.groupby("budget")):
-        color = plots.COLORS[i % len(plots.COLORS)]
-        group = group.sort_values(n_column)
-        fig.add_scatter(x=group[n_column], y=group["loss"], name=f"C={budget:.0e} ({source})",
-                        marker_color=color, **_style(source))
-        if len(group) >= 3:
-            c2, c1, c0 = np.polyfit(np.log(group[n_column]), group["loss"], 2)
-            x = np.geomspace(group[n_column].min(), group[n_column].max(), 50)
-            fig.add_scatter(x=x, y=c0 + c1 * np.log(x) + c2 * np.log(x) ** 2, mode="lines",
-                            line={"dash": "dash", "color": color}, showlegend=False)
+    for k, (where, sweep) in enumerate(found):
+        points = ok_points(sweep)
+        marker = {"size": 9} if k == 0 else {"size": 8, "symbol": "circle-open",
+                                               "line": {"width": 2}}
+        for budget, group in points.groupby("budget"):
+            color = plots.color_for(f"C={budget:.2g}")
+            group = group.sort_values(n_column)
+            name = f"C={budget:.2g}" + ("" if k == 0 else f" ({where.split(',')[0]})")
+            fig.add_scatter(x=group[n_column], y=group["loss"], name=name, mode="markers",
+                            marker={**marker, "color": color}, legendgroup=where)
+            if len(group) >= 3:
+                c2, c1, c0 = np.polyfit(np.log(group[n_column]), group["loss"], 2)
+                x = np.geomspace(group[n_column].min(), group[n_column].max(), 50)
+                fig.add_scatter(x=x, y=c0 + c1 * np.log(x) + c2 * np.log(x) ** 2,
+                                mode="lines", showlegend=False, legendgroup=where,
+                                line={"dash": "dash" if k == 0 else "dot", "color": color})
     return fig
 
 
 @takes_rows
-def frontier_figure(rows: pd.DataFrame, fit: ExponentFit | None = None):
-    """The IsoFLOP minima N_opt(C) with the fitted power law, Chinchilla's and Kaplan's slopes
-    drawn through the middle budget, and N at 20 tokens/param."""
+def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
+    """The IsoFLOP minima N_opt(C) of every sweep with its fitted power law (the exponent from
+    ``summary``, :func:`fit_summary`, when given), Chinchilla's and Kaplan's slopes drawn
+    through the main sweep's middle budget, and N at 20 tokens/param."""
     from workbook import plots
 
-    minima = isoflop_minima(ok_points(rows))
-    fig = plots.figure(plots.title_with_source("Compute-optimal model size N_opt(C)", rows),
+    found = sweeps(rows)
+    title = "Compute-optimal model size N_opt(C)"
+    fig = plots.figure(plots.title_with_source(title, found[0][1]) if found else title,
                        "compute C (FLOPs)", "N_opt (parameters)", log_x=True, log_y=True)
-    if minima.empty:
+    mid = None
+    for k, (where, sweep) in enumerate(found):
+        minima = isoflop_minima(ok_points(sweep))
+        if len(minima) < 2:
+            continue
+        c = np.geomspace(minima["budget"].min() / 2, minima["budget"].max() * 2, 30)
+        p, coef = fit_power_law(minima["budget"], minima["n_opt"])
+        fits = summary[(summary["sweep"] == where) & (summary["N counted as"] == "total N")] \
+            if summary is not None and len(summary) and "a" in summary.columns else None
+        shown = f"a = {p:.2f}"
+        if fits is not None and len(fits) and pd.notna(fits["a"].iloc[0]):
+            shown += f" [{fits['a_low'].iloc[0]:.2f}, {fits['a_high'].iloc[0]:.2f}]"
+        color = plots.color_for(where)
+        fig.add_scatter(x=minima["budget"], y=minima["n_opt"], mode="markers",
+                        name=f"minima, {where.split(',')[0]}", marker={
+                            "size": 10, "color": color,
+                            "symbol": "diamond" if k == 0 else "diamond-open"})
+        fig.add_scatter(x=c, y=coef * c**p, mode="lines", name=f"fit: {shown}",
+                        line={"color": color})
+        if mid is None:
+            mid, span = minima.iloc[len(minima) // 2], c
+    if mid is None:
         return fig
-    fit = fit or fit_exponents(ok_points(rows), n_boot=1000)  # as fit_summary: same numbers
-    c = np.geomspace(minima["budget"].min() / 2, minima["budget"].max() * 2, 30)
-    mid = minima.iloc[len(minima) // 2]
-    fig.add_scatter(x=minima["budget"], y=minima["n_opt"], mode="markers", name="parabola minima",
-                    marker={"size": 10, "symbol": "diamond"})
-    _, k = fit_power_law(minima["budget"], minima["n_opt"])
-    lines = [(f"fit: a = {fit.a:.2f} [{fit.a_low:.2f}, {fit.a_high:.2f}]", k * c**fit.a, "solid"),
-             ("Chinchilla slope a = 0.50", mid["n_opt"] * (c / mid["budget"]) ** 0.5, "dash"),
-             ("Kaplan slope a = 0.73", mid["n_opt"] * (c / mid["budget"]) ** 0.73, "dot"),
-             ("20 tokens/param", rule_of_thumb_optimal(c)[0], "dashdot")]
-    for name, y, dash in lines:
-        fig.add_scatter(x=c, y=y, mode="lines", name=name, line={"dash": dash})
+    for name, y, dash in (
+            ("Chinchilla slope a = 0.50", mid["n_opt"] * (span / mid["budget"]) ** 0.5, "dash"),
+            ("Kaplan slope a = 0.73", mid["n_opt"] * (span / mid["budget"]) ** 0.73, "dot"),
+            ("20 tokens/param", rule_of_thumb_optimal(span)[0], "dashdot")):
+        fig.add_scatter(x=span, y=y, mode="lines", name=name, line={"dash": dash})
     return fig
 
 

@@ -6,12 +6,14 @@
 * :mod:`~workbook.sft.replies` - scoring: greedy replies, exact match, echo, role losses;
 * :mod:`~workbook.sft.experiments` - ``sft_masking`` (``EXPERIMENTS``), trained with
   :func:`workbook.training.train`;
-* :mod:`~workbook.sft.views` - token views, the masking explorer, curves, claims tables.
+* :mod:`~workbook.sft.views` - token views, the masking explorer, curves (mean over seeds),
+  the per-seed summary and the paired difference with its 95 % interval, claims tables.
 """
 
 from workbook.sft.experiments import (
     EXPERIMENTS,
     MASKING_PRESETS,
+    UNITS,
     MaskingConfig,
     base_model,
     run_masking,
@@ -60,17 +62,26 @@ from workbook.sft.replies import (
     score_replies,
 )
 from workbook.sft.views import (
+    POLICY_PAIR,
+    MaskingRows,
     curves_figure,
     final_scores,
     final_value,
     loss_claims,
+    masking_caption,
     masking_claims,
     masking_explorer,
+    mean_interval,
+    mean_over_seeds,
+    paired_differences,
+    seed_summary,
+    seed_table,
     token_view_html,
 )
 
 __all__ = [
-    "EXPERIMENTS", "MASKING_PRESETS", "MaskingConfig", "base_model", "run_masking", "train_sft",
+    "EXPERIMENTS", "MASKING_PRESETS", "UNITS", "MaskingConfig", "base_model", "run_masking",
+    "train_sft",
     "ASSISTANT", "CHAT_TEMPLATE", "END", "IGNORE_INDEX", "POLICIES", "USER", "Encoded",
     "chat_tokenizer", "collate", "encode_chat", "library_assistant_mask", "masked_lm_loss",
     "next_token_targets", "objective_table", "prepare_model", "render", "token_losses",
@@ -79,6 +90,7 @@ __all__ = [
     "validate_record",
     "answer_loss", "generate_replies", "greedy", "make_evaluator", "role_losses",
     "score_replies",
-    "curves_figure", "final_scores", "final_value", "loss_claims", "masking_claims",
-    "masking_explorer", "token_view_html",
+    "POLICY_PAIR", "MaskingRows", "curves_figure", "final_scores", "final_value", "loss_claims",
+    "masking_caption", "masking_claims", "masking_explorer", "mean_interval", "mean_over_seeds",
+    "paired_differences", "seed_summary", "seed_table", "token_view_html",
 ]

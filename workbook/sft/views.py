@@ -8,13 +8,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
-from workbook.claims import Claim, claims_table
-from workbook.config import check_range, takes_rows
-from workbook.results import preset_of
-from workbook.sft.experiments import MASKING_PRESETS
+from workbook import registry
+from workbook.claims import Claim, ClaimsTable, claims_table
+from workbook.config import WorkbookError, check_range, check_rows, takes_rows
+from workbook.results import preset_of, where_label
+from workbook.sft.experiments import MASKING_PRESETS, UNITS
 from workbook.sft.masking import IGNORE_INDEX, POLICIES, Encoded, encode_chat, token_losses
 
 
@@ -92,18 +95,215 @@ def _model_token_losses(model: torch.nn.Module, enc: Encoded) -> list[float]:
     return token_losses(logits, everything)[0].tolist()
 
 
+POLICY_PAIR = ("answer_only", "whole_sequence")   # the claim: the first beats the second
+_SCORES = ("exact_match", "answer_loss", "writes_user_turn")
+
+
+def _by_provenance(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The rows split by where they were measured, this machine's first, each labelled as a
+    claims table labels it (:func:`workbook.results.where_label`) and with the preset the rows
+    say was run: 'this machine (NVIDIA H200), full preset'."""
+    if rows.empty:
+        return []
+    keys = [c for c in ("source", "device", "preset") if c in rows.columns]
+    parts = [part for _, part in rows.groupby(keys, dropna=False, sort=False)] if keys else [rows]
+    parts.sort(key=lambda part: "source" in part and (part["source"] != "measured").any())
+    return [(_label(part), part) for part in parts]
+
+
+def _label(part: pd.DataFrame) -> str:
+    preset = preset_of(part, default="")
+    return where_label(part) + (f", {preset} preset" if preset else "")
+
+
+def _last_eval(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``metric`` at the last evaluation, one row per (policy, seed)."""
+    part = rows[rows["metric"] == metric]
+    if "status" in part.columns:
+        part = part[part["status"] == "ok"]
+    part = part[part["step"] == part["step"].max()] if len(part) else part
+    if "seed" not in part.columns:
+        part = part.assign(seed=0)
+    return part.groupby(["policy", "seed"], as_index=False)["value"].mean()
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float,
+                                                                                 float]:
+    """(mean, low, high): Student's t interval of the mean of ``values`` (independent seeds);
+    NaN bounds for fewer than two values, where no spread can be measured."""
+    check_range("confidence", confidence, 0.5, 0.999)
+    data = np.asarray([float(v) for v in values], dtype=float)
+    if data.size == 0 or not np.isfinite(data).all():
+        raise WorkbookError(f"values={list(values)!r} are not allowed; allowed: a non-empty "
+                            "list of finite numbers")
+    mean = float(data.mean())
+    if data.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, data.size - 1)
+                 * data.std(ddof=1) / math.sqrt(data.size))
+    return mean, mean - half, mean + half
+
+
+@takes_rows
+def seed_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per place measured and policy, each score at the last evaluation: the mean over seeds
+    and its 95 % interval (Student's t over the seeds; none for a single seed)."""
+    out = []
+    for where, part in _by_provenance(rows):
+        for metric in _SCORES:
+            last = _last_eval(part, metric)
+            unit = UNITS.get(metric, "")
+            for policy, group in last.groupby("policy", sort=False):
+                mean, low, high = mean_interval(group["value"].tolist())
+                out.append({"where": where, "policy": policy, "metric": metric, "unit": unit,
+                            "seeds": len(group), "mean": mean, "low": low, "high": high})
+    return pd.DataFrame(out, columns=["where", "policy", "metric", "unit", "seeds", "mean",
+                                      "low", "high"])
+
+
+@takes_rows
+def seed_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`seed_summary` for reading: one row per place measured and policy, each score as
+    'mean [low, high]' (95 %, over the seeds; the mean alone for one seed), shown in full."""
+    summary = seed_summary(rows)
+    if summary.empty:
+        return ClaimsTable(summary)
+
+    def cell(row: pd.Series) -> str:
+        if not (math.isfinite(row["low"]) and math.isfinite(row["high"])):
+            return f"{row['mean']:.3f}"
+        return f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+
+    summary = summary.assign(cell=summary.apply(cell, axis=1),
+                             metric=summary["metric"] + " (" + summary["unit"] + ")")
+    wide = summary.pivot_table(index=["where", "policy", "seeds"], columns="metric",
+                               values="cell", aggfunc="first", sort=False)
+    return ClaimsTable(wide.reset_index().rename_axis(columns=None))
+
+
+@takes_rows
+def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per place measured and score: answer-only minus whole-sequence, seed by seed (both
+    policies of a seed saw the same chats and held-out items), its mean and 95 % interval
+    (Student's t over the seeds). With one seed, a share's interval comes from the held-out
+    items alone (normal approximation, ``n_eval`` items per policy); a loss gets none."""
+    a, b = POLICY_PAIR
+    out = []
+    for where, part in _by_provenance(rows):
+        for metric in _SCORES:
+            last = _last_eval(part, metric).pivot(index="seed", columns="policy",
+                                                  values="value")
+            if a not in last or b not in last:
+                continue
+            diffs = (last[a] - last[b]).dropna()
+            if diffs.empty:
+                continue
+            mean, low, high = mean_interval(diffs.tolist())
+            method = f"t over {len(diffs)} seeds" if len(diffs) > 1 else "1 seed: none"
+            n = _eval_items(part)
+            if len(diffs) == 1 and metric != "answer_loss" and n:
+                p1, p2 = float(last[a].iloc[0]), float(last[b].iloc[0])
+                half = 1.96 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
+                low, high, method = mean - half, mean + half, f"1 seed: {n} items only"
+            out.append({"where": where, "metric": metric, "unit": UNITS.get(metric, ""),
+                        "seeds": len(diffs), "difference": mean, "low": low, "high": high,
+                        "interval": method})
+    return pd.DataFrame(out, columns=["where", "metric", "unit", "seeds", "difference", "low",
+                                      "high", "interval"])
+
+
+class MaskingRows:
+    """The rows notebook 09 shows, by the workbook's one rule (``registry.with_references``):
+    the rows of a run on this machine are *the* numbers; the ledger's rows of other devices
+    stand beside them as labelled references. Give :meth:`keep` to
+    ``widgets.run_or_button("sft_masking", ...)``: it keeps the rows (at once where the run is
+    quick, else when its button is pressed) and shows the per-seed summary."""
+
+    experiment = "sft_masking"
+
+    def __init__(self) -> None:
+        self.live = pd.DataFrame()
+
+    def keep(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Keep ``rows`` (a live run's, or the recorded ones where this machine cannot run
+        it) and return :func:`seed_table` of what the notebook now shows."""
+        check_rows("rows", rows)
+        self.live = rows
+        return seed_table(self.shown())
+
+    def shown(self) -> pd.DataFrame:
+        """This machine's rows (none until the run has finished), then the references."""
+        return registry.with_references(self.experiment, self.live)
+
+
+def _interval_words(row: pd.Series, better: str) -> str:
+    """'+0.012 [−0.031, +0.055]: the data cannot tell them apart' and the like."""
+    text = f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+    if not (math.isfinite(row["low"]) and math.isfinite(row["high"])):
+        return f"{row['difference']:+.3f} (one seed: no spread between seeds to judge it by)"
+    if row["low"] <= 0 <= row["high"]:
+        return f"{text}: the interval holds 0, so the data cannot tell the two policies apart"
+    wins = (row["low"] > 0) == (better == "higher")
+    return f"{text}: answer-only is {'better' if wins else 'worse'} beyond the noise"
+
+
+@takes_rows
+def masking_caption(rows: pd.DataFrame) -> str:
+    """Markdown: what the rows say about answer-only against whole-sequence loss, per place
+    measured, every number from the rows (a notebook shows it with ``Markdown``)."""
+    diffs = paired_differences(rows)
+    if diffs.empty:
+        return "_No rows with both policies yet: nothing to compare._"
+    lines = []
+    for where, part in diffs.groupby("where", sort=False):
+        em = part[part["metric"] == "exact_match"]
+        loss = part[part["metric"] == "answer_loss"]
+        seeds = int(part["seeds"].max())
+        text = f"**{where}**, {seeds} seed{'s' if seeds != 1 else ''} ({part['interval'].iloc[0]}"
+        text += ", 95 %): answer-only minus whole-sequence"
+        if len(em):
+            text += f" exact match {_interval_words(em.iloc[0], 'higher')}"
+        if len(loss):
+            text += f"; held-out answer loss (nats) {_interval_words(loss.iloc[0], 'lower')}"
+        lines.append(f"- {text}.")
+    return "\n".join(lines)
+
+
 @takes_rows
 def curves_figure(rows: pd.DataFrame, metric: str, title: str) -> Any:
-    """One metric against step, a line per policy (measured here or recorded)."""
+    """One metric against step, a line per policy (and per device where rows of several stand
+    side by side): the mean over the SFT seeds."""
     from workbook import plots
 
     part = rows[rows["metric"] == metric]
-    return plots.compare(part, x="step", group="policy", title=title, x_title="SFT step",
+    mean = mean_over_seeds(part)   # the seeds and date stay for the title's provenance
+    several = "device" in part.columns and part["device"].nunique() > 1
+    return plots.compare(mean, x="step", group=["policy", "device"] if several else "policy",
+                         title=title, x_title="SFT step",
                          y_title=f"{metric} ({part['unit'].iloc[0] if len(part) else ''})")
 
 
+@takes_rows
+def mean_over_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with each value the mean over the SFT seeds (every other column kept): one point
+    per step and policy for a figure, e.g. an ``ExperimentPanel``'s ``view``."""
+    if rows.empty or "seed" not in rows.columns:
+        return rows
+    keys = [c for c in rows.columns if c not in ("value", "seed", "recorded_at", "commit")]
+    how = {"value": "mean", "seed": _joined}
+    how.update({c: "first" for c in ("recorded_at", "commit") if c in rows.columns})
+    mean = rows.groupby(keys, dropna=False, sort=False).agg(how).reset_index()
+    return mean[[c for c in rows.columns if c in mean.columns]]
+
+
+def _joined(values: pd.Series) -> str:
+    """'0,1,2': the distinct values of a column, for a label."""
+    return ",".join(sorted({str(v) for v in values.dropna()}))
+
+
 def final_value(rows: pd.DataFrame, policy: str, metric: str) -> float:
-    """The last evaluation's ``metric`` for ``policy``; NaN when there are no such rows."""
+    """The last evaluation's ``metric`` for ``policy`` (the mean over seeds); NaN when there
+    are no such rows."""
     part = rows[(rows["policy"] == policy) & (rows["metric"] == metric)] if len(rows) else rows
     if part.empty:
         return float("nan")
@@ -118,31 +318,42 @@ def _eval_items(rows: pd.DataFrame) -> int:
 
 
 @takes_rows
-def masking_claims(rows: pd.DataFrame, where: str) -> pd.DataFrame:
-    """The masking experiment's claims, verdicts computed from ``rows`` (never typed in)."""
-    em = {p: final_value(rows, p, "exact_match") for p in ("answer_only", "whole_sequence")}
-    ans = {p: final_value(rows, p, "answer_loss") for p in ("answer_only", "whole_sequence")}
-    user = {p: final_value(rows, p, "writes_user_turn") for p in ("answer_only",
-                                                                  "whole_sequence")}
-    # Exact match is a share of n_eval held-out items: a gap under two standard errors of a
-    # difference of two such shares is noise. Losses: a 2 % gap. Both stated in the table.
-    n = _eval_items(rows)
-    p1, p2 = em["answer_only"], em["whole_sequence"]
-    em_noise = 2 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n) if n and p1 == p1 \
-        and p2 == p2 else 0.0
-    return claims_table([
-        Claim("answer-only loss: more exact answers at the same budget",
-              "lecture (SFT section)", em["whole_sequence"], em["answer_only"], "share", where,
-              abs_tol=em_noise, kind="at_least"),
-        Claim("answer-only loss: lower held-out answer loss", "lecture (SFT section)",
-              ans["whole_sequence"], ans["answer_only"], "nats", where,
-              abs_tol=0.02 * ans["whole_sequence"] if ans["whole_sequence"] == ans[
-                  "whole_sequence"] else 0.0, kind="at_most"),
-        Claim("whole-sequence loss trains the model to write the prompt (user turn)",
-              "lecture: 'do not train prompt echoing'", user["answer_only"],
-              user["whole_sequence"], "share", where, kind="at_least",
-              abs_tol=0.01),
-    ])
+def masking_claims(rows: pd.DataFrame, where: str | None = None) -> pd.DataFrame:
+    """The masking experiment's claims, one row per claim and place measured (this machine
+    first), verdicts computed from ``rows`` (never typed in). "Answer-only beats whole-sequence"
+    is judged on the paired difference over seeds: it holds only when its 95 % interval lies
+    wholly on the claimed side of 0. ``where`` labels all rows as one place (older callers)."""
+    parts = [(where, rows)] if where is not None else _by_provenance(rows)
+    claims = []
+    for label, part in parts:
+        diffs = paired_differences(part)
+        diff = {m: diffs[diffs["metric"] == m].iloc[0] if (diffs["metric"] == m).any() else None
+                for m in _SCORES}
+        # one seed gives a loss no interval: then a gap under 2 % of the loss is noise
+        loss_tol = 0.02 * final_value(part, POLICY_PAIR[1], "answer_loss")
+        claims += [_difference_claim("answer-only loss: more exact answers at the same budget",
+                                     diff["exact_match"], "fraction", "at_least", label),
+                   _difference_claim("answer-only loss: lower held-out answer loss",
+                                     diff["answer_loss"], "nats/token", "at_most", label,
+                                     loss_tol if math.isfinite(loss_tol) else 0.0)]
+        claims.append(_difference_claim(
+            "whole-sequence loss trains the model to write the user's turn (answer-only does "
+            "so less often)", diff["writes_user_turn"], "fraction", "at_most", label,
+            source="lecture: 'do not train prompt echoing'"))
+    return claims_table(claims)
+
+
+def _difference_claim(text: str, row: pd.Series | None, unit: str, kind: str, where: str,
+                      abs_tol: float = 0.0, source: str = "lecture (SFT section)") -> Claim:
+    """Answer-only minus whole-sequence against 0, with the difference's interval (where it
+    has none, ``abs_tol`` is the noise stated instead)."""
+    if row is None:
+        return Claim(text, source, 0.0, math.nan, unit, where, kind=kind)
+    bounded = math.isfinite(row["low"]) and math.isfinite(row["high"])
+    return Claim(text, source, 0.0, float(row["difference"]),
+                 f"{unit}, answer-only − whole-sequence", where, kind=kind,
+                 abs_tol=0.0 if bounded else abs_tol,
+                 low=float(row["low"]), high=float(row["high"]))
 
 
 def loss_claims(library_loss: float, our_loss: float, grad_masked: float) -> pd.DataFrame:

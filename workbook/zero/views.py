@@ -158,25 +158,46 @@ def plot_comm(table: pd.DataFrame, title: str = "") -> Any:
 
 @takes_rows
 def recorded_tables(rows: pd.DataFrame) -> pd.DataFrame:
-    """model_state_table per (device, rank count) of recorded rows, with the device named."""
+    """model_state_table per (device, rank count, source) of the rows, with the device named:
+    this machine's live tables (``source='measured'``) and the recorded ones side by side."""
     if rows.empty:
         return pd.DataFrame()
+    rows = rows if "source" in rows else rows.assign(source="recorded")
     frames = []
     for (device, _n), part in rows.groupby(["device", "n_ranks"], dropna=True):
         table = model_state_table(part)
+        source = "measured" if (part["source"] == "measured").any() else "recorded"
         prov = {c: part[c].dropna().astype(str).max() for c in ("n_gpus", "recorded_at", "seed")
                 if c in part and part[c].notna().any()}
-        frames.append(table.assign(device=device, **prov))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        frames.append(table.assign(device=device, source=source, **prov))
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)  # this machine's tables first
+    return out.sort_values("source", key=lambda s: s != "measured", kind="stable",
+                           ignore_index=True)
 
 
-def _where(table: pd.DataFrame) -> str:
-    """Where a table of model states was measured: this machine, or the recorded device."""
+@takes_rows
+def where_of(table: pd.DataFrame) -> str:
+    """Where a table of model states was measured: 'this machine (…)' or the recording."""
     if "device" not in table or not len(table):
         return "this machine"
+    if "source" in table and (table["source"] == "measured").all():
+        return f"this machine ({', '.join(sorted(map(str, table['device'].dropna().unique())))})"
     if all(c in table for c in ("n_gpus", "recorded_at", "seed")):
         return provenance_label(table)
     return "recorded on " + ", ".join(sorted(map(str, table["device"].dropna().unique())))
+
+
+@takes_rows
+def claims_rows(tables: pd.DataFrame) -> pd.DataFrame:
+    """The table the claims are checked on: the largest rank count measured, this machine's
+    rows where it ran that count, else the first recording of it."""
+    if tables.empty:
+        return tables
+    top = tables[tables["n_ranks"] == tables["n_ranks"].max()]
+    mine = top[top["source"] == "measured"] if "source" in top else top.iloc[0:0]
+    return mine if len(mine) else top[top["device"] == top["device"].iloc[0]]
 
 
 @takes_rows
@@ -188,7 +209,7 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
         return float(hit.iloc[0]) if len(hit) else float("nan")
 
     n = int(table["n_ranks"].iloc[0]) if len(table) else 0
-    where = f"{_where(table)}, N_d={n}"
+    where = f"{where_of(table)}, N_d={n}"
     base = get("zero0", "model states measured (GB)")
     if base != base:  # no stage-0 run: DDP holds the same 16Ψ
         base = get("ddp", "model states measured (GB)")

@@ -1,0 +1,177 @@
+"""Captions: the prose of notebook 02 printed from the rows (MFU, kernels, the loss kernel,
+energy, ncu's bytes), so no measured number is typed into a markdown cell."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from workbook import results
+from workbook.config import takes_rows
+from workbook.flops.views import (
+    energy_table,
+    kernel_table,
+    loss_kernel_table,
+    mfu_table,
+    ordered_wheres,
+    where_of,
+)
+from workbook.hardware import datasheet
+
+__all__ = ["mfu_caption", "kernel_caption", "loss_kernel_caption", "energy_caption",
+           "ncu_loss_bytes", "ncu_caption"]
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:,.{digits}g}"
+
+
+@takes_rows
+def mfu_caption(rows: pd.DataFrame) -> str:
+    """Markdown: per place, each run's step time and MFU (the ladder), the best run against the
+    40 % target and nanoGPT's 38 %, and the spread of peak memory."""
+    table = mfu_table(rows)
+    if table.empty:
+        return "*No MFU rows to describe yet.*"
+    lines = []
+    groups = (table.columns.get_level_values(0).unique()
+              if isinstance(table.columns, pd.MultiIndex) else [None])
+    for place in groups:
+        part = table[place] if place is not None else table
+        label = place or str(where_of(rows).iloc[0])
+        ladder = []
+        for run in part.columns:
+            ms = part.loc["step_time", run] if "step_time" in part.index else float("nan")
+            mfu = (part.loc["mfu_datasheet", run] if "mfu_datasheet" in part.index
+                   else float("nan"))
+            ladder.append(f"`{run}` {ms:.1f} ms" + (f" → {mfu:.1f} %" if np.isfinite(mfu)
+                                                    else ""))
+        best = ""
+        if "mfu_datasheet" in part.index and part.loc["mfu_datasheet"].notna().any():
+            top = part.loc["mfu_datasheet"].idxmax()
+            roof = (part.loc["mfu_roofline", top] if "mfu_roofline" in part.index
+                    else float("nan"))
+            best = (f" Best: `{top}` at **{part.loc['mfu_datasheet', top]:.1f} %** of the "
+                    f"datasheet peak (target 40 %, nanoGPT 38 %)"
+                    + (f", {roof:.0f} % of the measured roofline." if np.isfinite(roof)
+                       else "."))
+        memory = ""
+        if "peak_memory" in part.index and part.loc["peak_memory"].fillna(0).gt(0).any():
+            mem = part.loc["peak_memory"].dropna()
+            memory = f" Peak memory {mem.min():.2f}–{mem.max():.2f} GB."
+        if not best:
+            best = " No MFU: no datasheet peak for this device."
+        lines.append(f"**{label}** (ms per step → % of the datasheet): "
+                     + "; ".join(ladder) + "." + best + memory)
+    return "\n\n".join(lines)
+
+
+@takes_rows
+def kernel_caption(rows: pd.DataFrame) -> str:
+    """Markdown: for the slowest and the fastest run of each place, GPU ms per kernel family
+    and the idle time; the matmuls' own TFLOP/s in the fastest run."""
+    table = kernel_table(rows)
+    if table.empty:
+        return "*No kernel breakdown in these rows (it is measured on a GPU only).*"
+    groups = (table.columns.get_level_values(0).unique()
+              if isinstance(table.columns, pd.MultiIndex) else [None])
+    lines = []
+    for place in groups:
+        part = (table[place] if place is not None else table).dropna(axis=1, how="all")
+        if "step_time" not in part.index or part.empty:
+            continue
+        fast, slow = part.loc["step_time"].idxmin(), part.loc["step_time"].idxmax()
+        label = place or str(where_of(rows).iloc[0])
+        lines.append(f"**{label}** (ms per step): slowest {_describe_run(part, slow)}; "
+                     f"fastest {_describe_run(part, fast)}.")
+    return "\n\n".join(lines) or "*No kernel breakdown in these rows.*"
+
+
+def _describe_run(part: pd.DataFrame, run: str) -> str:
+    """One run's column of :func:`kernel_table` in words: step time, each family, idle."""
+    skip = ("step_time", "kernels total", "GPU idle (step - kernels)")
+    families = ", ".join(f"{f} {part.loc[f, run]:.2f}" for f in part.index
+                         if f not in skip and np.isfinite(part.loc[f, run])
+                         and part.loc[f, run] > 0)
+    return (f"`{run}` {part.loc['step_time', run]:.2f} ms: {families}; idle "
+            f"{part.loc['GPU idle (step - kernels)', run]:.2f}")
+
+
+@takes_rows
+def loss_kernel_caption(rows: pd.DataFrame) -> str:
+    """Markdown: per device, F.cross_entropy's ms against the fastest launch of the kernel,
+    the bandwidth it reaches and its share of the datasheet's HBM bandwidth."""
+    if rows.empty:
+        return "*No loss-kernel rows yet.*"
+    lines = []
+    where = where_of(rows)
+    for place in ordered_wheres(rows):
+        table = loss_kernel_table(rows[where == place])
+        base = table[table["variant"] == "torch_ce"]["ms (measured)"]
+        kernel = table[table["variant"] != "torch_ce"]
+        if kernel.empty:
+            continue
+        best = kernel.iloc[0]
+        sheet = datasheet(str(rows[where == place]["device"].iloc[0]))
+        share = (f" ({100 * best['GB/s'] / sheet.hbm_gb_s:.0f} % of the datasheet's "
+                 f"{sheet.hbm_gb_s / 1000:.2f} TB/s)" if sheet else "")
+        lines.append(f"**{place}**: `{best['variant']}` fastest launch {best['ms (measured)']:.2f}"
+                     f" ms (launches {kernel['ms (measured)'].min():.2f}–"
+                     f"{kernel['ms (measured)'].max():.2f} ms) against F.cross_entropy's "
+                     f"{_fmt(base.min())} ms; it moves {best['GB moved (predicted)']:.2f} GB at "
+                     f"{best['GB/s']:,.0f} GB/s{share}.")
+    return "\n\n".join(lines) or "*No loss-kernel launches in these rows.*"
+
+
+@takes_rows
+def energy_caption(rows: pd.DataFrame) -> str:
+    """Markdown: J/token, W and tokens/s per place, or why there are none (no NVML)."""
+    table = energy_table(rows)
+    if table.empty:
+        return "*No energy rows yet.*"
+    lines = []
+    for _, row in table.iterrows():
+        jpt = row["J/token"]
+        if not np.isfinite(jpt):
+            lines.append(f"**{row['where']}**, `{row['run']}`: {row['tokens/s']:,.0f} "
+                         f"tokens/s; energy not measured ({row['energy from']}).")
+            continue
+        lines.append(f"**{row['where']}**, `{row['run']}`: **{jpt:.3g} J per token** at "
+                     f"{row['average W']:,.0f} W (idle {_fmt(row['idle W'])} W), "
+                     f"{row['tokens/s']:,.0f} tokens/s, MFU {_fmt(row['MFU (% datasheet)'])} %"
+                     f" (energy from NVML's {row['energy from']}).")
+    return "\n\n".join(lines)
+
+
+def ncu_loss_bytes() -> pd.DataFrame:
+    """The DRAM bytes Nsight Compute counted per launch of the loss kernel
+    (``data/results/ncu/loss_kernel_dram_bytes_<commit>.txt``, from scripts/gpu_loss_kernel.sh):
+    one row per (commit, launch) with GB read, GB written and the logits' GB."""
+
+    lines = []
+    for path in sorted((results.results_dir() / "ncu").glob("loss_kernel_dram_bytes_*.txt")):
+        commit = path.stem.rsplit("_", 1)[-1]
+        launch = None
+        for text in path.read_text().splitlines():
+            if (head := re.match(r"== (.*) \(logits: (\d+) bytes\)", text)):
+                launch = {"commit": commit, "launch": head[1].strip(),
+                          "logits GB": int(head[2]) / 1e9}
+                lines.append(launch)
+            elif launch is not None and (m := re.match(r"\s*dram__bytes_(read|write)\.sum\s+"
+                                                        r"Gbyte\s+([\d.]+)", text)):
+                launch[f"{m[1]} GB"] = float(m[2])
+    return pd.DataFrame(lines)
+
+
+def ncu_caption() -> str:
+    """Markdown: the logits' size against what Nsight Compute saw the kernel read and write."""
+    table = ncu_loss_bytes()
+    if table.empty or "read GB" not in table:
+        return "*No Nsight Compute counts recorded (scripts/gpu_loss_kernel.sh records them).*"
+    logits = table["logits GB"].iloc[0]
+    return (f"Logits {logits:.2f} GB: `F.cross_entropy` must move 3 × that = "
+            f"{3 * logits:.2f} GB, the kernel 2 × = {2 * logits:.2f} GB. Nsight Compute counted "
+            f"{table['read GB'].min():.2f}–{table['read GB'].max():.2f} GB read and "
+            f"{table['write GB'].min():.2f}–{table['write GB'].max():.2f} GB written from DRAM "
+            f"per launch ({len(table)} launches, commits {', '.join(table['commit'].unique())}).")
