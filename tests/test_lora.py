@@ -221,14 +221,3 @@ def test_lr_figure_draws_mean_and_interval_per_method():
     names = sorted(trace.name for trace in fig.data)
     assert names == ["full · cpu", "lora · cpu"], names
     assert all(len(trace.error_y.array) == len(trace.x) for trace in fig.data)
-
-
-def test_one_device_never_mixes_devices():
-    rows = pd.DataFrame({"source": ["measured", "predicted", "recorded", "predicted"],
-                         "device": ["H200", "H200", "H100", "H100"], "value": [1, 2, 3, 4],
-                         "recorded_at": ["", "", "2026-11-22", "2026-11-22"]})
-    assert lora.one_device(rows)["value"].tolist() == [1, 2], "this machine's rows first"
-    ledger = rows.iloc[2:]
-    assert lora.one_device(ledger, device="H200")["value"].tolist() == [3, 4], "last recorded"
-    two = pd.concat([ledger, ledger.assign(device="H200", value=[5, 6])])
-    assert lora.one_device(two, device="H200")["value"].tolist() == [5, 6], "this device's"

@@ -54,7 +54,6 @@ from workbook.lora.views import (
     lr_optima,
     lr_ratio,
     multi_adapter_demo,
-    one_device,
     paired_gap,
     scratch_vs_peft,
     seed_interval,
@@ -73,6 +72,6 @@ __all__ = [
     "sweep_plan", "task_ids",
     "SHAPES", "LlamaShape", "llama_config", "n_params_of", "shape",
     "GRID_TOL", "advice_caption", "best_lr", "claims", "lr_figure", "lr_optima", "lr_ratio",
-    "multi_adapter_demo", "one_device", "paired_gap", "scratch_vs_peft", "seed_interval",
+    "multi_adapter_demo", "paired_gap", "scratch_vs_peft", "seed_interval",
     "seed_summary", "summary_note", "trainable_summary",
 ]

@@ -148,31 +148,6 @@ def best_lr(rows: pd.DataFrame, method: str) -> tuple[float, str]:
     return best, edge
 
 
-@takes_rows
-def one_device(rows: pd.DataFrame, device: str | None = None) -> pd.DataFrame:
-    """The rows a claims table judges by, all of one device: this machine's (``measured``, with
-    its predictions) where it measured some; else the ledger's rows of ``device`` (default:
-    this machine's device, ``hardware.detect().name``) where there are some; else those of the
-    device recorded last. Never a mix of devices."""
-    if "source" not in rows.columns or rows.empty:
-        return rows
-    measured = rows["source"] == "measured"
-    if "device" not in rows.columns:
-        return rows[rows["source"] != "recorded"] if measured.any() else rows
-    if measured.any():
-        devices = set(rows.loc[measured, "device"].dropna())
-        return rows[(rows["source"] != "recorded")
-                    & (rows["device"].isin(devices) | rows["device"].isna())]
-    if device is None:
-        from workbook.hardware import detect
-
-        device = detect().name
-    if not (rows["device"] == device).any():
-        last = rows.sort_values("recorded_at") if "recorded_at" in rows.columns else rows
-        device = last["device"].dropna().iloc[-1] if last["device"].notna().any() else None
-    return rows[rows["device"] == device] if device is not None else rows
-
-
 def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): the mean over seeds and its Student-t interval at ``level``
     (NaN bounds for a single value: one seed has no interval)."""
