@@ -8,7 +8,7 @@ from workbook.claims import Claim, claims_table
 from workbook.config import takes_rows
 from workbook.lora import seed_interval
 from workbook.qlora.nf4 import bits_per_param, bnb_codebook, nf4_codebook
-from workbook.qlora.vram import predict_vram
+from workbook.qlora.vram import COMPONENTS, predict_vram
 from workbook.results import where_label
 
 
@@ -61,7 +61,7 @@ def claims(ratios: pd.DataFrame, quality: pd.DataFrame, bits: pd.DataFrame,
         Claim("QLoRA saves ≈16× VRAM", "lecture", 16.0, ratio("7b", "measured"), "x", where),
         Claim("65B QLoRA fits in under 48 GB (formula)", "QLoRA paper", 48.0, pred65, "GB",
               "formula only (no 65B run)", kind="at_most"),
-        *(paging_claims(vram) if vram is not None and len(vram) else []),
+        *(paging_claims(vram) if vram is not None else []),
     ])
 
 
@@ -101,42 +101,52 @@ def optimizer_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @takes_rows
-def paging_claims(rows: pd.DataFrame) -> list[Claim]:
+def paging_claims(rows: pd.DataFrame, size: str = "7b", cap_gb: float = 40.0) -> list[Claim]:
     """Paged AdamW: the allocator's peak drops by the paged state (formula vs measured at the
-    optimizer sweep's size); under the cap, whether paged AdamW fits where AdamW does not."""
+    optimizer sweep's size, ``size`` where the rows have none); under the cap (``cap_gb`` where
+    the rows have none), whether AdamW and paged AdamW fit. The predictions come from
+    :func:`predict_vram` at the rows' rank, batch and sequence length (64, 1, 512 without)."""
     nan = float("nan")
     has = "optimizer" in rows.columns and "cap_gb" in rows.columns
     sweep = rows[rows["optimizer"].notna() & (rows["cap_gb"].fillna(0) == 0)] if has \
         else rows.iloc[0:0]
 
-    def value(method: str, optimizer: str, metric: str, source: str, frame=sweep) -> float:
+    def measured(method: str, optimizer: str, metric: str, frame: pd.DataFrame) -> float:
+        if frame.empty or "optimizer" not in frame.columns:
+            return nan
         hit = frame[(frame["method"] == method) & (frame["optimizer"] == optimizer)
-                    & (frame["metric"] == metric) & (frame["source"].isin(
-                        [source] if source == "predicted" else ["measured", "recorded"]))]
+                    & (frame["metric"] == metric)
+                    & frame["source"].isin(["measured", "recorded"])]
         hit = hit[hit.get("status", pd.Series("ok", index=hit.index)).fillna("ok") == "ok"]
         return float(hit["value"].iloc[-1]) if len(hit) else nan
 
     swept = sweep.groupby("size")["optimizer"].nunique() if len(sweep) else pd.Series()
     swept = swept[swept > 1]
-    size = str(swept.index[-1]) if len(swept) else "?"   # the optimizer sweep's size
-    sweep = sweep[sweep["size"] == size]
+    size = str(swept.index[-1]) if len(swept) else size   # the optimizer sweep's size
+    sweep = sweep[sweep["size"] == size] if len(sweep) else sweep
     capped = rows[rows["cap_gb"].fillna(0) > 0] if has else rows.iloc[0:0]
-    cap = float(capped["cap_gb"].iloc[0]) if len(capped) else nan
+    cap = float(capped["cap_gb"].iloc[0]) if len(capped) else cap_gb
+    setting = {k: int(sweep[k].dropna().iloc[0]) if k in sweep and sweep[k].notna().any()
+               else d for k, d in (("rank", 64), ("batch_size", 1), ("seq_len", 512))}
+
+    def peak(method: str, optimizer: str) -> float:
+        parts = predict_vram(size, method, setting["rank"], setting["batch_size"],
+                             setting["seq_len"], optimizer)
+        return sum(parts[c] for c in COMPONENTS) / 1e9
+
     where = where_label(sweep[sweep["source"] != "predicted"]) if len(sweep) else "no rows yet"
     out = []
     for method in ("full", "qlora"):
-        pred = value(method, "adamw", "peak", "predicted") - value(method, "paged_adamw",
-                                                                   "peak", "predicted")
-        meas = value(method, "adamw", "peak", "measured") - value(method, "paged_adamw",
-                                                                  "peak", "measured")
+        meas = measured(method, "adamw", "peak", sweep) - measured(method, "paged_adamw", "peak",
+                                                                   sweep)
         out.append(Claim(f"paged AdamW takes Adam's state off the allocator: {method} at {size}, "
                          "peak(AdamW) − peak(paged AdamW)", "bitsandbytes / QLoRA paper",
-                         pred, meas, "GB", where))
+                         peak(method, "adamw") - peak(method, "paged_adamw"), meas, "GB", where))
     for optimizer in ("adamw", "paged_adamw"):
-        pred = value("full", optimizer, "fits", "predicted", capped)
-        meas = value("full", optimizer, "fits", "measured", capped)
         out.append(Claim(f"full FT at {size} under a {cap:g} GB allocator cap with {optimizer} "
-                         "fits (1) or not (0)", "qlora.predict_vram", pred, meas, "1 = fits",
+                         "fits (1) or not (0)", "qlora.predict_vram",
+                         float(peak("full", optimizer) <= cap),
+                         measured("full", optimizer, "fits", capped), "1 = fits",
                          where_label(capped[capped["source"] != "predicted"])
                          if len(capped) else "no rows yet", rel_tol=0))
     return out
