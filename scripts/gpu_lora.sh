@@ -12,7 +12,7 @@ if ! python3 -c "import bitsandbytes" 2>/dev/null; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv | tee "$OUT/gpu_lora.log"
-for exp in ${EXPERIMENTS:-qlora_vram qlora_quality lora_merge lora_sweep}; do
+for exp in ${EXPERIMENTS:-qlora_vram qlora_quality lora_merge lora_sweep lora_advice}; do
   echo "=== $exp $(date -u +%T)" | tee -a "$OUT/gpu_lora.log"
   timeout 400 python3 -m workbook run "$exp" --preset full --record >>"$OUT/gpu_lora.log" 2>&1
   echo "=== $exp exit $? $(date -u +%T)" | tee -a "$OUT/gpu_lora.log"

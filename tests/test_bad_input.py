@@ -153,6 +153,7 @@ GOOD: dict[str, dict] = {
     "flops.attention_flops_per_token": {"n_layers": 2, "seq_len": 64, "d_model": 32},
     "flops.formula_vs_counted": {"cfg": CONFIG, "batch_size": 1},
     "lora.lora_params": {"config": Make(_llama_7b), "rank": 8, "targets": "qv"},
+    "lora.matched_ranks": {"config": Make(_llama_7b), "rank": 8},
     "model.build_model": {"cfg": CONFIG, "seed": 0},
     "model.load_base_model": {"preset": "small", "seed": 0, "device": "cpu"},
     "model.base_model_log": {"preset": "small", "seed": 0},

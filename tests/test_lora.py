@@ -3,6 +3,9 @@ changes nothing, adapters swap and combine, and bad input is refused in one line
 
 from __future__ import annotations
 
+import math
+
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -137,4 +140,84 @@ def test_sweep_plan_covers_the_issue():
     assert {1, 2, 4, 8, 16, 64} <= ranks, "the issue asks for ranks 1, 2, 4, 8, 16, 64"
     assert {t for s, *_rest in plan if s == "targets" for t in [_rest[2]]} >= {
         "attention", "ffn", "all"}
-    assert {m for s, m, *_ in plan if s == "lr"} == {"lora", "full"}
+    assert not [p for p in plan if p[0] == "lr"], "the LR sweeps moved to lora_advice"
+    advice = lora.advice_plan(lora.ADVICE_PRESETS["full"], lora.llama_config("tiny"))
+    for method in ("lora", "full"):
+        lrs = sorted(p["lr"] for p in advice if p["sweep"] == "lr" and p["method"] == method)
+        assert len(lrs) >= 5, f"{method}: a grid wide enough to bracket its optimum"
+    full_lrs = [p["lr"] for p in advice if p["method"] == "full"]
+    assert min(full_lrs) < 1e-4, "full FT's grid extends below its old best (1e-4, the edge)"
+
+
+# ------------------------------------------------------------- the advice, over seeds
+
+
+def test_matched_ranks_give_equal_trainable_counts():
+    config = lora.llama_config("7b")
+    r_att, r_ffn = lora.matched_ranks(config, 8)
+    att, ffn = lora.lora_params(config, r_att, "attention"), lora.lora_params(config, r_ffn, "ffn")
+    assert abs(att - ffn) / ffn < 0.05, (r_att, r_ffn, att, ffn)
+    assert 4 <= r_ffn <= 16
+
+
+def test_seed_interval_is_student_t():
+    mean, low, high = lora.seed_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and low == pytest.approx(2 - 4.303 / 3 ** 0.5, abs=1e-3)
+    assert math.isnan(lora.seed_interval([1.0])[1]), "one seed has no interval"
+
+
+def _advice_rows(gap: float, noise: float) -> pd.DataFrame:
+    """Synthetic lora_advice rows: LoRA's optimum at 1e-3, full's at 1e-4, a batch gap and a
+    target gap of ``gap`` with per-seed ``noise``."""
+    rows = []
+    for seed in range(3):
+        jitter = noise * (seed - 1)
+        for method, best in (("lora", -3.0), ("full", -4.0)):
+            for lr in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)[(method == "lora"):][:4]:
+                rows.append({"sweep": "lr", "method": method, "lr": lr, "run_seed": seed,
+                             "metric": "eval_loss", "value": (math.log10(lr) - best) ** 2})
+        for b, loss in ((8, 5.0), (64, 5.0 + gap + jitter)):
+            rows.append({"sweep": "batch", "method": "lora", "batch_size": b, "lr": 1e-3,
+                         "run_seed": seed, "metric": "eval_loss", "value": loss})
+        for t, loss in (("ffn", 5.0), ("attention", 5.0 + gap - jitter)):
+            rows.append({"sweep": "targets", "method": "lora", "targets": t, "rank": 8,
+                         "run_seed": seed, "metric": "eval_loss", "value": loss})
+    return pd.DataFrame(rows).assign(source="measured", device="cpu")
+
+
+def test_lr_optima_are_bracketed_and_refined():
+    rows = _advice_rows(0.1, 0.01)
+    opt = lora.lr_optima(rows).groupby("method")["log10_lr"].mean()
+    assert opt["lora"] == pytest.approx(-3.0) and opt["full"] == pytest.approx(-4.0)
+    ratio = lora.lr_ratio(rows)
+    assert ratio["bracketed"] and ratio["mean"] == pytest.approx(1.0)
+    edge = rows[~((rows.sweep == "lr") & (rows.method == "full") & (rows.lr < 1e-4))]
+    assert not lora.lr_ratio(edge)["bracketed"], "an optimum at the grid's edge is a bound"
+
+
+def test_claims_hold_only_when_the_interval_excludes_zero():
+    timing = pd.DataFrame({"metric": [], "variant": [], "value": []})
+    rank_rows = pd.DataFrame({"source": ["predicted", "measured"], "value": [10, 10]})
+    clear = lora.claims(rank_rows, _advice_rows(0.1, 0.001), timing).set_index("claim")
+    noisy = lora.claims(rank_rows, _advice_rows(0.001, 0.05), timing).set_index("claim")
+    for table, word in ((clear, "holds"), (noisy, "inconclusive")):
+        gaps = table[table.index.str.contains("batches|FFN")]["verdict"]
+        assert gaps.str.startswith(word).all(), gaps.tolist()
+    assert "excludes zero" in lora.advice_caption(_advice_rows(0.1, 0.001))
+    assert "cannot tell" in lora.advice_caption(_advice_rows(0.001, 0.05))
+
+
+def test_advice_small_preset_plan_and_bad_input():
+    cfg = lora.ADVICE_PRESETS["small"]
+    plan = lora.advice_plan(cfg, lora.llama_config("tiny"))
+    steps = {p["batch_size"]: p["steps"] for p in plan if p["sweep"] == "batch"}
+    assert all(b * s * cfg.seq_len == cfg.tokens for b, s in steps.items()), "fixed tokens"
+    with pytest.raises(WorkbookError, match="allowed"):
+        lora.AdviceConfig(seeds=0)
+
+
+def test_lr_figure_draws_mean_and_interval_per_method():
+    fig = lora.lr_figure(_advice_rows(0.1, 0.01))
+    names = sorted(trace.name for trace in fig.data)
+    assert names == ["full · cpu", "lora · cpu"], names
+    assert all(len(trace.error_y.array) == len(trace.x) for trace in fig.data)

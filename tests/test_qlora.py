@@ -139,3 +139,91 @@ def test_small_preset_runs_end_to_end_with_predictions_beside():
         for source in ("measured", "predicted"):
             assert saving[(method, source)] > 1, f"{method} ({source}) must save vs full FT"
     assert set(rows["source"]) == {"measured", "predicted"}
+
+
+# --------------------------------------------------------------- paged and 8-bit AdamW
+
+
+def test_optimizer_state_bytes_follow_bitsandbytes_rules():
+    big, mid, small = 1_000_000, 10_000, 100
+    assert qlora.optimizer_state_bytes([big], "adamw") == {"device": 8e6, "paged": 0.0}
+    eight = qlora.optimizer_state_bytes([big], "adamw8bit")
+    qmaps = 2 * 256 * 4
+    assert eight["device"] == 2 * big + 8 * -(-big // 256) + qmaps and eight["paged"] == 0
+    paged = qlora.optimizer_state_bytes([big, mid, small], "paged_adamw")
+    assert paged == {"device": 8.0 * (mid + small), "paged": 8.0 * big}, "only >= 1e5 paged"
+    p8 = qlora.optimizer_state_bytes([big, small], "paged_adamw8bit")
+    assert p8["paged"] == 2 * big and p8["device"] == 8 * -(-big // 256) + 8 * small + qmaps
+    with pytest.raises(WorkbookError, match="choose one of"):
+        qlora.optimizer_state_bytes([big], "sgd")
+
+
+def test_paged_adamw_moves_the_state_off_the_allocator_in_the_formula():
+    plain = qlora.predict_vram("7b", "full", optimizer="adamw")
+    paged = qlora.predict_vram("7b", "full", optimizer="paged_adamw")
+    assert paged["paged"] == pytest.approx(plain["optimizer"], rel=1e-3)
+    assert plain["optimizer"] == pytest.approx(8 * qlora.SHAPES["7b"].n_params)
+    peak = {o: qlora.predicted_rows(["7b"], ["full"], optimizer=o).set_index("metric")
+            .loc["peak", "value"] for o in qlora.OPTIMIZERS}
+    assert peak["paged_adamw"] < 40 < peak["adamw8bit"] < peak["adamw"], peak
+
+
+def test_full_vram_plan_and_its_processes():
+    plan = qlora.vram_plan(qlora.VRAM_PRESETS["full"])
+    assert len(plan) == 9 + 9 + 4, "9 fp32, 3 methods x 3 optimizers at 7B, 4 under the cap"
+    capped = [kw for kw in plan if kw["cap_gb"] > 0]
+    assert {kw["optimizer"] for kw in capped} == set(qlora.OPTIMIZERS)
+    assert sum(qlora.needs_own_process(kw) for kw in plan) == 6 + 2
+    fits = qlora.predicted_plan_rows(capped).query("metric == 'fits'")
+    assert fits.set_index("optimizer")["value"].to_dict() == {
+        "adamw": 0.0, "adamw8bit": 0.0, "paged_adamw": 1.0, "paged_adamw8bit": 1.0}
+
+
+def test_quality_gap_is_an_equivalence_over_seeds():
+    import pandas as pd
+
+    rows = pd.DataFrame([{"method": m, "stage": "after", "metric": "eval_loss", "run_seed": s,
+                          "value": 5.0 + (0.001 * s if m == "qlora" else 0.0)}
+                         for m in ("lora", "qlora") for s in range(3)])
+    gap = qlora.quality_gap(rows)
+    assert gap["n"] == 3 and gap["mean"] == pytest.approx(0.001)
+    assert gap["farthest"] >= abs(gap["high"]) and gap["low"] < gap["mean"] < gap["high"]
+
+
+def test_measure_many_on_cpu_counts_state_as_predicted():
+    configs = [{"size": "tiny", "method": "full", "rank": 4, "seq_len": 32, "optimizer": o}
+               for o in ("adamw", "adamw8bit")]
+    rows = qlora.measure_many(configs).set_index(["optimizer", "metric"])["value"]
+    numels = qlora.trainable_numels("tiny", "full", 4)
+    assert sum(numels) == qlora.SHAPES["tiny"].n_params
+    for o in ("adamw", "adamw8bit"):
+        predicted = qlora.optimizer_state_bytes(numels, o)["device"]
+        assert rows[(o, "optimizer_state")] * 1e9 == pytest.approx(predicted, abs=0.5), o
+    assert rows[("adamw8bit", "paged")] == 0
+
+
+def test_process_groups_keep_managed_memory_bounded():
+    plan = qlora.vram_plan(qlora.VRAM_PRESETS["full"])
+    groups = qlora.process_groups(plan)
+    assert sorted(map(str, (kw for g in groups for kw in g))) == sorted(map(str, plan))
+    assert not any(qlora.needs_own_process(kw) for kw in groups[0]), "paged apart"
+    for group in groups[1:]:
+        managed = sum(qlora.predict_vram(kw["size"], kw["method"], kw["rank"], kw["batch_size"],
+                                         kw["seq_len"], kw["optimizer"])["paged"]
+                      for kw in group) / 1e9
+        assert managed <= 60, (managed, group)
+
+
+def test_paging_claims_read_the_swept_size_and_the_cap():
+    import pandas as pd
+
+    plan = qlora.vram_plan(qlora.VRAM_PRESETS["full"])
+    rows = qlora.predicted_plan_rows(plan)
+    measured = rows[rows.metric.isin(["peak", "fits"])].assign(source="measured", status="ok",
+                                                                device="H200")
+    claims = {c.claim: c for c in qlora.paging_claims(pd.concat([rows, measured]))}
+    drop = [c for name, c in claims.items() if "full at 7b" in name][0]
+    assert drop.predicted == pytest.approx(drop.measured) and drop.predicted > 50
+    fits = {name.split(" with ")[1]: c for name, c in claims.items() if "cap" in name}
+    assert fits["adamw fits (1) or not (0)"].predicted == 0
+    assert fits["paged_adamw fits (1) or not (0)"].predicted == 1

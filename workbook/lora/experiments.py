@@ -11,14 +11,16 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import pandas as pd
 import torch
 from torch import nn
 
-from workbook import training
-from workbook.config import check_choice, check_range
+from workbook import runner, training
+from workbook.config import MAY_BE_EMPTY, check_choice, check_range
 from workbook.data import random_batch, token_ids
 from workbook.hardware import torch_device
 from workbook.lora.adapter import (
@@ -113,7 +115,8 @@ class LoraSweepConfig:
     ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 64)
     targets: tuple[str, ...] = ("qv", "attention", "ffn", "all")
     target_rank: int = 8
-    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    # LR sweep of both methods (one seed; lora_advice is the multi-seed, bracketed version)
+    lrs: Annotated[tuple[float, ...], MAY_BE_EMPTY] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
     lr: float = 1e-3                # LoRA's learning rate in the rank and target sweeps
     full_lr: float = 1e-4
     alpha_over_rank: float = 2.0    # alpha = 2 * rank, so the update's scale is fixed
@@ -207,11 +210,141 @@ def run_lora_sweep(cfg: LoraSweepConfig, seed: int) -> pd.DataFrame:
 LORA_SWEEP_PRESETS = {
     # A 2-core CPU: few, short runs (the recorded GPU sweep is the one to read).
     "small": LoraSweepConfig(ranks=(1, 4, 16, 64), targets=("attention", "ffn", "all"),
-                             target_rank=16, lrs=(1e-3, 1e-2), steps=10, batch_size=4,
+                             target_rank=16, lrs=(), steps=10, batch_size=4,
                              seq_len=32, eval_batches=2),
     # On a GPU, the small base model (1M parameters, carried in data/cache) with real budgets.
-    "full": LoraSweepConfig(lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2), steps=200,
-                            batch_size=32, seq_len=128, eval_batches=16, preset="small"),
+    # The learning-rate sweeps moved to lora_advice (three seeds, bracketed optima): here only
+    # ranks and targets, ten runs instead of twenty-three.
+    "full": LoraSweepConfig(lrs=(), steps=200, batch_size=32, seq_len=128, eval_batches=16,
+                            preset="small"),
+}
+
+
+# ------------------------------------------------- the lecture's advice, over several seeds
+
+
+def matched_ranks(config, rank: int) -> tuple[int, int]:
+    """(attention rank, FFN rank) whose LoRA adapters train (nearly) the same number of
+    parameters, the FFN rank close to ``rank``: the fair comparison of "which modules".
+
+    Per rank, attention-only trains ``lora_params(config, 1, "attention")`` numbers and FFN-only
+    ``lora_params(config, 1, "ffn")``; the pair with the smallest mismatch among FFN ranks from
+    ``rank/2`` to ``2 rank`` wins (ties: the FFN rank nearest ``rank``).
+    """
+    check_range("rank", rank, 1, 4096)
+    per_att, per_ffn = lora_params(config, 1, "attention"), lora_params(config, 1, "ffn")
+
+    def mismatch(r_ffn: int) -> tuple[float, int]:
+        r_att = max(1, round(r_ffn * per_ffn / per_att))
+        return abs(r_att * per_att - r_ffn * per_ffn) / (r_ffn * per_ffn), abs(r_ffn - rank)
+
+    r_ffn = min(range(max(1, rank // 2), 2 * rank + 1), key=mismatch)
+    return max(1, round(r_ffn * per_ffn / per_att)), r_ffn
+
+
+@dataclass(frozen=True)
+class AdviceConfig:
+    """The lecture's LoRA advice as three sweeps, each configuration over ``seeds`` seeds:
+    learning rate of LoRA and of full fine-tuning (grids meant to bracket both optima), batch
+    size at a fixed token budget, and FFN-only vs attention-only adapters at equal
+    trainable-parameter count (:func:`matched_ranks`)."""
+
+    seeds: int = 3                  # fine-tuning seeds seed, seed+1, ... (the base stays one)
+    rank: int = 8                   # LoRA rank of the LR and batch sweeps (all projections)
+    lora_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+    full_lrs: tuple[float, ...] = (3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+    lr: float = 1e-3                # LoRA's learning rate in the batch and target sweeps
+    batch_sizes: tuple[int, ...] = (8, 16, 32, 64)
+    tokens: int = 819_200           # the batch sweep's budget: steps = tokens / (batch * seq)
+    target_rank: int = 8            # FFN-only rank; attention-only gets the matching rank
+    steps: int = 200
+    batch_size: int = 32
+    seq_len: int = 128
+    eval_batches: int = 16
+    alpha_over_rank: float = 2.0
+    parallel: int = 1               # seeds trained at once, each in a process (GPU only)
+    preset: str | None = None       # the base model's preset (None: the workbook's preset)
+
+    def __post_init__(self) -> None:
+        check_range("seeds", self.seeds, 1, 32)
+        for r in (self.rank, self.target_rank):
+            check_range("rank", r, 1, 4096)
+        for lr in self.lora_lrs + self.full_lrs + (self.lr,):
+            check_range("lr", lr, 1e-7, 1.0)
+        check_range("steps", self.steps, 1, 100_000)
+        check_range("batch_size", self.batch_size, 1, 1024)
+        check_range("seq_len", self.seq_len, 8, 8192)
+        for b in self.batch_sizes:
+            check_range("batch_sizes", b, 1, 1024)
+            check_range("tokens", self.tokens, b * self.seq_len, 10**9)   # >= one step each
+        check_range("eval_batches", self.eval_batches, 1, 1000)
+        check_range("alpha_over_rank", self.alpha_over_rank, 0.01, 1000.0)
+        check_range("parallel", self.parallel, 1, 16)
+        check_choice("preset", self.preset, (None, "small", "full"))
+
+
+def advice_plan(cfg: AdviceConfig, config) -> list[dict]:
+    """Every run of one seed: sweep, method, rank, targets, lr, batch_size, steps."""
+    r_att, r_ffn = matched_ranks(config, cfg.target_rank)
+    one = {"targets": "all", "rank": cfg.rank, "batch_size": cfg.batch_size, "steps": cfg.steps}
+    runs = [{**one, "sweep": "lr", "method": "lora", "lr": lr} for lr in cfg.lora_lrs]
+    runs += [{**one, "sweep": "lr", "method": "full", "rank": 0, "targets": "-", "lr": lr}
+             for lr in cfg.full_lrs]
+    runs += [{**one, "sweep": "batch", "method": "lora", "lr": cfg.lr, "batch_size": b,
+              "steps": cfg.tokens // (b * cfg.seq_len)} for b in cfg.batch_sizes]
+    runs += [{**one, "sweep": "targets", "method": "lora", "lr": cfg.lr, "rank": r, "targets": t}
+             for t, r in (("attention", r_att), ("ffn", r_ffn))]
+    return runs
+
+
+def advice_rows(cfg: dict, seed: int, base_seed: int) -> pd.DataFrame:
+    """One seed of :func:`run_lora_advice` (a config as a dict, so a child process can take
+    it): every run of :func:`advice_plan`, its held-out loss and trainable-parameter count."""
+    config = AdviceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    base = base_on_cpu(config.preset, base_seed)
+    train, held_out = task_ids(base.config.vocab_size)
+    rows = []
+    for run in advice_plan(config, base.config):
+        if run["method"] == "lora":
+            model = with_lora(base, run["rank"], config.alpha_over_rank * run["rank"],
+                              run["targets"], seed)
+        else:
+            model = copy.deepcopy(base).requires_grad_(True)
+        model.to(torch_device())
+        finetune(model, train, steps=run["steps"], lr=run["lr"], batch_size=run["batch_size"],
+                 seq_len=config.seq_len, seed=seed)
+        loss = eval_loss(model, held_out, config.batch_size, config.seq_len,
+                         config.eval_batches, seed)
+        rows += [{**run, "run_seed": seed, "metric": "eval_loss", "value": loss, "unit": "nats"},
+                 {**run, "run_seed": seed, "metric": "trainable_params",
+                  "value": count_trainable(model), "unit": "params"}]
+        del model
+    return pd.DataFrame(rows).assign(source="measured")
+
+
+def run_lora_advice(cfg: AdviceConfig, seed: int) -> pd.DataFrame:
+    """The lecture's advice measured over seeds ``seed .. seed + cfg.seeds - 1`` (the base
+    model is the one of ``seed``). On a GPU, ``cfg.parallel`` seeds train at once, each in a
+    process of its own (a 1M-parameter model leaves the GPU idle between kernel launches); the
+    losses do not depend on what runs beside them."""
+    seeds = [seed + i for i in range(cfg.seeds)]
+    kwargs = [{"cfg": asdict(cfg), "seed": s, "base_seed": seed} for s in seeds]
+    if cfg.parallel > 1 and torch.cuda.is_available():
+        with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
+            frames = list(pool.map(lambda kw: runner.call(
+                "workbook.lora.experiments:advice_rows", kw, timeout_s=600), kwargs))
+    else:
+        frames = [advice_rows(**kw) for kw in kwargs]
+    return pd.concat(frames, ignore_index=True)
+
+
+ADVICE_PRESETS = {
+    # A 2-core CPU: three seeds of very short runs, grids of three (a smoke test of the logic).
+    "small": AdviceConfig(lora_lrs=(1e-3, 1e-2, 1e-1), full_lrs=(1e-4, 1e-3, 1e-2),
+                          batch_sizes=(2, 8), tokens=256, steps=3, batch_size=4, seq_len=16,
+                          eval_batches=1),
+    # One GPU: the rank-sweep's budget (200 steps of 32 x 128 tokens), three seeds at once.
+    "full": AdviceConfig(parallel=3, preset="small"),
 }
 
 
@@ -274,12 +407,23 @@ MERGE_PRESETS = {"small": MergeConfig(batch_size=4, seq_len=32, repeats=5),
 EXPERIMENTS = [
     Experiment(
         name="lora_sweep",
-        summary="LoRA rank / target-module / LR sweeps vs full fine-tuning on the base model",
+        summary="LoRA rank and target-module sweeps vs full fine-tuning on the base model",
         notebook="11_lora",
         run=run_lora_sweep,
         presets=LORA_SWEEP_PRESETS,
         min_gpus={"small": 0, "full": 1},
         timeout_s=600,
+    ),
+    Experiment(
+        name="lora_advice",
+        summary="LoRA's LR vs full FT's (bracketed), batch size at fixed tokens, FFN vs "
+                "attention at equal parameters; 3 seeds each",
+        notebook="11_lora",
+        run=run_lora_advice,
+        presets=ADVICE_PRESETS,
+        min_gpus={"small": 0, "full": 1},
+        timeout_s=900,
+        typical_s={"small": 25, "full": 120},
     ),
     Experiment(
         name="lora_merge",

@@ -4,14 +4,16 @@ parameters by rank and target modules, two adapters on one base, and the claims 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from workbook.claims import Claim, claims_table
-from workbook.config import check_range, takes_rows
+from workbook.config import check_range, check_values, takes_rows
 from workbook.lora.adapter import (
     add_lora,
     add_peft_lora,
@@ -23,6 +25,7 @@ from workbook.lora.adapter import (
     with_lora,
 )
 from workbook.lora.shapes import llama_config, n_params_of
+from workbook.results import where_label
 
 
 def _check_demo(rank: int, seed: int, seq_len: int) -> None:
@@ -145,22 +148,192 @@ def best_lr(rows: pd.DataFrame, method: str) -> tuple[float, str]:
     return best, edge
 
 
+def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean over seeds and its Student-t interval at ``level``
+    (NaN bounds for a single value: one seed has no interval)."""
+    check_values("values", list(values))
+    check_range("level", level, 0.5, 0.999)
+    from scipy import stats  # only here: importing scipy.stats costs seconds
+
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
 @takes_rows
-def claims(rank_rows: pd.DataFrame, lr_rows: pd.DataFrame, timing: pd.DataFrame,
-           where: str) -> pd.DataFrame:
-    """The lecture's and the LoRA paper's claims against this notebook's rows: parameter counts
-    (exact), the learning-rate ratio (only where both optima lie inside the sweep's grid;
-    otherwise the ratio is a bound and the claim is not measured), the merge's latency."""
+def seed_summary(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Held-out loss per configuration over its seeds: mean, 95 % interval, seeds (n)."""
+    loss = rows[rows["metric"] == "eval_loss"]
+    out = []
+    for key, part in loss.groupby(list(by), sort=True):
+        mean, low, high = seed_interval(part["value"].tolist())
+        out.append({**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
+                    "mean": mean, "low": low, "high": high, "n": len(part)})
+    return pd.DataFrame(out)
+
+
+@takes_rows
+def lr_figure(rows: pd.DataFrame):
+    """Held-out loss vs learning rate of ``lora_advice`` rows: mean over seeds with its 95 %
+    interval as error bars, one trace per method and device (this machine's and references)."""
+    from workbook import plots
+
+    lr = rows[rows["sweep"] == "lr"]
+    where = lr["device"].astype(str) if "device" in lr.columns else "this machine"
+    curve = seed_summary(lr.assign(where=where), ["method", "where", "lr"])
+    fig = plots.figure(plots.title_with_source("Held-out loss vs learning rate (mean over seeds, "
+                                               "95 % interval)", lr), "learning rate",
+                       "loss (nats)", log_x=True)
+    for (method, device), part in curve.groupby(["method", "where"], sort=False):
+        color = plots.color_for(f"{method} · {device}")
+        fig.add_scatter(x=part["lr"], y=part["mean"], name=f"{method} · {device}",
+                        mode="lines+markers", line={"color": color},
+                        error_y={"type": "data", "symmetric": False,
+                                 "array": (part["high"] - part["mean"]).fillna(0),
+                                 "arrayminus": (part["mean"] - part["low"]).fillna(0)})
+    return fig
+
+
+def _log_optimum(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, str]:
+    """The minimum of a loss-vs-log10(lr) curve: the grid's best point refined by a parabola
+    through it and its two neighbours (where it has both); and where it sits in the grid."""
+    i = int(np.argmin(losses))
+    if i == 0 or i == len(lrs) - 1:
+        return float(np.log10(lrs[i])), "lowest" if i == 0 else "highest"
+    x, y = np.log10(lrs[i - 1:i + 2]), losses[i - 1:i + 2]
+    a, b, _ = np.polyfit(x, y, 2)
+    best = -b / (2 * a) if a > 0 else x[1]
+    return float(np.clip(best, x[0], x[2])), "inside"
+
+
+@takes_rows
+def lr_optima(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per method and seed of a ``lora_advice`` LR sweep: log10 of the best learning rate
+    (parabola through the grid's best point and its neighbours) and where it lies in the grid
+    ('inside', or 'lowest'/'highest': then the optimum may lie beyond the grid)."""
+    out = []
+    if not {"sweep", "metric", "run_seed", "lr", "method"} <= set(rows.columns):
+        return pd.DataFrame(out, columns=["method", "run_seed", "log10_lr", "edge"])
+    part = rows[(rows["sweep"] == "lr") & (rows["metric"] == "eval_loss")]
+    for (method, seed), one in part.groupby(["method", "run_seed"]):
+        one = one.sort_values("lr")
+        log_lr, edge = _log_optimum(one["lr"].to_numpy(float), one["value"].to_numpy(float))
+        out.append({"method": method, "run_seed": seed, "log10_lr": log_lr, "edge": edge})
+    return pd.DataFrame(out, columns=["method", "run_seed", "log10_lr", "edge"])
+
+
+@takes_rows
+def paired_gap(rows: pd.DataFrame, sweep: str, column: str, worse: object,
+               better: object) -> tuple[float, float, float, int]:
+    """loss(``worse``) - loss(``better``) per seed in one sweep of ``lora_advice`` rows (same
+    seed: same batches and held-out windows), as (mean, low, high, seeds): > 0 means
+    ``better`` really is better only when ``low`` > 0."""
+    loss = rows[(rows["sweep"] == sweep) & (rows["metric"] == "eval_loss")] \
+        if {"sweep", "metric", "run_seed", column} <= set(rows.columns) else rows.iloc[0:0]
+    if loss.empty:
+        return math.nan, math.nan, math.nan, 0
+    by = loss.pivot_table(index="run_seed", columns=column, values="value")
+    if worse not in by.columns or better not in by.columns:
+        return math.nan, math.nan, math.nan, 0
+    gaps = (by[worse] - by[better]).dropna()
+    if gaps.empty:
+        return math.nan, math.nan, math.nan, 0
+    return (*seed_interval(gaps.tolist()), len(gaps))
+
+
+GRID_TOL = 0.25    # decades: half a step of the 1-3-10 learning-rate grids
+
+
+@takes_rows
+def lr_ratio(rows: pd.DataFrame) -> dict:
+    """log10(LoRA's best LR / full FT's), paired by seed: mean, 95 % interval, the tolerance
+    (the larger of the interval's half-width and half a grid step, :data:`GRID_TOL`), and
+    whether every seed's optimum lies inside both grids (else the ratio is only a bound)."""
+    opt = lr_optima(rows)
+    wide = opt.pivot_table(index="run_seed", columns="method", values="log10_lr") \
+        if len(opt) else opt
+    if not {"lora", "full"} <= set(wide.columns):
+        return {"mean": math.nan, "low": math.nan, "high": math.nan, "tol": GRID_TOL,
+                "bracketed": False, "edges": "not measured", "n": 0}
+    logs = (wide["lora"] - wide["full"]).dropna()
+    mean, low, high = seed_interval(logs.tolist())
+    half = (high - low) / 2 if len(logs) > 1 else 0.0
+    edges = opt.groupby("method")["edge"].agg(lambda e: ",".join(sorted(set(e))))
+    return {"mean": mean, "low": low, "high": high, "tol": max(half, GRID_TOL),
+            "bracketed": bool((opt["edge"] == "inside").all()),
+            "edges": "; ".join(f"{m}: {e}" for m, e in edges.items()), "n": len(logs)}
+
+
+@takes_rows
+def advice_caption(rows: pd.DataFrame) -> str:
+    """The advice sweeps in words, every number from ``rows``: each method's best LR, the
+    ratio, the batch sizes' and the target modules' gaps with their intervals, and plainly
+    whether the data can tell the alternatives apart."""
+    r = lr_ratio(rows)
+    opt = lr_optima(rows).groupby("method")["log10_lr"].mean()
+    lines = [f"Best learning rate (mean over {r['n']} seeds of the refined grid minimum): "
+             + ", ".join(f"{m} {10 ** v:.2g}" for m, v in opt.items())
+             + f"; LoRA / full = {10 ** r['mean']:.3g}× "
+               f"(95 % interval {10 ** r['low']:.3g}–{10 ** r['high']:.3g}×); optima in the "
+               f"grid: {r['edges']}."]
+    sizes = sorted(rows.loc[rows["sweep"] == "batch", "batch_size"].unique())
+    if len(sizes) > 1:
+        m, lo, hi, n = paired_gap(rows, "batch", "batch_size", sizes[-1], sizes[0])
+        lines.append(_gap_words(f"batch {sizes[-1]} minus batch {sizes[0]} (same tokens)",
+                                m, lo, hi, n))
+    part = rows[(rows["sweep"] == "targets") & (rows["metric"] == "trainable_params")]
+    counts = part.groupby("targets")[["rank", "value"]].first()
+    if {"attention", "ffn"} <= set(counts.index):
+        m, lo, hi, n = paired_gap(rows, "targets", "targets", "attention", "ffn")
+        lines.append(_gap_words(
+            f"attention-only (rank {counts.loc['attention', 'rank']:.0f}, "
+            f"{counts.loc['attention', 'value']:,.0f} params) minus FFN-only (rank "
+            f"{counts.loc['ffn', 'rank']:.0f}, {counts.loc['ffn', 'value']:,.0f} params)",
+            m, lo, hi, n))
+    return "\n\n".join(f"* {line}" for line in lines)
+
+
+def _gap_words(what: str, mean: float, low: float, high: float, n: int) -> str:
+    head = f"Held-out loss, {what}: {mean:+.4f} nats (95 % interval {low:+.4f} to {high:+.4f}, " \
+           f"{n} seeds)"
+    if not (low == low and high == high):
+        return head + " — one seed: no interval, no verdict."
+    if low > 0 or high < 0:
+        return head + " — the interval excludes zero: the difference is real at this budget."
+    return head + " — the interval includes zero: these data cannot tell the two apart."
+
+
+@takes_rows
+def claims(rank_rows: pd.DataFrame, advice: pd.DataFrame, timing: pd.DataFrame
+           ) -> pd.DataFrame:
+    """The lecture's and the LoRA papers' claims against this notebook's rows: parameter counts
+    (exact); the learning-rate ratio from bracketed optima over seeds (a ratio built on an
+    optimum at a grid's edge is only a bound: not measured); small batches and FFN targets as
+    paired gaps over seeds, holding only when the interval excludes zero; the merge's latency.
+    Each row says where its numbers were measured (this machine, or recorded where)."""
     nan = float("nan")
     pred = rank_rows[rank_rows["source"] == "predicted"]["value"].sum()
     counted = rank_rows[rank_rows["source"] != "predicted"]["value"].sum()
-    (lr_lora, edge_lora), (lr_full, edge_full) = best_lr(lr_rows, "lora"), best_lr(lr_rows, "full")
-    bracketed = edge_lora == edge_full == "inside"
-    ratio = lr_lora / lr_full
+    r = lr_ratio(advice)
+    where_adv = where_label(advice)
+    lr_where = where_adv if r["bracketed"] else (
+        f"{where_adv}; an optimum at a grid's edge ({r['edges']}): the ratio is only a bound")
+    log_ratio = r["mean"] if r["bracketed"] else nan
+    sizes = sorted(advice.loc[advice["sweep"] == "batch", "batch_size"].unique()) \
+        if "batch_size" in advice.columns else []
+    batch = paired_gap(advice, "batch", "batch_size", sizes[-1], sizes[0]) \
+        if len(sizes) > 1 else (nan, nan, nan, 0)
+    target = paired_gap(advice, "targets", "targets", "attention", "ffn")
+
+    big, small = (sizes[-1], sizes[0]) if sizes else ("?", "?")
+
+    def half(gap: tuple) -> float:
+        return (gap[2] - gap[1]) / 2 if gap[1] == gap[1] else 0.0
+
     t = timing[timing["metric"] == "forward_time"].groupby("variant")["value"].first()
-    lr_where = where if bracketed else (
-        f"{where}; best LR at the grid's edge (lora: {edge_lora}, full: {edge_full}), "
-        f"so {ratio:.3g}× is only a bound")
     return claims_table([
         Claim("1024x1024 at rank 8 trains ~16K numbers", "lecture", 16_000, 8 * (1024 + 1024),
               "params"),
@@ -168,11 +341,18 @@ def claims(rank_rows: pd.DataFrame, lr_rows: pd.DataFrame, timing: pd.DataFrame,
               4_194_304, lora_params(llama_config("7b"), 8, "qv"), "params",
               "formula, Llama-2-7B shape"),
         Claim("trainable params = r(d_in+d_out) per matrix", "LoRA paper", pred, counted,
-              "params (sum over the sweep)", "counted by PEFT"),
-        Claim("LoRA's best LR is higher than full FT's", "lecture", 1.0, ratio, "× (ratio)",
-              lr_where, kind="at_least"),
-        Claim("... by about 10×", "lecture", 10.0, ratio if bracketed else nan, "×", lr_where,
-              rel_tol=0.5),
+              "params (sum over the sweep)", where_label(rank_rows)),
+        Claim("LoRA's best LR is higher than full FT's (log10 of the ratio > 0)", "lecture",
+              0.0, log_ratio, "decades", lr_where, abs_tol=r["tol"], kind="at_least"),
+        Claim("LoRA's best LR ≥ 10× full FT's (log10 ratio ≥ 1)",
+              "LoRA Without Regret (Schulman et al., 2025)", 1.0, log_ratio, "decades",
+              lr_where, abs_tol=r["tol"], kind="at_least"),
+        Claim(f"small batches beat large at equal tokens (loss of batch {big} minus batch "
+              f"{small} > 0)", "lecture", 0.0, batch[0],
+              "nats", where_adv, abs_tol=half(batch), kind="at_least"),
+        Claim("adapting the FFN beats attention-only at equal trainable parameters "
+              "(loss gap attention − FFN > 0)", "lecture", 0.0, target[0], "nats", where_adv,
+              abs_tol=half(target), kind="at_least"),
         Claim("merged adapter adds no latency (merged / base forward time)", "LoRA paper", 1.0,
-              t.get("merged", nan) / t.get("base", nan), "ratio", where),
+              t.get("merged", nan) / t.get("base", nan), "ratio", where_label(timing)),
     ])

@@ -19,9 +19,15 @@ from workbook.qlora.experiments import (
     VRAM_PRESETS,
     QualityConfig,
     VramConfig,
+    default_rows,
+    needs_own_process,
+    predicted_plan_rows,
+    process_groups,
+    quality_rows,
     ratio_rows,
     run_quality,
     run_vram,
+    vram_plan,
     weight_bytes,
 )
 from workbook.qlora.nf4 import (
@@ -43,32 +49,41 @@ from workbook.qlora.nf4 import (
     state_bytes,
     stored_bits_per_param,
 )
-from workbook.qlora.views import claims
+from workbook.qlora.views import claims, optimizer_table, paging_claims, quality_gap
 from workbook.qlora.vram import (
     COMPONENTS,
     METHODS,
+    OPTIMIZERS,
     VRAM_SIZES,
     Fp32Adam,
     add_adapters,
     build_llama,
     check_4bit_device,
+    failure_row,
+    make_optimizer,
+    measure_many,
     measure_vram,
+    optimizer_state_bytes,
     predict_vram,
     predicted_rows,
     quantize_linears,
+    state_split,
     state_tensors_bytes,
+    trainable_numels,
 )
 
 __all__ = [
     "SHAPES", "LlamaShape", "shape",
     "EXPERIMENTS", "QUALITY_PRESETS", "VRAM_PRESETS", "QualityConfig", "VramConfig",
-    "ratio_rows", "run_quality", "run_vram", "weight_bytes",
+    "default_rows", "needs_own_process", "predicted_plan_rows", "process_groups",
+    "quality_rows", "ratio_rows", "run_quality", "run_vram", "vram_plan", "weight_bytes",
     "BNB_BLOCKSIZES", "FORMATS", "bin_occupancy", "bits_per_param", "bnb_codebook",
     "bnb_functional", "bnb_roundtrip", "codebook", "dequantize_blockwise", "int_codebook",
     "nf4_codebook", "nf4_offset", "quantization_error", "quantize_blockwise", "roundtrip",
     "state_bytes", "stored_bits_per_param",
-    "claims",
-    "COMPONENTS", "METHODS", "VRAM_SIZES", "Fp32Adam", "add_adapters", "build_llama",
-    "check_4bit_device", "measure_vram", "predict_vram", "predicted_rows", "quantize_linears",
-    "state_tensors_bytes",
+    "claims", "optimizer_table", "paging_claims", "quality_gap",
+    "COMPONENTS", "METHODS", "OPTIMIZERS", "VRAM_SIZES", "Fp32Adam", "add_adapters",
+    "build_llama", "check_4bit_device", "failure_row", "make_optimizer", "measure_many",
+    "measure_vram", "optimizer_state_bytes", "predict_vram", "predicted_rows",
+    "quantize_linears", "state_split", "state_tensors_bytes", "trainable_numels",
 ]

@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import pandas as pd
 import torch
 
 from workbook import runner
-from workbook.config import check_choice, check_range, takes_rows
+from workbook.config import MAY_BE_EMPTY, check_choice, check_range, takes_rows
 from workbook.hardware import torch_device
-from workbook.lora import SHAPES, base_on_cpu, eval_loss, finetune, shape, task_ids, with_lora
+from workbook.lora import SHAPES, base_on_cpu, eval_loss, finetune, task_ids, with_lora
 from workbook.qlora.vram import (
+    COMPONENTS,
     METHODS,
-    measure_vram,
+    OPTIMIZERS,
+    failure_row,
+    measure_many,
+    predict_vram,
     predicted_rows,
     quantize_linears,
     state_tensors_bytes,
@@ -30,70 +36,175 @@ from workbook.registry import Experiment
 
 @dataclass(frozen=True)
 class VramConfig:
+    """Peak memory per (size, method) with fp32 AdamW; the other ``optimizers`` (bitsandbytes'
+    8-bit and paged AdamW) at ``optimizer_sizes``; and a memory-pressure case: ``pressure_method``
+    at ``pressure_size`` with every optimizer under a ``pressure_cap_gb`` allocator cap (0:
+    none), where paging decides what fits."""
+
     sizes: tuple[str, ...]
     methods: tuple[str, ...] = METHODS
     rank: int = 64
     batch_size: int = 1
     seq_len: int = 512
     timeout_s: int = 240
+    optimizers: tuple[str, ...] = ("adamw",)
+    optimizer_sizes: Annotated[tuple[str, ...], MAY_BE_EMPTY] = ()
+    pressure_cap_gb: float = 0.0
+    pressure_size: str = "7b"
+    pressure_method: str = "full"
 
     def __post_init__(self) -> None:
-        for size in self.sizes:
+        for size in self.sizes + self.optimizer_sizes + (self.pressure_size,):
             check_choice("size", size, SHAPES)
-        for method in self.methods:
+        for method in self.methods + (self.pressure_method,):
             check_choice("method", method, METHODS)
+        for optimizer in self.optimizers:
+            check_choice("optimizer", optimizer, OPTIMIZERS)
         check_range("rank", self.rank, 1, 1024)
         check_range("batch_size", self.batch_size, 1, 64)
         check_range("seq_len", self.seq_len, 16, 8192)
         check_range("timeout_s", self.timeout_s, 1, 86_400)
+        check_range("pressure_cap_gb", self.pressure_cap_gb, 0.0, 10_000.0)
 
 
 VRAM_PRESETS = {
-    "small": VramConfig(sizes=("tiny",), rank=8, seq_len=64, timeout_s=120),
-    "full": VramConfig(sizes=("1b", "3b", "7b")),
+    "small": VramConfig(sizes=("tiny",), rank=8, seq_len=64, timeout_s=120,
+                        optimizers=("adamw",), optimizer_sizes=()),
+    # 9 sizes x methods with fp32 AdamW, the 3 bitsandbytes optimizers for each method at 7B,
+    # and 7B full FT under a 40 GB allocator cap (an A100-40GB) with all four optimizers.
+    "full": VramConfig(sizes=("1b", "3b", "7b"),
+                       optimizers=("adamw", "adamw8bit", "paged_adamw", "paged_adamw8bit"),
+                       optimizer_sizes=("7b",), pressure_cap_gb=40.0),
 }
 
 
-def _failure_rows(size: str, method: str, cfg: VramConfig, failed: pd.DataFrame) -> pd.DataFrame:
-    """An OOM or crash of one configuration, as a ``peak`` row with its status."""
-    first = failed.iloc[0]
-    return pd.DataFrame([{"size": size, "n_params": shape(size).n_params, "method": method,
-                          "rank": cfg.rank, "batch_size": cfg.batch_size,
-                          "seq_len": cfg.seq_len, "metric": "peak", "value": math.nan,
-                          "unit": "GB", "source": "measured", "status": first["status"],
-                          "error": str(first.get("error", ""))[:200]}])
+def vram_plan(cfg: VramConfig, seed: int = 0) -> list[dict]:
+    """The keyword arguments of every :func:`~workbook.qlora.vram.measure_vram` call."""
+    common = {"rank": cfg.rank, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+              "seed": seed}
+    plan = []
+    for size in cfg.sizes + tuple(s for s in cfg.optimizer_sizes if s not in cfg.sizes):
+        for method in cfg.methods:
+            opts = cfg.optimizers if size in cfg.optimizer_sizes else ("adamw",)
+            plan += [{**common, "size": size, "method": method, "optimizer": o, "cap_gb": 0.0}
+                     for o in opts]
+    if cfg.pressure_cap_gb > 0:
+        plan += [{**common, "size": cfg.pressure_size, "method": cfg.pressure_method,
+                  "optimizer": o, "cap_gb": cfg.pressure_cap_gb} for o in cfg.optimizers]
+    return plan
+
+
+def needs_own_process(kw: dict) -> bool:
+    """Paged configurations run in a process apart from the others: bitsandbytes never frees
+    managed memory, which would sit under every later configuration's device memory."""
+    return kw["optimizer"].startswith("paged")
+
+
+MANAGED_PER_PROCESS_GB = 60.0   # predicted paged state that one process may accumulate
+
+
+def process_groups(plan: list[dict]) -> list[list[dict]]:
+    """The configurations of one process each: every non-paged one together; the paged ones
+    packed (largest first) so that the managed memory a process accumulates (bitsandbytes never
+    frees it) stays under :data:`MANAGED_PER_PROCESS_GB`, far below an 80 GB card's memory."""
+    groups = [[kw for kw in plan if not needs_own_process(kw)]]
+    paged = sorted((kw for kw in plan if needs_own_process(kw)), key=lambda kw: -_managed(kw))
+    bins: list[tuple[float, list[dict]]] = []
+    for kw in paged:
+        for i, (used, members) in enumerate(bins):
+            if used + _managed(kw) <= MANAGED_PER_PROCESS_GB:
+                bins[i] = (used + _managed(kw), members + [kw])
+                break
+        else:
+            bins.append((_managed(kw), [kw]))
+    return [g for g in groups + [members for _, members in bins] if g]
+
+
+def _managed(kw: dict) -> float:
+    return predict_vram(kw["size"], kw["method"], kw["rank"], kw["batch_size"], kw["seq_len"],
+                        kw["optimizer"])["paged"] / 1e9
+
+
+def predicted_plan_rows(plan: list[dict]) -> pd.DataFrame:
+    """The formula for every planned configuration; under a cap also ``fits`` (1: the
+    allocator's predicted peak is at most the cap)."""
+    frames = []
+    for kw in plan:
+        rows = predicted_rows([kw["size"]], [kw["method"]], kw["rank"], kw["batch_size"],
+                              kw["seq_len"], kw["optimizer"]).assign(cap_gb=kw["cap_gb"])
+        if kw["cap_gb"] > 0:
+            parts = predict_vram(kw["size"], kw["method"], kw["rank"], kw["batch_size"],
+                                 kw["seq_len"], kw["optimizer"])
+            peak = sum(parts[c] for c in COMPONENTS) / 1e9
+            fits = rows.iloc[[0]].assign(metric="fits", value=float(peak <= kw["cap_gb"]),
+                                         unit="1 = fits")
+            rows = pd.concat([rows, fits], ignore_index=True)
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True)
 
 
 def run_vram(cfg: VramConfig, seed: int) -> pd.DataFrame:
-    """Each (size, method) in its own fresh process; predictions beside; ratios at the end."""
-    frames = [predicted_rows(cfg.sizes, cfg.methods, cfg.rank, cfg.batch_size, cfg.seq_len)]
+    """Every planned configuration measured (:func:`vram_plan`), predictions beside, ratios.
+
+    On a GPU a few processes (:func:`measure_many`, :func:`process_groups`): one CUDA start and
+    one import of transformers, PEFT and bitsandbytes per group, instead of one per
+    configuration (167 s for 9 configurations on an H200, most of it process starts); the
+    allocator's peak is reset, memory freed and every number taken relative to the allocation
+    at the configuration's start. On a CPU the stored tensors are added up, in this process.
+    """
+    plan = vram_plan(cfg, seed)
+    frames = [predicted_plan_rows(plan)]
     env = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
-    on_gpu = torch.cuda.is_available()
-    for size in cfg.sizes:
-        for method in cfg.methods:
-            kwargs = {"size": size, "method": method, "rank": cfg.rank,
-                      "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "seed": seed}
-            if on_gpu:     # the allocator's peak is clean only in a process of its own
-                out = runner.call("workbook.qlora.vram:measure_vram", kwargs,
-                                  timeout_s=cfg.timeout_s, env=env)
-            else:          # a CPU run adds up tensor sizes: no allocator state to isolate
-                out = measure_vram(**kwargs)
-            if "status" in out and (out["status"] != "ok").all():
-                out = _failure_rows(size, method, cfg, out)
-            print(f"qlora_vram {size} {method}: "
-                  f"{out.loc[out['metric'] == 'peak', 'value'].tolist()} GB "
-                  f"{out.get('status', pd.Series(['ok'])).iloc[0]}", flush=True)
-            frames.append(out)
+    if torch.cuda.is_available():
+        for group in process_groups(plan):
+            if group:
+                out = runner.call("workbook.qlora.vram:measure_many", {"configs": group},
+                                  timeout_s=cfg.timeout_s * len(group), env=env)
+                frames.append(out if (out.get("status", "ok") == "ok").any()
+                              else _failure(group, out))
+    else:
+        frames.append(measure_many(plan))
     rows = pd.concat(frames, ignore_index=True)
     rows["rank"] = cfg.rank
+    measured = rows[(rows["source"] == "measured") & (rows["cap_gb"] > 0)]
+    for kw in plan:
+        if kw["cap_gb"] > 0:
+            hit = measured[(measured["optimizer"] == kw["optimizer"])
+                           & (measured["metric"] == "peak")]
+            ok = float((hit.get("status", pd.Series(dtype=str)) == "ok").any())
+            rows = pd.concat([rows, failure_row(kw, "ok", "").assign(
+                metric="fits", value=ok, unit="1 = fits", rank=cfg.rank, error=None)],
+                ignore_index=True)
     return pd.concat([rows, ratio_rows(rows)], ignore_index=True)
+
+
+def _failure(plan: list[dict], failed: pd.DataFrame) -> pd.DataFrame:
+    """A process that died (crash, timeout, OOM outside the per-configuration catch): one
+    failure row per configuration it held."""
+    first = failed.iloc[0]
+    return pd.concat([failure_row(kw, str(first.get("status", "error")),
+                                  str(first.get("error", ""))) for kw in plan],
+                     ignore_index=True)
+
+
+@takes_rows
+def default_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the default setting: fp32 AdamW, no memory cap (rows recorded before the
+    optimizer sweep existed have neither column and are all default)."""
+    keep = pd.Series(True, index=rows.index)
+    if "optimizer" in rows.columns:
+        keep &= rows["optimizer"].fillna("adamw") == "adamw"
+    if "cap_gb" in rows.columns:
+        keep &= rows["cap_gb"].fillna(0.0) == 0.0
+    return rows[keep]
 
 
 @takes_rows
 def ratio_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """peak(full) / peak(method) per size and source: 'how many times less VRAM'."""
     out = []
-    peaks = rows[rows["metric"] == "peak"]
+    peaks = default_rows(rows)
+    peaks = peaks[peaks["metric"] == "peak"]
     for (size, source), part in peaks.groupby(["size", "source"]):
         by_method = dict(zip(part["method"], part["value"], strict=True))
         full = by_method.get("full", math.nan)
@@ -120,8 +231,12 @@ class QualityConfig:
     seq_len: int = 128
     eval_batches: int = 16
     preset: str | None = "small"     # which base model (the workbook's small one by default)
+    seeds: int = 3                   # fine-tuning seeds seed, seed+1, ... (one base model)
+    parallel: int = 1                # seeds trained at once, each in a process (GPU only)
 
     def __post_init__(self) -> None:
+        check_range("seeds", self.seeds, 1, 32)
+        check_range("parallel", self.parallel, 1, 16)
         check_range("rank", self.rank, 1, 1024)
         check_range("steps", self.steps, 1, 100_000)
         check_range("lr", self.lr, 1e-7, 1.0)
@@ -138,9 +253,30 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 
 def run_quality(cfg: QualityConfig, seed: int) -> pd.DataFrame:
-    """LoRA on the full-precision base vs QLoRA on its NF4 copy: same rank, steps, lr, data."""
+    """LoRA on the full-precision base vs QLoRA on its NF4 copy: same rank, steps, lr, data,
+    over seeds ``seed .. seed + cfg.seeds - 1``. The first seed runs alone and is the one whose
+    step times are reported; on a GPU the others then run ``cfg.parallel`` at once, each in a
+    process of its own (the 1M-parameter model leaves the GPU idle between launches; their
+    losses do not depend on what runs beside them, their step times would)."""
+    kwargs = [{"cfg": asdict(cfg), "seed": seed + i, "base_seed": seed, "timed": i == 0}
+              for i in range(cfg.seeds)]
+    frames = [quality_rows(**kwargs[0])]
+    if cfg.parallel > 1 and torch.cuda.is_available():
+        with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
+            frames += list(pool.map(lambda kw: runner.call(
+                "workbook.qlora.experiments:quality_rows", kw, timeout_s=600), kwargs[1:]))
+    else:
+        frames += [quality_rows(**kw) for kw in kwargs[1:]]
+    return pd.concat(frames, ignore_index=True)
+
+
+def quality_rows(cfg: dict, seed: int, base_seed: int, timed: bool = True) -> pd.DataFrame:
+    """One seed of :func:`run_quality` (the config as a dict, so a child process can take it):
+    the base model of ``base_seed``, adapters and batches of ``seed``; step times only where
+    ``timed`` (a run alone on its device)."""
+    cfg = QualityConfig(**cfg)
     device = torch_device()
-    base = base_on_cpu(cfg.preset, seed)
+    base = base_on_cpu(cfg.preset, base_seed)
     train, held_out = task_ids(base.config.vocab_size)
     compute = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows = []
@@ -148,7 +284,8 @@ def run_quality(cfg: QualityConfig, seed: int) -> pd.DataFrame:
         frozen = copy.deepcopy(base).to(device=device, dtype=compute)
         if method == "qlora":
             quantize_linears(frozen, compute_dtype=compute)
-        common = {"method": method, "rank": cfg.rank, "steps": cfg.steps, "lr": cfg.lr}
+        common = {"method": method, "rank": cfg.rank, "steps": cfg.steps, "lr": cfg.lr,
+                  "run_seed": seed}
         before = eval_loss(frozen, held_out, cfg.batch_size, cfg.seq_len, cfg.eval_batches,
                            seed)
         rows.append({**common, "stage": "before", "metric": "eval_loss", "value": before,
@@ -161,28 +298,31 @@ def run_quality(cfg: QualityConfig, seed: int) -> pd.DataFrame:
         after = eval_loss(model, held_out, cfg.batch_size, cfg.seq_len, cfg.eval_batches, seed)
         rows.append({**common, "stage": "after", "metric": "eval_loss", "value": after,
                      "unit": "nats"})
-        rows.append({**common, "stage": "after", "metric": "step_time",
-                     "value": stats["step_time"], "unit": "ms"})
+        if timed:
+            rows.append({**common, "stage": "after", "metric": "step_time",
+                         "value": stats["step_time"], "unit": "ms"})
     frame = pd.DataFrame(rows)
     frame["source"] = "measured"
     return frame
 
 
 QUALITY_PRESETS = {
-    "small": QualityConfig(steps=10, batch_size=4, seq_len=32, eval_batches=2),
-    "full": QualityConfig(),
+    "small": QualityConfig(steps=6, batch_size=4, seq_len=32, eval_batches=2),
+    "full": QualityConfig(parallel=2),      # seed 0 alone (timed), then seeds 1 and 2 at once
 }
 
 
 EXPERIMENTS = [
     Experiment(
         name="qlora_vram",
-        summary="peak VRAM of full FT vs LoRA vs QLoRA (NF4) for 1B/3B/7B Llama shapes",
+        summary="peak VRAM of full FT vs LoRA vs QLoRA (NF4) for 1B/3B/7B Llama shapes; 8-bit "
+                "and paged AdamW at 7B",
         notebook="12_qlora",
         run=run_vram,
         presets=VRAM_PRESETS,
         min_gpus={"small": 0, "full": 1},
         timeout_s=900,
+        typical_s={"small": 10, "full": 110},
     ),
     Experiment(
         name="qlora_quality",
@@ -191,6 +331,7 @@ EXPERIMENTS = [
         run=run_quality,
         presets=QUALITY_PRESETS,
         min_gpus={"small": 0, "full": 1},
+        typical_s={"small": 15, "full": 60},
         timeout_s=300,
     ),
 ]
