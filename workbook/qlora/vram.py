@@ -352,6 +352,8 @@ def measure_vram(size: str, method: str, rank: int = 64, batch_size: int = 1,
     if method == "qlora":
         check_4bit_device(device)
     cuda = device.type == "cuda"
+    if cuda and device.index is None:  # mem_get_info and the cap want an index, not "cuda"
+        device = torch.device("cuda", torch.cuda.current_device())
     if cuda:
         gc.collect()
         torch.cuda.empty_cache()
