@@ -10,6 +10,8 @@
 # that ends early loses nothing. An experiment whose expected time (registry.expected_seconds)
 # exceeds what is left of DEADLINE is not started.
 set -u
+# The device machine has no .git: the rows' commit comes from here, never from a guess.
+: "${WORKBOOK_COMMIT:?set WORKBOOK_COMMIT=\$(git rev-parse --short=12 HEAD) on your machine}"
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_record_out}
 mkdir -p "$OUT"
