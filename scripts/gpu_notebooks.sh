@@ -16,6 +16,8 @@
 # full run on this GPU took longer than the time left. The jupyter stack
 # travels as wheels in .whl/ (the device tool's README).
 set -u
+# The device copy's .git (if any) is stale: the rows' commit comes from here.
+: "${WORKBOOK_COMMIT:?set WORKBOOK_COMMIT=\$(git rev-parse --short=12 HEAD) on your machine}"
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_notebooks_out}
 mkdir -p "$OUT" data/cache/executed
