@@ -565,3 +565,9 @@ def test_a_figure_draws_one_trace_per_machine_named_by_it():
     assert names == ["a (measured, H200)", "a (recorded, H100 80GB HBM3)", "a (recorded, CPU)"]
     one = rows[rows["device"] == "NVIDIA H200"]
     assert [t.name for t in plots.compare(one, x="n", group="variant").data] == ["a (measured)"]
+
+
+def test_provenance_label_of_rows_a_view_derived_with_the_device_only():
+    # 10's DPO curves keep the device but not n_gpus: the title named nothing, it raised.
+    rows = pd.DataFrame({"device": ["NVIDIA H200"], "value": [1.0], "source": "recorded"})
+    assert results.provenance_label(rows) == "recorded on NVIDIA H200, ?"

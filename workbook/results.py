@@ -351,10 +351,14 @@ def provenance_label(frame: pd.DataFrame) -> str:
     if frame.empty or "device" not in frame.columns:
         return "measured on this machine"
     parts = []
+    # Rows a view derived keep the device but may drop the other provenance columns.
+    frame = frame.assign(**{c: frame[c] if c in frame.columns else None
+                            for c in ("n_gpus", "recorded_at", "seed")})
     for (device, n_gpus), group in frame.groupby(["device", "n_gpus"], dropna=False):
         dates = sorted({str(d)[:10] for d in group["recorded_at"].dropna()})
         seeds = sorted({str(s) for s in group["seed"].dropna()})
         when = dates[0] if len(dates) == 1 else f"{dates[0]}…{dates[-1]}" if dates else "?"
         seed = f", seed {','.join(seeds)}" if seeds else ""
-        parts.append(f"{device} ×{n_gpus}, {when}{seed}")
+        count = f" ×{n_gpus}" if n_gpus == n_gpus and n_gpus is not None else ""
+        parts.append(f"{device}{count}, {when}{seed}")
     return "recorded on " + "; ".join(parts)
