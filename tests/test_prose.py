@@ -72,6 +72,7 @@ ENFORCED: dict[str, dict[str, str]] = {
         "33 %": "Chen et al. (2016): one more forward, 2 of a step's 6 FLOPs per parameter",
     },
     "06_model_parallel": {},
+    "08_mixed_precision": {},
     "09_sft": {
         "95 %": "the confidence level of the intervals over seeds (a setting)",
     },
