@@ -221,3 +221,28 @@ def test_lr_figure_draws_mean_and_interval_per_method():
     names = sorted(trace.name for trace in fig.data)
     assert names == ["full · cpu", "lora · cpu"], names
     assert all(len(trace.error_y.array) == len(trace.x) for trace in fig.data)
+
+
+def test_rank_cost_and_merge_captions_print_the_rows_numbers():
+    base = {"sweep": "rank", "source": "measured", "status": "ok", "device": "cpu"}
+    rows = pd.DataFrame([
+        {**base, "method": "lora", "rank": 1, "metric": "step_time", "value": 12.25, "unit": "ms"},
+        {**base, "method": "lora", "rank": 64, "metric": "step_time", "value": 14.0, "unit": "ms"},
+        {**base, "method": "full", "rank": 0, "metric": "step_time", "value": 10.0, "unit": "ms"},
+        {**base, "method": "lora", "rank": 8, "metric": "eval_loss", "value": 3.0, "unit": "nats"},
+    ])
+    text = lora.rank_cost_caption(rows)
+    assert "step time 12.2–14.0 ms over LoRA ranks 1–64 (full fine-tuning 10.0 ms)" in text
+    assert "peak memory" not in text and "this machine (cpu)" in text, text
+    assert "No step-time" in lora.rank_cost_caption(rows[rows["metric"] == "eval_loss"])
+    merge = pd.DataFrame([
+        {"variant": "merged vs adapter", "metric": "max_abs_diff", "value": 6e-6},
+        {"variant": "adapter vs base", "metric": "max_abs_diff", "value": 1.03},
+        {"variant": "base", "metric": "forward_time", "value": 2.0},
+        {"variant": "unmerged", "metric": "forward_time", "value": 3.0},
+        {"variant": "merged", "metric": "forward_time", "value": 2.0},
+    ]).assign(source="measured", device="cpu")
+    text = lora.merge_caption(merge)
+    assert "at most 6.0e-06" in text and "up to 1.03" in text, text
+    assert "3.00 ms unmerged (1.50× the base)" in text and "2.00 ms merged (1.00×)" in text, text
+    assert "No lora_merge rows" in lora.merge_caption(merge.iloc[0:0])

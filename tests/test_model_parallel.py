@@ -353,3 +353,24 @@ def test_three_ranks_work_as_well_as_two():
                    dtype="fp32", seed=0, repeats=0)
     assert _value(rows, "max_abs_err_vs_one_device").max() < 1e-5
     assert sorted(rows["rank"].unique()) == [0, 1, 2]
+
+
+def test_drops_caption_prints_the_rows_numbers():
+    rows = []
+    for skew, measured in ((0.0, 0.011), (4.0, 0.554)):
+        for rank in (0, 1):
+            base = {"world": 2, "skew": skew, "capacity_factor": 1.0, "rank": rank,
+                    "device": "cpu", "n_gpus": 0, "status": "ok"}
+            rows += [{**base, "metric": "dropped_fraction", "value": measured,
+                      "source": "measured"},
+                     {**base, "metric": "dropped_fraction", "value": 0.009,
+                      "source": "predicted"},
+                     {**base, "metric": "alltoall_bytes", "value": 1000 - 100 * skew,
+                      "source": "measured"},
+                     {**base, "metric": "alltoall_bytes", "value": 1000.0 - rank * skew,
+                      "source": "predicted"}]
+    text = mp.drops_caption(pd.DataFrame(rows))
+    assert "skew 0: dropped 1.1% (uniform prediction 0.9%)" in text, text
+    assert "skew 4: dropped 55.4%" in text, text
+    assert "1 of 2 settings" in text, text
+    assert "No expert-parallel rows" in mp.drops_caption(pd.DataFrame(rows).iloc[0:0])

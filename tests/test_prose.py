@@ -60,6 +60,43 @@ ENFORCED: dict[str, dict[str, str]] = {
         "50 %": "the lecture's GPT-3 example: 10,000 A100s at 50 % MFU",
         "38–43 %": "Meta's Llama 3 paper: the MFU it reports",
     },
+    "03_scaling_laws": {
+        "5 %": "the older recipe's warm-up setting (5 % of the steps), a configuration, not a "
+               "measurement",
+    },
+    "04_memory": {
+        "80 GB": "an H100's memory (datasheet), the lecture's GPT-3 example",
+        "700 GB": "the lecture's GPT-3 example: 175B fp32 weights (and gradients)",
+        "1,400 GB": "the lecture's GPT-3 example: fp32 Adam states",
+        "3,000 GB": "the lecture's GPT-3 example: its total",
+        "33 %": "Chen et al. (2016): one more forward, 2 of a step's 6 FLOPs per parameter",
+    },
+    "06_model_parallel": {},
+    "08_mixed_precision": {},
+    "09_sft": {
+        "95 %": "the confidence level of the intervals over seeds (a setting)",
+    },
+    "10_evaluation_alignment": {
+        "95 %": "the confidence level of the intervals over seeds (a setting)",
+        "0 %": "the mid-training design's no-replay setting",
+    },
+    "11_lora": {
+        "90 %": "the corpus split the base model was pretrained on (a setting)",
+        "10 %": "the held-out corpus tail the task fine-tunes on (a setting)",
+        "95 %": "the confidence level of the intervals over seeds (a setting)",
+        "15 %": "the merge claim's stated tolerance (a setting)",
+    },
+    "12_qlora": {
+        "13.5 GB": "7B parameters × 2 bytes (bf16), the lecture's arithmetic",
+        "48 GB": "the QLoRA paper: 65B fine-tuned on one 48 GB GPU",
+        "3 GB": "the double-quantisation formula's 0.37 bits × 65B parameters (arithmetic)",
+        "780 GB": "the QLoRA paper: 16-bit fine-tuning of 65B",
+        "40 GB": "an A100-40GB's memory (datasheet), the sweep's allocator cap",
+        "40GB": "the product name A100-40GB",
+        "80 GB": "an A100's / H100's memory (datasheet)",
+        "95 %": "the confidence level of the intervals over seeds (a setting)",
+        "15 %": "the notebook's stated tolerance for formula vs measured (the issue's target)",
+    },
 }
 
 

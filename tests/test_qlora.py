@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -227,3 +228,34 @@ def test_paging_claims_read_the_swept_size_and_the_cap():
     fits = {name.split(" with ")[1]: c for name, c in claims.items() if "cap" in name}
     assert fits["adamw fits (1) or not (0)"].predicted == 0
     assert fits["paged_adamw fits (1) or not (0)"].predicted == 1
+
+
+def test_error_caption_ranks_the_formats_from_the_rows():
+    errors = pd.DataFrame([
+        {"tensor": t, "format": f, "blocksize": 64, "metric": "rel_rmse", "value": v}
+        for t in ("a", "b") for f, v in (("nf4", 0.09), ("int4", 0.10), ("fp4", 0.12),
+                                         ("int8", 0.006))])
+    text = qlora.error_caption(errors)
+    assert "over 2 matrices, blocks of 64" in text, text
+    assert "INT8 0.0060 < NF4 0.0900 < INT4 0.1000 < FP4 0.1200" in text, text
+    assert "15.0× smaller than the best 4-bit format's (NF4)" in text, text
+    assert "No quantisation errors" in qlora.error_caption(errors.iloc[0:0])
+
+
+def test_vram_gap_caption_compares_each_component_with_the_formula():
+    rows = []
+    for method, opt, act in (("full", 54.0, 0.2), ("qlora", 1.3, 0.3)):
+        for source, o, a, w in (("recorded", opt, act, 13.478), ("predicted", 53.9, 0.6, 13.477)):
+            rows += [{"size": "7b", "method": method, "metric": k, "value": v, "source": source,
+                      "status": "ok", "device": "H100", "n_gpus": 1, "seed": 0,
+                      "recorded_at": "2026-11-22T00:00:00Z"}
+                     for k, v in (("optimizer", o), ("activations", a), ("weights", w))]
+    text = qlora.vram_gap_caption(pd.DataFrame(rows))
+    assert "differ from the formula by at most 1.0 MB" in text, text
+    assert f"optimizer measured / formula: full {54.0 / 53.9:.3f}×, qlora {1.3 / 53.9:.3f}×" \
+        in text, text
+    assert "activations measured / formula: full 0.333×, qlora 0.500×" in text, text
+    only_formula = pd.DataFrame(rows).query("source == 'predicted'")
+    assert "No measured 7b rows" in qlora.vram_gap_caption(only_formula)
+    with pytest.raises(WorkbookError):
+        qlora.vram_gap_caption(pd.DataFrame(rows), size="8b")

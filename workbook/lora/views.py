@@ -356,3 +356,62 @@ def claims(rank_rows: pd.DataFrame, advice: pd.DataFrame, timing: pd.DataFrame
         Claim("merged adapter adds no latency (merged / base forward time)", "LoRA paper", 1.0,
               t.get("merged", nan) / t.get("base", nan), "ratio", where_label(timing)),
     ])
+
+
+def _measured(rows: pd.DataFrame) -> pd.DataFrame:
+    part = rows[rows["source"] != "predicted"] if "source" in rows.columns else rows
+    if "status" in part.columns:
+        part = part[part["status"].fillna("ok") == "ok"]
+    return part
+
+
+@takes_rows
+def rank_cost_caption(rows: pd.DataFrame) -> str:
+    """Step time and peak memory over the rank sweep in words, every number from ``rows``
+    (one machine's: ``registry.main_rows``): the range over LoRA's ranks beside full
+    fine-tuning's value (Markdown)."""
+    part = _measured(rows)
+    part = part[part["sweep"] == "rank"] if "sweep" in part.columns else part.iloc[0:0]
+    pieces = []
+    for metric, what in (("step_time", "step time"), ("peak_memory", "peak memory")):
+        rows_m = part[(part["metric"] == metric) & part["value"].notna()]
+        by = rows_m[rows_m["method"] == "lora"].groupby("rank")["value"].mean()
+        if by.empty:
+            continue
+        unit = str(rows_m["unit"].dropna().iloc[0]) if rows_m["unit"].notna().any() else ""
+        text = (f"{what} {by.min():,.1f}–{by.max():,.1f} {unit} over LoRA ranks "
+                f"{int(by.index.min())}–{int(by.index.max())}")
+        full = rows_m.loc[rows_m["method"] == "full", "value"]
+        if len(full):
+            text += f" (full fine-tuning {full.mean():,.1f} {unit})"
+        pieces.append(text)
+    if not pieces:
+        return "*No step-time or memory rows of the rank sweep yet.*"
+    return f"*{where_label(part)}:* " + "; ".join(pieces) + "."
+
+
+@takes_rows
+def merge_caption(rows: pd.DataFrame) -> str:
+    """The merge experiment in words, every number from ``rows`` (one machine's): how far the
+    merged logits are from the unmerged adapter's, how far the adapter moves the base's, and
+    the forward time of base, unmerged and merged models (Markdown)."""
+    part = _measured(rows)
+    if part.empty or "metric" not in part.columns:
+        return "*No lora_merge rows yet.*"
+    diff = part[part["metric"] == "max_abs_diff"].groupby("variant")["value"].max()
+    ms = part[part["metric"] == "forward_time"].groupby("variant")["value"].mean()
+    pieces = []
+    if "merged vs adapter" in diff:
+        pieces.append(f"merged and unmerged logits differ by at most "
+                      f"{diff['merged vs adapter']:.1e}")
+    if "adapter vs base" in diff:
+        pieces.append(f"the adapter moves the base's logits by up to "
+                      f"{diff['adapter vs base']:.3g}")
+    if {"base", "unmerged", "merged"} <= set(ms.index):
+        pieces.append(f"one forward pass takes {ms['base']:.2f} ms for the base, "
+                      f"{ms['unmerged']:.2f} ms unmerged ({ms['unmerged'] / ms['base']:.2f}× the "
+                      f"base) and {ms['merged']:.2f} ms merged "
+                      f"({ms['merged'] / ms['base']:.2f}×)")
+    if not pieces:
+        return "*No lora_merge rows yet.*"
+    return f"*{where_label(part)}:* " + "; ".join(pieces) + "."

@@ -99,6 +99,7 @@ from workbook.model_parallel.views import (
     bubble_explorer,
     claims,
     composed_caption,
+    drops_caption,
     ep_summary,
     gpu_rows,
     load_imbalance,
@@ -140,7 +141,7 @@ __all__ = [
     "run_composed", "run_ep", "run_pp", "run_tp", "world_size",
     # views
     "analytic_view", "bubble_curve", "bubble_explorer", "claims", "composed_caption",
-    "ep_summary", "gpu_rows", "load_imbalance", "plot_activations", "plot_bubble",
+    "drops_caption", "ep_summary", "gpu_rows", "load_imbalance", "plot_activations", "plot_bubble",
     "plot_drops", "plot_routing", "plot_schedules", "plot_tp_time", "pp_summary",
     "schedule_summary", "schedules_caption", "tp_summary", "tradeoff_table",
 ]

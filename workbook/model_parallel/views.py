@@ -521,3 +521,45 @@ def composed_caption(d3: pd.DataFrame) -> str:
             f"ranks:* layouts {layouts}; largest gradient difference from one process "
             f"{_pick(part, 'max_abs_err_grad', how='max'):.1e}, loss "
             f"{_pick(part, 'abs_err_loss', how='max'):.1e}.")
+
+
+def _percent_list(values) -> str:
+    return " / ".join(f"{v:.1%}" for v in values)
+
+
+@takes_rows
+def drops_caption(ep: pd.DataFrame) -> str:
+    """The expert-parallel paragraph's numbers, read from the rows (Markdown): the dropped
+    share measured against the uniform-routing prediction at every capacity factor, without
+    skew and at the largest skew, and in how many settings the all-to-all bytes equal the
+    count from the routing decisions. This machine's rows first, else one recorded device's."""
+    blocks = _blocks(ep)
+    if not blocks:
+        return "*No expert-parallel rows yet.*"
+    where, part = blocks[0]
+    if "world" in part.columns:
+        part = part[part["world"] == part["world"].max()]
+    ok = part[part["status"] == "ok"] if "status" in part.columns else part
+    kind = ok["source"].where(ok["source"] == "predicted", "measured")
+    ok = ok.assign(kind=kind)
+    drops = ok[ok["metric"] == "dropped_fraction"].pivot_table(
+        index=["skew", "capacity_factor"], columns="kind", values="value")
+    if not {"measured", "predicted"} <= set(drops.columns):
+        return f"*{where}: no measured and predicted drops to compare yet.*"
+    skews = sorted(drops.index.get_level_values("skew").unique())
+    cfs = sorted(drops.index.get_level_values("capacity_factor").unique())
+    lines = []
+    for skew in dict.fromkeys([skews[0], skews[-1]]):
+        at = drops.loc[skew].reindex(cfs)
+        lines.append(f"skew {skew:g}: dropped {_percent_list(at['measured'])} "
+                     f"(uniform prediction {_percent_list(at['predicted'])})")
+    a2a = ok[ok["metric"] == "alltoall_bytes"].pivot_table(
+        index=["skew", "capacity_factor", "rank"], columns="kind", values="value")
+    same = ""
+    if {"measured", "predicted"} <= set(a2a.columns):
+        equal = (a2a["measured"] == a2a["predicted"]).groupby(
+            level=["skew", "capacity_factor"]).all()
+        same = (f" All-to-all bytes equal the count from the routing decisions in "
+                f"{int(equal.sum())} of {len(equal)} settings.")
+    return (f"*{where}:* at capacity factor {' / '.join(f'{c:g}' for c in cfs)}, "
+            + "; ".join(lines) + "." + same)

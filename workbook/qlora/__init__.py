@@ -49,7 +49,14 @@ from workbook.qlora.nf4 import (
     state_bytes,
     stored_bits_per_param,
 )
-from workbook.qlora.views import claims, optimizer_table, paging_claims, quality_gap
+from workbook.qlora.views import (
+    claims,
+    error_caption,
+    optimizer_table,
+    paging_claims,
+    quality_gap,
+    vram_gap_caption,
+)
 from workbook.qlora.vram import (
     COMPONENTS,
     METHODS,
@@ -81,7 +88,8 @@ __all__ = [
     "bnb_functional", "bnb_roundtrip", "codebook", "dequantize_blockwise", "int_codebook",
     "nf4_codebook", "nf4_offset", "quantization_error", "quantize_blockwise", "roundtrip",
     "state_bytes", "stored_bits_per_param",
-    "claims", "optimizer_table", "paging_claims", "quality_gap",
+    "claims", "error_caption", "optimizer_table", "paging_claims", "quality_gap",
+    "vram_gap_caption",
     "COMPONENTS", "METHODS", "OPTIMIZERS", "VRAM_SIZES", "Fp32Adam", "add_adapters",
     "build_llama", "check_4bit_device", "failure_row", "make_optimizer", "measure_many",
     "measure_vram", "optimizer_state_bytes", "predict_vram", "predicted_rows",

@@ -150,3 +150,57 @@ def paging_claims(rows: pd.DataFrame, size: str = "7b", cap_gb: float = 40.0) ->
                          where_label(capped[capped["source"] != "predicted"])
                          if len(capped) else "no rows yet", rel_tol=0))
     return out
+
+
+@takes_rows
+def error_caption(errors: pd.DataFrame) -> str:
+    """The quantisation-error paragraph's numbers, from ``quantization_error``'s rows
+    (Markdown): the formats ranked by mean relative RMSE, and how many times smaller INT8's
+    error is than the best 4-bit format's."""
+    rel = errors[errors["metric"] == "rel_rmse"] if "metric" in errors.columns else errors
+    if rel.empty:
+        return "*No quantisation errors computed yet.*"
+    mean = rel.groupby("format")["value"].mean().sort_values()
+    blocks = ", ".join(f"{b:g}" for b in sorted(rel["blocksize"].unique())) \
+        if "blocksize" in rel.columns else "?"
+    text = (f"*Mean relative RMSE over {rel['tensor'].nunique() if 'tensor' in rel else '?'} "
+            f"matrices, blocks of {blocks}:* "
+            + " < ".join(f"{f.upper()} {v:.4f}" for f, v in mean.items()) + ".")
+    four = mean.drop("int8", errors="ignore")
+    if "int8" in mean.index and len(four):
+        text += (f" INT8's error is {four.iloc[0] / mean['int8']:.1f}× smaller than the best "
+                 f"4-bit format's ({four.index[0].upper()}).")
+    return text
+
+
+@takes_rows
+def vram_gap_caption(rows: pd.DataFrame, size: str = "7b") -> str:
+    """Measured against the formula, component by component, at one model size (Markdown):
+    the largest gap of the exact byte counts (weights, adapters, gradients) in MB, and
+    measured / formula of the optimizer state, the activations and the peak per method.
+    ``rows``: one machine's ``qlora_vram`` rows (``registry.main_rows``), default setting."""
+    from workbook.config import check_choice
+    from workbook.qlora.vram import VRAM_SIZES
+
+    check_choice("size", size, tuple(VRAM_SIZES))
+    ok = rows[(rows["size"] == size) & rows["value"].notna()] if "size" in rows else rows
+    if "status" in ok.columns:
+        ok = ok[ok["status"].fillna("ok") == "ok"]
+    measured, predicted = ok[ok["source"] != "predicted"], ok[ok["source"] == "predicted"]
+    if measured.empty or predicted.empty:
+        return (f"*No measured {size} rows beside the formula yet (record qlora_vram on a "
+                "GPU).*")
+    m = measured.groupby(["method", "metric"])["value"].mean().unstack()
+    p = predicted.groupby(["method", "metric"])["value"].mean().unstack()
+    methods = [x for x in ("full", "lora", "qlora") if x in m.index and x in p.index]
+    pieces = []
+    exact = [c for c in ("weights", "adapters", "gradients") if c in m and c in p]
+    if methods and exact:
+        gap = (m.loc[methods, exact] - p.loc[methods, exact]).abs().max().max()
+        pieces.append(f"weights, adapters and gradients differ from the formula by at most "
+                      f"{gap * 1000:,.1f} MB")
+    for comp in ("optimizer", "activations", "peak"):
+        if comp in m and comp in p and methods:
+            pieces.append(f"{comp} measured / formula: " + ", ".join(
+                f"{x} {m.loc[x, comp] / p.loc[x, comp]:.3f}×" for x in methods))
+    return f"*{where_label(measured)}, {size}:* " + "; ".join(pieces) + "."
