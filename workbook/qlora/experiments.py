@@ -323,6 +323,12 @@ EXPERIMENTS = [
         min_gpus={"small": 0, "full": 1},
         timeout_s=900,
         typical_s={"small": 10, "full": 110},
+        # the panel's first Run: LoRA and QLoRA at 1B, plain AdamW, no pressure case: two of
+        # the 22 configurations (12's H200 Run All: 166.6 s for all 22, 7b ones the slowest)
+        panel_start={"full": {"sizes": ("1b",), "methods": ("lora", "qlora"),
+                              "optimizers": ("adamw",), "optimizer_sizes": (),
+                              "pressure_cap_gb": 0.0}},
+        panel_s={"full": 20},
     ),
     Experiment(
         name="qlora_quality",

@@ -196,5 +196,10 @@ EXPERIMENTS = [
                notebook="09_sft", run=run_masking, presets=MASKING_PRESETS,
                min_gpus={"small": 0, "full": 1}, timeout_s=1200,
                # small: 2 CPU cores; full: one H200, three seeds of the 66 s one-seed run
-               typical_s={"small": 35, "full": 200}),
+               typical_s={"small": 35, "full": 200},
+               # the panel's first Run: two policies, one seed (09's H200 Run All trained all
+               # nine policy x seed runs in 66.2 s: ~7 s each)
+               panel_start={"full": {"policies": ("answer_only", "whole_sequence"),
+                                     "seeds": (0,)}},
+               panel_s={"full": 20}),
 ]
