@@ -415,3 +415,6 @@ def test_every_notebook_panel_starts_small_and_valid_on_a_gpu(notebook, monkeypa
     full = exp.presets["full"]
     for field, spec in panel.specs.items():
         assert spec == read_field(full, field), f"{field}: the full preset's range"
+        preset = getattr(full, field)  # each of the preset's own values, with the start held
+        for value in (preset if spec.many and not spec.options else [preset]):
+            assert panel.config({**panel.values, field: value}) is not None
