@@ -418,3 +418,17 @@ def test_every_notebook_panel_starts_small_and_valid_on_a_gpu(notebook, monkeypa
         preset = getattr(full, field)  # each of the preset's own values, with the start held
         for value in (preset if spec.many and not spec.options else [preset]):
             assert panel.config({**panel.values, field: value}) is not None
+
+
+def test_every_declared_panel_start_is_a_preset_the_config_accepts():
+    from workbook import walltime
+    from workbook.config import PRESETS as PRESET_NAMES
+
+    declared = {n: e for n, e in registry.experiments().items() if e.panel_start or e.panel_s}
+    assert len(declared) >= 9, "the nine notebook panels' experiments"
+    for name, exp in declared.items():
+        assert set(exp.panel_start) <= set(PRESET_NAMES) and set(exp.panel_s) <= set(
+            exp.panel_start), name
+        for preset in exp.panel_start:
+            assert registry.panel_start(name, preset) == dict(exp.panel_start[preset])
+            assert exp.panel_s[preset] <= walltime.PANEL_BUDGET_S, name
