@@ -432,3 +432,14 @@ def test_every_declared_panel_start_is_a_preset_the_config_accepts():
         for preset in exp.panel_start:
             assert registry.panel_start(name, preset) == dict(exp.panel_start[preset])
             assert exp.panel_s[preset] <= walltime.PANEL_BUDGET_S, name
+
+
+def test_a_declared_start_the_config_refuses_is_one_line(monkeypatch):
+    monkeypatch.setitem(registry.experiments(), "panel_bad_start", registry.Experiment(
+        name="panel_bad_start", summary="a bad start", notebook="none", run=run_fake,
+        presets=PRESETS, min_gpus={"small": 0, "full": 0},
+        panel_start={"full": {"size": 999}}))
+    assert registry.panel_start("panel_bad_start", "small") == {}, "no start: the preset"
+    with pytest.raises(WorkbookError, match=r"size.*64") as caught:
+        registry.panel_start("panel_bad_start", "full")
+    assert "\n" not in str(caught.value)
