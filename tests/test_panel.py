@@ -367,6 +367,8 @@ def test_the_ready_line_states_the_expected_seconds_of_the_start(started):
         "an override equal to the preset's own value is the same configuration")
     small = ExperimentPanel("panel_started", fields=["size"], y="bytes", preset="small")
     assert small.values == {"size": 2} and small.held == {}, "no start for small: the preset"
+    assert "how long a run takes is known once it has run here" in small.message.value, (
+        "no typical time for small: said so, not a made-up number")
 
 
 def test_a_start_argument_adds_overrides_checked_like_any_other(started):

@@ -496,9 +496,9 @@ class ExperimentPanel:
 
     def _ready_line(self) -> str:
         seconds, how = registry.expected_seconds(self.name, self.preset, self.run_overrides())
-        eta = f"about {seconds:.0f} s ({how})" if seconds is not None else how
-        return (f"{self.name}, {self.preset} preset: set the controls and press Run; "
-                f"a run takes {eta}.")
+        eta = (f"a run takes about {seconds:.0f} s ({how})" if seconds is not None else
+               "how long a run takes is known once it has run here")
+        return f"{self.name}, {self.preset} preset: set the controls and press Run; {eta}."
 
     def _say(self, line: str) -> None:
         self.message.value = f"<span>{html.escape(line)}</span>"
