@@ -9,6 +9,7 @@ real experiment at the small preset goes through it at the end.
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 
@@ -311,3 +312,136 @@ def test_panel_walltime_presses_each_notebooks_panel_and_times_it(ledger_dir):
     assert rows.loc[rows["source"] == "predicted", "value"].tolist() == [walltime.PANEL_BUDGET_S]
     with pytest.raises(WorkbookError, match="allowed: 00_setup"):
         walltime.PanelConfig(notebooks=("99_nothing",))
+
+
+# ------------------------------------------------------------- a quick start on a GPU (issue 18)
+
+
+@pytest.fixture
+def started(monkeypatch, ledger_dir):
+    """``panel_started``: the fake experiment with a panel start on ``full`` (a control moved,
+    a field that is no control held) and the start's typical seconds; the overrides of every
+    run are kept in ``calls``."""
+    calls: list[dict] = []
+    monkeypatch.setitem(registry.experiments(), "panel_started", registry.Experiment(
+        name="panel_started", summary="a panel start test", notebook="none", run=run_fake,
+        presets=PRESETS, min_gpus={"small": 0, "full": 0}, typical_s={"full": 60},
+        panel_start={"full": {"size": 4, "scale": 1.0}}, panel_s={"full": 7}))
+
+    def in_process(name, preset=None, seed=0, overrides=None, *, record=False, echo=False):
+        calls.append(dict(overrides or {}))
+        return registry.execute(name, preset, seed, overrides)
+
+    monkeypatch.setattr(registry, "run_isolated", in_process)
+    return calls
+
+
+def test_a_panel_starts_from_the_experiments_start_and_holds_its_other_fields(started):
+    panel = ExperimentPanel("panel_started", fields=["size", "kinds"], x="size", y="bytes",
+                            preset="full")
+    assert panel.values == {"size": 4, "kinds": ("x",)}, "size from the start, kinds the preset's"
+    assert (panel.controls["size"].min, panel.controls["size"].max) == (1, 64), (
+        "the controls still reach the config's whole range")
+    assert panel.held == {"scale": 1.0}, "scale is no control: every run keeps the start's"
+    rows = panel.run()
+    assert started[-1] == {"scale": 1.0, "size": 4}, "the overrides the run used"
+    measured = rows[(rows["source"] == "measured") & (rows["status"] == "ok")]
+    assert measured["value"].tolist() == [pytest.approx(1.1 * 4 * 16 * 1.0)], (
+        "size 4 and scale 1.0 (the preset's scale is 2.0)")
+    panel.set(size=8, kinds=["x", "y"])  # size back at the preset's 8: no override for it
+    panel.run()
+    assert started[-1] == {"scale": 1.0, "kinds": ("x", "y")}
+    assert panel.runs[-1].overrides == started[-1], "what the ledger would get with Record"
+    assert list(panel.table["size"]) == [4, 8]
+
+
+def test_the_ready_line_states_the_expected_seconds_of_the_start(started):
+    panel = ExperimentPanel("panel_started", fields=["size"], y="bytes", preset="full")
+    assert "a run takes about 7 s (typical of the panel's start" in html.unescape(
+        panel.message.value), "the start's panel_s"
+    panel.set(size=30)
+    assert "a run takes about 60 s (typical, not yet run" in html.unescape(
+        panel.message.value), "other settings: the preset's typical time"
+    assert registry.expected_seconds("panel_started", "full", {"size": 4, "scale": 1.0,
+                                                               "mode": "b"})[0] == 7, (
+        "an override equal to the preset's own value is the same configuration")
+    small = ExperimentPanel("panel_started", fields=["size"], y="bytes", preset="small")
+    assert small.values == {"size": 2} and small.held == {}, "no start for small: the preset"
+    assert "how long a run takes is known once it has run here" in small.message.value, (
+        "no typical time for small: said so, not a made-up number")
+
+
+def test_a_start_argument_adds_overrides_checked_like_any_other(started):
+    panel = ExperimentPanel("panel_started", fields=["size"], y="bytes", preset="full",
+                            start={"mode": "a", "size": 2})
+    assert panel.values == {"size": 2} and panel.held == {"scale": 1.0, "mode": "a"}
+    panel.run()
+    assert started[-1] == {"scale": 1.0, "mode": "a", "size": 2}
+    for start, expected in (({"size": 99}, r"size.*1.*64"), ({"nope": 1}, "no parameter"),
+                            (["size"], "start=")):
+        with pytest.raises(WorkbookError, match=expected) as caught:
+            ExperimentPanel("panel_started", fields=["size"], y="bytes", preset="full",
+                            start=start)
+        assert "\n" not in str(caught.value)
+
+
+NOTEBOOK_PANELS = ["03_scaling_laws", "04_memory", "05_data_parallel_zero",
+                   "06_model_parallel", "07_flash_attention", "08_mixed_precision", "09_sft",
+                   "11_lora", "12_qlora"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOK_PANELS)
+def test_every_notebook_panel_starts_small_and_valid_on_a_gpu(notebook, monkeypatch):
+    """Each notebook's own panel cell, built as on a GPU (full preset): its start passes the
+    config's checks, a Run uses exactly that configuration, the ready line states the start's
+    expected seconds (within the 30 s budget), and every control keeps the full preset's
+    range or choices."""
+    from workbook import walltime
+    from workbook.allowed import read_field
+
+    monkeypatch.setenv("WORKBOOK_PRESET", "full")
+    monkeypatch.setattr(registry, "why_not_here", lambda *a, **k: None)  # as on a GPU
+    (cell, source), = walltime.panel_cells(notebook)
+    space = walltime.panel_space(notebook)
+    exec(compile(source, f"{notebook}:{cell}", "exec"), space)
+    panel, = [v for v in space.values() if isinstance(v, ExperimentPanel)]
+    exp = registry.get(panel.name)
+    start = registry.panel_start(panel.name, "full")
+    assert start, f"{panel.name} has no panel start for the full preset"
+    assert panel.config() == exp.config("full", **start), "the default Run is the start"
+    seconds, how = registry.expected_seconds(panel.name, "full", panel.run_overrides())
+    assert how.startswith("typical of the panel's start")
+    assert seconds <= walltime.PANEL_BUDGET_S
+    assert f"about {seconds:.0f} s" in panel.message.value
+    assert "full" in exp.typical_s, "an estimate for the full preset on a fresh machine"
+    full = exp.presets["full"]
+    for field, spec in panel.specs.items():
+        assert spec == read_field(full, field), f"{field}: the full preset's range"
+        preset = getattr(full, field)  # each of the preset's own values, with the start held
+        for value in (preset if spec.many and not spec.options else [preset]):
+            assert panel.config({**panel.values, field: value}) is not None
+
+
+def test_every_declared_panel_start_is_a_preset_the_config_accepts():
+    from workbook import walltime
+    from workbook.config import PRESETS as PRESET_NAMES
+
+    declared = {n: e for n, e in registry.experiments().items() if e.panel_start or e.panel_s}
+    assert len(declared) >= 9, "the nine notebook panels' experiments"
+    for name, exp in declared.items():
+        assert set(exp.panel_start) <= set(PRESET_NAMES) and set(exp.panel_s) <= set(
+            exp.panel_start), name
+        for preset in exp.panel_start:
+            assert registry.panel_start(name, preset) == dict(exp.panel_start[preset])
+            assert exp.panel_s[preset] <= walltime.PANEL_BUDGET_S, name
+
+
+def test_a_declared_start_the_config_refuses_is_one_line(monkeypatch):
+    monkeypatch.setitem(registry.experiments(), "panel_bad_start", registry.Experiment(
+        name="panel_bad_start", summary="a bad start", notebook="none", run=run_fake,
+        presets=PRESETS, min_gpus={"small": 0, "full": 0},
+        panel_start={"full": {"size": 999}}))
+    assert registry.panel_start("panel_bad_start", "small") == {}, "no start: the preset"
+    with pytest.raises(WorkbookError, match=r"size.*64") as caught:
+        registry.panel_start("panel_bad_start", "full")
+    assert "\n" not in str(caught.value)

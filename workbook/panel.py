@@ -129,8 +129,12 @@ class ExperimentPanel:
     metric); ``group`` colours points by a row column (a variant, a method). ``choices`` offers
     a list of values for a field and ``limits`` narrows a number's range; both are checked
     against the config. ``preset`` is this machine's (``config.resolve_preset``): the controls
-    start at its values, so a GPU starts at ``full``. ``record=True`` records every run to the
-    ledger; otherwise only the Record button does.
+    start at its values, so a GPU starts at ``full``, made quick by the experiment's
+    ``panel_start`` for that preset (``registry.panel_start``: one size, one variant, fewer
+    repeats) and ``start`` (more overrides of the same kind, checked against the config). A
+    start field that is not a control holds for every run; the controls still reach the
+    preset's full ranges. ``record=True`` records every run to the ledger; otherwise only the
+    Record button does.
     """
 
     def __init__(self, experiment: str, fields: Sequence[str], *, y: str | Sequence[str],
@@ -139,6 +143,7 @@ class ExperimentPanel:
                  view: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
                  choices: dict[str, Sequence[Any]] | None = None,
                  limits: dict[str, tuple[float, float]] | None = None,
+                 start: dict[str, Any] | None = None,
                  preset: str | None = None, seed: int = 0, record: bool = False,
                  title: str = "") -> None:
         self.experiment = registry.get(experiment)
@@ -151,7 +156,7 @@ class ExperimentPanel:
         check_values("y", metrics)
         for metric in metrics:
             check_text("y", metric, empty=False)
-        for what, given in (("choices", choices), ("limits", limits)):
+        for what, given in (("choices", choices), ("limits", limits), ("start", start)):
             if given is not None and not isinstance(given, dict):
                 raise WorkbookError(f"{what}={given!r} is not allowed; allowed: a dict of "
                                     "field: values")
@@ -172,10 +177,14 @@ class ExperimentPanel:
         self.where = dict(where or {})
         self.record_each = record
         self.title = title or f"{experiment}: {', '.join(metrics)} against {self.x}"
+        # Where the controls start: the preset with the experiment's panel start and ``start``
+        # applied (checked here, one line if refused); the ranges stay the preset's own.
+        self.start = {**registry.panel_start(experiment, self.preset), **(start or {})}
+        first = self.experiment.config(self.preset, **self.start)
         base = self.experiment.presets[self.preset]
         self.specs = {f: read_field(base, f, choices=(choices or {}).get(f),
                                     limits=(limits or {}).get(f)) for f in fields}
-        self.controls = {f: make_control(s, getattr(base, f)) for f, s in self.specs.items()}
+        self.controls = {f: make_control(s, getattr(first, f)) for f, s in self.specs.items()}
         self.runs: list[PanelRun] = []
         self.last_error: str | None = None
 
@@ -215,9 +224,21 @@ class ExperimentPanel:
             out[field] = (tuple(value) if spec.options else (value,)) if spec.many else value
         return out
 
+    @property
+    def held(self) -> dict[str, Any]:
+        """The start's overrides of fields that are not controls: every run keeps them."""
+        return {k: v for k, v in self.start.items() if k not in self.controls}
+
+    def run_overrides(self, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a run passes on as ``--set``: the held start fields and the controls that differ
+        from the preset."""
+        base = self.experiment.presets[self.preset]
+        moved = {k: v for k, v in self.overrides(values).items() if getattr(base, k) != v}
+        return {**self.held, **moved}
+
     def config(self, values: dict[str, Any] | None = None) -> Any:
         """The config a run would use, checked (a refusal is one ``WorkbookError``)."""
-        return self.experiment.config(self.preset, **self.overrides(values))
+        return self.experiment.config(self.preset, **self.held, **self.overrides(values))
 
     def set(self, **values: Any) -> None:
         """Move controls from Python, as a reader would with the mouse. A value a control
@@ -305,8 +326,7 @@ class ExperimentPanel:
                   "process ...")
         # Only what differs from the preset is an override (as ``--set``): the preset's own
         # settings then find its last duration here (the bar's ETA) and its ledger rows.
-        base = self.experiment.presets[self.preset]
-        changed = {k: v for k, v in settings.items() if getattr(base, k) != v}
+        changed = self.run_overrides()
         start = time.monotonic()
         failed: Exception | None = None
         try:
@@ -475,10 +495,10 @@ class ExperimentPanel:
     # ------------------------------------------------------------------------- helpers
 
     def _ready_line(self) -> str:
-        seconds, how = registry.expected_seconds(self.name, self.preset)
-        eta = f"about {seconds:.0f} s ({how})" if seconds is not None else how
-        return (f"{self.name}, {self.preset} preset: set the controls and press Run; "
-                f"a run takes {eta}.")
+        seconds, how = registry.expected_seconds(self.name, self.preset, self.run_overrides())
+        eta = (f"a run takes about {seconds:.0f} s ({how})" if seconds is not None else
+               "how long a run takes is known once it has run here")
+        return f"{self.name}, {self.preset} preset: set the controls and press Run; {eta}."
 
     def _say(self, line: str) -> None:
         self.message.value = f"<span>{html.escape(line)}</span>"

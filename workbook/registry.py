@@ -52,6 +52,13 @@ class Experiment:
     # full: one recent GPU), read off recorded runs. Only a fallback for the first run on a
     # machine: after that, this machine's own last duration is used (expected_seconds).
     typical_s: Mapping[str, float] = field(default_factory=dict)
+    # Where an ``ExperimentPanel`` of this experiment starts, per preset: overrides applied to
+    # the preset (one size, one variant, fewer repeats) so that a panel's first Run is quick
+    # (issue 18: <= 30 s on one GPU, load and compile included); its controls still reach the
+    # preset's full ranges. ``panel_s``: about how long that start run takes (a fallback, as
+    # ``typical_s``). Both are checked against the config by tests/test_panel.py.
+    panel_start: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    panel_s: Mapping[str, float] = field(default_factory=dict)
 
     def config(self, preset: str | None = None, /, **overrides: Any) -> Any:
         """The preset's config with ``overrides`` applied and checked, before anything runs:
@@ -212,17 +219,39 @@ def _remember_duration(key: str, seconds: float) -> None:
 def expected_seconds(name: str, preset: str | None = None,
                      overrides: Mapping[str, Any] | None = None) -> tuple[float | None, str]:
     """How long a run of ``name`` will take here, and where that estimate comes from: this
-    machine's last run of the same settings, else the experiment's typical time, else unknown
-    (``None``)."""
+    machine's last run of the same settings, else the experiment's typical time (for a panel's
+    start settings, ``panel_s``), else unknown (``None``)."""
     exp, chosen = get(name), resolve_preset(preset)
     from workbook.hardware import detect
 
     key = f"{name}|{chosen}|{detect().name}|{json.dumps(dict(overrides or {}), sort_keys=True)}"
     if key in _durations():
         return _durations()[key], "its last run on this machine"
+    start = exp.panel_start.get(chosen)
+    if start and chosen in exp.panel_s and _same_config(exp, chosen, overrides, start):
+        return float(exp.panel_s[chosen]), "typical of the panel's start, not yet run here"
     if chosen in exp.typical_s:
         return float(exp.typical_s[chosen]), "typical, not yet run on this machine"
     return None, "not yet run on this machine"
+
+
+def _same_config(exp: Experiment, preset: str, one: Mapping[str, Any] | None,
+                 other: Mapping[str, Any] | None) -> bool:
+    """Whether two sets of overrides give the same config of ``preset`` (an override equal to
+    the preset's own value counts as none; a set the config refuses matches nothing)."""
+    try:
+        return exp.config(preset, **dict(one or {})) == exp.config(preset, **dict(other or {}))
+    except WorkbookError:
+        return False
+
+
+def panel_start(name: str, preset: str | None = None) -> dict[str, Any]:
+    """The overrides an ``ExperimentPanel`` of ``name`` starts from on ``preset`` (empty: the
+    preset itself), checked against the config (a refusal is one ``WorkbookError``)."""
+    exp, chosen = get(name), resolve_preset(preset)
+    start = dict(exp.panel_start.get(chosen, {}))
+    exp.config(chosen, **start)
+    return start
 
 
 RECORD_ENV = "WORKBOOK_RECORD"

@@ -378,30 +378,50 @@ def panel_cells(notebook: str) -> list[tuple[int, str]]:
             if c.cell_type == "code" and "ExperimentPanel(" in c.source]
 
 
+def panel_space(notebook: str) -> dict:
+    """The names a panel cell of ``notebook`` uses: the notebook's own import lines run (09's
+    panel takes ``view=sft.mean_over_seeds``), nothing else of it."""
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK_DIR / f"{notebook}.ipynb", as_version=4)
+    lines = [line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()
+             if line.startswith(("import ", "from workbook"))]
+    space: dict = {}
+    exec(compile("\n".join(lines), f"{notebook}:imports", "exec"), space)  # the notebook's
+    return space
+
+
 def run_panel_walltime(cfg: PanelConfig, seed: int = 0) -> pd.DataFrame:
     """Seconds of each panel's Run at its start values (the panel's own measured seconds),
     beside the budget; a run that fails is a row with its one-line error."""
-    from workbook import widgets
+    from workbook import registry, widgets
 
     os.environ["WORKBOOK_PRESET"] = cfg.preset
     names = cfg.notebooks or tuple(sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")))
     rows = []
     for notebook in names:
         for cell, source in panel_cells(notebook):
-            space: dict = {"widgets": widgets}
+            space = {"widgets": widgets, **panel_space(notebook)}
             exec(compile(source, f"{notebook}:{cell}", "exec"), space)  # the notebook's cell
             for panel in [v for v in space.values() if isinstance(v, widgets.ExperimentPanel)]:
+                expected, _how = registry.expected_seconds(panel.name, cfg.preset,
+                                                           panel.run_overrides())
                 common = {"notebook": notebook, "cell": cell, "panel": panel.name,
-                          "run_preset": cfg.preset, "metric": "run_time", "unit": "s"}
+                          "run_preset": cfg.preset, "metric": "run_time", "unit": "s",
+                          "expected_s": expected}
                 try:
                     panel.run()
-                    done = panel.runs[-1]
+                    done = panel.runs[-1]  # detail: the controls and the start's held fields
                     rows.append({**common, "value": done.seconds, "source": "measured",
                                  "status": done.status, "error": done.error or "",
-                                 "detail": panel.settings_text(done.settings)})
-                except WorkbookError as exc:
+                                 "detail": panel.settings_text({**panel.held,
+                                                                **done.settings})})
+                except Exception as exc:  # noqa: BLE001 - one panel's failure is its row
+                    line = str(exc) if isinstance(exc, WorkbookError) else (
+                        f"{type(exc).__name__}: {exc}")
                     rows.append({**common, "value": float("nan"), "source": "measured",
-                                 "status": "error", "error": str(exc), "detail": ""})
+                                 "status": "error", "error": line.splitlines()[0] if line
+                                 else "", "detail": ""})
                 rows.append({**common, "value": PANEL_BUDGET_S, "source": "predicted",
                              "status": "ok", "error": "", "detail": "budget"})
     return pd.DataFrame(rows)

@@ -275,7 +275,15 @@ EXPERIMENTS = [
                                        "sdpa_cudnn", "flash_attn", "triton"),
                                       (512, 1024, 2048, 4096, 8192, 16384), 128, 4, 16,
                                       "bfloat16", 10)},
-        min_gpus={"small": 0, "full": 1}, timeout_s=600),
+        min_gpus={"small": 0, "full": 1}, timeout_s=600,
+        # full: 92 cases in one process; 07's H200 Run All took 69.2 s for this and
+        # attention_gpt2_medium together (its slowest cell)
+        typical_s={"full": 60},
+        # the panel's first Run: eager against FlashAttention at 4096 tokens, head_dim 128,
+        # forward and forward + backward, and the one target (flash, fwd) at head_dim 128
+        panel_start={"full": {"variants": ("vanilla", "sdpa_flash"), "seq_lens": (4096,),
+                              "target_variants": ("sdpa_flash",), "target_head_dims": (128,)}},
+        panel_s={"full": 10}),
     Experiment(
         name="attention_gpt2_medium",
         summary="FlashAttention paper Fig. 2 on this GPU: GPT-2 medium attention fwd+bwd",

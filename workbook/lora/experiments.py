@@ -413,6 +413,13 @@ EXPERIMENTS = [
         presets=LORA_SWEEP_PRESETS,
         min_gpus={"small": 0, "full": 1},
         timeout_s=600,
+        # full: ten trainings of 200 steps; 11's H200 Run All took 55.4 s for this sweep when
+        # its preset also swept six lrs (about twenty trainings: ~2.5 s each)
+        typical_s={"full": 35},
+        # the panel's first Run: full fine-tuning and LoRA rank 8 on every module (the target
+        # sweep's 'all' at target_rank 8 is the same run): two trainings
+        panel_start={"full": {"ranks": (8,), "targets": ("all",)}},
+        panel_s={"full": 15},
     ),
     Experiment(
         name="lora_advice",

@@ -298,7 +298,12 @@ EXPERIMENTS = [
     Experiment(name="memory_breakdown",
                summary="params, grads, Adam states, activations of a GPT-2, measured vs formula",
                notebook="04_memory", run=run_breakdown, presets=BREAKDOWN_PRESETS,
-               min_gpus={"small": 0, "full": 1}, timeout_s=900),
+               min_gpus={"small": 0, "full": 1}, timeout_s=900,
+               # full: two fresh processes (checkpointing off, on); the H200's Run All of 04
+               # took 77.6 s for six of them (three lengths) before the preset kept one length
+               typical_s={"full": 30},
+               # the panel's first Run: one of those processes (~13 s) and its parent
+               panel_start={"full": {"checkpointing": (False,)}}, panel_s={"full": 18}),
     Experiment(name="memory_fit",
                summary="largest GPT (n_layer at fixed width) whose training step fits this GPU",
                notebook="04_memory", run=run_fit, presets=FIT_PRESETS,

@@ -268,7 +268,11 @@ EXPERIMENTS = [
                presets=TP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=1200),
     Experiment(name="pipeline_bubble", notebook="06_model_parallel", run=run_pp,
                summary="GPipe and 1F1B: idle fraction vs (p-1)/(m+p-1), activations held",
-               presets=PP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=1200),
+               presets=PP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=1200,
+               # full: 06's H200 Run All ran all five m in 18.5 s with GPipe alone; 1F1B
+               # beside it doubles the steps
+               typical_s={"full": 35},
+               panel_start={"full": {"n_microbatches": (4,)}}, panel_s={"full": 12}),
     Experiment(name="expert_parallel", notebook="06_model_parallel", run=run_ep,
                summary="MoE all-to-all: tokens per expert, imbalance, capacity drops, bytes",
                presets=EP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=900),

@@ -256,7 +256,15 @@ EXPERIMENTS = [
                summary="share of real gradients flushed to 0 in FP16/BF16/FP8, loss scale, "
                        "GradScaler trace", notebook="08_mixed_precision",
                run=run_underflow, presets=UNDERFLOW_PRESETS,
-               min_gpus={"small": 0, "full": 0}, timeout_s=900),
+               min_gpus={"small": 0, "full": 0}, timeout_s=900,
+               # full: the full base model's (6 x 256, from the cache) gradients on one batch,
+               # five scales, a 60-step GradScaler trace; not yet timed on a GPU (08's Run All
+               # showed its button): a process start and seconds of work
+               typical_s={"full": 20},
+               # the panel's first Run: one scale, a 20-step trace (the panel draws the
+               # fixed-scale underflow, not the trace)
+               panel_start={"full": {"log2_scales": (0,), "scaler_steps": 20}},
+               panel_s={"full": 12}),
     Experiment(name="precision_stagnation",
                summary="updates lost to rounding in BF16/FP16 weights vs FP32 master weights",
                notebook="08_mixed_precision", run=run_stagnation, presets=STAGNATION_PRESETS,

@@ -323,6 +323,13 @@ EXPERIMENTS = [
         min_gpus={"small": 0, "full": 1},
         timeout_s=900,
         typical_s={"small": 10, "full": 110},
+        # the panel's first Run: QLoRA at 1B with plain AdamW, no pressure case: one of the 22
+        # configurations, in one child process (run_vram's docstring: 167 s for 9
+        # configurations on an H200 when each had its own process, mostly process starts)
+        panel_start={"full": {"sizes": ("1b",), "methods": ("qlora",),
+                              "optimizers": ("adamw",), "optimizer_sizes": (),
+                              "pressure_cap_gb": 0.0}},
+        panel_s={"full": 22},
     ),
     Experiment(
         name="qlora_quality",

@@ -396,5 +396,11 @@ EXPERIMENTS = [
                # small: seconds to a minute on 2 CPU cores; full: ~470 s of training
                # predicted from the H100's recorded step times (predicted_seconds), plus
                # start-up and evaluation
-               typical_s={"small": 30, "full": 520}),
+               typical_s={"small": 30, "full": 520},
+               # the panel's first Run: one IsoFLOP curve, three sizes at the smallest budget,
+               # ~500 steps each: predicted_seconds gives 11.9 s of training from the H100's
+               # step times (it over-predicted that sweep's own wall time, 293 s, as 466 s)
+               panel_start={"full": {"budgets": (2e12,), "sizes_per_budget": 3,
+                                     "target_steps": 500}},
+               panel_s={"full": 20}),
 ]

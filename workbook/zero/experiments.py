@@ -187,5 +187,13 @@ EXPERIMENTS = [
         presets=ZERO_PRESETS,
         min_gpus={"small": 0, "full": 1},
         timeout_s=1800,
+        # full: one torchrun launch per variant; 05's H200 Run All took 118.4 s for four
+        # variants (steps=2) of the 24 x 1024 model, ~30 s a launch, and the preset has nine
+        typical_s={"full": 270},
+        # the panel's first Run: one launch, one stage, two steps, GPT-2 small's size (12 x
+        # 768; the preset's 16 heads stay, so d_model takes the preset's multiples of 16)
+        panel_start={"full": {"variants": ("zero2",), "steps": 2, "n_layer": 12,
+                              "d_model": 768}},
+        panel_s={"full": 25},
     ),
 ]
