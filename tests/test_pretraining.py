@@ -105,3 +105,15 @@ def test_transfer_story_reads_its_numbers_from_the_rows():
     first, second = both.split("\n\n")
     assert first.startswith("The run (this machine (cpu))")
     assert second.startswith("The run (recorded on NVIDIA H200") and "**10 steps**" in second
+
+
+def test_live_config_follows_the_preset_and_refuses_others():
+    import pytest
+
+    from workbook import model, pretraining
+    from workbook.config import WorkbookError
+
+    assert pretraining.live_config("small").steps == pretraining.LIVE_STEPS["small"]
+    assert pretraining.live_config("full").seq_len == model.BASE_RECIPES["full"].model.seq_len
+    with pytest.raises(WorkbookError, match="allowed|choose"):
+        pretraining.live_config("medium")

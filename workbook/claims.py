@@ -117,6 +117,8 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     if gap <= abs_tol:
         return "holds" if abs_tol == 0 else (
             f"holds (|Δ| = {fixed(gap, 2)} ≤ {fixed(abs_tol, 2)})")
+    if (predicted == 0 or measured == 0) and abs_tol > 0:  # the claim's own tolerance
+        return f"off: |Δ| = {fixed(gap, 2)} > {fixed(abs_tol, 2)}"
     if predicted == 0 or measured == 0:
         return "wrong (one side is zero)"
     ratio = measured / predicted

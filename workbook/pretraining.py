@@ -37,7 +37,20 @@ from workbook.training import (
 __all__ = ["TrainConfig", "next_token_loss", "perplexity", "lr_at", "make_optimizer",
            "autocast", "evaluate", "train", "sample", "CurveConfig", "run_pretraining_curve",
            "TransferConfig", "run_transfer", "EXPERIMENTS", "show_tokens", "shift_table",
-           "LiveCurve", "transfer_figure", "claims", "curve_story", "transfer_story"]
+           "LiveCurve", "transfer_figure", "claims", "curve_story", "transfer_story",
+           "LIVE_STEPS", "live_config"]
+
+# The live training run of notebook 01, per preset: seconds on a CPU, a few more on a GPU.
+LIVE_STEPS = {"small": 30, "full": 500}
+
+
+def live_config(preset: str) -> TrainConfig:
+    """The config of 01's live run: the base recipe's model shape and learning rate, for
+    :data:`LIVE_STEPS` steps of the preset (no preset typed into the notebook)."""
+    check_choice("preset", preset, tuple(LIVE_STEPS))
+    recipe = BASE_RECIPES[preset]
+    return TrainConfig(steps=LIVE_STEPS[preset], batch_size=8, seq_len=recipe.model.seq_len,
+                       lr=recipe.lr, warmup=6, eval_every=10)
 
 
 def perplexity(loss: float) -> float:
