@@ -220,6 +220,7 @@ GOOD: dict[str, dict] = {
     "precision.explore": {"value": 0.1},
     "precision.format_explorer": {"value": "0.1"},
     "pretraining.TrainConfig": {"steps": 10, "batch_size": 2, "seq_len": 16},
+    "pretraining.live_config": {"preset": "small"},
     "pretraining.perplexity": {"loss": 2.0},
     "qlora.bits_per_param": {"blocksize": 64, "double_quant": True},
     "qlora.bnb_codebook": {"kind": "nf4"},
