@@ -3,7 +3,9 @@ rankings the way they should, the corpus domain split, and the experiments' rows
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import random
 from types import SimpleNamespace
 
 import numpy as np
@@ -209,6 +211,49 @@ def test_one_dpo_step_raises_the_margin_on_its_pairs(tiny_chat_model):
     after = ev.reward_stats(policy, reference, tok, pairs, beta=0.1)
     assert after["reward_margin"] > 0 and after["reward_accuracy"] == 1.0, after
     assert not any(p.requires_grad for p in reference.parameters()), "the reference trains"
+
+
+def _dpo_by_hand(policy, tok, train, heldout, cfg, seed) -> list[dict]:
+    """DPO as train_dpo ran it before it went through training.train: its own loop."""
+    reference = ev.frozen_reference(policy)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    order = random.Random(seed)
+    rows = []
+
+    def watch(step):
+        stats = ev.reward_stats(policy, reference, tok, heldout, cfg.beta)
+        rows.extend({"step": step, "metric": k, "value": v} for k, v in stats.items())
+
+    watch(0)
+    for step in range(1, cfg.steps + 1):
+        policy.train()
+        pairs = order.sample(list(train), min(cfg.batch_size, len(train)))
+        loss, _, _ = ev.dpo_loss(*ev.pair_logps(policy, reference, tok, pairs), cfg.beta)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        opt.step()
+        rows.append({"step": step, "metric": "train_dpo_loss", "value": loss.item()})
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            watch(step)
+    return rows
+
+
+def test_train_dpo_through_the_one_loop_matches_the_hand_written_loop(tiny_chat_model):
+    model, tok = tiny_chat_model
+    pairs = [{"prompt": f"Add: {a} + {b}", "chosen": str(a + b), "rejected": str(a + b + 1)}
+             for a, b in [(1, 2), (2, 3), (3, 4), (4, 1), (5, 2), (6, 1)]]
+    train, heldout = pairs[:4], pairs[4:]
+    cfg = dataclasses.replace(ev.DPO_PRESETS["small"], steps=3, batch_size=2, eval_every=2,
+                              lr=1e-3)
+    ours = ev.train_dpo(copy.deepcopy(model), tok, train, heldout, cfg, seed=5)
+    theirs = _dpo_by_hand(copy.deepcopy(model), tok, train, heldout, cfg, seed=5)
+    assert [(r["step"], r["metric"]) for r in ours] == [(r["step"], r["metric"]) for r in theirs]
+    losses = [r["value"] for r in theirs if r["metric"] == "train_dpo_loss"]
+    assert losses[-1] < losses[0] - 1e-3, "the steps must move the loss for the test to bite"
+    # same seed, same batches, same update: the same numbers (float ties across CPU threads)
+    np.testing.assert_allclose([r["value"] for r in ours], [r["value"] for r in theirs],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_sequence_logps_sum_the_answer_tokens_only(tiny_chat_model):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from workbook import data, pretraining
+from workbook import data, pretraining, training
 from workbook.config import WorkbookError
 from workbook.model import ModelConfig, build_model
 from workbook.pretraining import TrainConfig
@@ -53,6 +53,74 @@ def test_training_lowers_the_loss_and_is_reproducible():
     torch.testing.assert_close(torch.tensor(logs[0]["loss"].values),
                                torch.tensor(logs[1]["loss"].values),
                                msg="same seed, same batches, same losses")
+
+
+def _token_batches(vocab: int, batch: int, seq_len: int):
+    def batches(step, gen):
+        ids = torch.randint(0, vocab, (batch, seq_len + 1), generator=gen)
+        return ids[:, :-1], ids[:, 1:]
+    return batches
+
+
+def test_train_loss_fn_replaces_the_loss_and_gets_the_batch_as_given():
+    small = ModelConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, seq_len=8)
+    cfg = TrainConfig(steps=4, batch_size=2, seq_len=8, lr=1e-2, warmup=0, eval_every=4,
+                      schedule="constant")
+    make = _token_batches(64, 2, 8)
+    seen = []
+
+    def as_dict(step, gen):              # any batch shape: loss_fn is the one that reads it
+        x, y = make(step, gen)
+        return {"x": x, "y": y}
+
+    def loss_fn(model, batch):
+        seen.append(sorted(batch))
+        return training.next_token_loss(model(input_ids=batch["x"]).logits, batch["y"])
+
+    args = dict(seed=3, device="cpu", validate=lambda: 0.0, clip=None)
+    plain = training.train(build_model(small, seed=0), cfg, batches=make, **args)
+    swapped = training.train(build_model(small, seed=0), cfg, batches=as_dict,
+                             loss_fn=loss_fn, **args)
+    assert seen == [["x", "y"]] * cfg.steps
+    torch.testing.assert_close(torch.tensor(swapped["loss"].values),
+                               torch.tensor(plain["loss"].values),
+                               msg="loss_fn = the next-token loss must train exactly as default")
+    doubled = training.train(build_model(small, seed=0), cfg, batches=as_dict,
+                             loss_fn=lambda m, b: 2 * loss_fn(m, b), **args)
+    first = doubled[doubled["split"] == "train"]["loss"].iloc[0]
+    assert first == pytest.approx(2 * plain[plain["split"] == "train"]["loss"].iloc[0])
+
+
+def test_backward_step_clears_clips_then_steps():
+    lin = torch.nn.Linear(3, 1)
+    params = list(lin.parameters())
+    opt = torch.optim.SGD(params, lr=0.1)
+    x = torch.ones(4, 3)
+    seen = {}
+
+    def before_step():
+        seen["norm"] = torch.nn.utils.get_total_norm([p.grad for p in params]).item()
+        seen["weight"] = lin.weight.detach().clone()
+        seen["grads"] = torch.cat([p.grad.flatten() for p in params])
+
+    lin.weight.grad = torch.tensor([[1e6, 0.0, 0.0]])   # stale: a clearing step drops it
+    lin.bias.grad = torch.zeros(1)
+    start = lin.weight.detach().clone()
+    training.backward_step((1000 * lin(x)).sum(), opt, params=params, clip=1.0,
+                           before_step=before_step)
+    assert seen["norm"] == pytest.approx(1.0, rel=1e-5), "clipped to 1 before the step"
+    # four equal fresh gradients (x is all ones), scaled to norm 1: 0.5 each, nothing stale
+    torch.testing.assert_close(seen["grads"], torch.full((4,), 0.5))
+    torch.testing.assert_close(seen["weight"], start, msg="before_step runs before the step")
+    assert not torch.equal(lin.weight, start), "the optimizer stepped"
+    # zero_grad=False: the caller clears; this backward adds to what is there
+    opt.zero_grad(set_to_none=True)
+    training.backward_step(lin(x).sum(), opt, zero_grad=False)
+    once = lin.weight.grad.clone()
+    training.backward_step(lin(x).sum(), opt, zero_grad=False)
+    torch.testing.assert_close(lin.weight.grad, 2 * once)
+    with pytest.raises(WorkbookError, match="clip needs params"):
+        training.backward_step(lin(x).sum(), opt, clip=1.0)
 
 
 def test_sampling_is_reproducible_and_decodes():

@@ -3,7 +3,10 @@
 Pre-training (01) introduces these ideas; the topics after it reuse them instead of writing
 their own loop. :func:`train` is the whole loop: batches (random windows of the corpus, or
 any ``batches(step, generator)`` a topic supplies), AdamW with warm-up and cosine decay, bf16
-autocast on a GPU, gradient clipping, and a held-out loss every few steps.
+autocast on a GPU, gradient clipping, and a held-out loss every few steps; ``loss_fn`` swaps the
+next-token loss for another objective (DPO's). :func:`backward_step` is its update (clear,
+backward, clip, step), public so that a probe timing or measuring single steps takes the same
+update instead of writing its own.
 :class:`MasterWeightAdamW` is the optimizer of pure-BF16 training (08 explains it; 02 times
 it).
 
@@ -26,7 +29,7 @@ from workbook.data import random_batch, token_ids
 from workbook.hardware import torch_threads
 
 __all__ = ["TrainConfig", "next_token_loss", "lr_at", "make_optimizer", "autocast",
-           "evaluate", "train", "MasterWeightAdamW"]
+           "evaluate", "backward_step", "train", "MasterWeightAdamW"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class TrainConfig:
         check_range("steps", self.steps, 1, 1_000_000)
         check_range("batch_size", self.batch_size, 1, 4096)
         check_range("seq_len", self.seq_len, 2, 131072)
-        check_range("lr", self.lr, 1e-6, 1.0)
+        check_range("lr", self.lr, 1e-7, 1.0)
         check_range("warmup", self.warmup, 0, self.steps)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         check_range("eval_every", self.eval_every, 1, 1_000_000)
@@ -125,7 +128,31 @@ def evaluate(model: torch.nn.Module, ids: torch.Tensor, batch_size: int, seq_len
     return sum(losses) / len(losses)
 
 
+def backward_step(loss: torch.Tensor, optimizer, *, params=None, clip: float | None = None,
+                  zero_grad: bool = True, before_step: Callable[[], None] | None = None
+                  ) -> None:
+    """One update from ``loss``: clear the old gradients (``zero_grad``, set to None), backward,
+    clip the global gradient norm of ``params`` to ``clip`` (None: no clipping), optimizer step.
+
+    :func:`train` runs it every step. ``zero_grad=False`` leaves the clearing to the caller (a
+    probe that reads memory with or without the gradients); ``before_step()`` runs between the
+    backward (and clipping) and the optimizer step, where such a probe reads the allocator.
+    """
+    if clip is not None and params is None:
+        raise WorkbookError("backward_step: clip needs params (the tensors whose gradient norm "
+                            "is clipped)")
+    if zero_grad:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    if before_step is not None:
+        before_step()
+    optimizer.step()
+
+
 Batches = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+LossFn = Callable[[torch.nn.Module, object], torch.Tensor]
 
 
 def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: int | None = None,
@@ -133,7 +160,7 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
           val_ids: torch.Tensor | None = None, batches: Batches | None = None,
           validate: Callable[[], float] | None = None, optimizer=None,
           master_weights: bool = False, clip: float | None = 1.0, amp: bool = True,
-          progress: bool = False,
+          loss_fn: LossFn | None = None, progress: bool = False,
           desc: str = "training", on_log: Callable[[dict], None] | None = None
           ) -> pd.DataFrame:
     """Train ``model`` in place; return the loss log.
@@ -144,6 +171,8 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
     cfg.steps`` evaluates only at the start and end. ``optimizer``: any object with ``step``
     and ``zero_grad`` and ``param_groups`` (default :func:`make_optimizer`). ``clip=None``:
     no gradient clipping; ``amp=False``: no bf16 autocast on a GPU (the model's own dtype).
+    ``loss_fn(model, batch)``: the training loss of whatever ``batches`` returned (default: the
+    next-token loss of ``(inputs, targets)``), under the autocast that ``amp`` says.
 
     Rows: ``step, split ('train'|'val'), loss, lr, tokens``. ``on_log(row)`` is called for each
     row as it appears (a notebook's live plot). Without ``on_log``, on a GPU, the train losses
@@ -197,15 +226,16 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
             if step % cfg.eval_every == 0:
                 log(step, "val", validate(), lr_at(step, cfg))
             set_lr(lr_at(step, cfg))
-            x, y = batches(step, gen)
-            with autocast(device) if amp else contextlib.nullcontext():
-                logits = _logits(model, x.to(device))
-            loss = next_token_loss(logits, y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
+            batch = batches(step, gen)
+            if loss_fn is None:
+                x, y = batch
+                with autocast(device) if amp else contextlib.nullcontext():
+                    logits = _logits(model, x.to(device))
+                loss = next_token_loss(logits, y.to(device))
+            else:
+                with autocast(device) if amp else contextlib.nullcontext():
+                    loss = loss_fn(model, batch)
+            backward_step(loss, opt, params=params, clip=clip)
             log(step + 1, "train", loss.detach() if deferred else loss.item(), lr_at(step, cfg))
         log(cfg.steps, "val", validate(), lr_at(cfg.steps - 1, cfg))
     model.eval()

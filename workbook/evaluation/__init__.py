@@ -30,6 +30,7 @@ from workbook.evaluation.dpo import (
     frozen_reference,
     pair_logps,
     pair_record,
+    pairs_loss,
     reward_stats,
     sequence_logps,
 )
@@ -95,7 +96,8 @@ __all__ = [
     "per_task_exact_match", "run_mid_training", "run_test_task", "stable_hash", "training_mix",
     "claims", "leaderboard_explorer", "mid_training_summary", "pipeline_table",
     "results_label", "test_task_caption", "test_task_summary",
-    "dpo_loss", "dpo_step", "frozen_reference", "pair_logps", "pair_record", "reward_stats",
+    "dpo_loss", "dpo_step", "frozen_reference", "pair_logps", "pair_record", "pairs_loss",
+    "reward_stats",
     "sequence_logps", "DPO_PRESETS", "DPOConfig", "alignment_scores", "mid_training_steps",
     "run_dpo", "train_dpo", "COMPLIANCE", "REFUSAL", "is_refusal", "refusal_rate", "safety_chats",
     "safety_pairs", "safety_prompts", "task_pairs", "win_rate", "OVER_REFUSAL_TOLERANCE",

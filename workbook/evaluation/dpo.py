@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from workbook.config import check_range
 from workbook.sft import collate, encode_chat, token_losses
+from workbook.training import backward_step
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
@@ -79,15 +80,20 @@ def pair_logps(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: A
     return both[:n], both[n:], ref[:n], ref[n:]
 
 
+def pairs_loss(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: Any,
+               pairs: Sequence[dict], beta: float) -> torch.Tensor:
+    """The DPO loss of ``policy`` on a batch of pairs, with gradients: what
+    :func:`workbook.training.train` minimises as its ``loss_fn`` in DPO training."""
+    return dpo_loss(*pair_logps(policy, reference, tokenizer, pairs), beta)[0]
+
+
 def dpo_step(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: Any,
              pairs: Sequence[dict], optimizer: torch.optim.Optimizer, beta: float) -> float:
-    """One optimizer step of DPO on a batch of pairs; returns the loss."""
+    """One optimizer step of DPO on a batch of pairs (the workbook's update,
+    :func:`workbook.training.backward_step`, gradient norm clipped to 1); returns the loss."""
     policy.train()
-    loss, _, _ = dpo_loss(*pair_logps(policy, reference, tokenizer, pairs), beta)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-    optimizer.step()
+    loss = pairs_loss(policy, reference, tokenizer, pairs, beta)
+    backward_step(loss, optimizer, params=list(policy.parameters()), clip=1.0)
     return loss.item()
 
 

@@ -360,24 +360,38 @@ def alignment_scores(model: torch.nn.Module, tok, items: Sequence[tuple[str, str
 
 def train_dpo(policy: torch.nn.Module, tok, train: Sequence[dict], heldout: Sequence[dict],
               cfg: DPOConfig, seed: int) -> list[dict]:
-    """DPO from ``policy`` (its frozen copy is the reference); held-out reward rows every
-    ``eval_every`` steps and at the end. The loop is the idea, so it keeps its own step."""
+    """DPO from ``policy`` (its frozen copy is the reference) through the workbook's one loop,
+    :func:`workbook.training.train`, with the DPO loss (:func:`~workbook.evaluation.dpo.
+    pairs_loss`) as its ``loss_fn``: batches of pairs drawn by ``random.Random(seed)``, AdamW
+    without weight decay at a constant ``lr``, gradient norm clipped to 1, no autocast. Held-out
+    reward rows at step 0, every ``eval_every`` steps and at the end."""
     reference = dpo.frozen_reference(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     order = random.Random(seed)
     rows: list[dict] = []
+    stats: dict[str, float] = {}
 
-    def watch(step: int) -> None:
-        stats = dpo.reward_stats(policy, reference, tok, heldout, cfg.beta)
-        rows.extend({"step": step, "metric": k, "value": v} for k, v in stats.items())
+    def batches(step: int, gen: torch.Generator) -> list[dict]:
+        return order.sample(list(train), min(cfg.batch_size, len(train)))
 
-    watch(0)
-    for step in range(1, cfg.steps + 1):
-        loss = dpo.dpo_step(policy, reference, tok, order.sample(list(train), min(
-            cfg.batch_size, len(train))), opt, cfg.beta)
-        rows.append({"step": step, "metric": "train_dpo_loss", "value": loss})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            watch(step)
+    def validate() -> float:
+        stats.update(dpo.reward_stats(policy, reference, tok, heldout, cfg.beta))
+        policy.train()                 # reward_stats left it in eval mode
+        return stats["dpo_loss"]
+
+    def on_log(row: dict) -> None:     # each row as train logs it: the order of the steps
+        if row["split"] == "train":
+            rows.append({"step": row["step"], "metric": "train_dpo_loss", "value": row["loss"]})
+        else:
+            rows.extend({"step": row["step"], "metric": k, "value": v} for k, v in stats.items())
+
+    loop = training.TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                                warmup=0, weight_decay=0.0, eval_every=cfg.eval_every,
+                                schedule="constant")
+    training.train(policy, loop, seed=seed, batches=batches, validate=validate, optimizer=opt,
+                   clip=1.0, amp=False, on_log=on_log,
+                   loss_fn=lambda model, pairs: dpo.pairs_loss(model, reference, tok, pairs,
+                                                               cfg.beta))
     return rows
 
 

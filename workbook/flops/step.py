@@ -5,6 +5,9 @@
 * **measured** - the step's wall time (:func:`time_train_step`), run as a :class:`RunSpec`
   says; FLOPs / time is the *achieved* FLOP/s, and achieved / peak is the model FLOPs
   utilisation (MFU), against the datasheet and the measured roofline (:func:`step_rows`).
+
+The step's update is the workbook's one, ``workbook.training.backward_step`` (backward, then the
+optimizer step), with the gradients cleared after it; only the forward changes with the run.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from workbook.model import (
     use_rope_table,
 )
 from workbook.profiling import allocated_bytes, peak_bytes, reset_peak, time_ms
-from workbook.training import MasterWeightAdamW, next_token_loss
+from workbook.training import MasterWeightAdamW, backward_step, next_token_loss
 
 __all__ = ["make_loss_fn", "setup_step", "count_step_flops", "count_flops", "apply_liger",
            "kernel_family", "kernel_times", "kernel_breakdown", "make_train_step",
@@ -250,8 +253,7 @@ def make_train_step(cfg: ModelConfig, batch_size: int, spec: RunSpec, seed: int,
     def step() -> None:
         with backends():
             loss = forward(x, y)
-        loss.backward()
-        opt.step()
+        backward_step(loss, opt, zero_grad=False)   # backward, AdamW step
         opt.zero_grad(set_to_none=True)
 
     if whole_graph:
@@ -277,8 +279,7 @@ def _graph_whole_step(forward, backends, opt, x: torch.Tensor, y: torch.Tensor):
     def body() -> None:
         with backends():
             loss = forward(static_x, static_y)
-        loss.backward()
-        opt.step()
+        backward_step(loss, opt, zero_grad=False)   # backward, AdamW step
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

@@ -7,8 +7,10 @@ activations autograd saved for backward (``torch.autograd.graph.saved_tensors_ho
 
 :func:`measure_breakdown` writes its two steps out, not through ``workbook.training.train``:
 the measurement sits between forward, backward and optimizer step, which is the point of this
-notebook. Where a model simply trains (the largest-fit probes, the checkpointing timings), it
-trains through ``workbook.training.train``; the activation sweep is one forward.
+notebook. The update itself is the workbook's one, ``workbook.training.backward_step``, whose
+``before_step`` hook reads the allocator after the backward. Where a model simply trains (the
+largest-fit probes, the checkpointing timings), it trains through ``workbook.training.train``;
+the activation sweep is one forward.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from workbook.config import WorkbookError
 from workbook.hardware import detect, torch_device
 from workbook.memory.formulas import gpt_params
 from workbook.model import count_params
-from workbook.training import TrainConfig, make_optimizer, train
+from workbook.training import TrainConfig, backward_step, make_optimizer, train
 
 
 def build_model(n_layer: int, d_model: int, n_head: int, vocab: int, seq_len: int,
@@ -137,6 +139,16 @@ def measure_breakdown(n_layer: int, d_model: int, n_head: int, vocab: int, seq_l
                               enabled=precision == "amp_bf16")
     out: dict[str, float] = {}
     cuda = device.type == "cuda"
+    at_backward: dict[str, float] = {}
+
+    def read_backward() -> None:   # after the backward, before the optimizer step
+        at_backward["after"] = allocated_bytes(device)
+        at_backward["peak"] = allocated_bytes(device, peak=True)
+        at_backward["reserved"] = (float(torch.cuda.max_memory_reserved(device)) if cuda
+                                   else float("nan"))
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+
     # This loop is the measurement (not workbook.training.train): the allocator is read between
     # forward, backward and optimizer step, and each phase's peak is taken on its own.
     for step in range(2):  # step 1: optimizer states exist, as in every later step
@@ -150,12 +162,10 @@ def measure_breakdown(n_layer: int, d_model: int, n_head: int, vocab: int, seq_l
         after_fwd, peak_fwd = allocated_bytes(device), allocated_bytes(device, peak=True)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        loss.backward()
-        after_bwd, peak_bwd = allocated_bytes(device), allocated_bytes(device, peak=True)
-        reserved_bwd = float(torch.cuda.max_memory_reserved(device)) if cuda else float("nan")
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        opt.step()
+        # backward, read_backward(), optimizer step; the gradients are cleared below
+        backward_step(loss, opt, zero_grad=False, before_step=read_backward)
+        after_bwd, peak_bwd = at_backward["after"], at_backward["peak"]
+        reserved_bwd = at_backward["reserved"]
         after_step, peak_step = allocated_bytes(device), allocated_bytes(device, peak=True)
         if step == 0:
             out["grads_alloc"] = after_bwd - a_model

@@ -5,7 +5,8 @@ keep on the GPU for a published Llama shape.
 activations); :func:`measure_vram` builds the model (random weights: bytes do not depend on
 values), quantises it to NF4 with bitsandbytes, adds PEFT adapters, takes two training steps
 and reads the allocator between them. It trains two explicit steps, not a loop: reading memory
-between ``backward``, ``step`` and ``zero_grad`` is the measurement.
+between ``backward``, ``step`` and ``zero_grad`` is the measurement. Each step is the
+workbook's one update, ``workbook.training.backward_step``, with the clearing left to the probe.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from workbook.config import WorkbookError, check_choice, check_range, check_valu
 from workbook.hardware import torch_device
 from workbook.lora import SHAPES, TARGET_GROUPS, llama_config, shape
 from workbook.qlora.nf4 import bits_per_param, bnb_functional, state_bytes
+from workbook.training import backward_step
 
 # What a VRAM table or dropdown offers: the papers' models. "tiny" is for CPU tests; its
 # VRAM rounds to 0.0 GB and would only look like a bug.
@@ -322,8 +324,7 @@ def state_split(optimizer: torch.optim.Optimizer) -> dict[str, int]:
 
 def _train_step(model, optimizer, ids: torch.Tensor) -> float:
     loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    optimizer.step()
+    backward_step(loss, optimizer, zero_grad=False)   # backward, step: the caller clears
     return float(loss.detach())
 
 
