@@ -15,6 +15,12 @@ Marker style encodes the source of each number:
   the title;
 * predicted (a formula): dashed line, no markers;
 * datasheet (vendor's peak): dotted line.
+
+Colour encodes the label (a variant, a method, a group), never the source: ``color_for(label)``
+gives a label one colour in every figure of a kernel, and a trace added to a :class:`Figure`
+without a colour of its own takes ``color_for(label_of(its name))`` ('vanilla (measured)' and
+'vanilla (recorded, H100)' are both 'vanilla'), so hand-built traces in notebooks and explorers
+follow the same rule.
 """
 
 from __future__ import annotations
@@ -72,6 +78,31 @@ class Figure(go.Figure):
 
         display(self._repr_mimebundle_(), raw=True)
 
+    def add_trace(self, trace, *args, **kwargs):
+        """Add ``trace``; a named one without a colour of its own takes its label's colour
+        (:func:`color_for` of :func:`label_of` its name), not plotly's next default colour."""
+        if isinstance(trace, dict):
+            trace = go.Figure(data=[trace]).data[0]
+        if trace.name and not has_color(trace):
+            color = color_for(label_of(trace.name))
+            if "line" in trace and trace.type not in ("bar", "histogram"):
+                trace.line.color = color
+            if "marker" in trace:
+                trace.marker.color = color
+        return super().add_trace(trace, *args, **kwargs)
+
+
+def label_of(name: object) -> str:
+    """The label a trace's colour belongs to: its name up to a bracketed note (the source, a
+    device, a setting): 'vanilla (measured)' -> 'vanilla', 'sdpa_flash (recorded, H100)' ->
+    'sdpa_flash', 'zero1 (N=2)' -> 'zero1'."""
+    return str(name).split(" (")[0].strip()
+
+
+def has_color(trace: go.BaseTraceType) -> bool:
+    """Whether ``trace`` sets its own colour (its line's or its markers')."""
+    return any(part in trace and trace[part].color is not None for part in ("line", "marker"))
+
 
 def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool = False,
            log_y: bool = False) -> Figure:
@@ -112,19 +143,32 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
     # per machine, named by it: a line through an H100's and an H200's points is nobody's.
     machines = "device" in ok.columns and ok["device"].nunique() > 1
     keys = keys + ["device"] if machines else keys
+    symbol = machine_symbols(ok["device"]) if machines else {}
     for key, part in (ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)]):
         key = key if isinstance(key, tuple) else (key,)
         source = key[len(groups)] if "source" in ok.columns else "measured"
         label = " ".join(str(k) for k in key[:len(groups)]) or str(y)
         color = color_for(label)
         style = _SOURCE_STYLE.get(source, _SOURCE_STYLE["measured"])
+        marker = {**style.get("marker", {}), "color": color}
+        if machines and "symbol" in marker:  # the colour is the label's: a machine's shape
+            marker["symbol"] = marker["symbol"].replace("circle", symbol[key[-1]])
         part = part.sort_values(x)
         where = f", {short_device(key[-1])}" if machines else ""
         fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source}{where})",
-                        line={**style.get("line", {}), "color": color},
-                        marker={**style.get("marker", {}), "color": color},
+                        line={**style.get("line", {}), "color": color}, marker=marker,
                         mode=style["mode"])
     return fig
+
+
+MACHINE_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "pentagon", "hexagon")
+
+
+def machine_symbols(devices: pd.Series) -> dict[object, str]:
+    """A marker shape per machine, in the order they appear (this machine's rows come first):
+    several machines' curves of one label share its colour and differ in shape."""
+    return {d: MACHINE_SYMBOLS[i % len(MACHINE_SYMBOLS)]
+            for i, d in enumerate(pd.unique(devices.dropna()))}
 
 
 def short_device(device: object) -> str:
@@ -134,13 +178,18 @@ def short_device(device: object) -> str:
     return "CPU" if text.startswith("CPU") else text.removeprefix("NVIDIA ")
 
 
-_COLOR_OF: dict[str, str] = {}  # label -> colour, for this process (one notebook's kernel)
+OOM_COLOR = "#b00"  # an out-of-memory configuration: a red cross in every figure
+_COLOR_OF: dict[str, str] = {"oom": OOM_COLOR}  # label -> colour, for this process (a kernel)
 
 
 def color_for(label: str) -> str:
     """The colour of ``label`` (a variant, a method, a device) in every figure of this kernel:
-    'vanilla' is the same colour in all of 07's plots. New labels take the next colour."""
-    return _COLOR_OF.setdefault(str(label), COLORS[len(_COLOR_OF) % len(COLORS)])
+    'vanilla' is the same colour in all of 07's plots. New labels take the next colour;
+    'oom' is always :data:`OOM_COLOR`."""
+    label = str(label)
+    if label not in _COLOR_OF:
+        _COLOR_OF[label] = COLORS[(len(_COLOR_OF) - 1) % len(COLORS)]
+    return _COLOR_OF[label]
 
 
 def _unit_title(rows: pd.DataFrame, y: str) -> str:

@@ -205,7 +205,7 @@ def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
         marker = {"size": 9} if k == 0 else {"size": 8, "symbol": "circle-open",
                                                "line": {"width": 2}}
         for budget, group in points.groupby("budget"):
-            color = plots.color_for(f"C={budget:.2g}")
+            color = plots.color_for(f"budget={budget:g}")  # as the sweep's panel names it
             group = group.sort_values(n_column)
             name = f"C={budget:.2g}" + ("" if k == 0 else f" ({where.split(',')[0]})")
             fig.add_scatter(x=group[n_column], y=group["loss"], name=name, mode="markers",
@@ -215,6 +215,7 @@ def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
                 x = np.geomspace(group[n_column].min(), group[n_column].max(), 50)
                 fig.add_scatter(x=x, y=c0 + c1 * np.log(x) + c2 * np.log(x) ** 2,
                                 mode="lines", showlegend=False, legendgroup=where,
+                                name=f"C={budget:.2g}: parabola fit",
                                 line={"dash": "dash" if k == 0 else "dot", "color": color})
     return fig
 
