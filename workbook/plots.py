@@ -94,9 +94,10 @@ class Figure(go.Figure):
 
 def label_of(name: object) -> str:
     """The label a trace's colour belongs to: its name up to a bracketed note (the source, a
-    device, a setting): 'vanilla (measured)' -> 'vanilla', 'sdpa_flash (recorded, H100)' ->
-    'sdpa_flash', 'zero1 (N=2)' -> 'zero1'."""
-    return str(name).split(" (")[0].strip()
+    device, a setting) or a ' · ' (where it ran): 'vanilla (measured)' -> 'vanilla',
+    'sdpa_flash (recorded, H100)' -> 'sdpa_flash', 'zero1 (N=2)' -> 'zero1',
+    'gpipe · here (measured)' -> 'gpipe'."""
+    return str(name).split(" (")[0].split(" · ")[0].strip()
 
 
 def has_color(trace: go.BaseTraceType) -> bool:
@@ -128,8 +129,13 @@ def title_with_source(title: str, rows: pd.DataFrame) -> str:
 @takes_rows
 def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequence[str] = (),
             title: str = "", x_title: str | None = None, y_title: str | None = None,
-            log_x: bool = False, log_y: bool = False) -> Figure:
-    """Predicted beside measured: one trace per (group, source), styled by source."""
+            log_x: bool = False, log_y: bool = False, color: str | None = None) -> Figure:
+    """Predicted beside measured: one trace per (group, source), styled by source.
+
+    The colour is the group's label (:func:`color_for`); ``color`` names a column that picks
+    it instead (several groups of one variant, e.g. 'gpipe · here' and 'gpipe · H100', share
+    the variant's colour and differ in marker shape). Several machines: one trace each, the
+    label's colour, a shape per machine."""
     groups = [group] if isinstance(group, str) else list(group)
     fig = figure(title_with_source(title, rows), x_title or x, y_title or _unit_title(rows, y),
                  log_x=log_x, log_y=log_y)
@@ -144,19 +150,23 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
     machines = "device" in ok.columns and ok["device"].nunique() > 1
     keys = keys + ["device"] if machines else keys
     symbol = machine_symbols(ok["device"]) if machines else {}
+    shapes: dict[str, dict[str, str]] = {}  # colour key -> label -> shape, where they share
     for key, part in (ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)]):
         key = key if isinstance(key, tuple) else (key,)
         source = key[len(groups)] if "source" in ok.columns else "measured"
         label = " ".join(str(k) for k in key[:len(groups)]) or str(y)
-        color = color_for(label)
+        hue = str(part[color].iloc[0]) if color else label
+        shared = shapes.setdefault(hue, {})
+        shape = shared.setdefault(label, MACHINE_SYMBOLS[len(shared) % len(MACHINE_SYMBOLS)])
         style = _SOURCE_STYLE.get(source, _SOURCE_STYLE["measured"])
-        marker = {**style.get("marker", {}), "color": color}
-        if machines and "symbol" in marker:  # the colour is the label's: a machine's shape
-            marker["symbol"] = marker["symbol"].replace("circle", symbol[key[-1]])
+        marker = {**style.get("marker", {}), "color": color_for(hue)}
+        if "symbol" in marker and (color or machines):  # one colour, told apart by shape
+            marker["symbol"] = marker["symbol"].replace(
+                "circle", shape if color else symbol[key[-1]])
         part = part.sort_values(x)
         where = f", {short_device(key[-1])}" if machines else ""
         fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source}{where})",
-                        line={**style.get("line", {}), "color": color}, marker=marker,
+                        line={**style.get("line", {}), "color": color_for(hue)}, marker=marker,
                         mode=style["mode"])
     return fig
 
