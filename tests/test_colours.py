@@ -296,3 +296,20 @@ def test_a_figure_built_without_color_for_fails_the_check():
     fig = go.Figure()
     fig.add_scatter(x=[1], y=[1], name="vanilla (measured)")
     assert colours(fig) == [("vanilla", None)]
+
+
+@pytest.mark.parametrize("title", ["One line", "Two<br><sup>recorded on H100, 2026-11-22</sup>",
+                                   "Three<br><sup>a</sup><br><sup>b</sup>"])
+def test_the_legend_sits_below_the_title_and_its_provenance(title):
+    fig = plots.figure("set later")  # a view may set its title after the figure is made
+    fig.update_layout(title=title)
+    for i in range(8):
+        fig.add_scatter(x=[1], y=[i], name=f"variant {i} (measured)")
+    layout = fig._repr_mimebundle_()[plots.PLOTLY_MIME]["layout"]
+    height, lines = layout["height"], title.count("<br>") + 1
+    assert layout["legend"]["yref"] == layout["title"]["yref"] == "container"
+    assert layout["legend"]["orientation"] == "h" and layout["legend"]["yanchor"] == "top"
+    title_px = (1 - layout["title"]["y"]) * height  # the middle of the title's lines
+    legend_px = (1 - layout["legend"]["y"]) * height  # the top of the legend's first row
+    assert legend_px - title_px >= 8 * lines, "the legend starts below the subtitle's line"
+    assert legend_px < height / 4, "right below the title, above the plot"

@@ -40,11 +40,15 @@ COLORS: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"
 LAYOUT = {
     "template": "plotly_white",
     "font": {"family": "Inter, Helvetica, Arial, sans-serif", "size": 13},
-    # The legend sits under the x axis: above the plot it covered the provenance subtitle.
-    "margin": {"l": 60, "r": 20, "t": 70, "b": 110},
-    "legend": {"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0},
+    # Title and provenance subtitle at the top, the legend right below them (placed by
+    # header_layout from the title's lines), the plot below both: the legend never covers the
+    # subtitle, and the margin grows with the legend's rows (plotly's automargin).
+    "margin": {"l": 60, "r": 20, "t": 70, "b": 60},
+    "title": {"yref": "container", "yanchor": "middle"},
+    "legend": {"orientation": "h", "yref": "container", "yanchor": "top", "x": 0},
     "height": 460,
 }
+_TITLE_PX, _SUBTITLE_PX, _HEADER_PAD_PX = 22, 17, 8  # a title line, a <sup> line, the gaps
 _SOURCE_STYLE = {
     "measured": {"mode": "lines+markers", "line": {"dash": "solid"},
                  "marker": {"symbol": "circle", "size": 8}},
@@ -68,6 +72,10 @@ class Figure(go.Figure):
 
     def _repr_mimebundle_(self, include=None, exclude=None, validate=True, **kwargs):
         spec = json.loads(pio.to_json(self, validate=validate))
+        layout = spec.setdefault("layout", {})
+        for part, place in header_layout(self.layout.title.text or "",
+                                         self.layout.height or LAYOUT["height"]).items():
+            layout[part] = {**layout.get(part, {}), **place}  # the title as it is now
         title = self.layout.title.text or "figure"
         return {PLOTLY_MIME: {**spec, "config": CONFIG},
                 "text/plain": f"<plotly figure: {title.split('<br>')[0]}, "
@@ -105,11 +113,22 @@ def has_color(trace: go.BaseTraceType) -> bool:
     return any(part in trace and trace[part].color is not None for part in ("line", "marker"))
 
 
+def header_layout(title: str, height: float) -> dict[str, dict[str, float]]:
+    """Where the title and the legend go (container fractions): the title's lines (its
+    ``<br><sup>`` provenance included) at the top, the legend's first row right below the
+    last of them. A figure applies this each time it is shown, so a title set later counts."""
+    lines = title.count("<br>") + 1 if title else 0
+    block = _TITLE_PX + _SUBTITLE_PX * (lines - 1) if lines else 0
+    return {"title": {**LAYOUT["title"], "y": 1 - (_HEADER_PAD_PX + block / 2) / height},
+            "legend": {**LAYOUT["legend"], "y": 1 - (2 * _HEADER_PAD_PX + block) / height}}
+
+
 def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool = False,
            log_y: bool = False) -> Figure:
     """An empty figure in the workbook's theme."""
     fig = Figure(layout=LAYOUT)
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
+    fig.update_layout(header_layout(title, LAYOUT["height"]))
     if log_x:
         fig.update_xaxes(type="log")
     if log_y:
