@@ -313,3 +313,31 @@ def test_the_legend_sits_below_the_title_and_its_provenance(title):
     legend_px = (1 - layout["legend"]["y"]) * height  # the top of the legend's first row
     assert legend_px - title_px >= 8 * lines, "the legend starts below the subtitle's line"
     assert legend_px < height / 4, "right below the title, above the plot"
+
+
+def test_compare_colours_by_label_and_marks_source_and_machine_by_style():
+    row = {"seq_len": 1024, "value": 1.0, "status": "ok"}
+    rows = pd.DataFrame([
+        {**row, "variant": "cmp-vanilla", "source": "measured", "device": "GPU A"},
+        {**row, "variant": "cmp-vanilla", "source": "recorded", "device": "GPU B"},
+        {**row, "variant": "model: cmp-vanilla", "source": "predicted", "device": "GPU A"},
+        {**row, "variant": "cmp-triton", "source": "measured", "device": "GPU A"}])
+    fig = plots.compare(rows, x="seq_len", group="variant")
+    drawn = {t.name: t for t in fig.data}
+    here, there = drawn["cmp-vanilla (measured, GPU A)"], drawn["cmp-vanilla (recorded, GPU B)"]
+    model = drawn["model: cmp-vanilla (predicted, GPU A)"]
+    assert here.line.color == there.line.color == model.line.color, "one colour for vanilla"
+    assert drawn["cmp-triton (measured, GPU A)"].line.color != here.line.color
+    assert here.marker.symbol == "circle" and there.marker.symbol == "square-open", (
+        "filled here, hollow recorded, a shape per machine")
+    assert model.line.dash == "dash" and model.mode == "lines", "a prediction is dashed"
+
+
+def test_bars_hatch_a_datasheet_group_and_keep_its_colour():
+    rows = pd.DataFrame([{"dtype": "bf16", "value": v, "source": s, "status": "ok"}
+                         for v, s in ((790.0, "measured"), (989.0, "datasheet"))])
+    fig = plots.bars(rows, "dtype", group="source")
+    measured, datasheet = fig.data
+    assert measured.marker.pattern.shape == "" and datasheet.marker.pattern.shape == "/"
+    assert measured.marker.color == plots.color_for("measured")
+    assert datasheet.marker.color == plots.color_for("datasheet")

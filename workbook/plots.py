@@ -153,8 +153,9 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
 
     The colour is the group's label (:func:`color_for`); ``color`` names a column that picks
     it instead (several groups of one variant, e.g. 'gpipe · here' and 'gpipe · H100', share
-    the variant's colour and differ in marker shape). Several machines: one trace each, the
-    label's colour, a shape per machine."""
+    the variant's colour and differ in marker shape); a label 'model: vanilla' (a model's
+    prediction for vanilla) takes vanilla's colour, dashed. Several machines: one trace each,
+    the label's colour, a shape per machine."""
     groups = [group] if isinstance(group, str) else list(group)
     fig = figure(title_with_source(title, rows), x_title or x, y_title or _unit_title(rows, y),
                  log_x=log_x, log_y=log_y)
@@ -174,7 +175,7 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
         key = key if isinstance(key, tuple) else (key,)
         source = key[len(groups)] if "source" in ok.columns else "measured"
         label = " ".join(str(k) for k in key[:len(groups)]) or str(y)
-        hue = str(part[color].iloc[0]) if color else label
+        hue = str(part[color].iloc[0]) if color else label.removeprefix("model: ")
         shared = shapes.setdefault(hue, {})
         shape = shared.setdefault(label, MACHINE_SYMBOLS[len(shared) % len(MACHINE_SYMBOLS)])
         style = _SOURCE_STYLE.get(source, _SOURCE_STYLE["measured"])
@@ -230,12 +231,15 @@ def _unit_title(rows: pd.DataFrame, y: str) -> str:
 @takes_rows
 def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
          title: str = "", y_title: str | None = None, log_y: bool = False) -> Figure:
-    """Grouped bars, e.g. measured vs datasheet per dtype."""
+    """Grouped bars, e.g. measured vs datasheet per dtype: a colour per group
+    (:func:`color_for`); a group of predicted or datasheet numbers only is hatched, a
+    measured or recorded one solid."""
     fig = figure(title_with_source(title, rows), x, y_title or _unit_title(rows, y),
                  log_y=log_y)
     ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
     for name, part in ok.groupby(group, sort=False):
+        claimed = "source" in part.columns and set(part["source"]) <= {"predicted", "datasheet"}
         fig.add_bar(x=part[x].astype(str), y=part[y], name=str(name),
-                    marker_color=color_for(name))
+                    marker_color=color_for(name), marker_pattern_shape="/" if claimed else "")
     fig.update_layout(barmode="group")
     return fig
