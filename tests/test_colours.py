@@ -288,6 +288,19 @@ def test_a_trace_without_a_colour_takes_its_labels():
     assert fig.data[2].line.color == "black", "a colour of its own stays"
     assert plots.color_for("colour-test-y") != want
     assert plots.color_for("oom") == plots.OOM_COLOR
+    assert [plots.label_of(n) for n in ("sdpa_flash (recorded, H100)", "zero1 (N=2)",
+                                        "gpipe · here (measured)", "answer_only")] == [
+        "sdpa_flash", "zero1", "gpipe", "answer_only"]
+    assert all(plots.has_color(t) for t in fig.data)
+    assert not plots.has_color(go_scatter(name="no colour"))
+    assert plots.machine_symbols(pd.Series(["B", "A", "B", None])) == {"B": "circle",
+                                                                      "A": "square"}
+
+
+def go_scatter(**kwargs):
+    import plotly.graph_objects as go
+
+    return go.Scatter(x=[1], y=[1], **kwargs)
 
 
 def test_a_figure_built_without_color_for_fails_the_check():
