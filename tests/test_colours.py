@@ -10,6 +10,7 @@ default colours (which follow a trace's position in its figure, not its label). 
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 
 import pandas as pd
@@ -276,6 +277,25 @@ def test_a_label_has_one_colour_in_all_of_a_notebooks_figures(notebook, capsys):
     assert sum(len(f.data) for f in figures) > len(figures), f"{notebook}: figures drew traces"
     mixed = {label: sorted(map(str, c)) for label, c in seen.items() if len(c) > 1}
     assert not mixed, f"{notebook}: a label with more than one colour: {mixed}"
+    # a variant on another machine is the variant's colour ('answer_only NVIDIA H200' is
+    # 'answer_only'): the machine is a marker shape, never a colour of its own
+    for label, color in seen.items():
+        for device in devices():
+            variant = label.removesuffix(f" {device}").removesuffix(",")
+            if variant != label and variant in seen:
+                assert seen[variant] == color, (
+                    f"{notebook}: {label!r} is coloured apart from {variant!r}")
+
+
+@functools.cache
+def devices() -> frozenset[str]:
+    """Every machine named in the ledger, as rows and legends name it."""
+    found = set()
+    for path in results.results_dir().glob("*.csv"):
+        rows = results.load(path.stem)
+        if "device" in rows.columns:
+            found |= {str(d) for d in rows["device"].dropna().unique()}
+    return frozenset(found | {plots.short_device(d) for d in found})
 
 
 def test_a_trace_without_a_colour_takes_its_labels():
@@ -354,3 +374,23 @@ def test_bars_hatch_a_datasheet_group_and_keep_its_colour():
     assert measured.marker.pattern.shape == "" and datasheet.marker.pattern.shape == "/"
     assert measured.marker.color == plots.color_for("measured")
     assert datasheet.marker.color == plots.color_for("datasheet")
+
+
+def test_00_names_a_machine_alike_in_its_bars_and_its_roofline_explorer():
+    from workbook import hardware
+
+    rows = shown("roofline")
+    labels = hardware.device_labels(rows)
+    assert set(labels) == set(rows["device"].dropna())
+    mine = rows.loc[rows["source"] == "measured", "device"].iloc[0]  # live_like's machine
+    assert labels[mine].startswith("this machine"), labels
+    assert list(hardware.roofline_by_device(rows)) == [
+        labels[d] for d in rows.assign(live=rows["source"] != "measured")
+        .sort_values("live", kind="stable")["device"].unique()]
+    alone = pd.DataFrame([{"device": "GPU X", "source": "datasheet"}])
+    assert hardware.device_labels(alone) == {"GPU X": "GPU X"}
+    bars = {t.name: t.marker for t in hardware.roofline_bars(rows).data}
+    here = [n for n in bars if n.startswith("this machine")][0]
+    sheet = "datasheet" + here.removeprefix("this machine")
+    assert bars[here].color == bars[sheet].color, "a machine's datasheet bars in its colour"
+    assert bars[sheet].pattern.shape == "/" and bars[here].pattern.shape == ""

@@ -230,16 +230,19 @@ def _unit_title(rows: pd.DataFrame, y: str) -> str:
 
 @takes_rows
 def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
-         title: str = "", y_title: str | None = None, log_y: bool = False) -> Figure:
+         title: str = "", y_title: str | None = None, log_y: bool = False,
+         color: str | None = None) -> Figure:
     """Grouped bars, e.g. measured vs datasheet per dtype: a colour per group
-    (:func:`color_for`); a group of predicted or datasheet numbers only is hatched, a
-    measured or recorded one solid."""
+    (:func:`color_for`; ``color`` names a column that picks it instead, e.g. the machine of
+    'measured, H200' and 'datasheet, H200'); a group of predicted or datasheet numbers only
+    is hatched, a measured or recorded one solid."""
     fig = figure(title_with_source(title, rows), x, y_title or _unit_title(rows, y),
                  log_y=log_y)
     ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
     for name, part in ok.groupby(group, sort=False):
         claimed = "source" in part.columns and set(part["source"]) <= {"predicted", "datasheet"}
+        hue = part[color].iloc[0] if color else name
         fig.add_bar(x=part[x].astype(str), y=part[y], name=str(name),
-                    marker_color=color_for(name), marker_pattern_shape="/" if claimed else "")
+                    marker_color=color_for(hue), marker_pattern_shape="/" if claimed else "")
     fig.update_layout(barmode="group")
     return fig
