@@ -21,6 +21,13 @@ from workbook import plots, registry, results, widgets
 from workbook.panel import PanelRun
 
 
+@pytest.fixture(autouse=True)
+def kernel():
+    """Each test's labels are coloured as in a fresh kernel and forgotten after."""
+    with plots.fresh_colours():
+        yield
+
+
 def live_like(name: str) -> pd.DataFrame:
     """The ledger's rows of the most recently recorded machine, as if measured here: what a
     notebook draws on that machine (its rows the numbers, the other devices beside them)."""
@@ -296,6 +303,14 @@ def devices() -> frozenset[str]:
         if "device" in rows.columns:
             found |= {str(d) for d in rows["device"].dropna().unique()}
     return frozenset(found | {plots.short_device(d) for d in found})
+
+
+def test_fresh_colours_start_at_the_first_and_give_back_the_old_ones():
+    before = plots.color_for("colour-test-kept")
+    with plots.fresh_colours():
+        assert plots.color_for("colour-test-new") == plots.COLORS[0]
+        assert plots.color_for("colour-test-kept") == plots.COLORS[1], "forgotten inside"
+    assert plots.color_for("colour-test-kept") == before, "given back after"
 
 
 def test_a_trace_without_a_colour_takes_its_labels():

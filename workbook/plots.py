@@ -25,8 +25,9 @@ follow the same rule.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -220,6 +221,21 @@ def color_for(label: str) -> str:
     if label not in _COLOR_OF:
         _COLOR_OF[label] = COLORS[(len(_COLOR_OF) - 1) % len(COLORS)]
     return _COLOR_OF[label]
+
+
+@contextlib.contextmanager
+def fresh_colours() -> Iterator[None]:
+    """Inside, labels take colours as in a fresh kernel (the first label the first colour);
+    after, every colour given out before is back. A test that builds one notebook's figures
+    uses it, so it neither sees nor leaves other tests' labels."""
+    saved = dict(_COLOR_OF)
+    _COLOR_OF.clear()
+    _COLOR_OF["oom"] = OOM_COLOR
+    try:
+        yield
+    finally:
+        _COLOR_OF.clear()
+        _COLOR_OF.update(saved)
 
 
 def _unit_title(rows: pd.DataFrame, y: str) -> str:
