@@ -40,7 +40,13 @@ def live_like(name: str) -> pd.DataFrame:
 
 
 def shown(name: str) -> pd.DataFrame:
-    return registry.with_references(name, live_like(name))
+    """What ``registry.with_references(name, live)`` gives a notebook (this machine's rows, the
+    other devices' beside them), without leaving them in this process's ``registry.shown``."""
+    live, recorded = live_like(name), results.load(name, ok_only=True)
+    if live.empty or "device" not in recorded.columns:
+        return recorded
+    others = recorded[~recorded["device"].isin(set(live["device"]))]
+    return pd.concat([live, others], ignore_index=True)
 
 
 def panel_figure(name: str, **kwargs) -> plots.Figure:
