@@ -141,16 +141,21 @@ def test_a_bound_with_an_interval_holds_only_when_the_whole_interval_clears_it()
 
 
 def test_a_large_or_tiny_bound_reads_in_fixed_notation():
-    from workbook.claims import fixed
+    from workbook.claims import fixed, readable
 
     assert verdict(0.0, 3e-5, interval=(1e-5, 5e-5), kind="at_least") == (
         "holds ([1×10⁻⁵, 5×10⁻⁵] lies above 0)")
     assert [fixed(v) for v in (0.0123, 2.5e9, 41.2, 999.6, -3.4e-5)] == [
-        "0.0123", "2.5×10⁹", "41.2", "1×10³", "-3.4×10⁻⁵"]
+        "0.0123", "2.5×10⁹", "41.2", "1,000", "-3.4×10⁻⁵"]
+    # an ordinary number in fixed notation, never 1.23×10³ or 1.2e+03 (issue 19)
+    assert [fixed(v) for v in (1234.5, 123456.0, -2048.0, 0.00456, 9.99e6)] == [
+        "1,234", "123,456", "-2,048", "0.00456", "9,990,000"]
+    assert [readable(v) for v in (9999.7, 999.7, 0.001)] == ["10,000", "999.7", "0.001"]
     # every rule's numbers: a budget of 4 TB, a tiny zero-prediction gap, a large factor
     assert verdict(4e12, 3.2e12, kind="at_most") == "holds (3.2×10¹² ≤ 4×10¹²)"
     assert verdict(0.0, 3.4e-5, abs_tol=1e-4) == "holds (|Δ| = 3.4×10⁻⁵ ≤ 0.0001)"
-    assert verdict(1.0, 2.5e4) == "off: measured 2.5×10⁴× higher"
+    assert verdict(1.0, 2.5e4) == "off: measured 25,000× higher"
+    assert verdict(600.0, 1234.5, kind="at_most") == "missed: 1,234 > 600"
 
 
 def test_claims_table_text_shows_where_in_full():

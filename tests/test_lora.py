@@ -219,7 +219,8 @@ def test_advice_small_preset_plan_and_bad_input():
 def test_lr_figure_draws_mean_and_interval_per_method():
     fig = lora.lr_figure(_advice_rows(0.1, 0.01))
     names = sorted(trace.name for trace in fig.data)
-    assert names == ["full · cpu", "lora · cpu"], names
+    assert names == ["full (cpu)", "lora (cpu)"], names
+    assert len({trace.line.color for trace in fig.data}) == 2, "a colour per method"
     assert all(len(trace.error_y.array) == len(trace.x) for trace in fig.data)
 
 

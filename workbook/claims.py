@@ -133,8 +133,12 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
 
 
 def fixed(value: float, digits: int = 3) -> str:
-    """A number for a verdict's text: ``digits`` significant digits, never 1e+03 (a large or
-    tiny number as 2.5×10⁹, the way :func:`readable` writes it)."""
+    """A number for a verdict's text: ``digits`` significant digits in fixed notation (1,235 ·
+    0.00123), never 1e+03 or 1.23×10³ for an ordinary number; only a very large or tiny one
+    (beyond 10⁷ or under 10⁻⁴) as 2.5×10⁹, the way :func:`readable` writes it."""
+    if math.isfinite(value) and (value == 0 or 1e-4 <= abs(value) < 1e7):
+        text = f"{value:,.{digits}g}"
+        return f"{value:,.0f}" if "e" in text else text  # 1234.5 -> 1,234 (not 1.23e+03)
     text = f"{value:.{digits}g}"
     if "e" not in text:
         return text
@@ -216,7 +220,8 @@ def readable(value: object) -> str:
     if math.isnan(value):
         return ""
     if value == 0 or 1e-3 <= abs(value) < 1e7:
-        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        text = f"{value:,.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1e4 or "e" in text else text  # 9,999.7: 10,000
     exponent = math.floor(math.log10(abs(value)))
     return f"{value / 10**exponent:.3g}×10{str(exponent).translate(_SUPERSCRIPT)}"
 

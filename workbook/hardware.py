@@ -470,15 +470,27 @@ def roofline_by_device(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Each device's roofline peaks in ``rows``, labelled 'this machine (…)' for rows measured
     here (listed first) and 'NVIDIA H100 …, 2026-11-22' for recorded ones; devices whose rows
     lack the copy bandwidth or every matmul dtype are left out."""
+    out = {}
+    live_first = rows.assign(live=rows["source"] != "measured").sort_values("live", kind="stable")
+    labels = device_labels(live_first)
+    for device, part in live_first.groupby("device", sort=False):
+        peaks = roofline_peaks(part)
+        if "bandwidth" in peaks and any(d in peaks for d in MATMUL_DTYPES):
+            out[labels[device]] = peaks
+    return out
+
+
+def device_labels(rows: pd.DataFrame) -> dict[str, str]:
+    """Each device's name in 00's figures, and so its colour (``plots.color_for``): 'this
+    machine' for rows measured here, else where and when it was recorded ('NVIDIA H100 …,
+    2026-11-22, seed 0'); its datasheet rows take its label."""
     from workbook.results import where_label
 
     out = {}
-    live_first = rows.assign(live=rows["source"] != "measured").sort_values("live", kind="stable")
-    for _device, part in live_first.groupby("device", sort=False):
-        peaks = roofline_peaks(part)
-        if "bandwidth" in peaks and any(d in peaks for d in MATMUL_DTYPES):
-            label = where_label(part[part["source"].isin(["measured", "recorded"])])
-            out[label.removeprefix("recorded on ")] = peaks
+    for device, part in rows.groupby("device", sort=False):
+        ran = part[part["source"].isin(["measured", "recorded"])]
+        out[device] = (where_label(ran).removeprefix("recorded on ") if len(ran)
+                       else str(device))  # a datasheet alone: the device's own name
     return out
 
 
@@ -533,9 +545,10 @@ def roofline_bars(rows: pd.DataFrame):
     short = mm["device"].astype(str).str.replace("NVIDIA ", "", regex=False)
     label = mm["source"].map({"measured": "this machine", "recorded": "recorded",
                               "datasheet": "datasheet"}).fillna(mm["source"]) + ", " + short
-    return plots.bars(mm.assign(run=label), "dtype", group="run",
-                      title="Matmul throughput: measured vs datasheet",
-                      y_title="TFLOP/s (dense)", log_y=True)
+    # a machine's colour as in the roofline explorer; its datasheet bars hatched
+    return plots.bars(mm.assign(run=label, machine=mm["device"].map(device_labels(rows))),
+                      "dtype", group="run", title="Matmul throughput: measured vs datasheet",
+                      y_title="TFLOP/s (dense)", log_y=True, color="machine")
 
 
 @takes_rows

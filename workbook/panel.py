@@ -49,7 +49,7 @@ _SLIDER_SPAN = 10_000  # wider integer ranges get a bounded number box, not a sl
 # The look of a run's points: measured filled, the formula's prediction hollow, oom a red cross.
 _MARKERS = {"measured": {"symbol": "circle", "size": 10},
             "predicted": {"symbol": "diamond-open", "size": 12, "line": {"width": 2}}}
-_OOM_MARKER = {"symbol": "x", "size": 14, "color": "#b00"}
+_OOM_MARKER = {"symbol": "x", "size": 14, "color": plots.OOM_COLOR}
 
 
 def _default(spec: FieldControl, value: Any) -> Any:

@@ -15,12 +15,19 @@ Marker style encodes the source of each number:
   the title;
 * predicted (a formula): dashed line, no markers;
 * datasheet (vendor's peak): dotted line.
+
+Colour encodes the label (a variant, a method, a group), never the source: ``color_for(label)``
+gives a label one colour in every figure of a kernel, and a trace added to a :class:`Figure`
+without a colour of its own takes ``color_for(label_of(its name))`` ('vanilla (measured)' and
+'vanilla (recorded, H100)' are both 'vanilla'), so hand-built traces in notebooks and explorers
+follow the same rule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -34,11 +41,15 @@ COLORS: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"
 LAYOUT = {
     "template": "plotly_white",
     "font": {"family": "Inter, Helvetica, Arial, sans-serif", "size": 13},
-    # The legend sits under the x axis: above the plot it covered the provenance subtitle.
-    "margin": {"l": 60, "r": 20, "t": 70, "b": 110},
-    "legend": {"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0},
+    # Title and provenance subtitle at the top, the legend right below them (placed by
+    # header_layout from the title's lines), the plot below both: the legend never covers the
+    # subtitle, and the margin grows with the legend's rows (plotly's automargin).
+    "margin": {"l": 60, "r": 20, "t": 70, "b": 60},
+    "title": {"yref": "container", "yanchor": "middle"},
+    "legend": {"orientation": "h", "yref": "container", "yanchor": "top", "x": 0},
     "height": 460,
 }
+_TITLE_PX, _SUBTITLE_PX, _HEADER_PAD_PX = 22, 17, 8  # a title line, a <sup> line, the gaps
 _SOURCE_STYLE = {
     "measured": {"mode": "lines+markers", "line": {"dash": "solid"},
                  "marker": {"symbol": "circle", "size": 8}},
@@ -62,6 +73,10 @@ class Figure(go.Figure):
 
     def _repr_mimebundle_(self, include=None, exclude=None, validate=True, **kwargs):
         spec = json.loads(pio.to_json(self, validate=validate))
+        layout = spec.setdefault("layout", {})
+        for part, place in header_layout(self.layout.title.text or "",
+                                         self.layout.height or LAYOUT["height"]).items():
+            layout[part] = {**layout.get(part, {}), **place}  # the title as it is now
         title = self.layout.title.text or "figure"
         return {PLOTLY_MIME: {**spec, "config": CONFIG},
                 "text/plain": f"<plotly figure: {title.split('<br>')[0]}, "
@@ -72,12 +87,49 @@ class Figure(go.Figure):
 
         display(self._repr_mimebundle_(), raw=True)
 
+    def add_trace(self, trace, *args, **kwargs):
+        """Add ``trace``; a named one without a colour of its own takes its label's colour
+        (:func:`color_for` of :func:`label_of` its name), not plotly's next default colour."""
+        if isinstance(trace, dict):
+            trace = go.Figure(data=[trace]).data[0]
+        if trace.name and not has_color(trace):
+            color = color_for(label_of(trace.name))
+            if "line" in trace and trace.type not in ("bar", "histogram"):
+                trace.line.color = color
+            if "marker" in trace:
+                trace.marker.color = color
+        return super().add_trace(trace, *args, **kwargs)
+
+
+def label_of(name: object) -> str:
+    """The label a trace's colour belongs to: its name up to a bracketed note (the source, a
+    device, a setting) or a ' · ' (where it ran): 'vanilla (measured)' -> 'vanilla',
+    'sdpa_flash (recorded, H100)' -> 'sdpa_flash', 'zero1 (N=2)' -> 'zero1',
+    'gpipe · here (measured)' -> 'gpipe'."""
+    return str(name).split(" (")[0].split(" · ")[0].strip()
+
+
+def has_color(trace: go.BaseTraceType) -> bool:
+    """Whether ``trace`` sets its own colour (its line's or its markers')."""
+    return any(part in trace and trace[part].color is not None for part in ("line", "marker"))
+
+
+def header_layout(title: str, height: float) -> dict[str, dict[str, float]]:
+    """Where the title and the legend go (container fractions): the title's lines (its
+    ``<br><sup>`` provenance included) at the top, the legend's first row right below the
+    last of them. A figure applies this each time it is shown, so a title set later counts."""
+    lines = title.count("<br>") + 1 if title else 0
+    block = _TITLE_PX + _SUBTITLE_PX * (lines - 1) if lines else 0
+    return {"title": {**LAYOUT["title"], "y": 1 - (_HEADER_PAD_PX + block / 2) / height},
+            "legend": {**LAYOUT["legend"], "y": 1 - (2 * _HEADER_PAD_PX + block) / height}}
+
 
 def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool = False,
            log_y: bool = False) -> Figure:
     """An empty figure in the workbook's theme."""
     fig = Figure(layout=LAYOUT)
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
+    fig.update_layout(header_layout(title, LAYOUT["height"]))
     if log_x:
         fig.update_xaxes(type="log")
     if log_y:
@@ -97,8 +149,14 @@ def title_with_source(title: str, rows: pd.DataFrame) -> str:
 @takes_rows
 def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequence[str] = (),
             title: str = "", x_title: str | None = None, y_title: str | None = None,
-            log_x: bool = False, log_y: bool = False) -> Figure:
-    """Predicted beside measured: one trace per (group, source), styled by source."""
+            log_x: bool = False, log_y: bool = False, color: str | None = None) -> Figure:
+    """Predicted beside measured: one trace per (group, source), styled by source.
+
+    The colour is the group's label (:func:`color_for`); ``color`` names a column that picks
+    it instead (several groups of one variant, e.g. 'gpipe · here' and 'gpipe · H100', share
+    the variant's colour and differ in marker shape); a label 'model: vanilla' (a model's
+    prediction for vanilla) takes vanilla's colour, dashed. Several machines: one trace each,
+    the label's colour, a shape per machine."""
     groups = [group] if isinstance(group, str) else list(group)
     fig = figure(title_with_source(title, rows), x_title or x, y_title or _unit_title(rows, y),
                  log_x=log_x, log_y=log_y)
@@ -112,19 +170,36 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
     # per machine, named by it: a line through an H100's and an H200's points is nobody's.
     machines = "device" in ok.columns and ok["device"].nunique() > 1
     keys = keys + ["device"] if machines else keys
+    symbol = machine_symbols(ok["device"]) if machines else {}
+    shapes: dict[str, dict[str, str]] = {}  # colour key -> label -> shape, where they share
     for key, part in (ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)]):
         key = key if isinstance(key, tuple) else (key,)
         source = key[len(groups)] if "source" in ok.columns else "measured"
         label = " ".join(str(k) for k in key[:len(groups)]) or str(y)
-        color = color_for(label)
+        hue = str(part[color].iloc[0]) if color else label.removeprefix("model: ")
+        shared = shapes.setdefault(hue, {})
+        shape = shared.setdefault(label, MACHINE_SYMBOLS[len(shared) % len(MACHINE_SYMBOLS)])
         style = _SOURCE_STYLE.get(source, _SOURCE_STYLE["measured"])
+        marker = {**style.get("marker", {}), "color": color_for(hue)}
+        if "symbol" in marker and (color or machines):  # one colour, told apart by shape
+            marker["symbol"] = marker["symbol"].replace(
+                "circle", shape if color else symbol[key[-1]])
         part = part.sort_values(x)
         where = f", {short_device(key[-1])}" if machines else ""
         fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source}{where})",
-                        line={**style.get("line", {}), "color": color},
-                        marker={**style.get("marker", {}), "color": color},
+                        line={**style.get("line", {}), "color": color_for(hue)}, marker=marker,
                         mode=style["mode"])
     return fig
+
+
+MACHINE_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "pentagon", "hexagon")
+
+
+def machine_symbols(devices: pd.Series) -> dict[object, str]:
+    """A marker shape per machine, in the order they appear (this machine's rows come first):
+    several machines' curves of one label share its colour and differ in shape."""
+    return {d: MACHINE_SYMBOLS[i % len(MACHINE_SYMBOLS)]
+            for i, d in enumerate(pd.unique(devices.dropna()))}
 
 
 def short_device(device: object) -> str:
@@ -134,13 +209,33 @@ def short_device(device: object) -> str:
     return "CPU" if text.startswith("CPU") else text.removeprefix("NVIDIA ")
 
 
-_COLOR_OF: dict[str, str] = {}  # label -> colour, for this process (one notebook's kernel)
+OOM_COLOR = "#b00"  # an out-of-memory configuration: a red cross in every figure
+_COLOR_OF: dict[str, str] = {"oom": OOM_COLOR}  # label -> colour, for this process (a kernel)
 
 
 def color_for(label: str) -> str:
     """The colour of ``label`` (a variant, a method, a device) in every figure of this kernel:
-    'vanilla' is the same colour in all of 07's plots. New labels take the next colour."""
-    return _COLOR_OF.setdefault(str(label), COLORS[len(_COLOR_OF) % len(COLORS)])
+    'vanilla' is the same colour in all of 07's plots. New labels take the next colour;
+    'oom' is always :data:`OOM_COLOR`."""
+    label = str(label)
+    if label not in _COLOR_OF:
+        _COLOR_OF[label] = COLORS[(len(_COLOR_OF) - 1) % len(COLORS)]
+    return _COLOR_OF[label]
+
+
+@contextlib.contextmanager
+def fresh_colours() -> Iterator[None]:
+    """Inside, labels take colours as in a fresh kernel (the first label the first colour);
+    after, every colour given out before is back. A test that builds one notebook's figures
+    uses it, so it neither sees nor leaves other tests' labels."""
+    saved = dict(_COLOR_OF)
+    _COLOR_OF.clear()
+    _COLOR_OF["oom"] = OOM_COLOR
+    try:
+        yield
+    finally:
+        _COLOR_OF.clear()
+        _COLOR_OF.update(saved)
 
 
 def _unit_title(rows: pd.DataFrame, y: str) -> str:
@@ -151,13 +246,19 @@ def _unit_title(rows: pd.DataFrame, y: str) -> str:
 
 @takes_rows
 def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
-         title: str = "", y_title: str | None = None, log_y: bool = False) -> Figure:
-    """Grouped bars, e.g. measured vs datasheet per dtype."""
+         title: str = "", y_title: str | None = None, log_y: bool = False,
+         color: str | None = None) -> Figure:
+    """Grouped bars, e.g. measured vs datasheet per dtype: a colour per group
+    (:func:`color_for`; ``color`` names a column that picks it instead, e.g. the machine of
+    'measured, H200' and 'datasheet, H200'); a group of predicted or datasheet numbers only
+    is hatched, a measured or recorded one solid."""
     fig = figure(title_with_source(title, rows), x, y_title or _unit_title(rows, y),
                  log_y=log_y)
     ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
     for name, part in ok.groupby(group, sort=False):
+        claimed = "source" in part.columns and set(part["source"]) <= {"predicted", "datasheet"}
+        hue = part[color].iloc[0] if color else name
         fig.add_bar(x=part[x].astype(str), y=part[y], name=str(name),
-                    marker_color=color_for(name))
+                    marker_color=color_for(hue), marker_pattern_shape="/" if claimed else "")
     fig.update_layout(barmode="group")
     return fig

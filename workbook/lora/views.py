@@ -178,7 +178,8 @@ def seed_summary(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 @takes_rows
 def lr_figure(rows: pd.DataFrame):
     """Held-out loss vs learning rate of ``lora_advice`` rows: mean over seeds with its 95 %
-    interval as error bars, one trace per method and device (this machine's and references)."""
+    interval as error bars, one trace per method and device (this machine's and references):
+    the method's colour, the device's marker shape."""
     from workbook import plots
 
     lr = rows[rows["sweep"] == "lr"]
@@ -187,10 +188,12 @@ def lr_figure(rows: pd.DataFrame):
     fig = plots.figure(plots.title_with_source("Held-out loss vs learning rate (mean over seeds, "
                                                "95 % interval)", lr), "learning rate",
                        "loss (nats)", log_x=True)
+    symbol = plots.machine_symbols(curve["where"])
     for (method, device), part in curve.groupby(["method", "where"], sort=False):
-        color = plots.color_for(f"{method} · {device}")
-        fig.add_scatter(x=part["lr"], y=part["mean"], name=f"{method} · {device}",
+        color = plots.color_for(method)
+        fig.add_scatter(x=part["lr"], y=part["mean"], name=f"{method} ({device})",
                         mode="lines+markers", line={"color": color},
+                        marker={"color": color, "symbol": symbol[device], "size": 8},
                         error_y={"type": "data", "symmetric": False,
                                  "array": (part["high"] - part["mean"]).fillna(0),
                                  "arrayminus": (part["mean"] - part["low"]).fillna(0)})

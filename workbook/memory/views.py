@@ -32,8 +32,8 @@ def memory_explorer() -> Any:
     from workbook import plots, widgets
 
     fig = plots.figure("Training memory (formula)", "component", "GB")
-    fig.add_bar(x=[], y=[], name="needed", marker_color=plots.COLORS[0])
-    fig.add_bar(x=[], y=[], name="one GPU", marker_color=plots.COLORS[1])
+    fig.add_bar(x=[], y=[], name="needed", marker_color=plots.color_for("needed"))
+    fig.add_bar(x=[], y=[], name="one GPU", marker_color=plots.color_for("one GPU"))
 
     def draw(fig: Any, model: str, precision: str, seq_len: int, batch: int,
              checkpointing: bool, attention: str, gpu_gb: int) -> str:
@@ -87,10 +87,11 @@ def plot_breakdown(rows: pd.DataFrame, seq_len: int | None = None, title: str = 
     ok = ok[~ok["component"].isin(["peak in forward", "peak in backward", "peak in step"])]
     fig = plots.figure(f"{title or f'Memory by component, seq_len {seq_len}'}<br><sup>{where}"
                        "</sup>", "component", "MB")
-    for i, ((ckpt, method), g) in enumerate(ok.groupby(["checkpointing", "method"])):
+    for (ckpt, method), g in ok.groupby(["checkpointing", "method"]):
+        on = ckpt in (True, "True")  # colour: the method; hatched: with checkpointing
         fig.add_bar(x=g["component"], y=g["value"] / 1e6,
-                    name=f"{method}{' (ckpt)' if ckpt in (True, 'True') else ''}",
-                    marker_color=plots.COLORS[i % len(plots.COLORS)])
+                    name=f"{method}{' (ckpt)' if on else ''}",
+                    marker_color=plots.color_for(method), marker_pattern_shape="/" if on else "")
     fig.update_layout(barmode="group")
     return fig
 
@@ -230,10 +231,11 @@ def plot_fit(rows: pd.DataFrame) -> Any:
     r = rows.iloc[0]
     gpu = float(r["gpu_bytes"]) / GB
     ok, oom = rows[rows["status"] == "ok"], rows[rows["status"] == "oom"]
-    fig.add_scatter(x=ok["n_layer"], y=ok["value"] / GB, mode="markers", name="fits (peak)",
-                    marker={"size": 9, "color": plots.COLORS[0]})
+    color = plots.color_for("peak")  # the measured peak and the formula's: one quantity
+    fig.add_scatter(x=ok["n_layer"], y=ok["value"] / GB, mode="markers",
+                    name="peak (measured, fits)", marker={"size": 9, "color": color})
     fig.add_scatter(x=oom["n_layer"], y=[gpu] * len(oom), mode="markers", name="oom",
-                    marker={"symbol": "x", "size": 11, "color": plots.COLORS[1]})
+                    marker={"symbol": "x", "size": 11, "color": plots.color_for("oom")})
     n = list(range(1, int(rows["n_layer"].max()) + 1))
     e = 4 if r["precision"] == "fp32" else 2
     ckpt = r["checkpointing"] in (True, "True")
@@ -242,8 +244,8 @@ def plot_fit(rows: pd.DataFrame) -> Any:
              + activation_bytes(k, int(r["d_model"]), 32, int(r["seq_len"]), int(r["batch"]),
                                 act_bytes=e, checkpointing=ckpt, attention_matrix=False,
                                 vocab=50304)["total"]) / GB for k in n]
-    fig.add_scatter(x=n, y=need, mode="lines", name="formula: states + activations",
-                    line={"dash": "dash", "color": plots.COLORS[2]})
+    fig.add_scatter(x=n, y=need, mode="lines", name="peak (formula: states + activations)",
+                    line={"dash": "dash", "color": color})
     fig.add_hline(y=gpu, line={"dash": "dot", "color": "#555"},
                   annotation_text=f"{r['device']}: {gpu:.0f} GB")
     return fig
@@ -380,8 +382,9 @@ def plot_seq_sweep(rows: pd.DataFrame) -> Any:
                                     "symbol": "circle" if i == 0 else "circle-open"})
             if len(oom):
                 fig.add_scatter(x=oom["seq_len"], y=oom["value_pred"] / 1e6, mode="markers",
-                                name=f"{attention}: oom{tag}",
-                                marker={"symbol": "x", "size": 12, "color": "#d62728"})
+                                name=f"oom ({attention}){tag}",
+                                marker={"symbol": "x", "size": 12,
+                                        "color": plots.color_for("oom")})
         if i == 0:
             fig.update_layout(title=f"Activations of one forward vs seq_len<br><sup>{where}, "
                               f"measured: {method}</sup>")

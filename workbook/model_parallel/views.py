@@ -153,7 +153,8 @@ def plot_bubble(rows: pd.DataFrame, title: str = "GPipe idle fraction vs micro-b
     rows = _with_schedule(rows)
     summary = pp_summary(rows[rows["schedule"] == "gpipe"])
     return plots.compare(summary, "m", group=["stages", "kind"], title=title, log_x=True,
-                         x_title="micro-batches m", y_title="idle fraction of a step")
+                         x_title="micro-batches m", y_title="idle fraction of a step",
+                         color="stages")  # one colour per p; wall clock and replay by shape
 
 
 def _first_block(rows: pd.DataFrame) -> pd.DataFrame:
@@ -406,9 +407,9 @@ def plot_schedules(rows: pd.DataFrame):
     formula = pp[(pp["source"] == "predicted") & (pp["where"] == first)]
     pp = pd.concat([pp[pp["source"] != "predicted"].assign(
         curve=lambda t: t["schedule"] + " · " + t["where"]),
-        formula.assign(curve="(p-1)/(m+p-1)")])
-    summary = _mean_over_ranks(pp, ["curve", "p", "m", "source"])
-    return plots.compare(summary, "m", group="curve", log_x=True,
+        formula.assign(curve="(p-1)/(m+p-1)", schedule="(p-1)/(m+p-1)")])
+    summary = _mean_over_ranks(pp, ["curve", "schedule", "p", "m", "source"])
+    return plots.compare(summary, "m", group="curve", log_x=True, color="schedule",
                          title=f"GPipe and 1F1B idle share, p={p}",
                          x_title="micro-batches m", y_title="idle fraction of a step")
 
@@ -425,8 +426,8 @@ def plot_activations(rows: pd.DataFrame):
     pp = pp[pp["p"] == p]
     pp = pp.assign(value=pp["value"] / 2**20, unit="MiB",
                    curve=pp["schedule"] + " · " + _curve_label(pp))
-    summary = _mean_over_ranks(pp, ["curve", "p", "m", "source"])
-    return plots.compare(summary, "m", group="curve", log_x=True,
+    summary = _mean_over_ranks(pp, ["curve", "schedule", "p", "m", "source"])
+    return plots.compare(summary, "m", group="curve", log_x=True, color="schedule",
                          title=f"Activations held by stage 0, p={p}",
                          x_title="micro-batches m", y_title="peak activation MiB")
 

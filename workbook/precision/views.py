@@ -32,7 +32,8 @@ def format_explorer(value: str = "0.1"):
     parse_value(value)  # a bad first value: one line now, not a message under an empty figure
     fig = plots.figure("relative error of the stored value", "format", "|stored - x| / |x|",
                        log_y=True)
-    fig.add_bar(x=list(FORMATS), y=[None] * len(FORMATS), marker_color=plots.COLORS[0])
+    fig.add_bar(x=list(FORMATS), y=[None] * len(FORMATS), name="relative error",
+                marker_color=plots.color_for("relative error"))
     box = w.Text(value=value, description="value x", continuous_update=False)
 
     def draw(fig, value: str) -> str:
@@ -55,11 +56,11 @@ def histogram_figure(hist: pd.DataFrame, lines: pd.DataFrame):
 
     fig = plots.figure("log2 |gradient| of one training step (FP32)", "log2 |g|",
                        "share of nonzero gradients")
-    for i, (kind, part) in enumerate(hist.groupby("kind", sort=False)):
+    for kind, part in hist.groupby("kind", sort=False):
         fig.add_scatter(x=part["log2_abs"], y=part["share"], name=kind, mode="lines",
-                        line={"color": plots.COLORS[i], "shape": "hvh"})
-    for i, row in enumerate(lines.itertuples()):
-        color = plots.COLORS[4 + i]
+                        line={"color": plots.color_for(kind), "shape": "hvh"})
+    for row in lines.itertuples():
+        color = plots.color_for(row.format)
         fig.add_vline(x=row.log2_smallest_subnormal, line={"dash": "dot", "color": color},
                       annotation_text=f"{row.format} subnormal", annotation_textangle=-90)
         fig.add_vline(x=row.log2_smallest_normal, line={"dash": "dash", "color": color},
@@ -77,9 +78,9 @@ def loss_scale_explorer(grads: dict[str, torch.Tensor], log2_scale: int = 0):
                        "share of nonzero gradients")
     fig.update_layout(barmode="group")
     traces = [(f, m) for f in UNDERFLOW_FORMATS for m in ("share_zero", "share_overflow")]
-    for i, (fmt, metric) in enumerate(traces):
+    for fmt, metric in traces:  # colour: the format; hatched: overflow
         fig.add_bar(x=list(grads), y=[0.0] * len(grads), name=f"{fmt} {metric[6:]}",
-                    marker_color=plots.COLORS[i // 2],
+                    marker_color=plots.color_for(fmt),
                     marker_pattern_shape="" if metric == "share_zero" else "/")
 
     def draw(fig, log2_scale: int) -> str:
@@ -108,12 +109,12 @@ def scaler_figure(rows: pd.DataFrame, title: str = "GradScaler: loss scale per s
         return fig
     wide = part.pivot_table(index="step", columns="metric", values="value").reset_index()
     fig.add_scatter(x=wide["step"], y=wide["loss_scale"], name="scale", mode="lines+markers",
-                    line={"shape": "hv", "color": plots.COLORS[0]})
+                    line={"shape": "hv", "color": plots.color_for("scale")})
     if "skipped" in wide:
         hit = wide[wide["skipped"] > 0]
         fig.add_scatter(x=hit["step"], y=hit["loss_scale"], name="skipped (inf/NaN found)",
                         mode="markers", marker={"symbol": "x", "size": 12,
-                                                "color": plots.COLORS[1]})
+                                                "color": plots.color_for("skipped")})
     return fig
 
 

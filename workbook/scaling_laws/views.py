@@ -105,7 +105,7 @@ def _sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> lis
               "al. 2024", 0.5, total.get("a", nan), where=label, abs_tol=0.05,
               low=total.get("a_low", nan), high=total.get("a_high", nan)),
         Claim("tokens ≈ 20 × params at the largest budget", "Chinchilla; lecture", 20.0,
-              total.get("ratio", nan), where=label, factor=1.5,
+              total.get("ratio", nan), "tokens/param", where=label, factor=1.5,
               low=total.get("ratio_low", nan), high=total.get("ratio_high", nan)),
         Claim("non-embedding N gives Kaplan's a ≈ 0.73", "Kaplan et al. 2020; Pearce & "
               "Song 2024", 0.73, non_emb.get("a", nan), where=label, abs_tol=0.1,
@@ -123,7 +123,7 @@ def claims(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     estimate where a sweep has no interval), the sweep's time as a budget."""
     gpt3 = placement("20 tokens/param").set_index("model").loc["GPT-3 175B"]
     out = [Claim("GPT-3 saw ~1.7 tokens per parameter", "lecture", 1.7,
-                 float(gpt3["tokens_per_param"]), where="published sizes")]
+                 float(gpt3["tokens_per_param"]), "tokens/param", where="published sizes")]
     for where, sweep in sweeps(rows):
         out += _sweep_claims(summary, where, sweep)
     return claims_table(out)
@@ -205,7 +205,7 @@ def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
         marker = {"size": 9} if k == 0 else {"size": 8, "symbol": "circle-open",
                                                "line": {"width": 2}}
         for budget, group in points.groupby("budget"):
-            color = plots.color_for(f"C={budget:.2g}")
+            color = plots.color_for(f"budget={budget:g}")  # as the sweep's panel names it
             group = group.sort_values(n_column)
             name = f"C={budget:.2g}" + ("" if k == 0 else f" ({where.split(',')[0]})")
             fig.add_scatter(x=group[n_column], y=group["loss"], name=name, mode="markers",
@@ -215,6 +215,7 @@ def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
                 x = np.geomspace(group[n_column].min(), group[n_column].max(), 50)
                 fig.add_scatter(x=x, y=c0 + c1 * np.log(x) + c2 * np.log(x) ** 2,
                                 mode="lines", showlegend=False, legendgroup=where,
+                                name=f"C={budget:.2g}: parabola fit",
                                 line={"dash": "dash" if k == 0 else "dot", "color": color})
     return fig
 

@@ -272,13 +272,13 @@ def masking_caption(rows: pd.DataFrame) -> str:
 @takes_rows
 def curves_figure(rows: pd.DataFrame, metric: str, title: str) -> Any:
     """One metric against step, a line per policy (and per device where rows of several stand
-    side by side): the mean over the SFT seeds."""
+    side by side: the policy's colour, the device's marker shape): the mean over the SFT
+    seeds."""
     from workbook import plots
 
     part = rows[rows["metric"] == metric]
     mean = mean_over_seeds(part)   # the seeds and date stay for the title's provenance
-    several = "device" in part.columns and part["device"].nunique() > 1
-    return plots.compare(mean, x="step", group=["policy", "device"] if several else "policy",
+    return plots.compare(mean, x="step", group="policy",
                          title=title, x_title="SFT step",
                          y_title=f"{metric} ({part['unit'].iloc[0] if len(part) else ''})")
 

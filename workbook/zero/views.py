@@ -100,8 +100,8 @@ def formula_explorer() -> Any:
 
     fig = plots.figure("ZeRO per-GPU model states (formula, K = 12)", "stage", "GB per GPU")
     parts = ("params", "grads", "optimizer")
-    for i, part in enumerate(parts):
-        fig.add_bar(x=[], y=[], name=part, marker_color=plots.COLORS[i])
+    for part in parts:
+        fig.add_bar(x=[], y=[], name=part, marker_color=plots.color_for(part))
     fig.update_layout(barmode="stack")
 
     def draw(fig: Any, psi_billion: float, n_gpus: int, gpu_gb: float) -> str:
@@ -125,33 +125,38 @@ def formula_explorer() -> Any:
 
 @takes_rows
 def plot_model_states(table: pd.DataFrame, title: str = "") -> Any:
-    """Measured vs formula model-state GB per rank, one pair of bars per variant."""
+    """Measured vs formula model-state GB per rank, one group of bars per variant: colour is
+    the variant (as in every figure of the notebook), the pattern the source (measured solid,
+    the formula hatched, DeepSpeed's estimator crossed)."""
     from workbook import plots
 
     fig = plots.figure(title or "Per-rank model states: measured vs formula", "variant",
                        "GB per rank")
     x = [f"{v} (N={n})" for v, n in zip(table["variant"], table["n_ranks"], strict=True)]
+    colors = [plots.color_for(v) for v in table["variant"]]
     fig.add_bar(x=x, y=table["model states measured (GB)"], name="measured",
-                marker_color=plots.COLORS[0])
-    fig.add_bar(x=x, y=table["formula (GB)"], name="ZeRO formula", marker_color=plots.COLORS[1])
+                marker_color=colors)
+    fig.add_bar(x=x, y=table["formula (GB)"], name="ZeRO formula", marker_color=colors,
+                marker_pattern_shape="/")
     if table["DeepSpeed estimate (GB)"].notna().any():
         fig.add_bar(x=x, y=table["DeepSpeed estimate (GB)"], name="DeepSpeed estimator",
-                    marker_color=plots.COLORS[2])
+                    marker_color=colors, marker_pattern_shape="x")
     fig.update_layout(barmode="group")
     return fig
 
 
 @takes_rows
 def plot_comm(table: pd.DataFrame, title: str = "") -> Any:
-    """Measured communication per step (in units of Ψ elements) vs the paper's 2Ψ / 3Ψ."""
+    """Measured communication per step (in units of Ψ elements) vs the paper's 2Ψ / 3Ψ:
+    colour is the variant, the paper's number hatched."""
     from workbook import plots
 
     fig = plots.figure(title or "Communication per step per rank", "variant", "× Ψ elements")
     x = [f"{v} (N={n})" for v, n in zip(table["variant"], table["n_ranks"], strict=True)]
-    fig.add_bar(x=x, y=table["comm measured (Ψ)"], name="measured",
-                marker_color=plots.COLORS[0])
+    colors = [plots.color_for(v) for v in table["variant"]]
+    fig.add_bar(x=x, y=table["comm measured (Ψ)"], name="measured", marker_color=colors)
     fig.add_bar(x=x, y=table["comm formula (Ψ)"], name="paper (2Ψ or 3Ψ)",
-                marker_color=plots.COLORS[1])
+                marker_color=colors, marker_pattern_shape="/")
     fig.update_layout(barmode="group")
     return fig
 
