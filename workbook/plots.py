@@ -34,7 +34,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from workbook.config import takes_rows
-from workbook.results import provenance_label
+from workbook.results import provenance_label, where_label
 
 COLORS: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
                            "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
@@ -139,9 +139,17 @@ def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool
 
 @takes_rows
 def title_with_source(title: str, rows: pd.DataFrame) -> str:
-    """Append where recorded rows came from; measured-here rows need no label."""
+    """Append where recorded rows came from; measured-here rows alone need no label, but beside
+    recorded ones they are named first ('this machine (NVIDIA H200); recorded on …'), so the
+    subtitle never reads as if the figure were only the references'. A title that already
+    carries the label keeps it once (a view may pass a titled title on)."""
     if "source" in rows.columns and (rows["source"] == "recorded").any():
         label = provenance_label(rows[rows["source"] == "recorded"])
+        here = rows[rows["source"] == "measured"]
+        if len(here):
+            label = f"{where_label(here)}; {label}"
+        if f"<sup>{label}</sup>" in title:
+            return title
         return f"{title}<br><sup>{label}</sup>"
     return title
 

@@ -163,13 +163,19 @@ def plot_comm(table: pd.DataFrame, title: str = "") -> Any:
 
 @takes_rows
 def recorded_tables(rows: pd.DataFrame) -> pd.DataFrame:
-    """model_state_table per (device, rank count, source) of the rows, with the device named:
-    this machine's live tables (``source='measured'``) and the recorded ones side by side."""
+    """model_state_table per machine (device and GPU count) and rank count, with the device
+    named: this machine's live tables (``source='measured'``) and the recorded ones side by side."""
     if rows.empty:
         return pd.DataFrame()
     rows = rows if "source" in rows else rows.assign(source="recorded")
+    # One table per machine (device *and* GPU count): this machine's live N_d = 1 rows and an
+    # H200 ×4 recording's N_d = 1 rows are two tables, never one mean of both.
+    keys = ["device"] + (["n_gpus"] if "n_gpus" in rows else []) + ["n_ranks"]
     frames = []
-    for (device, _n), part in rows.groupby(["device", "n_ranks"], dropna=True):
+    for key, part in rows.groupby(keys, dropna=False, sort=False):
+        device = key[0]
+        if part["n_ranks"].isna().all() or device != device:
+            continue
         table = model_state_table(part)
         source = "measured" if (part["source"] == "measured").any() else "recorded"
         prov = {c: part[c].dropna().astype(str).max() for c in ("n_gpus", "recorded_at", "seed")
@@ -250,13 +256,16 @@ def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
 
 @takes_rows
 def plot_scaling(tables: pd.DataFrame) -> Any:
-    """Per-rank model states against N_d: recorded points, the paper's curve dashed."""
+    """Per-rank model states against N_d: measured points (this machine's live ones as
+    'measured', the ledger's as 'recorded'), the paper's curve dashed."""
     from workbook import plots
 
     if tables.empty:
         return plots.compare(pd.DataFrame(), "n_ranks", title="no recorded rows yet")
     stages = tables[tables["variant"].isin(["zero0", "zero1", "zero2", "zero3"])]
-    rows = [{"variant": r["variant"], "n_ranks": r["n_ranks"], "source": "recorded",
+    # this machine's live points stay 'measured' (its colour, its marker); the rest are recorded
+    rows = [{"variant": r["variant"], "n_ranks": r["n_ranks"],
+             "source": "measured" if r.get("source") == "measured" else "recorded",
              "value": r["model states measured (GB)"], "status": "ok",
              **{c: r.get(c) for c in ("device", "n_gpus", "recorded_at", "seed")}}
             for _, r in stages.iterrows()]
@@ -270,5 +279,5 @@ def plot_scaling(tables: pd.DataFrame) -> Any:
                          "value": zero_memory_formula(n_params, n, int(v[-1]))["total"] / 1e9})
     frame = pd.DataFrame(rows)
     return plots.compare(frame, "n_ranks", group="variant", y_title="GB per rank",
-                         title="Per-rank model states vs N_d (points: recorded; dashes: paper)",
+                         title="Per-rank model states vs N_d (points: measured; dashes: paper)",
                          x_title="N_d (ranks)")
