@@ -210,8 +210,11 @@ def dpo_curves(rows: pd.DataFrame) -> pd.DataFrame:
     """Held-out reward margin and implicit reward accuracy against DPO step, mean over seeds
     (one curve per source: this machine, or each recorded device)."""
     part = rows[rows["metric"].isin(["reward_margin", "reward_accuracy"])]
-    keys = [c for c in ("source", "device", "metric", "step", "unit") if c in part.columns]
-    return part.groupby(keys, dropna=False, as_index=False)["value"].mean()
+    keys = [c for c in ("source", "device", "n_gpus", "metric", "step", "unit")
+            if c in part.columns]
+    # the date and run seed stay, so a figure's subtitle can say when (not 'recorded on …, ?')
+    how = {"value": "mean", **{c: "max" for c in ("recorded_at", "seed") if c in part.columns}}
+    return part.groupby(keys, dropna=False, as_index=False).agg(how)
 
 
 @takes_rows

@@ -15,7 +15,7 @@ from workbook.hardware import roofline_peaks
 from workbook.precision.experiments import MODE_DTYPE, TRAIN_MODES
 from workbook.precision.formats import FORMATS, explore, format_table, parse_value
 from workbook.precision.underflow import UNDERFLOW_FORMATS, share_rows
-from workbook.results import provenance_label
+from workbook.results import where_label
 
 __all__ = ["format_explorer", "histogram_figure", "loss_scale_explorer", "scaler_figure",
            "training_summary", "claims", "predicted_step_times"]
@@ -159,9 +159,11 @@ def claims(training: pd.DataFrame, roofline: pd.DataFrame,
                 & (u["log2_scale"] == log2_scale) & (u["metric"] == "share_zero")]
         return float(sel["value"].iloc[0]) if len(sel) else nan
 
-    where_t = provenance_label(training) if not training.empty else "no recorded rows yet"
-    where_r = provenance_label(roofline) if not roofline.empty else "no recorded rows yet"
-    where_u = provenance_label(underflow) if not underflow.empty else "no recorded rows yet"
+    # where_label: 'this machine (NVIDIA H200)' for rows measured in this kernel, else the
+    # recording's device and date (provenance_label called live rows 'recorded on' too)
+    where_t = where_label(training) if not training.empty else "no recorded rows yet"
+    where_r = where_label(roofline) if not roofline.empty else "no recorded rows yet"
+    where_u = where_label(underflow) if not underflow.empty else "no recorded rows yet"
     fp16_1e7 = explore(1e-7, ("fp16",))["stored"].iloc[0]
     return claims_table([
         Claim("FP16 is 33x faster than FP32 (H100 table: 1,979 vs 60 TFLOPS)", "lecture 7.2",

@@ -100,13 +100,18 @@ _SCORES = ("exact_match", "answer_loss", "writes_user_turn")
 
 
 def _by_provenance(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The rows split by where they were measured, this machine's first, each labelled as a
-    claims table labels it (:func:`workbook.results.where_label`) and with the preset the rows
-    say was run: 'this machine (NVIDIA H200), full preset'."""
+    """The rows split by where they were measured, this machine's first, then the recordings
+    from the latest to the oldest, each labelled as a claims table labels it
+    (:func:`workbook.results.where_label`) and with the preset the rows say was run:
+    'this machine (NVIDIA H200), full preset'."""
     if rows.empty:
         return []
     keys = [c for c in ("source", "device", "preset") if c in rows.columns]
     parts = [part for _, part in rows.groupby(keys, dropna=False, sort=False)] if keys else [rows]
+    # the latest recording before older ones (an H200's run of tonight before an H100's of last
+    # week: the block registry.main_rows judges first), then this machine's before all of them
+    if "recorded_at" in rows.columns:
+        parts.sort(key=lambda part: str(part["recorded_at"].astype(str).max()), reverse=True)
     parts.sort(key=lambda part: "source" in part and (part["source"] != "measured").any())
     return [(_label(part), part) for part in parts]
 
