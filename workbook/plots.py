@@ -259,11 +259,18 @@ def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
     """Grouped bars, e.g. measured vs datasheet per dtype: a colour per group
     (:func:`color_for`; ``color`` names a column that picks it instead, e.g. the machine of
     'measured, H200' and 'datasheet, H200'); a group of predicted or datasheet numbers only
-    is hatched, a measured or recorded one solid."""
+    is hatched, a measured or recorded one solid. Rows of several machines in one group are
+    one bar group per machine ('recorded, H100 80GB HBM3', 'recorded, H200')."""
     fig = figure(title_with_source(title, rows), x, y_title or _unit_title(rows, y),
                  log_y=log_y)
     ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
-    for name, part in ok.groupby(group, sort=False):
+    # A group holding several machines' rows (an H100's and an H200's 'recorded' bars) is one
+    # bar group per machine, named by it: one bar of two devices' values is nobody's number.
+    split = ("device" in ok.columns and group != "device" and len(ok)
+             and bool(ok.groupby(group)["device"].nunique().gt(1).any()))
+    keys = [group, "device"] if split else group
+    for key, part in ok.groupby(keys, sort=False):
+        name = f"{key[0]}, {short_device(key[1])}" if split else key
         claimed = "source" in part.columns and set(part["source"]) <= {"predicted", "datasheet"}
         hue = part[color].iloc[0] if color else name
         fig.add_bar(x=part[x].astype(str), y=part[y], name=str(name),

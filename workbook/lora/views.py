@@ -339,7 +339,7 @@ def claims(rank_rows: pd.DataFrame, advice: pd.DataFrame, timing: pd.DataFrame
     t = timing[timing["metric"] == "forward_time"].groupby("variant")["value"].first()
     return claims_table([
         Claim("1024x1024 at rank 8 trains ~16K numbers", "lecture", 16_000, 8 * (1024 + 1024),
-              "params"),
+              "params", "formula r(d_in+d_out), 1024x1024 shape"),
         Claim("PEFT example: r=8 on q,v of a 7B model trains 4,194,304", "lecture (PEFT print)",
               4_194_304, lora_params(llama_config("7b"), 8, "qv"), "params",
               "formula, Llama-2-7B shape"),
