@@ -345,12 +345,17 @@ def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame,
 
 
 def _curve_label(rows: pd.DataFrame) -> pd.Series:
-    """'here' for this machine's rows, else the recorded device: one trace per source."""
+    """'here' for this machine's rows, else the recorded machine ('NVIDIA H200 ×4'): one trace
+    per source. A machine is its device and GPU count: an H200 ×4 recording beside a live
+    1-GPU H200 run is a reference, not 'here' (06's 1F1B caption looked for 1F1B at p=4)."""
     if "device" not in rows.columns or "source" not in rows.columns:
         return pd.Series("here", rows.index)
-    measured_here = set(rows.loc[rows["source"] == "measured", "device"].dropna())
-    return rows["device"].map(lambda d: "here" if d in measured_here or pd.isna(d)
-                              else f"{d}").astype(str)
+    count = (rows["n_gpus"] if "n_gpus" in rows.columns else pd.Series(None, rows.index))
+    count = count.map(lambda n: "" if pd.isna(n) else f" ×{int(float(n))}")
+    machine = rows["device"].astype(str) + count
+    here = set(machine[(rows["source"] == "measured") & rows["device"].notna()])
+    return pd.Series([("here" if m in here or pd.isna(d) else m)
+                      for m, d in zip(machine, rows["device"])], index=rows.index, dtype=str)
 
 
 @takes_rows
