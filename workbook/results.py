@@ -359,6 +359,8 @@ def provenance_label(frame: pd.DataFrame) -> str:
         seeds = sorted({str(s) for s in group["seed"].dropna()})
         when = dates[0] if len(dates) == 1 else f"{dates[0]}…{dates[-1]}" if dates else "?"
         seed = f", seed {','.join(seeds)}" if seeds else ""
-        count = f" ×{n_gpus}" if n_gpus == n_gpus and n_gpus is not None else ""
+        # a CPU's 0 GPUs is no count to state ('CPU (x86_64, 2 cores), 2026-11-22', not '×0')
+        count = f" ×{n_gpus}" if n_gpus == n_gpus and n_gpus is not None \
+            and str(n_gpus) not in ("0", "0.0") else ""
         parts.append(f"{device}{count}, {when}{seed}")
     return "recorded on " + "; ".join(parts)
