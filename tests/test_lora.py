@@ -247,3 +247,11 @@ def test_rank_cost_and_merge_captions_print_the_rows_numbers():
     assert "at most 6.0e-06" in text and "up to 1.03" in text, text
     assert "3.00 ms unmerged (1.50× the base)" in text and "2.00 ms merged (1.00×)" in text, text
     assert "No lora_merge rows" in lora.merge_caption(merge.iloc[0:0])
+
+
+def test_every_claims_row_says_where():
+    timing = pd.DataFrame({"metric": [], "variant": [], "value": []})
+    rank_rows = pd.DataFrame({"source": ["predicted", "measured"], "value": [10, 10]})
+    table = lora.claims(rank_rows, _advice_rows(0.1, 0.001), timing)
+    assert (table["where"].str.len() > 0).all(), table[["claim", "where"]]
+    assert table["where"].iloc[0].startswith("formula"), "a formula row says it is one"

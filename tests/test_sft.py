@@ -335,3 +335,18 @@ def test_mean_over_seeds_keeps_one_point_per_step_and_policy():
     assert last.loc["answer_only", "value"] == pytest.approx(0.4)
     assert last.loc["whole_sequence", "seed"] == "0,1,2"
     assert list(mean.columns) == list(rows.columns), "every column kept, in order"
+
+
+def test_masking_claims_list_the_latest_recording_first():
+    old = _scores({"answer_only": [0.695], "whole_sequence": [0.691]},
+                  {"answer_only": [0.48], "whole_sequence": [0.51]},
+                  source="recorded", device="NVIDIA H100 80GB HBM3", n_gpus=1,
+                  recorded_at="2026-11-22T17:12:13Z")
+    new = _scores({"answer_only": [0.5, 0.6, 0.7], "whole_sequence": [0.5, 0.5, 0.6]},
+                  {"answer_only": [1.0, 1.0, 1.1], "whole_sequence": [1.1, 1.2, 1.1]},
+                  source="recorded", device="NVIDIA H200", n_gpus=1,
+                  recorded_at="2026-12-02T16:58:00Z")
+    claims = sft.masking_claims(pd.concat([old, new], ignore_index=True))   # ledger order
+    assert claims["where"].iloc[0].startswith("recorded on NVIDIA H200 ×1, 2026-12-02"), (
+        "the block main_rows judges (the latest recording) leads, the older one follows")
+    assert claims["where"].iloc[-1].startswith("recorded on NVIDIA H100")
