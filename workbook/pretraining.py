@@ -265,7 +265,8 @@ def claims(vocab_size: int, init_val_loss: float, base_val_loss: float,
     # one machine's rows (this one's when measured here, else the latest recording), labelled
     # as every claims row is: 'this machine (NVIDIA H200)' or 'recorded on …'
     transfer = main_rows(transfer)
-    steps = transfer[transfer["metric"] == "steps_to_scratch_final"].groupby("init")["value"].first()
+    reach = transfer[transfer["metric"] == "steps_to_scratch_final"]
+    steps = reach.groupby("init")["value"].first()
     if {"pretrained", "scratch"} <= set(steps.index):
         out.append(Claim("a pre-trained model reaches scratch's final loss in fewer steps "
                          "(transfer learning)", "lecture", float(steps["scratch"]),

@@ -355,7 +355,8 @@ def _curve_label(rows: pd.DataFrame) -> pd.Series:
     machine = rows["device"].astype(str) + count
     here = set(machine[(rows["source"] == "measured") & rows["device"].notna()])
     return pd.Series([("here" if m in here or pd.isna(d) else m)
-                      for m, d in zip(machine, rows["device"])], index=rows.index, dtype=str)
+                      for m, d in zip(machine, rows["device"], strict=True)],
+                     index=rows.index, dtype=str)
 
 
 @takes_rows
