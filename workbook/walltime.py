@@ -156,7 +156,7 @@ async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
             "slowest": "; ".join(f"cell {i}: {s:.1f} s" for i, s in slowest)}
 
 
-async def _run_all(names: tuple[str, ...], cfg: WalltimeConfig) -> list[dict]:
+async def run_all(names: tuple[str, ...], cfg: WalltimeConfig) -> list[dict]:
     """Every notebook, ``parallel`` at a time; at ``deadline_s`` the running ones are stopped
     (their kernels shut down) and become ``timeout`` rows, the unstarted ones ``skipped``."""
     gate, began = asyncio.Semaphore(cfg.parallel), time.monotonic()
@@ -194,7 +194,7 @@ def run_walltime(cfg: WalltimeConfig, seed: int = 0) -> pd.DataFrame:
     # The kernels inherit $WORKBOOK_GPU_MEMORY_GB and the runner caps their fresh processes.
     cap = gpu_memory_cap_gb()
     rows = []
-    for result in asyncio.run(_run_all(names, cfg)):
+    for result in asyncio.run(run_all(names, cfg)):
         common = {"notebook": result["notebook"], "run_preset": cfg.preset,
                   "parallel": cfg.parallel, "gpu_memory_cap_gb": cap}
         rows.append({**common, "metric": "wall_time", "value": result["seconds"], "unit": "s",
