@@ -22,7 +22,7 @@ def four_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(hardware, "my_cpus", lambda: {0, 1, 2, 3, 4, 5, 6, 7})
     monkeypatch.setattr(hardware, "physical_cores", lambda: 4)
-    monkeypatch.setattr(hardware, "_cgroup_cpus", lambda: None)
+    monkeypatch.setattr(hardware, "cgroup_cpus", lambda: None)
 
     def load(value):
         monkeypatch.setattr(hardware, "busy_cores", lambda: value)
@@ -43,7 +43,7 @@ def test_cpu_threads_leave_the_busy_cores_to_their_users(four_cores, monkeypatch
 
 def test_cpu_threads_honour_quota_and_overrides(four_cores, monkeypatch):
     four_cores(0.0)
-    monkeypatch.setattr(hardware, "_cgroup_cpus", lambda: 2.5)
+    monkeypatch.setattr(hardware, "cgroup_cpus", lambda: 2.5)
     assert hardware.cpu_threads() == 2, "a container allowed 2.5 CPUs: two threads"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert hardware.cpu_threads() == 3, "the user's OMP_NUM_THREADS wins"
@@ -53,15 +53,15 @@ def test_cpu_threads_honour_quota_and_overrides(four_cores, monkeypatch):
 
 def test_busy_cores_are_measured_while_we_sleep(monkeypatch):
     """Others' work between two reads of /proc/stat, scaled to our CPUs; reused for a while."""
-    real_times, real_cpus = hardware._cpu_times, hardware.my_cpus
+    real_times, real_cpus = hardware.cpu_times, hardware.my_cpus
     samples = iter([(100, 1000), (100 + 150, 1000 + 200)])   # 150 of 200 jiffies busy
-    monkeypatch.setattr(hardware, "_cpu_times", lambda _cpus: next(samples))
+    monkeypatch.setattr(hardware, "cpu_times", lambda _cpus: next(samples))
     monkeypatch.setattr(hardware, "my_cpus", lambda: {0, 1})
-    monkeypatch.setattr(hardware, "_BUSY_CACHE", [])
+    monkeypatch.setattr(hardware, "BUSY_CACHE", [])
     assert hardware.busy_cores(window_s=0) == pytest.approx(1.5), "3/4 of two CPUs busy"
     assert hardware.busy_cores(window_s=0) == pytest.approx(1.5), "reused, not sampled again"
-    monkeypatch.setattr(hardware, "_BUSY_CACHE", [])  # and now this machine's own numbers
-    monkeypatch.setattr(hardware, "_cpu_times", real_times)
+    monkeypatch.setattr(hardware, "BUSY_CACHE", [])  # and now this machine's own numbers
+    monkeypatch.setattr(hardware, "cpu_times", real_times)
     monkeypatch.setattr(hardware, "my_cpus", real_cpus)
     here = hardware.busy_cores(window_s=0.05)
     assert 0 <= here <= len(real_cpus()), here
@@ -110,8 +110,8 @@ def test_prepare_builds_the_caches_once_and_says_so(tmp_path, monkeypatch, capsy
     def rebuilt(*_args, **_kwargs):
         raise AssertionError("a warm cache must be loaded, not rebuilt")
 
-    monkeypatch.setattr(model, "_train_and_save", rebuilt)
-    monkeypatch.setattr(data, "_train_tokenizer", rebuilt)
+    monkeypatch.setattr(model, "train_and_save", rebuilt)
+    monkeypatch.setattr(data, "train_tokenizer", rebuilt)
     assert main(["prepare", "--preset", "small"]) == 0
     assert len(re.findall(r"ready \([\d.]+ s\)", capsys.readouterr().out)) == 2
 

@@ -439,7 +439,7 @@ def test_walltime_rows_name_the_memory_cap(monkeypatch):
         return [{"notebook": n, "seconds": 1.0, "status": "ok", "detail": "", "size_mb": 0.1,
                  "peak_gb": 0.5, "slowest": ""} for n in names]
 
-    monkeypatch.setattr(walltime, "_run_all", fake_run_all)
+    monkeypatch.setattr(walltime, "run_all", fake_run_all)
     monkeypatch.setenv(hardware.GPU_MEMORY_CAP_ENV, "24")
     capped = walltime.run_walltime(walltime.WalltimeConfig(notebooks=("00_setup",)))
     assert set(capped["gpu_memory_cap_gb"]) == {24.0}
@@ -514,13 +514,13 @@ def test_run_or_button_runs_quick_experiments_and_offers_slow_ones(monkeypatch):
 
 
 def test_expected_seconds_prefers_this_machines_last_run(monkeypatch):
-    monkeypatch.setattr(registry, "_durations", lambda: {})
+    monkeypatch.setattr(registry, "run_durations", lambda: {})
     assert registry.expected_seconds("scaling_isoflop", "full") == (
         float(registry.get("scaling_isoflop").typical_s["full"]),
         "typical, not yet run on this machine")
     assert registry.expected_seconds("roofline", "small")[0] is None
     key = f"roofline|small|{hardware.detect().name}|{{}}"
-    monkeypatch.setattr(registry, "_durations", lambda: {key: 12.5})
+    monkeypatch.setattr(registry, "run_durations", lambda: {key: 12.5})
     assert registry.expected_seconds("roofline", "small") == (12.5, "its last run on this machine")
 
 

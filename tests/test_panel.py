@@ -312,6 +312,21 @@ def test_panel_walltime_presses_each_notebooks_panel_and_times_it(ledger_dir):
     assert rows.loc[rows["source"] == "predicted", "value"].tolist() == [walltime.PANEL_BUDGET_S]
     with pytest.raises(WorkbookError, match="allowed: 00_setup"):
         walltime.PanelConfig(notebooks=("99_nothing",))
+    assert results.load("panel_walltime").empty  # nothing recorded unless asked
+
+
+def test_panel_walltime_records_each_panel_as_it_ends(ledger_dir):
+    """record_each: a panel's rows are in the ledger once its Run ends, so a GPU call stopped
+    at its deadline keeps the panels already timed (the whole run returns the same rows)."""
+    from workbook import walltime
+
+    rows = walltime.run_panel_walltime(walltime.PanelConfig(
+        notebooks=("08_mixed_precision",), record_each="small"))
+    kept = results.load("panel_walltime")
+    assert len(kept) == len(rows) == 2 and set(kept["preset"]) == {"small"}
+    assert kept["value"].tolist() == pytest.approx(rows["value"].tolist())
+    with pytest.raises(WorkbookError, match="record_each"):
+        walltime.PanelConfig(record_each="medium")
 
 
 # ------------------------------------------------------------- a quick start on a GPU (issue 18)

@@ -102,7 +102,7 @@ def _tokenizer_dir(vocab_size: int) -> Path:
     return cache_dir() / f"tokenizer-v{vocab_size}-{corpus_sha256()[:12]}"
 
 
-def _train_tokenizer(text: str, vocab_size: int):
+def train_tokenizer(text: str, vocab_size: int):
     """Byte-level BPE (GPT-2 style): every byte is a base token, so nothing is ever unknown."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -123,7 +123,7 @@ def _tokenizer_file(vocab_size: int) -> Path:
     folder = _tokenizer_dir(vocab_size)
     with cache_lock(folder.name):
         if not (folder / "tokenizer.json").exists():
-            raw = _train_tokenizer(load_corpus(), vocab_size)
+            raw = train_tokenizer(load_corpus(), vocab_size)
             tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
             tmp.mkdir(parents=True, exist_ok=True)
             raw.save(str(tmp / "tokenizer.json"))

@@ -195,7 +195,7 @@ def physical_cores() -> int:
     return len(cores) or os.cpu_count() or 1
 
 
-def _cgroup_cpus() -> float | None:
+def cgroup_cpus() -> float | None:
     """The CPU quota of this container (cgroup v2 ``cpu.max``), in cores; None if unlimited."""
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
@@ -212,7 +212,7 @@ def my_cpus() -> set[int]:
     return set(range(os.cpu_count() or 1))
 
 
-def _cpu_times(cpus: set[int]) -> tuple[int, int]:
+def cpu_times(cpus: set[int]) -> tuple[int, int]:
     """(busy, total) jiffies of the CPUs ``cpus`` since boot, from /proc/stat."""
     busy = total = 0
     for line in Path("/proc/stat").read_text().splitlines():
@@ -224,7 +224,7 @@ def _cpu_times(cpus: set[int]) -> tuple[int, int]:
     return busy, total
 
 
-_BUSY_CACHE: list[float] = []  # [measured at (monotonic s), busy cores]
+BUSY_CACHE: list[float] = []  # [measured at (monotonic s), busy cores]
 
 
 def busy_cores(window_s: float = 0.3, reuse_s: float = 30.0) -> float:
@@ -236,17 +236,17 @@ def busy_cores(window_s: float = 0.3, reuse_s: float = 30.0) -> float:
     1-minute load average.
     """
     now = time.monotonic()
-    if _BUSY_CACHE and now - _BUSY_CACHE[0] < reuse_s:
-        return _BUSY_CACHE[1]
+    if BUSY_CACHE and now - BUSY_CACHE[0] < reuse_s:
+        return BUSY_CACHE[1]
     cpus = my_cpus()
     try:
-        busy0, total0 = _cpu_times(cpus)
+        busy0, total0 = cpu_times(cpus)
         time.sleep(window_s)
-        busy1, total1 = _cpu_times(cpus)
+        busy1, total1 = cpu_times(cpus)
         busy = len(cpus) * (busy1 - busy0) / max(1, total1 - total0)
     except (OSError, ValueError, IndexError):
         busy = os.getloadavg()[0]
-    _BUSY_CACHE[:] = [now, busy]
+    BUSY_CACHE[:] = [now, busy]
     return busy
 
 
@@ -264,7 +264,7 @@ def cpu_threads() -> int:
         if os.environ.get(var, "").strip().isdigit() and int(os.environ[var]) > 0:
             return int(os.environ[var])
     usable = min(len(my_cpus()), physical_cores())
-    quota = _cgroup_cpus()
+    quota = cgroup_cpus()
     if quota is not None:
         usable = min(usable, max(1, int(quota)))
     return max(1, usable - round(busy_cores()))

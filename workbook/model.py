@@ -300,7 +300,7 @@ def base_model_dir(preset: str | None = None, seed: int = 0) -> Path:
     return cache_dir() / f"base-{chosen}-seed{seed}-{digest}"
 
 
-def _train_and_save(recipe: BaseRecipe, seed: int, folder: Path, device: torch.device) -> None:
+def train_and_save(recipe: BaseRecipe, seed: int, folder: Path, device: torch.device) -> None:
     tokenizer = load_tokenizer(recipe.model.vocab_size)
     model = build_model(recipe.model, seed).to(device)
     cfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size,
@@ -336,7 +336,7 @@ def load_base_model(preset: str | None = None, seed: int = 0,
             # weights; the full one uses a GPU where there is one.
             use_gpu = chosen == "full" and torch.cuda.is_available()
             train_on = torch_device("cuda" if use_gpu else "cpu")
-            _train_and_save(BASE_RECIPES[chosen], seed, folder, train_on)
+            train_and_save(BASE_RECIPES[chosen], seed, folder, train_on)
     model, tokenizer = load_pretrained(str(folder))
     return model.to(target).eval(), tokenizer
 

@@ -181,7 +181,7 @@ def run_isolated(name: str, preset: str | None = None, seed: int = 0,
                         "overrides": dict(overrides or {})},
                        timeout_s=exp.timeout_s, echo=echo,
                        progress=None if echo else f"{name} ({chosen})",
-                       expected_s=_durations().get(key))
+                       expected_s=run_durations().get(key))
     if "status" in rows and (rows["status"] == "ok").any():
         _remember_duration(key, time.monotonic() - start)
     if record:
@@ -194,24 +194,24 @@ def check_seed(seed: Any) -> None:
     check_range("seed", seed, 0, 2**32 - 1)
 
 
-def _durations_path():
+def run_durations_path():
     from workbook.data import cache_dir
 
     return cache_dir() / "run_durations.json"
 
 
-def _durations() -> dict[str, float]:
+def run_durations() -> dict[str, float]:
     """How long each (experiment, preset, device, overrides) took last time it ran here."""
     try:
-        return json.loads(_durations_path().read_text())
+        return json.loads(run_durations_path().read_text())
     except (OSError, ValueError):
         return {}
 
 
 def _remember_duration(key: str, seconds: float) -> None:
-    table = {**_durations(), key: round(seconds, 1)}
+    table = {**run_durations(), key: round(seconds, 1)}
     try:
-        results.write_text_atomic(_durations_path(), json.dumps(table, indent=0))
+        results.write_text_atomic(run_durations_path(), json.dumps(table, indent=0))
     except OSError:  # a read-only checkout still runs; it only shows no estimate next time
         pass
 
@@ -225,8 +225,8 @@ def expected_seconds(name: str, preset: str | None = None,
     from workbook.hardware import detect
 
     key = f"{name}|{chosen}|{detect().name}|{json.dumps(dict(overrides or {}), sort_keys=True)}"
-    if key in _durations():
-        return _durations()[key], "its last run on this machine"
+    if key in run_durations():
+        return run_durations()[key], "its last run on this machine"
     start = exp.panel_start.get(chosen)
     if start and chosen in exp.panel_s and _same_config(exp, chosen, overrides, start):
         return float(exp.panel_s[chosen]), "typical of the panel's start, not yet run here"

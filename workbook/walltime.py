@@ -156,7 +156,7 @@ async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
             "slowest": "; ".join(f"cell {i}: {s:.1f} s" for i, s in slowest)}
 
 
-async def _run_all(names: tuple[str, ...], cfg: WalltimeConfig) -> list[dict]:
+async def run_all(names: tuple[str, ...], cfg: WalltimeConfig) -> list[dict]:
     """Every notebook, ``parallel`` at a time; at ``deadline_s`` the running ones are stopped
     (their kernels shut down) and become ``timeout`` rows, the unstarted ones ``skipped``."""
     gate, began = asyncio.Semaphore(cfg.parallel), time.monotonic()
@@ -194,7 +194,7 @@ def run_walltime(cfg: WalltimeConfig, seed: int = 0) -> pd.DataFrame:
     # The kernels inherit $WORKBOOK_GPU_MEMORY_GB and the runner caps their fresh processes.
     cap = gpu_memory_cap_gb()
     rows = []
-    for result in asyncio.run(_run_all(names, cfg)):
+    for result in asyncio.run(run_all(names, cfg)):
         common = {"notebook": result["notebook"], "run_preset": cfg.preset,
                   "parallel": cfg.parallel, "gpu_memory_cap_gb": cap}
         rows.append({**common, "metric": "wall_time", "value": result["seconds"], "unit": "s",
@@ -360,6 +360,9 @@ class PanelConfig:
 
     notebooks: Annotated[tuple[str, ...], MAY_BE_EMPTY] = ()  # stems; empty: every notebook
     preset: str = "small"
+    # a preset name: record each panel's rows as soon as its Run ends, so a call stopped at its
+    # deadline keeps the panels already timed ("": only the whole run, by --record)
+    record_each: str = ""
 
     def __post_init__(self) -> None:
         known = {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}
@@ -367,6 +370,7 @@ class PanelConfig:
         if unknown:
             raise WorkbookError(f"no notebook {unknown}; allowed: {', '.join(sorted(known))}")
         check_choice("preset", self.preset, ("small", "full"))
+        check_choice("record_each", self.record_each, ("", "small", "full"))
 
 
 def panel_cells(notebook: str) -> list[tuple[int, str]]:
@@ -393,8 +397,9 @@ def panel_space(notebook: str) -> dict:
 
 def run_panel_walltime(cfg: PanelConfig, seed: int = 0) -> pd.DataFrame:
     """Seconds of each panel's Run at its start values (the panel's own measured seconds),
-    beside the budget; a run that fails is a row with its one-line error."""
-    from workbook import registry, widgets
+    beside the budget; a run that fails is a row with its one-line error. With
+    ``record_each``, each panel's two rows go into the ledger as soon as its Run ends."""
+    from workbook import registry, results, widgets
 
     os.environ["WORKBOOK_PRESET"] = cfg.preset
     names = cfg.notebooks or tuple(sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")))
@@ -424,6 +429,9 @@ def run_panel_walltime(cfg: PanelConfig, seed: int = 0) -> pd.DataFrame:
                                  else "", "detail": ""})
                 rows.append({**common, "value": PANEL_BUDGET_S, "source": "predicted",
                              "status": "ok", "error": "", "detail": "budget"})
+                if cfg.record_each:
+                    results.record("panel_walltime", pd.DataFrame(rows[-2:]),
+                                   preset=cfg.record_each, seed=seed)
     return pd.DataFrame(rows)
 
 

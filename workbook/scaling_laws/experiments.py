@@ -398,9 +398,10 @@ EXPERIMENTS = [
                # start-up and evaluation
                typical_s={"small": 30, "full": 520},
                # the panel's first Run: one IsoFLOP curve, three sizes at the smallest budget,
-               # ~500 steps each: predicted_seconds gives 11.9 s of training from the H100's
-               # step times (it over-predicted that sweep's own wall time, 293 s, as 466 s)
+               # ~400 steps each. At 500 steps it took about 31 s on the H200
+               # (panel_walltime's progress log, 2293b13a, the call stopped before recording),
+               # over the 30 s budget
                panel_start={"full": {"budgets": (2e12,), "sizes_per_budget": 3,
-                                     "target_steps": 500}},
-               panel_s={"full": 20}),
+                                     "target_steps": 400}},
+               panel_s={"full": 27}),
 ]
