@@ -26,7 +26,6 @@ def test_a_subtitle_names_this_machine_before_the_references():
     title = plots.title_with_source("T", rows)
     assert title == ("T<br><sup>this machine (NVIDIA H200); recorded on NVIDIA H100 80GB HBM3 "
                      "×1, 2026-11-22, seed 0</sup>")
-    assert plots.title_with_source(title, rows) == title, "a titled title keeps its label once"
     assert plots.title_with_source("T", rows.iloc[:1]) == "T", "live rows alone need no label"
     fig = plots.compare(rows, x="x", title="T")
     assert "this machine (NVIDIA H200)" in fig.layout.title.text

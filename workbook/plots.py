@@ -141,15 +141,12 @@ def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool
 def title_with_source(title: str, rows: pd.DataFrame) -> str:
     """Append where recorded rows came from; measured-here rows alone need no label, but beside
     recorded ones they are named first ('this machine (NVIDIA H200); recorded on …'), so the
-    subtitle never reads as if the figure were only the references'. A title that already
-    carries the label keeps it once (a view may pass a titled title on)."""
+    subtitle never reads as if the figure were only the references'."""
     if "source" in rows.columns and (rows["source"] == "recorded").any():
         label = provenance_label(rows[rows["source"] == "recorded"])
         here = rows[rows["source"] == "measured"]
         if len(here):
             label = f"{where_label(here)}; {label}"
-        if f"<sup>{label}</sup>" in title:
-            return title
         return f"{title}<br><sup>{label}</sup>"
     return title
 

@@ -360,7 +360,7 @@ def provenance_label(frame: pd.DataFrame) -> str:
         when = dates[0] if len(dates) == 1 else f"{dates[0]}…{dates[-1]}" if dates else "?"
         seed = f", seed {','.join(seeds)}" if seeds else ""
         # a CPU's 0 GPUs is no count to state ('CPU (x86_64, 2 cores), 2026-11-22', not '×0')
-        count = f" ×{n_gpus}" if n_gpus == n_gpus and n_gpus is not None \
-            and str(n_gpus) not in ("0", "0.0") else ""
+        gpus = pd.to_numeric(pd.Series([n_gpus]), errors="coerce").iloc[0]
+        count = f" ×{int(gpus)}" if gpus > 0 else ""  # NaN and 0 (a CPU) state no count
         parts.append(f"{device}{count}, {when}{seed}")
     return "recorded on " + "; ".join(parts)
