@@ -59,6 +59,17 @@ def all_reduce_rank() -> pd.DataFrame:
                          {"world_size": world, "metric": "rank_seen", "value": float(rank)}])
 
 
+def launcher() -> pd.DataFrame:
+    """Which launcher started this rank: torchrun sets TORCHELASTIC_RUN_ID, the runner's
+    one-rank path does not."""
+    import os
+
+    import torch.distributed as dist
+
+    return pd.DataFrame([{"metric": "world_size", "value": float(dist.get_world_size()),
+                          "torchrun": "TORCHELASTIC_RUN_ID" in os.environ}])
+
+
 def raise_memory_error() -> pd.DataFrame:
     raise MemoryError("deliberate: as a NumPy or Python allocation that does not fit")
 

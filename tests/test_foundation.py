@@ -152,6 +152,16 @@ def test_two_gloo_ranks_gather_per_rank_rows():
     assert (sums == 3.0).all(), "all-reduce of 1 and 2 over two ranks must give 3 on each"
 
 
+def test_one_rank_runs_without_torchrun_and_two_with_it():
+    one = runner.call_distributed("tests._runner_targets:launcher", {}, nprocs=1,
+                                  backend="gloo", timeout_s=120)
+    assert one["value"].tolist() == [1.0] and one["rank"].tolist() == [0]
+    assert not one["torchrun"].any(), "a world of one rank starts no torchrun"
+    two = runner.call_distributed("tests._runner_targets:launcher", {}, nprocs=2,
+                                  backend="gloo", timeout_s=120)
+    assert two["value"].tolist() == [2.0, 2.0] and two["torchrun"].all()
+
+
 def test_nccl_with_more_ranks_than_gpus_is_a_clear_error():
     with pytest.raises(WorkbookError, match="needs"):
         runner.call_distributed("tests._runner_targets:all_reduce_rank", {},

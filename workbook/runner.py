@@ -27,6 +27,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -123,12 +124,16 @@ def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | No
         out_dir.mkdir()
         spec_path.write_text(spec_json)
         child = [str(spec_path), str(out_dir)]
-        if backend is None:
+        child_env = _child_env(env, backend, nprocs)
+        if backend is None or nprocs == 1:
+            # One rank needs no torchrun: the child is that rank, with the variables torchrun
+            # would give it (saves a Python start-up, a torch import and a rendezvous)
             cmd = [sys.executable, "-m", "workbook.runner", *child]
+            if backend is not None:
+                child_env.update(_one_rank_env())
         else:  # torchrun, started through this module so that it too dies with its caller
             cmd = [sys.executable, "-m", "workbook.runner", _TORCHRUN, "--standalone",
                    f"--nproc-per-node={nprocs}", "--module", "workbook.runner", *child]
-        child_env = _child_env(env, backend, nprocs)
         returncode, log_tail, killed = _run_with_timeout(cmd, child_env, timeout_s, echo,
                                                          progress, expected_s, label=func)
         per_rank = {int(p.stem.removeprefix("rank")): json.loads(p.read_text())
@@ -136,6 +141,15 @@ def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | No
     return _collect(per_rank, nprocs=nprocs, distributed=backend is not None, kwargs=kwargs,
                     returncode=returncode, log_tail=log_tail, timeout_s=timeout_s,
                     killed=killed)
+
+
+def _one_rank_env() -> dict[str, str]:
+    """The environment torchrun gives a world of one rank: rank 0 of 1, on a free local port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+            "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
 def _child_env(env: Mapping[str, str] | None, backend: str | None, nprocs: int) -> dict:
