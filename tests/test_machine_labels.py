@@ -41,6 +41,16 @@ def test_bars_of_two_machines_in_one_group_are_two_bar_groups():
     assert [t.name for t in one.data] == ["recorded"], "one machine: the group's own name"
 
 
+def test_a_run_over_three_seeds_says_three_seeds():
+    """lora_advice's rows carry seed 0 (the run's) and run_seed 0, 1, 2 (each fine-tuning's):
+    its claims rows said 'seed 0' of a mean over three seeds."""
+    rows = pd.DataFrame([{"device": "NVIDIA H200", "n_gpus": 1, "seed": 0, "run_seed": r,
+                          "recorded_at": "2026-12-03T03:17:32Z"} for r in (2, 0, 1, 10)])
+    assert results.provenance_label(rows) == (
+        "recorded on NVIDIA H200 ×1, 2026-12-03, seeds 0,1,2,10")
+    assert results.provenance_label(rows.drop(columns="run_seed")).endswith(", seed 0")
+
+
 def test_a_cpu_recording_states_no_gpu_count():
     cpu = pd.DataFrame([{"device": "CPU (x86_64, 2 cores)", "n_gpus": 0,
                          "recorded_at": "2026-11-22T17:27:00Z", "seed": 0}])

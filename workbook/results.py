@@ -345,20 +345,32 @@ def where_label(frame: pd.DataFrame) -> str:
     return f"this machine ({', '.join(map(str, devices))})" if len(devices) else "this machine"
 
 
+def _seed_order(text: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(text))
+    except ValueError:
+        return (1, text)
+
+
 @takes_rows
 def provenance_label(frame: pd.DataFrame) -> str:
     """'recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22 (seed 0)': for plot titles."""
     if frame.empty or "device" not in frame.columns:
         return "measured on this machine"
     parts = []
+    # A run over several seeds keeps each in a column of its own (run_seed, train_seed); its
+    # `seed` is only the run's first. The rows' seeds are those, where present.
+    seed_col = next((c for c in ("run_seed", "train_seed") if c in frame.columns
+                     and frame[c].notna().any()), "seed")
     # Rows a view derived keep the device but may drop the other provenance columns.
     frame = frame.assign(**{c: frame[c] if c in frame.columns else None
-                            for c in ("n_gpus", "recorded_at", "seed")})
+                            for c in ("n_gpus", "recorded_at")},
+                         seed=frame[seed_col] if seed_col in frame.columns else None)
     for (device, n_gpus), group in frame.groupby(["device", "n_gpus"], dropna=False):
         dates = sorted({str(d)[:10] for d in group["recorded_at"].dropna()})
-        seeds = sorted({str(s) for s in group["seed"].dropna()})
+        seeds = sorted({_cell(s) for s in group["seed"].dropna()}, key=_seed_order)
         when = dates[0] if len(dates) == 1 else f"{dates[0]}…{dates[-1]}" if dates else "?"
-        seed = f", seed {','.join(seeds)}" if seeds else ""
+        seed = f", seed{'s' if len(seeds) > 1 else ''} {','.join(seeds)}" if seeds else ""
         # a CPU's 0 GPUs is no count to state ('CPU (x86_64, 2 cores), 2026-11-22', not '×0')
         gpus = pd.to_numeric(pd.Series([n_gpus]), errors="coerce").iloc[0]
         count = f" ×{int(gpus)}" if gpus > 0 else ""  # NaN and 0 (a CPU) state no count

@@ -417,10 +417,14 @@ def run_panel_walltime(cfg: PanelConfig, seed: int = 0) -> pd.DataFrame:
                 try:
                     panel.run()
                     done = panel.runs[-1]  # detail: the controls and the start's held fields
+                    detail = panel.settings_text({**panel.held, **done.settings})
+                    # The Run's seconds are good when any point was measured; its points'
+                    # mix ('12 ok + 1 oom': an oom is a point of the figure) goes beside them
+                    timed = done.status == "ok" or " ok" in f" {done.status}"
                     rows.append({**common, "value": done.seconds, "source": "measured",
-                                 "status": done.status, "error": done.error or "",
-                                 "detail": panel.settings_text({**panel.held,
-                                                                **done.settings})})
+                                 "status": "ok" if timed else done.status,
+                                 "error": done.error or "", "detail": detail if
+                                 done.status == "ok" else f"{detail}; points: {done.status}"})
                 except Exception as exc:  # noqa: BLE001 - one panel's failure is its row
                     line = str(exc) if isinstance(exc, WorkbookError) else (
                         f"{type(exc).__name__}: {exc}")

@@ -398,11 +398,9 @@ EXPERIMENTS = [
                # start-up and evaluation
                typical_s={"small": 30, "full": 520},
                # the panel's first Run: one IsoFLOP curve, three sizes at the smallest budget,
-               # ~400 steps each. At 500 steps it took about 31 s on the H200
-               # (panel_walltime's progress log, 2293b13a, the call stopped before recording),
-               # over the 30 s budget. panel_s is that measured 31 s, an upper bound for the
-               # shorter start until it is measured
+               # ~400 steps each: 24.6 s on the H200 (panel_walltime, d636f55b33ce; at 500
+               # steps it took about 31 s)
                panel_start={"full": {"budgets": (2e12,), "sizes_per_budget": 3,
                                      "target_steps": 400}},
-               panel_s={"full": 31}),
+               panel_s={"full": 25}),
 ]

@@ -197,11 +197,9 @@ EXPERIMENTS = [
                min_gpus={"small": 0, "full": 1}, timeout_s=1200,
                # small: 2 CPU cores; full: one H200, three seeds of the 66 s one-seed run
                typical_s={"small": 35, "full": 200},
-               # the panel's first Run: two policies, one seed, 150 steps. At 200 steps it
-               # took about 33 s on the H200 (panel_walltime's progress log, 2293b13a, the
-               # call stopped before recording), over the 30 s budget. panel_s is that
-               # measured 33 s, an upper bound for the shorter start until it is measured
+               # the panel's first Run: two policies, one seed, 150 steps: 21.1 s on the H200
+               # (panel_walltime, d636f55b33ce; at 200 steps it took about 33 s)
                panel_start={"full": {"policies": ("answer_only", "whole_sequence"),
                                      "seeds": (0,), "steps": 150}},
-               panel_s={"full": 33}),
+               panel_s={"full": 21}),
 ]
