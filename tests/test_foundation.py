@@ -581,3 +581,17 @@ def test_provenance_label_of_rows_a_view_derived_with_the_device_only():
     # 10's DPO curves keep the device but not n_gpus: the title named nothing, it raised.
     rows = pd.DataFrame({"device": ["NVIDIA H200"], "value": [1.0], "source": "recorded"})
     assert results.provenance_label(rows) == "recorded on NVIDIA H200, ?"
+
+
+def test_a_measured_oom_point_survives_a_second_recording_beside_its_prediction(ledger_dir):
+    """memory_fit and qlora_vram record an oom point beside the formula's ok row for the same
+    configuration; the ledger key once left out the source, so recording the experiment a
+    second time let the ok prediction replace the oom point."""
+    rows = pd.DataFrame([{"size": "7b", "metric": "peak", "value": float("nan"),
+                          "source": "measured", "status": "oom"},
+                         {"size": "7b", "metric": "peak", "value": 80.0,
+                          "source": "predicted", "status": "ok"}])
+    for _ in range(2):
+        results.record("oom_twice", rows, preset="small", seed=0)
+    kept = pd.read_csv(results.ledger_path("oom_twice"))
+    assert sorted(kept["status"]) == ["ok", "oom"] and len(kept) == 2

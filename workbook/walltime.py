@@ -420,7 +420,8 @@ def run_panel_walltime(cfg: PanelConfig, seed: int = 0) -> pd.DataFrame:
                     detail = panel.settings_text({**panel.held, **done.settings})
                     # The Run's seconds are good when any point was measured; its points'
                     # mix ('12 ok + 1 oom': an oom is a point of the figure) goes beside them
-                    timed = done.status == "ok" or " ok" in f" {done.status}"
+                    points = done.rows[done.rows.get("source", "measured") != "predicted"]
+                    timed = "status" not in points or (points["status"] == "ok").any()
                     rows.append({**common, "value": done.seconds, "source": "measured",
                                  "status": "ok" if timed else done.status,
                                  "error": done.error or "", "detail": detail if
