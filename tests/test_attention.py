@@ -288,11 +288,12 @@ def test_triton_kernel_in_the_interpreter():
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("seq_len", [333, 384])  # odd: the pointer kernel; 3 x 128: TMA on Hopper
-def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len):
+@pytest.mark.parametrize("tuned", [True, False])  # autotuned, or the fixed tiles exactness uses
+def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len, tuned):
     # forward and backward through the Triton kernels against float64
     q, k, v, dout = inputs((2, 3, seq_len, head_dim), A.DTYPES[dtype], device="cuda")
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-    out = A.attention(*leaves, variant="triton", causal=causal)
+    out = A.attention(*leaves, variant="triton", causal=causal, tuned=tuned)
     ref = [t.double().requires_grad_(True) for t in (q, k, v)]
     ref_out = reference(*ref, causal=causal)
     err = rel(out, ref_out)
@@ -303,6 +304,31 @@ def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len):
         err = rel(got.grad, want.grad)
         assert err < 2 * A.TOLERANCE[dtype], (
             f"d{name} {dtype} hd={head_dim} causal={causal}: {err:.1e}")
+
+
+@needs_triton
+def test_fixed_tiles_are_configurations_the_autotuner_offers():
+    """tuned=False (attention_exactness) runs one configuration per kernel: it must be one the
+    autotuned kernels may pick (so it fits where they fit) and obey each kernel's divisibility."""
+    from workbook.attention import flash_triton as F
+
+    def offered(configs, tiles, launch):
+        return any(c.kwargs == tiles and c.num_warps == launch["num_warps"]
+                   and c.num_stages == launch["num_stages"] for c in configs)
+
+    fwd = {k: v for k, v in F.FIXED_FORWARD.items() if k.startswith("BLOCK")}
+    assert offered(F._CONFIGS, fwd, F.FIXED_FORWARD)
+    assert fwd["BLOCK_M"] % fwd["BLOCK_N"] == 0
+    m1, n1, m2, n2 = F.FIXED_BACKWARD
+    assert offered(F._DKDV_CONFIGS, {"BLOCK_M": m1, "BLOCK_N": n1}, F.FIXED_BACKWARD_LAUNCH)
+    assert offered(F._DQ_CONFIGS, {"BLOCK_M": m2, "BLOCK_N": n2}, F.FIXED_BACKWARD_LAUNCH)
+    assert n1 % m1 == 0 and m2 % n2 == 0
+
+
+def test_tuned_is_a_flag():
+    q = torch.zeros(1, 1, 4, 8)
+    with pytest.raises(WorkbookError, match="tuned"):
+        A.attention(q, q, q, variant="vanilla", tuned="no")
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")

@@ -67,7 +67,9 @@ def run_exactness(cfg: ExactnessConfig, seed: int) -> pd.DataFrame:
             case = Case(variant, cfg.seq_len, head_dim, cfg.batch, cfg.n_heads, dtype, causal)
             try:
                 qi, ki, vi = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-                out = attention(qi, ki, vi, variant=variant, causal=causal)
+                # fixed tiles: the check is of the numbers; autotuning would compile and
+                # time every tile configuration per shape key (~60 s on an H200) for nothing
+                out = attention(qi, ki, vi, variant=variant, causal=causal, tuned=False)
                 out.backward(dout)
                 grad = torch.cat([t.grad.flatten() for t in (qi, ki, vi)])
                 rows += [row(case, "rel_error", relative_error(out.detach(), ref),

@@ -452,16 +452,27 @@ def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse:
     return out, (lse if store_lse else None)
 
 
+# One configuration per kernel for runs that check numbers rather than time them
+# (``flash_attention(tuned=False)``): the smallest tiles of each autotune list, which fit any
+# GPU the lists do. The autotuner compiles and times every configuration once per shape key;
+# a numerical check over 8 keys (dtype x head_dim x causal) paid ~70 compiles for nothing.
+FIXED_FORWARD = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
+FIXED_BACKWARD = (32, 64, 64, 32)   # flash_backward's tiles: dK/dV (M, N), dQ (M, N)
+FIXED_BACKWARD_LAUNCH = {"num_warps": 4, "num_stages": 3}
+
+
 def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                   scale: float | None = None, store_lse: bool = True,
                   block_m: int | None = None, block_n: int | None = None,
-                  use_tma: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  use_tma: bool = True, launch: dict | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the kernel: (O, log-sum-exp per row or None). Shapes (batch, n_heads, seq_len, d).
 
     ``block_m``/``block_n`` fix the tile sizes (the interpreter and the tests use small ones);
     left out, the autotuner picks among :data:`_CONFIGS`, or, on Hopper when the sequence is a
     whole number of 128-row tiles, the TMA kernel runs (:data:`_TMA_CONFIGS`);
-    ``use_tma=False`` keeps the portable kernel there too (to compare the two).
+    ``use_tma=False`` keeps the portable kernel there too (to compare the two). ``launch``
+    (``num_warps``, ``num_stages``) goes with fixed tiles to the launch.
     """
     check_inputs(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
@@ -483,7 +494,7 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
             raise WorkbookError(f"block_m={block_m} must be a multiple of block_n={block_n}")
         grid = (triton.cdiv(seq_len, block_m), batch * n_heads)
         _attn_fwd[grid](*args, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-                        CAUSAL=causal, STORE_LSE=store_lse)
+                        CAUSAL=causal, STORE_LSE=store_lse, **(launch or {}))
     else:
         def grid(meta: dict) -> tuple[int, int]:
             return (triton.cdiv(seq_len, meta["BLOCK_M"]), batch * n_heads)
@@ -494,12 +505,14 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
 
 def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                    lse: torch.Tensor, grad_out: torch.Tensor, *, causal: bool = False,
-                   scale: float | None = None, tiles: tuple[int, int, int, int] | None = None
+                   scale: float | None = None, tiles: tuple[int, int, int, int] | None = None,
+                   launch: dict | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dQ, dK, dV) by the three backward kernels, from the forward's O and log-sum-exp.
 
     ``tiles`` = (dK/dV kernel's BLOCK_M, BLOCK_N, dQ kernel's BLOCK_M, BLOCK_N) fixes the tile
     sizes (the interpreter and the tests use small ones); left out, the autotuner picks.
+    ``launch`` (``num_warps``, ``num_stages``) goes with fixed tiles to both launches.
     """
     check_inputs(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
@@ -523,10 +536,10 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
                                 "its BLOCK_M, and the dQ tile's BLOCK_M of its BLOCK_N")
         _attn_bwd_dkdv[(triton.cdiv(seq_len, n1), batch * n_heads)](
             *common, dk, dv, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
-            BLOCK_M=m1, BLOCK_N=n1, CAUSAL=causal)
+            BLOCK_M=m1, BLOCK_N=n1, CAUSAL=causal, **(launch or {}))
         _attn_bwd_dq[(triton.cdiv(seq_len, m2), batch * n_heads)](
             *common, dq, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
-            BLOCK_M=m2, BLOCK_N=n2, CAUSAL=causal)
+            BLOCK_M=m2, BLOCK_N=n2, CAUSAL=causal, **(launch or {}))
     else:
         _attn_bwd_dkdv_tuned[lambda meta: (triton.cdiv(seq_len, meta["BLOCK_N"]),
                                            batch * n_heads)](
@@ -542,25 +555,43 @@ class FlashTritonFunction(torch.autograd.Function):
     Backward: the Triton backward kernels, which recompute P from the log-sum-exp."""
 
     @staticmethod
-    def forward(ctx, q, k, v, causal: bool, scale: float):  # noqa: D102
-        out, lse = flash_forward(q, k, v, causal=causal, scale=scale, store_lse=True)
+    def forward(ctx, q, k, v, causal: bool, scale: float, tuned: bool = True):  # noqa: D102
+        out, lse = flash_forward(q, k, v, causal=causal, scale=scale, store_lse=True,
+                                 **_fixed_forward(tuned))
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal, ctx.scale = causal, scale
+        ctx.causal, ctx.scale, ctx.tuned = causal, scale, tuned
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102
         q, k, v, out, lse = ctx.saved_tensors
+        fixed = {} if ctx.tuned or interpreting() else {"tiles": FIXED_BACKWARD,
+                                                         "launch": FIXED_BACKWARD_LAUNCH}
         dq, dk, dv = flash_backward(q, k, v, out, lse, grad_out, causal=ctx.causal,
-                                    scale=ctx.scale)
-        return dq, dk, dv, None, None
+                                    scale=ctx.scale, **fixed)
+        return dq, dk, dv, None, None, None
+
+
+def _fixed_forward(tuned: bool) -> dict:
+    """flash_forward's arguments for :data:`FIXED_FORWARD` (none when tuned, or in the
+    interpreter, which has small tiles of its own)."""
+    if tuned or interpreting():
+        return {}
+    tiles = {k: v for k, v in FIXED_FORWARD.items() if k.startswith("BLOCK")}
+    return {"block_m": tiles["BLOCK_M"], "block_n": tiles["BLOCK_N"],
+            "launch": {k: v for k, v in FIXED_FORWARD.items() if k not in tiles}}
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-                    scale: float | None = None) -> torch.Tensor:
-    """Differentiable attention through the Triton forward (see module docstring)."""
+                    scale: float | None = None, tuned: bool = True) -> torch.Tensor:
+    """Differentiable attention through the Triton forward (see module docstring).
+
+    ``tuned=False`` runs one fixed tile configuration per kernel (:data:`FIXED_FORWARD`,
+    :data:`FIXED_BACKWARD`) instead of autotuning: the same algorithm, for checks of its
+    numbers, which gain nothing from a search for speed."""
     check_inputs(q, k, v)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if not (q.requires_grad or k.requires_grad or v.requires_grad):
-        return flash_forward(q, k, v, causal=causal, scale=scale, store_lse=False)[0]
-    return FlashTritonFunction.apply(q, k, v, causal, scale)
+        return flash_forward(q, k, v, causal=causal, scale=scale, store_lse=False,
+                             **_fixed_forward(tuned))[0]
+    return FlashTritonFunction.apply(q, k, v, causal, scale, tuned)

@@ -56,10 +56,10 @@ def _flash_attn_package(q, k, v, *, causal=False, scale=None):
     return out.transpose(1, 2)
 
 
-def _triton(q, k, v, *, causal=False, scale=None):
+def _triton(q, k, v, *, causal=False, scale=None, tuned=True):
     from workbook.attention.flash_triton import flash_attention  # imports triton: only here
 
-    return flash_attention(q, k, v, causal=causal, scale=scale)
+    return flash_attention(q, k, v, causal=causal, scale=scale, tuned=tuned)
 
 
 _IMPLEMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
@@ -95,11 +95,14 @@ def unsupported(variant: str, device: str, dtype: str, head_dim: int) -> str | N
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant: str = "sdpa_flash",
-              causal: bool = False, scale: float | None = None) -> torch.Tensor:
+              causal: bool = False, scale: float | None = None,
+              tuned: bool = True) -> torch.Tensor:
     """softmax(Q Kᵀ · scale) V, computed by ``variant``; all variants compute the same function.
 
     Shapes (batch, n_heads, seq_len, head_dim), q, k, v alike. A variant that cannot run here
     (no GPU, no kernel for this dtype or head_dim) raises a one-line WorkbookError.
+    ``tuned=False``: the Triton kernel runs fixed tiles instead of autotuning (a numerical
+    check); the other variants have nothing to tune and ignore it.
     """
     check_choice("variant", variant, VARIANTS)
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
@@ -110,6 +113,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant: str
     reason = unsupported(variant, q.device.type, dtype_name(q.dtype), q.shape[-1])
     if reason:
         raise WorkbookError(reason)
+    check_choice("tuned", tuned, (True, False))
+    if variant == "triton":
+        return _triton(q, k, v, causal=causal, scale=scale, tuned=tuned)
     return _IMPLEMENTATIONS[variant](q, k, v, causal=causal, scale=scale)
 
 
