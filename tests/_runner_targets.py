@@ -119,3 +119,12 @@ def thread_count() -> pd.DataFrame:
 
     return pd.DataFrame([{"which": int(os.environ.get("RANK", "0")),
                           "threads": torch.get_num_threads()}])
+
+
+def whoami() -> pd.DataFrame:
+    """This process's pid and parent, and what the runner's rank variables say."""
+    import sys
+
+    return pd.DataFrame([{"metric": "pid", "value": float(os.getpid()),
+                          "rank_env": os.environ.get("RANK", ""),
+                          "spare": "--spare" in sys.argv}])

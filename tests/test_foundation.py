@@ -162,6 +162,61 @@ def test_one_rank_runs_without_torchrun_and_two_with_it():
     assert two["value"].tolist() == [2.0, 2.0] and two["torchrun"].all()
 
 
+@pytest.fixture
+def spares(monkeypatch):
+    """Spare children on (by default they are where a GPU is), none left afterwards."""
+    monkeypatch.setenv(runner.SPARE_VAR, "1")
+    runner.drop_spare()
+    yield
+    runner.drop_spare()
+
+
+def _spare_pid() -> int:
+    return runner._spare["proc"].pid
+
+
+def test_the_next_call_runs_in_the_spare_started_during_the_last(spares):
+    first = runner.call("tests._runner_targets:whoami", {})
+    assert not first["spare"].iloc[0], "the first call has no spare to take: a fresh child"
+    waiting = _spare_pid()
+    second = runner.call("tests._runner_targets:whoami", {})
+    assert second["spare"].iloc[0] and int(second["value"].iloc[0]) == waiting
+    assert _spare_pid() != waiting, "each call leaves a new spare for the next"
+    # one rank of a distributed call: the spare gets the rank's variables with its job
+    one = runner.call_distributed("tests._runner_targets:launcher", {}, nprocs=1,
+                                  backend="gloo", timeout_s=120)
+    assert one["value"].tolist() == [1.0] and not one["torchrun"].any()
+
+
+def test_a_spare_of_another_environment_is_not_used(spares):
+    runner.call("tests._runner_targets:whoami", {})
+    waiting = runner._spare["proc"]
+    other = runner.call("tests._runner_targets:whoami", {}, env={"WORKBOOK_DEMO": "1"})
+    assert int(other["value"].iloc[0]) != waiting.pid and not other["spare"].iloc[0]
+    assert waiting.poll() is not None, "the spare that did not fit was killed"
+
+
+def test_a_spare_that_times_out_dies_like_a_fresh_child(spares, tmp_path):
+    runner.call("tests._runner_targets:whoami", {})
+    waiting = _spare_pid()
+    rows = runner.call("tests._runner_targets:sleep_writing_pid",
+                       {"path": str(tmp_path / "pid"), "seconds": 60}, timeout_s=4)
+    assert rows["status"].tolist() == ["timeout"]
+    assert int((tmp_path / "pid").read_text()) == waiting
+    with pytest.raises(ProcessLookupError):
+        os.kill(waiting, 0)
+
+
+def test_spare_setting_is_checked(monkeypatch):
+    monkeypatch.setenv(runner.SPARE_VAR, "yes")
+    with pytest.raises(WorkbookError, match="allowed: 0"):
+        runner.spares_on()
+    monkeypatch.setenv(runner.SPARE_VAR, "0")
+    assert not runner.spares_on()
+    monkeypatch.delenv(runner.SPARE_VAR)
+    assert runner.spares_on() == torch.cuda.is_available()
+
+
 def test_nccl_with_more_ranks_than_gpus_is_a_clear_error():
     with pytest.raises(WorkbookError, match="needs"):
         runner.call_distributed("tests._runner_targets:all_reduce_rank", {},

@@ -21,6 +21,7 @@ of a process-group kill). If the caller itself dies (a kernel killed), Linux kil
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import importlib
 import json
@@ -128,13 +129,22 @@ def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | No
         if backend is None or nprocs == 1:
             # One rank needs no torchrun: the child is that rank, with the variables torchrun
             # would give it (saves a Python start-up, a torch import and a rendezvous)
-            cmd = [sys.executable, "-m", "workbook.runner", *child]
-            if backend is not None:
-                child_env.update(_one_rank_env())
+            rank_env = _one_rank_env() if backend is not None else {}
+            proc, spare_tag = _take_spare(child_env)
+            if proc is not None:  # warm already: it is handed its job (see _take_spare)
+                child_env[TAG_VAR] = spare_tag
+                proc.stdin.write(json.dumps({"spec": child[0], "out": child[1],
+                                             "env": rank_env}) + "\n")
+                proc.stdin.close()
+            else:
+                proc = _start([sys.executable, "-m", "workbook.runner", *child],
+                              {**child_env, **rank_env})
+            _keep_spare(child_env)
         else:  # torchrun, started through this module so that it too dies with its caller
-            cmd = [sys.executable, "-m", "workbook.runner", _TORCHRUN, "--standalone",
-                   f"--nproc-per-node={nprocs}", "--module", "workbook.runner", *child]
-        returncode, log_tail, killed = _run_with_timeout(cmd, child_env, timeout_s, echo,
+            proc = _start([sys.executable, "-m", "workbook.runner", _TORCHRUN, "--standalone",
+                           f"--nproc-per-node={nprocs}", "--module", "workbook.runner", *child],
+                          child_env)
+        returncode, log_tail, killed = _run_with_timeout(proc, child_env, timeout_s, echo,
                                                          progress, expected_s, label=func)
         per_rank = {int(p.stem.removeprefix("rank")): json.loads(p.read_text())
                     for p in sorted(out_dir.glob("rank*.json"))}
@@ -171,15 +181,97 @@ def _child_env(env: Mapping[str, str] | None, backend: str | None, nprocs: int) 
     return child_env
 
 
-def _run_with_timeout(cmd: list[str], env: dict, timeout_s: float, echo: bool,
-                      progress: str | None = None, expected_s: float | None = None,
-                      label: str = "") -> tuple[int | None, str, int]:
-    """Run ``cmd`` in its own session; return its exit code (None: timed out), the tail of its
-    output and how many processes had to be killed. On timeout, or when the caller is
-    interrupted (Ctrl-C, a notebook's "Interrupt kernel"), every process of the call dies."""
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+def _start(cmd: list[str], env: dict, stdin: int | None = None) -> subprocess.Popen:
+    """``cmd`` in a session of its own, its output (stdout and stderr) on one pipe."""
+    return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace",
                             start_new_session=True)
+
+
+# A spare child. Before it measures anything, a child spends seconds importing torch, pandas
+# and every topic's experiments (~2 s on a laptop CPU, more with CUDA's libraries), and a GPU
+# Run All starts some forty of them, one after the other. So while a call runs, the next call's
+# child is started beside it: it imports all that, touches no GPU, and waits on its stdin. The
+# next single-process call whose environment is the same hands it its job; any other kills it.
+# Every measurement still runs in a process that has run nothing else. On by default where a
+# GPU is present; WORKBOOK_SPARE=0 turns it off, =1 on (a CPU's measurements share its cores).
+SPARE_VAR = "WORKBOOK_SPARE"
+_SPARE = "--spare"                  # `python -m workbook.runner --spare`: a spare child
+_spare: dict[str, Any] = {}         # {"proc": Popen, "env": its environment less the tag,
+                                    #  "tag": its tag}
+_spare_lock = threading.Lock()
+
+
+def spares_on() -> bool:
+    """Whether calls keep a spare child (:data:`SPARE_VAR`; unset: where a GPU is present)."""
+    value = os.environ.get(SPARE_VAR, "")
+    if value in ("0", "1"):
+        return value == "1"
+    if value:
+        raise WorkbookError(f"{SPARE_VAR}={value!r}; allowed: 0 (off), 1 (on) or unset")
+    torch = sys.modules.get("torch")  # never imported here just to ask
+    return torch is not None and torch.cuda.is_available()
+
+
+def _untagged(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k != TAG_VAR}
+
+
+def _take_spare(env: Mapping[str, str]) -> tuple[subprocess.Popen | None, str]:
+    """(the waiting spare, its tag) if it is alive and was started with ``env`` (its tag
+    aside), else (None, ""); a spare that does not match is killed. No spare is left."""
+    with _spare_lock:
+        proc, spare_env, tag = (_spare.pop(k, None) for k in ("proc", "env", "tag"))
+    if proc is None:
+        return None, ""
+    if proc.poll() is None and spare_env == _untagged(env):
+        return proc, tag
+    _drop(proc)
+    return None, ""
+
+
+def _keep_spare(env: Mapping[str, str]) -> None:
+    """Start a spare with ``env`` (a fresh tag of its own) for the next call, if they are on."""
+    if not spares_on():
+        return
+    spare_env = {**env, TAG_VAR: ":".join(
+        t for t in (os.environ.get(TAG_VAR, ""), uuid.uuid4().hex) if t)}
+    proc = _start([sys.executable, "-m", "workbook.runner", _SPARE], spare_env,
+                  stdin=subprocess.PIPE)
+    with _spare_lock:  # the call that takes it is known by its tag
+        old = _spare.get("proc")
+        _spare.update(proc=proc, env=_untagged(env), tag=spare_env[TAG_VAR])
+    if old is not None:
+        _drop(old)
+
+
+def _drop(proc: subprocess.Popen) -> None:
+    """End a spare that will not be used (it has started nothing: a kill is enough)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+
+
+@atexit.register
+def drop_spare() -> None:
+    """Kill the waiting spare, if any (at exit, and for tests)."""
+    with _spare_lock:
+        proc = _spare.pop("proc", None)
+        _spare.clear()
+    if proc is not None:
+        _drop(proc)
+
+
+def _run_with_timeout(proc: subprocess.Popen, env: dict, timeout_s: float, echo: bool,
+                      progress: str | None = None, expected_s: float | None = None,
+                      label: str = "") -> tuple[int | None, str, int]:
+    """Wait for ``proc`` (started by :func:`_start`, ``env`` its environment); return its exit
+    code (None: timed out), the tail of its output and how many processes had to be killed. On
+    timeout, or when the caller is interrupted (Ctrl-C, a notebook's "Interrupt kernel"), every
+    process of the call dies."""
     own_tag = env[TAG_VAR].rsplit(":", 1)[-1]
     lines: list[str] = []
 
@@ -201,7 +293,7 @@ def _run_with_timeout(cmd: list[str], env: dict, timeout_s: float, echo: bool,
         returncode = None
     except BaseException:  # KeyboardInterrupt included: never leave the child running
         killed = kill_tagged(proc, own_tag)
-        print(f"interrupted: {label or cmd[-1]} stopped, {killed} process(es) killed",
+        print(f"interrupted: {label or proc.args[-1]} stopped, {killed} process(es) killed",
               file=sys.stderr, flush=True)
         raise
     else:
@@ -449,7 +541,26 @@ def _child_main(spec_path: str, out_dir: str) -> int:
     return 0
 
 
+def _spare_main() -> int:
+    """A spare child: import what every child imports, then wait for a job on stdin (one JSON
+    line: spec path, out dir, the variables of its rank) and run it as :func:`_child_main`."""
+    die_with_parent()
+    import torch  # noqa: F401 - the import is the point: done before the job comes
+
+    from workbook import registry
+
+    registry.experiments()  # every topic's module (and what it imports)
+    line = sys.stdin.readline()
+    if not line:  # the caller went away, or dropped this spare
+        return 0
+    job = json.loads(line)
+    os.environ.update(job["env"])
+    return _child_main(job["spec"], job["out"])
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == _SPARE:
+        sys.exit(_spare_main())
     if sys.argv[1] == _TORCHRUN:
         sys.exit(_torchrun_main(sys.argv[2:]))
     sys.exit(_child_main(sys.argv[1], sys.argv[2]))
