@@ -650,3 +650,31 @@ def test_a_measured_oom_point_survives_a_second_recording_beside_its_prediction(
         results.record("oom_twice", rows, preset="small", seed=0)
     kept = pd.read_csv(results.ledger_path("oom_twice"))
     assert sorted(kept["status"]) == ["ok", "oom"] and len(kept) == 2
+
+
+DISPATCHERS = [n for n, e in registry.experiments().items() if e.dispatches]
+
+
+@pytest.mark.parametrize("name", DISPATCHERS)
+def test_a_dispatcher_measures_only_in_the_processes_it_starts(monkeypatch, name):
+    """run_isolated runs a ``dispatches`` experiment in the caller's process: that is only
+    sound if its run() starts a fresh process for each measurement. With every start
+    failing, it must still have started some, and come back with rows, not an exception."""
+    started = []
+
+    def fake_launch(func, kwargs, **_):
+        started.append(func)
+        return runner.failure_row(kwargs, "crash", "exit code 1: deliberately not run")
+
+    monkeypatch.setattr(runner, "_launch", fake_launch)
+    monkeypatch.setattr(registry, "why_not_here", lambda *a: None)
+    rows = registry.run_isolated(name, "small")
+    assert started, f"{name} says it dispatches but started no process"
+    assert len(rows) and (rows["status"] != "ok").any()
+
+
+def test_a_dispatcher_that_raises_is_a_row(monkeypatch):
+    monkeypatch.setattr(registry, "execute", lambda **_: 1 / 0)
+    monkeypatch.setattr(registry, "why_not_here", lambda *a: None)
+    rows = registry.run_isolated(DISPATCHERS[0], "small")
+    assert rows["status"].tolist() == ["error"] and "ZeroDivisionError" in rows["error"][0]

@@ -59,6 +59,10 @@ class Experiment:
     # ``typical_s``). Both are checked against the config by tests/test_panel.py.
     panel_start: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     panel_s: Mapping[str, float] = field(default_factory=dict)
+    # ``run`` measures nothing itself: it starts a fresh process (``workbook.runner``) for each
+    # configuration. ``run_isolated`` then runs it in the caller's process: a child of its own
+    # would only import everything in order to start the others (~5 s on a GPU machine).
+    dispatches: bool = False
 
     def config(self, preset: str | None = None, /, **overrides: Any) -> Any:
         """The preset's config with ``overrides`` applied and checked, before anything runs:
@@ -176,17 +180,29 @@ def run_isolated(name: str, preset: str | None = None, seed: int = 0,
 
     key = f"{name}|{chosen}|{detect().name}|{json.dumps(dict(overrides or {}), sort_keys=True)}"
     start = time.monotonic()
-    rows = runner.call("workbook.registry:execute",
-                       {"name": name, "preset": chosen, "seed": seed,
-                        "overrides": dict(overrides or {})},
-                       timeout_s=exp.timeout_s, echo=echo,
-                       progress=None if echo else f"{name} ({chosen})",
-                       expected_s=run_durations().get(key))
+    spec = {"name": name, "preset": chosen, "seed": seed, "overrides": dict(overrides or {})}
+    if exp.dispatches:  # its children are the fresh processes
+        rows = _dispatch(spec)
+    else:
+        rows = runner.call("workbook.registry:execute", spec, timeout_s=exp.timeout_s,
+                           echo=echo, progress=None if echo else f"{name} ({chosen})",
+                           expected_s=run_durations().get(key))
     if "status" in rows and (rows["status"] == "ok").any():
         _remember_duration(key, time.monotonic() - start)
     if record:
         results.record(name, rows, preset=chosen, seed=seed, overrides=overrides)
     return rows
+
+
+def _dispatch(spec: dict[str, Any]) -> pd.DataFrame:
+    """:func:`execute` of a dispatching experiment here; a failure is a row, as a child's is."""
+    from workbook import runner
+
+    try:
+        return execute(**spec)
+    except Exception as exc:  # noqa: BLE001 - as runner's child: every failure becomes a row
+        message = str(exc) if isinstance(exc, WorkbookError) else f"{type(exc).__name__}: {exc}"
+        return runner.failure_row(spec, "error", message.splitlines()[0][:300])
 
 
 def check_seed(seed: Any) -> None:

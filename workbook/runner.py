@@ -203,12 +203,16 @@ _spare_lock = threading.Lock()
 
 
 def spares_on() -> bool:
-    """Whether calls keep a spare child (:data:`SPARE_VAR`; unset: where a GPU is present)."""
+    """Whether calls keep a spare child (:data:`SPARE_VAR`; unset: where a GPU is present).
+    Never inside a call's own process: a measurement there (lora_advice's threads, a
+    dispatcher's children) would share its CPU with a spare's imports, for little gain."""
     value = os.environ.get(SPARE_VAR, "")
-    if value in ("0", "1"):
-        return value == "1"
-    if value:
+    if value and value not in ("0", "1"):
         raise WorkbookError(f"{SPARE_VAR}={value!r}; allowed: 0 (off), 1 (on) or unset")
+    if TAG_VAR in os.environ:
+        return False
+    if value:
+        return value == "1"
     torch = sys.modules.get("torch")  # never imported here just to ask
     return torch is not None and torch.cuda.is_available()
 
@@ -545,11 +549,19 @@ def _spare_main() -> int:
     """A spare child: import what every child imports, then wait for a job on stdin (one JSON
     line: spec path, out dir, the variables of its rank) and run it as :func:`_child_main`."""
     die_with_parent()
+    import importlib.util
+
     import torch  # noqa: F401 - the import is the point: done before the job comes
 
     from workbook import registry
 
     registry.experiments()  # every topic's module (and what it imports)
+    # transformers' model code, which most experiments build on (seconds to import). Not peft:
+    # it imports bitsandbytes, which asks the GPU its capability and so starts CUDA here.
+    if importlib.util.find_spec("transformers") is not None:
+        for module in ("transformers.modeling_utils", "transformers.models.llama.modeling_llama",
+                       "transformers.models.gpt2.modeling_gpt2"):
+            importlib.import_module(module)
     line = sys.stdin.readline()
     if not line:  # the caller went away, or dropped this spare
         return 0

@@ -295,7 +295,7 @@ def run_recompute(cfg: RecomputeConfig, seed: int) -> pd.DataFrame:
 
 
 EXPERIMENTS = [
-    Experiment(name="memory_breakdown",
+    Experiment(name="memory_breakdown", dispatches=True,
                summary="params, grads, Adam states, activations of a GPT-2, measured vs formula",
                notebook="04_memory", run=run_breakdown, presets=BREAKDOWN_PRESETS,
                min_gpus={"small": 0, "full": 1}, timeout_s=900,
@@ -304,7 +304,7 @@ EXPERIMENTS = [
                typical_s={"full": 30},
                # the panel's first Run: one of those processes (~13 s) and its parent
                panel_start={"full": {"checkpointing": (False,)}}, panel_s={"full": 18}),
-    Experiment(name="memory_fit",
+    Experiment(name="memory_fit", dispatches=True,
                summary="largest GPT (n_layer at fixed width) whose training step fits this GPU",
                notebook="04_memory", run=run_fit, presets=FIT_PRESETS,
                min_gpus={"small": 1, "full": 1}, timeout_s=900),

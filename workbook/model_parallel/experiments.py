@@ -263,20 +263,20 @@ COMPOSED_PRESETS = {
 }
 
 EXPERIMENTS = [
-    Experiment(name="tensor_parallel", notebook="06_model_parallel", run=run_tp,
+    Experiment(name="tensor_parallel", notebook="06_model_parallel", dispatches=True, run=run_tp,
                summary="Megatron column/row-parallel block: equality, all-reduces, step time",
                presets=TP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=1200),
-    Experiment(name="pipeline_bubble", notebook="06_model_parallel", run=run_pp,
+    Experiment(name="pipeline_bubble", notebook="06_model_parallel", dispatches=True, run=run_pp,
                summary="GPipe and 1F1B: idle fraction vs (p-1)/(m+p-1), activations held",
                presets=PP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=1200,
                # full: 06's H200 Run All ran all five m in 18.5 s with GPipe alone; 1F1B
                # beside it doubles the steps
                typical_s={"full": 35},
                panel_start={"full": {"n_microbatches": (4,)}}, panel_s={"full": 12}),
-    Experiment(name="expert_parallel", notebook="06_model_parallel", run=run_ep,
+    Experiment(name="expert_parallel", notebook="06_model_parallel", dispatches=True, run=run_ep,
                summary="MoE all-to-all: tokens per expert, imbalance, capacity drops, bytes",
                presets=EP_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=900),
-    Experiment(name="parallel_3d", notebook="06_model_parallel", run=run_composed,
+    Experiment(name="parallel_3d", notebook="06_model_parallel", dispatches=True, run=run_composed,
                summary="DP x TP x PP on one grid: equal to one process, bytes per dimension",
                presets=COMPOSED_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=900,
                typical_s={"small": 20, "full": 60}),

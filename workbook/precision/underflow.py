@@ -52,13 +52,22 @@ def capture_gradients(model: torch.nn.Module, x: torch.Tensor,
 def underflow_shares(grads: torch.Tensor, fmt: str, scale: float = 1.0) -> dict[str, float]:
     """Of the nonzero FP32 gradients, the share that ``fmt`` stores as 0, as a subnormal (fewer
     significant bits) or as inf/NaN once multiplied by ``scale``."""
-    check_choice("format", fmt, UNDERFLOW_FORMATS + ("fp32",))
-    check_range("scale", scale, 2.0 ** -24, 2.0 ** 64)
-    nonzero = grads[grads != 0].float()
+    return _shares(_nonzero(grads), fmt, scale)
+
+
+def _nonzero(grads: torch.Tensor) -> torch.Tensor:
+    """The nonzero gradients in float64 (exact), the input of every share."""
+    nonzero = grads[grads != 0].double()
     if nonzero.numel() == 0:
         raise WorkbookError("all gradients are zero: nothing can underflow; check the batch")
+    return nonzero
+
+
+def _shares(nonzero: torch.Tensor, fmt: str, scale: float) -> dict[str, float]:
+    check_choice("format", fmt, UNDERFLOW_FORMATS + ("fp32",))
+    check_range("scale", scale, 2.0 ** -24, 2.0 ** 64)
     # Back to float32 (exact) for the comparisons: FP8 tensors support few operators.
-    stored = (nonzero.double() * scale).to(FORMAT_DTYPES[fmt]).float()
+    stored = (nonzero * scale).to(FORMAT_DTYPES[fmt]).float()
     tiny = torch.finfo(FORMAT_DTYPES[fmt]).smallest_normal
     zero = stored == 0
     finite = torch.isfinite(stored)
@@ -104,9 +113,10 @@ def share_rows(grads: dict[str, torch.Tensor], log2_scales: tuple[int, ...],
     check_choice("scaling", scaling, ("fixed", "gradscaler"))
     rows = []
     for kind, g in grads.items():
+        nonzero = _nonzero(g)  # once per kind, not once per format and scale
         for fmt in formats:
             for log2_scale in log2_scales:
-                shares = underflow_shares(g, fmt, 2.0 ** log2_scale)
+                shares = _shares(nonzero, fmt, 2.0 ** log2_scale)
                 rows += [{"part": "underflow", "kind": kind, "format": fmt,
                           "scaling": scaling, "log2_scale": log2_scale, "metric": metric,
                           "value": value, "unit": "share of nonzero"}
