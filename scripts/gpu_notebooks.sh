@@ -4,7 +4,8 @@
 #
 #   OUT=/tmp/out WORKBOOK_COMMIT=$(git rev-parse --short=12 HEAD) bash scripts/gpu_notebooks.sh
 #   NOTEBOOKS="07_flash_attention 00_setup" DEADLINE=500 bash scripts/gpu_notebooks.sh
-#   WORKBOOK_GPU_MEMORY_GB=24 bash scripts/gpu_notebooks.sh   # as on a 24 GB card (emulated)
+#   WORKBOOK_GPU_MEMORY_GB=24 bash scripts/gpu_notebooks.sh   # as on a 24 GB card (emulated;
+#   only the notebook_walltime rows are recorded: the experiments' ledgers have no cap column)
 #
 # One notebook at a time (times are a lone reader's), each recorded as soon as it ends: a
 # `notebook_walltime` row (device, preset full, status, seconds, the slowest cells in `detail`,

@@ -678,3 +678,17 @@ def test_a_dispatcher_that_raises_is_a_row(monkeypatch):
     monkeypatch.setattr(registry, "why_not_here", lambda *a: None)
     rows = registry.run_isolated(DISPATCHERS[0], "small")
     assert rows["status"].tolist() == ["error"] and "ZeroDivisionError" in rows["error"][0]
+
+
+def test_rows_measured_under_an_emulated_smaller_card_are_not_recorded(monkeypatch, ledger_dir):
+    """A 24 GB-cap Run All recorded attention rows as the H200's (oom where it has room)."""
+    monkeypatch.setenv("WORKBOOK_GPU_MEMORY_GB", "24")
+    monkeypatch.setenv(registry.RECORD_ENV, "1")
+    assert not registry.recording(), "a capped Run All must not record the experiments' rows"
+    with pytest.raises(WorkbookError, match="WORKBOOK_GPU_MEMORY_GB is set"):
+        results.record("demo", _rows([1.0, 2.0]), preset="small", seed=0)
+    assert not (ledger_dir / "demo.csv").exists()
+    # rows that carry the cap (notebook_walltime's) say what they were measured under
+    results.record("demo", _rows([1.0, 2.0]).assign(gpu_memory_cap_gb=24.0), preset="small", seed=0)
+    monkeypatch.delenv("WORKBOOK_GPU_MEMORY_GB")
+    assert registry.recording()

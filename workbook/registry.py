@@ -274,8 +274,11 @@ RECORD_ENV = "WORKBOOK_RECORD"
 
 
 def recording() -> bool:
-    """Whether live runs in notebooks go into the ledger too (``$WORKBOOK_RECORD=1``)."""
-    return os.environ.get(RECORD_ENV, "") == "1"
+    """Whether live runs in notebooks go into the ledger too (``$WORKBOOK_RECORD=1``); never
+    under an emulated smaller card (``results.record`` would refuse their rows)."""
+    from workbook.hardware import gpu_memory_cap_gb
+
+    return os.environ.get(RECORD_ENV, "") == "1" and gpu_memory_cap_gb() is None
 
 
 def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,

@@ -289,6 +289,13 @@ def record(experiment: str, rows: pd.DataFrame, *, preset: str, seed: int | None
     stamped = tidy(rows)
     if (stamped["source"] == "recorded").any():
         raise WorkbookError("rows read back from the ledger cannot be recorded again")
+    from workbook.hardware import GPU_MEMORY_CAP_ENV, gpu_memory_cap_gb
+
+    if gpu_memory_cap_gb() is not None and "gpu_memory_cap_gb" not in stamped.columns:
+        # The device column names the whole card: the ledger would take rows measured under
+        # an emulated smaller one (oom where the card has room) for that card's numbers.
+        raise WorkbookError(f"{experiment}: not recorded, {GPU_MEMORY_CAP_ENV} is set; allowed: "
+                            "record without the cap, or rows with a gpu_memory_cap_gb column")
     prov = provenance(preset, seed)
     for col, value in prov.items():
         if col not in stamped.columns or col in ("device", "n_gpus", "torch", "cuda",
