@@ -317,11 +317,11 @@ def test_fixed_tiles_are_configurations_the_autotuner_offers():
                    and c.num_stages == launch["num_stages"] for c in configs)
 
     fwd = {k: v for k, v in F.FIXED_FORWARD.items() if k.startswith("BLOCK")}
-    assert offered(F._CONFIGS, fwd, F.FIXED_FORWARD)
+    assert offered(F.FORWARD_CONFIGS, fwd, F.FIXED_FORWARD)
     assert fwd["BLOCK_M"] % fwd["BLOCK_N"] == 0
     m1, n1, m2, n2 = F.FIXED_BACKWARD
-    assert offered(F._DKDV_CONFIGS, {"BLOCK_M": m1, "BLOCK_N": n1}, F.FIXED_BACKWARD_LAUNCH)
-    assert offered(F._DQ_CONFIGS, {"BLOCK_M": m2, "BLOCK_N": n2}, F.FIXED_BACKWARD_LAUNCH)
+    assert offered(F.DKDV_CONFIGS, {"BLOCK_M": m1, "BLOCK_N": n1}, F.FIXED_BACKWARD_LAUNCH)
+    assert offered(F.DQ_CONFIGS, {"BLOCK_M": m2, "BLOCK_N": n2}, F.FIXED_BACKWARD_LAUNCH)
     assert n1 % m1 == 0 and m2 % n2 == 0
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import workbook
-from workbook import hardware, plots, registry, results, runner, widgets
+from workbook import hardware, plots, processes, registry, results, runner, widgets
 from workbook.config import WorkbookError, check_range, resolve_preset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,14 +165,14 @@ def test_one_rank_runs_without_torchrun_and_two_with_it():
 @pytest.fixture
 def spares(monkeypatch):
     """Spare children on (by default they are where a GPU is), none left afterwards."""
-    monkeypatch.setenv(runner.SPARE_VAR, "1")
-    runner.drop_spare()
+    monkeypatch.setenv(processes.SPARE_VAR, "1")
+    processes.drop_spare()
     yield
-    runner.drop_spare()
+    processes.drop_spare()
 
 
 def _spare_pid() -> int:
-    return runner._spare["proc"].pid
+    return processes.waiting_spare().pid
 
 
 def test_the_next_call_runs_in_the_spare_started_during_the_last(spares):
@@ -190,7 +190,7 @@ def test_the_next_call_runs_in_the_spare_started_during_the_last(spares):
 
 def test_a_spare_of_another_environment_is_not_used(spares):
     runner.call("tests._runner_targets:whoami", {})
-    waiting = runner._spare["proc"]
+    waiting = processes.waiting_spare()
     other = runner.call("tests._runner_targets:whoami", {}, env={"WORKBOOK_DEMO": "1"})
     assert int(other["value"].iloc[0]) != waiting.pid and not other["spare"].iloc[0]
     assert waiting.poll() is not None, "the spare that did not fit was killed"
@@ -199,8 +199,9 @@ def test_a_spare_of_another_environment_is_not_used(spares):
 def test_a_spare_that_times_out_dies_like_a_fresh_child(spares, tmp_path):
     runner.call("tests._runner_targets:whoami", {})
     waiting = _spare_pid()
+    # 20 s: the spare may still be importing when it is taken (a busy 2-core CI machine)
     rows = runner.call("tests._runner_targets:sleep_writing_pid",
-                       {"path": str(tmp_path / "pid"), "seconds": 60}, timeout_s=4)
+                       {"path": str(tmp_path / "pid"), "seconds": 120}, timeout_s=20)
     assert rows["status"].tolist() == ["timeout"]
     assert int((tmp_path / "pid").read_text()) == waiting
     with pytest.raises(ProcessLookupError):
@@ -208,13 +209,13 @@ def test_a_spare_that_times_out_dies_like_a_fresh_child(spares, tmp_path):
 
 
 def test_spare_setting_is_checked(monkeypatch):
-    monkeypatch.setenv(runner.SPARE_VAR, "yes")
+    monkeypatch.setenv(processes.SPARE_VAR, "yes")
     with pytest.raises(WorkbookError, match="allowed: 0"):
-        runner.spares_on()
-    monkeypatch.setenv(runner.SPARE_VAR, "0")
-    assert not runner.spares_on()
-    monkeypatch.delenv(runner.SPARE_VAR)
-    assert runner.spares_on() == torch.cuda.is_available()
+        processes.spares_on()
+    monkeypatch.setenv(processes.SPARE_VAR, "0")
+    assert not processes.spares_on()
+    monkeypatch.delenv(processes.SPARE_VAR)
+    assert processes.spares_on() == torch.cuda.is_available()
 
 
 def test_nccl_with_more_ranks_than_gpus_is_a_clear_error():
@@ -662,11 +663,12 @@ def test_a_dispatcher_measures_only_in_the_processes_it_starts(monkeypatch, name
     failing, it must still have started some, and come back with rows, not an exception."""
     started = []
 
-    def fake_launch(func, kwargs, **_):
+    def fake_call(func, kwargs, **_):
         started.append(func)
         return runner.failure_row(kwargs, "crash", "exit code 1: deliberately not run")
 
-    monkeypatch.setattr(runner, "_launch", fake_launch)
+    monkeypatch.setattr(runner, "call", fake_call)
+    monkeypatch.setattr(runner, "call_distributed", fake_call)
     monkeypatch.setattr(registry, "why_not_here", lambda *a: None)
     rows = registry.run_isolated(name, "small")
     assert started, f"{name} says it dispatches but started no process"
@@ -692,3 +694,11 @@ def test_rows_measured_under_an_emulated_smaller_card_are_not_recorded(monkeypat
     results.record("demo", _rows([1.0, 2.0]).assign(gpu_memory_cap_gb=24.0), preset="small", seed=0)
     monkeypatch.delenv("WORKBOOK_GPU_MEMORY_GB")
     assert registry.recording()
+
+
+def test_a_profiled_child_leaves_its_profile(monkeypatch, tmp_path):
+    monkeypatch.setenv(runner.PROFILE_VAR, str(tmp_path / "profiles"))
+    rows = runner.call("tests._runner_targets:sleep", {"seconds": 0.2})
+    assert rows["status"].eq("ok").all()
+    (report,) = (tmp_path / "profiles").glob("tests._runner_targets.sleep-*.txt")
+    assert "cumulative" in report.read_text() and "time.sleep" in report.read_text()

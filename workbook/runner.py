@@ -13,7 +13,8 @@ No process outlives its call. Every process a call starts carries ``WORKBOOK_RUN
 environment, so on a timeout or an interrupt (Ctrl-C, "Interrupt kernel") all of them are
 found and killed, torchrun's ranks included (each runs in a session of its own, out of reach
 of a process-group kill). If the caller itself dies (a kernel killed), Linux kills the child
-(``PR_SET_PDEATHSIG``), and torchrun's death kills each rank the same way.
+(``PR_SET_PDEATHSIG``), and torchrun's death kills each rank the same way. How processes
+start and die, and the spare child that waits for the next call: :mod:`workbook.processes`.
 
     >>> call("workbook.hardware:measure_roofline", {"preset": "small", "seed": 0})
     >>> call_distributed("workbook.parallel:ddp_step", {...}, nprocs=2, backend="gloo")
@@ -21,13 +22,10 @@ of a process-group kill). If the caller itself dies (a kernel killed), Linux kil
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import importlib
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -43,14 +41,23 @@ from typing import Any
 import pandas as pd
 
 from workbook.config import WorkbookError, check_choice, check_range
+from workbook.processes import (
+    PARENT_VAR,
+    REPO_ROOT,
+    SPARE_FLAG,
+    TAG_VAR,
+    die_with_parent,
+    keep_spare,
+    kill_tagged,
+    spare_imports,
+    start,
+    take_spare,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("gloo", "nccl")
 # Never let a child use NVLink multicast: on shared hosts it can take GPUs out of service.
 _SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
              "NVSHMEM_DISABLE_NVLS": "1"}
-TAG_VAR = "WORKBOOK_RUN_TAG"          # marks every process of one call (see kill_tagged)
-PARENT_VAR = "WORKBOOK_PARENT_PID"    # the pid a child must die with (see die_with_parent)
 _TORCHRUN = "--torchrun"              # `python -m workbook.runner --torchrun ARGS`: torchrun
 
 
@@ -130,18 +137,18 @@ def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | No
             # One rank needs no torchrun: the child is that rank, with the variables torchrun
             # would give it (saves a Python start-up, a torch import and a rendezvous)
             rank_env = _one_rank_env() if backend is not None else {}
-            proc, spare_tag = _take_spare(child_env)
+            proc, spare_tag = take_spare(child_env)
             if proc is not None:  # warm already: it is handed its job (see _take_spare)
                 child_env[TAG_VAR] = spare_tag
                 proc.stdin.write(json.dumps({"spec": child[0], "out": child[1],
                                              "env": rank_env}) + "\n")
                 proc.stdin.close()
             else:
-                proc = _start([sys.executable, "-m", "workbook.runner", *child],
+                proc = start([sys.executable, "-m", "workbook.runner", *child],
                               {**child_env, **rank_env})
-            _keep_spare(child_env)
+            keep_spare(child_env)
         else:  # torchrun, started through this module so that it too dies with its caller
-            proc = _start([sys.executable, "-m", "workbook.runner", _TORCHRUN, "--standalone",
+            proc = start([sys.executable, "-m", "workbook.runner", _TORCHRUN, "--standalone",
                            f"--nproc-per-node={nprocs}", "--module", "workbook.runner", *child],
                           child_env)
         returncode, log_tail, killed = _run_with_timeout(proc, child_env, timeout_s, echo,
@@ -181,101 +188,13 @@ def _child_env(env: Mapping[str, str] | None, backend: str | None, nprocs: int) 
     return child_env
 
 
-def _start(cmd: list[str], env: dict, stdin: int | None = None) -> subprocess.Popen:
-    """``cmd`` in a session of its own, its output (stdout and stderr) on one pipe."""
-    return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace",
-                            start_new_session=True)
-
-
-# A spare child. Before it measures anything, a child spends seconds importing torch, pandas
-# and every topic's experiments (~2 s on a laptop CPU, more with CUDA's libraries), and a GPU
-# Run All starts some forty of them, one after the other. So while a call runs, the next call's
-# child is started beside it: it imports all that, touches no GPU, and waits on its stdin. The
-# next single-process call whose environment is the same hands it its job; any other kills it.
-# Every measurement still runs in a process that has run nothing else. On by default where a
-# GPU is present; WORKBOOK_SPARE=0 turns it off, =1 on (a CPU's measurements share its cores).
-SPARE_VAR = "WORKBOOK_SPARE"
-_SPARE = "--spare"                  # `python -m workbook.runner --spare`: a spare child
-_spare: dict[str, Any] = {}         # {"proc": Popen, "env": its environment less the tag,
-                                    #  "tag": its tag}
-_spare_lock = threading.Lock()
-
-
-def spares_on() -> bool:
-    """Whether calls keep a spare child (:data:`SPARE_VAR`; unset: where a GPU is present).
-    Never inside a call's own process: a measurement there (lora_advice's threads, a
-    dispatcher's children) would share its CPU with a spare's imports, for little gain."""
-    value = os.environ.get(SPARE_VAR, "")
-    if value and value not in ("0", "1"):
-        raise WorkbookError(f"{SPARE_VAR}={value!r}; allowed: 0 (off), 1 (on) or unset")
-    if TAG_VAR in os.environ:
-        return False
-    if value:
-        return value == "1"
-    torch = sys.modules.get("torch")  # never imported here just to ask
-    return torch is not None and torch.cuda.is_available()
-
-
-def _untagged(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k != TAG_VAR}
-
-
-def _take_spare(env: Mapping[str, str]) -> tuple[subprocess.Popen | None, str]:
-    """(the waiting spare, its tag) if it is alive and was started with ``env`` (its tag
-    aside), else (None, ""); a spare that does not match is killed. No spare is left."""
-    with _spare_lock:
-        proc, spare_env, tag = (_spare.pop(k, None) for k in ("proc", "env", "tag"))
-    if proc is None:
-        return None, ""
-    if proc.poll() is None and spare_env == _untagged(env):
-        return proc, tag
-    _drop(proc)
-    return None, ""
-
-
-def _keep_spare(env: Mapping[str, str]) -> None:
-    """Start a spare with ``env`` (a fresh tag of its own) for the next call, if they are on."""
-    if not spares_on():
-        return
-    spare_env = {**env, TAG_VAR: ":".join(
-        t for t in (os.environ.get(TAG_VAR, ""), uuid.uuid4().hex) if t)}
-    proc = _start([sys.executable, "-m", "workbook.runner", _SPARE], spare_env,
-                  stdin=subprocess.PIPE)
-    with _spare_lock:  # the call that takes it is known by its tag
-        old = _spare.get("proc")
-        _spare.update(proc=proc, env=_untagged(env), tag=spare_env[TAG_VAR])
-    if old is not None:
-        _drop(old)
-
-
-def _drop(proc: subprocess.Popen) -> None:
-    """End a spare that will not be used (it has started nothing: a kill is enough)."""
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            stream.close()
-
-
-@atexit.register
-def drop_spare() -> None:
-    """Kill the waiting spare, if any (at exit, and for tests)."""
-    with _spare_lock:
-        proc = _spare.pop("proc", None)
-        _spare.clear()
-    if proc is not None:
-        _drop(proc)
-
-
 def _run_with_timeout(proc: subprocess.Popen, env: dict, timeout_s: float, echo: bool,
                       progress: str | None = None, expected_s: float | None = None,
                       label: str = "") -> tuple[int | None, str, int]:
-    """Wait for ``proc`` (started by :func:`_start`, ``env`` its environment); return its exit
-    code (None: timed out), the tail of its output and how many processes had to be killed. On
-    timeout, or when the caller is interrupted (Ctrl-C, a notebook's "Interrupt kernel"), every
-    process of the call dies."""
+    """Wait for ``proc`` (from :func:`workbook.processes.start`, ``env`` its environment);
+    return its exit code (None: timed out), the tail of its output and how many processes had
+    to be killed. On timeout, or when the caller is interrupted (Ctrl-C, a notebook's
+    "Interrupt kernel"), every process of the call dies."""
     own_tag = env[TAG_VAR].rsplit(":", 1)[-1]
     lines: list[str] = []
 
@@ -306,66 +225,6 @@ def _run_with_timeout(proc: subprocess.Popen, env: dict, timeout_s: float, echo:
         killed = kill_tagged(None, own_tag)
     reader.join(timeout=5)
     return returncode, "".join(lines[-40:]), killed
-
-
-def tagged_processes(tag: str) -> set[int]:
-    """The live processes whose environment carries ``WORKBOOK_RUN_TAG=tag``: a call's child,
-    its children and theirs, in whatever session, even after being reparented to PID 1.
-    Empty where there is no ``/proc`` (not Linux): there the process group is all we reach."""
-    prefix, wanted = f"{TAG_VAR}=".encode(), tag.encode()
-    found = set()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for name in entries:
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                environ = handle.read()  # a zombie's reads empty: it is not counted
-        except OSError:  # gone meanwhile, or another user's
-            continue
-        for entry in environ.split(b"\0"):
-            if entry.startswith(prefix) and wanted in entry[len(prefix):].split(b":"):
-                found.add(int(name))
-    return found
-
-
-def kill_tagged(proc: subprocess.Popen | None, tag: str, wait_s: float = 10.0) -> int:
-    """SIGKILL ``proc`` and every process tagged ``tag``; return how many were killed.
-
-    They are stopped (SIGSTOP) first, then looked for again, so that none can start another
-    process between the search and the kill; then all get SIGKILL at once."""
-    victims = tagged_processes(tag) | ({proc.pid} if proc and proc.poll() is None else set())
-    try:
-        for _ in range(5):
-            for pid in victims:
-                _signal(pid, signal.SIGSTOP)
-            more = tagged_processes(tag) - victims
-            if not more:
-                break
-            victims |= more
-    finally:  # a second Ctrl-C must not leave stopped processes behind
-        for pid in victims:
-            _signal(pid, signal.SIGKILL)
-    if proc is not None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # where /proc is missing, the group at least
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
-    deadline = time.monotonic() + wait_s
-    while tagged_processes(tag) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return len(victims)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _wait(proc: subprocess.Popen, timeout_s: float, progress: str | None,
@@ -442,28 +301,10 @@ _OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
 def _is_oom(exc: BaseException) -> bool:
     """A GPU or CPU out-of-memory error: ``torch.OutOfMemoryError``, Python's ``MemoryError``,
     or the allocators' messages ("DefaultCPUAllocator: can't allocate memory: ...")."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc).lower()
-    if any(t in text for t in _OOM_TEXT):
+    if isinstance(exc, MemoryError) or any(t in str(exc).lower() for t in _OOM_TEXT):
         return True
     torch = sys.modules.get("torch")  # a child that never imported torch had no CUDA OOM
     return torch is not None and isinstance(exc, torch.OutOfMemoryError)
-
-
-def die_with_parent() -> None:
-    """Have Linux SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``), so a killed
-    notebook kernel leaves no measurement running, nor torchrun's ranks. No-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
-        return
-    expected = os.environ.get(PARENT_VAR)
-    if expected and os.getppid() != int(expected):  # the parent died before prctl took hold
-        os._exit(1)
 
 
 def _torchrun_main(args: list[str]) -> int:
@@ -500,6 +341,31 @@ def _share_cpu_threads() -> None:
     torch.set_num_threads(share)
 
 
+PROFILE_VAR = "WORKBOOK_PROFILE"  # a folder: each child leaves a cProfile of its function there
+
+
+def _profiled(func: Any, kwargs: dict[str, Any]) -> Any:
+    """``func(**kwargs)``; under ``$WORKBOOK_PROFILE`` also ``<function>-<pid>.txt`` there: the
+    40 entries of most cumulative time (where a slow cell's seconds go on a GPU run). It slows
+    Python-heavy code: for finding where time goes, not for numbers that get recorded."""
+    folder = os.environ.get(PROFILE_VAR, "")
+    if not folder:
+        return func(**kwargs)
+    import cProfile
+    import io
+    import pstats
+
+    profile = cProfile.Profile()
+    try:
+        return profile.runcall(func, **kwargs)
+    finally:
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(40)
+        path = Path(folder) / f"{func.__module__}.{func.__name__}-{os.getpid()}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.getvalue())
+
+
 def _child_main(spec_path: str, out_dir: str) -> int:
     die_with_parent()
     spec = json.loads(Path(spec_path).read_text())
@@ -521,7 +387,7 @@ def _child_main(spec_path: str, out_dir: str) -> int:
             from workbook.hardware import apply_gpu_memory_cap
 
             apply_gpu_memory_cap()
-        frame = import_function(spec["func"])(**spec["kwargs"])
+        frame = _profiled(import_function(spec["func"]), spec["kwargs"])
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"{spec['func']} returned {type(frame).__name__}, not a DataFrame")
         report["rows"] = _jsonable(frame)
@@ -549,19 +415,7 @@ def _spare_main() -> int:
     """A spare child: import what every child imports, then wait for a job on stdin (one JSON
     line: spec path, out dir, the variables of its rank) and run it as :func:`_child_main`."""
     die_with_parent()
-    import importlib.util
-
-    import torch  # noqa: F401 - the import is the point: done before the job comes
-
-    from workbook import registry
-
-    registry.experiments()  # every topic's module (and what it imports)
-    # transformers' model code, which most experiments build on (seconds to import). Not peft:
-    # it imports bitsandbytes, which asks the GPU its capability and so starts CUDA here.
-    if importlib.util.find_spec("transformers") is not None:
-        for module in ("transformers.modeling_utils", "transformers.models.llama.modeling_llama",
-                       "transformers.models.gpt2.modeling_gpt2"):
-            importlib.import_module(module)
+    spare_imports()
     line = sys.stdin.readline()
     if not line:  # the caller went away, or dropped this spare
         return 0
@@ -571,7 +425,7 @@ def _spare_main() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == _SPARE:
+    if sys.argv[1] == SPARE_FLAG:
         sys.exit(_spare_main())
     if sys.argv[1] == _TORCHRUN:
         sys.exit(_torchrun_main(sys.argv[2:]))

@@ -171,13 +171,13 @@ if triton_available():
     # A few configurations that suit Hopper/Ampere; the autotuner times them once per
     # (seq_len, head_dim, causal, dtype) and caches the winner on disk. One that does not fit
     # in SRAM (128x128 tiles, hd 128, 3 stages) is skipped by the autotuner, not fatal.
-    _CONFIGS = [
+    FORWARD_CONFIGS = [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
     ]
     _attn_fwd_tuned = triton.autotune(
-        _CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_fwd)
+        FORWARD_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_fwd)
 
 
     # ------------------------------------------------- the forward on Hopper, through TMA
@@ -241,13 +241,14 @@ if triton_available():
     # must be a multiple of BLOCK_N: the causal split at start_m·BLOCK_M must fall on a K/V
     # tile's edge, or the unmasked loop reads keys from the future (64×128, picked at d = 64,
     # gave wrong causal outputs on the H200: it is not offered).
-    _TMA_CONFIGS = [
+    FORWARD_TMA_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
                       pre_hook=_tma_blocks)
         for bm, bn, w, st in ((128, 64, 4, 2), (128, 128, 8, 3), (64, 64, 4, 3),
                               (128, 64, 8, 3), (128, 128, 8, 2))]
     _attn_fwd_tma_tuned = triton.autotune(
-        _TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_fwd_tma)
+        FORWARD_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
+        cache_results=True)(_attn_fwd_tma)
 
 
     # ------------------------------------------------------------------ the backward
@@ -409,20 +410,20 @@ if triton_available():
 
     # Tiles for the backward: the K/V-tile kernel keeps two BLOCK_N×d accumulators in
     # registers, so its query tiles are small; the dQ kernel the other way round.
-    _DKDV_CONFIGS = [
+    DKDV_CONFIGS = [
         triton.Config({"BLOCK_M": 32, "BLOCK_N": 128}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=2),
         triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=3),
     ]
-    _DQ_CONFIGS = [
+    DQ_CONFIGS = [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=3),
     ]
     _attn_bwd_dkdv_tuned = triton.autotune(
-        _DKDV_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dkdv)
+        DKDV_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dkdv)
     _attn_bwd_dq_tuned = triton.autotune(
-        _DQ_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dq)
+        DQ_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dq)
 
 
 def tma_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
@@ -469,8 +470,8 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     """Run the kernel: (O, log-sum-exp per row or None). Shapes (batch, n_heads, seq_len, d).
 
     ``block_m``/``block_n`` fix the tile sizes (the interpreter and the tests use small ones);
-    left out, the autotuner picks among :data:`_CONFIGS`, or, on Hopper when the sequence is a
-    whole number of 128-row tiles, the TMA kernel runs (:data:`_TMA_CONFIGS`);
+    left out, the autotuner picks among :data:`FORWARD_CONFIGS`, or, on Hopper when the
+    sequence is whole 128-row tiles, the TMA kernel (:data:`FORWARD_TMA_CONFIGS`);
     ``use_tma=False`` keeps the portable kernel there too (to compare the two). ``launch``
     (``num_warps``, ``num_stages``) goes with fixed tiles to the launch.
     """
