@@ -28,6 +28,12 @@ source scripts/device_env.sh
 # What the notebooks measure live goes into the ledger too (registry.recording): one Run All
 # leaves this GPU's rows of every experiment it ran, copied back as results.tar.gz.
 export WORKBOOK_RECORD=${WORKBOOK_RECORD:-1}
+# PROFILE=1: every experiment's child leaves a cProfile summary in $OUT/profiles (runner's
+# WORKBOOK_PROFILE): where a slow cell's seconds go. It slows Python-heavy code, so such a run
+# records nothing and its times are not the workbook's wall times.
+if [ "${PROFILE:-0}" = 1 ]; then
+  export WORKBOOK_PROFILE="$OUT/profiles" WORKBOOK_RECORD=0
+fi
 ALL="00_setup 01_pretraining 02_flops 03_scaling_laws 04_memory 05_data_parallel_zero"
 ALL="$ALL 06_model_parallel 07_flash_attention 08_mixed_precision 09_sft"
 ALL="$ALL 10_evaluation_alignment 11_lora 12_qlora"
@@ -52,7 +58,8 @@ PY
   if [ "${last:-0}" -gt "$left" ]; then
     echo "== $nb: not started, its last run took ${last} s and ${left} s are left" | tee -a "$LOG"; continue
   fi
-  python3 -W ignore -m workbook run notebook_walltime --preset "${PRESET:-full}" --record --in-process \
+  record=--record; [ "${PROFILE:-0}" = 1 ] && record=""   # a profiled run's times are not kept
+  python3 -W ignore -m workbook run notebook_walltime --preset "${PRESET:-full}" $record --in-process \
     --set "notebooks=[\"$nb\"]" --set "deadline_s=$left" --set "timeout_s=${CELL_TIMEOUT:-600}" \
     --set save_dir=data/cache/executed 2>&1 | grep -v "running over TCP" >> "$LOG"
   grep -E "^$nb: " "$LOG" | tail -1

@@ -383,3 +383,47 @@ def test_kernel_source_shows_forward_and_backward_kernels():
         assert f"def {name}(" in backward, f"07 must show {name}"
     with pytest.raises(WorkbookError, match="part='sideways'"):
         A.kernel_source("sideways")
+
+
+def _row(variant, metric, value, **kw):
+    base = {"seq_len": 4096, "head_dim": 128, "mode": "fwd", "causal": False,
+            "device": "NVIDIA H200", "source": "recorded", "n_gpus": 1}
+    return {**base, **kw, "variant": variant, "metric": metric, "value": value, "status": "ok"}
+
+
+def test_traffic_caption_prints_reads_and_writes_against_q_k_v_and_o():
+    traffic = pd.DataFrame([_row("model: minimum", "hbm_bytes", 4.0, seq_len=n)
+                            for n in (512, 4096)]
+                           + [_row("triton", "hbm_read", 3.3, seq_len=4096),
+                              _row("triton", "hbm_write", 0.5, seq_len=4096),
+                              _row("triton", "hbm_read", 3.0, seq_len=512),
+                              _row("triton", "hbm_write", 0.0, seq_len=512)])
+    text = A.traffic_caption(traffic)
+    assert "N = 512: read 1.00×, wrote 0.00×; N = 4,096: read 1.10×, wrote 0.50×" in text, text
+    assert "No Triton" in A.traffic_caption(traffic[traffic["variant"] != "triton"])
+
+
+def test_speedup_caption_says_where_the_gain_is_largest():
+    def timing(vanilla):
+        return pd.DataFrame([_row(v, "time", t, seq_len=n, mode="fwd+bwd")
+                             for n, tv in zip((512, 8192), vanilla, strict=True)
+                             for v, t in (("vanilla", tv), ("sdpa_flash", 1.0))])
+
+    falls = A.speedup_caption(timing((3.0, 1.5)))
+    assert "N = 512: 3.00×, N = 8,192: 1.50×" in falls, falls
+    assert "largest gain is at N = 512, not at the longest" in falls, falls
+    assert "at N = 8,192, the longest N timed" in A.speedup_caption(timing((1.5, 5.0)))
+    assert "No vanilla" in A.speedup_caption(timing((1.5, 5.0)).query("variant == 'vanilla'"))
+
+
+def test_gpt2_caption_compares_vanilla_and_triton_with_flash_attention_2():
+    values = {"vanilla": (30.0, 9.0, 8.0), "sdpa_flash": (3.0, 4.0, 0.5),
+              "triton": (2.4, 3.0, 0.1)}
+    gpt2 = pd.DataFrame([_row(v, m, x, mode="fwd+bwd")
+                         for v, xs in values.items()
+                         for m, x in zip(("hbm_bytes", "time", "extra_peak_memory"), xs,
+                                         strict=True)])
+    text = A.gpt2_caption(gpt2)
+    assert "vanilla / sdpa_flash: HBM bytes 10.00×, time 2.25×, extra memory 16.00×" in text
+    assert "triton / sdpa_flash: HBM bytes 0.80×, time 0.75×, extra memory 0.20×" in text
+    assert "No GPT-2" in A.gpt2_caption(gpt2.query("variant != 'sdpa_flash'"))

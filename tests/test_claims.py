@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from workbook import claims
-from workbook.claims import Claim, claims_table, verdict
+from workbook.claims import NO_INTERVAL, Claim, claims_table, verdict
 from workbook.config import WorkbookError
 
 
@@ -182,3 +182,22 @@ def test_a_zero_prediction_with_a_stated_tolerance_is_judged_by_it():
     assert verdict(0.0, 0.067, abs_tol=0.02) == "off: |Δ| = 0.067 > 0.02"
     assert verdict(0.0, 0.01, abs_tol=0.02) == "holds (|Δ| = 0.01 ≤ 0.02)"
     assert verdict(0.0, 0.067) == "wrong (one side is zero)"  # no tolerance stated
+
+
+def test_a_claim_that_needs_an_interval_has_no_verdict_without_one():
+    one_seed = Claim("A beats B", "lecture", 0.0, -0.03, "nats", "here", kind="at_most",
+                     needs_interval=True)
+    seeds = Claim("A beats B", "lecture", 0.0, -0.03, "nats", "here", kind="at_most",
+                  low=-0.05, high=-0.01, needs_interval=True)
+    table = claims_table([one_seed, seeds])
+    assert table["verdict"].iloc[0] == NO_INTERVAL
+    assert table["verdict"].iloc[1].startswith("holds")
+    assert "interval" in table["holds if"].iloc[0] and "needs_interval" not in table.columns
+    with pytest.raises(WorkbookError, match="needs_interval"):
+        Claim("x", "y", 0.0, 1.0, needs_interval="yes")
+
+
+def test_claim_words_are_escaped_in_html():
+    table = claims_table([Claim("stage 1 < stage 0 <b>", "paper: None < ZeRO-1", 1.0, 1.0)])
+    html = table._repr_html_()
+    assert "None &lt; ZeRO-1" in html and "&lt;b&gt;" in html and "<b>" not in html

@@ -355,3 +355,31 @@ def test_dpo_caption_says_when_the_chosen_answers_became_less_likely():
     up = ev.dpo_caption(rows(+0.2))
     assert "less likely" not in up and "3 DPO seeds" in up and "refused 50%" in up
     assert "both kinds alike" not in up, "0.5 vs 0.1 is not refusing both kinds alike"
+
+
+def test_dpo_caption_says_what_dpo_made_worse_in_every_seed():
+    def rows(dpo_exact: list[float], dpo_refuse: list[float]) -> pd.DataFrame:
+        data = [("sft", 0, 0, "task_pairs", 50.0), ("sft", 0, 0, "exact_match", 0.7),
+                ("sft", 0, 0, "refusal_rate_unsafe", 1.0),
+                ("sft", 0, 0, "refusal_rate_safe", 0.0),
+                ("sft_no_safety", 0, 0, "refusal_rate_unsafe", 0.0)]
+        for seed in (0, 1, 2):
+            data += [("dpo", seed, 10, "reward_margin", 4.0),
+                     ("dpo", seed, 10, "reward_accuracy", 0.9),
+                     ("dpo", seed, 10, "chosen_reward", -2.0),
+                     ("dpo", seed, 10, "rejected_reward", -6.0),
+                     ("dpo", seed, 10, "exact_match", dpo_exact[seed]),
+                     ("dpo", seed, 10, "win_rate_vs_sft", 0.3),
+                     ("dpo", seed, 10, "refusal_rate_unsafe", dpo_refuse[seed]),
+                     ("dpo", seed, 10, "refusal_rate_safe", 0.0)]
+        return pd.DataFrame(data, columns=["model", "train_seed", "step", "metric", "value"]
+                            ).assign(source="measured", device="cpu")
+
+    worse = ev.dpo_caption(rows([0.3, 0.25, 0.29], [0.5, 0.0, 0.2]))
+    assert "DPO lowered held-out exact match, in every seed** (SFT 0.700; DPO 0.250 to 0.300" \
+        in worse and "win rate against SFT: 0.30" in worse and "greedy decoding" in worse
+    assert "lowered the refusal rate on held-out unsafe requests" in worse
+    assert "SFT without them: 0.000" in worse
+    # one seed at or above SFT: no "every seed" sentence
+    mixed = ev.dpo_caption(rows([0.3, 0.75, 0.29], [1.0, 0.0, 0.2]))
+    assert "lowered" not in mixed, mixed

@@ -558,4 +558,34 @@ def test_ncu_caption_reads_the_recorded_byte_counts(ledger_dir):
     table = flops.ncu_loss_bytes()
     assert table.iloc[0].to_dict() == {"commit": "abc1234", "launch": "per_sm, evict = 0 0",
                                        "logits GB": 1.0, "read GB": 1.3, "write GB": 1.0}
-    assert "1.30–1.30 GB read" in flops.ncu_caption() and "3.00 GB" in flops.ncu_caption()
+    # one launch: a single value, not a range from a number to itself
+    assert "1.30 GB read" in flops.ncu_caption() and "1.30–" not in flops.ncu_caption()
+    assert "3.00 GB" in flops.ncu_caption()
+    assert "a GPU the ledger does not name" in flops.ncu_caption()
+    (ledger_dir / "ncu" / "loss_kernel_dram_bytes_def5678.txt").write_text(
+        "== per_sm, evict = 0 1 (logits: 1000000000 bytes)\n"
+        "    dram__bytes_read.sum             Gbyte         1.45\n"
+        "    dram__bytes_write.sum            Gbyte         1.00\n")
+    pd.DataFrame([{"metric": "ms", "value": 1.0, "device": "NVIDIA H100 80GB HBM3",
+                   "commit": "def5678", "status": "ok", "source": "measured"}]).to_csv(
+        ledger_dir / "loss_kernel.csv", index=False)
+    text = flops.ncu_caption()
+    assert "1.30–1.45 GB read and 1.00 GB written" in text
+    assert "commits abc1234, def5678, on NVIDIA H100 80GB HBM3)" in text
+
+
+def test_sweep_figure_draws_each_devices_own_roofline():
+    def sweep(device, tflops):
+        return [{"n_params": n, "metric": "achieved_tflops", "value": v, "status": "ok",
+                 "source": "recorded", "device": device, "unit": "TFLOP/s"}
+                for n, v in zip((1e7, 1e8), tflops, strict=True)]
+    rows = pd.DataFrame(sweep("NVIDIA H100 80GB HBM3", [40, 150]) + sweep("NVIDIA H200", [41, 160]))
+    roof = pd.DataFrame([{"kind": "matmul", "dtype": "bf16", "value": v, "source": "recorded",
+                          "status": "ok", "device": d}
+                         for d, v in (("NVIDIA H100 80GB HBM3", 790.0), ("NVIDIA H200", 767.0))])
+    fig = flops.sweep_figure(rows, roof)
+    lines = {t.name: t.y[0] for t in fig.data if t.name.startswith("measured bf16 roofline")}
+    assert lines == {"measured bf16 roofline (H100 80GB HBM3)": 790.0,
+                     "measured bf16 roofline (H200)": 767.0}
+    assert "grows" not in fig.layout.title.text  # the title names the axes, not a finding
+    assert not any(t.name.startswith("measured bf16") for t in flops.sweep_figure(rows).data)

@@ -702,3 +702,24 @@ def test_a_profiled_child_leaves_its_profile(monkeypatch, tmp_path):
     assert rows["status"].eq("ok").all()
     (report,) = (tmp_path / "profiles").glob("tests._runner_targets.sleep-*.txt")
     assert "cumulative" in report.read_text() and "time.sleep" in report.read_text()
+
+
+def test_binders_memory_budget_is_the_small_presets_only(monkeypatch):
+    """00's peak-memory figure drew a 2 GB 'budget, full' line beside GPU runs of 10+ GB."""
+    from workbook import walltime
+
+    async def fake_run_all(names, cfg):
+        return [{"notebook": n, "seconds": 1.0, "status": "ok", "detail": "", "size_mb": 0.1,
+                 "peak_gb": 12.0, "slowest": ""} for n in names]
+
+    monkeypatch.setattr(walltime, "run_all", fake_run_all)
+    budgets = {}
+    for preset in ("small", "full"):
+        rows = walltime.run_walltime(walltime.WalltimeConfig(notebooks=("00_setup",),
+                                                             preset=preset))
+        budgets[preset] = rows[(rows.source == "predicted") & (rows.metric == "peak_memory")]
+    assert len(budgets["small"]) == 1 and budgets["full"].empty
+    ledger = pd.concat([budgets["small"], budgets["small"].assign(run_preset="full")]).assign(
+        device="budget")
+    runs = walltime.figure(ledger, "peak_memory")
+    assert [t.name for t in runs.data] == ["budget, small"]

@@ -247,6 +247,20 @@ def test_rank_cost_and_merge_captions_print_the_rows_numbers():
     assert "at most 6.0e-06" in text and "up to 1.03" in text, text
     assert "3.00 ms unmerged (1.50× the base)" in text and "2.00 ms merged (1.00×)" in text, text
     assert "No lora_merge rows" in lora.merge_caption(merge.iloc[0:0])
+    assert "same kernels" not in text, "merged = base: nothing to explain"
+    slow = merge.assign(value=merge["value"].where(merge["variant"] != "merged", 2.5))
+    text = lora.merge_caption(slow)
+    assert "merged model timed 1.25× the base although both run the same kernels" in text, text
+    verdict = lora.claims(pd.DataFrame({"source": [], "value": []}), _advice_rows(0.1, 0.001),
+                          slow).set_index("claim")["verdict"]
+    assert verdict[verdict.index.str.startswith("merged")].iloc[0].startswith("off"), \
+        "caption and claim use one tolerance"
+
+
+def test_advice_caption_states_the_tolerance_the_claims_use():
+    rows = _advice_rows(0.1, 0.001)
+    tol = lora.lr_ratio(rows)["tol"]
+    assert f"allow the ratio ±{tol:.2f} decades" in lora.advice_caption(rows)
 
 
 def test_every_claims_row_says_where():

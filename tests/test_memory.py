@@ -282,3 +282,23 @@ def test_gpu_sweep_peak_and_breakdown_gap_items() -> None:
     assert t[["peak in forward", "peak in backward", "peak in step"]].max() == pytest.approx(
         t["peak (allocated)"]), "the peak is the largest phase's"
     assert t["CUDA context (not in the count)"] > 0
+
+
+def test_plot_fit_titles_only_the_device_it_draws() -> None:
+    from workbook.memory import plot_fit
+
+    def search(device: str, gpu_gb: float) -> pd.DataFrame:
+        return pd.DataFrame([{"n_layer": n, "n_params": 4e8 * n, "d_model": 4096,
+                              "seq_len": 2048, "batch": 4, "precision": "amp_bf16",
+                              "checkpointing": False, "largest_fitting_layers": 2,
+                              "gpu_bytes": gpu_gb * 1e9, "metric": "peak_bytes",
+                              "value": 1e10 * n, "unit": "bytes", "source": "recorded",
+                              "status": "ok" if n <= 2 else "oom", "device": device,
+                              "n_gpus": 1, "seed": 0, "recorded_at": "2026-11-22T00:00:00Z"}
+                             for n in (1, 2, 4)])
+    both = pd.concat([search("NVIDIA H100 80GB HBM3", 85.0), search("NVIDIA H200", 150.0)])
+    fig = plot_fit(both)
+    title = fig.layout.title.text
+    assert "H100" in title and "H200" not in title  # the figure draws the first device only
+    assert list(fig.data[0].x) == [1, 2]
+    assert "H200" in plot_fit(both[both["device"] == "NVIDIA H200"]).layout.title.text

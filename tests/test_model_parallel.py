@@ -195,6 +195,8 @@ def test_schedule_views_on_one_stage():
     assert at4.loc["gpipe", "stage0_MiB_measured"] == pytest.approx(
         4 * at4.loc["1f1b", "stage0_MiB_measured"]), "bytes follow the micro-batches held"
     assert "GPipe held 4" in mp.schedules_caption(pp) and "1F1B 1 (" in mp.schedules_caption(pp)
+    assert "zero by construction" in mp.schedules_caption(pp), "p=1 must say why both are 0"
+    assert "by construction" not in mp.schedules_caption(pp.assign(p=2))
     assert {t.name for t in mp.plot_schedules(pp).data} >= {"gpipe · here (measured)",
                                                              "1f1b · here (measured)"}
     assert len(mp.plot_activations(pp).data) == 4, "measured and predicted per schedule"
@@ -378,3 +380,6 @@ def test_drops_caption_prints_the_rows_numbers():
     assert "skew 4: dropped 55.4%" in text, text
     assert "1 of 2 settings" in text, text
     assert "No expert-parallel rows" in mp.drops_caption(pd.DataFrame(rows).iloc[0:0])
+    assert "moves nothing" not in text, "two ranks do send tokens to each other"
+    alone = pd.DataFrame(rows).query("rank == 0").assign(world=1)
+    assert "One rank: no token leaves it" in mp.drops_caption(alone)

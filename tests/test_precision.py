@@ -263,3 +263,21 @@ def test_master_weight_adamw_skips_parameters_without_a_gradient():
     assert not torch.equal(bf16[0].detach(), before[0]), "a gradient: updated"
     with pytest.raises(WorkbookError, match="no trainable parameters"):
         P.MasterWeightAdamW([torch.nn.Parameter(torch.ones(2), requires_grad=False)])
+
+
+def test_speedup_caption_reads_both_baselines_from_the_rows():
+    def rows(step_time):
+        return pd.DataFrame([{"mode": m, "metric": metric, "value": v, "status": "ok",
+                              "source": "recorded", "device": "NVIDIA H200", "n_gpus": 1,
+                              "step": math.nan}
+                             for m, t, peak in step_time
+                             for metric, v in (("step_time", t), ("peak_memory", peak))])
+
+    text = P.speedup_caption(rows([("fp32", 240.0, 10.0), ("tf32", 80.0, 10.0),
+                                   ("bf16_autocast", 40.0, 8.0)]))
+    assert "speed-up over fp32: tf32 3.00×, bf16_autocast 6.00×" in text, text
+    assert "over tf32: bf16_autocast 2.00×" in text, text
+    assert "Peak memory over fp32: tf32 1.00×, bf16_autocast 0.80×" in text, text
+    no_tf32 = P.speedup_caption(rows([("fp32", 100.0, 10.0), ("bf16_autocast", 50.0, 8.0)]))
+    assert "over tf32" not in no_tf32 and "bf16_autocast 2.00×" in no_tf32, no_tf32
+    assert "No training rows" in P.speedup_caption(rows([("bf16_autocast", 50.0, 8.0)]))

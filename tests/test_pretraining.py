@@ -147,11 +147,25 @@ def _curve(val_losses, train_losses):
 def test_curve_story_reads_its_numbers_from_the_rows():
     falling = pretraining.curve_story(_curve([8.0, 7.0, 6.0, 5.5, 5.2, 5.0],
                                              [8.0, 6.0, 5.0, 4.2, 4.0, 3.8]), 500)
-    assert "**50 steps**: 5,000 tokens" in falling and "**10.0 passes** over the 500-" in falling
+    assert "**50 steps**, 5,000 tokens" in falling and "**10.0 passes** over the 500-" in falling
     # the training loss is the mean of the last 5 batches: 4.6, 0.40 nats below held-out 5.0
     assert "not overfitted" in falling and "4.60) sits 0.40 nats below" in falling
     overfit = pretraining.curve_story(_curve([8.0, 5.0, 6.0], [8.0, 3.0, 1.0]), 1000)
     assert "lowest at step 10 (5.00 nats)" in overfit and "*rises* to 6.00" in overfit
+    # a last point within 0.05 nats above the lowest is not called "at its lowest"
+    near = pretraining.curve_story(_curve([8.0, 5.0, 5.02], [8.0, 3.0, 1.0]), 1000)
+    assert "ends within 0.05 nats of its lowest (step 10)" in near and "at its lowest" not in near
+
+
+def test_curve_story_gives_each_device_its_own_paragraph():
+    here = _curve([8.0, 6.0, 5.0], [8.0, 4.0, 3.0])
+    other = _curve([8.0, 7.0, 6.5], [8.0, 6.0, 5.5]).assign(
+        device="NVIDIA H200", source="recorded", recorded_at="2026-12-01", n_gpus=1, seed=0)
+    first, second = pretraining.curve_story(pd.concat([here, other]), 1000).split("\n\n")
+    # each paragraph's numbers are its own device's (never one device's start, the other's end)
+    assert first.startswith("**This machine (cpu)**") and "from 8.00 to 5.00" in first
+    assert second.startswith("**Recorded on NVIDIA H200") and "from 8.00 to 6.50" in second
+    assert "5.00" not in second
 
 
 def test_transfer_story_reads_its_numbers_from_the_rows():
@@ -171,8 +185,14 @@ def test_transfer_story_reads_its_numbers_from_the_rows():
                                       recorded_at="2026-12-01", n_gpus=1, seed=0)
     both = pretraining.transfer_story(pd.concat([pd.DataFrame(rows), other]))
     first, second = both.split("\n\n")
-    assert first.startswith("The run (this machine (cpu))")
-    assert second.startswith("The run (recorded on NVIDIA H200") and "**10 steps**" in second
+    assert first.startswith("**This machine (cpu)**: fine-tuned")
+    assert second.startswith("**Recorded on NVIDIA H200") and "**10 steps**" in second
+    # neither run turning up is said, not left out
+    flat = pd.DataFrame(rows)
+    flat.loc[(flat["init"] == "pretrained") & (flat["step"] == 20), "value"] = 2.9
+    assert "Neither run's held-out loss ends more than 0.05 nats above" in (
+        pretraining.transfer_story(flat))
+    assert "Neither run" not in text
 
 
 def test_live_config_follows_the_preset_and_refuses_others():

@@ -231,6 +231,17 @@ def _scores(exact: dict[str, list[float]], loss: dict[str, list[float]], **prov
     return pd.DataFrame(early + rows)
 
 
+def test_seed_table_shows_prompt_echo_beside_the_judged_scores():
+    rows = _scores({"answer_only": [0.7, 0.8], "whole_sequence": [0.6, 0.7]},
+                   {"answer_only": [0.4, 0.5], "whole_sequence": [0.5, 0.6]},
+                   source="measured", device="NVIDIA H200", n_gpus=1)
+    echo = rows[rows["metric"] == "exact_match"].assign(metric="prompt_echo", unit="fraction")
+    table = sft.seed_table(pd.concat([rows, echo.assign(value=echo["value"] / 10)]))
+    assert "prompt_echo (fraction)" in table.columns, "the notebook's text names prompt echo"
+    mean, low, high = sft.mean_interval([0.07, 0.08])
+    assert table.loc[0, "prompt_echo (fraction)"] == f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def test_mean_interval_is_students_t_over_the_seeds():
     mean, low, high = sft.mean_interval([0.70, 0.72, 0.74])
     half = 4.302653 * 0.02 / 3 ** 0.5                     # t(0.975, df=2) · s / sqrt(n)
@@ -291,6 +302,10 @@ def test_this_machines_rows_come_first_and_references_are_labelled():
     recorded = claims[claims["where"].str.startswith("recorded")]
     # one seed of 256 items: 0.004 with an interval of about ±0.08 is no verdict
     assert recorded["verdict"].iloc[0].startswith("inconclusive"), recorded["verdict"].iloc[0]
+    # one seed's loss gap (0.03 lower, a 6 % share of the loss) has no interval: no verdict,
+    # where a share-of-the-loss noise floor used to call it a win
+    assert recorded["verdict"].iloc[1].startswith("n/a (one seed"), recorded["verdict"].iloc[1]
+    assert claims["verdict"].iloc[1].startswith("inconclusive"), "three seeds: judged"
     fig = sft.curves_figure(shown, "exact_match", "exact match")
     assert len(fig.data) == 4, "a line per policy and device, seeds averaged"
     assert all(len(trace.x) == 2 for trace in fig.data), "one point per evaluation step"

@@ -13,6 +13,7 @@ from workbook import registry, runner
 from workbook.config import WorkbookError
 from workbook.zero import (
     ZERO_PRESETS,
+    claims,
     model_state_table,
     zero_comm_formula,
     zero_memory_formula,
@@ -153,3 +154,19 @@ def test_zero3_shards_over_an_odd_number_of_ranks() -> None:
         value = part.set_index("metric")["value"]
         assert value["params_bytes"] == pytest.approx(2 * psi / 3, rel=0.02), f"rank {rank}"
         assert value["optimizer_bytes"] == pytest.approx(12 * psi / 3, rel=0.02), f"rank {rank}"
+
+
+def test_claims_render_their_sources_whole_in_html() -> None:
+    """A source with '<' would be read as an HTML tag in the notebook ('lecture: None ...' was
+    all that showed of 'None < ZeRO-1 < ...'): every source must survive the HTML rendering."""
+    variants = ("zero0", "zero1", "zero2", "zero3")
+    table = pd.DataFrame({"variant": variants, "n_ranks": 4, "device": "NVIDIA H200",
+                          "source": "measured",
+                          "model states measured (GB)": [5.7, 2.5, 2.0, 1.5],
+                          "comm measured (Ψ)": [2.0, 3.0, 3.0, 3.3]})
+    checked = claims(table)
+    html = checked._repr_html_()
+    for source in checked["source"]:
+        assert "<" not in source and ">" not in source, source
+        assert source in html, f"{source!r} does not survive the HTML rendering"
+    assert checked.set_index("claim").loc["zero1 communication per step", "measured"] == 3.0

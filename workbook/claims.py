@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from workbook.config import WorkbookError, check_range
+from workbook.config import WorkbookError, check_flag, check_range
 
 KINDS = ("equal", "at_least", "at_most")
 
@@ -47,10 +47,20 @@ class Claim:
     high: float = math.nan
     kind: str = "equal"
     factor: float = 0.0    # with an interval: holds if it lies inside [predicted/f, predicted·f]
+    # Only an interval can judge it (a gap that is small against the spread between seeds):
+    # without one (a single seed) the verdict is "n/a", never a guess at the noise.
+    needs_interval: bool = False
 
     def __post_init__(self) -> None:  # bad numbers or a bad kind: one line, here
+        check_flag("needs_interval", self.needs_interval)
         verdict(self.predicted, self.measured, self.rel_tol, abs_tol=self.abs_tol,
                 interval=(self.low, self.high), kind=self.kind, factor=self.factor)
+
+    @property
+    def unjudged(self) -> bool:
+        """It needs an interval and has none."""
+        return self.needs_interval and not (math.isfinite(self.low)
+                                             and math.isfinite(self.high))
 
 
 def _number(name: str, value: object) -> float:
@@ -179,6 +189,9 @@ def _band_verdict(predicted: float, low: float, high: float, abs_tol: float,
 
 def holds_if(claim: Claim) -> str:
     """The rule a claim is judged by, in words: the table states its tolerance."""
+    if claim.needs_interval and claim.kind in ("at_least", "at_most"):
+        word = "above" if claim.kind == "at_least" else "below"
+        return f"the seeds' interval lies wholly {word} {fixed(claim.predicted)}"
     if claim.kind in ("at_least", "at_most"):
         sign = "≥" if claim.kind == "at_least" else "≤"
         if math.isfinite(claim.low) and math.isfinite(claim.high):
@@ -237,7 +250,9 @@ class ClaimsTable(pd.DataFrame):
 
     def _repr_html_(self) -> str:
         numeric = [c for c in ("predicted", "measured", "low", "high") if c in self.columns]
-        styled = pd.DataFrame(self).style.format(readable, subset=numeric).hide(axis="index")
+        # escape: a claim's words may hold '<' ("None < ZeRO-1"), which HTML reads as a tag
+        styled = pd.DataFrame(self).style.format(escape="html") \
+            .format(readable, subset=numeric).hide(axis="index")
         return styled.set_properties(**{"text-align": "left", "white-space": "normal"}) \
             .to_html()
 
@@ -251,16 +266,20 @@ class ClaimsTable(pd.DataFrame):
             return shown.to_string(index=False)
 
 
+NO_INTERVAL = "n/a (one seed: no interval to judge so small an effect by)"
+
+
 def claims_table(claims: list[Claim]) -> pd.DataFrame:
     """One row per claim, with the verdict computed, never typed in, and the rule it was
     judged by (``holds if``); the measured interval where a claim has one. Shown in full,
     numbers in fixed notation (:class:`ClaimsTable`)."""
     frame = pd.DataFrame([asdict(c) for c in claims])
     frame["holds if"] = [holds_if(c) for c in claims]
-    frame["verdict"] = [verdict(c.predicted, c.measured, c.rel_tol, abs_tol=c.abs_tol,
+    frame["verdict"] = [NO_INTERVAL if c.unjudged and math.isfinite(c.measured) else
+                        verdict(c.predicted, c.measured, c.rel_tol, abs_tol=c.abs_tol,
                                 interval=(c.low, c.high), kind=c.kind, factor=c.factor)
                         for c in claims]
-    drop = ["rel_tol", "abs_tol", "kind", "factor"]
+    drop = ["rel_tol", "abs_tol", "kind", "factor", "needs_interval"]
     if frame[["low", "high"]].isna().all().all():
         drop += ["low", "high"]
     return ClaimsTable(frame.drop(columns=drop))

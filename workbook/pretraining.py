@@ -275,19 +275,38 @@ def claims(vocab_size: int, init_val_loss: float, base_val_loss: float,
     return claims_table(out)
 
 
+def _lead(rows: pd.DataFrame) -> str:
+    """A story's opening: where its rows come from, capitalised and in bold
+    ('**This machine (NVIDIA H200)**', '**Recorded on NVIDIA H100 80GB HBM3 ×1, …**')."""
+    where = where_label(rows)
+    return f"**{where[:1].upper()}{where[1:]}**"
+
+
+def _per_device(rows: pd.DataFrame, story) -> str | None:
+    """Rows of several devices: one paragraph of ``story`` per device (never one paragraph
+    mixing two devices' numbers); None for one device's rows."""
+    if "device" in rows.columns and rows["device"].nunique() > 1:
+        return "\n\n".join(story(part) for _, part in rows.groupby("device", sort=False))
+    return None
+
+
 @takes_rows
 def curve_story(rows: pd.DataFrame, corpus_tokens: int) -> str:
     """What a recorded ``pretraining_curve`` shows, in words, every number read from its rows:
     steps, tokens, passes over a corpus of ``corpus_tokens``, and whether held-out loss turned
-    up (memorising) or was still falling at the end."""
+    up (memorising) or was still falling at the end; rows of several devices give one
+    paragraph each."""
     check_range("corpus_tokens", corpus_tokens, 1, 1e13)
+    split = _per_device(rows, lambda part: curve_story(part, corpus_tokens))
+    if split is not None:
+        return split
     loss = rows[(rows["metric"] == "loss") & (rows["status"] == "ok")]
     val = loss[loss["split"] == "val"].sort_values("step")
     train = loss[loss["split"] == "train"].sort_values("step")
     steps, tokens = int(loss["step"].max()), float(loss["tokens"].max())
     best, last = val.loc[val["value"].idxmin()], val.iloc[-1]
     train_end = float(train["value"].tail(5).mean())
-    text = (f"The recording ({where_label(rows)}) trained for **{steps:,} steps**: "
+    text = (f"{_lead(rows)}: trained for **{steps:,} steps**, "
             f"{tokens:,.0f} tokens, about **{tokens / corpus_tokens:.1f} passes** over the "
             f"{corpus_tokens:,}-token training split. ")
     if best["step"] < last["step"] and last["value"] > best["value"] + 0.05:
@@ -295,8 +314,10 @@ def curve_story(rows: pd.DataFrame, corpus_tokens: int) -> str:
                        f"({best['value']:.2f} nats) and then *rises* to {last['value']:.2f} "
                        f"while the training loss falls to {train_end:.2f}: the model is "
                        "memorising the corpus (the data-limited regime).")
+    where_low = ("is still at its lowest at the last step" if best["step"] == last["step"] else
+                 f"ends within 0.05 nats of its lowest (step {int(best['step']):,})")
     return text + (f"Held-out loss falls from {val['value'].iloc[0]:.2f} to {last['value']:.2f} "
-                   "nats and is still at its lowest at the last step, so by the usual test (the "
+                   f"nats and {where_low}, so by the usual test (the "
                    "held-out loss turning up) it has not overfitted. But the training loss (last "
                    f"5 batches: {train_end:.2f}) sits {last['value'] - train_end:.2f} nats below "
                    "it: the model fits text it has read better than new text, the start of "
@@ -307,20 +328,26 @@ def curve_story(rows: pd.DataFrame, corpus_tokens: int) -> str:
 def transfer_story(rows: pd.DataFrame) -> str:
     """What a ``transfer_learning`` run (live or recorded) shows, numbers read from its rows:
     where each start begins, how many steps each needs to reach scratch's final loss, and
-    overfitting; rows of several devices give one paragraph each."""
-    if "device" in rows.columns and rows["device"].nunique() > 1:   # one paragraph per device
-        return "\n\n".join(transfer_story(part) for _, part in rows.groupby("device", sort=False))
+    whether either run overfits; rows of several devices give one paragraph each."""
+    split = _per_device(rows, transfer_story)
+    if split is not None:
+        return split
     val = rows[(rows["metric"] == "val_loss") & (rows["status"] == "ok")].sort_values("step")
     reach = rows[rows["metric"] == "steps_to_scratch_final"].set_index("init")["value"]
     start = val.groupby("init")["value"].first()
-    text = (f"The run ({where_label(rows)}) fine-tuned for {int(val['step'].max()):,} "
+    text = (f"{_lead(rows)}: fine-tuned for {int(val['step'].max()):,} "
             f"steps. At step 0 the pre-trained model's downstream loss is "
             f"{start['pretrained']:.2f} nats against {start['scratch']:.2f} from random "
             f"weights; it reaches scratch's final loss in **{int(reach['pretrained']):,} "
             f"steps** against **{int(reach['scratch']):,}**. ")
+    rising = []
     for init, curve in val.groupby("init"):
         low = curve.loc[curve["value"].idxmin()]
         if curve["value"].iloc[-1] > low["value"] + 0.05:
+            rising.append(init)
             text += (f"The {init} run's held-out loss is lowest at step {int(low['step'])} and "
                      "then rises: it overfits the small task. ")
+    if not rising:
+        text += ("Neither run's held-out loss ends more than 0.05 nats above its lowest: "
+                 "no overfitting within these steps.")
     return text.strip()

@@ -71,14 +71,17 @@ from workbook.attention.views import (
     PAPER_FIG2,
     claims,
     exactness_table,
+    gpt2_caption,
     gpt2_limits,
     gpt2_table,
     kernel_source,
     notebook_rows,
     recorded_device,
     size_explorer,
+    speedup_caption,
     targets,
     timing_caption,
+    traffic_caption,
 )
 
 __all__ = [
@@ -98,5 +101,6 @@ __all__ = [
     "run_gpt2_medium", "RecomputeConfig", "run_recompute", "EXPERIMENTS",
     # views
     "PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device", "timing_caption",
+    "traffic_caption", "speedup_caption", "gpt2_caption",
     "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims",
 ]

@@ -20,7 +20,7 @@ from workbook.hardware import datasheet, detect
 
 __all__ = ["PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device",
            "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims",
-           "timing_caption"]
+           "timing_caption", "traffic_caption", "speedup_caption", "gpt2_caption"]
 
 # FlashAttention paper (Dao et al. 2022), Figure 2 left: GPT-2 medium attention, fwd+bwd,
 # batch 64, 16 heads, seq 1024, head_dim 64, on an A100.
@@ -267,3 +267,61 @@ def timing_caption(timing: pd.DataFrame) -> str:
         lines.append(f"* {mode}: {ranked}" + (f"; triton is {', '.join(ratios)}."
                                                if ratios else "."))
     return "\n".join(lines)
+
+
+@takes_rows
+def traffic_caption(traffic: pd.DataFrame) -> str:
+    """Markdown: per sequence length, the Triton forward's HBM reads over Q + K + V and its
+    writes over O (3/4 and 1/4 of the IO minimum), on one machine (``registry.main_rows``)."""
+    rows = registry.main_rows(traffic)
+    fwd = rows[rows["mode"] == "fwd"] if "mode" in rows else rows.iloc[0:0]
+    parts = []
+    for n in sorted(fwd.loc[fwd["variant"] == "triton", "seq_len"].unique()):
+        minimum = _value(fwd, variant="model: minimum", metric="hbm_bytes", seq_len=n)
+        read = _value(fwd, variant="triton", metric="hbm_read", seq_len=n) / (minimum * 3 / 4)
+        write = _value(fwd, variant="triton", metric="hbm_write", seq_len=n) / (minimum / 4)
+        if read == read and write == write:
+            parts.append(f"N = {int(n):,}: read {read:.2f}×, wrote {write:.2f}×")
+    if not parts:
+        return "*No Triton forward traffic rows yet.*"
+    return (f"Triton forward ({results.where_label(rows)}), HBM reads over Q + K + V and writes "
+            f"over O: " + "; ".join(parts) + ".")
+
+
+@takes_rows
+def speedup_caption(timing: pd.DataFrame) -> str:
+    """Markdown: forward + backward time of vanilla over sdpa_flash per sequence length
+    (head_dim 128, non-causal), the lecture's "longer sequences gain more", on one machine."""
+    rows = registry.main_rows(timing)
+    sel = {"head_dim": 128, "mode": "fwd+bwd", "causal": False, "metric": "time"}
+    ratios = {}
+    for n in sorted(rows.loc[rows["variant"] == "vanilla", "seq_len"].unique()):
+        ratio = (_value(rows, variant="vanilla", seq_len=n, **sel)
+                 / _value(rows, variant="sdpa_flash", seq_len=n, **sel))
+        if ratio == ratio:
+            ratios[int(n)] = ratio
+    if not ratios:
+        return "*No vanilla and sdpa_flash timings to compare yet.*"
+    best = max(ratios, key=ratios.get)
+    return (f"Forward + backward time, vanilla / sdpa_flash ({results.where_label(rows)}): "
+            + ", ".join(f"N = {n:,}: {r:.2f}×" for n, r in ratios.items())
+            + f". The largest gain is at N = {best:,}, "
+            + ("the longest N timed." if best == max(ratios) else "not at the longest N timed."))
+
+
+@takes_rows
+def gpt2_caption(gpt2: pd.DataFrame) -> str:
+    """Markdown: the GPT-2 medium rows as ratios to sdpa_flash (FlashAttention-2), for vanilla
+    (the paper's comparison) and the workbook's triton: HBM bytes, time, extra memory."""
+    rows = registry.main_rows(gpt2)
+    names = {"hbm_bytes": "HBM bytes", "time": "time", "extra_peak_memory": "extra memory"}
+    lines = []
+    for variant in ("vanilla", "triton"):
+        got = [(name, _value(rows, variant=variant, metric=m)
+                / _value(rows, variant="sdpa_flash", metric=m)) for m, name in names.items()]
+        got = [f"{name} {r:.2f}×" for name, r in got if r == r]
+        if got:
+            lines.append(f"* {variant} / sdpa_flash: " + ", ".join(got))
+    if not lines:
+        return "*No GPT-2 medium rows beside sdpa_flash yet.*"
+    return f"GPT-2 medium, forward + backward ({results.where_label(rows)}):\n" + "\n".join(lines)

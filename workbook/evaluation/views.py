@@ -257,6 +257,32 @@ def dpo_caption(rows: pd.DataFrame) -> str:
         if abs(before - safe_sft) <= 1 / len(safety_prompts("heldout", "safe")) * 2:
             text += (" At SFT it refused both kinds alike: it learned the refusal's words, "
                      "not when to use them.")
+    return text + _dpo_setbacks(final, part, chosen < 0)
+
+
+def _dpo_setbacks(final: pd.DataFrame, part: pd.DataFrame, chosen_fell: bool) -> str:
+    """Words for what DPO made worse in *every* seed (exact answers, refusals of unsafe
+    requests) against the SFT model it started from; '' where no seed-wide drop shows."""
+    text = ""
+    for metric, what in (("exact_match", "held-out exact match"),
+                         ("refusal_rate_unsafe", "the refusal rate on held-out unsafe requests")):
+        start = _value(part, model="sft", metric=metric)
+        seeds = final.loc[final["metric"] == metric, "value"]
+        if len(seeds) == 0 or start != start or not (seeds < start).all():
+            continue
+        text += (f" **DPO lowered {what}, in every seed** (SFT {start:.3f}; DPO "
+                 f"{seeds.min():.3f} to {seeds.max():.3f} over {len(seeds)} seeds).")
+        unsafe = _value(part, model="sft_no_safety", metric=metric)
+        if metric == "refusal_rate_unsafe" and unsafe < start:
+            text += (f" It undid part of what the safety chats had taught (SFT without them: "
+                     f"{unsafe:.3f}).")
+        if metric == "exact_match":
+            win = final.loc[final["metric"] == "win_rate_vs_sft", "value"]
+            if len(win):
+                text += f" Its win rate against SFT: {win.mean():.2f} (0.5 = no change)."
+            if chosen_fell:
+                text += (" A wider margin is not a right answer: the chosen answers lost "
+                         "likelihood too, and greedy decoding follows likelihood.")
     return text
 
 

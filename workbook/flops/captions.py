@@ -164,14 +164,35 @@ def ncu_loss_bytes() -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+def _span(values: pd.Series, digits: int = 2) -> str:
+    """'1.28–1.46' for a spread, '1.21' where every value reads the same at ``digits``."""
+    low, high = f"{values.min():.{digits}f}", f"{values.max():.{digits}f}"
+    return low if low == high else f"{low}–{high}"
+
+
+def _devices_of(commits: list[str]) -> str:
+    """Which GPU the ledger records for ``commits`` (the count files name no device): from the
+    loss kernel's and the MFU ladder's rows of the same commits."""
+    found = []
+    for name in ("loss_kernel", "mfu_benchmark"):
+        rows = results.load(name)
+        if not rows.empty and {"commit", "device"} <= set(rows.columns):
+            found += list(rows[rows["commit"].astype(str).isin(commits)]["device"].astype(str))
+    devices = list(dict.fromkeys(found))
+    return (f"on {', '.join(devices)}" if devices
+            else "on a GPU the ledger does not name for these commits")
+
+
 def ncu_caption() -> str:
-    """Markdown: the logits' size against what Nsight Compute saw the kernel read and write."""
+    """Markdown: the logits' size against what Nsight Compute saw the kernel read and write,
+    and on which GPU (looked up by commit in the ledger)."""
     table = ncu_loss_bytes()
     if table.empty or "read GB" not in table:
         return "*No Nsight Compute counts recorded (scripts/gpu_loss_kernel.sh records them).*"
     logits = table["logits GB"].iloc[0]
+    commits = list(table["commit"].unique())
     return (f"Logits {logits:.2f} GB: `F.cross_entropy` must move 3 × that = "
             f"{3 * logits:.2f} GB, the kernel 2 × = {2 * logits:.2f} GB. Nsight Compute counted "
-            f"{table['read GB'].min():.2f}–{table['read GB'].max():.2f} GB read and "
-            f"{table['write GB'].min():.2f}–{table['write GB'].max():.2f} GB written from DRAM "
-            f"per launch ({len(table)} launches, commits {', '.join(table['commit'].unique())}).")
+            f"{_span(table['read GB'])} GB read and {_span(table['write GB'])} GB written from "
+            f"DRAM per launch ({len(table)} launches, commits {', '.join(commits)}, "
+            f"{_devices_of(commits)}).")

@@ -23,7 +23,7 @@ from workbook.flops.formulas import (
 )
 from workbook.flops.runs import RUN_ORDER, RunSpec, run_labels
 from workbook.flops.step import count_step_flops, kernel_times, make_train_step
-from workbook.hardware import datasheet
+from workbook.hardware import datasheet, roofline_peaks
 from workbook.model import ModelConfig
 
 __all__ = ["formula_vs_counted", "recorded_or_note", "where_of", "ordered_wheres", "mfu_table",
@@ -134,8 +134,10 @@ def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @takes_rows
-def sweep_figure(rows: pd.DataFrame):
-    """Achieved TFLOP/s vs model size, with the datasheet and measured-roofline peaks."""
+def sweep_figure(rows: pd.DataFrame, roofline: pd.DataFrame | None = None):
+    """Achieved TFLOP/s vs model size beside the datasheet peak (dotted) and, given 00's
+    ``roofline`` rows, each device's own measured bf16 matmul peak (dashed): one line per
+    device of ``rows``, never one device's roofline drawn for another's points."""
     from workbook import plots
 
     ok = rows[rows["status"] == "ok"] if not rows.empty else rows
@@ -143,9 +145,19 @@ def sweep_figure(rows: pd.DataFrame):
     peaks = ok[ok["metric"].isin(["peak_datasheet", "peak_roofline"])]
     peaks = peaks.assign(what=peaks["metric"].str.replace("peak_", "peak: "))
     both = pd.concat([achieved, peaks], ignore_index=True)
-    return plots.compare(both, x="n_params", group="what", log_x=True,
-                         title="Training-step FLOP/s grows with model size (eager, bf16)",
-                         x_title="matmul parameters N", y_title="TFLOP/s")
+    fig = plots.compare(both, x="n_params", group="what", log_x=True,
+                        title="Training-step FLOP/s by model size (eager, bf16)",
+                        x_title="matmul parameters N", y_title="TFLOP/s")
+    if roofline is None or roofline.empty or achieved.empty or "device" not in achieved:
+        return fig
+    span = [achieved["n_params"].min(), achieved["n_params"].max()]
+    for device in achieved["device"].unique():
+        peak = roofline_peaks(roofline[roofline["device"] == device]).get("bf16")
+        if peak:
+            fig.add_scatter(x=span, y=[peak, peak], mode="lines",
+                            name=f"measured bf16 roofline ({plots.short_device(device)})",
+                            line={"dash": "dash", "color": plots.color_for("peak: roofline")})
+    return fig
 
 
 def calculator():

@@ -218,16 +218,17 @@ def recompute_claims(rows: pd.DataFrame) -> list[Claim]:
 
 @takes_rows
 def plot_fit(rows: pd.DataFrame) -> Any:
-    """The largest-fit search: each probe's peak (oom probes at the GPU's size, marked x),
-    the formula's curve and the GPU's memory."""
+    """The largest-fit search of the first device in ``rows``: each probe's peak (oom probes
+    at the GPU's size, marked x), the formula's curve and the GPU's memory; the title's
+    provenance is that device's (call it once per device for several)."""
     from workbook import plots
 
+    if not rows.empty and "device" in rows:  # one device's search per figure, and its title
+        rows = rows[rows["device"] == rows["device"].iloc[0]]  # names that device alone
     fig = plots.figure(plots.title_with_source("Peak memory of two training steps vs depth",
                                                rows), "n_layer", "GB")
     if rows.empty:
         return fig
-    if "device" in rows:  # one device's search per figure
-        rows = rows[rows["device"] == rows["device"].iloc[0]]
     r = rows.iloc[0]
     gpu = float(r["gpu_bytes"]) / GB
     ok, oom = rows[rows["status"] == "ok"], rows[rows["status"] == "oom"]

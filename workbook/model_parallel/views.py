@@ -504,15 +504,18 @@ def schedules_caption(rows: pd.DataFrame) -> str:
     row = here[here["m"] == m].set_index("schedule")
     if not {"gpipe", "1f1b"} <= set(row.index):
         return "*No GPipe/1F1B rows to compare yet.*"
-    where = _blocks(rows)[0][0]
-    return (f"*{where}:* at p={int(here['p'].max())} stages and m={m} micro-batches, GPipe "
+    where, p = _blocks(rows)[0][0], int(here["p"].max())
+    # one stage has no pipe to fill or drain: a zero bubble there says nothing about the schedules
+    alone = (" With one stage there is no pipe to fill or drain, so both bubbles are zero by "
+             "construction; only the memory tells the schedules apart here.") if p == 1 else ""
+    return (f"*{where}:* at p={p} stages and m={m} micro-batches, GPipe "
             f"idled {row.loc['gpipe', 'idle_measured']:.1%} of a step and 1F1B "
             f"{row.loc['1f1b', 'idle_measured']:.1%} (formula "
             f"{row.loc['gpipe', 'idle_formula']:.1%}); GPipe held "
             f"{row.loc['gpipe', 'held_measured']:.0f} micro-batches' activations "
             f"({row.loc['gpipe', 'stage0_MiB_measured']:.1f} MiB on stage 0), 1F1B "
             f"{row.loc['1f1b', 'held_measured']:.0f} "
-            f"({row.loc['1f1b', 'stage0_MiB_measured']:.1f} MiB).")
+            f"({row.loc['1f1b', 'stage0_MiB_measured']:.1f} MiB).{alone}")
 
 
 @takes_rows
@@ -568,5 +571,7 @@ def drops_caption(ep: pd.DataFrame) -> str:
             level=["skew", "capacity_factor"]).all()
         same = (f" All-to-all bytes equal the count from the routing decisions in "
                 f"{int(equal.sum())} of {len(equal)} settings.")
+    if "world" in part.columns and part["world"].max() == 1:
+        same += " (One rank: no token leaves it, so the all-to-all moves nothing.)"
     return (f"*{where}:* at capacity factor {' / '.join(f'{c:g}' for c in cfs)}, "
             + "; ".join(lines) + "." + same)

@@ -65,6 +65,7 @@ from workbook.precision.views import (
     loss_scale_explorer,
     predicted_step_times,
     scaler_figure,
+    speedup_caption,
     training_summary,
 )
 from workbook.training import MasterWeightAdamW
@@ -85,5 +86,5 @@ __all__ = [
     "TRAINING_PRESETS", "train_one", "run_training", "EXPERIMENTS",
     # views
     "format_explorer", "histogram_figure", "loss_scale_explorer", "scaler_figure",
-    "training_summary", "predicted_step_times", "claims",
+    "training_summary", "predicted_step_times", "claims", "speedup_caption",
 ]

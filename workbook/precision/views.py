@@ -18,7 +18,7 @@ from workbook.precision.underflow import UNDERFLOW_FORMATS, share_rows
 from workbook.results import where_label
 
 __all__ = ["format_explorer", "histogram_figure", "loss_scale_explorer", "scaler_figure",
-           "training_summary", "claims", "predicted_step_times"]
+           "training_summary", "claims", "predicted_step_times", "speedup_caption"]
 
 
 def format_explorer(value: str = "0.1"):
@@ -211,3 +211,24 @@ def predicted_step_times(rows: pd.DataFrame, roofline: pd.DataFrame) -> pd.DataF
                           "value": fp32_ms * peaks["fp32"] / peaks[dtype], "unit": "ms",
                           "source": "predicted", "status": "ok"}
                          for mode, dtype in MODE_DTYPE.items() if dtype in peaks])
+
+
+@takes_rows
+def speedup_caption(training: pd.DataFrame) -> str:
+    """Markdown: each mode's step-time speed-up over ``fp32`` (matmuls on CUDA cores) and over
+    ``tf32`` (FP32 on tensor cores), and peak memory over ``fp32``, from the training rows."""
+    table = training_summary(training).set_index("mode") if not training.empty else None
+    if table is None or "fp32" not in table.index or "step_time" not in table:
+        return "*No training rows with an fp32 run yet.*"
+
+    def over(base: str, col: str, faster: bool) -> str:  # speed-up base/mode; memory mode/base
+        ratios = table.loc[base, col] / table[col] if faster else table[col] / table.loc[base, col]
+        return ", ".join(f"{m} {r:.2f}×" for m, r in ratios.items() if m not in ("fp32", base))
+
+    text = (f"Step time ({where_label(training)}), speed-up over fp32: "
+            + over("fp32", "step_time", True))
+    if "tf32" in table.index:
+        text += "; over tf32: " + over("tf32", "step_time", True)
+    if "peak_memory" in table:
+        text += ". Peak memory over fp32: " + over("fp32", "peak_memory", False)
+    return text + "."

@@ -233,7 +233,7 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
                          pred, meas, "×", where))
     for v, paper in (("zero1", 2.0), ("zero2", 2.0), ("zero3", 3.0)):
         out.append(Claim(f"{v} communication per step",
-                         "lecture: None < ZeRO-1 < ZeRO-2 < ZeRO-3; paper Sec. 7",
+                         "lecture: grows with the stage, from DDP to ZeRO-3; paper Sec. 7",
                          paper, get(v, "comm measured (Ψ)"), "Ψ", where))
     return claims_table(out)
 
