@@ -9,6 +9,7 @@ import os
 import pkgutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -724,3 +725,26 @@ def test_binders_memory_budget_is_the_small_presets_only(monkeypatch):
         device="budget")
     runs = walltime.figure(ledger, "peak_memory")
     assert [t.name for t in runs.data] == ["budget, small"]
+
+
+def test_interleaved_timing_takes_turns_and_keeps_each_ones_median():
+    """lora_merge timed base, adapter and merged one after the other; a drift between them
+    read as a cost of merging. Interleaved, a slow phase is shared by all of them."""
+    from workbook import profiling
+
+    calls, clock = [], {"slow": False}
+
+    def make(name, ms):
+        def fn():
+            calls.append(name)
+            time.sleep((ms + (20 if clock["slow"] else 0)) / 1e3)
+            clock["slow"] = len(calls) > 12  # the second half of the run is slower for all
+        return fn
+
+    out = profiling.time_ms_interleaved({"a": make("a", 1), "b": make("b", 5)}, warmup=1,
+                                        repeats=8, device="cpu")
+    assert calls[:2] == ["a", "b"] and len(calls) == 2 + 16
+    assert calls[2:6] == ["a", "b", "b", "a"], "each round rotates the order"
+    assert out["b"] > out["a"], out
+    with pytest.raises(WorkbookError, match="fns is empty"):
+        profiling.time_ms_interleaved({})

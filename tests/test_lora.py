@@ -251,6 +251,9 @@ def test_rank_cost_and_merge_captions_print_the_rows_numbers():
     slow = merge.assign(value=merge["value"].where(merge["variant"] != "merged", 2.5))
     text = lora.merge_caption(slow)
     assert "merged model timed 1.25× the base although both run the same kernels" in text, text
+    assert "one after the other" in text, "rows without the timing column were sequential"
+    turns = lora.merge_caption(slow.assign(timing="interleaved"))
+    assert "timed in turn" in turns and "one after the other" not in turns
     verdict = lora.claims(pd.DataFrame({"source": [], "value": []}), _advice_rows(0.1, 0.001),
                           slow).set_index("claim")["verdict"]
     assert verdict[verdict.index.str.startswith("merged")].iloc[0].startswith("off"), \

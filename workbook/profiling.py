@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from workbook.config import WorkbookError, check_range
+
 
 def time_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10,
             device: torch.device | str | None = None) -> float:
@@ -49,6 +51,28 @@ def time_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10,
             fn()
             samples.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(samples)
+
+
+def time_ms_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 3,
+                        repeats: int = 10, device: torch.device | str | None = None
+                        ) -> dict[str, float]:
+    """Median wall time (ms) of each of ``fns``, timed in turn: round r times every function
+    once, in an order rotated by r. Timed one after the other instead (all of A, then all of
+    B), a drift of the clocks or the caches in between reads as a difference of A and B;
+    interleaved, each sees the same conditions."""
+    if not fns:
+        raise WorkbookError("fns is empty; allowed: a dict of at least one name -> function")
+    check_range("warmup", warmup, 0, 10_000)
+    check_range("repeats", repeats, 1, 100_000)
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(time_ms(fns[name], warmup=0, repeats=1, device=device))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _on_cuda(device: torch.device | str | None) -> bool:

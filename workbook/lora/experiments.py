@@ -31,7 +31,7 @@ from workbook.lora.adapter import (
     with_lora,
 )
 from workbook.model import load_base_model
-from workbook.profiling import time_ms
+from workbook.profiling import time_ms_interleaved
 from workbook.registry import Experiment
 
 # ----------------------------------------------------------------------- the fine-tune task
@@ -384,19 +384,21 @@ def run_merge(cfg: MergeConfig, seed: int) -> pd.DataFrame:
                       generator=gen).to(device)
     with torch.no_grad():
         plain = plain_model(input_ids=x).logits
-        t_base = time_ms(lambda: plain_model(input_ids=x), repeats=cfg.repeats, device=device)
         before = model(input_ids=x).logits
-        t_unmerged = time_ms(lambda: model(input_ids=x), repeats=cfg.repeats, device=device)
-        merged = model.merge_and_unload()
+        merged = copy.deepcopy(model).merge_and_unload()  # the adapter model stays to be timed
         after = merged(input_ids=x).logits
-        t_merged = time_ms(lambda: merged(input_ids=x), repeats=cfg.repeats, device=device)
+        # the three timed in turn, not one after the other: a drift in between (clocks, caches)
+        # would read as a cost or a saving of merging
+        times = time_ms_interleaved({"base": lambda: plain_model(input_ids=x),
+                                     "unmerged": lambda: model(input_ids=x),
+                                     "merged": lambda: merged(input_ids=x)},
+                                    repeats=cfg.repeats, device=device)
     params = {"rank": cfg.rank, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len}
     diffs = {"merged vs adapter": after - before, "adapter vs base": before - plain}
-    times = {"base": t_base, "unmerged": t_unmerged, "merged": t_merged}
     rows = [{**params, "variant": k, "metric": "max_abs_diff",
              "value": float(v.abs().max()), "unit": "logit"} for k, v in diffs.items()]
-    rows += [{**params, "variant": k, "metric": "forward_time", "value": v, "unit": "ms"}
-             for k, v in times.items()]
+    rows += [{**params, "variant": k, "metric": "forward_time", "value": v, "unit": "ms",
+              "timing": "interleaved"} for k, v in times.items()]
     return pd.DataFrame(rows)
 
 

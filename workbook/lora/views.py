@@ -424,9 +424,14 @@ def merge_caption(rows: pd.DataFrame) -> str:
     if {"base", "merged"} <= set(ms.index) and abs(ms["merged"] / ms["base"] - 1) > MERGE_TOL:
         text += (f" **The merged model timed {ms['merged'] / ms['base']:.2f}× the base although "
                  "both run the same kernels on the same shapes** (`merge_and_unload` leaves "
-                 "plain linear layers), so the merge itself cannot cost or save time; the gap "
-                 "is read as the spread of two timings of a forward pass this short, taken one "
-                 "after the other (not interleaved: not measured here).")
+                 "plain linear layers), so the merge itself cannot cost or save time.")
+        if (part.get("timing", pd.Series(dtype=str)) == "interleaved").any():
+            text += (" The three were timed in turn, so a drift between them does not explain "
+                     "it either; these rows do not say what does.")
+        else:
+            text += (" These rows timed them one after the other, not in turn: the gap is "
+                     "read as a drift between two timings of a forward pass this short "
+                     "(rows recorded since the timing was interleaved can tell).")
     return text
 
 
