@@ -191,6 +191,7 @@ def test_a_claim_that_needs_an_interval_has_no_verdict_without_one():
                   low=-0.05, high=-0.01, needs_interval=True)
     table = claims_table([one_seed, seeds])
     assert table["verdict"].iloc[0] == NO_INTERVAL
+    assert verdict(0.0, -0.03, kind="at_most", needs_interval=True) == NO_INTERVAL
     assert table["verdict"].iloc[1].startswith("holds")
     assert "interval" in table["holds if"].iloc[0] and "needs_interval" not in table.columns
     with pytest.raises(WorkbookError, match="needs_interval"):

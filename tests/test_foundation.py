@@ -683,6 +683,14 @@ def test_a_dispatcher_that_raises_is_a_row(monkeypatch):
     rows = registry.run_isolated(DISPATCHERS[0], "small")
     assert rows["status"].tolist() == ["error"] and "ZeroDivisionError" in rows["error"][0]
 
+    def no_memory(**_):
+        raise MemoryError("deliberate")
+
+    monkeypatch.setattr(registry, "execute", no_memory)
+    assert registry.run_isolated(DISPATCHERS[0], "small")["status"].tolist() == ["oom"], \
+        "the same statuses as a child's: an out-of-memory error is an oom row"
+
+
 
 def test_rows_measured_under_an_emulated_smaller_card_are_not_recorded(monkeypatch, ledger_dir):
     """A 24 GB-cap Run All recorded attention rows as the H200's (oom where it has room)."""

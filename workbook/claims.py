@@ -18,6 +18,7 @@ import pandas as pd
 from workbook.config import WorkbookError, check_flag, check_range
 
 KINDS = ("equal", "at_least", "at_most")
+NO_INTERVAL = "n/a (one seed: no interval to judge so small an effect by)"
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,9 @@ class Claim:
     needs_interval: bool = False
 
     def __post_init__(self) -> None:  # bad numbers or a bad kind: one line, here
-        check_flag("needs_interval", self.needs_interval)
         verdict(self.predicted, self.measured, self.rel_tol, abs_tol=self.abs_tol,
-                interval=(self.low, self.high), kind=self.kind, factor=self.factor)
-
-    @property
-    def unjudged(self) -> bool:
-        """It needs an interval and has none."""
-        return self.needs_interval and not (math.isfinite(self.low)
-                                             and math.isfinite(self.high))
+                interval=(self.low, self.high), kind=self.kind, factor=self.factor,
+                needs_interval=self.needs_interval)
 
 
 def _number(name: str, value: object) -> float:
@@ -73,7 +68,7 @@ def _number(name: str, value: object) -> float:
 
 def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol: float = 0.0,
             interval: tuple[float, float] | None = None, kind: str = "equal",
-            factor: float = 0.0) -> str:
+            factor: float = 0.0, needs_interval: bool = False) -> str:
     """'holds' (with the reason where it is not a plain ratio), 'off: measured 1.3× lower',
     'missed: …' for a bound, or 'n/a (not measured)'. Never typed by hand: a claims table
     calls this.
@@ -94,8 +89,11 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
                             "(low, high), the measurement's interval")
     low, high = interval
     low, high = _number("low", low), _number("high", high)
+    check_flag("needs_interval", needs_interval)
     if math.isnan(predicted) or math.isnan(measured):
         return "n/a (not measured)"
+    if needs_interval and (math.isnan(low) or math.isnan(high)):
+        return NO_INTERVAL
     if kind in ("at_least", "at_most") and not (math.isnan(low) or math.isnan(high)):
         # "A beats B" with the measurement's interval (seeds, bootstrap): it holds only when the
         # whole interval clears the bound, is wrong when the whole interval lies on the other
@@ -189,12 +187,9 @@ def _band_verdict(predicted: float, low: float, high: float, abs_tol: float,
 
 def holds_if(claim: Claim) -> str:
     """The rule a claim is judged by, in words: the table states its tolerance."""
-    if claim.needs_interval and claim.kind in ("at_least", "at_most"):
-        word = "above" if claim.kind == "at_least" else "below"
-        return f"the seeds' interval lies wholly {word} {fixed(claim.predicted)}"
     if claim.kind in ("at_least", "at_most"):
         sign = "≥" if claim.kind == "at_least" else "≤"
-        if math.isfinite(claim.low) and math.isfinite(claim.high):
+        if claim.needs_interval or (math.isfinite(claim.low) and math.isfinite(claim.high)):
             word = "above" if claim.kind == "at_least" else "below"
             return f"the measured interval lies wholly {word} {fixed(claim.predicted)}"
         if claim.abs_tol:
@@ -266,18 +261,15 @@ class ClaimsTable(pd.DataFrame):
             return shown.to_string(index=False)
 
 
-NO_INTERVAL = "n/a (one seed: no interval to judge so small an effect by)"
-
-
 def claims_table(claims: list[Claim]) -> pd.DataFrame:
     """One row per claim, with the verdict computed, never typed in, and the rule it was
     judged by (``holds if``); the measured interval where a claim has one. Shown in full,
     numbers in fixed notation (:class:`ClaimsTable`)."""
     frame = pd.DataFrame([asdict(c) for c in claims])
     frame["holds if"] = [holds_if(c) for c in claims]
-    frame["verdict"] = [NO_INTERVAL if c.unjudged and math.isfinite(c.measured) else
-                        verdict(c.predicted, c.measured, c.rel_tol, abs_tol=c.abs_tol,
-                                interval=(c.low, c.high), kind=c.kind, factor=c.factor)
+    frame["verdict"] = [verdict(c.predicted, c.measured, c.rel_tol, abs_tol=c.abs_tol,
+                                interval=(c.low, c.high), kind=c.kind, factor=c.factor,
+                                needs_interval=c.needs_interval)
                         for c in claims]
     drop = ["rel_tol", "abs_tol", "kind", "factor", "needs_interval"]
     if frame[["low", "high"]].isna().all().all():

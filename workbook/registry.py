@@ -201,8 +201,7 @@ def _dispatch(spec: dict[str, Any]) -> pd.DataFrame:
     try:
         return execute(**spec)
     except Exception as exc:  # noqa: BLE001 - as runner's child: every failure becomes a row
-        message = str(exc) if isinstance(exc, WorkbookError) else f"{type(exc).__name__}: {exc}"
-        return runner.failure_row(spec, "error", message.splitlines()[0][:300])
+        return runner.failure_row(spec, *runner.failure_of(exc))
 
 
 def check_seed(seed: Any) -> None:

@@ -138,7 +138,7 @@ def _launch(func: str, kwargs: dict[str, Any], *, nprocs: int, backend: str | No
             # would give it (saves a Python start-up, a torch import and a rendezvous)
             rank_env = _one_rank_env() if backend is not None else {}
             proc, spare_tag = take_spare(child_env)
-            if proc is not None:  # warm already: it is handed its job (see _take_spare)
+            if proc is not None:  # warm already: it is handed its job (see take_spare)
                 child_env[TAG_VAR] = spare_tag
                 proc.stdin.write(json.dumps({"spec": child[0], "out": child[1],
                                              "env": rank_env}) + "\n")
@@ -307,6 +307,16 @@ def _is_oom(exc: BaseException) -> bool:
     return torch is not None and isinstance(exc, torch.OutOfMemoryError)
 
 
+def failure_of(exc: BaseException) -> tuple[str, str]:
+    """(status, one-line error) of a measurement that raised: ``oom`` for an out-of-memory
+    error, else ``error`` (a WorkbookError's own words, any other with its type)."""
+    if _is_oom(exc):
+        return "oom", str(exc).splitlines()[0][:300]
+    if isinstance(exc, WorkbookError):
+        return "error", str(exc)
+    return "error", f"{type(exc).__name__}: {exc}"[:300]
+
+
 def _torchrun_main(args: list[str]) -> int:
     """torchrun in this process, after :func:`die_with_parent`; its ranks die with it."""
     die_with_parent()
@@ -392,12 +402,9 @@ def _child_main(spec_path: str, out_dir: str) -> int:
             raise TypeError(f"{spec['func']} returned {type(frame).__name__}, not a DataFrame")
         report["rows"] = _jsonable(frame)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row, by design
-        if _is_oom(exc):
-            report.update(status="oom", error=str(exc).splitlines()[0][:300])
-        elif isinstance(exc, WorkbookError):
-            report.update(status="error", error=str(exc))
-        else:
-            report.update(status="error", error=f"{type(exc).__name__}: {exc}"[:300])
+        status, error = failure_of(exc)
+        report.update(status=status, error=error)
+        if status == "error" and not isinstance(exc, WorkbookError):
             traceback.print_exc()
     finally:
         if initialised:
