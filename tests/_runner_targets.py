@@ -128,3 +128,10 @@ def whoami() -> pd.DataFrame:
     return pd.DataFrame([{"metric": "pid", "value": float(os.getpid()),
                           "rank_env": os.environ.get("RANK", ""),
                           "spare": "--spare" in sys.argv}])
+
+
+def frozen_objects() -> pd.DataFrame:
+    """How many objects the child's collector ignores (runner freezes what was imported)."""
+    import gc
+
+    return pd.DataFrame({"metric": ["frozen"], "value": [gc.get_freeze_count()]})

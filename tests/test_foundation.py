@@ -123,6 +123,12 @@ def test_runner_returns_rows_from_a_fresh_process():
     assert (rows["status"] == "ok").all(), "rows that came back fine say so"
 
 
+def test_a_child_freezes_what_it_imported_before_the_call():
+    # gc.freeze(): a sweep's gc.collect() between cases skips torch's and pandas' objects
+    rows = runner.call("tests._runner_targets:frozen_objects", {})
+    assert rows["value"].iloc[0] > 10_000, "torch and pandas alone leave more objects than that"
+
+
 def test_runner_turns_a_crash_into_a_row():
     rows = runner.call("tests._runner_targets:crash", {})
     assert rows["status"].tolist() == ["crash"]

@@ -344,7 +344,8 @@ def load_base_model(preset: str | None = None, seed: int = 0,
 def prepare(preset: str | None = None, seed: int = 0) -> dict[str, float]:
     """Build the caches a notebook's first run would otherwise build, and say how long each took.
 
-    The corpus's tokenizer and token ids, then the base model of ``preset`` (trained once, with
+    The corpus's tokenizer and token ids, then the base model of ``preset`` and, for a larger
+    preset, the small one its fine-tuning experiments start from (each trained once, with
     a progress bar, on :func:`workbook.hardware.cpu_threads` threads on a CPU). Already cached
     parts take well under a second. ``python -m workbook prepare`` runs this; ``make lab`` runs
     that before JupyterLab starts, so no notebook cell has to wait for it.
@@ -355,6 +356,9 @@ def prepare(preset: str | None = None, seed: int = 0) -> dict[str, float]:
     steps = [("tokenizer and token ids", lambda: (load_tokenizer(recipe.model.vocab_size),
                                                   token_ids("train", recipe.model.vocab_size))),
              (f"{chosen} base model, seed {seed}", lambda: load_base_model(chosen, seed, "cpu"))]
+    if chosen != "small":  # the full preset's LoRA, QLoRA, SFT and alignment runs fine-tune it
+        steps.append((f"small base model, seed {seed}",
+                      lambda: load_base_model("small", seed, "cpu")))
     print(f"preparing the workbook's caches in {base_model_dir(chosen, seed).parent} "
           f"(CPU threads: {cpu_threads()})", flush=True)
     for what, build in steps:

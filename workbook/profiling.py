@@ -206,7 +206,10 @@ def run_ncu(child: str, spec: dict, timeout_s: float = 600) -> tuple[object, str
         cmd = [ncu_path(), "--profile-from-start", "off", "--target-processes", "all",
                "--metrics", ",".join(NCU_METRICS), "--csv", "--print-units", "base",
                "--log-file", str(log), sys.executable, "-c",
-               f"from {module} import {func}; {func}({str(spec_path)!r}, {str(out)!r})"]
+               # gc.freeze(), as runner's children do: the child's cleanups between cases
+               # need not walk every object torch's import made
+               f"import gc; from {module} import {func}; gc.freeze(); "
+               f"{func}({str(spec_path)!r}, {str(out)!r})"]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(Path(__file__).resolve().parent.parent),
                         os.environ.get("PYTHONPATH", "")) if p)}

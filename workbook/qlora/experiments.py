@@ -308,7 +308,9 @@ def quality_rows(cfg: dict, seed: int, base_seed: int, timed: bool = True) -> pd
 
 QUALITY_PRESETS = {
     "small": QualityConfig(steps=6, batch_size=4, seq_len=32, eval_batches=2),
-    "full": QualityConfig(parallel=2),      # seed 0 alone (timed), then seeds 1 and 2 at once
+    # seeds in turn in one process: on the H200 (3ff62994f25e, profiled) a child for seeds 1
+    # and 2 spent ~25 of its ~37 s starting (imports, bitsandbytes' op registration), 12 training
+    "full": QualityConfig(),
 }
 
 
