@@ -254,6 +254,13 @@ def test_rank_cost_and_merge_captions_print_the_rows_numbers():
     assert "one after the other" in text, "rows without the timing column were sequential"
     turns = lora.merge_caption(slow.assign(timing="interleaved"))
     assert "timed in turn" in turns and "one after the other" not in turns
+    # both kinds for one device (a ledger keeps the old sequential rows beside the new):
+    # the caption and the claim read only the rows timed in turn
+    both = pd.concat([slow, merge.assign(timing="interleaved")], ignore_index=True)
+    assert "2.00 ms merged (1.00×)" in lora.merge_caption(both)
+    mixed = lora.claims(pd.DataFrame({"source": [], "value": []}), _advice_rows(0.1, 0.001),
+                        both).set_index("claim")["verdict"]
+    assert mixed[mixed.index.str.startswith("merged")].iloc[0].startswith("holds"), mixed
     verdict = lora.claims(pd.DataFrame({"source": [], "value": []}), _advice_rows(0.1, 0.001),
                           slow).set_index("claim")["verdict"]
     assert verdict[verdict.index.str.startswith("merged")].iloc[0].startswith("off"), \
