@@ -170,6 +170,10 @@ def test_mfu_benchmark_small_preset_rows(ledger_dir):
     assert set(rows["attention"]) == {"sdpa", "causal"}
     assert set(flops.run_labels(rows[rows["metric"] == "step_time"])) == {
         "eager:sdpa", "eager:causal", "eager:causal:bf16"}, "the preset's three runs"
+    seconds = rows[rows["metric"] == "run_seconds"]
+    assert set(flops.run_labels(seconds)) == set(flops.run_labels(rows[rows["metric"] ==
+                                                                       "step_time"]))
+    assert (seconds["value"] > 0).all() and (seconds["unit"] == "s").all(), "one per run"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="MFU against a datasheet needs a GPU")

@@ -24,7 +24,8 @@ from workbook.profiling import time_ms
 from workbook.registry import Experiment
 
 __all__ = ["MfuConfig", "BEST_OPTIONS", "MFU_PRESETS", "QUICK_RUNS", "quick_config",
-           "run_mfu_benchmark", "release_previous_run", "FlopsSweepConfig", "FLOPS_PRESETS",
+           "run_mfu_benchmark", "run_seconds_row", "release_previous_run", "FlopsSweepConfig",
+           "FLOPS_PRESETS",
            "run_flops_sweep", "LossKernelConfig", "LOSS_KERNEL_PRESETS", "run_loss_kernel",
            "EnergyConfig", "ENERGY_PRESETS", "run_energy_per_token", "EXPERIMENTS"]
 
@@ -110,9 +111,20 @@ def run_mfu_benchmark(cfg: MfuConfig, seed: int) -> pd.DataFrame:
     for i, run in enumerate(cfg.runs):
         if i:
             release_previous_run()
-        frames.append(step_rows(cfg.model(), cfg.batch_size, run, seed, cfg.repeats,
-                                count=i == 0, breakdown=cfg.breakdown))
+        start = time.monotonic()
+        frame = step_rows(cfg.model(), cfg.batch_size, run, seed, cfg.repeats,
+                          count=i == 0, breakdown=cfg.breakdown)
+        frames += [frame, run_seconds_row(frame, time.monotonic() - start)]
     return pd.concat(frames, ignore_index=True)
+
+
+def run_seconds_row(frame: pd.DataFrame, seconds: float) -> pd.DataFrame:
+    """The whole run's wall seconds (building, compiling, autotuning, warming up, timing,
+    profiling) as a ``run_seconds`` row with the run's columns: which of the benchmark's runs
+    its minutes go to (compilation, not the timed steps, is most of them)."""
+    first = frame.iloc[0].to_dict()
+    return pd.DataFrame([{**first, "metric": "run_seconds", "value": seconds, "unit": "s",
+                          "source": "measured", "status": "ok", "error": ""}])
 
 
 def release_previous_run() -> None:
