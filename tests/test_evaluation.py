@@ -357,6 +357,13 @@ def test_dpo_caption_says_when_the_chosen_answers_became_less_likely():
     assert "both kinds alike" not in up, "0.5 vs 0.1 is not refusing both kinds alike"
 
 
+def test_a_shares_interval_over_seeds_stays_between_0_and_1():
+    mean, low, high = ev.mean_interval([0.0, 0.167, 0.583])
+    assert low < 0, "the t interval over three seeds reaches below 0 here"
+    assert ev.views.share_interval([0.0, 0.167, 0.583]) == (mean, 0.0, high)
+    assert ev.views.share_interval([0.9, 1.0, 1.0])[2] == 1.0
+
+
 def test_dpo_caption_says_what_dpo_made_worse_in_every_seed():
     def rows(dpo_exact: list[float], dpo_refuse: list[float]) -> pd.DataFrame:
         data = [("sft", 0, 0, "task_pairs", 50.0), ("sft", 0, 0, "exact_match", 0.7),

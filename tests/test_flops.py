@@ -384,6 +384,35 @@ def test_loss_kernel_table_puts_the_baseline_first_then_the_fastest_launches():
     assert list(table["ms (measured)"]) == [2.0, 1.1, 1.3]
 
 
+def test_kernel_caption_gives_the_fastest_runs_matmul_rate_against_the_roofline():
+    import pandas as pd
+    base = {"mode": "compiled", "attention": "causal", "n_params": 1e8, "batch_size": 10,
+            "seq_len": 1000, "device": "NVIDIA H100 80GB HBM3", "source": "recorded",
+            "status": "ok", "recorded_at": "2026-11-22T00:00:00"}
+    # 6 · 1e8 · 1e4 tokens = 6e12 FLOPs in 10 ms = 600 TFLOP/s; the roofline 400 / 50 % = 800
+    rows = pd.DataFrame([{**base, "metric": m, "value": v} for m, v in (
+        ("step_time", 30.0), ("kernel_ms_matmul", 10.0), ("kernel_ms_elementwise", 15.0),
+        ("achieved_tflops", 400.0), ("mfu_roofline", 50.0))])
+    caption = flops.kernel_caption(rows)
+    assert "in 10.00 ms = 600 TFLOP/s, 75 % of the measured bf16 roofline" in caption
+
+
+def test_loss_kernel_caption_counts_each_option_pair_by_pair():
+    import pandas as pd
+    rows = []
+    for per_sm, evict, ms in ((0, False, 1.0), (0, True, 0.9), (4, False, 1.2), (4, True, 1.3)):
+        for metric, value in (("ms", ms), ("bytes_moved", 2e9), ("achieved_gbps", 2e9 / ms)):
+            rows.append({"variant": "triton_ce", "block": 4096, "warps": 16, "per_sm": per_sm,
+                         "evict": evict, "commit": "abc", "metric": metric, "value": value,
+                         "status": "ok", "device": "NVIDIA H100 80GB HBM3",
+                         "source": "recorded", "recorded_at": "2026-01-01"})
+    caption = flops.loss_kernel_caption(pd.DataFrame(rows))
+    # evict: 0.9 vs 1.0 (faster), 1.3 vs 1.2 (slower); per_sm: 1.2 vs 1.0, 1.3 vs 0.9 (slower)
+    assert "(`evict`) made 1 of 2 launches faster (time -10.0 % to +8.3 %)" in caption
+    assert "(`per_sm`) made 0 of 2 launches faster (time +20.0 % to +44.4 %)" in caption
+    assert "no interval" in caption
+
+
 # --- energy ---------------------------------------------------------------------------------
 
 class FakeNvml:

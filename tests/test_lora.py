@@ -273,6 +273,13 @@ def test_advice_caption_states_the_tolerance_the_claims_use():
     assert f"allow the ratio ±{tol:.2f} decades" in lora.advice_caption(rows)
 
 
+def test_advice_caption_says_where_its_rows_were_measured():
+    assert lora.advice_caption(_advice_rows(0.1, 0.001)).startswith("*this machine (cpu):*")
+    recorded = _advice_rows(0.1, 0.001).assign(source="recorded", device="NVIDIA H200",
+                                               n_gpus=1, recorded_at="2026-12-03T00:00:00")
+    assert lora.advice_caption(recorded).startswith("*recorded on NVIDIA H200 ×1, 2026-12-03")
+
+
 def test_every_claims_row_says_where():
     timing = pd.DataFrame({"metric": [], "variant": [], "value": []})
     rank_rows = pd.DataFrame({"source": ["predicted", "measured"], "value": [10, 10]})

@@ -102,6 +102,13 @@ def test_policies_nest_and_prompt_tokens_never_carry_answer_loss(tok):
     assert learned == "b a" + sft.END, f"last_turn must train only the final answer: {learned!r}"
 
 
+def test_objective_table_never_marks_position_0_as_a_target(tok):
+    table = sft.objective_table(_chat("Add: 2 + 3", "5"), tok)
+    assert not table.loc[0, ["pre-training loss", "SFT loss"]].any(), "nothing precedes it"
+    assert table["pre-training loss"].iloc[1:].all(), "pre-training: every later token"
+    assert (table["SFT loss"] == (table["role"] == "response")).iloc[1:].all()
+
+
 def test_nothing_left_to_learn_names_the_record(tok):
     record = _chat("Reverse: a b c d e f g h", "h g f e d c b a", rid="too-long")
     with pytest.raises(WorkbookError, match="too-long"):

@@ -237,7 +237,8 @@ def _wait(proc: subprocess.Popen, timeout_s: float, progress: str | None,
 
     total = max(1, round(expected_s)) if expected_s else None
     fmt = ("{desc}: {bar} {n}/{total} s, about {remaining} left (from the last run here)"
-           if total else "{desc}: {n} s (first run here: no estimate yet)")
+           if total else "{desc}: running, {n} s so far (first run here: no estimate yet)")
+    # (a saved notebook keeps the bar's first text, "0 s so far": it must not read as a time)
     start = time.monotonic()
     with tqdm(total=total, desc=progress, bar_format=fmt, leave=False) as bar:
         while True:

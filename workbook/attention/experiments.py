@@ -108,8 +108,9 @@ class TrafficConfig:
     n_heads: int
     dtype: str = "bfloat16"
     modes: tuple[str, ...] = MODES
-    # Forward only: the math backend moves what vanilla moves (it materialises S and P the same
-    # way). Triton's backward is a fused kernel since 7121e58, so it is measured both ways.
+    # Forward only: the math backend materialises S and P as vanilla does (and moves several
+    # times vanilla's bytes: 07's traffic plot). Triton's backward is a fused kernel since
+    # 7121e58, so it is measured both ways.
     fwd_only: Annotated[tuple[str, ...], MAY_BE_EMPTY] = ("sdpa_math",)
 
     def __post_init__(self) -> None:

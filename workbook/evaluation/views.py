@@ -121,6 +121,13 @@ def mean_interval(values: pd.Series | list[float], level: float = 0.95
     return mean, mean - half, mean + half
 
 
+def share_interval(values: pd.Series | list[float]) -> tuple[float, float, float]:
+    """:func:`mean_interval` of a share, its bounds cut at 0 and 1 (a t interval over a few
+    seeds can reach past them; no share can)."""
+    mean, low, high = mean_interval(values)
+    return mean, max(low, 0.0) if low == low else low, min(high, 1.0) if high == high else high
+
+
 @takes_rows
 def mid_training_effects(rows: pd.DataFrame) -> pd.DataFrame:
     """Per replay share and training seed: the step early stopping picks (lowest *dev* loss),
@@ -152,7 +159,7 @@ def mid_training_summary(rows: pd.DataFrame) -> pd.DataFrame:
     table = []
     for replay, part in effects.groupby("replay"):
         row: dict = {"replay": replay, "seeds": len(part),
-                     "stopped at step (mean)": part["stopped_at_step"].mean()}
+                     "stopped at step (mean)": round(part["stopped_at_step"].mean(), 1)}
         for col, name in (("domain_test_change", "Δ domain test loss"),
                           ("general_change", "Δ general loss")):
             mean, low, high = mean_interval(part[col])
@@ -185,7 +192,7 @@ def mid_training_caption(rows: pd.DataFrame) -> str:
 @takes_rows
 def dpo_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """SFT without safety data (the "before" of the refusal rates), SFT and DPO on held-out
-    items and requests: mean over DPO seeds [95 % interval]."""
+    items and requests: mean over DPO seeds [95 % interval, cut at 0 and 1: all are shares]."""
     part = shown_numbers(rows)
     final = part[part["metric"].isin(_DPO_FINAL)]
     final = final[(final["model"] != "dpo") | (final["step"] == final["step"].max())]
@@ -193,8 +200,8 @@ def dpo_summary(rows: pd.DataFrame) -> pd.DataFrame:
     for model in [m for m in ("sft_no_safety", "sft", "dpo") if m in set(final["model"])]:
         row: dict = {"model": model}
         for metric in _DPO_FINAL:
-            mean, low, high = mean_interval(final[(final["model"] == model)
-                                                  & (final["metric"] == metric)]["value"])
+            mean, low, high = share_interval(final[(final["model"] == model)
+                                                   & (final["metric"] == metric)]["value"])
             row[metric] = (f"{mean:.3f}" if math.isnan(low) else
                            f"{mean:.3f} [{low:.3f}, {high:.3f}]") if mean == mean else "-"
         table.append(row)
@@ -226,8 +233,8 @@ def dpo_caption(rows: pd.DataFrame) -> str:
     seeds = part.loc[part["model"] == "dpo", "train_seed"].nunique()
     margin = mean_interval(part[(part["metric"] == "reward_margin") & (part["step"] == end)]
                            ["value"])
-    acc = mean_interval(part[(part["metric"] == "reward_accuracy") & (part["step"] == end)]
-                        ["value"])
+    acc = share_interval(part[(part["metric"] == "reward_accuracy") & (part["step"] == end)]
+                         ["value"])
     final = part[(part["step"] == end) & (part["model"] == "dpo")]
 
     def mean(metric: str, model: str | None = None) -> float:

@@ -83,9 +83,31 @@ def kernel_caption(rows: pd.DataFrame) -> str:
             continue
         fast, slow = part.loc["step_time"].idxmin(), part.loc["step_time"].idxmax()
         label = place or str(where_of(rows).iloc[0])
+        here = rows if place is None else rows[where_of(rows) == place]
         lines.append(f"**{label}** (ms per step): slowest {_describe_run(part, slow)}; "
-                     f"fastest {_describe_run(part, fast)}.")
+                     f"fastest {_describe_run(part, fast)}." + _matmul_rate(here, part, fast))
     return "\n\n".join(lines) or "*No kernel breakdown in these rows.*"
+
+
+def _matmul_rate(rows: pd.DataFrame, part: pd.DataFrame, run: str) -> str:
+    """' Its matmuls: 6·N·tokens in their ms = X TFLOP/s, Y % of the measured bf16 roofline.'
+    (the roofline read back from the run's own achieved TFLOP/s and MFU-vs-roofline), or ''."""
+    if "matmul" not in part.index or not np.isfinite(part.loc["matmul", run]) or not {
+            "n_params", "batch_size", "seq_len"} <= set(rows.columns):
+        return ""
+    shape = rows[["n_params", "batch_size", "seq_len"]].dropna()
+    if shape.empty or part.loc["matmul", run] <= 0:
+        return ""
+    n, batch, seq = (float(v) for v in shape.iloc[0])
+    tflops = 6 * n * batch * seq / (part.loc["matmul", run] / 1e3) / 1e12
+    table = mfu_table(rows)
+    roof = ""
+    if {"achieved_tflops", "mfu_roofline"} <= set(table.index) and run in table.columns:
+        peak = table.loc["achieved_tflops", run] / table.loc["mfu_roofline", run] * 100
+        if np.isfinite(peak) and peak > 0:
+            roof = f", {100 * tflops / peak:.0f} % of the measured bf16 roofline"
+    return (f" Its matmuls: 6·N·tokens in {part.loc['matmul', run]:.2f} ms = {tflops:,.0f} "
+            f"TFLOP/s{roof}.")
 
 
 def _describe_run(part: pd.DataFrame, run: str) -> str:
@@ -101,7 +123,9 @@ def _describe_run(part: pd.DataFrame, run: str) -> str:
 @takes_rows
 def loss_kernel_caption(rows: pd.DataFrame) -> str:
     """Markdown: per device, F.cross_entropy's ms against the fastest launch of the kernel,
-    the bandwidth it reaches and its share of the datasheet's HBM bandwidth."""
+    the bandwidth it reaches and its share of the datasheet's HBM bandwidth; and, for the L2
+    hints and the persistent grid, in how many pairs of otherwise equal launches each was
+    faster, with the range of its change."""
     if rows.empty:
         return "*No loss-kernel rows yet.*"
     lines = []
@@ -116,12 +140,44 @@ def loss_kernel_caption(rows: pd.DataFrame) -> str:
         sheet = datasheet(str(rows[where == place]["device"].iloc[0]))
         share = (f" ({100 * best['GB/s'] / sheet.hbm_gb_s:.0f} % of the datasheet's "
                  f"{sheet.hbm_gb_s / 1000:.2f} TB/s)" if sheet else "")
+        options = [text for text in (_option_pairs(kernel, "evict", "L2 eviction hints"),
+                                     _option_pairs(kernel, "per_sm", "a persistent grid"))
+                   if text]
         lines.append(f"**{place}**: `{best['variant']}` fastest launch {best['ms (measured)']:.2f}"
                      f" ms (launches {kernel['ms (measured)'].min():.2f}–"
                      f"{kernel['ms (measured)'].max():.2f} ms) against F.cross_entropy's "
                      f"{_fmt(base.min())} ms; it moves {best['GB moved (predicted)']:.2f} GB at "
-                     f"{best['GB/s']:,.0f} GB/s{share}.")
+                     f"{best['GB/s']:,.0f} GB/s{share}."
+                     + (" Launches that differ in one option only (same commit): "
+                        + "; ".join(options) + ". Each launch is one median, with no repeat "
+                        "of the sweep and so no interval: nothing here tells a change of a few "
+                        "per cent from noise." if options else ""))
     return "\n\n".join(lines) or "*No loss-kernel launches in these rows.*"
+
+
+def _option_pairs(kernel: pd.DataFrame, option: str, name: str) -> str | None:
+    """In words: of the launches that differ only in ``option`` (on vs off, same commit and
+    other settings), how many were faster with it on, and the range of its change in time."""
+    if option not in kernel or kernel[option].isna().all():
+        return None
+    on = kernel[option].astype(str).isin(["True", "true"]) if option == "evict" else (
+        pd.to_numeric(kernel[option], errors="coerce") > 0)
+    off = kernel[option].astype(str).isin(["False", "false"]) if option == "evict" else (
+        pd.to_numeric(kernel[option], errors="coerce") == 0)
+    keys = [k for k in ("block", "warps", "per_sm", "evict", "commit")
+            if k in kernel and k != option]
+    base = kernel[off].set_index(keys)["ms (measured)"]
+    base = base[~base.index.duplicated(keep="last")]
+    changes = []
+    for _, row in kernel[on].iterrows():
+        key = tuple(row[k] for k in keys)
+        if key in base.index:
+            changes.append(row["ms (measured)"] / base.loc[key] - 1)
+    if not changes:
+        return None
+    faster = sum(c < 0 for c in changes)
+    return (f"{name} (`{option}`) made {faster} of {len(changes)} launches faster "
+            f"(time {100 * min(changes):+.1f} % to {100 * max(changes):+.1f} %)")
 
 
 @takes_rows

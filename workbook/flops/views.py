@@ -261,12 +261,14 @@ def _mfu_claims(mfu_rows: pd.DataFrame) -> list[Claim]:
 @takes_rows
 def loss_kernel_table(rows: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
     """One row per launch of the recorded loss_kernel sweep (the latest measurement of each):
-    ms, the bytes it must move, and the bandwidth that implies, with the commit that measured
-    it (the kernel changed between commits). The baselines (F.cross_entropy, the PyTorch twin)
-    first, then the kernel's launches, fastest first; ``top``: only that many launches."""
+    ms, the bytes it must move, and the bandwidth that implies, with the commit and the device
+    that measured it (the kernel changed between commits). The baselines (F.cross_entropy, the
+    PyTorch twin) first, then the kernel's launches, fastest first; ``top``: only that many
+    launches."""
     if rows.empty:
         return rows
-    keys = [k for k in ("variant", "block", "warps", "per_sm", "evict", "commit") if k in rows]
+    keys = [k for k in ("variant", "block", "warps", "per_sm", "evict", "commit", "device")
+            if k in rows]
     ok = rows[rows["status"] == "ok"]
     table = ok.pivot_table(index=keys, columns="metric", values="value", aggfunc="last",
                            dropna=False).dropna(how="all").reset_index()

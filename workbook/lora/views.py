@@ -272,9 +272,9 @@ def lr_ratio(rows: pd.DataFrame) -> dict:
 
 @takes_rows
 def advice_caption(rows: pd.DataFrame) -> str:
-    """The advice sweeps in words, every number from ``rows``: each method's best LR, the
-    ratio, the batch sizes' and the target modules' gaps with their intervals, and plainly
-    whether the data can tell the alternatives apart."""
+    """The advice sweeps in words, every number from ``rows``: where they were measured, each
+    method's best LR, the ratio, the batch sizes' and the target modules' gaps with their
+    intervals, and plainly whether the data can tell the alternatives apart."""
     r = lr_ratio(rows)
     opt = lr_optima(rows).groupby("method")["log10_lr"].mean()
     lines = [f"Best learning rate (mean over {r['n']} seeds of the refined grid minimum): "
@@ -298,7 +298,8 @@ def advice_caption(rows: pd.DataFrame) -> str:
             f"{counts.loc['attention', 'value']:,.0f} params) minus FFN-only (rank "
             f"{counts.loc['ffn', 'rank']:.0f}, {counts.loc['ffn', 'value']:,.0f} params)",
             m, lo, hi, n))
-    return "\n\n".join(f"* {line}" for line in lines)
+    # which machine's rows these are: this one's, or a recorded device's (named, dated)
+    return f"*{where_label(rows)}:*\n\n" + "\n\n".join(f"* {line}" for line in lines)
 
 
 def _gap_words(what: str, mean: float, low: float, high: float, n: int) -> str:

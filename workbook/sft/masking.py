@@ -178,15 +178,16 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def objective_table(record: dict, tokenizer: Any) -> pd.DataFrame:
-    """Token by token: which tokens the pre-training objective and SFT put loss on."""
+    """Token by token: which tokens the pre-training objective and SFT put loss on. Position 0
+    is a target of neither (nothing precedes it: the loss shifts its label away)."""
     pre = encode_chat(record, tokenizer, "whole_sequence")
     sft = encode_chat(record, tokenizer, "answer_only")
     pieces = tokenizer.convert_ids_to_tokens(pre.input_ids)
     return pd.DataFrame({
         "token": [tokenizer.convert_tokens_to_string([p]) for p in pieces],
         "role": pre.roles,
-        "pre-training loss": [lab != IGNORE_INDEX for lab in pre.labels],
-        "SFT loss": [lab != IGNORE_INDEX for lab in sft.labels],
+        "pre-training loss": [i > 0 and lab != IGNORE_INDEX for i, lab in enumerate(pre.labels)],
+        "SFT loss": [i > 0 and lab != IGNORE_INDEX for i, lab in enumerate(sft.labels)],
     })
 
 

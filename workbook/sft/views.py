@@ -206,12 +206,13 @@ def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
             if diffs.empty:
                 continue
             mean, low, high = mean_interval(diffs.tolist())
-            method = f"t over {len(diffs)} seeds" if len(diffs) > 1 else "1 seed: none"
+            method = f"t over {len(diffs)} seeds" if len(diffs) > 1 else "one seed: no interval"
             n = _eval_items(part)
             if len(diffs) == 1 and metric != "answer_loss" and n:
                 p1, p2 = float(last[a].iloc[0]), float(last[b].iloc[0])
                 half = 1.96 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
-                low, high, method = mean - half, mean + half, f"1 seed: {n} items only"
+                low, high, method = (mean - half, mean + half,
+                                     f"one seed: an interval from its {n} held-out items alone")
             out.append({"where": where, "metric": metric, "unit": UNITS.get(metric, ""),
                         "seeds": len(diffs), "difference": mean, "low": low, "high": high,
                         "interval": method})
@@ -265,9 +266,7 @@ def masking_caption(rows: pd.DataFrame) -> str:
     for where, part in diffs.groupby("where", sort=False):
         em = part[part["metric"] == "exact_match"]
         loss = part[part["metric"] == "answer_loss"]
-        seeds = int(part["seeds"].max())
-        text = f"**{where}**, {seeds} seed{'s' if seeds != 1 else ''} ({part['interval'].iloc[0]}"
-        text += ", 95 %): answer-only minus whole-sequence"
+        text = f"**{where}** ({part['interval'].iloc[0]}, 95 %): answer-only minus whole-sequence"
         if len(em):
             text += f" exact match {_interval_words(em.iloc[0], 'higher')}"
         if len(loss):
