@@ -69,6 +69,12 @@ def test_table_states_each_claims_rule():
         "claimed value inside the measured interval", "≤ 600", "within 15%"]
     assert table["verdict"].tolist()[1] == "missed: 700 > 600"
     assert {"low", "high"} <= set(table.columns)
+    # the rule as the verdict applies it: a tight tolerance in its own digits, and no ratio
+    # against a prediction of zero (only the absolute tolerance judges there)
+    rules = claims_table([Claim("tight", "paper", 2.0, 2.0, rel_tol=0.001),
+                          Claim("zero", "lecture", 0.0, 3e-4, rel_tol=0.15, abs_tol=1e-3),
+                          Claim("exact", "lecture", 5.0, 5.0, rel_tol=0.0)])["holds if"]
+    assert rules.tolist() == ["within 0.1%", "within ±0.001", "equal"]
 
 
 def test_where_label_names_this_machine_or_the_recording():

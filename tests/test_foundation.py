@@ -741,6 +741,25 @@ def test_binders_memory_budget_is_the_small_presets_only(monkeypatch):
     assert [t.name for t in runs.data] == ["budget, small"]
 
 
+def test_walltime_caption_adds_each_run_up_and_names_what_went_over():
+    from workbook import walltime
+
+    def row(nb, value, source="measured", status="ok", cap=float("nan"), device="GPU X"):
+        return {"notebook": nb, "metric": "wall_time", "value": value, "source": source,
+                "status": status, "run_preset": "full", "device": device,
+                "gpu_memory_cap_gb": cap}
+    ledger = pd.DataFrame([row("00_setup", 120.0, "predicted", device="budget"),
+                           row("00_setup", 30.0), row("07_flash", 500.0), row("07_flash", 150.0),
+                           row("00_setup", 40.0, cap=24.0), row("07_flash", 9.0, "measured",
+                                                                "timeout", cap=24.0)])
+    text = walltime.caption(ledger)
+    assert "**GPU X, full**: 2 of 2 notebooks ok, 180 s in all; over the 120 s budget: " \
+           "07_flash (150 s)." in text, "the latest row of each notebook, summed"
+    assert "**GPU X ≤24 GB, full**: 1 of 2 notebooks ok, 40 s in all; each within the 120 s " \
+           "budget; not ok: 07_flash (timeout)." in text, text
+    assert "No notebook_walltime rows" in walltime.caption(ledger.iloc[0:0])
+
+
 def test_interleaved_timing_takes_turns_and_keeps_each_ones_median():
     """lora_merge timed base, adapter and merged one after the other; a drift between them
     read as a cost of merging. Interleaved, a slow phase is shared by all of them."""

@@ -202,10 +202,12 @@ def holds_if(claim: Claim) -> str:
             band = _band(claim.predicted, claim.abs_tol, claim.factor)[2]
             return f"measured interval inside {band}"
         return "claimed value inside the measured interval"
-    parts = [f"within {claim.rel_tol:.0%}"] if claim.rel_tol else ["equal"]
+    parts = []
+    if claim.rel_tol and claim.predicted != 0:  # a ratio to 0 means nothing: verdict skips it
+        parts.append(f"within {100 * claim.rel_tol:.3g}%")   # 0.1 %, not "0%"
     if claim.abs_tol:
         parts.append(f"within ±{fixed(claim.abs_tol, 2)}")
-    return " or ".join(parts)
+    return " or ".join(parts) or "equal"
 
 
 def direction_verdict(holds: bool, measured: float) -> str:

@@ -244,6 +244,35 @@ def figure(rows: pd.DataFrame, metric: str = "wall_time"):
                       y_title={"wall_time": "seconds", "peak_memory": "GB"}[metric])
 
 
+@takes_rows
+def caption(rows: pd.DataFrame) -> str:
+    """Markdown, one line per recorded run (device, cap, preset): how many notebooks, their
+    seconds in all, and which went over the budget or did not end ``ok``, from the same
+    latest rows as :func:`figure`."""
+    part = rows[(rows["metric"] == "wall_time")]
+    if part.empty:
+        return "*No notebook_walltime rows yet.*"
+    part = part.assign(run=run_labels(part)).drop_duplicates(["notebook", "run"], keep="last")
+    budget = part[part["source"] == "predicted"].groupby("run_preset")["value"].max()
+    lines = []
+    for run, runs in part[part["source"] != "predicted"].groupby("run", sort=False):
+        ok = runs[runs["status"] == "ok"]
+        limit = budget.get(str(runs["run_preset"].iloc[0]), float("nan"))
+        over = ok[ok["value"] > limit].sort_values("notebook") if limit == limit else ok.iloc[:0]
+        text = (f"**{run}**: {len(ok)} of {len(runs)} notebooks ok, "
+                f"{ok['value'].sum():,.0f} s in all")
+        if limit == limit:
+            text += (f"; over the {limit:g} s budget: " + ", ".join(
+                f"{r.notebook} ({r.value:,.0f} s)" for r in over.itertuples())
+                if len(over) else f"; each within the {limit:g} s budget")
+        failed = runs[runs["status"] != "ok"]
+        if len(failed):
+            text += "; not ok: " + ", ".join(f"{r.notebook} ({r.status})"
+                                             for r in failed.itertuples())
+        lines.append(text + ".")
+    return "\n\n".join(lines)
+
+
 # ------------------------------------------------------------------ rerunning one cell
 
 
