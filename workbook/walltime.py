@@ -227,6 +227,13 @@ def run_labels(rows: pd.DataFrame) -> pd.Series:
     return label.where(rows["source"] != "predicted", "budget, " + rows["run_preset"].astype(str))
 
 
+def latest_runs(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The latest ``metric`` row of each notebook per run (:func:`run_labels`, in a ``run``
+    column): what the figure draws and the caption adds up."""
+    part = rows[rows["metric"] == metric]
+    return part.assign(run=run_labels(part)).drop_duplicates(["notebook", "run"], keep="last")
+
+
 @takes_rows
 def figure(rows: pd.DataFrame, metric: str = "wall_time"):
     """Each notebook's latest recorded ``wall_time`` (s) or ``peak_memory`` (GB) per run,
@@ -234,10 +241,9 @@ def figure(rows: pd.DataFrame, metric: str = "wall_time"):
     from workbook import plots
 
     check_choice("metric", metric, ("wall_time", "peak_memory"))
-    part = rows[rows["metric"] == metric]
+    part = latest_runs(rows, metric)
     if metric == "peak_memory":  # the 2 GB budget is Binder's, for the small preset only
         part = part[(part["source"] != "predicted") | (part["run_preset"] == "small")]
-    part = part.assign(run=run_labels(part)).drop_duplicates(["notebook", "run"], keep="last")
     title = {"wall_time": "Notebook wall time, Run All in a fresh kernel",
              "peak_memory": "Peak memory of the kernel and its processes, Run All"}[metric]
     return plots.bars(part.sort_values("notebook"), "notebook", group="run", title=title,
@@ -249,10 +255,9 @@ def caption(rows: pd.DataFrame) -> str:
     """Markdown, one line per recorded run (device, cap, preset): how many notebooks, their
     seconds in all, and which went over the budget or did not end ``ok``, from the same
     latest rows as :func:`figure`."""
-    part = rows[(rows["metric"] == "wall_time")]
+    part = latest_runs(rows, "wall_time")
     if part.empty:
         return "*No notebook_walltime rows yet.*"
-    part = part.assign(run=run_labels(part)).drop_duplicates(["notebook", "run"], keep="last")
     budget = part[part["source"] == "predicted"].groupby("run_preset")["value"].max()
     lines = []
     for run, runs in part[part["source"] != "predicted"].groupby("run", sort=False):

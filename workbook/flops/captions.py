@@ -160,10 +160,10 @@ def _option_pairs(kernel: pd.DataFrame, option: str, name: str) -> str | None:
     other settings), how many were faster with it on, and the range of its change in time."""
     if option not in kernel or kernel[option].isna().all():
         return None
-    on = kernel[option].astype(str).isin(["True", "true"]) if option == "evict" else (
-        pd.to_numeric(kernel[option], errors="coerce") > 0)
-    off = kernel[option].astype(str).isin(["False", "false"]) if option == "evict" else (
-        pd.to_numeric(kernel[option], errors="coerce") == 0)
+    # evict is True/False, per_sm a count (0 = off); either may come back from a CSV as text
+    level = pd.to_numeric(kernel[option].replace({"True": 1, "False": 0, "true": 1,
+                                                  "false": 0}), errors="coerce")
+    on, off = level > 0, level == 0
     keys = [k for k in ("block", "warps", "per_sm", "evict", "commit")
             if k in kernel and k != option]
     base = kernel[off].set_index(keys)["ms (measured)"]

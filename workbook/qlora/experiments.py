@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Annotated
 
 import pandas as pd
@@ -232,11 +231,9 @@ class QualityConfig:
     eval_batches: int = 16
     preset: str | None = "small"     # which base model (the workbook's small one by default)
     seeds: int = 3                   # fine-tuning seeds seed, seed+1, ... (one base model)
-    parallel: int = 1                # seeds trained at once, each in a process (GPU only)
 
     def __post_init__(self) -> None:
         check_range("seeds", self.seeds, 1, 32)
-        check_range("parallel", self.parallel, 1, 16)
         check_range("rank", self.rank, 1, 1024)
         check_range("steps", self.steps, 1, 100_000)
         check_range("lr", self.lr, 1e-7, 1.0)
@@ -254,27 +251,17 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def run_quality(cfg: QualityConfig, seed: int) -> pd.DataFrame:
     """LoRA on the full-precision base vs QLoRA on its NF4 copy: same rank, steps, lr, data,
-    over seeds ``seed .. seed + cfg.seeds - 1``. The first seed runs alone and is the one whose
-    step times are reported; on a GPU the others then run ``cfg.parallel`` at once, each in a
-    process of its own (the 1M-parameter model leaves the GPU idle between launches; their
-    losses do not depend on what runs beside them, their step times would)."""
-    kwargs = [{"cfg": asdict(cfg), "seed": seed + i, "base_seed": seed, "timed": i == 0}
-              for i in range(cfg.seeds)]
-    frames = [quality_rows(**kwargs[0])]
-    if cfg.parallel > 1 and torch.cuda.is_available():
-        with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
-            frames += list(pool.map(lambda kw: runner.call(
-                "workbook.qlora.experiments:quality_rows", kw, timeout_s=600), kwargs[1:]))
-    else:
-        frames += [quality_rows(**kw) for kw in kwargs[1:]]
+    over seeds ``seed .. seed + cfg.seeds - 1``, in turn in this process; the first seed's
+    step times are the ones reported. (Seeds in processes of their own, two at once, were slower
+    on the H200: a process spent ~25 s starting against 12 s of training; 3ff62994f25e.)"""
+    frames = [quality_rows(cfg, seed + i, seed, timed=i == 0) for i in range(cfg.seeds)]
     return pd.concat(frames, ignore_index=True)
 
 
-def quality_rows(cfg: dict, seed: int, base_seed: int, timed: bool = True) -> pd.DataFrame:
-    """One seed of :func:`run_quality` (the config as a dict, so a child process can take it):
-    the base model of ``base_seed``, adapters and batches of ``seed``; step times only where
-    ``timed`` (a run alone on its device)."""
-    cfg = QualityConfig(**cfg)
+def quality_rows(cfg: QualityConfig, seed: int, base_seed: int, timed: bool = True
+                 ) -> pd.DataFrame:
+    """One seed of :func:`run_quality`: the base model of ``base_seed``, adapters and batches
+    of ``seed``; step times only where ``timed``."""
     device = torch_device()
     base = base_on_cpu(cfg.preset, base_seed)
     train, held_out = task_ids(base.config.vocab_size)
@@ -308,8 +295,6 @@ def quality_rows(cfg: dict, seed: int, base_seed: int, timed: bool = True) -> pd
 
 QUALITY_PRESETS = {
     "small": QualityConfig(steps=6, batch_size=4, seq_len=32, eval_batches=2),
-    # seeds in turn in one process: on the H200 (3ff62994f25e, profiled) a child for seeds 1
-    # and 2 spent ~25 of its ~37 s starting (imports, bitsandbytes' op registration), 12 training
     "full": QualityConfig(),
 }
 
