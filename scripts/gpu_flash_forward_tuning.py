@@ -1,6 +1,7 @@
 """The Triton FlashAttention forward on a Hopper GPU beside cuDNN and FlashAttention-2 (issue 22).
 
-    python3 scripts/gpu_flash_forward_tuning.py      # on the device machine; prints only
+    python3 scripts/gpu_flash_forward_tuning.py          # on the device machine; prints only
+    python3 scripts/gpu_flash_forward_tuning.py --sweep  # every tile/launch option, per kernel
 
 B4 H16 bf16. ``tma``: what ``flash_forward`` runs on Hopper (K/V tiles fetched by the Tensor
 Memory Accelerator, the scale folded into one FMA, autotuned tiles); ``pointer``: the portable
@@ -11,6 +12,7 @@ cuDNN 589/647/603 (one run each; cuDNN's own numbers moved by up to 9 % between 
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from workbook.attention import flash_triton as FT  # noqa: E402
+from workbook.attention import flash_triton_backward as FB  # noqa: E402
 from workbook.profiling import time_ms  # noqa: E402
 
 
@@ -51,6 +54,72 @@ def bench_case(d: int, n: int, causal: bool) -> None:
     print(" | ".join(line), flush=True)
 
 
+def kernel_ms(fn, names: tuple[str, ...], repeats: int = 10) -> dict[str, float]:
+    """GPU milliseconds per call of each named kernel in ``fn`` (torch.profiler)."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
+        torch.cuda.synchronize()
+    out = dict.fromkeys(names, 0.0)
+    for event in prof.key_averages():
+        for name in names:
+            if event.key.startswith(name):
+                out[name] += getattr(event, "device_time_total", 0.0) / 1e3 / repeats
+    return out
+
+
+def sweep(n: int = 16384, d: int = 128) -> None:
+    """Each forward TMA configuration (tiles, warps, stages, warp specialisation) beside cuDNN,
+    timed in turn; then backward tiles per kernel (dK/dV and dQ separately, by the profiler)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v, do = (torch.randn(4, 16, n, d, device="cuda", dtype=torch.bfloat16)
+                   for _ in range(4))
+    flops = 4 * 4 * 16 * n * n * d
+
+    def cudnn():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    ref = cudnn()
+    print(f"forward d={d} N={n}: cudnn {flops / time_ms(cudnn) / 1e9:.0f} TF/s, "
+          f"autotuned tma {flops / time_ms(lambda: FT.flash_forward(q, k, v)) / 1e9:.0f}",
+          flush=True)
+    for bn, w, st, ws in itertools.product((64, 128), (4, 8), (2, 3, 4), (False, True)):
+        launch = {"num_warps": w, "num_stages": st, "WARP_SPEC": ws}
+        try:
+            def run(bn=bn, launch=launch):
+                return FT.flash_forward(q, k, v, block_m=128, block_n=bn, use_tma=True,
+                                        launch=launch)[0]
+            err = (run().float() - ref.float()).abs().max().item()
+            ms = time_ms(run)
+            print(f"  fwd 128x{bn} w{w} s{st} ws={ws}: {flops / ms / 1e9:.0f} TF/s "
+                  f"(cudnn {flops / time_ms(cudnn) / 1e9:.0f}) err {err:.1e}", flush=True)
+        except Exception as exc:  # noqa: BLE001 - a configuration that fails is a line
+            print(f"  fwd 128x{bn} w{w} s{st} ws={ws}: {type(exc).__name__}: "
+                  f"{str(exc)[:160]}", flush=True)
+    out, lse = FT.flash_forward(q, k, v)
+    names = ("_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_bwd_delta")
+    tuned = kernel_ms(lambda: FB.flash_backward(q, k, v, out, lse, do), names)
+    print("backward autotuned:", {k_: f"{v_:.2f} ms" for k_, v_ in tuned.items()}, flush=True)
+    dkdv = ((32, 128), (64, 128), (64, 64), (32, 64), (128, 128))
+    dq = ((128, 32), (128, 64), (64, 64), (128, 128), (64, 32))
+    for (w, st), (m1n1, m2n2) in itertools.product(((4, 2), (4, 3), (8, 2), (8, 3)),
+                                                   zip(dkdv, dq, strict=True)):
+        tiles = (*m1n1, *m2n2)
+        try:
+            got = kernel_ms(lambda tiles=tiles, w=w, st=st: FB.flash_backward(
+                q, k, v, out, lse, do, tiles=tiles, launch={"num_warps": w, "num_stages": st}),
+                names)
+            print(f"  bwd w{w} s{st} dkdv {m1n1}: {got['_attn_bwd_dkdv']:.2f} ms, "
+                  f"dq {m2n2}: {got['_attn_bwd_dq']:.2f} ms", flush=True)
+        except Exception as exc:  # noqa: BLE001
+            print(f"  bwd w{w} s{st} tiles {tiles}: {type(exc).__name__}: {str(exc)[:160]}",
+                  flush=True)
+
+
 def main() -> None:
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton",
           triton.__version__, "TMA path:", FT.tma_applies(*(torch.empty(1, 1, 128, 128,
@@ -62,4 +131,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--sweep"]:
+        print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
+        sweep(16384)
+        sweep(4096)
+    else:
+        main()

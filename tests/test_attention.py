@@ -250,7 +250,7 @@ def _interpreter_checks() -> None:
 
     float16 only: the 3.6 interpreter computes bf16 tl.dot wrongly; the GPU test covers bf16.
     """
-    from workbook.attention import flash_triton
+    from workbook.attention import flash_triton, flash_triton_backward
 
     for head_dim, causal, seq_len in ((64, False, 50), (128, True, 97), (64, True, 64)):
         q, k, v, _ = inputs((1, 2, seq_len, head_dim), torch.float16, seed=3)
@@ -268,13 +268,16 @@ def _interpreter_checks() -> None:
         for head_dim, causal, seq_len in ((64, False, 50), (64, True, 97), (128, True, 40)):
             q, k, v, dout = inputs((1, 2, seq_len, head_dim), dtype, seed=4)
             leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-            flash_triton.flash_attention(*leaves, causal=causal).backward(dout)
+            flash_triton_backward.flash_attention(*leaves, causal=causal).backward(dout)
             ref = [t.double().requires_grad_(True) for t in (q, k, v)]
             reference(*ref, causal=causal).backward(dout.double())
             for name, got, want in zip("qkv", leaves, ref, strict=True):
                 err = rel(got.grad, want.grad)
                 assert err < tol, (f"Triton backward d{name} ({dtype}, hd={head_dim}, "
                                    f"causal={causal}, N={seq_len}) is off by {err:.1e}")
+    # The TMA kernel asked for where it cannot run (no GPU here): one line naming what it needs.
+    with pytest.raises(WorkbookError, match="use_tma=True: the TMA kernel needs a Hopper"):
+        flash_triton.flash_forward(q, k, v, use_tma=True)
     print("interpreter checks passed")
 
 
@@ -306,11 +309,28 @@ def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len, tuned):
             f"d{name} {dtype} hd={head_dim} causal={causal}: {err:.1e}")
 
 
+@needs_gpu_and_triton
+@pytest.mark.parametrize("warp_spec", [False, True])
+def test_tma_kernel_with_fixed_tiles_matches_the_reference(warp_spec):
+    """use_tma=True with fixed tiles: the configuration a tuning script tries (Hopper only)."""
+    from workbook.attention import flash_triton as F
+
+    q, k, v, _ = inputs((2, 3, 384, 128), torch.bfloat16, device="cuda")
+    if not F.tma_applies(q, k, v):
+        pytest.skip("the TMA kernel needs a Hopper GPU or newer")
+    launch = {"num_warps": 4, "num_stages": 3, "WARP_SPEC": warp_spec}
+    for causal in (False, True):
+        out, _ = F.flash_forward(q, k, v, causal=causal, block_m=128, block_n=64,
+                                 use_tma=True, launch=launch)
+        assert rel(out, reference(q, k, v, causal)) < A.TOLERANCE["bfloat16"]
+
+
 @needs_triton
 def test_fixed_tiles_are_configurations_the_autotuner_offers():
     """tuned=False (attention_exactness) runs one configuration per kernel: it must be one the
     autotuned kernels may pick (so it fits where they fit) and obey each kernel's divisibility."""
     from workbook.attention import flash_triton as F
+    from workbook.attention import flash_triton_backward as B
 
     def offered(configs, tiles, launch):
         return any(c.kwargs == tiles and c.num_warps == launch["num_warps"]
@@ -319,9 +339,9 @@ def test_fixed_tiles_are_configurations_the_autotuner_offers():
     fwd = {k: v for k, v in F.FIXED_FORWARD.items() if k.startswith("BLOCK")}
     assert offered(F.FORWARD_CONFIGS, fwd, F.FIXED_FORWARD)
     assert fwd["BLOCK_M"] % fwd["BLOCK_N"] == 0
-    m1, n1, m2, n2 = F.FIXED_BACKWARD
-    assert offered(F.DKDV_CONFIGS, {"BLOCK_M": m1, "BLOCK_N": n1}, F.FIXED_BACKWARD_LAUNCH)
-    assert offered(F.DQ_CONFIGS, {"BLOCK_M": m2, "BLOCK_N": n2}, F.FIXED_BACKWARD_LAUNCH)
+    m1, n1, m2, n2 = B.FIXED_BACKWARD
+    assert offered(B.DKDV_CONFIGS, {"BLOCK_M": m1, "BLOCK_N": n1}, B.FIXED_BACKWARD_LAUNCH)
+    assert offered(B.DQ_CONFIGS, {"BLOCK_M": m2, "BLOCK_N": n2}, B.FIXED_BACKWARD_LAUNCH)
     assert n1 % m1 == 0 and m2 % n2 == 0
 
 
@@ -379,7 +399,7 @@ def test_targets_are_computed_from_rows_not_typed_in():
 def test_kernel_source_shows_forward_and_backward_kernels():
     forward, backward = A.kernel_source("forward"), A.kernel_source("backward")
     assert "def _attn_fwd(" in forward and "def _tile_loop(" in forward
-    for name in A.KERNELS["backward"]:
+    for name in A.KERNELS["backward"][1]:
         assert f"def {name}(" in backward, f"07 must show {name}"
     with pytest.raises(WorkbookError, match="part='sideways'"):
         A.kernel_source("sideways")

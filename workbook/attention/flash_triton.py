@@ -9,18 +9,8 @@ O (N×d) and the log-sum-exp per row (N numbers), which the backward uses to rec
 This is the same algorithm as :func:`workbook.attention.tiled.tiled_attention_forward`, which
 runs on a CPU and is the version to read first.
 
-The backward is FlashAttention-2's, in three kernels, mirroring the PyTorch
-:func:`workbook.attention.tiled.tiled_attention_backward` (read that first):
-
-1. ``_attn_bwd_delta``: D = rowsum(dO ∘ O), one number per query row;
-2. ``_attn_bwd_dkdv``: one program per K/V tile; it streams the query tiles through SRAM,
-   rebuilds Pᵀ from Q, K and the saved log-sum-exp, and accumulates dV += Pᵀ dO and
-   dK += dSᵀ Q with dS = P ∘ (dO Vᵀ − D);
-3. ``_attn_bwd_dq``: one program per query tile; it streams the K/V tiles and accumulates
-   dQ += dS K. A separate pass instead of atomics: every dQ row has one writer.
-
-Nothing N×N is stored in either direction: P is recomputed, which costs a second Q Kᵀ but
-saves reading and writing the N² probabilities.
+The backward, and the autograd Function that pairs the two, are in
+:mod:`workbook.attention.flash_triton_backward`.
 
 Triton is optional (GPU machines have it; ``make test`` installs it on Linux x86-64 for the
 interpreter). ``TRITON_INTERPRET=1`` runs the kernel on a CPU through Triton's interpreter,
@@ -190,8 +180,9 @@ if triton_available():
     # heads); the kernel above covers everything else.
     @triton.jit
     def _tma_tiles(acc, l_i, m_i, q, desc_k, desc_v, row0, offs_m, offs_n, lo, hi, qk_scale,
-                   BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr):
-        for start_n in tl.range(lo, hi, BLOCK_N):
+                   BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr, WARP_SPEC: tl.constexpr):
+        # WARP_SPEC: producer warps issue the TMA loads, consumer warps do the math (FA3's idea)
+        for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WARP_SPEC):
             k = desc_k.load([row0 + start_n, 0])                   # (BLOCK_N, HEAD_DIM), TMA
             s = tl.dot(q, k.T)                                     # unscaled scores
             if CAUSAL_MASK:
@@ -208,7 +199,8 @@ if triton_available():
     @triton.jit
     def _attn_fwd_tma(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len,
                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr):
+                      CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr,
+                      WARP_SPEC: tl.constexpr = False):
         """:func:`_attn_fwd` on (batch·heads·seq_len, HEAD_DIM) views fetched by TMA."""
         start_m = tl.program_id(0)
         off_bh = tl.program_id(1)
@@ -221,11 +213,11 @@ if triton_available():
         acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
         full_end = start_m * BLOCK_M if CAUSAL else seq_len
         acc, l_i, m_i = _tma_tiles(acc, l_i, m_i, q, desc_k, desc_v, row0, offs_m, offs_n,
-                                   0, full_end, qk_scale, BLOCK_N, False)
+                                   0, full_end, qk_scale, BLOCK_N, False, WARP_SPEC)
         if CAUSAL:
             acc, l_i, m_i = _tma_tiles(acc, l_i, m_i, q, desc_k, desc_v, row0, offs_m, offs_n,
                                        full_end, (start_m + 1) * BLOCK_M, qk_scale, BLOCK_N,
-                                       True)
+                                       True, WARP_SPEC)
         desc_o.store([row0 + start_m * BLOCK_M, 0], (acc / l_i[:, None]).to(desc_o.dtype))
         if STORE_LSE:
             tl.store(LSE + off_bh * seq_len + offs_m,
@@ -251,181 +243,6 @@ if triton_available():
         cache_results=True)(_attn_fwd_tma)
 
 
-    # ------------------------------------------------------------------ the backward
-    @triton.jit
-    def _attn_bwd_delta(Out, DO, DELTA, stride_b, stride_h, stride_n, n_heads, seq_len,
-                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-        """D = rowsum(dO ∘ O) for BLOCK_M rows of one head, in float32."""
-        start_m = tl.program_id(0) * BLOCK_M
-        off_bh = tl.program_id(1)
-        base = (off_bh // n_heads) * stride_b + (off_bh % n_heads) * stride_h
-        rows = start_m + tl.arange(0, BLOCK_M)
-        offs = base + rows[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :]
-        o = tl.load(Out + offs, mask=rows[:, None] < seq_len, other=0.0).to(tl.float32)
-        do = tl.load(DO + offs, mask=rows[:, None] < seq_len, other=0.0).to(tl.float32)
-        tl.store(DELTA + off_bh * seq_len + rows, tl.sum(o * do, 1), mask=rows < seq_len)
-
-    @triton.jit
-    def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n, offs_m,
-                    cols, lo, hi, seq_len, qk_scale,
-                    BLOCK_M: tl.constexpr, CAUSAL_MASK: tl.constexpr, EDGE_MASK: tl.constexpr):
-        """For one K/V tile (k, v in SRAM; ``cols`` its key positions), stream the query
-        tiles [lo, hi): rebuild Pᵀ, then dV += Pᵀ dO and dK += dSᵀ Q (scaled by the caller).
-
-        Everything is transposed (keys along rows) so that each product is a plain tl.dot;
-        lse is in log2 units, as the forward's exp2 is.
-        """
-        for start_m in range(lo, hi, BLOCK_M):
-            rows = start_m + offs_m
-            if EDGE_MASK:  # the last, partial query tile
-                q = tl.load(q_ptrs + start_m * stride_n, mask=rows[:, None] < seq_len, other=0.0)
-                do = tl.load(do_ptrs + start_m * stride_n, mask=rows[:, None] < seq_len,
-                             other=0.0)
-                lse = tl.load(lse_ptr + rows, mask=rows < seq_len, other=0.0)
-                delta = tl.load(delta_ptr + rows, mask=rows < seq_len, other=0.0)
-            else:
-                q = tl.load(q_ptrs + start_m * stride_n)                 # (BLOCK_M, HEAD_DIM)
-                do = tl.load(do_ptrs + start_m * stride_n)
-                lse = tl.load(lse_ptr + rows)
-                delta = tl.load(delta_ptr + rows)
-            s_t = tl.dot(k, tl.trans(q)) * qk_scale                      # Sᵀ: (BLOCK_N, BLOCK_M)
-            p_t = tl.math.exp2(s_t - lse[None, :])                       # Pᵀ, recomputed exactly
-            if CAUSAL_MASK:
-                p_t = tl.where(rows[None, :] >= cols[:, None], p_t, 0.0)
-            if EDGE_MASK:
-                p_t = tl.where(rows[None, :] < seq_len, p_t, 0.0)
-            dv = tl.dot(p_t.to(do.dtype), do, dv)                        # dV += Pᵀ dO
-            dp_t = tl.dot(v, tl.trans(do))                               # (dO Vᵀ)ᵀ
-            ds_t = p_t * (dp_t - delta[None, :])                         # dSᵀ, before the scale
-            dk = tl.dot(ds_t.to(q.dtype), q, dk)                         # dK += dSᵀ Q
-        return dk, dv
-
-    @triton.jit
-    def _attn_bwd_dkdv(Q, K, V, DO, LSE2, DELTA, DK, DV, qk_scale, sm_scale,
-                       stride_b, stride_h, stride_n, n_heads, seq_len,
-                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       CAUSAL: tl.constexpr):
-        """dK and dV for BLOCK_N keys of one head (BLOCK_N a multiple of BLOCK_M)."""
-        start_n = tl.program_id(0) * BLOCK_N
-        off_bh = tl.program_id(1)
-        base = (off_bh // n_heads) * stride_b + (off_bh % n_heads) * stride_h
-        cols = start_n + tl.arange(0, BLOCK_N)
-        offs_m = tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, HEAD_DIM)
-        kv_offs = base + cols[:, None] * stride_n + offs_d[None, :]
-        k = tl.load(K + kv_offs, mask=cols[:, None] < seq_len, other=0.0)   # HBM -> SRAM, once
-        v = tl.load(V + kv_offs, mask=cols[:, None] < seq_len, other=0.0)
-        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-        dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-        q_ptrs = Q + base + offs_m[:, None] * stride_n + offs_d[None, :]
-        do_ptrs = DO + base + offs_m[:, None] * stride_n + offs_d[None, :]
-        lse_ptr, delta_ptr = LSE2 + off_bh * seq_len, DELTA + off_bh * seq_len
-
-        # Query tiles: those crossing the diagonal (causal) need the causal mask, the partial
-        # last one the edge mask, the bulk in between none. Causal keys see only later rows.
-        full_end = (seq_len // BLOCK_M) * BLOCK_M
-        if CAUSAL:
-            diag_end = start_n + BLOCK_N
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, start_n, tl.minimum(diag_end, seq_len), seq_len,
-                                 qk_scale, BLOCK_M, True, True)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, diag_end, full_end, seq_len, qk_scale,
-                                 BLOCK_M, False, False)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, tl.maximum(full_end, diag_end), seq_len, seq_len,
-                                 qk_scale, BLOCK_M, False, True)
-        else:
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, 0, full_end, seq_len, qk_scale,
-                                 BLOCK_M, False, False)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, full_end, seq_len, seq_len, qk_scale,
-                                 BLOCK_M, False, True)
-        tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty),
-                 mask=cols[:, None] < seq_len)
-        tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=cols[:, None] < seq_len)
-
-    @triton.jit
-    def _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
-                  lo, hi, seq_len, qk_scale,
-                  BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr, EDGE_MASK: tl.constexpr):
-        """For one query tile (q, dO in SRAM), stream the K/V tiles [lo, hi): rebuild P, then
-        dQ += dS K (scaled by the caller)."""
-        for start_n in range(lo, hi, BLOCK_N):
-            cols = start_n + offs_n
-            if EDGE_MASK:  # the last, partial key tile
-                k = tl.load(k_ptrs + start_n * stride_n, mask=cols[:, None] < seq_len, other=0.0)
-                v = tl.load(v_ptrs + start_n * stride_n, mask=cols[:, None] < seq_len, other=0.0)
-            else:
-                k = tl.load(k_ptrs + start_n * stride_n)                 # (BLOCK_N, HEAD_DIM)
-                v = tl.load(v_ptrs + start_n * stride_n)
-            s = tl.dot(q, tl.trans(k)) * qk_scale                        # (BLOCK_M, BLOCK_N)
-            p = tl.math.exp2(s - lse[:, None])
-            if CAUSAL_MASK:
-                p = tl.where(rows[:, None] >= cols[None, :], p, 0.0)
-            if EDGE_MASK:
-                p = tl.where(cols[None, :] < seq_len, p, 0.0)
-            dp = tl.dot(do, tl.trans(v))                                 # dO Vᵀ
-            ds = p * (dp - delta[:, None])
-            dq = tl.dot(ds.to(k.dtype), k, dq)                           # dQ += dS K
-        return dq
-
-    @triton.jit
-    def _attn_bwd_dq(Q, K, V, DO, LSE2, DELTA, DQ, qk_scale, sm_scale,
-                     stride_b, stride_h, stride_n, n_heads, seq_len,
-                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     CAUSAL: tl.constexpr):
-        """dQ for BLOCK_M query rows of one head (BLOCK_M a multiple of BLOCK_N)."""
-        start_m = tl.program_id(0) * BLOCK_M
-        off_bh = tl.program_id(1)
-        base = (off_bh // n_heads) * stride_b + (off_bh % n_heads) * stride_h
-        rows = start_m + tl.arange(0, BLOCK_M)
-        offs_n = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, HEAD_DIM)
-        q_offs = base + rows[:, None] * stride_n + offs_d[None, :]
-        q = tl.load(Q + q_offs, mask=rows[:, None] < seq_len, other=0.0)
-        do = tl.load(DO + q_offs, mask=rows[:, None] < seq_len, other=0.0)
-        lse = tl.load(LSE2 + off_bh * seq_len + rows, mask=rows < seq_len, other=0.0)
-        delta = tl.load(DELTA + off_bh * seq_len + rows, mask=rows < seq_len, other=0.0)
-        dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-        k_ptrs = K + base + offs_n[:, None] * stride_n + offs_d[None, :]
-        v_ptrs = V + base + offs_n[:, None] * stride_n + offs_d[None, :]
-
-        # The same split as the forward: unmasked bulk, then the diagonal or the partial tile.
-        if CAUSAL:
-            dq = _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
-                           0, start_m, seq_len, qk_scale, BLOCK_N, False, False)
-            dq = _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
-                           start_m, tl.minimum(start_m + BLOCK_M, seq_len), seq_len, qk_scale,
-                           BLOCK_N, True, True)
-        else:
-            full_end = (seq_len // BLOCK_N) * BLOCK_N
-            dq = _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
-                           0, full_end, seq_len, qk_scale, BLOCK_N, False, False)
-            dq = _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
-                           full_end, seq_len, seq_len, qk_scale, BLOCK_N, False, True)
-        tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty),
-                 mask=rows[:, None] < seq_len)
-
-    # Tiles for the backward: the K/V-tile kernel keeps two BLOCK_N×d accumulators in
-    # registers, so its query tiles are small; the dQ kernel the other way round.
-    DKDV_CONFIGS = [
-        triton.Config({"BLOCK_M": 32, "BLOCK_N": 128}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=2),
-        triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-    ]
-    DQ_CONFIGS = [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=3),
-    ]
-    _attn_bwd_dkdv_tuned = triton.autotune(
-        DKDV_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dkdv)
-    _attn_bwd_dq_tuned = triton.autotune(
-        DQ_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dq)
-
-
 def tma_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """The TMA forward applies: Hopper or newer, whole 128-row tiles, contiguous tensors."""
     if interpreting() or q.device.type != "cuda":
@@ -437,7 +254,9 @@ def tma_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     return q.shape[2] % 128 == 0 and all(t.is_contiguous() for t in (q, k, v))
 
 
-def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse: bool):
+def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse: bool,
+                       config: dict | None = None):
+    """The TMA kernel, autotuned, or with ``config`` (BLOCK_M, BLOCK_N, launch options)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     batch, n_heads, seq_len, head_dim = q.shape
@@ -448,8 +267,14 @@ def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse:
     def grid(meta: dict) -> tuple[int, int]:
         return (seq_len // meta["BLOCK_M"], batch * n_heads)
 
-    _attn_fwd_tma_tuned[grid](*descs, lse, scale * LOG2_E, seq_len, HEAD_DIM=head_dim,
-                              CAUSAL=causal, STORE_LSE=store_lse)
+    args = (*descs, lse, scale * LOG2_E, seq_len)
+    if config is None:
+        _attn_fwd_tma_tuned[grid](*args, HEAD_DIM=head_dim, CAUSAL=causal, STORE_LSE=store_lse)
+    else:
+        _tma_blocks({**config, "HEAD_DIM": head_dim, "desc_q": descs[0], "desc_k": descs[1],
+                     "desc_v": descs[2], "desc_o": descs[3]})
+        _attn_fwd_tma[grid(config)](*args, HEAD_DIM=head_dim, CAUSAL=causal,
+                                    STORE_LSE=store_lse, **config)
     return out, (lse if store_lse else None)
 
 
@@ -458,22 +283,21 @@ def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse:
 # GPU the lists do. The autotuner compiles and times every configuration once per shape key;
 # a numerical check over 8 keys (dtype x head_dim x causal) paid ~70 compiles for nothing.
 FIXED_FORWARD = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
-FIXED_BACKWARD = (32, 64, 64, 32)   # flash_backward's tiles: dK/dV (M, N), dQ (M, N)
-FIXED_BACKWARD_LAUNCH = {"num_warps": 4, "num_stages": 3}
 
 
 def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                   scale: float | None = None, store_lse: bool = True,
                   block_m: int | None = None, block_n: int | None = None,
-                  use_tma: bool = True, launch: dict | None = None
+                  use_tma: bool | None = None, launch: dict | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the kernel: (O, log-sum-exp per row or None). Shapes (batch, n_heads, seq_len, d).
 
     ``block_m``/``block_n`` fix the tile sizes (the interpreter and the tests use small ones);
     left out, the autotuner picks among :data:`FORWARD_CONFIGS`, or, on Hopper when the
     sequence is whole 128-row tiles, the TMA kernel (:data:`FORWARD_TMA_CONFIGS`);
-    ``use_tma=False`` keeps the portable kernel there too (to compare the two). ``launch``
-    (``num_warps``, ``num_stages``) goes with fixed tiles to the launch.
+    ``use_tma=False`` keeps the portable kernel there too (to compare the two); fixed tiles
+    go to the portable kernel unless ``use_tma=True`` asks for the TMA one (to tune it).
+    ``launch`` (``num_warps``, ``num_stages``, ``WARP_SPEC`` for TMA) goes with fixed tiles.
     """
     check_inputs(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
@@ -487,12 +311,18 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
         interpreter_numpy_fix()
     if block_m is None and interpreting():
         block_m, block_n = 32, 16  # tl.dot needs tiles of at least 16; small is fast here
-    if block_m is None and use_tma and tma_applies(q, k, v):
-        return _flash_forward_tma(q, k, v, out, lse, scale, causal, store_lse)
     if block_m is not None:
         block_n = block_n or block_m
         if block_m % block_n:
             raise WorkbookError(f"block_m={block_m} must be a multiple of block_n={block_n}")
+    if use_tma and (not tma_applies(q, k, v) or seq_len % (block_m or 128)):
+        raise WorkbookError(f"use_tma=True: the TMA kernel needs a Hopper GPU, contiguous "
+                            f"tensors and seq_len a multiple of BLOCK_M; got seq_len={seq_len}")
+    if use_tma or (use_tma is None and block_m is None and tma_applies(q, k, v)):
+        config = None if block_m is None else {"BLOCK_M": block_m, "BLOCK_N": block_n,
+                                               **(launch or {})}
+        return _flash_forward_tma(q, k, v, out, lse, scale, causal, store_lse, config)
+    if block_m is not None:
         grid = (triton.cdiv(seq_len, block_m), batch * n_heads)
         _attn_fwd[grid](*args, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
                         CAUSAL=causal, STORE_LSE=store_lse, **(launch or {}))
@@ -504,76 +334,7 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     return out, (lse if store_lse else None)
 
 
-def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                   lse: torch.Tensor, grad_out: torch.Tensor, *, causal: bool = False,
-                   scale: float | None = None, tiles: tuple[int, int, int, int] | None = None,
-                   launch: dict | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dQ, dK, dV) by the three backward kernels, from the forward's O and log-sum-exp.
-
-    ``tiles`` = (dK/dV kernel's BLOCK_M, BLOCK_N, dQ kernel's BLOCK_M, BLOCK_N) fixes the tile
-    sizes (the interpreter and the tests use small ones); left out, the autotuner picks.
-    ``launch`` (``num_warps``, ``num_stages``) goes with fixed tiles to both launches.
-    """
-    check_inputs(q, k, v)
-    batch, n_heads, seq_len, head_dim = q.shape
-    scale = head_dim ** -0.5 if scale is None else scale
-    # One layout for all five (B, H, N, d) tensors: the kernels take one set of strides.
-    q, k, v, out, grad_out = (t.contiguous() for t in (q, k, v, out, grad_out))
-    lse2 = (lse.float() * LOG2_E).contiguous()   # log2 units, as the kernels' exp2 wants
-    delta = torch.empty_like(lse2)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    strides = (q.stride(0), q.stride(1), q.stride(2), n_heads, seq_len)
-    if interpreting():
-        interpreter_numpy_fix()
-        tiles = tiles or (16, 32, 32, 16)  # tl.dot needs tiles of at least 16
-    _attn_bwd_delta[(triton.cdiv(seq_len, 64), batch * n_heads)](
-        out, grad_out, delta, *strides, HEAD_DIM=head_dim, BLOCK_M=64)
-    common = (q, k, v, grad_out, lse2, delta)
-    if tiles is not None:
-        m1, n1, m2, n2 = tiles
-        if n1 % m1 or m2 % n2:
-            raise WorkbookError(f"tiles={tiles}: the dK/dV tile's BLOCK_N must be a multiple of "
-                                "its BLOCK_M, and the dQ tile's BLOCK_M of its BLOCK_N")
-        _attn_bwd_dkdv[(triton.cdiv(seq_len, n1), batch * n_heads)](
-            *common, dk, dv, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
-            BLOCK_M=m1, BLOCK_N=n1, CAUSAL=causal, **(launch or {}))
-        _attn_bwd_dq[(triton.cdiv(seq_len, m2), batch * n_heads)](
-            *common, dq, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
-            BLOCK_M=m2, BLOCK_N=n2, CAUSAL=causal, **(launch or {}))
-    else:
-        _attn_bwd_dkdv_tuned[lambda meta: (triton.cdiv(seq_len, meta["BLOCK_N"]),
-                                           batch * n_heads)](
-            *common, dk, dv, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim, CAUSAL=causal)
-        _attn_bwd_dq_tuned[lambda meta: (triton.cdiv(seq_len, meta["BLOCK_M"]),
-                                         batch * n_heads)](
-            *common, dq, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim, CAUSAL=causal)
-    return dq, dk, dv
-
-
-class FlashTritonFunction(torch.autograd.Function):
-    """Forward: the Triton kernel (saves O and the log-sum-exp, never P).
-    Backward: the Triton backward kernels, which recompute P from the log-sum-exp."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, causal: bool, scale: float, tuned: bool = True):  # noqa: D102
-        out, lse = flash_forward(q, k, v, causal=causal, scale=scale, store_lse=True,
-                                 **_fixed_forward(tuned))
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal, ctx.scale, ctx.tuned = causal, scale, tuned
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):  # noqa: D102
-        q, k, v, out, lse = ctx.saved_tensors
-        fixed = {} if ctx.tuned or interpreting() else {"tiles": FIXED_BACKWARD,
-                                                         "launch": FIXED_BACKWARD_LAUNCH}
-        dq, dk, dv = flash_backward(q, k, v, out, lse, grad_out, causal=ctx.causal,
-                                    scale=ctx.scale, **fixed)
-        return dq, dk, dv, None, None, None
-
-
-def _fixed_forward(tuned: bool) -> dict:
+def fixed_forward_args(tuned: bool) -> dict:
     """flash_forward's arguments for :data:`FIXED_FORWARD` (none when tuned, or in the
     interpreter, which has small tiles of its own)."""
     if tuned or interpreting():
@@ -581,18 +342,3 @@ def _fixed_forward(tuned: bool) -> dict:
     tiles = {k: v for k, v in FIXED_FORWARD.items() if k.startswith("BLOCK")}
     return {"block_m": tiles["BLOCK_M"], "block_n": tiles["BLOCK_N"],
             "launch": {k: v for k, v in FIXED_FORWARD.items() if k not in tiles}}
-
-
-def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-                    scale: float | None = None, tuned: bool = True) -> torch.Tensor:
-    """Differentiable attention through the Triton forward (see module docstring).
-
-    ``tuned=False`` runs one fixed tile configuration per kernel (:data:`FIXED_FORWARD`,
-    :data:`FIXED_BACKWARD`) instead of autotuning: the same algorithm, for checks of its
-    numbers, which gain nothing from a search for speed."""
-    check_inputs(q, k, v)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if not (q.requires_grad or k.requires_grad or v.requires_grad):
-        return flash_forward(q, k, v, causal=causal, scale=scale, store_lse=False,
-                             **_fixed_forward(tuned))[0]
-    return FlashTritonFunction.apply(q, k, v, causal, scale, tuned)

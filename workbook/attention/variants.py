@@ -57,7 +57,7 @@ def _flash_attn_package(q, k, v, *, causal=False, scale=None):
 
 
 def _triton(q, k, v, *, causal=False, scale=None, tuned=True):
-    from workbook.attention.flash_triton import flash_attention  # imports triton: only here
+    from workbook.attention.flash_triton_backward import flash_attention  # imports triton
 
     return flash_attention(q, k, v, causal=causal, scale=scale, tuned=tuned)
 

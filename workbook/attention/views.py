@@ -51,26 +51,27 @@ def notebook_rows(name: str, *, live_on_cpu: bool) -> pd.DataFrame:
     return recorded
 
 
-KERNELS = {"forward": ("_tile_loop", "_attn_fwd"),
-           "backward": ("_attn_bwd_delta", "_dkdv_tiles", "_attn_bwd_dkdv", "_dq_tiles",
-                        "_attn_bwd_dq")}
+KERNELS = {"forward": ("flash_triton.py", ("_tile_loop", "_attn_fwd")),
+           "backward": ("flash_triton_backward.py", ("_attn_bwd_delta", "_dkdv_tiles",
+                                                     "_attn_bwd_dkdv", "_dq_tiles",
+                                                     "_attn_bwd_dq"))}
 
 
 def kernel_source(part: str = "forward") -> str:
     """The Triton kernels' source text, ``forward`` or ``backward`` (readable without Triton
     installed)."""
     check_choice("part", part, tuple(KERNELS))
-    path = Path(__file__).with_name("flash_triton.py")
-    text = path.read_text()
+    filename, names = KERNELS[part]
+    text = Path(__file__).with_name(filename).read_text()
     lines, found = text.splitlines(), {}
     for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.FunctionDef) and node.name in KERNELS[part]:
+        if isinstance(node, ast.FunctionDef) and node.name in names:
             start = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
             found[node.name] = "\n".join(line[4:] for line in lines[start:node.end_lineno])
-    if len(found) != len(KERNELS[part]):
+    if len(found) != len(names):
         raise WorkbookError(f"the Triton {part} kernels were not found in "
-                            "workbook/attention/flash_triton.py")
-    return "\n\n\n".join(found[name] for name in KERNELS[part])
+                            f"workbook/attention/{filename}")
+    return "\n\n\n".join(found[name] for name in names)
 
 
 def recorded_device(default: str = "H100") -> str:

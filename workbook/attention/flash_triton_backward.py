@@ -1,0 +1,296 @@
+"""The backward of the workbook's Triton FlashAttention, and the autograd Function that pairs
+it with the forward of :mod:`workbook.attention.flash_triton`.
+
+FlashAttention-2's algorithm in three kernels, mirroring the PyTorch
+:func:`workbook.attention.tiled.tiled_attention_backward` (read that first):
+
+1. ``_attn_bwd_delta``: D = rowsum(dO ∘ O), one number per query row;
+2. ``_attn_bwd_dkdv``: one program per K/V tile; it streams the query tiles through SRAM,
+   rebuilds Pᵀ from Q, K and the saved log-sum-exp, and accumulates dV += Pᵀ dO and
+   dK += dSᵀ Q with dS = P ∘ (dO Vᵀ − D);
+3. ``_attn_bwd_dq``: one program per query tile; it streams the K/V tiles and accumulates
+   dQ += dS K. A separate pass instead of atomics: every dQ row has one writer.
+
+Nothing N×N is stored in either direction: P is recomputed, which costs a second Q Kᵀ but
+saves reading and writing the N² probabilities. ``TRITON_INTERPRET=1`` runs it on a CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from workbook.attention.flash_triton import (
+    LOG2_E,
+    check_inputs,
+    fixed_forward_args,
+    flash_forward,
+)
+from workbook.config import WorkbookError
+from workbook.profiling import interpreter_numpy_fix, interpreting, triton_available
+
+if triton_available():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _attn_bwd_delta(Out, DO, DELTA, stride_b, stride_h, stride_n, n_heads, seq_len,
+                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+        """D = rowsum(dO ∘ O) for BLOCK_M rows of one head, in float32."""
+        start_m = tl.program_id(0) * BLOCK_M
+        off_bh = tl.program_id(1)
+        base = (off_bh // n_heads) * stride_b + (off_bh % n_heads) * stride_h
+        rows = start_m + tl.arange(0, BLOCK_M)
+        offs = base + rows[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :]
+        o = tl.load(Out + offs, mask=rows[:, None] < seq_len, other=0.0).to(tl.float32)
+        do = tl.load(DO + offs, mask=rows[:, None] < seq_len, other=0.0).to(tl.float32)
+        tl.store(DELTA + off_bh * seq_len + rows, tl.sum(o * do, 1), mask=rows < seq_len)
+
+    @triton.jit
+    def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n, offs_m,
+                    cols, lo, hi, seq_len, qk_scale,
+                    BLOCK_M: tl.constexpr, CAUSAL_MASK: tl.constexpr, EDGE_MASK: tl.constexpr):
+        """For one K/V tile (k, v in SRAM; ``cols`` its key positions), stream the query
+        tiles [lo, hi): rebuild Pᵀ, then dV += Pᵀ dO and dK += dSᵀ Q (scaled by the caller).
+
+        Everything is transposed (keys along rows) so that each product is a plain tl.dot;
+        lse is in log2 units, as the forward's exp2 is.
+        """
+        for start_m in range(lo, hi, BLOCK_M):
+            rows = start_m + offs_m
+            if EDGE_MASK:  # the last, partial query tile
+                q = tl.load(q_ptrs + start_m * stride_n, mask=rows[:, None] < seq_len, other=0.0)
+                do = tl.load(do_ptrs + start_m * stride_n, mask=rows[:, None] < seq_len,
+                             other=0.0)
+                lse = tl.load(lse_ptr + rows, mask=rows < seq_len, other=0.0)
+                delta = tl.load(delta_ptr + rows, mask=rows < seq_len, other=0.0)
+            else:
+                q = tl.load(q_ptrs + start_m * stride_n)                 # (BLOCK_M, HEAD_DIM)
+                do = tl.load(do_ptrs + start_m * stride_n)
+                lse = tl.load(lse_ptr + rows)
+                delta = tl.load(delta_ptr + rows)
+            s_t = tl.dot(k, tl.trans(q)) * qk_scale                      # Sᵀ: (BLOCK_N, BLOCK_M)
+            p_t = tl.math.exp2(s_t - lse[None, :])                       # Pᵀ, recomputed exactly
+            if CAUSAL_MASK:
+                p_t = tl.where(rows[None, :] >= cols[:, None], p_t, 0.0)
+            if EDGE_MASK:
+                p_t = tl.where(rows[None, :] < seq_len, p_t, 0.0)
+            dv = tl.dot(p_t.to(do.dtype), do, dv)                        # dV += Pᵀ dO
+            dp_t = tl.dot(v, tl.trans(do))                               # (dO Vᵀ)ᵀ
+            ds_t = p_t * (dp_t - delta[None, :])                         # dSᵀ, before the scale
+            dk = tl.dot(ds_t.to(q.dtype), q, dk)                         # dK += dSᵀ Q
+        return dk, dv
+
+    @triton.jit
+    def _attn_bwd_dkdv(Q, K, V, DO, LSE2, DELTA, DK, DV, qk_scale, sm_scale,
+                       stride_b, stride_h, stride_n, n_heads, seq_len,
+                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       CAUSAL: tl.constexpr):
+        """dK and dV for BLOCK_N keys of one head (BLOCK_N a multiple of BLOCK_M)."""
+        start_n = tl.program_id(0) * BLOCK_N
+        off_bh = tl.program_id(1)
+        base = (off_bh // n_heads) * stride_b + (off_bh % n_heads) * stride_h
+        cols = start_n + tl.arange(0, BLOCK_N)
+        offs_m = tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        kv_offs = base + cols[:, None] * stride_n + offs_d[None, :]
+        k = tl.load(K + kv_offs, mask=cols[:, None] < seq_len, other=0.0)   # HBM -> SRAM, once
+        v = tl.load(V + kv_offs, mask=cols[:, None] < seq_len, other=0.0)
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        q_ptrs = Q + base + offs_m[:, None] * stride_n + offs_d[None, :]
+        do_ptrs = DO + base + offs_m[:, None] * stride_n + offs_d[None, :]
+        lse_ptr, delta_ptr = LSE2 + off_bh * seq_len, DELTA + off_bh * seq_len
+
+        # Query tiles: those crossing the diagonal (causal) need the causal mask, the partial
+        # last one the edge mask, the bulk in between none. Causal keys see only later rows.
+        full_end = (seq_len // BLOCK_M) * BLOCK_M
+        if CAUSAL:
+            diag_end = start_n + BLOCK_N
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
+                                 offs_m, cols, start_n, tl.minimum(diag_end, seq_len), seq_len,
+                                 qk_scale, BLOCK_M, True, True)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
+                                 offs_m, cols, diag_end, full_end, seq_len, qk_scale,
+                                 BLOCK_M, False, False)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
+                                 offs_m, cols, tl.maximum(full_end, diag_end), seq_len, seq_len,
+                                 qk_scale, BLOCK_M, False, True)
+        else:
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
+                                 offs_m, cols, 0, full_end, seq_len, qk_scale,
+                                 BLOCK_M, False, False)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
+                                 offs_m, cols, full_end, seq_len, seq_len, qk_scale,
+                                 BLOCK_M, False, True)
+        tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty),
+                 mask=cols[:, None] < seq_len)
+        tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=cols[:, None] < seq_len)
+
+    @triton.jit
+    def _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
+                  lo, hi, seq_len, qk_scale,
+                  BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr, EDGE_MASK: tl.constexpr):
+        """For one query tile (q, dO in SRAM), stream the K/V tiles [lo, hi): rebuild P, then
+        dQ += dS K (scaled by the caller)."""
+        for start_n in range(lo, hi, BLOCK_N):
+            cols = start_n + offs_n
+            if EDGE_MASK:  # the last, partial key tile
+                k = tl.load(k_ptrs + start_n * stride_n, mask=cols[:, None] < seq_len, other=0.0)
+                v = tl.load(v_ptrs + start_n * stride_n, mask=cols[:, None] < seq_len, other=0.0)
+            else:
+                k = tl.load(k_ptrs + start_n * stride_n)                 # (BLOCK_N, HEAD_DIM)
+                v = tl.load(v_ptrs + start_n * stride_n)
+            s = tl.dot(q, tl.trans(k)) * qk_scale                        # (BLOCK_M, BLOCK_N)
+            p = tl.math.exp2(s - lse[:, None])
+            if CAUSAL_MASK:
+                p = tl.where(rows[:, None] >= cols[None, :], p, 0.0)
+            if EDGE_MASK:
+                p = tl.where(cols[None, :] < seq_len, p, 0.0)
+            dp = tl.dot(do, tl.trans(v))                                 # dO Vᵀ
+            ds = p * (dp - delta[:, None])
+            dq = tl.dot(ds.to(k.dtype), k, dq)                           # dQ += dS K
+        return dq
+
+    @triton.jit
+    def _attn_bwd_dq(Q, K, V, DO, LSE2, DELTA, DQ, qk_scale, sm_scale,
+                     stride_b, stride_h, stride_n, n_heads, seq_len,
+                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     CAUSAL: tl.constexpr):
+        """dQ for BLOCK_M query rows of one head (BLOCK_M a multiple of BLOCK_N)."""
+        start_m = tl.program_id(0) * BLOCK_M
+        off_bh = tl.program_id(1)
+        base = (off_bh // n_heads) * stride_b + (off_bh % n_heads) * stride_h
+        rows = start_m + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        q_offs = base + rows[:, None] * stride_n + offs_d[None, :]
+        q = tl.load(Q + q_offs, mask=rows[:, None] < seq_len, other=0.0)
+        do = tl.load(DO + q_offs, mask=rows[:, None] < seq_len, other=0.0)
+        lse = tl.load(LSE2 + off_bh * seq_len + rows, mask=rows < seq_len, other=0.0)
+        delta = tl.load(DELTA + off_bh * seq_len + rows, mask=rows < seq_len, other=0.0)
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        k_ptrs = K + base + offs_n[:, None] * stride_n + offs_d[None, :]
+        v_ptrs = V + base + offs_n[:, None] * stride_n + offs_d[None, :]
+
+        # The same split as the forward: unmasked bulk, then the diagonal or the partial tile.
+        if CAUSAL:
+            dq = _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
+                           0, start_m, seq_len, qk_scale, BLOCK_N, False, False)
+            dq = _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
+                           start_m, tl.minimum(start_m + BLOCK_M, seq_len), seq_len, qk_scale,
+                           BLOCK_N, True, True)
+        else:
+            full_end = (seq_len // BLOCK_N) * BLOCK_N
+            dq = _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
+                           0, full_end, seq_len, qk_scale, BLOCK_N, False, False)
+            dq = _dq_tiles(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_n, rows, offs_n,
+                           full_end, seq_len, seq_len, qk_scale, BLOCK_N, False, True)
+        tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty),
+                 mask=rows[:, None] < seq_len)
+
+    # Tiles for the backward: the K/V-tile kernel keeps two BLOCK_N×d accumulators in
+    # registers, so its query tiles are small; the dQ kernel the other way round.
+    DKDV_CONFIGS = [
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 128}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=2),
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+    ]
+    DQ_CONFIGS = [
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=3),
+    ]
+    _attn_bwd_dkdv_tuned = triton.autotune(
+        DKDV_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dkdv)
+    _attn_bwd_dq_tuned = triton.autotune(
+        DQ_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dq)
+
+
+# One configuration per kernel for runs that check numbers rather than time them
+# (``flash_attention(tuned=False)``), as flash_triton.FIXED_FORWARD is for the forward.
+FIXED_BACKWARD = (32, 64, 64, 32)   # flash_backward's tiles: dK/dV (M, N), dQ (M, N)
+FIXED_BACKWARD_LAUNCH = {"num_warps": 4, "num_stages": 3}
+
+
+def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                   lse: torch.Tensor, grad_out: torch.Tensor, *, causal: bool = False,
+                   scale: float | None = None, tiles: tuple[int, int, int, int] | None = None,
+                   launch: dict | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dQ, dK, dV) by the three backward kernels, from the forward's O and log-sum-exp.
+
+    ``tiles`` = (dK/dV kernel's BLOCK_M, BLOCK_N, dQ kernel's BLOCK_M, BLOCK_N) fixes the tile
+    sizes (the interpreter and the tests use small ones); left out, the autotuner picks.
+    ``launch`` (``num_warps``, ``num_stages``) goes with fixed tiles to both launches.
+    """
+    check_inputs(q, k, v)
+    batch, n_heads, seq_len, head_dim = q.shape
+    scale = head_dim ** -0.5 if scale is None else scale
+    # One layout for all five (B, H, N, d) tensors: the kernels take one set of strides.
+    q, k, v, out, grad_out = (t.contiguous() for t in (q, k, v, out, grad_out))
+    lse2 = (lse.float() * LOG2_E).contiguous()   # log2 units, as the kernels' exp2 wants
+    delta = torch.empty_like(lse2)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    strides = (q.stride(0), q.stride(1), q.stride(2), n_heads, seq_len)
+    if interpreting():
+        interpreter_numpy_fix()
+        tiles = tiles or (16, 32, 32, 16)  # tl.dot needs tiles of at least 16
+    _attn_bwd_delta[(triton.cdiv(seq_len, 64), batch * n_heads)](
+        out, grad_out, delta, *strides, HEAD_DIM=head_dim, BLOCK_M=64)
+    common = (q, k, v, grad_out, lse2, delta)
+    if tiles is not None:
+        m1, n1, m2, n2 = tiles
+        if n1 % m1 or m2 % n2:
+            raise WorkbookError(f"tiles={tiles}: the dK/dV tile's BLOCK_N must be a multiple of "
+                                "its BLOCK_M, and the dQ tile's BLOCK_M of its BLOCK_N")
+        _attn_bwd_dkdv[(triton.cdiv(seq_len, n1), batch * n_heads)](
+            *common, dk, dv, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
+            BLOCK_M=m1, BLOCK_N=n1, CAUSAL=causal, **(launch or {}))
+        _attn_bwd_dq[(triton.cdiv(seq_len, m2), batch * n_heads)](
+            *common, dq, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
+            BLOCK_M=m2, BLOCK_N=n2, CAUSAL=causal, **(launch or {}))
+    else:
+        _attn_bwd_dkdv_tuned[lambda meta: (triton.cdiv(seq_len, meta["BLOCK_N"]),
+                                           batch * n_heads)](
+            *common, dk, dv, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim, CAUSAL=causal)
+        _attn_bwd_dq_tuned[lambda meta: (triton.cdiv(seq_len, meta["BLOCK_M"]),
+                                         batch * n_heads)](
+            *common, dq, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim, CAUSAL=causal)
+    return dq, dk, dv
+
+
+class FlashTritonFunction(torch.autograd.Function):
+    """Forward: the Triton kernel (saves O and the log-sum-exp, never P).
+    Backward: the Triton backward kernels, which recompute P from the log-sum-exp."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal: bool, scale: float, tuned: bool = True):  # noqa: D102
+        out, lse = flash_forward(q, k, v, causal=causal, scale=scale, store_lse=True,
+                                 **fixed_forward_args(tuned))
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.causal, ctx.scale, ctx.tuned = causal, scale, tuned
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        q, k, v, out, lse = ctx.saved_tensors
+        fixed = {} if ctx.tuned or interpreting() else {"tiles": FIXED_BACKWARD,
+                                                         "launch": FIXED_BACKWARD_LAUNCH}
+        dq, dk, dv = flash_backward(q, k, v, out, lse, grad_out, causal=ctx.causal,
+                                    scale=ctx.scale, **fixed)
+        return dq, dk, dv, None, None, None
+
+
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                    scale: float | None = None, tuned: bool = True) -> torch.Tensor:
+    """Differentiable attention through the Triton forward (see module docstring).
+
+    ``tuned=False`` runs one fixed tile configuration per kernel (:data:`FIXED_FORWARD`,
+    :data:`FIXED_BACKWARD`) instead of autotuning: the same algorithm, for checks of its
+    numbers, which gain nothing from a search for speed."""
+    check_inputs(q, k, v)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if not (q.requires_grad or k.requires_grad or v.requires_grad):
+        return flash_forward(q, k, v, causal=causal, scale=scale, store_lse=False,
+                             **fixed_forward_args(tuned))[0]
+    return FlashTritonFunction.apply(q, k, v, causal, scale, tuned)
