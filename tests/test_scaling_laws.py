@@ -389,6 +389,21 @@ def test_sweeps_put_this_machine_first_and_claims_judge_each_by_its_interval():
     assert sl.caption(rows.iloc[0:0], summary.iloc[0:0]) == "No sweep with finished points yet."
 
 
+def test_a_sweep_cut_by_its_time_limit_is_timed_as_if_it_had_finished():
+    rows = _sweep_rows(sl.CHINCHILLA_REPLICATION, "measured", "GPU here", recipe=True)
+    loss = rows.index[rows["metric"] == "val_loss"]
+    cut = loss[-len(loss) // 4:]     # the last quarter of the points: cut by the time limit
+    rows.loc[cut, ["status", "value"]] = ["skipped", float("nan")]
+    rows.loc[cut, "error"] = "sweep time limit 540 s reached; rerun with the same checkpoint"
+    table = sl.claims(rows, sl.fit_summary(rows, n_boot=50))
+    timed = table[table["claim"].str.startswith("IsoFLOP sweep")].iloc[0]
+    trained = len(loss) - len(cut)
+    assert timed["measured"] == pytest.approx(420.0 * len(loss) / trained)
+    assert f"{len(cut)} of {len(loss)} points cut by the time limit" in timed["where"]
+    text = sl.caption(rows, sl.fit_summary(rows, n_boot=50))
+    assert f"{trained} trained points" in text and f"({len(cut)} more were planned" in text
+
+
 def test_band_verdict_needs_the_whole_interval_inside_the_tolerance():
     assert claims.verdict(0.5, 0.5, abs_tol=0.05, interval=(0.46, 0.53)).startswith("holds")
     assert claims.verdict(0.5, 0.5, abs_tol=0.05, interval=(0.40, 0.53)).startswith(

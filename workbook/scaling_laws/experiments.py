@@ -133,10 +133,14 @@ ISOFLOP_PRESETS = {
                            vocab_size=512, seq_len=64, target_steps=30, min_steps=10,
                            max_batch=128, min_batch=8, lr=2e-3, eval_tokens=8192,
                            small_batch_tokens=8192, time_limit_s=120),
-    # One GPU, ≤ 10 minutes: 6 budgets x 7 sizes, 0.04M-2M parameters, stdlib source code,
+    # One GPU, ≤ 10 minutes: 6 budgets x 5 sizes, 0.04M-2M parameters, stdlib source code,
     # every point ~1000 steps. plan_sweep(..., step_time=fit_step_time(recorded rows)) predicts
-    # its time from the ledger's timings.
-    "full": IsoFlopConfig(budgets=(2e12, 5e12, 1.25e13, 3.1e13, 7.8e13, 2e14), sizes_per_budget=7,
+    # its time from the ledger's timings. 5 sizes, not 7: on the H200 (2026-12-03, 7ab0ac19c5f8)
+    # 7 sizes needed ~640 s (the sweep's time limit cut 6 of 42 points; small models are
+    # launch-bound, 3.5 ms per layer-step there against the H100's 1.7), every budget's minimum
+    # was bracketed by the 5 middle sizes, and dropping the two outer sizes moved a from 0.51 to
+    # 0.52 and left the tokens per parameter at 10.8. Predicted: 466 s (H200), 332 s (H100).
+    "full": IsoFlopConfig(budgets=(2e12, 5e12, 1.25e13, 3.1e13, 7.8e13, 2e14), sizes_per_budget=5,
                           corpus="stdlib_source", vocab_size=2048, seq_len=256,
                           target_steps=1000, min_steps=400, max_batch=512, min_batch=4,
                           lr=3e-3, eval_tokens=262_144, time_limit_s=540),
