@@ -447,3 +447,29 @@ def test_gpt2_caption_compares_vanilla_and_triton_with_flash_attention_2():
     assert "vanilla / sdpa_flash: HBM bytes 10.00×, time 2.25×, extra memory 16.00×" in text
     assert "triton / sdpa_flash: HBM bytes 0.80×, time 0.75×, extra memory 0.20×" in text
     assert "No GPT-2" in A.gpt2_caption(gpt2.query("variant != 'sdpa_flash'"))
+
+
+def test_exactness_caption_counts_output_and_gradients_against_their_band():
+    rows = pd.DataFrame([
+        {"variant": "triton", "dtype": "float16", "band": 2e-3, "metric": "rel_error",
+         "value": 1e-3, "status": "ok", "device": "GPU"},
+        {"variant": "triton", "dtype": "float16", "band": 2e-3, "metric": "rel_error_grad",
+         "value": 3e-3, "status": "ok", "device": "GPU"}])
+    text = A.exactness_caption(rows)
+    assert text.startswith("1 of 2 errors") and "triton float16 gradients 3.0e-03" in text
+    assert set(A.exactness_table(rows).index.get_level_values("of")) == {"output", "gradients"}
+
+
+def test_traffic_caption_prints_the_kernel_counts_per_mode():
+    base = {"head_dim": 128, "causal": False, "status": "ok", "source": "measured",
+            "device": "GPU", "n_gpus": 1, "seq_len": 512}
+    rows = pd.DataFrame([
+        {**base, "variant": "model: minimum", "metric": "hbm_bytes", "value": 4.0, "mode": "fwd"},
+        {**base, "variant": "triton", "metric": "hbm_read", "value": 3.0, "mode": "fwd",
+         "kernels": 1},
+        {**base, "variant": "triton", "metric": "hbm_write", "value": 1.0, "mode": "fwd",
+         "kernels": 1},
+        {**base, "variant": "vanilla", "metric": "hbm_bytes", "value": 9.0, "mode": "fwd+bwd",
+         "kernels": 12}])
+    text = A.traffic_caption(rows)
+    assert "forward: triton 1" in text and "forward + backward: vanilla 12" in text, text

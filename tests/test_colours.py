@@ -204,7 +204,7 @@ def nb10():
             plots.bars(evaluation.shown_numbers(tt).query(
                 "metric in ['benchmark_exact_match', 'general_exact_match']"),
                 x="variant", group="metric"),
-            plots.compare(evaluation.dpo_curves(dpo), x="step", group="metric"),
+            evaluation.dpo_figure(dpo),
             plots.compare(m.assign(curve=m["metric"] + ", replay " + m["replay"].astype(str)),
                           x="step", group="curve")]
 

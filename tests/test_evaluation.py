@@ -136,6 +136,29 @@ def test_mid_training_claims_use_the_interval_over_seeds():
     assert noisy["verdict"].str.startswith("inconclusive").sum() >= 2, noisy["verdict"]
 
 
+def test_test_task_claims_hold_only_when_the_interval_clears_the_bound():
+    def verdicts(bench: tuple[float, float], general: tuple[float, float]) -> list[str]:
+        rows = pd.DataFrame([{"variant": v, "metric": f"{m}_exact_match", "value": x,
+                              "source": "measured"}
+                             for m, pair in (("benchmark", bench), ("general", general))
+                             for v, x in zip(("general_sft", "test_task_sft"), pair,
+                                             strict=True)])
+        table = ev.claims(rows, _mid_rows({0.0: [0.2, 0.3, 0.25]}), {})
+        return list(table["verdict"].iloc[:2])
+
+    lift, same = verdicts((0.0, 1.0), (0.7, 0.5))
+    assert lift.startswith("holds"), "0 -> 1 on 96 items: a share of 0 or 1 still has an error"
+    assert same.startswith("holds"), "a general drop rules a gain out"
+    lift, same = verdicts((0.50, 0.55), (0.70, 0.70))
+    assert lift.startswith("inconclusive"), "5 points on 96 items is within two SE"
+    assert same.startswith("inconclusive"), (
+        "no change measured on 192 items does not rule out a gain of "
+        f"{ev.GENERAL_GAIN_TOLERANCE}: absence of evidence is no verdict")
+    assert verdicts((0.5, 0.2), (0.4, 0.8))[1].startswith("wrong"), "a clear general gain"
+    low, high = ev.share_gap_interval(0.0, 1.0, 200, 200)
+    assert 0.95 < low < 1.0 and high == 1.0, "cut at 1: no difference of shares exceeds it"
+
+
 def test_mean_interval_is_a_t_interval():
     mean, low, high = ev.mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and high - mean == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)

@@ -471,6 +471,15 @@ def test_an_interrupted_caller_leaves_no_child_running(tmp_path):
         os.kill(pid, 0)
 
 
+def test_the_progress_bar_ends_saying_the_run_ended(tmp_path, capsys):
+    """A saved notebook keeps the bar's last text: it must say the run ended, not 'running'."""
+    runner.call("tests._runner_targets:sleep_writing_pid",
+                {"path": str(tmp_path / "pid"), "seconds": 1.5}, timeout_s=60,
+                progress="sleeping")
+    text = capsys.readouterr().err
+    assert "sleeping: ended after" in text, text[-300:]
+
+
 def test_live_rows_carry_the_device_like_recorded_ones(monkeypatch):
     """07 crashed on a GPU (KeyError 'device'): live rows had no provenance columns."""
     monkeypatch.setattr(registry, "run_isolated",
@@ -580,9 +589,12 @@ def test_run_or_button_runs_quick_experiments_and_offers_slow_ones(monkeypatch):
                                  preset="small") == "fig(rows)"
     assert ran == [("scaling_isoflop", "small")]
     monkeypatch.setattr(registry, "expected_seconds", lambda name, preset=None: (300.0, "typ"))
-    button = widgets.run_or_button("scaling_isoflop", lambda rows: f"fig({rows})",
-                                   preset="full")
+    previewed = []
+    button = widgets.run_or_button(
+        "scaling_isoflop", lambda rows: previewed.append(rows) or f"fig({rows})", preset="full")
     assert isinstance(button, widgets.RunButton) and len(ran) == 1, "nothing runs before a click"
+    # until the click, the button shows the ledger's rows (device and date on each)
+    assert len(previewed) == 1 and (previewed[0]["source"] == "recorded").any()
     assert "about 5 min" in button.button.description
     assert button.click() == "fig(rows)" and ran[-1] == ("scaling_isoflop", "full")
 

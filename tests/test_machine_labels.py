@@ -92,15 +92,16 @@ def test_transfer_claim_judges_one_machine_and_says_which():
     assert row["measured"] == pytest.approx(10)
 
 
-def test_dpo_curves_keep_the_date_for_the_subtitle():
+def test_dpo_figure_names_the_date_and_the_seeds_it_averages():
     rows = pd.DataFrame([{"metric": "reward_margin", "step": s, "value": v, "unit": "nats",
                           "train_seed": t, "source": "recorded", **H200}
                          for s in (0, 200) for t, v in ((0, 1.0), (1, 2.0))])
     curves = evaluation.dpo_curves(rows)
     assert curves["value"].tolist() == [1.5, 1.5], "the mean over DPO seeds"
-    fig = plots.compare(curves, x="step", group="metric", title="DPO")
-    assert "NVIDIA H200 ×1, 2026-12-02, seed 0" in fig.layout.title.text
-    assert "?" not in fig.layout.title.text
+    title = evaluation.dpo_figure(rows).layout.title.text
+    assert "mean over seeds" in title and "NVIDIA H200 ×1, 2026-12-02, seeds 0,1" in title, (
+        "a mean over DPO seeds 0 and 1 names both, not the run's seed 0 alone")
+    assert "?" not in title
 
 
 def test_zero_tables_never_average_two_machines():

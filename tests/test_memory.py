@@ -19,6 +19,7 @@ from workbook.memory import (
     fit_exponent,
     forward_activations,
     gap_caption,
+    gap_items,
     gap_table,
     lecture_175b,
     measure_breakdown,
@@ -181,6 +182,24 @@ def test_recompute_overhead_formula() -> None:
         "without an LM head to skip, one extra forward is a third of the step")
 
 
+def test_claims_check_the_model_states_bytes() -> None:
+    from workbook.memory import claims
+
+    def row(optimizer_bytes: float) -> pd.Series:
+        data = [(c, m, v) for c, v in (("params", 4000.0), ("grads", 4000.0))
+                for m in ("formula", "tensors")]
+        data += [("optimizer", "formula", 8000.0), ("optimizer", "tensors", optimizer_bytes)]
+        rows = pd.DataFrame([{"component": c, "method": m, "value": v, "device": "cpu-test",
+                              "status": "ok", "source": "measured", "seq_len": 64,
+                              "checkpointing": False, "precision": "fp32"} for c, m, v in data])
+        table = claims(rows)
+        return table[table["claim"].str.startswith("parameters, gradients and Adam")].iloc[0]
+
+    same = row(8000.0)
+    assert same["verdict"] == "holds" and same["predicted"] == pytest.approx(0.016), same
+    assert row(8008.0)["verdict"].startswith("off"), "equal means equal: 8 bytes more is off"
+
+
 def test_recompute_rows_table_and_claims() -> None:
     cfg = RecomputeConfig(n_layer=1, d_model=32, n_head=4, vocab=128, seq_len=32, batch=2,
                           precision="fp32", steps=1, repeats=3)
@@ -189,9 +208,10 @@ def test_recompute_rows_table_and_claims() -> None:
     assert len(timed) == 6 and (timed["value"] > 0).all(), "3 repeats × with/without"
     table = recompute_table(rows).iloc[0]
     assert table["saved MB (ckpt)"] < table["saved MB (no ckpt)"], "checkpointing saves"
-    assert table["overhead low"] <= table["overhead (median)"] <= table["overhead high"]
+    assert table["overhead % low"] <= table["overhead % (median)"] <= table["overhead % high"]
     made = recompute_claims(rows)
-    assert len(made) == 2 and all(c.low == table["overhead low"] for c in made)
+    assert len(made) == 2 and all(c.low == table["overhead % low"] for c in made)
+    assert made[0].predicted == pytest.approx(33.33, abs=0.01), "one more forward: +33 %"
     assert "ms without checkpointing" in recompute_caption(rows)
 
 
@@ -259,11 +279,24 @@ def test_gap_table_splits_scores_and_names_the_peak_phase() -> None:
            ("CUDA context", "allocator"): 700}
     rows = pd.DataFrame([{**shape, "component": c, "method": m, "value": float(v)}
                          for (c, m), v in got.items()])
-    t = gap_table(rows).set_index("item")["measured GB"] * 1e9
+    t = gap_items(rows).set_index("item")["measured GB"] * 1e9
     assert t["activations: the rest"] == pytest.approx(2000), "activations minus the s×s part"
     assert t["transients at the peak"] == pytest.approx(21000 - 19100), "peak minus held"
     caption = gap_caption(rows)
     assert "The peak falls in the backward" in caption and "CUDA context" in caption
+    # an older recording measured fewer items: the table shows the ones it has, never a NaN
+    old = rows[~rows["component"].isin(["attention scores", "allocator reserve", "CUDA context",
+                                        "peak in forward", "peak in backward", "peak in step"])]
+    old = old.assign(device="GPU-old", source="recorded", n_gpus=1, seed=0,
+                     recorded_at="2026-11-22T00:00:00Z")
+    shown = gap_table(pd.concat([rows, old], ignore_index=True))
+    assert not shown.isna().any().any(), shown
+    items = shown.groupby("where")["item"].apply(set)
+    here, then = items["this machine (GPU-x)"], items.drop("this machine (GPU-x)").iloc[0]
+    assert "CUDA context (not in the count)" in here and "activations (all)" in then
+    assert not {"CUDA context (not in the count)", "activations: the rest"} & then
+    assert not any(i.startswith("peak in") for i in here), "the phases are in the caption"
+    assert "one fp32 logits tensor GB" not in shown, "one number for every row: the caption's"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the allocator's peak needs a GPU")
@@ -278,7 +311,7 @@ def test_gpu_sweep_peak_and_breakdown_gap_items() -> None:
     got = got.assign(n_layer=2, d_model=64, n_head=4, vocab=512, seq_len=128, batch=2,
                      precision="amp_bf16", optimizer="adamw", checkpointing="False",
                      attention="eager", device="gpu-test", source="measured")
-    t = gap_table(got).set_index("item")["measured GB"]
+    t = gap_items(got).set_index("item")["measured GB"]
     assert t[["peak in forward", "peak in backward", "peak in step"]].max() == pytest.approx(
         t["peak (allocated)"]), "the peak is the largest phase's"
     assert t["CUDA context (not in the count)"] > 0

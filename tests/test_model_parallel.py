@@ -383,3 +383,73 @@ def test_drops_caption_prints_the_rows_numbers():
     assert "moves nothing" not in text, "two ranks do send tokens to each other"
     alone = pd.DataFrame(rows).query("rank == 0").assign(world=1)
     assert "One rank: no token leaves it" in mp.drops_caption(alone)
+
+
+def _h200(n_gpus: int) -> dict:
+    return {"device": "NVIDIA H200", "n_gpus": n_gpus, "recorded_at": "2026-11-22T16:51:28Z",
+            "seed": 0, "rank": 0, "status": "ok", "source": "recorded"}
+
+
+def test_two_recorded_machines_of_one_device_are_never_one_trace():
+    """An H200 ×2 and an H200 ×4 recording share a device name but are two machines: each is
+    its own trace (one line through both zig-zags over repeated x) and its own table rows."""
+    tp, pp = [], []
+    for n in (2, 4):
+        tp += [{**_h200(n), "tp": t, "metric": metric, "value": 10.0 * n / t}
+               for t in mp.degrees(n) for metric in ("step_ms_one_device",
+                                                     "step_ms_tensor_parallel")]
+        pp += [{**_h200(n), "p": 2, "m": m, "metric": metric, "value": 0.1 * n / m}
+               for m in (1, 2, 4) for metric in ("idle_fraction", "idle_fraction_replay")]
+        pp += [{**_h200(n), "p": 2, "m": m, "metric": "idle_fraction", "source": "predicted",
+                "value": mp.bubble_fraction(2, m)} for m in (1, 2, 4)]
+    here = {**_h200(0), "device": "CPU (x86_64, 2 cores)", "source": "measured"}
+    pp += [{**here, "p": 2, "m": m, "metric": metric, "value": 0.3 / m, "source": source}
+           for m in (1, 2) for metric, source in (("idle_fraction_replay", "measured"),
+                                                  ("idle_fraction", "predicted"))]
+    tp, pp = pd.DataFrame(tp), pd.DataFrame(pp)
+    for fig in (mp.plot_tp_time(tp), mp.plot_bubble(pp)):
+        for trace in fig.data:
+            x = list(trace.x)
+            assert len(x) == len(set(x)), f"{trace.name}: two machines in one trace, x={x}"
+        names = [t.name for t in fig.data]
+        assert any("×2" in n for n in names) and any("×4" in n for n in names), names
+    formula = [t for t in mp.plot_bubble(pp).data if "(p-1)/(m+p-1)" in t.name]
+    assert len(formula) == 1 and list(formula[0].x) == [1, 2, 4], "one formula curve per p"
+    summary = mp.tp_summary(tp)
+    assert not summary.duplicated(["where", "tp", "metric"]).any()
+    one = summary.query("tp == 1 and metric == 'step_ms_one_device'")
+    assert dict(zip(one["where"], one["recorded"], strict=True)) == {
+        "NVIDIA H200 ×2": 20.0, "NVIDIA H200 ×4": 40.0}, "each machine's own, never a mean"
+
+
+def test_claims_come_one_block_per_machine_this_one_first():
+    here = {"device": "CPU (x86_64, 2 cores)", "n_gpus": 0, "rank": 0, "status": "ok",
+            "source": "measured"}
+    tp, ep = [], []
+    for prov in (_h200(2), here):  # the recording first in the frame: the table reorders
+        measured = prov["source"]
+        tp += [{**prov, "tp": 2, "metric": "max_abs_err_output", "value": 0.0},
+               {**prov, "tp": 2, "metric": "allreduce_calls", "value": 4.0},
+               {**prov, "tp": 2, "metric": "allreduce_calls", "value": 4.0,
+                "source": "predicted"}]
+        ep += [{**prov, "world": 2, "skew": 0.0, "capacity_factor": cf, "value": v,
+                "metric": "dropped_fraction", "source": s}
+               for cf in (1.0, 2.0) for s, v in ((measured, 0.02), ("predicted", 0.021))]
+        ep += [{**prov, "world": 2, "metric": "max_abs_err_vs_one_device", "value": 0.0}]
+    table = mp.claims(pd.DataFrame(tp), pd.DataFrame(), pd.DataFrame(ep))
+    wheres = table["where"].tolist()
+    blocks = list(dict.fromkeys(wheres))
+    assert blocks == ["this machine (CPU (x86_64, 2 cores))",
+                      "recorded on NVIDIA H200 ×2, 2026-11-22, seed 0"], blocks
+    assert wheres == sorted(wheres, key=blocks.index), f"one block per machine: {wheres}"
+    assert table["claim"].str.contains("capacity factor 1.0").sum() == 2, "cf 1: chance drops"
+    assert table["verdict"].str.startswith("holds").all(), table[["claim", "verdict"]]
+
+
+def test_gloo_ranks_of_a_gpu_machine_are_labelled_as_cpu_ranks():
+    d3 = pd.DataFrame([{"layout": "dp1·tp2·pp2", "world": 4, "backend": "gloo", "metric": m,
+                        "value": 1e-9, "source": "measured", "device": "NVIDIA H200",
+                        "n_gpus": 1} for m in ("max_abs_err_grad", "abs_err_loss")])
+    assert "NVIDIA H200), gloo ranks on the CPU:*" in mp.composed_caption(d3)
+    on_cpu = mp.composed_caption(d3.assign(device="CPU (x86_64, 2 cores)", n_gpus=0))
+    assert "on the CPU:" not in on_cpu and "4 ranks (gloo)" in on_cpu, on_cpu

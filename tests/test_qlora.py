@@ -191,6 +191,27 @@ def test_quality_gap_is_an_equivalence_over_seeds():
     assert gap["farthest"] >= abs(gap["high"]) and gap["low"] < gap["mean"] < gap["high"]
 
 
+def test_quality_caption_prints_the_gap_and_the_quantisation_cost():
+    import pandas as pd
+
+    rows = pd.DataFrame([{"method": m, "stage": st, "metric": "eval_loss", "run_seed": s,
+                          "value": 5.0 + (0.001 * s + (0.002 if st == "before" else 0.0)
+                                          if m == "qlora" else 0.0)}
+                         for m in ("lora", "qlora") for s in range(3)
+                         for st in ("before", "after")])
+    text = qlora.quality_caption(rows)
+    assert "+0.0010 nats over 3 seeds" in text and "95 % interval" in text
+    assert "NF4 base's loss is +0.0030 nats" in text, text
+    assert qlora.quality_caption(rows.iloc[0:0]).startswith("*No paired")
+
+
+def test_double_quantisation_claim_fails_without_double_quantisation():
+    from workbook import claims
+
+    assert claims.verdict(4.127, 4.127, rel_tol=0, abs_tol=0.01).startswith("holds")
+    assert not claims.verdict(4.127, 4.5, rel_tol=0, abs_tol=0.01).startswith("holds")
+
+
 def test_measure_many_on_cpu_counts_state_as_predicted():
     configs = [{"size": "tiny", "method": "full", "rank": 4, "seq_len": 32, "optimizer": o}
                for o in ("adamw", "adamw8bit")]

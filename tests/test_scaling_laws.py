@@ -404,6 +404,23 @@ def test_a_sweep_cut_by_its_time_limit_is_timed_as_if_it_had_finished():
     assert f"{trained} trained points" in text and f"({len(cut)} more were planned" in text
 
 
+def test_a_recorded_sweep_finds_its_cut_points_in_the_ledger(ledger_dir):
+    """References come as ok rows only: the skipped ones are counted in the ledger."""
+    from workbook import results
+
+    rows = _sweep_rows(sl.CHINCHILLA_REPLICATION, "measured", "GPU there", recipe=True)
+    loss = rows.index[rows["metric"] == "val_loss"]
+    rows.loc[loss[-3:], ["status", "value"]] = ["skipped", float("nan")]
+    rows.loc[loss[-3:], "error"] = "sweep time limit 540 s reached"
+    results.record("scaling_isoflop", rows.drop(columns=["recorded_at", "commit"]),
+                   preset="full", seed=0)
+    shown = results.load("scaling_isoflop", ok_only=True)
+    assert (shown["status"] == "ok").all() and (shown["source"] == "recorded").any()
+    table = sl.claims(shown, sl.fit_summary(shown, n_boot=20))
+    timed = table[table["claim"].str.startswith("IsoFLOP sweep")].iloc[0]
+    assert f"3 of {len(loss)} points cut" in timed["where"], timed["where"]
+
+
 def test_band_verdict_needs_the_whole_interval_inside_the_tolerance():
     assert claims.verdict(0.5, 0.5, abs_tol=0.05, interval=(0.46, 0.53)).startswith("holds")
     assert claims.verdict(0.5, 0.5, abs_tol=0.05, interval=(0.40, 0.53)).startswith(

@@ -362,16 +362,20 @@ def _with_references(name: str, live: pd.DataFrame) -> pd.DataFrame:
 
 
 def plan(preset: str | None = None) -> pd.DataFrame:
-    """For every experiment: will this machine run it live, or show recorded rows (from where)?"""
+    """For every experiment: can this machine run it (and in about how many seconds, from its
+    last run here or a typical time), or does it show recorded rows (from where)?"""
     chosen = resolve_preset(preset)
     rows = []
     for name, exp in experiments().items():
         reason = why_not_here(name, chosen)
         recorded = results.load(name)
         pairs = zip(recorded.get("device", []), recorded.get("n_gpus", []), strict=True)
-        devices = ", ".join(sorted({f"{d} ×{n}" for d, n in pairs}))
+        devices = ", ".join(sorted({f"{d} ×{int(n)}" if n == n and n else str(d)
+                                    for d, n in pairs}))
+        seconds = expected_seconds(name, chosen)[0] if reason is None else None
         rows.append({"notebook": exp.notebook, "experiment": name,
-                     "here": "live" if reason is None else "recorded",
+                     "here": "can run here" if reason is None else "recorded only",
+                     "expected s": round(seconds) if seconds is not None else None,
                      "preset": chosen, "GPUs needed": exp.min_gpus[chosen],
                      "recorded on": devices or "-"})
     return pd.DataFrame(rows).sort_values(["notebook", "experiment"], ignore_index=True)

@@ -243,13 +243,18 @@ def _wait(proc: subprocess.Popen, timeout_s: float, progress: str | None,
     with tqdm(total=total, desc=progress, bar_format=fmt, leave=False) as bar:
         while True:
             try:
-                return proc.wait(timeout=1.0)
+                code = proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 elapsed = time.monotonic() - start
                 if elapsed >= timeout_s:
                     raise
                 bar.n = min(int(elapsed), total) if total else int(elapsed)
                 bar.refresh()
+                continue
+            # The last text a saved notebook keeps: the run's end, not "running, N s so far".
+            bar.bar_format = "{desc}: " + f"ended after {time.monotonic() - start:.0f} s"
+            bar.refresh()
+            return code
 
 
 def _collect(per_rank: dict[int, dict], *, nprocs: int, distributed: bool, kwargs: dict,

@@ -202,12 +202,20 @@ class Explorer:
 class RunButton:
     """A button for expensive work: runs ``action()`` on click, shows its result or error."""
 
-    def __init__(self, description: str, action: Callable[[], Any]) -> None:
+    def __init__(self, description: str, action: Callable[[], Any],
+                 preview: Callable[[], Any] | None = None) -> None:
         self.button = w.Button(description=description, button_style="primary")
         self.output = w.Output()
         self.action = action
         self.result: Any = None
         self.button.on_click(lambda _b: self.click())
+        if preview is not None:  # shown until the first click replaces it
+            with self.output:
+                shown = preview()
+                if shown is not None:
+                    from IPython.display import display
+
+                    display(shown)
 
     def click(self) -> Any:
         self.button.disabled = True
@@ -241,7 +249,7 @@ def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60
     the recorded rows are shown at once. ``references=True``: ``show`` gets
     ``registry.with_references`` of the rows (this machine's first, recorded devices beside),
     which later cells read back with ``registry.shown(name)``."""
-    from workbook import registry
+    from workbook import registry, results
 
     check_range("budget_s", budget_s, 0, 86_400)
     check_flag("references", references)
@@ -260,8 +268,12 @@ def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60
     eta = "time unknown" if seconds is None else (
         f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s")
     print(f"{name} ({chosen} preset) takes {eta} here ({how}): press the button to run it.")
+    recorded = results.load(name, ok_only=True)
+    if not recorded.empty:  # the button's output shows them until a click replaces them
+        print("Until then, the rows recorded earlier (device and date on each):")
     return RunButton(f"Run {name} ({chosen}), {eta}",
-                     lambda: show(registry.live_or_recorded(name, chosen)))
+                     lambda: show(registry.live_or_recorded(name, chosen)),
+                     preview=(lambda: show(recorded)) if not recorded.empty else None)
 
 
 def progress(iterable, *, desc: str = "", total: int | None = None, disable: bool = False):
@@ -269,6 +281,16 @@ def progress(iterable, *, desc: str = "", total: int | None = None, disable: boo
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False)
+
+
+def readable_tables() -> None:
+    """In a notebook, show every column and every cell of a table in full: pandas cuts text
+    at 50 characters and hides middle columns ("..."), which hid a label's deciding words
+    (07's targets, 09's tokens past the prompt, 01's sources)."""
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
 
 
 def one_line_errors() -> None:

@@ -71,6 +71,7 @@ from workbook.attention.views import (
     KERNELS,
     PAPER_FIG2,
     claims,
+    exactness_caption,
     exactness_table,
     gpt2_caption,
     gpt2_limits,
@@ -101,7 +102,9 @@ __all__ = [
     "run_traffic", "TimingConfig", "timing_cases", "run_timing", "Gpt2Config",
     "run_gpt2_medium", "RecomputeConfig", "run_recompute", "EXPERIMENTS",
     # views
-    "PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device", "timing_caption",
+    "PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "exactness_caption",
+    "recorded_device",
+    "timing_caption",
     "traffic_caption", "speedup_caption", "gpt2_caption",
     "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims",
 ]

@@ -69,11 +69,13 @@ from workbook.evaluation.preferences import (
     win_rate,
 )
 from workbook.evaluation.views import (
+    GENERAL_GAIN_TOLERANCE,
     OVER_REFUSAL_TOLERANCE,
     claims,
     dpo_caption,
     dpo_claims,
     dpo_curves,
+    dpo_figure,
     dpo_summary,
     leaderboard_explorer,
     mean_interval,
@@ -82,6 +84,7 @@ from workbook.evaluation.views import (
     mid_training_summary,
     pipeline_table,
     results_label,
+    share_gap_interval,
     shown_numbers,
     test_task_caption,
     test_task_summary,
@@ -101,6 +104,7 @@ __all__ = [
     "sequence_logps", "DPO_PRESETS", "DPOConfig", "alignment_scores", "mid_training_steps",
     "run_dpo", "train_dpo", "COMPLIANCE", "REFUSAL", "is_refusal", "refusal_rate", "safety_chats",
     "safety_pairs", "safety_prompts", "task_pairs", "win_rate", "OVER_REFUSAL_TOLERANCE",
-    "dpo_caption", "dpo_claims", "dpo_curves", "dpo_summary", "mean_interval",
-    "mid_training_caption", "mid_training_effects", "shown_numbers",
+    "dpo_caption", "dpo_claims", "dpo_curves", "dpo_figure", "dpo_summary", "mean_interval",
+    "mid_training_caption", "mid_training_effects", "shown_numbers", "GENERAL_GAIN_TOLERANCE",
+    "share_gap_interval",
 ]

@@ -128,6 +128,19 @@ def share_interval(values: pd.Series | list[float]) -> tuple[float, float, float
     return mean, max(low, 0.0) if low == low else low, min(high, 1.0) if high == high else high
 
 
+def share_gap_interval(p: float, q: float, n_p: int, n_q: int) -> tuple[float, float]:
+    """Two standard errors around the difference ``q - p`` of two exact-match shares over
+    ``n_p`` and ``n_q`` items (Agresti-Caffo: one right and one wrong answer added to each, so
+    a share of 0 or 1 still has an error), cut at -1 and 1; NaN where a share is not known."""
+    if p != p or q != q:
+        return math.nan, math.nan
+    check_range("n_p", n_p, 1, 10**9)
+    check_range("n_q", n_q, 1, 10**9)
+    pp, qq = (p * n_p + 1) / (n_p + 2), (q * n_q + 1) / (n_q + 2)
+    se = math.sqrt(pp * (1 - pp) / (n_p + 2) + qq * (1 - qq) / (n_q + 2))
+    return max(qq - pp - 2 * se, -1.0), min(qq - pp + 2 * se, 1.0)
+
+
 @takes_rows
 def mid_training_effects(rows: pd.DataFrame) -> pd.DataFrame:
     """Per replay share and training seed: the step early stopping picks (lowest *dev* loss),
@@ -225,6 +238,20 @@ def dpo_curves(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @takes_rows
+def dpo_figure(rows: pd.DataFrame):
+    """:func:`dpo_curves` drawn against DPO step; the subtitle names the rows' device, date and
+    the DPO seeds the curves average (read from the rows before averaging)."""
+    from workbook import plots
+
+    title = "DPO on held-out pairs (mean over seeds)"
+    fig = plots.compare(dpo_curves(rows), x="step", group="metric", title=title,
+                        x_title="DPO step",
+                        y_title="reward margin (nats x beta) / implicit reward accuracy")
+    curves = rows[rows["metric"].isin(["reward_margin", "reward_accuracy"])]
+    return fig.update_layout(title_text=plots.title_with_source(title, curves))
+
+
+@takes_rows
 def dpo_caption(rows: pd.DataFrame) -> str:
     """The DPO run in words made from its rows: pairs, seeds, margin and accuracy at the end."""
     part = shown_numbers(rows)
@@ -315,13 +342,13 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
              for v in ("general_sft", "test_task_sft")}
     gen = {v: _value(test_task, variant=v, metric="general_exact_match")
            for v in ("general_sft", "test_task_sft")}
-    # Exact match over n_eval items per family: a gap under two standard errors of a difference
-    # of shares is noise. Seeded runs (mid-training, DPO, the arena): the 95 % interval of the
-    # mean over seeds; a gap inside it is noise.
-    n = TEST_TASK_PRESETS.get(preset_of(test_task), TEST_TASK_PRESETS["small"]).n_eval
-
-    def share_noise(p: float, q: float, items: int) -> float:
-        return 2 * math.sqrt((p * (1 - p) + q * (1 - q)) / items) if p == p and q == q else 0.0
+    # Exact match over n_eval items per family (the general share over every general family's):
+    # a difference's interval is two standard errors (share_gap_interval). Seeded runs
+    # (mid-training, DPO, the arena): the 95 % interval of the mean over seeds.
+    cfg = TEST_TASK_PRESETS.get(preset_of(test_task), TEST_TASK_PRESETS["small"])
+    n, n_general = cfg.n_eval, cfg.n_eval * len(cfg.general)
+    lift = share_gap_interval(bench["general_sft"], bench["test_task_sft"], n, n)
+    gain = share_gap_interval(gen["general_sft"], gen["test_task_sft"], n_general, n_general)
 
     def spread(values) -> tuple[float, float]:
         """Mean over seeds and the half-width of its 95 % interval (0 where not known)."""
@@ -354,14 +381,14 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
     seeds = len(set(leak["seed"])) if len(leak) else 0
     sim = (f"simulation, {seeds} seeds: the bias is put in by design, so this shows its size "
            "on a leaderboard, not that a real arena has it")
-    gap = gen["test_task_sft"] - gen["general_sft"]
     rows = [
-        Claim("training on the test task lifts the benchmark", "lecture", bench["general_sft"],
-              bench["test_task_sft"], "share", where(test_task), kind="at_least",
-              abs_tol=share_noise(bench["general_sft"], bench["test_task_sft"], n)),
-        Claim("... without a general gain (change in general exact match)", "lecture", 0.0,
-              gap, "share", where(test_task), rel_tol=0,
-              abs_tol=share_noise(gen["general_sft"], gen["test_task_sft"], n)),
+        Claim("training on the test task lifts the benchmark (test-task SFT - general SFT, "
+              "exact match)", "lecture", 0.0, bench["test_task_sft"] - bench["general_sft"],
+              "share", where(test_task), kind="at_least", low=lift[0], high=lift[1]),
+        Claim(f"... without a general gain: the change in general exact match stays under "
+              f"{GENERAL_GAIN_TOLERANCE}", "lecture", GENERAL_GAIN_TOLERANCE,
+              gen["test_task_sft"] - gen["general_sft"], "share", where(test_task),
+              kind="at_most", low=gain[0], high=gain[1]),
         Claim("mid-training lowers the held-out domain loss (change on the test split, "
               "early-stopped on dev)", "lecture", 0.0, dom, "nats", where(mid),
               kind="at_most", abs_tol=dom_tol),
@@ -386,6 +413,9 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
 
 
 OVER_REFUSAL_TOLERANCE = 0.10   # a rise in refusals of harmless requests we would accept
+# The smallest change in general exact match that counts as a gain (five points of a share):
+# "no general gain" holds only when the whole interval of the change lies below it.
+GENERAL_GAIN_TOLERANCE = 0.05
 
 
 @takes_rows

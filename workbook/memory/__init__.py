@@ -6,9 +6,11 @@
   own (allocator, tensor sizes, saved-for-backward hooks), activations across seq_len (eager vs
   SDPA), checkpointing's recompute time, and the largest model that fits;
 * :mod:`.experiments`: configs, ``run_*`` and ``EXPERIMENTS``;
-* :mod:`.views`: the explorer, tables, figures and ``claims``.
+* :mod:`.views`: the explorer, tables, figures and ``claims``;
+* :mod:`.captions`: those tables in words, every number read from the rows.
 """
 
+from workbook.memory.captions import gap_caption, recompute_caption, sweep_caption
 from workbook.memory.experiments import (
     BREAKDOWN_PRESETS,
     EXPERIMENTS,
@@ -63,17 +65,15 @@ from workbook.memory.views import (
     by_device,
     claims,
     fit_summary,
-    gap_caption,
+    gap_items,
     gap_table,
     memory_explorer,
     plot_breakdown,
     plot_fit,
     plot_seq_sweep,
-    recompute_caption,
     recompute_claims,
     recompute_table,
     score_bytes_per_element,
-    sweep_caption,
     sweep_claims,
     sweep_exponents,
     sweep_method,
@@ -87,7 +87,7 @@ __all__ = [
     "activation_bytes", "activation_sweep", "allocated_bytes", "batch_for_gpu",
     "breakdown_table", "build_model", "by_device", "bytes_per_param", "check_gpt_shape",
     "claims", "fill_params", "fit_exponent", "fit_summary", "formula_fit",
-    "forward_activations", "gap_caption", "gap_table", "gpt_params", "largest_fit",
+    "forward_activations", "gap_caption", "gap_items", "gap_table", "gpt_params", "largest_fit",
     "lecture_175b", "measure_breakdown", "memory_explorer", "plot_breakdown", "plot_fit",
     "plot_seq_sweep", "predicted_breakdown", "random_batches", "recompute_caption",
     "recompute_claims",

@@ -98,16 +98,17 @@ def plot_breakdown(rows: pd.DataFrame, seq_len: int | None = None, title: str = 
 
 @takes_rows
 def fit_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Largest fitting n_layer measured beside the formula's, per checkpointing setting."""
+    """Largest fitting n_layer measured beside the formula's, per device (``where``: this
+    machine, or recorded on which device and date) and checkpointing setting."""
     if rows.empty:
         return pd.DataFrame()
     out = []
-    for (device, ckpt), part in rows.groupby(["device", "checkpointing"]):
+    for (_, ckpt), part in rows.groupby(["device", "checkpointing"], sort=False):
         r = part.iloc[0]
         fits = part[part["status"] == "ok"]
         best = fits.loc[fits["n_layer"].idxmax()] if len(fits) else None
         out.append({
-            "device": device, "checkpointing": ckpt, "d_model": r["d_model"],
+            "where": where_label(part), "checkpointing": ckpt, "d_model": r["d_model"],
             "batch x seq": f"{r['batch']} x {r['seq_len']}",
             "largest n_layer measured": int(r["largest_fitting_layers"]),
             "params (B)": best["n_params"] / 1e9 if best is not None else float("nan"),
@@ -116,7 +117,7 @@ def fit_summary(rows: pd.DataFrame) -> pd.DataFrame:
                 int(r["d_model"]), 32, 50304, int(r["seq_len"]), int(r["batch"]),
                 str(r["precision"]), ckpt in (True, "True"), float(r["gpu_bytes"])),
         })
-    return pd.DataFrame(out)
+    return pd.DataFrame(out).round({"params (B)": 2, "peak (GB)": 1})
 
 
 @takes_rows
@@ -138,6 +139,17 @@ def claims(rows: pd.DataFrame, sweep: pd.DataFrame | None = None,
         t = ok[ok["method"] == "tensors"]
         opt = t[t["component"] == "optimizer"]["value"].mean()
         par = t[t["component"] == "params"]["value"].mean()
+        states = ok[ok["component"].isin(["params", "grads", "optimizer"])]
+
+        def state_mb(method: str) -> float:  # Ψ × bytes per parameter, summed over the three
+            part = states[states["method"] == method].groupby("component")["value"].mean()
+            return float(part.sum(min_count=1)) / 1e6
+
+        prec = f"{ok['precision'].iloc[0]}; " if "precision" in ok else ""
+        out.append(Claim(f"parameters, gradients and Adam states take the formula's bytes "
+                         f"({prec}the bytes of their tensors)",
+                         "lecture, sec. 3.1 (bytes per parameter)", state_mb("formula"),
+                         state_mb("tensors"), "MB", where, rel_tol=0.0))
         out.append(Claim("Adam's states take twice the parameters' memory",
                          "lecture, sec. 3.1 (1,400 GB vs 700 GB)", 2.0, float(opt / par), "×",
                          where))
@@ -205,14 +217,14 @@ def recompute_claims(rows: pd.DataFrame) -> list[Claim]:
         return []
     r = table.iloc[0]
     out = []
-    for col, source in (("predicted: one forward (lecture)", "one extra forward: 2 of a "
+    for col, source in (("predicted %: one forward (lecture)", "one extra forward: 2 of a "
                          "step's 6 FLOPs per parameter-token (Chen et al. 2016)"),
-                        ("predicted: blocks' forward", "formula: the blocks' forward over the "
-                         "step's FLOPs (the LM head is not recomputed)")):
+                        ("predicted %: blocks' forward", "formula: the blocks' forward over "
+                         "the step's FLOPs (the LM head is not recomputed)")):
         out.append(Claim(f"checkpointing's step-time overhead ({int(r['repeats'])} repeats)",
-                         source, float(r[col]), float(r["overhead (median)"]), "fraction",
-                         str(r["where"]), low=float(r["overhead low"]),
-                         high=float(r["overhead high"])))
+                         source, float(r[col]), float(r["overhead % (median)"]), "%",
+                         str(r["where"]), low=float(r["overhead % low"]),
+                         high=float(r["overhead % high"])))
     return out
 
 
@@ -331,7 +343,7 @@ def sweep_exponents(rows: pd.DataFrame) -> pd.DataFrame:
                         "measured k": fit_exponent(list(scores["seq_len"]),
                                                    list(scores["value"])),
                         "formula k": 2.0})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out).round(3)
 
 
 @takes_rows
@@ -398,7 +410,8 @@ def plot_seq_sweep(rows: pd.DataFrame) -> Any:
 @takes_rows
 def recompute_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per device: step time with and without checkpointing (median and [min, max] over the
-    repeats), the overhead of each repeat's pair, memory saved, and the predicted overhead."""
+    repeats), the overhead of each repeat's pair, memory saved, and the predicted overhead
+    (overheads in %; every number to two decimals)."""
     out = []
     for where, part in by_device(rows):
         ok = part[part["status"] == "ok"]
@@ -419,13 +432,13 @@ def recompute_table(rows: pd.DataFrame) -> pd.DataFrame:
             "where": where, "repeats": len(ratio),
             "step ms (no ckpt)": pairs["False"].median(),
             "step ms (ckpt)": pairs["True"].median(),
-            "overhead (median)": ratio.median(), "overhead low": ratio.min(),
-            "overhead high": ratio.max(),
-            "predicted: one forward (lecture)": pred.get("formula (lecture)", math.nan),
-            "predicted: blocks' forward": pred.get("formula (blocks)", math.nan),
+            "overhead % (median)": 100 * ratio.median(), "overhead % low": 100 * ratio.min(),
+            "overhead % high": 100 * ratio.max(),
+            "predicted %: one forward (lecture)": 100 * pred.get("formula (lecture)", math.nan),
+            "predicted %: blocks' forward": 100 * pred.get("formula (blocks)", math.nan),
             "saved MB (no ckpt)": mb("saved", False), "saved MB (ckpt)": mb("saved", True),
             "peak MB (no ckpt)": mb("peak", False), "peak MB (ckpt)": mb("peak", True)})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out).round(2)
 
 
 # --------------------------------------------------------------- the gap, item by item
@@ -441,6 +454,19 @@ def _formula_items(r: pd.Series) -> dict[str, float]:
 
 @takes_rows
 def gap_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`gap_items` as the notebook shows it: the items with a formula and a measurement
+    on that device (an older recording lacks some; the formula has no per-phase peaks, which
+    the caption prints), rounded to the MB. One fp32 logits tensor's size is in the caption."""
+    table = gap_items(rows)
+    if table.empty:
+        return table
+    shown = table.dropna(subset=["formula GB", "measured GB"]).drop(
+        columns="one fp32 logits tensor GB")
+    return shown.round(3).reset_index(drop=True)
+
+
+@takes_rows
+def gap_items(rows: pd.DataFrame) -> pd.DataFrame:
     """Where the measured peak parts from the formula's, item by item, in GB, for the
     breakdown configuration with the largest gap on each device that measured a peak (a GPU).
 
@@ -491,86 +517,3 @@ def gap_table(rows: pd.DataFrame) -> pd.DataFrame:
                         "Δ GB": (m - f) / GB,
                         "one fp32 logits tensor GB": formula["logits (fp32)"] / GB})
     return pd.DataFrame(out)
-
-
-@takes_rows
-def gap_caption(rows: pd.DataFrame) -> str:
-    """The gap table in words (Markdown), every number read from :func:`gap_table`'s rows."""
-    table = gap_table(rows)
-    if table.empty:
-        return "No breakdown with a measured peak (a GPU's allocator) here or in the ledger yet."
-    where = table["where"].iloc[0]
-    t = table[table["where"] == where].set_index("item")
-    peak, seq = t.loc["peak (allocated)"], int(t["seq_len"].iloc[0])
-    parts = [f"**{where}**, seq_len {seq}, checkpointing {t['checkpointing'].iloc[0]}: the "
-             f"measured peak is {peak['measured GB']:.2f} GB against the formula's "
-             f"{peak['formula GB']:.2f} GB, {peak['Δ GB']:+.2f} GB. Item by item:"]
-    split = not math.isnan(t.loc["activations: s×s attention matrices", "measured GB"])
-    phases = [f"peak in {p}" for p in ("forward", "backward", "step")]
-    skip = ["peak (allocated)", *phases] + (["activations (all)"] if split else
-                                   ["activations: s×s attention matrices",
-                                    "activations: the rest"])
-    for item, r in t.drop(index=skip).iterrows():
-        if math.isnan(r["measured GB"]):
-            continue
-        parts.append(f"- {item}: {r['measured GB']:.2f} GB measured, {r['formula GB']:.2f} GB "
-                     f"by the formula ({r['Δ GB']:+.2f} GB)")
-    trans = t.loc["transients at the peak", "measured GB"]
-    logits = t["one fp32 logits tensor GB"].iloc[0]
-    parts.append(f"\nThe transients are {trans / logits:.1f}× one b·s·V tensor of fp32 logits "
-                 f"({logits:.2f} GB), the unit the loss's temporaries come in.")
-    at = t.loc[phases, "measured GB"].dropna()
-    if len(at):
-        each = ", ".join(f"{k.removeprefix('peak in ')} {v:.2f} GB" for k, v in at.items())
-        parts.append(f"The peak falls in the {at.idxmax().removeprefix('peak in ')} "
-                     f"(each phase's peak: {each}).")
-    return "\n".join(parts)
-
-
-@takes_rows
-def sweep_caption(rows: pd.DataFrame) -> str:
-    """The sweep in words (Markdown) for the first device in the rows (this machine where it
-    measured), every number read from the rows."""
-    k = sweep_exponents(rows)
-    if k.empty:
-        return "No activation sweep here or in the ledger yet."
-    where = k["where"].iloc[0]
-    table = sweep_table(rows)
-    t = table[table["where"] == where]
-    k = k[k["where"] == where].set_index("series")
-    col = "peak (MB)" if k["method"].iloc[0] == "peak" else "saved (MB)"
-    parts = [f"**{where}** ({k['method'].iloc[0]}):"]
-    for attention in ("eager", "sdpa"):
-        ran = t[(t["attention"] == attention) & (t["status"] == "ok")]
-        if attention not in k.index or ran.empty:
-            continue
-        lo, hi = ran.iloc[0], ran.iloc[-1]
-        parts.append(f"- {attention}: {lo[col]:.1f} MB at seq_len {lo['seq_len']} → "
-                     f"{hi[col]:.1f} MB at {hi['seq_len']} ({hi[col] / lo[col]:.1f}× for "
-                     f"{hi['seq_len'] / lo['seq_len']:.0f}× the length), k = "
-                     f"{k.loc[attention, 'measured k']:.2f} (formula "
-                     f"{k.loc[attention, 'formula k']:.2f})")
-    oom = t[t["status"] == "oom"]
-    if len(oom):
-        where_oom = [f"{a} at {s}" for a, s in zip(oom["attention"], oom["seq_len"], strict=True)]
-        parts.append(f"- did not fit (oom): {', '.join(where_oom)}")
-    return "\n".join(parts)
-
-
-@takes_rows
-def recompute_caption(rows: pd.DataFrame) -> str:
-    """Checkpointing's price in words (Markdown), every number read from the rows."""
-    table = recompute_table(rows)
-    if table.empty:
-        return "No checkpointing timings here or in the ledger yet."
-    r, blocks = table.iloc[0], "predicted: blocks' forward"
-    mem = (f"peak {r['peak MB (no ckpt)']:.0f} → {r['peak MB (ckpt)']:.0f} MB"
-           if not math.isnan(r["peak MB (no ckpt)"]) else
-           f"saved for backward {r['saved MB (no ckpt)']:.2f} → {r['saved MB (ckpt)']:.2f} MB")
-    return (f"**{r['where']}**: a step took {r['step ms (no ckpt)']:.1f} ms without "
-            f"checkpointing and {r['step ms (ckpt)']:.1f} ms with it (medians of "
-            f"{int(r['repeats'])} repeats): {r['overhead (median)']:+.0%} "
-            f"(repeats from {r['overhead low']:+.0%} to {r['overhead high']:+.0%}), against "
-            f"{r['predicted: one forward (lecture)']:+.0%} for one more forward and "
-            f"{r[blocks]:+.0%} for the blocks' "
-            f"forward alone; memory: {mem}.")

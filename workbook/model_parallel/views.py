@@ -58,10 +58,12 @@ def _mean_over_ranks(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 @takes_rows
 def tp_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (tp, metric): measured and predicted side by side, averaged over ranks."""
-    out = _mean_over_ranks(rows, ["device", "tp", "metric", "source"])
-    return out.pivot_table(index=[c for c in ("device", "tp", "metric") if c in out.columns],
-                           columns="source", values="value").reset_index()
+    """One row per (machine, tp, metric): measured and predicted side by side, averaged over
+    ranks; a machine is its device and GPU count ('NVIDIA H200 ×4'), this machine first."""
+    out = _mean_over_ranks(rows, ["tp", "metric", "source"])
+    out = out.assign(where=_curve_label(out)).pivot_table(
+        index=["where", "tp", "metric"], columns="source", values="value").reset_index()
+    return out.sort_values("where", key=lambda w: w != "here", kind="stable", ignore_index=True)
 
 
 def pp_summary(rows: pd.DataFrame) -> pd.DataFrame:
@@ -151,10 +153,16 @@ def plot_bubble(rows: pd.DataFrame, title: str = "GPipe idle fraction vs micro-b
     from workbook import plots
 
     rows = _with_schedule(rows)
-    summary = pp_summary(rows[rows["schedule"] == "gpipe"])
-    return plots.compare(summary, "m", group=["stages", "kind"], title=title, log_x=True,
-                         x_title="micro-batches m", y_title="idle fraction of a step",
-                         color="stages")  # one colour per p; wall clock and replay by shape
+    s = pp_summary(rows[rows["schedule"] == "gpipe"])
+    formula = s["source"] == "predicted"  # the same on every machine: one curve per p
+    curve = s["stages"] + " " + s["kind"]
+    s = s.assign(curve=curve.where(formula, curve + " · " + _curve_label(s)))
+    if "device" in s.columns:  # the formula named after one machine (this one), never split
+        s["device"] = s["device"].where(~formula, pd.concat(
+            [s.loc[s["source"] == "measured", "device"], s["device"]]).iloc[0])
+    return plots.compare(s[~(formula & s.duplicated(["p", "m", "kind"]))], "m", group="curve",
+                         title=title, log_x=True, x_title="micro-batches m",
+                         y_title="idle fraction of a step", color="stages")
 
 
 def _first_block(rows: pd.DataFrame) -> pd.DataFrame:
@@ -165,9 +173,8 @@ def _first_block(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _largest_world(rows: pd.DataFrame) -> pd.DataFrame:
     """Expert-parallel rows of the run with the most ranks (E grows with the world size)."""
-    if "world" not in rows.columns or rows.empty:
-        return rows
-    return rows[rows["world"] == rows["world"].max()]
+    has = "world" in rows.columns and not rows.empty
+    return rows[rows["world"] == rows["world"].max()] if has else rows
 
 
 @takes_rows
@@ -204,21 +211,32 @@ def plot_tp_time(rows: pd.DataFrame):
     from workbook import plots
 
     t = rows[rows["metric"].isin(["step_ms_one_device", "step_ms_tensor_parallel"])]
-    t = _mean_over_ranks(t, ["tp", "metric", "source"])
-    return plots.compare(t, "tp", group="metric", title="One transformer block, forward + "
-                         "backward", x_title="tensor-parallel degree", y_title="ms")
+    t = t.assign(curve=t["metric"] + " · " + _curve_label(t))  # one trace per machine
+    t = _mean_over_ranks(t, ["tp", "curve", "metric", "source"])
+    return plots.compare(t, "tp", group="curve", color="metric", title="One transformer block, "
+                         "forward + backward", x_title="tensor-parallel degree", y_title="ms")
 
 
 def _blocks(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(where, rows) per device: this machine's live rows first, then each recorded device."""
+    """(where, rows) per machine (device and GPU count): this machine's live rows first."""
     if rows is None or rows.empty:
         return []
     keys = [k for k in ("device", "n_gpus") if k in rows.columns]
     if not keys:
-        return [(where_label(rows), rows)]
+        return [(_where(rows), rows)]
     parts = [part for _, part in rows.groupby(keys, sort=False, dropna=False)]
     parts.sort(key=lambda part: not (part["source"] == "measured").any())
-    return [(where_label(part), part) for part in parts]
+    return [(_where(part), part) for part in parts]
+
+
+def _where(rows: pd.DataFrame) -> str:
+    """:func:`results.where_label`, plus 'gloo ranks on the CPU' where a GPU machine ran these
+    ranks as CPU processes (more ranks than GPUs), so that its name is not read as its GPUs'."""
+    if not {"backend", "n_gpus"} <= set(rows.columns):
+        return where_label(rows)
+    gpus = (pd.to_numeric(rows["n_gpus"], errors="coerce") > 0).any()
+    gloo = gpus and set(rows["backend"].dropna()) == {"gloo"}
+    return where_label(rows) + (", gloo ranks on the CPU" if gloo else "")
 
 
 def _pick(rows: pd.DataFrame, metric: str, source: str = "measured", how: str = "mean",
@@ -315,8 +333,14 @@ def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame,
         low = "dtype" in rows and set(rows["dtype"].dropna()) & {"bf16", "fp16"}
         return float(err <= (0.1 if low else 1e-4))
 
-    out = []
-    for where, part in _blocks(tp):
+    out, live = [], set()
+
+    def blocks(rows: pd.DataFrame | None) -> list[tuple[str, pd.DataFrame]]:
+        found = _blocks(rows if rows is not None else pd.DataFrame())
+        live.update(where for where, part in found if (part["source"] == "measured").any())
+        return found
+
+    for where, part in blocks(tp):
         tp_max = int(part["tp"].max())
         out += [Claim("TP output equals one device (1 = within float rounding)", "Megatron-LM",
                       1.0, within_rounding(_pick(part, "max_abs_err_output", tp=tp_max), part),
@@ -324,13 +348,15 @@ def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame,
                 Claim(f"TP all-reduces per block per step (tp={tp_max})", "Megatron-LM §3",
                       _pick(part, "allreduce_calls", "predicted", tp=tp_max),
                       _pick(part, "allreduce_calls", tp=tp_max), "", where, rel_tol=0)]
-    for where, part in _blocks(pp):
+    for where, part in blocks(pp):
         out += _pp_claims(part, where)
-    for where, part in _blocks(ep):
+    for where, part in blocks(ep):
         part = _largest_world(part)
         cfs = sorted(set(part["capacity_factor"].dropna()))
-        cf = 1.25 if 1.25 in cfs else cfs[-1]
-        # shares of assignments: within 0.001 of the prediction (1e-8 vs 0) is agreement
+        # at capacity factor 1 only chance overflows an expert: a share the draw can measure
+        # (above 1, the binomial tail predicts ~0; below 1, the capacity forces the drops)
+        cf = 1.0 if 1.0 in cfs else cfs[-1]
+        # a share of assignments from one draw: half the prediction either way, or 0.001
         out.append(Claim(f"MoE dropped share at capacity factor {cf} (unbiased router)",
                          "Switch Transformer", _pick(part, "dropped_fraction", "predicted",
                                                      skew=0.0, capacity_factor=cf),
@@ -339,9 +365,11 @@ def claims(tp: pd.DataFrame, pp: pd.DataFrame, ep: pd.DataFrame,
         out.append(Claim("EP output equals one device (1 = within float rounding)",
                          "GShard", 1.0, within_rounding(_pick(part, "max_abs_err_vs_one_device"),
                                                         part), "", where, rel_tol=0))
-    for where, part in _blocks(d3 if d3 is not None else pd.DataFrame()):
+    for where, part in blocks(d3):
         out += _composed_claims(part, where)
-    return claims_table(out)
+    wheres = list(dict.fromkeys(c.where for c in out))  # this machine's blocks first
+    order = [w for w in wheres if w in live] + [w for w in wheres if w not in live]
+    return claims_table(sorted(out, key=lambda c: order.index(c.where)))
 
 
 def _curve_label(rows: pd.DataFrame) -> pd.Series:
@@ -466,7 +494,7 @@ def tradeoff_table(d3: pd.DataFrame, ep: pd.DataFrame | None = None) -> pd.DataF
             return _pick(part, metric, source, **({"dim": dim} if by_dim else {}))
 
         out.append({"parallelism": name, "layout": part["layout"].iloc[0],
-                    "where": where_label(part), "communicates": what, "how often": often,
+                    "where": _where(part), "communicates": what, "how often": often,
                     "messages predicted": get("calls", "predicted"),
                     "messages measured": get("calls"),
                     "bytes sent predicted": get("bytes_sent", "predicted"),
@@ -481,7 +509,7 @@ def tradeoff_table(d3: pd.DataFrame, ep: pd.DataFrame | None = None) -> pd.DataF
         part = part[(part["skew"] == 0.0)
                     & (part["capacity_factor"] == part["capacity_factor"].max())]
         out.append({"parallelism": "EP", "layout": f"ep{int(part['world'].max())}",
-                    "where": where_label(part), "communicates": "tokens (all-to-all)",
+                    "where": _where(part), "communicates": "tokens (all-to-all)",
                     "how often": "2 per MoE layer forward",
                     "messages predicted": 2.0, "messages measured": _pick(part, "alltoall_calls"),
                     "bytes sent predicted": _pick(part, "alltoall_bytes_if_uniform",
@@ -527,14 +555,10 @@ def composed_caption(d3: pd.DataFrame) -> str:
     where, part = blocks[0]
     layouts = ", ".join(dict.fromkeys(part["layout"]))
     backend = ", ".join(sorted(set(part["backend"].dropna()))) if "backend" in part else ""
-    return (f"*{where}, {int(part['world'].max()) if 'world' in part else '?'} {backend} "
-            f"ranks:* layouts {layouts}; largest gradient difference from one process "
+    return (f"*{where}:* {int(part['world'].max()) if 'world' in part else '?'} ranks "
+            f"({backend}), layouts {layouts}; largest gradient difference from one process "
             f"{_pick(part, 'max_abs_err_grad', how='max'):.1e}, loss "
             f"{_pick(part, 'abs_err_loss', how='max'):.1e}.")
-
-
-def _percent_list(values) -> str:
-    return " / ".join(f"{v:.1%}" for v in values)
 
 
 @takes_rows
@@ -550,19 +574,18 @@ def drops_caption(ep: pd.DataFrame) -> str:
     if "world" in part.columns:
         part = part[part["world"] == part["world"].max()]
     ok = part[part["status"] == "ok"] if "status" in part.columns else part
-    kind = ok["source"].where(ok["source"] == "predicted", "measured")
-    ok = ok.assign(kind=kind)
+    ok = ok.assign(kind=ok["source"].where(ok["source"] == "predicted", "measured"))
     drops = ok[ok["metric"] == "dropped_fraction"].pivot_table(
         index=["skew", "capacity_factor"], columns="kind", values="value")
     if not {"measured", "predicted"} <= set(drops.columns):
         return f"*{where}: no measured and predicted drops to compare yet.*"
     skews = sorted(drops.index.get_level_values("skew").unique())
     cfs = sorted(drops.index.get_level_values("capacity_factor").unique())
-    lines = []
+    lines, pct = [], "{:.1%}".format
     for skew in dict.fromkeys([skews[0], skews[-1]]):
         at = drops.loc[skew].reindex(cfs)
-        lines.append(f"skew {skew:g}: dropped {_percent_list(at['measured'])} "
-                     f"(uniform prediction {_percent_list(at['predicted'])})")
+        lines.append(f"skew {skew:g}: dropped {' / '.join(map(pct, at['measured']))} "
+                     f"(uniform prediction {' / '.join(map(pct, at['predicted']))})")
     a2a = ok[ok["metric"] == "alltoall_bytes"].pivot_table(
         index=["skew", "capacity_factor", "rank"], columns="kind", values="value")
     same = ""

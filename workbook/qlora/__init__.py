@@ -54,6 +54,7 @@ from workbook.qlora.views import (
     error_caption,
     optimizer_table,
     paging_claims,
+    quality_caption,
     quality_gap,
     vram_gap_caption,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "nf4_codebook", "nf4_offset", "quantization_error", "quantize_blockwise", "roundtrip",
     "state_bytes", "stored_bits_per_param",
     "claims", "error_caption", "optimizer_table", "paging_claims", "quality_gap",
+    "quality_caption",
     "vram_gap_caption",
     "COMPONENTS", "METHODS", "OPTIMIZERS", "VRAM_SIZES", "Fp32Adam", "add_adapters",
     "build_llama", "check_4bit_device", "failure_row", "make_optimizer", "measure_many",

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
+from workbook import results
 from workbook.claims import Claim, claims_table
 from workbook.config import WorkbookError, check_range, takes_rows
 from workbook.results import where_label
@@ -122,8 +123,15 @@ def _sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> lis
 
 
 def _points_cut(sweep: pd.DataFrame) -> tuple[int, int]:
-    """(points trained, points the sweep's time limit cut) of one sweep."""
+    """(points trained, points the sweep's time limit cut) of one sweep. A recorded sweep comes
+    without its skipped rows (references are ``ok`` rows): those are counted in the ledger,
+    by the sweep's device and recording time."""
     loss = sweep[sweep["metric"] == "val_loss"]
+    if (sweep["source"] == "recorded").any() and "recorded_at" in sweep.columns:
+        ledger = results.load("scaling_isoflop")
+        loss = ledger[(ledger["metric"] == "val_loss")
+                      & ledger["recorded_at"].isin(sweep["recorded_at"].dropna().unique())
+                      & ledger["device"].isin(sweep["device"].dropna().unique())]
     errors = loss["error"] if "error" in loss.columns else pd.Series("", index=loss.index)
     cut = int(errors.astype(str).str.contains("time limit").sum())
     return int((loss["status"] == "ok").sum()), cut
