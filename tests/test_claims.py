@@ -208,3 +208,9 @@ def test_claim_words_are_escaped_in_html():
     table = claims_table([Claim("stage 1 < stage 0 <b>", "paper: None < ZeRO-1", 1.0, 1.0)])
     html = table._repr_html_()
     assert "None &lt; ZeRO-1" in html and "&lt;b&gt;" in html and "<b>" not in html
+
+
+def test_a_near_miss_of_a_tight_tolerance_says_how_near():
+    """'off: measured 1× higher' read as a contradiction: the difference is printed instead."""
+    assert claims.verdict(100, 100.5, rel_tol=0.001) == "off: |Δ| = 0.5, 0.5% higher"
+    assert claims.verdict(100, 250) == "off: measured 2.5× higher"
