@@ -591,11 +591,20 @@ def test_run_or_button_runs_quick_experiments_and_offers_slow_ones(monkeypatch):
     monkeypatch.setattr(registry, "expected_seconds", lambda name, preset=None: (300.0, "typ"))
     previewed = []
     button = widgets.run_or_button(
-        "scaling_isoflop", lambda rows: previewed.append(rows) or f"fig({rows})", preset="full")
+        "scaling_isoflop", lambda rows: previewed.append(rows) or f"fig({rows})", preset="full",
+        references=True)
     assert isinstance(button, widgets.RunButton) and len(ran) == 1, "nothing runs before a click"
-    # until the click, the button shows the ledger's rows (device and date on each)
-    assert len(previewed) == 1 and (previewed[0]["source"] == "recorded").any()
+    # until the click, the button shows show() of no live rows: here the references, the
+    # ledger's rows (device and date on each), and none of them passed off as live
+    assert len(previewed) == 1 and (previewed[0]["source"] == "recorded").all()
+    kept = []
+    widgets.run_or_button("scaling_isoflop", kept.append, preset="full")
+    assert len(kept) == 1 and kept[0].empty, "a show that keeps its rows is not given the ledger"
+    drawn = []
+    widgets.run_or_button("scaling_isoflop", kept.append, preset="full", preview=drawn.append)
+    assert len(kept) == 1 and len(drawn) == 1 and len(drawn[0]) > 0
     assert "about 5 min" in button.button.description
+    button = widgets.run_or_button("scaling_isoflop", lambda rows: f"fig({rows})", preset="full")
     assert button.click() == "fig(rows)" and ran[-1] == ("scaling_isoflop", "full")
 
 

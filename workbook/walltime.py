@@ -123,8 +123,9 @@ async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    # A cell past its timeout is interrupted, so the saved notebook shows where it hung.
     client = NotebookClient(nb, timeout=cfg.timeout_s, kernel_name="python3",
-                            record_timing=True,
+                            record_timing=True, interrupt_on_timeout=True,
                             resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
     start, status, detail = time.perf_counter(), "ok", ""
     peak = {"bytes": 0}
@@ -134,7 +135,10 @@ async def _run_one(name: str, cfg: WalltimeConfig) -> dict:
     except CellTimeoutError as exc:
         status, detail = "timeout", str(exc).splitlines()[0][:200]
     except CellExecutionError as exc:
-        status, detail = "error", str(exc).strip().splitlines()[-1][:200]
+        last = str(exc).strip().splitlines()[-1][:200]
+        # the interrupt after a cell's timeout ends it as KeyboardInterrupt: still a timeout
+        status, detail = ("timeout", f"a cell passed {cfg.timeout_s} s and was interrupted"
+                          ) if "KeyboardInterrupt" in last else ("error", last)
     except Exception as exc:  # a dead kernel, a missing kernelspec: still a row
         status, detail = "crash", f"{type(exc).__name__}: {exc}"[:200]
     finally:

@@ -241,14 +241,20 @@ class RunButton:
 
 
 def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60.0,
-                  preset: str | None = None, references: bool = False) -> Any:
+                  preset: str | None = None, references: bool = False,
+                  preview: Callable[[Any], Any] | None = None) -> Any:
     """An experiment at this machine's preset: run at once (a fresh process, as
     ``registry.live_or_recorded``) when it is expected to take at most ``budget_s``, else a
     Run button that states the expected time, so that Run All stays quick on any machine.
     ``show(rows)`` turns the rows into what the cell displays. Where this machine cannot run it,
     the recorded rows are shown at once. ``references=True``: ``show`` gets
     ``registry.with_references`` of the rows (this machine's first, recorded devices beside),
-    which later cells read back with ``registry.shown(name)``."""
+    which later cells read back with ``registry.shown(name)``.
+
+    Until the button is pressed its output shows ``show`` of no live rows (a ``show`` that
+    adds the references, itself or by ``references=True``, draws the recorded rows; one that
+    keeps its rows keeps none), or ``preview(recorded rows)`` where given: a ``show`` that
+    stores what it gets as this machine's rows must not be handed the ledger."""
     from workbook import registry, results
 
     check_range("budget_s", budget_s, 0, 86_400)
@@ -271,9 +277,11 @@ def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60
     recorded = results.load(name, ok_only=True)
     if not recorded.empty:  # the button's output shows them until a click replaces them
         print("Until then, the rows recorded earlier (device and date on each):")
+    draw = (lambda: preview(recorded)) if preview is not None else (
+        lambda: show(recorded.iloc[0:0]))
     return RunButton(f"Run {name} ({chosen}), {eta}",
                      lambda: show(registry.live_or_recorded(name, chosen)),
-                     preview=(lambda: show(recorded)) if not recorded.empty else None)
+                     preview=draw)
 
 
 def progress(iterable, *, desc: str = "", total: int | None = None, disable: bool = False):

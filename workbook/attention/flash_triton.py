@@ -232,7 +232,10 @@ if triton_available():
     # The winners of a wider search on an H200 (B4 H16 bf16, N 1k-16k, d 64 and 128). BLOCK_M
     # must be a multiple of BLOCK_N: the causal split at start_m·BLOCK_M must fall on a K/V
     # tile's edge, or the unmasked loop reads keys from the future (64×128, picked at d = 64,
-    # gave wrong causal outputs on the H200: it is not offered).
+    # gave wrong causal outputs on the H200: it is not offered). The sweep of 72ad24de8360
+    # (`scripts/gpu_flash_forward_tuning.py --sweep`, d 128, TF/s at N = 16384 / 4096, cuDNN
+    # 608 / 604): 128x64 w4 s2 528 / 423, 128x128 w8 s3 504 / 402, every other one lower;
+    # warp specialisation gained nothing at 8 warps and failed to compile at 4 (triton 3.6).
     FORWARD_TMA_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
                       pre_hook=_tma_blocks)

@@ -189,16 +189,21 @@ if triton_available():
                  mask=rows[:, None] < seq_len)
 
     # Tiles for the backward: the K/V-tile kernel keeps two BLOCK_N×d accumulators in
-    # registers, so its query tiles are small; the dQ kernel the other way round.
+    # registers, so its query tiles are small; the dQ kernel the other way round. Chosen by
+    # `scripts/gpu_flash_forward_tuning.py --sweep` on the H200 (72ad24de8360, B4 H16 d128
+    # bf16, each kernel timed alone by the profiler, ms at N = 16384 / 4096):
+    # dK/dV 32x64 w4 s2 34.1 / 2.40, 64x64 w4 s2 36.3 / 2.19, 64x128 w8 s3 37.1 / 2.30
+    # (the earlier list's pick: 38.2 / 2.48); dQ 128x64 w8 s3 19.4 / 1.26, 128x128 w8 s2
+    # 21.4 / 1.44, 64x64 w4 s2 22.3 / 1.39 (earlier: 21.8 / 1.67).
     DKDV_CONFIGS = [
-        triton.Config({"BLOCK_M": 32, "BLOCK_N": 128}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=2),
-        triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=3),
     ]
     DQ_CONFIGS = [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=2),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
     ]
     _attn_bwd_dkdv_tuned = triton.autotune(
         DKDV_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dkdv)
@@ -208,8 +213,8 @@ if triton_available():
 
 # One configuration per kernel for runs that check numbers rather than time them
 # (``flash_attention(tuned=False)``), as flash_triton.FIXED_FORWARD is for the forward.
-FIXED_BACKWARD = (32, 64, 64, 32)   # flash_backward's tiles: dK/dV (M, N), dQ (M, N)
-FIXED_BACKWARD_LAUNCH = {"num_warps": 4, "num_stages": 3}
+FIXED_BACKWARD = (32, 64, 64, 64)   # flash_backward's tiles: dK/dV (M, N), dQ (M, N)
+FIXED_BACKWARD_LAUNCH = {"num_warps": 4, "num_stages": 2}
 
 
 def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
