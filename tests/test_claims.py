@@ -214,3 +214,7 @@ def test_a_near_miss_of_a_tight_tolerance_says_how_near():
     """'off: measured 1× higher' read as a contradiction: the difference is printed instead."""
     assert claims.verdict(100, 100.5, rel_tol=0.001) == "off: |Δ| = 0.5, 0.5% higher"
     assert claims.verdict(100, 250) == "off: measured 2.5× higher"
+    # 08's loss-scale row: 0.891 against 1.0 had read "1.1× lower", hiding an 11 % shortfall
+    assert claims.verdict(1.0, 0.891, rel_tol=0.05) == "off: |Δ| = 0.11, 10.9% lower"
+    assert claims.verdict(100, 149, rel_tol=0.1) == "off: |Δ| = 49, 49.0% higher"
+    assert claims.verdict(100, 160, rel_tol=0.1) == "off: measured 1.6× higher"

@@ -382,6 +382,8 @@ def test_loss_kernel_table_puts_the_baseline_first_then_the_fastest_launches():
     table = flops.loss_kernel_table(pd.DataFrame(rows), top=2)
     assert list(table["variant"]) == ["torch_ce", "triton_ce", "triton_ce"]
     assert list(table["ms (measured)"]) == [2.0, 1.1, 1.3]
+    assert table.loc[0, "block"] == "–" and list(table["block"][1:]) == [8192, 4096], \
+        "a baseline's launch settings read '–', not NaN"
 
 
 def test_kernel_caption_gives_the_fastest_runs_matmul_rate_against_the_roofline():

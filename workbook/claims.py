@@ -137,7 +137,7 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     times = ratio if ratio >= 1 else 1 / ratio
     # "higher"/"lower" compares magnitudes: -3 against a predicted -1 is 3× higher in size
     direction = "higher" if ratio > 1 else "lower"
-    if fixed(times, 2) in ("1", "1.0"):   # a tight tolerance missed by a hair: "1× higher"
+    if times < 1.5:   # "1.1× lower" hides an 11 % gap: the percentage says it plainly
         return f"off: |Δ| = {fixed(gap, 2)}, {abs(ratio - 1):.1%} {direction}"
     return f"off: measured {fixed(times, 2)}× {direction}"
 

@@ -251,10 +251,14 @@ def _wait(proc: subprocess.Popen, timeout_s: float, progress: str | None,
                 bar.n = min(int(elapsed), total) if total else int(elapsed)
                 bar.refresh()
                 continue
-            # The last text a saved notebook keeps: the run's end, not "running, N s so far".
+            # The last text a live bar shows: the run's end, not "running, N s so far".
             bar.bar_format = "{desc}: " + f"ended after {time.monotonic() - start:.0f} s"
             bar.refresh()
-            return code
+            break
+    # A saved notebook keeps only the widget's first text ("running, 0 s so far"), and the
+    # bar goes when it closes: the end is said once more as plain text, which stays.
+    print(f"{progress}: ended after {time.monotonic() - start:.0f} s")
+    return code
 
 
 def _collect(per_rank: dict[int, dict], *, nprocs: int, distributed: bool, kwargs: dict,

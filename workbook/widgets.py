@@ -202,20 +202,12 @@ class Explorer:
 class RunButton:
     """A button for expensive work: runs ``action()`` on click, shows its result or error."""
 
-    def __init__(self, description: str, action: Callable[[], Any],
-                 preview: Callable[[], Any] | None = None) -> None:
+    def __init__(self, description: str, action: Callable[[], Any]) -> None:
         self.button = w.Button(description=description, button_style="primary")
         self.output = w.Output()
         self.action = action
         self.result: Any = None
         self.button.on_click(lambda _b: self.click())
-        if preview is not None:  # shown until the first click replaces it
-            with self.output:
-                shown = preview()
-                if shown is not None:
-                    from IPython.display import display
-
-                    display(shown)
 
     def click(self) -> Any:
         self.button.disabled = True
@@ -251,10 +243,11 @@ def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60
     ``registry.with_references`` of the rows (this machine's first, recorded devices beside),
     which later cells read back with ``registry.shown(name)``.
 
-    Until the button is pressed its output shows ``show`` of no live rows (a ``show`` that
-    adds the references, itself or by ``references=True``, draws the recorded rows; one that
-    keeps its rows keeps none), or ``preview(recorded rows)`` where given: a ``show`` that
-    stores what it gets as this machine's rows must not be handed the ledger."""
+    Above the button the cell shows ``show`` of no live rows (a ``show`` that adds the
+    references, itself or by ``references=True``, draws the recorded rows; one that keeps its
+    rows keeps none), or ``preview(recorded rows)`` where given: a ``show`` that stores what
+    it gets as this machine's rows must not be handed the ledger. A click's result appears
+    below the button."""
     from workbook import registry, results
 
     check_range("budget_s", budget_s, 0, 86_400)
@@ -275,13 +268,17 @@ def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60
         f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s")
     print(f"{name} ({chosen} preset) takes {eta} here ({how}): press the button to run it.")
     recorded = results.load(name, ok_only=True)
-    if not recorded.empty:  # the button's output shows them until a click replaces them
-        print("Until then, the rows recorded earlier (device and date on each):")
-    draw = (lambda: preview(recorded)) if preview is not None else (
-        lambda: show(recorded.iloc[0:0]))
+    if not recorded.empty:
+        print("Meanwhile the rows recorded earlier (device and date on each); this machine's "
+              "appear below the button once it has run:")
+    # drawn in the cell's own output, not the button's: a saved notebook keeps it there
+    drawn = preview(recorded) if preview is not None else show(recorded.iloc[0:0])
+    if drawn is not None:
+        from IPython.display import display
+
+        display(drawn)
     return RunButton(f"Run {name} ({chosen}), {eta}",
-                     lambda: show(registry.live_or_recorded(name, chosen)),
-                     preview=draw)
+                     lambda: show(registry.live_or_recorded(name, chosen)))
 
 
 def progress(iterable, *, desc: str = "", total: int | None = None, disable: bool = False):

@@ -278,7 +278,12 @@ def loss_kernel_table(rows: pd.DataFrame, top: int | None = None) -> pd.DataFram
     table = table[cols].sort_values("ms (measured)", ignore_index=True).round(3)
     kernel = table["variant"] == "triton_ce"
     launches = table[kernel] if top is None else table[kernel].head(top)
-    return pd.concat([table[~kernel], launches], ignore_index=True)
+    # a baseline has no launch settings: "–", not NaN, in its block/warps/per_sm/evict cells
+    settings = [k for k in ("block", "warps", "per_sm", "evict") if k in table]
+    baselines = table[~kernel].astype({k: object for k in settings})
+    baselines[settings] = baselines[settings].where(baselines[settings].notna(), "–")
+    return pd.concat([baselines, launches.astype({k: object for k in settings})],
+                     ignore_index=True)
 
 
 
@@ -375,9 +380,9 @@ def gpt3_assumptions(energy_rows: pd.DataFrame) -> pd.DataFrame:
 
     gpu = _measured_gpu(energy_rows)
     for scenario in _scenarios(gpu):
-        add(scenario, "N (parameters)", GPT3["n_params"], GPT3["n_params"], "",
+        add(scenario, "N (parameters)", GPT3["n_params"], GPT3["n_params"], "parameters",
             "Brown et al. 2020")
-        add(scenario, "D (training tokens)", GPT3["n_tokens"], GPT3["n_tokens"], "",
+        add(scenario, "D (training tokens)", GPT3["n_tokens"], GPT3["n_tokens"], "tokens",
             "Brown et al. 2020")
     if not gpu.empty:
         scenario = _scenarios(gpu)[0]
