@@ -218,3 +218,22 @@ def test_a_near_miss_of_a_tight_tolerance_says_how_near():
     assert claims.verdict(1.0, 0.891, rel_tol=0.05) == "off: |Δ| = 0.11, 10.9% lower"
     assert claims.verdict(100, 149, rel_tol=0.1) == "off: |Δ| = 49, 49.0% higher"
     assert claims.verdict(100, 160, rel_tol=0.1) == "off: measured 1.6× higher"
+
+
+def test_a_claim_without_an_interval_shows_a_dash_not_a_blank():
+    # 04's and 10's claims tables on the H200: low/high blank in 8 of 10 rows read as lost values
+    table = claims.claims_table([
+        claims.Claim("with interval", "src", 1.0, 1.0, "x", "here", low=0.9, high=1.1),
+        claims.Claim("without", "src", 1.0, 1.0, "x", "here")])
+    text, html = repr(table), table._repr_html_()
+    assert "–" in text.splitlines()[2] and "0.9" in text.splitlines()[1]
+    assert html.count(">–<") == 2
+
+
+def test_readable_tables_shows_the_middle_of_a_long_table():
+    import pandas as pd
+
+    from workbook import widgets
+    with pd.option_context("display.max_rows", 60):
+        widgets.readable_tables()
+        assert pd.get_option("display.max_rows") >= 100, "06's 81-row table was cut in the middle"

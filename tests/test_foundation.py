@@ -612,7 +612,7 @@ def test_expected_seconds_prefers_this_machines_last_run(monkeypatch):
     monkeypatch.setattr(registry, "run_durations", lambda: {})
     assert registry.expected_seconds("scaling_isoflop", "full") == (
         float(registry.get("scaling_isoflop").typical_s["full"]),
-        "typical, not yet run on this machine")
+        "typical; not yet timed in this checkout")
     assert registry.expected_seconds("roofline", "small")[0] is None
     key = f"roofline|small|{hardware.detect().name}|{{}}"
     monkeypatch.setattr(registry, "run_durations", lambda: {key: 12.5})

@@ -399,7 +399,7 @@ def test_the_ready_line_states_the_expected_seconds_of_the_start(started):
     assert "a run takes about 7 s (typical of the panel's start" in html.unescape(
         panel.message.value), "the start's panel_s"
     panel.set(size=30)
-    assert "a run takes about 60 s (typical, not yet run" in html.unescape(
+    assert "a run takes about 60 s (typical; not yet timed" in html.unescape(
         panel.message.value), "other settings: the preset's typical time"
     assert registry.expected_seconds("panel_started", "full", {"size": 4, "scale": 1.0,
                                                                "mode": "b"})[0] == 7, (

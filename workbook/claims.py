@@ -251,7 +251,7 @@ class ClaimsTable(pd.DataFrame):
         numeric = [c for c in ("predicted", "measured", "low", "high") if c in self.columns]
         # escape: a claim's words may hold '<' ("None < ZeRO-1"), which HTML reads as a tag
         styled = pd.DataFrame(self).style.format(escape="html") \
-            .format(readable, subset=numeric).hide(axis="index")
+            .format(_cell, subset=numeric).hide(axis="index")
         return styled.set_properties(**{"text-align": "left", "white-space": "normal"}) \
             .to_html()
 
@@ -259,10 +259,16 @@ class ClaimsTable(pd.DataFrame):
         numeric = [c for c in ("predicted", "measured", "low", "high") if c in self.columns]
         shown = pd.DataFrame(self).astype(object)
         for column in numeric:
-            shown[column] = [readable(v) for v in self[column]]
+            shown[column] = [_cell(v) for v in self[column]]
         with pd.option_context("display.max_colwidth", None, "display.width", None,
                                "display.max_columns", None):
             return shown.to_string(index=False)
+
+
+def _cell(value) -> str:
+    """A number of a claims table; "–" where there is none (a claim without an interval has
+    no low/high: a blank cell read as a value lost)."""
+    return readable(value) or "–"
 
 
 def claims_table(claims: list[Claim]) -> pd.DataFrame:

@@ -244,10 +244,11 @@ def expected_seconds(name: str, preset: str | None = None,
         return run_durations()[key], "its last run on this machine"
     start = exp.panel_start.get(chosen)
     if start and chosen in exp.panel_s and _same_config(exp, chosen, overrides, start):
-        return float(exp.panel_s[chosen]), "typical of the panel's start, not yet run here"
+        return float(exp.panel_s[chosen]), ("typical of the panel's start; not yet timed "
+                                            "in this checkout")
     if chosen in exp.typical_s:
-        return float(exp.typical_s[chosen]), "typical, not yet run on this machine"
-    return None, "not yet run on this machine"
+        return float(exp.typical_s[chosen]), "typical; not yet timed in this checkout"
+    return None, "not yet timed in this checkout"
 
 
 def _same_config(exp: Experiment, preset: str, one: Mapping[str, Any] | None,
@@ -362,8 +363,9 @@ def _with_references(name: str, live: pd.DataFrame) -> pd.DataFrame:
 
 
 def plan(preset: str | None = None) -> pd.DataFrame:
-    """For every experiment: can this machine run it (and in about how many seconds, from its
-    last run here or a typical time), or does it show recorded rows (from where)?"""
+    """For every experiment: can this machine run it (and in about how many seconds with its
+    default settings, from its last run here or a typical time; '– (not yet timed)' where
+    neither exists), or does it show recorded rows (from where)?"""
     chosen = resolve_preset(preset)
     rows = []
     for name, exp in experiments().items():
@@ -373,9 +375,12 @@ def plan(preset: str | None = None) -> pd.DataFrame:
         devices = ", ".join(sorted({f"{d} ×{int(n)}" if n == n and n else str(d)
                                     for d, n in pairs}))
         seconds = expected_seconds(name, chosen)[0] if reason is None else None
+        # a reason, not NaN, where there is no time: recorded only, or never timed here
+        expected = ("– (recorded only)" if reason is not None else "– (not yet timed)"
+                    if seconds is None else round(seconds))
         rows.append({"notebook": exp.notebook, "experiment": name,
                      "here": "can run here" if reason is None else "recorded only",
-                     "expected s": round(seconds) if seconds is not None else None,
+                     "expected s": expected,
                      "preset": chosen, "GPUs needed": exp.min_gpus[chosen],
                      "recorded on": devices or "-"})
     return pd.DataFrame(rows).sort_values(["notebook", "experiment"], ignore_index=True)

@@ -289,13 +289,16 @@ def progress(iterable, *, desc: str = "", total: int | None = None, disable: boo
 
 
 def readable_tables() -> None:
-    """In a notebook, show every column and every cell of a table in full: pandas cuts text
-    at 50 characters and hides middle columns ("..."), which hid a label's deciding words
-    (07's targets, 09's tokens past the prompt, 01's sources)."""
+    """In a notebook, show every column, every cell and up to 200 rows of a table in full:
+    pandas cuts text at 50 characters and hides middle columns and rows ("..."), which hid
+    a label's deciding words (07's targets, 09's tokens past the prompt, 01's sources)."""
     import pandas as pd
 
     pd.set_option("display.max_colwidth", None)
     pd.set_option("display.max_columns", None)
+    # rows too, up to a page: 06's tensor-parallel table (81 rows) hid its middle, where this
+    # machine's errors stood; a longer table still shows its head and tail
+    pd.set_option("display.max_rows", 200)
 
 
 def one_line_errors() -> None:
