@@ -281,3 +281,17 @@ def test_speedup_caption_reads_both_baselines_from_the_rows():
     no_tf32 = P.speedup_caption(rows([("fp32", 100.0, 10.0), ("bf16_autocast", 50.0, 8.0)]))
     assert "over tf32" not in no_tf32 and "bf16_autocast 2.00×" in no_tf32, no_tf32
     assert "No training rows" in P.speedup_caption(rows([("bf16_autocast", 50.0, 8.0)]))
+
+
+def test_format_table_shows_int8s_missing_subnormal_in_words():
+    t = P.format_table()
+    assert math.isnan(t.set_index("format").loc["int8", "smallest_subnormal"]), (
+        "a number to code: NaN, the column stays numeric")
+    assert "none (integer)" in t._repr_html_() and "NaN" not in t._repr_html_()
+    assert "none (integer)" in repr(t)
+
+
+def test_every_precision_claim_names_a_unit():
+    empty = pd.DataFrame()
+    table = P.claims(empty, empty, empty)
+    assert table["unit"].str.len().gt(0).all(), table[["claim", "unit"]].to_string()

@@ -372,3 +372,63 @@ def test_masking_claims_list_the_latest_recording_first():
     assert claims["where"].iloc[0].startswith("recorded on NVIDIA H200 ×1, 2026-12-02"), (
         "the block main_rows judges (the latest recording) leads, the older one follows")
     assert claims["where"].iloc[-1].startswith("recorded on NVIDIA H100")
+
+
+def test_a_fractions_interval_stays_inside_0_and_1():
+    # three seeds near 0 (prompt echo 0, 0, 0.01): Student's t reaches below 0, a share cannot
+    rows = _scores({"answer_only": [0.0, 0.0, 0.01], "whole_sequence": [0.99, 1.0, 1.0]},
+                   {"answer_only": [0.4, 0.5, 0.6], "whole_sequence": [0.5, 0.6, 0.7]},
+                   source="measured", device="NVIDIA H200", n_gpus=1)
+    summary = sft.seed_summary(rows).set_index(["policy", "metric"])
+    _, low, high = sft.mean_interval([0.0, 0.0, 0.01])
+    assert low < 0, "the t interval itself crosses 0"
+    assert summary.loc[("answer_only", "exact_match"), "low"] == 0.0
+    assert summary.loc[("whole_sequence", "exact_match"), "high"] == 1.0
+    assert summary.loc[("answer_only", "exact_match"), "high"] == pytest.approx(high)
+    loss = summary.loc[("answer_only", "answer_loss")]
+    assert (loss["low"], loss["high"]) == pytest.approx(sft.mean_interval([0.4, 0.5, 0.6])[1:])
+    cell = sft.seed_table(rows).set_index("policy").loc["answer_only", "exact_match (fraction)"]
+    assert cell == f"0.003 [0.000, {high:.3f}]", cell
+
+
+def test_claims_without_an_interval_say_so_and_every_claim_has_a_unit():
+    one = _scores({"answer_only": [0.695], "whole_sequence": [0.691]},
+                  {"answer_only": [0.48], "whole_sequence": [0.51]},
+                  source="recorded", device="NVIDIA H100 80GB HBM3", n_gpus=1,
+                  recorded_at="2026-11-22T17:12:13Z")
+    claims = sft.masking_claims(one)
+    loss = claims[claims["claim"].str.contains("answer loss")].iloc[0]
+    assert (loss["low"], loss["high"]) == ("–", "–"), "one seed's loss gap: no interval"
+    assert "–" in repr(claims) and "–" in claims._repr_html_()
+    exact = claims[claims["claim"].str.contains("exact")].iloc[0]
+    assert exact["low"] < 0 < exact["high"], "an interval from the held-out items stays a number"
+    table = sft.loss_claims(2.0, 2.0, 0.0)
+    assert table["unit"].str.len().gt(0).all(), table["unit"].tolist()
+
+
+def test_loading_and_resizing_leave_no_library_output(tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    from workbook.data import load_tokenizer
+    from workbook.model import ModelConfig, build_model, load_pretrained
+
+    base_tok = load_tokenizer(4096)
+    cfg = ModelConfig(vocab_size=len(base_tok), d_model=32, n_layers=1, n_heads=2, seq_len=64)
+    build_model(cfg, seed=0).float().save_pretrained(tmp_path)
+    base_tok.save_pretrained(tmp_path)
+    capfd.readouterr()
+    model, tokenizer = load_pretrained(str(tmp_path))
+    model, chat_tok = sft.prepare_model(model, tokenizer)
+    out, err = capfd.readouterr()
+    assert model.get_input_embeddings().weight.shape[0] == len(chat_tok), "resized"
+    assert "Loading weights" not in out + err and "multivariate" not in out + err, err
+    assert hf_logging.is_progress_bar_enabled(), "the progress bars are back on after the load"
+
+
+def test_a_difference_of_fractions_keeps_its_interval_inside_minus_1_and_1():
+    rows = _scores({"answer_only": [0.0, 0.0, 0.0], "whole_sequence": [1.0, 0.9, 1.0]},
+                   {"answer_only": [0.4, 0.5, 0.6], "whole_sequence": [0.5, 0.6, 0.7]},
+                   source="measured", device="NVIDIA H200", n_gpus=1)
+    diff = sft.paired_differences(rows).set_index("metric").loc["exact_match"]
+    assert sft.mean_interval([-1.0, -0.9, -1.0])[1] < -1, "Student's t reaches past -1"
+    assert diff["low"] == -1.0 and diff["high"] < 0

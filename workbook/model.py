@@ -17,6 +17,8 @@ import os
 import shutil
 import time
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -375,6 +377,24 @@ def base_model_log(preset: str | None = None, seed: int = 0):
     return pd.read_csv(base_model_dir(preset, seed) / "train_log.csv")
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' log lines and progress bars off inside the block, as they were after it: a
+    cached model's 'Loading weights 0/56' bar or a resize's note would otherwise be saved in a
+    notebook as output no cell asked for (errors still show)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_pretrained(name_or_path: str, local_files_only: bool = True,
                     dtype: torch.dtype | None = None
                     ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
@@ -392,11 +412,12 @@ def load_pretrained(name_or_path: str, local_files_only: bool = True,
         raise WorkbookError(f"{name_or_path!r} is not a saved model folder (no config.json); "
                             "pass a folder written by save_pretrained or a Hub name")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, local_files_only=local_files_only, use_safetensors=True,
-            trust_remote_code=False, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(
-            name_or_path, local_files_only=local_files_only, trust_remote_code=False)
+        with quiet_transformers():   # no frozen 'Loading weights' bar saved in a notebook
+            model = AutoModelForCausalLM.from_pretrained(
+                name_or_path, local_files_only=local_files_only, use_safetensors=True,
+                trust_remote_code=False, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(
+                name_or_path, local_files_only=local_files_only, trust_remote_code=False)
     except OSError as exc:
         where = "locally" if local_files_only else "locally or on the Hub"
         raise WorkbookError(f"cannot load {name_or_path!r} {where} as safetensors: "

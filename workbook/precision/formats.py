@@ -73,8 +73,26 @@ def _from_bits(pattern: int, fmt: str) -> float:
     return torch.tensor([pattern], dtype=as_int).view(FORMAT_DTYPES[fmt]).double().item()
 
 
+class FormatTable(pd.DataFrame):
+    """:func:`format_table`'s frame: numbers to code (INT8's smallest subnormal is NaN, so the
+    column stays numeric), and in a notebook that cell reads 'none (integer)', not NaN."""
+
+    NONE = "none (integer)"
+
+    @property
+    def _constructor(self):  # pandas operations (set_index, loc) keep the type
+        return FormatTable
+
+    def _repr_html_(self) -> str:
+        return pd.DataFrame(self).to_html(notebook=True, na_rep=self.NONE)
+
+    def __repr__(self) -> str:
+        return pd.DataFrame(self).to_string(na_rep=self.NONE)
+
+
 def format_table() -> pd.DataFrame:
-    """Range, smallest normal/subnormal, epsilon per format, from torch and bit patterns."""
+    """Range, smallest normal/subnormal, epsilon per format, from torch and bit patterns. INT8
+    has no subnormal (an integer grid has no exponent): NaN, shown as 'none (integer)'."""
     rows = []
     for fmt in FORMATS:
         bits, mant = _total_bits(fmt), mantissa_bits(fmt)
@@ -103,7 +121,7 @@ def format_table() -> pd.DataFrame:
                      "has_inf": fmt != "fp8_e4m3",
                      "torch_dtype": "torch.float32 (tensor cores drop 13 bits)"
                      if fmt == "tf32" else str(FORMAT_DTYPES[fmt])})
-    return pd.DataFrame(rows)
+    return FormatTable(rows)
 
 
 def _tf32_round(x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from workbook.config import WorkbookError, check_choice, check_flag, check_range
+from workbook.model import quiet_transformers
 from workbook.sft.records import validate_record
 
 IGNORE_INDEX = -100
@@ -202,5 +203,6 @@ def prepare_model(model: torch.nn.Module, tokenizer: Any) -> tuple[torch.nn.Modu
     """The base model and its tokenizer made chat-ready: markers added, embeddings resized."""
     tok = chat_tokenizer(tokenizer)
     if model.get_input_embeddings().weight.shape[0] < len(tok):
-        model.resize_token_embeddings(len(tok))
+        with quiet_transformers():   # its note on the (mean-resizing) init is no cell's output
+            model.resize_token_embeddings(len(tok))
     return model, tok

@@ -154,7 +154,9 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
 @takes_rows
 def seed_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per place measured and policy, each score at the last evaluation: the mean over seeds
-    and its 95 % interval (Student's t over the seeds; none for a single seed)."""
+    and its 95 % interval (Student's t over the seeds; none for a single seed). A fraction's
+    interval is cut to [0, 1]: a share of replies cannot lie below 0 or above 1, whatever the
+    t interval of three seeds near 0 says."""
     out = []
     for where, part in _by_provenance(rows):
         for metric in _SHOWN:
@@ -162,6 +164,8 @@ def seed_summary(rows: pd.DataFrame) -> pd.DataFrame:
             unit = UNITS.get(metric, "")
             for policy, group in last.groupby("policy", sort=False):
                 mean, low, high = mean_interval(group["value"].tolist())
+                if unit == "fraction" and math.isfinite(low) and math.isfinite(high):
+                    low, high = max(low, 0.0), min(high, 1.0)
                 out.append({"where": where, "policy": policy, "metric": metric, "unit": unit,
                             "seeds": len(group), "mean": mean, "low": low, "high": high})
     return pd.DataFrame(out, columns=["where", "policy", "metric", "unit", "seeds", "mean",
@@ -193,7 +197,8 @@ def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
     """Per place measured and score: answer-only minus whole-sequence, seed by seed (both
     policies of a seed saw the same chats and held-out items), its mean and 95 % interval
     (Student's t over the seeds). With one seed, a share's interval comes from the held-out
-    items alone (normal approximation, ``n_eval`` items per policy); a loss gets none."""
+    items alone (normal approximation, ``n_eval`` items per policy); a loss gets none. A
+    difference of two fractions lies in [-1, 1], and so does its interval (cut there)."""
     a, b = POLICY_PAIR
     out = []
     for where, part in _by_provenance(rows):
@@ -213,6 +218,8 @@ def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
                 half = 1.96 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
                 low, high, method = (mean - half, mean + half,
                                      f"one seed: an interval from its {n} held-out items alone")
+            if UNITS.get(metric) == "fraction" and math.isfinite(low) and math.isfinite(high):
+                low, high = max(low, -1.0), min(high, 1.0)   # two shares differ by at most 1
             out.append({"where": where, "metric": metric, "unit": UNITS.get(metric, ""),
                         "seeds": len(diffs), "difference": mean, "low": low, "high": high,
                         "interval": method})
@@ -347,7 +354,16 @@ def masking_claims(rows: pd.DataFrame, where: str | None = None) -> pd.DataFrame
             "whole-sequence loss trains the model to write the user's turn (answer-only does "
             "so less often)", diff["writes_user_turn"], "fraction", "at_most", label,
             source="lecture: 'do not train prompt echoing'"))
-    return claims_table(claims)
+    return _no_interval_marked(claims_table(claims))
+
+
+def _no_interval_marked(table: pd.DataFrame) -> pd.DataFrame:
+    """'–' in the ``low``/``high`` cells of a claim without an interval (one seed's loss gap),
+    where an empty cell would read as a value lost from the table."""
+    for column in ("low", "high"):
+        if column in table.columns:
+            table[column] = table[column].astype(object).where(table[column].notna(), "–")
+    return table
 
 
 def _difference_claim(text: str, row: pd.Series | None, unit: str, kind: str, where: str,
@@ -372,6 +388,7 @@ def loss_claims(library_loss: float, our_loss: float, grad_masked: float) -> pd.
     return claims_table([
         Claim("our masked loss = the library's loss", "transformers LlamaForCausalLM(labels=)",
               library_loss, our_loss, "nats", "this machine", rel_tol=1e-4),
-        Claim("masked positions get zero gradient", "lecture: no loss on the prompt",
-              0.0, grad_masked, "", "this machine"),
+        Claim("masked positions get zero gradient (the largest |∂loss/∂logit| at one)",
+              "lecture: no loss on the prompt", 0.0, grad_masked, "nats per logit",
+              "this machine"),
     ])

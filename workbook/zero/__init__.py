@@ -49,6 +49,7 @@ from workbook.zero.views import (
     plot_comm,
     plot_model_states,
     plot_scaling,
+    readable,
     recorded_tables,
     where_of,
 )
@@ -59,7 +60,7 @@ __all__ = [
     "comm_kinds", "count_collectives", "deepspeed_estimates", "ds_config", "formula_explorer",
     "formula_table", "install_counting", "largest_layer_params", "live_tensor_bytes",
     "model_state_table", "plot_comm", "plot_model_states", "plot_scaling", "predicted_memory",
-    "predicted_rows", "recorded_tables", "where_of", "claims_rows", "run_zero", "skip_shm_build",
-    "train_rank",
+    "predicted_rows", "readable", "recorded_tables", "where_of", "claims_rows", "run_zero",
+    "skip_shm_build", "train_rank",
     "variant_extras", "world_size", "zero_comm_formula", "zero_memory_formula",
 ]

@@ -76,10 +76,10 @@ def model_state_table(rows: pd.DataFrame) -> pd.DataFrame:
             "variant": variant, "n_ranks": int(part["n_ranks"].dropna().iloc[0]),
             "params (meas/formula GB)": f"{m('params_bytes') / 1e9:.3f} / "
                                         f"{m('params_bytes', pred) / 1e9:.3f}",
-            "grads+buffers": f"{m('grads+buffers_bytes') / 1e9:.3f} / "
-                             f"{m('grads+buffers_bytes', pred) / 1e9:.3f}",
-            "optimizer": f"{m('optimizer_bytes') / 1e9:.3f} / "
-                         f"{m('optimizer_bytes', pred) / 1e9:.3f}",
+            "grads+buffers (meas/formula GB)": f"{m('grads+buffers_bytes') / 1e9:.3f} / "
+                                               f"{m('grads+buffers_bytes', pred) / 1e9:.3f}",
+            "optimizer (meas/formula GB)": f"{m('optimizer_bytes') / 1e9:.3f} / "
+                                           f"{m('optimizer_bytes', pred) / 1e9:.3f}",
             "model states measured (GB)": measured / 1e9,
             "formula (GB)": formula / 1e9,
             "DeepSpeed estimate (GB)": m("ds_estimate_bytes", pred) / 1e9,
@@ -92,6 +92,25 @@ def model_state_table(rows: pd.DataFrame) -> pd.DataFrame:
             "why they differ": GAP_CAUSES.get(variant, ""),
         })
     return pd.DataFrame(out)
+
+
+# What a model-state table's empty cell means, said in the cell instead of NaN
+NO_VALUE: dict[str, str] = {
+    "DeepSpeed estimate (GB)": "– (none below stage 2)",
+    "measured/formula": "– (formula is 0)",
+    "peak (GB)": "– (no allocator on a CPU)",
+}
+
+
+@takes_rows
+def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A :func:`model_state_table` (or :func:`recorded_tables`) as a reader sees it: rounded,
+    without the long 'why they differ' (the gap table has it), and where a cell has no number
+    a dash with the reason (:data:`NO_VALUE`) instead of NaN."""
+    out = table.drop(columns=["why they differ"], errors="ignore").round(digits)
+    for col in out.columns[out.isna().any()]:
+        out[col] = out[col].astype(object).where(out[col].notna(), NO_VALUE.get(col, "–"))
+    return out
 
 
 def formula_explorer() -> Any:
@@ -240,7 +259,8 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
 
 @takes_rows
 def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per variant and rank count: each collective's bytes per step, in units of Ψ elements."""
+    """Per variant and rank count: each collective's bytes per step, in units of Ψ elements
+    ("–" where the engine never called that collective)."""
     ok = rows[(rows["status"] == "ok") & rows["metric"].str.startswith("comm_")
               & rows["source"].isin(["measured", "recorded"])]
     if ok.empty:
@@ -250,8 +270,11 @@ def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
                    kind=ok["metric"].str.removeprefix("comm_").str.removesuffix("_bytes")
                    .replace({"bytes": "total"}))
     table = ok.pivot_table(index=["n_ranks", "variant"], columns="kind", values="psi",
-                           aggfunc="mean")
-    return table.round(3).reset_index()
+                           aggfunc="mean").round(3)
+    # a collective the engine never called is "–" (0.0: one called with a few bytes)
+    table = table.astype(object).where(table.notna(), "–").reset_index()
+    table.columns.name = None  # no stray "kind" over the index column
+    return table
 
 
 @takes_rows
