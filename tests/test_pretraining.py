@@ -205,3 +205,15 @@ def test_live_config_follows_the_preset_and_refuses_others():
     assert pretraining.live_config("full").seq_len == model.BASE_RECIPES["full"].model.seq_len
     with pytest.raises(WorkbookError, match="allowed|choose"):
         pretraining.live_config("medium")
+
+
+def test_transfer_claim_fewer_steps_is_strict():
+    """'Fewer steps' is not 'as many': the same step as scratch misses, one fewer holds."""
+    def rows(pretrained: float) -> pd.DataFrame:
+        return pd.DataFrame([{"metric": "steps_to_scratch_final", "init": init, "value": v,
+                              "source": "measured", "device": "cpu"}
+                             for init, v in (("pretrained", pretrained), ("scratch", 120.0))])
+
+    same = pretraining.claims(4096, 8.3, 5.1, rows(120.0)).iloc[-1]
+    assert "than scratch's 120" in same["claim"] and same["verdict"].startswith("missed")
+    assert pretraining.claims(4096, 8.3, 5.1, rows(100.0)).iloc[-1]["verdict"].startswith("holds")

@@ -12,7 +12,12 @@ from workbook import results
 from workbook.claims import Claim, claims_table
 from workbook.config import WorkbookError, check_range, takes_rows
 from workbook.results import where_label
-from workbook.scaling_laws.experiments import ISOFLOP_PRESETS, IsoFlopConfig, predicted_seconds
+from workbook.scaling_laws.experiments import (
+    ISOFLOP_PRESETS,
+    IsoFlopConfig,
+    plan_sweep,
+    predicted_seconds,
+)
 from workbook.scaling_laws.fits import (
     fit_exponents,
     fit_power_law,
@@ -99,10 +104,10 @@ def _sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> lis
         return picked.iloc[0] if len(picked) else pd.Series(dtype=float)
 
     total, non_emb = fit("total N"), fit("non-embedding N")
-    label = f"{where_label(sweep)}, {sweep['preset'].iloc[0]} preset"
+    label = where  # device, date, preset and recipe (:func:`sweeps`)
     wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
     seconds, trained, cut = float(wall.max()) if len(wall) else nan, *_points_cut(sweep)
-    time_label = label
+    time_label = f"{label}; {plan_judged(sweep, trained + cut)}"
     if cut and trained:  # the time to train every planned point, extrapolated from the rate
         time_label += (f"; {cut} of {trained + cut} points cut by the time limit: "
                        f"{seconds:.0f} s × {trained + cut}/{trained}, extrapolated")
@@ -117,21 +122,37 @@ def _sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> lis
         Claim("non-embedding N gives Kaplan's a ≈ 0.73", "Kaplan et al. 2020; Pearce & "
               "Song 2024", 0.73, non_emb.get("a", nan), where=label, abs_tol=0.1,
               low=non_emb.get("a_low", nan), high=non_emb.get("a_high", nan)),
-    ] + ([Claim("IsoFLOP sweep (full preset, every planned point) ≤ 600 s on one GPU",
+    ] + ([Claim("IsoFLOP sweep (every planned point) ≤ 600 s on one GPU",
                 "issue 21 target", 600.0, seconds, "s", time_label, kind="at_most")]
          if sweep["preset"].iloc[0] == "full" else [])   # the budget is the full preset's
+
+
+def plan_judged(sweep: pd.DataFrame, planned: int) -> str:
+    """Which plan a full-preset sweep of ``planned`` points ran: today's full preset
+    (:func:`plan_sweep`: the same budgets and number of points), or its own, older one."""
+    today = plan_sweep(ISOFLOP_PRESETS["full"])
+    today = today[today["status"] == "planned"]
+    ran = sorted(sweep.loc[sweep["metric"] == "val_loss", "budget"].dropna().unique())
+    now = sorted(today["budget"].unique())
+    if planned == len(today) and len(ran) == len(now) and np.allclose(ran, now):
+        return f"today's {len(today)}-point full preset"
+    per = (f"{planned // len(ran)} sizes per budget" if ran and planned % len(ran) == 0
+           else f"over {len(ran)} budgets")
+    return (f"its own {planned}-point plan ({per}), not today's {len(today)}-point "
+            f"full preset ({len(today) // len(now)} sizes × {len(now)} budgets)")
 
 
 def _points_cut(sweep: pd.DataFrame) -> tuple[int, int]:
     """(points trained, points the sweep's time limit cut) of one sweep. A recorded sweep comes
     without its skipped rows (references are ``ok`` rows): those are counted in the ledger,
-    by the sweep's device and recording time."""
+    by the sweep's device and recording time (the sweep's own rows where the ledger has none)."""
     loss = sweep[sweep["metric"] == "val_loss"]
     if (sweep["source"] == "recorded").any() and "recorded_at" in sweep.columns:
         ledger = results.load("scaling_isoflop")
-        loss = ledger[(ledger["metric"] == "val_loss")
-                      & ledger["recorded_at"].isin(sweep["recorded_at"].dropna().unique())
-                      & ledger["device"].isin(sweep["device"].dropna().unique())]
+        found = ledger[(ledger["metric"] == "val_loss")
+                       & ledger["recorded_at"].isin(sweep["recorded_at"].dropna().unique())
+                       & ledger["device"].isin(sweep["device"].dropna().unique())]
+        loss = found if len(found) else loss   # rows not (or no longer) in this ledger
     errors = loss["error"] if "error" in loss.columns else pd.Series("", index=loss.index)
     cut = int(errors.astype(str).str.contains("time limit").sum())
     return int((loss["status"] == "ok").sum()), cut
@@ -216,22 +237,23 @@ def published_laws() -> pd.DataFrame:
 
 @takes_rows
 def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
-    """Loss against N, one colour per budget; dashed: the parabola fitted in log N. The main
-    sweep (:func:`sweeps`) is drawn filled; sweeps recorded elsewhere as hollow references."""
+    """Loss against N, one colour per budget; the parabola fitted in log N. A sweep measured on
+    this machine is drawn filled (dashed parabolas); recorded sweeps hollow (dotted), their
+    legend entries named by where they ran."""
     from workbook import plots
 
     found = sweeps(rows)
     title = "IsoFLOP profiles: loss vs model size"
     fig = plots.figure(plots.title_with_source(title, found[0][1]) if found else title,
                        "parameters N", "held-out loss (nats/token)", log_x=True)
-    for k, (where, sweep) in enumerate(found):
-        points = ok_points(sweep)
-        marker = {"size": 9} if k == 0 else {"size": 8, "symbol": "circle-open",
-                                               "line": {"width": 2}}
+    for where, sweep in found:
+        points, live = ok_points(sweep), (sweep["source"] == "measured").any()
+        marker = {"size": 9} if live else {"size": 8, "symbol": "circle-open",
+                                           "line": {"width": 2}}
         for budget, group in points.groupby("budget"):
             color = plots.color_for(f"budget={budget:g}")  # as the sweep's panel names it
             group = group.sort_values(n_column)
-            name = f"C={budget:.2g}" + ("" if k == 0 else f" ({where.split(',')[0]})")
+            name = f"C={budget:.2g}" + ("" if live else f" ({where.split(',')[0]})")
             fig.add_scatter(x=group[n_column], y=group["loss"], name=name, mode="markers",
                             marker={**marker, "color": color}, legendgroup=where)
             if len(group) >= 3:
@@ -240,7 +262,7 @@ def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
                 fig.add_scatter(x=x, y=c0 + c1 * np.log(x) + c2 * np.log(x) ** 2,
                                 mode="lines", showlegend=False, legendgroup=where,
                                 name=f"C={budget:.2g}: parabola fit",
-                                line={"dash": "dash" if k == 0 else "dot", "color": color})
+                                line={"dash": "dash" if live else "dot", "color": color})
     return fig
 
 
@@ -256,7 +278,7 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
     fig = plots.figure(plots.title_with_source(title, found[0][1]) if found else title,
                        "compute C (FLOPs)", "N_opt (parameters)", log_x=True, log_y=True)
     mid = None
-    for k, (where, sweep) in enumerate(found):
+    for where, sweep in found:
         minima = isoflop_minima(ok_points(sweep))
         if len(minima) < 2:
             continue
@@ -271,7 +293,8 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
         fig.add_scatter(x=minima["budget"], y=minima["n_opt"], mode="markers",
                         name=f"minima, {where.split(',')[0]}", marker={
                             "size": 10, "color": color,
-                            "symbol": "diamond" if k == 0 else "diamond-open"})
+                            "symbol": "diamond" if (sweep["source"] == "measured").any()
+                            else "diamond-open"})
         fig.add_scatter(x=c, y=coef * c**p, mode="lines", name=f"fit: {shown}",
                         line={"color": color})
         if mid is None:

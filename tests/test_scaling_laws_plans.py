@@ -1,0 +1,69 @@
+"""Scaling laws: which plan a sweep's time claim judges, the recipe in every claim's label, and
+recorded sweeps drawn as references (hollow, named), never as this machine's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from workbook import scaling_laws as sl
+
+
+def _rows(points: pd.DataFrame, source: str, recipe: bool) -> pd.DataFrame:
+    """A full-preset sweep of ``points`` (budget, n_params, n_tokens), its loss from a known
+    law, and its wall time: 420 s."""
+    law = sl.CHINCHILLA_REPLICATION
+    rows = points.assign(
+        n_params_non_embedding=points["n_params"], compute=points["budget"],
+        value=law.loss(points["n_params"], points["n_tokens"]), metric="val_loss", status="ok",
+        source=source, device="GPU", preset="full", commit="abc", n_gpus=1, seed=0,
+        recorded_at="2026-12-01T00:00:00Z")
+    if recipe:
+        rows["beta2"] = 0.99
+    wall = {"metric": "sweep_wall_s", "value": 420.0, "status": "ok", "source": source,
+            "device": "GPU", "preset": "full", "commit": "abc", "n_gpus": 1, "seed": 0,
+            "recorded_at": "2026-12-01T00:00:00Z"}
+    return pd.concat([rows, pd.DataFrame([wall])], ignore_index=True)
+
+
+def _todays_plan() -> pd.DataFrame:
+    plan = sl.plan_sweep(sl.ISOFLOP_PRESETS["full"])
+    return plan.loc[plan["status"] == "planned", ["budget", "n_params", "n_tokens"]]
+
+
+def _timed(rows: pd.DataFrame) -> pd.Series:
+    table = sl.claims(rows, sl.fit_summary(rows, n_boot=20))
+    return table[table["claim"].str.startswith("IsoFLOP sweep")].iloc[0]
+
+
+def test_a_sweep_of_todays_plan_is_judged_as_the_full_preset(ledger_dir):
+    plan = _todays_plan()
+    timed = _timed(_rows(plan, "measured", recipe=True))
+    assert f"today's {len(plan)}-point full preset" in timed["where"], timed["where"]
+    assert "per-size recipe" in timed["where"] and "its own" not in timed["where"]
+
+
+def test_a_sweep_of_another_plan_says_it_is_not_todays_full_preset(ledger_dir):
+    """The retired 7-sizes-per-budget plan: its time is its own plan's, not the preset's."""
+    n_today = len(_todays_plan())
+    points = pd.DataFrame([{"budget": c, "n_params": n, "n_tokens": c / (6 * n)}
+                           for c in (3e12, 1e13, 3e13)
+                           for n in sl.CHINCHILLA.optimal(c)[0] * np.geomspace(0.25, 4, 7)])
+    rows = _rows(points, "recorded", recipe=False)
+    timed = _timed(rows)
+    assert "full preset" not in timed["claim"], "the claim names no preset; `where` says which"
+    assert (f"its own 21-point plan (7 sizes per budget), not today's {n_today}-point full "
+            "preset") in timed["where"], timed["where"]
+    table = sl.claims(rows, sl.fit_summary(rows, n_boot=20))
+    mine = table[table["where"] != "published sizes"]
+    assert mine["where"].str.contains("older recipe").all(), "every row names its recipe"
+
+
+def test_a_recorded_sweep_is_drawn_hollow_and_named_even_when_it_is_the_only_one():
+    rows = _rows(_todays_plan(), "recorded", recipe=True)
+    fig = sl.isoflop_figure(rows)
+    points = [t for t in fig.data if t.mode == "markers"]
+    assert {t.marker.symbol for t in points} == {"circle-open"}
+    assert all("recorded on GPU" in t.name for t in points), [t.name for t in points]
+    frontier = sl.frontier_figure(rows)
+    assert {t.marker.symbol for t in frontier.data if t.mode == "markers"} == {"diamond-open"}
