@@ -143,6 +143,9 @@ def test_memory_hierarchy_of_an_h100():
     sram = table.iloc[2]
     assert 25 < sram["size_mb"] < 35, "132 SMs × 228 KB ≈ 29 MB of SRAM"
     assert table.iloc[0]["times_sram"] > 2000, "HBM is thousands of times larger than SRAM"
+    # the datasheet has HBM's bandwidth only: a dash for L2 and SRAM, never NaN
+    assert table["bandwidth_gb_s"].tolist()[1:] == ["–", "–"]
+    assert table.iloc[0]["bandwidth_gb_s"] > 1000
     facts = A.s_matrix_vs_memory(4096, 128, 4, 16, 128)
     assert facts["s_over_sram"] > 50 and facts["tile_kb"] < 228
 
@@ -456,8 +459,42 @@ def test_exactness_caption_counts_output_and_gradients_against_their_band():
         {"variant": "triton", "dtype": "float16", "band": 2e-3, "metric": "rel_error_grad",
          "value": 3e-3, "status": "ok", "device": "GPU"}])
     text = A.exactness_caption(rows)
-    assert text.startswith("1 of 2 errors") and "triton float16 gradients 3.0e-03" in text
+    assert "this machine (GPU): 1 of 2" in text
+    assert "triton float16 gradients 3.0e-03 > 2e-03 (this machine (GPU))" in text
     assert set(A.exactness_table(rows).index.get_level_values("of")) == {"output", "gradients"}
+
+
+def test_exactness_counts_and_labels_each_device_apart():
+    """Live rows read 'this machine (…)', recorded ones 'recorded on <device>, <date>'; the
+    caption counts each device's errors on their own, this machine's first."""
+    base = {"variant": "triton", "dtype": "float16", "band": 2e-3, "status": "ok", "n_gpus": 1}
+    rows = pd.DataFrame([
+        {**base, "metric": m, "value": 1e-3, "source": "measured", "device": "GPU A"}
+        for m in ("rel_error", "rel_error_grad")] + [
+        {**base, "metric": m, "value": v, "source": "recorded", "device": "GPU B",
+         "recorded_at": "2026-11-22T10:00:00", "seed": 0}
+        for m, v in (("rel_error", 1e-3), ("rel_error_grad", 5e-3))])
+    text = A.exactness_caption(rows)
+    assert "this machine (GPU A): 2 of 2; recorded on GPU B ×1, 2026-11-22, seed 0: 1 of 2" in text
+    assert "(recorded on GPU B ×1, 2026-11-22, seed 0)" in text.split("Outside:")[1]
+    wheres = A.exactness_table(rows).index.get_level_values("where")
+    assert list(dict.fromkeys(wheres)) == ["this machine (GPU A)",
+                                           "recorded on GPU B ×1, 2026-11-22, seed 0"]
+
+
+def test_timing_caption_sets_vanilla_beside_each_fused_kernel_per_n():
+    base = {"head_dim": 128, "causal": False, "status": "ok", "source": "measured",
+            "device": "GPU", "n_gpus": 1, "metric": "throughput", "mode": "fwd+bwd"}
+    values = {512: {"vanilla": 40, "triton": 30, "sdpa_flash": 100, "sdpa_efficient": 70},
+              2048: {"vanilla": 180, "triton": 270, "sdpa_flash": 250, "sdpa_efficient": 130}}
+    rows = pd.DataFrame([{**base, "seq_len": n, "variant": v, "value": x}
+                         for n, at in values.items() for v, x in at.items()])
+    text = A.timing_caption(rows)
+    assert ("N = 512: vanilla 40; faster: triton" not in text
+            and "N = 512: vanilla 40; faster: sdpa_flash 2.50×, sdpa_efficient 1.75×; "
+                "not faster: triton 0.75×" in text)
+    assert "N = 2,048: vanilla 180; faster: triton 1.50×, sdpa_flash 1.39×; " \
+           "not faster: sdpa_efficient 0.72×" in text
 
 
 def test_traffic_caption_prints_the_kernel_counts_per_mode():

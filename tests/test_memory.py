@@ -14,6 +14,7 @@ from workbook.memory import (
     SweepConfig,
     activation_bytes,
     batch_for_gpu,
+    breakdown_table,
     build_model,
     bytes_per_param,
     fit_exponent,
@@ -264,6 +265,20 @@ def test_breakdown_split_on_cpu(breakdown) -> None:
     fig = plot_breakdown(pd.concat([here, other], ignore_index=True))
     assert len(fig.data) > 0 and "cpu-test" in fig.layout.title.text, (
         "the first device's own longest seq_len, not the longest of all devices")
+
+
+def test_breakdown_table_says_mb_and_dashes_what_a_method_has_not(breakdown) -> None:
+    here = breakdown[False].assign(device="cpu-test", seq_len=64, checkpointing=False)
+    table = breakdown_table(here)
+    assert table.columns.name is None, "no stray 'method' over the index"
+    values = [c for c in table.columns if c.endswith(" (MB)")]
+    assert {"saved (MB)", "tensors (MB)"} <= set(values)
+    assert not table.isna().any().any(), "a missing value reads '–', not NaN"
+    cells = table.set_index("component")
+    assert cells.loc["params", "saved (MB)"] == "–"
+    psi = int(breakdown[False]["n_params"].iloc[0])
+    assert float(cells.loc["params", "tensors (MB)"].replace(",", "")) == pytest.approx(
+        4 * psi / 1e6, abs=0.01)
 
 
 def test_gap_table_splits_scores_and_names_the_peak_phase() -> None:

@@ -82,10 +82,10 @@ def memory_hierarchy(device_name: str = "H100") -> pd.DataFrame:
         known = ", ".join(key for key, _ in DATASHEET)
         raise WorkbookError(f"no datasheet entry for {device_name!r}; known: {known}")
     sram_mb = peaks.n_sm * peaks.smem_per_sm_kb / 1024
+    # The datasheet gives HBM's bandwidth only: a dash, not NaN, for L2 and SRAM.
     rows = [("HBM (GPU memory)", peaks.memory_gb * 1e3, peaks.hbm_gb_s),
-            ("L2 cache", peaks.l2_mb, float("nan")),
-            (f"SRAM (shared memory, {peaks.n_sm} SMs × {peaks.smem_per_sm_kb} KB)", sram_mb,
-             float("nan"))]
+            ("L2 cache", peaks.l2_mb, "–"),
+            (f"SRAM (shared memory, {peaks.n_sm} SMs × {peaks.smem_per_sm_kb} KB)", sram_mb, "–")]
     frame = pd.DataFrame(rows, columns=["memory", "size_mb", "bandwidth_gb_s"])
     frame["times_sram"] = frame["size_mb"] / sram_mb
     frame["device"] = peaks.name

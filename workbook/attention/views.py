@@ -122,10 +122,11 @@ def size_explorer(device_name: str | None = None):
 @takes_rows
 def exactness_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Relative error per variant (columns), of the output and of the gradients, per dtype with
-    its band, per device."""
+    its band, per device, each device labelled where it was measured ('this machine (…)', or
+    'recorded on …, date')."""
     ok = _exactness_rows(rows)
-    table = ok.pivot_table(index=["device", "dtype", "band", "of"], columns="variant",
-                           values="value", aggfunc="max")
+    table = ok.pivot_table(index=["where", "dtype", "band", "of"], columns="variant",
+                           values="value", aggfunc="max", sort=False)  # this machine first
     return table.map(lambda x: f"{x:.1e}" if x == x else "—")
 
 
@@ -133,25 +134,33 @@ _ERROR_OF = {"rel_error": "output", "rel_error_grad": "gradients"}
 
 
 def _exactness_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The ok error rows, with ``of`` (output or gradients) and ``where`` (per device:
+    :func:`results.where_label`, this machine's rows first as they come)."""
     ok = rows[(rows["status"] == "ok") & rows["metric"].isin(list(_ERROR_OF))]
-    return ok.assign(of=ok["metric"].map(_ERROR_OF))
+    ok = ok.assign(of=ok["metric"].map(_ERROR_OF))
+    if "device" not in ok.columns or ok.empty:
+        return ok.assign(where=results.where_label(ok) if len(ok) else "this machine")
+    labels = {d: results.where_label(part) for d, part in ok.groupby("device", sort=False)}
+    return ok.assign(where=ok["device"].map(labels))
 
 
 @takes_rows
 def exactness_caption(rows: pd.DataFrame) -> str:
-    """Markdown: how many of the errors (output and gradients) lie inside their dtype's band,
-    and which do not, counted from the rows."""
+    """Markdown: per device (this machine, or recorded on which GPU and date), how many of the
+    errors (output and gradients) lie inside their dtype's band, and which do not."""
     ok = _exactness_rows(rows)
     if ok.empty:
         return "*No exactness rows yet.*"
     outside = ok[ok["value"] > ok["band"]]
-    text = (f"{len(ok) - len(outside)} of {len(ok)} errors (output and gradients, every "
-            "variant and dtype) lie inside their dtype's band")
+    counts = [f"{where}: {(part['value'] <= part['band']).sum()} of {len(part)}"
+              for where, part in ok.groupby("where", sort=False)]
+    text = ("Errors (output and gradients, every variant and dtype) inside their dtype's band, "
+            "per device: " + "; ".join(counts))
     if outside.empty:
         return text + "."
-    worst = "; ".join(f"{r.variant} {r.dtype} {r.of} {r.value:.1e} > {r.band:.0e} ({r.device})"
+    worst = "; ".join(f"{r.variant} {r.dtype} {r.of} {r.value:.1e} > {r.band:.0e} ({r.where})"
                       for r in outside.itertuples())
-    return f"{text}; outside: {worst}."
+    return f"{text}. Outside: {worst}."
 
 
 def _value(rows: pd.DataFrame, **where) -> float:
@@ -278,7 +287,8 @@ def gpt2_limits(rows: pd.DataFrame) -> pd.DataFrame:
 def timing_caption(timing: pd.DataFrame) -> str:
     """Markdown: at the longest sequence timed, each variant's useful TFLOP/s (non-causal,
     head_dim 128) forward and forward + backward, and the Triton kernel against SDPA's
-    FlashAttention-2 and cuDNN, on one machine (``registry.main_rows``), said where."""
+    FlashAttention-2 and cuDNN, on one machine (``registry.main_rows``), said where; then, per
+    N, vanilla's forward + backward beside each fused kernel's."""
     rows = registry.main_rows(timing)
     ok = rows[(rows["status"] == "ok") & (rows["metric"] == "throughput")
               & (rows["head_dim"] == 128) & ~rows["causal"].astype(bool)]
@@ -295,7 +305,28 @@ def timing_caption(timing: pd.DataFrame) -> str:
                   if "triton" in at and ref in at]
         lines.append(f"* {mode}: {ranked}" + (f"; triton is {', '.join(ratios)}."
                                                if ratios else "."))
-    return "\n".join(lines)
+    return "\n".join(lines + _vanilla_lines(ok))
+
+
+_FUSED = ("sdpa_cudnn", "triton", "sdpa_flash", "sdpa_efficient", "flash_attn")
+
+
+def _vanilla_lines(ok: pd.DataFrame) -> list[str]:
+    """'* vanilla, fwd+bwd, per N' and a line per N: vanilla's TFLOP/s and, as a multiple of
+    it, each fused kernel's, split into those faster than vanilla and those that are not."""
+    both = ok[ok["mode"] == "fwd+bwd"].groupby(["seq_len", "variant"])["value"].max()
+    both = both.unstack()
+    if "vanilla" not in both:
+        return []
+    parts = []
+    for n, at in both.dropna(subset=["vanilla"]).iterrows():
+        ratio = {v: at[v] / at["vanilla"] for v in _FUSED if v in at and at[v] == at[v]}
+        above = ", ".join(f"{v} {r:.2f}×" for v, r in ratio.items() if r > 1)
+        below = ", ".join(f"{v} {r:.2f}×" for v, r in ratio.items() if r <= 1)
+        parts.append(f"N = {int(n):,}: vanilla {at['vanilla']:,.0f}; faster: {above or 'none'}"
+                     + (f"; not faster: {below}" if below else ""))
+    head = "* vanilla, fwd+bwd, per N (its TFLOP/s; each fused kernel's as a multiple of it):"
+    return [head] + [f"  * {p}" for p in parts] if parts else []
 
 
 @takes_rows

@@ -62,14 +62,23 @@ def memory_explorer() -> Any:
 @takes_rows
 def breakdown_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per device and component: formula beside each measurement method, in MB
-    (this machine's rows first, other devices' recorded rows after them)."""
+    (this machine's rows first, other devices' recorded rows after them). A method that has no
+    value for a component (no allocator count of the attention scores, no formula for the CUDA
+    context) reads '–'; the value columns are text, for display."""
     out = []
     for where, part in by_device(rows):
         ok = part[part["status"] == "ok"]
         table = ok.pivot_table(index=["seq_len", "checkpointing", "component"],
                                columns="method", values="value", aggfunc="mean") / 1e6
-        out.append(table.round(2).reset_index().assign(where=where))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+        out.append(table.reset_index().assign(where=where))
+    if not out:
+        return pd.DataFrame()
+    frame = pd.concat(out, ignore_index=True)
+    methods = [c for c in frame.columns if c not in ("seq_len", "checkpointing", "component",
+                                                     "where")]
+    frame[methods] = frame[methods].map(lambda mb: "–" if mb != mb else f"{mb:,.2f}")
+    frame.columns = [f"{c} (MB)" if c in methods else c for c in frame.columns]
+    return frame
 
 
 @takes_rows
