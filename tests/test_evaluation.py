@@ -130,6 +130,10 @@ def test_mid_training_claims_use_the_interval_over_seeds():
     replay = next(v for c, v in verdicts.items() if c.startswith("replaying"))
     assert lower.startswith("holds") and raises.startswith("holds") and \
         replay.startswith("holds"), verdicts
+    seeded = table[table["claim"].str.startswith(("mid-training", "replaying"))]
+    assert seeded[["low", "high"]].notna().all().all(), "the seeds' interval is shown"
+    assert (seeded["low"] <= seeded["measured"]).all() and \
+        (seeded["measured"] <= seeded["high"]).all(), seeded[["measured", "low", "high"]]
     noisy = ev.claims(pd.DataFrame({"variant": ["x"], "metric": ["x"], "value": [0.0],
                                     "source": ["measured"]}),
                       _mid_rows({0.0: [0.3, -0.3, 0.01]}), {})
@@ -320,7 +324,10 @@ def test_dpo_alignment_small_run_gives_curves_and_final_scores():
     summary = ev.dpo_summary(rows)
     assert list(summary["model"]) == ["sft_no_safety", "sft", "dpo"]
     assert "reward margin" in ev.dpo_caption(rows)
-    assert len(ev.dpo_claims(rows)) == 4
+    claims = ev.dpo_claims(rows)
+    assert len(claims) == 4
+    assert all(c.low == c.low and c.low <= c.measured <= c.high for c in claims), \
+        "two DPO seeds: every claim carries its interval over seeds"
 
 
 def test_heldout_items_are_stable_and_never_in_the_training_mix():

@@ -78,8 +78,22 @@ def test_analytic_view_rows():
     bubble = rows.loc[rows["metric"] == "bubble fraction", "value"].item()
     assert bubble == pytest.approx(3 / 11)
     assert set(rows["source"]) == {"predicted"}
+    view = rows.set_index("metric")["value"]
+    per_mb = view["ring bytes sent per rank per layer per micro-batch"]
+    payload = 2 * 512 * 1024 * 2  # one micro-batch of bf16 activations
+    assert per_mb == 4 * payload * 2 * (2 - 1) / 2, "4 ring all-reduces of one micro-batch"
+    assert view["ring bytes sent per rank per layer per step (m micro-batches)"] == 8 * per_mb
+    assert view["p2p bytes per stage boundary per step"] == 2 * 8 * 2 * 512 * 1024 * 2
+    assert not [m for m in view.index if m.startswith(("all-reduce", "ring")) and "per step"
+                in m and "m micro-batches" not in m], "a per-micro-batch count labelled per step"
     with pytest.raises(WorkbookError, match="d_model"):
         mp.analytic_view(p=4, m=8, tp=2, d_model=8)
+    explorer = mp.bubble_explorer()
+    explorer.set(p=8, m=32, tp=8, d_model=8192)  # 224 MiB a micro-batch, x32 = 7168 a step
+    text = explorer.message.value
+    assert "224.0 MiB sent per rank per layer per micro-batch" in text, text
+    assert "7168.0 MiB per layer per step" in text and "2048.0 MiB per stage boundary per step" \
+        in text, text
 
 
 def test_bad_configs_are_one_line_errors():
@@ -304,7 +318,7 @@ def test_3d_layouts_equal_one_process_and_count_every_byte():
                 assert got == want, f"{layout} {dim} {metric}: counted {got}, layout says {want}"
     table = mp.tradeoff_table(rows).set_index("parallelism")
     assert list(table.index) == ["DP", "TP", "PP"]
-    for col in ("messages", "bytes sent", "weights per rank"):
+    for col in ("messages", "bytes sent", "weight elements per rank"):
         assert (table[f"{col} measured"] == table[f"{col} predicted"]).all(), col
     assert table.loc["TP", "messages measured"] == 2 * 2 * 4, "2 per layer (2 a stage) x m=4"
     claims = mp.claims(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), rows)
@@ -416,9 +430,10 @@ def test_two_recorded_machines_of_one_device_are_never_one_trace():
     formula = [t for t in mp.plot_bubble(pp).data if "(p-1)/(m+p-1)" in t.name]
     assert len(formula) == 1 and list(formula[0].x) == [1, 2, 4], "one formula curve per p"
     summary = mp.tp_summary(tp)
-    assert not summary.duplicated(["where", "tp", "metric"]).any()
-    one = summary.query("tp == 1 and metric == 'step_ms_one_device'")
-    assert dict(zip(one["where"], one["recorded"], strict=True)) == {
+    assert not summary.duplicated(["where", "tp"]).any(), "one row per machine and tp"
+    assert summary.columns.name is None, "no stray 'source' axis name"
+    one = summary.query("tp == 1")
+    assert dict(zip(one["where"], one["step_ms_one_device"], strict=True)) == {
         "NVIDIA H200 ×2": 20.0, "NVIDIA H200 ×4": 40.0}, "each machine's own, never a mean"
 
 

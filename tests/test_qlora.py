@@ -285,3 +285,21 @@ def test_vram_gap_caption_compares_each_component_with_the_formula():
     assert "No measured 7b rows" in qlora.vram_gap_caption(only_formula)
     with pytest.raises(WorkbookError):
         qlora.vram_gap_caption(pd.DataFrame(rows), size="8b")
+
+
+def test_optimizer_table_says_no_cap_and_oom_in_words():
+    plan = qlora.vram_plan(qlora.VRAM_PRESETS["full"])
+    rows = qlora.predicted_plan_rows(plan)
+    rows = rows[rows["optimizer"].notna()]
+    measured = rows[rows.metric.isin(["peak", "fits"])].assign(source="measured", status="ok")
+    capped = measured["cap_gb"].fillna(0) > 0
+    oom = (capped & (measured["optimizer"] == "adamw") & (measured["method"] == "full")
+           & (measured["metric"] == "peak"))
+    measured.loc[oom, ["value", "status"]] = [float("nan"), "oom"]
+    table = qlora.optimizer_table(pd.concat([rows, measured]))
+    assert table.index.get_level_values(0)[0] == "none", "no cap reads 'none', never 0.0"
+    uncapped = table.xs("none", level=0)
+    assert (uncapped[[c for c in table.columns if c[0] == "fits"]] == "–").all().all()
+    cap = [c for c in table.index.get_level_values(0) if c != "none"][0]
+    assert table.loc[(cap, "full", "adamw"), ("peak", "measured")] == "OOM"
+

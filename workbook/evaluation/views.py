@@ -350,10 +350,11 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
     lift = share_gap_interval(bench["general_sft"], bench["test_task_sft"], n, n)
     gain = share_gap_interval(gen["general_sft"], gen["test_task_sft"], n_general, n_general)
 
-    def spread(values) -> tuple[float, float]:
-        """Mean over seeds and the half-width of its 95 % interval (0 where not known)."""
+    def spread(values) -> tuple[float, float, float, float]:
+        """Mean over seeds, the half-width of its 95 % interval (0 where not known), and the
+        interval itself (NaN where not known)."""
         mean, low, high = mean_interval(values)
-        return mean, (high - mean) if high == high else 0.0
+        return mean, (high - mean) if high == high else 0.0, low, high
 
     def seed_noise(frame: pd.DataFrame, knob: str, metric: str) -> tuple[float, float]:
         """Mean change from the knob's first to its last value, and 2 SE over seeds."""
@@ -364,15 +365,22 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
         diff = hi.set_index("seed")["value"] - lo.set_index("seed")["value"]
         return float(diff.mean()), float(2 * diff.std(ddof=1) / math.sqrt(len(diff)))
 
+    def band(mean: float, half: float) -> dict[str, float]:
+        """``low``/``high`` of ``mean`` ± ``half``: NaN where no spread is known."""
+        known = half > 0 and mean == mean
+        return {"low": mean - half if known else math.nan,
+                "high": mean + half if known else math.nan}
+
     effects = mid_training_effects(mid) if len(mid) else pd.DataFrame(
         columns=["replay", "train_seed", "domain_test_change", "general_change"])
     replays = sorted(effects["replay"].unique()) if len(effects) else [0.0]
     none, most = (effects[effects["replay"] == r].set_index("train_seed") for r in
                   (replays[0], replays[-1]))
-    dom, dom_tol = spread(none["domain_test_change"])
-    gl0, gl0_tol = spread(none["general_change"])
-    gl_rep, _ = spread(most["general_change"])
-    _, rep_tol = spread(most["general_change"] - none["general_change"])
+    dom, dom_tol, dom_low, dom_high = spread(none["domain_test_change"])
+    gl0, gl0_tol, gl0_low, gl0_high = spread(none["general_change"])
+    gl_rep = spread(most["general_change"])[0]
+    # replay vs none is paired by seed: the interval of the paired difference, placed at gl0
+    rep_tol = spread(most["general_change"] - none["general_change"])[1]
 
     leak = sweeps.get("identity_leak", pd.DataFrame())
     noise = sweeps.get("noise", pd.DataFrame())
@@ -391,23 +399,23 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
               kind="at_most", low=gain[0], high=gain[1]),
         Claim("mid-training lowers the held-out domain loss (change on the test split, "
               "early-stopped on dev)", "lecture", 0.0, dom, "nats", where(mid),
-              kind="at_most", abs_tol=dom_tol),
+              kind="at_most", abs_tol=dom_tol, low=dom_low, high=dom_high),
         Claim("mid-training without replay raises the general loss (change)",
               "continual-learning folklore", 0.0, gl0, "nats", where(mid), kind="at_least",
-              abs_tol=gl0_tol),
+              abs_tol=gl0_tol, low=gl0_low, high=gl0_high),
         Claim(f"replaying {replays[-1]:.0%} general text limits that regression (change)",
               "common practice", gl0, gl_rep, "nats", where(mid), kind="at_most",
-              abs_tol=rep_tol),
+              abs_tol=rep_tol, **band(gl_rep, rep_tol)),
     ]
     if dpo_rows is not None and len(dpo_rows):
         rows += dpo_claims(dpo_rows)
     rows += [
         Claim("an identity leak lifts the favoured model's rank (places, leak vs none)",
               "lecture (Chatbot Arena caveats)", 0.0, shift, "places", sim, kind="at_least",
-              abs_tol=shift_se),
+              abs_tol=shift_se, **band(shift, shift_se)),
         Claim("noisy comparisons scramble the ranking (change in Kendall tau)",
               "lecture (Chatbot Arena caveats)", 0.0, tau, "tau", sim, kind="at_most",
-              abs_tol=tau_se),
+              abs_tol=tau_se, **band(tau, tau_se)),
     ]
     return claims_table(rows)
 
@@ -439,6 +447,14 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
         mean, low, high = mean_interval(values)
         return mean, low, high, (high - mean) if high == high else 0.0
 
+    def interval(s: tuple[float, float, float, float], floor: float = 0.0) -> dict[str, float]:
+        """The seeds' 95 % interval, never narrower than ± ``floor`` (one item of the set);
+        NaN (one seed): the verdict falls back to ``abs_tol``."""
+        mean, low, high, _ = s
+        if low != low:
+            return {"low": math.nan, "high": math.nan}
+        return {"low": min(low, mean - floor), "high": max(high, mean + floor)}
+
     def before(metric: str) -> float:
         value = _value(part, model="sft_no_safety", metric=metric)
         return value if value == value else sft(metric)
@@ -455,18 +471,19 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
     return [
         Claim("DPO raises the chosen-over-rejected reward margin on held-out pairs",
               "Rafailov et al. 2023", 0.0, margin[0], "nats x beta", f"{here}, {seeds}",
-              kind="at_least", abs_tol=margin[3]),
+              kind="at_least", abs_tol=margin[3], **interval(margin)),
         Claim("DPO on its own wrong answers improves exact answers (DPO - SFT)",
               "lecture (preference tuning)", 0.0, exact[0], "share", f"{here}, {seeds}",
-              kind="at_least", abs_tol=max(exact[3], one_item)),
+              kind="at_least", abs_tol=max(exact[3], one_item), **interval(exact, one_item)),
         Claim("safety data (SFT chats + DPO pairs) raises the refusal rate on held-out unsafe "
               "requests (before: SFT without it)", "safety data practice",
               before("refusal_rate_unsafe"), refuse[0], "share", f"{here}, {seeds}",
-              kind="at_least", abs_tol=max(refuse[3], one_request)),
+              kind="at_least", abs_tol=max(refuse[3], one_request),
+              **interval(refuse, one_request)),
         Claim(f"... without over-refusing harmless look-alikes (upper 95 % bound of the "
               f"change <= {OVER_REFUSAL_TOLERANCE})", "safety data practice",
-              OVER_REFUSAL_TOLERANCE, over[2] if over[2] == over[2] else over[0], "share",
-              f"{here}, {seeds}", kind="at_most"),
+              OVER_REFUSAL_TOLERANCE, over[0], "share",
+              f"{here}, {seeds}", kind="at_most", **interval(over)),
     ]
 
 

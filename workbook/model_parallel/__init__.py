@@ -11,7 +11,8 @@
   two all-to-alls;
 * :mod:`.experiments`: configs, ``run_*`` and ``EXPERIMENTS`` (one process per rank: every GPU
   with NCCL, or ``n_ranks`` gloo processes on a CPU); :mod:`.views`: formulas behind the
-  sliders, summaries, figures and ``claims``.
+  sliders, summaries, figures and ``claims``; :mod:`.moe_views`: the expert-parallel views and
+  the trade-off table; :mod:`.machines`: which machine rows came from, shared by both.
 """
 
 from workbook.model_parallel.comm import (
@@ -65,6 +66,15 @@ from workbook.model_parallel.expert import (
     route,
     skew_bias,
 )
+from workbook.model_parallel.moe_views import (
+    drops_caption,
+    ep_summary,
+    load_imbalance,
+    moe_times,
+    plot_drops,
+    plot_routing,
+    tradeoff_table,
+)
 from workbook.model_parallel.pipeline import (
     MLPLayer,
     bubble_fraction,
@@ -98,22 +108,19 @@ from workbook.model_parallel.views import (
     bubble_curve,
     bubble_explorer,
     claims,
+    comm_table,
     composed_caption,
-    drops_caption,
-    ep_summary,
     gpu_rows,
-    load_imbalance,
+    peak_memory_table,
     plot_activations,
     plot_bubble,
-    plot_drops,
-    plot_routing,
     plot_schedules,
     plot_tp_time,
     pp_summary,
     schedule_summary,
     schedules_caption,
+    stage_times,
     tp_summary,
-    tradeoff_table,
 )
 
 __all__ = [
@@ -143,5 +150,6 @@ __all__ = [
     "analytic_view", "bubble_curve", "bubble_explorer", "claims", "composed_caption",
     "drops_caption", "ep_summary", "gpu_rows", "load_imbalance", "plot_activations", "plot_bubble",
     "plot_drops", "plot_routing", "plot_schedules", "plot_tp_time", "pp_summary",
-    "schedule_summary", "schedules_caption", "tp_summary", "tradeoff_table",
+    "schedule_summary", "schedules_caption", "tp_summary", "tradeoff_table", "comm_table",
+    "moe_times", "peak_memory_table", "stage_times",
 ]

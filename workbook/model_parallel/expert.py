@@ -111,6 +111,7 @@ def moe_forward_ep(x: torch.Tensor, weights: dict[str, torch.Tensor], bias: torc
     out = torch.zeros_like(x)
     out.index_add_(0, tok, (gate[tok, slot, None] * back.float()).to(x.dtype))
     stats = {"sent_per_expert": sent_per_expert, "received_tokens": int(sum(out_splits)),
+             "requested_per_expert": torch.bincount(expert.flatten(), minlength=n_experts),
              "received_per_local_expert": recv_per_expert.view(world, per_rank).sum(0),
              "received_from_others": int(sum(out_splits) - out_splits[rank]),
              "dropped": int((~keep).sum()), "assignments": int(keep.numel())}
@@ -194,7 +195,11 @@ def _ep_rows(x: torch.Tensor, weights: dict, bias: torch.Tensor, top_k: int, cap
               "predicted"),
             r("alltoall_bytes_if_uniform", uniform, "B", "predicted"),
             r("alltoall_calls", log.count("all_to_all"))]
+    # routed_tokens: assignments sent to each expert, after capacity (what the ledger has always
+    # held under that name); requested_tokens: what the router picked, before capacity
     rows += [r("routed_tokens", int(c), "tokens", expert=e) for e, c in enumerate(sent.tolist())]
+    rows += [r("requested_tokens", int(c), "tokens", expert=e)
+             for e, c in enumerate(st["requested_per_expert"].tolist())]
     rows += [r("expert_load", int(c), "tokens", expert=rank * per_rank + e)
              for e, c in enumerate(st["received_per_local_expert"].tolist())]
     if repeats > 0:

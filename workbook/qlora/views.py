@@ -94,7 +94,8 @@ def quality_caption(quality: pd.DataFrame) -> str:
     gap = quality_gap(quality)
     if gap["n"] == 0:
         return "*No paired LoRA and QLoRA runs yet.*"
-    text = (f"QLoRA − LoRA final held-out loss, paired by seed: {gap['mean']:+.4f} nats "
+    text = (f"*{where_label(quality)}:* QLoRA − LoRA final held-out loss, paired by seed: "
+            f"{gap['mean']:+.4f} nats "
             f"over {gap['n']} seeds")
     if gap["low"] == gap["low"]:
         text += f", 95 % interval [{gap['low']:+.4f}, {gap['high']:+.4f}]"
@@ -116,9 +117,23 @@ def optimizer_table(rows: pd.DataFrame) -> pd.DataFrame:
     part = part[part["optimizer"].notna()] if "optimizer" in part.columns else part.iloc[0:0]
     if part.empty:
         return part
-    part = part.assign(cap_gb=part["cap_gb"].fillna(0.0))
-    return part.pivot_table(index=["cap_gb", "method", "optimizer"],
-                            columns=["metric", "source"], values="value").round(2)
+    cap = part["cap_gb"].fillna(0.0)
+    part = part.assign(cap=cap.map(lambda c: "none" if c == 0 else f"{c:g} GB"))
+    index = ["cap", "method", "optimizer"]
+    out = part.pivot_table(index=index, columns=["metric", "source"], values="value")
+    out = out.sort_index(level="cap", key=lambda c: c != "none", kind="stable",
+                         sort_remaining=False).round(2).astype(object)
+    # a run that did not fit measured nothing: "OOM", not NaN; without a cap "fits" asks
+    # nothing: "–" (0 GB is no cap, never a cap of 0 GB)
+    oom = part[part["status"] == "oom"] if "status" in part.columns else part.iloc[0:0]
+    oom_keys = set(map(tuple, oom[index].drop_duplicates().itertuples(index=False)))
+    for j, col in enumerate(out.columns):
+        for i, key in enumerate(out.index):
+            if col[0] == "fits" and key[0] == "none":
+                out.iat[i, j] = "–"
+            elif col[1] != "predicted" and key in oom_keys and out.iat[i, j] != out.iat[i, j]:
+                out.iat[i, j] = "OOM"
+    return out.rename_axis(index=["cap (GB)", "method", "optimizer"])
 
 
 @takes_rows
