@@ -237,3 +237,14 @@ def test_readable_tables_shows_the_middle_of_a_long_table():
     with pd.option_context("display.max_rows", 60):
         widgets.readable_tables()
         assert pd.get_option("display.max_rows") >= 100, "06's 81-row table was cut in the middle"
+
+
+def test_dashed_says_what_is_missing_and_leaves_the_numbers():
+    import pandas as pd
+
+    from workbook import results
+    table = pd.DataFrame({"a": [1.0, float("nan")], "b": [2.0, 3.0]})
+    shown = results.dashed(table, {"a": "– (not published)"})
+    assert shown["a"].tolist() == [1.0, "– (not published)"] and shown["b"].tolist() == [2.0, 3.0]
+    assert table["a"].isna().sum() == 1, "the table itself keeps its NaN to compute on"
+    assert results.dashed(table.fillna(0)).equals(table.fillna(0))

@@ -385,3 +385,14 @@ def provenance_label(frame: pd.DataFrame) -> str:
         count = f" ×{int(gpus)}" if gpus > 0 else ""  # NaN and 0 (a CPU) state no count
         parts.append(f"{device}{count}, {when}{seed}")
     return "recorded on " + "; ".join(parts)
+
+
+def dashed(table: pd.DataFrame, reasons: Mapping[Any, str] | None = None) -> pd.DataFrame:
+    """``table`` as a reader sees it: a missing cell reads "–" (or its column's reason from
+    ``reasons``, "– (none below stage 2)") instead of NaN, which reads as a value lost. The
+    columns with a gap become text: compute on ``table``, show ``dashed(table)``."""
+    out = table.copy()
+    for column in out.columns[out.isna().any()]:
+        fill = (reasons or {}).get(column, "–")
+        out[column] = out[column].astype(object).where(out[column].notna(), fill)
+    return out

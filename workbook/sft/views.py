@@ -354,16 +354,7 @@ def masking_claims(rows: pd.DataFrame, where: str | None = None) -> pd.DataFrame
             "whole-sequence loss trains the model to write the user's turn (answer-only does "
             "so less often)", diff["writes_user_turn"], "fraction", "at_most", label,
             source="lecture: 'do not train prompt echoing'"))
-    return _no_interval_marked(claims_table(claims))
-
-
-def _no_interval_marked(table: pd.DataFrame) -> pd.DataFrame:
-    """'–' in the ``low``/``high`` cells of a claim without an interval (one seed's loss gap),
-    where an empty cell would read as a value lost from the table."""
-    for column in ("low", "high"):
-        if column in table.columns:
-            table[column] = table[column].astype(object).where(table[column].notna(), "–")
-    return table
+    return claims_table(claims)   # a claim without an interval shows '–' in low/high
 
 
 def _difference_claim(text: str, row: pd.Series | None, unit: str, kind: str, where: str,

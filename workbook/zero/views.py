@@ -9,7 +9,7 @@ import pandas as pd
 
 from workbook.claims import Claim, claims_table
 from workbook.config import takes_rows
-from workbook.results import provenance_label
+from workbook.results import dashed, provenance_label
 from workbook.zero.formulas import STAGES, zero_memory_formula
 
 GAP_CAUSES: dict[str, str] = {
@@ -107,10 +107,8 @@ def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A :func:`model_state_table` (or :func:`recorded_tables`) as a reader sees it: rounded,
     without the long 'why they differ' (the gap table has it), and where a cell has no number
     a dash with the reason (:data:`NO_VALUE`) instead of NaN."""
-    out = table.drop(columns=["why they differ"], errors="ignore").round(digits)
-    for col in out.columns[out.isna().any()]:
-        out[col] = out[col].astype(object).where(out[col].notna(), NO_VALUE.get(col, "–"))
-    return out
+    return dashed(table.drop(columns=["why they differ"], errors="ignore").round(digits),
+                  NO_VALUE)
 
 
 def formula_explorer() -> Any:
@@ -272,7 +270,7 @@ def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
     table = ok.pivot_table(index=["n_ranks", "variant"], columns="kind", values="psi",
                            aggfunc="mean").round(3)
     # a collective the engine never called is "–" (0.0: one called with a few bytes)
-    table = table.astype(object).where(table.notna(), "–").reset_index()
+    table = dashed(table).reset_index()
     table.columns.name = None  # no stray "kind" over the index column
     return table
 
