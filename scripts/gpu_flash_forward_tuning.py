@@ -1,7 +1,8 @@
 """The Triton FlashAttention forward on a Hopper GPU beside cuDNN and FlashAttention-2 (issue 22).
 
     python3 scripts/gpu_flash_forward_tuning.py          # on the device machine; prints only
-    python3 scripts/gpu_flash_forward_tuning.py --sweep  # every tile/launch option, per kernel
+    python3 scripts/gpu_flash_forward_tuning.py --sweep  # every tile/launch option, per kernel,
+                                                         # and the backward's dQ by atomics
 
 B4 H16 bf16. ``tma``: what ``flash_forward`` runs on Hopper (K/V tiles fetched by the Tensor
 Memory Accelerator, the scale folded into one FMA, autotuned tiles); ``pointer``: the portable
@@ -104,6 +105,21 @@ def sweep(n: int = 16384, d: int = 128) -> None:
     names = ("_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_bwd_delta")
     tuned = kernel_ms(lambda: FB.flash_backward(q, k, v, out, lse, do), names)
     print("backward autotuned:", {k_: f"{v_:.2f} ms" for k_, v_ in tuned.items()}, flush=True)
+    # dQ by atomics inside the dK/dV kernel (FlashAttention-2) against the separate dQ pass,
+    # each whole backward timed, and its error against the pass's dQ
+    for mode in ("pass", "atomic"):
+        try:
+            def bwd(mode=mode):
+                return FB.flash_backward(q, k, v, out, lse, do, dq_mode=mode)
+            err = (bwd()[0].float() - FB.flash_backward(q, k, v, out, lse, do)[0].float()
+                   ).abs().max().item()
+            ms = time_ms(bwd)
+            print(f"  backward dq_mode={mode}: {ms:.2f} ms, {2.5 * flops / ms / 1e9:.0f} TF/s "
+                  f"(dQ vs the pass: {err:.1e}); kernels "
+                  f"{ {k_: round(v_, 2) for k_, v_ in kernel_ms(bwd, names).items()} }",
+                  flush=True)
+        except Exception as exc:  # noqa: BLE001 - a mode that fails is a line
+            print(f"  backward dq_mode={mode}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
     dkdv = ((32, 128), (64, 128), (64, 64), (32, 64), (128, 128))
     dq = ((128, 32), (128, 64), (64, 64), (128, 128), (64, 32))
     for (w, st), (m1n1, m2n2) in itertools.product(((4, 2), (4, 3), (8, 2), (8, 3)),

@@ -289,6 +289,49 @@ def test_triton_kernel_in_the_interpreter():
     run_in_triton_interpreter("tests.test_attention", "_interpreter_checks")
 
 
+def _atomic_dq_checks() -> None:
+    """dq_mode="atomic" (dQ added by atomics inside the dK/dV kernel) gives the gradients of
+    the separate dQ pass and of float64 autograd: partial tiles, causal and not."""
+    from workbook.attention import flash_triton
+    from workbook.attention import flash_triton_backward as B
+
+    for head_dim, causal, seq_len in ((64, False, 50), (64, True, 97), (128, True, 40)):
+        q, k, v, dout = inputs((1, 2, seq_len, head_dim), torch.float32, seed=5)
+        out, lse = flash_triton.flash_forward(q, k, v, causal=causal)
+        ref = [t.double().requires_grad_(True) for t in (q, k, v)]
+        reference(*ref, causal=causal).backward(dout.double())
+        split = B.flash_backward(q, k, v, out, lse, dout, causal=causal)
+        fused = B.flash_backward(q, k, v, out, lse, dout, causal=causal, dq_mode="atomic")
+        for name, a, b, want in zip("qkv", split, fused, ref, strict=True):
+            assert rel(b, want.grad) < 1e-5 and rel(a, b) < 1e-5, (
+                f"atomic d{name} (hd={head_dim}, causal={causal}, N={seq_len}): "
+                f"{rel(b, want.grad):.1e} from float64, {rel(a, b):.1e} from the dQ pass")
+    with pytest.raises(WorkbookError, match="dq_mode='both'; allowed: 'pass', 'atomic'"):
+        B.flash_backward(q, k, v, out, lse, dout, dq_mode="both")
+    print("atomic dQ checks passed")
+
+
+@needs_gpu_and_triton
+@pytest.mark.parametrize("causal", [False, True])
+def test_atomic_dq_backward_on_the_gpu(causal):
+    # the autotuned fused kernel (its trials reset the float32 dQ: reset_to_zero) in bf16
+    from workbook.attention import flash_triton
+    from workbook.attention import flash_triton_backward as B
+    q, k, v, dout = inputs((2, 3, 384, 128), torch.bfloat16, device="cuda")
+    out, lse = flash_triton.flash_forward(q, k, v, causal=causal)
+    split = B.flash_backward(q, k, v, out, lse, dout, causal=causal)
+    fused = B.flash_backward(q, k, v, out, lse, dout, causal=causal, dq_mode="atomic")
+    for name, a, b in zip("qkv", split, fused, strict=True):
+        assert rel(b, a) < A.TOLERANCE["bfloat16"], f"d{name}: {rel(b, a):.1e} from the dQ pass"
+
+
+@needs_triton
+def test_atomic_dq_backward_in_the_interpreter():
+    # Issue 22: FlashAttention-2 adds dQ by atomics (5 products per tile pair, not 7); the
+    # GPU decides which is faster, the interpreter that both are right
+    run_in_triton_interpreter("tests.test_attention", "_atomic_dq_checks")
+
+
 @needs_gpu_and_triton
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("head_dim", [64, 128])

@@ -46,11 +46,15 @@ if triton_available():
         tl.store(DELTA + off_bh * seq_len + rows, tl.sum(o * do, 1), mask=rows < seq_len)
 
     @triton.jit
-    def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n, offs_m,
-                    cols, lo, hi, seq_len, qk_scale,
-                    BLOCK_M: tl.constexpr, CAUSAL_MASK: tl.constexpr, EDGE_MASK: tl.constexpr):
+    def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, dq_ptrs, stride_n,
+                    offs_m, cols, lo, hi, seq_len, qk_scale,
+                    BLOCK_M: tl.constexpr, CAUSAL_MASK: tl.constexpr, EDGE_MASK: tl.constexpr,
+                    WITH_DQ: tl.constexpr):
         """For one K/V tile (k, v in SRAM; ``cols`` its key positions), stream the query
         tiles [lo, hi): rebuild Pᵀ, then dV += Pᵀ dO and dK += dSᵀ Q (scaled by the caller).
+        ``WITH_DQ``: also add this tile's dS K to the float32 dQ rows in HBM by atomics
+        (FlashAttention-2's way: 5 products per tile pair instead of 5 here + 2 more in a
+        separate dQ pass, paid for in atomic traffic).
 
         Everything is transposed (keys along rows) so that each product is a plain tl.dot;
         lse is in log2 units, as the forward's exp2 is.
@@ -78,14 +82,18 @@ if triton_available():
             dp_t = tl.dot(v, tl.trans(do))                               # (dO Vᵀ)ᵀ
             ds_t = p_t * (dp_t - delta[None, :])                         # dSᵀ, before the scale
             dk = tl.dot(ds_t.to(q.dtype), q, dk)                         # dK += dSᵀ Q
+            if WITH_DQ:                                                  # dQ += dS K
+                dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k)
+                tl.atomic_add(dq_ptrs + start_m * stride_n, dq, mask=rows[:, None] < seq_len)
         return dk, dv
 
     @triton.jit
-    def _attn_bwd_dkdv(Q, K, V, DO, LSE2, DELTA, DK, DV, qk_scale, sm_scale,
+    def _attn_bwd_dkdv(Q, K, V, DO, LSE2, DELTA, DK, DV, DQ_ACC, qk_scale, sm_scale,
                        stride_b, stride_h, stride_n, n_heads, seq_len,
                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       CAUSAL: tl.constexpr):
-        """dK and dV for BLOCK_N keys of one head (BLOCK_N a multiple of BLOCK_M)."""
+                       CAUSAL: tl.constexpr, WITH_DQ: tl.constexpr):
+        """dK and dV for BLOCK_N keys of one head (BLOCK_N a multiple of BLOCK_M); with
+        ``WITH_DQ`` also its share of dQ, added to the float32 ``DQ_ACC`` (unscaled)."""
         start_n = tl.program_id(0) * BLOCK_N
         off_bh = tl.program_id(1)
         base = (off_bh // n_heads) * stride_b + (off_bh % n_heads) * stride_h
@@ -100,28 +108,29 @@ if triton_available():
         q_ptrs = Q + base + offs_m[:, None] * stride_n + offs_d[None, :]
         do_ptrs = DO + base + offs_m[:, None] * stride_n + offs_d[None, :]
         lse_ptr, delta_ptr = LSE2 + off_bh * seq_len, DELTA + off_bh * seq_len
+        dq_ptrs = DQ_ACC + base + offs_m[:, None] * stride_n + offs_d[None, :]
 
         # Query tiles: those crossing the diagonal (causal) need the causal mask, the partial
         # last one the edge mask, the bulk in between none. Causal keys see only later rows.
         full_end = (seq_len // BLOCK_M) * BLOCK_M
         if CAUSAL:
             diag_end = start_n + BLOCK_N
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, start_n, tl.minimum(diag_end, seq_len), seq_len,
-                                 qk_scale, BLOCK_M, True, True)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, diag_end, full_end, seq_len, qk_scale,
-                                 BLOCK_M, False, False)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, tl.maximum(full_end, diag_end), seq_len, seq_len,
-                                 qk_scale, BLOCK_M, False, True)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, dq_ptrs,
+                                 stride_n, offs_m, cols, start_n, tl.minimum(diag_end, seq_len),
+                                 seq_len, qk_scale, BLOCK_M, True, True, WITH_DQ)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, dq_ptrs,
+                                 stride_n, offs_m, cols, diag_end, full_end, seq_len, qk_scale,
+                                 BLOCK_M, False, False, WITH_DQ)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, dq_ptrs,
+                                 stride_n, offs_m, cols, tl.maximum(full_end, diag_end), seq_len,
+                                 seq_len, qk_scale, BLOCK_M, False, True, WITH_DQ)
         else:
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, 0, full_end, seq_len, qk_scale,
-                                 BLOCK_M, False, False)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_n,
-                                 offs_m, cols, full_end, seq_len, seq_len, qk_scale,
-                                 BLOCK_M, False, True)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, dq_ptrs,
+                                 stride_n, offs_m, cols, 0, full_end, seq_len, qk_scale,
+                                 BLOCK_M, False, False, WITH_DQ)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, dq_ptrs,
+                                 stride_n, offs_m, cols, full_end, seq_len, seq_len, qk_scale,
+                                 BLOCK_M, False, True, WITH_DQ)
         tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty),
                  mask=cols[:, None] < seq_len)
         tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=cols[:, None] < seq_len)
@@ -205,8 +214,10 @@ if triton_available():
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=2),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
     ]
+    # WITH_DQ's atomics add into DQ_ACC: each timed trial starts it from zero again
     _attn_bwd_dkdv_tuned = triton.autotune(
-        DKDV_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dkdv)
+        DKDV_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL", "WITH_DQ"], cache_results=True,
+        reset_to_zero=["DQ_ACC"])(_attn_bwd_dkdv)
     _attn_bwd_dq_tuned = triton.autotune(
         DQ_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dq)
 
@@ -220,15 +231,21 @@ FIXED_BACKWARD_LAUNCH = {"num_warps": 4, "num_stages": 2}
 def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                    lse: torch.Tensor, grad_out: torch.Tensor, *, causal: bool = False,
                    scale: float | None = None, tiles: tuple[int, int, int, int] | None = None,
-                   launch: dict | None = None
+                   launch: dict | None = None, dq_mode: str = "pass"
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dQ, dK, dV) by the three backward kernels, from the forward's O and log-sum-exp.
+    """(dQ, dK, dV) by the backward kernels, from the forward's O and log-sum-exp.
 
     ``tiles`` = (dK/dV kernel's BLOCK_M, BLOCK_N, dQ kernel's BLOCK_M, BLOCK_N) fixes the tile
     sizes (the interpreter and the tests use small ones); left out, the autotuner picks.
     ``launch`` (``num_warps``, ``num_stages``) goes with fixed tiles to both launches.
+    ``dq_mode``: "pass" (default) computes dQ in its own kernel, one writer per row, which
+    recomputes P and dP; "atomic" adds each K/V tile's dS K into a float32 dQ from inside the
+    dK/dV kernel (FlashAttention-2's way: two products fewer per tile pair, atomic traffic
+    instead). Which is faster is a GPU measurement (`scripts/gpu_flash_forward_tuning.py`).
     """
     check_inputs(q, k, v)
+    if dq_mode not in ("pass", "atomic"):
+        raise WorkbookError(f"dq_mode={dq_mode!r}; allowed: 'pass', 'atomic'")
     batch, n_heads, seq_len, head_dim = q.shape
     scale = head_dim ** -0.5 if scale is None else scale
     # One layout for all five (B, H, N, d) tensors: the kernels take one set of strides.
@@ -243,24 +260,33 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     _attn_bwd_delta[(triton.cdiv(seq_len, 64), batch * n_heads)](
         out, grad_out, delta, *strides, HEAD_DIM=head_dim, BLOCK_M=64)
     common = (q, k, v, grad_out, lse2, delta)
+    fused = dq_mode == "atomic"
+    # float32 for the atomics (same layout as q: the kernels share one set of strides); a
+    # one-element stand-in where the dK/dV kernel does not touch it
+    dq_acc = torch.zeros(q.shape if fused else (1,), dtype=torch.float32, device=q.device)
     if tiles is not None:
         m1, n1, m2, n2 = tiles
         if n1 % m1 or m2 % n2:
             raise WorkbookError(f"tiles={tiles}: the dK/dV tile's BLOCK_N must be a multiple of "
                                 "its BLOCK_M, and the dQ tile's BLOCK_M of its BLOCK_N")
         _attn_bwd_dkdv[(triton.cdiv(seq_len, n1), batch * n_heads)](
-            *common, dk, dv, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
-            BLOCK_M=m1, BLOCK_N=n1, CAUSAL=causal, **(launch or {}))
-        _attn_bwd_dq[(triton.cdiv(seq_len, m2), batch * n_heads)](
-            *common, dq, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
-            BLOCK_M=m2, BLOCK_N=n2, CAUSAL=causal, **(launch or {}))
+            *common, dk, dv, dq_acc, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
+            BLOCK_M=m1, BLOCK_N=n1, CAUSAL=causal, WITH_DQ=fused, **(launch or {}))
+        if not fused:
+            _attn_bwd_dq[(triton.cdiv(seq_len, m2), batch * n_heads)](
+                *common, dq, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
+                BLOCK_M=m2, BLOCK_N=n2, CAUSAL=causal, **(launch or {}))
     else:
         _attn_bwd_dkdv_tuned[lambda meta: (triton.cdiv(seq_len, meta["BLOCK_N"]),
                                            batch * n_heads)](
-            *common, dk, dv, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim, CAUSAL=causal)
-        _attn_bwd_dq_tuned[lambda meta: (triton.cdiv(seq_len, meta["BLOCK_M"]),
-                                         batch * n_heads)](
-            *common, dq, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim, CAUSAL=causal)
+            *common, dk, dv, dq_acc, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
+            CAUSAL=causal, WITH_DQ=fused)
+        if not fused:
+            _attn_bwd_dq_tuned[lambda meta: (triton.cdiv(seq_len, meta["BLOCK_M"]),
+                                             batch * n_heads)](
+                *common, dq, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim, CAUSAL=causal)
+    if fused:
+        dq = (dq_acc * scale).to(q.dtype)
     return dq, dk, dv
 
 
