@@ -360,6 +360,22 @@ def test_compare_styles_by_source():
     assert "H100" in fig.layout.title.text and "2026-11-22" in fig.layout.title.text
 
 
+def test_compare_marks_out_of_memory_points_instead_of_dropping_them():
+    # 07 on the H200: vanilla ran out of memory at N = 16384 and its curve just stopped
+    from workbook import plots
+
+    rows = pd.DataFrame({"n": [1024, 4096, 16384, 16384], "value": [1.0, 2.0, float("nan"), 3.0],
+                         "variant": ["vanilla", "vanilla", "vanilla", "flash"],
+                         "status": ["ok", "ok", "oom", "ok"], "source": "measured"})
+    fig = plots.compare(rows, "n", group="variant", log_x=True)
+    crosses = [a for a in fig.layout.annotations if a.text == "✕"]
+    assert len(crosses) == 1 and abs(crosses[0].x - 4.2144) < 1e-3, "at log10(16384)"
+    assert "vanilla: out of memory at n = 16384" in crosses[0].hovertext
+    assert any("out of memory" in (t.name or "") for t in fig.data), "named in the legend"
+    plain = plots.compare(rows[rows["status"] == "ok"], "n", group="variant")
+    assert not plain.layout.annotations and len(plain.data) == 2, "no oom rows, no marks"
+
+
 # ----------------------------------------------------------------------------- notebooks
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator, Sequence
 
 import pandas as pd
@@ -194,7 +195,35 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
         fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source}{where})",
                         line={**style.get("line", {}), "color": color_for(hue)}, marker=marker,
                         mode=style["mode"])
+    mark_oom(fig, rows, x, groups, log_x=log_x)
     return fig
+
+
+def mark_oom(fig: Figure, rows: pd.DataFrame, x: str, groups: Sequence[str] = (), *,
+             log_x: bool = False) -> None:
+    """A configuration that ran out of memory has no value to draw: a red ✕ at its ``x`` along
+    the bottom of the plot (one row of crosses per group, named in the hover text) and a
+    legend entry, never a silent gap where the curve stops (07's vanilla at N = 16384)."""
+    if "status" not in rows.columns or x not in rows.columns:
+        return
+    oom = rows[(rows["status"] == "oom") & rows[x].notna()]
+    if oom.empty:
+        return
+    groups = list(groups)
+    for level, (key, part) in enumerate(oom.groupby(groups, dropna=False, sort=False)
+                                        if groups else [((), oom)]):
+        key = key if isinstance(key, tuple) else (key,)
+        label = " ".join(str(k) for k in key)
+        for at in sorted(set(part[x])):
+            if log_x and at <= 0:
+                continue
+            fig.add_annotation(x=math.log10(at) if log_x else at, y=0.02 + 0.05 * level,
+                               yref="paper", text="✕", showarrow=False,
+                               font={"color": OOM_COLOR, "size": 16},
+                               hovertext=f"{label + ': ' if label else ''}out of memory at "
+                                         f"{x} = {at:g}")
+    fig.add_scatter(x=[None], y=[None], mode="markers", name="out of memory (crosses along the foot)",
+                    marker={"symbol": "x", "size": 10, "color": OOM_COLOR})
 
 
 MACHINE_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "pentagon", "hexagon")
