@@ -222,7 +222,8 @@ def mark_oom(fig: Figure, rows: pd.DataFrame, x: str, groups: Sequence[str] = ()
                                font={"color": OOM_COLOR, "size": 16},
                                hovertext=f"{label + ': ' if label else ''}out of memory at "
                                          f"{x} = {at:g}")
-    fig.add_scatter(x=[None], y=[None], mode="markers", name="out of memory (crosses along the foot)",
+    fig.add_scatter(x=[None], y=[None], mode="markers",
+                    name="out of memory (crosses along the foot)",
                     marker={"symbol": "x", "size": 10, "color": OOM_COLOR})
 
 
