@@ -387,6 +387,7 @@ def provenance_label(frame: pd.DataFrame) -> str:
     return "recorded on " + "; ".join(parts)
 
 
+@takes_rows
 def dashed(table: pd.DataFrame, reasons: Mapping[Any, str] | None = None) -> pd.DataFrame:
     """``table`` as a reader sees it: a missing cell reads "–" (or its column's reason from
     ``reasons``, "– (none below stage 2)") instead of NaN, which reads as a value lost. The
