@@ -279,11 +279,7 @@ def loss_kernel_table(rows: pd.DataFrame, top: int | None = None) -> pd.DataFram
     kernel = table["variant"] == "triton_ce"
     launches = table[kernel] if top is None else table[kernel].head(top)
     # a baseline has no launch settings: "–", not NaN, in its block/warps/per_sm/evict cells
-    settings = [k for k in ("block", "warps", "per_sm", "evict") if k in table]
-    baselines = table[~kernel].astype({k: object for k in settings})
-    baselines[settings] = baselines[settings].where(baselines[settings].notna(), "–")
-    return pd.concat([baselines, launches.astype({k: object for k in settings})],
-                     ignore_index=True)
+    return results.dashed(pd.concat([table[~kernel], launches], ignore_index=True))
 
 
 

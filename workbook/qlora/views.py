@@ -126,13 +126,12 @@ def optimizer_table(rows: pd.DataFrame) -> pd.DataFrame:
     # a run that did not fit measured nothing: "OOM", not NaN; without a cap "fits" asks
     # nothing: "–" (0 GB is no cap, never a cap of 0 GB)
     oom = part[part["status"] == "oom"] if "status" in part.columns else part.iloc[0:0]
-    oom_keys = set(map(tuple, oom[index].drop_duplicates().itertuples(index=False)))
-    for j, col in enumerate(out.columns):
-        for i, key in enumerate(out.index):
-            if col[0] == "fits" and key[0] == "none":
-                out.iat[i, j] = "–"
-            elif col[1] != "predicted" and key in oom_keys and out.iat[i, j] != out.iat[i, j]:
-                out.iat[i, j] = "OOM"
+    failed = out.index.isin(list(map(tuple, oom[index].itertuples(index=False))))
+    measured = [c for c in out.columns if c[1] != "predicted"]
+    out.loc[failed, measured] = out.loc[failed, measured].where(
+        out.loc[failed, measured].notna(), "OOM")
+    fits = [c for c in out.columns if c[0] == "fits"]
+    out.loc[out.index.get_level_values("cap") == "none", fits] = "–"
     return out.rename_axis(index=["cap (GB)", "method", "optimizer"])
 
 
