@@ -13,7 +13,7 @@ P=(--only-binary=:all: --python-version 3.12 --implementation cp)
 for n in 1 2014; do P+=(--platform "manylinux${n}_x86_64"); done
 for n in 17 24 27 28 31 34; do P+=(--platform "manylinux_2_${n}_x86_64"); done
 python3 -m pip download -q "${P[@]}" -d .whl nbclient ipykernel plotly ipywidgets anywidget \
-  hjson pydantic
+  hjson pydantic pytest   # pytest: the GPU tests (tests/ -k on_the_gpu)
 # what the device image already holds (KINDS.md's list): one version of each, the image's
 rm -f .whl/packaging-* .whl/psutil-* .whl/pygments-* .whl/python_dateutil-* \
   .whl/typing_extensions-* .whl/attrs-* .whl/tzdata-*

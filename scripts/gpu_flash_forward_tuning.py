@@ -3,6 +3,8 @@
     python3 scripts/gpu_flash_forward_tuning.py          # on the device machine; prints only
     python3 scripts/gpu_flash_forward_tuning.py --sweep  # every tile/launch option, per kernel,
                                                          # and the backward's dQ by atomics
+    python3 scripts/gpu_flash_forward_tuning.py --dq     # only the backward's two dQ modes,
+                                                         # fwd+bwd beside cuDNN and FA2 (~1 min)
 
 B4 H16 bf16. ``tma``: what ``flash_forward`` runs on Hopper (K/V tiles fetched by the Tensor
 Memory Accelerator, the scale folded into one FMA, autotuned tiles); ``pointer``: the portable
@@ -136,6 +138,43 @@ def sweep(n: int = 16384, d: int = 128) -> None:
                   flush=True)
 
 
+def dq_modes(d: int, n: int, causal: bool) -> None:
+    """Forward + backward with each ``dq_mode`` beside cuDNN's and FlashAttention-2's, one line
+    (TF/s counted as 3.5 x the forward's products, the workbook's convention)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v, do = (torch.randn(4, 16, n, d, device="cuda", dtype=torch.bfloat16,
+                               requires_grad=True) for _ in range(4))
+    flops = 3.5 * 4 * 4 * 16 * n * n * d * (0.5 if causal else 1)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def sdpa_step(be):
+        def run():
+            with sdpa_kernel(be):
+                return torch.autograd.grad(sdpa(q, k, v, is_causal=causal), (q, k, v), do)
+        return run
+
+    def triton_step(mode):
+        def run():
+            out, lse = FT.flash_forward(q, k, v, causal=causal, store_lse=True)
+            return FB.flash_backward(q, k, v, out, lse, do, causal=causal, dq_mode=mode)
+        return run
+
+    ref = sdpa_step(SDPBackend.FLASH_ATTENTION)()
+    line = [f"fwd+bwd d={d} N={n} causal={causal}:"]
+    for name, fn in (("pass", triton_step("pass")), ("atomic", triton_step("atomic")),
+                     ("cudnn", sdpa_step(SDPBackend.CUDNN_ATTENTION)),
+                     ("fa2", sdpa_step(SDPBackend.FLASH_ATTENTION))):
+        try:
+            err = max((a.float() - b.float()).abs().max().item()
+                      for a, b in zip(fn(), ref, strict=True))
+            ms = time_ms(fn)
+            line.append(f"{name} {ms:.2f} ms {flops / ms / 1e9:.0f} TF/s (err {err:.1e})")
+        except Exception as exc:  # noqa: BLE001 - a failing variant is a line, not a stop
+            line.append(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
+    print(" | ".join(line), flush=True)
+
+
 def main() -> None:
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton",
           triton.__version__, "TMA path:", FT.tma_applies(*(torch.empty(1, 1, 128, 128,
@@ -151,5 +190,10 @@ if __name__ == "__main__":
         print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
         sweep(16384)
         sweep(4096)
+    elif sys.argv[1:] == ["--dq"]:
+        print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
+        for d, n, causal in [(128, 16384, False), (128, 4096, False), (128, 16384, True),
+                             (64, 16384, False), (128, 1024, False)]:
+            dq_modes(d, n, causal)
     else:
         main()
