@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from workbook.claims import Claim, claims_table
@@ -121,8 +122,10 @@ def optimizer_table(rows: pd.DataFrame) -> pd.DataFrame:
     part = part.assign(cap=cap.map(lambda c: "none" if c == 0 else f"{c:g} GB"))
     index = ["cap", "method", "optimizer"]
     out = part.pivot_table(index=index, columns=["metric", "source"], values="value")
-    out = out.sort_index(level="cap", key=lambda c: c != "none", kind="stable",
-                         sort_remaining=False).round(2).astype(object)
+    # uncapped rows first, each group in the pivot's order (an argsort, not sort_index's key=,
+    # which loses the level's name in the H200 image's pandas: KeyError 'Level cap not found')
+    uncapped_last = np.asarray(out.index.get_level_values("cap") != "none")
+    out = out.iloc[np.argsort(uncapped_last, kind="stable")].round(2).astype(object)
     # a run that did not fit measured nothing: "OOM", not NaN; without a cap "fits" asks
     # nothing: "–" (0 GB is no cap, never a cap of 0 GB)
     oom = part[part["status"] == "oom"] if "status" in part.columns else part.iloc[0:0]
