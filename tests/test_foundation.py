@@ -492,7 +492,8 @@ def test_the_progress_bar_ends_saying_the_run_ended(tmp_path, capsys):
     runner.call("tests._runner_targets:sleep_writing_pid",
                 {"path": str(tmp_path / "pid"), "seconds": 1.5}, timeout_s=60,
                 progress="sleeping")
-    text = capsys.readouterr().err
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
     assert "sleeping: ended after" in text, text[-300:]
 
 

@@ -233,31 +233,27 @@ def _wait(proc: subprocess.Popen, timeout_s: float, progress: str | None,
     """``proc.wait(timeout_s)``, with a bar of elapsed seconds when ``progress`` is given."""
     if not progress:
         return proc.wait(timeout=timeout_s)
-    from tqdm.auto import tqdm
+    from workbook.progress import bar as progress_bar
 
     total = max(1, round(expected_s)) if expected_s else None
     fmt = ("{desc}: {bar} {n}/{total} s, about {remaining} left (from the last run here)"
            if total else "{desc}: running, {n} s so far (first run here: no estimate yet)")
-    # (a saved notebook keeps the bar's first text, "0 s so far": it must not read as a time)
     start = time.monotonic()
-    with tqdm(total=total, desc=progress, bar_format=fmt, leave=False) as bar:
+
+    def ended() -> str:   # the line that replaces the bar (a saved notebook keeps it)
+        return f"{progress}: ended after {time.monotonic() - start:.0f} s"
+
+    with progress_bar(total, progress, bar_format=fmt, end=ended) as shown:
         while True:
             try:
                 code = proc.wait(timeout=1.0)
+                break
             except subprocess.TimeoutExpired:
                 elapsed = time.monotonic() - start
                 if elapsed >= timeout_s:
                     raise
-                bar.n = min(int(elapsed), total) if total else int(elapsed)
-                bar.refresh()
-                continue
-            # The last text a live bar shows: the run's end, not "running, N s so far".
-            bar.bar_format = "{desc}: " + f"ended after {time.monotonic() - start:.0f} s"
-            bar.refresh()
-            break
-    # A saved notebook keeps only the widget's first text ("running, 0 s so far"), and the
-    # bar goes when it closes: the end is said once more as plain text, which stays.
-    print(f"{progress}: ended after {time.monotonic() - start:.0f} s")
+                shown.n = min(int(elapsed), total) if total else int(elapsed)
+                shown.refresh()
     return code
 
 

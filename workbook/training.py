@@ -179,7 +179,7 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
     stay on the device until the end: no host-device sync per step (tiny models are
     launch-bound, and a sync per step would stall them). The batches depend only on ``seed``.
     """
-    from tqdm.auto import tqdm
+    from workbook.progress import each
 
     device = torch.device(device or next(model.parameters()).device)
     if batches is None:
@@ -222,7 +222,7 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
     threads = torch_threads() if device.type == "cpu" else contextlib.nullcontext()
     with threads:
         model.train()
-        for step in tqdm(range(cfg.steps), desc=desc, disable=not progress):
+        for step in each(range(cfg.steps), desc=desc, disable=not progress):
             if step % cfg.eval_every == 0:
                 log(step, "val", validate(), lr_at(step, cfg))
             set_lr(lr_at(step, cfg))

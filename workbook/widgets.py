@@ -282,10 +282,11 @@ def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60
 
 
 def progress(iterable, *, desc: str = "", total: int | None = None, disable: bool = False):
-    """A progress bar that renders as a widget in Jupyter and as text elsewhere."""
-    from tqdm.auto import tqdm
+    """A progress bar that renders as a widget in Jupyter and as text elsewhere, and leaves
+    one line saying how it ended (:mod:`workbook.progress`)."""
+    from workbook.progress import each
 
-    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False)
+    return each(iterable, desc=desc, total=total, disable=disable)
 
 
 def readable_tables() -> None:
