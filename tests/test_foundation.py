@@ -819,3 +819,22 @@ def test_interleaved_timing_takes_turns_and_keeps_each_ones_median():
     assert out["b"] > out["a"], out
     with pytest.raises(WorkbookError, match="fns is empty"):
         profiling.time_ms_interleaved({})
+
+
+def test_recorded_oom_points_reach_the_reader_and_failed_runs_do_not(ledger_dir):
+    """12's optimizer table showed NaN for the two configurations that ran out of memory under
+    the 40 GB cap, and 07 drew no cross for the H100's out-of-memory vanilla run: recorded
+    references were loaded with ok rows only. An oom row is a point (the boundary of what
+    fits), an unsupported one a reason; an error or a timeout is not a result."""
+    statuses = ["ok", "oom", "unsupported", "error", "timeout"]
+    rows = pd.DataFrame({"size": ["a", "b", "c", "d", "e"], "metric": "peak",
+                         "value": [1.0, float("nan"), float("nan"), float("nan"), float("nan")],
+                         "source": "measured", "status": statuses})
+    results.record("qlora_vram", rows, preset="full", seed=0)
+    assert sorted(results.load_shown("qlora_vram")["status"]) == ["ok", "oom", "unsupported"]
+    live = pd.DataFrame({"size": ["a"], "metric": ["peak"], "value": [2.0],
+                         "source": ["measured"], "status": ["ok"], "device": ["another GPU"],
+                         "n_gpus": [1]})
+    shown = registry.with_references("qlora_vram", live)
+    assert sorted(shown["status"]) == ["ok", "ok", "oom", "unsupported"]
+    assert "error" not in set(registry.shown("qlora_vram")["status"])

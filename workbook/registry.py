@@ -300,7 +300,7 @@ def live_or_recorded(name: str, preset: str | None = None, seed: int = 0,
         # so a table or figure can put this machine's rows beside the ledger's.
         here = results.provenance(chosen, seed)
         return live.assign(**{k: v for k, v in here.items() if k not in live.columns})
-    recorded = results.load(name)
+    recorded = results.load_shown(name)
     print(reason if not recorded.empty else reason.replace(
         "Recorded rows are shown instead.", "No recorded rows exist yet."))
     return recorded
@@ -314,7 +314,7 @@ def shown(name: str) -> pd.DataFrame:
     live rows with the recorded devices beside), else the ledger's rows. Later cells (a claims
     table) read this, so they use this machine's numbers once a Run button has run them."""
     get(name)  # an unknown experiment: one line naming the known ones
-    return _SHOWN[name] if name in _SHOWN else results.load(name)
+    return _SHOWN[name] if name in _SHOWN else results.load_shown(name)
 
 
 @takes_rows
@@ -347,7 +347,7 @@ def with_references(name: str, live: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_references(name: str, live: pd.DataFrame) -> pd.DataFrame:
-    recorded = results.load(name, ok_only=True)
+    recorded = results.load_shown(name)
     here = live[live["source"] == "measured"] if "source" in live.columns else live.iloc[0:0]
     if here.empty:  # nothing ran here: the recorded rows are all there is
         return recorded if not recorded.empty else live

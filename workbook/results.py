@@ -334,6 +334,18 @@ def load(experiment: str, *, device: str | None = None, ok_only: bool = False) -
     return frame.reset_index(drop=True)
 
 
+# What a reader is shown of a recorded run: its points, an out-of-memory configuration (a
+# point on the figure: the boundary of what fits) and a variant this machine does not support
+# (a "–" with its reason); a run that failed or timed out is not a result.
+SHOWN_STATUSES = ("ok", "oom", "unsupported")
+
+
+def load_shown(experiment: str) -> pd.DataFrame:
+    """:func:`load`'s rows whose status is one a reader is shown (:data:`SHOWN_STATUSES`)."""
+    frame = load(experiment)
+    return frame[frame["status"].isin(SHOWN_STATUSES)].reset_index(drop=True)
+
+
 @takes_rows
 def preset_of(frame: pd.DataFrame, default: str = "small") -> str:
     """The preset rows were run with (their ``preset`` column), else ``default``."""

@@ -267,7 +267,7 @@ def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60
     eta = "time unknown" if seconds is None else (
         f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s")
     print(f"{name} ({chosen} preset) takes {eta} here ({how}): press the button to run it.")
-    recorded = results.load(name, ok_only=True)
+    recorded = results.load_shown(name)
     if not recorded.empty:
         print("Meanwhile the rows recorded earlier (device and date on each); this machine's "
               "appear below the button once it has run:")
