@@ -110,9 +110,14 @@ def test_claims_table_shows_where_in_full_and_numbers_in_fixed_notation():
 
     where = "recorded on NVIDIA H100 80GB HBM3 ×1, 2026-11-22, seed 0 (a long provenance)"
     table = claims_table([Claim("GPT-3 FLOPs", "lecture", 3.15e23, 3.14e23, "FLOPs", where),
-                          Claim("ratio", "lecture", 2.0, 0.000335)])
+                          Claim("ratio", "lecture", 2.0, 0.000335),
+                          Claim("tiny", "lecture", 1.0, 0.0000335)])
     html = table._repr_html_()
-    assert where in html and "3.15×10²³" in html and "3.35×10⁻⁴" in html and "e+23" not in html
+    assert where in html and "3.15×10²³" in html and "e+23" not in html
+    # one number, one way in table and verdict: fixed down to 10⁻⁴ (11's -8.28×10⁻⁴ beside
+    # a verdict's 0.00083), powers of ten below; rounded as printed (3.645e25 gave 3.64×10²⁵)
+    assert "0.000335" in html and "3.35×10⁻⁵" in html
+    assert readable(3.645e25) == "3.65×10²⁵" and readable(-8.28e-4) == "-0.000828"
     assert type(table[table["verdict"] == "holds"]).__name__ == "ClaimsTable"
     assert [readable(v) for v in (1979, 0.0956, 4194304, math.nan)] == [
         "1,979", "0.0956", "4,194,304", ""]

@@ -149,6 +149,12 @@ def fixed(value: float, digits: int = 3) -> str:
     if math.isfinite(value) and (value == 0 or 1e-4 <= abs(value) < 1e7):
         text = f"{value:,.{digits}g}"
         return f"{value:,.0f}" if "e" in text else text  # 1234.5 -> 1,234 (not 1.23e+03)
+    return _power_of_ten(value, digits)
+
+
+def _power_of_ten(value: float, digits: int) -> str:
+    """2.5×10⁹ from the formatter's own rounding (3.645e25 -> 3.65×10²⁵, where dividing by
+    10²⁵ first gave 3.6449999… and 3.64)."""
     text = f"{value:.{digits}g}"
     if "e" not in text:
         return text
@@ -231,11 +237,11 @@ def readable(value: object) -> str:
         return "" if value is None else str(value)
     if math.isnan(value):
         return ""
-    if value == 0 or 1e-3 <= abs(value) < 1e7:
+    # the same bounds as :func:`fixed`, so a table and its verdict write one number one way
+    if value == 0 or 1e-4 <= abs(value) < 1e7:
         text = f"{value:,.4g}"
         return f"{value:,.0f}" if abs(value) >= 1e4 or "e" in text else text  # 9,999.7: 10,000
-    exponent = math.floor(math.log10(abs(value)))
-    return f"{value / 10**exponent:.3g}×10{str(exponent).translate(_SUPERSCRIPT)}"
+    return _power_of_ten(value, 3)
 
 
 class ClaimsTable(pd.DataFrame):
