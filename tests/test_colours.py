@@ -415,3 +415,31 @@ def test_00_names_a_machine_alike_in_its_bars_and_its_roofline_explorer():
     sheet = "datasheet" + here.removeprefix("this machine")
     assert bars[here].color == bars[sheet].color, "a machine's datasheet bars in its colour"
     assert bars[sheet].pattern.shape == "/" and bars[here].pattern.shape == ""
+
+
+def test_a_formula_shared_by_every_machine_is_one_unnamed_trace():
+    """07's traffic plots drew each model line twice, '(predicted, H200)' and '(predicted, H100
+    80GB HBM3)' with the same points; 11 named a trace 'NVIDIA H100 80GB HBM3 (recorded, H100
+    80GB HBM3)'."""
+    from workbook import plots
+
+    def rows(device, source, ys, label="vanilla"):
+        return pd.DataFrame({"n": [1, 2], "value": ys, "source": source, "status": "ok",
+                             "device": device, "variant": label})
+
+    both = pd.concat([rows("NVIDIA H200", "measured", [1.0, 2.0]),
+                      rows("NVIDIA H200", "predicted", [1.5, 2.5]),
+                      rows("NVIDIA H100 80GB HBM3", "recorded", [1.2, 2.2]),
+                      rows("NVIDIA H100 80GB HBM3", "predicted", [1.5, 2.5]),
+                      rows("NVIDIA H200", "predicted", [9.0, 9.5], "roof"),
+                      rows("NVIDIA H100 80GB HBM3", "predicted", [7.0, 7.5], "roof")])
+    names = [t.name for t in plots.compare(both, "n", group="variant").data]
+    assert names.count("vanilla (predicted)") == 1, names
+    assert "vanilla (measured, H200)" in names and "vanilla (recorded, H100 80GB HBM3)" in names
+    # a prediction that differs by machine keeps one trace per machine, each named
+    assert {"roof (predicted, H200)", "roof (predicted, H100 80GB HBM3)"} <= set(names)
+    by_machine = pd.concat([rows("NVIDIA H200", "measured", [1.0, 2.0]),
+                            rows("NVIDIA H100 80GB HBM3", "recorded", [1.2, 2.2])])
+    by_machine["where"] = by_machine["device"]
+    names = [t.name for t in plots.compare(by_machine, "n", group="where").data]
+    assert "NVIDIA H100 80GB HBM3 (recorded)" in names, names

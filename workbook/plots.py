@@ -178,10 +178,19 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
     keys = keys + ["device"] if machines else keys
     symbol = machine_symbols(ok["device"]) if machines else {}
     shapes: dict[str, dict[str, str]] = {}  # colour key -> label -> shape, where they share
-    for key, part in (ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)]):
+    parts = list(ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)])
+    formulas = _formula_curves(parts, groups, x, y) if machines else {}
+    drawn: set = set()
+    for key, part in parts:
         key = key if isinstance(key, tuple) else (key,)
         source = key[len(groups)] if "source" in ok.columns else "measured"
         label = " ".join(str(k) for k in key[:len(groups)]) or str(y)
+        curve = (label, source)
+        if curve in formulas and not formulas[curve]:
+            # a formula that gives every machine the same curve is drawn once, unnamed by any
+            if curve in drawn:
+                continue
+            drawn.add(curve)
         hue = str(part[color].iloc[0]) if color else label.removeprefix("model: ")
         shared = shapes.setdefault(hue, {})
         shape = shared.setdefault(label, MACHINE_SYMBOLS[len(shared) % len(MACHINE_SYMBOLS)])
@@ -191,12 +200,29 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
             marker["symbol"] = marker["symbol"].replace(
                 "circle", shape if color else symbol[key[-1]])
         part = part.sort_values(x)
-        where = f", {short_device(key[-1])}" if machines else ""
+        name = short_device(key[-1]) if machines else ""
+        # no machine name where the label is the machine already, or the curve is everyone's
+        where = f", {name}" if name and name not in label and formulas.get(curve, True) else ""
         fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source}{where})",
                         line={**style.get("line", {}), "color": color_for(hue)}, marker=marker,
                         mode=style["mode"])
     mark_oom(fig, rows, x, groups, log_x=log_x)
     return fig
+
+
+def _formula_curves(parts: list, groups: Sequence[str], x: str, y: str) -> dict:
+    """For each (label, source) of a prediction (not measured or recorded): False where several
+    machines have the very same curve (drawn once, named by none), True otherwise (one trace
+    per machine, named: it may hold for that machine only)."""
+    curves: dict[tuple[str, str], list] = {}
+    for key, part in parts:
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) <= len(groups) or key[len(groups)] in ("measured", "recorded"):
+            continue
+        label = " ".join(str(k) for k in key[:len(groups)]) or str(y)
+        data = tuple(map(tuple, part.sort_values(x)[[x, y]].to_numpy().tolist()))
+        curves.setdefault((label, key[len(groups)]), []).append(data)
+    return {curve: len(datas) == 1 or len(set(datas)) > 1 for curve, datas in curves.items()}
 
 
 def mark_oom(fig: Figure, rows: pd.DataFrame, x: str, groups: Sequence[str] = (), *,
