@@ -269,7 +269,8 @@ def run_or_button(name: str, show: Callable[[Any], Any], *, budget_s: float = 60
     print(f"{name} ({chosen} preset) takes {eta} here ({how}): press the button to run it.")
     recorded = results.load_shown(name)
     if not recorded.empty:
-        print("Meanwhile the rows recorded earlier (device and date on each); this machine's "
+        # where they come from, said here: not every table below has a device or date column
+        print(f"Meanwhile the rows {results.provenance_label(recorded)}; this machine's "
               "appear below the button once it has run:")
     # drawn in the cell's own output, not the button's: a saved notebook keeps it there
     drawn = preview(recorded) if preview is not None else show(recorded.iloc[0:0])
