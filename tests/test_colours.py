@@ -178,7 +178,7 @@ def nb08():
             plots.compare(sweep, x="lr", group="mode", log_x=True),
             plots.compare(stagnation[stagnation["metric"] == "loss"], x="step", group="mode"),
             plots.compare(training[(training["metric"] == "loss")], x="step", group="mode"),
-            plots.bars(roofline[roofline["kind"] == "matmul"], x="dtype", group="source"),
+            precision.matmul_figure(roofline),
             precision.scaler_figure(training[training["mode"] == "fp16_gradscaler"])]
 
 

@@ -360,10 +360,12 @@ def test_mid_training_caption_reads_its_numbers_from_the_rows():
     assert "12,345 training tokens" in text and "2 seeds" in text and "stopped at 10" in text
 
 
-def test_shown_numbers_prefer_this_machine_then_one_recorded_device():
+def test_shown_numbers_prefer_this_machine_then_the_latest_recording():
     rows = pd.DataFrame({"source": ["recorded", "measured", "recorded"],
-                         "device": ["H100", "cpu", "H200"], "value": [1.0, 2.0, 3.0]})
+                         "device": ["H200", "cpu", "H100"], "value": [1.0, 2.0, 3.0],
+                         "recorded_at": ["2026-12-02T10:00:00Z", None, "2026-11-22T10:00:00Z"]})
     assert list(ev.shown_numbers(rows)["value"]) == [2.0]
+    # registry.main_rows' rule: the latest recording, not the first device in the ledger
     assert list(ev.shown_numbers(rows[rows["source"] == "recorded"])["value"]) == [1.0]
 
 

@@ -324,6 +324,7 @@ def main_rows(rows: pd.DataFrame) -> pd.DataFrame:
     devices (a mean of an H100 and an H200 is nobody's number)."""
     if rows.empty or "device" not in rows.columns:
         return rows
+    rows = rows.reset_index(drop=True)  # a concatenation's repeated labels: one row per label
     key = ["device", "n_gpus"] if "n_gpus" in rows.columns else ["device"]
     live = rows["source"] == "measured" if "source" in rows.columns else None
     if live is not None and live.any():  # this machine: its measured and predicted rows

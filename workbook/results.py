@@ -387,7 +387,11 @@ def provenance_label(frame: pd.DataFrame) -> str:
     frame = frame.assign(**{c: frame[c] if c in frame.columns else None
                             for c in ("n_gpus", "recorded_at")},
                          seed=frame[seed_col] if seed_col in frame.columns else None)
-    for (device, n_gpus), group in frame.groupby(["device", "n_gpus"], dropna=False):
+    # the latest recording first, as the tables and claims put it (not the devices' names)
+    latest = frame["recorded_at"].astype(str).groupby(
+        [frame["device"], frame["n_gpus"]], dropna=False).transform("max")
+    frame = frame.assign(_latest=latest).sort_values("_latest", ascending=False, kind="stable")
+    for (device, n_gpus), group in frame.groupby(["device", "n_gpus"], dropna=False, sort=False):
         dates = sorted({str(d)[:10] for d in group["recorded_at"].dropna()})
         seeds = sorted({_cell(s) for s in group["seed"].dropna()}, key=_seed_order)
         when = dates[0] if len(dates) == 1 else f"{dates[0]}…{dates[-1]}" if dates else "?"

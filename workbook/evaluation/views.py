@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from workbook import registry
 from workbook.claims import Claim, claims_table
 from workbook.config import check_range, takes_rows
 from workbook.evaluation.arena import ArenaConfig, leaderboard, rank_agreement
@@ -54,13 +55,23 @@ def leaderboard_explorer(seed: int = 0):
 # ----------------------------------------------------------------------------- pipeline
 
 
+_TEST_TASK_COLUMNS = {"benchmark_exact_match": "benchmark exact match (share of items)",
+                      "general_exact_match": "general exact match (share of items)",
+                      "pretraining_val_loss": "pre-training val loss (nats/token)"}
+
+
 @takes_rows
 def test_task_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant: benchmark and general exact match, pre-training loss."""
-    keys = [c for c in ("variant", "source") if c in rows.columns]
-    table = rows.pivot_table(index=keys, columns="metric", values="value", sort=False)
-    wanted = ["benchmark_exact_match", "general_exact_match", "pretraining_val_loss"]
-    return table[[c for c in wanted if c in table.columns]].round(3).reset_index()
+    """One row per variant: benchmark and general exact match (shares of the held-out items)
+    and the pre-training validation loss (nats/token), all in fixed notation with three
+    decimals, units in the headers."""
+    from workbook.claims import ClaimsTable
+
+    table = rows.pivot_table(index="variant", columns="metric", values="value", sort=False)
+    table = table[[c for c in _TEST_TASK_COLUMNS if c in table.columns]]
+    shown = table.apply(lambda col: col.map(lambda v: f"{v:.3f}" if v == v else "–"))
+    return ClaimsTable(shown.rename(columns=_TEST_TASK_COLUMNS).rename_axis(columns=None)
+                       .reset_index())
 
 
 @takes_rows
@@ -93,14 +104,13 @@ def test_task_caption(rows: pd.DataFrame) -> str:
 
 @takes_rows
 def shown_numbers(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows that are *the* numbers of a table or claim (the one rule of
-    :func:`workbook.registry.with_references`): those measured on this machine where there are
-    any, else the recorded ones (of one device: the first in the ledger)."""
-    if "source" in rows.columns and (rows["source"] == "measured").any():
-        return rows[rows["source"] == "measured"]
-    if "device" in rows.columns and rows["device"].notna().any():
-        return rows[rows["device"] == rows["device"].dropna().iloc[0]]
-    return rows
+    """The rows that are *the* numbers of a table or claim, by the rule of
+    :func:`workbook.registry.main_rows`: those measured on this machine where there are any,
+    else the most recently recorded machine's (never a mix of devices)."""
+    main = registry.main_rows(rows.reset_index(drop=True))  # a concat's duplicate index confuses it
+    if "source" in main.columns and (main["source"] == "measured").any():
+        return main[main["source"] == "measured"]
+    return main
 
 
 def mean_interval(values: pd.Series | list[float], level: float = 0.95
@@ -202,23 +212,58 @@ def mid_training_caption(rows: pd.DataFrame) -> str:
             f"{effects['train_seed'].nunique()} seeds; {steps}.")
 
 
+def _machines(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """``rows`` by machine: :func:`shown_numbers` first (this machine's, else the latest
+    recording), then every other recorded machine, the latest first."""
+    if rows.empty:
+        return []
+    rows = rows.reset_index(drop=True)
+    main = shown_numbers(rows)
+    if "device" not in rows.columns or "source" not in rows.columns:
+        return [main]
+    rest = rows[(rows["source"] == "recorded") & ~rows.index.isin(main.index)]
+    key = ["device", "n_gpus"] if "n_gpus" in rest.columns else ["device"]
+    others = [part for _, part in rest.groupby(key, dropna=False, sort=False)]
+    if "recorded_at" in rest.columns:
+        others.sort(key=lambda part: str(part["recorded_at"].astype(str).max()), reverse=True)
+    return [part for part in (main, *others) if len(part)]
+
+
+_DPO_HEADERS = {"exact_match": "exact match (share)",
+                "win_rate_vs_sft": "win rate vs sft (share, a tie half)",
+                "refusal_rate_unsafe": "refuses unsafe requests (share)",
+                "refusal_rate_safe": "refuses harmless look-alikes (share)",
+                "refusal_rate_tasks": "refuses task prompts (share)"}
+# why a cell has no number: the win rate compares DPO's replies with sft's
+_DPO_GAPS = {("sft", "win_rate_vs_sft"): "– (the reference)",
+             ("sft_no_safety", "win_rate_vs_sft"): "– (only DPO is compared with sft)"}
+
+
 @takes_rows
 def dpo_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """SFT without safety data (the "before" of the refusal rates), SFT and DPO on held-out
-    items and requests: mean over DPO seeds [95 % interval, cut at 0 and 1: all are shares]."""
-    part = shown_numbers(rows)
-    final = part[part["metric"].isin(_DPO_FINAL)]
-    final = final[(final["model"] != "dpo") | (final["step"] == final["step"].max())]
+    items and requests, one block per machine (this machine's first, then each recording,
+    labelled with device, date and preset): mean over DPO seeds [95 % interval, cut at 0 and
+    1: all are shares]; a cell without a number says why."""
+    from workbook.claims import ClaimsTable
+
     table = []
-    for model in [m for m in ("sft_no_safety", "sft", "dpo") if m in set(final["model"])]:
-        row: dict = {"model": model}
-        for metric in _DPO_FINAL:
-            mean, low, high = share_interval(final[(final["model"] == model)
-                                                   & (final["metric"] == metric)]["value"])
-            row[metric] = (f"{mean:.3f}" if math.isnan(low) else
-                           f"{mean:.3f} [{low:.3f}, {high:.3f}]") if mean == mean else "-"
-        table.append(row)
-    return pd.DataFrame(table)
+    for part in _machines(rows):
+        where = f"{where_label(part)}, {preset_of(part)} preset"
+        final = part[part["metric"].isin(_DPO_FINAL)]
+        final = final[(final["model"] != "dpo") | (final["step"] == final["step"].max())]
+        for model in [m for m in ("sft_no_safety", "sft", "dpo") if m in set(final["model"])]:
+            row: dict = {"measured on": where, "model": model}
+            for metric in _DPO_FINAL:
+                mean, low, high = share_interval(final[(final["model"] == model)
+                                                       & (final["metric"] == metric)]["value"])
+                row[_DPO_HEADERS[metric]] = (
+                    _DPO_GAPS.get((model, metric), "– (not measured)") if mean != mean
+                    else f"{mean:.3f}" if math.isnan(low) else
+                    f"{mean:.3f} [{low:.3f}, {high:.3f}]")
+            table.append(row)
+    return ClaimsTable(pd.DataFrame(table, columns=["measured on", "model",
+                                                    *_DPO_HEADERS.values()]))
 
 
 _DPO_FINAL = ("exact_match", "win_rate_vs_sft", "refusal_rate_unsafe", "refusal_rate_safe",
@@ -344,7 +389,7 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
            for v in ("general_sft", "test_task_sft")}
     # Exact match over n_eval items per family (the general share over every general family's):
     # a difference's interval is two standard errors (share_gap_interval). Seeded runs
-    # (mid-training, DPO, the arena): the 95 % interval of the mean over seeds.
+    # (mid-training, DPO, the arena): the 95 % t interval of the mean over seeds.
     cfg = TEST_TASK_PRESETS.get(preset_of(test_task), TEST_TASK_PRESETS["small"])
     n, n_general = cfg.n_eval, cfg.n_eval * len(cfg.general)
     lift = share_gap_interval(bench["general_sft"], bench["test_task_sft"], n, n)
@@ -356,20 +401,15 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
         mean, low, high = mean_interval(values)
         return mean, (high - mean) if high == high else 0.0, low, high
 
-    def seed_noise(frame: pd.DataFrame, knob: str, metric: str) -> tuple[float, float]:
-        """Mean change from the knob's first to its last value, and 2 SE over seeds."""
+    def seed_noise(frame: pd.DataFrame, knob: str, metric: str
+                   ) -> tuple[float, float, float, float]:
+        """The change from the knob's first to its last value, paired by seed: :func:`spread`
+        (the 95 % t interval over the seeds, as for mid-training and DPO)."""
         part = frame[frame["metric"] == metric] if len(frame) else frame
         if part.empty or part[knob].nunique() < 2:
-            return float("nan"), 0.0
+            return math.nan, 0.0, math.nan, math.nan
         lo, hi = part[part[knob] == part[knob].min()], part[part[knob] == part[knob].max()]
-        diff = hi.set_index("seed")["value"] - lo.set_index("seed")["value"]
-        return float(diff.mean()), float(2 * diff.std(ddof=1) / math.sqrt(len(diff)))
-
-    def band(mean: float, half: float) -> dict[str, float]:
-        """``low``/``high`` of ``mean`` ± ``half``: NaN where no spread is known."""
-        known = half > 0 and mean == mean
-        return {"low": mean - half if known else math.nan,
-                "high": mean + half if known else math.nan}
+        return spread(hi.set_index("seed")["value"] - lo.set_index("seed")["value"])
 
     effects = mid_training_effects(mid) if len(mid) else pd.DataFrame(
         columns=["replay", "train_seed", "domain_test_change", "general_change"])
@@ -378,14 +418,15 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
                   (replays[0], replays[-1]))
     dom, dom_tol, dom_low, dom_high = spread(none["domain_test_change"])
     gl0, gl0_tol, gl0_low, gl0_high = spread(none["general_change"])
-    gl_rep = spread(most["general_change"])[0]
-    # replay vs none is paired by seed: the interval of the paired difference, placed at gl0
-    rep_tol = spread(most["general_change"] - none["general_change"])[1]
+    # replay vs none is paired by seed (same seed, same batches of domain text): the claim is
+    # the paired difference itself, with its own interval over the seeds
+    rep, rep_tol, rep_low, rep_high = spread(most["general_change"] - none["general_change"])
 
     leak = sweeps.get("identity_leak", pd.DataFrame())
     noise = sweeps.get("noise", pd.DataFrame())
-    shift, shift_se = seed_noise(leak, "identity_leak", "favoured_rank_shift")
-    tau, tau_se = seed_noise(noise, "noise", "kendall_tau")
+    shift, shift_tol, shift_low, shift_high = seed_noise(leak, "identity_leak",
+                                                         "favoured_rank_shift")
+    tau, tau_tol, tau_low, tau_high = seed_noise(noise, "noise", "kendall_tau")
     seeds = len(set(leak["seed"])) if len(leak) else 0
     sim = (f"simulation, {seeds} seeds: the bias is put in by design, so this shows its size "
            "on a leaderboard, not that a real arena has it")
@@ -403,19 +444,20 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
         Claim("mid-training without replay raises the general loss (change)",
               "continual-learning folklore", 0.0, gl0, "nats", where(mid), kind="at_least",
               abs_tol=gl0_tol, low=gl0_low, high=gl0_high),
-        Claim(f"replaying {replays[-1]:.0%} general text limits that regression (change)",
-              "common practice", gl0, gl_rep, "nats", where(mid), kind="at_most",
-              abs_tol=rep_tol, **band(gl_rep, rep_tol)),
+        Claim(f"replaying {replays[-1]:.0%} general text limits that regression (general-loss "
+              f"change with {replays[-1]:.0%} replay minus without, paired by seed)",
+              "common practice", 0.0, rep, "nats", where(mid), kind="at_most",
+              abs_tol=rep_tol, low=rep_low, high=rep_high),
     ]
     if dpo_rows is not None and len(dpo_rows):
         rows += dpo_claims(dpo_rows)
     rows += [
         Claim("an identity leak lifts the favoured model's rank (places, leak vs none)",
               "lecture (Chatbot Arena caveats)", 0.0, shift, "places", sim, kind="at_least",
-              abs_tol=shift_se, **band(shift, shift_se)),
+              abs_tol=shift_tol, low=shift_low, high=shift_high),
         Claim("noisy comparisons scramble the ranking (change in Kendall tau)",
               "lecture (Chatbot Arena caveats)", 0.0, tau, "tau", sim, kind="at_most",
-              abs_tol=tau_se, **band(tau, tau_se)),
+              abs_tol=tau_tol, low=tau_low, high=tau_high),
     ]
     return claims_table(rows)
 
@@ -447,13 +489,16 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
         mean, low, high = mean_interval(values)
         return mean, low, high, (high - mean) if high == high else 0.0
 
-    def interval(s: tuple[float, float, float, float], floor: float = 0.0) -> dict[str, float]:
-        """The seeds' 95 % interval, never narrower than ± ``floor`` (one item of the set);
+    def interval(s: tuple[float, float, float, float], floor: float = 0.0,
+                 cut: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, float]:
+        """The seeds' 95 % interval, never narrower than ± ``floor`` (one item of the set), cut
+        to ``cut`` (a share to [0, 1], a change of shares to [-1, 1], as the table's brackets);
         NaN (one seed): the verdict falls back to ``abs_tol``."""
         mean, low, high, _ = s
         if low != low:
             return {"low": math.nan, "high": math.nan}
-        return {"low": min(low, mean - floor), "high": max(high, mean + floor)}
+        return {"low": max(min(low, mean - floor), cut[0]),
+                "high": min(max(high, mean + floor), cut[1])}
 
     def before(metric: str) -> float:
         value = _value(part, model="sft_no_safety", metric=metric)
@@ -463,6 +508,18 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
     exact = spread(per_seed("exact_match") - sft("exact_match"))
     refuse = spread(per_seed("refusal_rate_unsafe"))
     over = spread(per_seed("refusal_rate_safe") - before("refusal_rate_safe"))
+    # Over-refusal: every seed answers the same harmless requests, so the items are those
+    # requests (not requests x seeds). Three seeds refusing none give a t interval of width 0;
+    # the counts still bound it: the Agresti-Caffo interval of the change (DPO's mean share -
+    # the before's), two standard errors, and the seeds' interval where that is wider.
+    n_safe = len(safety_prompts("heldout", "safe"))
+    counts = share_gap_interval(before("refusal_rate_safe"),
+                                float(per_seed("refusal_rate_safe").mean()), n_safe, n_safe)
+    seeds_over = interval(over, cut=(-1.0, 1.0))
+    lows = [v for v in (counts[0], seeds_over["low"]) if v == v]
+    highs = [v for v in (counts[1], seeds_over["high"]) if v == v]
+    over_bounds = {"low": min(lows) if lows else math.nan,
+                   "high": max(highs) if highs else math.nan}
     # one item of the set: a change smaller than that is no change
     n_items = _value(part, model="sft", metric="eval_items")
     one_item = 1 / n_items if n_items == n_items and n_items > 0 else 0.0
@@ -474,16 +531,17 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
               kind="at_least", abs_tol=margin[3], **interval(margin)),
         Claim("DPO on its own wrong answers improves exact answers (DPO - SFT)",
               "lecture (preference tuning)", 0.0, exact[0], "share", f"{here}, {seeds}",
-              kind="at_least", abs_tol=max(exact[3], one_item), **interval(exact, one_item)),
+              kind="at_least", abs_tol=max(exact[3], one_item),
+              **interval(exact, one_item, cut=(-1.0, 1.0))),
         Claim("safety data (SFT chats + DPO pairs) raises the refusal rate on held-out unsafe "
               "requests (before: SFT without it)", "safety data practice",
               before("refusal_rate_unsafe"), refuse[0], "share", f"{here}, {seeds}",
               kind="at_least", abs_tol=max(refuse[3], one_request),
-              **interval(refuse, one_request)),
-        Claim(f"... without over-refusing harmless look-alikes (upper 95 % bound of the "
-              f"change <= {OVER_REFUSAL_TOLERANCE})", "safety data practice",
-              OVER_REFUSAL_TOLERANCE, over[0], "share",
-              f"{here}, {seeds}", kind="at_most", **interval(over)),
+              **interval(refuse, one_request, cut=(0.0, 1.0))),
+        Claim(f"... without over-refusing harmless look-alikes (upper bound of the change, "
+              f"over {n_safe} held-out requests, <= {OVER_REFUSAL_TOLERANCE})",
+              "safety data practice", OVER_REFUSAL_TOLERANCE, over[0], "share",
+              f"{here}, {seeds}", kind="at_most", **over_bounds),
     ]
 
 

@@ -63,9 +63,12 @@ from workbook.precision.views import (
     format_explorer,
     histogram_figure,
     loss_scale_explorer,
+    matmul_figure,
     predicted_step_times,
     scaler_figure,
+    settled_caption,
     speedup_caption,
+    stagnation_summary,
     training_summary,
 )
 from workbook.training import MasterWeightAdamW
@@ -86,5 +89,7 @@ __all__ = [
     "TRAINING_PRESETS", "train_one", "run_training", "EXPERIMENTS",
     # views
     "format_explorer", "histogram_figure", "loss_scale_explorer", "scaler_figure",
-    "training_summary", "predicted_step_times", "claims", "speedup_caption",
+    "training_summary", "stagnation_summary", "matmul_figure", "settled_caption",
+    "predicted_step_times",
+    "claims", "speedup_caption",
 ]

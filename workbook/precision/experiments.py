@@ -169,7 +169,8 @@ TRAINING_PRESETS = {
     "small": TrainingConfig(d_model=64, n_layers=2, n_heads=2, vocab_size=4096, seq_len=64,
                             batch_size=4, steps=6, warmup=2, lr=1e-3),
     # ~105M parameters, 16k tokens a step: big enough to keep an H100 busy, so that the step
-    # time is set by the matmuls, not by kernel launches. About 2 minutes for all four modes.
+    # time is set by the matmuls, not by kernel launches. About 100 s for all four modes
+    # on one H200 (typical_s below).
     "full": TrainingConfig(d_model=1024, n_layers=8, n_heads=16, vocab_size=4096, seq_len=1024,
                            batch_size=16, steps=50, warmup=5, lr=3e-4),
 }
@@ -268,9 +269,17 @@ EXPERIMENTS = [
     Experiment(name="precision_stagnation",
                summary="updates lost to rounding in BF16/FP16 weights vs FP32 master weights",
                notebook="08_mixed_precision", run=run_stagnation, presets=STAGNATION_PRESETS,
-               min_gpus={"small": 0, "full": 0}, timeout_s=900),
+               min_gpus={"small": 0, "full": 0}, timeout_s=900,
+               # small: 19.7 s on 2 CPU cores (this checkout, 2026-12); full: about 40 s on one
+               # H200 (gpu_record.sh of bff570afe043 recorded it 40 s after the run before it,
+               # process starts included), so a GPU's Run All runs it live (<= 60 s)
+               typical_s={"small": 20, "full": 40}),
     Experiment(name="precision_training",
                summary="FP32 vs TF32 vs FP16+GradScaler vs BF16 autocast: loss, step time, "
                          "peak memory", notebook="08_mixed_precision", run=run_training,
-               presets=TRAINING_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=900),
+               presets=TRAINING_PRESETS, min_gpus={"small": 0, "full": 1}, timeout_s=900,
+               # small: 28.3 s on 2 CPU cores (four fresh processes); full: about 100 s on one
+               # H200 (gpu_record.sh of bff570afe043 recorded it 103 s after the run before it),
+               # so on a GPU it waits for its button
+               typical_s={"small": 30, "full": 100}),
 ]

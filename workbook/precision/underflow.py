@@ -93,10 +93,15 @@ def log2_histogram(grads: dict[str, torch.Tensor], low: int = -60, high: int = 1
 
 
 def format_lines(formats: tuple[str, ...] = ("fp16", "bf16", "fp8_e5m2")) -> pd.DataFrame:
-    """log2 of each format's smallest subnormal and normal: where a histogram falls off."""
+    """log2 of each format's smallest subnormal and normal: where a histogram falls off.
+
+    ``log2_flush_below`` is where a cast starts storing 0: half the smallest subnormal (round
+    to nearest: a value between half of it and it rounds *up* to it, and is kept)."""
     check_formats(formats)
     table = format_table().set_index("format")
-    return pd.DataFrame([{"format": f, "log2_smallest_subnormal":
+    return pd.DataFrame([{"format": f, "log2_flush_below":
+                          math.log2(table.loc[f, "smallest_subnormal"]) - 1,
+                          "log2_smallest_subnormal":
                           math.log2(table.loc[f, "smallest_subnormal"]),
                           "log2_smallest_normal": math.log2(table.loc[f, "smallest_normal"]),
                           "log2_max": math.log2(table.loc[f, "max"])} for f in formats])

@@ -9,16 +9,19 @@ import math
 import pandas as pd
 import torch
 
+from workbook import registry
 from workbook.claims import Claim, claims_table
-from workbook.config import WorkbookError, check_range, takes_rows
+from workbook.config import WorkbookError, check_range, check_rows, takes_rows
 from workbook.hardware import roofline_peaks
 from workbook.precision.experiments import MODE_DTYPE, TRAIN_MODES
 from workbook.precision.formats import FORMATS, explore, format_table, parse_value
 from workbook.precision.underflow import UNDERFLOW_FORMATS, share_rows
-from workbook.results import where_label
+from workbook.results import dashed, where_label
 
 __all__ = ["format_explorer", "histogram_figure", "loss_scale_explorer", "scaler_figure",
-           "training_summary", "claims", "predicted_step_times", "speedup_caption"]
+           "training_summary", "stagnation_summary", "matmul_figure", "settled_caption",
+           "claims",
+           "predicted_step_times", "speedup_caption"]
 
 
 def format_explorer(value: str = "0.1"):
@@ -51,20 +54,41 @@ def format_explorer(value: str = "0.1"):
 
 @takes_rows
 def histogram_figure(hist: pd.DataFrame, lines: pd.DataFrame):
-    """Share of gradients per power of two, with where FP16/BF16 stop (dashed/dotted)."""
+    """Share of gradients per power of two (bin k: 2^k <= |g| < 2^(k+1), drawn from k to k+1),
+    with where each format starts to flush to 0 (dotted: half its smallest subnormal) and where
+    its subnormals begin (dashed: its smallest normal). Formats whose lines fall at the same
+    power share one label; lines far outside the gradients (BF16's) are named in a note at the
+    left edge instead of stretching the axis."""
     from workbook import plots
 
-    fig = plots.figure("log2 |gradient| of one training step (FP32)", "log2 |g|",
-                       "share of nonzero gradients")
+    check_rows("lines", lines, ("format", "log2_flush_below", "log2_smallest_normal"))
+    fig = plots.figure("log2 |gradient| of one training step (FP32)",
+                       "log2 |g| (bin k: 2^k <= |g| < 2^(k+1))", "share of nonzero gradients")
+    seen = hist[hist["count"] > 0] if "count" in hist.columns else hist
+    lo = int(seen["log2_abs"].min()) if len(seen) else -40
+    hi = int(seen["log2_abs"].max()) + 1 if len(seen) else 10
     for kind, part in hist.groupby("kind", sort=False):
-        fig.add_scatter(x=part["log2_abs"], y=part["share"], name=kind, mode="lines",
-                        line={"color": plots.color_for(kind), "shape": "hvh"})
+        part = part.sort_values("log2_abs")  # one more point: the last bin ends at k + 1
+        x = [*part["log2_abs"], int(part["log2_abs"].max()) + 1]
+        fig.add_scatter(x=x, y=[*part["share"], part["share"].iloc[-1]], name=kind,
+                        mode="lines", line={"color": plots.color_for(kind), "shape": "hv"})
+    marks: dict[tuple[float, str], list[str]] = {}
     for row in lines.itertuples():
-        color = plots.color_for(row.format)
-        fig.add_vline(x=row.log2_smallest_subnormal, line={"dash": "dot", "color": color},
-                      annotation_text=f"{row.format} subnormal", annotation_textangle=-90)
-        fig.add_vline(x=row.log2_smallest_normal, line={"dash": "dash", "color": color},
-                      annotation_text=f"{row.format} normal", annotation_textangle=-90)
+        marks.setdefault((float(row.log2_flush_below), "dot"), []).append(row.format)
+        marks.setdefault((float(row.log2_smallest_normal), "dash"), []).append(row.format)
+    off = []
+    for (x, dash), formats in sorted(marks.items()):
+        what = "0 below" if dash == "dot" else "subnormal below"
+        if not lo - 2 <= x <= hi + 2:
+            off.append(f"{', '.join(formats)}: {what} 2^{x:g}")
+            continue
+        fig.add_vline(x=x, line={"dash": dash, "color": plots.color_for(formats[0])},
+                      annotation_text=f"{', '.join(formats)}: {what}", annotation_textangle=-90)
+    fig.update_xaxes(range=[lo - 2, hi + 2])
+    if off:
+        fig.add_annotation(text="off the chart: " + "; ".join(off), showarrow=False, x=0,
+                           y=1, xref="paper", yref="paper", xanchor="left", yanchor="top",
+                           font={"size": 11})
     return fig
 
 
@@ -118,10 +142,30 @@ def scaler_figure(rows: pd.DataFrame, title: str = "GradScaler: loss scale per s
     return fig
 
 
-@takes_rows
-def training_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per mode: step time, speed-up, peak memory and final loss vs FP32."""
-    ok = rows[rows["status"] == "ok"]
+def _machines(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """``rows`` split by machine, each with its label (:func:`workbook.results.where_label`):
+    first the block :func:`workbook.registry.main_rows` judges (this machine's, else the
+    latest recording), then every other recorded machine, the latest first."""
+    if rows.empty:
+        return []
+    rows = rows.reset_index(drop=True)
+    if "device" not in rows.columns:
+        return [(where_label(rows), rows)]
+    main = registry.main_rows(rows)
+    rest = rows.drop(index=main.index)
+    rest = rest[rest["source"] == "recorded"] if "source" in rest.columns else rest.iloc[0:0]
+    key = ["device", "n_gpus"] if "n_gpus" in rest.columns else ["device"]
+    others = [part for _, part in rest.groupby(key, dropna=False, sort=False)]
+    if "recorded_at" in rest.columns:
+        others.sort(key=lambda part: str(part["recorded_at"].astype(str).max()), reverse=True)
+    return [(where_label(part), part) for part in (main, *others) if len(part)]
+
+
+def _summary_numbers(rows: pd.DataFrame, roofline: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One machine's rows: per mode (the index) its step time, peak memory, model TFLOP/s,
+    skipped steps, final loss, the ratios to ``fp32`` and (from predicted rows, or from
+    ``roofline`` of the same device) the roofline bound on the step time."""
+    ok = rows[rows["status"] == "ok"] if "status" in rows.columns else rows
     measured = ok[ok["source"].isin(["measured", "recorded"])]
     scalar = measured[measured["metric"].isin(["step_time", "peak_memory", "model_tflops",
                                                "skipped_steps"])]
@@ -129,23 +173,155 @@ def training_summary(rows: pd.DataFrame) -> pd.DataFrame:
     losses = measured[measured["metric"] == "loss"].sort_values("step")
     table["final_loss"] = losses.groupby("mode")["value"].apply(lambda v: v.tail(5).mean())
     table = table.reindex([m for m in TRAIN_MODES if m in table.index])
-    if "fp32" in table.index:
+    if "fp32" in table.index and "step_time" in table:
         table["speedup_vs_fp32"] = table.loc["fp32", "step_time"] / table["step_time"]
         if "peak_memory" in table:
             table["memory_vs_fp32"] = table["peak_memory"] / table.loc["fp32", "peak_memory"]
     predicted = ok[(ok["source"] == "predicted") & (ok["metric"] == "step_time")]
+    if predicted.empty and roofline is not None and not roofline.empty:
+        predicted = predicted_step_times(measured, roofline)
     if not predicted.empty:
         table["step_time_roofline_bound"] = predicted.set_index("mode")["value"]
-    return table.reset_index()
+    return table
+
+
+# the readable table's columns: (number column, header, format)
+_SUMMARY_COLUMNS = (
+    ("step_time", "step time (ms)", "{:.1f}"),
+    ("step_time_roofline_bound", "roofline bound (ms)", "{:.1f}"),
+    ("speedup_vs_fp32", "speed-up vs fp32 (×)", "{:.2f}"),
+    ("model_tflops", "model TFLOP/s", "{:.1f}"),
+    ("peak_memory", "peak memory (GiB)", "{:.2f}"),
+    ("memory_vs_fp32", "memory vs fp32 (×)", "{:.2f}"),
+    ("skipped_steps", "skipped steps", "{:.0f}"),
+    ("final_loss", "final loss (nats, mean of last 5 steps)", "{:.3f}"),
+)
+_SUMMARY_GAPS = {
+    "roofline bound (ms)": "– (no roofline of this device)",
+    "peak memory (GiB)": "– (no CUDA allocator statistics here)",
+    "memory vs fp32 (×)": "– (no peak memory here)",
+    "speed-up vs fp32 (×)": "– (no fp32 run)",
+}
+
+
+@takes_rows
+def training_summary(rows: pd.DataFrame, roofline: pd.DataFrame | None = None
+                     ) -> pd.DataFrame:
+    """One row per machine and mode (this machine's first, then each recording, labelled with
+    device and date): step time and its roofline bound (the fp32 step divided by how much
+    faster the mode's matmuls are in ``roofline`` of that device), speed-up and peak memory
+    against fp32, model TFLOP/s, GradScaler's skipped steps and the final loss. Units in the
+    headers; a mode that could not run reads '– (…)' with the reason."""
+    from workbook.claims import ClaimsTable
+
+    out = []
+    for label, part in _machines(rows):
+        numbers = _summary_numbers(part, roofline)
+        for mode, row in numbers.iterrows():
+            cells = {"measured on": label, "mode": mode}
+            for column, header, fmt in _SUMMARY_COLUMNS:
+                value = row.get(column, math.nan)
+                cells[header] = fmt.format(value) if value == value else math.nan
+            out.append(cells)
+        if "status" in part.columns:  # e.g. tf32 on a CPU: a row saying why, not a gap
+            for _, bad in part[part["status"] != "ok"].drop_duplicates("mode").iterrows():
+                if bad["mode"] not in numbers.index:
+                    error = bad.get("error", "")
+                    why = f": {error}" if isinstance(error, str) and error else ""
+                    reason = f"– ({bad['status']}{why})"
+                    out.append({"measured on": label, "mode": bad["mode"],
+                                **{h: reason if i == 0 else "–"
+                                   for i, (_, h, _) in enumerate(_SUMMARY_COLUMNS)}})
+    headers = ["measured on", "mode", *(h for _, h, _ in _SUMMARY_COLUMNS)]
+    return ClaimsTable(dashed(pd.DataFrame(out, columns=headers), _SUMMARY_GAPS))
+
+
+@takes_rows
+def stagnation_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """The master-weight training runs (``part == 'training'``), one row per machine and mode:
+    the share of weights whose update was lost to rounding, the mean over the steps, in %
+    (fixed notation), and the final loss."""
+    from workbook.claims import ClaimsTable
+
+    out = []
+    train = rows[rows["part"] == "training"] if "part" in rows.columns else rows.iloc[0:0]
+    for label, part in _machines(train):
+        lost = part[part["metric"] == "updates_lost"].groupby("mode", sort=False)["value"].mean()
+        loss = part[part["metric"] == "loss"].sort_values("step").groupby("mode")["value"]
+        for mode, share in lost.items():
+            out.append({"measured on": label, "mode": mode,
+                        "updates lost (% of weights, mean over steps)": f"{100 * share:.3f}",
+                        "final loss (nats)": f"{loss.last().get(mode, math.nan):.3f}"})
+    return ClaimsTable(pd.DataFrame(out, columns=[
+        "measured on", "mode", "updates lost (% of weights, mean over steps)",
+        "final loss (nats)"]))
+
+
+@takes_rows
+def matmul_figure(roofline: pd.DataFrame):
+    """One machine's matmul TFLOP/s per dtype beside its datasheet; the title and the legend
+    say whether the bars were measured here or recorded (the subtitle: where and when)."""
+    from workbook import plots
+
+    mm = roofline[roofline["kind"] == "matmul"] if "kind" in roofline.columns else roofline
+    ran = "measured here" if (mm.get("source", pd.Series(dtype=str)) == "measured").any() \
+        else "recorded"
+    run = mm["source"].map({"measured": "measured here", "recorded": "recorded"}) \
+        .fillna(mm["source"]) if "source" in mm.columns else ran
+    size = (f" ({int(mm['size'].iloc[0])}³)" if "size" in mm.columns and len(mm)
+            and mm["size"].nunique() == 1 else "")
+    return plots.bars(mm.assign(run=run), x="dtype", group="run", log_y=True,
+                      y_title="TFLOP/s (dense)",
+                      title=f"matmul throughput per dtype{size}: {ran} vs datasheet")
+
+
+@takes_rows
+def settled_caption(underflow: pd.DataFrame) -> str:
+    """Markdown: where GradScaler's trace ended, which steps it skipped at that very scale, and
+    why the shares table at that scale can still show no overflow (numbers from the rows)."""
+    from workbook.precision.experiments import UNDERFLOW_PRESETS
+    from workbook.results import preset_of
+
+    rows = registry.main_rows(underflow.reset_index(drop=True))
+    trace = rows[rows["part"] == "gradscaler"] if "part" in rows.columns else rows.iloc[0:0]
+    wide = trace.pivot_table(index="step", columns="metric", values="value") \
+        if len(trace) else pd.DataFrame()
+    if wide.empty or not {"loss_scale", "skipped"} <= set(wide.columns):
+        return "*No GradScaler trace in these rows yet.*"
+    settled = int(math.log2(wide["loss_scale"].iloc[-1]))
+    skipped = wide[wide["skipped"] > 0]
+    here = skipped[skipped["loss_scale"] == 2.0 ** settled].index.astype(int).tolist()
+    shares = rows[(rows["part"] == "underflow") & (rows["scaling"] == "gradscaler")
+                  & (rows["metric"] == "share_overflow")]
+    worst = float(shares["value"].max()) if len(shares) else math.nan
+    interval = UNDERFLOW_PRESETS.get(preset_of(rows), UNDERFLOW_PRESETS["small"]).growth_interval
+    text = (f"*{where_label(rows)}:* GradScaler skipped {len(skipped)} of its {len(wide)} steps "
+            f"and ended at 2^{settled}")
+    if not here:
+        return text + f"; none of its skips happened at 2^{settled} itself."
+    steps = ", ".join(map(str, here))
+    word = "step" if len(here) == 1 else "steps"
+    return (text + f". It skipped at 2^{settled} itself too ({word} {steps}), yet the "
+            f"largest overflow share in the table at 2^{settled} is {worst:.5f}. The two look "
+            "at different gradients: the table casts the FP32 gradients of one batch, captured "
+            "before the trace (logits, hidden states, weights), after scaling, while "
+            "GradScaler checks the FP16 backward pass of its own batches, one per step, where a "
+            "gradient inside attention or the MLP, or a matmul's FP16 output, can pass 65 504 "
+            "although the sampled ones would not. A scale is safe only for the batches seen so "
+            f"far: GradScaler keeps probing, doubling after {interval} clean steps and halving at "
+            "the next overflow.")
 
 
 @takes_rows
 def claims(training: pd.DataFrame, roofline: pd.DataFrame,
                    underflow: pd.DataFrame) -> pd.DataFrame:
     """The lecture's precision claims, checked against the roofline and the recorded runs."""
+    # main_rows: one machine's rows (a duplicate index, from a concat, would confuse it)
+    training = registry.main_rows(training.reset_index(drop=True))
+    roofline = registry.main_rows(roofline.reset_index(drop=True))
     peaks = roofline_peaks(roofline) if not roofline.empty else {}
     nan = math.nan
-    summary = training_summary(training).set_index("mode") if not training.empty else None
+    summary = _summary_numbers(training) if not training.empty else None
 
     def cell(mode: str, col: str) -> float:
         ok = summary is not None and mode in summary.index and col in summary.columns
@@ -210,7 +386,7 @@ def predicted_step_times(rows: pd.DataFrame, roofline: pd.DataFrame) -> pd.DataF
     fp32_ms = float(ok.loc[ok["mode"] == "fp32", "value"].iloc[0])
     return pd.DataFrame([{"mode": mode, "metric": "step_time",
                           "value": fp32_ms * peaks["fp32"] / peaks[dtype], "unit": "ms",
-                          "source": "predicted", "status": "ok"}
+                          "source": "predicted", "status": "ok", "device": device}
                          for mode, dtype in MODE_DTYPE.items() if dtype in peaks])
 
 
@@ -218,7 +394,8 @@ def predicted_step_times(rows: pd.DataFrame, roofline: pd.DataFrame) -> pd.DataF
 def speedup_caption(training: pd.DataFrame) -> str:
     """Markdown: each mode's step-time speed-up over ``fp32`` (matmuls on CUDA cores) and over
     ``tf32`` (FP32 on tensor cores), and peak memory over ``fp32``, from the training rows."""
-    table = training_summary(training).set_index("mode") if not training.empty else None
+    training = registry.main_rows(training.reset_index(drop=True))
+    table = _summary_numbers(training) if not training.empty else None
     if table is None or "fp32" not in table.index or "step_time" not in table:
         return "*No training rows with an fp32 run yet.*"
 

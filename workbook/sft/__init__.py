@@ -64,6 +64,7 @@ from workbook.sft.replies import (
 from workbook.sft.views import (
     POLICY_PAIR,
     MaskingRows,
+    agresti_caffo,
     curves_figure,
     final_scores,
     final_value,
@@ -71,6 +72,7 @@ from workbook.sft.views import (
     masking_caption,
     masking_claims,
     masking_explorer,
+    masking_panel_title,
     mean_interval,
     mean_over_seeds,
     paired_differences,
@@ -92,5 +94,6 @@ __all__ = [
     "score_replies",
     "POLICY_PAIR", "MaskingRows", "curves_figure", "final_scores", "final_value", "loss_claims",
     "masking_caption", "masking_claims", "masking_explorer", "mean_interval", "mean_over_seeds",
+    "agresti_caffo", "masking_panel_title",
     "paired_differences", "seed_summary", "seed_table", "token_view_html",
 ]

@@ -192,12 +192,30 @@ def seed_table(rows: pd.DataFrame) -> pd.DataFrame:
     return ClaimsTable(wide.reset_index().rename_axis(columns=None))
 
 
+def agresti_caffo(p1: float, p2: float, n: int, confidence: float = 0.95
+                  ) -> tuple[float, float]:
+    """The interval of ``p1 - p2``, two shares over ``n`` items each (Agresti-Caffo: one right
+    and one wrong answer added to each share, so that a share of 0 or 1 still has an error;
+    a plain normal approximation gives shares of 0 and 1 an interval of width 0), cut to
+    [-1, 1]."""
+    check_range("p1", p1, 0.0, 1.0)
+    check_range("p2", p2, 0.0, 1.0)
+    check_range("n", n, 1, 10**9)
+    check_range("confidence", confidence, 0.5, 0.999)
+    a, b = (p1 * n + 1) / (n + 2), (p2 * n + 1) / (n + 2)
+    half = float(stats.norm.ppf(0.5 + confidence / 2)) * math.sqrt(
+        (a * (1 - a) + b * (1 - b)) / (n + 2))
+    return max(a - b - half, -1.0), min(a - b + half, 1.0)
+
+
 @takes_rows
 def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
     """Per place measured and score: answer-only minus whole-sequence, seed by seed (both
     policies of a seed saw the same chats and held-out items), its mean and 95 % interval
-    (Student's t over the seeds). With one seed, a share's interval comes from the held-out
-    items alone (normal approximation, ``n_eval`` items per policy); a loss gets none. A
+    (Student's t over the seeds). A share's interval where the seeds give none comes from the
+    held-out items (:func:`agresti_caffo`): one seed (its ``n_eval`` items), or seeds that all
+    differ by exactly the same amount (shares of 0 and 1: a t interval of width 0; each seed
+    drew its own held-out items, so all of them count). A loss of one seed gets none. A
     difference of two fractions lies in [-1, 1], and so does its interval (cut there)."""
     a, b = POLICY_PAIR
     out = []
@@ -207,17 +225,18 @@ def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
                                                   values="value")
             if a not in last or b not in last:
                 continue
-            diffs = (last[a] - last[b]).dropna()
+            pairs = last[[a, b]].dropna()
+            diffs = pairs[a] - pairs[b]
             if diffs.empty:
                 continue
             mean, low, high = mean_interval(diffs.tolist())
             method = f"t over {len(diffs)} seeds" if len(diffs) > 1 else "one seed: no interval"
-            n = _eval_items(part)
-            if len(diffs) == 1 and metric != "answer_loss" and n:
-                p1, p2 = float(last[a].iloc[0]), float(last[b].iloc[0])
-                half = 1.96 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
-                low, high, method = (mean - half, mean + half,
-                                     f"one seed: an interval from its {n} held-out items alone")
+            n = _eval_items(part) * len(diffs)
+            flat = not (math.isfinite(low) and high > low)
+            if flat and UNITS.get(metric) == "fraction" and n:
+                low, high = agresti_caffo(float(pairs[a].mean()), float(pairs[b].mean()), n)
+                seeds = "one seed: its" if len(diffs) == 1 else f"{len(diffs)} seeds alike: their"
+                method = f"{seeds} {n} held-out items give the interval (Agresti-Caffo)"
             if UNITS.get(metric) == "fraction" and math.isfinite(low) and math.isfinite(high):
                 low, high = max(low, -1.0), min(high, 1.0)   # two shares differ by at most 1
             out.append({"where": where, "metric": metric, "unit": UNITS.get(metric, ""),
@@ -282,18 +301,60 @@ def masking_caption(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+_MACHINE_DASHES = ("solid", "dash", "dot", "dashdot")
+
+
 @takes_rows
 def curves_figure(rows: pd.DataFrame, metric: str, title: str) -> Any:
-    """One metric against step, a line per policy (and per device where rows of several stand
-    side by side: the policy's colour, the device's marker shape): the mean over the SFT
-    seeds."""
+    """One metric against step, a line per policy: the mean over each machine's SFT seeds.
+    Where rows of several machines stand side by side (this machine's first, then the
+    recordings from the latest), a policy keeps its colour and each machine has its own dash
+    and marker shape; the subtitle names every machine in that order with the seeds its lines
+    average."""
     from workbook import plots
 
     part = rows[rows["metric"] == metric]
-    mean = mean_over_seeds(part)   # the seeds and date stay for the title's provenance
-    return plots.compare(mean, x="step", group="policy",
-                         title=title, x_title="SFT step",
-                         y_title=f"{metric} ({part['unit'].iloc[0] if len(part) else ''})")
+    blocks = _by_provenance(part)
+    mean = pd.concat([mean_over_seeds(p) for _, p in blocks], ignore_index=True) \
+        if blocks else part
+    fig = plots.compare(mean, x="step", group="policy", title=title, x_title="SFT step",
+                        y_title=f"{metric} ({part['unit'].iloc[0] if len(part) else ''})")
+    if not blocks:
+        return fig
+    names, lines = [], []
+    for i, (label, block) in enumerate(blocks):
+        dash = _MACHINE_DASHES[i % len(_MACHINE_DASHES)]
+        seeds = sorted({int(s) for s in block["seed"].dropna()}) if "seed" in block else []
+        what = (f"mean of seeds {','.join(map(str, seeds))}" if len(seeds) > 1
+                else f"seed {seeds[0]}" if seeds else "one run")
+        device = plots.short_device(block["device"].iloc[0]) if "device" in block else ""
+        names.append((device, dash))
+        style = {"solid": "solid", "dash": "dashed", "dot": "dotted"}.get(dash, "dash-dot")
+        lines.append(f"{label}: {what}" + (f" ({style} lines)" if len(blocks) > 1 else ""))
+    for trace in fig.data:
+        for device, dash in names:
+            if len(names) > 1 and str(trace.name).endswith(f", {device})"):
+                trace.line.dash = dash
+    return fig.update_layout(title_text=f"{title}<br><sup>{'<br>'.join(lines)}</sup>")
+
+
+def masking_panel_title(metric: str = "answer_loss") -> str:
+    """The masking panel's title: the score by policy and the SFT seeds a Run of the panel
+    uses on this machine's preset (its start, ``registry.panel_start``: the seeds are no
+    control of the panel, so every Run keeps them; one seed on a GPU, to stay quick)."""
+    from workbook.config import check_choice, resolve_preset
+
+    check_choice("metric", metric, tuple(_SCORE_WORDS))
+    preset = resolve_preset()
+    seeds = registry.panel_start("sft_masking", preset).get("seeds",
+                                                           MASKING_PRESETS[preset].seeds)
+    what = (f"seed {seeds[0]} only: no spread between seeds" if len(seeds) == 1
+            else f"mean over seeds {', '.join(map(str, seeds))}")
+    return f"{_SCORE_WORDS[metric]} by masking policy ({what})"
+
+
+_SCORE_WORDS = {"answer_loss": "Held-out answer loss", "prompt_loss": "Loss on the user's tokens",
+                "exact_match": "Held-out exact match"}
 
 
 @takes_rows
