@@ -244,7 +244,7 @@ def test_rank_cost_and_merge_captions_print_the_rows_numbers():
         {"variant": "merged", "metric": "forward_time", "value": 2.0},
     ]).assign(source="measured", device="cpu")
     text = lora.merge_caption(merge)
-    assert "at most 6.0e-06" in text and "up to 1.03" in text, text
+    assert "at most 6×10⁻⁶" in text and "up to 1.03" in text, text
     assert "3.00 ms unmerged (1.50× the base)" in text and "2.00 ms merged (1.00×)" in text, text
     assert "No lora_merge rows" in lora.merge_caption(merge.iloc[0:0])
     assert "same kernels" not in text, "merged = base: nothing to explain"
@@ -267,10 +267,12 @@ def test_rank_cost_and_merge_captions_print_the_rows_numbers():
         "caption and claim use one tolerance"
 
 
-def test_advice_caption_states_the_tolerance_the_claims_use():
+def test_advice_caption_states_the_rule_the_claims_use():
     rows = _advice_rows(0.1, 0.001)
-    tol = lora.lr_ratio(rows)["tol"]
-    assert f"allow the ratio ±{tol:.2f} decades" in lora.advice_caption(rows)
+    text = lora.advice_caption(rows)
+    assert "judge the ratio by that interval" in text, text
+    assert f"half step is ±{lora.GRID_TOL:.2f} decades" in text, "the grid-step caveat stays"
+    assert "full 1×10⁻⁴, lora 1×10⁻³" in text, "best LRs in one notation, never 1e-04"
 
 
 def test_advice_caption_says_where_its_rows_were_measured():

@@ -298,8 +298,10 @@ def test_optimizer_table_says_no_cap_and_oom_in_words():
     measured.loc[oom, ["value", "status"]] = [float("nan"), "oom"]
     table = qlora.optimizer_table(pd.concat([rows, measured]))
     assert table.index.get_level_values(0)[0] == "none", "no cap reads 'none', never 0.0"
-    uncapped = table.xs("none", level=0)
-    assert (uncapped[[c for c in table.columns if c[0] == "fits"]] == "–").all().all()
+    assert table.index.names[0] == "allocator cap"
+    fits = [c for c in table.columns if c[0] == qlora.OPTIMIZER_COLUMNS["fits"]]
+    assert (table.xs("none", level=0)[fits] == "– (no cap)").all().all()
     cap = [c for c in table.index.get_level_values(0) if c != "none"][0]
-    assert table.loc[(cap, "full", "adamw"), ("peak", "measured")] == "OOM"
-
+    peak = qlora.OPTIMIZER_COLUMNS["peak"]
+    assert table.loc[(cap, "full", "adamw"), (peak, "measured")] == qlora.OOM
+    assert not table.isna().any().any(), "a reader never sees NaN"

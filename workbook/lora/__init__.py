@@ -5,7 +5,9 @@
 * :mod:`~workbook.lora.shapes` - published Llama shapes (1B-65B) as configs, for counting;
 * :mod:`~workbook.lora.experiments` - the rank / target / learning-rate sweep and the merge
   timing (``EXPERIMENTS``);
-* :mod:`~workbook.lora.views` - the demos' tables and the claims table.
+* :mod:`~workbook.lora.views` - the demos' tables and the claims table;
+* :mod:`~workbook.lora.tables` - the sweeps' tables and figures as a reader sees them (units,
+  integers, "–" with a reason, this machine first, references by device and date).
 """
 
 from workbook.lora.adapter import (
@@ -45,6 +47,17 @@ from workbook.lora.experiments import (
     task_ids,
 )
 from workbook.lora.shapes import SHAPES, LlamaShape, llama_config, n_params_of, shape
+from workbook.lora.tables import (
+    RANK_COLUMNS,
+    advice_table,
+    rank_figure,
+    rank_table,
+    readable_values,
+    share_table,
+    targets_figure,
+    where_column,
+    where_order,
+)
 from workbook.lora.views import (
     GRID_TOL,
     advice_caption,
@@ -56,6 +69,7 @@ from workbook.lora.views import (
     merge_caption,
     multi_adapter_demo,
     paired_gap,
+    power_of_ten,
     rank_cost_caption,
     scratch_vs_peft,
     seed_interval,
@@ -77,4 +91,6 @@ __all__ = [
     "merge_caption", "multi_adapter_demo", "paired_gap", "rank_cost_caption",
     "scratch_vs_peft", "seed_interval",
     "seed_summary", "summary_note", "trainable_summary",
+    "RANK_COLUMNS", "advice_table", "power_of_ten", "rank_figure", "rank_table",
+    "readable_values", "share_table", "targets_figure", "where_column", "where_order",
 ]

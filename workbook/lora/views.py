@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from workbook.claims import Claim, claims_table
+from workbook.claims import Claim, claims_table, readable
 from workbook.config import check_range, check_values, takes_rows
 from workbook.lora.adapter import (
     add_lora,
@@ -26,6 +26,23 @@ from workbook.lora.adapter import (
 )
 from workbook.lora.shapes import llama_config, n_params_of
 from workbook.results import where_label
+
+_POWER = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def power_of_ten(value: float) -> str:
+    """A learning rate in one notation for a whole grid: 3e-06 -> '3×10⁻⁶', 0.001 -> '1×10⁻³'
+    (fixed notation would print 3×10⁻⁶ as '0.0000' beside '0.001'); "–" for NaN."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    if value == 0:
+        return "0"
+    exponent = math.floor(math.log10(abs(value)))
+    mantissa = f"{value / 10 ** exponent:.3g}"
+    if abs(float(mantissa)) >= 10:   # 9.9996e-4 rounds up to 10×10⁻⁴: say 1×10⁻³
+        exponent += 1
+        mantissa = f"{value / 10 ** exponent:.3g}"
+    return f"{mantissa}×10{str(exponent).translate(_POWER)}"
 
 
 def _check_demo(rank: int, seed: int, seq_len: int) -> None:
@@ -55,10 +72,11 @@ def scratch_vs_peft(model: nn.Module, rank: int = 4, seed: int = 0,
     with torch.no_grad():
         diff = (ours(input_ids=x).logits - peft_model(input_ids=x).logits).abs().max()
     return pd.DataFrame([
-        {"what": "max |logits(scratch) - logits(PEFT)|", "value": float(diff)},
-        {"what": "trainable params, scratch", "value": count_trainable(ours)},
-        {"what": "trainable params, PEFT", "value": count_trainable(peft_model)},
-    ])
+        {"what": "max |logits(scratch) - logits(PEFT)|", "value": float(diff), "unit": "logit"},
+        {"what": "trainable params, scratch", "value": count_trainable(ours), "unit": "params"},
+        {"what": "trainable params, PEFT", "value": count_trainable(peft_model),
+         "unit": "params"},
+    ], columns=["what", "value", "unit"]).astype({"value": object})
 
 
 def trainable_summary(configs: dict, rank: int, targets: str | Sequence[str]) -> pd.DataFrame:
@@ -131,7 +149,7 @@ def multi_adapter_demo(model: nn.Module, rank: int = 4, seed: int = 0,
     stored = sum(p.numel() for n, p in peft_model.named_parameters() if ".spam" in n)
     rows.append({"adapter": "spam", "metric": "adapter_params", "value": stored,
                  "unit": "params"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"value": object})   # the count stays an integer
 
 
 @takes_rows
@@ -277,13 +295,16 @@ def advice_caption(rows: pd.DataFrame) -> str:
     intervals, and plainly whether the data can tell the alternatives apart."""
     r = lr_ratio(rows)
     opt = lr_optima(rows).groupby("method")["log10_lr"].mean()
+    spread = (f"95 % interval over seeds {10 ** r['low']:.3g}–{10 ** r['high']:.3g}×"
+              if r["low"] == r["low"] else "one seed: no interval")
     lines = [f"Best learning rate (mean over {r['n']} seeds of the refined grid minimum): "
-             + ", ".join(f"{m} {10 ** v:.2g}" for m, v in opt.items())
-             + f"; LoRA / full = {10 ** r['mean']:.3g}× "
-               f"(95 % interval over seeds {10 ** r['low']:.3g}–{10 ** r['high']:.3g}×); optima "
-               f"in the grid: {r['edges']}. The claims below allow the ratio ±{r['tol']:.2f} "
-               f"decades (the larger of that interval's half-width and half a grid step: a "
-               f"refined optimum is no finer than its grid)."]
+             + ", ".join(f"{m} {power_of_ten(10 ** v)}" for m, v in opt.items())
+             + f"; LoRA / full = {10 ** r['mean']:.3g}× ({spread}); optima in the grid: "
+               f"{r['edges']}. The claims below judge the ratio by that interval (with one "
+               f"seed, by ±{GRID_TOL:.2f} decades). Caveat: a refined optimum is no finer than "
+               f"its grid, whose half step is ±{GRID_TOL:.2f} decades (a factor of "
+               f"{10 ** GRID_TOL:.2f}), so an interval narrower than that shows that the seeds "
+               f"agree, not that the grid pins the optimum down that finely."]
     sizes = sorted(rows.loc[rows["sweep"] == "batch", "batch_size"].unique())
     if len(sizes) > 1:
         m, lo, hi, n = paired_gap(rows, "batch", "batch_size", sizes[-1], sizes[0])
@@ -316,10 +337,12 @@ def _gap_words(what: str, mean: float, low: float, high: float, n: int) -> str:
 def claims(rank_rows: pd.DataFrame, advice: pd.DataFrame, timing: pd.DataFrame
            ) -> pd.DataFrame:
     """The lecture's and the LoRA papers' claims against this notebook's rows: parameter counts
-    (exact); the learning-rate ratio from bracketed optima over seeds (a ratio built on an
-    optimum at a grid's edge is only a bound: not measured); small batches and FFN targets as
-    paired gaps over seeds, holding only when the interval excludes zero; the merge's latency.
-    Each row says where its numbers were measured (this machine, or recorded where)."""
+    (the lecture's "~16K" within the default tolerance, the PEFT print and the sweep's counts
+    exactly: ``rel_tol=0``); the learning-rate ratio from bracketed optima, judged by its 95 %
+    interval over seeds (one seed: by ± :data:`GRID_TOL`; a ratio built on an optimum at a
+    grid's edge is only a bound: not measured); small batches and FFN targets as paired gaps
+    over seeds, holding only when the interval excludes zero (one seed: n/a); the merge's
+    latency. Each row says where its numbers were measured (this machine, or recorded where)."""
     nan = float("nan")
     pred = rank_rows[rank_rows["source"] == "predicted"]["value"].sum()
     counted = rank_rows[rank_rows["source"] != "predicted"]["value"].sum()
@@ -327,7 +350,8 @@ def claims(rank_rows: pd.DataFrame, advice: pd.DataFrame, timing: pd.DataFrame
     where_adv = where_label(advice)
     lr_where = where_adv if r["bracketed"] else (
         f"{where_adv}; an optimum at a grid's edge ({r['edges']}): the ratio is only a bound")
-    log_ratio = r["mean"] if r["bracketed"] else nan
+    log_ratio, lr_low, lr_high = (r["mean"], r["low"], r["high"]) if r["bracketed"] \
+        else (nan, nan, nan)
     sizes = sorted(advice.loc[advice["sweep"] == "batch", "batch_size"].unique()) \
         if "batch_size" in advice.columns else []
     batch = paired_gap(advice, "batch", "batch_size", sizes[-1], sizes[0]) \
@@ -335,30 +359,27 @@ def claims(rank_rows: pd.DataFrame, advice: pd.DataFrame, timing: pd.DataFrame
     target = paired_gap(advice, "targets", "targets", "attention", "ffn")
 
     big, small = (sizes[-1], sizes[0]) if sizes else ("?", "?")
-
-    def half(gap: tuple) -> float:
-        return (gap[2] - gap[1]) / 2 if gap[1] == gap[1] else 0.0
-
     t = forward_times(timing)
     return claims_table([
         Claim("1024x1024 at rank 8 trains ~16K numbers", "lecture", 16_000, 8 * (1024 + 1024),
               "params", "formula r(d_in+d_out), 1024x1024 shape"),
         Claim("PEFT example: r=8 on q,v of a 7B model trains 4,194,304", "lecture (PEFT print)",
               4_194_304, lora_params(llama_config("7b"), 8, "qv"), "params",
-              "formula, Llama-2-7B shape"),
+              "formula, Llama-2-7B shape", rel_tol=0),
         Claim("trainable params = r(d_in+d_out) per matrix", "LoRA paper", pred, counted,
-              "params (sum over the sweep)", where_label(rank_rows)),
+              "params (sum over the sweep)", where_label(rank_rows), rel_tol=0),
         Claim("LoRA's best LR is higher than full FT's (log10 of the ratio > 0)", "lecture",
-              0.0, log_ratio, "decades", lr_where, abs_tol=r["tol"], kind="at_least"),
+              0.0, log_ratio, "decades", lr_where, abs_tol=r["tol"], low=lr_low,
+              high=lr_high, kind="at_least"),
         Claim("LoRA's best LR ≥ 10× full FT's (log10 ratio ≥ 1)",
               "LoRA Without Regret (Schulman et al., 2025)", 1.0, log_ratio, "decades",
-              lr_where, abs_tol=r["tol"], kind="at_least"),
+              lr_where, abs_tol=r["tol"], low=lr_low, high=lr_high, kind="at_least"),
         Claim(f"small batches beat large at equal tokens (loss of batch {big} minus batch "
-              f"{small} > 0)", "lecture", 0.0, batch[0],
-              "nats", where_adv, abs_tol=half(batch), kind="at_least"),
+              f"{small} > 0)", "lecture", 0.0, batch[0], "nats", where_adv, low=batch[1],
+              high=batch[2], kind="at_least", needs_interval=True),
         Claim("adapting the FFN beats attention-only at equal trainable parameters "
               "(loss gap attention − FFN > 0)", "lecture", 0.0, target[0], "nats", where_adv,
-              abs_tol=half(target), kind="at_least"),
+              low=target[1], high=target[2], kind="at_least", needs_interval=True),
         Claim("merged adapter adds no latency (merged / base forward time)", "LoRA paper", 1.0,
               t.get("merged", nan) / t.get("base", nan), "ratio", where_label(timing),
               rel_tol=MERGE_TOL),
@@ -410,7 +431,7 @@ def merge_caption(rows: pd.DataFrame) -> str:
     pieces = []
     if "merged vs adapter" in diff:
         pieces.append(f"merged and unmerged logits differ by at most "
-                      f"{diff['merged vs adapter']:.1e}")
+                      f"{readable(diff['merged vs adapter'])}")
     if "adapter vs base" in diff:
         pieces.append(f"the adapter moves the base's logits by up to "
                       f"{diff['adapter vs base']:.3g}")

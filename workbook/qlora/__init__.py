@@ -6,7 +6,9 @@ it saves. Each idea sits beside the library that does it for real (bitsandbytes,
 * :mod:`~workbook.qlora.vram` - VRAM by formula (:func:`predict_vram`) and measured on a built
   model (:func:`measure_vram`, one method and size in a fresh process on a GPU);
 * :mod:`~workbook.qlora.experiments` - ``qlora_vram`` and ``qlora_quality`` (``EXPERIMENTS``);
-* :mod:`~workbook.qlora.views` - the claims table.
+* :mod:`~workbook.qlora.views` - the claims table and captions;
+* :mod:`~workbook.qlora.tables` - the tables as a reader sees them (units, "OOM (did not fit)"
+  and "–" with reasons, this machine first, references by device and date).
 
 The Llama shapes (:data:`SHAPES`) live in :mod:`workbook.lora.shapes` (notebook 11 counts
 with them first).
@@ -49,10 +51,19 @@ from workbook.qlora.nf4 import (
     state_bytes,
     stored_bits_per_param,
 )
+from workbook.qlora.tables import (
+    OOM,
+    OPTIMIZER_COLUMNS,
+    fit_caption,
+    optimizer_table,
+    quality_table,
+    row_counts,
+    saving_table,
+)
 from workbook.qlora.views import (
     claims,
+    codebook_gap,
     error_caption,
-    optimizer_table,
     paging_claims,
     quality_caption,
     quality_gap,
@@ -89,7 +100,9 @@ __all__ = [
     "bnb_functional", "bnb_roundtrip", "codebook", "dequantize_blockwise", "int_codebook",
     "nf4_codebook", "nf4_offset", "quantization_error", "quantize_blockwise", "roundtrip",
     "state_bytes", "stored_bits_per_param",
-    "claims", "error_caption", "optimizer_table", "paging_claims", "quality_gap",
+    "OOM", "OPTIMIZER_COLUMNS", "fit_caption", "optimizer_table", "quality_table", "row_counts",
+    "saving_table",
+    "claims", "codebook_gap", "error_caption", "paging_claims", "quality_gap",
     "quality_caption",
     "vram_gap_caption",
     "COMPONENTS", "METHODS", "OPTIMIZERS", "VRAM_SIZES", "Fp32Adam", "add_adapters",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from workbook.claims import Claim, claims_table
+from workbook.claims import Claim, claims_table, readable
 from workbook.config import takes_rows
 from workbook.lora import seed_interval
 from workbook.qlora.nf4 import bits_per_param, bnb_codebook, nf4_codebook
@@ -107,35 +106,6 @@ def quality_caption(quality: pd.DataFrame) -> str:
         text += (f". Before fine-tuning, the NF4 base's loss is {cost:+.4f} nats from the "
                  "16-bit base's: the cost of quantising alone")
     return text + "."
-
-
-@takes_rows
-def optimizer_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """``qlora_vram`` rows of the optimizer sweep at one size: allocator peak, optimizer
-    state on the allocator and paged, predicted beside measured, per method and optimizer
-    (and cap)."""
-    part = rows[rows["metric"].isin(["peak", "optimizer", "paged", "device_used", "fits"])]
-    part = part[part["optimizer"].notna()] if "optimizer" in part.columns else part.iloc[0:0]
-    if part.empty:
-        return part
-    cap = part["cap_gb"].fillna(0.0)
-    part = part.assign(cap=cap.map(lambda c: "none" if c == 0 else f"{c:g} GB"))
-    index = ["cap", "method", "optimizer"]
-    out = part.pivot_table(index=index, columns=["metric", "source"], values="value")
-    # uncapped rows first, each group in the pivot's order (an argsort, not sort_index's key=,
-    # which loses the level's name in the H200 image's pandas: KeyError 'Level cap not found')
-    uncapped_last = np.asarray(out.index.get_level_values("cap") != "none")
-    out = out.iloc[np.argsort(uncapped_last, kind="stable")].round(2).astype(object)
-    # a run that did not fit measured nothing: "OOM", not NaN; without a cap "fits" asks
-    # nothing: "–" (0 GB is no cap, never a cap of 0 GB)
-    oom = part[part["status"] == "oom"] if "status" in part.columns else part.iloc[0:0]
-    failed = out.index.isin(list(map(tuple, oom[index].itertuples(index=False))))
-    measured = [c for c in out.columns if c[1] != "predicted"]
-    out.loc[failed, measured] = out.loc[failed, measured].where(
-        out.loc[failed, measured].notna(), "OOM")
-    fits = [c for c in out.columns if c[0] == "fits"]
-    out.loc[out.index.get_level_values("cap") == "none", fits] = "–"
-    return out.rename_axis(index=["cap (GB)", "method", "optimizer"])
 
 
 @takes_rows
@@ -242,3 +212,10 @@ def vram_gap_caption(rows: pd.DataFrame, size: str = "7b") -> str:
             pieces.append(f"{comp} measured / formula: " + ", ".join(
                 f"{x} {m.loc[x, comp] / p.loc[x, comp]:.3f}×" for x in methods))
     return f"*{where_label(measured)}, {size}:* " + "; ".join(pieces) + "."
+
+
+def codebook_gap() -> str:
+    """How far bitsandbytes' NF4 table is from :func:`nf4_codebook`, in words: float rounding
+    (a few 10⁻⁷) where the two are the same table."""
+    gap = float((nf4_codebook() - bnb_codebook("nf4")).abs().max())
+    return f"bitsandbytes' codebook differs from ours by at most {readable(gap)}"
