@@ -209,9 +209,10 @@ def test_recompute_rows_table_and_claims() -> None:
     assert len(timed) == 6 and (timed["value"] > 0).all(), "3 repeats × with/without"
     table = recompute_table(rows).iloc[0]
     assert table["saved MB (ckpt)"] < table["saved MB (no ckpt)"], "checkpointing saves"
-    assert table["overhead % low"] <= table["overhead % (median)"] <= table["overhead % high"]
+    low, high = table["overhead % (pairs: min)"], table["overhead % (pairs: max)"]
+    assert low <= table["overhead % (median of pairs)"] <= high
     made = recompute_claims(rows)
-    assert len(made) == 2 and all(c.low == table["overhead % low"] for c in made)
+    assert len(made) == 2 and all(c.low == table["overhead % (pairs: min)"] for c in made)
     assert made[0].predicted == pytest.approx(33.33, abs=0.01), "one more forward: +33 %"
     assert "ms without checkpointing" in recompute_caption(rows)
 
@@ -275,7 +276,8 @@ def test_breakdown_table_says_mb_and_dashes_what_a_method_has_not(breakdown) -> 
     assert {"saved (MB)", "tensors (MB)"} <= set(values)
     assert not table.isna().any().any(), "a missing value reads '–', not NaN"
     cells = table.set_index("component")
-    assert cells.loc["params", "saved (MB)"] == "–"
+    assert cells.loc["params", "saved (MB)"] == "– (activations only)", "a dash says why"
+    assert cells.loc["activations", "tensors (MB)"] == "– (model states only)"
     psi = int(breakdown[False]["n_params"].iloc[0])
     assert float(cells.loc["params", "tensors (MB)"].replace(",", "")) == pytest.approx(
         4 * psi / 1e6, abs=0.01)

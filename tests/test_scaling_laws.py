@@ -330,7 +330,10 @@ def test_explorers_update_from_python():
     budget = sl.allocation_explorer()
     budget.set(compute=3.15e23, law="20 tokens/param")
     n_opt = math.sqrt(3.15e23 / 120)
-    assert f"N = {n_opt:.3g}" in budget.message.value, budget.message.value
+    assert f"N = {claims.fixed(n_opt)}," in budget.message.value, budget.message.value
+    loss = float(sl.CHINCHILLA_REPLICATION.loss(n_opt, 20 * n_opt))
+    assert f"loss by the Epoch replication {loss:.3f}" in budget.message.value, (
+        "the explorer scores with the replication, as the notebook says it predicts with it")
     assert budget.fig.data[3].x[0] == pytest.approx(n_opt), "the star moves to the optimum"
     owning = sl.overtraining_explorer()
     before = owning.fig.data[3].x[0]

@@ -10,7 +10,13 @@
 * :mod:`.captions`: those tables in words, every number read from the rows.
 """
 
-from workbook.memory.captions import gap_caption, recompute_caption, sweep_caption
+from workbook.memory.captions import (
+    fit_caption,
+    fit_gap,
+    gap_caption,
+    recompute_caption,
+    sweep_caption,
+)
 from workbook.memory.experiments import (
     BREAKDOWN_PRESETS,
     EXPERIMENTS,
@@ -64,9 +70,11 @@ from workbook.memory.views import (
     breakdown_table,
     by_device,
     claims,
+    fit_formula_gb,
     fit_summary,
     gap_items,
     gap_table,
+    gpu_gb_default,
     memory_explorer,
     plot_breakdown,
     plot_fit,
@@ -86,8 +94,10 @@ __all__ = [
     "BreakdownConfig", "FitConfig", "RecomputeConfig", "SavedTensors", "SweepConfig",
     "activation_bytes", "activation_sweep", "allocated_bytes", "batch_for_gpu",
     "breakdown_table", "build_model", "by_device", "bytes_per_param", "check_gpt_shape",
-    "claims", "fill_params", "fit_exponent", "fit_summary", "formula_fit",
-    "forward_activations", "gap_caption", "gap_items", "gap_table", "gpt_params", "largest_fit",
+    "claims", "fill_params", "fit_caption", "fit_exponent", "fit_formula_gb", "fit_gap",
+    "fit_summary", "formula_fit",
+    "forward_activations", "gap_caption", "gap_items", "gap_table", "gpt_params",
+    "gpu_gb_default", "largest_fit",
     "lecture_175b", "measure_breakdown", "memory_explorer", "plot_breakdown", "plot_fit",
     "plot_seq_sweep", "predicted_breakdown", "random_batches", "recompute_caption",
     "recompute_claims",

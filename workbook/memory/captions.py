@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from workbook.config import takes_rows
-from workbook.memory.views import gap_items, recompute_table, sweep_exponents, sweep_table
+from workbook.memory.formulas import GB
+from workbook.memory.views import (
+    by_device,
+    fit_formula_gb,
+    fit_summary,
+    gap_items,
+    recompute_table,
+    sweep_exponents,
+    sweep_table,
+)
 
 
 @takes_rows
@@ -77,7 +87,9 @@ def sweep_caption(rows: pd.DataFrame) -> str:
 
 @takes_rows
 def recompute_caption(rows: pd.DataFrame) -> str:
-    """Checkpointing's price in words (Markdown), every number read from the rows."""
+    """Checkpointing's price in words (Markdown), every number read from the rows, each
+    statistic named: the step times' medians and their ratio, then the median of each repeat's
+    own pair and its range (the one the claims judge); the two differ where the repeats do."""
     table = recompute_table(rows)
     if table.empty:
         return "No checkpointing timings here or in the ledger yet."
@@ -85,9 +97,68 @@ def recompute_caption(rows: pd.DataFrame) -> str:
     mem = (f"peak {r['peak MB (no ckpt)']:.0f} → {r['peak MB (ckpt)']:.0f} MB"
            if not math.isnan(r["peak MB (no ckpt)"]) else
            f"saved for backward {r['saved MB (no ckpt)']:.2f} → {r['saved MB (ckpt)']:.2f} MB")
-    return (f"**{r['where']}**: a step took {r['step ms (no ckpt)']:.1f} ms without "
-            f"checkpointing and {r['step ms (ckpt)']:.1f} ms with it (medians of "
-            f"{int(r['repeats'])} repeats): {r['overhead % (median)']:+.0f}% "
-            f"(repeats from {r['overhead % low']:+.0f}% to {r['overhead % high']:+.0f}%), "
-            f"against {r['predicted %: one forward (lecture)']:+.0f}% for one more forward and "
+    n = int(r["repeats"])
+    return (f"**{r['where']}** (batch x seq_len {r['batch x seq_len']}): over {n} repeats the "
+            f"median step took {r['step ms (no ckpt)']:.1f} ms without checkpointing and "
+            f"{r['step ms (ckpt)']:.1f} ms with it, "
+            f"{r['overhead % (ratio of medians)']:+.0f}% as a ratio of those medians. Paired "
+            f"repeat by repeat (each repeat times both, interleaved), the median overhead is "
+            f"{r['overhead % (median of pairs)']:+.0f}%, the pairs ranging from "
+            f"{r['overhead % (pairs: min)']:+.0f}% to {r['overhead % (pairs: max)']:+.0f}%: "
+            f"the number the claims judge, against "
+            f"{r['predicted %: one forward (lecture)']:+.0f}% for one more forward and "
             f"{r[blocks]:+.0f}% for the blocks' forward alone; memory: {mem}.")
+
+
+@takes_rows
+def fit_gap(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per device (this machine's first) and checkpointing: how the measured peak of the
+    largest-fit probes grows with depth against the formula's. GB per layer (least squares
+    over the probes that fit; the formula is linear in the layers) and the measured excess
+    over the formula at the smallest and the largest probe that fit: an excess that grows
+    with depth is a per-layer term the formula lacks, not a fixed reserve."""
+    out = []
+    for where, device in by_device(rows[rows["status"] == "ok"] if len(rows) else rows):
+        for ckpt, part in device.groupby("checkpointing", sort=True):
+            part = part.sort_values("n_layer")
+            if len(part) < 2:
+                continue
+            n, gb = part["n_layer"].astype(float), part["value"].astype(float) / GB
+            slope = float(np.polyfit(n, gb, 1)[0])
+            r = part.iloc[0]
+            f_lo, f_hi = (fit_formula_gb(r, int(k)) for k in (n.iloc[0], n.iloc[-1]))
+            out.append({"where": where, "checkpointing": ckpt,
+                        "measured GB per layer": slope,
+                        "formula GB per layer": (f_hi - f_lo) / (n.iloc[-1] - n.iloc[0]),
+                        "smallest n_layer": int(n.iloc[0]),
+                        "excess at smallest (GB)": gb.iloc[0] - f_lo,
+                        "largest n_layer that fit": int(n.iloc[-1]),
+                        "excess at largest (GB)": gb.iloc[-1] - f_hi})
+    return pd.DataFrame(out)
+
+
+@takes_rows
+def fit_caption(rows: pd.DataFrame) -> str:
+    """The largest-fit searches in words (Markdown), this machine's device first: how fast the
+    measured peak grows per layer against the formula's, and the excess at the smallest and
+    largest probe that fit (:func:`fit_gap`); where the formula's largest n_layer
+    (:func:`fit_summary`) is beyond the measured one, that per-layer gap is the reason."""
+    gap, summary = fit_gap(rows), fit_summary(rows)
+    if gap.empty:
+        return "No largest-fit search here or in the ledger yet."
+    lines = []
+    for _, g in gap.iterrows():
+        s = summary[(summary["where"] == g["where"])
+                    & (summary["checkpointing"].astype(str) == str(g["checkpointing"]))]
+        ends = ""
+        if len(s):
+            ends = (f" The formula's answer is {int(s['largest n_layer by formula'].iloc[0])} "
+                    f"layers, the measured {int(s['largest n_layer measured'].iloc[0])}.")
+        lo, hi = int(g["smallest n_layer"]), int(g["largest n_layer that fit"])
+        lines.append(
+            f"- **{g['where']}**, checkpointing {g['checkpointing']}: the measured peak grows "
+            f"by {g['measured GB per layer']:.2f} GB per layer, the formula's by "
+            f"{g['formula GB per layer']:.2f} GB; measured minus formula is "
+            f"{g['excess at smallest (GB)']:+.1f} GB at {lo} layer{'s' * (lo != 1)} and "
+            f"{g['excess at largest (GB)']:+.1f} GB at {hi}.{ends}")
+    return "\n".join(lines)

@@ -68,6 +68,20 @@ def isoflop_minima(points: pd.DataFrame, n_column: str = "n_params") -> pd.DataF
     return pd.DataFrame(out)
 
 
+def wiggle(n_params: np.ndarray, loss: np.ndarray) -> float:
+    """How far an IsoFLOP curve strays from a convex one (nats): the largest distance of an
+    inner point from the straight line (in log N) through its two neighbours, where the
+    curve changes direction more than once (falls, rises, falls again); 0 for a curve that
+    falls to one minimum and rises after it."""
+    order = np.argsort(n_params)
+    x, y = np.log(np.asarray(n_params, float)[order]), np.asarray(loss, float)[order]
+    turns = int(np.sum(np.diff(np.sign(np.diff(y))) != 0))
+    if len(y) < 3 or turns <= 1:
+        return 0.0
+    t = (x[1:-1] - x[:-2]) / (x[2:] - x[:-2])
+    return float(np.max(np.abs(y[1:-1] - (y[:-2] + t * (y[2:] - y[:-2])))))
+
+
 @dataclass(frozen=True)
 class ExponentFit:
     """a, b and D_opt/N_opt at the largest budget (``ratio``), each with its bootstrap
@@ -239,4 +253,23 @@ def fit_parametric(n_params, n_tokens, loss, *, delta: float = 1e-3,
     a, b, e, alpha, beta = best.x
     return ParametricLaw(name, E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)),
                          alpha=float(alpha), beta=float(beta),
-                         source=f"Huber(δ={delta}) on log L, {len(ll)} points")
+                         source=f"Huber(δ={delta}) on log L, {len(ll)} points",
+                         at_bounds=at_bounds(best.x, bounds))
+
+
+# The fit's variables as the law names them: (a, b, e) are the logs of (A, B, E).
+_FITTED = (("A", True), ("B", True), ("E", True), ("alpha", False), ("beta", False))
+
+
+def at_bounds(x, bounds, rel: float = 1e-6) -> tuple[str, ...]:
+    """Which of the parametric fit's variables ``x`` (log A, log B, log E, α, β) sit on a bound
+    of ``bounds``, each in words with the law's value there: 'E at its lower bound (0.0067)'.
+    A variable on a bound was stopped there, not fitted: every number derived from it (E, the
+    implied a = β/(α+β)) is the bound's as much as the data's."""
+    found = []
+    for value, (low, high), (name, logged) in zip(x, bounds, _FITTED, strict=True):
+        for side, edge in (("lower", low), ("upper", high)):
+            if abs(value - edge) <= rel * max(1.0, abs(edge)):
+                shown = math.exp(edge) if logged else edge
+                found.append(f"{name} at its {side} bound ({shown:.4g})")
+    return tuple(found)

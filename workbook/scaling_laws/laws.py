@@ -26,6 +26,10 @@ class ParametricLaw:
     alpha: float
     beta: float
     source: str = ""
+    # A fitted law's parameters that ended on a bound of the fit's search (a bound, not a
+    # minimum: the value is where the search stopped, and what is derived from it is too),
+    # e.g. "E at its lower bound (0.0067)". Empty for a published law or a fit inside them.
+    at_bounds: tuple[str, ...] = ()
 
     def loss(self, n_params, n_tokens):
         n, d = np.asarray(n_params, float), np.asarray(n_tokens, float)
@@ -129,19 +133,28 @@ LAWS: tuple[str, ...] = ("20 tokens/param", "Chinchilla (approach 3)",
 
 
 def allocation(compute: float, laws: Sequence[str | ParametricLaw] = LAWS) -> pd.DataFrame:
-    """For one compute budget: the optimal N, D, tokens/param and predicted loss per law."""
+    """For one compute budget: the optimal N, D and tokens/param per law, and the loss of each
+    law's choice as *two* fixed judges predict it: Chinchilla's approach-3 fit and its Epoch
+    replication. Each loss column is one law for every row, so a column ranks the choices;
+    a row's choice scored by its own law (approach 3's optimum by approach 3) would make the
+    ranking an artefact of which fit scored it."""
     check_range("compute", compute, 1e6, 1e30)
     check_values("laws", laws)
     rows = []
     for law in laws:
         n, d = (float(v) for v in law_optimal(law, compute))
         name = law.name if isinstance(law, ParametricLaw) else law
-        pred = law if isinstance(law, ParametricLaw) else (
-            CHINCHILLA_REPLICATION if "replication" in name else CHINCHILLA)
         rows.append({"law": name, "compute": compute, "n_params": n, "n_tokens": d,
                      "tokens_per_param": d / n,
-                     "loss (Chinchilla-fit nats)": float(pred.loss(n, d))})
+                     LOSS_BY[CHINCHILLA.name]: float(CHINCHILLA.loss(n, d)),
+                     LOSS_BY[CHINCHILLA_REPLICATION.name]:
+                         float(CHINCHILLA_REPLICATION.loss(n, d))})
     return pd.DataFrame(rows)
+
+
+# The loss columns of :func:`allocation`: which published fit predicts them (nats per token).
+LOSS_BY = {CHINCHILLA.name: "loss by approach 3 (nats/token)",
+           CHINCHILLA_REPLICATION.name: "loss by the Epoch replication (nats/token)"}
 
 
 @takes_rows

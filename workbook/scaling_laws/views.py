@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from workbook import results
-from workbook.claims import Claim, claims_table
+from workbook.claims import Claim, claims_table, fixed, readable
 from workbook.config import WorkbookError, check_range, takes_rows
 from workbook.results import where_label
 from workbook.scaling_laws.experiments import (
@@ -20,15 +20,18 @@ from workbook.scaling_laws.experiments import (
 )
 from workbook.scaling_laws.fits import (
     fit_exponents,
+    fit_parametric,
     fit_power_law,
     fit_step_time,
     isoflop_minima,
     ok_points,
+    wiggle,
 )
 from workbook.scaling_laws.laws import (
     CHINCHILLA,
     CHINCHILLA_REPLICATION,
     LAWS,
+    ParametricLaw,
     law_optimal,
     overtraining_costs,
     placement,
@@ -69,7 +72,10 @@ def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     out = []
     for g in sorted(groups, key=rank):
         g = g.drop(columns="_where")
-        out.append((f"{where_label(g)}, {g['preset'].iloc[0] or '?'} preset, {_recipe(g)}", g))
+        preset = g["preset"].iloc[0] or "?"
+        # a full-preset sweep names the plan it ran: today's, or an older one of its own
+        plan = f", {plan_judged(g, sum(_points_cut(g)))}" if preset == "full" else ""
+        out.append((f"{where_label(g)}, {preset} preset, {_recipe(g)}{plan}", g))
     return out
 
 
@@ -104,23 +110,24 @@ def _sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> lis
         return picked.iloc[0] if len(picked) else pd.Series(dtype=float)
 
     total, non_emb = fit("total N"), fit("non-embedding N")
-    label = where  # device, date, preset and recipe (:func:`sweeps`)
+    label = where  # device, date, preset, recipe and plan (:func:`sweeps`)
+    exponent = "exponent (N_opt ∝ C^a)"  # a has no unit: the column says what it is
     wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
     seconds, trained, cut = float(wall.max()) if len(wall) else nan, *_points_cut(sweep)
-    time_label = f"{label}; {plan_judged(sweep, trained + cut)}"
+    time_label = label  # names the plan the sweep ran (:func:`sweeps`)
     if cut and trained:  # the time to train every planned point, extrapolated from the rate
         time_label += (f"; {cut} of {trained + cut} points cut by the time limit: "
                        f"{seconds:.0f} s × {trained + cut}/{trained}, extrapolated")
         seconds *= (trained + cut) / trained
     return [
         Claim("compute-optimal N ∝ C^a, a ≈ 0.5 (total N)", "Chinchilla Table 2; Porian et "
-              "al. 2024", 0.5, total.get("a", nan), where=label, abs_tol=0.05,
+              "al. 2024", 0.5, total.get("a", nan), exponent, where=label, abs_tol=0.05,
               low=total.get("a_low", nan), high=total.get("a_high", nan)),
         Claim("tokens ≈ 20 × params at the largest budget", "Chinchilla; lecture", 20.0,
               total.get("ratio", nan), "tokens/param", where=label, factor=1.5,
               low=total.get("ratio_low", nan), high=total.get("ratio_high", nan)),
         Claim("non-embedding N gives Kaplan's a ≈ 0.73", "Kaplan et al. 2020; Pearce & "
-              "Song 2024", 0.73, non_emb.get("a", nan), where=label, abs_tol=0.1,
+              "Song 2024", 0.73, non_emb.get("a", nan), exponent, where=label, abs_tol=0.1,
               low=non_emb.get("a_low", nan), high=non_emb.get("a_high", nan)),
     ] + ([Claim("IsoFLOP sweep (every planned point) ≤ 600 s on one GPU",
                 "issue 21 target", 600.0, seconds, "s", time_label, kind="at_most")]
@@ -177,10 +184,41 @@ def _span(fit: pd.Series, name: str, fmt: str) -> str:
     return "" if pd.isna(low) or pd.isna(high) else f" [{low:{fmt}}, {high:{fmt}}]"
 
 
+def _budget_notes(points: pd.DataFrame) -> str:
+    """A sweep's budgets whose minimum is not bracketed by its sizes (the parabola's N_opt
+    extrapolated) and those whose curve is not convex, in words; '' where there are none."""
+    minima = isoflop_minima(points)
+    if minima.empty:
+        return ""
+    notes = []
+    outside = minima[~minima["bracketed"].astype(bool)]
+    if len(outside):
+        each = []
+        for _, m in outside.iterrows():
+            sizes = points.loc[points["budget"] == m["budget"], "n_params"]
+            each.append(f"$C$ = {fixed(m['budget'])} FLOPs, N_opt {m['n_opt']:,.0f} outside "
+                        f"the sizes trained ({sizes.min():,.0f} to {sizes.max():,.0f})")
+        notes.append(f"{len(outside)} of {len(minima)} budgets' minima are not bracketed "
+                     f"({'; '.join(each)}): their parabolas extrapolate, and they enter "
+                     "$a$ and the tokens per parameter all the same")
+    bent = [(b, wiggle(g["n_params"].to_numpy(), g["loss"].to_numpy()))
+            for b, g in points.groupby("budget") if len(g) >= 3]
+    bent = [(b, w) for b, w in bent if w > 0]
+    if bent:
+        each = ", ".join(f"$C$ = {fixed(b)} FLOPs (a point {w:.2f} nats off the line "
+                         "through its neighbours)" for b, w in bent)
+        notes.append(f"{len(bent)} of {len(minima)} budgets' curves are not convex ({each}): "
+                     "the loss falls, rises and falls again between neighbouring sizes, so "
+                     "their parabola's minimum rests on noise as much as on the curve, "
+                     "bracketed or not")
+    return " " + "; ".join(notes) + "." if notes else ""
+
+
 @takes_rows
 def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Every sweep's numbers in words (Markdown), the main one first, printed from the rows and
-    their :func:`fit_summary`, never typed."""
+    their :func:`fit_summary`, never typed: its exponents and tokens per parameter, and which
+    budgets' minima are extrapolated (not bracketed) or rest on a non-convex curve."""
     lines = []
     for where, sweep in sweeps(rows):
         points = ok_points(sweep)
@@ -190,10 +228,11 @@ def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
         cut = f" ({cut} more were planned: the sweep's time limit cut them)" if cut else ""
         head = (f"**{where}:** {len(points)} trained points over "
                 f"{points['budget'].nunique()} budgets{took}{cut}.")
+        notes = _budget_notes(points)
         mine = summary[summary["sweep"] == where] if "sweep" in summary.columns else summary
         mine = mine[mine["a"].notna()] if "a" in mine.columns else mine.iloc[0:0]
         if len(mine) < 2:
-            lines.append(f"{head} Too few sizes per budget to fit exponents.")
+            lines.append(f"{head} Too few sizes per budget to fit exponents.{notes}")
             continue
         total, ne = (mine[mine["N counted as"] == c].iloc[0]
                      for c in ("total N", "non-embedding N"))
@@ -201,11 +240,134 @@ def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
                 if total["n_boot"] else "no interval: 3 sizes per budget give one resample")
         lines.append(
             f"{head} Counting all parameters, $a$ = {total['a']:.2f}{_span(total, 'a', '.2f')}"
-            f" and at the largest budget ($C$ = {total['ratio_budget']:.2g}) the optimum sits "
-            f"at {total['ratio']:.0f} tokens per parameter{_span(total, 'ratio', '.0f')}; "
-            f"counting non-embedding parameters, $a$ = {ne['a']:.2f}{_span(ne, 'a', '.2f')} "
-            f"({boot}).")
+            f" and at the largest budget ($C$ = {fixed(total['ratio_budget'])} FLOPs) the "
+            f"optimum sits at {total['ratio']:.0f} tokens per parameter"
+            f"{_span(total, 'ratio', '.0f')}; counting non-embedding parameters, $a$ = "
+            f"{ne['a']:.2f}{_span(ne, 'a', '.2f')} ({boot}).{notes}")
     return "\n\n".join(lines) or "No sweep with finished points yet."
+
+
+# What a table's raw column (or a fit summary's field) means, with its unit.
+HEADERS = {
+    "compute": "compute C (FLOPs)", "budget": "budget C (FLOPs)",
+    "n_params": "N (parameters)", "n_tokens": "D (tokens)",
+    "n_params_non_embedding": "non-embedding N (parameters)",
+    "tokens_per_param": "tokens per parameter", "optimal_n_params": "20-tokens N (parameters)",
+    "optimal_n_tokens": "20-tokens D (tokens)", "size_vs_optimal": "N / 20-tokens N",
+    "batch_size": "batch (sequences)", "steps": "steps", "warmup": "warm-up (steps)",
+    "lr": "peak learning rate", "beta2": "AdamW β2",
+    "n_opt": "N_opt (parameters)", "d_opt": "D_opt (tokens)",
+    "loss_min": "parabola's minimum loss (nats/token)", "n_points": "sizes trained",
+    "bracketed": "minimum inside the sizes", "n_budgets": "budgets fitted",
+    "n_boot": "bootstrap resamples",
+    "a": "a (N_opt ∝ C^a)", "a_low": "a: 10th percentile", "a_high": "a: 90th percentile",
+    "b": "b (D_opt ∝ C^b)", "b_low": "b: 10th percentile", "b_high": "b: 90th percentile",
+    "ratio": "D_opt / N_opt at the largest budget (tokens per parameter)",
+    "ratio_low": "D_opt / N_opt: 10th percentile", "ratio_high": "D_opt / N_opt: 90th percentile",
+    "ratio_budget": "the largest budget (FLOPs)",
+}
+
+
+def _cell(value: object) -> str:
+    """A table cell as a reader reads it: 1,234 · 0.0956 · 3.15×10²³ (never 3.15e+23, never a
+    fraction of a parameter: counts of 10,000 and more are whole), "–" for a missing number."""
+    if isinstance(value, float) and np.isnan(value):
+        return "–"
+    return readable(value)
+
+
+@takes_rows
+def shown_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (a plan, an allocation, a placement, IsoFLOP minima) as a reader sees it:
+    every number in fixed notation (:func:`workbook.claims.readable`: 6.93×10¹⁰, 155,035,
+    0.0078), a missing one "–", and each known column named with its unit (:data:`HEADERS`).
+    The cells are text: compute on ``table``, show this."""
+    out = table.astype(object).map(_cell) if len(table) else table.copy()
+    return out.rename(columns=HEADERS)
+
+
+@takes_rows
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`fit_summary` transposed as the notebook shows it: one column per sweep and
+    count of N, one row per named quantity with its unit (:data:`HEADERS`), numbers in fixed
+    notation; the bootstrap's standard deviations left out (the percentiles are the interval)."""
+    if summary.empty:
+        return summary
+    table = shown_table(summary.drop(columns=["a_boot_sd", "b_boot_sd"], errors="ignore"))
+    return table.T.rename(index={"sweep": "sweep (where, preset, recipe, plan)",
+                                 "n_points": "trained points", "error": "why no fit"})
+
+
+@takes_rows
+def minima_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The IsoFLOP minimum of every budget of every sweep in ``rows`` (the main one first,
+    :func:`sweeps`), with its tokens per parameter and whether the sizes trained bracket it
+    (else its N_opt is the parabola's extrapolation), numbers as a reader reads them."""
+    out = []
+    for where, sweep in sweeps(rows):
+        minima = isoflop_minima(ok_points(sweep))
+        if len(minima):
+            out.append(minima.assign(tokens_per_param=minima["d_opt"] / minima["n_opt"],
+                                     sweep=where))
+    if not out:
+        return pd.DataFrame()
+    table = pd.concat(out, ignore_index=True)
+    table["bracketed"] = table["bracketed"].map({True: "yes", False: "no: extrapolated"})
+    return shown_table(table[["sweep"] + [c for c in table.columns if c != "sweep"]])
+
+
+def _main_sweep(rows: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    found = sweeps(rows)
+    return found[0] if found else ("no sweep yet", rows.iloc[0:0])
+
+
+def _main_fit(rows: pd.DataFrame) -> tuple[pd.DataFrame, ParametricLaw | None]:
+    where, main = _main_sweep(rows)
+    points = ok_points(main) if len(main) else pd.DataFrame()
+    if len(points) < 5:
+        return points, None
+    return points, fit_parametric(points["n_params"], points["n_tokens"], points["loss"],
+                                  name=f"our fit ({where.split(',')[0]})")
+
+
+@takes_rows
+def parametric_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Chinchilla's approach-3 law, its replication and the same form fitted to the main
+    sweep of ``rows`` (:func:`sweeps`: this machine's, else the newest recording), each with
+    the exponent it implies and, for the fit, the parameters that ended on a bound of the
+    search (their value is the bound's, not the data's)."""
+    _, ours = _main_fit(rows)
+    laws = [law for law in (CHINCHILLA, CHINCHILLA_REPLICATION, ours) if law is not None]
+    table = pd.DataFrame([{"law": law.name, "E (nats/token)": law.E, "A": law.A, "B": law.B,
+                           "alpha": law.alpha, "beta": law.beta, "implied a = β/(α+β)": law.a,
+                           "on a bound of the fit": "; ".join(law.at_bounds) or "–",
+                           "source": law.source} for law in laws])
+    return shown_table(table)
+
+
+@takes_rows
+def parametric_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The parametric fit of the main sweep in words (Markdown), printed from the rows: its
+    error, its implied a beside the IsoFLOP a of :func:`fit_summary`, and which of its
+    parameters the search stopped at a bound, so that what is derived from them is read as
+    the bound's."""
+    points, ours = _main_fit(rows)
+    if ours is None:
+        return "Too few trained points (5 needed) for the parametric fit."
+    err = (ours.loss(points["n_params"], points["n_tokens"]) / points["loss"] - 1).abs()
+    where = _main_sweep(rows)[0]
+    iso = summary[(summary["sweep"] == where) & (summary["N counted as"] == "total N")] \
+        if {"sweep", "N counted as", "a"} <= set(summary.columns) else summary.iloc[0:0]
+    versus = (f" against the IsoFLOP $a$ = {iso['a'].iloc[0]:.2f}"
+              if len(iso) and pd.notna(iso["a"].iloc[0]) else "")
+    text = (f"**{ours.name}:** median error {err.median():.1%}, worst {err.max():.1%}; the "
+            f"fit implies $a$ = {ours.a:.2f}{versus}. ")
+    if not ours.at_bounds:
+        return text + "No parameter sits on a bound of the fit's search."
+    return text + (f"The search stopped on a bound: {'; '.join(ours.at_bounds)}. That value "
+                   "is where the search was told to stop, not a floor the data show, and the "
+                   "exponents fitted beside it (and the $a$ they imply) take up what a free "
+                   "parameter would have: read this $a$ as the bound's as much as the data's.")
 
 
 @takes_rows
@@ -235,25 +397,67 @@ def published_laws() -> pd.DataFrame:
                          for law in (CHINCHILLA, CHINCHILLA_REPLICATION)])
 
 
+# Recorded sweeps are hollow markers, one shape per sweep (this machine's are filled circles).
+_RECORDED_SYMBOLS = ("circle-open", "square-open", "diamond-open", "triangle-up-open")
+_LOG_C_RANGE = (10.5, 14.5)  # log10 C onto the colour scale: the small preset's to the full's
+
+
+def budget_color(budget: float) -> str:
+    """A budget's colour in every IsoFLOP figure: a point of a sequential scale fixed by
+    log10 C (:data:`_LOG_C_RANGE`), so every budget has its own, larger budgets warmer, and
+    the same budget the same colour in any figure (a palette of ten would repeat itself)."""
+    from plotly.colors import sample_colorscale
+
+    low, high = _LOG_C_RANGE
+    at = min(1.0, max(0.0, (np.log10(budget) - low) / (high - low)))
+    return sample_colorscale("Plasma", [0.9 * at])[0]  # its last tenth is too pale on white
+
+
+def _shapes(found: list[tuple[str, pd.DataFrame]]) -> list[str | None]:
+    """Each sweep's marker: None (filled circle) for this machine's, else the next hollow
+    shape of :data:`_RECORDED_SYMBOLS`, one per recorded sweep."""
+    out, k = [], 0
+    for _, sweep in found:
+        live = (sweep["source"] == "measured").any()
+        out.append(None if live else _RECORDED_SYMBOLS[k % len(_RECORDED_SYMBOLS)])
+        k += 0 if live else 1
+    return out
+
+
+def _subtitled(title: str, found: list[tuple[str, pd.DataFrame]]) -> str:
+    """``title`` with one provenance line per sweep (the main one first): how its points are
+    drawn, where it ran, its preset, recipe and plan (its points and budgets)."""
+    lines = []
+    for (_, sweep), shape in zip(found, _shapes(found), strict=True):
+        live = (sweep["source"] == "measured").any()
+        trained, cut = _points_cut(sweep)
+        budgets = sweep.loc[sweep["metric"] == "val_loss", "budget"].nunique()
+        recipe = "per-size recipe" if _recipe(sweep) == "per-size recipe" else "older recipe"
+        lines.append(f"{'filled' if live else shape.split('-')[0]}: "
+                     f"{where_label(sweep)}, {sweep['preset'].iloc[0]} preset, {recipe}, a "
+                     f"{trained + cut}-point plan over {budgets} budgets"
+                     + (f" ({trained} trained)" if cut else ""))
+    return title + "".join(f"<br><sup>{line}</sup>" for line in lines)
+
+
 @takes_rows
 def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
-    """Loss against N, one colour per budget; the parabola fitted in log N. A sweep measured on
-    this machine is drawn filled (dashed parabolas); recorded sweeps hollow (dotted), their
-    legend entries named by where they ran."""
+    """Loss against N, one colour per budget (:func:`budget_color`); the parabola fitted in
+    log N. A sweep measured on this machine is drawn filled (dashed parabolas); recorded sweeps
+    hollow (dotted), one marker shape each, their legend entries named by where they ran. The
+    subtitle names every sweep drawn, with its preset, recipe and plan."""
     from workbook import plots
 
     found = sweeps(rows)
-    title = "IsoFLOP profiles: loss vs model size"
-    fig = plots.figure(plots.title_with_source(title, found[0][1]) if found else title,
+    fig = plots.figure(_subtitled("IsoFLOP profiles: loss vs model size", found),
                        "parameters N", "held-out loss (nats/token)", log_x=True)
-    for where, sweep in found:
+    for (where, sweep), shape in zip(found, _shapes(found), strict=True):
         points, live = ok_points(sweep), (sweep["source"] == "measured").any()
-        marker = {"size": 9} if live else {"size": 8, "symbol": "circle-open",
-                                           "line": {"width": 2}}
+        marker = {"size": 9} if live else {"size": 8, "symbol": shape, "line": {"width": 2}}
         for budget, group in points.groupby("budget"):
-            color = plots.color_for(f"budget={budget:g}")  # as the sweep's panel names it
+            color = budget_color(budget)
             group = group.sort_values(n_column)
-            name = f"C={budget:.2g}" + ("" if live else f" ({where.split(',')[0]})")
+            name = f"C = {fixed(budget)} FLOPs" + ("" if live else f" ({where.split(',')[0]})")
             fig.add_scatter(x=group[n_column], y=group["loss"], name=name, mode="markers",
                             marker={**marker, "color": color}, legendgroup=where)
             if len(group) >= 3:
@@ -261,21 +465,26 @@ def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
                 x = np.geomspace(group[n_column].min(), group[n_column].max(), 50)
                 fig.add_scatter(x=x, y=c0 + c1 * np.log(x) + c2 * np.log(x) ** 2,
                                 mode="lines", showlegend=False, legendgroup=where,
-                                name=f"C={budget:.2g}: parabola fit",
+                                name=f"C = {fixed(budget)} FLOPs: parabola fit",
                                 line={"dash": "dash" if live else "dot", "color": color})
     return fig
+
+
+def _short(where: str) -> str:
+    """A sweep's legend name: where it ran, without date, seed and recipe."""
+    return where.split(",")[0].removeprefix("recorded on ").removeprefix("NVIDIA ")
 
 
 @takes_rows
 def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
     """The IsoFLOP minima N_opt(C) of every sweep with its fitted power law (the exponent from
-    ``summary``, :func:`fit_summary`, when given), Chinchilla's and Kaplan's slopes drawn
-    through the main sweep's middle budget, and N at 20 tokens/param."""
+    ``summary``, :func:`fit_summary`, when given), each named by the machine it ran on;
+    Chinchilla's and Kaplan's slopes drawn through the main sweep's middle budget, and N at 20
+    tokens/param. A minimum its sizes do not bracket (extrapolated) is drawn as an ✕."""
     from workbook import plots
 
     found = sweeps(rows)
-    title = "Compute-optimal model size N_opt(C)"
-    fig = plots.figure(plots.title_with_source(title, found[0][1]) if found else title,
+    fig = plots.figure(_subtitled("Compute-optimal model size N_opt(C)", found),
                        "compute C (FLOPs)", "N_opt (parameters)", log_x=True, log_y=True)
     mid = None
     for where, sweep in found:
@@ -289,14 +498,16 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
         shown = f"a = {p:.2f}"
         if fits is not None and len(fits) and pd.notna(fits["a"].iloc[0]):
             shown += f" [{fits['a_low'].iloc[0]:.2f}, {fits['a_high'].iloc[0]:.2f}]"
-        color = plots.color_for(where)
+        color, live = plots.color_for(where), (sweep["source"] == "measured").any()
+        inside = minima["bracketed"].astype(bool)
+        symbol = "diamond" if live else "diamond-open"
         fig.add_scatter(x=minima["budget"], y=minima["n_opt"], mode="markers",
-                        name=f"minima, {where.split(',')[0]}", marker={
-                            "size": 10, "color": color,
-                            "symbol": "diamond" if (sweep["source"] == "measured").any()
-                            else "diamond-open"})
-        fig.add_scatter(x=c, y=coef * c**p, mode="lines", name=f"fit: {shown}",
-                        line={"color": color})
+                        name=f"minima, {_short(where)} ({'here' if live else 'recorded'})",
+                        marker={"size": 10, "color": color,
+                                "symbol": symbol if inside.all() else
+                                [symbol if ok else "x" for ok in inside]})
+        fig.add_scatter(x=c, y=coef * c**p, mode="lines", line={"color": color},
+                        name=f"fit, {_short(where)}: {shown}")
         if mid is None:
             mid, span = minima.iloc[len(minima) // 2], c
     if mid is None:
@@ -336,9 +547,9 @@ def allocation_explorer(compute: float = 5.76e23):
         fig.data[2].update(x=line_n, y=compute / (6 * line_n), mode="lines",
                            line={"dash": "dot", "color": "#7f7f7f"})
         fig.data[3].update(x=[n], y=[d], mode="markers", marker={"size": 14, "symbol": "star"})
-        loss = float(CHINCHILLA.loss(n, d))
-        return (f"C = {compute:.3g} FLOPs → N = {n:.3g}, D = {d:.3g}, D/N = {d / n:.1f}, "
-                f"Chinchilla-fit loss {loss:.3f} nats")
+        loss = float(CHINCHILLA_REPLICATION.loss(n, d))  # one judge for every law's choice
+        return (f"C = {fixed(compute)} FLOPs → N = {fixed(n)}, D = {fixed(d)}, "
+                f"D/N = {d / n:.1f}; loss by the Epoch replication {loss:.3f} nats/token")
 
     return widgets.Explorer({"compute": widgets.slider("compute (FLOPs)", 1e18, 1e27, 0.1,
                                                        compute, log=True),

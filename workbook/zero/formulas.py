@@ -70,7 +70,10 @@ def deepspeed_estimates(n_params: int, n_largest_layer: int, n_gpus: int) -> pd.
     """DeepSpeed's own estimators (``estimate_zero2/3_model_states_mem_needs``), per GPU bytes.
 
     They take Ψ and, for stage 3, the largest layer (gathered whole during its forward), and
-    return per-GPU and per-node CPU bytes with and without offload (nodes of 8 GPUs here).
+    return per-GPU and CPU bytes with and without offload (nodes of 8 GPUs here). The CPU
+    bytes are a node's, except ZeRO-2 with optimizer offload: DeepSpeed's estimator multiplies
+    Ψ by every GPU of the job there (Ψ · max(4 · N_d, 16) · 1.5), so that row is the whole
+    job's CPU memory; ``cpu_counts`` says which, per row.
     Unlike the paper they count 18Ψ/N_d of sharded state: 2 (bf16 grads) + 4 (fp32 grads,
     made at step time) + 12 (Adam, K).
     """
@@ -92,13 +95,16 @@ def deepspeed_estimates(n_params: int, n_largest_layer: int, n_gpus: int) -> pd.
         cpu, gpu = estimate_zero2_model_states_mem_needs(
             n_params, num_gpus_per_node=per_node, num_nodes=nodes, cpu_offload=offload)
         rows.append({"stage": 2, "offload": "optimizer" if offload else "none",
-                     "gpu_bytes": gpu, "cpu_bytes": cpu})
+                     "gpu_bytes": gpu, "cpu_bytes": cpu,
+                     "cpu_counts": f"all {n_gpus} GPUs of the job" if offload
+                     else f"one node ({per_node} GPUs)"})
     for offload, params in ((False, False), (True, False), (True, True)):
         cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
             n_params, n_largest_layer, num_gpus_per_node=per_node, num_nodes=nodes,
             cpu_offload=offload, cpu_offload_params=params, zero_init=True)
         what = "optimizer+params" if params else "optimizer" if offload else "none"
-        rows.append({"stage": 3, "offload": what, "gpu_bytes": gpu, "cpu_bytes": cpu})
+        rows.append({"stage": 3, "offload": what, "gpu_bytes": gpu, "cpu_bytes": cpu,
+                     "cpu_counts": f"one node ({per_node} GPUs)"})
     return pd.DataFrame(rows)
 
 

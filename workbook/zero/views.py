@@ -9,7 +9,8 @@ import pandas as pd
 
 from workbook.claims import Claim, claims_table
 from workbook.config import takes_rows
-from workbook.results import dashed, provenance_label
+from workbook.memory import gpu_gb_default
+from workbook.results import dashed, provenance_label, where_label
 from workbook.zero.formulas import STAGES, zero_memory_formula
 
 GAP_CAUSES: dict[str, str] = {
@@ -107,8 +108,12 @@ def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A :func:`model_state_table` (or :func:`recorded_tables`) as a reader sees it: rounded,
     without the long 'why they differ' (the gap table has it), and where a cell has no number
     a dash with the reason (:data:`NO_VALUE`) instead of NaN."""
-    return dashed(table.drop(columns=["why they differ"], errors="ignore").round(digits),
-                  NO_VALUE)
+    hidden = ["why they differ"] + (list(PROVENANCE) if "where" in table else [])
+    return dashed(table.drop(columns=hidden, errors="ignore").round(digits), NO_VALUE)
+
+
+# Columns a `where` label says in words (this machine, or the recording's device and date).
+PROVENANCE = ("device", "source", "n_gpus", "recorded_at", "seed")
 
 
 def formula_explorer() -> Any:
@@ -136,7 +141,7 @@ def formula_explorer() -> Any:
     return widgets.Explorer({
         "psi_billion": widgets.slider("Ψ (billions)", 0.1, 1000, 0.01, 7.5, log=True),
         "n_gpus": widgets.slider("N_d (GPUs)", 1, 1024, 1, 64),
-        "gpu_gb": widgets.slider("GPU memory (GB)", 16, 192, 8, 80),
+        "gpu_gb": widgets.slider("GPU memory (GB)", 16, 192, 1, gpu_gb_default()),
     }, draw, fig)
 
 
@@ -164,16 +169,30 @@ def plot_model_states(table: pd.DataFrame, title: str = "") -> Any:
 
 @takes_rows
 def plot_comm(table: pd.DataFrame, title: str = "") -> Any:
-    """Measured communication per step (in units of Ψ elements) vs the paper's 2Ψ / 3Ψ:
-    colour is the variant, the paper's number hatched."""
+    """Communication per step (in units of Ψ elements) of every machine in ``table`` (a
+    :func:`recorded_tables`), beside the paper's 2Ψ / 3Ψ: colour is the variant, one bar
+    group per machine named where it ran ('this machine (…)', 'recorded on …'), the paper's
+    number hatched; the subtitle names the sources."""
     from workbook import plots
 
-    fig = plots.figure(title or "Communication per step per rank", "variant", "× Ψ elements")
+    title = title or "Communication per step per rank"
+    has_where = "source" in table and "device" in table
+    fig = plots.figure(plots.title_with_source(title, table) if has_where else title,
+                       "variant", "× Ψ elements")
+    if table.empty:
+        return fig
+    keys = [c for c in ("device", "n_gpus", "source") if c in table]
+    for _, part in (table.groupby(keys, sort=False, dropna=False) if keys else [((), table)]):
+        name = (part["where"].iloc[0] if "where" in part else where_of(part)) if keys \
+            else "measured"
+        fig.add_bar(x=[f"{v} (N={n})" for v, n in zip(part["variant"], part["n_ranks"],
+                                                      strict=True)],
+                    y=part["comm measured (Ψ)"], name=name,
+                    marker_color=[plots.color_for(v) for v in part["variant"]])
     x = [f"{v} (N={n})" for v, n in zip(table["variant"], table["n_ranks"], strict=True)]
-    colors = [plots.color_for(v) for v in table["variant"]]
-    fig.add_bar(x=x, y=table["comm measured (Ψ)"], name="measured", marker_color=colors)
     fig.add_bar(x=x, y=table["comm formula (Ψ)"], name="paper (2Ψ or 3Ψ)",
-                marker_color=colors, marker_pattern_shape="/")
+                marker_color=[plots.color_for(v) for v in table["variant"]],
+                marker_pattern_shape="/")
     fig.update_layout(barmode="group")
     return fig
 
@@ -197,10 +216,13 @@ def recorded_tables(rows: pd.DataFrame) -> pd.DataFrame:
         source = "measured" if (part["source"] == "measured").any() else "recorded"
         prov = {c: part[c].dropna().astype(str).max() for c in ("n_gpus", "recorded_at", "seed")
                 if c in part and part[c].notna().any()}
-        frames.append(table.assign(device=device, source=source, **prov))
+        where = (f"this machine ({device})" if source == "measured"
+                 else provenance_label(part[part["source"] == "recorded"]))
+        frames.append(table.assign(where=where, device=device, source=source, **prov))
     if not frames:
         return pd.DataFrame()
-    out = pd.concat(frames, ignore_index=True)  # this machine's tables first
+    out = pd.concat(frames, ignore_index=True)  # this machine's tables first, `where` first
+    out = out[["where"] + [c for c in out.columns if c != "where"]]
     return out.sort_values("source", key=lambda s: s != "measured", kind="stable",
                            ignore_index=True)
 
@@ -257,8 +279,10 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
 
 @takes_rows
 def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per variant and rank count: each collective's bytes per step, in units of Ψ elements
-    ("–" where the engine never called that collective)."""
+    """Per machine (device and GPU count: this machine's first, each recording labelled with
+    its device and date in ``where``), rank count and variant: each collective's bytes per
+    step, in units of Ψ elements ("–" where the engine never called that collective). Two
+    machines' rows are never averaged into one."""
     ok = rows[(rows["status"] == "ok") & rows["metric"].str.startswith("comm_")
               & rows["source"].isin(["measured", "recorded"])]
     if ok.empty:
@@ -267,10 +291,20 @@ def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
     ok = ok.assign(psi=ok["value"] / ok["n_params"] / elem,
                    kind=ok["metric"].str.removeprefix("comm_").str.removesuffix("_bytes")
                    .replace({"bytes": "total"}))
-    table = ok.pivot_table(index=["n_ranks", "variant"], columns="kind", values="psi",
-                           aggfunc="mean").round(3)
+    keys = [c for c in ("device", "n_gpus", "source") if c in ok]
+    frames = []
+    for _, part in (ok.groupby(keys, sort=False, dropna=False) if keys else [((), ok)]):
+        table = part.pivot_table(index=["n_ranks", "variant"], columns="kind", values="psi",
+                                 aggfunc="mean").round(3).reset_index()
+        frames.append(table.assign(where=where_label(part)))
+    table = pd.concat(frames, ignore_index=True)
+    table = table.sort_values("where", key=lambda w: ~w.str.startswith("this machine"),
+                              kind="stable", ignore_index=True)
+    kinds = sorted(c for c in table.columns if c not in ("where", "n_ranks", "variant", "total"))
+    table = table[["where", "n_ranks", "variant", *kinds, *(["total"] if "total" in table
+                                                             else [])]]
     # a collective the engine never called is "–" (0.0: one called with a few bytes)
-    table = dashed(table).reset_index()
+    table = dashed(table)
     table.columns.name = None  # no stray "kind" over the index column
     return table
 
