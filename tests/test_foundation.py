@@ -838,3 +838,14 @@ def test_recorded_oom_points_reach_the_reader_and_failed_runs_do_not(ledger_dir)
     shown = registry.with_references("qlora_vram", live)
     assert sorted(shown["status"]) == ["ok", "ok", "oom", "unsupported"]
     assert "error" not in set(registry.shown("qlora_vram")["status"])
+
+
+def test_a_rerun_that_launched_other_kernels_replaces_the_old_rows(ledger_dir):
+    """07's ledger held two H200 recordings of one configuration (2.554 and 2.413 GB): the
+    kernel count, an outcome, was part of the row's key."""
+    for kernels, value in ((5, 2.554), (6, 2.413)):
+        rows = pd.DataFrame([{"variant": "triton", "seq_len": 16384, "kernels": kernels,
+                              "metric": "hbm_total", "value": value, "source": "measured"}])
+        results.record("rerun_kernels", rows, preset="full", seed=0)
+    kept = pd.read_csv(results.ledger_path("rerun_kernels"))
+    assert kept["value"].tolist() == [2.413] and kept["kernels"].tolist() == [6]

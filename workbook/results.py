@@ -43,7 +43,10 @@ VALUE_COLUMNS: tuple[str, ...] = ("metric", "value", "unit", "source", "status")
 PROVENANCE_COLUMNS: tuple[str, ...] = (
     "device", "n_gpus", "torch", "cuda", "preset", "seed", "recorded_at", "commit",
 )
-NOTE_COLUMNS: tuple[str, ...] = ("error", "detail")  # free text beside a row, never its key
+# Beside a row, never its key: free text, and an outcome kept as a column (07's `kernels`, how
+# many kernels a run launched: a re-run that launched 6 instead of 5 kept the old rows beside
+# the new ones, two recordings of one configuration under one label)
+NOTE_COLUMNS: tuple[str, ...] = ("error", "detail", "kernels")
 SOURCES: tuple[str, ...] = ("measured", "predicted", "datasheet", "recorded")
 RUN_METRIC = "run"  # runner.failure_row's metric: the whole run failed, before any configuration
 _NAME = re.compile(r"^[a-z0-9_]+$")

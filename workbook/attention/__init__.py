@@ -23,6 +23,7 @@ from workbook.attention.experiments import (
     TimingConfig,
     TrafficConfig,
     check_sweep,
+    gpt2_flops_rows,
     run_exactness,
     run_gpt2_medium,
     run_recompute,
@@ -33,7 +34,9 @@ from workbook.attention.experiments import (
 )
 from workbook.attention.io_model import (
     BACKWARD_FACTOR,
+    BACKWARD_FACTOR_STORED,
     MODES,
+    RECOMPUTES,
     flops,
     io_bytes,
     memory_hierarchy,
@@ -92,15 +95,15 @@ __all__ = [
     "tiled_attention_backward", "TiledAttentionFunction", "tiled_attention",
     "VARIANTS", "DTYPES", "TOLERANCE", "attention", "unsupported", "relative_error",
     # the analytic model
-    "MODES", "BACKWARD_FACTOR", "flops", "vanilla_io_steps", "io_bytes", "memory_hierarchy",
-    "s_matrix_vs_memory",
+    "MODES", "BACKWARD_FACTOR", "BACKWARD_FACTOR_STORED", "RECOMPUTES", "flops",
+    "vanilla_io_steps", "io_bytes", "memory_hierarchy", "s_matrix_vs_memory",
     # measurements
     "Case", "make_inputs", "make_step", "saved_bytes", "time_and_memory", "measure_cases",
     "measure_hbm", "hbm_rows", "predicted_hbm_rows",
     # experiments
     "ExactnessConfig", "run_exactness", "check_sweep", "TrafficConfig", "traffic_cases",
     "run_traffic", "TimingConfig", "timing_cases", "run_timing", "Gpt2Config",
-    "run_gpt2_medium", "RecomputeConfig", "run_recompute", "EXPERIMENTS",
+    "run_gpt2_medium", "gpt2_flops_rows", "RecomputeConfig", "run_recompute", "EXPERIMENTS",
     # views
     "PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "exactness_caption",
     "recorded_device",

@@ -10,7 +10,7 @@ from typing import Annotated
 import pandas as pd
 import torch
 
-from workbook.attention.io_model import BACKWARD_FACTOR, MODES, flops
+from workbook.attention.io_model import MODES, RECOMPUTES, flops
 from workbook.attention.measure import (
     Case,
     failure_rows,
@@ -29,7 +29,7 @@ from workbook.registry import Experiment
 
 __all__ = ["ExactnessConfig", "run_exactness", "check_sweep", "TrafficConfig", "traffic_cases",
            "run_traffic", "TimingConfig", "timing_cases", "run_timing", "Gpt2Config",
-           "run_gpt2_medium", "RecomputeConfig", "run_recompute", "EXPERIMENTS"]
+           "run_gpt2_medium", "gpt2_flops_rows", "RecomputeConfig", "run_recompute", "EXPERIMENTS"]
 
 
 @dataclass(frozen=True)
@@ -195,14 +195,17 @@ def run_gpt2_medium(cfg: Gpt2Config, seed: int) -> pd.DataFrame:
     cases = [Case(v, cfg.seq_len, cfg.head_dim, cfg.batch, cfg.n_heads, cfg.dtype, False,
                   "fwd+bwd") for v in cfg.variants]
     rows = measure_cases(cases, seed, cfg.repeats) + measure_hbm(cases, seed)
-    for case in cases:
-        recompute = case.variant != "vanilla" and case.variant != "sdpa_math"
-        work = flops(case.seq_len, case.head_dim, batch=case.batch, n_heads=case.n_heads,
-                     mode="fwd+bwd")
-        if recompute:  # the backward recomputes S = QKᵀ: one more forward matmul
-            work += work / (1 + BACKWARD_FACTOR) / 2
-        rows.append(row(case, "flops", work / 1e9, source="predicted"))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows + gpt2_flops_rows(cases))
+
+
+def gpt2_flops_rows(cases: list[Case]) -> list[dict]:
+    """The FLOP model's GFLOPs per variant (predicted rows): the forward's two matmuls, and a
+    backward of five where it recomputes P (FlashAttention-2's 2.5×, the recomputed Q Kᵀ
+    included), of four where P was stored (vanilla, sdpa_math: 2×)."""
+    return [row(case, "flops", flops(case.seq_len, case.head_dim, batch=case.batch,
+                                     n_heads=case.n_heads, mode="fwd+bwd",
+                                     recompute=RECOMPUTES.get(case.variant, True)) / 1e9,
+                source="predicted") for case in cases]
 
 
 @dataclass(frozen=True)

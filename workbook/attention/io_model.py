@@ -12,22 +12,33 @@ import math
 
 import pandas as pd
 
-from workbook.config import WorkbookError, check_choice, check_range
+from workbook.config import WorkbookError, check_choice, check_flag, check_range
 from workbook.hardware import DATASHEET, datasheet
 
-__all__ = ["MODES", "BACKWARD_FACTOR", "flops", "vanilla_io_steps", "io_bytes",
-           "memory_hierarchy", "s_matrix_vs_memory"]
+__all__ = ["MODES", "BACKWARD_FACTOR", "BACKWARD_FACTOR_STORED", "RECOMPUTES", "flops",
+           "vanilla_io_steps", "io_bytes", "memory_hierarchy", "s_matrix_vs_memory"]
 
 MODES: tuple[str, ...] = ("fwd", "fwd+bwd")
-BACKWARD_FACTOR = 2.5  # backward FLOPs ≈ 2.5 × forward (FlashAttention-2 paper's convention)
+# Backward FLOPs over forward FLOPs, counting the N²·d matmuls (the forward has two: Q Kᵀ, P V).
+# A backward that recomputes P does five: Q Kᵀ again, dV = Pᵀ dO, dP = dO Vᵀ, dQ = dS K,
+# dK = dSᵀ Q: 2.5× the forward, FlashAttention-2's convention. One that stored P (vanilla,
+# sdpa_math) does the last four: 2×. Softmax, mask and dropout (elementwise, N² each) are not
+# counted; the FlashAttention paper's GFLOPs include them.
+BACKWARD_FACTOR = 2.5
+BACKWARD_FACTOR_STORED = 2.0
+RECOMPUTES: dict[str, bool] = {"vanilla": False, "sdpa_math": False}  # every other: True
 
 
 def flops(seq_len: int, head_dim: int, *, batch: int = 1, n_heads: int = 1,
-          causal: bool = False, mode: str = "fwd") -> float:
-    """4·N²·d per head forward (two matmuls), halved when causal; backward 2.5× forward."""
+          causal: bool = False, mode: str = "fwd", recompute: bool = True) -> float:
+    """4·N²·d per head forward (two matmuls), halved when causal; the backward 2.5× the
+    forward where it recomputes P (FlashAttention-2's count, which the timing sweep uses for
+    every variant) and 2× where P was stored (``recompute=False``: vanilla's own work)."""
     check_choice("mode", mode, MODES)
+    check_flag("recompute", recompute)
     fwd = 4.0 * seq_len**2 * head_dim * batch * n_heads / (2 if causal else 1)
-    return fwd * (1 + BACKWARD_FACTOR) if mode == "fwd+bwd" else fwd
+    factor = BACKWARD_FACTOR if recompute else BACKWARD_FACTOR_STORED
+    return fwd * (1 + factor) if mode == "fwd+bwd" else fwd
 
 
 def vanilla_io_steps(seq_len: int, head_dim: int, *, mode: str = "fwd") -> pd.DataFrame:
@@ -76,35 +87,40 @@ def io_bytes(algorithm: str, seq_len: int, head_dim: int, *, batch: int = 1, n_h
 
 
 def memory_hierarchy(device_name: str = "H100") -> pd.DataFrame:
-    """HBM vs on-chip SRAM of a GPU, from the datasheet table in ``workbook.hardware``."""
+    """HBM vs on-chip SRAM of a GPU, from the datasheet table in ``workbook.hardware``, all in
+    one unit, MiB (2²⁰ bytes): the datasheet's HBM GB are decimal (10⁹ bytes), its L2 MB and
+    shared-memory KB binary, as NVIDIA counts caches."""
     peaks = datasheet(device_name)
     if peaks is None:
         known = ", ".join(key for key, _ in DATASHEET)
         raise WorkbookError(f"no datasheet entry for {device_name!r}; known: {known}")
-    sram_mb = peaks.n_sm * peaks.smem_per_sm_kb / 1024
+    sram_mib = peaks.n_sm * peaks.smem_per_sm_kb / 1024
     # The datasheet gives HBM's bandwidth only: a dash, not NaN, for L2 and SRAM.
-    rows = [("HBM (GPU memory)", peaks.memory_gb * 1e3, peaks.hbm_gb_s),
+    rows = [(f"HBM (GPU memory, {peaks.memory_gb:g} GB)", peaks.memory_gb * 1e9 / 2**20,
+             peaks.hbm_gb_s),
             ("L2 cache", peaks.l2_mb, "–"),
-            (f"SRAM (shared memory, {peaks.n_sm} SMs × {peaks.smem_per_sm_kb} KB)", sram_mb, "–")]
-    frame = pd.DataFrame(rows, columns=["memory", "size_mb", "bandwidth_gb_s"])
-    frame["times_sram"] = frame["size_mb"] / sram_mb
+            (f"SRAM (shared memory, {peaks.n_sm} SMs × {peaks.smem_per_sm_kb} KiB)", sram_mib,
+             "–")]
+    frame = pd.DataFrame(rows, columns=["memory", "size (MiB)", "bandwidth (GB/s)"])
+    frame["times SRAM"] = frame["size (MiB)"] / sram_mib
     frame["device"] = peaks.name
     return frame
 
 
 def s_matrix_vs_memory(seq_len: int, head_dim: int, batch: int, n_heads: int, block: int,
                        *, dtype_bytes: int = 2, device_name: str = "H100") -> dict[str, float]:
-    """What the sliders show: the size of S against SRAM and HBM, and one tile's footprint."""
+    """What the sliders show: the size of S (MiB) against SRAM and HBM (the same unit, from
+    :func:`memory_hierarchy`), and one tile's footprint against one SM's shared memory (KiB)."""
     check_range("seq_len", seq_len, 16, 1 << 20)
     check_range("head_dim", head_dim, 16, 512)
     check_range("block", block, 16, 1024)
-    hier = memory_hierarchy(device_name).set_index("memory")["size_mb"]
-    sram_mb, hbm_mb = float(hier.iloc[2]), float(hier.iloc[0])
-    s_mb = batch * n_heads * seq_len**2 * dtype_bytes / 1e6
+    hier = memory_hierarchy(device_name)["size (MiB)"]
+    sram_mib, hbm_mib = float(hier.iloc[2]), float(hier.iloc[0])
+    s_mib = batch * n_heads * seq_len**2 * dtype_bytes / 2**20
     # One program holds a Q tile, a K tile, a V tile (block × d each) and S/P for the tile.
-    tile_kb = (3 * block * head_dim * dtype_bytes + block * block * 4) / 1024
-    return {"s_mb": s_mb, "s_over_sram": s_mb / sram_mb, "s_over_hbm": s_mb / hbm_mb,
-            "tile_kb": tile_kb, "sram_per_sm_kb": sram_mb * 1024 / _n_sm(device_name),
+    tile_kib = (3 * block * head_dim * dtype_bytes + block * block * 4) / 1024
+    return {"s_mib": s_mib, "s_over_sram": s_mib / sram_mib, "s_over_hbm": s_mib / hbm_mib,
+            "tile_kib": tile_kib, "sram_per_sm_kib": sram_mib * 1024 / _n_sm(device_name),
             "vanilla_gb": io_bytes("vanilla", seq_len, head_dim, batch=batch, n_heads=n_heads,
                                    dtype_bytes=dtype_bytes) / 1e9,
             "minimum_gb": io_bytes("minimum", seq_len, head_dim, batch=batch, n_heads=n_heads,

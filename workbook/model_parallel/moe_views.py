@@ -10,12 +10,15 @@ import pandas as pd
 from workbook.config import takes_rows
 from workbook.model_parallel.machines import (
     PROVENANCE,
-    curve_label,
     first_block,
+    here_first,
     largest_world,
     machine_blocks,
     mean_over_ranks,
     pick,
+    shown,
+    subtitled,
+    where_labels,
     where_of,
 )
 
@@ -41,8 +44,9 @@ def ep_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (machine, world, skew, capacity factor): dropped share measured vs uniform-routing
     prediction; imbalance, max/mean tokens per expert, as the router asked (``requested``,
     before capacity; NaN in rows recorded before it was counted) and as sent (``sent``, after
-    capacity); all-to-all bytes per rank. This machine first."""
-    rows = rows.assign(where=curve_label(rows), kind=rows["source"].where(
+    capacity); all-to-all bytes per rank. This machine first; "–" with the reason where a
+    machine's rows have no such number."""
+    rows = rows.assign(where=where_labels(rows), kind=rows["source"].where(
         rows["source"] == "predicted", "measured"))
     keys = [k for k in ("where", "world", "skew", "capacity_factor") if k in rows.columns]
 
@@ -57,17 +61,12 @@ def ep_summary(rows: pd.DataFrame) -> pd.DataFrame:
             columns={"max_over_mean": f"max_over_mean_{name}"})
         table = table.merge(imb[[*keys, f"max_over_mean_{name}"]], on=keys, how="left") \
             if len(imb) else table.assign(**{f"max_over_mean_{name}": math.nan})
-    table = table.merge(wide("alltoall_bytes", "alltoall_B_"), on=keys, how="left")
-    return table.sort_values("where", key=lambda w: w != "here", kind="stable",
-                             ignore_index=True)
-
-
-def _subtitled(title: str, rows: pd.DataFrame) -> str:
-    """``title`` with where its rows come from: recorded rows get their provenance from
-    :func:`plots.title_with_source`; this machine's alone get 'this machine (device)' here."""
-    if "source" in rows.columns and (rows["source"] == "recorded").any():
-        return title
-    return f"{title}<br><sup>{where_of(rows)}</sup>"
+    table = table.merge(wide("alltoall_bytes", "alltoall_MiB_"), on=keys, how="left")
+    for col in [c for c in table.columns if c.startswith("alltoall_MiB_")]:
+        table[col] = table[col] / 2**20
+    return shown(here_first(table), {
+        **{c: "– (not counted in these rows)" for c in table.columns},
+        "max_over_mean_requested": "– (recorded before it was counted)"})
 
 
 @takes_rows
@@ -77,9 +76,9 @@ def moe_times(ep: pd.DataFrame) -> pd.DataFrame:
     ms = ep[ep["metric"] == "moe_forward_ms"]
     if ms.empty:
         return ms
-    out = ms.assign(where=curve_label(ms)).groupby(["where", "world", "skew"])["value"].median()
-    return out.rename("moe_forward_ms (median)").reset_index().sort_values(
-        "where", key=lambda w: w != "here", kind="stable", ignore_index=True)
+    out = ms.assign(where=where_labels(ms)).groupby(["where", "world", "skew"],
+                                                    sort=False)["value"].median()
+    return shown(here_first(out.rename("MoE forward ms (median)").reset_index()), digits=3)
 
 
 @takes_rows
@@ -99,7 +98,7 @@ def plot_routing(rows: pd.DataFrame, capacity_factor: float | None = None):
     per["skew"] = "skew " + per["skew"].astype(str)
     what = ("asked of each expert by the router (before capacity)"
             if metric == "requested_tokens" else "sent to each expert (after capacity)")
-    return plots.bars(per, "expert", group="skew", y_title="tokens", title=_subtitled(
+    return plots.bars(per, "expert", group="skew", y_title="tokens", title=subtitled(
         f"Tokens {what}, all ranks, capacity factor {cf}", part))
 
 
@@ -109,9 +108,13 @@ def plot_drops(rows: pd.DataFrame):
 
     drops = first_block(rows[rows["metric"] == "dropped_fraction"])
     drops = mean_over_ranks(largest_world(drops), ["skew", "capacity_factor", "source"])
-    drops = drops.assign(skew="skew " + drops["skew"].astype(str))
+    # the prediction assumes uniform routing: one curve whatever the skew, not one per skew
+    formula = drops["source"] == "predicted"
+    drops = drops.assign(skew=("skew " + drops["skew"].astype(str)).where(
+        ~formula, "uniform prediction"))
+    drops = drops[~(formula & drops.duplicated(["skew", "capacity_factor", "source"]))]
     return plots.compare(drops, "capacity_factor", group="skew",
-                         title=_subtitled("Dropped token->expert assignments", drops),
+                         title=subtitled("Dropped token->expert assignments", drops),
                          x_title="capacity factor", y_title="dropped fraction")
 
 
@@ -123,11 +126,8 @@ _WHAT = {"dp": ("DP", "gradients (all-reduce)", "once per step (one bucket)",
                 "1 per micro-batch per neighbour", "its stage's layers")}
 
 
-@takes_rows
-def tradeoff_table(d3: pd.DataFrame, ep: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The lecture's TP/PP/EP comparison with numbers: per dimension of the 3D run (the layout
-    using it, rank mean), messages, bytes sent and milliseconds per step, weights and
-    activations per rank, predicted beside measured; EP from the MoE layer's forward."""
+def _dimension_rows(d3: pd.DataFrame) -> list[dict]:
+    """The trade-off table's DP, TP and PP rows of one machine's 3D run."""
     out = []
     ok = d3[d3["status"] == "ok"] if "status" in d3.columns else d3
     for dim, (name, what, often, holds) in _WHAT.items():
@@ -146,28 +146,57 @@ def tradeoff_table(d3: pd.DataFrame, ep: pd.DataFrame | None = None) -> pd.DataF
                     "where": where_of(part), "communicates": what, "how often": often,
                     "messages predicted": get("calls", "predicted"),
                     "messages measured": get("calls"),
-                    "bytes sent predicted": get("bytes_sent", "predicted"),
-                    "bytes sent measured": get("bytes_sent"),
-                    "comm ms measured": get("comm_ms"), "each rank holds": holds,
+                    "MiB sent predicted": get("bytes_sent", "predicted") / 2**20,
+                    "MiB sent measured": get("bytes_sent") / 2**20,
+                    "ms in calls measured": get("comm_ms"), "each rank holds": holds,
                     "weight elements per rank predicted": get("param_elements", "predicted", False),
                     "weight elements per rank measured": get("param_elements", by_dim=False),
-                    "activation B predicted": get("peak_activation_bytes", "predicted", False),
-                    "activation B measured": get("peak_activation_bytes", by_dim=False)})
+                    "activation MiB predicted": get("peak_activation_bytes", "predicted",
+                                                    False) / 2**20,
+                    "activation MiB measured": get("peak_activation_bytes", by_dim=False)
+                    / 2**20})
+    return out
+
+
+def _ep_row(ep: pd.DataFrame) -> dict:
+    """The trade-off table's EP row from one machine's MoE rows (its largest world)."""
+    part = largest_world(ep)
+    part = part[(part["skew"] == 0.0)
+                & (part["capacity_factor"] == part["capacity_factor"].max())]
+    return {"parallelism": "EP", "layout": f"ep{int(part['world'].max())}",
+            "where": where_of(part), "communicates": "tokens (all-to-all)",
+            "how often": "2 per MoE layer forward",
+            "messages predicted": 2.0, "messages measured": pick(part, "alltoall_calls"),
+            "MiB sent predicted": pick(part, "alltoall_bytes_if_uniform", "predicted") / 2**20,
+            "MiB sent measured": pick(part, "alltoall_bytes") / 2**20,
+            "ms in calls measured": math.nan, "each rank holds": "E/world of the experts"}
+
+
+_TRADEOFF_GAPS = {
+    # the MoE forward is timed whole (moe_forward_ms), not its all-to-alls
+    "ms in calls measured": "– (EP: the MoE forward is timed whole, not its all-to-alls)",
+    **{f"{c} {k}": "– (EP: not counted for the MoE layer)"
+       for c in ("weight elements per rank", "activation MiB")
+       for k in ("predicted", "measured")}}
+
+
+@takes_rows
+def tradeoff_table(d3: pd.DataFrame, ep: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The lecture's TP/PP/EP comparison with numbers: per dimension of the 3D run (the layout
+    using it, rank mean), messages, MiB sent and milliseconds per step, weights and activations
+    per rank, predicted beside measured; EP from the MoE layer's forward. One block per machine,
+    this machine's first, each row saying where its numbers come from."""
+    out = []
+    for _, part in machine_blocks(d3):
+        out += _dimension_rows(part)
     if ep is not None and not ep.empty and "skew" in ep.columns:
-        part = largest_world(ep)
-        part = part[(part["skew"] == 0.0)
-                    & (part["capacity_factor"] == part["capacity_factor"].max())]
-        out.append({"parallelism": "EP", "layout": f"ep{int(part['world'].max())}",
-                    "where": where_of(part), "communicates": "tokens (all-to-all)",
-                    "how often": "2 per MoE layer forward",
-                    "messages predicted": 2.0, "messages measured": pick(part, "alltoall_calls"),
-                    "bytes sent predicted": pick(part, "alltoall_bytes_if_uniform",
-                                                  "predicted"),
-                    "bytes sent measured": pick(part, "alltoall_bytes"),
-                    # the MoE forward is timed whole (moe_forward_ms), not its all-to-alls
-                    "comm ms measured": "not timed",
-                    "each rank holds": "E/world of the experts"})
-    return pd.DataFrame(out)
+        out += [_ep_row(part) for _, part in machine_blocks(ep)]
+    if not out:
+        return pd.DataFrame()
+    table = pd.DataFrame(out)
+    here = table["where"].str.startswith("this machine")
+    table = pd.concat([table[here], table[~here]], ignore_index=True)
+    return shown(table, _TRADEOFF_GAPS, 3)
 
 
 @takes_rows
