@@ -79,11 +79,9 @@ def nb01():
 
 
 def nb02():
-    from workbook import flops
+    from workbook import flops, hardware
 
-    roof = results.load("roofline")
-    mm = roof[(roof["kind"] == "matmul") & (roof["status"] == "ok")]
-    return [plots.bars(mm, x="dtype", group="source", log_y=True),
+    return [hardware.roofline_bars(shown("roofline")),   # 02's cell 8
             flops.sweep_figure(results.load("flops_sweep")), flops.calculator().fig]
 
 

@@ -64,5 +64,19 @@ def test_plan_shows_a_time_or_a_reason(monkeypatch) -> None:
         assert pd.api.types.is_integer(value) or str(value).startswith("– ("), value
     monkeypatch.setattr(registry, "expected_seconds", lambda *a, **k: (None, "not yet run"))
     untimed = registry.plan("small")
-    can = untimed[untimed["here"] == "can run here"]
+    can = untimed[untimed["here"] != "recorded only"]   # what this machine can run
     assert len(can) and (can["expected s"] == "– (not yet timed)").all(), can
+
+
+def test_the_plan_says_what_each_notebook_does_with_an_experiment():
+    """00's plan said 'can run here' for experiments no notebook runs: 01 only loads the
+    pretraining curve, 02 the FLOP sweep and the loss kernel."""
+    from workbook import registry
+
+    assert registry.shown_as("pretraining_curve") == \
+        "recorded; script: scripts/gpu_pretraining.sh"
+    assert registry.shown_as("loss_kernel") == "recorded; script: scripts/gpu_loss_kernel.sh"
+    assert registry.shown_as("transfer_learning") == "live in Run All"
+    assert registry.shown_as("mfu_benchmark").startswith("Run button")
+    # a call spread over lines is still found (08's precision_underflow)
+    assert registry.shown_as("precision_underflow").startswith("Run button")

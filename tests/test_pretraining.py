@@ -177,7 +177,10 @@ def test_transfer_story_reads_its_numbers_from_the_rows():
               "status": "ok", "source": "measured", "device": "cpu"}
              for init, v in (("pretrained", 10.0), ("scratch", 20.0))]
     text = pretraining.transfer_story(pd.DataFrame(rows))
-    assert "5.00 nats against 8.30" in text and "**10 steps** against **20**" in text
+    assert "5.00 nats against 8.30" in text
+    # held-out loss is checked every 10 steps: "by step 10", not "in 10 steps"
+    assert "by step **10** (the first check after the start), scratch itself by step **20**" \
+        in text and "checked every 10 steps" in text
     assert "pretrained run's held-out loss is lowest at step 10" in text
     assert "scratch run" not in text
     # rows of two devices (this machine's live run and a recorded GPU): one paragraph each
@@ -186,7 +189,7 @@ def test_transfer_story_reads_its_numbers_from_the_rows():
     both = pretraining.transfer_story(pd.concat([pd.DataFrame(rows), other]))
     first, second = both.split("\n\n")
     assert first.startswith("**This machine (cpu)**: fine-tuned")
-    assert second.startswith("**Recorded on NVIDIA H200") and "**10 steps**" in second
+    assert second.startswith("**Recorded on NVIDIA H200") and "by step **10**" in second
     # neither run turning up is said, not left out
     flat = pd.DataFrame(rows)
     flat.loc[(flat["init"] == "pretrained") & (flat["step"] == 20), "value"] = 2.9

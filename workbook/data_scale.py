@@ -21,6 +21,7 @@ import pandas as pd
 from workbook import data
 from workbook.claims import Claim, claims_table
 from workbook.config import check_range, check_text, takes_rows
+from workbook.hardware import datasheet, detect
 
 GB, TB = 1e9, 1e12
 NAN = math.nan
@@ -133,6 +134,42 @@ def size(n_bytes: float) -> str:
 def count(n_tokens: float) -> str:
     """'300B', '1.4T': a token count as the lecture writes it."""
     return f"{n_tokens / 1e12:.3g}T" if n_tokens >= 1e12 else f"{n_tokens / 1e9:.3g}B"
+
+
+@takes_rows
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`lecture_table` or :func:`predicted_tokens` as a reader reads it: sizes in GB or
+    TB ('570 GB'), token counts in B or T ('300B', '1.44B'), "–" where none is published;
+    compute on the table, show this."""
+    out = table.copy()
+    for column in out.columns:
+        if column == "bytes" or "tokens" in str(column):
+            write = size if column == "bytes" else count
+            out[column] = [write(v) if pd.notna(v) else "–" for v in out[column]]
+    return out.rename(columns={"bytes": "size (1 GB = 10⁹ bytes)"})
+
+
+@takes_rows
+def tensor_caption(shapes: pd.DataFrame) -> str:
+    """Markdown: one layer's input (:func:`input_tensor_table`) of GPT-1 and GPT-3 in GB, and
+    GPT-3's against this machine's memory (``hardware.detect``) and an H100's (datasheet)."""
+    by = shapes.set_index("model")
+    small, big = by.loc["GPT-1", "bytes"] / GB, by.loc["GPT-3", "bytes"] / GB
+    machine, h100 = detect(), datasheet("H100")
+    memory = "this machine's " + ("GPU memory" if machine.device == "cuda" else "RAM")
+
+    def against(name: str, gb: float) -> str:
+        if gb <= 0:
+            return f"{name} reports no memory size"
+        share = big / gb
+        return (f"{share:.2f}× the {gb:,.1f} GB of {name}, more than all of it" if share > 1
+                else f"{100 * share:.0f} % of the {gb:,.1f} GB of {name}")
+
+    return (f"One layer's input in bf16: GPT-1 **{small:,.3f} GB**, GPT-3 **{big:,.1f} GB**, "
+            f"{big / small:,.0f}× more. GPT-3's alone is "
+            f"{against(f'{memory} ({machine.name})', machine.memory_gb)}; "
+            f"{against(f'an {h100.name} (datasheet)', h100.memory_gb)}, before weights, other "
+            "layers' activations or attention scores (notebook 04).")
 
 
 @takes_rows

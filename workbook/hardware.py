@@ -13,8 +13,6 @@ import importlib.util
 import math
 import os
 import platform
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -315,7 +313,9 @@ def describe() -> pd.DataFrame:
         "memory (GB)": machine.memory_gb,
         "compute capability": ".".join(map(str, machine.capability)) if machine.capability
         else "-",
-        "fast matmul dtypes": ", ".join(machine.dtypes),
+        "matmul dtypes": ("fp32; on tensor cores: " + ", ".join(machine.dtypes[1:])
+                          if (machine.capability or (0, 0)) >= (7, 0) else
+                          ", ".join(machine.dtypes) + " (no tensor cores)"),
         "datasheet entry": peaks.source if peaks else "none (CPU or unknown GPU)",
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -435,16 +435,12 @@ def roofline_peaks(rows: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def run_roofline(cfg: RooflineConfig, seed: int) -> pd.DataFrame:
-    return measure_roofline(cfg, seed)
-
-
 EXPERIMENTS = [
     Experiment(
         name="roofline",
         summary="device-to-device copy GB/s and matmul TFLOP/s per dtype vs datasheet",
         notebook="00_setup",
-        run=run_roofline,
+        run=measure_roofline,
         presets=ROOFLINE_PRESETS,
         min_gpus={"small": 0, "full": 1},
         timeout_s=600,
@@ -452,24 +448,13 @@ EXPERIMENTS = [
 ]
 
 
-def nvidia_smi() -> str:
-    """nvidia-smi's summary, or why there is none."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return "nvidia-smi not found (no NVIDIA driver on this machine)"
-    try:
-        return subprocess.run([exe], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"nvidia-smi failed: {exc}"
-
-
 # ----------------------------------------------------------------------------------- views
 
 
 def roofline_by_device(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Each device's roofline peaks in ``rows``, labelled 'this machine (…)' for rows measured
-    here (listed first) and 'NVIDIA H100 …, 2026-11-22' for recorded ones; devices whose rows
-    lack the copy bandwidth or every matmul dtype are left out."""
+    here (first), 'recorded on NVIDIA H100 …, 2026-11-22' for recorded ones; devices whose
+    rows lack the copy bandwidth or every matmul dtype are left out."""
     out = {}
     live_first = rows.assign(live=rows["source"] != "measured").sort_values("live", kind="stable")
     labels = device_labels(live_first)
@@ -482,14 +467,14 @@ def roofline_by_device(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 def device_labels(rows: pd.DataFrame) -> dict[str, str]:
     """Each device's name in 00's figures, and so its colour (``plots.color_for``): 'this
-    machine' for rows measured here, else where and when it was recorded ('NVIDIA H100 …,
-    2026-11-22, seed 0'); its datasheet rows take its label."""
+    machine' for rows measured here, else where and when it was recorded ('recorded on NVIDIA
+    H100 …, 2026-11-22, seed 0'); its datasheet rows take its label."""
     from workbook.results import where_label
 
     out = {}
     for device, part in rows.groupby("device", sort=False):
         ran = part[part["source"].isin(["measured", "recorded"])]
-        out[device] = (where_label(ran).removeprefix("recorded on ") if len(ran)
+        out[device] = (where_label(ran) if len(ran)
                        else str(device))  # a datasheet alone: the device's own name
     return out
 
@@ -534,6 +519,36 @@ def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float 
                                           dtypes[0]),
                 "intensity": widgets.slider("FLOP/byte", 0.1, 4096, 0.05, intensity, log=True)}
     return widgets.Explorer(controls, draw, fig)
+
+
+@takes_rows
+def roofline_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`measure_roofline`'s rows as a reader reads them: per device and operation, the
+    size with its unit (the copy's buffer in MiB, the matmul's n), measured beside the
+    datasheet and their ratio, numbers in fixed notation; "–" where there is none."""
+    from workbook.claims import readable
+    from workbook.results import dashed
+
+    check_rows("rows", rows, ("device", "kind", "dtype", "size", "value", "unit", "source",
+                              "status"))
+    if rows.empty:
+        return pd.DataFrame()
+    out = []
+    for (device, kind, dtype), part in rows.groupby(["device", "kind", "dtype"], sort=False):
+        ran = part[part["source"].isin(["measured", "recorded"])]
+        sheet = part.loc[part["source"] == "datasheet", "value"]
+        got = float(ran["value"].iloc[0]) if len(ran) else math.nan
+        peak = float(sheet.iloc[0]) if len(sheet) else math.nan
+        size = int(part["size"].iloc[0])
+        out.append({"device": device, "operation": f"copy (read + write), {size / 2**20:,.0f} MiB"
+                    if kind == "copy" else f"{dtype} matmul, {size}³",
+                    "measured": readable(got) or None, "datasheet": readable(peak) or None,
+                    "unit": part["unit"].iloc[0],
+                    "measured / datasheet (%)": round(100 * got / peak) if got == got and
+                    peak == peak else None,
+                    "status": ran["status"].iloc[0] if len(ran) else "datasheet only"})
+    return dashed(pd.DataFrame(out, columns=["device", "operation", "measured", "datasheet", "unit",
+                               "measured / datasheet (%)", "status"]), {"datasheet": "– (none)"})
 
 
 @takes_rows

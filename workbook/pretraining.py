@@ -20,10 +20,10 @@ import torch
 from workbook.claims import Claim, claims_table
 from workbook.config import check_choice, check_range, check_text, takes_rows
 from workbook.data import downstream_ids
-from workbook.hardware import torch_device
+from workbook.hardware import detect, torch_device
 from workbook.model import BASE_RECIPES, build_model, load_base_model
 from workbook.registry import Experiment, main_rows
-from workbook.results import where_label
+from workbook.results import preset_of, where_label
 from workbook.training import (
     TrainConfig,
     autocast,
@@ -38,7 +38,8 @@ __all__ = ["TrainConfig", "next_token_loss", "perplexity", "lr_at", "make_optimi
            "autocast", "evaluate", "train", "sample", "CurveConfig", "run_pretraining_curve",
            "TransferConfig", "run_transfer", "EXPERIMENTS", "show_tokens", "shift_table",
            "LiveCurve", "transfer_figure", "claims", "curve_story", "transfer_story",
-           "LIVE_STEPS", "live_config"]
+           "LIVE_STEPS", "live_config", "byte_decoder", "this_machine_first", "curve_figure",
+           "live_story"]
 
 # The live training run of notebook 01, per preset: seconds on a CPU, a few more on a GPU.
 LIVE_STEPS = {"small": 30, "full": 500}
@@ -186,11 +187,35 @@ EXPERIMENTS = [
 # ------------------------------------------------------------------- notebook helpers
 
 
+def byte_decoder() -> dict[str, int]:
+    """Byte-level BPE's alphabet backwards (GPT-2's ``bytes_to_unicode``): the printable
+    character that stands for each of the 256 bytes in a token's name ('Ġ' is the space)."""
+    shown = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+             *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(shown)
+    spare = (b for b in range(256) if b not in chars)  # bytes without a glyph of their own
+    for extra, b in enumerate(list(spare)):
+        shown.append(b)
+        chars.append(256 + extra)                     # ... stand for 256, 257, ...
+    return {chr(c): b for b, c in zip(shown, chars, strict=True)}
+
+
 def show_tokens(tokenizer, text: str) -> pd.DataFrame:
-    """How the tokenizer cuts ``text``: one row per token (id, bytes shown as text)."""
+    """How the tokenizer cuts ``text``: one row per token, its id, its bytes and the text they
+    spell; a token that is part of a character (a Korean syllable is 3 bytes) shows its bytes'
+    values, '<0xED><0x95>', where decoding alone would give '�'."""
     check_text("text", text)
-    ids = tokenizer.encode(text)
-    return pd.DataFrame({"id": ids, "token": [repr(tokenizer.decode([i])) for i in ids]})
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    decode = byte_decoder()
+    rows = []
+    for i in ids:
+        raw = bytes(decode.get(c, ord("?")) for c in tokenizer.convert_ids_to_tokens(i))
+        try:
+            shown = repr(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            shown = "".join(f"<0x{b:02X}>" for b in raw)
+        rows.append({"id": i, "bytes": len(raw), "token": shown})
+    return pd.DataFrame(rows, columns=["id", "bytes", "token"])
 
 
 def shift_table(tokenizer, x: torch.Tensor, y: torch.Tensor, n: int = 8) -> pd.DataFrame:
@@ -240,12 +265,26 @@ class LiveCurve:
 
 @takes_rows
 def transfer_figure(rows: pd.DataFrame, title: str):
-    """Downstream val loss vs step: fine-tuned from the base model vs trained from scratch."""
+    """Downstream val loss vs step: fine-tuned from the base model vs trained from scratch.
+    Rows measured here are named so in the legend ('pretrained (measured, this machine: H200)')
+    and in a subtitle (where, preset, steps); recorded rows carry their device and date."""
     from workbook import plots
 
+    check_text("title", title)
     curve = rows[rows["metric"] == "val_loss"]
-    return plots.compare(curve, x="step", group="init", title=title,
-                         y_title="downstream val loss (nats)")
+    fig = plots.compare(curve, x="step", group="init", title=title,
+                        y_title="downstream val loss (nats)")
+    here = curve[curve["source"] == "measured"] if "source" in curve else curve.iloc[0:0]
+    if len(here):
+        short = plots.short_device(here["device"].iloc[0]) if "device" in here else "here"
+        for trace in fig.data:
+            if trace.name and "(measured" in trace.name and "this machine" not in trace.name:
+                trace.name = trace.name.replace("(measured", f"(measured, this machine: {short}")
+        if "<br>" not in str(fig.layout.title.text):
+            fig.update_layout(title=f"{title}<br><sup>{where_label(here)}, "
+                                    f"{preset_of(here, 'small')} preset, "
+                                    f"{int(here['step'].max()):,} steps</sup>")
+    return fig
 
 
 @takes_rows
@@ -283,12 +322,54 @@ def _lead(rows: pd.DataFrame) -> str:
     return f"**{where[:1].upper()}{where[1:]}**"
 
 
+@takes_rows
+def this_machine_first(rows: pd.DataFrame) -> list[str]:
+    """The devices of ``rows``: this machine's device (``hardware.detect``) first, the others in
+    the order the rows give them."""
+    devices = [str(d) for d in pd.unique(rows["device"].dropna())] if "device" in rows else []
+    return sorted(devices, key=lambda device: device != detect().name)
+
+
 def _per_device(rows: pd.DataFrame, story) -> str | None:
-    """Rows of several devices: one paragraph of ``story`` per device (never one paragraph
-    mixing two devices' numbers); None for one device's rows."""
+    """Rows of several devices: one paragraph of ``story`` per device, this machine's device
+    first (never one paragraph mixing two devices' numbers); None for one device's rows."""
     if "device" in rows.columns and rows["device"].nunique() > 1:
-        return "\n\n".join(story(part) for _, part in rows.groupby("device", sort=False))
+        return "\n\n".join(story(rows[rows["device"].astype(str) == device])
+                            for device in this_machine_first(rows))
     return None
+
+
+@takes_rows
+def curve_figure(rows: pd.DataFrame):
+    """A recorded ``pretraining_curve``: train vs held-out loss per step, one trace per split
+    and device, this machine's device first; the title states the preset and steps."""
+    from workbook import plots
+
+    loss = rows[rows["metric"] == "loss"]
+    if "device" in loss:
+        order = {device: i for i, device in enumerate(this_machine_first(loss))}
+        loss = loss.sort_values("device", key=lambda d: d.astype(str).map(order), kind="stable")
+    steps = f"{int(loss['step'].max()):,} steps: " if len(loss) else ""
+    return plots.compare(loss, x="step", group="split", log_y=True, y_title="nats",
+                         title=f"{preset_of(loss)} preset, {steps}train vs held-out loss")
+
+
+@takes_rows
+def live_story(log: pd.DataFrame, preset: str) -> str:
+    """Markdown under 01's live run (its training ``log``): its steps, batch and tokens from
+    :func:`live_config`, its held-out loss first and last, beside the base recipe of ``preset``
+    (the base model below and the recorded curve), whose batch and tokens differ."""
+    check_choice("preset", preset, tuple(LIVE_STEPS))
+    cfg, recipe = live_config(preset), BASE_RECIPES[preset]
+    val = log[log["split"] == "val"].sort_values("step")["loss"]
+    tokens = cfg.steps * cfg.batch_size * cfg.seq_len
+    base = recipe.steps * recipe.batch_size * recipe.model.seq_len
+    return (f"This live run: **{cfg.steps:,} steps at batch {cfg.batch_size}** × {cfg.seq_len} "
+            f"tokens = {tokens:,} tokens; held-out loss {val.iloc[0]:.2f} → "
+            f"**{val.iloc[-1]:.2f} nats**. The base model below is the `{preset}` recipe: the "
+            f"same shape, {recipe.steps:,} steps at batch {recipe.batch_size} = {base:,} tokens "
+            f"({base / tokens:.1f}× this run's). The recorded curves further down state their "
+            "own steps and tokens.")
 
 
 @takes_rows
@@ -336,11 +417,24 @@ def transfer_story(rows: pd.DataFrame) -> str:
     val = rows[(rows["metric"] == "val_loss") & (rows["status"] == "ok")].sort_values("step")
     reach = rows[rows["metric"] == "steps_to_scratch_final"].set_index("init")["value"]
     start = val.groupby("init")["value"].first()
+    checks = sorted(set(val["step"]))
+    every = int(min(b - a for a, b in zip(checks, checks[1:], strict=False))) if len(
+        checks) > 1 else int(val["step"].max())
+
+    def by(init: str) -> str:
+        step = reach.get(init, math.nan)
+        if not step == step:
+            return "not within these steps"
+        if int(step) == 0:
+            return "already at step **0**, before any fine-tuning"
+        first = " (the first check after the start)" if int(step) == every else ""
+        return f"by step **{int(step):,}**{first}"
+
     text = (f"{_lead(rows)}: fine-tuned for {int(val['step'].max()):,} "
-            f"steps. At step 0 the pre-trained model's downstream loss is "
-            f"{start['pretrained']:.2f} nats against {start['scratch']:.2f} from random "
-            f"weights; it reaches scratch's final loss in **{int(reach['pretrained']):,} "
-            f"steps** against **{int(reach['scratch']):,}**. ")
+            f"steps, its held-out loss checked every {every:,} steps. At step 0 the pre-trained "
+            f"model's downstream loss is {start['pretrained']:.2f} nats against "
+            f"{start['scratch']:.2f} from random weights; it is down to scratch's final loss "
+            f"{by('pretrained')}, scratch itself {by('scratch')}. ")
     rising = []
     for init, curve in val.groupby("init"):
         low = curve.loc[curve["value"].idxmin()]

@@ -13,11 +13,13 @@ import importlib
 import json
 import os
 import pkgutil
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -363,6 +365,31 @@ def _with_references(name: str, live: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([live, others], ignore_index=True)
 
 
+def shown_as(name: str) -> str:
+    """What ``name``'s notebook does with it on a machine that can run it, read from the
+    notebook's code: runs it in Run All, puts up a Run button, or only shows recorded rows
+    (then: the script that records them). 00's plan said "can run here" for experiments no
+    notebook ever runs (01's pretraining curve, 02's FLOP sweep and loss kernel)."""
+    exp, root = get(name), Path(__file__).resolve().parent.parent
+    try:
+        cells = json.loads((root / "notebooks" / f"{exp.notebook}.ipynb").read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return "can run here"
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    def calls(function: str) -> bool:   # function("name", … with the name on any line
+        return re.search(rf'{function}\(\s*"{name}"', code) is not None
+
+    if any(calls(f) for f in ("live_or_recorded", "notebook_rows", "gpu_rows")):
+        return "live in Run All"
+    if calls("run_or_button"):
+        return "Run button (at once if ≤ 1 min here)"
+    generic = {"gpu_record.sh", "gpu_smoke.sh"}   # scripts that name every experiment
+    scripts = sorted(p.name for p in (root / "scripts").glob("gpu_*.sh")
+                     if name in p.read_text() and p.name not in generic)
+    return "recorded; script: " + (f"scripts/{scripts[0]}" if scripts
+                                   else f"python -m workbook run {name} --record")
+
+
 def plan(preset: str | None = None) -> pd.DataFrame:
     """For every experiment: can this machine run it (and in about how many seconds with its
     default settings, from its last run here or a typical time; '– (not yet timed)' where
@@ -380,7 +407,7 @@ def plan(preset: str | None = None) -> pd.DataFrame:
         expected = ("– (recorded only)" if reason is not None else "– (not yet timed)"
                     if seconds is None else round(seconds))
         rows.append({"notebook": exp.notebook, "experiment": name,
-                     "here": "can run here" if reason is None else "recorded only",
+                     "here": shown_as(name) if reason is None else "recorded only",
                      "expected s": expected,
                      "preset": chosen, "GPUs needed": exp.min_gpus[chosen],
                      "recorded on": devices or "-"})

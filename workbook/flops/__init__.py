@@ -15,6 +15,8 @@ time; achieved / peak FLOP/s is the MFU), the last two in ``step.py``. One idea 
 """
 
 from workbook.flops.captions import (
+    claims_caption,
+    counted_caption,
     energy_caption,
     kernel_caption,
     loss_kernel_caption,
@@ -43,6 +45,7 @@ from workbook.flops.experiments import (
 )
 from workbook.flops.formulas import (
     LECTURE_EXAMPLES,
+    ReadableTable,
     RunExample,
     attention_flops_per_token,
     flops_per_token,
@@ -84,7 +87,7 @@ from workbook.flops.step import (
     time_train_step,
 )
 from workbook.flops.views import (
-    ReadableTable,
+    bf16_rooflines,
     calculator,
     claims,
     energy_claims,
@@ -93,8 +96,10 @@ from workbook.flops.views import (
     gpt3_assumptions,
     gpt3_prediction,
     kernel_table,
+    kernel_values,
     loss_kernel_table,
     mfu_table,
+    mfu_values,
     recorded_or_note,
     sweep_figure,
     top_kernels,
@@ -125,5 +130,6 @@ __all__ = [
     "calculator", "claims", "loss_kernel_table", "top_kernels", "where_of", "energy_table",
     "gpt3_assumptions", "gpt3_prediction", "energy_claims", "mfu_caption", "kernel_caption",
     "loss_kernel_caption", "energy_caption", "ncu_loss_bytes", "ncu_caption",
-    "ReadableTable",
+    "ReadableTable", "bf16_rooflines", "mfu_values", "kernel_values", "counted_caption",
+    "claims_caption",
 ]

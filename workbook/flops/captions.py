@@ -11,35 +11,69 @@ import pandas as pd
 from workbook import results
 from workbook.config import takes_rows
 from workbook.flops.views import (
+    bf16_rooflines,
     energy_table,
-    kernel_table,
+    kernel_values,
     loss_kernel_table,
-    mfu_table,
+    mfu_values,
     ordered_wheres,
     where_of,
 )
 from workbook.hardware import datasheet
 
-__all__ = ["mfu_caption", "kernel_caption", "loss_kernel_caption", "energy_caption",
-           "ncu_loss_bytes", "ncu_caption"]
+__all__ = ["counted_caption", "mfu_caption", "kernel_caption", "loss_kernel_caption",
+           "energy_caption", "ncu_loss_bytes", "ncu_caption", "claims_caption"]
 
 def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:,.{digits}g}"
 
 
+def _roofline_note(rows: pd.DataFrame, roofs: pd.DataFrame) -> str:
+    """'775 TFLOP/s, this machine's live run' for the device of ``rows``, or ''."""
+    device = str(rows["device"].iloc[0]) if "device" in rows and len(rows) else ""
+    hit = roofs[roofs["device"] == device]
+    return (f"{hit['tflops'].iloc[0]:,.0f} TFLOP/s, {hit['label'].iloc[0]}" if len(hit)
+            else "")
+
+
 @takes_rows
-def mfu_caption(rows: pd.DataFrame) -> str:
+def counted_caption(counted: pd.DataFrame) -> str:
+    """Markdown: how close FlopCounterMode's count comes to the formula, part by part, from
+    :func:`formula_vs_counted`'s table ("agrees exactly", or by how many FLOPs and ppm)."""
+    table = counted.set_index("part")
+    lines = []
+    for part, row in table.iterrows():
+        predicted, found = float(row["predicted FLOPs"]), float(row["counted FLOPs"])
+        gap = found - predicted
+        if gap == 0:
+            said = f"agrees exactly ({found:,.0f} FLOPs)"
+        elif abs(gap) / predicted < 1e-3:
+            said = (f"agrees to {1e6 * abs(gap) / predicted:,.0f} ppm ({abs(gap):,.0f} FLOPs "
+                    f"{'more' if gap > 0 else 'fewer'} than {predicted:,.0f})")
+        else:
+            said = f"is counted {found / predicted:.3f}× the formula ({found:,.0f} FLOPs)"
+        lines.append(f"* {part}: {said}")
+    return "\n".join(lines)
+
+
+@takes_rows
+def mfu_caption(rows: pd.DataFrame, roofline: pd.DataFrame | None = None) -> str:
     """Markdown: per place, each run's step time and MFU (the ladder), the best run against the
-    40 % target and nanoGPT's 38 %, and the spread of peak memory."""
-    table = mfu_table(rows)
+    40 % target and nanoGPT's 38 %, against the measured roofline (``roofline``: 00's rows,
+    default the ledger's; which run of it is named), and the spread of peak memory. Every
+    number is formatted from the unrounded values."""
+    roofline = results.load("roofline") if roofline is None else roofline
+    table = mfu_values(rows, roofline)
     if table.empty:
         return "*No MFU rows to describe yet.*"
+    roofs = bf16_rooflines(roofline)
     lines = []
     groups = (table.columns.get_level_values(0).unique()
               if isinstance(table.columns, pd.MultiIndex) else [None])
+    where = where_of(rows)
     for place in groups:
         part = table[place] if place is not None else table
-        label = place or str(where_of(rows).iloc[0])
+        label = place or str(where.iloc[0])
         ladder = []
         for run in part.columns:
             ms = part.loc["step_time", run] if "step_time" in part.index else float("nan")
@@ -52,10 +86,11 @@ def mfu_caption(rows: pd.DataFrame) -> str:
             top = part.loc["mfu_datasheet"].idxmax()
             roof = (part.loc["mfu_roofline", top] if "mfu_roofline" in part.index
                     else float("nan"))
+            note = _roofline_note(rows[where == label], roofs)
             best = (f" Best: `{top}` at **{part.loc['mfu_datasheet', top]:.1f} %** of the "
                     f"datasheet peak (target 40 %, nanoGPT 38 %)"
-                    + (f", {roof:.0f} % of the measured roofline." if np.isfinite(roof)
-                       else "."))
+                    + (f", {roof:.0f} % of the measured bf16 roofline ({note})."
+                       if np.isfinite(roof) else ", no measured roofline of this GPU."))
         memory = ""
         if "peak_memory" in part.index and part.loc["peak_memory"].fillna(0).gt(0).any():
             mem = part.loc["peak_memory"].dropna()
@@ -68,12 +103,14 @@ def mfu_caption(rows: pd.DataFrame) -> str:
 
 
 @takes_rows
-def kernel_caption(rows: pd.DataFrame) -> str:
+def kernel_caption(rows: pd.DataFrame, roofline: pd.DataFrame | None = None) -> str:
     """Markdown: for the slowest and the fastest run of each place, GPU ms per kernel family
-    and the idle time; the matmuls' own TFLOP/s in the fastest run."""
-    table = kernel_table(rows)
+    and the idle time; the matmuls' own TFLOP/s in the fastest run, against the measured bf16
+    roofline of ``roofline`` (00's rows, default the ledger's)."""
+    table = kernel_values(rows)
     if table.empty:
         return "*No kernel breakdown in these rows (it is measured on a GPU only).*"
+    roofs = bf16_rooflines(results.load("roofline") if roofline is None else roofline)
     groups = (table.columns.get_level_values(0).unique()
               if isinstance(table.columns, pd.MultiIndex) else [None])
     lines = []
@@ -85,13 +122,14 @@ def kernel_caption(rows: pd.DataFrame) -> str:
         label = place or str(where_of(rows).iloc[0])
         here = rows if place is None else rows[where_of(rows) == place]
         lines.append(f"**{label}** (ms per step): slowest {_describe_run(part, slow)}; "
-                     f"fastest {_describe_run(part, fast)}." + _matmul_rate(here, part, fast))
+                     f"fastest {_describe_run(part, fast)}."
+                     + _matmul_rate(here, part, fast, roofs))
     return "\n\n".join(lines) or "*No kernel breakdown in these rows.*"
 
 
-def _matmul_rate(rows: pd.DataFrame, part: pd.DataFrame, run: str) -> str:
-    """' Its matmuls: 6·N·tokens in their ms = X TFLOP/s, Y % of the measured bf16 roofline.'
-    (the roofline read back from the run's own achieved TFLOP/s and MFU-vs-roofline), or ''."""
+def _matmul_rate(rows: pd.DataFrame, part: pd.DataFrame, run: str, roofs: pd.DataFrame) -> str:
+    """' Its matmuls: 6·N·tokens in X ms = Y TFLOP/s, Z % of the measured bf16 roofline (R
+    TFLOP/s, which run).' (the roofline of the rows' device in ``roofs``), or ''."""
     if "matmul" not in part.index or not np.isfinite(part.loc["matmul", run]) or not {
             "n_params", "batch_size", "seq_len"} <= set(rows.columns):
         return ""
@@ -100,12 +138,10 @@ def _matmul_rate(rows: pd.DataFrame, part: pd.DataFrame, run: str) -> str:
         return ""
     n, batch, seq = (float(v) for v in shape.iloc[0])
     tflops = 6 * n * batch * seq / (part.loc["matmul", run] / 1e3) / 1e12
-    table = mfu_table(rows)
-    roof = ""
-    if {"achieved_tflops", "mfu_roofline"} <= set(table.index) and run in table.columns:
-        peak = table.loc["achieved_tflops", run] / table.loc["mfu_roofline", run] * 100
-        if np.isfinite(peak) and peak > 0:
-            roof = f", {100 * tflops / peak:.0f} % of the measured bf16 roofline"
+    device = str(rows["device"].iloc[0]) if "device" in rows else ""
+    hit = roofs[roofs["device"] == device]
+    roof = (f", {100 * tflops / hit['tflops'].iloc[0]:.0f} % of the measured bf16 roofline "
+            f"({_roofline_note(rows, roofs)})" if len(hit) else "")
     return (f" Its matmuls: 6·N·tokens in {part.loc['matmul', run]:.2f} ms = {tflops:,.0f} "
             f"TFLOP/s{roof}.")
 
@@ -252,3 +288,28 @@ def ncu_caption() -> str:
             f"{_span(table['read GB'])} GB read and {_span(table['write GB'])} GB written from "
             f"DRAM per launch ({len(table)} launches, commits {', '.join(commits)}, "
             f"{_devices_of(commits)}).")
+
+
+@takes_rows
+def claims_caption(mfu_rows: pd.DataFrame, energy_rows: pd.DataFrame | None = None) -> str:
+    """Markdown above 02's claims table: whose rows the MFU and energy claims judge, this
+    machine's where it has run them (they sit behind Run buttons), else which recorded GPUs,
+    and what to press to get this machine's own."""
+    said, missing = [], []
+    for name, rows in (("mfu_benchmark", mfu_rows), ("energy_per_token", energy_rows)):
+        rows = pd.DataFrame() if rows is None else rows
+        live = rows[rows["source"] == "measured"] if "source" in rows else rows.iloc[0:0]
+        if len(live):
+            said.append(f"`{name}`: {where_of(live).iloc[0]}, then the recorded GPUs")
+        else:
+            missing.append(name)
+            recorded = ordered_wheres(rows) if len(rows) else []
+            said.append(f"`{name}`: no row from this machine yet; "
+                        + (f"recorded GPUs only ({'; '.join(recorded)})" if recorded
+                           else "no recorded rows either"))
+    text = ("The worked examples and the counted FLOPs are computed here. MFU and energy "
+            "rows: " + "; ".join(said) + ".")
+    if missing:
+        text += (f" Press Run above for {' and '.join(f'`{m}`' for m in missing)}, then run "
+                 "this cell again: its rows then come first and their verdicts use them.")
+    return text

@@ -18,7 +18,7 @@ from workbook.model import ModelConfig
 
 __all__ = ["matmul_params", "attention_flops_per_token", "flops_per_token", "step_flops",
            "training_flops", "gpu_peak_tflops", "training_dtype", "training_time", "RunExample",
-           "LECTURE_EXAMPLES", "lecture_examples"]
+           "LECTURE_EXAMPLES", "lecture_examples", "ReadableTable"]
 
 
 def matmul_params(cfg: ModelConfig) -> int:
@@ -120,16 +120,41 @@ class RunExample:
 # The lecture's worked examples (notes 001, section 2.3): same inputs, so the same answers.
 LECTURE_EXAMPLES: tuple[RunExample, ...] = (
     RunExample("GPT-3 175B", 175e9, 300e9, "A100", 10_000, 0.5, "bf16",
-               "lecture: 6ND ≈ 3.15e23 FLOPs; 10,000 A100 at 312 TFLOP/s, 50 % -> "
+               "lecture: 6ND ≈ 3.15×10²³ FLOPs; 10,000 A100 at 312 TFLOP/s, 50 % -> "
                "≈ 202,000 s ≈ 56 h ≈ 2.3 days"),
     RunExample("Llama 3 405B", 405e9, 15e12, "H100", 16_384, 0.4, "bf16",
-               "lecture: 6ND ≈ 3.6e25 FLOPs; Meta (Llama 3 paper): 16K H100 at 38-43 % "
+               "lecture: 6ND ≈ 3.6×10²⁵ FLOPs; Meta (Llama 3 paper): 16K H100 at 38-43 % "
                "MFU, 30.84M GPU-hours for the 405B model"),
 )
 
 
+class ReadableTable(pd.DataFrame):
+    """A plain DataFrame to code; in a notebook its numbers in fixed notation
+    (:func:`workbook.claims.readable`: 1,287 · 3.15×10²³, never 3.15e+23), as HTML and as
+    plain text alike, so a printed table does not depend on the last digits of a float."""
+
+    @property
+    def _constructor(self):  # pandas operations keep the type
+        return ReadableTable
+
+    def _shown(self) -> pd.DataFrame:
+        from workbook.claims import readable
+
+        frame = pd.DataFrame(self)
+        numeric = list(frame.select_dtypes("number").columns)
+        shown = frame.astype({c: object for c in numeric}).map(readable)
+        return shown.mask(frame.isna(), "–")  # a missing cell reads "–", never blank or NaN
+
+    def _repr_html_(self) -> str:  # a plain table, no Styler: its random ids differ per run
+        return self._shown().to_html(index=False)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's text/plain
+        printer.text(self._shown().to_string(index=False))
+
+
 def lecture_examples() -> pd.DataFrame:
-    """The worked examples through :func:`training_time`, one row per example."""
+    """The worked examples through :func:`training_time`, one row per example (numbers in fixed
+    notation where a notebook shows them)."""
     rows = []
     for ex in LECTURE_EXAMPLES:
         t = training_time(ex.n_params, ex.n_tokens, gpu=ex.gpu, n_gpus=ex.n_gpus,
@@ -137,4 +162,4 @@ def lecture_examples() -> pd.DataFrame:
         rows.append({"run": ex.name, "n_params": ex.n_params, "n_tokens": ex.n_tokens,
                      "gpu": ex.gpu, "n_gpus": ex.n_gpus, "utilization": ex.utilization,
                      **t, "source says": ex.claim})
-    return pd.DataFrame(rows)
+    return ReadableTable(rows)
