@@ -80,3 +80,5 @@ def test_the_plan_says_what_each_notebook_does_with_an_experiment():
     assert registry.shown_as("mfu_benchmark").startswith("Run button")
     # a call spread over lines is still found (08's precision_underflow)
     assert registry.shown_as("precision_underflow").startswith("Run button")
+    # a call inside a RunButton's callback runs when pressed (04's largest fit)
+    assert registry.shown_as("memory_fit") == "Run button (runs when pressed)"

@@ -238,3 +238,16 @@ def test_deepspeed_estimates_say_what_the_cpu_column_counts():
     assert est.loc[(2, "optimizer"), "cpu_counts"] == "all 64 GPUs of the job"
     assert est.loc[(2, "optimizer"), "cpu_bytes"] == pytest.approx(175e9 * 4 * 64 * 1.5)
     assert (est.drop(index=(2, "optimizer"))["cpu_counts"] == "one node (8 GPUs)").all()
+
+
+def test_wiggle_counts_a_bump_above_the_chord_not_the_minimums_dip():
+    """03's caption said 'a point 0.08 nats off the line' for the H200 curve at 3.1×10¹³ where
+    0.08 was its minimum's own dip below its neighbours; the bump was 0.061."""
+    import numpy as np
+
+    from workbook import scaling_laws as sl
+
+    n = np.array([1.0, 2.0, 4.0, 8.0, 16.0])   # equal steps in log N
+    assert sl.wiggle(n, np.array([3.0, 2.5, 2.2, 2.3, 2.6])) == 0.0   # convex: no stray
+    bumped = np.array([3.0, 2.0, 2.1, 1.9, 2.5])   # 2.1 sits 0.15 above its neighbours' 1.95
+    assert abs(sl.wiggle(n, bumped) - 0.15) < 1e-9

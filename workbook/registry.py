@@ -375,17 +375,22 @@ def shown_as(name: str) -> str:
         cells = json.loads((root / "notebooks" / f"{exp.notebook}.ipynb").read_text())["cells"]
     except (OSError, ValueError, KeyError):
         return "can run here"
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    def calls(function: str) -> bool:   # function("name", … with the name on any line
-        return re.search(rf'{function}\(\s*"{name}"', code) is not None
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
 
-    if any(calls(f) for f in ("live_or_recorded", "notebook_rows", "gpu_rows")):
+    def calls(function: str) -> list[str]:  # the cells with function("name", … on any line
+        return [cell for cell in code if re.search(rf'{function}\(\s*"{name}"', cell)]
+
+    live = [cell for f in ("live_or_recorded", "notebook_rows", "gpu_rows") for cell in calls(f)]
+    if any("RunButton(" not in cell for cell in live):
         return "live in Run All"
+    # a call inside a RunButton's callback (04's largest fit) runs when pressed, not in Run All
+    if live:
+        return "Run button (runs when pressed)"
     if calls("run_or_button"):
         return "Run button (at once if ≤ 1 min here)"
     generic = {"gpu_record.sh", "gpu_smoke.sh"}   # scripts that name every experiment
-    scripts = sorted(p.name for p in (root / "scripts").glob("gpu_*.sh")
-                     if name in p.read_text() and p.name not in generic)
+    scripts = sorted(p.name for p in (root / "scripts").glob("gpu_*.sh") if p.name not in generic
+                     and re.search(rf"\b{name}\b", p.read_text()))
     return "recorded; script: " + (f"scripts/{scripts[0]}" if scripts
                                    else f"python -m workbook run {name} --record")
 

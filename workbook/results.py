@@ -391,9 +391,10 @@ def provenance_label(frame: pd.DataFrame) -> str:
                             for c in ("n_gpus", "recorded_at")},
                          seed=frame[seed_col] if seed_col in frame.columns else None)
     # the latest recording first, as the tables and claims put it (not the devices' names)
-    latest = frame["recorded_at"].astype(str).groupby(
-        [frame["device"], frame["n_gpus"]], dropna=False).transform("max")
-    frame = frame.assign(_latest=latest).sort_values("_latest", ascending=False, kind="stable")
+    when = pd.to_datetime(frame["recorded_at"], errors="coerce", utc=True)
+    latest = when.groupby([frame["device"], frame["n_gpus"]], dropna=False).transform("max")
+    frame = frame.assign(_latest=latest).sort_values(   # undated machines last
+        "_latest", ascending=False, kind="stable", na_position="last")
     for (device, n_gpus), group in frame.groupby(["device", "n_gpus"], dropna=False, sort=False):
         dates = sorted({str(d)[:10] for d in group["recorded_at"].dropna()})
         seeds = sorted({_cell(s) for s in group["seed"].dropna()}, key=_seed_order)

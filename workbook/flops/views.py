@@ -113,9 +113,10 @@ def _pivot_runs(ok: pd.DataFrame, index: str) -> pd.DataFrame:
 @takes_rows
 def bf16_rooflines(roofline: pd.DataFrame) -> pd.DataFrame:
     """Per GPU in ``roofline`` (00's rows, live and/or recorded): its measured bf16 matmul peak
-    (TFLOP/s) and which run it is: this machine's live run where there is one, else the
-    device's latest recorded run at the largest size ('recorded on <device>, <date>')."""
-    cols = ["device", "tflops", "label"]
+    (TFLOP/s) and which run it is: the largest matmul measured of it (a small preset's 512³
+    does not fill a GPU: no roofline), this machine's live run before a recording of that
+    size, else the latest ('recorded on <device>, <date>'); ``size``: its n of n³."""
+    cols = ["device", "tflops", "label", "size"]
     need = {"device", "kind", "dtype", "value", "source", "status"}
     if roofline.empty or not need <= set(roofline.columns):
         return pd.DataFrame(columns=cols)
@@ -129,10 +130,11 @@ def bf16_rooflines(roofline: pd.DataFrame) -> pd.DataFrame:
     for device, part in mm.groupby("device", sort=False):
         if str(device).startswith("CPU"):  # MFU is a GPU's measure (no CPU peak to divide by)
             continue
-        row = part.sort_values(["live", "size", "when"]).iloc[-1]
+        row = part.sort_values(["size", "live", "when"]).iloc[-1]
         label = ("this machine's live run" if row["live"]
                  else f"recorded on {device}, {str(row['when'])[:10]}")
         out.append({"device": str(device), "tflops": float(row["value"]), "label": label,
+                    "size": int(row["size"]) if row["size"] == row["size"] else 0,
                     "live": bool(row["live"]), "when": str(row["when"])})
     out.sort(key=lambda r: r["when"], reverse=True)   # the recordings newest first,
     out.sort(key=lambda r: not r["live"])             # after this machine's live run
@@ -333,7 +335,7 @@ def claims(mfu_rows: pd.DataFrame, counted: pd.DataFrame,
 
 
 def _dense_roofline_claim(roofs: pd.DataFrame, dense: float) -> Claim:
-    """Dense bf16 training runs at most at the dense peak: the measured 8192³ matmul of the
+    """Dense bf16 training runs at most at the dense peak: the measured bf16 matmul of the
     first GPU in ``roofs`` (this machine's live run first) whose datasheet dense bf16 peak is
     the H100's (an H100 SXM or an H200: the same chip's tensor cores)."""
     text = (f"dense BF16 on an H100-class GPU: at most the datasheet's {dense:,.1f} TFLOP/s, "
@@ -341,10 +343,11 @@ def _dense_roofline_claim(roofs: pd.DataFrame, dense: float) -> Claim:
     for _, roof in roofs.iterrows():
         sheet = datasheet(roof["device"])
         if sheet is not None and sheet.tflops.get("bf16") == dense:
+            shape = f"{roof['size']}³ matmul" if roof["size"] else "matmul"
             return Claim(text, "NVIDIA datasheet (dense)", dense, float(roof["tflops"]),
-                         "TFLOP/s", f"{roof['label']} ({roof['device']}), 8192³ matmul"
+                         "TFLOP/s", f"{roof['label']} ({roof['device']}), {shape}"
                          if roof["label"].startswith("this") else
-                         f"{roof['label']}, 8192³ matmul", kind="at_most")
+                         f"{roof['label']}, {shape}", kind="at_most")
     return Claim(text, "NVIDIA datasheet (dense)", dense, float("nan"), "TFLOP/s",
                  "no roofline of an H100-class GPU yet", kind="at_most")
 

@@ -163,6 +163,7 @@ def saving_table(rows: pd.DataFrame) -> pd.DataFrame:
     part = part[part["metric"] == "saving_vs_full"] if "metric" in part.columns else part
     if part.empty:
         return pd.DataFrame()
+    part = part.reset_index(drop=True)   # main_rows's labels are positions: the same here
     main = registry.main_rows(part)
     # the formula: this machine's prediction rows, else any machine's for a size it lacks
     formula = pd.concat([main[main["source"] == "predicted"],

@@ -69,8 +69,9 @@ def isoflop_minima(points: pd.DataFrame, n_column: str = "n_params") -> pd.DataF
 
 
 def wiggle(n_params: np.ndarray, loss: np.ndarray) -> float:
-    """How far an IsoFLOP curve strays from a convex one (nats): the largest distance of an
-    inner point from the straight line (in log N) through its two neighbours, where the
+    """How far an IsoFLOP curve strays from a convex one (nats): the largest height of an
+    inner point *above* the straight line (in log N) through its two neighbours (a convex
+    curve's points all lie on or below theirs: its minimum's dip is no stray), where the
     curve changes direction more than once (falls, rises, falls again); 0 for a curve that
     falls to one minimum and rises after it."""
     order = np.argsort(n_params)
@@ -79,7 +80,7 @@ def wiggle(n_params: np.ndarray, loss: np.ndarray) -> float:
     if len(y) < 3 or turns <= 1:
         return 0.0
     t = (x[1:-1] - x[:-2]) / (x[2:] - x[:-2])
-    return float(np.max(np.abs(y[1:-1] - (y[:-2] + t * (y[2:] - y[:-2])))))
+    return float(max(0.0, np.max(y[1:-1] - (y[:-2] + t * (y[2:] - y[:-2])))))
 
 
 @dataclass(frozen=True)

@@ -293,9 +293,13 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     notation; the bootstrap's standard deviations left out (the percentiles are the interval)."""
     if summary.empty:
         return summary
-    table = shown_table(summary.drop(columns=["a_boot_sd", "b_boot_sd"], errors="ignore"))
-    return table.T.rename(index={"sweep": "sweep (where, preset, recipe, plan)",
-                                 "n_points": "trained points", "error": "why no fit"})
+    # the summary's own names first: its n_points counts every trained point of the sweep,
+    # not the sizes of one budget that HEADERS' "sizes trained" names for the minima
+    own = {"sweep": "sweep (where, preset, recipe, plan)", "n_points": "trained points",
+           "error": "why no fit"}
+    table = shown_table(summary.drop(columns=["a_boot_sd", "b_boot_sd"], errors="ignore")
+                        .rename(columns=own))
+    return table.T
 
 
 @takes_rows
