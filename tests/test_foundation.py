@@ -849,3 +849,21 @@ def test_a_rerun_that_launched_other_kernels_replaces_the_old_rows(ledger_dir):
         results.record("rerun_kernels", rows, preset="full", seed=0)
     kept = pd.read_csv(results.ledger_path("rerun_kernels"))
     assert kept["value"].tolist() == [2.413] and kept["kernels"].tolist() == [6]
+
+
+def test_machine_blocks_put_this_machine_first_then_the_latest_recording():
+    """One split by machine for the per-machine tables (08 and 10 had a copy each)."""
+    def rows(device, source, when, n=1):
+        return pd.DataFrame({"metric": ["m"], "value": [1.0], "source": [source],
+                             "device": [device], "n_gpus": [n], "recorded_at": [when]})
+
+    mixed = pd.concat([rows("H100", "recorded", "2026-11-22"), rows("H200", "recorded",
+                       "2026-12-03", 4), rows("GPU here", "measured", None),
+                       rows("GPU here", "predicted", None)])   # a repeated index, as concat gives
+    blocks = registry.machine_blocks(mixed)
+    assert [len(part) for _, part in blocks] == [2, 1, 1]
+    assert blocks[0][0].startswith("this machine")
+    assert [str(part["device"].iloc[0]) for _, part in blocks] == ["GPU here", "H200", "H100"]
+    recorded = registry.machine_blocks(mixed[mixed["source"] == "recorded"])
+    assert [str(part["device"].iloc[0]) for _, part in recorded] == ["H200", "H100"]
+    assert registry.machine_blocks(mixed.iloc[0:0]) == []

@@ -212,23 +212,6 @@ def mid_training_caption(rows: pd.DataFrame) -> str:
             f"{effects['train_seed'].nunique()} seeds; {steps}.")
 
 
-def _machines(rows: pd.DataFrame) -> list[pd.DataFrame]:
-    """``rows`` by machine: :func:`shown_numbers` first (this machine's, else the latest
-    recording), then every other recorded machine, the latest first."""
-    if rows.empty:
-        return []
-    rows = rows.reset_index(drop=True)
-    main = shown_numbers(rows)
-    if "device" not in rows.columns or "source" not in rows.columns:
-        return [main]
-    rest = rows[(rows["source"] == "recorded") & ~rows.index.isin(main.index)]
-    key = ["device", "n_gpus"] if "n_gpus" in rest.columns else ["device"]
-    others = [part for _, part in rest.groupby(key, dropna=False, sort=False)]
-    if "recorded_at" in rest.columns:
-        others.sort(key=lambda part: str(part["recorded_at"].astype(str).max()), reverse=True)
-    return [part for part in (main, *others) if len(part)]
-
-
 _DPO_HEADERS = {"exact_match": "exact match (share)",
                 "win_rate_vs_sft": "win rate vs sft (share, a tie half)",
                 "refusal_rate_unsafe": "refuses unsafe requests (share)",
@@ -248,7 +231,7 @@ def dpo_summary(rows: pd.DataFrame) -> pd.DataFrame:
     from workbook.claims import ClaimsTable
 
     table = []
-    for part in _machines(rows):
+    for _, part in registry.machine_blocks(rows):
         where = f"{where_label(part)}, {preset_of(part)} preset"
         final = part[part["metric"].isin(_DPO_FINAL)]
         final = final[(final["model"] != "dpo") | (final["step"] == final["step"].max())]

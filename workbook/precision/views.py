@@ -142,25 +142,6 @@ def scaler_figure(rows: pd.DataFrame, title: str = "GradScaler: loss scale per s
     return fig
 
 
-def _machines(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """``rows`` split by machine, each with its label (:func:`workbook.results.where_label`):
-    first the block :func:`workbook.registry.main_rows` judges (this machine's, else the
-    latest recording), then every other recorded machine, the latest first."""
-    if rows.empty:
-        return []
-    rows = rows.reset_index(drop=True)
-    if "device" not in rows.columns:
-        return [(where_label(rows), rows)]
-    main = registry.main_rows(rows)
-    rest = rows.drop(index=main.index)
-    rest = rest[rest["source"] == "recorded"] if "source" in rest.columns else rest.iloc[0:0]
-    key = ["device", "n_gpus"] if "n_gpus" in rest.columns else ["device"]
-    others = [part for _, part in rest.groupby(key, dropna=False, sort=False)]
-    if "recorded_at" in rest.columns:
-        others.sort(key=lambda part: str(part["recorded_at"].astype(str).max()), reverse=True)
-    return [(where_label(part), part) for part in (main, *others) if len(part)]
-
-
 def _summary_numbers(rows: pd.DataFrame, roofline: pd.DataFrame | None = None) -> pd.DataFrame:
     """One machine's rows: per mode (the index) its step time, peak memory, model TFLOP/s,
     skipped steps, final loss, the ratios to ``fp32`` and (from predicted rows, or from
@@ -215,7 +196,7 @@ def training_summary(rows: pd.DataFrame, roofline: pd.DataFrame | None = None
     from workbook.claims import ClaimsTable
 
     out = []
-    for label, part in _machines(rows):
+    for label, part in registry.machine_blocks(rows):
         numbers = _summary_numbers(part, roofline)
         for mode, row in numbers.iterrows():
             cells = {"measured on": label, "mode": mode}
@@ -245,7 +226,7 @@ def stagnation_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
     out = []
     train = rows[rows["part"] == "training"] if "part" in rows.columns else rows.iloc[0:0]
-    for label, part in _machines(train):
+    for label, part in registry.machine_blocks(train):
         lost = part[part["metric"] == "updates_lost"].groupby("mode", sort=False)["value"].mean()
         loss = part[part["metric"] == "loss"].sort_values("step").groupby("mode")["value"]
         for mode, share in lost.items():
