@@ -5,6 +5,8 @@
                                                          # and the backward's dQ by atomics
     python3 scripts/gpu_flash_forward_tuning.py --dq     # only the backward's two dQ modes,
                                                          # fwd+bwd beside cuDNN and FA2 (~1 min)
+    python3 scripts/gpu_flash_forward_tuning.py --overlap  # the forward's loop plain and
+                                                         # hand-pipelined, per configuration
 
 B4 H16 bf16. ``tma``: what ``flash_forward`` runs on Hopper (K/V tiles fetched by the Tensor
 Memory Accelerator, the scale folded into one FMA, autotuned tiles); ``pointer``: the portable
@@ -175,6 +177,41 @@ def dq_modes(d: int, n: int, causal: bool) -> None:
     print(" | ".join(line), flush=True)
 
 
+def overlap(d: int, n: int, causal: bool) -> None:
+    """The TMA forward's loop as written (``plain``) against the hand-pipelined one
+    (``OVERLAP``: tile j+1's QKᵀ issued before tile j's softmax, FA3's intra-warpgroup
+    overlap), per launch configuration, beside the autotuned default and cuDNN; one line.
+    Each entry is TF/s timed call by call / queued (``time_ms(queued=True)``: the host's
+    launch overhead hidden under the previous call), so the gap of the two is the host's."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(4, 16, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    flops = 4 * 4 * 16 * n * n * d * (0.5 if causal else 1)
+
+    def tfs(fn) -> str:
+        return "/".join(f"{flops / time_ms(fn, queued=qd) / 1e9:.0f}" for qd in (False, True))
+
+    def cudnn():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    ref = cudnn()
+    line = [f"fwd d={d} N={n} causal={causal}: cudnn {tfs(cudnn)}",
+            f"autotuned {tfs(lambda: FT.flash_forward(q, k, v, causal=causal))}"]
+    for bn, w, st, ov in itertools.product((64, 128), (4, 8), (2,), (False, True)):
+        name = f"128x{bn} w{w} s{st} {'OVERLAP' if ov else 'plain'}"
+        launch = {"num_warps": w, "num_stages": st, "OVERLAP": ov}
+        try:
+            def run(bn=bn, launch=launch):
+                return FT.flash_forward(q, k, v, causal=causal, block_m=128, block_n=bn,
+                                        use_tma=True, launch=launch)[0]
+            err = (run().float() - ref.float()).abs().max().item()
+            line.append(f"{name} {tfs(run)} (err {err:.0e})")
+        except Exception as exc:  # noqa: BLE001 - a configuration that fails is an entry
+            line.append(f"{name}: {type(exc).__name__}")
+    print(" | ".join(line), flush=True)
+
+
 def main() -> None:
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton",
           triton.__version__, "TMA path:", FT.tma_applies(*(torch.empty(1, 1, 128, 128,
@@ -190,6 +227,10 @@ if __name__ == "__main__":
         print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
         sweep(16384)
         sweep(4096)
+    elif sys.argv[1:] == ["--overlap"]:
+        print(torch.cuda.get_device_name(0), "triton", triton.__version__, "(TF/s)", flush=True)
+        for d, n, causal in [(128, 4096, False), (128, 16384, False), (128, 16384, True)]:
+            overlap(d, n, causal)
     elif sys.argv[1:] == ["--dq"]:
         print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
         for d, n, causal in [(128, 16384, False), (128, 4096, False), (128, 16384, True),

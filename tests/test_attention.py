@@ -311,6 +311,31 @@ def _atomic_dq_checks() -> None:
     print("atomic dQ checks passed")
 
 
+def _tma_overlap_checks() -> None:
+    """The TMA forward, plain and hand-pipelined (OVERLAP: tile j+1's QKᵀ issued before tile
+    j's softmax), against float64: outputs and log-sum-exp, causal and not, both head sizes."""
+    from workbook.attention import flash_triton as F
+
+    for head_dim, causal in ((64, False), (64, True), (128, False), (128, True)):
+        q, k, v, _ = inputs((1, 2, 128, head_dim), torch.float32, seed=6)
+        s = q.double() @ k.double().transpose(-2, -1) / math.sqrt(head_dim)
+        if causal:
+            s = s.masked_fill(torch.ones(128, 128, dtype=torch.bool).triu(1), float("-inf"))
+        for overlap in (False, True):
+            out, lse = F.flash_forward(q, k, v, causal=causal, block_m=32, block_n=16,
+                                       use_tma=True, launch={"OVERLAP": overlap})
+            where = f"TMA overlap={overlap} hd={head_dim} causal={causal}"
+            assert rel(out, reference(q, k, v, causal)) < 1e-5, where
+            assert (lse.double() - torch.logsumexp(s, -1)).abs().max() < 1e-5, where
+    print("TMA overlap checks passed")
+
+
+@needs_triton
+def test_tma_forward_and_its_overlapped_loop_in_the_interpreter():
+    # Issue 22: FA3's overlap of one tile's softmax with the next tile's QKᵀ, written by hand
+    run_in_triton_interpreter("tests.test_attention", "_tma_overlap_checks")
+
+
 @needs_gpu_and_triton
 @pytest.mark.parametrize("causal", [False, True])
 def test_atomic_dq_backward_on_the_gpu(causal):
@@ -356,15 +381,16 @@ def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len, tuned):
 
 
 @needs_gpu_and_triton
-@pytest.mark.parametrize("warp_spec", [False, True])
-def test_tma_kernel_with_fixed_tiles_matches_the_reference(warp_spec):
+@pytest.mark.parametrize("option", [{"WARP_SPEC": False}, {"WARP_SPEC": True},
+                                    {"OVERLAP": True}, {"OVERLAP": True, "num_warps": 8}])
+def test_tma_kernel_with_fixed_tiles_matches_the_reference(option):
     """use_tma=True with fixed tiles: the configuration a tuning script tries (Hopper only)."""
     from workbook.attention import flash_triton as F
 
     q, k, v, _ = inputs((2, 3, 384, 128), torch.bfloat16, device="cuda")
     if not F.tma_applies(q, k, v):
         pytest.skip("the TMA kernel needs a Hopper GPU or newer")
-    launch = {"num_warps": 4, "num_stages": 3, "WARP_SPEC": warp_spec}
+    launch = {"num_warps": 4, "num_stages": 3, **option}
     for causal in (False, True):
         out, _ = F.flash_forward(q, k, v, causal=causal, block_m=128, block_n=64,
                                  use_tma=True, launch=launch)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import workbook
-from workbook import hardware, plots, processes, registry, results, runner, widgets
+from workbook import hardware, plots, processes, profiling, registry, results, runner, widgets
 from workbook.config import WorkbookError, check_range, resolve_preset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -819,6 +819,21 @@ def test_interleaved_timing_takes_turns_and_keeps_each_ones_median():
     assert out["b"] > out["a"], out
     with pytest.raises(WorkbookError, match="fns is empty"):
         profiling.time_ms_interleaved({})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_queued_timing_leaves_out_the_hosts_share_on_a_gpu():
+    # each call: 3 ms of host work (as Python's launch overhead is), then ~20 ms of GPU work.
+    # Call by call the clock counts both; queued, the host's 3 ms hide under the GPU's work.
+    x = torch.randn(4096, 4096, device="cuda")
+
+    def fn():
+        time.sleep(0.003)
+        for _ in range(10):
+            x @ x
+
+    alone, queued = (profiling.time_ms(fn, warmup=2, repeats=8, queued=q) for q in (False, True))
+    assert queued < alone - 2, (alone, queued)
 
 
 def test_recorded_oom_points_reach_the_reader_and_failed_runs_do_not(ledger_dir):

@@ -29,8 +29,16 @@ from workbook.config import WorkbookError, check_range
 
 
 def time_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10,
-            device: torch.device | str | None = None) -> float:
-    """Median wall time of ``fn()`` in milliseconds, warm-up excluded."""
+            device: torch.device | str | None = None, queued: bool = False) -> float:
+    """Median wall time of ``fn()`` in milliseconds, warm-up excluded.
+
+    On a GPU each call is timed alone by default: the clock starts, the host prepares and
+    launches the work, the GPU runs it, the clock stops; Python's launch overhead counts, as a
+    reader calling ``fn`` once sees it. ``queued=True`` enqueues all repeats before waiting, so
+    the host prepares call i+1 while the GPU runs call i: what is left is the GPU's time per
+    call (how kernel benchmarks such as ``triton.testing.do_bench`` time), and the difference
+    of the two is the host's share. On a CPU both are the same clock.
+    """
     device = torch.device(device) if device is not None else (
         torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     for _ in range(warmup):
@@ -38,13 +46,17 @@ def time_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10,
     samples = []
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        events = []
         for _ in range(repeats):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             fn()
             end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
+            if not queued:
+                end.synchronize()
+            events.append((start, end))
+        torch.cuda.synchronize(device)
+        samples = [start.elapsed_time(end) for start, end in events]
     else:
         for _ in range(repeats):
             t0 = time.perf_counter()

@@ -197,10 +197,35 @@ if triton_available():
         return acc, l_i, m_i
 
     @triton.jit
+    def _softmax_pv(acc, l_i, m_i, s, desc_v, row, qk_scale):
+        """One tile's online-softmax update from its (unscaled) scores ``s``, then P·V."""
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.math.exp2(s * qk_scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = desc_v.load([row, 0])
+        return tl.dot(p.to(v.dtype), v, acc * alpha[:, None]), l_i, m_new
+
+    @triton.jit
+    def _tma_tiles_overlap(acc, l_i, m_i, q, desc_k, desc_v, row0, lo, hi, qk_scale,
+                           BLOCK_N: tl.constexpr):
+        """:func:`_tma_tiles` without masks, software-pipelined by hand (FA3's intra-warpgroup
+        overlap): tile j+1's Q·Kᵀ is issued before tile j's softmax, so the asynchronous
+        matmul runs on the tensor cores while the exponentials run on the other units."""
+        if hi > lo:
+            s = tl.dot(q, desc_k.load([row0 + lo, 0]).T)
+            for start_n in range(lo, hi - BLOCK_N, BLOCK_N):
+                s_next = tl.dot(q, desc_k.load([row0 + start_n + BLOCK_N, 0]).T)
+                acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, s, desc_v, row0 + start_n, qk_scale)
+                s = s_next
+            acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, s, desc_v, row0 + hi - BLOCK_N, qk_scale)
+        return acc, l_i, m_i
+
+    @triton.jit
     def _attn_fwd_tma(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len,
                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr,
-                      WARP_SPEC: tl.constexpr = False):
+                      WARP_SPEC: tl.constexpr = False, OVERLAP: tl.constexpr = False):
         """:func:`_attn_fwd` on (batch·heads·seq_len, HEAD_DIM) views fetched by TMA."""
         start_m = tl.program_id(0)
         off_bh = tl.program_id(1)
@@ -212,8 +237,12 @@ if triton_available():
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
         full_end = start_m * BLOCK_M if CAUSAL else seq_len
-        acc, l_i, m_i = _tma_tiles(acc, l_i, m_i, q, desc_k, desc_v, row0, offs_m, offs_n,
-                                   0, full_end, qk_scale, BLOCK_N, False, WARP_SPEC)
+        if OVERLAP:
+            acc, l_i, m_i = _tma_tiles_overlap(acc, l_i, m_i, q, desc_k, desc_v, row0,
+                                               0, full_end, qk_scale, BLOCK_N)
+        else:
+            acc, l_i, m_i = _tma_tiles(acc, l_i, m_i, q, desc_k, desc_v, row0, offs_m, offs_n,
+                                       0, full_end, qk_scale, BLOCK_N, False, WARP_SPEC)
         if CAUSAL:
             acc, l_i, m_i = _tma_tiles(acc, l_i, m_i, q, desc_k, desc_v, row0, offs_m, offs_n,
                                        full_end, (start_m + 1) * BLOCK_M, qk_scale, BLOCK_N,
@@ -236,25 +265,30 @@ if triton_available():
     # (`scripts/gpu_flash_forward_tuning.py --sweep`, d 128, TF/s at N = 16384 / 4096, cuDNN
     # 608 / 604): 128x64 w4 s2 528 / 423, 128x128 w8 s3 504 / 402, every other one lower;
     # warp specialisation gained nothing at 8 warps and failed to compile at 4 (triton 3.6).
+    # The last three run the hand-pipelined loop (OVERLAP, :func:`_tma_tiles_overlap`): two
+    # score tiles live at once, so they need the registers of 8 warps or of 64-column tiles.
     FORWARD_TMA_CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
-                      pre_hook=_tma_blocks)
-        for bm, bn, w, st in ((128, 64, 4, 2), (128, 128, 8, 3), (64, 64, 4, 3),
-                              (128, 64, 8, 3), (128, 128, 8, 2))]
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "OVERLAP": ov}, num_warps=w,
+                      num_stages=st, pre_hook=_tma_blocks)
+        for bm, bn, w, st, ov in ((128, 64, 4, 2, False), (128, 128, 8, 3, False),
+                                  (64, 64, 4, 3, False), (128, 64, 8, 3, False),
+                                  (128, 128, 8, 2, False), (128, 64, 4, 2, True),
+                                  (128, 64, 8, 2, True), (128, 128, 8, 2, True))]
     _attn_fwd_tma_tuned = triton.autotune(
         FORWARD_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
         cache_results=True)(_attn_fwd_tma)
 
 
 def tma_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """The TMA forward applies: Hopper or newer, whole 128-row tiles, contiguous tensors."""
-    if interpreting() or q.device.type != "cuda":
-        return False
-    if torch.cuda.get_device_capability(q.device)[0] < 9:
-        return False
+    """The TMA forward applies: Hopper or newer (or Triton's interpreter, which runs it slowly
+    on a CPU for the tests), whole 128-row tiles, contiguous tensors."""
     if importlib.util.find_spec("triton.tools.tensor_descriptor") is None:
         return False
-    return q.shape[2] % 128 == 0 and all(t.is_contiguous() for t in (q, k, v))
+    if q.shape[2] % 128 or not all(t.is_contiguous() for t in (q, k, v)):
+        return False
+    if interpreting():
+        return True
+    return q.device.type == "cuda" and torch.cuda.get_device_capability(q.device)[0] >= 9
 
 
 def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse: bool,
@@ -300,7 +334,8 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     sequence is whole 128-row tiles, the TMA kernel (:data:`FORWARD_TMA_CONFIGS`);
     ``use_tma=False`` keeps the portable kernel there too (to compare the two); fixed tiles
     go to the portable kernel unless ``use_tma=True`` asks for the TMA one (to tune it).
-    ``launch`` (``num_warps``, ``num_stages``, ``WARP_SPEC`` for TMA) goes with fixed tiles.
+    ``launch`` (``num_warps``, ``num_stages``, and for TMA ``WARP_SPEC`` or ``OVERLAP``, the
+    hand-pipelined loop of :func:`_tma_tiles_overlap`) goes with fixed tiles.
     """
     check_inputs(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
@@ -319,8 +354,9 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
         if block_m % block_n:
             raise WorkbookError(f"block_m={block_m} must be a multiple of block_n={block_n}")
     if use_tma and (not tma_applies(q, k, v) or seq_len % (block_m or 128)):
-        raise WorkbookError(f"use_tma=True: the TMA kernel needs a Hopper GPU, contiguous "
-                            f"tensors and seq_len a multiple of BLOCK_M; got seq_len={seq_len}")
+        raise WorkbookError(f"use_tma=True: the TMA kernel needs a Hopper GPU (or the "
+                            f"interpreter), contiguous tensors and seq_len a multiple of 128 "
+                            f"and of BLOCK_M; got seq_len={seq_len}")
     if use_tma or (use_tma is None and block_m is None and tma_applies(q, k, v)):
         config = None if block_m is None else {"BLOCK_M": block_m, "BLOCK_N": block_n,
                                                **(launch or {})}
