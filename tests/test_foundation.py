@@ -67,6 +67,19 @@ def test_record_fills_provenance(ledger_dir):
     assert (frame["seed"] == 7).all() and (frame["preset"] == "small").all()
 
 
+def test_a_commit_hash_of_digits_and_one_e_stays_text(ledger_dir):
+    # 892e020 reads as the float 8.92e+22 unless the ledger is read as text: a later record()
+    # wrote it back so once (precision_stagnation's CPU rows)
+    path = results.record("demo", _rows([1.0, 2.0]), preset="small", seed=0)
+    frame = pd.read_csv(path, dtype=str)
+    frame["commit"] = "892e020"
+    frame.to_csv(path, index=False)
+    newer = _rows([3.0, 4.0]).assign(size=[5, 6])
+    results.record("demo", newer, preset="small", seed=0)
+    assert "892e020" in set(pd.read_csv(path, dtype=str)["commit"])
+    assert "892e020" in set(results.load("demo")["commit"])
+
+
 def test_failed_run_never_overwrites_good_rows(ledger_dir):
     results.record("demo", _rows([1.0, 2.0]), preset="small", seed=0)
     results.record("demo", _rows([math.nan, math.nan], status="oom"), preset="small", seed=0)

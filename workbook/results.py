@@ -308,10 +308,16 @@ def record(experiment: str, rows: pd.DataFrame, *, preset: str, seed: int | None
             stamped[col] = stamped[col].fillna(value)
     with ledger_lock(path):
         remove_stale_temps(path)
-        old = pd.read_csv(path) if path.exists() else pd.DataFrame()
+        old = read_ledger(path) if path.exists() else pd.DataFrame()
         old = drop_answered_failures(old, stamped, overrides)
         write_atomic(tidy(merge(old, stamped)), path)
     return path
+
+
+def read_ledger(path: Path | str) -> pd.DataFrame:
+    """A ledger CSV as written: the commit stays text (a hash of digits and one 'e', such as
+    892e020, would otherwise come back as the float 8.92e+22 and be written back so)."""
+    return pd.read_csv(path, dtype={"commit": str})
 
 
 def load(experiment: str, *, device: str | None = None, ok_only: bool = False) -> pd.DataFrame:
@@ -327,7 +333,7 @@ def load(experiment: str, *, device: str | None = None, ok_only: bool = False) -
     path = ledger_path(experiment)
     if not path.exists():
         return pd.DataFrame(columns=list(VALUE_COLUMNS) + list(PROVENANCE_COLUMNS))
-    frame = pd.read_csv(path)
+    frame = read_ledger(path)
     if device is not None:
         frame = frame[frame["device"].astype(str).str.contains(device, case=False, regex=False)]
     if ok_only:
