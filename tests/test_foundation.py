@@ -373,6 +373,17 @@ def test_compare_styles_by_source():
     assert "H100" in fig.layout.title.text and "2026-11-22" in fig.layout.title.text
 
 
+def test_compare_does_not_name_the_source_twice():
+    # 02's flops figure had a legend entry "peak: datasheet (datasheet)"
+    from workbook import plots
+
+    rows = pd.DataFrame({"x": [1, 2, 1, 2], "value": [1.0, 1.0, 2.0, 3.0],
+                         "what": ["peak: datasheet"] * 2 + ["achieved"] * 2,
+                         "source": ["datasheet"] * 2 + ["measured"] * 2, "status": "ok"})
+    names = {t.name for t in plots.compare(rows, "x", group="what", title="t").data}
+    assert names == {"peak: datasheet", "achieved (measured)"}, names
+
+
 def test_compare_marks_out_of_memory_points_instead_of_dropping_them():
     # 07 on the H200: vanilla ran out of memory at N = 16384 and its curve just stopped
     from workbook import plots

@@ -102,6 +102,9 @@ def test_stagnation_summary_reads_in_percent_with_its_machine():
     assert table.loc["fp32", "updates lost (% of weights, mean over steps)"] == "0.001"
     assert table.loc["bf16_pure", "updates lost (% of weights, mean over steps)"] == "78.000"
     assert table["measured on"].iloc[0].startswith("recorded on NVIDIA H200 ×1, 2026-12-03")
+    assert set(table["model (preset)"]) == {"–"}, "no preset column: no model named"
+    small = precision.stagnation_summary(rows.assign(model_preset="small"))
+    assert set(small["model (preset)"]) == {"small"}, "a CPU's small-preset run says so"
 
 
 def test_matmul_figure_names_its_source_alike_in_title_and_legend():

@@ -497,7 +497,7 @@ def roofline_explorer(rows: pd.DataFrame, dtype: str = "bf16", intensity: float 
             for label in devices:
                 color = plots.color_for(label)
                 fig.add_scatter(name=label, mode="lines", line_color=color)
-                fig.add_scatter(name=f"your kernel on {label}", mode="markers",
+                fig.add_scatter(name=f"your kernel: {label}", mode="markers",
                                 marker_size=14, marker_color=color, showlegend=False)
         said = []
         for i, (label, peaks) in enumerate(devices.items()):

@@ -203,7 +203,9 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
         name = short_device(key[-1]) if machines else ""
         # no machine name where the label is the machine already, or the curve is everyone's
         where = f", {name}" if name and name not in label and formulas.get(curve, True) else ""
-        fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({source}{where})",
+        # the source is not said twice ("peak: datasheet (datasheet)")
+        said = ", ".join(p for p in (source if source not in label else "", where[2:]) if p)
+        fig.add_scatter(x=part[x], y=part[y], name=f"{label} ({said})" if said else label,
                         line={**style.get("line", {}), "color": color_for(hue)}, marker=marker,
                         mode=style["mode"])
     mark_oom(fig, rows, x, groups, log_x=log_x)

@@ -98,8 +98,8 @@ def loss_scale_explorer(grads: dict[str, torch.Tensor], log2_scale: int = 0):
 
     check_range("log2_scale", log2_scale, 0, 40)  # the slider's range
 
-    fig = plots.figure("gradients lost when stored (after x loss scale)", "gradient kind",
-                       "share of nonzero gradients")
+    fig = plots.figure("gradients lost when stored, after the loss scale set below",
+                       "gradient kind", "share of nonzero gradients")
     fig.update_layout(barmode="group")
     traces = [(f, m) for f in UNDERFLOW_FORMATS for m in ("share_zero", "share_overflow")]
     for fmt, metric in traces:  # colour: the format; hatched: overflow
@@ -229,12 +229,15 @@ def stagnation_summary(rows: pd.DataFrame) -> pd.DataFrame:
     for label, part in registry.machine_blocks(train):
         lost = part[part["metric"] == "updates_lost"].groupby("mode", sort=False)["value"].mean()
         loss = part[part["metric"] == "loss"].sort_values("step").groupby("mode")["value"]
+        # a small-preset run trains another, smaller model: its loss is not the full one's
+        col = next((c for c in ("model_preset", "preset") if c in part.columns), None)
+        model = ", ".join(sorted(part[col].dropna().astype(str).unique())) if col else ""
         for mode, share in lost.items():
-            out.append({"measured on": label, "mode": mode,
+            out.append({"measured on": label, "model (preset)": model or "–", "mode": mode,
                         "updates lost (% of weights, mean over steps)": f"{100 * share:.3f}",
                         "final loss (nats)": f"{loss.last().get(mode, math.nan):.3f}"})
     return ClaimsTable(pd.DataFrame(out, columns=[
-        "measured on", "mode", "updates lost (% of weights, mean over steps)",
+        "measured on", "model (preset)", "mode", "updates lost (% of weights, mean over steps)",
         "final loss (nats)"]))
 
 
