@@ -256,9 +256,66 @@ def test_step_time_model_recovers_its_coefficients_and_predicts_the_sweep():
     with pytest.raises(WorkbookError, match="≥3 finished points"):
         sl.fit_step_time(rows.head(2))
     table = sl.time_table(rows.assign(preset="full"))
-    assert table["device"].tolist() == ["GPU X"]
+    assert len(table) == 1 and table["sweep"].iloc[0].startswith("this machine (GPU X)")
     assert table["predicted training s"].iloc[0] == pytest.approx(rows["value"].sum(), rel=1e-6)
+    assert table["training_s"].iloc[0] == pytest.approx(rows["value"].sum())
+    assert np.isnan(table["wall_s"].iloc[0]), "no sweep_wall_s row: NaN, shown as '–' + reason"
     assert sl.time_table(rows.iloc[0:0]).empty, "nothing recorded yet: an empty table"
+
+
+def test_step_time_costs_are_never_negative():
+    """03's time table: a free least-squares fit of the H200's launch-bound sweep gave a
+    negative cost per GFLOP (-0.0083 ms), so that more FLOPs made a step faster."""
+    rows = _timed_rows(sl.StepTime(fixed_ms=5.0, per_layer_ms=2.0, per_gflop_ms=0.0))
+    gflops = rows["compute"] / rows["steps"] / 1e9
+    # step time that falls a little with FLOPs per step: a free fit follows it below zero
+    rows["value"] -= 0.004 * gflops * rows["steps"] / 1e3
+    free = np.linalg.lstsq(np.stack([np.ones(len(rows)), rows["n_layers"], gflops], 1),
+                           rows["value"] / rows["steps"] * 1e3, rcond=None)[0]
+    assert free[2] < 0, "the case the old fit got wrong"
+    fit = sl.fit_step_time(rows)
+    assert min(fit.fixed_ms, fit.per_layer_ms, fit.per_gflop_ms) >= 0, fit
+    assert fit.per_gflop_ms == 0.0, "the constraint binds: FLOPs did not cost time here"
+
+
+def _recorded_timings(truth: sl.StepTime, commit: str, when: str, wall: float):
+    rows = _timed_rows(truth).assign(source="recorded", preset="full", commit=commit,
+                                     recorded_at=when, n_gpus=1, seed=0)
+    wall_row = {"metric": "sweep_wall_s", "value": wall, "status": "ok", "source": "recorded",
+                "device": "GPU X", "preset": "full", "commit": commit, "recorded_at": when,
+                "n_gpus": 1, "seed": 0}
+    return pd.concat([rows, pd.DataFrame([wall_row])], ignore_index=True)
+
+
+def test_time_table_fits_each_device_on_its_latest_sweep_alone():
+    """03's time table pooled an older, slower sweep of the H200 with the newest one."""
+    old = _recorded_timings(sl.StepTime(9.0, 4.0, 0.05), "old", "2026-11-01T00:00:00Z", 900.0)
+    new = _recorded_timings(sl.StepTime(5.0, 2.0, 0.01), "new", "2026-12-03T00:00:00Z", 400.0)
+    rows = pd.concat([new, old], ignore_index=True)
+    table = sl.time_table(rows)
+    assert len(table) == 1 and "commit new" in table["sweep"].iloc[0], table
+    row = table.iloc[0]
+    assert (row["fixed_ms"], row["per_layer_ms"], row["per_gflop_ms"]) == pytest.approx(
+        (5.0, 2.0, 0.01), rel=1e-6)
+    train = new.loc[new["metric"] == "train_s", "value"].sum()
+    assert row["predicted training s"] == pytest.approx(train, rel=1e-6)
+    assert row["training_s"] == pytest.approx(train) and row["wall_s"] == 400.0
+    assert row["predicted training s"] <= row["wall_s"], "training fits inside the wall time"
+    text = sl.time_caption(rows)
+    assert "ran today's plan" in text and f"{train:.0f} s" in text and "nan" not in text
+
+
+def test_recorded_time_table_has_no_negative_cost_and_predicts_within_the_wall():
+    """The ledger's sweeps: every fitted cost ≥ 0, and a sweep of today's plan is predicted
+    to train for no longer than it took from start to end."""
+    from workbook import results
+
+    table = sl.time_table(results.load("scaling_isoflop", ok_only=True))
+    if table.empty:
+        pytest.skip("no recorded full sweep")
+    assert (table[["fixed_ms", "per_layer_ms", "per_gflop_ms"]] >= 0).all().all(), table
+    today = table["sweep"].str.contains("4d7c149e4cad")
+    assert (table.loc[today, "predicted training s"] <= table.loc[today, "wall_s"]).all()
 
 
 def test_full_preset_fits_its_time_limit_on_every_recorded_device():
@@ -422,6 +479,88 @@ def test_a_recorded_sweep_finds_its_cut_points_in_the_ledger(ledger_dir):
     table = sl.claims(shown, sl.fit_summary(shown, n_boot=20))
     timed = table[table["claim"].str.startswith("IsoFLOP sweep")].iloc[0]
     assert f"3 of {len(loss)} points cut" in timed["where"], timed["where"]
+
+
+def test_a_sweep_without_a_wall_time_never_prints_nan():
+    """03 printed 'nan s × 12/6, extrapolated' for a sweep with cut points and no
+    sweep_wall_s row."""
+    rows = _sweep_rows(sl.CHINCHILLA_REPLICATION, "measured", "GPU here", recipe=True)
+    rows = rows[rows["metric"] != "sweep_wall_s"].reset_index(drop=True)
+    loss = rows.index[rows["metric"] == "val_loss"]
+    rows.loc[loss[-3:], ["status", "value"]] = ["skipped", float("nan")]
+    rows.loc[loss[-3:], "error"] = "sweep time limit 540 s reached"
+    summary = sl.fit_summary(rows, n_boot=20)
+    table = sl.claims(rows, summary)
+    timed = table[table["claim"].str.startswith("IsoFLOP sweep")].iloc[0]
+    assert "nan" not in timed["where"] and "no wall time recorded" in timed["where"], timed
+    assert timed["verdict"].startswith("n/a")
+    texts = [sl.caption(rows, summary), sl.verdict_caption(rows, summary)]
+    assert not any("nan" in t for t in texts), texts
+    assert np.isnan(sl.wall_seconds(rows))
+
+
+def test_verdict_caption_says_which_edge_each_interval_crosses():
+    rows = _sweep_rows(sl.CHINCHILLA_REPLICATION, "measured", "GPU here", recipe=True)
+    summary = sl.fit_summary(rows, n_boot=50)
+    mine = summary[summary["N counted as"] == "total N"].iloc[0].copy()
+    fake = summary.copy()
+    total = fake["N counted as"] == "total N"
+    # the H200's numbers at 4d7c149e4cad: a 0.521 [0.464, 0.583], 10.8 [9.69, 12.0]
+    fake.loc[total, ["a", "a_low", "a_high"]] = [0.521, 0.464, 0.583]
+    fake.loc[total, ["ratio", "ratio_low", "ratio_high"]] = [10.8, 9.69, 12.0]
+    text = sl.verdict_caption(rows, fake)
+    a_line, ratio_line = (next(line for line in text.splitlines() if key in line)
+                          for key in ("a ≈ 0.5 (total N)", "tokens ≈ 20"))
+    assert "**inconclusive**" in a_line and "reaches above 0.55" in a_line, a_line
+    assert "**off**" in ratio_line and "lies below 13.3" in ratio_line, ratio_line
+    assert "**holds**" in next(line for line in text.splitlines() if "600 s" in line)
+    assert mine["a"] != 0.521, "the fake numbers are not the synthetic sweep's own"
+
+
+def test_ratio_caption_states_row_facts_and_the_published_sizes():
+    rows = _sweep_rows(sl.CHINCHILLA_REPLICATION, "measured", "GPU here", recipe=True)
+    summary = sl.fit_summary(rows, n_boot=20)
+    text = sl.ratio_caption(rows, summary)
+    points = sl.ok_points(rows)
+    assert f"{points['n_params'].min():,.0f}" in text and "70 million to 16 billion" in text
+    top = summary.iloc[0]["ratio_budget"]
+    replication = sl.CHINCHILLA_REPLICATION.optimal(top)
+    assert f"{replication[1] / replication[0]:.0f}" in text
+    assert sl.ratio_caption(rows.iloc[0:0], summary.iloc[0:0]).startswith("Too few")
+    # three sizes per budget (the small preset): no interval, so no reading of the ratio
+    loss = rows[rows["metric"] == "val_loss"]
+    three = pd.concat([g.sort_values("n_params").iloc[2:5] for _, g in loss.groupby("budget")])
+    small = sl.ratio_caption(three, sl.fit_summary(three, n_boot=20))
+    assert "too small to say where its optimum sits" in small and "level" not in small, small
+
+
+def test_frontier_minima_take_their_sweeps_shape_from_the_subtitles_key():
+    """03's frontier figure keyed 'circle: H200 … square: H100' but drew every minimum as a
+    diamond."""
+    here = _sweep_rows(sl.CHINCHILLA_REPLICATION, "measured", "GPU here", recipe=True)
+    there = _sweep_rows(sl.CHINCHILLA, "recorded", "GPU there", recipe=True)
+    third = _sweep_rows(sl.CHINCHILLA, "recorded", "GPU third", recipe=True)
+    third["recorded_at"] = "2026-10-01T00:00:00Z"
+    rows = pd.concat([there, here, third], ignore_index=True)
+    fig = sl.frontier_figure(rows)
+    minima = {t.name: t.marker.symbol for t in fig.data if t.name.startswith("minima")}
+    assert minima == {"minima, this machine (GPU here) (here)": "circle",
+                      "minima, GPU there ×1 (recorded)": "circle-open",
+                      "minima, GPU third ×1 (recorded)": "square-open"}, minima
+    title = fig.layout.title.text
+    assert "circle: recorded on GPU there" in title and "square: recorded on GPU third" in title
+    iso = {t.marker.symbol for t in sl.isoflop_figure(rows).data if t.mode == "markers"}
+    assert set(minima.values()) == {s or "circle" for s in iso}, "one key for both figures"
+    edge, law = there.copy(), sl.CHINCHILLA
+    top = (edge["budget"] == edge["budget"].max()) & (edge["metric"] == "val_loss")
+    edge.loc[top, "n_params"] *= 16   # every size of the top budget above its N_opt
+    edge.loc[top, "n_tokens"] = edge.loc[top, "budget"] / (6 * edge.loc[top, "n_params"])
+    edge.loc[top, "value"] = law.loss(edge.loc[top, "n_params"], edge.loc[top, "n_tokens"])
+    edge["n_params_non_embedding"] = edge["n_params"]
+    crossed = sl.frontier_figure(edge)
+    symbols = next(t.marker.symbol for t in crossed.data if t.name.startswith("minima"))
+    assert list(symbols) == ["circle-open", "circle-open", "circle-x-open"], symbols
+    assert "a cross inside the shape" in crossed.layout.title.text
 
 
 def test_band_verdict_needs_the_whole_interval_inside_the_tolerance():

@@ -66,4 +66,5 @@ def test_a_recorded_sweep_is_drawn_hollow_and_named_even_when_it_is_the_only_one
     assert {t.marker.symbol for t in points} == {"circle-open"}
     assert all("recorded on GPU" in t.name for t in points), [t.name for t in points]
     frontier = sl.frontier_figure(rows)
-    assert {t.marker.symbol for t in frontier.data if t.mode == "markers"} == {"diamond-open"}
+    # its minima take the sweep's own shape, the subtitle's key ('circle: recorded on GPU')
+    assert {t.marker.symbol for t in frontier.data if t.mode == "markers"} == {"circle-open"}

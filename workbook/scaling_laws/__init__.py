@@ -10,9 +10,13 @@ Three layers, kept apart:
 * :mod:`~workbook.scaling_laws.experiments` - **the IsoFLOP sweep** (measurement,
   ``EXPERIMENTS``), each point trained with :func:`workbook.training.train` with Porian et
   al.'s per-size recipe, FLOPs counted by :func:`workbook.flops.flops_per_token`;
-* :mod:`~workbook.scaling_laws.views` - figures, explorers, the fit summary and claims.
+* :mod:`~workbook.scaling_laws.views` - figures, explorers, the fit summary and claims;
+* :mod:`~workbook.scaling_laws.timing` - the sweep's time: the step-time model per device
+  (its latest sweep), the predicted and recorded times; :mod:`~workbook.scaling_laws.captions`
+  - the verdicts against the issue's targets and the tokens per parameter, in words.
 """
 
+from workbook.scaling_laws.captions import ratio_caption, verdict_caption
 from workbook.scaling_laws.experiments import (
     EXPERIMENTS,
     ISOFLOP_PRESETS,
@@ -50,6 +54,7 @@ from workbook.scaling_laws.laws import (
     LAWS,
     LOSS_BY,
     NOTABLE_MODELS,
+    STUDIED_SIZES,
     TOKENS_PER_PARAM,
     ParametricLaw,
     allocation,
@@ -58,7 +63,15 @@ from workbook.scaling_laws.laws import (
     law_optimal,
     overtraining_costs,
     placement,
+    published_laws,
     rule_of_thumb_optimal,
+)
+from workbook.scaling_laws.timing import (
+    TIME_GAPS,
+    latest_sweeps,
+    ran_todays_plan,
+    time_caption,
+    time_table,
 )
 from workbook.scaling_laws.views import (
     HEADERS,
@@ -74,11 +87,11 @@ from workbook.scaling_laws.views import (
     parametric_caption,
     parametric_table,
     plan_judged,
-    published_laws,
     shown_table,
     summary_table,
+    sweep_claims,
     sweeps,
-    time_table,
+    wall_seconds,
 )
 
 __all__ = [
@@ -94,5 +107,7 @@ __all__ = [
     "HEADERS", "allocation_explorer", "budget_color", "caption", "claims", "fit_summary",
     "frontier_figure", "isoflop_figure", "minima_table", "overtraining_explorer",
     "parametric_caption", "parametric_table", "plan_judged", "published_laws", "shown_table",
-    "summary_table", "sweeps", "time_table",
+    "summary_table", "sweep_claims", "sweeps", "wall_seconds",
+    "TIME_GAPS", "latest_sweeps", "ran_todays_plan", "time_caption", "time_table",
+    "ratio_caption", "verdict_caption", "STUDIED_SIZES",
 ]

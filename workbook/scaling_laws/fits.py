@@ -1,7 +1,7 @@
 """Fits of our own runs: a parabola in log N per compute budget (Chinchilla approach 2), power
 laws N_opt ∝ C^a and D_opt ∝ C^b and the tokens per parameter at the largest budget, each with
 a bootstrap interval, the parametric fit (approach 3: Huber loss on log L, L-BFGS from a grid
-of starts), and a model of a sweep's step time fitted to its recorded timings."""
+of starts), and a model of a sweep's step time fitted to its recorded timings (each cost ≥ 0)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
+from scipy.optimize import minimize, nnls
 from scipy.special import logsumexp
 
 from workbook.config import WorkbookError, takes_rows
@@ -182,16 +182,19 @@ class StepTime:
 
 @takes_rows
 def fit_step_time(rows: pd.DataFrame) -> StepTime:
-    """Least squares of ms per step on (1, n_layers, GFLOPs per step) over a sweep's finished
-    points (``train_s`` rows): how long a planned point will take on the device they came from."""
+    """Non-negative least squares of ms per step on (1, n_layers, GFLOPs per step) over a
+    sweep's finished points (``train_s`` rows): how long a planned point will take on the
+    device they came from. Each cost is ≥ 0: a step cannot get faster for more layers or
+    FLOPs, and a free fit gave the H200's launch-bound sweep a negative cost per GFLOP (the
+    per-layer and fixed costs had absorbed the time; a cost of 0 says FLOPs did not show)."""
     wide = rows[(rows["status"] == "ok") & (rows["metric"] == "train_s")]
     if len(wide) < 3:
         raise WorkbookError(f"a step-time model needs ≥3 finished points with train_s; got "
                             f"{len(wide)}")
-    steps = wide["steps"].astype(float)
-    design = np.stack([np.ones(len(wide)), wide["n_layers"].astype(float),
-                       wide["compute"].astype(float) / steps / 1e9], axis=1)
-    coef, *_ = np.linalg.lstsq(design, wide["value"].astype(float) / steps * 1e3, rcond=None)
+    steps = wide["steps"].to_numpy(float)
+    design = np.stack([np.ones(len(wide)), wide["n_layers"].to_numpy(float),
+                       wide["compute"].to_numpy(float) / steps / 1e9], axis=1)
+    coef, _ = nnls(design, wide["value"].to_numpy(float) / steps * 1e3)
     device = ", ".join(sorted({str(d) for d in wide.get("device", pd.Series()).dropna()}))
     return StepTime(*(float(c) for c in coef), device=device)
 

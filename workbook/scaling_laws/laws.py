@@ -194,3 +194,18 @@ def overtraining_costs(target_loss: float, inference_tokens: float,
                           "train_flops": 6 * n * d, "inference_flops": 2 * n * inference_tokens})
     frame["total_flops"] = frame["train_flops"] + frame["inference_flops"]
     return frame
+
+
+def published_laws() -> pd.DataFrame:
+    """Chinchilla's parametric fit and its replication, with the exponents they imply."""
+    return pd.DataFrame([{"law": law.name, "E": law.E, "A": law.A, "B": law.B,
+                          "alpha": law.alpha, "beta": law.beta, "a = β/(α+β)": law.a,
+                          "b = α/(α+β)": law.b, "source": law.source}
+                         for law in (CHINCHILLA, CHINCHILLA_REPLICATION)])
+
+
+# The model sizes (parameters, total) the published studies trained, from their papers:
+# Hoffmann et al. 2022, abstract ("70 million to over 16 billion parameters"); Porian et al.
+# 2024, their grids of models from 5M to 901M parameters.
+STUDIED_SIZES = {"Chinchilla's runs (Hoffmann et al. 2022)": (7e7, 1.6e10),
+                 "Porian et al.'s (2024)": (5e6, 9.01e8)}

@@ -12,17 +12,11 @@ from workbook import results
 from workbook.claims import Claim, claims_table, fixed, readable
 from workbook.config import WorkbookError, check_range, takes_rows
 from workbook.results import where_label
-from workbook.scaling_laws.experiments import (
-    ISOFLOP_PRESETS,
-    IsoFlopConfig,
-    plan_sweep,
-    predicted_seconds,
-)
+from workbook.scaling_laws.experiments import ISOFLOP_PRESETS, plan_sweep
 from workbook.scaling_laws.fits import (
     fit_exponents,
     fit_parametric,
     fit_power_law,
-    fit_step_time,
     isoflop_minima,
     ok_points,
     wiggle,
@@ -101,7 +95,20 @@ def fit_summary(rows: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.
     return pd.DataFrame(out)
 
 
-def _sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> list[Claim]:
+@takes_rows
+def wall_seconds(sweep: pd.DataFrame) -> float:
+    """A sweep's wall time from its ``sweep_wall_s`` row; NaN where it has none (or only NaN),
+    which a claim shows as not measured and a caption leaves out, never as "nan s"."""
+    wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"].astype(float)
+    wall = wall[np.isfinite(wall)]
+    return float(wall.max()) if len(wall) else float("nan")
+
+
+@takes_rows
+def sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> list[Claim]:
+    """The claims one sweep (``where``, ``sweep``: an item of :func:`sweeps`) is judged by,
+    against its :func:`fit_summary`: a, the tokens per parameter, Kaplan's a, and (full
+    preset) its time."""
     nan = float("nan")
     mine = summary[summary["sweep"] == where] if "sweep" in summary.columns else summary
 
@@ -112,12 +119,12 @@ def _sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> lis
     total, non_emb = fit("total N"), fit("non-embedding N")
     label = where  # device, date, preset, recipe and plan (:func:`sweeps`)
     exponent = "exponent (N_opt ∝ C^a)"  # a has no unit: the column says what it is
-    wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
-    seconds, trained, cut = float(wall.max()) if len(wall) else nan, *_points_cut(sweep)
+    seconds, (trained, cut) = wall_seconds(sweep), _points_cut(sweep)
     time_label = label  # names the plan the sweep ran (:func:`sweeps`)
     if cut and trained:  # the time to train every planned point, extrapolated from the rate
-        time_label += (f"; {cut} of {trained + cut} points cut by the time limit: "
-                       f"{seconds:.0f} s × {trained + cut}/{trained}, extrapolated")
+        time_label += f"; {cut} of {trained + cut} points cut by the time limit: " + (
+            f"{seconds:.0f} s × {trained + cut}/{trained}, extrapolated"
+            if np.isfinite(seconds) else "no wall time recorded to extrapolate")
         seconds *= (trained + cut) / trained
     return [
         Claim("compute-optimal N ∝ C^a, a ≈ 0.5 (total N)", "Chinchilla Table 2; Porian et "
@@ -175,7 +182,7 @@ def claims(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     out = [Claim("GPT-3 saw ~1.7 tokens per parameter", "lecture", 1.7,
                  float(gpt3["tokens_per_param"]), "tokens/param", where="published sizes")]
     for where, sweep in sweeps(rows):
-        out += _sweep_claims(summary, where, sweep)
+        out += sweep_claims(summary, where, sweep)
     return claims_table(out)
 
 
@@ -222,8 +229,8 @@ def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     lines = []
     for where, sweep in sweeps(rows):
         points = ok_points(sweep)
-        wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"]
-        took = f" in {wall.max():.0f} s" if len(wall) else ""
+        wall = wall_seconds(sweep)
+        took = f" in {wall:.0f} s" if np.isfinite(wall) else ""
         cut = _points_cut(sweep)[1]
         cut = f" ({cut} more were planned: the sweep's time limit cut them)" if cut else ""
         head = (f"**{where}:** {len(points)} trained points over "
@@ -265,6 +272,11 @@ HEADERS = {
     "ratio": "D_opt / N_opt at the largest budget (tokens per parameter)",
     "ratio_low": "D_opt / N_opt: 10th percentile", "ratio_high": "D_opt / N_opt: 90th percentile",
     "ratio_budget": "the largest budget (FLOPs)",
+    # the time table (:func:`workbook.scaling_laws.timing.time_table`)
+    "predicted training s": "full preset: predicted training (s)",
+    "fixed_ms": "fixed cost (ms/step)", "per_layer_ms": "per layer (ms/step)",
+    "per_gflop_ms": "per GFLOP (ms/step)", "training_s": "the sweep's own training (s)",
+    "wall_s": "the sweep's wall time (s)",
 }
 
 
@@ -374,33 +386,6 @@ def parametric_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
                    "parameter would have: read this $a$ as the bound's as much as the data's.")
 
 
-@takes_rows
-def time_table(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> pd.DataFrame:
-    """Per device with a recorded full-preset sweep in ``rows``: the training seconds ``cfg``
-    (default: the full preset) is predicted to take there (:func:`fit_step_time` of that
-    device's step times), the fitted step-time model, and that sweep's own wall time."""
-    cfg = cfg or ISOFLOP_PRESETS["full"]
-    if rows.empty or "preset" not in rows.columns:
-        return pd.DataFrame(columns=["device", "predicted training s"])
-    out = []
-    for device, group in rows[rows["preset"] == "full"].groupby("device"):
-        step = fit_step_time(group)
-        wall = group.loc[group["metric"] == "sweep_wall_s", "value"]
-        out.append({"device": device, "predicted training s": predicted_seconds(cfg, group),
-                    "ms per step: fixed": step.fixed_ms, "per layer": step.per_layer_ms,
-                    "per GFLOP": step.per_gflop_ms,
-                    "its recorded sweep, wall s": float(wall.max()) if len(wall) else np.nan})
-    return pd.DataFrame(out)
-
-
-def published_laws() -> pd.DataFrame:
-    """Chinchilla's parametric fit and its replication, with the exponents they imply."""
-    return pd.DataFrame([{"law": law.name, "E": law.E, "A": law.A, "B": law.B,
-                          "alpha": law.alpha, "beta": law.beta, "a = β/(α+β)": law.a,
-                          "b = α/(α+β)": law.b, "source": law.source}
-                         for law in (CHINCHILLA, CHINCHILLA_REPLICATION)])
-
-
 # Recorded sweeps are hollow markers, one shape per sweep (this machine's are filled circles).
 _RECORDED_SYMBOLS = ("circle-open", "square-open", "diamond-open", "triangle-up-open")
 _LOG_C_RANGE = (10.5, 14.5)  # log10 C onto the colour scale: the small preset's to the full's
@@ -474,6 +459,15 @@ def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
     return fig
 
 
+def _crossed(symbol: str) -> str:
+    """``symbol`` with a cross inside (an extrapolated minimum), its shape kept: 'square-open'
+    -> 'square-x-open'; a shape plotly has no crossed form of keeps a dot instead."""
+    base, hollow = symbol.removesuffix("-open"), symbol.endswith("-open")
+    if base in ("circle", "square", "diamond"):
+        return f"{base}-x" + ("-open" if hollow else "")
+    return f"{base}-open-dot" if hollow else f"{base}-dot"
+
+
 def _short(where: str) -> str:
     """A sweep's legend name: where it ran, without date, seed and recipe."""
     return where.split(",")[0].removeprefix("recorded on ").removeprefix("NVIDIA ")
@@ -484,32 +478,37 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
     """The IsoFLOP minima N_opt(C) of every sweep with its fitted power law (the exponent from
     ``summary``, :func:`fit_summary`, when given), each named by the machine it ran on;
     Chinchilla's and Kaplan's slopes drawn through the main sweep's middle budget, and N at 20
-    tokens/param. A minimum its sizes do not bracket (extrapolated) is drawn as an ✕."""
+    tokens/param. Each sweep's minima take its shape of the subtitle's key (:func:`_shapes`: this
+    machine's filled circles, each recorded sweep a hollow shape); a minimum its sizes do not
+    bracket (extrapolated) is that shape with a cross inside (:func:`_crossed`)."""
     from workbook import plots
 
     found = sweeps(rows)
-    fig = plots.figure(_subtitled("Compute-optimal model size N_opt(C)", found),
-                       "compute C (FLOPs)", "N_opt (parameters)", log_x=True, log_y=True)
+    every = [isoflop_minima(ok_points(sweep)) for _, sweep in found]
+    crossed = any(len(m) >= 2 and not m["bracketed"].astype(bool).all() for m in every)
+    fig = plots.figure(_subtitled("Compute-optimal model size N_opt(C)", found) + (
+        "<br><sup>a cross inside the shape: a minimum outside its sizes (extrapolated)</sup>"
+        if crossed else ""), "compute C (FLOPs)", "N_opt (parameters)", log_x=True, log_y=True)
     mid = None
-    for where, sweep in found:
-        minima = isoflop_minima(ok_points(sweep))
+    for (where, sweep), shape, minima in zip(found, _shapes(found), every, strict=True):
         if len(minima) < 2:
             continue
         c = np.geomspace(minima["budget"].min() / 2, minima["budget"].max() * 2, 30)
         p, coef = fit_power_law(minima["budget"], minima["n_opt"])
         fits = summary[(summary["sweep"] == where) & (summary["N counted as"] == "total N")] \
             if summary is not None and len(summary) and "a" in summary.columns else None
-        shown = f"a = {p:.2f}"
+        shown = f"a = {p:.2f}"  # with its interval where the bootstrap gave one, never "nan"
         if fits is not None and len(fits) and pd.notna(fits["a"].iloc[0]):
-            shown += f" [{fits['a_low'].iloc[0]:.2f}, {fits['a_high'].iloc[0]:.2f}]"
+            shown += _span(fits.iloc[0], "a", ".2f")
         color, live = plots.color_for(where), (sweep["source"] == "measured").any()
         inside = minima["bracketed"].astype(bool)
-        symbol = "diamond" if live else "diamond-open"
+        symbol = shape or "circle"  # the sweep's own shape, as the subtitle's key says
+        line = {"width": 2, "color": "white"} if live else {"width": 2}  # draws the cross
         fig.add_scatter(x=minima["budget"], y=minima["n_opt"], mode="markers",
                         name=f"minima, {_short(where)} ({'here' if live else 'recorded'})",
-                        marker={"size": 10, "color": color,
+                        marker={"size": 10, "color": color, "line": line,
                                 "symbol": symbol if inside.all() else
-                                [symbol if ok else "x" for ok in inside]})
+                                [symbol if ok else _crossed(symbol) for ok in inside]})
         fig.add_scatter(x=c, y=coef * c**p, mode="lines", line={"color": color},
                         name=f"fit, {_short(where)}: {shown}")
         if mid is None:

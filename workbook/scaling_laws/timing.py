@@ -1,0 +1,134 @@
+"""How long the IsoFLOP sweep takes (notebook 03's time table and its caption): per device, the
+step-time model (:func:`~workbook.scaling_laws.fits.fit_step_time`) fitted to that device's
+latest sweep alone, the full preset's training time it predicts, and beside it what that sweep
+itself spent: the sum of its points' training times and its wall time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from workbook.config import takes_rows
+from workbook.results import where_label
+from workbook.scaling_laws.experiments import (
+    ISOFLOP_PRESETS,
+    IsoFlopConfig,
+    plan_sweep,
+    predicted_seconds,
+)
+from workbook.scaling_laws.fits import fit_step_time
+
+# Why a cell of the time table has no number (``results.dashed(time_table(...), TIME_GAPS)``).
+TIME_GAPS = {"wall_s": "– (the sweep recorded no wall time)",
+             "training_s": "– (the sweep recorded no training times)"}
+
+
+@takes_rows
+def latest_sweeps(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """Per device, the rows of its latest full-preset sweep in ``rows`` (one recording: its
+    source, commit and time), this machine's first, then the newest recording first. An
+    older sweep of the same device (another plan, another commit) is left out: its timings
+    are not the ones today's code and plan run at."""
+    if rows.empty or "preset" not in rows.columns or "device" not in rows.columns:
+        return []
+    full = rows[rows["preset"] == "full"].copy()
+    for col in ("source", "commit", "recorded_at"):
+        full[col] = full[col].fillna("").astype(str) if col in full.columns else ""
+    found = []
+    for _, device in full.groupby("device", sort=False):
+        runs = [g for _, g in device.groupby(["source", "commit", "recorded_at"], sort=False)
+                if (g["metric"] == "train_s").any()]
+        if runs:
+            found.append(max(runs, key=_recency))
+    return sorted(found, key=_recency, reverse=True)
+
+
+def _recency(sweep: pd.DataFrame) -> tuple[bool, float]:
+    when = pd.to_datetime(sweep["recorded_at"], errors="coerce", utc=True).max()
+    return ((sweep["source"] == "measured").any(), when.timestamp() if pd.notna(when) else 0.0)
+
+
+def _training_s(sweep: pd.DataFrame) -> float:
+    timed = sweep.loc[(sweep["metric"] == "train_s") & (sweep["status"] == "ok"), "value"]
+    timed = timed.astype(float)
+    return float(timed.sum()) if np.isfinite(timed).any() else np.nan
+
+
+def _wall_s(sweep: pd.DataFrame) -> float:
+    wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"].astype(float)
+    wall = wall[np.isfinite(wall)]
+    return float(wall.max()) if len(wall) else np.nan
+
+
+@takes_rows
+def ran_todays_plan(sweep: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> bool:
+    """Whether ``sweep`` trained exactly the points ``cfg`` (default: the full preset) plans:
+    then its own training time is what :func:`time_table` predicts, comparable number for
+    number."""
+    plan = plan_sweep(cfg or ISOFLOP_PRESETS["full"])
+    plan = plan[plan["status"] == "planned"]
+    timed = sweep[(sweep["metric"] == "train_s") & (sweep["status"] == "ok")]
+
+    def points(frame: pd.DataFrame) -> set[tuple[float, float]]:
+        return {(float(f"{b:.4g}"), float(n)) for b, n in zip(frame["budget"], frame["n_params"],
+                                                               strict=True)}
+    return points(timed) == points(plan)
+
+
+@takes_rows
+def time_table(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> pd.DataFrame:
+    """One row per device with a full-preset sweep in ``rows``, fitted to that device's latest
+    sweep only (:func:`latest_sweeps`): the training seconds ``cfg`` (default: the full
+    preset) is predicted to take there, the step-time model's costs (each ≥ 0), and that
+    sweep's own training time (the sum of its points' ``train_s``) and wall time. Missing
+    times are NaN here; show them with ``results.dashed(table, TIME_GAPS)``."""
+    cfg = cfg or ISOFLOP_PRESETS["full"]
+    out = []
+    for sweep in latest_sweeps(rows):
+        step = fit_step_time(sweep)
+        commit = str(sweep["commit"].iloc[0])
+        out.append({"sweep": where_label(sweep) + (f", commit {commit}" if commit else ""),
+                    "predicted training s": predicted_seconds(cfg, sweep),
+                    "fixed_ms": step.fixed_ms, "per_layer_ms": step.per_layer_ms,
+                    "per_gflop_ms": step.per_gflop_ms, "training_s": _training_s(sweep),
+                    "wall_s": _wall_s(sweep)})
+    columns = ["sweep", "predicted training s", "fixed_ms", "per_layer_ms",
+               "per_gflop_ms", "training_s", "wall_s"]
+    return pd.DataFrame(out, columns=columns)
+
+
+@takes_rows
+def time_caption(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> str:
+    """:func:`time_table` in words (Markdown), one paragraph per device, printed from the rows:
+    the predicted training time, and, where the sweep ran the same plan, how it compares with
+    the sweep's own training and wall time; a cost per GFLOP of 0 said for what it means."""
+    table = time_table(rows, cfg)
+    lines = []
+    for (_, row), sweep in zip(table.iterrows(), latest_sweeps(rows), strict=True):
+        text = (f"**{row['sweep']}:** the step-time model fitted to this sweep predicts "
+                f"{row['predicted training s']:.0f} s of training for the full preset.")
+        if row["per_gflop_ms"] == 0:
+            text += (" Its cost per GFLOP came out 0 (the fit keeps every cost ≥ 0): over "
+                     "these sizes the step time grew with the number of layers, not with the "
+                     "FLOPs; what a layer costs whatever its width (kernel launches), not "
+                     "arithmetic, set it.")
+        train, wall = row["training_s"], row["wall_s"]
+        gap = row["predicted training s"] - train
+        if not ran_todays_plan(sweep, cfg):
+            text += (" This sweep ran a plan of its own, not today's, so its own times "
+                     "(in the table) are not the prediction's to match.")
+        elif np.isfinite(train):
+            text += (f" The sweep ran today's plan: its points trained for {train:.0f} s in "
+                     "all" + (f" and the sweep took {wall:.0f} s from start to end, so "
+                              "start-up, evaluation and the work between points added "
+                              f"{wall - train:.0f} s" if np.isfinite(wall)
+                              else "; it recorded no wall time") + ". "
+                     + ("The prediction matches the training time to the second"
+                        if abs(gap) < 0.5 else
+                        f"The prediction lies {abs(gap):.0f} s {'above' if gap > 0 else 'below'}"
+                        " the training time")
+                     + " (fitted to these very points: a check of the fit, not a forecast).")
+        else:
+            text += " The sweep ran today's plan but recorded no training times."
+        lines.append(text)
+    return "\n\n".join(lines) or "No full-preset sweep with step times recorded yet."
