@@ -416,9 +416,70 @@ def test_dpo_caption_says_what_dpo_made_worse_in_every_seed():
 
     worse = ev.dpo_caption(rows([0.3, 0.25, 0.29], [0.5, 0.0, 0.2]))
     assert "DPO lowered held-out exact match, in every seed** (SFT 0.700; DPO 0.250 to 0.300" \
-        in worse and "win rate against SFT: 0.30" in worse and "greedy decoding" in worse
+        in worse and "win rate against SFT: 0.300" in worse and "greedy decoding" in worse
     assert "lowered the refusal rate on held-out unsafe requests" in worse
     assert "SFT without them: 0.000" in worse
     # one seed at or above SFT: no "every seed" sentence
     mixed = ev.dpo_caption(rows([0.3, 0.75, 0.29], [1.0, 0.0, 0.2]))
     assert "lowered" not in mixed, mixed
+
+
+def _dpo_rows(unsafe: list[float], safe: list[float], win: float = 0.285) -> pd.DataFrame:
+    data = [("sft", 0, 0, "task_pairs", 50.0), ("sft", 0, 0, "exact_match", 0.7),
+            ("sft", 0, 0, "refusal_rate_unsafe", 1.0), ("sft", 0, 0, "refusal_rate_safe", 0.0),
+            ("sft", 0, 0, "eval_items", 600.0),
+            ("sft_no_safety", 0, 0, "refusal_rate_unsafe", 0.0),
+            ("sft_no_safety", 0, 0, "refusal_rate_safe", 0.0)]
+    for seed in range(len(unsafe)):
+        data += [("dpo", seed, 10, "reward_margin", 4.0 + seed / 10),
+                 ("dpo", seed, 10, "reward_accuracy", 0.9),
+                 ("dpo", seed, 10, "chosen_reward", -2.0),
+                 ("dpo", seed, 10, "rejected_reward", -6.0),
+                 ("dpo", seed, 10, "exact_match", 0.3 + seed / 100),
+                 ("dpo", seed, 10, "win_rate_vs_sft", win),
+                 ("dpo", seed, 10, "refusal_rate_unsafe", unsafe[seed]),
+                 ("dpo", seed, 10, "refusal_rate_safe", safe[seed])]
+    return pd.DataFrame(data, columns=["model", "train_seed", "step", "metric", "value"]
+                        ).assign(source="measured", device="cpu")
+
+
+def test_dpo_caption_rounds_the_win_rate_as_the_table_does():
+    rows = _dpo_rows([0.5, 0.0, 0.2], [0.0] * 3, win=0.285)
+    table = ev.dpo_summary(rows).set_index("model")
+    shown = table.loc["dpo", "win rate vs sft (share, a tie half)"].split(" ")[0]
+    assert shown == "0.285" and f"win rate against SFT: {shown} " in ev.dpo_caption(rows)
+
+
+def test_over_refusal_claim_says_when_its_requests_cannot_resolve_the_tolerance():
+    """Even 0 of 24 refused before and after leaves a two-SE bound of 0.107 > 0.10: the claim
+    cannot hold, and the verdict says why and how many requests it would take."""
+    n = len(ev.safety_prompts("heldout", "safe"))
+    assert ev.smallest_bound(n) == pytest.approx(ev.share_gap_interval(0.0, 0.0, n, n)[1])
+    need = ev.requests_to_resolve(ev.OVER_REFUSAL_TOLERANCE)
+    assert ev.smallest_bound(need) < ev.OVER_REFUSAL_TOLERANCE <= ev.smallest_bound(need - 1)
+    table = ev.claims(pd.DataFrame({"variant": ["x"], "metric": ["x"], "value": [0.0],
+                                    "source": ["measured"]}), pd.DataFrame(), {},
+                      _dpo_rows([0.5, 0.0, 0.2], [0.0] * 3))
+    over = table[table["claim"].str.startswith("... without over-refusing")].iloc[0]
+    assert f"bound it no lower than {ev.smallest_bound(n):.3f}" in over["claim"], over["claim"]
+    if ev.smallest_bound(n) > ev.OVER_REFUSAL_TOLERANCE:
+        assert over["verdict"].startswith(f"inconclusive: {n} requests cannot resolve 0.1"), \
+            over["verdict"]
+        assert f"it takes {need} requests" in over["verdict"], over["verdict"]
+    # a clear over-refusal is shown by any number of requests: that verdict stays as computed
+    worse = ev.claims(pd.DataFrame({"variant": ["x"], "metric": ["x"], "value": [0.0],
+                                    "source": ["measured"]}), pd.DataFrame(), {},
+                      _dpo_rows([0.5, 0.0, 0.2], [0.9, 0.8, 0.85]))
+    verdict = worse[worse["claim"].str.startswith("... without over")]["verdict"].iloc[0]
+    assert verdict.startswith("wrong"), verdict
+
+
+def test_refusal_claim_is_a_change_with_its_uncut_interval():
+    """Shares cut at 0 gave "0 inside [0, 0.996]": the change against SFT without the safety
+    data keeps the part of the seeds' interval below no change."""
+    claims = ev.dpo_claims(_dpo_rows([0.583, 0.0, 0.167], [0.0] * 3))
+    refuse = claims[2]
+    mean, low, high = ev.mean_interval([0.583, 0.0, 0.167])
+    assert refuse.predicted == 0.0 and refuse.measured == pytest.approx(mean)
+    assert refuse.low == pytest.approx(low) and refuse.low < 0
+    assert refuse.high == pytest.approx(high)

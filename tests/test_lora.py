@@ -100,6 +100,12 @@ def test_two_adapters_swap_and_combine():
     assert diff["both"] > 1e-4 and diff["spam"] > 1e-4
     assert diff["both (cat) vs spam+sentiment active"] < 1e-5, (
         "a 'cat' combination must equal running both adapters at once: W + dW1 + dW2")
+    counts = rows.set_index(["adapter", "metric"])["value"]
+    base = counts[("base (frozen)", "base_params")]
+    for name in ("spam", "sentiment"):   # each adapter counted, and its share of the base
+        assert 0 < counts[(name, "adapter_params")] < base
+        assert counts[(name, "share_of_base")] == pytest.approx(
+            100 * counts[(name, "adapter_params")] / base)
 
 
 def test_scratch_and_peft_agree_on_a_whole_model():
@@ -270,7 +276,9 @@ def test_rank_cost_and_merge_captions_print_the_rows_numbers():
 def test_advice_caption_states_the_rule_the_claims_use():
     rows = _advice_rows(0.1, 0.001)
     text = lora.advice_caption(rows)
-    assert "judge the ratio by that interval" in text, text
+    r = lora.lr_ratio(rows)   # the seeds' interval widened by the grid's half step
+    assert (f"judge the ratio on {10 ** r['judged_low']:.3g}–{10 ** r['judged_high']:.3g}×"
+            in text), text
     assert f"half step is ±{lora.GRID_TOL:.2f} decades" in text, "the grid-step caveat stays"
     assert "full 1×10⁻⁴, lora 1×10⁻³" in text, "best LRs in one notation, never 1e-04"
 

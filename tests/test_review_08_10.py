@@ -213,7 +213,7 @@ def _dpo_rows(unsafe: list[float], safe: list[float]) -> pd.DataFrame:
 def test_dpo_claims_keep_shares_in_range_and_bound_over_refusal_by_its_counts():
     claims = ev.dpo_claims(_dpo_rows([0.583, 0.0, 0.167], [0.0, 0.0, 0.0]))
     refuse, over = claims[2], claims[3]
-    assert refuse.low == 0.0 and refuse.high <= 1.0, "a share's interval is cut at 0 and 1"
+    assert refuse.low >= -1.0 and refuse.high <= 1.0, "a change of shares is cut at -1 and 1"
     assert over.high > ev.OVER_REFUSAL_TOLERANCE, "0 of 24 requests cannot rule out 10 %"
     table = claims_table([over])
     assert table["verdict"].iloc[0].startswith("inconclusive"), table["verdict"].iloc[0]

@@ -83,9 +83,11 @@ from workbook.evaluation.views import (
     mid_training_effects,
     mid_training_summary,
     pipeline_table,
+    requests_to_resolve,
     results_label,
     share_gap_interval,
     shown_numbers,
+    smallest_bound,
     test_task_caption,
     test_task_summary,
 )
@@ -106,5 +108,5 @@ __all__ = [
     "safety_pairs", "safety_prompts", "task_pairs", "win_rate", "OVER_REFUSAL_TOLERANCE",
     "dpo_caption", "dpo_claims", "dpo_curves", "dpo_figure", "dpo_summary", "mean_interval",
     "mid_training_caption", "mid_training_effects", "shown_numbers", "GENERAL_GAIN_TOLERANCE",
-    "share_gap_interval",
+    "share_gap_interval", "smallest_bound", "requests_to_resolve",
 ]

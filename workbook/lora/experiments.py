@@ -20,17 +20,18 @@ import torch
 from torch import nn
 
 from workbook import runner, training
-from workbook.config import MAY_BE_EMPTY, check_choice, check_range
+from workbook.config import MAY_BE_EMPTY, check_choice, check_range, resolve_preset
 from workbook.data import random_batch, token_ids
 from workbook.hardware import torch_device
 from workbook.lora.adapter import (
     count_trainable,
+    linear_shapes,
     lora_params,
     randomise_adapters,
     resolve_targets,
     with_lora,
 )
-from workbook.model import load_base_model
+from workbook.model import BASE_RECIPES, hf_config, load_base_model
 from workbook.profiling import time_ms_interleaved
 from workbook.registry import Experiment
 
@@ -218,6 +219,17 @@ LORA_SWEEP_PRESETS = {
     "full": LoraSweepConfig(lrs=(), steps=200, batch_size=32, seq_len=128, eval_batches=16,
                             preset="small"),
 }
+
+
+def panel_ranks(preset: str | None = None) -> tuple[int, ...]:
+    """The ranks a reader may pick for ``lora_sweep`` at ``preset``: powers of two up to the
+    narrow side of the narrowest matrix the sweep adapts in its base model (its width, d_model,
+    where every projection is at least that wide): a larger rank holds no larger update."""
+    check_choice("preset", preset, (None, "small", "full"))
+    model = BASE_RECIPES[resolve_preset(LORA_SWEEP_PRESETS[resolve_preset(preset)].preset)]
+    shapes = linear_shapes(hf_config(model.model))
+    top = min(min(shapes[name]) for name in resolve_targets("all"))
+    return tuple(2 ** k for k in range(int(math.log2(top)) + 1))
 
 
 # ------------------------------------------------- the lecture's advice, over several seeds

@@ -176,12 +176,53 @@ def targets_figure(rows: pd.DataFrame):
 @takes_rows
 def rank_figure(rows: pd.DataFrame, metric: str, title: str, y_title: str):
     """One ``lora_sweep`` metric over LoRA's rank: one trace per machine, named by method,
-    source and device ('lora (recorded, H100 80GB HBM3)'), never the device twice."""
+    source and device ('lora (recorded, H100 80GB HBM3)'), never the device twice. For the
+    held-out loss, the base model's (no fine-tuning) and full fine-tuning's losses of the same
+    machine are horizontal reference lines across the ranks: what a rank is read against."""
     from workbook import plots
     from workbook.config import check_choice
 
     check_choice("metric", metric, tuple(RANK_COLUMNS))
     part = rows[(rows["sweep"] == "rank") & (rows["metric"] == metric)
                 & (rows["method"] == "lora")] if len(rows) else rows
-    return plots.compare(part, "rank", group="method", log_x=True, title=title,
-                         y_title=y_title)
+    fig = plots.compare(part, "rank", group="method", log_x=True, title=title,
+                        y_title=y_title)
+    if metric == "eval_loss" and len(part):
+        for trace in _reference_lines(rows, (float(part["rank"].min()),
+                                            float(part["rank"].max()))):
+            fig.add_trace(trace)
+    return fig
+
+
+# method -> (trace label: 'full' takes full fine-tuning's colour, words on hover, dash)
+REFERENCES = {"none": ("base model", "base model (no fine-tuning)", "dot"),
+              "full": ("full", "full fine-tuning", "dash")}
+
+
+def _reference_lines(rows: pd.DataFrame, span: tuple[float, float]) -> list:
+    """Horizontal lines at the base model's held-out loss (no fine-tuning) and full
+    fine-tuning's, one per machine of ``rows`` (``lora_sweep``, sweeps 'base' and 'rank'),
+    from ``span``'s first rank to its last; named 'full (recorded, H100 80GB HBM3)', a
+    machine told apart by its marker shape as in :func:`workbook.plots.compare`."""
+    import plotly.graph_objects as go
+
+    from workbook.plots import machine_symbols, short_device
+
+    ref = rows.assign(**{c: rows[c] if c in rows.columns else d
+                         for c, d in (("source", "measured"), ("device", "this machine"))})
+    ref = _ok(ref[ref["sweep"].isin(["rank", "base"]) & ref["method"].isin(list(REFERENCES))
+                  & (ref["metric"] == "eval_loss") & (ref["source"] != "predicted")
+                  & ref["value"].notna()])
+    machines = ref["device"].nunique() > 1
+    symbol = machine_symbols(ref["device"])
+    lines = []
+    for method, (label, words, dash) in REFERENCES.items():
+        for (device, source), one in ref[ref["method"] == method].groupby(
+                ["device", "source"], sort=False, dropna=False):
+            said = f"{source}, {short_device(device)}" if machines else str(source)
+            value = float(one["value"].iloc[0])
+            lines.append(go.Scatter(
+                x=list(span), y=[value, value], mode="lines+markers", name=f"{label} ({said})",
+                line={"dash": dash}, marker={"symbol": symbol.get(device, "circle"), "size": 5},
+                hovertemplate=f"{words}: {value:.4f} nats<extra></extra>"))
+    return lines

@@ -42,6 +42,12 @@ def _did_not_fit(measured: pd.DataFrame) -> pd.Series:
                                            & (measured["value"] == 0))
 
 
+def _configurations(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of configurations: without ``saving_vs_full``, a ratio between two
+    configurations (no optimizer, no cap), which is no configuration of its own."""
+    return rows[rows["metric"] != "saving_vs_full"] if "metric" in rows.columns else rows
+
+
 @takes_rows
 def optimizer_table(rows: pd.DataFrame) -> pd.DataFrame:
     """``qlora_vram`` rows of the optimizer sweep at one size: allocator peak, optimizer state
@@ -102,8 +108,10 @@ def fit_caption(rows: pd.DataFrame) -> str:
     """Which measured configurations of ``qlora_vram`` (one machine's rows, every optimizer and
     cap) did not fit or failed, each beside the formula's ``fits`` where it has one (Markdown);
     "every configuration fit" only when none did not: an ``oom`` row, or a measured ``fits`` of
-    0 under a cap, counts as not fitting."""
-    measured = rows[rows["source"] != "predicted"] if "source" in rows.columns else rows
+    0 under a cap, counts as not fitting. The ``saving_vs_full`` rows are ratios between
+    configurations, not configurations, and are left out of the count."""
+    measured = _configurations(rows[rows["source"] != "predicted"]
+                               if "source" in rows.columns else rows)
     if measured.empty:
         return "*No measured qlora_vram rows yet (record it on a GPU).*"
     key = [c for c in ("size", "method", "optimizer", "cap_gb") if c in measured.columns]
@@ -143,11 +151,12 @@ def row_counts(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for _, group in (rows.groupby(key, dropna=False, sort=False) if key else [((), rows)]):
         measured = group[group["source"] != "predicted"]
+        configs = _configurations(measured)
         out.append({"where": where_label(measured) if len(measured) else "formula only",
                     "measured rows": len(measured),
                     "formula rows": int((group["source"] == "predicted").sum()),
                     "configurations that did not fit":
-                        len(measured[_did_not_fit(measured)].drop_duplicates(config))})
+                        len(configs[_did_not_fit(configs)].drop_duplicates(config))})
     table = pd.DataFrame(out, columns=columns)
     order = where_order(table["where"])
     return table.assign(_at=table["where"].map(order.index)).sort_values(

@@ -11,6 +11,10 @@ from workbook.qlora.nf4 import bits_per_param, bnb_codebook, nf4_codebook
 from workbook.qlora.vram import COMPONENTS, predict_vram
 from workbook.results import where_label
 
+LECTURE_SAVING = 16.0     # the lecture's "≈16× less VRAM"
+SAVING_TOLERANCE = 0.15   # the claims table's tolerance for it
+EDGE_POINTS = 1.0         # a verdict decided by less than this many percentage points
+
 
 @takes_rows
 def claims(ratios: pd.DataFrame, quality: pd.DataFrame, bits: pd.DataFrame,
@@ -26,14 +30,8 @@ def claims(ratios: pd.DataFrame, quality: pd.DataFrame, bits: pd.DataFrame,
     nan = float("nan")
 
     def ratio(size: str, source: str) -> float:
-        """predicted, or measured: this machine's where there is one, else recorded."""
-        hit = ratios[(ratios["size"] == size) & (ratios["method"] == "qlora")] \
-            if len(ratios) else ratios
-        for src in (["predicted"] if source == "predicted" else ["measured", "recorded"]):
-            part = hit[hit["source"] == src] if len(hit) else hit
-            if len(part):
-                return float(part["value"].iloc[0])
-        return nan
+        return float(_qlora_ratio(ratios, size, source)["value"].iloc[0]) \
+            if len(_qlora_ratio(ratios, size, source)) else nan
 
     def loss(method: str, stage: str) -> float:
         hit = quality[(quality["method"] == method) & (quality["stage"] == stage)
@@ -59,11 +57,63 @@ def claims(ratios: pd.DataFrame, quality: pd.DataFrame, bits: pd.DataFrame,
               f"{where_label(quality)}; {diff['n']} seeds", kind="at_most"),
         Claim("QLoRA vs full FT VRAM at 7B: formula", "qlora.predict_vram",
               ratio("7b", "predicted"), ratio("7b", "measured"), "x", where),
-        Claim("QLoRA saves ≈16× VRAM", "lecture", 16.0, ratio("7b", "measured"), "x", where),
+        Claim("QLoRA saves ≈16× VRAM", "lecture", LECTURE_SAVING, ratio("7b", "measured"), "x",
+              where, rel_tol=SAVING_TOLERANCE),
         Claim("65B QLoRA fits in under 48 GB (formula)", "QLoRA paper", 48.0, pred65, "GB",
               "formula only (no 65B run)", kind="at_most"),
         *(paging_claims(vram) if vram is not None else []),
     ])
+
+
+def _qlora_ratio(ratios: pd.DataFrame, size: str, source: str) -> pd.DataFrame:
+    """QLoRA's ``saving_vs_full`` row at ``size``: predicted, or measured (this machine's where
+    there is one, else recorded); an empty frame where there is none."""
+    if ratios.empty or not {"size", "method", "source", "value"} <= set(ratios.columns):
+        return ratios.iloc[0:0]
+    hit = ratios[(ratios["size"] == size) & (ratios["method"] == "qlora")
+                 & ratios["value"].notna()]
+    for src in (["predicted"] if source == "predicted" else ["measured", "recorded"]):
+        part = hit[hit["source"] == src]
+        if len(part):
+            return part.iloc[:1]
+    return hit.iloc[0:0]
+
+
+@takes_rows
+def lecture_saving_caption(ratios: pd.DataFrame, size: str = "7b") -> str:
+    """How far the measured saving at ``size`` sits from the lecture's ≈16× and from the edge
+    of the claims table's tolerance (Markdown): a verdict decided by a fraction of a point is
+    said to be one. ``ratios``: ``qlora_vram`` rows of metric ``saving_vs_full``."""
+    from workbook.config import check_choice
+    from workbook.qlora.vram import VRAM_SIZES
+
+    check_choice("size", size, tuple(VRAM_SIZES))
+    hit = _qlora_ratio(ratios, size, "measured")
+    if hit.empty:
+        return f"*No measured {size} saving yet (record qlora_vram on a GPU).*"
+    value = float(hit["value"].iloc[0])
+    off = value / LECTURE_SAVING - 1          # the claims table's relative gap
+    low, high = (LECTURE_SAVING * (1 - SAVING_TOLERANCE), LECTURE_SAVING * (1 + SAVING_TOLERANCE))
+    edge = low if off < 0 else high
+    margin = (abs(off) - SAVING_TOLERANCE) * 100   # points beyond (> 0) or inside (< 0)
+    side = "below" if off < 0 else "above"
+    text = (f"*{where_label(hit)}, {size}:* QLoRA's measured saving is {value:.2f}×, "
+            f"{abs(off) * 100:.2f} % {side} the lecture's {LECTURE_SAVING:g}×; the claims "
+            f"table's tolerance of {SAVING_TOLERANCE * 100:g} % ends at {edge:.2f}×, "
+            f"{abs(value - edge):.2f}× from the measurement")
+    where_it = f"{'outside' if margin > 0 else 'inside'} it by {abs(margin):.2f} percentage points"
+    if abs(margin) >= EDGE_POINTS:
+        text += f" ({where_it})"
+    elif margin > 0:
+        text += (f": {where_it}, at the tolerance's edge. Its \"off\" says the saving is about "
+                 f"{SAVING_TOLERANCE * 100:g} % {'short of' if off < 0 else 'over'} the claim, "
+                 "not that it is far from it")
+    else:
+        text += f": {where_it}, at the tolerance's edge; its \"holds\" rests on that fraction"
+    predicted = _qlora_ratio(ratios, size, "predicted")
+    if len(predicted):
+        text += f". The formula's saving at {size}: {float(predicted['value'].iloc[0]):.2f}×"
+    return text + "."
 
 
 @takes_rows
