@@ -579,3 +579,56 @@ def test_traffic_caption_prints_the_kernel_counts_per_mode():
          "kernels": 12}])
     text = A.traffic_caption(rows)
     assert "forward: triton 1" in text and "forward + backward: vanilla 12" in text, text
+
+
+# ------------------------------------------------- the FLOP counts, and one variant per machine
+
+
+def _gpt2_block(device: str, source: str, when: str, ms: dict[str, float]) -> list[dict]:
+    return [{"variant": v, "metric": m, "value": val, "source": src, "status": "ok",
+             "device": device, "n_gpus": 1, "recorded_at": when, "seed": 0}
+            for v, t in ms.items()
+            for m, val, src in (("time", t, source), ("hbm_bytes", 30.0, source),
+                                ("flops", 900.0, "predicted"))]
+
+
+def test_flops_note_sets_two_counts_side_by_side_from_the_model():
+    text = A.flops_note()
+    shape = A.PAPER_FIG2_SHAPE
+    ours = A.flops(shape["seq_len"], shape["head_dim"], batch=shape["batch"],
+                   n_heads=shape["n_heads"], mode="fwd+bwd", recompute=False) / 1e9
+    assert f"{ours:,.1f} (standard)" in text, text
+    paper = A.PAPER_FIG2["standard"]["gflops"]
+    assert f"{ours / paper:.1f}× and" in text and ours / paper > 10, "the paper counts less"
+    ratio = A.PAPER_FIG2["flash"]["gflops"] / paper
+    assert f"{ratio:.3f} by the paper's numbers" in text and "not a measurement" in text
+    assert "include them" not in text, "the paper's count cannot be this model + elementwise"
+
+
+def test_claims_hold_no_flop_row_the_device_cannot_measure():
+    from workbook import results
+
+    names = ("attention_traffic", "attention_timing", "attention_gpt2_medium",
+             "attention_recompute")
+    tables = [results.load(name) for name in names]
+    if any(t.empty for t in tables):
+        pytest.skip("no recorded attention rows")
+    table = A.claims(*tables)
+    assert not table["claim"].str.contains("FLOP").any(), table["claim"].tolist()
+    assert table["claim"].str.startswith("runtime").any(), "the measured claims stay"
+
+
+def test_machines_caption_sets_each_variant_beside_its_reached_bandwidth():
+    rows = pd.DataFrame(
+        _gpt2_block("NVIDIA H100 80GB HBM3", "recorded", "2026-11-22T00:00:00Z",
+                    {"vanilla": 12.0, "sdpa_flash": 4.0})
+        + _gpt2_block("NVIDIA H200", "measured", "2026-12-03T00:00:00Z",
+                      {"vanilla": 8.0, "sdpa_flash": 4.0}))
+    text = A.machines_caption(rows)
+    assert "* vanilla: 12.00 ms (recorded on NVIDIA H100" in text, text
+    assert "8.00 ms (this machine (NVIDIA H200)), 1.50× the speed" in text, text
+    assert "2,500 → 3,750 GB/s (1.50×)" in text, "30 GB in 12 ms and in 8 ms"
+    assert "3,350 → 4,800 GB/s (1.43×)" in text, "the two datasheets' HBM peaks"
+    assert "sdpa_flash: 4.00 ms" in text and "1.00× the speed" in text
+    one = rows[rows["device"] == "NVIDIA H200"]
+    assert A.machines_caption(one).startswith("*GPT-2 medium rows of one machine only")

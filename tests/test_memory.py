@@ -17,6 +17,7 @@ from workbook.memory import (
     breakdown_table,
     build_model,
     bytes_per_param,
+    claims,
     fit_exponent,
     forward_activations,
     gap_caption,
@@ -184,8 +185,6 @@ def test_recompute_overhead_formula() -> None:
 
 
 def test_claims_check_the_model_states_bytes() -> None:
-    from workbook.memory import claims
-
     def row(optimizer_bytes: float) -> pd.Series:
         data = [(c, m, v) for c, v in (("params", 4000.0), ("grads", 4000.0))
                 for m in ("formula", "tensors")]
@@ -212,7 +211,7 @@ def test_recompute_rows_table_and_claims() -> None:
     low, high = table["overhead % (pairs: min)"], table["overhead % (pairs: max)"]
     assert low <= table["overhead % (median of pairs)"] <= high
     made = recompute_claims(rows)
-    assert len(made) == 2 and all(c.low == table["overhead % (pairs: min)"] for c in made)
+    assert len(made) == 2 and all(c.low == table["overhead % (median: low)"] for c in made)
     assert made[0].predicted == pytest.approx(33.33, abs=0.01), "one more forward: +33 %"
     assert "ms without checkpointing" in recompute_caption(rows)
 
@@ -352,3 +351,89 @@ def test_plot_fit_titles_only_the_device_it_draws() -> None:
     assert "H100" in title and "H200" not in title  # the figure draws the first device only
     assert list(fig.data[0].x) == [1, 2]
     assert "H200" in plot_fit(both[both["device"] == "NVIDIA H200"]).layout.title.text
+
+
+# ------------------------------------------- the median's interval, bytes per element, probes
+
+
+def test_median_interval_takes_order_statistics_not_the_extremes() -> None:
+    from workbook.memory import median_interval
+
+    pairs = [0.334, 0.978, 0.654, 0.542, 0.645, 0.667, 0.692]  # one fast repeat, one slow
+    low, high, cover = median_interval(pairs)
+    assert (low, high) == (0.542, 0.692), "the 2nd and 6th of 7: neither extreme decides"
+    assert cover == pytest.approx(1 - 2 * 8 / 128), "1 − 2·P(Binomial(7, ½) ≤ 1)"
+    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0, 0.75), "too few: min and max"
+    with pytest.raises(WorkbookError, match="no NaN"):
+        median_interval([1.0, float("nan")])
+
+
+def test_recompute_claims_judge_the_median_by_its_interval() -> None:
+    no_ckpt = [30.0, 27.0, 28.0, 32.0, 32.0, 32.0, 30.0]
+    overhead = [0.334, 0.978, 0.654, 0.542, 0.645, 0.667, 0.692]
+    rows = [{"metric": "step_ms", "checkpointing": c, "repeat": i, "value": v, "batch": 8,
+             "seq_len": 1024, "status": "ok", "source": "measured", "device": "GPU",
+             "method": "time"}
+            for i, (t, o) in enumerate(zip(no_ckpt, overhead, strict=True))
+            for c, v in ((False, t), (True, t * (1 + o)))]
+    rows.append({"metric": "overhead", "method": "formula (lecture)", "value": 1 / 3,
+                 "status": "ok", "source": "predicted", "device": "GPU", "checkpointing": False})
+    rows = pd.DataFrame(rows)
+    table = recompute_table(rows).iloc[0]
+    assert table["overhead % (pairs: min)"] == pytest.approx(33.4), "the fast repeat"
+    assert (table["overhead % (median: low)"], table["overhead % (median: high)"]) == (
+        pytest.approx(54.2), pytest.approx(69.2))
+    verdict = claims(pd.DataFrame(), None, rows)["verdict"].iloc[-2]
+    assert verdict == "off: 33.3 lies below the measured [54.2, 69.2]", verdict
+    assert "+54% to +69% (a confidence interval of 87.5%" in recompute_caption(rows)
+
+
+def test_gap_caption_prints_bytes_per_attention_element() -> None:
+    shape = {"n_params": 1000, "n_layer": 2, "d_model": 8, "n_head": 2, "vocab": 16,
+             "seq_len": 4, "batch": 1, "precision": "amp_bf16", "optimizer": "adamw",
+             "checkpointing": "False", "attention": "eager", "device": "GPU-x",
+             "status": "ok", "source": "measured"}
+    n = 2 * 2 * 1 * 4**2  # layers × heads × batch × s²
+    got = {("params", "allocator"): 4000, ("grads", "allocator"): 4000,
+           ("optimizer", "allocator"): 8000, ("activations", "allocator"): 3000,
+           ("attention scores", "saved"): 7 * n, ("peak", "allocator"): 21000}
+    rows = pd.DataFrame([{**shape, "component": c, "method": m, "value": float(v)}
+                         for (c, m), v in got.items()])
+    caption = gap_caption(rows)
+    assert f"{n:,} elements): 7.00 bytes measured, 5.00 by the formula" in caption, caption
+
+
+def test_sweep_caption_names_sdpa_constant_beside_the_weight_copies() -> None:
+    from workbook.memory import matmul_weights
+
+    w = matmul_weights(2, 64, 512)
+    assert w == 2 * 12 * 64 * 64 + 512 * 64
+    base = {"attention": "sdpa", "status": "ok", "metric": "bytes", "n_layer": 2,
+            "d_model": 64, "n_head": 4, "vocab": 512, "batch": 2, "precision": "amp_bf16",
+            "device": "GPU-x", "source": "measured"}
+    rows = pd.DataFrame([{**base, "seq_len": s, "method": m, "value": v}
+                         for s in (128, 256, 512)
+                         for m, v in (("saved", 1000.0 * s + 2 * w), ("peak", 1500.0 * s + 2 * w),
+                                      ("saved scores", 0.0), ("formula", 900.0 * s))])
+    text = sweep_caption(rows)
+    assert f"c = {2 * w / 1e6:,.1f} MB (peak), {2 * w / 1e6:,.1f} MB (saved)" in text, text
+    assert f"2 bytes × {w / 1e6:,.1f}M = {2 * w / 1e6:,.1f} MB" in text
+    assert "pulls the fitted k below 1" in text
+    flat = rows.assign(value=lambda f: f["value"] - 2 * w * f["method"].isin(["saved", "peak"]))
+    assert "c ≈ 0" in sweep_caption(flat) and "below 1" not in sweep_caption(flat)
+
+
+def test_fit_rows_say_which_probe_made_them() -> None:
+    from workbook.memory import FIT_PROBE_SINCE, fit_caption, fit_probe, fit_summary
+
+    assert fit_probe("2026-11-22T16:17:38Z").startswith("older probe: before 169b8b5")
+    assert fit_probe(FIT_PROBE_SINCE[1]).startswith("current") and fit_probe(None).startswith(
+        "current"), "a live row (no recorded_at) is the current probe's"
+    base = {"d_model": 4096, "seq_len": 2048, "batch": 4, "precision": "amp_bf16",
+            "checkpointing": False, "gpu_bytes": 80e9, "largest_fitting_layers": 2,
+            "metric": "peak_bytes", "status": "ok", "source": "recorded",
+            "device": "GPU old", "n_gpus": 1, "recorded_at": "2026-11-22T00:00:00Z", "seed": 0,
+            "n_params": 1e9}
+    rows = pd.DataFrame([{**base, "n_layer": k, "value": 10e9 * k} for k in (1, 2)])
+    assert fit_summary(rows)["probe"].iloc[0].startswith("older probe")
+    assert "(older probe: before 169b8b5" in fit_caption(rows)

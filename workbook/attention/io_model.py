@@ -23,7 +23,8 @@ MODES: tuple[str, ...] = ("fwd", "fwd+bwd")
 # A backward that recomputes P does five: Q Kᵀ again, dV = Pᵀ dO, dP = dO Vᵀ, dQ = dS K,
 # dK = dSᵀ Q: 2.5× the forward, FlashAttention-2's convention. One that stored P (vanilla,
 # sdpa_math) does the last four: 2×. Softmax, mask and dropout (elementwise, N² each) are not
-# counted; the FlashAttention paper's GFLOPs include them.
+# counted. The FlashAttention paper's GFLOPs are on a basis it does not state (at its shape
+# they are an order of magnitude below this count): only ratios compare (views.flops_note).
 BACKWARD_FACTOR = 2.5
 BACKWARD_FACTOR_STORED = 2.0
 RECOMPUTES: dict[str, bool] = {"vanilla": False, "sdpa_math": False}  # every other: True

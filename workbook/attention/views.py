@@ -17,6 +17,7 @@ from workbook.attention.io_model import (
     BACKWARD_FACTOR,
     BACKWARD_FACTOR_STORED,
     RECOMPUTES,
+    flops,
     io_bytes,
     s_matrix_vs_memory,
 )
@@ -24,9 +25,11 @@ from workbook.claims import Claim, claims_table
 from workbook.config import WorkbookError, check_choice, check_flag, takes_rows
 from workbook.hardware import datasheet, detect
 
-__all__ = ["PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "recorded_device",
-           "size_explorer", "exactness_table", "targets", "gpt2_table", "gpt2_limits", "claims",
-           "timing_caption", "traffic_caption", "speedup_caption", "gpt2_caption"]
+__all__ = ["PAPER_FIG2", "PAPER_FIG2_SHAPE", "notebook_rows", "KERNELS", "kernel_source",
+           "recorded_device", "size_explorer", "exactness_table", "targets", "gpt2_table",
+           "gpt2_limits", "claims",
+           "timing_caption", "traffic_caption", "speedup_caption", "gpt2_caption",
+           "machines_caption", "flops_note"]
 
 # FlashAttention paper (Dao et al. 2022), Figure 2 left: GPT-2 medium attention, fwd+bwd,
 # batch 64, 16 heads, seq 1024, head_dim 64, on an A100.
@@ -34,6 +37,7 @@ PAPER_FIG2: dict[str, dict[str, float]] = {
     "standard": {"hbm_gb": 40.3, "runtime_ms": 41.7, "gflops": 66.6},
     "flash": {"hbm_gb": 4.4, "runtime_ms": 7.3, "gflops": 75.2},
 }
+PAPER_FIG2_SHAPE: dict[str, int] = {"batch": 64, "n_heads": 16, "seq_len": 1024, "head_dim": 64}
 
 
 def notebook_rows(name: str, *, live_on_cpu: bool) -> pd.DataFrame:
@@ -258,7 +262,7 @@ def claims(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame,
     std, fa = PAPER_FIG2["standard"], PAPER_FIG2["flash"]
     gpt = {m: (_value(gpt2, variant="vanilla", metric=m), _value(gpt2, variant="sdpa_flash",
                                                                    metric=m))
-           for m in ("hbm_bytes", "time", "flops")}
+           for m in ("hbm_bytes", "time")}
     where = results.where_label(gpt2)
 
     def t(variant: str, n: int) -> float:
@@ -276,14 +280,9 @@ def claims(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame,
               where),
         Claim("runtime ~5× faster (GPT-2 medium, fwd+bwd)", "paper Fig. 2 / lecture",
               std["runtime_ms"] / fa["runtime_ms"], gpt["time"][0] / gpt["time"][1], "×", where),
-        # absolute tolerance: "no extra FLOPs" (1.0) must not pass as the paper's ~1.13. Ours
-        # counts matmuls only (3.5/3 = 1.167); the paper's also the elementwise softmax, mask
-        # and dropout, which both sides do: its ratio is smaller, and 0.03 says how close counts
-        # of different things must come
-        Claim("more FLOPs (recomputation in the backward), matmul-only FLOP model vs the "
-              "paper's count", "paper Fig. 2 (ours: FLOP model)",
-              fa["gflops"] / std["gflops"], gpt["flops"][1] / gpt["flops"][0], "×", where,
-              rel_tol=0, abs_tol=0.03),
+        # "more FLOPs (recomputation)" is no row here: this machine measures no FLOPs, and
+        # the FLOP model's ratio against the paper's is two counts, the same on every device
+        # (flops_note prints both ratios under the GPT-2 tables)
         Claim("extra memory O(N): doubling N doubles it", "lecture", 2.0, flash_growth, "×",
               where),
         Claim("longer sequences gain more: speedup at N=512", "lecture table", 1.7,
@@ -492,9 +491,52 @@ def gpt2_caption(gpt2: pd.DataFrame) -> str:
             + "\n".join(lines) + "\n\n" + flops_note())
 
 
+@takes_rows
+def machines_caption(gpt2: pd.DataFrame) -> str:
+    """Markdown: vanilla's and sdpa_flash's GPT-2 medium time on each other recorded machine
+    beside the judged one's (``registry.main_rows``), with the HBM bandwidth each reached
+    (bytes counted / time) and the datasheets' peaks: how much of a newer GPU's bandwidth a
+    variant turns into speed."""
+    blocks = _by_machine(gpt2[gpt2["status"] == "ok"]) if len(gpt2) else []
+    if len(blocks) < 2:
+        return "*GPT-2 medium rows of one machine only: no other GPU to set beside it.*"
+    (here, main), lines = blocks[0], []
+    for where, part in blocks[1:]:
+        for variant in ("vanilla", "sdpa_flash"):
+            (ms_a, bw_a, peak_a), (ms_b, bw_b, peak_b) = (_speed(p, variant)
+                                                          for p in (part, main))
+            if ms_a != ms_a or ms_b != ms_b:
+                continue
+            peaks = (f"; the datasheets' peaks {peak_a:,.0f} → {peak_b:,.0f} GB/s "
+                     f"({peak_b / peak_a:.2f}×)" if peak_a == peak_a and peak_b == peak_b
+                     else "")
+            lines.append(f"* {variant}: {ms_a:.2f} ms ({where}) → {ms_b:.2f} ms ({here}), "
+                         f"{ms_a / ms_b:.2f}× the speed; the HBM bandwidth it reached "
+                         f"{bw_a:,.0f} → {bw_b:,.0f} GB/s ({bw_b / bw_a:.2f}×){peaks}")
+    if not lines:
+        return "*No vanilla or sdpa_flash GPT-2 rows on two machines to set side by side.*"
+    return "GPT-2 medium, forward + backward, machine beside machine:\n" + "\n".join(lines)
+
+
+def _speed(rows: pd.DataFrame, variant: str) -> tuple[float, float, float]:
+    """(ms, HBM GB/s reached, the datasheet's HBM GB/s) of one variant's GPT-2 rows."""
+    ms = _value(rows, variant=variant, metric="time")
+    reached = _value(rows, variant=variant, metric="hbm_bytes") / (ms / 1e3)
+    device = str(rows["device"].dropna().iloc[0]) if "device" in rows and \
+        rows["device"].notna().any() else ""
+    sheet = datasheet(device) if device else None
+    return ms, reached, sheet.hbm_gb_s if sheet is not None else math.nan
+
+
 def flops_note() -> str:
-    """What 'GFLOPs (model)' counts, from the FLOP model's constants (Markdown)."""
+    """What 'GFLOPs (model)' counts, from the FLOP model's constants, and how it stands beside
+    the paper's GFLOPs at the paper's own shape (Markdown)."""
     recompute, stored = 1 + BACKWARD_FACTOR, 1 + BACKWARD_FACTOR_STORED
+    ours = {key: flops(**PAPER_FIG2_SHAPE, mode="fwd+bwd", recompute=key == "flash") / 1e9
+            for key in ("standard", "flash")}
+    paper = {key: PAPER_FIG2[key]["gflops"] for key in ours}
+    shape = ("batch {batch}, {n_heads} heads, N = {seq_len}, head_dim {head_dim}"
+             .format(**PAPER_FIG2_SHAPE))
     return (f"*GFLOPs (model)* counts the N²·d matmuls: the forward's two, and a backward of "
             f"{BACKWARD_FACTOR:g}× the forward where it recomputes P (FlashAttention-2's count: "
             f"the recomputed Q Kᵀ plus the four gradient products), {BACKWARD_FACTOR_STORED:g}× "
@@ -503,5 +545,14 @@ def flops_note() -> str:
             f"{recompute / stored:.3f}. It is the same for every fused variant, whatever extra "
             "products its kernel does: the workbook's triton backward computes dQ in a pass of "
             "its own and rebuilds P and dP there, two more products per tile pair, which the "
-            "model does not count. Softmax, mask and dropout (elementwise) are not counted; the "
-            "paper's GFLOPs include them.")
+            "model does not count. Softmax, mask and dropout (elementwise) are not counted.\n\n"
+            f"The paper's GFLOPs are on another basis, which it does not state: at its own shape "
+            f"({shape}) this model gives {ours['standard']:,.1f} (standard) and "
+            f"{ours['flash']:,.1f} (FlashAttention), the paper {paper['standard']:g} and "
+            f"{paper['flash']:g}: {ours['standard'] / paper['standard']:.1f}× and "
+            f"{ours['flash'] / paper['flash']:.1f}× smaller. Adding the elementwise work to this "
+            "model would only widen that gap, so it is not what separates them. Compare ratios, "
+            "not absolute GFLOPs: FlashAttention over standard is "
+            f"{ours['flash'] / ours['standard']:.3f} by this model and "
+            f"{paper['flash'] / paper['standard']:.3f} by the paper's numbers, "
+            "two counts beside each other, not a measurement.")

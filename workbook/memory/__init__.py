@@ -48,16 +48,20 @@ from workbook.memory.formulas import (
     formula_fit,
     gpt_params,
     lecture_175b,
+    matmul_weights,
+    median_interval,
     predicted_breakdown,
     recompute_overhead,
     scenario,
     training_memory,
 )
 from workbook.memory.measure import (
+    FIT_PROBE_SINCE,
     SavedTensors,
     activation_sweep,
     allocated_bytes,
     build_model,
+    fit_probe,
     forward_activations,
     largest_fit,
     measure_breakdown,
@@ -89,7 +93,8 @@ from workbook.memory.views import (
 )
 
 __all__ = [
-    "ATTENTIONS", "BREAKDOWN_PRESETS", "EXPERIMENTS", "EXPONENT_TOL", "FIT_PRESETS", "GB",
+    "ATTENTIONS", "BREAKDOWN_PRESETS", "EXPERIMENTS", "EXPONENT_TOL", "FIT_PRESETS",
+    "FIT_PROBE_SINCE", "GB", "fit_probe",
     "MODEL_SHAPES", "OPTIMIZERS", "PRECISIONS", "RECOMPUTE_PRESETS", "SWEEP_PRESETS",
     "BreakdownConfig", "FitConfig", "RecomputeConfig", "SavedTensors", "SweepConfig",
     "activation_bytes", "activation_sweep", "allocated_bytes", "batch_for_gpu",
@@ -98,7 +103,8 @@ __all__ = [
     "fit_summary", "formula_fit",
     "forward_activations", "gap_caption", "gap_items", "gap_table", "gpt_params",
     "gpu_gb_default", "largest_fit",
-    "lecture_175b", "measure_breakdown", "memory_explorer", "plot_breakdown", "plot_fit",
+    "lecture_175b", "matmul_weights", "measure_breakdown", "median_interval",
+    "memory_explorer", "plot_breakdown", "plot_fit",
     "plot_seq_sweep", "predicted_breakdown", "random_batches", "recompute_caption",
     "recompute_claims",
     "recompute_overhead", "recompute_table", "run_activation_sweep", "run_breakdown",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from workbook.config import takes_rows
-from workbook.memory.formulas import GB
+from workbook.memory.formulas import GB, matmul_weights
 from workbook.memory.views import (
     by_device,
     fit_formula_gb,
@@ -44,6 +44,8 @@ def gap_caption(rows: pd.DataFrame) -> str:
     for item, r in t.drop(index=skip, errors="ignore").iterrows():
         parts.append(f"- {item}: {r['measured GB']:.2f} GB measured, {r['formula GB']:.2f} GB "
                      f"by the formula ({r['Δ GB']:+.2f} GB)")
+        if item == "activations: s×s attention matrices":
+            parts.append(_per_element(rows, where, t))
     trans = t.loc["transients at the peak", "measured GB"]
     parts.append(f"\nThe transients are {trans / logits:.1f}× one b·s·V tensor of fp32 logits "
                  f"({logits:.2f} GB), the unit the loss's temporaries come in.")
@@ -53,6 +55,22 @@ def gap_caption(rows: pd.DataFrame) -> str:
         parts.append(f"The peak falls in the {at.idxmax().removeprefix('peak in ')} "
                      f"(each phase's peak: {each}).")
     return "\n".join(parts)
+
+
+def _per_element(rows: pd.DataFrame, where: str, t: pd.DataFrame) -> str:
+    """'- per element of the s×s matrices: … bytes measured, … by the formula' for the gap
+    table's configuration (``t``: its items on device ``where``), from the breakdown's shape."""
+    part = dict(by_device(rows)).get(where)
+    seq = int(t["seq_len"].iloc[0])
+    if part is None or not {"n_layer", "n_head", "batch"} <= set(part.columns):
+        return "  - (no model shape in these rows: no bytes per element)"
+    r = part[part["seq_len"] == seq].iloc[0]
+    n = int(r["n_layer"]) * int(r["n_head"]) * int(r["batch"]) * seq**2
+    item = t.loc["activations: s×s attention matrices"]
+    return (f"  - per element of those s×s matrices ({int(r['n_layer'])} layers × "
+            f"{int(r['n_head'])} heads × batch {int(r['batch'])} × {seq}², {n:,} elements): "
+            f"{item['measured GB'] * GB / n:.2f} bytes measured, "
+            f"{item['formula GB'] * GB / n:.2f} by the formula")
 
 
 @takes_rows
@@ -78,6 +96,8 @@ def sweep_caption(rows: pd.DataFrame) -> str:
                      f"{hi['seq_len'] / lo['seq_len']:.0f}× the length), k = "
                      f"{k.loc[attention, 'measured k']:.2f} (formula "
                      f"{k.loc[attention, 'formula k']:.2f})")
+        if attention == "sdpa":
+            parts.append(_sdpa_constant(rows, where, str(k["method"].iloc[0])))
     oom = t[t["status"] == "oom"]
     if len(oom):
         where_oom = [f"{a} at {s}" for a, s in zip(oom["attention"], oom["seq_len"], strict=True)]
@@ -85,11 +105,44 @@ def sweep_caption(rows: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
+def _sdpa_constant(rows: pd.DataFrame, where: str, method: str) -> str:
+    """'  - a straight line through SDPA's bytes has a constant c …': the intercept of a
+    least-squares line a·s + c through the measured bytes (the exponent's method, and the bytes
+    saved for backward), which the formula's line (a·s alone) lacks; under autocast, set beside
+    the bf16 copies of the matmul weights (:func:`matmul_weights`)."""
+    part = dict(by_device(rows)).get(where, rows.iloc[0:0])
+    ok = part[(part["status"] == "ok") & (part["attention"] == "sdpa")] if len(part) else part
+    fits = {}
+    for m in dict.fromkeys([method, "saved"]):
+        g = ok[ok["method"] == m] if len(ok) else ok
+        if g["seq_len"].nunique() >= 2:
+            fits[m] = float(np.polyfit(g["seq_len"].astype(float), g["value"].astype(float),
+                                       1)[1])
+    if method not in fits:
+        return ""
+    smallest = float(ok[ok["method"] == method]["value"].min())
+    if abs(fits[method]) < 0.01 * smallest:  # within 1 % of the smallest length's bytes
+        return (f"  - a straight line a·s + c through sdpa's bytes has c ≈ 0 "
+                f"({fits[method] / 1e6:,.1f} MB, {method}), as the formula's line: no constant "
+                "to bend the fitted k away from 1")
+    consts = ", ".join(f"{c / 1e6:,.1f} MB ({m})" for m, c in fits.items())
+    text = (f"  - a straight line a·s + c through sdpa's bytes has c = {consts} at s = 0, where "
+            "the formula's line has none")
+    r = ok.iloc[0]
+    if str(r.get("precision")) == "amp_bf16" and {"n_layer", "d_model", "vocab"} <= set(ok):
+        w = matmul_weights(int(r["n_layer"]), int(r["d_model"]), int(r["vocab"]))
+        text += (f"; the bf16 copies autocast makes of the matmul weights, which autograd keeps "
+                 f"for the backward, are 2 bytes × {w / 1e6:,.1f}M = {2 * w / 1e6:,.1f} MB")
+    side = "below" if fits[method] > 0 else "above"
+    return text + f". A constant beside the linear part pulls the fitted k {side} 1."
+
+
 @takes_rows
 def recompute_caption(rows: pd.DataFrame) -> str:
     """Checkpointing's price in words (Markdown), every number read from the rows, each
     statistic named: the step times' medians and their ratio, then the median of each repeat's
-    own pair and its range (the one the claims judge); the two differ where the repeats do."""
+    own pair, their range, and the median's interval (what the claims judge by); the two
+    medians differ where the repeats do."""
     table = recompute_table(rows)
     if table.empty:
         return "No checkpointing timings here or in the ledger yet."
@@ -104,8 +157,11 @@ def recompute_caption(rows: pd.DataFrame) -> str:
             f"{r['overhead % (ratio of medians)']:+.0f}% as a ratio of those medians. Paired "
             f"repeat by repeat (each repeat times both, interleaved), the median overhead is "
             f"{r['overhead % (median of pairs)']:+.0f}%, the pairs ranging from "
-            f"{r['overhead % (pairs: min)']:+.0f}% to {r['overhead % (pairs: max)']:+.0f}%: "
-            f"the number the claims judge, against "
+            f"{r['overhead % (pairs: min)']:+.0f}% to {r['overhead % (pairs: max)']:+.0f}%. "
+            f"The claims judge that median with its own interval, "
+            f"{r['overhead % (median: low)']:+.0f}% to {r['overhead % (median: high)']:+.0f}% "
+            f"(a confidence interval of {r['median interval coverage %']:.3g}% for the median, "
+            f"from the pairs' order statistics), against "
             f"{r['predicted %: one forward (lecture)']:+.0f}% for one more forward and "
             f"{r[blocks]:+.0f}% for the blocks' forward alone; memory: {mem}.")
 
@@ -150,13 +206,16 @@ def fit_caption(rows: pd.DataFrame) -> str:
     for _, g in gap.iterrows():
         s = summary[(summary["where"] == g["where"])
                     & (summary["checkpointing"].astype(str) == str(g["checkpointing"]))]
-        ends = ""
+        ends, probe = "", ""
+        if len(s) and str(s["probe"].iloc[0]).startswith("older"):
+            probe = f" ({s['probe'].iloc[0]})"
         if len(s):
             ends = (f" The formula's answer is {int(s['largest n_layer by formula'].iloc[0])} "
                     f"layers, the measured {int(s['largest n_layer measured'].iloc[0])}.")
         lo, hi = int(g["smallest n_layer"]), int(g["largest n_layer that fit"])
         lines.append(
-            f"- **{g['where']}**, checkpointing {g['checkpointing']}: the measured peak grows "
+            f"- **{g['where']}**{probe}, checkpointing {g['checkpointing']}: the measured peak "
+            f"grows "
             f"by {g['measured GB per layer']:.2f} GB per layer, the formula's by "
             f"{g['formula GB per layer']:.2f} GB; measured minus formula is "
             f"{g['excess at smallest (GB)']:+.1f} GB at {lo} layer{'s' * (lo != 1)} and "

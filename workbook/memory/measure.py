@@ -255,6 +255,21 @@ def _try_fit(n_layer: int, d_model: int, n_head: int, vocab: int, seq_len: int, 
         torch.cuda.empty_cache()
 
 
+# The largest-fit probe changed once: until commit 169b8b5 its two steps were a loop of its own
+# (fused AdamW, autocast, fresh random ids); since then they go through workbook.training.train
+# (:func:`train_steps`). Rows recorded before that commit's date came from the older probe.
+FIT_PROBE_SINCE = ("169b8b5", "2026-12-02T16:16:13Z")
+
+
+def fit_probe(recorded_at: object) -> str:
+    """Which largest-fit probe made a row recorded at ``recorded_at`` (ISO 8601, UTC, as the
+    ledger writes it; a live row has none): the current one or the older one."""
+    commit, since = FIT_PROBE_SINCE
+    if isinstance(recorded_at, str) and recorded_at and recorded_at < since:
+        return f"older probe: before {commit}, a two-step loop of its own"
+    return f"current probe: training.train, since {commit}"
+
+
 def largest_fit(d_model: int, n_head: int, vocab: int, seq_len: int, batch: int,
                 precision: str, checkpointing: bool, max_layers: int, seed: int) -> pd.DataFrame:
     """Grow n_layer (doubling, then bisection) until two training steps no longer fit.
