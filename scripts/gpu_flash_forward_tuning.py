@@ -5,8 +5,8 @@
                                                          # and the backward's dQ by atomics
     python3 scripts/gpu_flash_forward_tuning.py --dq     # only the backward's two dQ modes,
                                                          # fwd+bwd beside cuDNN and FA2 (~1 min)
-    python3 scripts/gpu_flash_forward_tuning.py --overlap  # the forward's loop plain and
-                                                         # hand-pipelined, per configuration
+    python3 scripts/gpu_flash_forward_tuning.py --overlap  # the forward plain, hand-pipelined
+                                                         # and persistent, per configuration
 
 B4 H16 bf16. ``tma``: what ``flash_forward`` runs on Hopper (K/V tiles fetched by the Tensor
 Memory Accelerator, the scale folded into one FMA, autotuned tiles); ``pointer``: the portable
@@ -180,7 +180,8 @@ def dq_modes(d: int, n: int, causal: bool) -> None:
 def overlap(d: int, n: int, causal: bool) -> None:
     """The TMA forward's loop as written (``plain``) against the hand-pipelined one
     (``OVERLAP``: tile j+1's QKᵀ issued before tile j's softmax, FA3's intra-warpgroup
-    overlap), per launch configuration, beside the autotuned default and cuDNN; one line.
+    overlap) and persistent grids (``P1``/``P2``: 1 or 2 programs per SM looping over the
+    tiles), per launch configuration, beside the autotuned default and cuDNN; one line.
     Each entry is TF/s timed call by call / queued (``time_ms(queued=True)``: the host's
     launch overhead hidden under the previous call), so the gap of the two is the host's."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -198,9 +199,12 @@ def overlap(d: int, n: int, causal: bool) -> None:
     ref = cudnn()
     line = [f"fwd d={d} N={n} causal={causal}: cudnn {tfs(cudnn)}",
             f"autotuned {tfs(lambda: FT.flash_forward(q, k, v, causal=causal))}"]
-    for bn, w, st, ov in itertools.product((64, 128), (4, 8), (2,), (False, True)):
-        name = f"128x{bn} w{w} s{st} {'OVERLAP' if ov else 'plain'}"
-        launch = {"num_warps": w, "num_stages": st, "OVERLAP": ov}
+    options = {"plain": {}, "OVERLAP": {"OVERLAP": True}, "P1": {"PERSISTENT": 1},
+               "P2": {"PERSISTENT": 2}, "P2+OVERLAP": {"PERSISTENT": 2, "OVERLAP": True}}
+    for (bn, w, st), (label, option) in itertools.product(
+            ((64, 4, 2), (64, 8, 2), (128, 8, 2)), options.items()):
+        name = f"128x{bn} w{w} s{st} {label}"
+        launch = {"num_warps": w, "num_stages": st, **option}
         try:
             def run(bn=bn, launch=launch):
                 return FT.flash_forward(q, k, v, causal=causal, block_m=128, block_n=bn,

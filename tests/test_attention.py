@@ -312,27 +312,30 @@ def _atomic_dq_checks() -> None:
 
 
 def _tma_overlap_checks() -> None:
-    """The TMA forward, plain and hand-pipelined (OVERLAP: tile j+1's QKᵀ issued before tile
-    j's softmax), against float64: outputs and log-sum-exp, causal and not, both head sizes."""
+    """The TMA forward, plain, hand-pipelined (OVERLAP: tile j+1's QKᵀ issued before tile j's
+    softmax) and persistent (PERSISTENT: 3 programs here, each looping over the 8 tiles of two
+    heads), against float64: outputs and log-sum-exp, causal and not, both head sizes."""
     from workbook.attention import flash_triton as F
 
+    options = ({}, {"OVERLAP": True}, {"PERSISTENT": 3}, {"PERSISTENT": 3, "OVERLAP": True})
     for head_dim, causal in ((64, False), (64, True), (128, False), (128, True)):
         q, k, v, _ = inputs((1, 2, 128, head_dim), torch.float32, seed=6)
         s = q.double() @ k.double().transpose(-2, -1) / math.sqrt(head_dim)
         if causal:
             s = s.masked_fill(torch.ones(128, 128, dtype=torch.bool).triu(1), float("-inf"))
-        for overlap in (False, True):
+        for option in options:
             out, lse = F.flash_forward(q, k, v, causal=causal, block_m=32, block_n=16,
-                                       use_tma=True, launch={"OVERLAP": overlap})
-            where = f"TMA overlap={overlap} hd={head_dim} causal={causal}"
+                                       use_tma=True, launch=option)
+            where = f"TMA {option} hd={head_dim} causal={causal}"
             assert rel(out, reference(q, k, v, causal)) < 1e-5, where
             assert (lse.double() - torch.logsumexp(s, -1)).abs().max() < 1e-5, where
     print("TMA overlap checks passed")
 
 
 @needs_triton
-def test_tma_forward_and_its_overlapped_loop_in_the_interpreter():
-    # Issue 22: FA3's overlap of one tile's softmax with the next tile's QKᵀ, written by hand
+def test_tma_forward_overlapped_and_persistent_in_the_interpreter():
+    # Issue 22: FA3's overlap of one tile's softmax with the next tile's QKᵀ, written by hand,
+    # and a persistent grid (a program per SM slot, looping over tiles)
     run_in_triton_interpreter("tests.test_attention", "_tma_overlap_checks")
 
 
@@ -382,7 +385,8 @@ def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len, tuned):
 
 @needs_gpu_and_triton
 @pytest.mark.parametrize("option", [{"WARP_SPEC": False}, {"WARP_SPEC": True},
-                                    {"OVERLAP": True}, {"OVERLAP": True, "num_warps": 8}])
+                                    {"OVERLAP": True}, {"OVERLAP": True, "num_warps": 8},
+                                    {"PERSISTENT": 2}, {"PERSISTENT": 1, "OVERLAP": True}])
 def test_tma_kernel_with_fixed_tiles_matches_the_reference(option):
     """use_tma=True with fixed tiles: the configuration a tuning script tries (Hopper only)."""
     from workbook.attention import flash_triton as F

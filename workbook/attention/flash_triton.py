@@ -222,13 +222,11 @@ if triton_available():
         return acc, l_i, m_i
 
     @triton.jit
-    def _attn_fwd_tma(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len,
-                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr,
-                      WARP_SPEC: tl.constexpr = False, OVERLAP: tl.constexpr = False):
-        """:func:`_attn_fwd` on (batch·heads·seq_len, HEAD_DIM) views fetched by TMA."""
-        start_m = tl.program_id(0)
-        off_bh = tl.program_id(1)
+    def _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m, off_bh,
+                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr,
+                  OVERLAP: tl.constexpr):
+        """One tile of BLOCK_M query rows (``start_m``) of one head (``off_bh``), start to end."""
         row0 = off_bh * seq_len                                    # this head's first row
         offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
@@ -252,6 +250,31 @@ if triton_available():
             tl.store(LSE + off_bh * seq_len + offs_m,
                      (m_i + tl.math.log2(l_i)) / 1.4426950408889634)
 
+    @triton.jit
+    def _attn_fwd_tma(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, n_bh,
+                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr,
+                      WARP_SPEC: tl.constexpr = False, OVERLAP: tl.constexpr = False,
+                      PERSISTENT: tl.constexpr = 0):
+        """:func:`_attn_fwd` on (batch·heads·seq_len, HEAD_DIM) views fetched by TMA.
+
+        PERSISTENT = k > 0: a *persistent* kernel, k programs per SM, each looping over
+        tiles (head by head, so the tiles running at once share K and V in L2; causal tiles
+        longest first within a head); else one program per tile, grid (tiles, heads)."""
+        if PERSISTENT:
+            m_tiles = seq_len // BLOCK_M
+            for tile in tl.range(tl.program_id(0), m_tiles * n_bh, tl.num_programs(0)):
+                start_m = tile % m_tiles
+                if CAUSAL:
+                    start_m = m_tiles - 1 - start_m
+                _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
+                          tile // m_tiles, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE,
+                          WARP_SPEC, OVERLAP)
+        else:
+            _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, tl.program_id(0),
+                      tl.program_id(1), HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE,
+                      WARP_SPEC, OVERLAP)
+
     def _tma_blocks(nargs: dict) -> None:
         """Autotuner pre-hook: the descriptors' tile shapes follow the configuration."""
         bm, bn, d = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["HEAD_DIM"]
@@ -265,9 +288,10 @@ if triton_available():
     # (`scripts/gpu_flash_forward_tuning.py --sweep`, d 128, TF/s at N = 16384 / 4096, cuDNN
     # 608 / 604): 128x64 w4 s2 528 / 423, 128x128 w8 s3 504 / 402, every other one lower;
     # warp specialisation gained nothing at 8 warps and failed to compile at 4 (triton 3.6).
-    # The hand-pipelined loop (OVERLAP, :func:`_tma_tiles_overlap`) is not offered here yet: it
-    # is checked in the interpreter, but has not run on a GPU (`gpu_flash_forward_tuning.py
-    # --overlap` times it per configuration beside these; its winners join this list then).
+    # The hand-pipelined loop (OVERLAP, :func:`_tma_tiles_overlap`) and the persistent grid
+    # (PERSISTENT) are not offered here yet: both are checked in the interpreter, neither has
+    # run on a GPU (`gpu_flash_forward_tuning.py --overlap` times them per configuration beside
+    # these; the winners join this list then).
     FORWARD_TMA_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
                       pre_hook=_tma_blocks)
@@ -301,9 +325,14 @@ def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse:
                               [1, head_dim]) for t in (q, k, v, out)]  # tiles set per config
 
     def grid(meta: dict) -> tuple[int, int]:
-        return (seq_len // meta["BLOCK_M"], batch * n_heads)
+        tiles = seq_len // meta["BLOCK_M"]
+        if meta.get("PERSISTENT", 0):  # k programs per SM, each looping over tiles
+            sms = 1 if interpreting() else torch.cuda.get_device_properties(
+                q.device).multi_processor_count
+            return (min(tiles * batch * n_heads, meta["PERSISTENT"] * sms), 1)
+        return (tiles, batch * n_heads)
 
-    args = (*descs, lse, scale * LOG2_E, seq_len)
+    args = (*descs, lse, scale * LOG2_E, seq_len, batch * n_heads)
     if config is None:
         _attn_fwd_tma_tuned[grid](*args, HEAD_DIM=head_dim, CAUSAL=causal, STORE_LSE=store_lse)
     else:
@@ -333,8 +362,9 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     sequence is whole 128-row tiles, the TMA kernel (:data:`FORWARD_TMA_CONFIGS`);
     ``use_tma=False`` keeps the portable kernel there too (to compare the two); fixed tiles
     go to the portable kernel unless ``use_tma=True`` asks for the TMA one (to tune it).
-    ``launch`` (``num_warps``, ``num_stages``, and for TMA ``WARP_SPEC`` or ``OVERLAP``, the
-    hand-pipelined loop of :func:`_tma_tiles_overlap`) goes with fixed tiles.
+    ``launch`` (``num_warps``, ``num_stages``, and for TMA ``WARP_SPEC``, ``OVERLAP`` (the
+    hand-pipelined loop of :func:`_tma_tiles_overlap`) or ``PERSISTENT`` (k programs per SM
+    looping over the tiles)) goes with fixed tiles.
     """
     check_inputs(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape

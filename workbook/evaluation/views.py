@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from workbook import registry
+from workbook import registry, stats
 from workbook.claims import Claim, claims_table
 from workbook.config import check_range, takes_rows
 from workbook.evaluation.arena import ArenaConfig, leaderboard, rank_agreement
@@ -115,20 +115,14 @@ def shown_numbers(rows: pd.DataFrame) -> pd.DataFrame:
 
 def mean_interval(values: pd.Series | list[float], level: float = 0.95
                   ) -> tuple[float, float, float]:
-    """Mean and its Student-t interval over seeds (NaN bounds for fewer than two values)."""
-    from scipy import stats
-
-    check_range("level", level, 0.5, 0.999)
+    """Mean and its Student-t interval over seeds (:func:`workbook.stats.t_interval`), a NaN
+    seed left out; NaN bounds for fewer than two values, NaN throughout for none."""
     arr = np.asarray(values, dtype=float)
     arr = arr[~np.isnan(arr)]
     if len(arr) == 0:
+        check_range("level", level, 0.5, 0.999)
         return math.nan, math.nan, math.nan
-    mean = float(arr.mean())
-    if len(arr) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(arr) - 1) * arr.std(ddof=1)
-                 / math.sqrt(len(arr)))
-    return mean, mean - half, mean + half
+    return stats.t_interval(arr.tolist(), level)
 
 
 def share_interval(values: pd.Series | list[float]) -> tuple[float, float, float]:
@@ -139,16 +133,12 @@ def share_interval(values: pd.Series | list[float]) -> tuple[float, float, float
 
 
 def share_gap_interval(p: float, q: float, n_p: int, n_q: int) -> tuple[float, float]:
-    """Two standard errors around the difference ``q - p`` of two exact-match shares over
-    ``n_p`` and ``n_q`` items (Agresti-Caffo: one right and one wrong answer added to each, so
-    a share of 0 or 1 still has an error), cut at -1 and 1; NaN where a share is not known."""
+    """Two standard errors around the difference ``q - p`` of two shares over ``n_p`` and
+    ``n_q`` items (:func:`workbook.stats.share_gap_interval`, Agresti–Caffo), cut at -1 and 1;
+    NaN where a share is not known."""
     if p != p or q != q:
         return math.nan, math.nan
-    check_range("n_p", n_p, 1, 10**9)
-    check_range("n_q", n_q, 1, 10**9)
-    pp, qq = (p * n_p + 1) / (n_p + 2), (q * n_q + 1) / (n_q + 2)
-    se = math.sqrt(pp * (1 - pp) / (n_p + 2) + qq * (1 - qq) / (n_q + 2))
-    return max(qq - pp - 2 * se, -1.0), min(qq - pp + 2 * se, 1.0)
+    return stats.share_gap_interval(p, q, n_p, n_q, z=2.0)
 
 
 @takes_rows

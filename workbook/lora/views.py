@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from workbook import stats
 from workbook.claims import Claim, claims_table, readable
 from workbook.config import check_range, check_values, takes_rows
 from workbook.lora.adapter import (
@@ -175,17 +176,10 @@ def best_lr(rows: pd.DataFrame, method: str) -> tuple[float, str]:
 
 def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): the mean over seeds and its Student-t interval at ``level``
-    (NaN bounds for a single value: one seed has no interval)."""
+    (:func:`workbook.stats.t_interval`; NaN bounds for a single value: one seed has no
+    interval)."""
     check_values("values", list(values))
-    check_range("level", level, 0.5, 0.999)
-    from scipy import stats  # only here: importing scipy.stats costs seconds
-
-    x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
+    return stats.t_interval(values, level)
 
 
 @takes_rows

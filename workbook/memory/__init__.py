@@ -49,7 +49,6 @@ from workbook.memory.formulas import (
     gpt_params,
     lecture_175b,
     matmul_weights,
-    median_interval,
     predicted_breakdown,
     recompute_overhead,
     scenario,
@@ -91,6 +90,7 @@ from workbook.memory.views import (
     sweep_method,
     sweep_table,
 )
+from workbook.stats import median_interval
 
 __all__ = [
     "ATTENTIONS", "BREAKDOWN_PRESETS", "EXPERIMENTS", "EXPONENT_TOL", "FIT_PRESETS",

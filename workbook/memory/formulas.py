@@ -87,29 +87,6 @@ def fit_exponent(x: list[float], y: list[float]) -> float:
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def median_interval(values: list[float], coverage: float = 0.8) -> tuple[float, float, float]:
-    """A distribution-free confidence interval for the median of ``values``: the order
-    statistics x₍ⱼ₎ and x₍ₙ₊₁₋ⱼ₎ with the largest j whose interval still covers the median
-    with probability ≥ ``coverage`` (each value falls below the median with probability ½,
-    so the coverage is 1 − 2·P(Binomial(n, ½) < j)). Returns (low, high, its coverage); with
-    too few values for ``coverage`` it is the min and max, and their own (smaller) coverage."""
-    import math
-
-    xs = sorted(float(v) for v in values)
-    check_range("coverage", coverage, 0.01, 0.999)
-    if not xs or any(math.isnan(x) for x in xs):
-        raise WorkbookError(f"median_interval needs ≥ 1 number, no NaN; got {len(xs)} values")
-    n = len(xs)
-
-    def cover(j: int) -> float:  # P(x₍ⱼ₎ ≤ median ≤ x₍ₙ₊₁₋ⱼ₎)
-        return 1 - 2 * sum(math.comb(n, i) for i in range(j)) / 2**n
-
-    j = 1
-    while j + 1 <= (n + 1) // 2 and cover(j + 1) >= coverage:
-        j += 1
-    return xs[j - 1], xs[n - j], cover(j)
-
-
 def recompute_overhead(n_layer: int, d_model: int, vocab: int, seq_len: int) -> dict[str, float]:
     """Extra FLOPs of a training step with activation checkpointing, as a fraction of the step.
 

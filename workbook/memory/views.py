@@ -21,13 +21,13 @@ from workbook.memory.formulas import (
     formula_fit,
     gpt_params,
     lecture_175b,
-    median_interval,
     predicted_breakdown,
     scenario,
 )
 from workbook.memory.measure import fit_probe
 from workbook.registry import main_rows
 from workbook.results import where_label
+from workbook.stats import median_interval
 
 
 def gpu_gb_default() -> int:

@@ -8,14 +8,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
 
 from workbook import registry
+from workbook import stats as wstats  # scipy.stats is `stats` here
 from workbook.claims import Claim, ClaimsTable, claims_table
-from workbook.config import WorkbookError, check_range, check_rows, takes_rows
+from workbook.config import check_range, check_rows, takes_rows
 from workbook.results import preset_of, where_label
 from workbook.sft.experiments import MASKING_PRESETS, UNITS
 from workbook.sft.masking import IGNORE_INDEX, POLICIES, Encoded, encode_chat, token_losses
@@ -136,19 +136,10 @@ def _last_eval(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float,
                                                                                  float]:
-    """(mean, low, high): Student's t interval of the mean of ``values`` (independent seeds);
-    NaN bounds for fewer than two values, where no spread can be measured."""
-    check_range("confidence", confidence, 0.5, 0.999)
-    data = np.asarray([float(v) for v in values], dtype=float)
-    if data.size == 0 or not np.isfinite(data).all():
-        raise WorkbookError(f"values={list(values)!r} are not allowed; allowed: a non-empty "
-                            "list of finite numbers")
-    mean = float(data.mean())
-    if data.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, data.size - 1)
-                 * data.std(ddof=1) / math.sqrt(data.size))
-    return mean, mean - half, mean + half
+    """(mean, low, high): Student's t interval of the mean of ``values`` (independent seeds;
+    :func:`workbook.stats.t_interval`); NaN bounds for fewer than two values, where no spread
+    can be measured; one line for an empty list or a NaN."""
+    return wstats.t_interval(values, confidence)
 
 
 @takes_rows
@@ -194,18 +185,11 @@ def seed_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def agresti_caffo(p1: float, p2: float, n: int, confidence: float = 0.95
                   ) -> tuple[float, float]:
-    """The interval of ``p1 - p2``, two shares over ``n`` items each (Agresti-Caffo: one right
-    and one wrong answer added to each share, so that a share of 0 or 1 still has an error;
-    a plain normal approximation gives shares of 0 and 1 an interval of width 0), cut to
-    [-1, 1]."""
-    check_range("p1", p1, 0.0, 1.0)
-    check_range("p2", p2, 0.0, 1.0)
-    check_range("n", n, 1, 10**9)
+    """The interval of ``p1 - p2``, two shares over ``n`` items each, at ``confidence``
+    (:func:`workbook.stats.share_gap_interval`: Agresti–Caffo, one right and one wrong answer
+    added to each share, so that a share of 0 or 1 still has an error), cut to [-1, 1]."""
     check_range("confidence", confidence, 0.5, 0.999)
-    a, b = (p1 * n + 1) / (n + 2), (p2 * n + 1) / (n + 2)
-    half = float(stats.norm.ppf(0.5 + confidence / 2)) * math.sqrt(
-        (a * (1 - a) + b * (1 - b)) / (n + 2))
-    return max(a - b - half, -1.0), min(a - b + half, 1.0)
+    return wstats.share_gap_interval(p2, p1, n, n, z=float(stats.norm.ppf(0.5 + confidence / 2)))
 
 
 @takes_rows
