@@ -260,6 +260,8 @@ ALSO_FINE = {
     ("claims.direction_verdict", "measured"): [NAN, -1e300, 1e300],
     # NaN bounds mean "no interval"; any finite pair can be a measured interval
     **{("claims.Claim", p): [NAN, -1e300, 1e300] for p in ("low", "high")},
+    # a best-case bound is an interval's end: NaN "none", any finite number possible
+    **{(f, "best_bound"): [NAN, -1e300, 1e300] for f in ("claims.verdict", "claims.Claim")},
     # what a float format makes of NaN, ±inf and 1e300 is the point of the explorer
     ("precision.explore", "value"): [NAN, INF, -INF, -1e300, 1e300],
     # an unknown GPU (or a CPU) has no datasheet: None, which callers show as "no peak"

@@ -253,3 +253,23 @@ def test_dashed_says_what_is_missing_and_leaves_the_numbers():
     assert shown["a"].tolist() == [1.0, "– (not published)"] and shown["b"].tolist() == [2.0, 3.0]
     assert table["a"].isna().sum() == 1, "the table itself keeps its NaN to compute on"
     assert results.dashed(table.fillna(0)).equals(table.fillna(0))
+
+
+def test_a_bound_no_outcome_could_clear_says_so():
+    # 10's over-refusal: 24 requests, none refused before or after, still bound the change at
+    # 0.107, above the 0.1 the claim allows: inconclusive, and why
+    from workbook.claims import Claim, judge
+
+    stuck = Claim("no more refusals", "test", 0.1, 0.0, "share", low=-0.107, high=0.107,
+                  kind="at_most", best_bound=0.107)
+    assert judge(stuck).startswith("inconclusive: this test cannot resolve 0.1; even its "
+                                   "best case bounds it at 0.107"), judge(stuck)
+    enough = Claim("no more refusals", "test", 0.1, 0.0, "share", low=-0.107, high=0.107,
+                   kind="at_most", best_bound=0.05)
+    assert judge(enough) == "inconclusive: 0.1 inside [-0.107, 0.107] (the data cannot tell)"
+    worse = Claim("no more refusals", "test", 0.1, 0.5, "share", low=0.3, high=0.7,
+                  kind="at_most", best_bound=0.107)
+    assert judge(worse).startswith("wrong"), "a clear miss is shown whatever the best case"
+    low_side = Claim("gains", "test", 0.0, 0.01, "share", low=-0.02, high=0.04,
+                     kind="at_least", best_bound=-0.01)
+    assert "cannot resolve 0" in judge(low_side)

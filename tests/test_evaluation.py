@@ -15,6 +15,7 @@ import torch
 
 from workbook import evaluation as ev
 from workbook import sft
+from workbook.claims import fixed
 from workbook.config import WorkbookError
 
 
@@ -461,11 +462,11 @@ def test_over_refusal_claim_says_when_its_requests_cannot_resolve_the_tolerance(
                                     "source": ["measured"]}), pd.DataFrame(), {},
                       _dpo_rows([0.5, 0.0, 0.2], [0.0] * 3))
     over = table[table["claim"].str.startswith("... without over-refusing")].iloc[0]
-    assert f"bound it no lower than {ev.smallest_bound(n):.3f}" in over["claim"], over["claim"]
+    assert f"{need} requests could show that" in over["claim"], over["claim"]
     if ev.smallest_bound(n) > ev.OVER_REFUSAL_TOLERANCE:
-        assert over["verdict"].startswith(f"inconclusive: {n} requests cannot resolve 0.1"), \
-            over["verdict"]
-        assert f"it takes {need} requests" in over["verdict"], over["verdict"]
+        assert over["verdict"].startswith(
+            "inconclusive: this test cannot resolve 0.1; even its best case bounds it at "
+            f"{fixed(ev.smallest_bound(n))}"), over["verdict"]
     # a clear over-refusal is shown by any number of requests: that verdict stays as computed
     worse = ev.claims(pd.DataFrame({"variant": ["x"], "metric": ["x"], "value": [0.0],
                                     "source": ["measured"]}), pd.DataFrame(), {},

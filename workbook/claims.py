@@ -51,11 +51,20 @@ class Claim:
     # Only an interval can judge it (a gap that is small against the spread between seeds):
     # without one (a single seed) the verdict is "n/a", never a guess at the noise.
     needs_interval: bool = False
+    # A bound's claim (at_least/at_most, with an interval): the interval's end in the best case
+    # the test allows (every item going the claim's way). Where even that does not clear the
+    # bound, no outcome could make the claim hold, and an inconclusive verdict says so.
+    best_bound: float = math.nan
 
     def __post_init__(self) -> None:  # bad numbers or a bad kind: one line, here
-        verdict(self.predicted, self.measured, self.rel_tol, abs_tol=self.abs_tol,
-                interval=(self.low, self.high), kind=self.kind, factor=self.factor,
-                needs_interval=self.needs_interval)
+        judge(self)
+
+
+def judge(claim: Claim) -> str:
+    """The verdict of ``claim``, from its fields (:func:`verdict`)."""
+    return verdict(claim.predicted, claim.measured, claim.rel_tol, abs_tol=claim.abs_tol,
+                   interval=(claim.low, claim.high), kind=claim.kind, factor=claim.factor,
+                   needs_interval=claim.needs_interval, best_bound=claim.best_bound)
 
 
 def _number(name: str, value: object) -> float:
@@ -68,7 +77,8 @@ def _number(name: str, value: object) -> float:
 
 def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol: float = 0.0,
             interval: tuple[float, float] | None = None, kind: str = "equal",
-            factor: float = 0.0, needs_interval: bool = False) -> str:
+            factor: float = 0.0, needs_interval: bool = False,
+            best_bound: float = math.nan) -> str:
     """'holds' (with the reason where it is not a plain ratio), 'off: measured 1.3× lower',
     'missed: …' for a bound, or 'n/a (not measured)'. Never typed by hand: a claims table
     calls this.
@@ -90,6 +100,7 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
     low, high = interval
     low, high = _number("low", low), _number("high", high)
     check_flag("needs_interval", needs_interval)
+    best_bound = _number("best_bound", best_bound)
     if math.isnan(predicted) or math.isnan(measured):
         return "n/a (not measured)"
     if needs_interval and (math.isnan(low) or math.isnan(high)):
@@ -98,7 +109,13 @@ def verdict(predicted: float, measured: float, rel_tol: float = 0.15, *, abs_tol
         # "A beats B" with the measurement's interval (seeds, bootstrap): it holds only when the
         # whole interval clears the bound, is wrong when the whole interval lies on the other
         # side, and is no verdict either way while the bound lies inside it
-        return _bound_by_interval(predicted, low, high, kind)
+        said = _bound_by_interval(predicted, low, high, kind)
+        short = best_bound > predicted if kind == "at_most" else best_bound < predicted
+        if said.startswith("inconclusive") and short:   # NaN compares False: no such bound
+            said = (f"inconclusive: this test cannot resolve {fixed(predicted)}; even its best "
+                    f"case bounds it at {fixed(best_bound)} ({fixed(predicted)} inside "
+                    f"[{fixed(low)}, {fixed(high)}])")
+        return said
     if kind in ("at_least", "at_most") and abs_tol > 0:
         # "A beats B" with a stated resolution: a gap inside it is noise, not a verdict
         gap = (measured - predicted) * (1 if kind == "at_least" else -1)
@@ -283,11 +300,8 @@ def claims_table(claims: list[Claim]) -> pd.DataFrame:
     numbers in fixed notation (:class:`ClaimsTable`)."""
     frame = pd.DataFrame([asdict(c) for c in claims])
     frame["holds if"] = [holds_if(c) for c in claims]
-    frame["verdict"] = [verdict(c.predicted, c.measured, c.rel_tol, abs_tol=c.abs_tol,
-                                interval=(c.low, c.high), kind=c.kind, factor=c.factor,
-                                needs_interval=c.needs_interval)
-                        for c in claims]
-    drop = ["rel_tol", "abs_tol", "kind", "factor", "needs_interval"]
+    frame["verdict"] = [judge(c) for c in claims]
+    drop = ["rel_tol", "abs_tol", "kind", "factor", "needs_interval", "best_bound"]
     if frame[["low", "high"]].isna().all().all():
         drop += ["low", "high"]
     return ClaimsTable(frame.drop(columns=drop))

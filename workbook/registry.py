@@ -344,7 +344,7 @@ def machine_blocks(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """``rows`` split by machine (device and GPU count), each with its where-label
     (:func:`workbook.results.where_label`): first the block :func:`main_rows` judges (this
     machine's, else the latest recording), then every other recorded machine, the latest
-    first. The per-machine tables of 08 and 10 are built on it."""
+    first. The per-machine tables of 07, 08 and 10 are built on it."""
     if rows.empty:
         return []
     rows = rows.reset_index(drop=True)
@@ -352,9 +352,11 @@ def machine_blocks(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         return [(results.where_label(rows), rows)]
     main = main_rows(rows)
     rest = rows.drop(index=main.index)
-    rest = rest[rest["source"] == "recorded"] if "source" in rest.columns else rest.iloc[0:0]
     key = ["device", "n_gpus"] if "n_gpus" in rest.columns else ["device"]
-    others = [part for _, part in rest.groupby(key, dropna=False, sort=False)]
+    # a recorded machine's block keeps its predicted rows too (a formula at that machine's
+    # shape or cache size); a machine with predictions only is no recorded machine
+    others = [part for _, part in rest.groupby(key, dropna=False, sort=False)
+              if "source" in part.columns and (part["source"] == "recorded").any()]
     if "recorded_at" in rest.columns:
         others.sort(key=lambda part: str(part["recorded_at"].astype(str).max()), reverse=True)
     return [(results.where_label(part), part) for part in (main, *others) if len(part)]

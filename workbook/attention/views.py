@@ -292,29 +292,13 @@ def claims(traffic: pd.DataFrame, timing: pd.DataFrame, gpt2: pd.DataFrame,
     ])
 
 
-def _by_machine(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(where, rows) per machine: the block a claims table judges (``registry.main_rows``:
-    this machine's live rows, else the latest recording) first, then every other recorded
-    machine, each labelled as :func:`results.where_label` labels it."""
-    main = registry.main_rows(rows)
-    blocks = [(results.where_label(main), main)] if len(main) else []
-    if len(main) and "device" in rows.columns:
-        keys = ["device", "n_gpus"] if "n_gpus" in rows.columns else ["device"]
-        mine = main[keys].astype(str).drop_duplicates()
-        other = rows[keys].astype(str).apply(tuple, axis=1).map(
-            lambda k: k not in set(mine.apply(tuple, axis=1)))
-        blocks += [(results.where_label(part), part) for _, part in
-                   rows[other].groupby(keys, sort=False, dropna=False)]
-    return blocks
-
-
 @takes_rows
 def gpt2_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per machine and variant: measured HBM GB, ms, model GFLOPs beside the paper's
     A100 numbers. This machine's rows first (else the latest recording), the other recorded
     machines beside them, each row's ``where`` saying which."""
     frames = []
-    for where, part in _by_machine(rows[rows["status"] == "ok"]):
+    for where, part in registry.machine_blocks(rows[rows["status"] == "ok"]):
         wide = part.pivot_table(index="variant", columns="metric", values="value",
                                 aggfunc="first", sort=False)
         wide = wide.reindex(columns=["hbm_bytes", "time", "flops", "extra_peak_memory"])
@@ -342,7 +326,7 @@ def gpt2_limits(rows: pd.DataFrame) -> pd.DataFrame:
     machine's own datasheet): its achieved HBM bandwidth (bytes moved / time) and its achieved
     matmul rate (model FLOPs / time), each as a share of that GPU's peak (fp16, dense)."""
     out = []
-    for where, part in _by_machine(rows[rows["status"] == "ok"]):
+    for where, part in registry.machine_blocks(rows[rows["status"] == "ok"]):
         table = gpt2_table(part)
         device = str(part["device"].dropna().iloc[0]) if "device" in part and \
             part["device"].notna().any() else ""
@@ -497,7 +481,7 @@ def machines_caption(gpt2: pd.DataFrame) -> str:
     beside the judged one's (``registry.main_rows``), with the HBM bandwidth each reached
     (bytes counted / time) and the datasheets' peaks: how much of a newer GPU's bandwidth a
     variant turns into speed."""
-    blocks = _by_machine(gpt2[gpt2["status"] == "ok"]) if len(gpt2) else []
+    blocks = registry.machine_blocks(gpt2[gpt2["status"] == "ok"]) if len(gpt2) else []
     if len(blocks) < 2:
         return "*GPT-2 medium rows of one machine only: no other GPU to set beside it.*"
     (here, main), lines = blocks[0], []

@@ -432,27 +432,7 @@ def claims(test_task: pd.DataFrame, mid: pd.DataFrame, sweeps: dict[str, pd.Data
               "lecture (Chatbot Arena caveats)", 0.0, tau, "tau", sim, kind="at_most",
               abs_tol=tau_tol, low=tau_low, high=tau_high),
     ]
-    return _unresolvable(claims_table(rows))
-
-
-def _unresolvable(table: pd.DataFrame) -> pd.DataFrame:
-    """The over-refusal row's "inconclusive" with its reason where the held-out requests are
-    too few to resolve the tolerance at all (no outcome of them could make the claim hold):
-    then no data could tell, and the verdict says so, and how many requests would."""
-    n = len(safety_prompts("heldout", "safe"))
-    floor = smallest_bound(n)
-    row = table["claim"].str.startswith("... without over-refusing")
-    if floor <= OVER_REFUSAL_TOLERANCE or not row.any():
-        return table
-    at = table.index[row][0]
-    if not str(table.at[at, "verdict"]).startswith("inconclusive"):
-        return table     # a change above the bound is shown by any number of requests
-    table.at[at, "verdict"] = (
-        f"inconclusive: {n} requests cannot resolve {OVER_REFUSAL_TOLERANCE:g}; even none "
-        f"refused before and after bounds the change at {floor:.3f} (it takes "
-        f"{requests_to_resolve(OVER_REFUSAL_TOLERANCE)} requests to bound it below "
-        f"{OVER_REFUSAL_TOLERANCE:g})")
-    return table
+    return claims_table(rows)
 
 
 def smallest_bound(n: int) -> float:
@@ -551,11 +531,14 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
               0.0, refuse[0], "share", f"{here}, {seeds}",
               kind="at_least", abs_tol=max(refuse[3], one_request),
               **interval(refuse, one_request, cut=(-1.0, 1.0))),
+        # with none refused before and after, n requests still bound the change at
+        # smallest_bound(n): below the tolerance only from requests_to_resolve(tolerance) on
         Claim(f"... without over-refusing harmless look-alikes (upper bound of the change, "
-              f"over {n_safe} held-out requests, <= {OVER_REFUSAL_TOLERANCE}; {n_safe} requests "
-              f"bound it no lower than {smallest_bound(n_safe):.3f})",
+              f"over {n_safe} held-out requests, <= {OVER_REFUSAL_TOLERANCE}; "
+              f"{requests_to_resolve(OVER_REFUSAL_TOLERANCE)} requests could show that)",
               "safety data practice", OVER_REFUSAL_TOLERANCE, over[0], "share",
-              f"{here}, {seeds}", kind="at_most", **over_bounds),
+              f"{here}, {seeds}", kind="at_most", best_bound=smallest_bound(n_safe),
+              **over_bounds),
     ]
 
 

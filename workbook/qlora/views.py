@@ -30,8 +30,8 @@ def claims(ratios: pd.DataFrame, quality: pd.DataFrame, bits: pd.DataFrame,
     nan = float("nan")
 
     def ratio(size: str, source: str) -> float:
-        return float(_qlora_ratio(ratios, size, source)["value"].iloc[0]) \
-            if len(_qlora_ratio(ratios, size, source)) else nan
+        hit = _qlora_ratio(ratios, size, source)
+        return float(hit["value"].iloc[0]) if len(hit) else nan
 
     def loss(method: str, stage: str) -> float:
         hit = quality[(quality["method"] == method) & (quality["stage"] == stage)

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from workbook.claims import Claim, fixed, verdict
+from workbook.claims import Claim, fixed, judge
 from workbook.config import takes_rows
 from workbook.scaling_laws.fits import isoflop_minima, ok_points
 from workbook.scaling_laws.laws import (
@@ -28,8 +28,7 @@ def _count(n: float) -> str:
 def _judged(claim: Claim) -> str:
     """One claim's verdict in a sentence: the band it had to fall in, the measured value and
     interval, the verdict's word, and which edge of the band the interval crosses."""
-    said = verdict(claim.predicted, claim.measured, claim.rel_tol, abs_tol=claim.abs_tol,
-                   interval=(claim.low, claim.high), kind=claim.kind, factor=claim.factor)
+    said = judge(claim)
     word = said.split(":")[0].split(" (")[0]
     unit = "" if claim.unit.startswith("exponent") else f" {claim.unit}"
     if math.isnan(claim.measured):
