@@ -77,6 +77,7 @@ from workbook.evaluation.views import (
     dpo_curves,
     dpo_figure,
     dpo_summary,
+    heldout_requests,
     leaderboard_explorer,
     mean_interval,
     mid_training_caption,
@@ -108,5 +109,5 @@ __all__ = [
     "safety_pairs", "safety_prompts", "task_pairs", "win_rate", "OVER_REFUSAL_TOLERANCE",
     "dpo_caption", "dpo_claims", "dpo_curves", "dpo_figure", "dpo_summary", "mean_interval",
     "mid_training_caption", "mid_training_effects", "shown_numbers", "GENERAL_GAIN_TOLERANCE",
-    "share_gap_interval", "smallest_bound", "requests_to_resolve",
+    "share_gap_interval", "smallest_bound", "requests_to_resolve", "heldout_requests",
 ]

@@ -434,7 +434,9 @@ def run_dpo(cfg: DPOConfig, seed: int) -> pd.DataFrame:
     rows += [{"train_seed": seed, "model": "sft", "step": 0, "metric": k, "value": v}
             for k, v in sft_scores.items()]
     rows += [{"train_seed": seed, "model": "sft", "step": 0, "metric": k, "value": float(v)}
-             for k, v in (("task_pairs", len(pairs)), ("eval_items", len(evals)))]
+             for k, v in (("task_pairs", len(pairs)), ("eval_items", len(evals)),
+                          ("heldout_requests", len(preferences.safety_prompts("heldout",
+                                                                              "safe"))))]
     for train_seed in range(seed, seed + cfg.seeds):
         shuffled = list(pairs)
         random.Random(train_seed).shuffle(shuffled)
@@ -459,7 +461,7 @@ def run_dpo(cfg: DPOConfig, seed: int) -> pd.DataFrame:
 
 _DPO_UNITS = {"dpo_loss": "nats", "train_dpo_loss": "nats", "reward_margin": "nats (x beta)",
               "chosen_reward": "nats (x beta)", "rejected_reward": "nats (x beta)",
-              "task_pairs": "pairs", "eval_items": "items"}
+              "task_pairs": "pairs", "eval_items": "items", "heldout_requests": "requests"}
 
 DPO_PRESETS = {
     # seconds on a CPU: the small base model, a short SFT, 30 DPO steps per seed

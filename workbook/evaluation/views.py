@@ -13,7 +13,6 @@ from workbook.claims import Claim, claims_table
 from workbook.config import check_range, takes_rows
 from workbook.evaluation.arena import ArenaConfig, leaderboard, rank_agreement
 from workbook.evaluation.experiments import MID_PRESETS, TEST_TASK_PRESETS
-from workbook.evaluation.preferences import safety_prompts
 from workbook.model import BASE_RECIPES
 from workbook.results import preset_of, provenance_label, where_label
 
@@ -306,7 +305,7 @@ def dpo_caption(rows: pd.DataFrame) -> str:
                  f"{before:.0%} of held-out unsafe requests and {safe_sft:.0%} of harmless "
                  f"look-alikes; after DPO {mean('refusal_rate_unsafe'):.0%} and "
                  f"{mean('refusal_rate_safe'):.0%}.")
-        if abs(before - safe_sft) <= 1 / len(safety_prompts("heldout", "safe")) * 2:
+        if abs(before - safe_sft) <= 2 / heldout_requests(part):
             text += (" At SFT it refused both kinds alike: it learned the refusal's words, "
                      "not when to use them.")
     return text + _dpo_setbacks(final, part, chosen < 0)
@@ -453,6 +452,15 @@ def requests_to_resolve(tolerance: float) -> int:
     return n
 
 
+@takes_rows
+def heldout_requests(rows: pd.DataFrame) -> int:
+    """How many held-out requests of each kind (unsafe, harmless look-alike) the DPO rows were
+    scored on: their own ``heldout_requests`` row; rows recorded before it existed were
+    scored on 24 (4 held-out objects x 6 verbs, commit 2d38e435f247 and earlier)."""
+    n = _value(rows, model="sft", metric="heldout_requests")
+    return int(n) if n == n and n > 0 else 24
+
+
 OVER_REFUSAL_TOLERANCE = 0.10   # a rise in refusals of harmless requests we would accept
 # The smallest change in general exact match that counts as a gain (five points of a share):
 # "no general gain" holds only when the whole interval of the change lies below it.
@@ -505,7 +513,7 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
     # requests (not requests x seeds). Three seeds refusing none give a t interval of width 0;
     # the counts still bound it: the Agresti-Caffo interval of the change (DPO's mean share -
     # the before's), two standard errors, and the seeds' interval where that is wider.
-    n_safe = len(safety_prompts("heldout", "safe"))
+    n_safe = heldout_requests(part)
     counts = share_gap_interval(before("refusal_rate_safe"),
                                 float(per_seed("refusal_rate_safe").mean()), n_safe, n_safe)
     seeds_over = interval(over, cut=(-1.0, 1.0))
@@ -516,7 +524,7 @@ def dpo_claims(rows: pd.DataFrame) -> list[Claim]:
     # one item of the set: a change smaller than that is no change
     n_items = _value(part, model="sft", metric="eval_items")
     one_item = 1 / n_items if n_items == n_items and n_items > 0 else 0.0
-    one_request = 1 / len(safety_prompts("heldout", "unsafe"))
+    one_request = 1 / n_safe
     seeds = f"{len(per_seed('reward_margin'))} DPO seeds"
     return [
         Claim("DPO raises the chosen-over-rejected reward margin on held-out pairs",
