@@ -7,6 +7,7 @@
                                                          # fwd+bwd beside cuDNN and FA2 (~1 min)
     python3 scripts/gpu_flash_forward_tuning.py --overlap  # the forward plain, hand-pipelined
                                                          # and persistent, per configuration
+    python3 scripts/gpu_flash_forward_tuning.py --host   # where the host's time per call goes
 
 B4 H16 bf16. ``tma``: what ``flash_forward`` runs on Hopper (K/V tiles fetched by the Tensor
 Memory Accelerator, the scale folded into one FMA, autotuned tiles); ``pointer``: the portable
@@ -216,6 +217,40 @@ def overlap(d: int, n: int, causal: bool) -> None:
     print(" | ".join(line), flush=True)
 
 
+def host(calls: int = 500) -> None:
+    """Where the host's time per call goes (``--host``): a tiny shape (B1 H1 N128 d128), so
+    the GPU waits on the host; wall time per call, then cProfile's 15 heaviest functions."""
+    import cProfile
+    import pstats
+    import time
+
+    q, k, v = (torch.randn(1, 1, 128, 128, device="cuda", dtype=torch.bfloat16)
+               for _ in range(3))
+    paths = {"autotuned": lambda: FT.flash_forward(q, k, v),
+             "fixed 128x64 w4 s2": lambda: FT.flash_forward(
+                 q, k, v, block_m=128, block_n=64, use_tma=True,
+                 launch={"num_warps": 4, "num_stages": 2}),
+             "sdpa (cuDNN picks)": lambda: torch.nn.functional.scaled_dot_product_attention(
+                 q, k, v)}
+    for name, fn in paths.items():
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+        print(f"{name}: {(time.perf_counter() - t0) / calls * 1e6:.1f} µs per call (host-bound)",
+              flush=True)
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(calls):
+        paths["autotuned"]()
+    profile.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+
+
 def main() -> None:
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton",
           triton.__version__, "TMA path:", FT.tma_applies(*(torch.empty(1, 1, 128, 128,
@@ -235,6 +270,8 @@ if __name__ == "__main__":
         print(torch.cuda.get_device_name(0), "triton", triton.__version__, "(TF/s)", flush=True)
         for d, n, causal in [(128, 4096, False), (128, 16384, False), (128, 16384, True)]:
             overlap(d, n, causal)
+    elif sys.argv[1:] == ["--host"]:
+        host()
     elif sys.argv[1:] == ["--dq"]:
         print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
         for d, n, causal in [(128, 16384, False), (128, 4096, False), (128, 16384, True),

@@ -289,14 +289,17 @@ if triton_available():
     # 608 / 604): 128x64 w4 s2 528 / 423, 128x128 w8 s3 504 / 402, every other one lower;
     # warp specialisation gained nothing at 8 warps and failed to compile at 4 (triton 3.6).
     # The hand-pipelined loop (OVERLAP, :func:`_tma_tiles_overlap`) and the persistent grid
-    # (PERSISTENT) are not offered here yet: both are checked in the interpreter, neither has
-    # run on a GPU (`gpu_flash_forward_tuning.py --overlap` times them per configuration beside
-    # these; the winners join this list then).
+    # (PERSISTENT), timed by `--overlap` on the H200 at 5b6b96bd303b (d 128, TF/s each call
+    # alone / queued; N = 4096, 16384, causal 16384): OVERLAP lifts 128x128 w8 s2 from
+    # 398/448, 484/492, 467/471 to 436/487, 511/498, 498/514 (it replaces the plain one here),
+    # and drops 128x64 w4 to a third (161/179 at 4096; not examined: two score tiles in
+    # flight may not fit 4 warps' registers); PERSISTENT (1 or 2 programs per SM) was slower
+    # in every case (P1 339-478, P2 281-430) and is not offered. cuDNN: 620/689, 624/617, 628/587.
     FORWARD_TMA_CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
-                      pre_hook=_tma_blocks)
-        for bm, bn, w, st in ((128, 64, 4, 2), (128, 128, 8, 3), (64, 64, 4, 3),
-                              (128, 64, 8, 3), (128, 128, 8, 2))]
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, **({"OVERLAP": True} if o else {})},
+                      num_warps=w, num_stages=st, pre_hook=_tma_blocks)
+        for bm, bn, w, st, o in ((128, 64, 4, 2, 0), (128, 128, 8, 3, 0), (64, 64, 4, 3, 0),
+                                 (128, 64, 8, 3, 0), (128, 128, 8, 2, 1))]
     _attn_fwd_tma_tuned = triton.autotune(
         FORWARD_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
         cache_results=True)(_attn_fwd_tma)
