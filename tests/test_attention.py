@@ -384,7 +384,9 @@ def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len, tuned):
 
 
 @needs_gpu_and_triton
-@pytest.mark.parametrize("option", [{"WARP_SPEC": False}, {"WARP_SPEC": True},
+# WARP_SPEC at 8 warps: at 4 it does not compile with triton 3.6 (the H200, b349a260868c:
+# "PassManager::run failed" in NVGPUWarpSpecialization), as FORWARD_TMA_CONFIGS' notes say
+@pytest.mark.parametrize("option", [{"WARP_SPEC": False}, {"WARP_SPEC": True, "num_warps": 8},
                                     {"OVERLAP": True}, {"OVERLAP": True, "num_warps": 8},
                                     {"PERSISTENT": 2}, {"PERSISTENT": 1, "OVERLAP": True}])
 def test_tma_kernel_with_fixed_tiles_matches_the_reference(option):
