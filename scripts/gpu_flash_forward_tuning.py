@@ -7,6 +7,7 @@
                                                          # fwd+bwd beside cuDNN and FA2 (~1 min)
     python3 scripts/gpu_flash_forward_tuning.py --overlap  # the forward plain, hand-pipelined
                                                          # and persistent, per configuration
+    python3 scripts/gpu_flash_forward_tuning.py --pair   # programs of two 128-row halves
     python3 scripts/gpu_flash_forward_tuning.py --host   # where the host's time per call goes
 
 B4 H16 bf16. ``tma``: what ``flash_forward`` runs on Hopper (K/V tiles fetched by the Tensor
@@ -178,11 +179,29 @@ def dq_modes(d: int, n: int, causal: bool) -> None:
     print(" | ".join(line), flush=True)
 
 
-def overlap(d: int, n: int, causal: bool) -> None:
-    """The TMA forward's loop as written (``plain``) against the hand-pipelined one
-    (``OVERLAP``: tile j+1's QKᵀ issued before tile j's softmax, FA3's intra-warpgroup
-    overlap) and persistent grids (``P1``/``P2``: 1 or 2 programs per SM looping over the
-    tiles), per launch configuration, beside the autotuned default and cuDNN; one line.
+# Launch variants per mode: (label, BLOCK_M, BLOCK_N, launch options)
+OVERLAP_VARIANTS = [
+    (f"128x{bn} w{w} s{st} {label}", 128, bn, {"num_warps": w, "num_stages": st, **option})
+    for (bn, w, st), (label, option) in itertools.product(
+        ((64, 4, 2), (64, 8, 2), (128, 8, 2)),
+        {"plain": {}, "OVERLAP": {"OVERLAP": True}, "P1": {"PERSISTENT": 1},
+         "P2": {"PERSISTENT": 2}, "P2+OVERLAP": {"PERSISTENT": 2, "OVERLAP": True}}.items())]
+# PAIR: one program owns 2 x 128 rows that share each K/V tile (FA3's two warpgroups)
+PAIR_VARIANTS = [("128x128 w8 s2 OVERLAP", 128, 128,
+                  {"num_warps": 8, "num_stages": 2, "OVERLAP": True})] + [
+    (f"PAIR 256x{bn} w{w} s{st}{' ws' if ws else ''}", 256, bn,
+     {"num_warps": w, "num_stages": st, "PAIR": True, "WARP_SPEC": ws})
+    for bn, w, st, ws in ((64, 8, 2, False), (64, 8, 3, False), (128, 8, 2, False),
+                          (64, 4, 2, False), (64, 4, 2, True), (128, 8, 2, True),
+                          (64, 8, 2, True), (128, 4, 2, True))]
+
+
+def variants(d: int, n: int, causal: bool, table: list) -> None:
+    """The TMA forward under each launch variant of ``table``, beside the autotuned default,
+    cuDNN and FlashAttention-2; one line (``--overlap``: the loop as written (``plain``), the
+    hand-pipelined one (``OVERLAP``: tile j+1's QKᵀ issued before tile j's softmax, FA3's
+    intra-warpgroup overlap) and persistent grids (``P1``/``P2``: 1 or 2 programs per SM
+    looping over the tiles); ``--pair``: programs of two 128-row halves (``PAIR``)).
     Each entry is TF/s timed call by call / queued (``time_ms(queued=True)``: the host's
     launch overhead hidden under the previous call), so the gap of the two is the host's."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -193,27 +212,27 @@ def overlap(d: int, n: int, causal: bool) -> None:
     def tfs(fn) -> str:
         return "/".join(f"{flops / time_ms(fn, queued=qd) / 1e9:.0f}" for qd in (False, True))
 
-    def cudnn():
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    def backend(be):
+        def run():
+            with sdpa_kernel(be):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v,
+                                                                        is_causal=causal)
+        return run
 
-    ref = cudnn()
-    line = [f"fwd d={d} N={n} causal={causal}: cudnn {tfs(cudnn)}",
+    ref = backend(SDPBackend.CUDNN_ATTENTION)()
+    line = [f"fwd d={d} N={n} causal={causal}: cudnn {tfs(backend(SDPBackend.CUDNN_ATTENTION))}",
+            f"fa2 {tfs(backend(SDPBackend.FLASH_ATTENTION))}",
             f"autotuned {tfs(lambda: FT.flash_forward(q, k, v, causal=causal))}"]
-    options = {"plain": {}, "OVERLAP": {"OVERLAP": True}, "P1": {"PERSISTENT": 1},
-               "P2": {"PERSISTENT": 2}, "P2+OVERLAP": {"PERSISTENT": 2, "OVERLAP": True}}
-    for (bn, w, st), (label, option) in itertools.product(
-            ((64, 4, 2), (64, 8, 2), (128, 8, 2)), options.items()):
-        name = f"128x{bn} w{w} s{st} {label}"
-        launch = {"num_warps": w, "num_stages": st, **option}
+    for name, bm, bn, launch in table:
         try:
-            def run(bn=bn, launch=launch):
-                return FT.flash_forward(q, k, v, causal=causal, block_m=128, block_n=bn,
+            def run(bm=bm, bn=bn, launch=launch):
+                return FT.flash_forward(q, k, v, causal=causal, block_m=bm, block_n=bn,
                                         use_tma=True, launch=launch)[0]
             err = (run().float() - ref.float()).abs().max().item()
             line.append(f"{name} {tfs(run)} (err {err:.0e})")
         except Exception as exc:  # noqa: BLE001 - a configuration that fails is an entry
-            line.append(f"{name}: {type(exc).__name__}")
+            line.append(f"{name}: {type(exc).__name__} {str(exc)[:120]}")
+    line.append(f"cudnn again {tfs(backend(SDPBackend.CUDNN_ATTENTION))}")
     print(" | ".join(line), flush=True)
 
 
@@ -266,10 +285,12 @@ if __name__ == "__main__":
         print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
         sweep(16384)
         sweep(4096)
-    elif sys.argv[1:] == ["--overlap"]:
+    elif sys.argv[1:] in (["--overlap"], ["--pair"]):
         print(torch.cuda.get_device_name(0), "triton", triton.__version__, "(TF/s)", flush=True)
-        for d, n, causal in [(128, 4096, False), (128, 16384, False), (128, 16384, True)]:
-            overlap(d, n, causal)
+        table = OVERLAP_VARIANTS if sys.argv[1] == "--overlap" else PAIR_VARIANTS
+        for d, n, causal in [(128, 4096, False), (128, 8192, False), (128, 16384, False),
+                             (128, 16384, True)]:
+            variants(d, n, causal, table)
     elif sys.argv[1:] == ["--host"]:
         host()
     elif sys.argv[1:] == ["--dq"]:

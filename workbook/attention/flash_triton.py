@@ -19,6 +19,7 @@ slowly, which is how the tests check it without a GPU (CI included).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -197,13 +198,12 @@ if triton_available():
         return acc, l_i, m_i
 
     @triton.jit
-    def _softmax_pv(acc, l_i, m_i, s, desc_v, row, qk_scale):
+    def _softmax_pv(acc, l_i, m_i, s, v, qk_scale):
         """One tile's online-softmax update from its (unscaled) scores ``s``, then P·V."""
         m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
         p = tl.math.exp2(s * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = desc_v.load([row, 0])
         return tl.dot(p.to(v.dtype), v, acc * alpha[:, None]), l_i, m_new
 
     @triton.jit
@@ -216,17 +216,84 @@ if triton_available():
             s = tl.dot(q, desc_k.load([row0 + lo, 0]).T)
             for start_n in range(lo, hi - BLOCK_N, BLOCK_N):
                 s_next = tl.dot(q, desc_k.load([row0 + start_n + BLOCK_N, 0]).T)
-                acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, s, desc_v, row0 + start_n, qk_scale)
+                acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, s, desc_v.load([row0 + start_n, 0]),
+                                            qk_scale)
                 s = s_next
-            acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, s, desc_v, row0 + hi - BLOCK_N, qk_scale)
+            acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, s, desc_v.load([row0 + hi - BLOCK_N, 0]),
+                                        qk_scale)
         return acc, l_i, m_i
+
+    @triton.jit
+    def _tma_tiles_pair(acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, lo, hi,
+                        qk_scale, BLOCK_N: tl.constexpr, WARP_SPEC: tl.constexpr):
+        """Two query tiles of one program against each K/V tile, without masks (PAIR): K and
+        V are fetched once for both (half the loads per FLOP), and the two halves are
+        independent chains, so one half's exponentials can run under the other's matmul
+        (FA3's ping-pong of two warpgroups, here left to the compiler's scheduling)."""
+        for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WARP_SPEC):
+            k = desc_k.load([row0 + start_n, 0]).T
+            s0 = tl.dot(q0, k)
+            s1 = tl.dot(q1, k)
+            v = desc_v.load([row0 + start_n, 0])
+            acc0, l0, m0 = _softmax_pv(acc0, l0, m0, s0, v, qk_scale)
+            acc1, l1, m1 = _softmax_pv(acc1, l1, m1, s1, v, qk_scale)
+        return acc0, l0, m0, acc1, l1, m1
+
+    @triton.jit
+    def _tma_tile_pair(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m, off_bh,
+                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr):
+        """:func:`_tma_tile` for a program that owns two halves of BLOCK_M rows (PAIR); the
+        causal diagonal is then done half by half with the masked loop."""
+        HALF: tl.constexpr = BLOCK_M // 2
+        row0 = off_bh * seq_len
+        first = start_m * BLOCK_M
+        offs0 = first + tl.arange(0, HALF)
+        offs_n = tl.arange(0, BLOCK_N)
+        q0 = desc_q.load([row0 + first, 0])
+        q1 = desc_q.load([row0 + first + HALF, 0])
+        m0 = tl.full([HALF], float("-inf"), dtype=tl.float32)
+        m1 = tl.full([HALF], float("-inf"), dtype=tl.float32)
+        l0 = tl.zeros([HALF], dtype=tl.float32)
+        l1 = tl.zeros([HALF], dtype=tl.float32)
+        acc0 = tl.zeros([HALF, HEAD_DIM], dtype=tl.float32)
+        acc1 = tl.zeros([HALF, HEAD_DIM], dtype=tl.float32)
+        acc0, l0, m0, acc1, l1, m1 = _tma_tiles_pair(
+            acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, 0,
+            first if CAUSAL else seq_len, qk_scale, BLOCK_N, WARP_SPEC)
+        if CAUSAL:
+            acc0, l0, m0 = _tma_tiles(acc0, l0, m0, q0, desc_k, desc_v, row0, offs0, offs_n,
+                                      first, first + HALF, qk_scale, BLOCK_N, True, WARP_SPEC)
+            acc1, l1, m1 = _tma_tiles(acc1, l1, m1, q1, desc_k, desc_v, row0, offs0 + HALF,
+                                      offs_n, first, first + BLOCK_M, qk_scale, BLOCK_N, True,
+                                      WARP_SPEC)
+        desc_o.store([row0 + first, 0], (acc0 / l0[:, None]).to(desc_o.dtype))
+        desc_o.store([row0 + first + HALF, 0], (acc1 / l1[:, None]).to(desc_o.dtype))
+        if STORE_LSE:
+            tl.store(LSE + off_bh * seq_len + offs0, (m0 + tl.math.log2(l0)) / 1.4426950408889634)
+            tl.store(LSE + off_bh * seq_len + offs0 + HALF,
+                     (m1 + tl.math.log2(l1)) / 1.4426950408889634)
 
     @triton.jit
     def _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m, off_bh,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                   CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr,
-                  OVERLAP: tl.constexpr):
+                  OVERLAP: tl.constexpr, PAIR: tl.constexpr):
         """One tile of BLOCK_M query rows (``start_m``) of one head (``off_bh``), start to end."""
+        if PAIR:
+            _tma_tile_pair(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
+                           off_bh, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, WARP_SPEC)
+        else:
+            _tma_tile_one(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
+                          off_bh, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, WARP_SPEC,
+                          OVERLAP)
+
+    @triton.jit
+    def _tma_tile_one(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m, off_bh,
+                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr,
+                      OVERLAP: tl.constexpr):
+        """:func:`_tma_tile` for one tile of BLOCK_M rows."""
         row0 = off_bh * seq_len                                    # this head's first row
         offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
@@ -255,7 +322,7 @@ if triton_available():
                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr,
                       WARP_SPEC: tl.constexpr = False, OVERLAP: tl.constexpr = False,
-                      PERSISTENT: tl.constexpr = 0):
+                      PERSISTENT: tl.constexpr = 0, PAIR: tl.constexpr = False):
         """:func:`_attn_fwd` on (batch·heads·seq_len, HEAD_DIM) views fetched by TMA.
 
         PERSISTENT = k > 0: a *persistent* kernel, k programs per SM, each looping over
@@ -269,15 +336,17 @@ if triton_available():
                     start_m = m_tiles - 1 - start_m
                 _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
                           tile // m_tiles, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE,
-                          WARP_SPEC, OVERLAP)
+                          WARP_SPEC, OVERLAP, PAIR)
         else:
             _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, tl.program_id(0),
                       tl.program_id(1), HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE,
-                      WARP_SPEC, OVERLAP)
+                      WARP_SPEC, OVERLAP, PAIR)
 
     def _tma_blocks(nargs: dict) -> None:
         """Autotuner pre-hook: the descriptors' tile shapes follow the configuration."""
         bm, bn, d = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["HEAD_DIM"]
+        if nargs.get("PAIR"):  # a program's two halves are fetched and stored one by one
+            bm //= 2
         nargs["desc_q"].block_shape = nargs["desc_o"].block_shape = [bm, d]
         nargs["desc_k"].block_shape = nargs["desc_v"].block_shape = [bn, d]
 
@@ -300,21 +369,40 @@ if triton_available():
                       num_warps=w, num_stages=st, pre_hook=_tma_blocks)
         for bm, bn, w, st, o in ((128, 64, 4, 2, 0), (128, 128, 8, 3, 0), (64, 64, 4, 3, 0),
                                  (128, 64, 8, 3, 0), (128, 128, 8, 2, 1))]
+    def _whole_tiles(configs: list, named_args: dict, **kwargs) -> list:
+        """Autotuner pruning: only the configurations whose BLOCK_M divides the sequence."""
+        seq_len = {**named_args, **kwargs}["seq_len"]
+        return [c for c in configs if seq_len % c.kwargs["BLOCK_M"] == 0]
+
     _attn_fwd_tma_tuned = triton.autotune(
-        FORWARD_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
-        cache_results=True)(_attn_fwd_tma)
+        FORWARD_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True,
+        prune_configs_by={"early_config_prune": _whole_tiles})(_attn_fwd_tma)
+
+# The autotuner's pick per shape, remembered here so that later calls launch the kernel
+# directly: the autotuner's own dispatch cost ~20 µs of host time per call on the H200.
+_TUNED_TMA: dict[tuple, object] = {}
+
+
+@functools.cache
+def _has_tensor_descriptors() -> bool:
+    return importlib.util.find_spec("triton.tools.tensor_descriptor") is not None
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
 
 
 def tma_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """The TMA forward applies: Hopper or newer (or Triton's interpreter, which runs it slowly
     on a CPU for the tests), whole 128-row tiles, contiguous tensors."""
-    if importlib.util.find_spec("triton.tools.tensor_descriptor") is None:
+    if not triton_available() or not _has_tensor_descriptors():
         return False
     if q.shape[2] % 128 or not all(t.is_contiguous() for t in (q, k, v)):
         return False
     if interpreting():
         return True
-    return q.device.type == "cuda" and torch.cuda.get_device_capability(q.device)[0] >= 9
+    return q.device.type == "cuda" and _capability(q.device.index or 0)[0] >= 9
 
 
 def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse: bool,
@@ -336,9 +424,15 @@ def _flash_forward_tma(q, k, v, out, lse, scale: float, causal: bool, store_lse:
         return (tiles, batch * n_heads)
 
     args = (*descs, lse, scale * LOG2_E, seq_len, batch * n_heads)
+    key = (seq_len, head_dim, causal, store_lse, q.dtype, q.device)
+    if config is None and key in _TUNED_TMA:
+        config = _TUNED_TMA[key].all_kwargs()
     if config is None:
         _attn_fwd_tma_tuned[grid](*args, HEAD_DIM=head_dim, CAUSAL=causal, STORE_LSE=store_lse)
+        if not interpreting():
+            _TUNED_TMA[key] = _attn_fwd_tma_tuned.best_config
     else:
+        config = {k: v for k, v in config.items() if k != "pre_hook"}
         _tma_blocks({**config, "HEAD_DIM": head_dim, "desc_q": descs[0], "desc_k": descs[1],
                      "desc_v": descs[2], "desc_o": descs[3]})
         _attn_fwd_tma[grid(config)](*args, HEAD_DIM=head_dim, CAUSAL=causal,
@@ -385,6 +479,9 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
         block_n = block_n or block_m
         if block_m % block_n:
             raise WorkbookError(f"block_m={block_m} must be a multiple of block_n={block_n}")
+        if (launch or {}).get("PAIR") and (block_m // 2) % block_n:
+            raise WorkbookError(f"PAIR: half of block_m={block_m} must be a multiple of "
+                                f"block_n={block_n}")
     if use_tma and (not tma_applies(q, k, v) or seq_len % (block_m or 128)):
         raise WorkbookError(f"use_tma=True: the TMA kernel needs a Hopper GPU (or the "
                             f"interpreter), contiguous tensors and seq_len a multiple of 128 "
