@@ -188,12 +188,13 @@ OVERLAP_VARIANTS = [
          "P2": {"PERSISTENT": 2}, "P2+OVERLAP": {"PERSISTENT": 2, "OVERLAP": True}}.items())]
 # PAIR: one program owns 2 x 128 rows that share each K/V tile (FA3's two warpgroups)
 PAIR_VARIANTS = [("128x128 w8 s2 OVERLAP", 128, 128,
-                  {"num_warps": 8, "num_stages": 2, "OVERLAP": True})] + [
-    (f"PAIR 256x{bn} w{w} s{st}{' ws' if ws else ''}", 256, bn,
-     {"num_warps": w, "num_stages": st, "PAIR": True, "WARP_SPEC": ws})
-    for bn, w, st, ws in ((64, 8, 2, False), (64, 8, 3, False), (128, 8, 2, False),
-                          (64, 4, 2, False), (64, 4, 2, True), (128, 8, 2, True),
-                          (64, 8, 2, True), (128, 4, 2, True))]
+                  {"num_warps": 8, "num_stages": 2, "OVERLAP": True}),
+                 ("128x64 w4 s3", 128, 64, {"num_warps": 4, "num_stages": 3})] + [
+    (f"PAIR 256x{bn} w{w} s{st}{' OVERLAP' if o else ''}", 256, bn,
+     {"num_warps": w, "num_stages": st, "PAIR": True, "OVERLAP": o})
+    for bn, w, st, o in ((64, 8, 3, False), (64, 8, 4, False), (64, 8, 2, True),
+                         (64, 8, 3, True), (32, 8, 3, False), (32, 8, 4, False),
+                         (32, 8, 3, True), (64, 16, 3, False))]
 
 
 def variants(d: int, n: int, causal: bool, table: list) -> None:

@@ -313,11 +313,14 @@ def _atomic_dq_checks() -> None:
 
 def _tma_overlap_checks() -> None:
     """The TMA forward, plain, hand-pipelined (OVERLAP: tile j+1's QKᵀ issued before tile j's
-    softmax) and persistent (PERSISTENT: 3 programs here, each looping over the 8 tiles of two
-    heads), against float64: outputs and log-sum-exp, causal and not, both head sizes."""
+    softmax), persistent (PERSISTENT: 3 programs here, each looping over the 8 tiles of two
+    heads) and paired (PAIR: a program's 32 rows are two halves of 16 that share each K/V
+    tile; with OVERLAP, pipelined half against half), against float64: outputs and
+    log-sum-exp, causal and not, both head sizes."""
     from workbook.attention import flash_triton as F
 
-    options = ({}, {"OVERLAP": True}, {"PERSISTENT": 3}, {"PERSISTENT": 3, "OVERLAP": True})
+    options = ({}, {"OVERLAP": True}, {"PERSISTENT": 3}, {"PERSISTENT": 3, "OVERLAP": True},
+               {"PAIR": True}, {"PAIR": True, "OVERLAP": True}, {"PAIR": True, "PERSISTENT": 3})
     for head_dim, causal in ((64, False), (64, True), (128, False), (128, True)):
         q, k, v, _ = inputs((1, 2, 128, head_dim), torch.float32, seed=6)
         s = q.double() @ k.double().transpose(-2, -1) / math.sqrt(head_dim)
@@ -329,6 +332,9 @@ def _tma_overlap_checks() -> None:
             where = f"TMA {option} hd={head_dim} causal={causal}"
             assert rel(out, reference(q, k, v, causal)) < 1e-5, where
             assert (lse.double() - torch.logsumexp(s, -1)).abs().max() < 1e-5, where
+    with pytest.raises(WorkbookError, match="PAIR: half of block_m=32 must be a multiple of "
+                                            "block_n=32"):
+        F.flash_forward(q, k, v, block_m=32, block_n=32, use_tma=True, launch={"PAIR": True})
     print("TMA overlap checks passed")
 
 

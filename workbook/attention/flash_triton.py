@@ -240,9 +240,32 @@ if triton_available():
         return acc0, l0, m0, acc1, l1, m1
 
     @triton.jit
+    def _tma_tiles_pair_overlap(acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, lo,
+                                hi, qk_scale, BLOCK_N: tl.constexpr):
+        """:func:`_tma_tiles_pair` software-pipelined by hand (PAIR and OVERLAP): each half's
+        next Q·Kᵀ is issued right after its own softmax, so it runs on the tensor cores while
+        the other half's exponentials run (FA3's ping-pong, written out in one program)."""
+        if hi > lo:
+            k = desc_k.load([row0 + lo, 0]).T
+            s0 = tl.dot(q0, k)
+            s1 = tl.dot(q1, k)
+            for start_n in range(lo, hi - BLOCK_N, BLOCK_N):
+                k = desc_k.load([row0 + start_n + BLOCK_N, 0]).T
+                v = desc_v.load([row0 + start_n, 0])
+                acc0, l0, m0 = _softmax_pv(acc0, l0, m0, s0, v, qk_scale)
+                s0 = tl.dot(q0, k)
+                acc1, l1, m1 = _softmax_pv(acc1, l1, m1, s1, v, qk_scale)
+                s1 = tl.dot(q1, k)
+            v = desc_v.load([row0 + hi - BLOCK_N, 0])
+            acc0, l0, m0 = _softmax_pv(acc0, l0, m0, s0, v, qk_scale)
+            acc1, l1, m1 = _softmax_pv(acc1, l1, m1, s1, v, qk_scale)
+        return acc0, l0, m0, acc1, l1, m1
+
+    @triton.jit
     def _tma_tile_pair(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m, off_bh,
                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr):
+                       CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr,
+                       OVERLAP: tl.constexpr):
         """:func:`_tma_tile` for a program that owns two halves of BLOCK_M rows (PAIR); the
         causal diagonal is then done half by half with the masked loop."""
         HALF: tl.constexpr = BLOCK_M // 2
@@ -258,9 +281,14 @@ if triton_available():
         l1 = tl.zeros([HALF], dtype=tl.float32)
         acc0 = tl.zeros([HALF, HEAD_DIM], dtype=tl.float32)
         acc1 = tl.zeros([HALF, HEAD_DIM], dtype=tl.float32)
-        acc0, l0, m0, acc1, l1, m1 = _tma_tiles_pair(
-            acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, 0,
-            first if CAUSAL else seq_len, qk_scale, BLOCK_N, WARP_SPEC)
+        if OVERLAP:
+            acc0, l0, m0, acc1, l1, m1 = _tma_tiles_pair_overlap(
+                acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, 0,
+                first if CAUSAL else seq_len, qk_scale, BLOCK_N)
+        else:
+            acc0, l0, m0, acc1, l1, m1 = _tma_tiles_pair(
+                acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, 0,
+                first if CAUSAL else seq_len, qk_scale, BLOCK_N, WARP_SPEC)
         if CAUSAL:
             acc0, l0, m0 = _tma_tiles(acc0, l0, m0, q0, desc_k, desc_v, row0, offs0, offs_n,
                                       first, first + HALF, qk_scale, BLOCK_N, True, WARP_SPEC)
@@ -282,7 +310,8 @@ if triton_available():
         """One tile of BLOCK_M query rows (``start_m``) of one head (``off_bh``), start to end."""
         if PAIR:
             _tma_tile_pair(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
-                           off_bh, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, WARP_SPEC)
+                           off_bh, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, WARP_SPEC,
+                           OVERLAP)
         else:
             _tma_tile_one(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
                           off_bh, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, WARP_SPEC,
@@ -365,10 +394,12 @@ if triton_available():
     # flight may not fit 4 warps' registers); PERSISTENT (1 or 2 programs per SM) was slower
     # in every case (P1 339-478, P2 281-430) and is not offered. cuDNN: 620/689, 624/617, 628/587.
     FORWARD_TMA_CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, **({"OVERLAP": True} if o else {})},
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, **({"OVERLAP": True} if o else {}),
+                       **({"PAIR": True} if pair else {})},
                       num_warps=w, num_stages=st, pre_hook=_tma_blocks)
-        for bm, bn, w, st, o in ((128, 64, 4, 2, 0), (128, 128, 8, 3, 0), (64, 64, 4, 3, 0),
-                                 (128, 64, 8, 3, 0), (128, 128, 8, 2, 1))]
+        for bm, bn, w, st, o, pair in (
+            (128, 64, 4, 2, 0, 0), (128, 128, 8, 3, 0, 0), (64, 64, 4, 3, 0, 0),
+            (128, 64, 8, 3, 0, 0), (128, 128, 8, 2, 1, 0), (256, 64, 8, 3, 0, 1))]
     def _whole_tiles(configs: list, named_args: dict, **kwargs) -> list:
         """Autotuner pruning: only the configurations whose BLOCK_M divides the sequence."""
         seq_len = {**named_args, **kwargs}["seq_len"]
