@@ -8,6 +8,7 @@
     python3 scripts/gpu_flash_forward_tuning.py --overlap  # the forward plain, hand-pipelined
                                                          # and persistent, per configuration
     python3 scripts/gpu_flash_forward_tuning.py --pair   # programs of two 128-row halves
+    python3 scripts/gpu_flash_forward_tuning.py --bwd    # the TMA backward's tiles, per kernel
     python3 scripts/gpu_flash_forward_tuning.py --host   # where the host's time per call goes
 
 B4 H16 bf16. ``tma``: what ``flash_forward`` runs on Hopper (K/V tiles fetched by the Tensor
@@ -142,6 +143,35 @@ def sweep(n: int = 16384, d: int = 128) -> None:
                   flush=True)
 
 
+def bwd_sweep(n: int, d: int = 128, causal: bool = False) -> None:
+    """The TMA backward's two kernels per tile/launch option, each timed alone by the
+    profiler, beside the portable kernels and the autotuned TMA pick (``--bwd``)."""
+    q, k, v, do = (torch.randn(4, 16, n, d, device="cuda", dtype=torch.bfloat16)
+                   for _ in range(4))
+    out, lse = FT.flash_forward(q, k, v, causal=causal)
+    names = ("_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_bwd_delta")
+    tma = ("_attn_bwd_dkdv_tma", "_attn_bwd_dq_tma")
+    print(f"backward d={d} N={n} causal={causal}: portable autotuned",
+          {k_: round(v_, 2) for k_, v_ in kernel_ms(lambda: FB.flash_backward(
+              q, k, v, out, lse, do, causal=causal, use_tma=False), names).items()},
+          "| TMA autotuned", {k_: round(v_, 2) for k_, v_ in kernel_ms(
+              lambda: FB.flash_backward(q, k, v, out, lse, do, causal=causal), tma).items()},
+          flush=True)
+    for (w, st), (m1n1, m2n2) in itertools.product(
+            ((4, 2), (4, 3), (8, 2), (8, 3)),
+            zip(((32, 64), (64, 64), (64, 128), (32, 128), (128, 128)),
+                ((128, 64), (64, 64), (128, 128), (128, 32), (64, 32)), strict=True)):
+        try:
+            got = kernel_ms(lambda m1n1=m1n1, m2n2=m2n2, w=w, st=st: FB.flash_backward(
+                q, k, v, out, lse, do, causal=causal, tiles=(*m1n1, *m2n2), use_tma=True,
+                launch={"num_warps": w, "num_stages": st}), tma)
+            print(f"  TMA bwd w{w} s{st} dkdv {m1n1}: {got[tma[0]]:.2f} ms, dq {m2n2}: "
+                  f"{got[tma[1]]:.2f} ms", flush=True)
+        except Exception as exc:  # noqa: BLE001 - a configuration that fails is a line
+            print(f"  TMA bwd w{w} s{st} {m1n1} {m2n2}: {type(exc).__name__}: "
+                  f"{str(exc)[:120]}", flush=True)
+
+
 def dq_modes(d: int, n: int, causal: bool) -> None:
     """Forward + backward with each ``dq_mode`` beside cuDNN's and FlashAttention-2's, one line
     (TF/s counted as 3.5 x the forward's products, the workbook's convention)."""
@@ -158,15 +188,18 @@ def dq_modes(d: int, n: int, causal: bool) -> None:
                 return torch.autograd.grad(sdpa(q, k, v, is_causal=causal), (q, k, v), do)
         return run
 
-    def triton_step(mode):
+    def triton_step(mode, use_tma=None):
         def run():
             out, lse = FT.flash_forward(q, k, v, causal=causal, store_lse=True)
-            return FB.flash_backward(q, k, v, out, lse, do, causal=causal, dq_mode=mode)
+            return FB.flash_backward(q, k, v, out, lse, do, causal=causal, dq_mode=mode,
+                                     use_tma=use_tma)
         return run
 
     ref = sdpa_step(SDPBackend.FLASH_ATTENTION)()
     line = [f"fwd+bwd d={d} N={n} causal={causal}:"]
-    for name, fn in (("pass", triton_step("pass")), ("atomic", triton_step("atomic")),
+    for name, fn in (("pass", triton_step("pass")),
+                     ("pass portable", triton_step("pass", use_tma=False)),
+                     ("atomic", triton_step("atomic")),
                      ("cudnn", sdpa_step(SDPBackend.CUDNN_ATTENTION)),
                      ("fa2", sdpa_step(SDPBackend.FLASH_ATTENTION))):
         try:
@@ -292,6 +325,10 @@ if __name__ == "__main__":
         for d, n, causal in [(128, 4096, False), (128, 8192, False), (128, 16384, False),
                              (128, 16384, True)]:
             variants(d, n, causal, table)
+    elif sys.argv[1:] == ["--bwd"]:
+        print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
+        for n, causal in ((16384, False), (4096, False), (16384, True)):
+            bwd_sweep(n, causal=causal)
     elif sys.argv[1:] == ["--host"]:
         host()
     elif sys.argv[1:] == ["--dq"]:

@@ -338,6 +338,40 @@ def _tma_overlap_checks() -> None:
     print("TMA overlap checks passed")
 
 
+def _tma_backward_checks() -> None:
+    """The TMA backward (Q/dO and K/V tiles fetched by descriptors) against float64 autograd
+    and against the portable kernels: causal and not, both head sizes, two tilings; asked for
+    where it cannot run, one line."""
+    from workbook.attention import flash_triton as F
+    from workbook.attention import flash_triton_backward as B
+
+    for head_dim, causal, seq_len in ((64, False, 128), (64, True, 256), (128, True, 128)):
+        q, k, v, dout = inputs((1, 2, seq_len, head_dim), torch.float32, seed=7)
+        out, lse = F.flash_forward(q, k, v, causal=causal)
+        ref = [t.double().requires_grad_(True) for t in (q, k, v)]
+        reference(*ref, causal=causal).backward(dout.double())
+        portable = B.flash_backward(q, k, v, out, lse, dout, causal=causal, use_tma=False)
+        for tiles in ((16, 32, 32, 16), (32, 32, 32, 32)):
+            got = B.flash_backward(q, k, v, out, lse, dout, causal=causal, tiles=tiles,
+                                   use_tma=True)
+            for name, g, want, p in zip("qkv", got, ref, portable, strict=True):
+                where = f"TMA backward d{name} hd={head_dim} causal={causal} tiles={tiles}"
+                assert rel(g, want.grad) < 1e-5 and rel(g, p) < 1e-5, where
+    with pytest.raises(WorkbookError, match="use_tma=True: the TMA backward needs"):
+        B.flash_backward(q, k, v, out, lse, dout, use_tma=True, dq_mode="atomic")
+    q, k, v, dout = inputs((1, 1, 50, 64), torch.float32, seed=7)
+    out, lse = F.flash_forward(q, k, v)
+    with pytest.raises(WorkbookError, match="seq_len a multiple of 128 .* got seq_len=50"):
+        B.flash_backward(q, k, v, out, lse, dout, use_tma=True)
+    print("TMA backward checks passed")
+
+
+@needs_triton
+def test_tma_backward_in_the_interpreter():
+    # Issue 22: the backward's tiles fetched by the Tensor Memory Accelerator, as the forward's
+    run_in_triton_interpreter("tests.test_attention", "_tma_backward_checks")
+
+
 @needs_triton
 def test_tma_forward_overlapped_and_persistent_in_the_interpreter():
     # Issue 22: FA3's overlap of one tile's softmax with the next tile's QKᵀ, written by hand,

@@ -24,6 +24,7 @@ from workbook.attention.flash_triton import (
     check_inputs,
     fixed_forward_args,
     flash_forward,
+    tma_applies,
 )
 from workbook.config import WorkbookError
 from workbook.profiling import interpreter_numpy_fix, interpreting, triton_available
@@ -222,6 +223,152 @@ if triton_available():
         DQ_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True)(_attn_bwd_dq)
 
 
+    # ------------------------------------------------- the backward on Hopper, through TMA
+    # The same two kernels, with their Q/dO (dK/dV kernel) and K/V (dQ kernel) tiles fetched
+    # by the Tensor Memory Accelerator, as the forward's are: one asynchronous instruction per
+    # tile, which Triton pipelines under the matmuls. Used on Hopper or newer when the
+    # sequence is whole 128-row tiles (a tile must not straddle two heads) and dQ has its own
+    # pass; the kernels above cover everything else.
+    @triton.jit
+    def _dkdv_tiles_tma(dk, dv, k, v, desc_q, desc_do, lse_ptr, delta_ptr, row0, offs_m, cols,
+                        lo, hi, qk_scale, BLOCK_M: tl.constexpr, CAUSAL_MASK: tl.constexpr):
+        """:func:`_dkdv_tiles` for whole tiles, Q and dO fetched by TMA."""
+        for start_m in tl.range(lo, hi, BLOCK_M):
+            rows = start_m + offs_m
+            q = desc_q.load([row0 + start_m, 0])
+            do = desc_do.load([row0 + start_m, 0])
+            lse = tl.load(lse_ptr + rows)
+            p_t = tl.math.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # Pᵀ
+            if CAUSAL_MASK:
+                p_t = tl.where(rows[None, :] >= cols[:, None], p_t, 0.0)
+            dv = tl.dot(p_t.to(do.dtype), do, dv)
+            ds_t = p_t * (tl.dot(v, tl.trans(do)) - tl.load(delta_ptr + rows)[None, :])
+            dk = tl.dot(ds_t.to(q.dtype), q, dk)
+        return dk, dv
+
+    @triton.jit
+    def _attn_bwd_dkdv_tma(desc_q, desc_k, desc_v, desc_do, LSE2, DELTA, desc_dk, desc_dv,
+                           qk_scale, sm_scale, seq_len, HEAD_DIM: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+        """:func:`_attn_bwd_dkdv` on (batch·heads·seq_len, HEAD_DIM) views, through TMA."""
+        start_n = tl.program_id(0) * BLOCK_N
+        off_bh = tl.program_id(1)
+        row0 = off_bh * seq_len
+        cols = start_n + tl.arange(0, BLOCK_N)
+        offs_m = tl.arange(0, BLOCK_M)
+        k = desc_k.load([row0 + start_n, 0])
+        v = desc_v.load([row0 + start_n, 0])
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        lse_ptr, delta_ptr = LSE2 + row0, DELTA + row0
+        if CAUSAL:  # keys see only later rows: the diagonal tiles masked, the rest not
+            dk, dv = _dkdv_tiles_tma(dk, dv, k, v, desc_q, desc_do, lse_ptr, delta_ptr, row0,
+                                     offs_m, cols, start_n, start_n + BLOCK_N, qk_scale,
+                                     BLOCK_M, True)
+            dk, dv = _dkdv_tiles_tma(dk, dv, k, v, desc_q, desc_do, lse_ptr, delta_ptr, row0,
+                                     offs_m, cols, start_n + BLOCK_N, seq_len, qk_scale,
+                                     BLOCK_M, False)
+        else:
+            dk, dv = _dkdv_tiles_tma(dk, dv, k, v, desc_q, desc_do, lse_ptr, delta_ptr, row0,
+                                     offs_m, cols, 0, seq_len, qk_scale, BLOCK_M, False)
+        desc_dk.store([row0 + start_n, 0], (dk * sm_scale).to(desc_dk.dtype))
+        desc_dv.store([row0 + start_n, 0], dv.to(desc_dv.dtype))
+
+    @triton.jit
+    def _dq_tiles_tma(dq, q, do, lse, delta, desc_k, desc_v, row0, rows, offs_n, lo, hi,
+                      qk_scale, BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr):
+        """:func:`_dq_tiles` for whole tiles, K and V fetched by TMA."""
+        for start_n in tl.range(lo, hi, BLOCK_N):
+            k = desc_k.load([row0 + start_n, 0])
+            v = desc_v.load([row0 + start_n, 0])
+            p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
+            if CAUSAL_MASK:
+                p = tl.where(rows[:, None] >= (start_n + offs_n)[None, :], p, 0.0)
+            ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+            dq = tl.dot(ds.to(k.dtype), k, dq)
+        return dq
+
+    @triton.jit
+    def _attn_bwd_dq_tma(desc_q, desc_k, desc_v, desc_do, LSE2, DELTA, desc_dq, qk_scale,
+                         sm_scale, seq_len, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+        """:func:`_attn_bwd_dq` on (batch·heads·seq_len, HEAD_DIM) views, through TMA."""
+        start_m = tl.program_id(0) * BLOCK_M
+        off_bh = tl.program_id(1)
+        row0 = off_bh * seq_len
+        rows = start_m + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        q = desc_q.load([row0 + start_m, 0])
+        do = desc_do.load([row0 + start_m, 0])
+        lse = tl.load(LSE2 + row0 + rows)
+        delta = tl.load(DELTA + row0 + rows)
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        if CAUSAL:
+            dq = _dq_tiles_tma(dq, q, do, lse, delta, desc_k, desc_v, row0, rows, offs_n,
+                               0, start_m, qk_scale, BLOCK_N, False)
+            dq = _dq_tiles_tma(dq, q, do, lse, delta, desc_k, desc_v, row0, rows, offs_n,
+                               start_m, start_m + BLOCK_M, qk_scale, BLOCK_N, True)
+        else:
+            dq = _dq_tiles_tma(dq, q, do, lse, delta, desc_k, desc_v, row0, rows, offs_n,
+                               0, seq_len, qk_scale, BLOCK_N, False)
+        desc_dq.store([row0 + start_m, 0], (dq * sm_scale).to(desc_dq.dtype))
+
+    def _bwd_blocks(nargs: dict) -> None:
+        """Autotuner pre-hook: the descriptors' tile shapes follow the configuration (rows
+        tiled by BLOCK_M: Q, dO, dQ; by BLOCK_N: K, V, dK, dV)."""
+        bm, bn, d = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["HEAD_DIM"]
+        for name, rows in (("desc_q", bm), ("desc_do", bm), ("desc_dq", bm), ("desc_k", bn),
+                           ("desc_v", bn), ("desc_dk", bn), ("desc_dv", bn)):
+            if name in nargs:
+                nargs[name].block_shape = [rows, d]
+
+    DKDV_TMA_CONFIGS = [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st,
+                      pre_hook=_bwd_blocks)
+        for m, n, w, st in ((32, 64, 4, 2), (64, 64, 4, 2), (32, 64, 4, 3), (64, 128, 8, 2),
+                            (32, 128, 8, 2))]
+    DQ_TMA_CONFIGS = [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st,
+                      pre_hook=_bwd_blocks)
+        for m, n, w, st in ((128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2))]
+    _attn_bwd_dkdv_tma_tuned = triton.autotune(
+        DKDV_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
+        cache_results=True)(_attn_bwd_dkdv_tma)
+    _attn_bwd_dq_tma_tuned = triton.autotune(
+        DQ_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
+        cache_results=True)(_attn_bwd_dq_tma)
+
+
+def _backward_tma(q, k, v, do, lse2, delta, dq, dk, dv, scale: float, causal: bool,
+                  tiles: tuple[int, int, int, int] | None, launch: dict | None) -> None:
+    """The two TMA kernels into dq, dk, dv: autotuned, or with fixed ``tiles``/``launch``."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    batch, n_heads, seq_len, head_dim = q.shape
+    rows = batch * n_heads * seq_len
+    desc = {name: TensorDescriptor(t.view(rows, head_dim), [rows, head_dim], [head_dim, 1],
+                                   [1, head_dim])  # tile shapes set per configuration
+            for name, t in (("desc_q", q), ("desc_k", k), ("desc_v", v), ("desc_do", do),
+                            ("desc_dq", dq), ("desc_dk", dk), ("desc_dv", dv))}
+    common = (desc["desc_q"], desc["desc_k"], desc["desc_v"], desc["desc_do"], lse2, delta)
+    dkdv_args = (*common, desc["desc_dk"], desc["desc_dv"], scale * LOG2_E, scale, seq_len)
+    dq_args = (*common, desc["desc_dq"], scale * LOG2_E, scale, seq_len)
+    bh = batch * n_heads
+    if tiles is None:
+        _attn_bwd_dkdv_tma_tuned[lambda meta: (seq_len // meta["BLOCK_N"], bh)](
+            *dkdv_args, HEAD_DIM=head_dim, CAUSAL=causal)
+        _attn_bwd_dq_tma_tuned[lambda meta: (seq_len // meta["BLOCK_M"], bh)](
+            *dq_args, HEAD_DIM=head_dim, CAUSAL=causal)
+        return
+    m1, n1, m2, n2 = tiles
+    _bwd_blocks({**desc, "BLOCK_M": m1, "BLOCK_N": n1, "HEAD_DIM": head_dim})
+    _attn_bwd_dkdv_tma[(seq_len // n1, bh)](*dkdv_args, HEAD_DIM=head_dim, BLOCK_M=m1,
+                                             BLOCK_N=n1, CAUSAL=causal, **(launch or {}))
+    _bwd_blocks({**desc, "BLOCK_M": m2, "BLOCK_N": n2, "HEAD_DIM": head_dim})
+    _attn_bwd_dq_tma[(seq_len // m2, bh)](*dq_args, HEAD_DIM=head_dim, BLOCK_M=m2, BLOCK_N=n2,
+                                          CAUSAL=causal, **(launch or {}))
+
+
 # One configuration per kernel for runs that check numbers rather than time them
 # (``flash_attention(tuned=False)``), as flash_triton.FIXED_FORWARD is for the forward.
 FIXED_BACKWARD = (32, 64, 64, 64)   # flash_backward's tiles: dK/dV (M, N), dQ (M, N)
@@ -231,7 +378,8 @@ FIXED_BACKWARD_LAUNCH = {"num_warps": 4, "num_stages": 2}
 def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                    lse: torch.Tensor, grad_out: torch.Tensor, *, causal: bool = False,
                    scale: float | None = None, tiles: tuple[int, int, int, int] | None = None,
-                   launch: dict | None = None, dq_mode: str = "pass"
+                   launch: dict | None = None, dq_mode: str = "pass",
+                   use_tma: bool | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dQ, dK, dV) by the backward kernels, from the forward's O and log-sum-exp.
 
@@ -248,6 +396,10 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     share into every query row's dQ, so dQ (N·d float32 per head) is read and written once per
     key tile, N / BLOCK_N times (256 times at N = 16384 with 64-key tiles); the two products
     it saves cost less than that traffic.
+
+    ``use_tma``: left out, the TMA kernels run where they apply (Hopper or newer, whole
+    128-row tiles, dq_mode "pass") when the tiles are autotuned; True asks for them with fixed
+    tiles too (to tune them), False keeps the portable kernels (to compare the two).
     """
     check_inputs(q, k, v)
     if dq_mode not in ("pass", "atomic"):
@@ -263,8 +415,19 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     if interpreting():
         interpreter_numpy_fix()
         tiles = tiles or (16, 32, 32, 16)  # tl.dot needs tiles of at least 16
+    tma = tma_applies(q, k, v) and dq_mode == "pass"
+    if use_tma and (not tma or (tiles and any(seq_len % t for t in tiles))):
+        raise WorkbookError(f"use_tma=True: the TMA backward needs a Hopper GPU (or the "
+                            f"interpreter), dq_mode 'pass' and seq_len a multiple of 128 and of "
+                            f"every tile; got seq_len={seq_len}, dq_mode={dq_mode!r}")
     _attn_bwd_delta[(triton.cdiv(seq_len, 64), batch * n_heads)](
         out, grad_out, delta, *strides, HEAD_DIM=head_dim, BLOCK_M=64)
+    if use_tma or (use_tma is None and tiles is None and tma):
+        if tiles is not None and (tiles[1] % tiles[0] or tiles[2] % tiles[3]):
+            raise WorkbookError(f"tiles={tiles}: the dK/dV tile's BLOCK_N must be a multiple "
+                                "of its BLOCK_M, and the dQ tile's BLOCK_M of its BLOCK_N")
+        _backward_tma(q, k, v, grad_out, lse2, delta, dq, dk, dv, scale, causal, tiles, launch)
+        return dq, dk, dv
     common = (q, k, v, grad_out, lse2, delta)
     fused = dq_mode == "atomic"
     # float32 for the atomics (same layout as q: the kernels share one set of strides); a
