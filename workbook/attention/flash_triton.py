@@ -393,6 +393,12 @@ if triton_available():
     # and drops 128x64 w4 to a third (161/179 at 4096; not examined: two score tiles in
     # flight may not fit 4 warps' registers); PERSISTENT (1 or 2 programs per SM) was slower
     # in every case (P1 339-478, P2 281-430) and is not offered. cuDNN: 620/689, 624/617, 628/587.
+    # PAIR (one program, two 128-row halves sharing each K/V tile), `--pair` at 864295a, same
+    # cells, N = 4096 / 8192 / 16384 / causal 16384: 256x64 w8 s3 457/552, 523/541, 539/545,
+    # 440/447 against 128x128 w8 s2 OVERLAP 406/441, 457/479, 487/477, 465/478 (it joins the
+    # list; the causal key keeps the others); 256x128 spills (262-310), 4 warps fall to ~110,
+    # warp specialisation does not compile at 4 warps, and PAIR with OVERLAP lost (264-381).
+    # cuDNN 640/688, 670/614, 621/616, 615/585.
     FORWARD_TMA_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, **({"OVERLAP": True} if o else {}),
                        **({"PAIR": True} if pair else {})},

@@ -322,15 +322,21 @@ if triton_available():
             if name in nargs:
                 nargs[name].block_shape = [rows, d]
 
+    # The winners of `scripts/gpu_flash_forward_tuning.py --bwd` on the H200 (749ffca, B4 H16
+    # d128 bf16, each kernel alone by the profiler, ms at N = 16384 / 4096 / 16384 causal):
+    # dK/dV 64x64 w4 s2 30.4 / 1.82 / 14.8, 32x64 w4 s3 33.0 / 2.14 / 21.1, 64x128 w8 s2
+    # 35.8 / 2.20 / 19.0 (the portable kernel, autotuned: 36.6 / 2.21 / 18.2); dQ 128x64 w8 s3
+    # 18.0 / 1.20 / 9.4 (portable 19.1 / 1.28 / 10.5), every other dQ tiling slower at all
+    # three, so the autotuner, whose own timing once picked a slower one (20.3 ms), gets one
+    # alternative only. Tilings of 128 keys at 4 warps spilled (90-134 ms).
     DKDV_TMA_CONFIGS = [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st,
                       pre_hook=_bwd_blocks)
-        for m, n, w, st in ((32, 64, 4, 2), (64, 64, 4, 2), (32, 64, 4, 3), (64, 128, 8, 2),
-                            (32, 128, 8, 2))]
+        for m, n, w, st in ((64, 64, 4, 2), (32, 64, 4, 3), (64, 128, 8, 2))]
     DQ_TMA_CONFIGS = [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st,
                       pre_hook=_bwd_blocks)
-        for m, n, w, st in ((128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2))]
+        for m, n, w, st in ((128, 64, 8, 3), (64, 64, 4, 2))]
     _attn_bwd_dkdv_tma_tuned = triton.autotune(
         DKDV_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
         cache_results=True)(_attn_bwd_dkdv_tma)
