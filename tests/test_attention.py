@@ -526,6 +526,14 @@ def test_targets_are_computed_from_rows_not_typed_in():
     assert list(fwd["met"]) == ["NO", "yes", "NO", "yes"], fwd
     both = table[table.index.str.contains("fwd\\+bwd TFLOP")]
     assert list(both["met"]) == ["NO", "NO", "yes", "yes"], both
+    # fwd+bwd HBM bytes against FlashAttention-2's: 1.4x misses the 1.3x bound, 1.2x meets it
+    target = "Triton / SDPA FA2 fwd+bwd HBM bytes (N=4096, d=128)"
+    assert table.loc[target, "met"] == "not measured"
+    for triton_gb, met in ((1.4, "NO"), (1.2, "yes")):
+        extra = pd.DataFrame([row(v, "hbm_bytes", gb, mode="fwd+bwd")
+                              for v, gb in (("triton", triton_gb), ("sdpa_flash", 1.0))])
+        table = A.targets(pd.concat([traffic, extra]), timing, gpt2).set_index("target")
+        assert table.loc[target, "met"] == met and table.loc[target, "measured"] == triton_gb
 
 
 def test_kernel_source_shows_forward_and_backward_kernels():
@@ -533,6 +541,9 @@ def test_kernel_source_shows_forward_and_backward_kernels():
     assert "def _attn_fwd(" in forward and "def _tile_loop(" in forward
     for name in A.KERNELS["backward"][1]:
         assert f"def {name}(" in backward, f"07 must show {name}"
+    tma = A.kernel_source("backward_tma")
+    for name in ("_attn_bwd_dkdv_tma", "_attn_bwd_dq_tma"):
+        assert f"def {name}(" in tma and f"def {name}(" not in backward, name
     with pytest.raises(WorkbookError, match="part='sideways'"):
         A.kernel_source("sideways")
 

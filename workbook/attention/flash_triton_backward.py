@@ -13,6 +13,10 @@ FlashAttention-2's algorithm in three kernels, mirroring the PyTorch
 
 Nothing N×N is stored in either direction: P is recomputed, which costs a second Q Kᵀ but
 saves reading and writing the N² probabilities. ``TRITON_INTERPRET=1`` runs it on a CPU.
+
+On Hopper, when the sequence is whole 128-row tiles, kernels 2 and 3 run as
+``_attn_bwd_dkdv_tma`` and ``_attn_bwd_dq_tma``: the same arithmetic, their streamed tiles
+fetched by the Tensor Memory Accelerator (as the forward's are).
 """
 
 from __future__ import annotations
