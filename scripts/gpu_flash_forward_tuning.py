@@ -8,6 +8,7 @@
     python3 scripts/gpu_flash_forward_tuning.py --overlap  # the forward plain, hand-pipelined
                                                          # and persistent, per configuration
     python3 scripts/gpu_flash_forward_tuning.py --pair   # programs of two 128-row halves
+    python3 scripts/gpu_flash_forward_tuning.py --lazy   # PAIR with the lazy rescaling
     python3 scripts/gpu_flash_forward_tuning.py --bwd    # the TMA backward's tiles, per kernel
     python3 scripts/gpu_flash_forward_tuning.py --host   # where the host's time per call goes
 
@@ -230,6 +231,14 @@ PAIR_VARIANTS = [("128x128 w8 s2 OVERLAP", 128, 128,
                          (32, 8, 3, True), (64, 16, 3, False))]
 
 
+# LAZY (with PAIR): the running max moved only when it grows by more than a factor 256
+LAZY_VARIANTS = [
+    (f"PAIR 256x64 w8 s{st}{' LAZY' if lazy else ''}", 256, 64,
+     {"num_warps": 8, "num_stages": st, "PAIR": True, "LAZY": lazy})
+    for st, lazy in ((3, False), (3, True), (4, True), (2, True))]
+TABLES = {"--overlap": OVERLAP_VARIANTS, "--pair": PAIR_VARIANTS, "--lazy": LAZY_VARIANTS}
+
+
 def variants(d: int, n: int, causal: bool, table: list) -> None:
     """The TMA forward under each launch variant of ``table``, beside the autotuned default,
     cuDNN and FlashAttention-2; one line (``--overlap``: the loop as written (``plain``), the
@@ -319,9 +328,9 @@ if __name__ == "__main__":
         print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
         sweep(16384)
         sweep(4096)
-    elif sys.argv[1:] in (["--overlap"], ["--pair"]):
+    elif len(sys.argv) == 2 and sys.argv[1] in TABLES:
         print(torch.cuda.get_device_name(0), "triton", triton.__version__, "(TF/s)", flush=True)
-        table = OVERLAP_VARIANTS if sys.argv[1] == "--overlap" else PAIR_VARIANTS
+        table = TABLES[sys.argv[1]]
         for d, n, causal in [(128, 4096, False), (128, 8192, False), (128, 16384, False),
                              (128, 16384, True)]:
             variants(d, n, causal, table)

@@ -320,7 +320,8 @@ def _tma_overlap_checks() -> None:
     from workbook.attention import flash_triton as F
 
     options = ({}, {"OVERLAP": True}, {"PERSISTENT": 3}, {"PERSISTENT": 3, "OVERLAP": True},
-               {"PAIR": True}, {"PAIR": True, "OVERLAP": True}, {"PAIR": True, "PERSISTENT": 3})
+               {"PAIR": True}, {"PAIR": True, "OVERLAP": True}, {"PAIR": True, "PERSISTENT": 3},
+               {"PAIR": True, "LAZY": True})
     for head_dim, causal in ((64, False), (64, True), (128, False), (128, True)):
         q, k, v, _ = inputs((1, 2, 128, head_dim), torch.float32, seed=6)
         s = q.double() @ k.double().transpose(-2, -1) / math.sqrt(head_dim)
@@ -332,6 +333,18 @@ def _tma_overlap_checks() -> None:
             where = f"TMA {option} hd={head_dim} causal={causal}"
             assert rel(out, reference(q, k, v, causal)) < 1e-5, where
             assert (lse.double() - torch.logsumexp(s, -1)).abs().max() < 1e-5, where
+    # LAZY keeps a stale max until a row's max grows by more than 2^8: keys whose scores grow
+    # along the sequence make it rescale at some tiles and not at others
+    q, k, v, _ = inputs((1, 2, 256, 64), torch.float32, seed=8)
+    k = k * torch.linspace(0.5, 12.0, 256)[:, None]
+    for causal in (False, True):
+        s = q.double() @ k.double().transpose(-2, -1) / 8.0
+        if causal:
+            s = s.masked_fill(torch.ones(256, 256, dtype=torch.bool).triu(1), float("-inf"))
+        out, lse = F.flash_forward(q, k, v, causal=causal, block_m=32, block_n=16,
+                                   use_tma=True, launch={"PAIR": True, "LAZY": True})
+        assert rel(out, reference(q, k, v, causal)) < 1e-5, f"LAZY causal={causal}"
+        assert (lse.double() - torch.logsumexp(s, -1)).abs().max() < 1e-4, f"LAZY lse {causal}"
     with pytest.raises(WorkbookError, match="PAIR: half of block_m=32 must be a multiple of "
                                             "block_n=32"):
         F.flash_forward(q, k, v, block_m=32, block_n=32, use_tma=True, launch={"PAIR": True})

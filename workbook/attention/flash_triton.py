@@ -198,9 +198,24 @@ if triton_available():
         return acc, l_i, m_i
 
     @triton.jit
-    def _softmax_pv(acc, l_i, m_i, s, v, qk_scale):
-        """One tile's online-softmax update from its (unscaled) scores ``s``, then P·V."""
+    def _softmax_pv(acc, l_i, m_i, s, v, qk_scale, LAZY: tl.constexpr = False):
+        """One tile's online-softmax update from its (unscaled) scores ``s``, then P·V.
+
+        LAZY (FlashAttention-4's habit): the running max, and with it the rescaling of acc
+        and l, moves only when some row's max has grown by more than 8 (log2 units, a factor
+        of 256); until then P is taken against the stale max, its entries at most 256, which
+        fp32 sums and bf16 hold. Exact all the same: the output divides by l, and the
+        log-sum-exp is m + log2(l), whichever m was used."""
         m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        if LAZY:
+            if tl.max(m_new - m_i, 0) > 8.0:
+                alpha = tl.math.exp2(m_i - m_new)
+                acc = acc * alpha[:, None]
+                l_i = l_i * alpha
+                m_i = m_new
+            p = tl.math.exp2(s * qk_scale - m_i[:, None])
+            l_i = l_i + tl.sum(p, 1)
+            return tl.dot(p.to(v.dtype), v, acc), l_i, m_i
         p = tl.math.exp2(s * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -225,7 +240,8 @@ if triton_available():
 
     @triton.jit
     def _tma_tiles_pair(acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, lo, hi,
-                        qk_scale, BLOCK_N: tl.constexpr, WARP_SPEC: tl.constexpr):
+                        qk_scale, BLOCK_N: tl.constexpr, WARP_SPEC: tl.constexpr,
+                        LAZY: tl.constexpr):
         """Two query tiles of one program against each K/V tile, without masks (PAIR): K and
         V are fetched once for both (half the loads per FLOP), and the two halves are
         independent chains, so one half's exponentials can run under the other's matmul
@@ -235,8 +251,8 @@ if triton_available():
             s0 = tl.dot(q0, k)
             s1 = tl.dot(q1, k)
             v = desc_v.load([row0 + start_n, 0])
-            acc0, l0, m0 = _softmax_pv(acc0, l0, m0, s0, v, qk_scale)
-            acc1, l1, m1 = _softmax_pv(acc1, l1, m1, s1, v, qk_scale)
+            acc0, l0, m0 = _softmax_pv(acc0, l0, m0, s0, v, qk_scale, LAZY)
+            acc1, l1, m1 = _softmax_pv(acc1, l1, m1, s1, v, qk_scale, LAZY)
         return acc0, l0, m0, acc1, l1, m1
 
     @triton.jit
@@ -265,7 +281,7 @@ if triton_available():
     def _tma_tile_pair(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m, off_bh,
                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                        CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr,
-                       OVERLAP: tl.constexpr):
+                       OVERLAP: tl.constexpr, LAZY: tl.constexpr):
         """:func:`_tma_tile` for a program that owns two halves of BLOCK_M rows (PAIR); the
         causal diagonal is then done half by half with the masked loop."""
         HALF: tl.constexpr = BLOCK_M // 2
@@ -288,7 +304,7 @@ if triton_available():
         else:
             acc0, l0, m0, acc1, l1, m1 = _tma_tiles_pair(
                 acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, 0,
-                first if CAUSAL else seq_len, qk_scale, BLOCK_N, WARP_SPEC)
+                first if CAUSAL else seq_len, qk_scale, BLOCK_N, WARP_SPEC, LAZY)
         if CAUSAL:
             acc0, l0, m0 = _tma_tiles(acc0, l0, m0, q0, desc_k, desc_v, row0, offs0, offs_n,
                                       first, first + HALF, qk_scale, BLOCK_N, True, WARP_SPEC)
@@ -306,12 +322,12 @@ if triton_available():
     def _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m, off_bh,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                   CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr,
-                  OVERLAP: tl.constexpr, PAIR: tl.constexpr):
+                  OVERLAP: tl.constexpr, PAIR: tl.constexpr, LAZY: tl.constexpr):
         """One tile of BLOCK_M query rows (``start_m``) of one head (``off_bh``), start to end."""
         if PAIR:
             _tma_tile_pair(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
                            off_bh, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, WARP_SPEC,
-                           OVERLAP)
+                           OVERLAP, LAZY)
         else:
             _tma_tile_one(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
                           off_bh, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, WARP_SPEC,
@@ -351,7 +367,8 @@ if triton_available():
                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr,
                       WARP_SPEC: tl.constexpr = False, OVERLAP: tl.constexpr = False,
-                      PERSISTENT: tl.constexpr = 0, PAIR: tl.constexpr = False):
+                      PERSISTENT: tl.constexpr = 0, PAIR: tl.constexpr = False,
+                      LAZY: tl.constexpr = False):
         """:func:`_attn_fwd` on (batch·heads·seq_len, HEAD_DIM) views fetched by TMA.
 
         PERSISTENT = k > 0: a *persistent* kernel, k programs per SM, each looping over
@@ -365,11 +382,11 @@ if triton_available():
                     start_m = m_tiles - 1 - start_m
                 _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
                           tile // m_tiles, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE,
-                          WARP_SPEC, OVERLAP, PAIR)
+                          WARP_SPEC, OVERLAP, PAIR, LAZY)
         else:
             _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, tl.program_id(0),
                       tl.program_id(1), HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE,
-                      WARP_SPEC, OVERLAP, PAIR)
+                      WARP_SPEC, OVERLAP, PAIR, LAZY)
 
     def _tma_blocks(nargs: dict) -> None:
         """Autotuner pre-hook: the descriptors' tile shapes follow the configuration."""
@@ -497,8 +514,10 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     ``use_tma=False`` keeps the portable kernel there too (to compare the two); fixed tiles
     go to the portable kernel unless ``use_tma=True`` asks for the TMA one (to tune it).
     ``launch`` (``num_warps``, ``num_stages``, and for TMA ``WARP_SPEC``, ``OVERLAP`` (the
-    hand-pipelined loop of :func:`_tma_tiles_overlap`) or ``PERSISTENT`` (k programs per SM
-    looping over the tiles)) goes with fixed tiles.
+    hand-pipelined loop of :func:`_tma_tiles_overlap`), ``PERSISTENT`` (k programs per SM
+    looping over the tiles), ``PAIR`` (a program of two halves of ``block_m`` rows sharing
+    each K/V tile, :func:`_tma_tile_pair`) and, with PAIR, ``LAZY`` (the running max moved
+    only when it grows by more than a factor 256, :func:`_softmax_pv`)) goes with fixed tiles.
     """
     check_inputs(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
