@@ -415,7 +415,10 @@ if triton_available():
     # 440/447 against 128x128 w8 s2 OVERLAP 406/441, 457/479, 487/477, 465/478 (it joins the
     # list; the causal key keeps the others); 256x128 spills (262-310), 4 warps fall to ~110,
     # warp specialisation does not compile at 4 warps, and PAIR with OVERLAP lost (264-381).
-    # cuDNN 640/688, 670/614, 621/616, 615/585.
+    # cuDNN 640/688, 670/614, 621/616, 615/585. LAZY (FA4's lazy rescaling, `--lazy` at
+    # 566dd84) lost at every shape: PAIR 256x64 w8 s3 496/551, 526/545, 549/540, 428/447
+    # plain against 331/399, 392/406, 406/414, 392/401 with LAZY (the data-dependent branch
+    # in the loop costs more than the multiplies it skips); it stays an option, not offered.
     FORWARD_TMA_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, **({"OVERLAP": True} if o else {}),
                        **({"PAIR": True} if pair else {})},
