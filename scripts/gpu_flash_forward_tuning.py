@@ -9,6 +9,7 @@
                                                          # and persistent, per configuration
     python3 scripts/gpu_flash_forward_tuning.py --pair   # programs of two 128-row halves
     python3 scripts/gpu_flash_forward_tuning.py --lazy   # PAIR with the lazy rescaling
+    python3 scripts/gpu_flash_forward_tuning.py --exp16  # PAIR with float16 exponentials
     python3 scripts/gpu_flash_forward_tuning.py --bwd    # the TMA backward's tiles, per kernel
     python3 scripts/gpu_flash_forward_tuning.py --host   # where the host's time per call goes
 
@@ -236,7 +237,13 @@ LAZY_VARIANTS = [
     (f"PAIR 256x64 w8 s{st}{' LAZY' if lazy else ''}", 256, 64,
      {"num_warps": 8, "num_stages": st, "PAIR": True, "LAZY": lazy})
     for st, lazy in ((3, False), (3, True), (4, True), (2, True))]
-TABLES = {"--overlap": OVERLAP_VARIANTS, "--pair": PAIR_VARIANTS, "--lazy": LAZY_VARIANTS}
+# EXP16 (with PAIR): the exponentials in float16, two per special-function instruction
+EXP16_VARIANTS = [
+    (f"PAIR 256x64 w8 s{st}{' EXP16' if e16 else ''}", 256, 64,
+     {"num_warps": 8, "num_stages": st, "PAIR": True, "EXP16": e16})
+    for st, e16 in ((3, False), (3, True), (4, True))]
+TABLES = {"--overlap": OVERLAP_VARIANTS, "--pair": PAIR_VARIANTS, "--lazy": LAZY_VARIANTS,
+          "--exp16": EXP16_VARIANTS}
 
 
 def variants(d: int, n: int, causal: bool, table: list) -> None:

@@ -443,7 +443,8 @@ def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len, tuned):
                                     {"OVERLAP": True}, {"OVERLAP": True, "num_warps": 8},
                                     {"PERSISTENT": 2}, {"PERSISTENT": 1, "OVERLAP": True},
                                     {"PAIR": True, "num_warps": 8},
-                                    {"PAIR": True, "LAZY": True, "num_warps": 8}])
+                                    {"PAIR": True, "LAZY": True, "num_warps": 8},
+                                    {"PAIR": True, "EXP16": True, "num_warps": 8}])
 def test_tma_kernel_with_fixed_tiles_matches_the_reference(option):
     """use_tma=True with fixed tiles: the configuration a tuning script tries (Hopper only)."""
     from workbook.attention import flash_triton as F

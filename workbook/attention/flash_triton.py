@@ -198,14 +198,27 @@ if triton_available():
         return acc, l_i, m_i
 
     @triton.jit
-    def _softmax_pv(acc, l_i, m_i, s, v, qk_scale, LAZY: tl.constexpr = False):
+    def _exp2_f16x2(x):
+        """2^x for float16 ``x``, two values per instruction of the GPU's special-function
+        unit (PTX ``ex2.approx.f16x2``), where float32's ``exp2`` takes one instruction each.
+        PTX inline assembly: on an NVIDIA GPU only, not in Triton's interpreter."""
+        return tl.inline_asm_elementwise("ex2.approx.f16x2 $0, $1;", "=r,r", [x],
+                                         dtype=tl.float16, is_pure=True, pack=2)
+
+    @triton.jit
+    def _softmax_pv(acc, l_i, m_i, s, v, qk_scale, LAZY: tl.constexpr = False,
+                    EXP16: tl.constexpr = False):
         """One tile's online-softmax update from its (unscaled) scores ``s``, then P·V.
 
         LAZY (FlashAttention-4's habit): the running max, and with it the rescaling of acc
         and l, moves only when some row's max has grown by more than 8 (log2 units, a factor
         of 256); until then P is taken against the stale max, its entries at most 256, which
         fp32 sums and bf16 hold. Exact all the same: the output divides by l, and the
-        log-sum-exp is m + log2(l), whichever m was used."""
+        log-sum-exp is m + log2(l), whichever m was used.
+
+        EXP16: the exponentials in float16, two per instruction (:func:`_exp2_f16x2`): P
+        goes to the P·V product in 16 bits anyway, and the sum l takes the same rounded
+        values, so the softmax stays normalised; the arguments (≤ 0) lose float32's digits."""
         m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
         if LAZY:
             if tl.max(m_new - m_i, 0) > 8.0:
@@ -216,6 +229,11 @@ if triton_available():
             p = tl.math.exp2(s * qk_scale - m_i[:, None])
             l_i = l_i + tl.sum(p, 1)
             return tl.dot(p.to(v.dtype), v, acc), l_i, m_i
+        if EXP16:
+            p16 = _exp2_f16x2((s * qk_scale - m_new[:, None]).to(tl.float16))
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p16.to(tl.float32), 1)
+            return tl.dot(p16.to(v.dtype), v, acc * alpha[:, None]), l_i, m_new
         p = tl.math.exp2(s * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -241,7 +259,7 @@ if triton_available():
     @triton.jit
     def _tma_tiles_pair(acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, lo, hi,
                         qk_scale, BLOCK_N: tl.constexpr, WARP_SPEC: tl.constexpr,
-                        LAZY: tl.constexpr):
+                        LAZY: tl.constexpr, EXP16: tl.constexpr):
         """Two query tiles of one program against each K/V tile, without masks (PAIR): K and
         V are fetched once for both (half the loads per FLOP), and the two halves are
         independent chains, so one half's exponentials can run under the other's matmul
@@ -251,8 +269,8 @@ if triton_available():
             s0 = tl.dot(q0, k)
             s1 = tl.dot(q1, k)
             v = desc_v.load([row0 + start_n, 0])
-            acc0, l0, m0 = _softmax_pv(acc0, l0, m0, s0, v, qk_scale, LAZY)
-            acc1, l1, m1 = _softmax_pv(acc1, l1, m1, s1, v, qk_scale, LAZY)
+            acc0, l0, m0 = _softmax_pv(acc0, l0, m0, s0, v, qk_scale, LAZY, EXP16)
+            acc1, l1, m1 = _softmax_pv(acc1, l1, m1, s1, v, qk_scale, LAZY, EXP16)
         return acc0, l0, m0, acc1, l1, m1
 
     @triton.jit
@@ -281,7 +299,7 @@ if triton_available():
     def _tma_tile_pair(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m, off_bh,
                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                        CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr,
-                       OVERLAP: tl.constexpr, LAZY: tl.constexpr):
+                       OVERLAP: tl.constexpr, LAZY: tl.constexpr, EXP16: tl.constexpr):
         """:func:`_tma_tile` for a program that owns two halves of BLOCK_M rows (PAIR); the
         causal diagonal is then done half by half with the masked loop."""
         HALF: tl.constexpr = BLOCK_M // 2
@@ -304,7 +322,7 @@ if triton_available():
         else:
             acc0, l0, m0, acc1, l1, m1 = _tma_tiles_pair(
                 acc0, l0, m0, acc1, l1, m1, q0, q1, desc_k, desc_v, row0, 0,
-                first if CAUSAL else seq_len, qk_scale, BLOCK_N, WARP_SPEC, LAZY)
+                first if CAUSAL else seq_len, qk_scale, BLOCK_N, WARP_SPEC, LAZY, EXP16)
         if CAUSAL:
             acc0, l0, m0 = _tma_tiles(acc0, l0, m0, q0, desc_k, desc_v, row0, offs0, offs_n,
                                       first, first + HALF, qk_scale, BLOCK_N, True, WARP_SPEC)
@@ -322,12 +340,13 @@ if triton_available():
     def _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m, off_bh,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                   CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, WARP_SPEC: tl.constexpr,
-                  OVERLAP: tl.constexpr, PAIR: tl.constexpr, LAZY: tl.constexpr):
+                  OVERLAP: tl.constexpr, PAIR: tl.constexpr, LAZY: tl.constexpr,
+                  EXP16: tl.constexpr):
         """One tile of BLOCK_M query rows (``start_m``) of one head (``off_bh``), start to end."""
         if PAIR:
             _tma_tile_pair(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
                            off_bh, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, WARP_SPEC,
-                           OVERLAP, LAZY)
+                           OVERLAP, LAZY, EXP16)
         else:
             _tma_tile_one(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
                           off_bh, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, WARP_SPEC,
@@ -368,7 +387,7 @@ if triton_available():
                       CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr,
                       WARP_SPEC: tl.constexpr = False, OVERLAP: tl.constexpr = False,
                       PERSISTENT: tl.constexpr = 0, PAIR: tl.constexpr = False,
-                      LAZY: tl.constexpr = False):
+                      LAZY: tl.constexpr = False, EXP16: tl.constexpr = False):
         """:func:`_attn_fwd` on (batch·heads·seq_len, HEAD_DIM) views fetched by TMA.
 
         PERSISTENT = k > 0: a *persistent* kernel, k programs per SM, each looping over
@@ -382,11 +401,11 @@ if triton_available():
                     start_m = m_tiles - 1 - start_m
                 _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, start_m,
                           tile // m_tiles, HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE,
-                          WARP_SPEC, OVERLAP, PAIR, LAZY)
+                          WARP_SPEC, OVERLAP, PAIR, LAZY, EXP16)
         else:
             _tma_tile(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len, tl.program_id(0),
                       tl.program_id(1), HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE,
-                      WARP_SPEC, OVERLAP, PAIR, LAZY)
+                      WARP_SPEC, OVERLAP, PAIR, LAZY, EXP16)
 
     def _tma_blocks(nargs: dict) -> None:
         """Autotuner pre-hook: the descriptors' tile shapes follow the configuration."""
@@ -520,7 +539,8 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     hand-pipelined loop of :func:`_tma_tiles_overlap`), ``PERSISTENT`` (k programs per SM
     looping over the tiles), ``PAIR`` (a program of two halves of ``block_m`` rows sharing
     each K/V tile, :func:`_tma_tile_pair`) and, with PAIR, ``LAZY`` (the running max moved
-    only when it grows by more than a factor 256, :func:`_softmax_pv`)) goes with fixed tiles.
+    only when it grows by more than a factor 256, :func:`_softmax_pv`) or ``EXP16`` (its
+    exponentials in float16, two per instruction; GPU only)) goes with fixed tiles.
     """
     check_inputs(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
