@@ -438,6 +438,10 @@ if triton_available():
     # 566dd84) lost at every shape: PAIR 256x64 w8 s3 496/551, 526/545, 549/540, 428/447
     # plain against 331/399, 392/406, 406/414, 392/401 with LAZY (the data-dependent branch
     # in the loop costs more than the multiplies it skips); it stays an option, not offered.
+    # EXP16 (float16 exponentials, two per instruction; `--exp16` at d5f9934) did not gain
+    # either: PAIR 256x64 w8 s3 440/549, 498/549, 533/531, 430/447 plain against 426/529,
+    # 491/515, 509/505, 427/443 with EXP16, so the special-function unit is not what holds
+    # this kernel back; an option, not offered.
     FORWARD_TMA_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, **({"OVERLAP": True} if o else {}),
                        **({"PAIR": True} if pair else {})},
