@@ -5,6 +5,7 @@ Notebook 07. One idea per file:
 * ``tiled.py`` - the algorithms in plain PyTorch: the definition, standard attention, and
   FlashAttention's tiled forward (online softmax) and backward (P recomputed); the one to read;
 * ``flash_triton.py`` - the same algorithm as Triton kernels: the forward;
+* ``flash_triton_hopper.py`` - the forward on Hopper: tiles fetched by TMA, FA3/FA4's options;
 * ``flash_triton_backward.py`` - the backward kernels, and the autograd Function of the two;
 * ``variants.py`` - :func:`attention`: one function, every implementation (:data:`VARIANTS`);
 * ``io_model.py`` - the analytic model: FLOPs and the HBM bytes each algorithm must move;

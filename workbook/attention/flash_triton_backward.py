@@ -28,8 +28,8 @@ from workbook.attention.flash_triton import (
     check_inputs,
     fixed_forward_args,
     flash_forward,
-    tma_applies,
 )
+from workbook.attention.flash_triton_hopper import tma_applies
 from workbook.config import WorkbookError
 from workbook.profiling import interpreter_numpy_fix, interpreting, triton_available
 
