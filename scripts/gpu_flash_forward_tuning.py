@@ -288,19 +288,27 @@ def variants(d: int, n: int, causal: bool, table: list) -> None:
 
 def host(calls: int = 500) -> None:
     """Where the host's time per call goes (``--host``): a tiny shape (B1 H1 N128 d128), so
-    the GPU waits on the host; wall time per call, then cProfile's 15 heaviest functions."""
+    the GPU waits on the host; wall time per call of the forward and of forward + backward
+    through autograd, then cProfile's 15 heaviest functions of each Triton path."""
     import cProfile
     import pstats
     import time
 
-    q, k, v = (torch.randn(1, 1, 128, 128, device="cuda", dtype=torch.bfloat16)
-               for _ in range(3))
+    q, k, v, do = (torch.randn(1, 1, 128, 128, device="cuda", dtype=torch.bfloat16)
+                   for _ in range(4))
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def step(attend):
+        return lambda: torch.autograd.grad(attend(*leaves), leaves, do)
+
     paths = {"autotuned": lambda: FT.flash_forward(q, k, v),
              "fixed 128x64 w4 s2": lambda: FT.flash_forward(
                  q, k, v, block_m=128, block_n=64, use_tma=True,
                  launch={"num_warps": 4, "num_stages": 2}),
-             "sdpa (cuDNN picks)": lambda: torch.nn.functional.scaled_dot_product_attention(
-                 q, k, v)}
+             "sdpa (cuDNN picks)": lambda: sdpa(q, k, v),
+             "fwd+bwd autotuned": step(FB.flash_attention),
+             "fwd+bwd sdpa": step(sdpa)}
     for name, fn in paths.items():
         for _ in range(20):
             fn()
@@ -311,13 +319,15 @@ def host(calls: int = 500) -> None:
         torch.cuda.synchronize()
         print(f"{name}: {(time.perf_counter() - t0) / calls * 1e6:.1f} µs per call (host-bound)",
               flush=True)
-    profile = cProfile.Profile()
-    profile.enable()
-    for _ in range(calls):
-        paths["autotuned"]()
-    profile.disable()
-    torch.cuda.synchronize()
-    pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+    for name in ("autotuned", "fwd+bwd autotuned"):
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(calls):
+            paths[name]()
+        profile.disable()
+        torch.cuda.synchronize()
+        print(f"cProfile, {name}:", flush=True)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(15)
 
 
 def main() -> None:
