@@ -105,6 +105,24 @@ def test_bad_head_dim_for_the_triton_kernel():
     assert reason is not None and "allowed: 64, 128" in reason, reason
 
 
+def test_launch_options_the_kernel_would_not_take_or_would_ignore_are_one_line(monkeypatch):
+    # a timing of an option that did not run would read as that option's (issue 22's scripts)
+    from workbook.attention import flash_triton as F
+
+    F.check_launch({"num_warps": 8, "PAIR": True, "LAZY": True}, tma=True)   # taken: no error
+    cases = [({"OVERLAP": True}, False, "allowed: num_warps, num_stages .the rest need the TMA"),
+             ({"OVERLAPP": True}, True, r"\['OVERLAPP'\] are not taken here; allowed: "),
+             ({"LAZY": True}, True, "LAZY changes PAIR's plain loop only"),
+             ({"PAIR": True, "OVERLAP": True, "EXP16": True}, True, "EXP16 changes PAIR's")]
+    for launch, tma, message in cases:
+        with pytest.raises(WorkbookError, match=message):
+            F.check_launch(launch, tma=tma)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(WorkbookError, match="EXP16 is PTX inline assembly: on an NVIDIA GPU"):
+        F.check_launch({"PAIR": True, "EXP16": True}, tma=True)
+    monkeypatch.delenv("TRITON_INTERPRET")
+
+
 # ----------------------------------------------------------------------- the analytic model
 
 
@@ -345,6 +363,11 @@ def _tma_overlap_checks() -> None:
                                    use_tma=True, launch={"PAIR": True, "LAZY": True})
         assert rel(out, reference(q, k, v, causal)) < 1e-5, f"LAZY causal={causal}"
         assert (lse.double() - torch.logsumexp(s, -1)).abs().max() < 1e-4, f"LAZY lse {causal}"
+    with pytest.raises(WorkbookError, match="launch options go with fixed tiles"):
+        F.flash_forward(q, k, v, launch={"num_warps": 4})
+    with pytest.raises(WorkbookError, match="EXP16 is PTX inline assembly"):
+        F.flash_forward(q, k, v, block_m=32, block_n=16, use_tma=True,
+                        launch={"PAIR": True, "EXP16": True})
     with pytest.raises(WorkbookError, match="PAIR: half of block_m=32 must be a multiple of "
                                             "block_n=32"):
         F.flash_forward(q, k, v, block_m=32, block_n=32, use_tma=True, launch={"PAIR": True})
@@ -372,6 +395,10 @@ def _tma_backward_checks() -> None:
                 assert rel(g, want.grad) < 1e-5 and rel(g, p) < 1e-5, where
     with pytest.raises(WorkbookError, match="use_tma=True: the TMA backward needs"):
         B.flash_backward(q, k, v, out, lse, dout, use_tma=True, dq_mode="atomic")
+    with pytest.raises(WorkbookError, match="launch options go with fixed tiles"):
+        B.flash_backward(q, k, v, out, lse, dout, launch={"num_warps": 4})
+    with pytest.raises(WorkbookError, match="allowed: num_warps, num_stages"):
+        B.flash_backward(q, k, v, out, lse, dout, tiles=(16, 32, 32, 16), launch={"PAIR": True})
     q, k, v, dout = inputs((1, 1, 50, 64), torch.float32, seed=7)
     out, lse = F.flash_forward(q, k, v)
     with pytest.raises(WorkbookError, match="seq_len a multiple of 128 .* got seq_len=50"):

@@ -61,6 +61,32 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise WorkbookError(reason)
 
 
+# Launch options: every kernel takes these two; the TMA forward also the rest (what each does:
+# workbook.attention.flash_triton_hopper). LAZY and EXP16 change PAIR's plain loop only.
+LAUNCH_OPTIONS: tuple[str, ...] = ("num_warps", "num_stages")
+TMA_LAUNCH_OPTIONS: tuple[str, ...] = ("WARP_SPEC", "OVERLAP", "PERSISTENT", "PAIR", "LAZY",
+                                       "EXP16")
+
+
+def check_launch(launch: dict | None, tma: bool) -> None:
+    """A launch option that the kernel would not take, or would silently ignore, is a one-line
+    WorkbookError (a timing of an option that did not run would read as that option's)."""
+    launch = launch or {}
+    allowed = LAUNCH_OPTIONS + (TMA_LAUNCH_OPTIONS if tma else ())
+    unknown = sorted(set(launch) - set(allowed))
+    if unknown:
+        raise WorkbookError(f"launch options {unknown} are not taken here; allowed: "
+                            f"{', '.join(allowed)}" + ("" if tma else
+                                                       " (the rest need the TMA forward)"))
+    for option in ("LAZY", "EXP16"):
+        if launch.get(option) and (not launch.get("PAIR") or launch.get("OVERLAP")):
+            raise WorkbookError(f"launch option {option} changes PAIR's plain loop only; "
+                                f"allowed with 'PAIR': True and without 'OVERLAP'")
+    if launch.get("EXP16") and interpreting():
+        raise WorkbookError("launch option EXP16 is PTX inline assembly: on an NVIDIA GPU "
+                            "only, not in Triton's interpreter")
+
+
 if triton_available():
     import triton
     import triton.language as tl
@@ -205,6 +231,9 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
         if store_lse else torch.empty(1, device=q.device, dtype=torch.float32)
     args = (q, k, v, out, lse, scale * LOG2_E,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), n_heads, seq_len)
+    if launch and block_m is None:
+        raise WorkbookError("launch options go with fixed tiles: give block_m (and block_n) "
+                            "too, or leave launch out for the autotuner's pick")
     if interpreting():
         interpreter_numpy_fix()
     if block_m is None and interpreting():
@@ -220,7 +249,9 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
         raise WorkbookError(f"use_tma=True: the TMA kernel needs a Hopper GPU (or the "
                             f"interpreter), contiguous tensors and seq_len a multiple of 128 "
                             f"and of BLOCK_M; got seq_len={seq_len}")
-    if use_tma or (use_tma is None and block_m is None and tma_applies(q, k, v)):
+    tma = bool(use_tma or (use_tma is None and block_m is None and tma_applies(q, k, v)))
+    check_launch(launch, tma)
+    if tma:
         config = None if block_m is None else {"BLOCK_M": block_m, "BLOCK_N": block_n,
                                                **(launch or {})}
         return flash_forward_tma(q, k, v, out, lse, scale * LOG2_E, causal, store_lse, config)

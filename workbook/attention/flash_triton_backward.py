@@ -26,6 +26,7 @@ import torch
 from workbook.attention.flash_triton import (
     LOG2_E,
     check_inputs,
+    check_launch,
     fixed_forward_args,
     flash_forward,
 )
@@ -414,6 +415,10 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     check_inputs(q, k, v)
     if dq_mode not in ("pass", "atomic"):
         raise WorkbookError(f"dq_mode={dq_mode!r}; allowed: 'pass', 'atomic'")
+    if launch and tiles is None:
+        raise WorkbookError("launch options go with fixed tiles: give tiles too, or leave "
+                            "launch out for the autotuner's pick")
+    check_launch(launch, tma=False)
     batch, n_heads, seq_len, head_dim = q.shape
     scale = head_dim ** -0.5 if scale is None else scale
     # One layout for all five (B, H, N, d) tensors: the kernels take one set of strides.
