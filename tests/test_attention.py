@@ -109,17 +109,19 @@ def test_launch_options_the_kernel_would_not_take_or_would_ignore_are_one_line(m
     # a timing of an option that did not run would read as that option's (issue 22's scripts)
     from workbook.attention import flash_triton as F
 
-    F.check_launch({"num_warps": 8, "PAIR": True, "LAZY": True}, tma=True)   # taken: no error
+    F.check_launch({"num_warps": 8, "PAIR": True, "LAZY": True}, tma=True, fixed_tiles=True)
     cases = [({"OVERLAP": True}, False, "allowed: num_warps, num_stages .the rest need the TMA"),
              ({"OVERLAPP": True}, True, r"\['OVERLAPP'\] are not taken here; allowed: "),
              ({"LAZY": True}, True, "LAZY changes PAIR's plain loop only"),
              ({"PAIR": True, "OVERLAP": True, "EXP16": True}, True, "EXP16 changes PAIR's")]
     for launch, tma, message in cases:
         with pytest.raises(WorkbookError, match=message):
-            F.check_launch(launch, tma=tma)
+            F.check_launch(launch, tma=tma, fixed_tiles=True)
+    with pytest.raises(WorkbookError, match="launch options go with fixed tiles"):
+        F.check_launch({"num_warps": 4}, tma=False, fixed_tiles=False)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(WorkbookError, match="EXP16 is PTX inline assembly: on an NVIDIA GPU"):
-        F.check_launch({"PAIR": True, "EXP16": True}, tma=True)
+        F.check_launch({"PAIR": True, "EXP16": True}, tma=True, fixed_tiles=True)
     monkeypatch.delenv("TRITON_INTERPRET")
 
 
@@ -399,6 +401,9 @@ def _tma_backward_checks() -> None:
         B.flash_backward(q, k, v, out, lse, dout, launch={"num_warps": 4})
     with pytest.raises(WorkbookError, match="allowed: num_warps, num_stages"):
         B.flash_backward(q, k, v, out, lse, dout, tiles=(16, 32, 32, 16), launch={"PAIR": True})
+    for use_tma in (True, False):  # one check of the tiles, before either path's kernels
+        with pytest.raises(WorkbookError, match=r"tiles=\(32, 16, 32, 16\): the dK/dV tile's"):
+            B.flash_backward(q, k, v, out, lse, dout, tiles=(32, 16, 32, 16), use_tma=use_tma)
     q, k, v, dout = inputs((1, 1, 50, 64), torch.float32, seed=7)
     out, lse = F.flash_forward(q, k, v)
     with pytest.raises(WorkbookError, match="seq_len a multiple of 128 .* got seq_len=50"):

@@ -68,10 +68,14 @@ TMA_LAUNCH_OPTIONS: tuple[str, ...] = ("WARP_SPEC", "OVERLAP", "PERSISTENT", "PA
                                        "EXP16")
 
 
-def check_launch(launch: dict | None, tma: bool) -> None:
+def check_launch(launch: dict | None, tma: bool, fixed_tiles: bool) -> None:
     """A launch option that the kernel would not take, or would silently ignore, is a one-line
-    WorkbookError (a timing of an option that did not run would read as that option's)."""
+    WorkbookError (a timing of an option that did not run would read as that option's).
+    Options go with fixed tiles only: the autotuner's pick brings its own."""
     launch = launch or {}
+    if launch and not fixed_tiles:
+        raise WorkbookError("launch options go with fixed tiles: give the tiles too, or leave "
+                            "launch out for the autotuner's pick")
     allowed = LAUNCH_OPTIONS + (TMA_LAUNCH_OPTIONS if tma else ())
     unknown = sorted(set(launch) - set(allowed))
     if unknown:
@@ -231,9 +235,7 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
         if store_lse else torch.empty(1, device=q.device, dtype=torch.float32)
     args = (q, k, v, out, lse, scale * LOG2_E,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), n_heads, seq_len)
-    if launch and block_m is None:
-        raise WorkbookError("launch options go with fixed tiles: give block_m (and block_n) "
-                            "too, or leave launch out for the autotuner's pick")
+    fixed_tiles = block_m is not None
     if interpreting():
         interpreter_numpy_fix()
     if block_m is None and interpreting():
@@ -245,12 +247,13 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
         if (launch or {}).get("PAIR") and (block_m // 2) % block_n:
             raise WorkbookError(f"PAIR: half of block_m={block_m} must be a multiple of "
                                 f"block_n={block_n}")
-    if use_tma and (not tma_applies(q, k, v) or seq_len % (block_m or 128)):
+    applies = tma_applies(q, k, v)
+    if use_tma and (not applies or seq_len % (block_m or 128)):
         raise WorkbookError(f"use_tma=True: the TMA kernel needs a Hopper GPU (or the "
                             f"interpreter), contiguous tensors and seq_len a multiple of 128 "
                             f"and of BLOCK_M; got seq_len={seq_len}")
-    tma = bool(use_tma or (use_tma is None and block_m is None and tma_applies(q, k, v)))
-    check_launch(launch, tma)
+    tma = bool(use_tma or (use_tma is None and block_m is None and applies))
+    check_launch(launch, tma, fixed_tiles)
     if tma:
         config = None if block_m is None else {"BLOCK_M": block_m, "BLOCK_N": block_n,
                                                **(launch or {})}

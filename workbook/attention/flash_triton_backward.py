@@ -415,10 +415,10 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     check_inputs(q, k, v)
     if dq_mode not in ("pass", "atomic"):
         raise WorkbookError(f"dq_mode={dq_mode!r}; allowed: 'pass', 'atomic'")
-    if launch and tiles is None:
-        raise WorkbookError("launch options go with fixed tiles: give tiles too, or leave "
-                            "launch out for the autotuner's pick")
-    check_launch(launch, tma=False)
+    check_launch(launch, tma=False, fixed_tiles=tiles is not None)
+    if tiles is not None and (tiles[1] % tiles[0] or tiles[2] % tiles[3]):
+        raise WorkbookError(f"tiles={tiles}: the dK/dV tile's BLOCK_N must be a multiple of "
+                            "its BLOCK_M, and the dQ tile's BLOCK_M of its BLOCK_N")
     batch, n_heads, seq_len, head_dim = q.shape
     scale = head_dim ** -0.5 if scale is None else scale
     # One layout for all five (B, H, N, d) tensors: the kernels take one set of strides.
@@ -438,9 +438,6 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     _attn_bwd_delta[(triton.cdiv(seq_len, 64), batch * n_heads)](
         out, grad_out, delta, *strides, HEAD_DIM=head_dim, BLOCK_M=64)
     if use_tma or (use_tma is None and tiles is None and tma):
-        if tiles is not None and (tiles[1] % tiles[0] or tiles[2] % tiles[3]):
-            raise WorkbookError(f"tiles={tiles}: the dK/dV tile's BLOCK_N must be a multiple "
-                                "of its BLOCK_M, and the dQ tile's BLOCK_M of its BLOCK_N")
         _backward_tma(q, k, v, grad_out, lse2, delta, dq, dk, dv, scale, causal, tiles, launch)
         return dq, dk, dv
     common = (q, k, v, grad_out, lse2, delta)
@@ -450,9 +447,6 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     dq_acc = torch.zeros(q.shape if fused else (1,), dtype=torch.float32, device=q.device)
     if tiles is not None:
         m1, n1, m2, n2 = tiles
-        if n1 % m1 or m2 % n2:
-            raise WorkbookError(f"tiles={tiles}: the dK/dV tile's BLOCK_N must be a multiple of "
-                                "its BLOCK_M, and the dQ tile's BLOCK_M of its BLOCK_N")
         _attn_bwd_dkdv[(triton.cdiv(seq_len, n1), batch * n_heads)](
             *common, dk, dv, dq_acc, scale * LOG2_E, scale, *strides, HEAD_DIM=head_dim,
             BLOCK_M=m1, BLOCK_N=n1, CAUSAL=causal, WITH_DQ=fused, **(launch or {}))
