@@ -469,6 +469,25 @@ def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len, tuned):
 
 
 @needs_gpu_and_triton
+def test_remembered_autotune_picks_give_the_first_calls_numbers():
+    # The first call autotunes; later calls launch the remembered picks directly (forward:
+    # flash_triton_hopper._TUNED_TMA, backward: _TUNED_BWD): same kernels, same numbers
+    from workbook.attention import flash_triton as F
+    from workbook.attention import flash_triton_backward as B
+    q, k, v, dout = inputs((2, 3, 384, 128), torch.bfloat16, device="cuda")
+    runs = []
+    for _ in range(2):
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out = A.attention(*leaves, variant="triton", causal=True)
+        out.backward(dout)
+        runs.append([out.detach(), *(t.grad for t in leaves)])
+    if F.tma_applies(q, k, v):
+        assert (384, 128, True, torch.bfloat16, q.device) in B._TUNED_BWD
+    for name, first, later in zip(("out", "dq", "dk", "dv"), *runs, strict=True):
+        assert torch.equal(first, later), f"{name} differs once the picks are remembered"
+
+
+@needs_gpu_and_triton
 # WARP_SPEC at 8 warps: at 4 it does not compile with triton 3.6 (the H200, b349a260868c:
 # "PassManager::run failed" in NVGPUWarpSpecialization), as FORWARD_TMA_CONFIGS' notes say
 @pytest.mark.parametrize("option", [{"WARP_SPEC": False}, {"WARP_SPEC": True, "num_warps": 8},

@@ -39,9 +39,11 @@ if triton_available():
     import triton.language as tl
 
     @triton.jit
-    def _attn_bwd_delta(Out, DO, DELTA, stride_b, stride_h, stride_n, n_heads, seq_len,
-                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-        """D = rowsum(dO ∘ O) for BLOCK_M rows of one head, in float32."""
+    def _attn_bwd_delta(Out, DO, DELTA, LSE, LSE2, stride_b, stride_h, stride_n, n_heads,
+                        seq_len, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+        """D = rowsum(dO ∘ O) for BLOCK_M rows of one head, in float32; and the forward's
+        log-sum-exp in log2 units (LSE2 = LSE·log2 e), as the other kernels' exp2 wants it
+        (here rather than by a separate multiply in PyTorch: one launch fewer per call)."""
         start_m = tl.program_id(0) * BLOCK_M
         off_bh = tl.program_id(1)
         base = (off_bh // n_heads) * stride_b + (off_bh % n_heads) * stride_h
@@ -50,6 +52,8 @@ if triton_available():
         o = tl.load(Out + offs, mask=rows[:, None] < seq_len, other=0.0).to(tl.float32)
         do = tl.load(DO + offs, mask=rows[:, None] < seq_len, other=0.0).to(tl.float32)
         tl.store(DELTA + off_bh * seq_len + rows, tl.sum(o * do, 1), mask=rows < seq_len)
+        lse = tl.load(LSE + off_bh * seq_len + rows, mask=rows < seq_len, other=0.0)
+        tl.store(LSE2 + off_bh * seq_len + rows, lse * 1.4426950408889634, mask=rows < seq_len)
 
     @triton.jit
     def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, dq_ptrs, stride_n,
@@ -350,6 +354,16 @@ if triton_available():
         cache_results=True)(_attn_bwd_dq_tma)
 
 
+# The autotuner's picks per shape (dK/dV's, dQ's), remembered so that later calls launch the
+# two kernels directly, as the forward does (flash_triton_hopper._TUNED_TMA).
+_TUNED_BWD: dict[tuple, tuple[dict, dict]] = {}
+
+
+def _picked(tuned) -> dict:
+    """The autotuner's last pick as launch arguments (tiles, warps, stages)."""
+    return {k: v for k, v in tuned.best_config.all_kwargs().items() if k != "pre_hook"}
+
+
 def _backward_tma(q, k, v, do, lse2, delta, dq, dk, dv, scale: float, causal: bool,
                   tiles: tuple[int, int, int, int] | None, launch: dict | None) -> None:
     """The two TMA kernels into dq, dk, dv: autotuned, or with fixed ``tiles``/``launch``."""
@@ -365,19 +379,27 @@ def _backward_tma(q, k, v, do, lse2, delta, dq, dk, dv, scale: float, causal: bo
     dkdv_args = (*common, desc["desc_dk"], desc["desc_dv"], scale * LOG2_E, scale, seq_len)
     dq_args = (*common, desc["desc_dq"], scale * LOG2_E, scale, seq_len)
     bh = batch * n_heads
-    if tiles is None:
+    key = (seq_len, head_dim, causal, q.dtype, q.device)
+    if tiles is None and key not in _TUNED_BWD:
         _attn_bwd_dkdv_tma_tuned[lambda meta: (seq_len // meta["BLOCK_N"], bh)](
             *dkdv_args, HEAD_DIM=head_dim, CAUSAL=causal)
         _attn_bwd_dq_tma_tuned[lambda meta: (seq_len // meta["BLOCK_M"], bh)](
             *dq_args, HEAD_DIM=head_dim, CAUSAL=causal)
+        if not interpreting():
+            _TUNED_BWD[key] = (_picked(_attn_bwd_dkdv_tma_tuned), _picked(_attn_bwd_dq_tma_tuned))
         return
-    m1, n1, m2, n2 = tiles
-    _bwd_blocks({**desc, "BLOCK_M": m1, "BLOCK_N": n1, "HEAD_DIM": head_dim})
-    _attn_bwd_dkdv_tma[(seq_len // n1, bh)](*dkdv_args, HEAD_DIM=head_dim, BLOCK_M=m1,
-                                             BLOCK_N=n1, CAUSAL=causal, **(launch or {}))
-    _bwd_blocks({**desc, "BLOCK_M": m2, "BLOCK_N": n2, "HEAD_DIM": head_dim})
-    _attn_bwd_dq_tma[(seq_len // m2, bh)](*dq_args, HEAD_DIM=head_dim, BLOCK_M=m2, BLOCK_N=n2,
-                                          CAUSAL=causal, **(launch or {}))
+    if tiles is None:
+        dkdv, dq_cfg = _TUNED_BWD[key]
+    else:
+        m1, n1, m2, n2 = tiles
+        dkdv = {"BLOCK_M": m1, "BLOCK_N": n1, **(launch or {})}
+        dq_cfg = {"BLOCK_M": m2, "BLOCK_N": n2, **(launch or {})}
+    _bwd_blocks({**desc, **dkdv, "HEAD_DIM": head_dim})
+    _attn_bwd_dkdv_tma[(seq_len // dkdv["BLOCK_N"], bh)](*dkdv_args, HEAD_DIM=head_dim,
+                                                          CAUSAL=causal, **dkdv)
+    _bwd_blocks({**desc, **dq_cfg, "HEAD_DIM": head_dim})
+    _attn_bwd_dq_tma[(seq_len // dq_cfg["BLOCK_M"], bh)](*dq_args, HEAD_DIM=head_dim,
+                                                         CAUSAL=causal, **dq_cfg)
 
 
 # One configuration per kernel for runs that check numbers rather than time them
@@ -423,8 +445,8 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     scale = head_dim ** -0.5 if scale is None else scale
     # One layout for all five (B, H, N, d) tensors: the kernels take one set of strides.
     q, k, v, out, grad_out = (t.contiguous() for t in (q, k, v, out, grad_out))
-    lse2 = (lse.float() * LOG2_E).contiguous()   # log2 units, as the kernels' exp2 wants
-    delta = torch.empty_like(lse2)
+    lse = lse.float().contiguous()     # the forward's own (float32, contiguous): no copy
+    lse2, delta = torch.empty_like(lse), torch.empty_like(lse)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     strides = (q.stride(0), q.stride(1), q.stride(2), n_heads, seq_len)
     if interpreting():
@@ -436,7 +458,7 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
                             f"interpreter), dq_mode 'pass' and seq_len a multiple of 128 and of "
                             f"every tile; got seq_len={seq_len}, dq_mode={dq_mode!r}")
     _attn_bwd_delta[(triton.cdiv(seq_len, 64), batch * n_heads)](
-        out, grad_out, delta, *strides, HEAD_DIM=head_dim, BLOCK_M=64)
+        out, grad_out, delta, lse, lse2, *strides, HEAD_DIM=head_dim, BLOCK_M=64)
     if use_tma or (use_tma is None and tiles is None and tma):
         _backward_tma(q, k, v, grad_out, lse2, delta, dq, dk, dv, scale, causal, tiles, launch)
         return dq, dk, dv
