@@ -27,6 +27,19 @@ if [ "$MODE" = probe ]; then
   exit 0
 fi
 
+# The recorded sweep's text is CPython 3.11.7's stdlib (workbook.data.STDLIB_SOURCE). A GPU
+# image's own stdlib may lack parts (Debian packs the test suite apart: the H200's gave a third
+# of the tokens, and its sweep at 4d7c149e4cad repeated them up to 13.6 times), so carry the
+# cache built here; ALLOW_OTHER_TEXT=1 records a sweep on another text anyway (labelled so).
+if [ "${ALLOW_OTHER_TEXT:-0}" != 1 ] && ! python3 -c "
+import json, sys
+from workbook.data import STDLIB_SOURCE, cache_dir
+m = cache_dir() / 'scaling' / 'stdlib-source-v2048' / 'manifest.json'
+ok = m.exists() and json.loads(m.read_text())['text_sha256'] == STDLIB_SOURCE['sha256']
+sys.exit(0 if ok else 1)"; then
+  echo "data/cache/scaling/stdlib-source-v2048 is missing or not CPython 3.11.7's stdlib: carry it (or ALLOW_OTHER_TEXT=1)" | tee -a "$OUT/log.txt"
+  exit 1
+fi
 start=$(date +%s)
 python3 -m workbook run scaling_isoflop --preset full --record "${SETS[@]}" 2>&1 \
   | tee -a "$OUT/log.txt"

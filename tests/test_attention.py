@@ -471,7 +471,7 @@ def test_triton_kernels_on_the_gpu(dtype, head_dim, causal, seq_len, tuned):
 @needs_gpu_and_triton
 def test_remembered_autotune_picks_give_the_first_calls_numbers():
     # The first call autotunes; later calls launch the remembered picks directly (forward:
-    # flash_triton_hopper._TUNED_TMA, backward: _TUNED_BWD): same kernels, same numbers
+    # flash_triton_hopper._TUNED_TMA, backward: TUNED_BACKWARD): same kernels, same numbers
     from workbook.attention import flash_triton as F
     from workbook.attention import flash_triton_backward as B
     q, k, v, dout = inputs((2, 3, 384, 128), torch.bfloat16, device="cuda")
@@ -482,7 +482,7 @@ def test_remembered_autotune_picks_give_the_first_calls_numbers():
         out.backward(dout)
         runs.append([out.detach(), *(t.grad for t in leaves)])
     if F.tma_applies(q, k, v):
-        assert (384, 128, True, torch.bfloat16, q.device) in B._TUNED_BWD
+        assert (384, 128, True, torch.bfloat16, q.device) in B.TUNED_BACKWARD
     for name, first, later in zip(("out", "dq", "dk", "dv"), *runs, strict=True):
         assert torch.equal(first, later), f"{name} differs once the picks are remembered"
 

@@ -371,6 +371,8 @@ def test_sweep_rows_checkpoint_and_resume(tmp_path):
     assert len(loss) == 3 and (loss["status"] == "ok").all()
     assert loss["value"].between(1.0, math.log(512) + 1).all(), "val loss in nats, below ln V"
     assert {"n_params", "n_tokens", "compute", "seed", "corpus"} <= set(rows.columns)
+    from workbook.data import corpus_sha256
+    assert set(loss["corpus_sha"]) == {corpus_sha256()[:12]}, "the text each point read"
 
 
 def test_checkpoint_rows_can_be_recorded(tmp_path, ledger_dir):
@@ -572,3 +574,28 @@ def test_band_verdict_needs_the_whole_interval_inside_the_tolerance():
     assert claims.verdict(20, 40, factor=1.5, interval=(31, 50)).startswith("off")
     with pytest.raises(WorkbookError, match="allowed"):
         claims.verdict(20, 25, factor=0.5, interval=(14, 29))
+
+
+def test_the_text_a_sweep_read_and_how_often_its_largest_budget_repeats_it():
+    """The H200's sweep at 4d7c149e4cad ran on its image's stdlib (Debian's, without the test
+    suite): 3.3M tokens instead of 10.0M, read up to 13.6 times at the largest budget."""
+    from workbook.data import STDLIB_SOURCE
+
+    rows = _sweep_rows(sl.CHINCHILLA_REPLICATION, "measured", "GPU here", recipe=True)
+    assert math.isnan(sl.text_tokens(rows)) and sl.text_note(rows) == ""   # no epochs column
+    summary = sl.fit_summary(rows, n_boot=20)
+    assert "do not say how large" in sl.ratio_caption(rows, summary)
+    full = STDLIB_SOURCE["n_train_v2048"]
+    for size, other in ((full, False), (full / 3, True)):
+        sized = rows.assign(corpus="stdlib_source", vocab_size=2048, epochs=rows["n_tokens"] / size)
+        assert sl.text_tokens(sized) == pytest.approx(size)
+        assert ("another stdlib's text" in sl.text_note(sized)) == other
+        assert ("another stdlib's text" in sl.sweeps(sized)[0][0]) == other
+        text = sl.ratio_caption(sized, sl.fit_summary(sized, n_boot=20))
+        line = next(x for x in text.splitlines() if "Which text" in x)
+        top = sized[sized["budget"] == sized["budget"].max()]
+        heaviest = top["n_tokens"].max() / size
+        assert f"its most data-heavy point {heaviest:.1f} times" in line, line
+        assert ("worth less than new ones" in line) == (heaviest > 4), line
+    docstrings = rows.assign(corpus="docstrings", vocab_size=2048, epochs=rows["n_tokens"] / 5e5)
+    assert sl.text_note(docstrings) == ""

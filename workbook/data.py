@@ -209,7 +209,11 @@ def random_batch(ids: torch.Tensor, batch_size: int, seq_len: int,
 # losses are not comparable point by point.
 
 STDLIB_SOURCE = {"python": "3.11.7", "n_files": 1786, "n_bytes": 31561570,
-                 "sha256": "6b7ef0208459508dcfbf96ee0b19b8e3af28de765c88406bd9818845e78074f3"}
+                 "sha256": "6b7ef0208459508dcfbf96ee0b19b8e3af28de765c88406bd9818845e78074f3",
+                 "n_train_v2048": 10_014_318}   # train tokens with the full preset's 2048 BPE
+# Not every Python has all of it: Debian's python3 packages the test suite apart (the H200
+# image's stdlib gave a 3.3M-token train text, a third of this one), so the GPU box gets this
+# cache carried (scripts/gpu_scaling.sh refuses to record a sweep on another text).
 CORPORA: tuple[str, ...] = ("docstrings", "stdlib_source")
 
 
@@ -282,6 +286,16 @@ def build_stdlib_source(vocab_size: int) -> Path:
                 "n_val": len(splits["val"])}
         (folder / "manifest.json").write_text(json.dumps(info, indent=2))
     return folder
+
+
+def corpus_sha(corpus: str, vocab_size: int) -> str:
+    """The first 12 hex digits of the sha256 of the text ``corpus`` is tokenized from (the
+    sweep's rows record it: a sweep on another text is not the same experiment)."""
+    check_choice("corpus", corpus, CORPORA)
+    if corpus == "docstrings":
+        return corpus_sha256()[:12]
+    folder = build_stdlib_source(vocab_size)
+    return json.loads((folder / "manifest.json").read_text())["text_sha256"][:12]
 
 
 def corpus_token_ids(corpus: str, split: str, vocab_size: int) -> torch.Tensor:

@@ -356,7 +356,7 @@ if triton_available():
 
 # The autotuner's picks per shape (dK/dV's, dQ's), remembered so that later calls launch the
 # two kernels directly, as the forward does (flash_triton_hopper._TUNED_TMA).
-_TUNED_BWD: dict[tuple, tuple[dict, dict]] = {}
+TUNED_BACKWARD: dict[tuple, tuple[dict, dict]] = {}
 
 
 def _picked(tuned) -> dict:
@@ -380,16 +380,17 @@ def _backward_tma(q, k, v, do, lse2, delta, dq, dk, dv, scale: float, causal: bo
     dq_args = (*common, desc["desc_dq"], scale * LOG2_E, scale, seq_len)
     bh = batch * n_heads
     key = (seq_len, head_dim, causal, q.dtype, q.device)
-    if tiles is None and key not in _TUNED_BWD:
+    if tiles is None and key not in TUNED_BACKWARD:
         _attn_bwd_dkdv_tma_tuned[lambda meta: (seq_len // meta["BLOCK_N"], bh)](
             *dkdv_args, HEAD_DIM=head_dim, CAUSAL=causal)
         _attn_bwd_dq_tma_tuned[lambda meta: (seq_len // meta["BLOCK_M"], bh)](
             *dq_args, HEAD_DIM=head_dim, CAUSAL=causal)
         if not interpreting():
-            _TUNED_BWD[key] = (_picked(_attn_bwd_dkdv_tma_tuned), _picked(_attn_bwd_dq_tma_tuned))
+            TUNED_BACKWARD[key] = (_picked(_attn_bwd_dkdv_tma_tuned),
+                                   _picked(_attn_bwd_dq_tma_tuned))
         return
     if tiles is None:
-        dkdv, dq_cfg = _TUNED_BWD[key]
+        dkdv, dq_cfg = TUNED_BACKWARD[key]
     else:
         m1, n1, m2, n2 = tiles
         dkdv = {"BLOCK_M": m1, "BLOCK_N": n1, **(launch or {})}

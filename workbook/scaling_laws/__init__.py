@@ -44,6 +44,8 @@ from workbook.scaling_laws.fits import (
     isoflop_minima,
     ok_points,
     parabola_minimum,
+    text_note,
+    text_tokens,
     wiggle,
 )
 from workbook.scaling_laws.laws import (
@@ -99,7 +101,8 @@ __all__ = [
     "evaluate_windows", "model_config", "plan_sweep", "point_flops_per_token",
     "point_settings", "predicted_seconds", "record_checkpoint", "run_isoflop", "train_point",
     "ExponentFit", "StepTime", "at_bounds", "fit_exponents", "fit_parametric", "fit_power_law",
-    "fit_step_time", "isoflop_minima", "ok_points", "parabola_minimum", "wiggle",
+    "fit_step_time", "isoflop_minima", "ok_points", "parabola_minimum", "text_note",
+    "text_tokens", "wiggle",
     "CHINCHILLA", "CHINCHILLA_EXPONENTS", "CHINCHILLA_REPLICATION", "KAPLAN", "LAWS",
     "LOSS_BY", "NOTABLE_MODELS", "TOKENS_PER_PARAM", "ParametricLaw", "allocation", "kaplan_loss",
     "kaplan_optimal", "law_optimal", "overtraining_costs", "placement",

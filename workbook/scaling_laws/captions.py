@@ -10,7 +10,7 @@ import pandas as pd
 
 from workbook.claims import Claim, fixed, judge
 from workbook.config import takes_rows
-from workbook.scaling_laws.fits import isoflop_minima, ok_points
+from workbook.scaling_laws.fits import isoflop_minima, ok_points, text_note, text_tokens
 from workbook.scaling_laws.laws import (
     CHINCHILLA,
     CHINCHILLA_REPLICATION,
@@ -18,6 +18,10 @@ from workbook.scaling_laws.laws import (
     TOKENS_PER_PARAM,
 )
 from workbook.scaling_laws.views import sweep_claims, sweeps
+
+# Muennighoff et al. (2023), "Scaling Data-Constrained Language Models": up to about 4 epochs,
+# repeated data trained about as well as unique data; beyond, its value decayed.
+REPEAT_EPOCHS = 4
 
 
 def _count(n: float) -> str:
@@ -78,6 +82,27 @@ def verdict_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 @takes_rows
+def _text_bullet(sweep: pd.DataFrame, points: pd.DataFrame, minima: pd.DataFrame) -> str:
+    """How often the largest budget's optimum, and its most data-heavy point, read the text."""
+    size = text_tokens(sweep)
+    if math.isnan(size):
+        return "* **Which text:** these rows do not say how large the training text was."
+    top = minima.loc[minima["budget"].idxmax()]
+    heaviest = points.loc[points["budget"] == top["budget"], "n_tokens"].max() / size
+    text = text_note(sweep).removeprefix(", ") or f"{size / 1e6:.1f}M training tokens"
+    head = (f"* **Which text:** {text}; the "
+            f"largest budget's optimum reads them {top['d_opt'] / size:.1f} times, its most "
+            f"data-heavy point {heaviest:.1f} times. ")
+    if heaviest <= REPEAT_EPOCHS:
+        return head + (f"Up to about {REPEAT_EPOCHS} epochs repeated tokens are worth nearly "
+                       "as much as new ones (Muennighoff et al. 2023): repetition is not what "
+                       "moves this optimum.")
+    return head + (f"Beyond about {REPEAT_EPOCHS} epochs repeated tokens are worth less than "
+                   "new ones (Muennighoff et al. 2023), and Chinchilla's models saw their "
+                   "tokens about once: the repeats hold back the data-heavy points, which "
+                   "moves the optimum toward larger models and fewer tokens per parameter.")
+
+
 def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Why the main sweep's optimum sits where it does against the lecture's 20 tokens per
     parameter, in facts the rows and the literature give: the ratio at every budget, its
@@ -120,6 +145,7 @@ def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
         f"($\\propto C^{{b-a}}$) changes {drift:.2f}× over the sweep's {span:.0f}× of compute"
         + (": what separates it from 20 is a level, not a drift with the budget."
            if below == len(minima) and 1 / 1.5 <= drift <= 1.5 else "."),
+        _text_bullet(found[0][1], points, minima),
         f"* **Which N:** the same minima counted without embeddings give "
         f"{ne['ratio']:.1f} tokens per parameter at the largest budget, against "
         f"{total['ratio']:.1f} with every parameter: at this scale the count of $N$ alone "

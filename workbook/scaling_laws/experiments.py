@@ -34,7 +34,7 @@ import torch
 
 from workbook import results, training
 from workbook.config import ProjectPath, WorkbookError, check_choice, check_range, takes_rows
-from workbook.data import CORPORA, corpus_token_ids
+from workbook.data import CORPORA, corpus_sha, corpus_token_ids
 from workbook.flops import flops_per_token
 from workbook.hardware import torch_device
 from workbook.model import ModelConfig, build_model, count_params
@@ -310,7 +310,7 @@ def _point_rows(point: dict, measured: dict | None, extra: dict) -> pd.DataFrame
 
 def _load_checkpoint(path: str) -> pd.DataFrame:
     if path and Path(path).exists():
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={"corpus_sha": str})   # hex digits, not a number
     return pd.DataFrame()
 
 
@@ -343,8 +343,9 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
     train_dev = train_ids.to(device)
     plan = plan_sweep(cfg, len(train_ids))
     done = _load_checkpoint(cfg.checkpoint)
-    extra = {"corpus": cfg.corpus, "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len,
-             "seed": seed, "device_type": device.type}
+    extra = {"corpus": cfg.corpus, "corpus_sha": corpus_sha(cfg.corpus, cfg.vocab_size),
+             "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len, "seed": seed,
+             "device_type": device.type}
     frames, t_start = [], time.perf_counter()
     for point in plan.to_dict("records"):
         reused = _done(done, point, extra)

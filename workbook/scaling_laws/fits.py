@@ -55,6 +55,37 @@ def ok_points(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @takes_rows
+def text_tokens(sweep: pd.DataFrame) -> float:
+    """The size in tokens of the text a sweep trained on (each point's tokens over its epochs;
+    NaN where the rows have no epochs)."""
+    if "epochs" not in sweep.columns:
+        return math.nan
+    rows = sweep[(sweep["metric"] == "val_loss") & (sweep["status"] == "ok")]
+    epochs = pd.to_numeric(rows["epochs"], errors="coerce")
+    tokens = pd.to_numeric(rows["n_tokens"], errors="coerce")
+    ratio = (tokens / epochs)[epochs > 0]
+    return float(ratio.median()) if len(ratio) else math.nan
+
+
+@takes_rows
+def text_note(sweep: pd.DataFrame) -> str:
+    """'' for a sweep on the stdlib text the full preset was recorded on; else a label's tail
+    saying that the text differs and how large it was (a sweep on another text is another
+    experiment: its losses, and how often its largest budgets repeat the text, differ)."""
+    from workbook.data import STDLIB_SOURCE
+
+    if sweep.empty or "corpus" not in sweep.columns or sweep["corpus"].iloc[0] != "stdlib_source":
+        return ""
+    size, expected = text_tokens(sweep), STDLIB_SOURCE["n_train_v2048"]
+    vocab = pd.to_numeric(sweep.get("vocab_size", pd.Series(dtype=float)),
+                          errors="coerce").dropna()
+    if math.isnan(size) or vocab.empty or vocab.iloc[0] != 2048 or abs(size / expected - 1) < 0.01:
+        return ""
+    return (f", on another stdlib's text ({size / 1e6:.1f}M training tokens; CPython "
+            f"{STDLIB_SOURCE['python']}'s has {expected / 1e6:.1f}M)")
+
+
+@takes_rows
 def isoflop_minima(points: pd.DataFrame, n_column: str = "n_params") -> pd.DataFrame:
     """Per budget: the parabola's N_opt, D_opt (fitted separately, as Chinchilla does), L_min."""
     out = []

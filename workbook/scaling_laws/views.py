@@ -19,6 +19,7 @@ from workbook.scaling_laws.fits import (
     fit_power_law,
     isoflop_minima,
     ok_points,
+    text_note,
     wiggle,
 )
 from workbook.scaling_laws.laws import (
@@ -69,7 +70,7 @@ def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         preset = g["preset"].iloc[0] or "?"
         # a full-preset sweep names the plan it ran: today's, or an older one of its own
         plan = f", {plan_judged(g, sum(_points_cut(g)))}" if preset == "full" else ""
-        out.append((f"{where_label(g)}, {preset} preset, {_recipe(g)}{plan}", g))
+        out.append((f"{where_label(g)}, {preset} preset, {_recipe(g)}{plan}{text_note(g)}", g))
     return out
 
 
