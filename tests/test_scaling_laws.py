@@ -371,6 +371,10 @@ def test_sweep_rows_checkpoint_and_resume(tmp_path):
     assert len(loss) == 3 and (loss["status"] == "ok").all()
     assert loss["value"].between(1.0, math.log(512) + 1).all(), "val loss in nats, below ln V"
     assert {"n_params", "n_tokens", "compute", "seed", "corpus"} <= set(rows.columns)
+    wall = rows[rows["metric"] == "sweep_wall_s"].iloc[0]
+    first = kept.loc[kept["metric"] == "train_s", "value"].sum()
+    assert wall["value"] > first and "resumed: 1 point from" in wall["error"], \
+        "a resumed sweep's wall time counts the reused points' training"
     from workbook.data import corpus_sha256
     assert set(loss["corpus_sha"]) == {corpus_sha256()[:12]}, "the text each point read"
 

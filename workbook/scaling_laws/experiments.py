@@ -346,11 +346,13 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
     extra = {"corpus": cfg.corpus, "corpus_sha": corpus_sha(cfg.corpus, cfg.vocab_size),
              "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len, "seed": seed,
              "device_type": device.type}
-    frames, t_start = [], time.perf_counter()
+    frames, t_start, reused_s, n_reused = [], time.perf_counter(), 0.0, 0
     for point in plan.to_dict("records"):
         reused = _done(done, point, extra)
         if not reused.empty:
             frames.append(reused)
+            n_reused += 1
+            reused_s += float(reused.loc[reused["metric"] == "train_s", "value"].sum())
             continue
         measured = None
         if point["status"] == "planned":
@@ -370,8 +372,12 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
             results.write_atomic(done, Path(cfg.checkpoint))
         if on_point is not None:
             on_point(rows)
-    wall = {"metric": "sweep_wall_s", "value": time.perf_counter() - t_start, "unit": "s",
-            "source": "measured", "status": "ok", "error": "", **extra}
+    # A resumed sweep's wall time is this run's plus the reused points' training time (their
+    # runs' start-up and evaluation are not in the checkpoint: a lower bound, said so)
+    note = (f"resumed: {n_reused} point{'s' * (n_reused != 1)} from the checkpoint, counted "
+            "by their training time" if n_reused else "")
+    wall = {"metric": "sweep_wall_s", "value": time.perf_counter() - t_start + reused_s,
+            "unit": "s", "source": "measured", "status": "ok", "error": note, **extra}
     return pd.concat([*frames, pd.DataFrame([wall])], ignore_index=True)
 
 
