@@ -139,9 +139,10 @@ ISOFLOP_PRESETS = {
     # 7 sizes needed ~640 s (the sweep's time limit cut 6 of 42 points; small models are
     # launch-bound, 3.5 ms per layer-step there against the H100's 1.7), every budget's minimum
     # was bracketed by the 5 middle sizes, and dropping the two outer sizes moved a from 0.51 to
-    # 0.52 and left the tokens per parameter at 10.8. Recorded at 4d7c149e4cad on the H200:
-    # 364 s of training, 370 s of wall time. Predicted (time_table, each device's latest sweep,
-    # costs ≥ 0): 364 s (H200), 332 s (H100).
+    # 0.52 and left the tokens per parameter at 10.8 (on the image's own, smaller stdlib text:
+    # workbook.data.STDLIB_SOURCE). On CPython 3.11.7's text, at 30a739d/dc39d910bf51 on the
+    # H200: 429 s of training (the same plan: this H200 ran ~18 % slower per step). Predicted
+    # (time_table, each device's latest sweep, costs ≥ 0): 429 s (H200), 332 s (H100).
     "full": IsoFlopConfig(budgets=(2e12, 5e12, 1.25e13, 3.1e13, 7.8e13, 2e14), sizes_per_budget=5,
                           corpus="stdlib_source", vocab_size=2048, seq_len=256,
                           target_steps=1000, min_steps=400, max_batch=512, min_batch=4,
@@ -407,12 +408,12 @@ EXPERIMENTS = [
                run=_run_experiment, presets=ISOFLOP_PRESETS,
                min_gpus={"small": 0, "full": 1}, timeout_s=900,
                # small: seconds to a minute on 2 CPU cores. full: the slower recorded device's
-               # training time for today's plan (time_table / predicted_seconds: 364 s on the
+               # training time for today's plan (time_table / predicted_seconds: 429 s on the
                # H200, 332 s on the H100), plus ~6 s of evaluation and work between points
-               # (the H200's recorded sweep at 4d7c149e4cad: 370 s of wall time, 364 s of it
-               # training) and the child's start-up; tests/test_review_03_05.py holds it to
-               # the time table
-               typical_s={"small": 30, "full": 385},
+               # (the H200's sweep at 4d7c149e4cad: 370 s of wall time, 364 s of it training)
+               # and the child's start-up; tests/test_review_03_05.py holds it to the time
+               # table
+               typical_s={"small": 30, "full": 450},
                # the panel's first Run: one IsoFLOP curve, three sizes at the smallest budget,
                # ~400 steps each: 24.6 s on the H200 (panel_walltime, d636f55b33ce; at 500
                # steps it took about 31 s)
