@@ -603,3 +603,14 @@ def test_the_text_a_sweep_read_and_how_often_its_largest_budget_repeats_it():
         assert ("worth less than new ones" in line) == (heaviest > 4), line
     docstrings = rows.assign(corpus="docstrings", vocab_size=2048, epochs=rows["n_tokens"] / 5e5)
     assert sl.text_note(docstrings) == ""
+    # two sweeps on texts of two sizes: the main one's line gives the other's ratio
+    there = _sweep_rows(sl.CHINCHILLA, "recorded", "GPU there", recipe=True)
+    both = pd.concat([rows.assign(corpus="stdlib_source", vocab_size=2048,
+                                  epochs=rows["n_tokens"] / full),
+                      there.assign(corpus="stdlib_source", vocab_size=2048,
+                                   epochs=there["n_tokens"] / (full / 3))], ignore_index=True)
+    summary = sl.fit_summary(both, n_boot=20)
+    line = next(x for x in sl.ratio_caption(both, summary).splitlines() if "Which text" in x)
+    other = summary[(summary["N counted as"] == "total N")].iloc[1]
+    assert f"Measured on other texts: {other['ratio']:.1f} tokens per parameter on a 3.3M" \
+        in line, line

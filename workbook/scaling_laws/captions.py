@@ -82,25 +82,41 @@ def verdict_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 @takes_rows
-def _text_bullet(sweep: pd.DataFrame, points: pd.DataFrame, minima: pd.DataFrame) -> str:
-    """How often the largest budget's optimum, and its most data-heavy point, read the text."""
+def _text_bullet(found: list, summary: pd.DataFrame, points: pd.DataFrame,
+                 minima: pd.DataFrame) -> str:
+    """How often the largest budget's optimum, and its most data-heavy point, read the text;
+    and what the other sweeps, on texts of other sizes, measured."""
+    sweep = found[0][1]
     size = text_tokens(sweep)
     if math.isnan(size):
         return "* **Which text:** these rows do not say how large the training text was."
     top = minima.loc[minima["budget"].idxmax()]
     heaviest = points.loc[points["budget"] == top["budget"], "n_tokens"].max() / size
     text = text_note(sweep).removeprefix(", ") or f"{size / 1e6:.1f}M training tokens"
-    head = (f"* **Which text:** {text}; the "
-            f"largest budget's optimum reads them {top['d_opt'] / size:.1f} times, its most "
-            f"data-heavy point {heaviest:.1f} times. ")
+    out = (f"* **Which text:** {text}; the largest budget's optimum reads them "
+           f"{top['d_opt'] / size:.1f} times, its most data-heavy point {heaviest:.1f} times. ")
     if heaviest <= REPEAT_EPOCHS:
-        return head + (f"Up to about {REPEAT_EPOCHS} epochs repeated tokens are worth nearly "
-                       "as much as new ones (Muennighoff et al. 2023): repetition is not what "
-                       "moves this optimum.")
-    return head + (f"Beyond about {REPEAT_EPOCHS} epochs repeated tokens are worth less than "
-                   "new ones (Muennighoff et al. 2023), and Chinchilla's models saw their "
-                   "tokens about once: the repeats hold back the data-heavy points, which "
-                   "moves the optimum toward larger models and fewer tokens per parameter.")
+        out += (f"Up to about {REPEAT_EPOCHS} epochs repeated tokens are worth nearly as much "
+                "as new ones (Muennighoff et al. 2023): repetition is not what moves this "
+                "optimum.")
+    else:
+        out += (f"Beyond about {REPEAT_EPOCHS} epochs repeated tokens are worth less than new "
+                "ones (Muennighoff et al. 2023), and Chinchilla's models saw theirs about once: "
+                "a penalty on the data-heavy points, which would move the optimum toward "
+                "larger models.")
+    total = summary[summary.get("N counted as", pd.Series(dtype=str)) == "total N"] \
+        if len(summary) else summary
+    others = []
+    for where, other in found[1:]:
+        fit = total[total["sweep"] == where] if "sweep" in total.columns else total.iloc[0:0]
+        other_size = text_tokens(other)
+        if len(fit) and "ratio" in fit.columns and pd.notna(fit["ratio"].iloc[0]) \
+                and not math.isnan(other_size) and abs(other_size / size - 1) > 0.01:
+            others.append(f"{fit['ratio'].iloc[0]:.1f} tokens per parameter on a "
+                          f"{other_size / 1e6:.1f}M-token text ({where})")
+    if others:
+        out += " Measured on other texts: " + "; ".join(others) + "."
+    return out
 
 
 def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -124,7 +140,8 @@ def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
         return (f"The main sweep ({where}) is too small to say where its optimum sits: "
                 f"{outside} of {len(minima)} budgets' minima lie outside the sizes trained"
                 + ("" if total["n_boot"] else ", and 3 sizes per budget give no interval")
-                + ". Its tokens per parameter is an extrapolation, not a measurement.")
+                + ". Its tokens per parameter is an extrapolation, not a measurement.\n"
+                + _text_bullet(found, summary, points, minima))
     ratios = minima["d_opt"] / minima["n_opt"]
     below = int((ratios < TOKENS_PER_PARAM).sum())
     span = minima["budget"].max() / minima["budget"].min()
@@ -145,7 +162,7 @@ def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
         f"($\\propto C^{{b-a}}$) changes {drift:.2f}× over the sweep's {span:.0f}× of compute"
         + (": what separates it from 20 is a level, not a drift with the budget."
            if below == len(minima) and 1 / 1.5 <= drift <= 1.5 else "."),
-        _text_bullet(found[0][1], points, minima),
+        _text_bullet(found, summary, points, minima),
         f"* **Which N:** the same minima counted without embeddings give "
         f"{ne['ratio']:.1f} tokens per parameter at the largest budget, against "
         f"{total['ratio']:.1f} with every parameter: at this scale the count of $N$ alone "
