@@ -81,7 +81,6 @@ def verdict_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     return (f"**The main sweep ({where})** against the targets:\n\n" + "\n".join(lines))
 
 
-@takes_rows
 def _text_bullet(found: list, summary: pd.DataFrame, points: pd.DataFrame,
                  minima: pd.DataFrame) -> str:
     """How often the largest budget's optimum, and its most data-heavy point, read the text;
@@ -119,6 +118,7 @@ def _text_bullet(found: list, summary: pd.DataFrame, points: pd.DataFrame,
     return out
 
 
+@takes_rows
 def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Why the main sweep's optimum sits where it does against the lecture's 20 tokens per
     parameter, in facts the rows and the literature give: the ratio at every budget, its

@@ -35,8 +35,7 @@ from workbook.scaling_laws.laws import (
 
 
 def _recipe(group: pd.DataFrame) -> str:
-    """Which recipe a sweep's rows were trained with: the per-size one (rows carry ``beta2``)
-    or the fixed batch per budget that came before it."""
+    """A sweep's recipe: the per-size one (rows carry ``beta2``) or the older fixed batch."""
     if "beta2" in group.columns and group["beta2"].notna().any():
         return "per-size recipe"
     return "one batch per budget, untuned (older recipe)"
@@ -469,9 +468,12 @@ def _crossed(symbol: str) -> str:
     return f"{base}-open-dot" if hollow else f"{base}-dot"
 
 
-def _short(where: str) -> str:
-    """A sweep's legend name: where it ran, without date, seed and recipe."""
-    return where.split(",")[0].removeprefix("recorded on ").removeprefix("NVIDIA ")
+def _short(where: str, found: list) -> str:
+    """A sweep's legend name: where it ran; its date too where another of ``found`` ran there."""
+    head, *rest = where.split(", ")
+    name = head.removeprefix("recorded on ").removeprefix("NVIDIA ")
+    twins = rest and sum(w.split(", ")[0] == head for w, _ in found) > 1
+    return f"{name}, {rest[0]}" if twins else name
 
 
 @takes_rows
@@ -501,17 +503,18 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
         shown = f"a = {p:.2f}"  # with its interval where the bootstrap gave one, never "nan"
         if fits is not None and len(fits) and pd.notna(fits["a"].iloc[0]):
             shown += _span(fits.iloc[0], "a", ".2f")
-        color, live = plots.color_for(where), (sweep["source"] == "measured").any()
+        color, live = plots.color_for(_short(where, [])), (sweep["source"] == "measured").any()
         inside = minima["bracketed"].astype(bool)
         symbol = shape or "circle"  # the sweep's own shape, as the subtitle's key says
         line = {"width": 2, "color": "white"} if live else {"width": 2}  # draws the cross
         fig.add_scatter(x=minima["budget"], y=minima["n_opt"], mode="markers",
-                        name=f"minima, {_short(where)} ({'here' if live else 'recorded'})",
+                        name=f"minima, {_short(where, found)} "
+                             f"({'here' if live else 'recorded'})",
                         marker={"size": 10, "color": color, "line": line,
                                 "symbol": symbol if inside.all() else
                                 [symbol if ok else _crossed(symbol) for ok in inside]})
         fig.add_scatter(x=c, y=coef * c**p, mode="lines", line={"color": color},
-                        name=f"fit, {_short(where)}: {shown}")
+                        name=f"fit, {_short(where, found)}: {shown}")
         if mid is None:
             mid, span = minima.iloc[len(minima) // 2], c
     if mid is None:
