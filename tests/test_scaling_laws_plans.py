@@ -3,6 +3,8 @@ recorded sweeps drawn as references (hollow, named), never as this machine's."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -60,7 +62,13 @@ def test_a_sweep_of_another_plan_says_it_is_not_todays_full_preset(ledger_dir):
 
 
 def test_a_recorded_sweep_is_drawn_hollow_and_named_even_when_it_is_the_only_one():
-    rows = _rows(_todays_plan(), "recorded", recipe=True)
+    # the full preset's plan centred on 20 tokens/param, near the synthetic law's (Epoch's
+    # replication) minima, so that every minimum lies inside the sizes
+    # (a minimum outside them is drawn crossed: tested with the frontier's key)
+    cfg = dataclasses.replace(sl.ISOFLOP_PRESETS["full"], center_tokens_per_param=20.0)
+    plan = sl.plan_sweep(cfg)
+    rows = _rows(plan.loc[plan["status"] == "planned", ["budget", "n_params", "n_tokens"]],
+                 "recorded", recipe=True)
     fig = sl.isoflop_figure(rows)
     points = [t for t in fig.data if t.mode == "markers"]
     assert {t.marker.symbol for t in points} == {"circle-open"}
