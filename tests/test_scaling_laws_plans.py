@@ -76,3 +76,16 @@ def test_a_recorded_sweep_is_drawn_hollow_and_named_even_when_it_is_the_only_one
     frontier = sl.frontier_figure(rows)
     # its minima take the sweep's own shape, the subtitle's key ('circle: recorded on GPU')
     assert {t.marker.symbol for t in frontier.data if t.mode == "markers"} == {"circle-open"}
+
+
+def test_a_sweep_of_todays_budgets_but_other_sizes_is_not_todays_plan():
+    # the full preset moved its centre (20 -> 10 tokens/param): the sweeps recorded before ran
+    # the same budgets and number of points, on other model sizes
+    cfg = dataclasses.replace(sl.ISOFLOP_PRESETS["full"], center_tokens_per_param=40.0)
+    plan = sl.plan_sweep(cfg)
+    other = plan.loc[plan["status"] == "planned", ["budget", "n_params", "n_tokens"]]
+    assert len(other) == len(_todays_plan())
+    label = sl.plan_judged(_rows(other, "recorded", recipe=True), len(other))
+    assert label == f"its own {len(other)}-point plan (today's budgets, other sizes), not today's"
+    today = _todays_plan()
+    assert sl.plan_judged(_rows(today, "recorded", recipe=True), len(today)).startswith("today's")

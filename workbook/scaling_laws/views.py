@@ -143,13 +143,16 @@ def sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> list
 
 def plan_judged(sweep: pd.DataFrame, planned: int) -> str:
     """Which plan a full-preset sweep of ``planned`` points ran: today's full preset
-    (:func:`plan_sweep`: the same budgets and number of points), or its own, older one."""
+    (:func:`plan_sweep`: the same budgets and model sizes), or its own, older one."""
     today = plan_sweep(ISOFLOP_PRESETS["full"])
-    today = today[today["status"] == "planned"]
-    ran = sorted(sweep.loc[sweep["metric"] == "val_loss", "budget"].dropna().unique())
-    now = sorted(today["budget"].unique())
+    today, loss = today[today["status"] == "planned"], sweep[sweep["metric"] == "val_loss"]
+    ran, now = sorted(loss["budget"].dropna().unique()), sorted(today["budget"].unique())
     if planned == len(today) and len(ran) == len(now) and np.allclose(ran, now):
-        return f"today's {len(today)}-point full preset"
+        def pairs(f: pd.DataFrame) -> set:
+            return set(zip(f["budget"], f["n_params"].astype(float).round(), strict=True))
+        if pairs(loss) <= pairs(today):
+            return f"today's {len(today)}-point full preset"
+        return f"its own {planned}-point plan (today's budgets, other sizes), not today's"
     per = (f"{planned // len(ran)} sizes per budget" if ran and planned % len(ran) == 0
            else f"over {len(ran)} budgets")
     return (f"its own {planned}-point plan ({per}), not today's {len(today)}-point "
@@ -157,9 +160,8 @@ def plan_judged(sweep: pd.DataFrame, planned: int) -> str:
 
 
 def _points_cut(sweep: pd.DataFrame) -> tuple[int, int]:
-    """(points trained, points the sweep's time limit cut) of one sweep. A recorded sweep comes
-    without its skipped rows (references are ``ok`` rows): those are counted in the ledger,
-    by the sweep's device and recording time (the sweep's own rows where the ledger has none)."""
+    """(points trained, points its time limit cut) of one sweep; a recorded sweep's skipped
+    rows are counted in the ledger, by its device and recording time (references are ok rows)."""
     loss = sweep[sweep["metric"] == "val_loss"]
     if (sweep["source"] == "recorded").any() and "recorded_at" in sweep.columns:
         ledger = results.load("scaling_isoflop")
@@ -223,9 +225,8 @@ def _budget_notes(points: pd.DataFrame) -> str:
 
 @takes_rows
 def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """Every sweep's numbers in words (Markdown), the main one first, printed from the rows and
-    their :func:`fit_summary`, never typed: its exponents and tokens per parameter, and which
-    budgets' minima are extrapolated (not bracketed) or rest on a non-convex curve."""
+    """Every sweep's numbers in words (Markdown), from the rows and their :func:`fit_summary`:
+    exponents, tokens per parameter, minima extrapolated or on a non-convex curve."""
     lines = []
     for where, sweep in sweeps(rows):
         points = ok_points(sweep)
@@ -300,9 +301,8 @@ def shown_table(table: pd.DataFrame) -> pd.DataFrame:
 
 @takes_rows
 def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """A :func:`fit_summary` transposed as the notebook shows it: one column per sweep and
-    count of N, one row per named quantity with its unit (:data:`HEADERS`), numbers in fixed
-    notation; the bootstrap's standard deviations left out (the percentiles are the interval)."""
+    """A :func:`fit_summary` transposed: a column per sweep and count of N, a row per quantity
+    with its unit (:data:`HEADERS`); the bootstrap's standard deviations left out."""
     if summary.empty:
         return summary
     # the summary's own names first: its n_points counts every trained point of the sweep,
