@@ -137,10 +137,17 @@ def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
                  for c in ("total N", "non-embedding N"))
     outside = int((~minima["bracketed"].astype(bool)).sum())
     if outside or not total["n_boot"]:
-        return (f"The main sweep ({where}) is too small to say where its optimum sits: "
-                f"{outside} of {len(minima)} budgets' minima lie outside the sizes trained"
-                + ("" if total["n_boot"] else ", and 3 sizes per budget give no interval")
-                + ". Its tokens per parameter is an extrapolation, not a measurement.\n"
+        why = ([f"{outside} of {len(minima)} budgets' minima lie outside the sizes trained, "
+                "so their parabolas extrapolate and the exponents lean on them"]
+               if outside else []) + (
+            [] if total["n_boot"] else ["3 sizes per budget give no interval to judge it by"])
+        top_inside = bool(minima.loc[minima["budget"].idxmax(), "bracketed"])
+        return (f"The main sweep ({where}) cannot say where its optimum sits: "
+                + "; ".join(why) + (
+                    ". Its largest budget's minimum lies inside its sizes: the tokens per "
+                    "parameter there is measured, but not read budget by budget here.\n"
+                    if top_inside and total["n_boot"] else
+                    ". Its tokens per parameter is not a measurement.\n")
                 + _text_bullet(found, summary, points, minima))
     ratios = minima["d_opt"] / minima["n_opt"]
     below = int((ratios < TOKENS_PER_PARAM).sum())
