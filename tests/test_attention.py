@@ -6,6 +6,7 @@ The reference is written here, in float64, from the definition softmax(QKᵀ/√
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -770,3 +771,19 @@ def test_machines_caption_sets_each_variant_beside_its_reached_bandwidth():
     assert "sdpa_flash: 4.00 ms" in text and "1.00× the speed" in text
     one = rows[rows["device"] == "NVIDIA H200"]
     assert A.machines_caption(one).startswith("*GPT-2 medium rows of one machine only")
+
+
+@needs_triton
+def test_a_configurations_registers_and_shared_memory_are_read_without_a_gpu():
+    # scripts/sm90_resources.py: compiled for sm_90 here (no GPU), before any device time.
+    # PAIR 256x128 w8 s3 ran at half speed on the H200 (spills); its tiles also ask for more
+    # shared memory than a Hopper block may use; the offered PAIR 256x64 fits
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "sm90_resources", Path(__file__).parents[1] / "scripts" / "sm90_resources.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    big = script.forward(256, 128, 8, 3, PAIR=True)
+    offered = script.forward(256, 64, 8, 3, PAIR=True)
+    assert big["shared_bytes"] > script.SHARED_MAX >= offered["shared_bytes"]
+    assert 0 < offered["registers"] <= 255 and big["registers"] <= 255

@@ -906,3 +906,18 @@ def test_machine_blocks_put_this_machine_first_then_the_latest_recording():
     recorded = registry.machine_blocks(mixed[mixed["source"] == "recorded"])
     assert [str(part["device"].iloc[0]) for _, part in recorded] == ["H200", "H100"]
     assert registry.machine_blocks(mixed.iloc[0:0]) == []
+
+
+def test_parse_res_usage_reads_registers_and_spills_per_function():
+    text = """
+ Resource usage:
+ Common:
+  GLOBAL:11 CONSTANT[4]:8
+ Function _attn_fwd_tma:
+  REG:255 STACK:544 SHARED:1024 LOCAL:0 CONSTANT[0]:1344 TEXTURE:0 SURFACE:0 SAMPLER:0
+ Function other:
+  REG:40 STACK:0 SHARED:0 LOCAL:16 CONSTANT[0]:900 TEXTURE:0 SURFACE:0 SAMPLER:0
+"""
+    found = profiling.parse_res_usage(text)
+    assert found["_attn_fwd_tma"]["REG"] == 255 and found["_attn_fwd_tma"]["STACK"] == 544
+    assert found["other"]["LOCAL"] == 16 and found["other"]["CONSTANT[0]"] == 900

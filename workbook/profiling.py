@@ -271,3 +271,45 @@ def split_by_marker(kernels: list[dict]) -> list[list[dict]]:
         elif segments:
             segments[-1].append(kernel)
     return segments
+
+
+# ---------------------------------------------- a kernel's registers and spills, offline
+
+def parse_res_usage(text: str) -> dict[str, dict[str, int]]:
+    """``cuobjdump -res-usage`` output → {function: {"REG": .., "STACK": .., "LOCAL": .., ..}}.
+    STACK or LOCAL above 0 means the compiler spilled registers to local memory."""
+    found: dict[str, dict[str, int]] = {}
+    name = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Function "):
+            name = line.removeprefix("Function ").rstrip(":")
+        elif name and line.startswith("REG:"):
+            found[name] = {k: int(v) for k, v in (f.split(":") for f in line.split())
+                           if v.isdigit()}
+    return found
+
+
+def kernel_resources(fn, signature: dict[str, str], constexprs: dict, *, num_warps: int,
+                     num_stages: int, arch: int = 90) -> dict[str, int]:
+    """Compile a Triton kernel for ``sm_<arch>`` here, with no GPU needed (Triton's own ptxas),
+    and read the cubin's registers per thread, spill bytes (STACK, LOCAL) and the shared memory
+    the launch asks for. What one Triton version builds: another may allocate differently."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = triton.compile(ASTSource(fn, signature=signature, constexprs=constexprs),
+                            target=GPUTarget("cuda", arch, 32),
+                            options={"num_warps": num_warps, "num_stages": num_stages})
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "kernel.cubin"
+        cubin.write_bytes(kernel.asm["cubin"])
+        out = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True,
+                             text=True, check=True).stdout
+    usage = parse_res_usage(out).get(fn.__name__)
+    if usage is None:
+        raise WorkbookError(f"cuobjdump reported no function {fn.__name__!r}")
+    return {"registers": usage["REG"], "spill_bytes": usage["STACK"] + usage.get("LOCAL", 0),
+            "shared_bytes": int(kernel.metadata.shared)}

@@ -346,6 +346,9 @@ if triton_available():
         triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st,
                       pre_hook=_bwd_blocks)
         for m, n, w, st in ((128, 64, 8, 3), (64, 64, 4, 2))]
+    # The kernels themselves, for tools that compile them apart from a launch
+    # (scripts/sm90_resources)
+    TMA_BACKWARD_KERNELS = {"dK/dV": _attn_bwd_dkdv_tma, "dQ": _attn_bwd_dq_tma}
     _attn_bwd_dkdv_tma_tuned = triton.autotune(
         DKDV_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
         cache_results=True)(_attn_bwd_dkdv_tma)

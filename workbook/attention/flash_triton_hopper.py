@@ -304,6 +304,8 @@ if triton_available():
         seq_len = {**named_args, **kwargs}["seq_len"]
         return [c for c in configs if seq_len % c.kwargs["BLOCK_M"] == 0]
 
+    # The kernel itself, for tools that compile it apart from a launch (scripts/sm90_resources)
+    TMA_FORWARD_KERNEL = _attn_fwd_tma
     _attn_fwd_tma_tuned = triton.autotune(
         FORWARD_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True,
         prune_configs_by={"early_config_prune": _whole_tiles})(_attn_fwd_tma)
