@@ -3,6 +3,7 @@
 #
 #   bash scripts/gpu_scaling.sh probe [KEY=VALUE ...]   # one budget, 7 sizes: timing + centring
 #   bash scripts/gpu_scaling.sh full  [KEY=VALUE ...]   # the full preset, recorded in the ledger
+#   SEED=1 bash scripts/gpu_scaling.sh full              # another seed (init and batches): its own sweep
 #
 # Uses the stdlib-source token cache (data/cache/scaling/); where it is missing the sweep builds
 # it first (a BPE trained on the stdlib: outside the sweep's own wall time, inside the call's),
@@ -11,6 +12,7 @@
 # they are recorded from there. Copies the ledger, the checkpoint and the log to $OUT.
 set -u
 MODE=${1:-full}
+SEED=${SEED:-0}
 shift || true
 OUT=${OUT:-/tmp/scaling_out}
 mkdir -p "$OUT"
@@ -41,14 +43,14 @@ sys.exit(0 if ok else 1)"; then
   exit 1
 fi
 start=$(date +%s)
-python3 -m workbook run scaling_isoflop --preset full --record "${SETS[@]}" 2>&1 \
+python3 -m workbook run scaling_isoflop --preset full --seed "$SEED" --record "${SETS[@]}" 2>&1 \
   | tee -a "$OUT/log.txt"
 rc=${PIPESTATUS[0]}
 echo "sweep command: exit $rc, wall time $(( $(date +%s) - start )) s (process start included)" \
   | tee -a "$OUT/log.txt"
 if [ "$rc" -ne 0 ] && [ -s "$CKPT" ]; then
   echo "recording the finished points from the checkpoint" | tee -a "$OUT/log.txt"
-  python3 -c "from workbook.scaling_laws import record_checkpoint as r; print(r('$CKPT'))" \
+  python3 -c "from workbook.scaling_laws import record_checkpoint as r; print(r('$CKPT', seed=$SEED))" \
     2>&1 | tee -a "$OUT/log.txt"
 fi
 python3 - <<'PY' 2>&1 | tee -a "$OUT/log.txt"

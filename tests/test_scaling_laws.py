@@ -615,3 +615,17 @@ def test_the_text_a_sweep_read_and_how_often_its_largest_budget_repeats_it():
     other = summary[(summary["N counted as"] == "total N")].iloc[1]
     assert f"Measured on other texts: {other['ratio']:.1f} tokens per parameter on a 3.3M" \
         in line, line
+
+
+def test_two_seeds_of_one_machine_and_commit_are_two_sweeps_told_apart():
+    """A second seed (scripts/gpu_scaling.sh, SEED=1) on the same commit had merged into the
+    first seed's sweep: two points per shape in one parabola, one label for both."""
+    first = _sweep_rows(sl.CHINCHILLA_REPLICATION, "recorded", "GPU there", recipe=True)
+    second = first.assign(seed=1, recorded_at="2026-12-01T01:00:00Z")
+    second["value"] = second["value"] * 1.01
+    found = sl.sweeps(pd.concat([first, second], ignore_index=True))
+    assert len(found) == 2 and {int(g["seed"].iloc[0]) for _, g in found} == {0, 1}
+    assert "seed 1" in found[0][0] and "seed 0" in found[1][0], [w for w, _ in found]
+    names = {t.name for t in sl.frontier_figure(pd.concat([first, second])).data
+             if t.name.startswith("minima")}
+    assert len(names) == 2, names

@@ -11,7 +11,6 @@ import pandas as pd
 from workbook import results
 from workbook.claims import Claim, claims_table, fixed, readable
 from workbook.config import WorkbookError, check_range, takes_rows
-from workbook.results import where_label
 from workbook.scaling_laws.experiments import ISOFLOP_PRESETS, plan_sweep
 from workbook.scaling_laws.fits import (
     fit_exponents,
@@ -45,13 +44,13 @@ def _recipe(group: pd.DataFrame) -> str:
 def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The sweeps in ``rows`` (:func:`workbook.registry.with_references`), the main one first:
     the rows measured on this machine if any ran here, else the newest recorded sweep of the
-    current recipe. A sweep is the rows of one run (one device, preset and commit); each comes
-    with its label: where it ran (device, date), its preset and its recipe."""
+    current recipe. A sweep is the rows of one run (device, preset, commit, seed); each comes
+    with its label: where it ran (device, date, seed), its preset, recipe, plan and text."""
     if rows.empty:
         return []
     frame = rows.copy()
     frame["_where"] = frame["source"].where(frame["source"] == "measured", "recorded")
-    keys = ["_where", "device", "preset", "commit"]
+    keys = ["_where", "device", "preset", "commit", "seed"]
     for col in (*keys, "recorded_at"):
         if col not in frame.columns:
             frame[col] = ""
@@ -67,9 +66,9 @@ def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     for g in sorted(groups, key=rank):
         g = g.drop(columns="_where")
         preset = g["preset"].iloc[0] or "?"
-        # a full-preset sweep names the plan it ran: today's, or an older one of its own
-        plan = f", {plan_judged(g, sum(_points_cut(g)))}" if preset == "full" else ""
-        out.append((f"{where_label(g)}, {preset} preset, {_recipe(g)}{plan}{text_note(g)}", g))
+        plan = (f", {plan_judged(g, sum(_points_cut(g)))}" if preset == "full" else "")
+        plan += text_note(g)
+        out.append((f"{results.where_label(g)}, {preset} preset, {_recipe(g)}{plan}", g))
     return out
 
 
@@ -423,7 +422,7 @@ def _subtitled(title: str, found: list[tuple[str, pd.DataFrame]]) -> str:
         budgets = sweep.loc[sweep["metric"] == "val_loss", "budget"].nunique()
         recipe = "per-size recipe" if _recipe(sweep) == "per-size recipe" else "older recipe"
         lines.append(f"{'filled' if live else shape.split('-')[0]}: "
-                     f"{where_label(sweep)}, {sweep['preset'].iloc[0]} preset, {recipe}, a "
+                     f"{results.where_label(sweep)}, {sweep['preset'].iloc[0]} preset, {recipe}, a "
                      f"{trained + cut}-point plan over {budgets} budgets"
                      + (f" ({trained} trained)" if cut else ""))
     return title + "".join(f"<br><sup>{line}</sup>" for line in lines)
@@ -469,11 +468,12 @@ def _crossed(symbol: str) -> str:
 
 
 def _short(where: str, found: list) -> str:
-    """A sweep's legend name: where it ran; its date too where another of ``found`` ran there."""
+    """A sweep's legend name: where it ran; its date and seed where another of ``found`` did."""
     head, *rest = where.split(", ")
     name = head.removeprefix("recorded on ").removeprefix("NVIDIA ")
-    twins = rest and sum(w.split(", ")[0] == head for w, _ in found) > 1
-    return f"{name}, {rest[0]}" if twins else name
+    twins = bool(rest) and sum(w.split(", ")[0] == head for w, _ in found) > 1
+    keep = [r for r in rest[:2] if r[:1].isdigit() or r[:4] == "seed"]  # date, seed
+    return ", ".join([name, *keep][:1 + 2 * twins])
 
 
 @takes_rows
