@@ -330,8 +330,9 @@ def _done(done: pd.DataFrame, point: dict, extra: dict) -> pd.DataFrame:
     mask = done["status"] == "ok"
     for k in _POINT_KEY:
         mask &= np.isclose(done[k].astype(float), float(point[k]))
-    for k, v in extra.items():
-        mask &= done[k].astype(str) == str(v)
+    for k, v in extra.items():   # a point of an older commit's run is reused by a resumed one
+        if k != "sweep_commit":
+            mask &= done[k].astype(str) == str(v)
     return done[mask]
 
 
@@ -350,14 +351,16 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
     train_dev = train_ids.to(device)
     plan = plan_sweep(cfg, len(train_ids))
     done = _load_checkpoint(cfg.checkpoint)
+    # sweep_commit: part of each row's key in the ledger (results.merge), so that a sweep of
+    # newer code never replaces the matching points of an older sweep: a sweep is kept whole
     extra = {"corpus": cfg.corpus, "corpus_sha": corpus_sha(cfg.corpus, cfg.vocab_size),
              "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len, "seed": seed,
-             "device_type": device.type}
+             "device_type": device.type, "sweep_commit": results.git_commit()}
     frames, t_start, reused_s, n_reused = [], time.perf_counter(), 0.0, 0
     for point in plan.to_dict("records"):
         reused = _done(done, point, extra)
         if not reused.empty:
-            frames.append(reused)
+            frames.append(reused.assign(sweep_commit=extra["sweep_commit"]))
             n_reused += 1
             reused_s += float(reused.loc[reused["metric"] == "train_s", "value"].sum())
             continue
