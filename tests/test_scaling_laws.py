@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from workbook import claims
+from workbook import claims, results
 from workbook import scaling_laws as sl
 from workbook.config import WorkbookError
 
@@ -629,3 +629,52 @@ def test_two_seeds_of_one_machine_and_commit_are_two_sweeps_told_apart():
     names = {t.name for t in sl.frontier_figure(pd.concat([first, second])).data
              if t.name.startswith("minima")}
     assert len(names) == 2, names
+
+
+def test_sweeps_of_one_plan_under_several_seeds_are_pooled_and_judged_together():
+    first = _sweep_rows(sl.CHINCHILLA_REPLICATION, "recorded", "GPU there", recipe=True)
+    second = first.assign(seed=1, commit="def", recorded_at="2026-12-02T00:00:00Z")
+    second["value"] = second["value"] * 1.01
+    other = _sweep_rows(sl.CHINCHILLA, "recorded", "GPU third", recipe=True)
+    resized = first.assign(seed=2, commit="ghi", n_params=first["n_params"] * 2,
+                           recorded_at="2026-12-03T00:00:00Z")
+    rows = pd.concat([first, second, other, resized], ignore_index=True)
+    pools = sl.seed_pools(sl.sweeps(rows))
+    assert len(pools) == 1, [w for w, _ in pools]   # GPU third: one seed; seed 2: other sizes
+    label, pool = pools[0]
+    assert label.startswith("recorded on GPU there ×1, seeds 0, 1 pooled (2 sweeps"), label
+    loss = pool[pool["metric"] == "val_loss"]
+    assert len(loss) == 2 * (first["metric"] == "val_loss").sum()
+    assert "sweep_wall_s" not in set(pool["metric"]), "a pool has no one wall time"
+    summary = sl.fit_summary(rows, n_boot=50)
+    assert label in set(summary["sweep"])
+    table = sl.claims(rows, summary)
+    pooled = table[table["where"] == label]
+    assert len(pooled) == 3 and not pooled["claim"].str.contains("600 s").any()
+    text = sl.verdict_caption(rows, summary)
+    assert "seed 2" in text.split("\n")[0] and "Its seeds pooled" not in text, (
+        "the main sweep (seed 2, other sizes) has no pool")
+    text = sl.verdict_caption(pd.concat([first, second]), summary)
+    assert f"**Its seeds pooled ({label})**" in text, text
+
+
+def test_a_newer_sweep_keeps_an_older_one_whole_and_a_resumed_one_takes_its_points(
+        tmp_path, monkeypatch):
+    """The H200's sweep at cbb140a65373 replaced 23 of dc39d910bf51's 30 points in the ledger
+    (same shapes, steps and seed: the same configuration to results.merge), leaving a
+    '7-point plan'. Rows now carry sweep_commit, part of the key."""
+    from workbook.scaling_laws.experiments import ISOFLOP_PRESETS, run_isoflop
+
+    cfg = dataclasses.replace(ISOFLOP_PRESETS["small"], budgets=(3e10,), sizes_per_budget=2,
+                              checkpoint=str(tmp_path / "ck.csv"))
+    monkeypatch.setenv("WORKBOOK_COMMIT", "older")
+    old = run_isoflop(cfg)
+    assert set(old["sweep_commit"]) == {"older"}
+    monkeypatch.setenv("WORKBOOK_COMMIT", "newer")
+    resumed = run_isoflop(cfg)   # every point from the checkpoint: stamped with this run
+    assert set(resumed["sweep_commit"]) == {"newer"}
+    assert "resumed: 2 points" in resumed.loc[resumed["metric"] == "sweep_wall_s", "error"].iloc[0]
+    both = results.merge(old, resumed)
+    assert len(both) == len(old) + len(resumed), "an older sweep is kept whole"
+    again = results.merge(both, resumed.assign(value=resumed["value"] + 1))
+    assert len(again) == len(both), "a rerun of the same commit replaces its own rows"

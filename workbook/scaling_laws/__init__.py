@@ -44,8 +44,10 @@ from workbook.scaling_laws.fits import (
     isoflop_minima,
     ok_points,
     parabola_minimum,
+    seed_pools,
     text_note,
     text_tokens,
+    wall_seconds,
     wiggle,
 )
 from workbook.scaling_laws.laws import (
@@ -93,7 +95,6 @@ from workbook.scaling_laws.views import (
     summary_table,
     sweep_claims,
     sweeps,
-    wall_seconds,
 )
 
 __all__ = [
@@ -102,7 +103,7 @@ __all__ = [
     "point_settings", "predicted_seconds", "record_checkpoint", "run_isoflop", "train_point",
     "ExponentFit", "StepTime", "at_bounds", "fit_exponents", "fit_parametric", "fit_power_law",
     "fit_step_time", "isoflop_minima", "ok_points", "parabola_minimum", "text_note",
-    "text_tokens", "wiggle",
+    "seed_pools", "text_tokens", "wall_seconds", "wiggle",
     "CHINCHILLA", "CHINCHILLA_EXPONENTS", "CHINCHILLA_REPLICATION", "KAPLAN", "LAWS",
     "LOSS_BY", "NOTABLE_MODELS", "TOKENS_PER_PARAM", "ParametricLaw", "allocation", "kaplan_loss",
     "kaplan_optimal", "law_optimal", "overtraining_costs", "placement",

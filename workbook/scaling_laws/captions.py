@@ -10,7 +10,13 @@ import pandas as pd
 
 from workbook.claims import Claim, fixed, judge
 from workbook.config import takes_rows
-from workbook.scaling_laws.fits import isoflop_minima, ok_points, text_note, text_tokens
+from workbook.scaling_laws.fits import (
+    isoflop_minima,
+    ok_points,
+    seed_pools,
+    text_note,
+    text_tokens,
+)
 from workbook.scaling_laws.laws import (
     CHINCHILLA,
     CHINCHILLA_REPLICATION,
@@ -72,13 +78,21 @@ def verdict_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     else the newest recording) against the issue's targets, one line per claim, from its
     :func:`~workbook.scaling_laws.views.fit_summary`: a within 0.05 of 0.5, the tokens per
     parameter within 1.5× of 20 at the largest budget, Kaplan's a with non-embedding N, and
-    the sweep's time against 10 minutes (full preset)."""
+    the sweep's time against 10 minutes (full preset); then, where its machine ran the same
+    plan under several seeds (:func:`~workbook.scaling_laws.fits.seed_pools`), the pool's."""
     found = sweeps(rows)
     if not found:
         return "No sweep with finished points yet."
     where, sweep = found[0]
     lines = [_judged(claim) for claim in sweep_claims(summary, where, sweep)]
-    return (f"**The main sweep ({where})** against the targets:\n\n" + "\n".join(lines))
+    text = f"**The main sweep ({where})** against the targets:\n\n" + "\n".join(lines)
+    for label, pool in seed_pools(found):
+        if label.split(", ")[0] == where.split(", ")[0] and (pool["seed"] == sweep["seed"].iloc[0]
+                                                             ).any():
+            text += (f"\n\n**Its seeds pooled ({label})**, each parabola fitted to every "
+                     "seed's points:\n\n" + "\n".join(
+                         _judged(c) for c in sweep_claims(summary, label, pool)))
+    return text
 
 
 def _text_bullet(found: list, summary: pd.DataFrame, points: pd.DataFrame,

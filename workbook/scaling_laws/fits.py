@@ -138,6 +138,44 @@ class ExponentFit:
         return pd.DataFrame([asdict(self)])
 
 
+@takes_rows
+def wall_seconds(sweep: pd.DataFrame) -> float:
+    """A sweep's wall time from its ``sweep_wall_s`` row; NaN where it has none (or only NaN),
+    which a claim shows as not measured and a caption leaves out, never as "nan s"."""
+    wall = sweep.loc[sweep["metric"] == "sweep_wall_s", "value"].astype(float)
+    wall = wall[np.isfinite(wall)]
+    return float(wall.max()) if len(wall) else float("nan")
+
+
+def seed_pools(found: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, pd.DataFrame]]:
+    """Pools of sweeps that differ only in their seed: for every device whose ``found``
+    sweeps (:func:`~workbook.scaling_laws.views.sweeps`) ran one plan (the same budgets and
+    model sizes, recipe and text) under two or more seeds, one (label, rows) item holding all
+    their trained points, without their wall times. Fitting a pool averages each point over
+    the seeds: what one seed's noise at a single shape did to a parabola shrinks."""
+    groups: dict[tuple, list[tuple[str, pd.DataFrame]]] = {}
+    for where, sweep in found:
+        loss = sweep[(sweep["metric"] == "val_loss") & (sweep["status"] == "ok")]
+        if loss.empty or "seed" not in sweep.columns:
+            continue
+        plan = frozenset(zip(loss["budget"], loss["n_params"].astype(float).round(),
+                             strict=True))
+        text = set(sweep["corpus_sha"].dropna().astype(str)) if "corpus_sha" in sweep else set()
+        tuned = "beta2" in sweep.columns and sweep["beta2"].notna().any()
+        key = (where.split(", ")[0], sweep["preset"].iloc[0], plan, frozenset(text), tuned)
+        groups.setdefault(key, []).append((where, sweep))
+    pools = []
+    for (machine, preset, *_), members in groups.items():
+        seeds = sorted({int(float(s)) for _, g in members for s in g["seed"].dropna()})
+        if len(seeds) < 2:
+            continue
+        rows = pd.concat([g[g["metric"] != "sweep_wall_s"] for _, g in members],
+                         ignore_index=True)
+        pools.append((f"{machine}, seeds {', '.join(map(str, seeds))} pooled ({len(members)} "
+                      f"sweeps of one plan), {preset} preset", rows))
+    return pools
+
+
 def _vertex(lx: np.ndarray, y: np.ndarray) -> float:
     """log x at the parabola's minimum, as :func:`parabola_minimum` picks it (arrays only)."""
     c2, c1, _ = np.polyfit(lx, y, 2)
