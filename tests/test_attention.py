@@ -787,3 +787,16 @@ def test_a_configurations_registers_and_shared_memory_are_read_without_a_gpu():
     offered = script.forward(256, 64, 8, 3, PAIR=True)
     assert big["shared_bytes"] > script.SHARED_MAX >= offered["shared_bytes"]
     assert 0 < offered["registers"] <= 255 and big["registers"] <= 255
+
+
+def test_launch_kwargs_drop_the_pre_hook_of_a_pick_or_a_dict():
+    # One helper for the forward's and the backward's remembered picks (they had each
+    # filtered the pre_hook out of the autotuner's Config on their own)
+    triton = pytest.importorskip("triton")
+    from workbook.attention.flash_triton_hopper import launch_kwargs
+    pick = triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3,
+                         pre_hook=lambda nargs: None)
+    kwargs = launch_kwargs(pick)
+    assert kwargs["BLOCK_M"] == 128 and kwargs["num_warps"] == 8 and kwargs["num_stages"] == 3
+    assert "pre_hook" not in kwargs
+    assert launch_kwargs({"BLOCK_M": 64, "pre_hook": print}) == {"BLOCK_M": 64}

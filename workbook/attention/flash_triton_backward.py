@@ -30,7 +30,7 @@ from workbook.attention.flash_triton import (
     fixed_forward_args,
     flash_forward,
 )
-from workbook.attention.flash_triton_hopper import tma_applies
+from workbook.attention.flash_triton_hopper import launch_kwargs, tma_applies
 from workbook.config import WorkbookError
 from workbook.profiling import interpreter_numpy_fix, interpreting, triton_available
 
@@ -362,11 +362,6 @@ if triton_available():
 TUNED_BACKWARD: dict[tuple, tuple[dict, dict]] = {}
 
 
-def _picked(tuned) -> dict:
-    """The autotuner's last pick as launch arguments (tiles, warps, stages)."""
-    return {k: v for k, v in tuned.best_config.all_kwargs().items() if k != "pre_hook"}
-
-
 def _backward_tma(q, k, v, do, lse2, delta, dq, dk, dv, scale: float, causal: bool,
                   tiles: tuple[int, int, int, int] | None, launch: dict | None) -> None:
     """The two TMA kernels into dq, dk, dv: autotuned, or with fixed ``tiles``/``launch``."""
@@ -389,8 +384,8 @@ def _backward_tma(q, k, v, do, lse2, delta, dq, dk, dv, scale: float, causal: bo
         _attn_bwd_dq_tma_tuned[lambda meta: (seq_len // meta["BLOCK_M"], bh)](
             *dq_args, HEAD_DIM=head_dim, CAUSAL=causal)
         if not interpreting():
-            TUNED_BACKWARD[key] = (_picked(_attn_bwd_dkdv_tma_tuned),
-                                   _picked(_attn_bwd_dq_tma_tuned))
+            TUNED_BACKWARD[key] = (launch_kwargs(_attn_bwd_dkdv_tma_tuned.best_config),
+                                   launch_kwargs(_attn_bwd_dq_tma_tuned.best_config))
         return
     if tiles is None:
         dkdv, dq_cfg = TUNED_BACKWARD[key]

@@ -314,7 +314,15 @@ if triton_available():
 # The autotuner's pick per shape, remembered here so that later calls launch the kernel
 # directly; with tma_applies' checks cached, the host's time per call of the autotuned
 # forward fell from 139 to 101 µs on the H200 (`--host`, b349a260868c and 0bc82d6).
-_TUNED_TMA: dict[tuple, object] = {}
+_TUNED_TMA: dict[tuple, dict] = {}
+
+
+def launch_kwargs(config) -> dict:
+    """An autotuner's pick (a ``triton.Config``) or a configuration dict as the keyword
+    arguments of a direct launch: tiles, warps and stages, without its ``pre_hook`` (the
+    caller sets the descriptors' block shapes itself)."""
+    kwargs = config.all_kwargs() if hasattr(config, "all_kwargs") else dict(config)
+    return {k: v for k, v in kwargs.items() if k != "pre_hook"}
 
 
 @functools.cache
@@ -361,13 +369,13 @@ def flash_forward_tma(q, k, v, out, lse, qk_scale: float, causal: bool, store_ls
     args = (*descs, lse, qk_scale, seq_len, batch * n_heads)
     key = (seq_len, head_dim, causal, store_lse, q.dtype, q.device)
     if config is None and key in _TUNED_TMA:
-        config = _TUNED_TMA[key].all_kwargs()
+        config = _TUNED_TMA[key]
     if config is None:
         _attn_fwd_tma_tuned[grid](*args, HEAD_DIM=head_dim, CAUSAL=causal, STORE_LSE=store_lse)
         if not interpreting():
-            _TUNED_TMA[key] = _attn_fwd_tma_tuned.best_config
+            _TUNED_TMA[key] = launch_kwargs(_attn_fwd_tma_tuned.best_config)
     else:
-        config = {k: v for k, v in config.items() if k != "pre_hook"}
+        config = launch_kwargs(config)
         _tma_blocks({**config, "HEAD_DIM": head_dim, "desc_q": descs[0], "desc_k": descs[1],
                      "desc_v": descs[2], "desc_o": descs[3]})
         _attn_fwd_tma[grid(config)](*args, HEAD_DIM=head_dim, CAUSAL=causal,
