@@ -303,6 +303,11 @@ def test_time_table_fits_each_device_on_its_latest_sweep_alone():
     assert row["predicted training s"] <= row["wall_s"], "training fits inside the wall time"
     text = sl.time_caption(rows)
     assert "ran today's plan" in text and f"{train:.0f} s" in text and "nan" not in text
+    assert "from start to end" in text and "resumed" not in text
+    note = "resumed: 20 points from the checkpoint, counted by their training time"
+    rows.loc[(rows["metric"] == "sweep_wall_s") & (rows["commit"] == "new"), "error"] = note
+    text = sl.time_caption(rows)   # a resumed sweep's time is a count, not one run's
+    assert f"it counts 400 s ({note}" in text and "from start to end" not in text, text
 
 
 def test_recorded_time_table_has_no_negative_cost_and_predicts_within_the_wall():
@@ -678,3 +683,19 @@ def test_a_newer_sweep_keeps_an_older_one_whole_and_a_resumed_one_takes_its_poin
     assert len(both) == len(old) + len(resumed), "an older sweep is kept whole"
     again = results.merge(both, resumed.assign(value=resumed["value"] + 1))
     assert len(again) == len(both), "a rerun of the same commit replaces its own rows"
+
+
+def test_a_resumed_sweep_says_its_time_is_counted_and_an_estimate_outside_its_interval_is_named():
+    rows = _sweep_rows(sl.CHINCHILLA_REPLICATION, "recorded", "GPU there", recipe=True)
+    wall = rows["metric"] == "sweep_wall_s"
+    assert sl.resumed_note(rows) == ""
+    rows.loc[wall, "error"] = ("resumed: 27 points from the checkpoint, counted by their "
+                               "training time")
+    assert sl.resumed_note(rows).startswith("resumed: 27 points")
+    summary = sl.fit_summary(rows, n_boot=50)
+    assert "in 420 s (resumed: 27 points" in sl.caption(rows, summary)
+    timed = sl.claims(rows, summary).query("claim.str.startswith('IsoFLOP sweep')").iloc[0]
+    assert "; resumed: 27 points" in timed["where"], timed["where"]
+    moved = summary.copy()
+    moved.loc[moved["N counted as"] == "total N", ["a_low", "a_high"]] = [0.9, 1.0]
+    assert "[0.90, 1.00: the estimate lies outside it]" in sl.caption(rows, moved)

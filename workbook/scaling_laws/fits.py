@@ -147,6 +147,16 @@ def wall_seconds(sweep: pd.DataFrame) -> float:
     return float(wall.max()) if len(wall) else float("nan")
 
 
+@takes_rows
+def resumed_note(sweep: pd.DataFrame) -> str:
+    """The note a resumed sweep's ``sweep_wall_s`` row carries ('resumed: 27 points from the
+    checkpoint, counted by their training time'; :func:`~workbook.scaling_laws.experiments.
+    run_isoflop`): its wall time is then a count, not one run's; '' for a sweep run whole."""
+    wall = sweep[sweep["metric"] == "sweep_wall_s"]
+    notes = wall["error"].dropna().astype(str) if "error" in wall.columns else wall["metric"]
+    return next((n for n in notes if n.startswith("resumed")), "")
+
+
 def seed_pools(found: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, pd.DataFrame]]:
     """Pools of sweeps that differ only in their seed: for every device whose ``found``
     sweeps (:func:`~workbook.scaling_laws.views.sweeps`) ran one plan (the same budgets and

@@ -16,7 +16,7 @@ from workbook.scaling_laws.experiments import (
     plan_sweep,
     predicted_seconds,
 )
-from workbook.scaling_laws.fits import fit_step_time
+from workbook.scaling_laws.fits import fit_step_time, resumed_note
 
 # Why a cell of the time table has no number (``results.dashed(time_table(...), TIME_GAPS)``).
 TIME_GAPS = {"wall_s": "– (the sweep recorded no wall time)",
@@ -118,10 +118,15 @@ def time_caption(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> str:
             text += (" This sweep ran a plan of its own, not today's, so its own times "
                      "(in the table) are not the prediction's to match.")
         elif np.isfinite(train):
+            resumed = resumed_note(sweep)
             text += (f" The sweep ran today's plan: its points trained for {train:.0f} s in "
-                     "all" + (f" and the sweep took {wall:.0f} s from start to end, so "
-                              "start-up, evaluation and the work between points added "
-                              f"{wall - train:.0f} s" if np.isfinite(wall)
+                     "all" + ((f" and it counts {wall:.0f} s ({resumed}: its last run's wall "
+                               "time plus those points' training), so start-up, evaluation and"
+                               f" the work between points added at least {wall - train:.0f} s"
+                               if resumed else
+                               f" and the sweep took {wall:.0f} s from start to end, so "
+                               "start-up, evaluation and the work between points added "
+                               f"{wall - train:.0f} s") if np.isfinite(wall)
                               else "; it recorded no wall time") + ". "
                      + ("The prediction matches the training time to the second"
                         if abs(gap) < 0.5 else

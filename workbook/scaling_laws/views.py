@@ -18,6 +18,7 @@ from workbook.scaling_laws.fits import (
     fit_power_law,
     isoflop_minima,
     ok_points,
+    resumed_note,
     seed_pools,
     text_note,
     wall_seconds,
@@ -112,7 +113,7 @@ def sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> list
     label = where  # device, date, preset, recipe and plan (:func:`sweeps`)
     exponent = "exponent (N_opt ∝ C^a)"  # a has no unit: the column says what it is
     seconds, (trained, cut) = wall_seconds(sweep), _points_cut(sweep)
-    time_label = label  # names the plan the sweep ran (:func:`sweeps`)
+    time_label = label + (f"; {resumed_note(sweep)}" if resumed_note(sweep) else "")
     if cut and trained:  # the time to train every planned point, extrapolated from the rate
         time_label += f"; {cut} of {trained + cut} points cut by the time limit: " + (
             f"{seconds:.0f} s × {trained + cut}/{trained}, extrapolated"
@@ -184,7 +185,10 @@ def claims(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 
 def _span(fit: pd.Series, name: str, fmt: str) -> str:
     low, high = fit.get(f"{name}_low", np.nan), fit.get(f"{name}_high", np.nan)
-    return "" if pd.isna(low) or pd.isna(high) else f" [{low:{fmt}}, {high:{fmt}}]"
+    if pd.isna(low) or pd.isna(high):
+        return ""
+    outside = not low <= fit.get(name, low) <= high  # resampling moves the fit far from it
+    return f" [{low:{fmt}}, {high:{fmt}}{': the estimate lies outside it' * outside}]"
 
 
 def _budget_notes(points: pd.DataFrame) -> str:
@@ -226,6 +230,7 @@ def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
         points = ok_points(sweep)
         wall = wall_seconds(sweep)
         took = f" in {wall:.0f} s" if np.isfinite(wall) else ""
+        took += f" ({resumed_note(sweep)})" if took and resumed_note(sweep) else ""
         cut = _points_cut(sweep)[1]
         cut = f" ({cut} more were planned: the sweep's time limit cut them)" if cut else ""
         head = (f"**{where}:** {len(points)} trained points over "
