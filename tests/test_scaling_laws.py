@@ -661,6 +661,12 @@ def test_sweeps_of_one_plan_under_several_seeds_are_pooled_and_judged_together()
         "the main sweep (seed 2, other sizes) has no pool")
     text = sl.verdict_caption(pd.concat([first, second]), summary)
     assert f"**Its seeds pooled ({label})**" in text, text
+    gap = sl.seed_spread(pool)   # seed 1's losses are seed 0's × 1.01
+    loss = first.loc[first["metric"] == "val_loss", "value"]
+    assert gap["points"] == len(loss) and gap["max"] == pytest.approx(0.01 * loss.max())
+    assert gap["median"] == pytest.approx(0.01 * loss.median())
+    assert f"differ by a median {gap['median']:.3f} nats over {len(loss)} points" in text
+    assert sl.seed_spread(first) == {}, "one seed: no spread"
 
 
 def test_a_newer_sweep_keeps_an_older_one_whole_and_a_resumed_one_takes_its_points(

@@ -186,6 +186,22 @@ def seed_pools(found: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, pd.Data
     return pools
 
 
+@takes_rows
+def seed_spread(pool: pd.DataFrame) -> dict:
+    """How far a pool's seeds (:func:`seed_pools`) disagree at one point: the median and the
+    largest spread (highest minus lowest validation loss, nats) over the points every seed
+    trained, with the budget and size of the largest; empty where no point has two seeds."""
+    loss = pool[(pool["metric"] == "val_loss") & (pool["status"] == "ok")]
+    spread = loss.groupby(["budget", "n_params"])["value"].agg(["max", "min", "count"])
+    spread = spread[spread["count"] >= 2]
+    if spread.empty:
+        return {}
+    gap = spread["max"] - spread["min"]
+    (budget, n_params), worst = gap.idxmax(), float(gap.max())
+    return {"median": float(gap.median()), "max": worst, "budget": float(budget),
+            "n_params": float(n_params), "points": len(gap)}
+
+
 def _vertex(lx: np.ndarray, y: np.ndarray) -> float:
     """log x at the parabola's minimum, as :func:`parabola_minimum` picks it (arrays only)."""
     c2, c1, _ = np.polyfit(lx, y, 2)
