@@ -705,3 +705,20 @@ def test_a_resumed_sweep_says_its_time_is_counted_and_an_estimate_outside_its_in
     moved = summary.copy()
     moved.loc[moved["N counted as"] == "total N", ["a_low", "a_high"]] = [0.9, 1.0]
     assert "[0.90, 1.00: the estimate lies outside it]" in sl.caption(rows, moved)
+
+
+def test_two_sweeps_of_one_machine_date_and_seed_are_named_by_their_commits():
+    """03's frontier legend named the H200's sweeps at cbb140a65373 and dc39d910bf51 alike
+    ('H200 ×1, 2026-12-04, seed 0'): same machine, day and seed."""
+    first = _sweep_rows(sl.CHINCHILLA_REPLICATION, "recorded", "GPU there", recipe=True)
+    second = first.assign(commit="def", recorded_at="2026-12-01T05:00:00Z")
+    rows = pd.concat([first, second], ignore_index=True)
+    labels = [w for w, _ in sl.sweeps(rows)]
+    assert labels[0].startswith("recorded on GPU there ×1, 2026-12-01, seed 0, commit def,")
+    assert ", commit abc, full preset" in labels[1], labels
+    fig = sl.frontier_figure(rows)
+    names = [t.name for t in fig.data if t.name.startswith("minima")]
+    assert len(set(names)) == 2 and "commit abc" in names[1], names
+    assert "seed 0, commit def, full preset" in fig.layout.title.text
+    alone = [w for w, _ in sl.sweeps(first)]
+    assert "commit" not in alone[0], "a sweep needing no commit to be told apart shows none"

@@ -75,6 +75,7 @@ from workbook.scaling_laws.laws import (
 from workbook.scaling_laws.timing import (
     TIME_GAPS,
     latest_sweeps,
+    plan_judged,
     ran_todays_plan,
     time_caption,
     time_table,
@@ -92,7 +93,6 @@ from workbook.scaling_laws.views import (
     overtraining_explorer,
     parametric_caption,
     parametric_table,
-    plan_judged,
     shown_table,
     summary_table,
     sweep_claims,

@@ -137,3 +137,21 @@ def time_caption(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> str:
             text += " The sweep ran today's plan but recorded no training times."
         lines.append(text)
     return "\n\n".join(lines) or "No full-preset sweep with step times recorded yet."
+
+
+def plan_judged(sweep: pd.DataFrame, planned: int) -> str:
+    """Which plan a full-preset sweep of ``planned`` points ran: today's full preset
+    (:func:`plan_sweep`: the same budgets and model sizes), or its own, older one."""
+    today = plan_sweep(ISOFLOP_PRESETS["full"])
+    today, loss = today[today["status"] == "planned"], sweep[sweep["metric"] == "val_loss"]
+    ran, now = sorted(loss["budget"].dropna().unique()), sorted(today["budget"].unique())
+    if planned == len(today) and len(ran) == len(now) and np.allclose(ran, now):
+        def pairs(f: pd.DataFrame) -> set:
+            return set(zip(f["budget"], f["n_params"].astype(float).round(), strict=True))
+        if pairs(loss) <= pairs(today):
+            return f"today's {len(today)}-point full preset"
+        return f"its own {planned}-point plan (today's budgets, other sizes), not today's"
+    per = (f"{planned // len(ran)} sizes per budget" if ran and planned % len(ran) == 0
+           else f"over {len(ran)} budgets")
+    return (f"its own {planned}-point plan ({per}), not today's {len(today)}-point "
+            f"full preset ({len(today) // len(now)} sizes × {len(now)} budgets)")

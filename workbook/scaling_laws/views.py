@@ -11,7 +11,6 @@ import pandas as pd
 from workbook import results
 from workbook.claims import Claim, claims_table, fixed, readable
 from workbook.config import WorkbookError, check_range, takes_rows
-from workbook.scaling_laws.experiments import ISOFLOP_PRESETS, plan_sweep
 from workbook.scaling_laws.fits import (
     fit_exponents,
     fit_parametric,
@@ -34,6 +33,7 @@ from workbook.scaling_laws.laws import (
     placement,
     rule_of_thumb_optimal,
 )
+from workbook.scaling_laws.timing import plan_judged
 
 
 def _recipe(group: pd.DataFrame) -> str:
@@ -65,13 +65,15 @@ def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         return (g["_where"].iloc[0] != "measured", _recipe(g) != "per-size recipe",
                 g["preset"].iloc[0] != "full", -when.timestamp() if pd.notna(when) else 0.0)
 
-    out = []
-    for g in sorted(groups, key=rank):
-        g = g.drop(columns="_where")
+    out, ordered = [], [g.drop(columns="_where") for g in sorted(groups, key=rank)]
+    wheres = [results.where_label(g) for g in ordered]
+    for where, g in zip(wheres, ordered, strict=True):
+        if wheres.count(where) > 1:  # one machine, date and seed: the commit tells them apart
+            where += f", commit {g['commit'].iloc[0]}"
         preset = g["preset"].iloc[0] or "?"
         plan = (f", {plan_judged(g, sum(_points_cut(g)))}" if preset == "full" else "")
         plan += text_note(g)
-        out.append((f"{results.where_label(g)}, {preset} preset, {_recipe(g)}{plan}", g))
+        out.append((f"{where}, {preset} preset, {_recipe(g)}{plan}", g))
     return out
 
 
@@ -133,24 +135,6 @@ def sweep_claims(summary: pd.DataFrame, where: str, sweep: pd.DataFrame) -> list
                 "issue 21 target", 600.0, seconds, "s", time_label, kind="at_most")]
          if sweep["preset"].iloc[0] == "full" and sweep.get("seed", sweep["preset"]).nunique() < 2
          else [])   # the budget is the full preset's; a pool of seeds has no one wall time
-
-
-def plan_judged(sweep: pd.DataFrame, planned: int) -> str:
-    """Which plan a full-preset sweep of ``planned`` points ran: today's full preset
-    (:func:`plan_sweep`: the same budgets and model sizes), or its own, older one."""
-    today = plan_sweep(ISOFLOP_PRESETS["full"])
-    today, loss = today[today["status"] == "planned"], sweep[sweep["metric"] == "val_loss"]
-    ran, now = sorted(loss["budget"].dropna().unique()), sorted(today["budget"].unique())
-    if planned == len(today) and len(ran) == len(now) and np.allclose(ran, now):
-        def pairs(f: pd.DataFrame) -> set:
-            return set(zip(f["budget"], f["n_params"].astype(float).round(), strict=True))
-        if pairs(loss) <= pairs(today):
-            return f"today's {len(today)}-point full preset"
-        return f"its own {planned}-point plan (today's budgets, other sizes), not today's"
-    per = (f"{planned // len(ran)} sizes per budget" if ran and planned % len(ran) == 0
-           else f"over {len(ran)} budgets")
-    return (f"its own {planned}-point plan ({per}), not today's {len(today)}-point "
-            f"full preset ({len(today) // len(now)} sizes × {len(now)} budgets)")
 
 
 def _points_cut(sweep: pd.DataFrame) -> tuple[int, int]:
@@ -416,13 +400,14 @@ def _subtitled(title: str, found: list[tuple[str, pd.DataFrame]]) -> str:
     """``title`` with one provenance line per sweep (the main one first): how its points are
     drawn, where it ran, its preset, recipe and plan (its points and budgets)."""
     lines = []
-    for (_, sweep), shape in zip(found, _shapes(found), strict=True):
+    for (where, sweep), shape in zip(found, _shapes(found), strict=True):
         live = (sweep["source"] == "measured").any()
         trained, cut = _points_cut(sweep)
         budgets = sweep.loc[sweep["metric"] == "val_loss", "budget"].nunique()
         recipe = "per-size recipe" if _recipe(sweep) == "per-size recipe" else "older recipe"
         lines.append(f"{'filled' if live else shape.split('-')[0]}: "
-                     f"{results.where_label(sweep)}, {sweep['preset'].iloc[0]} preset, {recipe}, a "
+                     f"{where.split(f', {sweep.preset.iloc[0]} preset')[0]}, "
+                     f"{sweep['preset'].iloc[0]} preset, {recipe}, a "
                      f"{trained + cut}-point plan over {budgets} budgets"
                      + (f" ({trained} trained)" if cut else ""))
     return title + "".join(f"<br><sup>{line}</sup>" for line in lines)
@@ -472,8 +457,8 @@ def _short(where: str, found: list) -> str:
     head, *rest = where.split(", ")
     name = head.removeprefix("recorded on ").removeprefix("NVIDIA ")
     twins = bool(rest) and sum(w.split(", ")[0] == head for w, _ in found) > 1
-    keep = [r for r in rest[:2] if r[:1].isdigit() or r[:4] == "seed"]  # date, seed
-    return ", ".join([name, *keep][:1 + 2 * twins])
+    keep = [r for r in rest[:3] if r[:1].isdigit() or r.startswith(("seed", "commit"))]
+    return ", ".join([name, *keep][:1 + 3 * twins])   # date, seed (and commit where needed)
 
 
 @takes_rows
