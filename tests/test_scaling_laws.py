@@ -722,3 +722,23 @@ def test_two_sweeps_of_one_machine_date_and_seed_are_named_by_their_commits():
     assert "seed 0, commit def, full preset" in fig.layout.title.text
     alone = [w for w, _ in sl.sweeps(first)]
     assert "commit" not in alone[0], "a sweep needing no commit to be told apart shows none"
+
+
+def test_ratio_caption_says_how_far_the_extrapolated_budgets_move_a():
+    rows, law = _sweep_rows(sl.CHINCHILLA, "recorded", "GPU there", recipe=True), sl.CHINCHILLA
+    rows["n_params_non_embedding"] = rows["n_params"]
+    low = (rows["budget"] == rows["budget"].min()) & (rows["metric"] == "val_loss")
+    rows.loc[low, "n_params"] *= 16   # every size of the smallest budget above its N_opt
+    rows.loc[low, "n_params_non_embedding"] = rows.loc[low, "n_params"]
+    rows.loc[low, "n_tokens"] = rows.loc[low, "budget"] / (6 * rows.loc[low, "n_params"])
+    rows.loc[low, "value"] = law.loss(rows.loc[low, "n_params"], rows.loc[low, "n_tokens"])
+    text = sl.ratio_caption(rows, sl.fit_summary(rows, n_boot=50))
+    assert "1 of 3 budgets' minima lie outside" in text, text
+    inside = sl.ok_points(rows)
+    inside = inside[inside["budget"] > inside["budget"].min()]
+    again = sl.fit_exponents(inside, n_boot=500)
+    assert (f"Fitted to the 2 budgets whose minimum lies inside their sizes alone, $a$ = "
+            f"{again.a:.2f} [{again.a_low:.2f}, {again.a_high:.2f}") in text, text
+    (n1, _), (n2, _) = law.optimal(1e13), law.optimal(1e14)
+    assert again.a == pytest.approx(math.log(n2 / n1) / math.log(10), abs=0.05), (
+        "without the extrapolated budget the fit finds the law's own a")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from workbook.claims import Claim, fixed, judge
 from workbook.config import takes_rows
 from workbook.scaling_laws.fits import (
+    fit_exponents,
     isoflop_minima,
     ok_points,
     seed_pools,
@@ -139,6 +141,28 @@ def _text_bullet(found: list, summary: pd.DataFrame, points: pd.DataFrame,
     return out
 
 
+def _inside_only(points: pd.DataFrame, minima: pd.DataFrame) -> str:
+    """How far a sweep's extrapolated budgets move a: the exponents fitted again to the
+    budgets whose minimum lies inside their sizes alone ('' where fewer than 2 do, or none
+    lies outside)."""
+    inside = minima.loc[minima["bracketed"].astype(bool), "budget"]
+    if len(inside) < 2 or len(inside) == len(minima):
+        return ""
+    kept = points[points["budget"].isin(inside)]
+    said = []
+    for col, count in (("n_params", "every parameter"),
+                       ("n_params_non_embedding", "non-embedding parameters")):
+        fit = fit_exponents(kept, n_boot=500, n_column=col)
+        outside = not fit.a_low <= fit.a <= fit.a_high
+        span = (f" [{fit.a_low:.2f}, {fit.a_high:.2f}"
+                f"{': the estimate lies outside it' * outside}]"
+                if np.isfinite(fit.a_low) and np.isfinite(fit.a_high) else "")
+        said.append(f"{fit.a:.2f}{span} counting {count}")
+    return (f". Fitted to the {len(inside)} budgets whose minimum lies inside their sizes "
+            f"alone, $a$ = {' and '.join(said)}: how far the extrapolated budgets moved it (a "
+            "check, not a second result to pick from)")
+
+
 @takes_rows
 def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Why the main sweep's optimum sits where it does against the lecture's 20 tokens per
@@ -164,7 +188,7 @@ def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
             [] if total["n_boot"] else ["3 sizes per budget give no interval to judge it by"])
         top_inside = bool(minima.loc[minima["budget"].idxmax(), "bracketed"])
         return (f"The main sweep ({where}) cannot say where its optimum sits: "
-                + "; ".join(why) + (
+                + "; ".join(why) + _inside_only(points, minima) + (
                     ". Its largest budget's minimum lies inside its sizes: the tokens per "
                     "parameter there is measured, but not read budget by budget here.\n"
                     if top_inside and total["n_boot"] else
