@@ -304,6 +304,9 @@ def test_time_table_fits_each_device_on_its_latest_sweep_alone():
     text = sl.time_caption(rows)
     assert "ran today's plan" in text and f"{train:.0f} s" in text and "nan" not in text
     assert "from start to end" in text and "resumed" not in text
+    old_train = old.loc[old["metric"] == "train_s", "value"].sum()
+    assert (f"Today's plan ran on this device name 1 more time: recorded on GPU X ×1, "
+            f"2026-11-01, seed 0: {old_train:.0f} s of training, 900 s in all.") in text, text
     note = "resumed: 20 points from the checkpoint, counted by their training time"
     rows.loc[(rows["metric"] == "sweep_wall_s") & (rows["commit"] == "new"), "error"] = note
     text = sl.time_caption(rows)   # a resumed sweep's time is a count, not one run's

@@ -36,11 +36,19 @@ def latest_sweeps(rows: pd.DataFrame) -> list[pd.DataFrame]:
         full[col] = full[col].fillna("").astype(str) if col in full.columns else ""
     found = []
     for _, device in full.groupby("device", sort=False):
-        runs = [g for _, g in device.groupby(["source", "commit", "recorded_at"], sort=False)
-                if (g["metric"] == "train_s").any()]
+        runs = _runs(device)
         if runs:
             found.append(max(runs, key=_recency))
     return sorted(found, key=_recency, reverse=True)
+
+
+def _runs(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """The timed sweeps in ``rows`` (full preset, one device), one recording each."""
+    rows = rows.copy()
+    for col in ("source", "commit", "recorded_at"):
+        rows[col] = rows[col].fillna("").astype(str) if col in rows.columns else ""
+    return [g for _, g in rows.groupby(["source", "commit", "recorded_at"], sort=False)
+            if (g["metric"] == "train_s").any()]
 
 
 def _recency(sweep: pd.DataFrame) -> tuple[bool, float]:
@@ -135,6 +143,7 @@ def time_caption(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> str:
                      + " (fitted to these very points: a check of the fit, not a forecast).")
         else:
             text += " The sweep ran today's plan but recorded no training times."
+        text += _other_runs(rows, sweep, cfg)
         lines.append(text)
     return "\n\n".join(lines) or "No full-preset sweep with step times recorded yet."
 
@@ -155,3 +164,19 @@ def plan_judged(sweep: pd.DataFrame, planned: int) -> str:
            else f"over {len(ran)} budgets")
     return (f"its own {planned}-point plan ({per}), not today's {len(today)}-point "
             f"full preset ({len(today) // len(now)} sizes × {len(now)} budgets)")
+
+
+def _other_runs(rows: pd.DataFrame, latest: pd.DataFrame, cfg: IsoFlopConfig | None) -> str:
+    """Today's plan on the same device name, run at other times (another machine, another
+    seed): their training and wall times beside the latest's, since machines of one name
+    need not agree ('' where there are none)."""
+    full = rows[(rows["preset"] == "full") & (rows["device"] == latest["device"].iloc[0])]
+    others = [g for g in _runs(full) if g["recorded_at"].iloc[0]
+              != str(latest["recorded_at"].iloc[0]) and ran_todays_plan(g, cfg)]
+    if not others:
+        return ""
+    each = [f"{where_label(g)}: {_training_s(g):.0f} s of training, {_wall_s(g):.0f} s in all"
+            + (f" ({resumed_note(g)})" if resumed_note(g) else "") for g in others]
+    return (f" Today's plan ran on this device name {len(others)} more time"
+            f"{'s' * (len(others) > 1)}: {'; '.join(each)}. Machines of one name need not "
+            "agree: these small models are launch-bound, so the host sets much of the time.")
