@@ -745,3 +745,41 @@ def test_ratio_caption_says_how_far_the_extrapolated_budgets_move_a():
     (n1, _), (n2, _) = law.optimal(1e13), law.optimal(1e14)
     assert again.a == pytest.approx(math.log(n2 / n1) / math.log(10), abs=0.05), (
         "without the extrapolated budget the fit finds the law's own a")
+
+
+def _shared_sizes(law: sl.ParametricLaw, budgets, sizes) -> pd.DataFrame:
+    """A recorded sweep whose sizes repeat at every budget (as the full preset's partly do),
+    its losses drawn from ``law``."""
+    rows = [{"budget": c, "n_params": n, "n_params_non_embedding": n, "n_tokens": c / (6 * n),
+             "metric": "val_loss", "value": float(law.loss(n, c / (6 * n))), "status": "ok",
+             "source": "recorded", "device": "GPU there", "preset": "full", "commit": "abc",
+             "recorded_at": "2026-12-01T00:00:00Z", "n_gpus": 1, "seed": 0, "beta2": 0.99}
+            for c in budgets for n in sizes]
+    return pd.DataFrame(rows)
+
+
+def test_loss_against_tokens_finds_a_stretch_that_falls_faster_than_the_one_before():
+    budgets, sizes = [1e12, 2.5e12, 6.25e12, 1.5e13], [1e5, 2e5, 4e5]
+    smooth = _shared_sizes(sl.CHINCHILLA, budgets, sizes)
+    slopes = sl.token_slopes(sl.ok_points(smooth))
+    assert len(slopes) == 3 * 3 and (slopes["slope"] < 0).all()
+    for _, g in slopes.groupby("n_params"):   # a power law in D: slower at every step
+        assert (np.diff(g["slope"]) > 0).all(), g
+    text = sl.tokens_caption(smooth)
+    assert "0 of 3 sizes fell faster" in text, text
+    kinked = smooth.copy()
+    hit = (kinked["n_params"] == 2e5) & (kinked["budget"] >= 6.25e12)
+    kinked.loc[hit, "value"] -= 2.0          # from the third budget on: a sudden drop
+    text = sl.tokens_caption(kinked)
+    assert "1 of 3 sizes fell faster" in text, text
+    line = next(x for x in text.splitlines() if x.startswith("* N = 200,000"))
+    assert "before it" in line and "after it" in line, line
+    fig = sl.tokens_figure(kinked)
+    assert [t.name for t in fig.data] == ["N = 100,000", "N = 200,000", "N = 400,000"]
+    assert all(len(t.x) == 4 for t in fig.data)
+    assert sl.tokens_caption(smooth.iloc[0:0]).startswith("No sweep has a model size")
+    # a live sweep of two budgets (the small preset) has no such size: the recording stands in
+    live = _shared_sizes(sl.CHINCHILLA, budgets[:2], sizes).assign(
+        source="measured", device="cpu", preset="small")
+    text = sl.tokens_caption(pd.concat([live, kinked], ignore_index=True))
+    assert text.startswith("**recorded on GPU there") and "1 of 3 sizes" in text, text

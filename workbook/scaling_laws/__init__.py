@@ -16,6 +16,7 @@ Three layers, kept apart:
   - the verdicts against the issue's targets and the tokens per parameter, in words.
 """
 
+from workbook.scaling_laws.by_tokens import token_slopes, tokens_caption, tokens_figure
 from workbook.scaling_laws.captions import ratio_caption, verdict_caption
 from workbook.scaling_laws.experiments import (
     EXPERIMENTS,
@@ -116,4 +117,5 @@ __all__ = [
     "summary_table", "sweep_claims", "sweeps", "wall_seconds",
     "TIME_GAPS", "latest_sweeps", "ran_todays_plan", "time_caption", "time_table",
     "ratio_caption", "verdict_caption", "STUDIED_SIZES",
+    "token_slopes", "tokens_caption", "tokens_figure",
 ]
