@@ -53,6 +53,9 @@ if [ "$rc" -ne 0 ] && [ -s "$CKPT" ]; then
   python3 -c "from workbook.scaling_laws import record_checkpoint as r; print(r('$CKPT', seed=$SEED))" \
     2>&1 | tee -a "$OUT/log.txt"
 fi
+# the ledger goes back before the report: a call that ends during the fits keeps the record
+# (130ac1be1319's first seed-1 call ended there and returned only the checkpoint)
+cp data/results/scaling_isoflop.csv "$OUT/" 2>/dev/null
 python3 - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
 import pandas as pd
 from workbook import results, scaling_laws as sl
