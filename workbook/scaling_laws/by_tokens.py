@@ -14,7 +14,7 @@ import pandas as pd
 
 from workbook.claims import fixed
 from workbook.config import takes_rows
-from workbook.scaling_laws.fits import ok_points
+from workbook.scaling_laws.fits import ok_points, pool_of, seed_pools
 
 
 def _sizes(points: pd.DataFrame) -> list[tuple[float, pd.DataFrame]]:
@@ -50,17 +50,13 @@ def _main(rows: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     then the newest recording) with a size trained at three or more budgets: its label and
     trained points, its seeds pooled where its machine ran its plan under several seeds. The
     small preset's sweep (2 budgets) has none: a recorded full sweep stands in, named."""
-    from workbook.scaling_laws.fits import seed_pools
     from workbook.scaling_laws.views import sweeps
 
     found = sweeps(rows)
     pools = seed_pools(found)
     for where, sweep in found:
-        pooled = [(label, pool) for label, pool in pools
-                  if label.split(", ")[0] == where.split(", ")[0]
-                  and (pool["seed"] == sweep["seed"].iloc[0]).any()]
-        label, points = (pooled[0][0], ok_points(pooled[0][1])) if pooled else (
-            where, ok_points(sweep))
+        label, chosen = pool_of(where, sweep, pools) or (where, sweep)
+        points = ok_points(chosen)
         if _sizes(points):
             return label, points
     return "no sweep with a size trained at three or more budgets", pd.DataFrame()

@@ -15,6 +15,7 @@ from workbook.scaling_laws.fits import (
     fit_exponents,
     isoflop_minima,
     ok_points,
+    pool_of,
     seed_pools,
     seed_spread,
     text_note,
@@ -89,18 +90,18 @@ def verdict_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
     where, sweep = found[0]
     lines = [_judged(claim) for claim in sweep_claims(summary, where, sweep)]
     text = f"**The main sweep ({where})** against the targets:\n\n" + "\n".join(lines)
-    for label, pool in seed_pools(found):
-        if label.split(", ")[0] == where.split(", ")[0] and (pool["seed"] == sweep["seed"].iloc[0]
-                                                             ).any():
-            gap = seed_spread(pool)
-            noise = (f" At one point the seeds' losses differ by a median {gap['median']:.3f}"
-                     f" nats over {gap['points']} points, at most {gap['max']:.3f} ($C$ = "
-                     f"{fixed(gap['budget'])} FLOPs, N = {gap['n_params']:,.0f}): a wiggle both "
-                     "seeds show is the curve's, one that a single seed shows is noise."
-                     if gap else "")
-            text += (f"\n\n**Its seeds pooled ({label})**, each parabola fitted to every "
-                     f"seed's points.{noise}\n\n" + "\n".join(
-                         _judged(c) for c in sweep_claims(summary, label, pool)))
+    pooled = pool_of(where, sweep, seed_pools(found))
+    if pooled:
+        label, pool = pooled
+        gap = seed_spread(pool)
+        noise = (f" At one point the seeds' losses differ by a median {gap['median']:.3f}"
+                 f" nats over {gap['points']} points, at most {gap['max']:.3f} ($C$ = "
+                 f"{fixed(gap['budget'])} FLOPs, N = {gap['n_params']:,.0f}): a wiggle both "
+                 "seeds show is the curve's, one that a single seed shows is noise."
+                 if gap else "")
+        text += (f"\n\n**Its seeds pooled ({label})**, each parabola fitted to every "
+                 f"seed's points.{noise}\n\n" + "\n".join(
+                     _judged(c) for c in sweep_claims(summary, label, pool)))
     return text
 
 

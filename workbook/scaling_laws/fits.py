@@ -186,6 +186,17 @@ def seed_pools(found: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, pd.Data
     return pools
 
 
+def pool_of(where: str, sweep: pd.DataFrame,
+            pools: list[tuple[str, pd.DataFrame]]) -> tuple[str, pd.DataFrame] | None:
+    """The pool of :func:`seed_pools` that holds the sweep ``where``/``sweep`` (the same
+    machine, and its seed among the pool's), or None."""
+    for label, pool in pools:
+        if label.split(", ")[0] == where.split(", ")[0] and (
+                pool["seed"] == sweep["seed"].iloc[0]).any():
+            return label, pool
+    return None
+
+
 @takes_rows
 def seed_spread(pool: pd.DataFrame) -> dict:
     """How far a pool's seeds (:func:`seed_pools`) disagree at one point: the median and the
