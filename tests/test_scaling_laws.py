@@ -737,6 +737,8 @@ def test_ratio_caption_says_how_far_the_extrapolated_budgets_move_a():
     rows.loc[low, "value"] = law.loss(rows.loc[low, "n_params"], rows.loc[low, "n_tokens"])
     text = sl.ratio_caption(rows, sl.fit_summary(rows, n_boot=50))
     assert "1 of 3 budgets' minima lie outside" in text, text
+    assert "Its largest budget's minimum lies inside its sizes: the tokens per parameter " \
+        "there is measured" in text, "the early branch's 'largest budget inside' sentence"
     inside = sl.ok_points(rows)
     inside = inside[inside["budget"] > inside["budget"].min()]
     again = sl.fit_exponents(inside, n_boot=500)
