@@ -4,6 +4,7 @@
 #   bash scripts/gpu_scaling.sh probe [KEY=VALUE ...]   # one budget, 7 sizes: timing + centring
 #   bash scripts/gpu_scaling.sh full  [KEY=VALUE ...]   # the full preset, recorded in the ledger
 #   SEED=1 bash scripts/gpu_scaling.sh full              # another seed (init and batches): its own sweep
+#   bash scripts/gpu_scaling.sh batch                    # one size, 2 batches x 2 token counts (~90 s)
 #
 # Uses the stdlib-source token cache (data/cache/scaling/); where it is missing the sweep builds
 # it first (a BPE trained on the stdlib: outside the sweep's own wall time, inside the call's),
@@ -26,6 +27,16 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | t
 if [ "$MODE" = probe ]; then
   python3 -m workbook run scaling_isoflop --preset full --in-process \
     --set 'budgets=[3e13]' --set sizes_per_budget=7 "${SETS[@]}" 2>&1 | tee -a "$OUT/log.txt"
+  exit 0
+fi
+
+if [ "$MODE" = batch ]; then   # data or batch? (workbook/scaling_laws/batch_tokens.py)
+  python3 -m workbook run scaling_batch_tokens --preset full --seed "$SEED" --record \
+    "${@/#/--set=}" 2>&1 | tee -a "$OUT/log.txt"
+  python3 -c "from workbook import results, scaling_laws as sl
+print(sl.batch_token_effects(results.load('scaling_batch_tokens')).to_string())" \
+    2>&1 | tee -a "$OUT/log.txt"
+  cp data/results/scaling_batch_tokens.csv "$OUT/" 2>/dev/null
   exit 0
 fi
 

@@ -785,3 +785,31 @@ def test_loss_against_tokens_finds_a_stretch_that_falls_faster_than_the_one_befo
         source="measured", device="cpu", preset="small")
     text = sl.tokens_caption(pd.concat([live, kinked], ignore_index=True))
     assert text.startswith("**recorded on GPU there") and "1 of 3 sizes" in text, text
+
+
+def test_batch_tokens_plan_holds_each_effect_fixed_and_keeps_the_sweeps_recipe():
+    cfg = sl.BATCH_TOKENS_PRESETS["full"]
+    plan = sl.plan_runs(cfg)
+    sweep = sl.ISOFLOP_PRESETS["full"]
+    assert len(plan) == 4 and plan["n_params"].nunique() == 1
+    for _, run in plan.iterrows():
+        target = min(cfg.tokens, key=lambda d: abs(d - run["n_tokens"]))
+        assert abs(run["n_tokens"] - target) <= run["batch_size"] * sweep.seq_len  # one step
+        assert run["lr"] == sl.point_settings(run["n_params"], target, sweep)["lr"]
+        assert 1 <= run["warmup"] <= run["steps"] // 4
+    with pytest.raises(WorkbookError, match="allowed"):
+        sl.BatchTokensConfig(shape=(96, 3, 5), batches=(14,), tokens=(1e6,))
+    with pytest.raises(WorkbookError, match="allowed"):
+        sl.BatchTokensConfig(shape=(96, 3, 6), batches=(), tokens=(1e6,))
+
+
+def test_batch_tokens_runs_on_the_cpu_and_its_effects_come_from_its_rows():
+    rows = sl.run_batch_tokens(sl.BATCH_TOKENS_PRESETS["small"])
+    loss = rows[rows["metric"] == "val_loss"]
+    assert len(loss) == 4 and loss["value"].between(0, 10).all()
+    effects = sl.batch_token_effects(rows)
+    assert list(effects["held fixed"]) == ["batch (sequences)"] * 2 + ["tokens"] * 2
+    grid = loss.set_index(["batch_size", "n_tokens"])["value"]
+    assert effects.iloc[0]["loss change"] == pytest.approx(grid[(8, 30720)] - grid[(8, 15360)])
+    assert effects.iloc[3]["loss change"] == pytest.approx(grid[(16, 30720)] - grid[(8, 30720)])
+    assert sl.batch_token_effects(rows.iloc[0:0]).empty

@@ -16,10 +16,18 @@ Three layers, kept apart:
   - the verdicts against the issue's targets and the tokens per parameter, in words.
 """
 
+from workbook.scaling_laws.batch_tokens import (
+    BATCH_TOKENS_PRESETS,
+    BatchTokensConfig,
+    batch_token_effects,
+    plan_runs,
+    run_batch_tokens,
+)
+from workbook.scaling_laws.batch_tokens import EXPERIMENTS as _BATCH_TOKENS
 from workbook.scaling_laws.by_tokens import token_slopes, tokens_caption, tokens_figure
 from workbook.scaling_laws.captions import ratio_caption, verdict_caption
+from workbook.scaling_laws.experiments import EXPERIMENTS as _ISOFLOP
 from workbook.scaling_laws.experiments import (
-    EXPERIMENTS,
     ISOFLOP_PRESETS,
     LADDER,
     IsoFlopConfig,
@@ -101,7 +109,13 @@ from workbook.scaling_laws.views import (
     sweeps,
 )
 
+# the registry's order is the CLI's (workbook.__main__.experiment_names reads the modules'
+# source in file order: batch_tokens.py before experiments.py)
+EXPERIMENTS = [*_BATCH_TOKENS, *_ISOFLOP]
+
 __all__ = [
+    "BATCH_TOKENS_PRESETS", "BatchTokensConfig", "batch_token_effects", "plan_runs",
+    "run_batch_tokens",
     "EXPERIMENTS", "ISOFLOP_PRESETS", "LADDER", "IsoFlopConfig", "eval_windows",
     "evaluate_windows", "model_config", "plan_sweep", "point_flops_per_token",
     "point_settings", "predicted_seconds", "record_checkpoint", "run_isoflop", "train_point",

@@ -1,0 +1,159 @@
+"""More data or a larger batch? One model size trained 2 × 2 ways: two batch sizes, each for two
+numbers of tokens, so that each effect is measured with the other held fixed.
+
+The IsoFLOP sweep trains every point for about the same number of steps, so a point that reads
+more tokens also uses a larger batch. Read across budgets (:mod:`workbook.scaling_laws.by_tokens`)
+the H200's sweeps show a stretch of ~3-10M tokens over which the loss of a 0.4-1.3M-parameter
+model falls faster than before it; this experiment tells whether that is the tokens (a change in
+what the model learns) or the batch (gradient noise at 14 sequences a step). The recipe (peak lr,
+warm-up of N tokens, β2) is the sweep's own (:func:`~workbook.scaling_laws.experiments.
+point_settings`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from workbook.config import WorkbookError, check_choice, check_range, takes_rows
+from workbook.data import corpus_sha, corpus_token_ids
+from workbook.hardware import torch_device
+from workbook.model import count_params
+from workbook.registry import Experiment
+from workbook.scaling_laws.experiments import (
+    ISOFLOP_PRESETS,
+    eval_windows,
+    model_config,
+    point_settings,
+    train_point,
+)
+
+
+@dataclass(frozen=True)
+class BatchTokensConfig:
+    """``shape`` (d_model, n_layers, n_heads) trained at each of ``batches`` (sequences per
+    step) for each of ``tokens`` (tokens read); the corpus, vocabulary and recipe are those of
+    the IsoFLOP preset ``sweep``."""
+
+    shape: tuple[int, int, int]
+    batches: tuple[int, ...]
+    tokens: tuple[float, ...]
+    sweep: str = "full"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_choice("sweep", self.sweep, tuple(ISOFLOP_PRESETS))
+        check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        d_model, n_layers, n_heads = self.shape
+        check_range("d_model", d_model, 8, 4096)
+        check_range("n_layers", n_layers, 1, 64)
+        check_range("n_heads", n_heads, 1, 64)
+        if d_model % n_heads:
+            raise WorkbookError(f"shape {self.shape}: d_model must be a multiple of n_heads; "
+                                "allowed: n_heads dividing d_model")
+        if not self.batches or not self.tokens:
+            raise WorkbookError("batches or tokens is empty; allowed: 1 to 6 values each")
+        check_range("number of batches", len(self.batches), 1, 6)
+        check_range("number of token counts", len(self.tokens), 1, 6)
+        for b in self.batches:
+            check_range("batch (sequences)", b, 1, 4096)
+        for d in self.tokens:
+            check_range("tokens", d, 1e3, 1e10)
+
+
+BATCH_TOKENS_PRESETS = {
+    # CPU, seconds: the small sweep's corpus and a 2-layer model, two batches × two lengths
+    "small": BatchTokensConfig(shape=(32, 2, 2), batches=(8, 16), tokens=(15_360, 30_720),
+                               sweep="small"),
+    # One GPU, about a minute: d96×3 (0.53M parameters, the size whose loss fell fastest over
+    # 3.5-8.6M tokens in the H200's sweeps) at its sweep batches 14 and 34, each for the tokens
+    # of the 1.25e13 and 3.1e13 budgets' points
+    "full": BatchTokensConfig(shape=(96, 3, 6), batches=(14, 34), tokens=(3.5e6, 8.6e6)),
+}
+
+
+def plan_runs(cfg: BatchTokensConfig) -> pd.DataFrame:
+    """One row per (batch, tokens): the steps that read those tokens at that batch, and the
+    sweep's recipe for the size (peak lr; warm-up of N tokens, at most a quarter of the run;
+    β2 by the tokens per step)."""
+    sweep = ISOFLOP_PRESETS[cfg.sweep]
+    n_params = count_params(model_config(cfg.shape, sweep))
+    rows = []
+    for batch in cfg.batches:
+        for tokens in cfg.tokens:
+            steps = max(1, int(round(tokens / (batch * sweep.seq_len))))
+            recipe = point_settings(n_params, tokens, sweep)
+            warmup = math.ceil(sweep.warmup_tokens_per_param * n_params / (batch * sweep.seq_len))
+            small = batch * sweep.seq_len < sweep.small_batch_tokens
+            rows.append({"d_model": cfg.shape[0], "n_layers": cfg.shape[1],
+                         "n_heads": cfg.shape[2], "n_params": n_params, "batch_size": batch,
+                         "steps": steps, "n_tokens": steps * batch * sweep.seq_len,
+                         "lr": recipe["lr"], "warmup": max(1, min(warmup, steps // 4)),
+                         "beta2": sweep.beta2_small_batch if small else sweep.beta2})
+    return pd.DataFrame(rows)
+
+
+def run_batch_tokens(cfg: BatchTokensConfig, seed: int = 0) -> pd.DataFrame:
+    """Train every run of :func:`plan_runs`; tidy rows (``val_loss``, ``train_loss``,
+    ``train_s``, ``tokens_per_s``) with the run's batch, steps and tokens."""
+    sweep = ISOFLOP_PRESETS[cfg.sweep]
+    device = torch_device(cfg.device)
+    train_ids = corpus_token_ids(sweep.corpus, "train", sweep.vocab_size).to(device)
+    val = eval_windows(corpus_token_ids(sweep.corpus, "val", sweep.vocab_size),
+                       sweep.eval_tokens, sweep.seq_len).to(device)
+    extra = {"corpus": sweep.corpus, "corpus_sha": corpus_sha(sweep.corpus, sweep.vocab_size),
+             "vocab_size": sweep.vocab_size, "seq_len": sweep.seq_len, "seed": seed,
+             "device_type": device.type}
+    out = []
+    for run in plan_runs(cfg).to_dict("records"):
+        measured = train_point(run, sweep, train_ids, val, seed, device)
+        out += [{**run, **extra, "metric": metric, "value": value,
+                 "unit": {"train_s": "s", "tokens_per_s": "tokens/s"}.get(metric, "nats/token"),
+                 "source": "measured", "status": "ok"} for metric, value in measured.items()]
+    return pd.DataFrame(out)
+
+
+@takes_rows
+def batch_token_effects(rows: pd.DataFrame) -> pd.DataFrame:
+    """From :func:`run_batch_tokens`' rows (one device, one seed: the newest where several):
+    the change of held-out loss from the fewer to the more tokens at each batch (the data's
+    effect, batch fixed), and from the smaller to the larger batch at each token count (the
+    batch's effect, tokens fixed). Negative: the loss fell."""
+    loss = rows[(rows["metric"] == "val_loss") & (rows["status"] == "ok")]
+    if loss.empty:
+        return pd.DataFrame(columns=["held fixed", "at", "changed", "from", "to", "loss change"])
+    if "recorded_at" in loss.columns and loss["recorded_at"].notna().any():
+        loss = loss[loss["recorded_at"] == loss["recorded_at"].max()]
+    grid = loss.pivot_table(index="batch_size", columns="n_tokens", values="value")
+    out = []
+    for batch, row in grid.iterrows():
+        if len(row.dropna()) >= 2:
+            out.append({"held fixed": "batch (sequences)", "at": batch, "changed": "tokens",
+                        "from": row.index.min(), "to": row.index.max(),
+                        "loss change": row[row.index.max()] - row[row.index.min()]})
+    # tokens are held fixed to within one step: runs of one target share a column only if
+    # their tokens agree exactly, so pair each batch's runs in order of tokens
+    by_batch = {b: g.sort_values("n_tokens") for b, g in loss.groupby("batch_size")}
+    if len(by_batch) >= 2:
+        low, high = min(by_batch), max(by_batch)
+        for (_, a), (_, b) in zip(by_batch[low].iterrows(), by_batch[high].iterrows(),
+                                  strict=False):
+            out.append({"held fixed": "tokens", "at": (a["n_tokens"] + b["n_tokens"]) / 2,
+                        "changed": "batch (sequences)", "from": low, "to": high,
+                        "loss change": b["value"] - a["value"]})
+    return pd.DataFrame(out)
+
+
+EXPERIMENTS = [
+    Experiment(name="scaling_batch_tokens", notebook="03_scaling_laws",
+               summary="One size, 2 batches x 2 token counts: is it the data or the batch?",
+               run=run_batch_tokens, presets=BATCH_TOKENS_PRESETS,
+               min_gpus={"small": 0, "full": 1}, timeout_s=600,
+               # small: a few seconds on 2 CPU cores. full: not yet run; the H200's sweeps
+               # trained d96x3 at ~15-19 ms a step whatever its batch (launch-bound:
+               # cbb140a65373, 130ac1be1319), so ~3,800 steps in all: about 60-75 s of
+               # training, plus evaluation and start-up
+               typical_s={"small": 10, "full": 90}),
+]
