@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbook import hardware, memory, results, zero
+from workbook import hardware, memory, registry, results, zero
 from workbook import scaling_laws as sl
 
 # ------------------------------------------------------------------------ 03: scaling laws
@@ -124,7 +124,7 @@ def test_typical_time_is_the_time_tables_slowest_device_plus_start_up():
     if table.empty:
         pytest.skip("no recorded full sweep")
     slowest = table["predicted training s"].max()
-    typical = sl.EXPERIMENTS[0].typical_s["full"]
+    typical = registry.get("scaling_isoflop").typical_s["full"]
     assert slowest <= typical <= slowest + 40, (
         f"typical_s['full'] = {typical} s; the time table predicts {slowest:.0f} s of training "
         "on its slowest device, plus ~10 s of evaluation and the child's start-up")
