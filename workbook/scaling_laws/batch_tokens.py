@@ -24,6 +24,7 @@ from workbook.model import count_params
 from workbook.registry import Experiment
 from workbook.scaling_laws.experiments import (
     ISOFLOP_PRESETS,
+    check_shape,
     eval_windows,
     model_config,
     point_settings,
@@ -46,13 +47,7 @@ class BatchTokensConfig:
     def __post_init__(self) -> None:
         check_choice("sweep", self.sweep, tuple(ISOFLOP_PRESETS))
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        d_model, n_layers, n_heads = self.shape
-        check_range("d_model", d_model, 8, 4096)
-        check_range("n_layers", n_layers, 1, 64)
-        check_range("n_heads", n_heads, 1, 64)
-        if d_model % n_heads:
-            raise WorkbookError(f"shape {self.shape}: d_model must be a multiple of n_heads; "
-                                "allowed: n_heads dividing d_model")
+        check_shape(self.shape)
         if not self.batches or not self.tokens:
             raise WorkbookError("batches or tokens is empty; allowed: 1 to 6 values each")
         check_range("number of batches", len(self.batches), 1, 6)

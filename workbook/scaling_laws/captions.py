@@ -5,8 +5,8 @@ where its tokens per parameter sits against the lecture's 20 (:func:`ratio_capti
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
-import numpy as np
 import pandas as pd
 
 from workbook.claims import Claim, fixed, judge
@@ -27,7 +27,7 @@ from workbook.scaling_laws.laws import (
     STUDIED_SIZES,
     TOKENS_PER_PARAM,
 )
-from workbook.scaling_laws.views import sweep_claims, sweeps
+from workbook.scaling_laws.views import interval_text, sweep_claims, sweeps
 
 # Muennighoff et al. (2023), "Scaling Data-Constrained Language Models": up to about 4 epochs,
 # repeated data trained about as well as unique data; beyond, its value decayed.
@@ -153,12 +153,8 @@ def _inside_only(points: pd.DataFrame, minima: pd.DataFrame) -> str:
     said = []
     for col, count in (("n_params", "every parameter"),
                        ("n_params_non_embedding", "non-embedding parameters")):
-        fit = fit_exponents(kept, n_boot=500, n_column=col)
-        outside = not fit.a_low <= fit.a <= fit.a_high
-        span = (f" [{fit.a_low:.2f}, {fit.a_high:.2f}"
-                f"{': the estimate lies outside it' * outside}]"
-                if np.isfinite(fit.a_low) and np.isfinite(fit.a_high) else "")
-        said.append(f"{fit.a:.2f}{span} counting {count}")
+        fit = pd.Series(asdict(fit_exponents(kept, n_boot=500, n_column=col)))
+        said.append(f"{fit['a']:.2f}{interval_text(fit, 'a', '.2f')} counting {count}")
     return (f". Fitted to the {len(inside)} budgets whose minimum lies inside their sizes "
             f"alone, $a$ = {' and '.join(said)}: how far the extrapolated budgets moved it (a "
             "check, not a second result to pick from)")

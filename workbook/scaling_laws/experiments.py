@@ -55,6 +55,18 @@ def point_flops_per_token(cfg: ModelConfig) -> float:
     return float(sum(flops_per_token(cfg, causal=True).values()))
 
 
+def check_shape(shape: tuple[int, int, int], what: str = "shape") -> None:
+    """A model shape (d_model, n_layers, n_heads) in range, d_model a multiple of n_heads;
+    else one line that names the allowed values."""
+    d_model, n_layers, n_heads = shape
+    check_range(f"{what} d_model", d_model, 8, 16384)
+    check_range(f"{what} n_layers", n_layers, 1, 256)
+    check_range(f"{what} n_heads", n_heads, 1, 256)
+    if d_model % n_heads:
+        raise WorkbookError(f"{what} entry {tuple(shape)}: d_model must be a multiple of "
+                            "n_heads; allowed: n_heads dividing d_model")
+
+
 @dataclass(frozen=True)
 class IsoFlopConfig:
     """An IsoFLOP sweep: for each budget, ``sizes_per_budget`` neighbouring ladder shapes
@@ -96,13 +108,8 @@ class IsoFlopConfig:
         check_range("number of budgets", len(self.budgets), 1, 12)
         for c in self.budgets:
             check_range("budget (FLOPs)", c, 1e6, 1e21)
-        for d_model, n_layers, n_heads in self.ladder:
-            check_range("ladder d_model", d_model, 8, 16384)
-            check_range("ladder n_layers", n_layers, 1, 256)
-            check_range("ladder n_heads", n_heads, 1, 256)
-            if d_model % n_heads:
-                raise WorkbookError(f"ladder entry {(d_model, n_layers, n_heads)}: d_model must "
-                                    "be a multiple of n_heads")
+        for shape in self.ladder:
+            check_shape(shape, "ladder")
         check_range("sizes_per_budget", self.sizes_per_budget, 1, len(self.ladder))
         check_choice("corpus", self.corpus, CORPORA)
         check_range("vocab_size", self.vocab_size, 512, 65535)

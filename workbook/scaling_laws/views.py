@@ -167,7 +167,9 @@ def claims(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     return claims_table(out)
 
 
-def _span(fit: pd.Series, name: str, fmt: str) -> str:
+def interval_text(fit: pd.Series, name: str, fmt: str) -> str:
+    """' [low, high]' of a fit's ``name`` (a :func:`fit_summary` row, or an ExponentFit as a
+    Series); it says so where the interval does not hold the estimate; '' without one."""
     low, high = fit.get(f"{name}_low", np.nan), fit.get(f"{name}_high", np.nan)
     if pd.isna(low) or pd.isna(high):
         return ""
@@ -230,11 +232,12 @@ def caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
         boot = (f"10th-90th percentile of {int(total['n_boot'])} bootstrap resamples"
                 if total["n_boot"] else "no interval: 3 sizes per budget give one resample")
         lines.append(
-            f"{head} Counting all parameters, $a$ = {total['a']:.2f}{_span(total, 'a', '.2f')}"
+            f"{head} Counting all parameters, $a$ = {total['a']:.2f}"
+            f"{interval_text(total, 'a', '.2f')}"
             f" and at the largest budget ($C$ = {fixed(total['ratio_budget'])} FLOPs) the "
             f"optimum sits at {total['ratio']:.0f} tokens per parameter"
-            f"{_span(total, 'ratio', '.0f')}; counting non-embedding parameters, $a$ = "
-            f"{ne['a']:.2f}{_span(ne, 'a', '.2f')} ({boot}).{notes}")
+            f"{interval_text(total, 'ratio', '.0f')}; counting non-embedding parameters, $a$ = "
+            f"{ne['a']:.2f}{interval_text(ne, 'a', '.2f')} ({boot}).{notes}")
     return "\n\n".join(lines) or "No sweep with finished points yet."
 
 
@@ -487,7 +490,7 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
             if summary is not None and len(summary) and "a" in summary.columns else None
         shown = f"a = {p:.2f}"  # with its interval where the bootstrap gave one, never "nan"
         if fits is not None and len(fits) and pd.notna(fits["a"].iloc[0]):
-            shown += _span(fits.iloc[0], "a", ".2f")
+            shown += interval_text(fits.iloc[0], "a", ".2f")
         color, live = plots.color_for(_short(where, [])), (sweep["source"] == "measured").any()
         inside = minima["bracketed"].astype(bool)
         symbol = shape or "circle"  # the sweep's own shape, as the subtitle's key says
