@@ -5,6 +5,7 @@
 #   bash scripts/gpu_scaling.sh full  [KEY=VALUE ...]   # the full preset, recorded in the ledger
 #   SEED=1 bash scripts/gpu_scaling.sh full              # another seed (init and batches): its own sweep
 #   bash scripts/gpu_scaling.sh batch                    # one size, 2 batches x 2 token counts (~90 s)
+#   bash scripts/gpu_scaling.sh onebatch                 # the largest budget, one batch for all (~260 s)
 #
 # Uses the stdlib-source token cache (data/cache/scaling/); where it is missing the sweep builds
 # it first (a BPE trained on the stdlib: outside the sweep's own wall time, inside the call's),
@@ -37,6 +38,16 @@ if [ "$MODE" = batch ]; then   # data or batch? (workbook/scaling_laws/batch_tok
 print(sl.batch_token_effects(results.load('scaling_batch_tokens')).to_string())" \
     2>&1 | tee -a "$OUT/log.txt"
   cp data/results/scaling_batch_tokens.csv "$OUT/" 2>/dev/null
+  exit 0
+fi
+
+if [ "$MODE" = onebatch ]; then   # the largest budget at one batch (workbook/scaling_laws/batch_tokens.py)
+  python3 -m workbook run scaling_one_batch --preset full --seed "$SEED" --record \
+    "${@/#/--set=}" 2>&1 | tee -a "$OUT/log.txt"
+  cp data/results/scaling_one_batch.csv "$OUT/" 2>/dev/null
+  python3 -c "from workbook import results, scaling_laws as sl
+print(sl.isoflop_minima(sl.ok_points(results.load('scaling_one_batch'))).to_string())" \
+    2>&1 | tee -a "$OUT/log.txt"
   exit 0
 fi
 

@@ -97,6 +97,16 @@ def test_new_good_rows_replace_same_configuration_and_keep_others(ledger_dir):
         "size=1 must survive, size=2 must be replaced, size=3 appended"
 
 
+def test_a_second_seed_is_kept_beside_the_first_and_a_rerun_of_one_seed_replaces_it(ledger_dir):
+    results.record("demo", _rows([1.0, 2.0]), preset="small", seed=0)
+    results.record("demo", _rows([5.0, 6.0]), preset="small", seed=1)
+    frame = results.load("demo")
+    assert sorted(frame["value"]) == [1.0, 2.0, 5.0, 6.0], "seed 1 replaced seed 0's rows"
+    results.record("demo", _rows([7.0, 8.0]), preset="small", seed=1)
+    by_seed = results.load("demo").groupby("seed")["value"].apply(sorted).to_dict()
+    assert by_seed == {0: [1.0, 2.0], 1: [7.0, 8.0]}
+
+
 def test_load_marks_measured_rows_as_recorded(ledger_dir):
     rows = pd.concat([_rows([1.0, 2.0]), _rows([3.0, 3.0]).assign(source="predicted")])
     results.record("demo", rows, preset="small", seed=0)

@@ -153,14 +153,16 @@ def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     device, GPU count and preset, except that a failed row never replaces a good one. Other
     rows are kept: a 2-GPU run and an 8-GPU run of the same configuration both stay in the
     ledger, and so do a measured point and the prediction beside it (an ``oom`` point is never
-    taken for a failed copy of its formula row)."""
+    taken for a failed copy of its formula row), and so do two seeds of one configuration (a
+    second seed is a replicate, not a newer copy: on the H200 at 2c77e70ee442 a seed-1 run of
+    ``scaling_batch_tokens`` replaced its seed-0 rows while seed was left out of the key)."""
     if old.empty:
         return new.reset_index(drop=True)
     columns = list(dict.fromkeys(list(old.columns) + list(new.columns)))
     old, new = old.reindex(columns=columns), new.reindex(columns=columns)
     # An error message or a note is not part of a configuration's identity: not in the key.
     key_cols = [c for c in param_columns(new) if c not in NOTE_COLUMNS] + [
-        "metric", "source", "device", "n_gpus", "preset"]
+        "metric", "source", "device", "n_gpus", "preset", "seed"]
     old_key, new_key = _key(old, key_cols), _key(new, key_cols)
     good_old = set(old_key[old["status"].astype(str) == "ok"])
     new_ok = new["status"].astype(str) == "ok"

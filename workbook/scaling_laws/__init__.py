@@ -18,10 +18,14 @@ Three layers, kept apart:
 
 from workbook.scaling_laws.batch_tokens import (
     BATCH_TOKENS_PRESETS,
+    ONE_BATCH_PRESETS,
     BatchTokensConfig,
+    OneBatchConfig,
     batch_token_effects,
+    one_batch_sweep,
     plan_runs,
     run_batch_tokens,
+    run_one_batch,
 )
 from workbook.scaling_laws.batch_tokens import EXPERIMENTS as _BATCH_TOKENS
 from workbook.scaling_laws.by_tokens import token_slopes, tokens_caption, tokens_figure
@@ -116,7 +120,8 @@ EXPERIMENTS = [*_BATCH_TOKENS, *_ISOFLOP]
 
 __all__ = [
     "BATCH_TOKENS_PRESETS", "BatchTokensConfig", "batch_token_effects", "plan_runs",
-    "run_batch_tokens",
+    "run_batch_tokens", "ONE_BATCH_PRESETS", "OneBatchConfig", "one_batch_sweep",
+    "run_one_batch",
     "EXPERIMENTS", "ISOFLOP_PRESETS", "LADDER", "IsoFlopConfig", "eval_windows",
     "evaluate_windows", "model_config", "plan_sweep", "point_flops_per_token",
     "point_settings", "predicted_seconds", "record_checkpoint", "run_isoflop", "train_point",

@@ -13,7 +13,7 @@ point_settings`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -24,10 +24,12 @@ from workbook.model import count_params
 from workbook.registry import Experiment
 from workbook.scaling_laws.experiments import (
     ISOFLOP_PRESETS,
+    IsoFlopConfig,
     check_shape,
     eval_windows,
     model_config,
     point_settings,
+    run_isoflop,
     train_point,
 )
 
@@ -141,14 +143,63 @@ def batch_token_effects(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@dataclass(frozen=True)
+class OneBatchConfig:
+    """The sizes the IsoFLOP preset ``sweep`` trains at ``budget``, every one at the same
+    ``batch`` (sequences per step). The sweep gives each point the batch of ~1000 steps, so at
+    one budget its smaller, token-richer models train at larger batches than its larger ones;
+    here the batch is one, and the steps differ instead."""
+
+    budget: float
+    batch: int
+    sweep: str = "full"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_choice("sweep", self.sweep, tuple(ISOFLOP_PRESETS))
+        check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        check_range("budget (FLOPs)", self.budget, 1e6, 1e21)
+        check_range("batch (sequences)", self.batch, 1, 4096)
+
+
+ONE_BATCH_PRESETS = {
+    # CPU, seconds: the small sweep's larger budget, its three sizes at 16 sequences a step
+    "small": OneBatchConfig(budget=1e11, batch=16, sweep="small"),
+    # One GPU, ~4 minutes: the full sweep's largest budget (where its tokens per parameter are
+    # read), its five sizes at 39 sequences a step, the batch its largest size gets there (the
+    # sweep's batches run from 39 to 105 at 2e14)
+    "full": OneBatchConfig(budget=2e14, batch=39),
+}
+
+
+def one_batch_sweep(cfg: OneBatchConfig) -> IsoFlopConfig:
+    """The IsoFLOP preset ``cfg.sweep`` cut to ``cfg.budget``, with its batch held at
+    ``cfg.batch`` (lr, warm-up in tokens and β2 follow the sweep's per-size rules)."""
+    return replace(ISOFLOP_PRESETS[cfg.sweep], budgets=(cfg.budget,), min_batch=cfg.batch,
+                   max_batch=cfg.batch, checkpoint="", device=cfg.device)
+
+
+def run_one_batch(cfg: OneBatchConfig, seed: int = 0) -> pd.DataFrame:
+    """:func:`~workbook.scaling_laws.experiments.run_isoflop` on :func:`one_batch_sweep`: the
+    sweep's rows (``val_loss`` per point, ``sweep_wall_s``), each with ``one_batch``."""
+    return run_isoflop(one_batch_sweep(cfg), seed).assign(one_batch=cfg.batch)
+
+
 EXPERIMENTS = [
     Experiment(name="scaling_batch_tokens", notebook="03_scaling_laws",
                summary="One size, 2 batches x 2 token counts: is it the data or the batch?",
                run=run_batch_tokens, presets=BATCH_TOKENS_PRESETS,
                min_gpus={"small": 0, "full": 1}, timeout_s=600,
-               # small: a few seconds on 2 CPU cores. full: not yet run; the H200's sweeps
-               # trained d96x3 at ~15-19 ms a step whatever its batch (launch-bound:
-               # cbb140a65373, 130ac1be1319), so ~3,800 steps in all: about 60-75 s of
-               # training, plus evaluation and start-up
+               # small: a few seconds on 2 CPU cores. full: 62 s of training on the H200
+               # (2c77e70ee442, seed 1: 12.2 ms a step at batch 34, 13.4 at batch 14), plus
+               # evaluation and the child's start-up
                typical_s={"small": 10, "full": 90}),
+    Experiment(name="scaling_one_batch", notebook="03_scaling_laws",
+               summary="The largest budget's sizes, every one at one batch: where is the minimum?",
+               run=run_one_batch, presets=ONE_BATCH_PRESETS,
+               min_gpus={"small": 0, "full": 1}, timeout_s=600,
+               # small: seconds on 2 CPU cores. full: not yet run; predicted from the H200's
+               # sweeps (cbb140a65373): 20-30 ms a step for these sizes, ~9,000 steps in all at
+               # batch 39 (26.8M to 10.0M tokens), about 200-250 s, plus evaluation
+               typical_s={"small": 10, "full": 260}),
 ]
