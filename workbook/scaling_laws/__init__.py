@@ -11,6 +11,9 @@ Three layers, kept apart:
   ``EXPERIMENTS``), each point trained with :func:`workbook.training.train` with Porian et
   al.'s per-size recipe, FLOPs counted by :func:`workbook.flops.flops_per_token`;
 * :mod:`~workbook.scaling_laws.views` - figures, explorers, the fit summary and claims;
+* :mod:`~workbook.scaling_laws.batch_tokens` - **more data or a larger batch?** one size at two
+  batches × two token counts, and the largest budget's sizes at one batch;
+  :mod:`~workbook.scaling_laws.batch_views` - their tables, claims and captions;
 * :mod:`~workbook.scaling_laws.timing` - the sweep's time: the step-time model per device
   (its latest sweep), the predicted and recorded times; :mod:`~workbook.scaling_laws.captions`
   - the verdicts against the issue's targets and the tokens per parameter, in words.
@@ -28,6 +31,13 @@ from workbook.scaling_laws.batch_tokens import (
     run_one_batch,
 )
 from workbook.scaling_laws.batch_tokens import EXPERIMENTS as _BATCH_TOKENS
+from workbook.scaling_laws.batch_views import (
+    effects_caption,
+    effects_table,
+    one_batch_caption,
+    one_batch_claims,
+    one_batch_table,
+)
 from workbook.scaling_laws.by_tokens import token_slopes, tokens_caption, tokens_figure
 from workbook.scaling_laws.captions import ratio_caption, verdict_caption
 from workbook.scaling_laws.experiments import EXPERIMENTS as _ISOFLOP
@@ -50,6 +60,7 @@ from workbook.scaling_laws.fits import (
     ExponentFit,
     StepTime,
     at_bounds,
+    budget_ratio,
     fit_exponents,
     fit_parametric,
     fit_power_law,
@@ -121,7 +132,8 @@ EXPERIMENTS = [*_BATCH_TOKENS, *_ISOFLOP]
 __all__ = [
     "BATCH_TOKENS_PRESETS", "BatchTokensConfig", "batch_token_effects", "plan_runs",
     "run_batch_tokens", "ONE_BATCH_PRESETS", "OneBatchConfig", "one_batch_sweep",
-    "run_one_batch",
+    "run_one_batch", "effects_caption", "effects_table", "one_batch_caption", "one_batch_claims",
+    "one_batch_table", "budget_ratio",
     "EXPERIMENTS", "ISOFLOP_PRESETS", "LADDER", "IsoFlopConfig", "eval_windows",
     "evaluate_windows", "model_config", "plan_sweep", "point_flops_per_token",
     "point_settings", "predicted_seconds", "record_checkpoint", "run_isoflop", "train_point",

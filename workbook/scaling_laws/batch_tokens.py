@@ -114,33 +114,36 @@ def run_batch_tokens(cfg: BatchTokensConfig, seed: int = 0) -> pd.DataFrame:
 
 @takes_rows
 def batch_token_effects(rows: pd.DataFrame) -> pd.DataFrame:
-    """From :func:`run_batch_tokens`' rows (one device, one seed: the newest where several):
-    the change of held-out loss from the fewer to the more tokens at each batch (the data's
-    effect, batch fixed), and from the smaller to the larger batch at each token count (the
-    batch's effect, tokens fixed). Negative: the loss fell."""
+    """From :func:`run_batch_tokens`' rows (one device; each seed's newest run): per seed, the
+    change of held-out loss from the fewer to the more tokens at each batch (the data's effect,
+    batch fixed), and from the smaller to the larger batch at each token count (the batch's
+    effect, tokens fixed: a token count is met to within one step, so each batch's runs are
+    paired in order of tokens). Negative: the loss fell."""
+    columns = ["seed", "held fixed", "at", "changed", "from", "to", "loss change"]
     loss = rows[(rows["metric"] == "val_loss") & (rows["status"] == "ok")]
     if loss.empty:
-        return pd.DataFrame(columns=["held fixed", "at", "changed", "from", "to", "loss change"])
-    if "recorded_at" in loss.columns and loss["recorded_at"].notna().any():
-        loss = loss[loss["recorded_at"] == loss["recorded_at"].max()]
-    grid = loss.pivot_table(index="batch_size", columns="n_tokens", values="value")
+        return pd.DataFrame(columns=columns)
+    loss = loss.assign(seed=loss["seed"] if "seed" in loss.columns else 0)
     out = []
-    for batch, row in grid.iterrows():
-        if len(row.dropna()) >= 2:
-            out.append({"held fixed": "batch (sequences)", "at": batch, "changed": "tokens",
-                        "from": row.index.min(), "to": row.index.max(),
-                        "loss change": row[row.index.max()] - row[row.index.min()]})
-    # tokens are held fixed to within one step: runs of one target share a column only if
-    # their tokens agree exactly, so pair each batch's runs in order of tokens
-    by_batch = {b: g.sort_values("n_tokens") for b, g in loss.groupby("batch_size")}
-    if len(by_batch) >= 2:
-        low, high = min(by_batch), max(by_batch)
-        for (_, a), (_, b) in zip(by_batch[low].iterrows(), by_batch[high].iterrows(),
-                                  strict=False):
-            out.append({"held fixed": "tokens", "at": (a["n_tokens"] + b["n_tokens"]) / 2,
-                        "changed": "batch (sequences)", "from": low, "to": high,
-                        "loss change": b["value"] - a["value"]})
-    return pd.DataFrame(out)
+    for seed, runs in loss.groupby("seed", sort=True):
+        if "recorded_at" in runs.columns and runs["recorded_at"].notna().any():
+            runs = runs[runs["recorded_at"] == runs["recorded_at"].max()]
+        by_batch = {b: g.sort_values("n_tokens") for b, g in runs.groupby("batch_size")}
+        for batch, g in by_batch.items():
+            if len(g) >= 2:
+                out.append({"seed": seed, "held fixed": "batch (sequences)", "at": batch,
+                            "changed": "tokens", "from": g["n_tokens"].iloc[0],
+                            "to": g["n_tokens"].iloc[-1],
+                            "loss change": g["value"].iloc[-1] - g["value"].iloc[0]})
+        if len(by_batch) >= 2:
+            low, high = min(by_batch), max(by_batch)
+            for (_, a), (_, b) in zip(by_batch[low].iterrows(), by_batch[high].iterrows(),
+                                      strict=False):
+                out.append({"seed": seed, "held fixed": "tokens",
+                            "at": (a["n_tokens"] + b["n_tokens"]) / 2,
+                            "changed": "batch (sequences)", "from": low, "to": high,
+                            "loss change": b["value"] - a["value"]})
+    return pd.DataFrame(out, columns=columns)
 
 
 @dataclass(frozen=True)

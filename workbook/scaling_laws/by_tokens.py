@@ -108,4 +108,5 @@ def tokens_caption(rows: pd.DataFrame) -> str:
             "that stretch and whose larger ones did not favours its smaller models, and its "
             "parabola's minimum moves down the sizes. Every point trained for about the same "
             "number of steps, so the tokens grew with the batch: this view cannot tell more "
-            "data from larger batches apart.\n\n" + "\n".join(f"* {line}" for line in said))
+            "data from larger batches apart (the next section holds each fixed in turn).\n\n"
+            + "\n".join(f"* {line}" for line in said))

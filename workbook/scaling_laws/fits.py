@@ -269,6 +269,36 @@ def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
                        float(r_lo), float(r_hi), float(top["budget"]))
 
 
+def budget_ratio(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
+                 percentiles: tuple[float, float] = (10, 90)) -> dict:
+    """One budget's IsoFLOP minimum (:func:`ok_points` of a single budget; seeds may be pooled):
+    N_opt, D_opt, D_opt/N_opt with a bootstrap interval as :func:`fit_exponents` draws it
+    (the points resampled with replacement, each resample with ≥3 distinct sizes; none with
+    only 3 sizes), the minimum loss and whether the sizes bracket it; {} with < 3 sizes."""
+    if points.empty or points["n_params"].nunique() < 3:
+        return {}
+    if points["budget"].nunique() != 1:
+        raise WorkbookError(f"budget_ratio takes one budget's points; got "
+                            f"{points['budget'].nunique()} budgets")
+    top = isoflop_minima(points).iloc[0]
+    ln = np.log(points["n_params"].to_numpy(float))
+    ld = np.log(points["n_tokens"].to_numpy(float))
+    loss = points["loss"].to_numpy(float)
+    rng, ratios = np.random.default_rng(seed), []
+    for _ in range(n_boot if len(np.unique(ln)) > 3 else 0):
+        while True:
+            pick = rng.integers(0, len(ln), len(ln))
+            if len(np.unique(ln[pick])) >= 3:
+                break
+        # in logs: a nearly flat resample puts its vertex far away, past a float's range
+        ratios.append(_vertex(ld[pick], loss[pick]) - _vertex(ln[pick], loss[pick]))
+    low, high = np.exp(np.percentile(ratios, percentiles)) if ratios else (math.nan, math.nan)
+    return {"budget": float(top["budget"]), "n_opt": float(top["n_opt"]),
+            "d_opt": float(top["d_opt"]), "ratio": float(top["d_opt"] / top["n_opt"]),
+            "low": float(low), "high": float(high), "loss_min": float(top["loss_min"]),
+            "bracketed": bool(top["bracketed"]), "points": len(points)}
+
+
 @dataclass(frozen=True)
 class StepTime:
     """Seconds of one training step of a small model, as a sweep measured them: a fixed cost
