@@ -43,7 +43,7 @@ fi
 
 if [ "$MODE" = onebatch ]; then   # the largest budget at one batch (workbook/scaling_laws/batch_tokens.py)
   python3 -m workbook run scaling_one_batch --preset full --seed "$SEED" --record \
-    "${@/#/--set=}" 2>&1 | tee -a "$OUT/log.txt"
+    "${SETS[@]}" 2>&1 | tee -a "$OUT/log.txt"
   cp data/results/scaling_one_batch.csv "$OUT/" 2>/dev/null
   python3 -c "from workbook import results, scaling_laws as sl
 print(sl.isoflop_minima(sl.ok_points(results.load('scaling_one_batch'))).to_string())" \

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from workbook.config import WorkbookError, check_choice, check_range, takes_rows
+from workbook.config import ProjectPath, WorkbookError, check_choice, check_range, takes_rows
 from workbook.data import corpus_sha, corpus_token_ids
 from workbook.hardware import torch_device
 from workbook.model import count_params
@@ -29,6 +29,7 @@ from workbook.scaling_laws.experiments import (
     eval_windows,
     model_config,
     point_settings,
+    print_point,
     run_isoflop,
     train_point,
 )
@@ -156,6 +157,8 @@ class OneBatchConfig:
     budget: float
     batch: int
     sweep: str = "full"
+    time_limit_s: float = 540.0   # no point starts after this; the rest are skipped rows
+    checkpoint: ProjectPath = ""  # CSV that keeps finished points, as the sweep's
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -163,6 +166,7 @@ class OneBatchConfig:
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
         check_range("budget (FLOPs)", self.budget, 1e6, 1e21)
         check_range("batch (sequences)", self.batch, 1, 4096)
+        check_range("time_limit_s", self.time_limit_s, 1, 86_400)
 
 
 ONE_BATCH_PRESETS = {
@@ -179,13 +183,15 @@ def one_batch_sweep(cfg: OneBatchConfig) -> IsoFlopConfig:
     """The IsoFLOP preset ``cfg.sweep`` cut to ``cfg.budget``, with its batch held at
     ``cfg.batch`` (lr, warm-up in tokens and β2 follow the sweep's per-size rules)."""
     return replace(ISOFLOP_PRESETS[cfg.sweep], budgets=(cfg.budget,), min_batch=cfg.batch,
-                   max_batch=cfg.batch, checkpoint="", device=cfg.device)
+                   max_batch=cfg.batch, checkpoint=cfg.checkpoint,
+                   time_limit_s=cfg.time_limit_s, device=cfg.device)
 
 
 def run_one_batch(cfg: OneBatchConfig, seed: int = 0) -> pd.DataFrame:
     """:func:`~workbook.scaling_laws.experiments.run_isoflop` on :func:`one_batch_sweep`: the
     sweep's rows (``val_loss`` per point, ``sweep_wall_s``), each with ``one_batch``."""
-    return run_isoflop(one_batch_sweep(cfg), seed).assign(one_batch=cfg.batch)
+    return run_isoflop(one_batch_sweep(cfg), seed, on_point=print_point).assign(
+        one_batch=cfg.batch)
 
 
 EXPERIMENTS = [

@@ -400,15 +400,17 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
     return pd.concat([*frames, pd.DataFrame([wall])], ignore_index=True)
 
 
-def _run_experiment(cfg: IsoFlopConfig, seed: int) -> pd.DataFrame:
-    def echo(rows: pd.DataFrame) -> None:
-        r = rows.iloc[0]
-        loss = rows.loc[rows["metric"] == "val_loss", "value"].iloc[0]
-        print(f"C={r['budget']:.2g} N={r['n_params'] / 1e6:.3f}M D={r['n_tokens'] / 1e6:.2f}M "
-              f"steps={r['steps']} batch={r['batch_size']} -> val_loss={loss:.4f} "
-              f"[{r['status']}]", flush=True)
+def print_point(rows: pd.DataFrame) -> None:
+    """One finished point of :func:`run_isoflop` as a line of the run's log."""
+    r = rows.iloc[0]
+    loss = rows.loc[rows["metric"] == "val_loss", "value"].iloc[0]
+    print(f"C={r['budget']:.2g} N={r['n_params'] / 1e6:.3f}M D={r['n_tokens'] / 1e6:.2f}M "
+          f"steps={r['steps']} batch={r['batch_size']} -> val_loss={loss:.4f} "
+          f"[{r['status']}]", flush=True)
 
-    return run_isoflop(cfg, seed, on_point=echo)
+
+def _run_experiment(cfg: IsoFlopConfig, seed: int) -> pd.DataFrame:
+    return run_isoflop(cfg, seed, on_point=print_point)
 
 
 def record_checkpoint(path: str, preset: str = "full", seed: int = 0) -> Path:
