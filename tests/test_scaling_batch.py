@@ -136,3 +136,19 @@ def test_one_batch_table_sets_each_seed_beside_the_sweeps_fit_of_the_same_budget
     alone = sl.one_batch_table(one, sweeps[sweeps["seed"] == 1].assign(seed=5))
     assert set(alone["batches"].str[:9]) == {"one batch"}
     assert "no sweep of this seed" in sl.one_batch_caption(one, sweeps.iloc[0:0])
+
+
+def test_the_ratio_caption_names_the_one_batch_result_of_the_main_sweeps_device():
+    """On the committed ledger: the bullet's numbers are one_batch_table's."""
+    from workbook import results
+
+    rows = results.load_shown("scaling_isoflop")
+    one = results.load_shown("scaling_one_batch")
+    if rows.empty or one.empty:
+        pytest.skip("no recorded sweep or one-batch rows")
+    text = sl.ratio_caption(rows, sl.fit_summary(rows, n_boot=20))
+    line = next(x for x in text.splitlines() if x.startswith("* **Which batch:**"))
+    table = sl.one_batch_table(one, rows)
+    pick = table[table["seeds"] == table["seeds"].iloc[-1]]
+    for value in pick["tokens/param"]:
+        assert f"{value:.1f} " in line, line

@@ -207,8 +207,9 @@ EXPERIMENTS = [
                summary="The largest budget's sizes, every one at one batch: where is the minimum?",
                run=run_one_batch, presets=ONE_BATCH_PRESETS,
                min_gpus={"small": 0, "full": 1}, timeout_s=600,
-               # small: seconds on 2 CPU cores. full: not yet run; predicted from the H200's
-               # sweeps (cbb140a65373): 20-30 ms a step for these sizes, ~9,000 steps in all at
-               # batch 39 (26.8M to 10.0M tokens), about 200-250 s, plus evaluation
+               # small: seconds on 2 CPU cores. full: 214 s on the H200 (e91c30b6c2f5, seed
+               # 0: 194 s of training, 200 s of wall time inside the run); machines of one
+               # name differ by ~25 % here (the sweep's), and a run of seed 1 on another H200
+               # (c4c198dc2df5) had not finished after 330 s when it was killed
                typical_s={"small": 10, "full": 260}),
 ]

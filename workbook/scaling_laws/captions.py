@@ -190,7 +190,7 @@ def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
                     "parameter there is measured, but not read budget by budget here.\n"
                     if top_inside and total["n_boot"] else
                     ". Its tokens per parameter is not a measurement.\n")
-                + _text_bullet(found, summary, points, minima))
+                + _text_bullet(found, summary, points, minima) + _batch_bullet(found))
     ratios = minima["d_opt"] / minima["n_opt"]
     below = int((ratios < TOKENS_PER_PARAM).sum())
     span = minima["budget"].max() / minima["budget"].min()
@@ -211,7 +211,7 @@ def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
         f"($\\propto C^{{b-a}}$) changes {drift:.2f}× over the sweep's {span:.0f}× of compute"
         + (": what separates it from 20 is a level, not a drift with the budget."
            if below == len(minima) and 1 / 1.5 <= drift <= 1.5 else "."),
-        _text_bullet(found, summary, points, minima),
+        _text_bullet(found, summary, points, minima) + _batch_bullet(found),
         f"* **Which N:** the same minima counted without embeddings give "
         f"{ne['ratio']:.1f} tokens per parameter at the largest budget, against "
         f"{total['ratio']:.1f} with every parameter: at this scale the count of $N$ alone "
@@ -228,3 +228,34 @@ def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
         + " tokens per parameter: they disagree with each other by "
         f"{max(law_ratio.values()) / min(law_ratio.values()):.1f}× at this budget, so neither "
         "is a prediction to hold the sweep to."])
+
+
+def _batch_bullet(found: list[tuple[str, pd.DataFrame]]) -> str:
+    """'* Which batch: ...' where ``scaling_one_batch`` has rows from the main sweep's device:
+    its largest budget's tokens per parameter with every size at one batch, beside the same
+    budget, sizes and seed at the sweep's own batches (:func:`~workbook.scaling_laws.
+    batch_views.one_batch_table`); '' where it has none."""
+    from workbook import registry
+    from workbook.scaling_laws.batch_views import one_batch_table
+
+    if not found:
+        return ""
+    device = set(found[0][1]["device"].dropna())
+    one = registry.shown("scaling_one_batch")
+    one = one[one["device"].isin(device)] if "device" in one.columns else one.iloc[0:0]
+    table = one_batch_table(one, pd.concat([g for _, g in found], ignore_index=True))
+    if table.empty:
+        return ""
+    seeds = table["seeds"].iloc[-1]   # the pooled row where there is one
+    pick = table[table["seeds"] == seeds]
+    mine = pick[pick["batches"].str.startswith("one batch")].iloc[0]
+    theirs = pick[~pick["batches"].str.startswith("one batch")]
+    beside = (f", against {theirs['tokens/param'].iloc[0]:.1f} at {theirs['batches'].iloc[0]}"
+              " batches on the same sizes and seeds" if len(theirs) else "")
+    return (f"\n* **Which batch:** every point trains for about the same number of steps, so "
+            "a budget's token-richer sizes train at larger batches. With every size at "
+            f"{mine['batches']}, the {mine['budget']:.3g}-FLOP budget's optimum sits at "
+            f"{mine['tokens/param']:.1f} tokens per parameter{beside} ({mine['where']}"
+            + (f", seeds {seeds}" if seeds.endswith("pooled") else "")
+            + "; the section \"More data, or a larger batch?\" below).")
+
