@@ -4,6 +4,7 @@ the sweep's fit of the same budget, sizes and seed, on synthetic rows whose answ
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -152,3 +153,32 @@ def test_the_ratio_caption_names_the_one_batch_result_of_the_main_sweeps_device(
     pick = table[table["seeds"] == table["seeds"].iloc[-1]]
     for value in pick["tokens/param"]:
         assert f"{value:.1f} " in line, line
+
+
+def test_batch_rule_largest_gives_every_size_of_a_budget_its_largest_sizes_batch():
+    cfg = sl.ISOFLOP_PRESETS["full"]
+    steps = sl.plan_sweep(cfg)
+    one = sl.plan_sweep(dataclasses.replace(cfg, batch_rule="largest"))
+    for budget, g in one.groupby("budget"):
+        theirs = steps[steps["budget"] == budget]
+        assert g["batch_size"].nunique() == 1
+        assert g["batch_size"].iloc[0] == theirs.loc[theirs["n_params"].idxmax(), "batch_size"]
+        assert sorted(g["n_params"]) == sorted(theirs["n_params"])
+        mine = g.set_index("n_params")["steps"].sort_index()
+        assert (np.diff(mine.to_numpy()) < 0).all()   # smaller sizes: more steps
+    # the largest budget's batch is the one-batch experiment's
+    top = one[one["budget"] == one["budget"].max()]
+    assert top["batch_size"].iloc[0] == sl.ONE_BATCH_PRESETS["full"].batch
+    with pytest.raises(WorkbookError, match="allowed"):
+        dataclasses.replace(cfg, batch_rule="smallest")
+
+
+def test_a_sweep_at_one_batch_per_budget_is_labelled_and_never_pooled_with_the_other_rule():
+    a = _sweep(0).assign(commit="a", sweep_commit="a")
+    b = _sweep(1).assign(commit="b", sweep_commit="b", batch_rule="largest")
+    found = sl.sweeps(pd.concat([a, b], ignore_index=True))
+    labels = [where for where, _ in found]
+    assert sum("one batch per budget (its largest size's)" in w for w in labels) == 1, labels
+    assert sl.seed_pools(found) == []
+    c = _sweep(1).assign(commit="c", sweep_commit="c")
+    assert len(sl.seed_pools(sl.sweeps(pd.concat([a, c], ignore_index=True)))) == 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from workbook.registry import Experiment
 from workbook.scaling_laws.fits import StepTime, fit_step_time
 from workbook.scaling_laws.laws import TOKENS_PER_PARAM
 
+BATCH_RULES = ("steps", "largest")   # IsoFlopConfig.batch_rule
 LADDER: tuple[tuple[int, int, int], ...] = (
     (16, 1, 1), (24, 1, 1), (32, 1, 2), (32, 2, 2), (48, 2, 3), (64, 2, 4), (64, 3, 4),
     (80, 3, 5), (96, 3, 6), (96, 4, 6), (128, 4, 4), (128, 5, 4), (160, 5, 5), (160, 6, 5),
@@ -97,6 +98,10 @@ class IsoFlopConfig:
     beta2_small_batch: float = 0.99
     small_batch_tokens: int = 131_072
     center_tokens_per_param: float = TOKENS_PER_PARAM
+    # "steps": each point's batch gives it about target_steps steps (the smaller, token-richer
+    # sizes of a budget get larger batches); "largest": every size of a budget trains at the
+    # batch its largest size gets that way, and the smaller ones take more steps
+    batch_rule: str = "steps"
     ladder: tuple[tuple[int, int, int], ...] = LADDER
     time_limit_s: float = 540.0
     checkpoint: ProjectPath = ""  # CSV that keeps finished points; a rerun skips them
@@ -127,6 +132,7 @@ class IsoFlopConfig:
         check_range("small_batch_tokens", self.small_batch_tokens, 0, 10**9)
         check_range("eval_tokens", self.eval_tokens, self.seq_len, 10_000_000)
         check_range("center_tokens_per_param", self.center_tokens_per_param, 0.1, 10_000)
+        check_choice("batch_rule", self.batch_rule, BATCH_RULES)
         check_range("time_limit_s", self.time_limit_s, 1, 86_400)
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
 
@@ -206,10 +212,15 @@ def plan_sweep(cfg: IsoFlopConfig, n_train_tokens: int | None = None,
         ratio = [budget / f / n for n, f in zip(n_of, fpt_of, strict=True)]
         centre = int(np.argmin([abs(math.log(r / cfg.center_tokens_per_param)) for r in ratio]))
         lo = min(max(0, centre - cfg.sizes_per_budget // 2), len(shapes) - cfg.sizes_per_budget)
+        rule = cfg
+        if cfg.batch_rule == "largest":   # the budget's largest size sets everyone's batch
+            top = lo + cfg.sizes_per_budget - 1
+            batch = point_settings(n_of[top], budget / fpt_of[top], cfg)["batch_size"]
+            rule = replace(cfg, min_batch=batch, max_batch=batch)
         for i in range(lo, lo + cfg.sizes_per_budget):
             m, n, fpt = shapes[i], n_of[i], fpt_of[i]
             tokens = budget / fpt
-            recipe = point_settings(n, tokens, cfg)
+            recipe = point_settings(n, tokens, rule)
             row = {"budget": budget, "rank": abs(i - centre), "d_model": m.d_model,
                    "n_layers": m.n_layers, "n_heads": m.n_heads, "d_ff": m.d_ff, "n_params": n,
                    "n_params_non_embedding": count_params(m, non_embedding=True),
@@ -341,7 +352,7 @@ def _done(done: pd.DataFrame, point: dict, extra: dict) -> pd.DataFrame:
         mask &= np.isclose(done[k].astype(float), float(point[k]))
     for k, v in extra.items():   # a point of an older commit's run is reused by a resumed one
         if k != "sweep_commit":
-            mask &= done[k].astype(str) == str(v)
+            mask &= (done[k].astype(str) == str(v)) if k in done.columns else False
     return done[mask]
 
 
@@ -364,7 +375,9 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
     # newer code never replaces the matching points of an older sweep: a sweep is kept whole
     extra = {"corpus": cfg.corpus, "corpus_sha": corpus_sha(cfg.corpus, cfg.vocab_size),
              "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len, "seed": seed,
-             "device_type": device.type, "sweep_commit": results.git_commit()}
+             "device_type": device.type, "sweep_commit": results.git_commit(),
+             # only where it is not the default: the ledger's older sweeps have no such column
+             **({"batch_rule": cfg.batch_rule} if cfg.batch_rule != "steps" else {})}
     frames, t_start, reused_s, n_reused = [], time.perf_counter(), 0.0, 0
     for point in plan.to_dict("records"):
         reused = _done(done, point, extra)

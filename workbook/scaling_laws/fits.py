@@ -172,7 +172,9 @@ def seed_pools(found: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, pd.Data
                              strict=True))
         text = set(sweep["corpus_sha"].dropna().astype(str)) if "corpus_sha" in sweep else set()
         tuned = "beta2" in sweep.columns and sweep["beta2"].notna().any()
-        key = (where.split(", ")[0], sweep["preset"].iloc[0], plan, frozenset(text), tuned)
+        rule = set(sweep["batch_rule"].dropna()) if "batch_rule" in sweep.columns else set()
+        key = (where.split(", ")[0], sweep["preset"].iloc[0], plan, frozenset(text), tuned,
+               frozenset(rule))
         groups.setdefault(key, []).append((where, sweep))
     pools = []
     for (machine, preset, *_), members in groups.items():

@@ -37,9 +37,12 @@ from workbook.scaling_laws.timing import plan_judged
 
 
 def _recipe(group: pd.DataFrame) -> str:
-    """A sweep's recipe: the per-size one (rows carry ``beta2``) or the older fixed batch."""
+    """A sweep's recipe: the per-size one (rows carry ``beta2``), with one batch per budget
+    where its ``batch_rule`` is "largest", or the older fixed batch."""
     if "beta2" in group.columns and group["beta2"].notna().any():
-        return "per-size recipe"
+        largest = "batch_rule" in group.columns and (group["batch_rule"] == "largest").any()
+        return "per-size recipe" + (", one batch per budget (its largest size's)"
+                                    if largest else "")
     return "one batch per budget, untuned (older recipe)"
 
 
@@ -62,7 +65,7 @@ def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
     def rank(g: pd.DataFrame) -> tuple:
         when = pd.to_datetime(g["recorded_at"], errors="coerce", utc=True).max()
-        return (g["_where"].iloc[0] != "measured", _recipe(g) != "per-size recipe",
+        return (g["_where"].iloc[0] != "measured", not _recipe(g).startswith("per-size"),
                 g["preset"].iloc[0] != "full", -when.timestamp() if pd.notna(when) else 0.0)
 
     out, ordered = [], [g.drop(columns="_where") for g in sorted(groups, key=rank)]
@@ -407,7 +410,7 @@ def _subtitled(title: str, found: list[tuple[str, pd.DataFrame]]) -> str:
         live = (sweep["source"] == "measured").any()
         trained, cut = _points_cut(sweep)
         budgets = sweep.loc[sweep["metric"] == "val_loss", "budget"].nunique()
-        recipe = "per-size recipe" if _recipe(sweep) == "per-size recipe" else "older recipe"
+        recipe = _recipe(sweep) if _recipe(sweep).startswith("per-size") else "older recipe"
         lines.append(f"{'filled' if live else shape.split('-')[0]}: "
                      f"{where.split(f', {sweep.preset.iloc[0]} preset')[0]}, "
                      f"{sweep['preset'].iloc[0]} preset, {recipe}, a "
