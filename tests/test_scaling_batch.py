@@ -17,10 +17,11 @@ from workbook.config import WorkbookError
 BUDGET, SIZES, SEQ = 1e13, [1e5, 2e5, 4e5, 8e5, 1.6e6], 256
 
 
-def _point(n: float, batch: int, centre: float, seed: int, **extra) -> list[dict]:
+def _point(n: float, batch: int, centre: float, seed: int, base: float = 2.0,
+           **extra) -> list[dict]:
     tokens = BUDGET / (6 * n)
     steps = round(tokens / (batch * SEQ))
-    loss = 2.0 + 0.1 * (math.log(n) - math.log(centre)) ** 2 + 0.001 * seed
+    loss = base + 0.1 * (math.log(n) - math.log(centre)) ** 2 + 0.001 * seed
     base = {"budget": BUDGET, "n_params": n, "n_params_non_embedding": n, "n_tokens": tokens,
             "compute": BUDGET, "batch_size": batch, "steps": steps, "status": "ok",
             "source": "recorded", "device": "GPU there", "preset": "full", "n_gpus": 1,
@@ -40,13 +41,14 @@ def _sweep(seed: int) -> pd.DataFrame:
 
 
 def _one_batch(seed: int) -> pd.DataFrame:
-    """Every size at the largest's batch: its minimum lies lower (at 2e5 rather than 8e5),
-    and the largest size's loss is the sweep's (it trains alike in both)."""
+    """Every size at the largest's batch: a parabola whose minimum lies lower (at 4e5 rather
+    than 8e5), lowered so that the largest size's loss is the sweep's (it trains alike)."""
     largest = max(1, round(BUDGET / (6 * SIZES[-1]) / (1000 * SEQ)))
+    top = math.log(SIZES[-1])
+    base = 2.0 + 0.1 * ((top - math.log(8e5)) ** 2 - (top - math.log(4e5)) ** 2)
     rows = []
     for n in SIZES:
-        centre = 8e5 if n == SIZES[-1] else 2e5
-        rows += _point(n, largest, centre, seed, commit="one", one_batch=largest,
+        rows += _point(n, largest, 4e5, seed, base, commit="one", one_batch=largest,
                        recorded_at=f"2026-12-0{seed + 3}T00:00:00Z")
     frame = pd.DataFrame(rows)
     big = frame["n_params"] == SIZES[-1]   # the same loss as the sweep's: a parabola at 8e5
@@ -182,3 +184,19 @@ def test_a_sweep_at_one_batch_per_budget_is_labelled_and_never_pooled_with_the_o
     assert sl.seed_pools(found) == []
     c = _sweep(1).assign(commit="c", sweep_commit="c")
     assert len(sl.seed_pools(sl.sweeps(pd.concat([a, c], ignore_index=True)))) == 1
+
+
+def test_a_minimum_outside_its_sizes_is_not_compared():
+    one = _one_batch(0)
+    sweep = _sweep(0)
+    loss = sweep["metric"] == "val_loss"   # falling all the way: the minimum past the largest
+    sweep.loc[loss, "value"] = 3.0 - 0.1 * np.log(sweep.loc[loss, "n_params"])
+    text = sl.one_batch_caption(one, sweep)
+    assert "the two are not compared" in text and "moved the ratio" not in text, text
+    assert "moved the ratio" in sl.one_batch_caption(one, _sweep(0))
+
+
+def test_a_straight_line_has_no_minimum_inside_and_no_overflow():
+    n = np.array(SIZES)
+    x, loss, inside = sl.parabola_minimum(n, 3.0 - 0.1 * np.log(n))
+    assert not inside and x == SIZES[-1] and math.isfinite(loss)

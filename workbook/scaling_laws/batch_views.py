@@ -36,7 +36,8 @@ def _by_device(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _tokens(n: float) -> str:
-    return f"{n / 1e6:.1f}M tokens"
+    """3.5M tokens, 15.4k tokens: a count readable at either preset's scale."""
+    return f"{n / 1e6:.1f}M tokens" if n >= 1e6 else f"{n / 1e3:.1f}k tokens"
 
 
 @takes_rows
@@ -98,7 +99,8 @@ def _effects_text(where: str, group: pd.DataFrame) -> str:
         lines.append(f"* a larger batch at {_tokens(at)} (batch {g['from'].iloc[0]:g} → "
                      f"{g['to'].iloc[0]:g}, fewer steps): {_span(g['loss change'])} nats.")
     if (batch["loss change"] > 0).all():
-        lines += ["", "In every seed and at both token counts the larger batch cost loss at equal "
+        every = "every seed" if len(seeds) > 1 else "this seed"
+        lines += ["", f"In {every} and at every token count the larger batch cost loss at equal "
                   "tokens. In the sweep every point trains about the same number of steps, so "
                   "at one budget the smaller sizes, which read more tokens, train at larger "
                   "batches and pay such a cost where the larger sizes do not: that pushes each "
@@ -182,7 +184,8 @@ def _batches(rows: pd.DataFrame) -> str:
     loss = rows[rows["metric"] == "val_loss"] if len(rows) else rows
     if loss.empty or "batch_size" not in loss.columns:
         return ""
-    return f"({loss['batch_size'].min():g}–{loss['batch_size'].max():g})"
+    low, high = loss["batch_size"].min(), loss["batch_size"].max()
+    return f"({low:g})" if low == high else f"({low:g}–{high:g})"
 
 
 @takes_rows
@@ -196,6 +199,14 @@ def one_batch_claims(table: pd.DataFrame) -> pd.DataFrame:
                          "tokens/param", where=row["where"] + _pooled(row["seeds"]),
                          factor=1.5, low=row["low"], high=row["high"]))
     return claims_table(out)
+
+
+def _params(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,.0f}"
+
+
+def _outside(row: pd.Series) -> str:
+    return "" if row["bracketed"] else " (outside the sizes trained: the parabola extrapolates)"
 
 
 def _pooled(seeds: str) -> str:
@@ -232,19 +243,19 @@ def _one_batch_text(mine: pd.DataFrame, group: pd.DataFrame, sweep_rows: pd.Data
     pick = pooled if len(pooled) else mine[mine["seeds"] == mine["seeds"].iloc[0]]
     one = pick[pick["batches"].str.startswith("one batch")].iloc[0]
     head = (f"**{where}**{_pooled(one['seeds'])}, {one['budget']:.3g} FLOPs: with every size at "
-            f"{one['batches']}, the minimum lies at N_opt = {one['N_opt'] / 1e6:.2f}M, "
-            f"D_opt = {one['D_opt'] / 1e6:.1f}M: **{one['tokens/param']:.1f} tokens per "
-            f"parameter**{_interval(one)}.")
+            f"{one['batches']}, the minimum lies at N_opt = {_params(one['N_opt'])}, "
+            f"D_opt = {_tokens(one['D_opt'])}: **{one['tokens/param']:.1f} tokens per "
+            f"parameter**{_interval(one)}{_outside(one)}.")
     theirs = pick[~pick["batches"].str.startswith("one batch")]
     if len(theirs):
         s = theirs.iloc[0]
         head += (f" The same sizes and seeds at {s['batches']} batches: "
-                 f"{s['tokens/param']:.1f}{_interval(s)}, N_opt = {s['N_opt'] / 1e6:.2f}M. "
-                 f"One batch moved the ratio ×{one['tokens/param'] / s['tokens/param']:.2f} "
+                 f"{s['tokens/param']:.1f}{_interval(s)}{_outside(s)}, N_opt = "
+                 f"{_params(s['N_opt'])}.")
+        head += (f" One batch moved the ratio ×{one['tokens/param'] / s['tokens/param']:.2f} "
                  f"and the lowest loss by {one['loss at minimum'] - s['loss at minimum']:+.3f} "
-                 "nats.")
-    if not one["bracketed"]:
-        head += " Its minimum lies outside the sizes trained: the parabola extrapolates."
+                 "nats." if one["bracketed"] and s["bracketed"] else
+                 " A minimum outside its sizes is an extrapolation: the two are not compared.")
     lines = []
     for seeds, g in mine.groupby("seeds", sort=False):
         if seeds != one["seeds"]:

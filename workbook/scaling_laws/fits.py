@@ -36,10 +36,10 @@ def parabola_minimum(x, loss) -> tuple[float, float, bool]:
     if len(lx) < 3:
         raise WorkbookError(f"an IsoFLOP parabola needs at least 3 sizes; got {len(lx)}")
     c2, c1, c0 = np.polyfit(lx, y, 2)
-    if c2 <= 0:
-        best = int(np.argmin(y))
+    lx_opt = -c1 / (2 * c2) if c2 > 0 else math.inf
+    if abs(lx_opt) > 700:   # no minimum, or one so far off (a straight line's rounding
+        best = int(np.argmin(y))   # error as its curvature) that exp() overflows
         return float(math.exp(lx[best])), float(y[best]), False
-    lx_opt = -c1 / (2 * c2)
     inside = bool(lx.min() <= lx_opt <= lx.max())
     return float(math.exp(lx_opt)), float(c0 + c1 * lx_opt + c2 * lx_opt**2), inside
 
