@@ -199,4 +199,4 @@ def test_a_minimum_outside_its_sizes_is_not_compared():
 def test_a_straight_line_has_no_minimum_inside_and_no_overflow():
     n = np.array(SIZES)
     x, loss, inside = sl.parabola_minimum(n, 3.0 - 0.1 * np.log(n))
-    assert not inside and x == SIZES[-1] and math.isfinite(loss)
+    assert not inside and x == pytest.approx(SIZES[-1]) and math.isfinite(loss)
