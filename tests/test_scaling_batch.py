@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from workbook import results
 from workbook import scaling_laws as sl
 from workbook.config import WorkbookError
 
@@ -143,8 +144,6 @@ def test_one_batch_table_sets_each_seed_beside_the_sweeps_fit_of_the_same_budget
 
 def test_the_ratio_caption_names_the_one_batch_result_of_the_main_sweeps_device():
     """On the committed ledger: the bullet's numbers are one_batch_table's."""
-    from workbook import results
-
     rows = results.load_shown("scaling_isoflop")
     one = results.load_shown("scaling_one_batch")
     if rows.empty or one.empty:
@@ -200,3 +199,21 @@ def test_a_straight_line_has_no_minimum_inside_and_no_overflow():
     n = np.array(SIZES)
     x, loss, inside = sl.parabola_minimum(n, 3.0 - 0.1 * np.log(n))
     assert not inside and x == pytest.approx(SIZES[-1]) and math.isfinite(loss)
+
+
+def test_todays_plan_at_one_batch_per_budget_is_not_todays_plan_and_its_time_is_predicted():
+    cfg = sl.ISOFLOP_PRESETS["full"]
+
+    def timed(plan: pd.DataFrame) -> pd.DataFrame:
+        return plan.assign(metric="train_s", value=1.0, status="ok")
+
+    assert sl.ran_todays_plan(timed(sl.plan_sweep(cfg)))
+    largest = sl.plan_sweep(dataclasses.replace(cfg, batch_rule="largest"))
+    assert not sl.ran_todays_plan(timed(largest))
+    rows = results.load_shown("scaling_isoflop")
+    if rows.empty:
+        pytest.skip("no recorded sweep")
+    text = sl.time_caption(rows)
+    for sweep in sl.latest_sweeps(rows):
+        one = sl.predicted_seconds(dataclasses.replace(cfg, batch_rule="largest"), sweep)
+        assert f"it predicts {one:.0f} s." in text, text

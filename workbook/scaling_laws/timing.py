@@ -5,6 +5,8 @@ itself spent: the sum of its points' training times and its wall time."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -77,9 +79,14 @@ def ran_todays_plan(sweep: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> bo
     plan = plan[plan["status"] == "planned"]
     timed = sweep[(sweep["metric"] == "train_s") & (sweep["status"] == "ok")]
 
-    def points(frame: pd.DataFrame) -> set[tuple[float, float]]:
-        return {(float(f"{b:.4g}"), float(n)) for b, n in zip(frame["budget"], frame["n_params"],
-                                                               strict=True)}
+    # the batch too, where the sweep has it: one batch per budget (batch_rule "largest")
+    # trains the same sizes at other batches, for other steps and times
+    batched = "batch_size" in timed.columns and timed["batch_size"].notna().all()
+
+    def points(frame: pd.DataFrame) -> set[tuple[float, ...]]:
+        batch = frame["batch_size"] if batched else pd.Series(0, index=frame.index)
+        return {(float(f"{b:.4g}"), float(n), float(s)) for b, n, s in zip(
+            frame["budget"], frame["n_params"], batch, strict=True)}
     return points(timed) == points(plan)
 
 
@@ -115,6 +122,12 @@ def time_caption(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> str:
     for (_, row), sweep in zip(table.iterrows(), latest_sweeps(rows), strict=True):
         text = (f"**{row['sweep']}:** the step-time model fitted to this sweep predicts "
                 f"{row['predicted training s']:.0f} s of training for the full preset.")
+        if (cfg or ISOFLOP_PRESETS["full"]).batch_rule == "steps":
+            one = predicted_seconds(replace(cfg or ISOFLOP_PRESETS["full"],
+                                            batch_rule="largest"), sweep)
+            text += (f" With one batch per budget (`batch_rule` \"largest\": every size at its "
+                     f"budget's largest size's batch, more steps for the smaller ones) it "
+                     f"predicts {one:.0f} s.")
         if row["per_gflop_ms"] == 0:
             text += (" Its cost per GFLOP came out 0 (the fit keeps every cost ≥ 0): over "
                      "these sizes the step time grew with the number of layers, not with the "
