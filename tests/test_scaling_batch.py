@@ -192,6 +192,10 @@ def test_a_minimum_outside_its_sizes_is_not_compared():
     sweep.loc[loss, "value"] = 3.0 - 0.1 * np.log(sweep.loc[loss, "n_params"])
     text = sl.one_batch_caption(one, sweep)
     assert "the two are not compared" in text and "moved the ratio" not in text, text
+    claims = sl.one_batch_claims(sl.one_batch_table(one, sweep)).set_index("claim")
+    outside = claims[claims.index.str.contains("sweep's")]
+    assert outside["measured"].isna().all() and outside["verdict"].str.startswith("n/a").all()
+    assert claims.loc[~claims.index.str.contains("sweep's"), "measured"].notna().all()
     assert "moved the ratio" in sl.one_batch_caption(one, _sweep(0))
 
 

@@ -194,10 +194,16 @@ def one_batch_claims(table: pd.DataFrame) -> pd.DataFrame:
     :func:`one_batch_table`: at one batch and at the sweep's batches, side by side."""
     out = []
     for _, row in table.iterrows():
+        # a minimum outside the sizes trained is the parabola's extrapolation: not judged
+        inside = bool(row["bracketed"])
         out.append(Claim(f"tokens ≈ 20 × params at {row['budget']:.3g} FLOPs, {row['batches']} "
-                         "batches", "Chinchilla; lecture", 20.0, row["tokens/param"],
-                         "tokens/param", where=row["where"] + _pooled(row["seeds"]),
-                         factor=1.5, low=row["low"], high=row["high"]))
+                         "batches", "Chinchilla; lecture", 20.0,
+                         row["tokens/param"] if inside else math.nan, "tokens/param",
+                         where=row["where"] + _pooled(row["seeds"]) + (
+                             "" if inside else "; its minimum lies outside the sizes trained "
+                             "(an extrapolation, not judged)"),
+                         factor=1.5, low=row["low"] if inside else math.nan,
+                         high=row["high"] if inside else math.nan))
     return claims_table(out)
 
 
