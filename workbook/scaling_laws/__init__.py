@@ -29,6 +29,7 @@ from workbook.scaling_laws.batch_tokens import (
     plan_runs,
     run_batch_tokens,
     run_one_batch,
+    runs_by_seed,
 )
 from workbook.scaling_laws.batch_tokens import EXPERIMENTS as _BATCH_TOKENS
 from workbook.scaling_laws.batch_views import (
@@ -132,7 +133,8 @@ EXPERIMENTS = [*_BATCH_TOKENS, *_ISOFLOP]
 __all__ = [
     "BATCH_TOKENS_PRESETS", "BatchTokensConfig", "batch_token_effects", "plan_runs",
     "run_batch_tokens", "ONE_BATCH_PRESETS", "OneBatchConfig", "one_batch_sweep",
-    "run_one_batch", "effects_caption", "effects_table", "one_batch_caption", "one_batch_claims",
+    "run_one_batch", "runs_by_seed", "effects_caption", "effects_table", "one_batch_caption",
+    "one_batch_claims",
     "one_batch_table", "budget_ratio",
     "EXPERIMENTS", "ISOFLOP_PRESETS", "LADDER", "IsoFlopConfig", "eval_windows",
     "evaluate_windows", "model_config", "plan_sweep", "point_flops_per_token",

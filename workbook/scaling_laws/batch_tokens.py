@@ -113,6 +113,18 @@ def run_batch_tokens(cfg: BatchTokensConfig, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def runs_by_seed(rows: pd.DataFrame) -> list[tuple[int, pd.DataFrame]]:
+    """(seed, rows of that seed's newest run) for every seed in one device's rows, in order
+    (rows without a seed column are seed 0)."""
+    rows = rows.assign(seed=rows["seed"] if "seed" in rows.columns else 0)
+    out = []
+    for seed, run in rows.groupby("seed", sort=True):
+        if "recorded_at" in run.columns and run["recorded_at"].notna().any():
+            run = run[run["recorded_at"] == run["recorded_at"].max()]
+        out.append((int(seed), run))
+    return out
+
+
 @takes_rows
 def batch_token_effects(rows: pd.DataFrame) -> pd.DataFrame:
     """From :func:`run_batch_tokens`' rows (one device; each seed's newest run): per seed, the
@@ -124,11 +136,8 @@ def batch_token_effects(rows: pd.DataFrame) -> pd.DataFrame:
     loss = rows[(rows["metric"] == "val_loss") & (rows["status"] == "ok")]
     if loss.empty:
         return pd.DataFrame(columns=columns)
-    loss = loss.assign(seed=loss["seed"] if "seed" in loss.columns else 0)
     out = []
-    for seed, runs in loss.groupby("seed", sort=True):
-        if "recorded_at" in runs.columns and runs["recorded_at"].notna().any():
-            runs = runs[runs["recorded_at"] == runs["recorded_at"].max()]
+    for seed, runs in runs_by_seed(loss):
         by_batch = {b: g.sort_values("n_tokens") for b, g in runs.groupby("batch_size")}
         for batch, g in by_batch.items():
             if len(g) >= 2:

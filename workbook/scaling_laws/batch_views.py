@@ -12,27 +12,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from workbook import results
 from workbook.claims import Claim, claims_table
 from workbook.config import takes_rows
-from workbook.scaling_laws.batch_tokens import batch_token_effects
+from workbook.registry import machine_blocks
+from workbook.scaling_laws.batch_tokens import batch_token_effects, runs_by_seed
 from workbook.scaling_laws.fits import budget_ratio, ok_points
-from workbook.scaling_laws.views import sweeps
-
-
-def _by_device(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(where, rows) per device: this machine's first, then each recorded device."""
-    if rows.empty:
-        return []
-    here = rows["source"] == "measured" if "source" in rows.columns else \
-        pd.Series(True, index=rows.index)
-    device = rows["device"].fillna("") if "device" in rows.columns else \
-        pd.Series("", index=rows.index)
-    out = []
-    for flag in (True, False):
-        for _, g in rows[here == flag].groupby(device[here == flag], sort=False):
-            out.append((results.where_label(g), g))
-    return out
+from workbook.scaling_laws.views import interval_text, sweeps
 
 
 def _tokens(n: float) -> str:
@@ -45,7 +30,7 @@ def effects_table(rows: pd.DataFrame) -> pd.DataFrame:
     """:func:`~workbook.scaling_laws.batch_tokens.batch_token_effects` per device, its seeds
     gathered: each effect's mean over the seeds, the lowest and the highest."""
     out = []
-    for where, group in _by_device(rows):
+    for where, group in machine_blocks(rows):
         effects = batch_token_effects(group)
         if effects.empty:
             continue
@@ -75,7 +60,7 @@ def effects_caption(rows: pd.DataFrame) -> str:
     """Each device's effects in words (this machine's first): the data's and the batch's over
     its seeds, and whether every seed and token count saw the larger batch cost loss at equal
     tokens."""
-    found = _by_device(rows)
+    found = machine_blocks(rows)
     if not found:
         return "No rows yet: run the experiment (the button above) or record it on a GPU."
     return "\n\n".join(_effects_text(where, group) for where, group in found)
@@ -133,17 +118,6 @@ def _matching_sweep(one: pd.DataFrame, sweep_rows: pd.DataFrame, seed: int) -> p
     return sweep_rows.iloc[0:0]
 
 
-def _seed_runs(group: pd.DataFrame) -> list[tuple[int, pd.DataFrame]]:
-    """(seed, rows of its newest run) for every seed in one device's rows."""
-    group = group.assign(seed=group["seed"] if "seed" in group.columns else 0)
-    runs = []
-    for seed, g in group.groupby("seed", sort=True):
-        if "recorded_at" in g.columns and g["recorded_at"].notna().any():
-            g = g[g["recorded_at"] == g["recorded_at"].max()]
-        runs.append((int(seed), g))
-    return runs
-
-
 @takes_rows
 def one_batch_table(one_rows: pd.DataFrame, sweep_rows: pd.DataFrame) -> pd.DataFrame:
     """Per device of ``one_rows`` (:func:`~workbook.scaling_laws.batch_tokens.run_one_batch`,
@@ -152,9 +126,9 @@ def one_batch_table(one_rows: pd.DataFrame, sweep_rows: pd.DataFrame) -> pd.Data
     ``sweep_rows`` (each point at its own batch): N_opt, D_opt, the tokens per parameter with
     its bootstrap interval (:func:`~workbook.scaling_laws.fits.budget_ratio`)."""
     out = []
-    for where, group in _by_device(one_rows):
+    for where, group in machine_blocks(one_rows):
         pairs = []
-        for seed, g in _seed_runs(group):
+        for seed, g in runs_by_seed(group):
             loss = g[g["metric"] == "val_loss"]
             theirs = _matching_sweep(g, sweep_rows, seed)
             pairs.append((str(seed), ok_points(g), ok_points(theirs),
@@ -221,11 +195,10 @@ def _pooled(seeds: str) -> str:
 
 
 def _interval(row: pd.Series) -> str:
-    if not (math.isfinite(row["low"]) and math.isfinite(row["high"])):
-        return ""
-    inside = row["low"] <= row["tokens/param"] <= row["high"]
-    return f" [{row['low']:.1f}, {row['high']:.1f}]" + (
-        "" if inside else " (the estimate lies outside its interval)")
+    """' [low, high]' of a table row's tokens per parameter (:func:`~workbook.scaling_laws.
+    views.interval_text`, which says so where the interval does not hold the estimate)."""
+    return interval_text(pd.Series({"ratio": row["tokens/param"], "ratio_low": row["low"],
+                                    "ratio_high": row["high"]}), "ratio", ".1f")
 
 
 @takes_rows
@@ -238,7 +211,7 @@ def one_batch_caption(one_rows: pd.DataFrame, sweep_rows: pd.DataFrame) -> str:
     if table.empty:
         return ("No rows yet: run the experiment (the button above) or record it on a GPU "
                 "(`bash scripts/gpu_scaling.sh onebatch`).")
-    groups = dict(_by_device(one_rows))
+    groups = dict(machine_blocks(one_rows))
     return "\n\n".join(_one_batch_text(mine, groups[where], sweep_rows)
                         for where, mine in table.groupby("where", sort=False))
 
@@ -268,7 +241,7 @@ def _one_batch_text(mine: pd.DataFrame, group: pd.DataFrame, sweep_rows: pd.Data
             lines.append(f"* seed {seeds}: " + "; ".join(
                 f"{r['batches']}: {r['tokens/param']:.1f}{_interval(r)}"
                 for _, r in g.iterrows()))
-    for seed, g in _seed_runs(group):
+    for seed, g in runs_by_seed(group):
         lines += _alike(seed, g, _matching_sweep(g, sweep_rows, seed))
     return head + ("\n\n" + "\n".join(lines) if lines else "")
 

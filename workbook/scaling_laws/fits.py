@@ -215,6 +215,15 @@ def seed_spread(pool: pd.DataFrame) -> dict:
             "n_params": float(n_params), "points": len(gap)}
 
 
+def _resample(ln: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of one bootstrap resample of a budget's points (with replacement), redrawn
+    until it holds at least 3 distinct sizes (a parabola needs 3)."""
+    while True:
+        pick = rng.integers(0, len(ln), len(ln))
+        if len(np.unique(ln[pick])) >= 3:
+            return pick
+
+
 def _vertex(lx: np.ndarray, y: np.ndarray) -> float:
     """log x at the parabola's minimum, as :func:`parabola_minimum` picks it (arrays only)."""
     c2, c1, _ = np.polyfit(lx, y, 2)
@@ -252,10 +261,7 @@ def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     for i in bar(range(len(boot)), desc=progress or "", disable=progress is None or not len(boot)):
         ln_opt, ld_opt = [], []
         for _, ln, ld, loss in groups:
-            while True:
-                pick = rng.integers(0, len(ln), len(ln))
-                if len(np.unique(ln[pick])) >= 3:
-                    break
+            pick = _resample(ln, rng)
             ln_opt.append(_vertex(ln[pick], loss[pick]))
             ld_opt.append(_vertex(ld[pick], loss[pick]))
         boot[i] = (np.polyfit(log_c, ln_opt, 1)[0], np.polyfit(log_c, ld_opt, 1)[0],
@@ -288,10 +294,7 @@ def budget_ratio(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     loss = points["loss"].to_numpy(float)
     rng, ratios = np.random.default_rng(seed), []
     for _ in range(n_boot if len(np.unique(ln)) > 3 else 0):
-        while True:
-            pick = rng.integers(0, len(ln), len(ln))
-            if len(np.unique(ln[pick])) >= 3:
-                break
+        pick = _resample(ln, rng)
         # in logs: a nearly flat resample puts its vertex far away, past a float's range
         ratios.append(_vertex(ld[pick], loss[pick]) - _vertex(ln[pick], loss[pick]))
     low, high = np.exp(np.percentile(ratios, percentiles)) if ratios else (math.nan, math.nan)
