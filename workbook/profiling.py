@@ -291,17 +291,24 @@ def parse_res_usage(text: str) -> dict[str, dict[str, int]]:
 
 
 def kernel_resources(fn, signature: dict[str, str], constexprs: dict, *, num_warps: int,
-                     num_stages: int, arch: int = 90) -> dict[str, int]:
-    """Compile a Triton kernel for ``sm_<arch>`` here, with no GPU needed (Triton's own ptxas),
-    and read the cubin's registers per thread, spill bytes (STACK, LOCAL) and the shared memory
+                     num_stages: int = 3, arch: int = 90, maxnreg: int | None = None
+                     ) -> dict[str, int]:
+    """Compile a Triton (or Gluon) kernel for ``sm_<arch>`` here, with no GPU needed (Triton's
+    own ptxas), and read the cubin's registers per thread (at launch: a warp-specialised kernel
+    moves them between its partitions later), spill bytes (STACK, LOCAL) and the shared memory
     the launch asks for. What one Triton version builds: another may allocate differently."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    kernel = triton.compile(ASTSource(fn, signature=signature, constexprs=constexprs),
-                            target=GPUTarget("cuda", arch, 32),
-                            options={"num_warps": num_warps, "num_stages": num_stages})
+    source = ASTSource
+    if getattr(fn, "is_gluon", lambda: False)():
+        from triton.experimental.gluon._runtime import GluonASTSource as source
+    options = {"num_warps": num_warps, "num_stages": num_stages}
+    if maxnreg is not None:
+        options["maxnreg"] = maxnreg
+    kernel = triton.compile(source(fn, signature=signature, constexprs=constexprs),
+                            target=GPUTarget("cuda", arch, 32), options=options)
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"

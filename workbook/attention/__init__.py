@@ -57,6 +57,7 @@ from workbook.attention.measure import (
 )
 from workbook.attention.tiled import (
     TiledAttentionFunction,
+    overlapped_attention_forward,
     reference_attention,
     tiled_attention,
     tiled_attention_backward,
@@ -96,7 +97,8 @@ from workbook.attention.views import (
 __all__ = [
     # the algorithms
     "reference_attention", "vanilla_attention", "tiled_attention_forward",
-    "tiled_attention_backward", "TiledAttentionFunction", "tiled_attention",
+    "overlapped_attention_forward", "tiled_attention_backward", "TiledAttentionFunction",
+    "tiled_attention",
     "VARIANTS", "DTYPES", "TOLERANCE", "attention", "unsupported", "relative_error",
     # the analytic model
     "MODES", "BACKWARD_FACTOR", "BACKWARD_FACTOR_STORED", "RECOMPUTES", "flops",

@@ -13,7 +13,8 @@ import torch
 from workbook.config import check_flag, check_range
 
 __all__ = ["reference_attention", "causal_mask", "vanilla_attention", "tiled_attention_forward",
-           "tiled_attention_backward", "TiledAttentionFunction", "tiled_attention"]
+           "overlapped_attention_forward", "tiled_attention_backward", "TiledAttentionFunction",
+           "tiled_attention"]
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
@@ -89,6 +90,53 @@ def tiled_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *
         out[..., m0:m0 + block_m, :] = (acc / row_sum[..., None]).to(q.dtype)  # one write of O
         lse[..., m0:m0 + block_m] = row_max + torch.log(row_sum)
     return out, lse
+
+
+def _scores(q_tile: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, n0: int, block_n: int,
+            causal: bool) -> torch.Tensor:
+    """One tile's scores in float64, the future masked out when causal."""
+    s = q_tile @ k[..., n0:n0 + block_n, :].double().transpose(-2, -1)
+    cols = torch.arange(n0, n0 + s.shape[-1], device=k.device)
+    return s.masked_fill(cols[None, :] > rows[:, None], float("-inf")) if causal else s
+
+
+def overlapped_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                                 causal: bool = False, block_m: int = 64, block_n: int = 64
+                                 ) -> torch.Tensor:
+    """:func:`tiled_attention_forward` in the order FlashAttention-3's consumer runs it
+    (:mod:`.flash_gluon`): the scores of tile j are ready before the product P·V of tile j−1
+    is added, so a GPU computes both on its tensor cores while the softmax of tile j runs.
+
+    The price is one step of bookkeeping: O holds the tiles before j−1 in the units of row
+    max m_(j−1); P_(j−1)·V_(j−1) is added in those same units, and only then is the sum
+    rescaled by alpha_j = exp(m_(j−1) − m_j). Same result, other order (a test checks it)."""
+    check_flag("causal", causal)
+    check_range("block_m", block_m, 1, 4096)
+    check_range("block_n", block_n, 1, 4096)
+    seq_len, head_dim = q.shape[-2:]
+    out = torch.empty_like(q)
+    for m0 in range(0, seq_len, block_m):
+        q_tile = q[..., m0:m0 + block_m, :].double() * head_dim ** -0.5
+        rows = torch.arange(m0, m0 + q_tile.shape[-2], device=q.device)
+
+        starts = list(range(0, min(seq_len, m0 + block_m) if causal else seq_len, block_n))
+        s = _scores(q_tile, k, rows, starts[0], block_n, causal)   # tile 0, before the loop
+        row_max = s.amax(dim=-1)
+        p = torch.exp(s - row_max[..., None])
+        row_sum = p.sum(dim=-1)
+        acc = torch.zeros_like(q_tile)
+        for prev, n0 in zip(starts, starts[1:], strict=False):
+            s = _scores(q_tile, k, rows, n0, block_n, causal)  # S_j, issued first
+            acc = acc + p @ v[..., prev:prev + block_n, :].double()   # O += P_(j-1)·V_(j-1)
+            m_new = torch.maximum(row_max, s.amax(dim=-1))      # softmax of tile j
+            p = torch.exp(s - m_new[..., None])
+            alpha = torch.exp(row_max - m_new)
+            row_sum = row_sum * alpha + p.sum(dim=-1)
+            acc = acc * alpha[..., None]                        # then O in m_j's units
+            row_max = m_new
+        acc = acc + p @ v[..., starts[-1]:starts[-1] + block_n, :].double()
+        out[..., m0:m0 + block_m, :] = (acc / row_sum[..., None]).to(q.dtype)
+    return out
 
 
 def tiled_attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

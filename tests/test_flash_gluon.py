@@ -1,0 +1,121 @@
+"""The FA3-style forward in Gluon (workbook.attention.flash_gluon).
+
+On a CPU: the order its consumer runs the online softmax in equals the definition (in float64),
+and the kernel compiles for Hopper (sm_90) without spilling and within the shared memory a
+block may use, with its ring of K/V buffers really allocated. On a Hopper GPU: its outputs
+and log-sum-exp equal PyTorch's, run in a child process so that a kernel that never returns
+(a barrier waited on forever) fails the test instead of stalling it.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests._interpreter import ROOT
+from workbook import attention as A
+from workbook.attention import flash_gluon as G
+from workbook.config import WorkbookError
+
+needs_gluon = pytest.mark.skipif(not G.gluon_available(),
+                                 reason="Triton's Gluon is not installed")
+HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability(0)[0] >= 9
+SHARED_MAX = 227 * 1024   # shared memory one block may use on sm_90 (H100, H200)
+
+
+def definition(q, k, v, causal=False):
+    q, k, v = q.double(), k.double(), v.double()
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        n = q.shape[-2]
+        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seq_len,block_m,block_n", [(64, 16, 16), (100, 32, 16), (37, 8, 16),
+                                                     (48, 48, 16)])
+def test_fa3_order_equals_the_definition(causal, seq_len, block_m, block_n):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, seq_len, 32, generator=gen, dtype=torch.float64)
+               for _ in range(3))
+    got = A.overlapped_attention_forward(q, k, v, causal=causal, block_m=block_m,
+                                         block_n=block_n)
+    torch.testing.assert_close(got, definition(q, k, v, causal), rtol=1e-10, atol=1e-12,
+                               msg="adding P_(j-1)V_(j-1) in m_(j-1)'s units and then "
+                                   "rescaling by alpha_j must give the exact softmax")
+
+
+@pytest.mark.parametrize("kwargs,allowed", [
+    ({"block_n": 32}, "allowed: 64, 128"), ({"stages": 5}, "allowed: 2, 3")])
+def test_bad_tiles_are_one_line_errors(kwargs, allowed):
+    q = torch.zeros(1, 1, 128, 64, dtype=torch.bfloat16)
+    with pytest.raises(WorkbookError, match=allowed) as err:
+        G.flash_forward_gluon(q, q, q, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("shape,dtype,allowed", [
+    ((1, 1, 128, 32), torch.bfloat16, "allowed: 64, 128"),
+    ((1, 1, 128, 64), torch.float32, "allowed: float16, bfloat16"),
+    ((1, 1, 100, 64), torch.bfloat16, "multiple of 128")])
+def test_bad_inputs_are_one_line_errors(shape, dtype, allowed):
+    q = torch.zeros(shape, dtype=dtype)
+    with pytest.raises(WorkbookError, match=allowed):
+        G.flash_forward_gluon(q, q, q)
+
+
+@pytest.mark.skipif(HOPPER, reason="this machine has a Hopper GPU")
+def test_without_hopper_it_says_so():
+    q = torch.zeros(1, 1, 128, 64, dtype=torch.bfloat16)
+    with pytest.raises(WorkbookError, match="Hopper|Gluon"):
+        G.flash_forward_gluon(q, q, q)
+
+
+@needs_gluon
+@pytest.mark.parametrize("block_n,stages,causal,head_dim,dtype", [
+    (128, 2, False, 128, torch.bfloat16), (128, 3, False, 128, torch.bfloat16),
+    (64, 3, True, 128, torch.float16), (128, 2, True, 64, torch.bfloat16)])
+def test_compiles_for_hopper_without_spills(block_n, stages, causal, head_dim, dtype):
+    found = G.resources(block_n, stages, causal, head_dim, dtype)
+    ring = 2 * (G.BLOCK_M * head_dim + stages * 2 * block_n * head_dim)   # Q + K/V stages
+    assert found["spill_bytes"] == 0, "registers spilled to local memory: a slow kernel"
+    assert ring <= found["shared_bytes"] <= SHARED_MAX, (
+        f"shared memory {found['shared_bytes']} B: the Q tile and {stages} K/V stages need "
+        f"{ring} B, and a block may use {SHARED_MAX} B")
+
+
+def gpu_cases() -> None:
+    """Every tile option, causal or not, both head sizes and dtypes, against PyTorch (run in
+    a child process by the test below)."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for (n, causal, d, dtype), (bn, st) in zip(
+            [(128, False, 64, torch.bfloat16), (384, True, 128, torch.bfloat16),
+             (1024, False, 128, torch.float16), (1024, True, 64, torch.float16),
+             (2048, False, 128, torch.bfloat16), (640, True, 128, torch.bfloat16)],
+            [(128, 2), (64, 3), (128, 3), (64, 2), (128, 2), (64, 2)], strict=True):
+        q, k, v = (torch.randn(2, 3, n, d, generator=gen, device="cuda").to(dtype)
+                   for _ in range(3))
+        out, lse = G.flash_forward_gluon(q, k, v, causal=causal, block_n=bn, stages=st)
+        ref = definition(q.cpu(), k.cpu(), v.cpu(), causal).to(out.device)
+        err = (out.double() - ref).abs().max().item()
+        s = q.double() @ k.double().transpose(-2, -1) / math.sqrt(d)
+        if causal:
+            s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device="cuda").triu(1),
+                              float("-inf"))
+        lse_err = (lse.double() - torch.logsumexp(s, dim=-1)).abs().max().item()
+        label = f"N={n} causal={causal} d={d} {dtype} block_n={bn} stages={st}"
+        assert err < 2e-2 and lse_err < 1e-3, f"{label}: |O err| {err:.1e}, |lse err| {lse_err:.1e}"
+        print(label, f"ok (|O err| {err:.1e}, |lse err| {lse_err:.1e})", flush=True)
+
+
+@pytest.mark.skipif(not (HOPPER and G.gluon_available()), reason="needs a Hopper GPU and Gluon")
+def test_gluon_forward_equals_pytorch_on_hopper():
+    proc = subprocess.run([sys.executable, "-c",
+                           "from tests.test_flash_gluon import gpu_cases; gpu_cases()"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
