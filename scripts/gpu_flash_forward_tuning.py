@@ -10,6 +10,8 @@
     python3 scripts/gpu_flash_forward_tuning.py --pair   # programs of two 128-row halves
     python3 scripts/gpu_flash_forward_tuning.py --lazy   # PAIR with the lazy rescaling
     python3 scripts/gpu_flash_forward_tuning.py --exp16  # PAIR with float16 exponentials
+    python3 scripts/gpu_flash_forward_tuning.py --gluon  # the FA3-style Gluon forward
+                                                         # (workbook.attention.flash_gluon)
     python3 scripts/gpu_flash_forward_tuning.py --bwd    # the TMA backward's tiles, per kernel
     python3 scripts/gpu_flash_forward_tuning.py --host   # where the host's time per call goes
 
@@ -30,6 +32,7 @@ import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from workbook.attention import flash_gluon as FG  # noqa: E402
 from workbook.attention import flash_triton as FT  # noqa: E402
 from workbook.attention import flash_triton_backward as FB  # noqa: E402
 from workbook.profiling import time_ms  # noqa: E402
@@ -242,8 +245,16 @@ EXP16_VARIANTS = [
     (f"PAIR 256x64 w8 s{st}{' EXP16' if e16 else ''}", 256, 64,
      {"num_warps": 8, "num_stages": st, "PAIR": True, "EXP16": e16})
     for st, e16 in ((3, False), (3, True), (4, True))]
+# GLUON: flash_gluon's warp-specialised forward (a TMA producer warp, two consumer
+# warpgroups of 64 rows, S_j and P_(j-1)V_(j-1) in flight under the softmax), per K/V tile
+# and ring depth, beside the TMA kernel's best plain and PAIR launches
+GLUON_VARIANTS = [("128x128 w8 s2 OVERLAP", 128, 128,
+                   {"num_warps": 8, "num_stages": 2, "OVERLAP": True}),
+                  ("PAIR 256x64 w8 s3", 256, 64, {"num_warps": 8, "num_stages": 3, "PAIR": True})
+                  ] + [(f"GLUON 128x{bn} ring {st}", 128, bn, {"GLUON": True, "stages": st})
+                       for bn, st in ((128, 2), (128, 3), (64, 2), (64, 3))]
 TABLES = {"--overlap": OVERLAP_VARIANTS, "--pair": PAIR_VARIANTS, "--lazy": LAZY_VARIANTS,
-          "--exp16": EXP16_VARIANTS}
+          "--exp16": EXP16_VARIANTS, "--gluon": GLUON_VARIANTS}
 
 
 def variants(d: int, n: int, causal: bool, table: list) -> None:
@@ -251,7 +262,8 @@ def variants(d: int, n: int, causal: bool, table: list) -> None:
     cuDNN and FlashAttention-2; one line (``--overlap``: the loop as written (``plain``), the
     hand-pipelined one (``OVERLAP``: tile j+1's QKᵀ issued before tile j's softmax, FA3's
     intra-warpgroup overlap) and persistent grids (``P1``/``P2``: 1 or 2 programs per SM
-    looping over the tiles); ``--pair``: programs of two 128-row halves (``PAIR``)).
+    looping over the tiles); ``--pair``: programs of two 128-row halves (``PAIR``);
+    ``--gluon``: :mod:`workbook.attention.flash_gluon` per K/V tile and ring depth).
     Each entry is TF/s timed call by call / queued (``time_ms(queued=True)``: the host's
     launch overhead hidden under the previous call), so the gap of the two is the host's."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -276,6 +288,9 @@ def variants(d: int, n: int, causal: bool, table: list) -> None:
     for name, bm, bn, launch in table:
         try:
             def run(bm=bm, bn=bn, launch=launch):
+                if launch.get("GLUON"):
+                    return FG.flash_forward_gluon(q, k, v, causal=causal, block_n=bn,
+                                                  stages=launch["stages"])[0]
                 return FT.flash_forward(q, k, v, causal=causal, block_m=bm, block_n=bn,
                                         use_tma=True, launch=launch)[0]
             err = (run().float() - ref.float()).abs().max().item()

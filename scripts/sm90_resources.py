@@ -4,6 +4,10 @@ for Hopper (sm_90) on this machine, no GPU needed (workbook.profiling.kernel_res
     python scripts/sm90_resources.py            # every configuration the autotuners offer
     python scripts/sm90_resources.py 256 128 8 3 PAIR   # one forward tile: M N warps stages
 
+The Gluon forward (workbook.attention.flash_gluon) closes the list, one line per K/V tile and
+ring depth; its registers are those at launch (168, shared by 12 warps), before the producer
+warp hands most of its own to the two consumer warpgroups (240 each).
+
 A configuration that spills (spill bytes > 0) ran at a fraction of the speed on the H200
 (PAIR 256x128: 262-310 TF/s against 539 for 256x64; issue 22's tuning log), so look here before
 spending device time on one. The numbers are this Triton's: the device's may allocate
@@ -16,6 +20,7 @@ import sys
 
 import triton
 
+from workbook.attention import flash_gluon as G
 from workbook.attention import flash_triton_backward as B
 from workbook.attention import flash_triton_hopper as H
 from workbook.profiling import kernel_resources
@@ -81,6 +86,10 @@ def main(argv: list[str]) -> None:
             bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
             print(line(label, f"{bm}x{bn} w{c.num_warps} s{c.num_stages}",
                        backward(kernel, bm, bn, c.num_warps, c.num_stages)), flush=True)
+    if G.gluon_available():   # registers here are the launch's; the partitions then move them
+        for bn, stages in ((128, 2), (128, 3), (64, 2), (64, 3)):
+            print(line("gluon", f"128x{bn} ring {stages} (launch)", G.resources(bn, stages)),
+                  flush=True)
 
 
 if __name__ == "__main__":
