@@ -609,6 +609,8 @@ def test_kernel_source_shows_forward_and_backward_kernels():
     assert "def _attn_fwd(" in forward and "def _tile_loop(" in forward
     for name in A.KERNELS["backward"][1]:
         assert f"def {name}(" in backward, f"07 must show {name}"
+    fa3 = A.kernel_source("forward_fa3")
+    assert "def _producer" in fa3 and "def _consumer" in fa3 and "warpgroup_mma_wait(1" in fa3
     tma = A.kernel_source("backward_tma")
     for name in ("_attn_bwd_dkdv_tma", "_attn_bwd_dq_tma"):
         assert f"def {name}(" in tma and f"def {name}(" not in backward, name

@@ -144,6 +144,8 @@ GOOD: dict[str, dict] = {
     "attention.tiled_attention_forward": {"q": QKV, "k": QKV, "v": QKV, "block_m": 16,
                                           "block_n": 16},
     "attention.reference_attention": {"q": QKV, "k": QKV, "v": QKV},
+    "attention.overlapped_attention_forward": {"q": QKV, "k": QKV, "v": QKV, "block_m": 16,
+                                               "block_n": 8},
     "data_scale.bytes_per_token": {"tokenizer": TOKENIZER, "text": "Return the"},
     "data_scale.input_tensor": {"batch": 64, "seq_len": 512, "d_model": 768},
     "data_scale.measure_corpora": {"vocab_size": 4096},

@@ -67,12 +67,14 @@ KERNELS = {"forward": ("flash_triton.py", ("_tile_loop", "_attn_fwd")),
                                                      "_attn_bwd_dq")),
            # the same two kernels with their tiles fetched by TMA (Hopper, whole 128-row tiles)
            "backward_tma": ("flash_triton_backward.py", ("_dkdv_tiles_tma", "_attn_bwd_dkdv_tma",
-                                                         "_dq_tiles_tma", "_attn_bwd_dq_tma"))}
+                                                         "_dq_tiles_tma", "_attn_bwd_dq_tma")),
+           # FlashAttention-3's arrangement in Gluon: the producer warp and a consumer warpgroup
+           "forward_fa3": ("flash_gluon.py", ("_producer", "_consumer"))}
 
 
 def kernel_source(part: str = "forward") -> str:
-    """The Triton kernels' source text, ``forward``, ``backward`` or ``backward_tma`` (readable
-    without Triton installed)."""
+    """The Triton kernels' source text, ``forward``, ``backward``, ``backward_tma`` or
+    ``forward_fa3`` (the Gluon forward's two roles); readable without Triton installed."""
     check_choice("part", part, tuple(KERNELS))
     filename, names = KERNELS[part]
     text = Path(__file__).with_name(filename).read_text()
