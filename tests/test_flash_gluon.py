@@ -119,3 +119,4 @@ def test_gluon_forward_equals_pytorch_on_hopper():
                            "from tests.test_flash_gluon import gpu_cases; gpu_cases()"],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    print(proc.stdout)   # each case's errors, for the device log (pytest -s)
