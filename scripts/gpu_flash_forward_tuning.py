@@ -247,12 +247,15 @@ EXP16_VARIANTS = [
     for st, e16 in ((3, False), (3, True), (4, True))]
 # GLUON: flash_gluon's warp-specialised forward (a TMA producer warp, two consumer
 # warpgroups of 64 rows, S_j and P_(j-1)V_(j-1) in flight under the softmax), per K/V tile
-# and ring depth, beside the TMA kernel's best plain and PAIR launches
+# and ring depth, with and without the warpgroups taking turns (PINGPONG), beside the TMA
+# kernel's best plain and PAIR launches
 GLUON_VARIANTS = [("128x128 w8 s2 OVERLAP", 128, 128,
                    {"num_warps": 8, "num_stages": 2, "OVERLAP": True}),
                   ("PAIR 256x64 w8 s3", 256, 64, {"num_warps": 8, "num_stages": 3, "PAIR": True})
-                  ] + [(f"GLUON 128x{bn} ring {st}", 128, bn, {"GLUON": True, "stages": st})
-                       for bn, st in ((128, 2), (128, 3), (64, 2), (64, 3))]
+                  ] + [(f"GLUON 128x{bn} ring {st}{' PINGPONG' if pp else ''}", 128, bn,
+                        {"GLUON": True, "stages": st, "pingpong": pp})
+                       for bn, st, pp in ((128, 2, False), (128, 3, False), (64, 3, False),
+                                          (128, 2, True), (128, 3, True), (64, 3, True))]
 TABLES = {"--overlap": OVERLAP_VARIANTS, "--pair": PAIR_VARIANTS, "--lazy": LAZY_VARIANTS,
           "--exp16": EXP16_VARIANTS, "--gluon": GLUON_VARIANTS}
 
@@ -290,7 +293,8 @@ def variants(d: int, n: int, causal: bool, table: list) -> None:
             def run(bm=bm, bn=bn, launch=launch):
                 if launch.get("GLUON"):
                     return FG.flash_forward_gluon(q, k, v, causal=causal, block_n=bn,
-                                                  stages=launch["stages"])[0]
+                                                  stages=launch["stages"],
+                                                  pingpong=launch["pingpong"])[0]
                 return FT.flash_forward(q, k, v, causal=causal, block_m=bm, block_n=bn,
                                         use_tma=True, launch=launch)[0]
             err = (run().float() - ref.float()).abs().max().item()

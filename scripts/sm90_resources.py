@@ -87,9 +87,10 @@ def main(argv: list[str]) -> None:
             print(line(label, f"{bm}x{bn} w{c.num_warps} s{c.num_stages}",
                        backward(kernel, bm, bn, c.num_warps, c.num_stages)), flush=True)
     if G.gluon_available():   # registers here are the launch's; the partitions then move them
-        for bn, stages in ((128, 2), (128, 3), (64, 2), (64, 3)):
-            print(line("gluon", f"128x{bn} ring {stages} (launch)", G.resources(bn, stages)),
-                  flush=True)
+        for bn, stages, pp in ((128, 2, False), (128, 3, False), (64, 3, False),
+                               (128, 2, True), (128, 3, True), (64, 3, True)):
+            print(line("gluon", f"128x{bn} ring {stages}{' PINGPONG' if pp else ''}",
+                       G.resources(bn, stages, pingpong=pp)), flush=True)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def test_fa3_order_equals_the_definition(causal, seq_len, block_m, block_n):
 
 
 @pytest.mark.parametrize("kwargs,allowed", [
-    ({"block_n": 32}, "allowed: 64, 128"), ({"stages": 5}, "allowed: 2, 3")])
+    ({"block_n": 32}, "allowed: 64, 128"), ({"stages": 5}, "allowed: 2, 3"),
+    ({"pingpong": "yes"}, "allowed: True or False")])
 def test_bad_tiles_are_one_line_errors(kwargs, allowed):
     q = torch.zeros(1, 1, 128, 64, dtype=torch.bfloat16)
     with pytest.raises(WorkbookError, match=allowed) as err:
@@ -77,11 +78,11 @@ def test_without_hopper_it_says_so():
 
 
 @needs_gluon
-@pytest.mark.parametrize("block_n,stages,causal,head_dim,dtype", [
-    (128, 2, False, 128, torch.bfloat16), (128, 3, False, 128, torch.bfloat16),
-    (64, 3, True, 128, torch.float16), (128, 2, True, 64, torch.bfloat16)])
-def test_compiles_for_hopper_without_spills(block_n, stages, causal, head_dim, dtype):
-    found = G.resources(block_n, stages, causal, head_dim, dtype)
+@pytest.mark.parametrize("block_n,stages,causal,head_dim,dtype,pingpong", [
+    (128, 2, False, 128, torch.bfloat16, False), (128, 3, False, 128, torch.bfloat16, True),
+    (64, 3, True, 128, torch.float16, True), (128, 2, True, 64, torch.bfloat16, False)])
+def test_compiles_for_hopper_without_spills(block_n, stages, causal, head_dim, dtype, pingpong):
+    found = G.resources(block_n, stages, causal, head_dim, dtype, pingpong=pingpong)
     ring = 2 * (G.BLOCK_M * head_dim + stages * 2 * block_n * head_dim)   # Q + K/V stages
     assert found["spill_bytes"] == 0, "registers spilled to local memory: a slow kernel"
     assert ring <= found["shared_bytes"] <= SHARED_MAX, (
@@ -93,14 +94,17 @@ def gpu_cases() -> None:
     """Every tile option, causal or not, both head sizes and dtypes, against PyTorch (run in
     a child process by the test below)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
-    for (n, causal, d, dtype), (bn, st) in zip(
+    for (n, causal, d, dtype), (bn, st, pp) in zip(
             [(128, False, 64, torch.bfloat16), (384, True, 128, torch.bfloat16),
              (1024, False, 128, torch.float16), (1024, True, 64, torch.float16),
-             (2048, False, 128, torch.bfloat16), (640, True, 128, torch.bfloat16)],
-            [(128, 2), (64, 3), (128, 3), (64, 2), (128, 2), (64, 2)], strict=True):
+             (2048, False, 128, torch.bfloat16), (640, True, 128, torch.bfloat16),
+             (2048, False, 128, torch.bfloat16), (1024, True, 128, torch.float16)],
+            [(128, 2, False), (64, 3, False), (128, 3, False), (64, 2, True), (128, 2, True),
+             (64, 2, True), (128, 3, True), (128, 2, False)], strict=True):
         q, k, v = (torch.randn(2, 3, n, d, generator=gen, device="cuda").to(dtype)
                    for _ in range(3))
-        out, lse = G.flash_forward_gluon(q, k, v, causal=causal, block_n=bn, stages=st)
+        out, lse = G.flash_forward_gluon(q, k, v, causal=causal, block_n=bn, stages=st,
+                                         pingpong=pp)
         ref = definition(q.cpu(), k.cpu(), v.cpu(), causal).to(out.device)
         err = (out.double() - ref).abs().max().item()
         s = q.double() @ k.double().transpose(-2, -1) / math.sqrt(d)
@@ -108,7 +112,7 @@ def gpu_cases() -> None:
             s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device="cuda").triu(1),
                               float("-inf"))
         lse_err = (lse.double() - torch.logsumexp(s, dim=-1)).abs().max().item()
-        label = f"N={n} causal={causal} d={d} {dtype} block_n={bn} stages={st}"
+        label = f"N={n} causal={causal} d={d} {dtype} block_n={bn} stages={st} pingpong={pp}"
         assert err < 2e-2 and lse_err < 1e-3, f"{label}: |O err| {err:.1e}, |lse err| {lse_err:.1e}"
         print(label, f"ok (|O err| {err:.1e}, |lse err| {lse_err:.1e})", flush=True)
 

@@ -18,6 +18,9 @@ CUDA. This file is that arrangement, written to be read beside FA3's paper (Shah
   and P·V for tile j while the same warps run the softmax of tile j+1, by issuing both
   ``wgmma`` asynchronously and waiting for them one at a time. The softmax's exponentials
   (the special-function unit) then hide under the matrix products instead of between them.
+* **Pingpong** (``pingpong=True``; FA3's inter-warpgroup overlap): the two warpgroups take
+  turns issuing their products, through a pair of "turn" mbarriers, so that one's softmax
+  runs while the other's products hold the tensor cores.
 
 The online softmax itself is the one of :mod:`.flash_triton` (read that first): a running row
 maximum ``m`` and sum ``l`` in log2 units, O rescaled by ``alpha = 2^(m_old - m_new)``.
@@ -35,7 +38,7 @@ import importlib.util
 
 import torch
 
-from workbook.config import WorkbookError
+from workbook.config import WorkbookError, check_flag
 
 HEAD_DIMS: tuple[int, ...] = (64, 128)
 BLOCK_M = 128          # query rows per program: two consumer warpgroups of 64 rows each
@@ -79,7 +82,7 @@ if gluon_available():
     def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, bars, row_q, row_kv,
                   n_tiles, BLOCK_N: gl.constexpr):
         """One warp: both halves of the Q tile, then every K and V tile through the ring."""
-        q_bar, k_ready, v_ready, k_empty, v_empty = bars
+        q_bar, k_ready, v_ready, k_empty, v_empty, _ = bars
         STAGES: gl.constexpr = k_smem.type.shape[0]
         HALF: gl.constexpr = desc_q.block_type.shape[0]
         mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
@@ -119,13 +122,29 @@ if gluon_available():
         return s
 
     @gluon.jit
+    def _my_turn(turn, n, WG: gl.constexpr, PINGPONG: gl.constexpr):
+        """Pingpong: warpgroup WG's n-th issue of matrix products waits until the other one
+        has issued its own (warpgroup 0 goes first: a fresh barrier passes a parity-1 wait)."""
+        if PINGPONG:
+            mbarrier.wait(turn.index(WG), (n & 1) ^ (1 - WG))
+
+    @gluon.jit
+    def _your_turn(turn, WG: gl.constexpr, PINGPONG: gl.constexpr):
+        """Pingpong: this warpgroup's products are issued; the other may issue its own."""
+        if PINGPONG:
+            mbarrier.arrive(turn.index(1 - WG), count=1)
+
+    @gluon.jit
     def _consumer(desc_o, LSE, q_smem, k_smem, v_smem, bars, n_tiles, n_full, first_row,
-                  row_kv, qk_scale, HALF: gl.constexpr, BLOCK_N: gl.constexpr,
-                  HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr):
-        """One warpgroup, 64 query rows (its half of the tile): S = Q·Kᵀ and O += P·V on the
+                  row_kv, qk_scale, WG: gl.constexpr, BLOCK_N: gl.constexpr,
+                  HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
+                  PINGPONG: gl.constexpr):
+        """Warpgroup WG, 64 query rows (its half of the tile): S = Q·Kᵀ and O += P·V on the
         tensor cores, the softmax between; tile j's P·V and tile j+1's S in flight while tile
-        j+1's softmax runs. Then its rows of O (and the log-sum-exp) out."""
-        q_bar, k_ready, v_ready, k_empty, v_empty = bars
+        j+1's softmax runs. Then its rows of O (and the log-sum-exp) out. PINGPONG: the two
+        warpgroups take turns issuing their products (FA3's inter-warpgroup overlap), so
+        that one's softmax runs while the other's products occupy the tensor cores."""
+        q_bar, k_ready, v_ready, k_empty, v_empty, turn = bars
         STAGES: gl.constexpr = k_smem.type.shape[0]
         ROWS: gl.constexpr = q_smem.type.shape[1]
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -135,13 +154,15 @@ if gluon_available():
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout,
                                                      k_width=2)
         dtype: gl.constexpr = q_smem.dtype
-        q = q_smem.index(HALF)
+        q = q_smem.index(WG)
         s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
 
         mbarrier.wait(q_bar, 0)
         # tile 0: its scores and softmax, before the loop
         mbarrier.wait(k_ready.index(0), 0)
+        _my_turn(turn, 0, WG, PINGPONG)
         s = warpgroup_mma(q, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
+        _your_turn(turn, WG, PINGPONG)
         mbarrier.arrive(k_empty.index(0), count=1)      # one of the two warpgroups' arrivals
         s = _causal_mask(s, 0, first_row, n_full, BLOCK_N, CAUSAL)
         m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
@@ -154,10 +175,12 @@ if gluon_available():
             prev = (j - 1) % STAGES
             # issue S_j = Q·K_jᵀ, then O += P_(j-1)·V_(j-1), both asynchronous
             mbarrier.wait(k_ready.index(stage), (j // STAGES) & 1)
+            mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
+            _my_turn(turn, j, WG, PINGPONG)
             s_tok = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero,
                                   use_acc=False, is_async=True)
-            mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
             o_tok = warpgroup_mma(p_op, v_smem.index(prev), o, is_async=True)
+            _your_turn(turn, WG, PINGPONG)
             # the older of the two (S_j) done, P·V may still run: softmax of tile j under it
             s, _ = warpgroup_mma_wait(1, deps=(s_tok, k_smem.index(stage)))
             mbarrier.arrive(k_empty.index(stage), count=1)
@@ -170,7 +193,9 @@ if gluon_available():
             p_op = gl.convert_layout(p.to(dtype), p_layout)
         last = (n_tiles - 1) % STAGES
         mbarrier.wait(v_ready.index(last), ((n_tiles - 1) // STAGES) & 1)
+        _my_turn(turn, n_tiles, WG, PINGPONG)
         o = warpgroup_mma(p_op, v_smem.index(last), o)
+        _your_turn(turn, WG, PINGPONG)
         l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
         # the epilogue: O through shared memory (this half's Q buffer, free now), one TMA store
         q.store((o / gl.expand_dims(l_o, 1)).to(desc_o.dtype))
@@ -185,16 +210,17 @@ if gluon_available():
     @gluon.jit
     def _consumer_1(desc_o, LSE, q_smem, k_smem, v_smem, bars, n_tiles, n_full, first_row,
                     row_kv, qk_scale, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                    CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr):
+                    CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr, PINGPONG: gl.constexpr):
         """The second warpgroup: the tile's lower 64 rows."""
         _consumer(desc_o, LSE, q_smem, k_smem, v_smem, bars, n_tiles, n_full,
                   first_row + q_smem.type.shape[1], row_kv, qk_scale, 1, BLOCK_N, HEAD_DIM,
-                  CAUSAL, STORE_LSE)
+                  CAUSAL, STORE_LSE, PINGPONG)
 
     @gluon.jit
     def _attn_fwd_gluon(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, seq_len,
                         HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                        CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr):
+                        CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
+                        PINGPONG: gl.constexpr = False):
         """One program: 2 x 64 query rows of one (batch, head), grid (tiles, batch·heads), over
         (batch·heads·seq_len, HEAD_DIM) views; Q and O descriptors are 64-row halves."""
         HALF: gl.constexpr = desc_q.block_type.shape[0]
@@ -223,13 +249,17 @@ if gluon_available():
             mbarrier.init(v_ready.index(i), count=1)
             mbarrier.init(k_empty.index(i), count=2)    # freed when both warpgroups are done
             mbarrier.init(v_empty.index(i), count=2)
-        bars = (q_bar, k_ready, v_ready, k_empty, v_empty)
+        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(turn.index(0), count=1)
+        mbarrier.init(turn.index(1), count=1)
+        bars = (q_bar, k_ready, v_ready, k_empty, v_empty, turn)
 
         gl.warp_specialize([
             (_consumer, (desc_o, LSE, q_smem, k_smem, v_smem, bars, n_tiles, n_full, first_row,
-                         row_kv, qk_scale, 0, BLOCK_N, HEAD_DIM, CAUSAL, STORE_LSE)),
+                         row_kv, qk_scale, 0, BLOCK_N, HEAD_DIM, CAUSAL, STORE_LSE, PINGPONG)),
             (_consumer_1, (desc_o, LSE, q_smem, k_smem, v_smem, bars, n_tiles, n_full,
-                           first_row, row_kv, qk_scale, BLOCK_N, HEAD_DIM, CAUSAL, STORE_LSE)),
+                           first_row, row_kv, qk_scale, BLOCK_N, HEAD_DIM, CAUSAL, STORE_LSE,
+                           PINGPONG)),
             (_producer, (desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, bars,
                          row_kv + first_row, row_kv, n_tiles, BLOCK_N)),
         ], [4, 1], [240, 24])
@@ -270,10 +300,12 @@ def descriptor_layout(block: list[int], dtype: torch.dtype):
 
 def flash_forward_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                         causal: bool = False, scale: float | None = None,
-                        store_lse: bool = True, block_n: int = 128, stages: int = 2
-                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        store_lse: bool = True, block_n: int = 128, stages: int = 2,
+                        pingpong: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(O, log-sum-exp per row or None), as :func:`.flash_triton.flash_forward` returns them.
-    ``block_n``: K/V rows per tile; ``stages``: K/V tiles the producer may run ahead."""
+    ``block_n``: K/V rows per tile; ``stages``: K/V tiles the producer may run ahead;
+    ``pingpong``: the two consumer warpgroups take turns issuing their matrix products."""
+    check_flag("pingpong", pingpong)
     reason = why_not(q, k, v, block_n, stages)
     if reason:
         raise WorkbookError(reason)
@@ -294,13 +326,15 @@ def flash_forward_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     _attn_fwd_gluon[(seq_len // BLOCK_M, batch * n_heads)](
         desc(q, HALF_M), desc(k, block_n), desc(v, block_n), desc(out, HALF_M), lse,
         scale * 1.4426950408889634, seq_len, HEAD_DIM=head_dim, BLOCK_N=block_n,
-        STAGES=stages, CAUSAL=causal, STORE_LSE=store_lse, num_warps=CONSUMER_WARPS,
+        STAGES=stages, CAUSAL=causal, STORE_LSE=store_lse, PINGPONG=pingpong,
+        num_warps=CONSUMER_WARPS,
         maxnreg=MAX_REGS)
     return out, (lse if store_lse else None)
 
 
 def resources(block_n: int = 128, stages: int = 2, causal: bool = False, head_dim: int = 128,
-              dtype: torch.dtype = torch.bfloat16, arch: int = 90) -> dict[str, int]:
+              dtype: torch.dtype = torch.bfloat16, arch: int = 90, pingpong: bool = False
+              ) -> dict[str, int]:
     """Registers at launch, spill bytes and shared memory of one configuration, compiled for
     ``sm_<arch>`` on this machine (no GPU needed): what scripts/sm90_resources.py prints and
     the CPU tests check (no spills; shared memory within the 227 KiB a block may use)."""
@@ -315,7 +349,7 @@ def resources(block_n: int = 128, stages: int = 2, causal: bool = False, head_di
     signature = {"desc_q": desc(HALF_M), "desc_k": desc(block_n), "desc_v": desc(block_n),
                  "desc_o": desc(HALF_M), "LSE": "*fp32", "qk_scale": "fp32", "seq_len": "i32"}
     constexprs = {"HEAD_DIM": head_dim, "BLOCK_N": block_n, "STAGES": stages, "CAUSAL": causal,
-                  "STORE_LSE": True}
+                  "STORE_LSE": True, "PINGPONG": pingpong}
     signature.update(dict.fromkeys(constexprs, "constexpr"))
     return kernel_resources(_attn_fwd_gluon, signature, constexprs, num_warps=CONSUMER_WARPS,
                             arch=arch, maxnreg=MAX_REGS)
