@@ -70,9 +70,6 @@ if gluon_available():
         warpgroup_mma_wait,
     )
 
-    # A barrier of the partition's own warps: gl.thread_barrier in Triton 3.6 (the device's),
-    # gl.barrier from 3.7 on
-    _warps_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
     # TMA copies: async_copy_global_to_shared / async_copy_shared_to_global in 3.6, renamed
     # async_load / async_store later (the old names then raise)
     _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
