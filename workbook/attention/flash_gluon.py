@@ -54,9 +54,15 @@ BLOCK_N_ALLOWED: tuple[int, ...] = (64, 128)
 
 
 def gluon_available() -> bool:
-    """Triton with its Gluon dialect and Hopper's primitives is importable."""
-    return (importlib.util.find_spec("triton") is not None
-            and importlib.util.find_spec("triton.experimental.gluon") is not None)
+    """Triton with its Gluon dialect and Hopper's primitives is importable (Triton 3.5 on;
+    an older Triton, or none, has no ``triton.experimental.gluon``)."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        return importlib.util.find_spec("triton.experimental.gluon.language.nvidia.hopper") \
+            is not None
+    except ImportError:  # a parent package missing
+        return False
 
 
 if gluon_available():
