@@ -13,6 +13,7 @@ import math
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -124,3 +125,53 @@ def test_gluon_forward_equals_pytorch_on_hopper():
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     print(proc.stdout)   # each case's errors, for the device log (pytest -s)
+
+
+# ------------------------------------------------ the exponentials' budget (attention.budget)
+
+
+def test_exp_ceilings_follow_from_the_rates():
+    """Per score: 4d matmul FLOPs and one exponential, at rates r to 1."""
+    at_128, at_64, at_32 = (A.exp_ceilings(d, ratio=256.0) for d in (128, 64, 32))
+    assert at_128["taking turns"] == pytest.approx(2 / 3) and at_128["overlapped"] == 1.0
+    assert at_64["taking turns"] == pytest.approx(1 / 2) and at_64["overlapped"] == 1.0
+    assert at_32["overlapped"] == pytest.approx(1 / 2), "exponential-bound below d = 64"
+    with pytest.raises(WorkbookError, match="allowed"):
+        A.exp_ceilings(0)
+
+
+def _timing(rows):
+    base = {"head_dim": 128, "mode": "fwd", "causal": False, "dtype": "bfloat16",
+            "metric": "throughput", "status": "ok", "source": "recorded", "n_gpus": 1,
+            "recorded_at": "2026-12-04T00:00:00Z", "seed": 0}
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def test_exp_budget_sets_each_forward_beside_the_lines():
+    timing = _timing([
+        {"variant": "sdpa_cudnn", "seq_len": 16384, "value": 760.0, "device": "NVIDIA H200"},
+        {"variant": "triton", "seq_len": 16384, "value": 500.0, "device": "NVIDIA H200"},
+        {"variant": "triton", "seq_len": 4096, "value": 900.0, "device": "NVIDIA H200"},
+        {"variant": "triton", "seq_len": 16384, "value": 100.0, "device": "NVIDIA L4"},
+        {"variant": "triton", "seq_len": 16384, "value": 999.0, "device": "NVIDIA H200",
+         "mode": "fwd+bwd"}])
+    table = A.exp_budget(timing)
+    h200 = table[table["where"].str.contains("H200")].set_index("variant")
+    assert list(h200.index) == ["sdpa_cudnn", "triton"], "the longest N only, forward only"
+    assert h200.loc["triton", "% of peak"] == pytest.approx(100 * 500 / 989.4)
+    assert bool(h200.loc["sdpa_cudnn", "above the taking-turns line"])     # 76.8 % > 66.9 %
+    assert not bool(h200.loc["triton", "above the taking-turns line"])     # 50.5 %
+    l4 = table[table["where"].str.contains("L4")]
+    assert l4["taking turns ≤ %"].isna().all(), "no known rate ratio: no line for the L4"
+    caption = A.exp_budget_caption(table)
+    assert "Above the first line: sdpa_cudnn 760; below it: triton 500" in caption
+    assert "0.9× cuDNN, is 684 TFLOP/s" in caption and "above the taking-turns line" in caption
+    assert "no ratio of tensor-core to special-function rates" in caption
+    assert "No forward here is above" not in caption
+
+
+def test_exp_budget_without_rows_says_so():
+    assert A.exp_budget(pd.DataFrame()).empty
+    assert A.exp_budget_caption(A.exp_budget(pd.DataFrame())) == "*No forward timing rows yet.*"
+    with pytest.raises(WorkbookError, match="exp_budget"):
+        A.exp_budget("attention_timing")          # a name, not the rows

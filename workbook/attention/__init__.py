@@ -16,6 +16,7 @@ Notebook 07. One idea per file:
 Shapes everywhere: (batch, n_heads, seq_len, head_dim).
 """
 
+from workbook.attention.budget import MATMUL_PER_EXP, exp_budget, exp_budget_caption, exp_ceilings
 from workbook.attention.experiments import (
     EXPERIMENTS,
     ExactnessConfig,
@@ -117,4 +118,6 @@ __all__ = [
     "traffic_caption", "speedup_caption", "gpt2_caption", "machines_caption", "flops_note",
     "PAPER_FIG2_SHAPE", "size_explorer", "exactness_table", "targets", "gpt2_table",
     "gpt2_limits", "claims",
+    # the exponentials' budget (FlashAttention-3's starting point)
+    "MATMUL_PER_EXP", "exp_ceilings", "exp_budget", "exp_budget_caption",
 ]
