@@ -53,7 +53,8 @@ def test_fa3_order_equals_the_definition(causal, seq_len, block_m, block_n):
 
 @pytest.mark.parametrize("kwargs,allowed", [
     ({"block_n": 32}, "allowed: 64, 128"), ({"stages": 5}, "allowed: 2, 3"),
-    ({"pingpong": "yes"}, "allowed: True or False")])
+    ({"pingpong": "yes"}, "allowed: True or False"), ({"causal": 1}, "allowed: True or False"),
+    ({"scale": 0.0}, "allowed")])
 def test_bad_tiles_are_one_line_errors(kwargs, allowed):
     q = torch.zeros(1, 1, 128, 64, dtype=torch.bfloat16)
     with pytest.raises(WorkbookError, match=allowed) as err:

@@ -38,7 +38,7 @@ import importlib.util
 
 import torch
 
-from workbook.config import WorkbookError, check_flag
+from workbook.config import WorkbookError, check_flag, check_range
 
 HEAD_DIMS: tuple[int, ...] = (64, 128)
 BLOCK_M = 128          # query rows per program: two consumer warpgroups of 64 rows each
@@ -308,7 +308,10 @@ def flash_forward_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     """(O, log-sum-exp per row or None), as :func:`.flash_triton.flash_forward` returns them.
     ``block_n``: K/V rows per tile; ``stages``: K/V tiles the producer may run ahead;
     ``pingpong``: the two consumer warpgroups take turns issuing their matrix products."""
-    check_flag("pingpong", pingpong)
+    for name, flag in (("causal", causal), ("store_lse", store_lse), ("pingpong", pingpong)):
+        check_flag(name, flag)
+    if scale is not None:
+        check_range("scale", scale, 1e-6, 1e3)
     reason = why_not(q, k, v, block_n, stages)
     if reason:
         raise WorkbookError(reason)
