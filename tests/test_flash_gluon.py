@@ -93,20 +93,25 @@ def test_compiles_for_hopper_without_spills(block_n, stages, causal, head_dim, d
 
 
 def gpu_cases() -> None:
-    """Every tile option, causal or not, both head sizes and dtypes, against PyTorch (run in
-    a child process by the test below)."""
+    """Every tile option, causal or not, both head sizes and dtypes, against PyTorch, simplest
+    first (one tile, no loop; then the ring wrapping; then pingpong; then causal), each
+    announced before it runs, so a hang's log names the case (run in a child process by the
+    test below)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     for (n, causal, d, dtype), (bn, st, pp) in zip(
-            [(128, False, 64, torch.bfloat16), (384, True, 128, torch.bfloat16),
-             (1024, False, 128, torch.float16), (1024, True, 64, torch.float16),
-             (2048, False, 128, torch.bfloat16), (640, True, 128, torch.bfloat16),
-             (2048, False, 128, torch.bfloat16), (1024, True, 128, torch.float16)],
-            [(128, 2, False), (64, 3, False), (128, 3, False), (64, 2, True), (128, 2, True),
-             (64, 2, True), (128, 3, True), (128, 2, False)], strict=True):
+            [(128, False, 64, torch.bfloat16), (2048, False, 128, torch.bfloat16),
+             (1024, False, 128, torch.float16), (2048, False, 128, torch.bfloat16),
+             (384, True, 128, torch.bfloat16), (1024, True, 64, torch.float16),
+             (640, True, 128, torch.bfloat16), (1024, True, 128, torch.float16)],
+            [(128, 2, False), (128, 2, False), (128, 3, False), (128, 3, True),
+             (64, 3, False), (64, 2, True), (64, 2, True), (128, 2, False)], strict=True):
+        label = f"N={n} causal={causal} d={d} {dtype} block_n={bn} stages={st} pingpong={pp}"
+        print(label, "...", flush=True)
         q, k, v = (torch.randn(2, 3, n, d, generator=gen, device="cuda").to(dtype)
                    for _ in range(3))
         out, lse = G.flash_forward_gluon(q, k, v, causal=causal, block_n=bn, stages=st,
                                          pingpong=pp)
+        torch.cuda.synchronize()
         ref = definition(q.cpu(), k.cpu(), v.cpu(), causal).to(out.device)
         err = (out.double() - ref).abs().max().item()
         s = q.double() @ k.double().transpose(-2, -1) / math.sqrt(d)
@@ -114,16 +119,19 @@ def gpu_cases() -> None:
             s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device="cuda").triu(1),
                               float("-inf"))
         lse_err = (lse.double() - torch.logsumexp(s, dim=-1)).abs().max().item()
-        label = f"N={n} causal={causal} d={d} {dtype} block_n={bn} stages={st} pingpong={pp}"
         assert err < 2e-2 and lse_err < 1e-3, f"{label}: |O err| {err:.1e}, |lse err| {lse_err:.1e}"
         print(label, f"ok (|O err| {err:.1e}, |lse err| {lse_err:.1e})", flush=True)
 
 
 @pytest.mark.skipif(not (HOPPER and G.gluon_available()), reason="needs a Hopper GPU and Gluon")
 def test_gluon_forward_equals_pytorch_on_hopper():
-    proc = subprocess.run([sys.executable, "-c",
-                           "from tests.test_flash_gluon import gpu_cases; gpu_cases()"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    try:
+        proc = subprocess.run([sys.executable, "-c",
+                               "from tests.test_flash_gluon import gpu_cases; gpu_cases()"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as hung:   # what it printed names the case that hung
+        out = hung.stdout.decode() if isinstance(hung.stdout, bytes) else (hung.stdout or "")
+        pytest.fail(f"no answer in {hung.timeout} s (a barrier waited on forever?):\n{out}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     print(proc.stdout)   # each case's errors, for the device log (pytest -s)
 
