@@ -118,7 +118,6 @@ def overlapped_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     for m0 in range(0, seq_len, block_m):
         q_tile = q[..., m0:m0 + block_m, :].double() * head_dim ** -0.5
         rows = torch.arange(m0, m0 + q_tile.shape[-2], device=q.device)
-
         starts = list(range(0, min(seq_len, m0 + block_m) if causal else seq_len, block_n))
         s = _scores(q_tile, k, rows, starts[0], block_n, causal)   # tile 0, before the loop
         row_max = s.amax(dim=-1)
