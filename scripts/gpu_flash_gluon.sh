@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 echo "# scripts/gpu_flash_gluon.sh at ${WORKBOOK_COMMIT:-unknown commit}, $(date -u +%F)" | tee "$LOG"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$LOG"
 timeout 300 python3 -m pytest -q -p no:cacheprovider -o addopts="" -s \
-  tests/test_flash_gluon.py 2>&1 | tail -25 | tee -a "$LOG"
+  tests/test_flash_gluon.py 2>&1 | tail -60 | tee -a "$LOG"
 if ! grep -q "passed" "$LOG" || grep -q "failed" "$LOG"; then
   echo "the Gluon forward failed its checks: no timings" | tee -a "$LOG"
   exit 1
