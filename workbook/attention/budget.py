@@ -50,7 +50,8 @@ def exp_ceilings(head_dim: int, ratio: float = 989.0 / 3.9) -> dict[str, float]:
 @takes_rows
 def exp_budget(timing: pd.DataFrame) -> pd.DataFrame:
     """Each machine's forward TFLOP/s (non-causal, each head_dim at its longest N, each call
-    timed alone) as a share of its datasheet's dense peak for the dtype, beside the two
+    timed alone) as a share of its datasheet's dense peak for the dtype (``peak TFLOP/s``),
+    beside the two
     ceilings; this machine's rows first. Machines without a known ratio get no ceilings."""
     out = []
     for where, rows in registry.machine_blocks(timing):
@@ -69,7 +70,7 @@ def exp_budget(timing: pd.DataFrame) -> pd.DataFrame:
             for variant, tflops in at_n.sort_values(ascending=False).items():
                 turns = lines.get("taking turns")
                 out.append({"where": where, "head_dim": int(head_dim), "seq_len": n,
-                            "variant": variant, "TFLOP/s": tflops,
+                            "variant": variant, "TFLOP/s": tflops, "peak TFLOP/s": peak,
                             "% of peak": 100 * tflops / peak,
                             "taking turns ≤ %": 100 * turns if turns else float("nan"),
                             "overlapped ≤ %": 100 * lines["overlapped"] if lines else
@@ -93,7 +94,7 @@ def exp_budget_caption(budget: pd.DataFrame) -> str:
                          "special-function rates is known for this GPU; no lines drawn.")
             continue
         first = part.iloc[0]
-        peak = first["TFLOP/s"] / first["% of peak"] * 100
+        peak = first["peak TFLOP/s"]
         side = part["above the taking-turns line"].astype(bool)
         above = [f"{v} {t:,.0f}" for v, t in zip(part["variant"][side], part["TFLOP/s"][side],
                                                   strict=True)]
