@@ -1,0 +1,264 @@
+"""The Gluon forward's own source, run on the CPU in a small model of one Hopper SM.
+
+Triton's interpreter does not run Gluon, so the kernel of :mod:`.flash_gluon` could be compiled
+here but never run: whether its barriers deadlock, whether a consumer can read a K/V buffer
+the producer is overwriting, whether its arithmetic is the online softmax, all waited for a
+GPU. :func:`run_on_cpu` runs the kernel's *source text* (the ``@gluon.jit`` functions of
+``flash_gluon.py``, not a copy) with :mod:`.gluon_model`'s stand-ins for what it calls, every
+program of the launch, one seeded interleaving of its partitions each. In exact mode (float64
+inputs) every ``.to(dtype)`` is a no-op and "float32" accumulators are float64, so the outputs
+compare with the definition to 1e-10.
+
+:data:`PROTOCOL_EDITS` removes or changes one line of the kernel's barrier protocol at a time;
+:func:`protocol_table` runs each edited kernel and reports what the model saw go wrong: what
+each barrier is there for.
+"""
+
+from __future__ import annotations
+import __future__
+
+import ast
+import hashlib
+import linecache
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from workbook.attention.gluon_model import (
+    Descriptor,
+    KernelFault,
+    Machine,
+    Pointer,
+    kernel_globals,
+)
+from workbook.config import WorkbookError, check_flag, check_range
+
+SOURCE = Path(__file__).with_name("flash_gluon.py")
+BLOCK_M = 128
+LOG2E = 1.4426950408889634
+
+
+# ---- the kernel's source, and one launch -------------------------------------------------
+
+
+def _is_gluon_jit(node: ast.AST) -> bool:
+    return any(isinstance(d, ast.Attribute) and d.attr == "jit" and
+               isinstance(d.value, ast.Name) and d.value.id == "gluon"
+               for d in getattr(node, "decorator_list", []))
+
+
+def kernel_code(source: str | None = None):
+    """The ``@gluon.jit`` functions of ``flash_gluon.py`` (or of ``source``, an edited copy of
+    that file's text), compiled as plain Python with their decorators removed and their line
+    numbers kept, so a fault names the kernel's own file and line."""
+    text = SOURCE.read_text() if source is None else source
+    filename = str(SOURCE) if source is None else f"{SOURCE} (edited)"
+    if source is not None:
+        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    defs = [node for top in ast.parse(text).body if isinstance(top, ast.If)
+            for node in top.body if isinstance(node, ast.FunctionDef) and _is_gluon_jit(node)]
+    if not defs:
+        raise WorkbookError(f"no @gluon.jit function in {filename}")
+    for node in defs:
+        node.decorator_list = []
+    return compile(ast.Module(body=defs, type_ignores=[]), filename, "exec",
+                   flags=__future__.annotations.compiler_flag, dont_inherit=True)
+
+
+@dataclass
+class CpuRun:
+    """One launch of the kernel's source in the model: its outputs and how it went."""
+    out: torch.Tensor
+    lse: torch.Tensor
+    turns: int                      # scheduler turns, all programs together
+    order: str                      # a fingerprint of who ran in which turn (the interleaving)
+    trace: list | None              # (program, turn, who, what), when asked for
+
+
+def run_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+               scale: float | None = None, block_n: int = 128, stages: int = 2,
+               pingpong: bool = False, seed: int = 0, source: str | None = None,
+               trace: bool = False) -> CpuRun:
+    """Launch ``flash_gluon``'s kernel as ``flash_forward_gluon`` does (grid: 128-row query
+    tiles x batch·heads; Q/O descriptors of 64-row halves, K/V of ``block_n`` rows), each
+    program in the model, its interleaving drawn from ``seed``. float64 inputs: exact
+    arithmetic (compare with the definition); float16/bfloat16: rounded where the GPU rounds."""
+    from workbook.attention.flash_gluon import BLOCK_N_ALLOWED, HALF_M, STAGES_ALLOWED
+
+    for name, flag in (("causal", causal), ("pingpong", pingpong), ("trace", trace)):
+        check_flag(name, flag)
+    check_range("seed", seed, 0, 2**31 - 1)
+    if not isinstance(seed, int):
+        raise WorkbookError(f"seed={seed!r}; allowed: an integer 0 to {2**31 - 1}")
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+        raise WorkbookError(f"q, k, v must share one shape (batch, n_heads, seq_len, "
+                            f"head_dim); got {tuple(q.shape)}, {tuple(k.shape)}, "
+                            f"{tuple(v.shape)}")
+    if q.dtype not in (torch.float64, torch.float16, torch.bfloat16) or \
+            not q.dtype == k.dtype == v.dtype:
+        raise WorkbookError(f"dtype {q.dtype}; allowed: float64 (exact), float16, bfloat16")
+    batch, heads, seq_len, head_dim = q.shape
+    if seq_len % BLOCK_M or head_dim % 16 or not 16 <= head_dim <= 256:
+        raise WorkbookError(f"seq_len must be a multiple of {BLOCK_M} and head_dim a multiple"
+                            f" of 16 in 16..256; got seq_len={seq_len}, head_dim={head_dim}")
+    if block_n not in BLOCK_N_ALLOWED:
+        raise WorkbookError(f"block_n={block_n}; allowed: {', '.join(map(str, BLOCK_N_ALLOWED))}")
+    if stages not in STAGES_ALLOWED:
+        raise WorkbookError(f"stages={stages}; allowed: {', '.join(map(str, STAGES_ALLOWED))}")
+    code = kernel_code(source)
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    rows = batch * heads * seq_len
+    flat = [t.reshape(rows, head_dim) for t in (q, k, v)]
+    out = torch.zeros(rows, head_dim, dtype=q.dtype)
+    lse = torch.zeros(rows, dtype=acc)
+    scale = head_dim ** -0.5 if scale is None else scale
+    events: list | None = [] if trace else None
+    turns, orders = 0, []
+    for tile in range(seq_len // BLOCK_M):
+        for head in range(batch * heads):
+            machine = Machine(random.Random(f"{seed}:{tile}:{head}"), code.co_filename,
+                               events)
+            machine.program = (tile, head)
+            names = kernel_globals(machine, acc)
+            exec(code, names)  # noqa: S102 - the workbook's own kernel source, see kernel_code
+            names["_attn_fwd_gluon"](
+                Descriptor(flat[0], HALF_M), Descriptor(flat[1], block_n),
+                Descriptor(flat[2], block_n), Descriptor(out, HALF_M), Pointer(lse),
+                scale * LOG2E, seq_len, HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages,
+                CAUSAL=causal, STORE_LSE=True, PINGPONG=pingpong)
+            turns += machine.steps
+            orders.append(tuple(machine.order))
+    return CpuRun(out.reshape(q.shape), lse.reshape(batch, heads, seq_len), turns,
+                  hashlib.sha256(repr(orders).encode()).hexdigest()[:16], events)
+
+
+# ---- what each line of the protocol is there for ---------------------------------------------
+
+_LOOP_K_READY = "            mbarrier.wait(k_ready.index(stage), (j // STAGES) & 1)\n"
+_LOOP_V_READY = "            mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)\n"
+_S_WAIT = "            s, _ = warpgroup_mma_wait(1, deps=(s_tok, k_smem.index(stage)))\n"
+_K_FREE = "            mbarrier.arrive(k_empty.index(stage), count=1)\n"
+_O_WAIT = "            o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p_op, v_smem.index(prev)))\n"
+_V_FREE = "            mbarrier.arrive(v_empty.index(prev), count=1)\n"
+
+# (what the edit does, the kernel's text, what it becomes): one change to flash_gluon.py each
+PROTOCOL_EDITS: tuple[tuple[str, str, str], ...] = (
+    ("producer: no wait for a K buffer to be empty",
+     "            mbarrier.wait(k_empty.index(stage), phase ^ 1)\n", ""),
+    ("producer: no wait for a V buffer to be empty",
+     "            mbarrier.wait(v_empty.index(stage), phase ^ 1)\n", ""),
+    ("producer: waits for parity `phase`, forgetting that a fresh barrier passes parity 1",
+     "mbarrier.wait(k_empty.index(stage), phase ^ 1)",
+     "mbarrier.wait(k_empty.index(stage), phase)"),
+    ("producer: expects the bytes of one Q half, not two",
+     "mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)",
+     "mbarrier.expect(q_bar, desc_q.block_type.nbytes)"),
+    ("K/V buffers free after one warpgroup's arrival, not both",
+     "mbarrier.init(k_empty.index(i), count=2)", "mbarrier.init(k_empty.index(i), count=1)"),
+    ("consumer: no wait for K_j to land", _LOOP_K_READY, ""),
+    ("consumer: no wait for V_(j-1) to land", _LOOP_V_READY, ""),
+    ("consumer: K_j freed before S_j is retired", _S_WAIT + _K_FREE, _K_FREE + _S_WAIT),
+    ("consumer: V_(j-1) freed before P·V is retired", _O_WAIT + _V_FREE, _V_FREE + _O_WAIT),
+    ("consumer: waits for 2 products outstanding, not 1, before using S_j",
+     "warpgroup_mma_wait(1, deps=(s_tok", "warpgroup_mma_wait(2, deps=(s_tok"),
+    ("consumer: no fence between storing O and the TMA store",
+     "        fence_async_shared()\n", ""),
+    ("consumer: returns without waiting for its TMA store", "        tma.store_wait(0)\n", ""),
+    ("pingpong: both warpgroups wait for the other to go first",
+     "(n & 1) ^ (1 - WG)", "(n & 1)"),
+)
+
+
+def edited_source(edit: tuple[str, str, str]) -> str:
+    """flash_gluon.py's text with one of :data:`PROTOCOL_EDITS` applied (its text must be
+    there exactly once: an edit that no longer matches the kernel is an error, not a no-op)."""
+    _, old, new = edit
+    text = SOURCE.read_text()
+    if text.count(old) != 1:
+        raise WorkbookError(f"the edit {edit[0]!r} matches flash_gluon.py "
+                            f"{text.count(old)} times, not once")
+    return text.replace(old, new)
+
+
+def _inputs(seq_len: int, head_dim: int = 32, heads: int = 1):
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(1, heads, seq_len, head_dim, generator=gen, dtype=torch.float64)
+            for _ in range(3)]
+
+
+def _definition(q, k, v, causal: bool):
+    s = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+    if causal:
+        n = q.shape[-2]
+        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
+
+
+def model_table(seeds: int = 3, seq_len: int = 512):
+    """Every configuration of the kernel (tile width, ring depth, pingpong, causal), run in
+    the model under ``seeds`` interleavings each: its largest error against the definition
+    (float64), and any fault the model saw."""
+    import pandas as pd
+
+    check_range("seeds", seeds, 1, 50)
+    check_range("seq_len", seq_len, BLOCK_M, 2048)
+    q, k, v = _inputs(seq_len)
+    rows = []
+    for causal in (False, True):
+        o_ref, lse_ref = _definition(q, k, v, causal)
+        for block_n in (64, 128):
+            for stages in (2, 3):
+                for pingpong in (False, True):
+                    row = {"causal": causal, "block_n": block_n, "stages": stages,
+                           "pingpong": pingpong, "seeds": 0, "distinct interleavings": 0,
+                           "max |O - definition|": 0.0, "max |lse - definition|": 0.0,
+                           "fault": ""}
+                    orders = set()
+                    for seed in range(int(seeds)):
+                        try:
+                            run = run_on_cpu(q, k, v, causal=causal, block_n=block_n,
+                                             stages=stages, pingpong=pingpong, seed=seed)
+                        except KernelFault as fault:
+                            row["fault"] = f"seed {seed}: {fault}"
+                            break
+                        row["seeds"] += 1
+                        orders.add(run.order)
+                        row["distinct interleavings"] = len(orders)
+                        row["max |O - definition|"] = max(row["max |O - definition|"],
+                                                          (run.out - o_ref).abs().max().item())
+                        row["max |lse - definition|"] = max(
+                            row["max |lse - definition|"], (run.lse - lse_ref).abs().max().item())
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def protocol_table(seeds: int = 8, seq_len: int = 512):
+    """Each of :data:`PROTOCOL_EDITS` applied alone, the edited kernel run under up to
+    ``seeds`` interleavings (pingpong, ring of 2, 64-wide tiles): the first fault the model
+    reports, in its words, or how far the outputs moved when none is seen."""
+    import pandas as pd
+
+    check_range("seeds", seeds, 1, 50)
+    check_range("seq_len", seq_len, BLOCK_M, 2048)
+    q, k, v = _inputs(seq_len)
+    o_ref, _ = _definition(q, k, v, False)
+    rows = []
+    for edit in PROTOCOL_EDITS:
+        source = edited_source(edit)
+        row = {"edit": edit[0], "seeds run": 0, "fault seen": "none",
+               "max |O - definition|": 0.0}
+        for seed in range(int(seeds)):
+            row["seeds run"] += 1
+            try:
+                run = run_on_cpu(q, k, v, block_n=64, stages=2, pingpong=True, seed=seed,
+                                 source=source)
+            except KernelFault as fault:
+                row["fault seen"] = str(fault).split(": ", 1)[1]
+                row["max |O - definition|"] = float("nan")
+                break
+            row["max |O - definition|"] = max(row["max |O - definition|"],
+                                              (run.out - o_ref).abs().max().item())
+        rows.append(row)
+    return pd.DataFrame(rows)
