@@ -101,7 +101,7 @@ def test_the_kernel_equals_the_definition_under_several_interleavings(causal, bl
     q, k, v = inputs()
     out, lse = definition(q, k, v, causal)
     for seed in range(2):
-        run = C.run_on_cpu(q, k, v, causal=causal, block_n=block_n, stages=stages,
+        run = C.run_gluon_on_cpu(q, k, v, causal=causal, block_n=block_n, stages=stages,
                            pingpong=pingpong, seed=seed)
         torch.testing.assert_close(run.out, out, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(run.lse, lse, rtol=1e-10, atol=1e-12)
@@ -110,7 +110,7 @@ def test_the_kernel_equals_the_definition_under_several_interleavings(causal, bl
 def test_in_bfloat16_it_rounds_where_the_gpu_rounds_and_stays_within_bf16():
     q, k, v = inputs(seq_len=256, head_dim=64, heads=1, dtype=torch.bfloat16)
     out, lse = definition(q, k, v)
-    run = C.run_on_cpu(q, k, v, pingpong=True, seed=3)
+    run = C.run_gluon_on_cpu(q, k, v, pingpong=True, seed=3)
     assert run.out.dtype == torch.bfloat16 and run.lse.dtype == torch.float32
     torch.testing.assert_close(run.out.double(), out, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(run.lse.double(), lse, rtol=1e-3, atol=1e-3)
@@ -118,9 +118,9 @@ def test_in_bfloat16_it_rounds_where_the_gpu_rounds_and_stays_within_bf16():
 
 def test_a_seed_is_one_interleaving_reproduced_and_seeds_differ():
     q, k, v = inputs(seq_len=256, heads=1)
-    first, again = (C.run_on_cpu(q, k, v, block_n=64, seed=7, trace=True) for _ in range(2))
+    first, again = (C.run_gluon_on_cpu(q, k, v, block_n=64, seed=7, trace=True) for _ in range(2))
     assert first.order == again.order and first.trace == again.trace
-    orders = {C.run_on_cpu(q, k, v, block_n=64, seed=s).order for s in range(6)}
+    orders = {C.run_gluon_on_cpu(q, k, v, block_n=64, seed=s).order for s in range(6)}
     assert len(orders) >= 4
 
 
@@ -151,7 +151,8 @@ def first_fault(source, seeds=16):
     q, k, v = inputs(heads=1)
     for seed in range(seeds):
         try:
-            C.run_on_cpu(q, k, v, block_n=64, stages=2, pingpong=True, seed=seed, source=source)
+            C.run_gluon_on_cpu(q, k, v, block_n=64, stages=2, pingpong=True, seed=seed,
+                               source=source)
         except KernelFault as fault:
             return str(fault)
     return None
@@ -177,7 +178,7 @@ def test_freeing_k_before_s_retires_is_safe_behind_the_producers_order():
     q, k, v = inputs(heads=1)
     out, _ = definition(q, k, v)
     for seed in range(20):
-        run = C.run_on_cpu(q, k, v, block_n=64, pingpong=True, seed=seed, source=source)
+        run = C.run_gluon_on_cpu(q, k, v, block_n=64, pingpong=True, seed=seed, source=source)
         torch.testing.assert_close(run.out, out, rtol=1e-10, atol=1e-12)
 
 
@@ -193,7 +194,7 @@ def test_an_edit_that_no_longer_matches_the_kernel_is_an_error():
 def test_bad_arguments_are_one_line_errors(kwargs, allowed):
     q, k, v = inputs(seq_len=128, heads=1)
     with pytest.raises(WorkbookError, match=allowed) as err:
-        C.run_on_cpu(q, k, v, **kwargs)
+        C.run_gluon_on_cpu(q, k, v, **kwargs)
     assert "\n" not in str(err.value)
 
 
@@ -204,13 +205,13 @@ def test_bad_arguments_are_one_line_errors(kwargs, allowed):
 def test_bad_inputs_are_one_line_errors(shape, dtype, allowed):
     q = torch.zeros(shape, dtype=dtype)
     with pytest.raises(WorkbookError, match=allowed):
-        C.run_on_cpu(q, q, q)
+        C.run_gluon_on_cpu(q, q, q)
 
 
 def test_the_tables_report_every_configuration_and_every_edit():
-    models = C.model_table(seeds=1, seq_len=256)
+    models = C.gluon_on_cpu_table(seeds=1, seq_len=256)
     assert len(models) == 16 and (models["fault"] == "").all()
     assert (models["max |O - definition|"] < 1e-12).all()
-    edits = C.protocol_table(seeds=4, seq_len=256)
+    edits = C.gluon_protocol_table(seeds=4, seq_len=256)
     assert list(edits["edit"]) == [name for name, *_ in C.PROTOCOL_EDITS]
     assert edits.set_index("edit").loc[SAFE, "fault seen"] == "none"

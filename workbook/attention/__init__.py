@@ -7,6 +7,10 @@ Notebook 07. One idea per file:
 * ``flash_triton.py`` - the same algorithm as Triton kernels: the forward;
 * ``flash_triton_hopper.py`` - the forward on Hopper: tiles fetched by TMA, FA3/FA4's options;
 * ``flash_triton_backward.py`` - the backward kernels, and the autograd Function of the two;
+* ``flash_gluon.py`` - FlashAttention-3's arrangement (producer warp, two consumer
+  warpgroups) in Gluon, Hopper only; ``gluon_model.py`` a small model of one SM and
+  ``gluon_cpu.py`` that kernel's own source run in it on the CPU;
+* ``budget.py`` - the exponentials' budget: the ceilings FA3's argument puts on a forward;
 * ``variants.py`` - :func:`attention`: one function, every implementation (:data:`VARIANTS`);
 * ``io_model.py`` - the analytic model: FLOPs and the HBM bytes each algorithm must move;
 * ``measure.py`` - time, extra peak memory, bytes saved for the backward, HBM bytes (ncu);
@@ -33,6 +37,13 @@ from workbook.attention.experiments import (
     run_traffic,
     timing_cases,
     traffic_cases,
+)
+from workbook.attention.gluon_cpu import (
+    PROTOCOL_EDITS,
+    gluon_on_cpu_table,
+    gluon_protocol_table,
+    gluon_trace_table,
+    run_gluon_on_cpu,
 )
 from workbook.attention.io_model import (
     BACKWARD_FACTOR,
@@ -120,4 +131,7 @@ __all__ = [
     "gpt2_limits", "claims",
     # the exponentials' budget (FlashAttention-3's starting point)
     "MATMUL_PER_EXP", "exp_ceilings", "exp_budget", "exp_budget_caption",
+    # the Gluon kernel's source run on the CPU, in a model of one SM
+    "run_gluon_on_cpu", "gluon_on_cpu_table", "PROTOCOL_EDITS", "gluon_protocol_table",
+    "gluon_trace_table",
 ]

@@ -27,9 +27,10 @@ maximum ``m`` and sum ``l`` in log2 units, O rescaled by ``alpha = 2^(m_old - m_
 
 Gluon kernels run on Hopper or newer GPUs only: Triton's interpreter does not run them, so the
 CPU tests compile this kernel for sm_90 and read its registers, spills and shared memory
-(:func:`workbook.profiling.kernel_resources`), and the GPU test checks its outputs against
-PyTorch's. Whether it is faster than the TMA kernel is the device's to say:
-``scripts/gpu_flash_forward_tuning.py --gluon``.
+(:func:`workbook.profiling.kernel_resources`), and run this file's source in a model of one SM
+(:mod:`.gluon_cpu`: barriers, copies in flight, interleavings; the outputs against the
+definition); the GPU test checks its outputs against PyTorch's. Whether it is faster than
+the TMA kernel is the device's to say: ``scripts/gpu_flash_forward_tuning.py --gluon``.
 """
 
 from __future__ import annotations

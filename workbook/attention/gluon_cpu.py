@@ -3,14 +3,14 @@
 Triton's interpreter does not run Gluon, so the kernel of :mod:`.flash_gluon` could be compiled
 here but never run: whether its barriers deadlock, whether a consumer can read a K/V buffer
 the producer is overwriting, whether its arithmetic is the online softmax, all waited for a
-GPU. :func:`run_on_cpu` runs the kernel's *source text* (the ``@gluon.jit`` functions of
+GPU. :func:`run_gluon_on_cpu` runs the kernel's *source text* (the ``@gluon.jit`` functions of
 ``flash_gluon.py``, not a copy) with :mod:`.gluon_model`'s stand-ins for what it calls, every
 program of the launch, one seeded interleaving of its partitions each. In exact mode (float64
 inputs) every ``.to(dtype)`` is a no-op and "float32" accumulators are float64, so the outputs
 compare with the definition to 1e-10.
 
 :data:`PROTOCOL_EDITS` removes or changes one line of the kernel's barrier protocol at a time;
-:func:`protocol_table` runs each edited kernel and reports what the model saw go wrong: what
+:func:`gluon_protocol_table` runs each edited kernel and reports what the model saw go wrong: what
 each barrier is there for.
 """
 
@@ -77,7 +77,7 @@ class CpuRun:
     trace: list | None              # (program, turn, who, what), when asked for
 
 
-def run_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+def run_gluon_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                scale: float | None = None, block_n: int = 128, stages: int = 2,
                pingpong: bool = False, seed: int = 0, source: str | None = None,
                trace: bool = False) -> CpuRun:
@@ -89,9 +89,7 @@ def run_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: boo
 
     for name, flag in (("causal", causal), ("pingpong", pingpong), ("trace", trace)):
         check_flag(name, flag)
-    check_range("seed", seed, 0, 2**31 - 1)
-    if not isinstance(seed, int):
-        raise WorkbookError(f"seed={seed!r}; allowed: an integer 0 to {2**31 - 1}")
+    _check_count("seed", seed, 0, 2**31 - 1)
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise WorkbookError(f"q, k, v must share one shape (batch, n_heads, seq_len, "
                             f"head_dim); got {tuple(q.shape)}, {tuple(k.shape)}, "
@@ -182,6 +180,12 @@ def edited_source(edit: tuple[str, str, str]) -> str:
     return text.replace(old, new)
 
 
+def _check_count(name: str, value, low: int, high: int) -> None:
+    check_range(name, value, low, high)
+    if not isinstance(value, int):
+        raise WorkbookError(f"{name}={value!r}; allowed: an integer {low} to {high}")
+
+
 def _inputs(seq_len: int, head_dim: int = 32, heads: int = 1):
     gen = torch.Generator().manual_seed(0)
     return [torch.randn(1, heads, seq_len, head_dim, generator=gen, dtype=torch.float64)
@@ -196,14 +200,14 @@ def _definition(q, k, v, causal: bool):
     return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
 
 
-def model_table(seeds: int = 3, seq_len: int = 512):
+def gluon_on_cpu_table(seeds: int = 3, seq_len: int = 512):
     """Every configuration of the kernel (tile width, ring depth, pingpong, causal), run in
     the model under ``seeds`` interleavings each: its largest error against the definition
     (float64), and any fault the model saw."""
     import pandas as pd
 
-    check_range("seeds", seeds, 1, 50)
-    check_range("seq_len", seq_len, BLOCK_M, 2048)
+    _check_count("seeds", seeds, 1, 50)
+    _check_count("seq_len", seq_len, BLOCK_M, 2048)
     q, k, v = _inputs(seq_len)
     rows = []
     for causal in (False, True):
@@ -216,10 +220,10 @@ def model_table(seeds: int = 3, seq_len: int = 512):
                            "max |O - definition|": 0.0, "max |lse - definition|": 0.0,
                            "fault": ""}
                     orders = set()
-                    for seed in range(int(seeds)):
+                    for seed in range(seeds):
                         try:
-                            run = run_on_cpu(q, k, v, causal=causal, block_n=block_n,
-                                             stages=stages, pingpong=pingpong, seed=seed)
+                            run = run_gluon_on_cpu(q, k, v, causal=causal, block_n=block_n,
+                                                   stages=stages, pingpong=pingpong, seed=seed)
                         except KernelFault as fault:
                             row["fault"] = f"seed {seed}: {fault}"
                             break
@@ -234,14 +238,14 @@ def model_table(seeds: int = 3, seq_len: int = 512):
     return pd.DataFrame(rows)
 
 
-def protocol_table(seeds: int = 8, seq_len: int = 512):
+def gluon_protocol_table(seeds: int = 8, seq_len: int = 512):
     """Each of :data:`PROTOCOL_EDITS` applied alone, the edited kernel run under up to
     ``seeds`` interleavings (pingpong, ring of 2, 64-wide tiles): the first fault the model
     reports, in its words, or how far the outputs moved when none is seen."""
     import pandas as pd
 
-    check_range("seeds", seeds, 1, 50)
-    check_range("seq_len", seq_len, BLOCK_M, 2048)
+    _check_count("seeds", seeds, 1, 50)
+    _check_count("seq_len", seq_len, BLOCK_M, 2048)
     q, k, v = _inputs(seq_len)
     o_ref, _ = _definition(q, k, v, False)
     rows = []
@@ -249,11 +253,11 @@ def protocol_table(seeds: int = 8, seq_len: int = 512):
         source = edited_source(edit)
         row = {"edit": edit[0], "seeds run": 0, "fault seen": "none",
                "max |O - definition|": 0.0}
-        for seed in range(int(seeds)):
+        for seed in range(seeds):
             row["seeds run"] += 1
             try:
-                run = run_on_cpu(q, k, v, block_n=64, stages=2, pingpong=True, seed=seed,
-                                 source=source)
+                run = run_gluon_on_cpu(q, k, v, block_n=64, stages=2, pingpong=True,
+                                       seed=seed, source=source)
             except KernelFault as fault:
                 row["fault seen"] = str(fault).split(": ", 1)[1]
                 row["max |O - definition|"] = float("nan")
@@ -262,3 +266,24 @@ def protocol_table(seeds: int = 8, seq_len: int = 512):
                                               (run.out - o_ref).abs().max().item())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def gluon_trace_table(seed: int = 0, turns: int = 40, pingpong: bool = True):
+    """One interleaving, turn by turn, of the first program (query rows 0-127 of 512, tiles of
+    64 keys, a ring of 2): what each partition and the copy engine did in each turn, one
+    column each, for the first ``turns`` turns."""
+    import pandas as pd
+
+    _check_count("turns", turns, 1, 2000)
+    check_flag("pingpong", pingpong)
+    q, k, v = _inputs(512, heads=1)
+    run = run_gluon_on_cpu(q, k, v, block_n=64, stages=2, pingpong=pingpong, seed=seed,
+                           trace=True)
+    cells: dict[tuple[int, str], list[str]] = {}
+    for program, turn, who, what in run.trace:
+        if program == (0, 0) and 0 < turn <= turns:
+            cells.setdefault((turn, who), []).append(what)
+    table = pd.Series({key: "; ".join(found) for key, found in cells.items()}).unstack()
+    table = table.reindex(columns=[c for c in ("producer", "copy engine", "consumer 0",
+                                               "consumer 1") if c in table.columns])
+    return table.fillna("").rename_axis(index="turn", columns=None)

@@ -111,7 +111,8 @@ class Machine:
     def log(self, what: str) -> None:
         if self.trace is not None:
             who = self.actor()
-            self.trace.append((self.program, self.steps, who.name if who else "setup", what))
+            name = who.name if who else ("copy engine" if self.landing else "setup")
+            self.trace.append((self.program, self.steps, name, what))
 
     def pause(self, until=None, waiting_for: str = "") -> None:
         """Hand the SM to whoever the scheduler picks; resume once ``until()`` holds."""
@@ -414,9 +415,14 @@ def kernel_globals(m: Machine, acc: torch.dtype) -> dict:
     def wait(bar, phase, pred=True, deps=()):
         b = _bar(bar)
         b._check()
+        if b.passed(phase):
+            m.log(f"passes {b.name} parity {phase} (already completed)")
+            m.pause()
+            return
         m.log(f"waits for {b.name} parity {phase}")
         m.pause(lambda: b.passed(phase),
                 f"{b.name} parity {phase} ({b.completed} phases completed)")
+        m.log(f"{b.name} parity {phase} passed")
 
     def arrive(bar, count=1, pred=True):
         b = _bar(bar)
@@ -492,7 +498,7 @@ def kernel_globals(m: Machine, acc: torch.dtype) -> dict:
 
         if not is_async:
             value = compute()
-            m.log("a wgmma runs to its end")
+            m.log(f"runs a wgmma reading {', '.join(s.name for s in smem)} to its end")
             m.pause()
             return _T(value)
         token = _Pending(m, compute, smem)
