@@ -8,6 +8,8 @@ interleavings, and each edit of its barrier protocol is caught with the fault it
 from __future__ import annotations
 
 import random
+import re
+import threading
 
 import pytest
 import torch
@@ -131,7 +133,7 @@ CAUGHT_AS = {
     "producer: waits for parity `phase`, forgetting that a fresh barrier passes parity 1":
         "deadlock:.*producer .* waits for k_empty",
     "producer: expects the bytes of one Q half, not two": "q_bar: more bytes landed|q_smem",
-    "K/V buffers free after one warpgroup's arrival, not both": "deadlock|k_smem",
+    "K buffers free after one warpgroup's arrival, not both": "deadlock|k_smem",
     "consumer: no wait for K_j to land": "wgmma reads k_smem.* before its TMA copy landed",
     "consumer: no wait for V_(j-1) to land": "wgmma reads v_smem.* before its TMA copy landed",
     "consumer: V_(j-1) freed before P·V is retired":
@@ -165,9 +167,11 @@ def test_every_protocol_edit_has_its_expected_fault():
 @pytest.mark.parametrize("edit", [e for e in C.PROTOCOL_EDITS if e[0] != SAFE],
                          ids=lambda e: e[0][:40])
 def test_each_edit_of_the_barrier_protocol_is_caught(edit):
+    threads = threading.active_count()
     fault = first_fault(C.edited_source(edit))
     assert fault is not None, f"{edit[0]}: no fault in 16 interleavings"
-    assert __import__("re").search(CAUGHT_AS[edit[0]], fault), fault
+    assert re.search(CAUGHT_AS[edit[0]], fault), fault
+    assert threading.active_count() == threads, "a fault left partition threads behind"
 
 
 def test_freeing_k_before_s_retires_is_safe_behind_the_producers_order():
@@ -215,3 +219,11 @@ def test_the_tables_report_every_configuration_and_every_edit():
     edits = C.gluon_protocol_table(seeds=4, seq_len=256)
     assert list(edits["edit"]) == [name for name, *_ in C.PROTOCOL_EDITS]
     assert edits.set_index("edit").loc[SAFE, "fault seen"] == "none"
+
+
+def test_the_trace_shows_each_partition_in_its_column_with_the_gpus_bytes():
+    table = C.gluon_trace_table(seed=0, turns=30)
+    assert list(table.columns) == ["producer", "copy engine", "consumer 0", "consumer 1"]
+    assert len(table) <= 30 and (table != "").any().all()
+    # bfloat16 at head_dim 128: two 64-row halves of Q, 2 bytes each, as the compiled PTX expects
+    assert "expects 32768 bytes on q_bar" in table["producer"].tolist()

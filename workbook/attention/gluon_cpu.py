@@ -153,7 +153,7 @@ PROTOCOL_EDITS: tuple[tuple[str, str, str], ...] = (
     ("producer: expects the bytes of one Q half, not two",
      "mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)",
      "mbarrier.expect(q_bar, desc_q.block_type.nbytes)"),
-    ("K/V buffers free after one warpgroup's arrival, not both",
+    ("K buffers free after one warpgroup's arrival, not both",
      "mbarrier.init(k_empty.index(i), count=2)", "mbarrier.init(k_empty.index(i), count=1)"),
     ("consumer: no wait for K_j to land", _LOOP_K_READY, ""),
     ("consumer: no wait for V_(j-1) to land", _LOOP_V_READY, ""),
@@ -186,10 +186,10 @@ def _check_count(name: str, value, low: int, high: int) -> None:
         raise WorkbookError(f"{name}={value!r}; allowed: an integer {low} to {high}")
 
 
-def _inputs(seq_len: int, head_dim: int = 32, heads: int = 1):
+def _inputs(seq_len: int, head_dim: int = 32, heads: int = 1, dtype=torch.float64):
     gen = torch.Generator().manual_seed(0)
     return [torch.randn(1, heads, seq_len, head_dim, generator=gen, dtype=torch.float64)
-            for _ in range(3)]
+            .to(dtype) for _ in range(3)]
 
 
 def _definition(q, k, v, causal: bool):
@@ -270,13 +270,14 @@ def gluon_protocol_table(seeds: int = 8, seq_len: int = 512):
 
 def gluon_trace_table(seed: int = 0, turns: int = 40, pingpong: bool = True):
     """One interleaving, turn by turn, of the first program (query rows 0-127 of 512, tiles of
-    64 keys, a ring of 2): what each partition and the copy engine did in each turn, one
-    column each, for the first ``turns`` turns."""
+    64 keys, a ring of 2; bfloat16 and head_dim 128, so the bytes each barrier expects are the
+    GPU's): what each partition and the copy engine did in each turn, one column each, for the
+    first ``turns`` turns."""
     import pandas as pd
 
     _check_count("turns", turns, 1, 2000)
     check_flag("pingpong", pingpong)
-    q, k, v = _inputs(512, heads=1)
+    q, k, v = _inputs(512, head_dim=128, dtype=torch.bfloat16)
     run = run_gluon_on_cpu(q, k, v, block_n=64, stages=2, pingpong=pingpong, seed=seed,
                            trace=True)
     cells: dict[tuple[int, str], list[str]] = {}
@@ -284,6 +285,5 @@ def gluon_trace_table(seed: int = 0, turns: int = 40, pingpong: bool = True):
         if program == (0, 0) and 0 < turn <= turns:
             cells.setdefault((turn, who), []).append(what)
     table = pd.Series({key: "; ".join(found) for key, found in cells.items()}).unstack()
-    table = table.reindex(columns=[c for c in ("producer", "copy engine", "consumer 0",
-                                               "consumer 1") if c in table.columns])
+    table = table.reindex(columns=["producer", "copy engine", "consumer 0", "consumer 1"])
     return table.fillna("").rename_axis(index="turn", columns=None)

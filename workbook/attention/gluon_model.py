@@ -201,7 +201,11 @@ class Machine:
                 self.order.append(pick[0])
                 self.copies.remove(pick)
                 self.landing = pick[0]
-                pick[1]()
+                try:
+                    pick[1]()
+                except KernelFault:
+                    self._stop()     # no partition thread is left waiting for its turn
+                    raise
                 self.landing = ""
         for t in threads:
             t.join()
