@@ -319,24 +319,38 @@ def flash_forward_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     batch, n_heads, seq_len, head_dim = q.shape
-    rows = batch * n_heads * seq_len
     out = torch.empty_like(q)
     lse = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32) \
         if store_lse else torch.empty(1, device=q.device, dtype=torch.float32)
 
-    def desc(t: torch.Tensor, block_rows: int):
+    def desc(rows: torch.Tensor, block_rows: int):
         block = [block_rows, head_dim]
-        return TensorDescriptor(t.view(rows, head_dim), [rows, head_dim], [head_dim, 1], block,
+        return TensorDescriptor(rows, list(rows.shape), [head_dim, 1], block,
                                 descriptor_layout(block, q.dtype))
 
-    scale = head_dim ** -0.5 if scale is None else scale
-    _attn_fwd_gluon[(seq_len // BLOCK_M, batch * n_heads)](
-        desc(q, HALF_M), desc(k, block_n), desc(v, block_n), desc(out, HALF_M), lse,
-        scale * 1.4426950408889634, seq_len, HEAD_DIM=head_dim, BLOCK_N=block_n,
-        STAGES=stages, CAUSAL=causal, STORE_LSE=store_lse, PINGPONG=pingpong,
-        num_warps=CONSUMER_WARPS,
-        maxnreg=MAX_REGS)
+    grid, args, constexprs = launch_arguments(
+        q, k, v, out, lse, scale=scale, causal=causal, store_lse=store_lse, block_n=block_n,
+        stages=stages, pingpong=pingpong, descriptor=desc)
+    _attn_fwd_gluon[grid](*args, **constexprs, num_warps=CONSUMER_WARPS, maxnreg=MAX_REGS)
     return out, (lse if store_lse else None)
+
+
+def launch_arguments(q, k, v, out, lse, *, scale: float | None, causal: bool, store_lse: bool,
+                     block_n: int, stages: int, pingpong: bool, descriptor):
+    """The grid, arguments and constexprs of one launch: one program per 128 query rows of one
+    (batch, head); Q and O through descriptors of 64-row halves (one per consumer warpgroup), K
+    and V of ``block_n`` rows, all over (batch·heads·seq_len, head_dim) views.
+    ``descriptor(rows, block_rows)`` makes a descriptor: Triton's on the GPU, the model's in
+    :mod:`.gluon_cpu`, which launches the kernel through this function too."""
+    batch, n_heads, seq_len, head_dim = q.shape
+    rows = [t.view(batch * n_heads * seq_len, head_dim) for t in (q, k, v, out)]
+    scale = head_dim ** -0.5 if scale is None else scale
+    args = (descriptor(rows[0], HALF_M), descriptor(rows[1], block_n),
+            descriptor(rows[2], block_n), descriptor(rows[3], HALF_M), lse,
+            scale * 1.4426950408889634, seq_len)
+    constexprs = {"HEAD_DIM": head_dim, "BLOCK_N": block_n, "STAGES": stages,
+                  "CAUSAL": causal, "STORE_LSE": store_lse, "PINGPONG": pingpong}
+    return (seq_len // BLOCK_M, batch * n_heads), args, constexprs
 
 
 def resources(block_n: int = 128, stages: int = 2, causal: bool = False, head_dim: int = 128,

@@ -19,6 +19,7 @@ import __future__
 
 import ast
 import hashlib
+import itertools
 import linecache
 import random
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ from pathlib import Path
 
 import torch
 
+from workbook.attention.flash_gluon import (
+    BLOCK_M,
+    BLOCK_N_ALLOWED,
+    STAGES_ALLOWED,
+    launch_arguments,
+)
 from workbook.attention.gluon_model import (
     Descriptor,
     KernelFault,
@@ -36,8 +43,6 @@ from workbook.attention.gluon_model import (
 from workbook.config import WorkbookError, check_flag, check_range
 
 SOURCE = Path(__file__).with_name("flash_gluon.py")
-BLOCK_M = 128
-LOG2E = 1.4426950408889634
 
 
 # ---- the kernel's source, and one launch -------------------------------------------------
@@ -77,16 +82,16 @@ class CpuRun:
     trace: list | None              # (program, turn, who, what), when asked for
 
 
-def run_gluon_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-               scale: float | None = None, block_n: int = 128, stages: int = 2,
-               pingpong: bool = False, seed: int = 0, source: str | None = None,
-               trace: bool = False) -> CpuRun:
-    """Launch ``flash_gluon``'s kernel as ``flash_forward_gluon`` does (grid: 128-row query
-    tiles x batch·heads; Q/O descriptors of 64-row halves, K/V of ``block_n`` rows), each
-    program in the model, its interleaving drawn from ``seed``. float64 inputs: exact
+def run_gluon_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                     causal: bool = False, scale: float | None = None, block_n: int = 128,
+                     stages: int = 2, pingpong: bool = False, seed: int = 0,
+                     source: str | None = None, trace: bool = False) -> CpuRun:
+    """Launch ``flash_gluon``'s kernel with the arguments ``flash_forward_gluon`` gives it
+    (:func:`.flash_gluon.launch_arguments`, with the model's descriptors), every program of
+    the grid in the model, its interleaving drawn from ``seed``. float64 inputs: exact
     arithmetic (compare with the definition); float16/bfloat16: rounded where the GPU rounds."""
-    from workbook.attention.flash_gluon import BLOCK_N_ALLOWED, HALF_M, STAGES_ALLOWED
-
+    if scale is not None:
+        check_range("scale", scale, 1e-6, 1e3)
     for name, flag in (("causal", causal), ("pingpong", pingpong), ("trace", trace)):
         check_flag(name, flag)
     _check_count("seed", seed, 0, 2**31 - 1)
@@ -107,28 +112,24 @@ def run_gluon_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causa
         raise WorkbookError(f"stages={stages}; allowed: {', '.join(map(str, STAGES_ALLOWED))}")
     code = kernel_code(source)
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    rows = batch * heads * seq_len
-    flat = [t.reshape(rows, head_dim) for t in (q, k, v)]
-    out = torch.zeros(rows, head_dim, dtype=q.dtype)
-    lse = torch.zeros(rows, dtype=acc)
-    scale = head_dim ** -0.5 if scale is None else scale
+    out = torch.zeros_like(q)
+    lse = torch.zeros(batch, heads, seq_len, dtype=acc)
+    grid, args, constexprs = launch_arguments(
+        q.contiguous(), k.contiguous(), v.contiguous(), out, Pointer(lse.view(-1)),
+        scale=scale, causal=causal, store_lse=True, block_n=block_n, stages=stages,
+        pingpong=pingpong, descriptor=Descriptor)
     events: list | None = [] if trace else None
     turns, orders = 0, []
-    for tile in range(seq_len // BLOCK_M):
-        for head in range(batch * heads):
-            machine = Machine(random.Random(f"{seed}:{tile}:{head}"), code.co_filename,
-                               events)
-            machine.program = (tile, head)
-            names = kernel_globals(machine, acc)
-            exec(code, names)  # noqa: S102 - the workbook's own kernel source, see kernel_code
-            names["_attn_fwd_gluon"](
-                Descriptor(flat[0], HALF_M), Descriptor(flat[1], block_n),
-                Descriptor(flat[2], block_n), Descriptor(out, HALF_M), Pointer(lse),
-                scale * LOG2E, seq_len, HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages,
-                CAUSAL=causal, STORE_LSE=True, PINGPONG=pingpong)
-            turns += machine.steps
-            orders.append(tuple(machine.order))
-    return CpuRun(out.reshape(q.shape), lse.reshape(batch, heads, seq_len), turns,
+    for program in itertools.product(*map(range, grid)):
+        machine = Machine(random.Random(f"{seed}:{program[0]}:{program[1]}"), code.co_filename,
+                          events)
+        machine.program = program
+        names = kernel_globals(machine, acc)
+        exec(code, names)  # noqa: S102 - the workbook's own kernel source, see kernel_code
+        names["_attn_fwd_gluon"](*args, **constexprs)
+        turns += machine.steps
+        orders.append(tuple(machine.order))
+    return CpuRun(out, lse, turns,
                   hashlib.sha256(repr(orders).encode()).hexdigest()[:16], events)
 
 
