@@ -14,8 +14,9 @@ import threading
 import pytest
 import torch
 
+from workbook.attention import flash_gluon as G
 from workbook.attention import gluon_cpu as C
-from workbook.attention.gluon_model import KernelFault, Machine, kernel_globals
+from workbook.attention.gluon_model import Descriptor, KernelFault, Machine, Pointer, kernel_globals
 from workbook.config import WorkbookError
 
 
@@ -227,3 +228,32 @@ def test_the_trace_shows_each_partition_in_its_column_with_the_gpus_bytes():
     assert len(table) <= 30 and (table != "").any().all()
     # bfloat16 at head_dim 128: two 64-row halves of Q, 2 bytes each, as the compiled PTX expects
     assert "expects 32768 bytes on q_bar" in table["producer"].tolist()
+
+
+@pytest.mark.skipif(not G.gluon_available(), reason="Triton's Gluon is not installed")
+def test_the_host_function_on_the_cpu_with_its_launch_handed_to_the_model(monkeypatch):
+    """flash_forward_gluon end to end but for the GPU launch itself: its checks, Triton's
+    TensorDescriptors, the grid, the constexprs and the launch options, the kernel then run in
+    the model from those very descriptors (their base tensors and block rows)."""
+    launches = []
+
+    class ModelKernel:
+        def __getitem__(self, grid):
+            def launch(*args, num_warps, maxnreg, **constexprs):
+                launches.append((grid, num_warps, maxnreg, constexprs))
+                model_args = [Descriptor(a.base, a.block_shape[0]) if hasattr(a, "block_shape")
+                              else Pointer(a.view(-1)) if isinstance(a, torch.Tensor) else a
+                              for a in args]
+                C.run_launch(grid, tuple(model_args), constexprs, acc=torch.float32, seed=2)
+            return launch
+
+    monkeypatch.setattr(G, "_attn_fwd_gluon", ModelKernel())
+    monkeypatch.setattr(G, "why_not", lambda *args: None)     # the CPU is not a Hopper GPU
+    q, k, v = inputs(seq_len=256, head_dim=64, dtype=torch.float16)
+    out, lse = G.flash_forward_gluon(q, k, v, causal=True, block_n=64, stages=3, pingpong=True)
+    want_out, want_lse = definition(q, k, v, causal=True)
+    torch.testing.assert_close(out.double(), want_out, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(lse.double(), want_lse, rtol=1e-3, atol=1e-3)
+    assert launches == [((2, 2), G.CONSUMER_WARPS, G.MAX_REGS, {
+        "HEAD_DIM": 64, "BLOCK_N": 64, "STAGES": 3, "CAUSAL": True, "STORE_LSE": True,
+        "PINGPONG": True})]

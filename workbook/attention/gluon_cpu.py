@@ -110,7 +110,7 @@ def run_gluon_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         raise WorkbookError(f"block_n={block_n}; allowed: {', '.join(map(str, BLOCK_N_ALLOWED))}")
     if stages not in STAGES_ALLOWED:
         raise WorkbookError(f"stages={stages}; allowed: {', '.join(map(str, STAGES_ALLOWED))}")
-    code = kernel_code(source)
+    code = kernel_code(source)   # before any work: an edit that does not parse fails here
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     out = torch.zeros_like(q)
     lse = torch.zeros(batch, heads, seq_len, dtype=acc)
@@ -118,6 +118,17 @@ def run_gluon_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         q.contiguous(), k.contiguous(), v.contiguous(), out, Pointer(lse.view(-1)),
         scale=scale, causal=causal, store_lse=True, block_n=block_n, stages=stages,
         pingpong=pingpong, descriptor=Descriptor)
+    return CpuRun(out, lse, *run_launch(grid, args, constexprs, acc=acc, seed=seed,
+                                        code=code, trace=trace))
+
+
+def run_launch(grid: tuple[int, ...], args: tuple, constexprs: dict, *, acc: torch.dtype,
+               seed: int = 0, code=None, trace: bool = False) -> tuple[int, str, list | None]:
+    """Every program of one launch of the kernel (``code``: :func:`kernel_code`'s, by default
+    the file's) in the model, one after another, each under its own seeded interleaving;
+    ``args`` hold the model's descriptors and pointers. Returns (scheduler turns, a
+    fingerprint of the interleavings, the trace or None)."""
+    code = kernel_code() if code is None else code
     events: list | None = [] if trace else None
     turns, orders = 0, []
     for program in itertools.product(*map(range, grid)):
@@ -129,8 +140,7 @@ def run_gluon_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         names["_attn_fwd_gluon"](*args, **constexprs)
         turns += machine.steps
         orders.append(tuple(machine.order))
-    return CpuRun(out, lse, turns,
-                  hashlib.sha256(repr(orders).encode()).hexdigest()[:16], events)
+    return turns, hashlib.sha256(repr(orders).encode()).hexdigest()[:16], events
 
 
 # ---- what each line of the protocol is there for ---------------------------------------------
