@@ -139,6 +139,8 @@ CAUGHT_AS = {
     "consumer: no wait for V_(j-1) to land": "wgmma reads v_smem.* before its TMA copy landed",
     "consumer: V_(j-1) freed before P·V is retired":
         "TMA copy into v_smem.* while a product.* still uses it",
+    "consumer: P not kept alive (not in the wait's deps) while P·V reads it":
+        "register operand is not among its deps",
     "consumer: waits for 2 products outstanding, not 1, before using S_j":
         "returns a product still in flight",
     "consumer: no fence between storing O and the TMA store":

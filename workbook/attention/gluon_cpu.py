@@ -170,6 +170,8 @@ PROTOCOL_EDITS: tuple[tuple[str, str, str], ...] = (
     ("consumer: no wait for V_(j-1) to land", _LOOP_V_READY, ""),
     ("consumer: K_j freed before S_j is retired", _S_WAIT + _K_FREE, _K_FREE + _S_WAIT),
     ("consumer: V_(j-1) freed before P·V is retired", _O_WAIT + _V_FREE, _V_FREE + _O_WAIT),
+    ("consumer: P not kept alive (not in the wait's deps) while P·V reads it",
+     _O_WAIT, "            o, _ = warpgroup_mma_wait(0, deps=(o_tok, v_smem.index(prev)))\n"),
     ("consumer: waits for 2 products outstanding, not 1, before using S_j",
      "warpgroup_mma_wait(1, deps=(s_tok", "warpgroup_mma_wait(2, deps=(s_tok"),
     ("consumer: no fence between storing O and the TMA store",

@@ -22,7 +22,8 @@ partition may go on and no copy is in flight); a TMA copy into a buffer a produc
 store still reads, or another copy is filling; a product reading a buffer whose copy has not
 landed; a store into a buffer still in use; a TMA store of a buffer written since the last
 ``fence_async_shared``; more arrivals than a barrier's count, more bytes than it expected, or
-one partition arriving twice in one phase; a product's result used before it is retired; a
+one partition arriving twice in one phase; a product's result used before it is retired, or
+retired without its register operand among the wait's ``deps`` (which keep it alive); a
 partition returning with products or TMA stores in flight.
 
 What it cannot say: anything about speed, registers or layouts (the compiler's and the GPU's),
@@ -355,6 +356,7 @@ class _Pending:
     machine: Machine
     compute: object
     reads: list
+    registers: object = None         # operand A when it is a register tensor (P in P·V)
     value: torch.Tensor | None = None
 
 
@@ -505,11 +507,12 @@ def kernel_globals(m: Machine, acc: torch.dtype) -> dict:
             m.log(f"runs a wgmma reading {', '.join(s.name for s in smem)} to its end")
             m.pause()
             return _T(value)
-        token = _Pending(m, compute, smem)
+        token = _Pending(m, compute, smem, None if a_regs is None else a)
         for slot in smem:
             slot.readers += 1
         who.in_flight.append(token)
-        m.log(f"issues a wgmma reading {', '.join(s.name for s in smem)}")
+        operands = ([] if a_regs is None else ["registers"]) + [s.name for s in smem]
+        m.log(f"issues a wgmma reading {', '.join(operands)}")
         m.pause()
         return token
 
@@ -520,6 +523,10 @@ def kernel_globals(m: Machine, acc: torch.dtype) -> dict:
             token.value = token.compute()
             for slot in token.reads:
                 slot.readers -= 1
+            if token.registers is not None and not any(d is token.registers for d in deps):
+                raise m.fault("retires a wgmma whose register operand is not among its deps: "
+                              "the compiler may reuse those registers while the product reads "
+                              "them")
             m.log(f"retires the wgmma reading {', '.join(s.name for s in token.reads)}")
         m.pause()
         out = []
