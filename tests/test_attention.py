@@ -649,6 +649,26 @@ def test_speedup_caption_says_where_the_gain_is_largest():
     assert "No vanilla" in A.speedup_caption(timing((1.5, 5.0)).query("variant == 'vanilla'"))
 
 
+def test_the_lectures_generations_are_judged_at_the_longest_n_all_three_were_timed():
+    times = {4096: (10.0, 1.0, 0.6), 8192: (40.0, 4.0, 2.5), 16384: (None, 16.0, 9.0)}
+    timing = pd.DataFrame([_row(v, "time", t, seq_len=n, mode="fwd+bwd")
+                           for n, ts in times.items()
+                           for v, t in zip(("vanilla", "sdpa_flash", "sdpa_cudnn"), ts,
+                                           strict=True) if t is not None])
+    empty = pd.DataFrame(columns=list(_row("x", "time", 0.0)))
+    table = A.claims(empty, timing, empty, empty).set_index("claim")
+    rows = table[table.index.str.contains("N = 8,192")]
+    assert len(rows) == 3, "vanilla has no time at 16,384: the three are judged at 8,192"
+    fa2, fa3, fa3_std = (rows.filter(like=k, axis=0).iloc[0] for k in
+                         ("FlashAttention-2 ~10×", "further 1.5-2×", "FlashAttention-3 ~20×"))
+    assert (fa2["measured"], fa2["verdict"]) == (10.0, "holds")
+    assert (fa3["measured"], fa3["verdict"]) == (1.6, "holds")
+    assert fa3_std["measured"] == 16.0 and fa3_std["verdict"].startswith("off")
+    ampere = A.claims(empty, timing.assign(device="NVIDIA A100-SXM4-80GB"), empty, empty)
+    fa3_rows = ampere[ampere["claim"].str.startswith("FlashAttention-3")]
+    assert len(fa3_rows) == 2 and fa3_rows["measured"].isna().all(), "no FA3 before Hopper"
+
+
 def test_gpt2_caption_compares_vanilla_and_triton_with_flash_attention_2():
     values = {"vanilla": (30.0, 9.0, 8.0), "sdpa_flash": (3.0, 4.0, 0.5),
               "triton": (2.4, 3.0, 0.1)}
