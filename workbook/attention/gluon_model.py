@@ -245,9 +245,6 @@ class _Buffer:
     def permute(self, dims) -> _Buffer:
         return _Buffer(self.data.permute(*dims), self.slot, self.m)
 
-    def load(self, layout=None) -> _T:
-        return _T(self.data.clone())
-
     def store(self, value: _T) -> None:
         if self.slot.readers or self.slot.filling:
             raise self.m.fault(f"stores into {self.slot.name} while a product, a TMA store "
@@ -361,6 +358,9 @@ class _Pending:
 
 
 class Pointer:
+    """A pointer into a flat tensor: the kernel adds offsets (integers, index tensors) to it
+    and ``gl.store``s through it."""
+
     def __init__(self, flat: torch.Tensor, offset=0):
         self.flat, self.offset = flat, offset
 
@@ -547,9 +547,8 @@ def kernel_globals(m: Machine, acc: torch.dtype) -> dict:
 
     layout = lambda *args, **kwargs: None  # noqa: E731 - layouts are the compiler's business
     gl = SimpleNamespace(
-        constexpr=object, float32="float32", int64="int64", float16=torch.float16,
-        bfloat16=torch.bfloat16, NVMMADistributedLayout=layout, DotOperandLayout=layout,
-        SliceLayout=layout, NVMMASharedLayout=layout, static_range=range,
+        constexpr=object, float32="float32", int64="int64", NVMMADistributedLayout=layout,
+        DotOperandLayout=layout, SliceLayout=layout, NVMMASharedLayout=layout, static_range=range,
         allocate_shared_memory=allocate_shared_memory,
         program_id=lambda axis: m.program[axis],
         zeros=lambda shape, dtype, layout=None: _T(torch.zeros(shape, dtype=dt(dtype))),
