@@ -40,6 +40,7 @@ from workbook.attention.gluon_model import (
     Pointer,
     kernel_globals,
 )
+from workbook.attention.tiled import causal_mask, reference_attention
 from workbook.config import WorkbookError, check_flag, check_range
 
 SOURCE = Path(__file__).with_name("flash_gluon.py")
@@ -206,11 +207,11 @@ def _inputs(seq_len: int, head_dim: int = 32, heads: int = 1, dtype=torch.float6
 
 
 def _definition(q, k, v, causal: bool):
+    """The definition's O (:func:`.tiled.reference_attention`) and its log-sum-exp per row."""
     s = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
     if causal:
-        n = q.shape[-2]
-        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
-    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
+        s = s.masked_fill(causal_mask(q.shape[-2], q.device), float("-inf"))
+    return reference_attention(q, k, v, causal=causal), torch.logsumexp(s, -1)
 
 
 def gluon_on_cpu_table(seeds: int = 3, seq_len: int = 512):
