@@ -669,6 +669,25 @@ def test_the_lectures_generations_are_judged_at_the_longest_n_all_three_were_tim
     assert len(fa3_rows) == 2 and fa3_rows["measured"].isna().all(), "no FA3 before Hopper"
 
 
+def test_the_lectures_memory_row_and_its_speedups_by_n_come_from_the_rows():
+    gpt2 = pd.DataFrame([_row(v, m, x, mode="fwd+bwd") for v, xs in
+                         {"vanilla": (40.0, 40.0, 8.4), "sdpa_flash": (4.0, 8.0, 1.8)}.items()
+                         for m, x in zip(("hbm_bytes", "time", "extra_peak_memory"), xs,
+                                         strict=True)])
+    timing = pd.DataFrame([_row(v, "time", t, seq_len=n, mode="fwd+bwd")
+                           for n, (tv, tf) in {512: (1.7, 1.0), 2048: (3.0, 1.0),
+                                               8192: (5.4, 1.0)}.items()
+                           for v, t in (("vanilla", tv), ("sdpa_flash", tf))])
+    empty = pd.DataFrame(columns=list(_row("x", "time", 0.0)))
+    table = A.claims(empty, timing, gpt2, empty).set_index("claim")
+    memory = table.loc["extra memory ~4.7× less (GPT-2 medium, fwd+bwd; 4.2 vs 0.9 GB)"]
+    assert memory["measured"] == pytest.approx(8.4 / 1.8) and memory["verdict"] == "holds"
+    speedups = table[table.index.str.startswith("longer sequences")]
+    assert list(speedups["predicted"]) == [1.7, 5.1, 5.4]
+    assert list(speedups["measured"]) == [1.7, 3.0, 5.4]
+    assert list(speedups["verdict"].str[:3]) == ["hol", "off", "hol"]
+
+
 def test_gpt2_caption_compares_vanilla_and_triton_with_flash_attention_2():
     values = {"vanilla": (30.0, 9.0, 8.0), "sdpa_flash": (3.0, 4.0, 0.5),
               "triton": (2.4, 3.0, 0.1)}
