@@ -592,6 +592,26 @@ def test_mfu_caption_and_claims_per_place():
         "missed"), "each place judged by its own value"
 
 
+def test_the_compile_claim_is_eager_over_compiled_sdpa_per_place():
+    def steps(device, source, eager, compiled):
+        base = {"attention": "sdpa", "d_model": 768, "n_layers": 12, "seq_len": 1024,
+                "device": device, "source": source, "status": "ok", "metric": "step_time",
+                "recorded_at": "2026-11-22T00:00:00"}
+        return [{**base, "mode": "eager", "value": eager},
+                {**base, "mode": "compiled", "value": compiled},
+                {**base, "mode": "compiled", "attention": "causal", "value": 1.0}]
+
+    rows = pd.DataFrame(steps("NVIDIA H200", "measured", 60.0, 32.0)
+                        + steps("NVIDIA H100 80GB HBM3", "recorded", 69.0, 30.0))
+    assert flops.step_ratio(rows.iloc[:3], "eager:sdpa", "compiled:sdpa") == 60.0 / 32.0
+    assert math.isnan(flops.step_ratio(rows.iloc[:3], "eager:sdpa", "graphs:sdpa"))
+    table = flops.claims(rows, pd.DataFrame({"part": ["total"], "counted / predicted": [1.0]}))
+    compile_rows = table[table["claim"].str.startswith("torch.compile")]
+    assert list(compile_rows["measured"]) == [60.0 / 32.0, 69.0 / 30.0]
+    assert compile_rows["where"].iloc[0].startswith("this machine (NVIDIA H200)")
+    assert list(compile_rows["verdict"].str[:4]) == ["hold", "off:"], "2.3x is above 1.5-2x"
+
+
 def test_ncu_caption_reads_the_recorded_byte_counts(ledger_dir):
     assert "No Nsight Compute counts" in flops.ncu_caption()
     (ledger_dir / "ncu").mkdir()

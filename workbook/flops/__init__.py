@@ -72,6 +72,7 @@ from workbook.flops.runs import (
     RunSpec,
     parse_run,
     run_labels,
+    step_ratio,
 )
 from workbook.flops.step import (
     apply_liger,
@@ -114,6 +115,7 @@ __all__ = [
     # runs
     "COMPILE_OPTIONS", "MODES", "ATTENTIONS", "FUSIONS", "WEIGHTS", "OPTIMIZERS", "ROPES",
     "PROJECTIONS", "LOSSES", "OPTION_AXES", "RunSpec", "parse_run", "RUN_ORDER", "run_labels",
+    "step_ratio",
     # one training step
     "make_loss_fn", "setup_step", "count_step_flops", "count_flops", "apply_liger",
     "kernel_family", "kernel_times", "kernel_breakdown", "make_train_step", "time_train_step",

@@ -17,7 +17,7 @@ from workbook.config import WorkbookError, check_choice
 
 __all__ = ["COMPILE_OPTIONS", "MODES", "ATTENTIONS", "FUSIONS", "WEIGHTS", "OPTIMIZERS", "ROPES",
            "PROJECTIONS", "LOSSES", "OPTION_AXES", "RunSpec", "parse_run", "RUN_ORDER",
-           "run_labels"]
+           "run_labels", "step_ratio"]
 
 
 # How each mode runs the loss function (forward + loss; backward follows the compiled graph;
@@ -156,3 +156,11 @@ def run_labels(rows: pd.DataFrame) -> pd.Series:
               for values in specs.itertuples(index=False, name=None)]
     return pd.Series(labels, index=rows.index, dtype=object)
 
+
+
+def step_ratio(rows: pd.DataFrame, slower: str, faster: str) -> float:
+    """How many times longer run ``slower``'s step takes than run ``faster``'s (each run's
+    latest ``step_time`` row with status ok in ``rows``); NaN where either is missing."""
+    steps = rows[(rows["metric"] == "step_time") & (rows["status"] == "ok")]
+    ms = steps.groupby(run_labels(steps))["value"].last()
+    return float(ms.get(slower, float("nan")) / ms.get(faster, float("nan")))
