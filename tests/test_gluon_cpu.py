@@ -249,7 +249,7 @@ def test_the_host_function_on_the_cpu_with_its_launch_handed_to_the_model(monkey
                 C.run_launch(grid, tuple(model_args), constexprs, acc=torch.float32, seed=2)
             return launch
 
-    monkeypatch.setattr(G, "_attn_fwd_gluon", ModelKernel())
+    monkeypatch.setattr(G, "GLUON_FORWARD_KERNEL", ModelKernel())
     monkeypatch.setattr(G, "why_not", lambda *args: None)     # the CPU is not a Hopper GPU
     q, k, v = inputs(seq_len=256, head_dim=64, dtype=torch.float16)
     out, lse = G.flash_forward_gluon(q, k, v, causal=True, block_n=64, stages=3, pingpong=True)
