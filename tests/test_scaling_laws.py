@@ -813,3 +813,18 @@ def test_batch_tokens_runs_on_the_cpu_and_its_effects_come_from_its_rows():
     assert effects.iloc[0]["loss change"] == pytest.approx(grid[(8, 30720)] - grid[(8, 15360)])
     assert effects.iloc[3]["loss change"] == pytest.approx(grid[(16, 30720)] - grid[(8, 30720)])
     assert sl.batch_token_effects(rows.iloc[0:0]).empty
+
+
+def test_the_lectures_chinchilla_table_is_read_against_both_published_laws():
+    table = sl.lecture_chinchilla_table()
+    assert len(table) == 7 and (table["6ND / compute"] - 1).abs().max() < 0.04
+    assert table["tokens_per_param"].between(19, 21).all(), "the lecture's rows are D = 20 N"
+    replication = table["N_opt / N (Chinchilla (Epoch replication))"]
+    published = table["N_opt / N (Chinchilla (approach 3))"]
+    assert replication.between(0.85, 1.15).all() and (published < 0.8).all()
+    text = sl.lecture_chinchilla_caption(table)
+    assert f"within {(table['6ND / compute'] - 1).abs().max():.1%}" in text
+    assert f"{replication.min():.2f}–{replication.max():.2f}× the lecture's N" in text
+    half = table.assign(**{"N_opt / N (Chinchilla (Epoch replication))": replication / 2})
+    assert f"{replication.min() / 2:.2f}–" in sl.lecture_chinchilla_caption(half)
+    assert sl.lecture_chinchilla_caption(table.iloc[:3]).startswith("*No table")

@@ -40,7 +40,11 @@ from workbook.scaling_laws.batch_views import (
     one_batch_table,
 )
 from workbook.scaling_laws.by_tokens import token_slopes, tokens_caption, tokens_figure
-from workbook.scaling_laws.captions import ratio_caption, verdict_caption
+from workbook.scaling_laws.captions import (
+    lecture_chinchilla_caption,
+    ratio_caption,
+    verdict_caption,
+)
 from workbook.scaling_laws.experiments import EXPERIMENTS as _ISOFLOP
 from workbook.scaling_laws.experiments import (
     ISOFLOP_PRESETS,
@@ -84,6 +88,7 @@ from workbook.scaling_laws.laws import (
     CHINCHILLA_REPLICATION,
     KAPLAN,
     LAWS,
+    LECTURE_CHINCHILLA,
     LOSS_BY,
     NOTABLE_MODELS,
     STUDIED_SIZES,
@@ -93,6 +98,7 @@ from workbook.scaling_laws.laws import (
     kaplan_loss,
     kaplan_optimal,
     law_optimal,
+    lecture_chinchilla_table,
     overtraining_costs,
     placement,
     published_laws,
@@ -153,4 +159,5 @@ __all__ = [
     "TIME_GAPS", "latest_sweeps", "ran_todays_plan", "time_caption", "time_table",
     "ratio_caption", "verdict_caption", "STUDIED_SIZES",
     "token_slopes", "tokens_caption", "tokens_figure",
+    "LECTURE_CHINCHILLA", "lecture_chinchilla_table", "lecture_chinchilla_caption",
 ]

@@ -24,6 +24,7 @@ from workbook.scaling_laws.fits import (
 from workbook.scaling_laws.laws import (
     CHINCHILLA,
     CHINCHILLA_REPLICATION,
+    LECTURE_CHINCHILLA,
     STUDIED_SIZES,
     TOKENS_PER_PARAM,
 )
@@ -259,3 +260,23 @@ def _batch_bullet(found: list[tuple[str, pd.DataFrame]]) -> str:
             + (f", seeds {seeds}" if seeds.endswith("pooled") else "")
             + "; the section \"More data, or a larger batch?\" below).")
 
+
+
+@takes_rows
+def lecture_chinchilla_caption(table: pd.DataFrame) -> str:
+    """What :func:`.laws.lecture_chinchilla_table` shows, in numbers read from it: how close
+    6·N·D comes to the lecture's FLOPs, its tokens per parameter, and how far each published
+    law's optimum at the same FLOPs lies from the lecture's N."""
+    if len(table) != len(LECTURE_CHINCHILLA) or "6ND / compute" not in table.columns:
+        return "*No table: pass `lecture_chinchilla_table()`.*"
+    gap = (table["6ND / compute"] - 1).abs().max()
+    ratio = table["tokens_per_param"]
+    text = (f"6·N·D from the lecture's own N and D gives its FLOPs within {gap:.1%} in every "
+            f"row (its D and FLOPs are rounded to two digits); its tokens per parameter run from "
+            f"{ratio.min():.1f} to {ratio.max():.1f}.")
+    for law in (CHINCHILLA, CHINCHILLA_REPLICATION):
+        n = table[f"N_opt / N ({law.name})"]
+        tpp = table[f"tokens/param ({law.name})"]
+        text += (f" At the same FLOPs, {law.name}'s optimum is {n.min():.2f}–{n.max():.2f}× "
+                 f"the lecture's N, at {tpp.min():.0f}–{tpp.max():.0f} tokens per parameter.")
+    return text

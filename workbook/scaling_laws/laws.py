@@ -209,3 +209,25 @@ def published_laws() -> pd.DataFrame:
 # 2024, their grids of models from 5M to 901M parameters.
 STUDIED_SIZES = {"Chinchilla's runs (Hoffmann et al. 2022)": (7e7, 1.6e10),
                  "Porian et al.'s (2024)": (5e6, 9.01e8)}
+
+
+# The lecture's Chinchilla table (section 2.5): parameters, their compute-optimal tokens, and
+# the training FLOPs, as the lecture prints them.
+LECTURE_CHINCHILLA = pd.DataFrame([
+    (400e6, 8e9, 1.9e19), (1e9, 20e9, 1.2e20), (10e9, 200e9, 1.2e22), (67e9, 1.3e12, 5.4e23),
+    (175e9, 3.5e12, 3.7e24), (280e9, 5.6e12, 9.4e24), (520e9, 10.4e12, 3.2e25),
+], columns=["n_params", "n_tokens", "compute"])
+
+
+def lecture_chinchilla_table() -> pd.DataFrame:
+    """The lecture's Chinchilla table row by row: its tokens per parameter, 6·N·D from its own
+    N and D over its FLOPs, and at its FLOPs the compute-optimal N of each published parametric
+    law (Chinchilla's approach 3 as published, and its replication) over the lecture's N."""
+    out = LECTURE_CHINCHILLA.copy()
+    out["tokens_per_param"] = out["n_tokens"] / out["n_params"]
+    out["6ND / compute"] = 6 * out["n_params"] * out["n_tokens"] / out["compute"]
+    for law in (CHINCHILLA, CHINCHILLA_REPLICATION):
+        n_opt, d_opt = law.optimal(out["compute"].to_numpy())
+        out[f"N_opt / N ({law.name})"] = n_opt / out["n_params"]
+        out[f"tokens/param ({law.name})"] = d_opt / n_opt
+    return out
