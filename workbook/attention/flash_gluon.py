@@ -269,17 +269,19 @@ if gluon_available():
         ], [4, 1], [240, 24])
 
 
-def why_not(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_n: int = 128,
-            stages: int = 2) -> str | None:
-    """None if the Gluon forward runs on these tensors here, else why not, in one line (bad
-    input first, whatever the machine; then what this machine lacks)."""
+def input_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_n: int, stages: int,
+                  *, dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16),
+                  head_dims: tuple[int, ...] = HEAD_DIMS) -> str | None:
+    """What is wrong with these inputs and tiles for the kernel, in one line naming what is
+    allowed, or None. The CPU model (:mod:`.gluon_cpu`) allows more dtypes and head_dims."""
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         return f"q, k, v must share one shape (batch, n_heads, seq_len, head_dim); got " \
                f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-    if q.shape[-1] not in HEAD_DIMS:
-        return f"head_dim={q.shape[-1]}; allowed: {', '.join(map(str, HEAD_DIMS))}"
-    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16):
-        return f"dtype {q.dtype}; allowed: float16, bfloat16 (one dtype for q, k and v)"
+    if q.shape[-1] not in head_dims:
+        return f"head_dim={q.shape[-1]}; allowed: {', '.join(map(str, head_dims))}"
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        return f"dtype {q.dtype}; allowed: {names} (one dtype for q, k and v)"
     if q.shape[2] % BLOCK_M or not all(t.is_contiguous() for t in (q, k, v)):
         return f"seq_len must be a multiple of {BLOCK_M} and q, k, v contiguous; got " \
                f"seq_len={q.shape[2]}"
@@ -287,6 +289,16 @@ def why_not(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_n: int = 12
         return f"block_n={block_n}; allowed: {', '.join(map(str, BLOCK_N_ALLOWED))}"
     if stages not in STAGES_ALLOWED:
         return f"stages={stages}; allowed: {', '.join(map(str, STAGES_ALLOWED))}"
+    return None
+
+
+def why_not(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_n: int = 128,
+            stages: int = 2) -> str | None:
+    """None if the Gluon forward runs on these tensors here, else why not, in one line (bad
+    input first, whatever the machine; then what this machine lacks)."""
+    problem = input_problem(q, k, v, block_n, stages)
+    if problem:
+        return problem
     if not gluon_available():
         return "the Gluon forward needs Triton with triton.experimental.gluon (3.5 or newer)"
     if q.device.type != "cuda" or torch.cuda.get_device_capability(q.device)[0] < 9:

@@ -27,12 +27,7 @@ from pathlib import Path
 
 import torch
 
-from workbook.attention.flash_gluon import (
-    BLOCK_M,
-    BLOCK_N_ALLOWED,
-    STAGES_ALLOWED,
-    launch_arguments,
-)
+from workbook.attention.flash_gluon import BLOCK_M, input_problem, launch_arguments
 from workbook.attention.gluon_model import (
     Descriptor,
     KernelFault,
@@ -44,6 +39,10 @@ from workbook.attention.tiled import causal_mask, reference_attention
 from workbook.config import WorkbookError, check_flag, check_range
 
 SOURCE = Path(__file__).with_name("flash_gluon.py")
+
+# what the model runs besides the GPU's fp16/bf16 at head_dim 64/128: float64 (exact arithmetic)
+MODEL_DTYPES = (torch.float64, torch.float16, torch.bfloat16)
+MODEL_HEAD_DIMS = tuple(range(16, 257, 16))
 
 
 # ---- the kernel's source, and one launch -------------------------------------------------
@@ -96,21 +95,11 @@ def run_gluon_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     for name, flag in (("causal", causal), ("pingpong", pingpong), ("trace", trace)):
         check_flag(name, flag)
     _check_count("seed", seed, 0, 2**31 - 1)
-    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
-        raise WorkbookError(f"q, k, v must share one shape (batch, n_heads, seq_len, "
-                            f"head_dim); got {tuple(q.shape)}, {tuple(k.shape)}, "
-                            f"{tuple(v.shape)}")
-    if q.dtype not in (torch.float64, torch.float16, torch.bfloat16) or \
-            not q.dtype == k.dtype == v.dtype:
-        raise WorkbookError(f"dtype {q.dtype}; allowed: float64 (exact), float16, bfloat16")
-    batch, heads, seq_len, head_dim = q.shape
-    if seq_len % BLOCK_M or head_dim % 16 or not 16 <= head_dim <= 256:
-        raise WorkbookError(f"seq_len must be a multiple of {BLOCK_M} and head_dim a multiple"
-                            f" of 16 in 16..256; got seq_len={seq_len}, head_dim={head_dim}")
-    if block_n not in BLOCK_N_ALLOWED:
-        raise WorkbookError(f"block_n={block_n}; allowed: {', '.join(map(str, BLOCK_N_ALLOWED))}")
-    if stages not in STAGES_ALLOWED:
-        raise WorkbookError(f"stages={stages}; allowed: {', '.join(map(str, STAGES_ALLOWED))}")
+    problem = input_problem(q, k, v, block_n, stages, dtypes=MODEL_DTYPES,
+                            head_dims=MODEL_HEAD_DIMS)
+    if problem:
+        raise WorkbookError(problem)
+    batch, heads, seq_len, _ = q.shape
     code = kernel_code(source)   # before any work: an edit that does not parse fails here
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     out = torch.zeros_like(q)
