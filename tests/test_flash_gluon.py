@@ -33,7 +33,8 @@ def definition(q, k, v, causal=False):
     s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if causal:
         n = q.shape[-2]
-        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1),
+                          float("-inf"))
     return torch.softmax(s, dim=-1) @ v
 
 
@@ -135,6 +136,38 @@ def test_gluon_forward_equals_pytorch_on_hopper():
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     print(proc.stdout)   # each case's errors, for the device log (pytest -s)
 
+
+
+def test_flash_forward_runs_gluon_only_where_it_runs():
+    """flash_forward's default picks the Gluon kernel on Hopper with Gluon, else the TMA kernel
+    (whole 128-row tiles) or the portable one; never Gluon on a CPU or for odd lengths."""
+    from workbook.attention import flash_triton as FT
+
+    whole, odd = (torch.zeros(1, 2, n, 64, dtype=torch.bfloat16) for n in (256, 200))
+    assert FT.forward_kernel(odd, odd, odd) == "portable"
+    assert FT.forward_kernel(whole, whole, whole) in ("tma", "portable")
+    if HOPPER and G.gluon_available():
+        whole = whole.cuda()
+        assert FT.forward_kernel(whole, whole, whole) == "gluon"
+        assert FT.forward_kernel(odd.cuda(), odd.cuda(), odd.cuda()) == "portable"
+
+
+@pytest.mark.skipif(not (HOPPER and G.gluon_available()), reason="needs a Hopper GPU and Gluon")
+def test_attention_with_gluon_forward_has_the_reference_gradients():
+    """The autograd Function on Hopper: Gluon forward (its log-sum-exp) + the Triton backward."""
+    from workbook.attention.flash_triton_backward import flash_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    for causal in (False, True):
+        q, k, v = (torch.randn(2, 3, 512, 128, generator=gen, device="cuda",
+                               dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        grad = torch.randn_like(q)
+        got = torch.autograd.grad(flash_attention(q, k, v, causal=causal), (q, k, v), grad)
+        ref = torch.autograd.grad(definition(q.double(), k.double(), v.double(), causal),
+                                  (q, k, v), grad.double())
+        for name, g, r in zip("qkv", got, ref, strict=True):
+            err = ((g.double() - r).norm() / r.norm()).item()
+            assert err < 2e-2, f"d{name} causal={causal}: relative error {err:.1e}"
 
 # ------------------------------------------------ the exponentials' budget (attention.budget)
 

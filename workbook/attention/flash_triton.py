@@ -9,9 +9,11 @@ O (N×d) and the log-sum-exp per row (N numbers), which the backward uses to rec
 This is the same algorithm as :func:`workbook.attention.tiled.tiled_attention_forward`, which
 runs on a CPU and is the version to read first.
 
-On Hopper and newer GPUs :func:`flash_forward` runs the same algorithm with its tiles fetched
-by the Tensor Memory Accelerator, from :mod:`workbook.attention.flash_triton_hopper`. The
-backward, and the autograd Function that pairs the two, are in
+On Hopper and newer GPUs :func:`flash_forward` runs the same algorithm arranged as
+FlashAttention-3 arranges it, in Gluon (:mod:`workbook.attention.flash_gluon`: a producer warp
+and two consumer warpgroups), where Triton has Gluon and the shapes fit it; else with its
+tiles fetched by the Tensor Memory Accelerator (:mod:`workbook.attention.flash_triton_hopper`).
+The backward, and the autograd Function that pairs the two, are in
 :mod:`workbook.attention.flash_triton_backward`.
 
 Triton is optional (GPU machines have it; ``make test`` installs it on Linux x86-64 for the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from workbook.attention import flash_gluon
 from workbook.attention.flash_triton_hopper import flash_forward_tma, tma_applies
 from workbook.config import WorkbookError
 from workbook.profiling import interpreter_numpy_fix, interpreting, triton_available
@@ -217,14 +220,16 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
 
     ``block_m``/``block_n`` fix the tile sizes (the interpreter and the tests use small ones);
     left out, the autotuner picks among :data:`FORWARD_CONFIGS`, or, on Hopper when the
-    sequence is whole 128-row tiles, the TMA kernel (:mod:`.flash_triton_hopper`, its
-    ``FORWARD_TMA_CONFIGS``); ``use_tma=False`` keeps the portable kernel there too (to
-    compare the two); fixed tiles go to the portable kernel unless ``use_tma=True`` asks for
-    the TMA one (to tune it). ``launch`` (``num_warps``, ``num_stages``, and for TMA
-    ``WARP_SPEC``, ``OVERLAP`` (the hand-pipelined loop), ``PERSISTENT`` (k programs per SM
-    looping over the tiles), ``PAIR`` (a program of two halves of ``block_m`` rows sharing
-    each K/V tile) and, with PAIR, ``LAZY`` (the running max moved only when it grows by
-    more than a factor 256) or ``EXP16`` (its exponentials in float16, two per instruction;
+    sequence is whole 128-row tiles, the Gluon kernel (:mod:`.flash_gluon`, FA3's arrangement;
+    :func:`forward_kernel` says which runs) where Triton has Gluon, else the TMA kernel
+    (:mod:`.flash_triton_hopper`, its ``FORWARD_TMA_CONFIGS``); ``use_tma=True`` picks the TMA
+    kernel and ``use_tma=False`` the portable one there too (to compare them); fixed tiles go
+    to the portable kernel unless ``use_tma=True`` asks for the TMA one (to tune it).
+    ``launch`` (``num_warps``, ``num_stages``, and for TMA ``WARP_SPEC``, ``OVERLAP`` (the
+    hand-pipelined loop), ``PERSISTENT`` (k programs per SM looping over the tiles), ``PAIR``
+    (a program of two halves of ``block_m`` rows sharing each K/V tile) and, with PAIR,
+    ``LAZY`` (the running max moved only when it grows by more than a factor 256) or
+    ``EXP16`` (its exponentials in float16, two per instruction;
     GPU only); each explained in :mod:`.flash_triton_hopper`) goes with fixed tiles.
     """
     check_inputs(q, k, v)
@@ -254,6 +259,9 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
                             f"and of BLOCK_M; got seq_len={seq_len}")
     tma = bool(use_tma or (use_tma is None and block_m is None and applies))
     check_launch(launch, tma, fixed_tiles)
+    if use_tma is None and block_m is None and flash_gluon.why_not(q, k, v) is None:
+        return flash_gluon.flash_forward_gluon(q, k, v, causal=causal, scale=scale,
+                                               store_lse=store_lse)
     if tma:
         config = None if block_m is None else {"BLOCK_M": block_m, "BLOCK_N": block_n,
                                                **(launch or {})}
@@ -268,6 +276,14 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
 
         _attn_fwd_tuned[grid](*args, HEAD_DIM=head_dim, CAUSAL=causal, STORE_LSE=store_lse)
     return out, (lse if store_lse else None)
+
+
+def forward_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+    """Which kernel :func:`flash_forward` runs on these tensors with its tiles left out:
+    ``gluon`` (:mod:`.flash_gluon`), ``tma`` (:mod:`.flash_triton_hopper`) or ``portable``."""
+    if flash_gluon.why_not(q, k, v) is None:
+        return "gluon"
+    return "tma" if tma_applies(q, k, v) else "portable"
 
 
 def fixed_forward_args(tuned: bool) -> dict:
