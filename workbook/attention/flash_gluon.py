@@ -35,6 +35,7 @@ the TMA kernel is the device's to say: ``scripts/gpu_flash_forward_tuning.py --g
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -54,6 +55,7 @@ STAGES_ALLOWED: tuple[int, ...] = (2, 3)
 BLOCK_N_ALLOWED: tuple[int, ...] = (64, 128)
 
 
+@functools.cache
 def gluon_available() -> bool:
     """Triton with its Gluon dialect and Hopper's primitives is importable (Triton 3.5 on;
     an older Triton, or none, has no ``triton.experimental.gluon``)."""
@@ -308,10 +310,17 @@ def why_not(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_n: int = 12
 
 
 def descriptor_layout(block: list[int], dtype: torch.dtype):
-    """The swizzled shared-memory layout a TMA tile of ``block`` lands in (wgmma reads it)."""
+    """The swizzled shared-memory layout a TMA tile of ``block`` lands in (wgmma reads it).
+    Made once per block and dtype: a layout is immutable, and making it is a third of the
+    host's Python work per call (the host path is what a reader's single call waits for)."""
+    return _shared_layout(tuple(block), dtype)
+
+
+@functools.cache
+def _shared_layout(block: tuple[int, ...], dtype: torch.dtype):
     from triton.experimental.gluon import language as gl
     return gl.NVMMASharedLayout.get_default_for(
-        block, gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
+        list(block), gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
 def flash_forward_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,

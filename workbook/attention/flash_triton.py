@@ -233,6 +233,10 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     GPU only); each explained in :mod:`.flash_triton_hopper`) goes with fixed tiles.
     """
     check_inputs(q, k, v)
+    if use_tma is None and block_m is None and launch is None and \
+            flash_gluon.why_not(q, k, v) is None:   # first: a reader's call waits for the host
+        return flash_gluon.flash_forward_gluon(q, k, v, causal=causal, scale=scale,
+                                               store_lse=store_lse)
     batch, n_heads, seq_len, head_dim = q.shape
     scale = head_dim ** -0.5 if scale is None else scale
     out = torch.empty_like(q)
@@ -259,9 +263,6 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
                             f"and of BLOCK_M; got seq_len={seq_len}")
     tma = bool(use_tma or (use_tma is None and block_m is None and applies))
     check_launch(launch, tma, fixed_tiles)
-    if use_tma is None and block_m is None and flash_gluon.why_not(q, k, v) is None:
-        return flash_gluon.flash_forward_gluon(q, k, v, causal=causal, scale=scale,
-                                               store_lse=store_lse)
     if tma:
         config = None if block_m is None else {"BLOCK_M": block_m, "BLOCK_N": block_n,
                                                **(launch or {})}
