@@ -29,8 +29,14 @@ Gluon kernels run on Hopper or newer GPUs only: Triton's interpreter does not ru
 CPU tests compile this kernel for sm_90 and read its registers, spills and shared memory
 (:func:`workbook.profiling.kernel_resources`), and run this file's source in a model of one SM
 (:mod:`.gluon_cpu`: barriers, copies in flight, interleavings; the outputs against the
-definition); the GPU test checks its outputs against PyTorch's. Whether it is faster than
-the TMA kernel is the device's to say: ``scripts/gpu_flash_forward_tuning.py --gluon``.
+definition); the GPU test checks its outputs against PyTorch's.
+
+Timed on the H200 (2026-12-05, Triton 3.6, B4 H16 d 128 bf16, calls queued; ``scripts/
+gpu_flash_forward_tuning.py --gluon``, log ``data/results/logs/flash_gluon_fa72692c5360.txt``):
+ring 2 with 128-row K/V tiles ran 696/655/638 TFLOP/s at N = 4k/8k/16k beside cuDNN's
+681/632/623 and the TMA kernel's best 553/558/540; a ring of 3 and pingpong gained nothing,
+64-row K/V tiles lost. So :func:`.flash_triton.flash_forward` runs this kernel (ring 2,
+128-row tiles) on Hopper wherever it applies.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ suggest, each timed on an H200 by ``scripts/gpu_flash_forward_tuning.py`` (the n
 
 :func:`workbook.attention.flash_triton.flash_forward` calls :func:`flash_forward_tma` when the
 GPU is Hopper or newer and the sequence splits into whole 128-row tiles (a TMA tile must not
-straddle two heads): :func:`tma_applies`. ``TRITON_INTERPRET=1`` runs it on a CPU, slowly.
+straddle two heads): :func:`tma_applies`; where Triton has Gluon it runs the Gluon forward
+(:mod:`.flash_gluon`, faster on the H200) instead, and ``use_tma=True`` still picks this one.
+``TRITON_INTERPRET=1`` runs it on a CPU, slowly.
 """
 
 from __future__ import annotations
