@@ -145,7 +145,7 @@ def test_flash_forward_runs_gluon_only_where_it_runs():
 
     whole, odd = (torch.zeros(1, 2, n, 64, dtype=torch.bfloat16) for n in (256, 200))
     assert FT.forward_kernel(odd, odd, odd) == "portable"
-    assert FT.forward_kernel(whole, whole, whole) in ("tma", "portable")
+    assert FT.forward_kernel(whole, whole, whole) == "portable"   # CPU: interpreter or none
     if HOPPER and G.gluon_available():
         whole = whole.cuda()
         assert FT.forward_kernel(whole, whole, whole) == "gluon"

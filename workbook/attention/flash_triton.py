@@ -234,7 +234,7 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     """
     check_inputs(q, k, v)
     if use_tma is None and block_m is None and launch is None and \
-            flash_gluon.why_not(q, k, v) is None:   # first: a reader's call waits for the host
+            forward_kernel(q, k, v) == "gluon":   # first: a reader's call waits for the host
         return flash_gluon.flash_forward_gluon(q, k, v, causal=causal, scale=scale,
                                                store_lse=store_lse)
     batch, n_heads, seq_len, head_dim = q.shape
@@ -281,10 +281,11 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
 
 def forward_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
     """Which kernel :func:`flash_forward` runs on these tensors with its tiles left out:
-    ``gluon`` (:mod:`.flash_gluon`), ``tma`` (:mod:`.flash_triton_hopper`) or ``portable``."""
+    ``gluon`` (:mod:`.flash_gluon`), ``tma`` (:mod:`.flash_triton_hopper`) or ``portable``
+    (also in Triton's interpreter, where flash_forward fixes small tiles of its own)."""
     if flash_gluon.why_not(q, k, v) is None:
         return "gluon"
-    return "tma" if tma_applies(q, k, v) else "portable"
+    return "tma" if tma_applies(q, k, v) and not interpreting() else "portable"
 
 
 def fixed_forward_args(tuned: bool) -> dict:
