@@ -6,6 +6,8 @@
 #   SEED=1 bash scripts/gpu_scaling.sh full              # another seed (init and batches): its own sweep
 #   bash scripts/gpu_scaling.sh batch                    # one size, 2 batches x 2 token counts (~90 s)
 #   bash scripts/gpu_scaling.sh onebatch                 # the largest budget, one batch for all (~260 s)
+#   bash scripts/gpu_scaling.sh graphs                   # the CUDA-graph step: its GPU test, then
+#                                                        # the largest budget eager and graphed
 #
 # Uses the stdlib-source token cache (data/cache/scaling/); where it is missing the sweep builds
 # it first (a BPE trained on the stdlib: outside the sweep's own wall time, inside the call's),
@@ -28,6 +30,16 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | t
 if [ "$MODE" = probe ]; then
   python3 -m workbook run scaling_isoflop --preset full --in-process \
     --set 'budgets=[3e13]' --set sizes_per_budget=7 "${SETS[@]}" 2>&1 | tee -a "$OUT/log.txt"
+  exit 0
+fi
+
+if [ "$MODE" = graphs ]; then   # training.train_static's CUDA graph on this GPU, beside eager
+  python3 -m pytest -q -s -p no:cacheprovider -o addopts="" tests/test_training_static.py \
+    2>&1 | tee -a "$OUT/log.txt"
+  for g in false true; do   # no checkpoint: an eager point must not stand in for a graphed one
+    python3 -m workbook run scaling_isoflop --preset full --in-process --seed "$SEED" \
+      --set 'budgets=[2e14]' --set cuda_graph=$g "${@/#/--set=}" 2>&1 | tee -a "$OUT/log.txt"
+  done
   exit 0
 fi
 

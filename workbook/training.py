@@ -6,7 +6,9 @@ any ``batches(step, generator)`` a topic supplies), AdamW with warm-up and cosin
 autocast on a GPU, gradient clipping, and a held-out loss every few steps; ``loss_fn`` swaps the
 next-token loss for another objective (DPO's). :func:`backward_step` is its update (clear,
 backward, clip, step), public so that a probe timing or measuring single steps takes the same
-update instead of writing its own.
+update instead of writing its own. :func:`train_static` is the same pre-training update with
+every per-step value held in device tensors (:class:`StaticStep`), so that the scaling sweep's
+launch-bound tiny models can replay it from a CUDA graph.
 :class:`MasterWeightAdamW` is the optimizer of pure-BF16 training (08 explains it; 02 times
 it).
 
@@ -29,7 +31,7 @@ from workbook.data import random_batch, token_ids
 from workbook.hardware import torch_threads
 
 __all__ = ["TrainConfig", "next_token_loss", "lr_at", "make_optimizer", "autocast",
-           "evaluate", "backward_step", "train", "MasterWeightAdamW"]
+           "evaluate", "backward_step", "train", "StaticStep", "train_static", "MasterWeightAdamW"]
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, *, betas=(0.9, 0.95),
-                   master_weights: bool = False):
+                   master_weights: bool = False, lr: torch.Tensor | None = None):
     """AdamW with weight decay on matrices only (not on norms), fused on a GPU.
 
     ``master_weights=True``: :class:`MasterWeightAdamW` (FP32 copies of BF16 weights).
+    ``lr``: a 0-d tensor on the model's device that every group reads its learning rate from
+    (fused, and capturable on a GPU): a step that sets it in place can be replayed from a CUDA
+    graph (:class:`StaticStep`).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -94,6 +99,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, *, betas=(0.9, 0.95
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if lr is not None:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True,
+                                 capturable=lr.device.type == "cuda")
     fused = all(p.is_cuda for p in params)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=fused)
 
@@ -245,6 +253,105 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
                               strict=True):
             row["loss"] = value
     return pd.DataFrame(rows)
+
+
+class StaticStep:
+    """One pre-training step whose every input is a tensor on the device, read at a step counter
+    that is itself a device tensor: the window starts of each step (``starts``, (steps, batch)),
+    the learning rates (:func:`lr_at`, precomputed), the loss written to ``losses[step]``.
+    Nothing in it reads a value back to Python, so it can be captured once in a CUDA graph and
+    replayed (:func:`train_static`); called directly, it is the same update as :func:`train`'s
+    on the same batches (AdamW with decay on matrices, clipping, bf16 autocast on a GPU).
+
+    The model should run :data:`workbook.model.CAUSAL_SDPA` attention: under capture,
+    transformers' own "sdpa" builds an explicit mask (it cannot check for packed sequences
+    there), which costs SDPA its FlashAttention kernel.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, ids: torch.Tensor,
+                 starts: torch.Tensor, *, betas=(0.9, 0.95), clip: float | None = 1.0):
+        if starts.dim() != 2 or tuple(starts.shape) != (cfg.steps, cfg.batch_size):
+            raise WorkbookError(f"starts must be (steps, batch_size) = ({cfg.steps}, "
+                                f"{cfg.batch_size}); got {tuple(starts.shape)}")
+        self.model, self.ids, self.clip = model, ids, clip
+        self.device = ids.device
+        self.starts = starts.to(self.device)
+        self.lrs = torch.tensor([lr_at(i, cfg) for i in range(cfg.steps)], device=self.device)
+        self.lr = torch.zeros((), device=self.device)
+        self.step = torch.zeros((), dtype=torch.long, device=self.device)
+        self.losses = torch.zeros(cfg.steps, device=self.device)
+        self.offsets = torch.arange(cfg.seq_len + 1, device=self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(model, cfg, betas=betas, lr=self.lr)
+
+    def __call__(self) -> None:
+        at = self.step.view(1)
+        self.lr.copy_(self.lrs.index_select(0, at).view(()))
+        window = self.ids[self.starts.index_select(0, at).view(-1, 1) + self.offsets]
+        # no autocast cache: a graph must not keep casts made outside it
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda", cache_enabled=False):
+            logits = _logits(self.model, window[:, :-1])
+        loss = next_token_loss(logits, window[:, 1:])
+        loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+        self.optimizer.step()
+        self.losses.index_copy_(0, at, loss.detach().float().view(1))
+        self.step.add_(1)
+
+
+def train_static(model: torch.nn.Module, cfg: TrainConfig, ids: torch.Tensor,
+                 starts: torch.Tensor, *, betas=(0.9, 0.95), clip: float | None = 1.0,
+                 cuda_graph: bool = False, eager_steps: int = 3) -> tuple[torch.Tensor, dict]:
+    """Pre-train ``model`` for ``cfg.steps`` steps of :class:`StaticStep` on windows of ``ids``
+    (a token stream on the device) starting at ``starts`` (steps, batch_size); return the
+    per-step train losses (on the device) and ``{"graphed_steps", "graph_error"}``.
+
+    ``cuda_graph=True`` (a GPU): the first ``eager_steps`` run as usual (they create the
+    optimizer's state and warm up the libraries, on a side stream as CUDA graphs need), then one
+    step is captured in a CUDA graph and the rest replay it: no Python, no kernel launches, no
+    host sync per step. That is what a launch-bound tiny model's step is mostly made of. Where
+    capture fails, the error is returned and the rest runs eagerly (``graphed_steps`` 0).
+    """
+    check_range("eager_steps", eager_steps, 1, 1000)
+    cuda = ids.device.type == "cuda"
+    if cuda_graph and not cuda:
+        raise WorkbookError("cuda_graph needs the token stream on a GPU; allowed on a CPU: "
+                            "cuda_graph=False")
+    step = StaticStep(model, cfg, ids, starts, betas=betas, clip=clip)
+    model.train()
+    n_eager = min(cfg.steps, eager_steps) if cuda_graph else cfg.steps
+    side = torch.cuda.Stream() if cuda else None
+    if side is not None:
+        side.wait_stream(torch.cuda.current_stream())
+    threads = contextlib.nullcontext() if cuda else torch_threads()
+    with torch.cuda.stream(side) if cuda else contextlib.nullcontext(), threads:
+        for _ in range(n_eager):
+            step.optimizer.zero_grad(set_to_none=True)
+            step()
+    if side is not None:
+        torch.cuda.current_stream().wait_stream(side)
+    info = {"graphed_steps": 0, "graph_error": ""}
+    rest = cfg.steps - n_eager
+    if rest:
+        graph = torch.cuda.CUDAGraph()
+        step.optimizer.zero_grad(set_to_none=True)   # the graph's backward makes its own grads
+        try:
+            with torch.cuda.graph(graph):
+                step()
+        except RuntimeError as exc:   # an op that cannot be captured: the rest runs eagerly
+            info["graph_error"] = str(exc).splitlines()[0][:200]
+            torch.cuda.synchronize()   # a broken capture must not leave the device broken
+            for _ in range(rest):
+                step.optimizer.zero_grad(set_to_none=True)
+                step()
+        else:
+            for _ in range(rest):
+                graph.replay()
+            info["graphed_steps"] = rest
+    model.eval()
+    return step.losses, info
 
 
 class MasterWeightAdamW:

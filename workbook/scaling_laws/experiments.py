@@ -25,7 +25,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +32,18 @@ import pandas as pd
 import torch
 
 from workbook import results, training
-from workbook.config import ProjectPath, WorkbookError, check_choice, check_range, takes_rows
+from workbook.config import (
+    ProjectPath,
+    WorkbookError,
+    check_choice,
+    check_flag,
+    check_range,
+    takes_rows,
+)
 from workbook.data import CORPORA, corpus_sha, corpus_token_ids
 from workbook.flops import flops_per_token
 from workbook.hardware import torch_device
-from workbook.model import ModelConfig, build_model, count_params
+from workbook.model import ModelConfig, build_model, count_params, use_causal_sdpa
 from workbook.registry import Experiment
 from workbook.scaling_laws.fits import StepTime, fit_step_time
 from workbook.scaling_laws.laws import TOKENS_PER_PARAM
@@ -103,6 +109,9 @@ class IsoFlopConfig:
     # batch its largest size gets that way, and the smaller ones take more steps
     batch_rule: str = "steps"
     ladder: tuple[tuple[int, int, int], ...] = LADDER
+    # replay each point's step from a CUDA graph after its first steps (a GPU only;
+    # workbook.training.train_static): not yet run on a GPU, so off in every preset
+    cuda_graph: bool = False
     time_limit_s: float = 540.0
     checkpoint: ProjectPath = ""  # CSV that keeps finished points; a rerun skips them
     device: str = "auto"
@@ -133,6 +142,7 @@ class IsoFlopConfig:
         check_range("eval_tokens", self.eval_tokens, self.seq_len, 10_000_000)
         check_range("center_tokens_per_param", self.center_tokens_per_param, 0.1, 10_000)
         check_choice("batch_rule", self.batch_rule, BATCH_RULES)
+        check_flag("cuda_graph", self.cuda_graph)
         check_range("time_limit_s", self.time_limit_s, 1, 86_400)
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
 
@@ -264,44 +274,43 @@ def eval_windows(val_ids, n_tokens: int, seq_len: int):
 
 def train_point(point: dict, cfg: IsoFlopConfig, train_ids: torch.Tensor,
                 val_windows: torch.Tensor, seed: int, device: torch.device) -> dict:
-    """Train one model for ``point['steps']`` steps (:func:`workbook.training.train`); return
-    its held-out loss, the mean loss of its last 10 % of steps, and its timing.
+    """Train one model for ``point['steps']`` steps (:func:`workbook.training.train_static`);
+    return its held-out loss, the mean loss of its last 10 % of steps, and its timing (with
+    ``cfg.cuda_graph``, also how many steps replayed the CUDA graph).
 
-    Batches are random windows of the training stream drawn on the device with a seeded
+    Every step's windows of the training stream are drawn up front on the device with a seeded
     generator, and no loss is read back until the end: tiny models are launch-bound, and a
-    host-device sync per step would halve their speed.
+    host-device sync per step would halve their speed. (transformers' Llama still reads one
+    value per forward, to check for packed sequences, unless the step is replayed from a CUDA
+    graph: ``cuda_graph=True`` removes that sync and the launches.)
     """
     shape = (int(point["d_model"]), int(point["n_layers"]), int(point["n_heads"]))
-    model = build_model(model_config(shape, cfg), seed).to(device).train()
+    model = use_causal_sdpa(build_model(model_config(shape, cfg), seed).to(device))
     steps, batch = int(point["steps"]), int(point["batch_size"])
     tcfg = training.TrainConfig(steps=steps, batch_size=batch, seq_len=cfg.seq_len,
                                 lr=point["lr"], warmup=int(point["warmup"]), weight_decay=0.1,
                                 eval_every=steps)
-    optimizer = training.make_optimizer(model, tcfg, betas=(0.9, float(point["beta2"])))
     gen = torch.Generator(device=device).manual_seed(seed)
-    offsets = torch.arange(cfg.seq_len + 1, device=device)
-
-    def batches(_step: int, _cpu_gen: torch.Generator):
-        starts = torch.randint(0, len(train_ids) - cfg.seq_len - 1, (batch,), generator=gen,
-                               device=device)
-        window = train_ids[starts[:, None] + offsets]           # (batch, seq_len + 1)
-        return window[:, :-1], window[:, 1:]
-
+    starts = torch.randint(0, len(train_ids) - cfg.seq_len - 1, (steps, batch), generator=gen,
+                           device=device)
+    graphed = cfg.cuda_graph and device.type == "cuda"
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    log = training.train(model, tcfg, seed=seed, device=device, batches=batches,
-                         optimizer=optimizer, validate=lambda: math.nan)  # held-out: below
+    losses, info = training.train_static(model, tcfg, train_ids, starts,
+                                         betas=(0.9, float(point["beta2"])), cuda_graph=graphed)
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_s = time.perf_counter() - t0
-    tail_from = steps - max(1, steps // 10)
-    tail = log[(log["split"] == "train") & (log["step"] > tail_from)]["loss"]
-    # summed in float32 in step order, as the losses were summed on the device before
-    tail_sum = float(reduce(lambda acc, v: np.float32(acc + np.float32(v)), tail, np.float32(0)))
-    return {"val_loss": evaluate_windows(model, val_windows, device),
-            "train_loss": tail_sum / (steps - tail_from), "train_s": train_s,
-            "tokens_per_s": steps * batch * cfg.seq_len / train_s}
+    if info["graph_error"]:
+        print(f"CUDA graph capture failed, ran eagerly: {info['graph_error']}", flush=True)
+    tail = losses[steps - max(1, steps // 10):]
+    measured = {"val_loss": evaluate_windows(model, val_windows, device),
+                "train_loss": float(tail.mean()), "train_s": train_s,
+                "tokens_per_s": steps * batch * cfg.seq_len / train_s}
+    if cfg.cuda_graph:
+        measured["graphed_steps"] = info["graphed_steps"]
+    return measured
 
 
 @torch.no_grad()
@@ -320,7 +329,7 @@ def evaluate_windows(model: torch.nn.Module, windows: torch.Tensor, device: torc
 _POINT_KEY = ("budget", "d_model", "n_layers", "n_heads", "steps", "batch_size", "lr", "warmup",
               "beta2")
 _UNITS = {"val_loss": "nats/token", "train_loss": "nats/token", "train_s": "s",
-          "tokens_per_s": "tokens/s"}
+          "tokens_per_s": "tokens/s", "graphed_steps": "steps"}
 
 
 def _point_rows(point: dict, measured: dict | None, extra: dict) -> pd.DataFrame:
@@ -377,7 +386,8 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
              "vocab_size": cfg.vocab_size, "seq_len": cfg.seq_len, "seed": seed,
              "device_type": device.type, "sweep_commit": results.git_commit(),
              # only where it is not the default: the ledger's older sweeps have no such column
-             **({"batch_rule": cfg.batch_rule} if cfg.batch_rule != "steps" else {})}
+             **({"batch_rule": cfg.batch_rule} if cfg.batch_rule != "steps" else {}),
+             **({"cuda_graph": True} if cfg.cuda_graph else {})}
     frames, t_start, reused_s, n_reused = [], time.perf_counter(), 0.0, 0
     for point in plan.to_dict("records"):
         reused = _done(done, point, extra)
@@ -416,10 +426,13 @@ def run_isoflop(cfg: IsoFlopConfig, seed: int = 0,
 def print_point(rows: pd.DataFrame) -> None:
     """One finished point of :func:`run_isoflop` as a line of the run's log."""
     r = rows.iloc[0]
-    loss = rows.loc[rows["metric"] == "val_loss", "value"].iloc[0]
+    value = rows.set_index("metric")["value"]
+    took = f" in {value['train_s']:.1f} s" if "train_s" in value else ""
+    graphed = (f", {value['graphed_steps']:.0f} steps graphed" if "graphed_steps" in value
+               else "")
     print(f"C={r['budget']:.2g} N={r['n_params'] / 1e6:.3f}M D={r['n_tokens'] / 1e6:.2f}M "
-          f"steps={r['steps']} batch={r['batch_size']} -> val_loss={loss:.4f} "
-          f"[{r['status']}]", flush=True)
+          f"steps={r['steps']} batch={r['batch_size']} -> val_loss={value['val_loss']:.4f} "
+          f"[{r['status']}]{took}{graphed}", flush=True)
 
 
 def _run_experiment(cfg: IsoFlopConfig, seed: int) -> pd.DataFrame:
