@@ -108,7 +108,8 @@ def run_batch_tokens(cfg: BatchTokensConfig, seed: int = 0) -> pd.DataFrame:
     for run in plan_runs(cfg).to_dict("records"):
         measured = train_point(run, sweep, train_ids, val, seed, device)
         out += [{**run, **extra, "metric": metric, "value": value,
-                 "unit": {"train_s": "s", "tokens_per_s": "tokens/s"}.get(metric, "nats/token"),
+                 "unit": {"train_s": "s", "tokens_per_s": "tokens/s",
+                          "graphed_steps": "steps"}.get(metric, "nats/token"),
                  "source": "measured", "status": "ok"} for metric, value in measured.items()]
     return pd.DataFrame(out)
 

@@ -14,9 +14,12 @@ were set up: every point takes about ``target_steps`` optimizer steps (the batch
 point; a fixed batch would give the largest model of a budget only a few hundred steps), its
 warm-up lasts as many tokens as the model has parameters, its peak learning rate falls with
 size, and AdamW's β2 is 0.99 at small batches (0.95, the large-model default, below that
-averages too few steps' gradients). Each point trains with :func:`workbook.training.train`
-(warm-up and cosine decay to the end of *its* run, bf16 autocast on a GPU, clipping at 1), with
-batches drawn on the device and no host sync per step; all points run in one process.
+averages too few steps' gradients). Each point trains with
+:func:`workbook.training.train_static`, the update of :func:`workbook.training.train` (warm-up
+and cosine decay to the end of *its* run, bf16 autocast on a GPU, clipping at 1) with its
+batches drawn on the device up front and its losses read once at the end; all points run in one
+process. Eagerly, transformers still reads one value back per forward; ``cuda_graph=True``
+replays each step from a CUDA graph instead (no launches, no read-back).
 """
 
 from __future__ import annotations
