@@ -15,6 +15,7 @@ import time
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbook import scaling_laws as sl
 from workbook import training
@@ -23,6 +24,20 @@ from workbook.model import ModelConfig, build_model, use_causal_sdpa
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, seq_len=16)
 READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy"}
+
+
+class HostData(TorchDispatchMode):
+    """Records tensors made from Python data (``torch.tensor(...)``): on a GPU, a copy from the
+    host, which a CUDA graph would freeze at its capture-time value."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if "lift_fresh" in str(func):
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 class ReadBacks(TorchFunctionMode):
@@ -73,7 +88,8 @@ def test_the_static_step_trains_as_train_does_on_the_same_batches():
 def test_under_capture_the_static_step_reads_nothing_back(monkeypatch):
     """A CUDA graph cannot capture a step that reads a value back (``bool(tensor)``,
     ``.item()``). Eagerly, transformers reads one per forward (its check for packed sequences);
-    under capture it skips that check, and so must everything else in the step."""
+    under capture it skips that check, and so must everything else in the step; nor may the
+    step make a tensor from Python data (a host copy the graph would freeze)."""
     from transformers import masking_utils
 
     tcfg = training.TrainConfig(steps=4, batch_size=2, seq_len=CFG.seq_len, warmup=1)
@@ -85,9 +101,12 @@ def test_under_capture_the_static_step_reads_nothing_back(monkeypatch):
     monkeypatch.setitem(masking_utils.is_tracing.__globals__, "is_cuda_stream_capturing",
                         lambda: True)
     step.optimizer.zero_grad(set_to_none=True)
-    with ReadBacks() as captured:
+    with ReadBacks() as captured, HostData() as host:
         step()
-    assert captured.seen == []
+    assert captured.seen == [] and host.seen == []
+    with HostData() as control:
+        torch.ones(2) * torch.tensor(2.0)
+    assert control.seen, "the spy missed torch.tensor(...): it proves nothing"
     assert int(step.step) == 2 and bool((step.losses[:2] > 0).all())
 
 
