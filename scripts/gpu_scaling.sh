@@ -4,6 +4,7 @@
 #   bash scripts/gpu_scaling.sh probe [KEY=VALUE ...]   # one budget, 7 sizes: timing + centring
 #   bash scripts/gpu_scaling.sh full  [KEY=VALUE ...]   # the full preset, recorded in the ledger
 #   SEED=1 bash scripts/gpu_scaling.sh full              # another seed (init and batches): its own sweep
+#   SEEDS="0 1 2" bash scripts/gpu_scaling.sh full       # three sweeps in a row (checkpoint each)
 #   bash scripts/gpu_scaling.sh batch                    # one size, 2 batches x 2 token counts (~90 s)
 #   bash scripts/gpu_scaling.sh onebatch                 # the largest budget, one batch for all (~260 s)
 #   bash scripts/gpu_scaling.sh graphs                   # the CUDA-graph step: its GPU test, then
@@ -12,8 +13,9 @@
 # Uses the stdlib-source token cache (data/cache/scaling/); where it is missing the sweep builds
 # it first (a BPE trained on the stdlib: outside the sweep's own wall time, inside the call's),
 # or build it beforehand: `python -c "from workbook.data import build_stdlib_source as b; b(2048)"`.
-# Finished points go to $OUT/isoflop_checkpoint.csv as they finish; if the sweep is killed,
-# they are recorded from there. Copies the ledger, the checkpoint and the log to $OUT.
+# Finished points go to $OUT/isoflop_checkpoint.csv (full: isoflop_checkpoint_s<seed>.csv) as
+# they finish; if the sweep is killed, they are recorded from there. Copies the ledger, the
+# checkpoint and the log to $OUT.
 set -u
 MODE=${1:-full}
 SEED=${SEED:-0}
@@ -76,17 +78,25 @@ sys.exit(0 if ok else 1)"; then
   echo "data/cache/scaling/stdlib-source-v2048 is missing or not CPython 3.11.7's stdlib: carry it (or ALLOW_OTHER_TEXT=1)" | tee -a "$OUT/log.txt"
   exit 1
 fi
-start=$(date +%s)
-python3 -m workbook run scaling_isoflop --preset full --seed "$SEED" --record "${SETS[@]}" 2>&1 \
-  | tee -a "$OUT/log.txt"
-rc=${PIPESTATUS[0]}
-echo "sweep command: exit $rc, wall time $(( $(date +%s) - start )) s (process start included)" \
-  | tee -a "$OUT/log.txt"
-if [ "$rc" -ne 0 ] && [ -s "$CKPT" ]; then
-  echo "recording the finished points from the checkpoint" | tee -a "$OUT/log.txt"
-  python3 -c "from workbook.scaling_laws import record_checkpoint as r; print(r('$CKPT', seed=$SEED))" \
+# SEEDS="0 1 2": one sweep per seed, one after the other, each with its own checkpoint
+# (isoflop_checkpoint_s<seed>.csv in $OUT; a seed's sweep resumes from it in a later call)
+for SEED in ${SEEDS:-$SEED}; do
+  CKPT="$OUT/isoflop_checkpoint_s$SEED.csv"
+  SETS=(--set "checkpoint=\"$CKPT\"")
+  for kv in "$@"; do SETS+=(--set "$kv"); done
+  start=$(date +%s)
+  python3 -m workbook run scaling_isoflop --preset full --seed "$SEED" --record "${SETS[@]}" \
     2>&1 | tee -a "$OUT/log.txt"
-fi
+  rc=${PIPESTATUS[0]}
+  echo "sweep command (seed $SEED): exit $rc, wall time $(( $(date +%s) - start )) s (process" \
+    "start included)" | tee -a "$OUT/log.txt"
+  if [ "$rc" -ne 0 ] && [ -s "$CKPT" ]; then
+    echo "recording the finished points from the checkpoint" | tee -a "$OUT/log.txt"
+    python3 -c "from workbook.scaling_laws import record_checkpoint as r
+print(r('$CKPT', seed=$SEED))" 2>&1 | tee -a "$OUT/log.txt"
+  fi
+  cp data/results/scaling_isoflop.csv "$OUT/" 2>/dev/null
+done
 # the ledger goes back before the report: a call that ends during the fits keeps the record
 # (130ac1be1319's first seed-1 call ended there and returned only the checkpoint)
 cp data/results/scaling_isoflop.csv "$OUT/" 2>/dev/null
