@@ -322,11 +322,11 @@ def train_static(model: torch.nn.Module, cfg: TrainConfig, ids: torch.Tensor,
     step = StaticStep(model, cfg, ids, starts, betas=betas, clip=clip)
     model.train()
     n_eager = min(cfg.steps, eager_steps) if cuda_graph else cfg.steps
-    side = torch.cuda.Stream() if cuda else None
+    side = torch.cuda.Stream() if cuda_graph else None   # warm-up before a capture
     if side is not None:
         side.wait_stream(torch.cuda.current_stream())
     threads = contextlib.nullcontext() if cuda else torch_threads()
-    with torch.cuda.stream(side) if cuda else contextlib.nullcontext(), threads:
+    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext(), threads:
         for _ in range(n_eager):
             step.optimizer.zero_grad(set_to_none=True)
             step()
