@@ -118,6 +118,10 @@ def test_bad_input_is_one_line():
         training.train_static(model, tcfg, ids, starts, cuda_graph=True)
     with pytest.raises(WorkbookError, match=r"starts must be \(steps, batch_size\) = \(4, 2\)"):
         training.train_static(model, tcfg, ids, starts[:3])
+    past_the_end = torch.zeros_like(starts)
+    past_the_end[0, 0] = 2990              # its window would read tokens 2990 to 3006 of 3000
+    with pytest.raises(WorkbookError, match=r"starts must lie in 0 to 2983 .* got 0 to 2990"):
+        training.train_static(model, tcfg, ids, past_the_end)
     with pytest.raises(WorkbookError, match="eager_steps"):
         training.train_static(model, tcfg, ids, starts, eager_steps=0)
 

@@ -273,6 +273,11 @@ class StaticStep:
         if starts.dim() != 2 or tuple(starts.shape) != (cfg.steps, cfg.batch_size):
             raise WorkbookError(f"starts must be (steps, batch_size) = ({cfg.steps}, "
                                 f"{cfg.batch_size}); got {tuple(starts.shape)}")
+        last = len(ids) - cfg.seq_len - 1      # a window reads seq_len + 1 tokens
+        if ids.dim() != 1 or last < 0 or int(starts.min()) < 0 or int(starts.max()) > last:
+            raise WorkbookError(f"starts must lie in 0 to {last} (a 1-D stream of {len(ids)} "
+                                f"tokens, windows of {cfg.seq_len} + 1); got "
+                                f"{int(starts.min())} to {int(starts.max())}")
         self.model, self.ids, self.clip = model, ids, clip
         self.device = ids.device
         self.starts = starts.to(self.device)
