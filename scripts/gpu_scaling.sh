@@ -27,7 +27,8 @@ CKPT="$OUT/isoflop_checkpoint.csv"
 export WORKBOOK_OUT="$OUT"   # --set paths must stay in the project, or in this folder
 SETS=(--set "checkpoint=\"$CKPT\"")
 for kv in "$@"; do SETS+=(--set "$kv"); done
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/log.txt"
+# appended: `graphs && full` in one call keeps both logs
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$OUT/log.txt"
 
 if [ "$MODE" = probe ]; then
   python3 -m workbook run scaling_isoflop --preset full --in-process \
@@ -36,8 +37,12 @@ if [ "$MODE" = probe ]; then
 fi
 
 if [ "$MODE" = graphs ]; then   # training.train_static's CUDA graph on this GPU, beside eager
-  python3 -m pytest -q -s -p no:cacheprovider -o addopts="" tests/test_training_static.py \
+  python3 -m pytest -q -s -rf -p no:cacheprovider -o addopts="" tests/test_training_static.py \
     2>&1 | tee -a "$OUT/log.txt"
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then   # exit 1: `graphs && full cuda_graph=true` stops here
+    echo "the CUDA-graph test failed: no timing, no graphed sweep" | tee -a "$OUT/log.txt"
+    exit 1
+  fi
   for g in false true; do   # no checkpoint: an eager point must not stand in for a graphed one
     python3 -m workbook run scaling_isoflop --preset full --in-process --seed "$SEED" \
       --set 'budgets=[2e14]' --set cuda_graph=$g "${@/#/--set=}" 2>&1 | tee -a "$OUT/log.txt"
