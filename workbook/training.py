@@ -31,7 +31,8 @@ from workbook.data import random_batch, token_ids
 from workbook.hardware import torch_threads
 
 __all__ = ["TrainConfig", "next_token_loss", "lr_at", "make_optimizer", "autocast",
-           "evaluate", "backward_step", "train", "StaticStep", "train_static", "MasterWeightAdamW"]
+           "evaluate", "backward_step", "train", "warm_up_for_graph", "capture_graph", "StaticStep",
+           "train_static", "MasterWeightAdamW"]
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,31 @@ def train(model: torch.nn.Module, cfg: TrainConfig, *, seed: int, vocab_size: in
     return pd.DataFrame(rows)
 
 
+def warm_up_for_graph(body: Callable[[], None], clear: Callable[[], None], steps: int) -> None:
+    """Run ``clear(); body()`` ``steps`` times on a side stream, as PyTorch's CUDA-graph notes
+    ask before a capture (libraries initialise, an optimizer creates its state), then make the
+    current stream wait for them. ``clear`` unsets the gradients (``zero_grad(set_to_none=True)``).
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(steps):
+            clear()
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+
+
+def capture_graph(body: Callable[[], None], clear: Callable[[], None]) -> torch.cuda.CUDAGraph:
+    """Record ``body()`` (forward, backward, optimizer step) into a CUDA graph; nothing runs until
+    ``replay()``. ``clear()`` first: with the gradients unset, the captured backward writes them
+    afresh at every replay instead of adding to the last replay's."""
+    graph = torch.cuda.CUDAGraph()
+    clear()
+    with torch.cuda.graph(graph):
+        body()
+    return graph
+
+
 class StaticStep:
     """One pre-training step whose every input is a tensor on the device, read at a step counter
     that is itself a device tensor: the window starts of each step (``starts``, (steps, batch)),
@@ -325,32 +351,29 @@ def train_static(model: torch.nn.Module, cfg: TrainConfig, ids: torch.Tensor,
         raise WorkbookError("cuda_graph needs the token stream on a GPU; allowed on a CPU: "
                             "cuda_graph=False")
     step = StaticStep(model, cfg, ids, starts, betas=betas, clip=clip)
-    model.train()
-    n_eager = min(cfg.steps, eager_steps) if cuda_graph else cfg.steps
-    side = torch.cuda.Stream() if cuda_graph else None   # warm-up before a capture
-    if side is not None:
-        side.wait_stream(torch.cuda.current_stream())
-    threads = contextlib.nullcontext() if cuda else torch_threads()
-    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext(), threads:
-        for _ in range(n_eager):
-            step.optimizer.zero_grad(set_to_none=True)
-            step()
-    if side is not None:
-        torch.cuda.current_stream().wait_stream(side)
-    info = {"graphed_steps": 0, "graph_error": ""}
-    rest = cfg.steps - n_eager
-    if rest:
-        graph = torch.cuda.CUDAGraph()
-        step.optimizer.zero_grad(set_to_none=True)   # the graph's backward makes its own grads
-        try:
-            with torch.cuda.graph(graph):
+
+    def clear() -> None:
+        step.optimizer.zero_grad(set_to_none=True)
+
+    def eagerly(n: int) -> None:
+        with contextlib.nullcontext() if cuda else torch_threads():
+            for _ in range(n):
+                clear()
                 step()
+
+    model.train()
+    info = {"graphed_steps": 0, "graph_error": ""}
+    if not cuda_graph:
+        eagerly(cfg.steps)
+    else:
+        warm_up_for_graph(step, clear, min(cfg.steps, eager_steps))
+        rest = cfg.steps - min(cfg.steps, eager_steps)
+        try:
+            graph = capture_graph(step, clear) if rest else None
         except RuntimeError as exc:   # an op that cannot be captured: the rest runs eagerly
             info["graph_error"] = str(exc).splitlines()[0][:200]
             torch.cuda.synchronize()   # a broken capture must not leave the device broken
-            for _ in range(rest):
-                step.optimizer.zero_grad(set_to_none=True)
-                step()
+            eagerly(rest)
         else:
             for _ in range(rest):
                 graph.replay()

@@ -33,7 +33,13 @@ from workbook.model import (
     use_rope_table,
 )
 from workbook.profiling import allocated_bytes, peak_bytes, reset_peak, time_ms
-from workbook.training import MasterWeightAdamW, backward_step, next_token_loss
+from workbook.training import (
+    MasterWeightAdamW,
+    backward_step,
+    capture_graph,
+    next_token_loss,
+    warm_up_for_graph,
+)
 
 __all__ = ["make_loss_fn", "setup_step", "count_step_flops", "count_flops", "apply_liger",
            "kernel_family", "kernel_times", "kernel_breakdown", "make_train_step",
@@ -281,18 +287,13 @@ def _graph_whole_step(forward, backends, opt, x: torch.Tensor, y: torch.Tensor):
             loss = forward(static_x, static_y)
         backward_step(loss, opt, zero_grad=False)   # backward, AdamW step
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            body()
-            opt.zero_grad(set_to_none=True)
-    torch.cuda.current_stream().wait_stream(side)
+    def clear() -> None:
+        opt.zero_grad(set_to_none=True)
+
+    warm_up_for_graph(body, clear, 3)
     memory["warmup_peak"] = peak_bytes(x.device) / 1e9
     reset_peak(x.device)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        body()
+    graph = capture_graph(body, clear)
     memory["capture_peak"] = peak_bytes(x.device) / 1e9
     memory["held"] = allocated_bytes(x.device) / 1e9
 
