@@ -112,8 +112,8 @@ class IsoFlopConfig:
     # batch its largest size gets that way, and the smaller ones take more steps
     batch_rule: str = "steps"
     ladder: tuple[tuple[int, int, int], ...] = LADDER
-    # replay each point's step from a CUDA graph after its first steps (a GPU only;
-    # workbook.training.train_static): not yet run on a GPU, so off in every preset
+    # replay each point's step from a CUDA graph after its first 3 steps (a GPU only; elsewhere
+    # ignored: workbook.training.train_static). On in the full preset.
     cuda_graph: bool = False
     time_limit_s: float = 540.0
     checkpoint: ProjectPath = ""  # CSV that keeps finished points; a rerun skips them
@@ -159,23 +159,22 @@ ISOFLOP_PRESETS = {
                            vocab_size=512, seq_len=64, target_steps=30, min_steps=10,
                            max_batch=128, min_batch=8, lr=2e-3, eval_tokens=8192,
                            small_batch_tokens=8192, time_limit_s=120),
-    # One GPU, ≤ 10 minutes: 6 budgets x 5 sizes, 0.04M-2M parameters, stdlib source code,
-    # every point ~1000 steps. plan_sweep(..., step_time=fit_step_time(recorded rows)) predicts
-    # its time from the ledger's timings. 5 sizes, not 7: on the H200 (2026-12-03, 7ab0ac19c5f8)
-    # 7 sizes needed ~640 s (the sweep's time limit cut 6 of 42 points; small models are
-    # launch-bound, 3.5 ms per layer-step there against the H100's 1.7), every budget's minimum
-    # was bracketed by the 5 middle sizes, and dropping the two outer sizes moved a from 0.51 to
-    # 0.52 and left the tokens per parameter at 10.8 (on the image's own, smaller stdlib text:
-    # workbook.data.STDLIB_SOURCE). On CPython 3.11.7's text, at 30a739d/dc39d910bf51 on the
-    # H200: 429 s of training (the same plan: this H200 ran ~18 % slower per step). Centred on
-    # 10 tokens/param (below), predicted 472 s (H200), 354 s (H100) from the time table; run on
-    # two H200 machines: 505 s of training, 513 s of wall time (cbb140a65373, seed 0) and, on
-    # a slower one (4.4 ms per layer-step against 3.5), 638 s counted, 3 points cut by the
-    # 540 s limit and resumed (130ac1be1319, seed 1). Machines of one name differ by ~25 %.
+    # One GPU, ≤ 10 minutes: 6 budgets x 5 sizes, 0.04M-3M parameters, stdlib source code,
+    # every budget's sizes at one batch (its largest size's, ~1000 steps; the smaller sizes take
+    # more steps), each step replayed from a CUDA graph. Why one batch: with a batch per point
+    # (batch_rule "steps") two H200 sweeps put the largest budget's minimum at 9-11 tokens per
+    # parameter (cbb140a65373, 130ac1be1319); at one batch it moved to 14.3
+    # (scaling_one_batch, e91c30b6c2f5), but the plan grew to ~58,000 steps, 853-1,149 s
+    # eager on the recorded H200s. These small models are launch-bound, and the CUDA graph
+    # took the step from 20.7 ms to 1.5 ms in the GPU test and the 2e14 budget from 143 s to
+    # 42 s on an H100 (same losses to 4 decimals; c5dc9a85dada), so the sweep took ~136 s there.
+    # 5 sizes, not 7: every budget's minimum was bracketed by the 5 middle ones (7ab0ac19c5f8).
+    # plan_sweep(..., step_time=fit_step_time(recorded rows)) predicts the time from the ledger.
     "full": IsoFlopConfig(budgets=(2e12, 5e12, 1.25e13, 3.1e13, 7.8e13, 2e14), sizes_per_budget=5,
                           corpus="stdlib_source", vocab_size=2048, seq_len=256,
                           target_steps=1000, min_steps=400, max_batch=512, min_batch=4,
                           lr=3e-3, eval_tokens=262_144, time_limit_s=540,
+                          batch_rule="largest", cuda_graph=True,
                           # centred on 10 tokens/param, not 20: both H200 sweeps put the
                           # minima at 9-11 (4d7c149e4cad, dc39d910bf51), and centred on 20 the
                           # 7.8e13 budget's minimum lay past its largest size (dc39d910bf51);
