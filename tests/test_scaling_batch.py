@@ -139,6 +139,9 @@ def test_one_batch_table_sets_each_seed_beside_the_sweeps_fit_of_the_same_budget
     # a sweep of another seed or other sizes is no match: the one-batch rows stand alone
     alone = sl.one_batch_table(one, sweeps[sweeps["seed"] == 1].assign(seed=5))
     assert set(alone["batches"].str[:9]) == {"one batch"}
+    # nor is a sweep already at one batch per budget (batch_rule "largest"): no contrast
+    at_one = sl.one_batch_table(one, sweeps.assign(batch_rule="largest"))
+    assert set(at_one["batches"].str[:9]) == {"one batch"}
     assert "no sweep of this seed" in sl.one_batch_caption(one, sweeps.iloc[0:0])
 
 
@@ -158,7 +161,7 @@ def test_the_ratio_caption_names_the_one_batch_result_of_the_main_sweeps_device(
 
 def test_batch_rule_largest_gives_every_size_of_a_budget_its_largest_sizes_batch():
     cfg = sl.ISOFLOP_PRESETS["full"]
-    steps = sl.plan_sweep(cfg)
+    steps = sl.plan_sweep(dataclasses.replace(cfg, batch_rule="steps"))
     one = sl.plan_sweep(dataclasses.replace(cfg, batch_rule="largest"))
     for budget, g in one.groupby("budget"):
         theirs = steps[steps["budget"] == budget]
@@ -205,19 +208,22 @@ def test_a_straight_line_has_no_minimum_inside_and_no_overflow():
     assert not inside and x == pytest.approx(SIZES[-1]) and math.isfinite(loss)
 
 
-def test_todays_plan_at_one_batch_per_budget_is_not_todays_plan_and_its_time_is_predicted():
+def test_the_plan_at_a_batch_per_point_is_not_todays_plan_and_one_batchs_time_is_predicted():
     cfg = sl.ISOFLOP_PRESETS["full"]
+    assert cfg.batch_rule == "largest"
 
     def timed(plan: pd.DataFrame) -> pd.DataFrame:
         return plan.assign(metric="train_s", value=1.0, status="ok")
 
     assert sl.ran_todays_plan(timed(sl.plan_sweep(cfg)))
-    largest = sl.plan_sweep(dataclasses.replace(cfg, batch_rule="largest"))
-    assert not sl.ran_todays_plan(timed(largest))
+    per_point = dataclasses.replace(cfg, batch_rule="steps")
+    assert not sl.ran_todays_plan(timed(sl.plan_sweep(per_point)))
     rows = results.load_shown("scaling_isoflop")
     if rows.empty:
         pytest.skip("no recorded sweep")
-    text = sl.time_caption(rows)
+    # a plan at a batch per point: the caption also says what one batch per budget would take
+    text = sl.time_caption(rows, per_point)
     for sweep in sl.latest_sweeps(rows):
-        one = sl.predicted_seconds(dataclasses.replace(cfg, batch_rule="largest"), sweep)
+        one = sl.predicted_seconds(cfg, sweep)
         assert f"it predicts {one:.0f} s." in text, text
+    assert "With one batch per budget" not in sl.time_caption(rows)

@@ -100,7 +100,8 @@ def _effects_text(where: str, group: pd.DataFrame) -> str:
 def _matching_sweep(one: pd.DataFrame, sweep_rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     """The rows, at ``one``'s budget, of the first of ``sweep_rows``' sweeps that ran on
     ``one``'s device (this machine or a recorded one, as ``one``) with this seed and trained
-    ``one``'s sizes there (another plan's points would answer another question)."""
+    ``one``'s sizes there, each at its own batch (another plan's points, or a sweep already at
+    one batch per budget, ``batch_rule`` "largest", would answer another question)."""
     loss = one[one["metric"] == "val_loss"]
     budget, sizes = loss["budget"].iloc[0], set(loss["n_params"].round())
     here = (one["source"] == "measured").any()
@@ -110,6 +111,8 @@ def _matching_sweep(one: pd.DataFrame, sweep_rows: pd.DataFrame, seed: int) -> p
         if set(sweep["device"].dropna()) != set(one["device"].dropna()):
             continue
         if "seed" in sweep.columns and not (sweep["seed"] == seed).all():
+            continue
+        if "batch_rule" in sweep.columns and (sweep["batch_rule"] == "largest").any():
             continue
         at = sweep[np.isclose(sweep["budget"].astype(float), budget)]
         trained = at[(at["metric"] == "val_loss") & (at["status"] == "ok")]

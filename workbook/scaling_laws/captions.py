@@ -232,18 +232,22 @@ def ratio_caption(rows: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def _batch_bullet(found: list[tuple[str, pd.DataFrame]]) -> str:
-    """'* Which batch: ...' where ``scaling_one_batch`` has rows from the main sweep's device:
-    its largest budget's tokens per parameter with every size at one batch, beside the same
-    budget, sizes and seed at the sweep's own batches (:func:`~workbook.scaling_laws.
-    batch_views.one_batch_table`); '' where it has none."""
+    """'* Which batch: ...' where ``scaling_one_batch`` has rows (the main sweep's device's,
+    else another's): the largest budget's tokens per parameter with every size at one batch,
+    beside the same budget, sizes and seed at a batch per point (:func:`~workbook.scaling_laws.
+    batch_views.one_batch_table`), said as what the main sweep's own rule (``batch_rule``)
+    gained or would gain; '' where there are no such rows."""
     from workbook import registry
     from workbook.scaling_laws.batch_views import one_batch_table
 
     if not found:
         return ""
-    device = set(found[0][1]["device"].dropna())
+    main = found[0][1]
     one = registry.shown("scaling_one_batch")
-    one = one[one["device"].isin(device)] if "device" in one.columns else one.iloc[0:0]
+    if "device" not in one.columns:
+        return ""
+    mine_device = one[one["device"].isin(set(main["device"].dropna()))]
+    one = mine_device if len(mine_device) else one
     table = one_batch_table(one, pd.concat([g for _, g in found], ignore_index=True))
     if table.empty:
         return ""
@@ -251,15 +255,27 @@ def _batch_bullet(found: list[tuple[str, pd.DataFrame]]) -> str:
     pick = table[table["seeds"] == seeds]
     mine = pick[pick["batches"].str.startswith("one batch")].iloc[0]
     theirs = pick[~pick["batches"].str.startswith("one batch")]
+    where = mine["where"] + (f", seeds {seeds}" if seeds.endswith("pooled") else "")
+    at_one = (f"{mine['tokens/param']:.1f} tokens per parameter with every size at "
+              f"{mine['batches']}")
+    if "batch_rule" in main.columns and (main["batch_rule"] == "largest").any():
+        per_point = (f" the optimum of the {mine['budget']:.3g}-FLOP budget sat at "
+                     f"{theirs['tokens/param'].iloc[0]:.1f} at {theirs['batches'].iloc[0]} "
+                     f"batches, against {at_one}" if len(theirs) else
+                     f" the one-batch run of the {mine['budget']:.3g}-FLOP budget put its "
+                     f"optimum at {at_one}")
+        return ("\n* **Which batch:** this sweep trains every size of a budget at one batch "
+                "(its largest size's), the smaller sizes for more steps. With a batch per "
+                "point instead (every point about the same steps, so the token-richer sizes "
+                f"at larger batches),{per_point} ({where}; the section \"More data, or a "
+                "larger batch?\" below).")
     beside = (f", against {theirs['tokens/param'].iloc[0]:.1f} at {theirs['batches'].iloc[0]}"
               " batches on the same sizes and seeds" if len(theirs) else "")
     return (f"\n* **Which batch:** every point trains for about the same number of steps, so "
             "a budget's token-richer sizes train at larger batches. With every size at "
             f"{mine['batches']}, the {mine['budget']:.3g}-FLOP budget's optimum sits at "
-            f"{mine['tokens/param']:.1f} tokens per parameter{beside} ({mine['where']}"
-            + (f", seeds {seeds}" if seeds.endswith("pooled") else "")
-            + "; the section \"More data, or a larger batch?\" below).")
-
+            f"{mine['tokens/param']:.1f} tokens per parameter{beside} ({where}; the section "
+            "\"More data, or a larger batch?\" below).")
 
 
 @takes_rows
