@@ -212,10 +212,12 @@ def test_the_plan_at_a_batch_per_point_is_not_todays_plan_and_one_batchs_time_is
     cfg = sl.ISOFLOP_PRESETS["full"]
     assert cfg.batch_rule == "largest"
 
-    def timed(plan: pd.DataFrame) -> pd.DataFrame:
-        return plan.assign(metric="train_s", value=1.0, status="ok")
+    def timed(plan: pd.DataFrame, graphed: bool = True) -> pd.DataFrame:
+        return plan.assign(metric="train_s", value=1.0, status="ok", cuda_graph=graphed)
 
     assert sl.ran_todays_plan(timed(sl.plan_sweep(cfg)))
+    # the same points run eagerly take other times: not today's plan's timing
+    assert not sl.ran_todays_plan(timed(sl.plan_sweep(cfg), graphed=False))
     per_point = dataclasses.replace(cfg, batch_rule="steps")
     assert not sl.ran_todays_plan(timed(sl.plan_sweep(per_point)))
     rows = results.load_shown("scaling_isoflop")

@@ -74,7 +74,8 @@ def _wall_s(sweep: pd.DataFrame) -> float:
 def ran_todays_plan(sweep: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> bool:
     """Whether ``sweep`` trained exactly the points ``cfg`` (default: the full preset) plans:
     then its own training time is what :func:`time_table` predicts, comparable number for
-    number."""
+    number. A sweep that replayed its steps from CUDA graphs (``cuda_graph``) and one that ran
+    them eagerly take other times for the same points: the flag must match too."""
     plan = plan_sweep(cfg or ISOFLOP_PRESETS["full"])
     plan = plan[plan["status"] == "planned"]
     timed = sweep[(sweep["metric"] == "train_s") & (sweep["status"] == "ok")]
@@ -87,7 +88,8 @@ def ran_todays_plan(sweep: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> bo
         batch = frame["batch_size"] if batched else pd.Series(0, index=frame.index)
         return {(float(f"{b:.4g}"), float(n), float(s)) for b, n, s in zip(
             frame["budget"], frame["n_params"], batch, strict=True)}
-    return points(timed) == points(plan)
+    graphed = "cuda_graph" in timed.columns and timed["cuda_graph"].fillna(False).astype(bool).any()
+    return points(timed) == points(plan) and graphed == (cfg or ISOFLOP_PRESETS["full"]).cuda_graph
 
 
 @takes_rows
