@@ -21,7 +21,9 @@ from workbook.scaling_laws.experiments import (
 from workbook.scaling_laws.fits import fit_step_time, resumed_note
 
 # Why a cell of the time table has no number (``results.dashed(time_table(...), TIME_GAPS)``).
-TIME_GAPS = {"wall_s": "– (the sweep recorded no wall time)",
+TIME_GAPS = {"predicted training s": "– (the sweep and the plan differ in CUDA graphs: other "
+                                     "step times)",
+             "wall_s": "– (the sweep recorded no wall time)",
              "training_s": "– (the sweep recorded no training times)"}
 
 
@@ -88,8 +90,15 @@ def ran_todays_plan(sweep: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> bo
         batch = frame["batch_size"] if batched else pd.Series(0, index=frame.index)
         return {(float(f"{b:.4g}"), float(n), float(s)) for b, n, s in zip(
             frame["budget"], frame["n_params"], batch, strict=True)}
-    graphed = "cuda_graph" in timed.columns and timed["cuda_graph"].fillna(False).astype(bool).any()
-    return points(timed) == points(plan) and graphed == (cfg or ISOFLOP_PRESETS["full"]).cuda_graph
+    return points(timed) == points(plan) and _graphed(sweep) == (
+        cfg or ISOFLOP_PRESETS["full"]).cuda_graph
+
+
+def _graphed(sweep: pd.DataFrame) -> bool:
+    """Whether ``sweep`` replayed its steps from CUDA graphs (its ``cuda_graph`` column; a sweep
+    recorded before the column ran eagerly)."""
+    return "cuda_graph" in sweep.columns and bool(
+        sweep["cuda_graph"].fillna(False).astype(bool).any())
 
 
 @takes_rows
@@ -98,14 +107,17 @@ def time_table(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> pd.DataF
     sweep only (:func:`latest_sweeps`): the training seconds ``cfg`` (default: the full
     preset) is predicted to take there, the step-time model's costs (each ≥ 0), and that
     sweep's own training time (the sum of its points' ``train_s``) and wall time. Missing
-    times are NaN here; show them with ``results.dashed(table, TIME_GAPS)``."""
+    times are NaN here; show them with ``results.dashed(table, TIME_GAPS)``. A sweep whose
+    steps ran eagerly predicts nothing for a plan that replays CUDA graphs (nor the other way
+    round): its prediction is NaN."""
     cfg = cfg or ISOFLOP_PRESETS["full"]
     out = []
     for sweep in latest_sweeps(rows):
         step = fit_step_time(sweep)
         commit = str(sweep["commit"].iloc[0])
         out.append({"sweep": where_label(sweep) + (f", commit {commit}" if commit else ""),
-                    "predicted training s": predicted_seconds(cfg, sweep),
+                    "predicted training s": predicted_seconds(cfg, sweep)
+                    if _graphed(sweep) == cfg.cuda_graph else np.nan,
                     "fixed_ms": step.fixed_ms, "per_layer_ms": step.per_layer_ms,
                     "per_gflop_ms": step.per_gflop_ms, "training_s": _training_s(sweep),
                     "wall_s": _wall_s(sweep)})
@@ -122,6 +134,13 @@ def time_caption(rows: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> str:
     table = time_table(rows, cfg)
     lines = []
     for (_, row), sweep in zip(table.iterrows(), latest_sweeps(rows), strict=True):
+        if not np.isfinite(row["predicted training s"]):
+            how = ("from CUDA graphs", "eagerly")
+            mine, plan = (how if _graphed(sweep) else how[::-1])
+            lines.append(f"**{row['sweep']}:** its steps ran {mine}, the plan's run {plan}: "
+                         "another time per step, so its step times predict nothing for the "
+                         "plan (its own times are in the table)." + _other_runs(rows, sweep, cfg))
+            continue
         text = (f"**{row['sweep']}:** the step-time model fitted to this sweep predicts "
                 f"{row['predicted training s']:.0f} s of training for the full preset.")
         if (cfg or ISOFLOP_PRESETS["full"]).batch_rule == "steps":
