@@ -82,14 +82,34 @@ def test_isoflop_figure_names_every_sweep_and_gives_every_budget_its_colour():
     fig = sl.isoflop_figure(rows)
     title = fig.layout.title.text
     assert "GPU A" in title and "GPU B" in title, title
-    points = [t for t in fig.data if t.mode == "markers"]
+    points = [t for t in fig.data if t.mode == "markers" and t.showlegend is False]
     colours = {t.marker.color for t in points}
     assert len(colours) == len(budgets_a) + len(budgets_b), "one colour per budget"
     assert any(t.name.startswith("C = 1.25×10¹³ FLOPs") for t in points), [t.name for t in points]
     assert {t.marker.symbol for t in points} == {"circle-open", "square-open"}, "shape: sweep"
+    # the legend: one entry per budget, whatever the number of sweeps
+    keys = [t.name for t in fig.data if t.showlegend is not False]
+    assert len(keys) == len(set(budgets_a) | set(budgets_b)) and all(
+        k.startswith("C = ") and k.endswith(" FLOPs") for k in keys), keys
     frontier = sl.frontier_figure(rows)
     fits = [t.name for t in frontier.data if t.name.startswith("fit")]
     assert any("GPU A" in n for n in fits) and any("GPU B" in n for n in fits), fits
+
+
+def test_figures_draw_the_newest_sweeps_and_count_the_rest():
+    """03's figures drew all ten sweeps of the ledger: the subtitle and legend took the whole
+    figure and plotly.js drew empty axes ('Something went wrong with axis scaling')."""
+    n = sl.MAX_DRAWN_SWEEPS + 2
+    rows = pd.concat([_sweep(f"GPU {i}", "recorded", [2e12, 5e12, 1.25e13],
+                             f"2026-12-{10 + i:02d}T00:00:00Z") for i in range(n)],
+                     ignore_index=True)
+    for fig in (sl.isoflop_figure(rows), sl.frontier_figure(rows)):
+        title = fig.layout.title.text
+        drawn = [f"GPU {i}" for i in range(n) if f"recorded on GPU {i} " in title]
+        assert drawn == [f"GPU {i}" for i in range(2, n)], (drawn, title)  # the newest four
+        assert "2 older sweeps not drawn: in the tables below" in title, title
+    fits = [t.name for t in sl.frontier_figure(rows).data if t.name.startswith("fit")]
+    assert len(fits) == sl.MAX_DRAWN_SWEEPS, fits
 
 
 def test_caption_counts_extrapolated_and_non_convex_budgets_of_every_sweep():

@@ -583,7 +583,8 @@ def test_frontier_minima_take_their_sweeps_shape_from_the_subtitles_key():
                       "minima, GPU third ×1 (recorded)": "square-open"}, minima
     title = fig.layout.title.text
     assert "circle: recorded on GPU there" in title and "square: recorded on GPU third" in title
-    iso = {t.marker.symbol for t in sl.isoflop_figure(rows).data if t.mode == "markers"}
+    iso = {t.marker.symbol for t in sl.isoflop_figure(rows).data
+           if t.mode == "markers" and t.showlegend is False}   # not the budgets' legend keys
     assert set(minima.values()) == {s or "circle" for s in iso}, "one key for both figures"
     edge, law = there.copy(), sl.CHINCHILLA
     top = (edge["budget"] == edge["budget"].max()) & (edge["metric"] == "val_loss")

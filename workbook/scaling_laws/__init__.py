@@ -61,6 +61,7 @@ from workbook.scaling_laws.experiments import (
     run_isoflop,
     train_point,
 )
+from workbook.scaling_laws.explorers import allocation_explorer, overtraining_explorer
 from workbook.scaling_laws.fits import (
     ExponentFit,
     StepTime,
@@ -114,7 +115,7 @@ from workbook.scaling_laws.timing import (
 )
 from workbook.scaling_laws.views import (
     HEADERS,
-    allocation_explorer,
+    MAX_DRAWN_SWEEPS,
     budget_color,
     caption,
     claims,
@@ -123,7 +124,6 @@ from workbook.scaling_laws.views import (
     interval_text,
     isoflop_figure,
     minima_table,
-    overtraining_explorer,
     parametric_caption,
     parametric_table,
     shown_table,
@@ -155,7 +155,7 @@ __all__ = [
     "HEADERS", "allocation_explorer", "budget_color", "caption", "claims", "fit_summary",
     "frontier_figure", "interval_text", "isoflop_figure", "minima_table", "overtraining_explorer",
     "parametric_caption", "parametric_table", "plan_judged", "published_laws", "shown_table",
-    "summary_table", "sweep_claims", "sweeps", "wall_seconds",
+    "summary_table", "sweep_claims", "sweeps", "wall_seconds", "MAX_DRAWN_SWEEPS",
     "TIME_GAPS", "latest_sweeps", "ran_todays_plan", "time_caption", "time_table",
     "ratio_caption", "verdict_caption", "STUDIED_SIZES",
     "token_slopes", "tokens_caption", "tokens_figure",

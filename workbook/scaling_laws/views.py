@@ -1,5 +1,6 @@
 """Scaling laws' views: the published laws as a table, the IsoFLOP and frontier figures, the
-compute-allocation and over-training explorers, the fit summary and the claims table."""
+fit summary and the claims table (the compute-allocation and over-training explorers:
+:mod:`workbook.scaling_laws.explorers`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from workbook import results
 from workbook.claims import Claim, claims_table, fixed, readable
-from workbook.config import WorkbookError, check_range, takes_rows
+from workbook.config import WorkbookError, takes_rows
 from workbook.scaling_laws.fits import (
     fit_exponents,
     fit_parametric,
@@ -26,10 +27,7 @@ from workbook.scaling_laws.fits import (
 from workbook.scaling_laws.laws import (
     CHINCHILLA,
     CHINCHILLA_REPLICATION,
-    LAWS,
     ParametricLaw,
-    law_optimal,
-    overtraining_costs,
     placement,
     rule_of_thumb_optimal,
 )
@@ -402,9 +400,22 @@ def _shapes(found: list[tuple[str, pd.DataFrame]]) -> list[str | None]:
     return out
 
 
-def _subtitled(title: str, found: list[tuple[str, pd.DataFrame]]) -> str:
+# The sweeps a figure draws, at most (this machine's included); the rest are in the tables. Each
+# drawn sweep takes a subtitle line and legend entries: with every sweep of the ledger (ten on
+# 2026-12-05) the header took the whole figure and plotly.js drew empty axes.
+MAX_DRAWN_SWEEPS = 4
+
+
+def _drawn(found: list[tuple[str, pd.DataFrame]]) -> tuple[list, int]:
+    """The first :data:`MAX_DRAWN_SWEEPS` of :func:`sweeps`' list (this machine's first, then
+    the newest recorded of the current recipe), and how many are left out."""
+    return found[:MAX_DRAWN_SWEEPS], max(0, len(found) - MAX_DRAWN_SWEEPS)
+
+
+def _subtitled(title: str, found: list[tuple[str, pd.DataFrame]], left_out: int = 0) -> str:
     """``title`` with one provenance line per sweep (the main one first): how its points are
-    drawn, where it ran, its preset, recipe and plan (its points and budgets)."""
+    drawn, where it ran, its preset, recipe and plan (its points and budgets); and how many
+    older sweeps are not drawn (in the tables below)."""
     lines = []
     for (where, sweep), shape in zip(found, _shapes(found), strict=True):
         live = (sweep["source"] == "measured").any()
@@ -416,6 +427,9 @@ def _subtitled(title: str, found: list[tuple[str, pd.DataFrame]]) -> str:
                      f"{sweep['preset'].iloc[0]} preset, {recipe}, a "
                      f"{trained + cut}-point plan over {budgets} budgets"
                      + (f" ({trained} trained)" if cut else ""))
+    if left_out:
+        lines.append(f"{left_out} older sweep{'s' * (left_out > 1)} not drawn: in the tables "
+                     "below")
     return title + "".join(f"<br><sup>{line}</sup>" for line in lines)
 
 
@@ -423,28 +437,37 @@ def _subtitled(title: str, found: list[tuple[str, pd.DataFrame]]) -> str:
 def isoflop_figure(rows: pd.DataFrame, n_column: str = "n_params"):
     """Loss against N, one colour per budget (:func:`budget_color`); the parabola fitted in
     log N. A sweep measured on this machine is drawn filled (dashed parabolas); recorded sweeps
-    hollow (dotted), one marker shape each, their legend entries named by where they ran. The
-    subtitle names every sweep drawn, with its preset, recipe and plan."""
+    hollow (dotted), one marker shape each, each point's hover named by where it ran. The
+    subtitle names every sweep drawn, with its preset, recipe and plan (the key to the
+    shapes); the legend has one entry per budget (a click hides that budget in every sweep), so
+    that it stays a few rows however many sweeps the ledger holds: one entry per sweep and
+    budget once took the whole height of the figure, and plotly.js drew empty axes."""
     from workbook import plots
 
-    found = sweeps(rows)
-    fig = plots.figure(_subtitled("IsoFLOP profiles: loss vs model size", found),
+    found, left_out = _drawn(sweeps(rows))
+    fig = plots.figure(_subtitled("IsoFLOP profiles: loss vs model size", found, left_out),
                        "parameters N", "held-out loss (nats/token)", log_x=True)
+    keyed: set[float] = set()
     for (where, sweep), shape in zip(found, _shapes(found), strict=True):
         points, live = ok_points(sweep), (sweep["source"] == "measured").any()
         marker = {"size": 9} if live else {"size": 8, "symbol": shape, "line": {"width": 2}}
         for budget, group in points.groupby("budget"):
-            color = budget_color(budget)
+            color, key = budget_color(budget), f"C = {fixed(budget)} FLOPs"
+            if budget not in keyed:   # the budget's legend entry: no data, the colour only
+                keyed.add(budget)
+                fig.add_scatter(x=[None], y=[None], name=key, mode="markers", legendgroup=key,
+                                marker={"size": 9, "color": color}, hoverinfo="skip")
             group = group.sort_values(n_column)
-            name = f"C = {fixed(budget)} FLOPs" + ("" if live else f" ({where.split(',')[0]})")
+            name = key + ("" if live else f" ({where.split(',')[0]})")
             fig.add_scatter(x=group[n_column], y=group["loss"], name=name, mode="markers",
-                            marker={**marker, "color": color}, legendgroup=where)
+                            marker={**marker, "color": color}, legendgroup=key,
+                            showlegend=False)
             if len(group) >= 3:
                 c2, c1, c0 = np.polyfit(np.log(group[n_column]), group["loss"], 2)
                 x = np.geomspace(group[n_column].min(), group[n_column].max(), 50)
                 fig.add_scatter(x=x, y=c0 + c1 * np.log(x) + c2 * np.log(x) ** 2,
-                                mode="lines", showlegend=False, legendgroup=where,
-                                name=f"C = {fixed(budget)} FLOPs: parabola fit",
+                                mode="lines", showlegend=False, legendgroup=key,
+                                name=f"{key}: parabola fit",
                                 line={"dash": "dash" if live else "dot", "color": color})
     return fig
 
@@ -477,10 +500,10 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
     bracket (extrapolated) is that shape with a cross inside (:func:`_crossed`)."""
     from workbook import plots
 
-    found = sweeps(rows)
+    found, left_out = _drawn(sweeps(rows))
     every = [isoflop_minima(ok_points(sweep)) for _, sweep in found]
     crossed = any(len(m) >= 2 and not m["bracketed"].astype(bool).all() for m in every)
-    fig = plots.figure(_subtitled("Compute-optimal model size N_opt(C)", found) + (
+    fig = plots.figure(_subtitled("Compute-optimal model size N_opt(C)", found, left_out) + (
         "<br><sup>a cross inside the shape: a minimum outside its sizes (extrapolated)</sup>"
         if crossed else ""), "compute C (FLOPs)", "N_opt (parameters)", log_x=True, log_y=True)
     mid = None
@@ -498,14 +521,16 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
         inside = minima["bracketed"].astype(bool)
         symbol = shape or "circle"  # the sweep's own shape, as the subtitle's key says
         line = {"width": 2, "color": "white"} if live else {"width": 2}  # draws the cross
+        # one legend entry per sweep (its fit, with a): the minima share it (legendgroup)
         fig.add_scatter(x=minima["budget"], y=minima["n_opt"], mode="markers",
                         name=f"minima, {_short(where, found)} "
                              f"({'here' if live else 'recorded'})",
+                        legendgroup=where, showlegend=False,
                         marker={"size": 10, "color": color, "line": line,
                                 "symbol": symbol if inside.all() else
                                 [symbol if ok else _crossed(symbol) for ok in inside]})
         fig.add_scatter(x=c, y=coef * c**p, mode="lines", line={"color": color},
-                        name=f"fit, {_short(where, found)}: {shown}")
+                        legendgroup=where, name=f"fit, {_short(where, found)}: {shown}")
         if mid is None:
             mid, span = minima.iloc[len(minima) // 2], c
     if mid is None:
@@ -516,76 +541,3 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
             ("20 tokens/param", rule_of_thumb_optimal(span)[0], "dashdot")):
         fig.add_scatter(x=span, y=y, mode="lines", name=name, line={"dash": dash})
     return fig
-
-
-def allocation_explorer(compute: float = 5.76e23):
-    """Slider: compute budget -> optimal N and D per law, and where famous models sit."""
-    import plotly.graph_objects as go
-
-    check_range("compute", compute, 1e18, 1e27)  # the slider's range
-
-    from workbook import plots, widgets
-
-    fig = plots.figure("Parameters vs training tokens", "parameters N", "training tokens D",
-                       log_x=True, log_y=True)
-    models = placement("20 tokens/param")
-    fig.add_scatter(x=models["n_params"], y=models["n_tokens"], mode="markers+text",
-                    text=[f"{m} ({r:.0f} tok/param)" for m, r in
-                          zip(models["model"], models["tokens_per_param"], strict=True)],
-                    textposition="top center", name="published models", marker={"size": 9})
-    for name in ("frontier", "IsoFLOP line (this budget)", "optimum"):
-        fig.add_trace(go.Scatter(x=[], y=[], name=name))
-    c_range = np.geomspace(1e18, 1e27, 60)
-
-    def draw(fig, compute: float, law: str) -> str:
-        n, d = (float(v) for v in law_optimal(law, compute))
-        fn, fd = law_optimal(law, c_range)
-        fig.data[1].update(x=fn, y=fd, mode="lines", line={"dash": "dash"}, name=f"{law} frontier")
-        line_n = np.geomspace(n / 100, n * 100, 40)
-        fig.data[2].update(x=line_n, y=compute / (6 * line_n), mode="lines",
-                           line={"dash": "dot", "color": "#7f7f7f"})
-        fig.data[3].update(x=[n], y=[d], mode="markers", marker={"size": 14, "symbol": "star"})
-        loss = float(CHINCHILLA_REPLICATION.loss(n, d))  # one judge for every law's choice
-        return (f"C = {fixed(compute)} FLOPs → N = {fixed(n)}, D = {fixed(d)}, "
-                f"D/N = {d / n:.1f}; loss by the Epoch replication {loss:.3f} nats/token")
-
-    return widgets.Explorer({"compute": widgets.slider("compute (FLOPs)", 1e18, 1e27, 0.1,
-                                                       compute, log=True),
-                             "law": widgets.dropdown("law", list(LAWS), LAWS[0])}, draw, fig)
-
-
-def overtraining_explorer(target_loss: float = 2.2, inference_tokens: float = 1e13):
-    """Sliders: target loss and lifetime inference tokens -> the cheapest model to own."""
-    import plotly.graph_objects as go
-
-    check_range("target_loss", target_loss, 1.9, 3.0)  # the sliders' ranges
-    check_range("inference_tokens", inference_tokens, 1e9, 1e15)
-
-    from workbook import plots, widgets
-
-    fig = plots.figure("Same loss, different sizes: training + inference FLOPs",
-                       "parameters N", "FLOPs", log_x=True, log_y=True)
-    for name, dash in (("training 6·N·D", "dash"), ("inference 2·N per token", "dot"),
-                       ("total", "solid"), ("cheapest to own", None), ("compute-optimal", None)):
-        fig.add_trace(go.Scatter(x=[], y=[], name=name,
-                                 mode="lines" if dash else "markers",
-                                 line={"dash": dash} if dash else None,
-                                 marker={"size": 13, "symbol": "star"} if not dash else None))
-
-    def draw(fig, target_loss: float, inference_tokens: float) -> str:
-        costs = overtraining_costs(target_loss, inference_tokens)
-        best = costs.loc[costs["total_flops"].idxmin()]
-        train_best = costs.loc[costs["train_flops"].idxmin()]
-        for i, col in enumerate(("train_flops", "inference_flops", "total_flops")):
-            fig.data[i].update(x=costs["n_params"], y=costs[col])
-        fig.data[3].update(x=[best["n_params"]], y=[best["total_flops"]])
-        fig.data[4].update(x=[train_best["n_params"]], y=[train_best["train_flops"]])
-        return (f"cheapest to own: N = {best['n_params']:.3g} trained on "
-                f"{best['tokens_per_param']:.0f} tokens/param; compute-optimal: "
-                f"N = {train_best['n_params']:.3g} at {train_best['tokens_per_param']:.0f} "
-                "tokens/param (Epoch-replication law)")
-
-    return widgets.Explorer({
-        "target_loss": widgets.slider("target loss (nats)", 1.9, 3.0, 0.01, target_loss),
-        "inference_tokens": widgets.slider("tokens served", 1e9, 1e15, 0.1, inference_tokens,
-                                           log=True)}, draw, fig)
