@@ -45,9 +45,14 @@ TRACE_MARKS_JS = """
   const images = q('.heatmaplayer image, .imagelayer image');
   const fills = q('.scatterlayer path.js-fill').filter(p => (p.getAttribute('d') || '').length > 2);
   const traces = plot.data ? plot.data.length : 0;
+  // the header: the title's box and the legend's, to check that neither covers the other
+  const box = (el) => { if (!el) return null; const r = el.getBoundingClientRect();
+                        return [r.left, r.top, r.right, r.bottom]; };
   return {lines: lines.length, points: points.length, bars: bars.length,
           images: images.length, fills: fills.length, traces: traces,
-          title: (plot.querySelector('.gtitle') || {}).textContent || ''};
+          title: (plot.querySelector('.gtitle') || {}).textContent || '',
+          title_box: box(plot.querySelector('.gtitle')),
+          legend_box: box(plot.querySelector('.legend'))};
 }
 """
 # The marks' geometry and the axes' tick labels: one of them changes when a control redraws the
@@ -167,9 +172,21 @@ class NotebookRun:
     screenshot: Path | None = None
 
     @property
+    def covered_headers(self) -> list[dict]:
+        """Figures whose legend and title overlap (by more than 2 px each way)."""
+        return [f for f in self.figures if f.get("title_box") and f.get("legend_box")
+                and _overlap(f["title_box"], f["legend_box"])]
+
+    @property
     def blank_figures(self) -> list[dict]:
         return [f for f in self.figures
                 if not (f["lines"] or f["points"] or f["bars"] or f["images"] or f["fills"])]
+
+
+def _overlap(a: list[float], b: list[float], slack: float = 2.0) -> bool:
+    """Whether two [left, top, right, bottom] boxes overlap by more than ``slack`` px each way."""
+    return (min(a[2], b[2]) - max(a[0], b[0]) > slack
+            and min(a[3], b[3]) - max(a[1], b[1]) > slack)
 
 
 def _wait_until_idle(page, timeout_s: float) -> None:

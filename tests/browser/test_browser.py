@@ -65,6 +65,8 @@ def test_run_all_in_jupyterlab(name, lab, browser, artifacts):
     assert not run.blank_figures, (
         f"{name}: figures drawn as empty axes (no line, point or bar): "
         f"{[(f['index'], f['title'][:60]) for f in run.blank_figures]}; see {run.screenshot}")
+    assert not run.covered_headers, (
+        f"{name}: legend over the title: {[f['title'][:60] for f in run.covered_headers]}")
     dead = [e for e in run.explorers if not e["changed"]]
     assert not dead, f"{name}: moving a control did not change the figure: {dead}"
 
