@@ -142,6 +142,9 @@ def test_one_batch_table_sets_each_seed_beside_the_sweeps_fit_of_the_same_budget
     # nor is a sweep already at one batch per budget (batch_rule "largest"): no contrast
     at_one = sl.one_batch_table(one, sweeps.assign(batch_rule="largest"))
     assert set(at_one["batches"].str[:9]) == {"one batch"}
+    assert sl.one_batch_per_budget(sweeps.assign(batch_rule="largest"))
+    assert not sl.one_batch_per_budget(sweeps.assign(batch_rule="steps"))
+    assert not sl.one_batch_per_budget(sweeps), "recorded before the column: a batch per point"
     assert "no sweep of this seed" in sl.one_batch_caption(one, sweeps.iloc[0:0])
 
 

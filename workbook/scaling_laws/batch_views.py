@@ -16,7 +16,7 @@ from workbook.claims import Claim, claims_table
 from workbook.config import takes_rows
 from workbook.registry import machine_blocks
 from workbook.scaling_laws.batch_tokens import batch_token_effects, runs_by_seed
-from workbook.scaling_laws.fits import budget_ratio, ok_points
+from workbook.scaling_laws.fits import budget_ratio, ok_points, one_batch_per_budget
 from workbook.scaling_laws.views import interval_text, sweeps
 
 
@@ -112,7 +112,7 @@ def _matching_sweep(one: pd.DataFrame, sweep_rows: pd.DataFrame, seed: int) -> p
             continue
         if "seed" in sweep.columns and not (sweep["seed"] == seed).all():
             continue
-        if "batch_rule" in sweep.columns and (sweep["batch_rule"] == "largest").any():
+        if one_batch_per_budget(sweep):
             continue
         at = sweep[np.isclose(sweep["budget"].astype(float), budget)]
         trained = at[(at["metric"] == "val_loss") & (at["status"] == "ok")]

@@ -15,6 +15,7 @@ from workbook.scaling_laws.fits import (
     fit_exponents,
     isoflop_minima,
     ok_points,
+    one_batch_per_budget,
     pool_of,
     seed_pools,
     seed_spread,
@@ -258,7 +259,7 @@ def _batch_bullet(found: list[tuple[str, pd.DataFrame]]) -> str:
     where = mine["where"] + (f", seeds {seeds}" if seeds.endswith("pooled") else "")
     at_one = (f"{mine['tokens/param']:.1f} tokens per parameter with every size at "
               f"{mine['batches']}")
-    if "batch_rule" in main.columns and (main["batch_rule"] == "largest").any():
+    if one_batch_per_budget(main):
         per_point = (f" the optimum of the {mine['budget']:.3g}-FLOP budget sat at "
                      f"{theirs['tokens/param'].iloc[0]:.1f} at {theirs['batches'].iloc[0]} "
                      f"batches, against {at_one}" if len(theirs) else

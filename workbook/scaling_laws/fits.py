@@ -45,6 +45,14 @@ def parabola_minimum(x, loss) -> tuple[float, float, bool]:
 
 
 @takes_rows
+def one_batch_per_budget(sweep: pd.DataFrame) -> bool:
+    """Whether ``sweep`` trained every size of a budget at one batch (its ``batch_rule``
+    "largest"), not each point at its own batch ("steps", and sweeps recorded before the
+    column)."""
+    return "batch_rule" in sweep.columns and bool((sweep["batch_rule"] == "largest").any())
+
+
+@takes_rows
 def ok_points(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per trained point: budget, n_params, n_tokens, compute, loss (wide form)."""
     if rows.empty:

@@ -18,6 +18,7 @@ from workbook.scaling_laws.fits import (
     fit_power_law,
     isoflop_minima,
     ok_points,
+    one_batch_per_budget,
     resumed_note,
     seed_pools,
     text_note,
@@ -38,9 +39,8 @@ def _recipe(group: pd.DataFrame) -> str:
     """A sweep's recipe: the per-size one (rows carry ``beta2``), with one batch per budget
     where its ``batch_rule`` is "largest", or the older fixed batch."""
     if "beta2" in group.columns and group["beta2"].notna().any():
-        largest = "batch_rule" in group.columns and (group["batch_rule"] == "largest").any()
         return "per-size recipe" + (", one batch per budget (its largest size's)"
-                                    if largest else "")
+                                    if one_batch_per_budget(group) else "")
     return "one batch per budget, untuned (older recipe)"
 
 
