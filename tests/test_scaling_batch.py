@@ -221,6 +221,11 @@ def test_the_plan_at_a_batch_per_point_is_not_todays_plan_and_one_batchs_time_is
     assert sl.ran_todays_plan(timed(sl.plan_sweep(cfg)))
     # the same points run eagerly take other times: not today's plan's timing
     assert not sl.ran_todays_plan(timed(sl.plan_sweep(cfg), graphed=False))
+    # asked for graphs, but every capture failed and the steps ran eagerly: not graphed either
+    plan = timed(sl.plan_sweep(cfg))
+    failed = pd.concat([plan, plan.assign(metric="graphed_steps", value=0.0)])
+    assert not sl.ran_todays_plan(failed)
+    assert sl.ran_todays_plan(pd.concat([plan, plan.assign(metric="graphed_steps", value=9.0)]))
     per_point = dataclasses.replace(cfg, batch_rule="steps")
     assert not sl.ran_todays_plan(timed(sl.plan_sweep(per_point)))
     rows = results.load_shown("scaling_isoflop")

@@ -95,10 +95,14 @@ def ran_todays_plan(sweep: pd.DataFrame, cfg: IsoFlopConfig | None = None) -> bo
 
 
 def _graphed(sweep: pd.DataFrame) -> bool:
-    """Whether ``sweep`` replayed its steps from CUDA graphs (its ``cuda_graph`` column; a sweep
-    recorded before the column ran eagerly)."""
-    return "cuda_graph" in sweep.columns and bool(
-        sweep["cuda_graph"].fillna(False).astype(bool).any())
+    """Whether ``sweep`` replayed its steps from CUDA graphs: its ``cuda_graph`` column asked
+    for them (a sweep recorded before the column ran eagerly) and, where the sweep counted its
+    ``graphed_steps``, some steps replayed (a capture that failed ran eagerly and counts 0)."""
+    if "cuda_graph" not in sweep.columns or not sweep["cuda_graph"].fillna(False).astype(
+            bool).any():
+        return False
+    counted = sweep.loc[sweep["metric"] == "graphed_steps", "value"]
+    return counted.empty or bool((counted > 0).any())
 
 
 @takes_rows
