@@ -848,3 +848,23 @@ def test_the_lectures_chinchilla_table_is_read_against_both_published_laws():
     half = table.assign(**{"N_opt / N (Chinchilla (Epoch replication))": replication / 2})
     assert f"{replication.min() / 2:.2f}–" in sl.lecture_chinchilla_caption(half)
     assert sl.lecture_chinchilla_caption(table.iloc[:3]).startswith("*No table")
+
+
+def test_reference_slopes_span_every_sweep_and_go_through_the_largest_sweeps_middle():
+    """A small live sweep (two budgets) beside a recorded full one: Chinchilla's slope, Kaplan's
+    and 20 tokens/param run across both sweeps' budgets, anchored on the sweep with more."""
+    there = _sweep_rows(sl.CHINCHILLA, "recorded", "GPU there", recipe=True)
+    points = _synthetic_sweep(sl.CHINCHILLA, [1e9, 1e10], noise=0.001)
+    here = points.rename(columns={"loss": "value"}).assign(
+        metric="val_loss", status="ok", source="measured", device="CPU here", preset="small",
+        commit="abc", recorded_at="2026-12-05T00:00:00Z", n_gpus=1, seed=0, beta2=0.99)
+    rows = pd.concat([here, there], ignore_index=True)
+    fig = sl.frontier_figure(rows)
+    refs = {t.name: t for t in fig.data if "slope" in t.name or "tokens/param" in t.name}
+    assert len(refs) == 3, [t.name for t in fig.data]
+    for trace in refs.values():
+        assert min(trace.x) == pytest.approx(1e9 / 2) and max(trace.x) == pytest.approx(2e14)
+    middle = sl.isoflop_minima(sl.ok_points(there)).iloc[1]   # of 1e12, 1e13, 1e14
+    slope = refs["Chinchilla slope a = 0.50"]
+    through = np.interp(np.log(middle["budget"]), np.log(slope.x), np.log(slope.y))
+    assert np.exp(through) == pytest.approx(middle["n_opt"], rel=0.02)

@@ -54,6 +54,12 @@ LAYOUT = {
 # 1.3 × its 18 px font, measured in Chromium), the gaps: a header of 6 lines with 17 px per line
 # ran 21 px into the legend below it (03's figures, 2026-12-05).
 _TITLE_PX, _FIRST_SUB_PX, _SUBTITLE_PX, _HEADER_PAD_PX = 20, 14, 23.4, 8
+# Characters per title line and per subtitle (<sup>) line before a line wraps: Chromium drew
+# 8 px per title character and 5.6 px per subtitle character, and a figure in JupyterLab (a
+# 1400 px window, the file browser open) is about 970 px wide; wider lines were cut at the
+# figure's right edge (03's sweep labels, 2026-12-05). Each wrapped line past the third makes
+# the figure taller, so the plot keeps its height.
+TITLE_CHARS, SUBTITLE_CHARS, _HEADER_LINES = 90, 130, 3
 _SOURCE_STYLE = {
     "measured": {"mode": "lines+markers", "line": {"dash": "solid"},
                  "marker": {"symbol": "circle", "size": 8}},
@@ -78,9 +84,15 @@ class Figure(go.Figure):
     def _repr_mimebundle_(self, include=None, exclude=None, validate=True, **kwargs):
         spec = json.loads(pio.to_json(self, validate=validate))
         layout = spec.setdefault("layout", {})
-        for part, place in header_layout(self.layout.title.text or "",
-                                         self.layout.height or LAYOUT["height"]).items():
-            layout[part] = {**layout.get(part, {}), **place}  # the title as it is now
+        text = wrap_title(self.layout.title.text or "")   # the title as it is now
+        lines = text.count("<br>") + 1
+        height = (self.layout.height or LAYOUT["height"]) + _SUBTITLE_PX * max(
+            0, lines - _HEADER_LINES)
+        for part, place in header_layout(text, height).items():
+            layout[part] = {**layout.get(part, {}), **place}
+        if text:
+            layout["title"]["text"] = text
+        layout["height"] = height
         title = self.layout.title.text or "figure"
         return {PLOTLY_MIME: {**spec, "config": CONFIG},
                 "text/plain": f"<plotly figure: {title.split('<br>')[0]}, "
@@ -116,6 +128,44 @@ def label_of(name: object) -> str:
 def has_color(trace: go.BaseTraceType) -> bool:
     """Whether ``trace`` sets its own colour (its line's or its markers')."""
     return any(part in trace and trace[part].color is not None for part in ("line", "marker"))
+
+
+def wrap_title(title: str, title_chars: int = TITLE_CHARS,
+               subtitle_chars: int = SUBTITLE_CHARS) -> str:
+    """``title`` with each line longer than its limit broken into several (at '; ', else ', ',
+    else a space): the title's first line at ``title_chars``, a ``<sup>`` line at
+    ``subtitle_chars``. Each ``<sup>`` line comes out closed on its own line. A title with other
+    markup (a tag inside a line) is returned as it is."""
+    out, small = [], False
+    for i, line in enumerate(title.split("<br>")):
+        if line.startswith("<sup>"):
+            small, line = True, line[len("<sup>"):]
+        closes = line.endswith("</sup>")
+        line = line.removesuffix("</sup>")
+        if "<" in line:
+            return title
+        limit = subtitle_chars if small or i else title_chars
+        out += [f"<sup>{part}</sup>" if small else part for part in _wrap_line(line, limit)]
+        small = small and not closes
+    return "<br>".join(out)
+
+
+def _wrap_line(text: str, limit: int) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters where it can be: each cut after the
+    last '; ' that leaves a piece of at least half the limit, else the last ', ', else the last
+    space (a word longer than the limit stays whole)."""
+    pieces = []
+    while len(text) > limit:
+        for sep in ("; ", ", ", " "):
+            cut = text.rfind(sep, 0, limit + 1 - len(sep.rstrip()))
+            if cut >= limit // 2 or (sep == " " and cut > 0):
+                break
+        else:
+            break
+        head = text[:cut + len(sep.rstrip())]
+        pieces.append(head)
+        text = text[cut + len(sep):]
+    return pieces + [text]
 
 
 def header_layout(title: str, height: float) -> dict[str, dict[str, float]]:

@@ -52,7 +52,7 @@ TRACE_MARKS_JS = """
           images: images.length, fills: fills.length, traces: traces,
           title: (plot.querySelector('.gtitle') || {}).textContent || '',
           title_box: box(plot.querySelector('.gtitle')),
-          legend_box: box(plot.querySelector('.legend'))};
+          legend_box: box(plot.querySelector('.legend')), plot_box: box(plot)};
 }
 """
 # The marks' geometry and the axes' tick labels: one of them changes when a control redraws the
@@ -176,6 +176,12 @@ class NotebookRun:
         """Figures whose legend and title overlap (by more than 2 px each way)."""
         return [f for f in self.figures if f.get("title_box") and f.get("legend_box")
                 and _overlap(f["title_box"], f["legend_box"])]
+
+    @property
+    def cut_titles(self) -> list[dict]:
+        """Figures whose title runs past the figure's right edge (there the browser cuts it)."""
+        return [f for f in self.figures if f.get("title_box") and f.get("plot_box")
+                and f["title_box"][2] > f["plot_box"][2] + 1]
 
     @property
     def blank_figures(self) -> list[dict]:

@@ -67,6 +67,8 @@ def test_run_all_in_jupyterlab(name, lab, browser, artifacts):
         f"{[(f['index'], f['title'][:60]) for f in run.blank_figures]}; see {run.screenshot}")
     assert not run.covered_headers, (
         f"{name}: legend over the title: {[f['title'][:60] for f in run.covered_headers]}")
+    assert not run.cut_titles, (
+        f"{name}: a title wider than its figure: {[f['title'][:60] for f in run.cut_titles]}")
     dead = [e for e in run.explorers if not e["changed"]]
     assert not dead, f"{name}: moving a control did not change the figure: {dead}"
 

@@ -494,10 +494,12 @@ def _short(where: str, found: list) -> str:
 def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
     """The IsoFLOP minima N_opt(C) of every sweep with its fitted power law (the exponent from
     ``summary``, :func:`fit_summary`, when given), each named by the machine it ran on;
-    Chinchilla's and Kaplan's slopes drawn through the main sweep's middle budget, and N at 20
-    tokens/param. Each sweep's minima take its shape of the subtitle's key (:func:`_shapes`: this
-    machine's filled circles, each recorded sweep a hollow shape); a minimum its sizes do not
-    bracket (extrapolated) is that shape with a cross inside (:func:`_crossed`)."""
+    Chinchilla's and Kaplan's slopes drawn through the middle budget of the sweep with the most
+    budgets (the first drawn of those: this machine's where it has as many), and N at 20
+    tokens/param, all three across every drawn sweep's budgets. Each sweep's minima take its
+    shape of the subtitle's key (:func:`_shapes`: this machine's filled circles, each recorded
+    sweep a hollow shape); a minimum its sizes do not bracket (extrapolated) is that shape with
+    a cross inside (:func:`_crossed`)."""
     from workbook import plots
 
     found, left_out = _drawn(sweeps(rows))
@@ -506,7 +508,7 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
     fig = plots.figure(_subtitled("Compute-optimal model size N_opt(C)", found, left_out) + (
         "<br><sup>a cross inside the shape: a minimum outside its sizes (extrapolated)</sup>"
         if crossed else ""), "compute C (FLOPs)", "N_opt (parameters)", log_x=True, log_y=True)
-    mid = None
+    mid, most = None, 0
     for (where, sweep), shape, minima in zip(found, _shapes(found), every, strict=True):
         if len(minima) < 2:
             continue
@@ -531,10 +533,13 @@ def frontier_figure(rows: pd.DataFrame, summary: pd.DataFrame | None = None):
                                 [symbol if ok else _crossed(symbol) for ok in inside]})
         fig.add_scatter(x=c, y=coef * c**p, mode="lines", line={"color": color},
                         legendgroup=where, name=f"fit, {_short(where, found)}: {shown}")
-        if mid is None:
-            mid, span = minima.iloc[len(minima) // 2], c
+        if mid is None or len(minima) > most:   # the sweep with most budgets anchors them
+            mid, most = minima.iloc[len(minima) // 2], len(minima)
     if mid is None:
         return fig
+    # the reference slopes run over every drawn sweep's budgets, not only the anchor's
+    budgets = pd.concat([m["budget"] for m in every if len(m) >= 2])
+    span = np.geomspace(budgets.min() / 2, budgets.max() * 2, 30)
     for name, y, dash in (
             ("Chinchilla slope a = 0.50", mid["n_opt"] * (span / mid["budget"]) ** 0.5, "dash"),
             ("Kaplan slope a = 0.73", mid["n_opt"] * (span / mid["budget"]) ** 0.73, "dot"),

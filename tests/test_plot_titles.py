@@ -1,0 +1,58 @@
+"""Figure titles: long lines wrap (a line wider than the figure is cut at its edge in the
+browser), each wrapped line past the third makes the figure taller, nothing is lost."""
+import re
+
+from workbook import plots
+
+LONG = ("circle: recorded on NVIDIA H100 80GB HBM3 ×1, 2026-12-05, seed 2, full preset, "
+        "per-size recipe, one batch per budget (its largest size's), a 30-point plan over 6 "
+        "budgets; the fit over 6 budgets")
+
+
+def _visible(title: str) -> list[str]:
+    return [re.sub(r"</?sup>", "", line) for line in title.split("<br>")]
+
+
+def test_long_subtitle_lines_wrap_without_losing_a_word():
+    title = f"IsoFLOP profiles<br><sup>{LONG}</sup><br><sup>short</sup>"
+    wrapped = plots.wrap_title(title)
+    lines = wrapped.split("<br>")
+    assert len(lines) > 3
+    assert all(len(line) <= plots.SUBTITLE_CHARS for line in _visible(wrapped)[1:])
+    assert " ".join(_visible(wrapped)).split() == " ".join(_visible(title)).split()
+    # every subtitle piece is a <sup> line of its own, opened and closed
+    assert all(line.startswith("<sup>") and line.endswith("</sup>") for line in lines[1:])
+    # the cut prefers '; ' (the line breaks after it), then ', '
+    assert any(line.endswith(";</sup>") or line.endswith(",</sup>") for line in lines[1:-1])
+
+
+def test_a_sup_block_over_several_lines_is_closed_on_each():
+    title = f"Loss<br><sup>one<br>{LONG}</sup>"
+    lines = plots.wrap_title(title).split("<br>")
+    assert lines[0] == "Loss" and lines[1] == "<sup>one</sup>"
+    assert all(line.startswith("<sup>") and line.endswith("</sup>") for line in lines[1:])
+
+
+def test_short_titles_and_other_markup_stay_as_they_are():
+    for title in ("", "Loss", "Loss<br><sup>this machine</sup>", f"<b>{LONG}</b>"):
+        assert plots.wrap_title(title) == title
+    # one word longer than the limit cannot be cut
+    assert plots.wrap_title("x" * 200) == "x" * 200
+
+
+def test_a_figure_with_wrapped_lines_grows_and_puts_its_legend_below_them():
+    # three lines fit the usual height; each line past them adds its own height
+    short = plots.figure("Loss<br><sup>this machine</sup><br><sup>recorded on an H200</sup>")
+    tall = plots.figure(f"Loss<br><sup>{LONG}</sup><br><sup>{LONG}</sup>")
+    bundle = {name: fig._repr_mimebundle_()[plots.PLOTLY_MIME]["layout"]
+              for name, fig in (("short", short), ("tall", tall))}
+    assert bundle["short"]["height"] == plots.LAYOUT["height"]
+    lines = bundle["tall"]["title"]["text"].count("<br>") + 1
+    assert lines >= 5
+    assert bundle["tall"]["height"] > plots.LAYOUT["height"]
+    # the legend sits at the same distance below a taller header: the plot keeps its height
+    below = {name: (1 - layout["legend"]["y"]) * layout["height"]
+             for name, layout in bundle.items()}
+    assert below["tall"] > below["short"]
+    plot_px = {name: layout["height"] - below[name] for name, layout in bundle.items()}
+    assert abs(plot_px["tall"] - plot_px["short"]) < 1
