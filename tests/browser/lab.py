@@ -245,7 +245,9 @@ def _set_control(explorer, page) -> str | None:
     """Move the explorer's first control as a reader would; returns what was done."""
     select = explorer.locator("select")
     if select.count():
-        options = select.first.locator("option").all_inner_texts()
+        # the options' text from the DOM (``inner_text`` of an <option> came back '' once,
+        # make test of 2026-12-05: a hidden element has no rendered text)
+        options = select.first.evaluate("s => Array.from(s.options).map(o => o.text)")
         current = select.first.evaluate("s => s.options[s.selectedIndex].text")
         pick = next((i for i in reversed(range(len(options))) if options[i] != current), None)
         if pick is None:
@@ -291,7 +293,9 @@ def _explorers(page) -> list[dict]:
         before = plot.evaluate(FIGURE_SIGNATURE_JS)
         action = _set_control(box, page)
         changed = False
-        for _ in range(40):  # the kernel redraws; the new figure replaces the old one
+        # the kernel redraws; the new figure replaces the old one (up to 20 s: 04's explorer
+        # took longer than 10 s once, in a make test on 2 cores, and passed alone)
+        for _ in range(80):
             page.wait_for_timeout(250)
             plot = box.locator(".js-plotly-plot").first
             if plot.count() and plot.evaluate(FIGURE_SIGNATURE_JS) != before:
