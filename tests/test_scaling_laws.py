@@ -856,7 +856,8 @@ def test_reference_slopes_span_every_sweep_and_go_through_the_largest_sweeps_mid
     there = _sweep_rows(sl.CHINCHILLA, "recorded", "GPU there", recipe=True)
     points = _synthetic_sweep(sl.CHINCHILLA, [1e9, 1e10], noise=0.001)
     here = points.rename(columns={"loss": "value"}).assign(
-        metric="val_loss", status="ok", source="measured", device="CPU here", preset="small",
+        metric="val_loss", status="ok", source="measured", device="CPU (x86_64, 2 cores)",
+        preset="small",
         commit="abc", recorded_at="2026-12-05T00:00:00Z", n_gpus=1, seed=0, beta2=0.99)
     rows = pd.concat([here, there], ignore_index=True)
     fig = sl.frontier_figure(rows)
@@ -868,3 +869,6 @@ def test_reference_slopes_span_every_sweep_and_go_through_the_largest_sweeps_mid
     slope = refs["Chinchilla slope a = 0.50"]
     through = np.interp(np.log(middle["budget"]), np.log(slope.x), np.log(slope.y))
     assert np.exp(through) == pytest.approx(middle["n_opt"], rel=0.02)
+    # a device name with a comma inside its brackets stays whole in the legend
+    fits = [t.name for t in fig.data if t.name.startswith("fit")]
+    assert fits[0].startswith("fit, this machine (CPU (x86_64, 2 cores)): a = "), fits

@@ -483,11 +483,23 @@ def _crossed(symbol: str) -> str:
 
 def _short(where: str, found: list) -> str:
     """A sweep's legend name: where it ran; its date and seed where another of ``found`` did."""
-    head, *rest = where.split(", ")
+    head, *rest = _parts(where)
     name = head.removeprefix("recorded on ").removeprefix("NVIDIA ")
-    twins = bool(rest) and sum(w.split(", ")[0] == head for w, _ in found) > 1
+    twins = bool(rest) and sum(_parts(w)[0] == head for w, _ in found) > 1
     keep = [r for r in rest[:3] if r[:1].isdigit() or r.startswith(("seed", "commit"))]
     return ", ".join([name, *keep][:1 + 3 * twins])   # date, seed (and commit where needed)
+
+
+def _parts(where: str) -> list[str]:
+    """A sweep's label cut at its ', ' outside brackets: 'this machine (CPU (x86_64, 2 cores)),
+    small preset' -> ['this machine (CPU (x86_64, 2 cores))', 'small preset']."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(where):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and where.startswith(", ", i):
+            parts.append(where[start:i])
+            start = i + 2
+    return parts + [where[start:]]
 
 
 @takes_rows
