@@ -271,3 +271,44 @@ def test_wiggle_counts_a_bump_above_the_chord_not_the_minimums_dip():
     assert sl.wiggle(n, np.array([3.0, 2.5, 2.2, 2.3, 2.6])) == 0.0   # convex: no stray
     bumped = np.array([3.0, 2.0, 2.1, 1.9, 2.5])   # 2.1 sits 0.15 above its neighbours' 1.95
     assert abs(sl.wiggle(n, bumped) - 0.15) < 1e-9
+
+
+def test_comm_figure_draws_the_papers_number_once_per_variant_and_tells_machines_apart():
+    """Two machines at N = 2 once gave the paper's 2Ψ bar twice at one x, drawn as 4Ψ."""
+    def table(device, n_gpus, source):
+        return pd.DataFrame({"where": f"{source} {device}", "device": device, "n_gpus": n_gpus,
+                             "source": source, "variant": ["ddp", "zero3"], "n_ranks": 2,
+                             "comm measured (Ψ)": [2.0, 3.4], "comm formula (Ψ)": [2.0, 3.0]})
+    both = pd.concat([table("CPU", 1, "measured"), table("NVIDIA H200", 2, "recorded")],
+                     ignore_index=True)
+    fig = zero.plot_comm(both, "comm")
+    paper = fig.data[-1]
+    assert paper.name.startswith("paper") and list(paper.x) == ["ddp (N=2)", "zero3 (N=2)"]
+    assert list(paper.y) == [2.0, 3.0]
+    fills = [t.marker.pattern.shape for t in fig.data[:-1]]
+    assert len(set(fills)) == 2 and "/" not in fills, fills
+
+
+def test_zero_scaling_puts_a_small_and_a_large_model_on_one_axis_per_parameter():
+    """A CPU's 1M-parameter model beside a GPU's 350M one: in GB the CPU's points sat at zero
+    under the GPU's; per parameter both sit by the paper's 16 / (4 + 12/N) curves."""
+    def table(device, source, psi, excess):
+        rows = []
+        for variant, stage in (("zero0", 0), ("zero1", 1)):
+            for n in (1, 2):
+                formula = zero.zero_memory_formula(psi, n, stage)["total"] / 1e9
+                rows.append({"variant": variant, "n_ranks": n, "formula (GB)": formula,
+                             "model states measured (GB)": formula * excess, "source": source,
+                             "device": device, "n_gpus": n, "recorded_at": "2026-12-01",
+                             "seed": 0})
+        return pd.DataFrame(rows)
+    both = pd.concat([table("CPU", "measured", 1e6, 1.1),
+                      table("NVIDIA H200", "recorded", 3.5e8, 1.0)], ignore_index=True)
+    fig = zero.plot_scaling(both)
+    drawn = {t.name: list(t.y) for t in fig.data}
+    assert not any("nan" in name for name in drawn), list(drawn)
+    measured = [y for name, ys in drawn.items() if "predicted" not in name for y in ys]
+    assert min(measured) == pytest.approx(4 + 12 / 2) and max(measured) == pytest.approx(
+        16 * 1.1)
+    paper = next(ys for name, ys in drawn.items() if name.startswith("zero0 (predicted"))
+    assert set(paper) == {16.0}

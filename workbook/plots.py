@@ -255,7 +255,8 @@ def compare(rows: pd.DataFrame, x: str, *, y: str = "value", group: str | Sequen
             marker["symbol"] = marker["symbol"].replace(
                 "circle", shape if color else symbol[key[-1]])
         part = part.sort_values(x)
-        name = short_device(key[-1]) if machines else ""
+        name = short_device(key[-1]) if machines and pd.notna(key[-1]) else ""  # a formula:
+        # no device
         # no machine name where the label is the machine already, or the curve is everyone's
         where = f", {name}" if name and name not in label and formulas.get(curve, True) else ""
         # the source is not said twice ("peak: datasheet (datasheet)")

@@ -3,6 +3,8 @@ DeepSpeed's numbers differ from the paper's, and the closing claims table."""
 
 from __future__ import annotations
 
+import itertools
+
 from typing import Any
 
 import pandas as pd
@@ -167,6 +169,9 @@ def plot_model_states(table: pd.DataFrame, title: str = "") -> Any:
     return fig
 
 
+_MACHINE_FILLS = ("", ".", "x", "+", "-")   # one per machine; the paper's bars are '/'
+
+
 @takes_rows
 def plot_comm(table: pd.DataFrame, title: str = "") -> Any:
     """Communication per step (in units of Ψ elements) of every machine in ``table`` (a
@@ -182,16 +187,21 @@ def plot_comm(table: pd.DataFrame, title: str = "") -> Any:
     if table.empty:
         return fig
     keys = [c for c in ("device", "n_gpus", "source") if c in table]
-    for _, part in (table.groupby(keys, sort=False, dropna=False) if keys else [((), table)]):
+    parts = table.groupby(keys, sort=False, dropna=False) if keys else [((), table)]
+    # the colour is the variant, so each machine has a fill of its own (solid, dots, crosses…)
+    for (_, part), fill in zip(parts, itertools.cycle(_MACHINE_FILLS)):
         name = (part["where"].iloc[0] if "where" in part else where_of(part)) if keys \
             else "measured"
         fig.add_bar(x=[f"{v} (N={n})" for v, n in zip(part["variant"], part["n_ranks"],
                                                       strict=True)],
-                    y=part["comm measured (Ψ)"], name=name,
+                    y=part["comm measured (Ψ)"], name=name, marker_pattern_shape=fill,
                     marker_color=[plots.color_for(v) for v in part["variant"]])
-    x = [f"{v} (N={n})" for v, n in zip(table["variant"], table["n_ranks"], strict=True)]
-    fig.add_bar(x=x, y=table["comm formula (Ψ)"], name="paper (2Ψ or 3Ψ)",
-                marker_color=[plots.color_for(v) for v in table["variant"]],
+    # the paper's number once per variant and rank count: two machines at N = 2 share it (one
+    # bar each stacked to twice the paper's 2Ψ before)
+    paper = table.drop_duplicates(["variant", "n_ranks"])
+    x = [f"{v} (N={n})" for v, n in zip(paper["variant"], paper["n_ranks"], strict=True)]
+    fig.add_bar(x=x, y=paper["comm formula (Ψ)"], name="paper (2Ψ or 3Ψ)",
+                marker_color=[plots.color_for(v) for v in paper["variant"]],
                 marker_pattern_shape="/")
     fig.update_layout(barmode="group")
     return fig
@@ -311,28 +321,33 @@ def comm_kinds(rows: pd.DataFrame) -> pd.DataFrame:
 
 @takes_rows
 def plot_scaling(tables: pd.DataFrame) -> Any:
-    """Per-rank model states against N_d: measured points (this machine's live ones as
-    'measured', the ledger's as 'recorded'), the paper's curve dashed."""
+    """Per-rank model states against N_d in bytes per parameter (Ψ units: the model states
+    divided by the model's Ψ), so that machines that trained models of different sizes (a
+    CPU's small one, a GPU's GPT-2 medium) share one axis and the paper's curve: measured
+    points (this machine's live ones as 'measured', the ledger's as 'recorded'), the paper's
+    curve dashed (16, 4 + 12/N, 2 + 14/N, 16/N for K = 12)."""
     from workbook import plots
 
     if tables.empty:
         return plots.compare(pd.DataFrame(), "n_ranks", title="no recorded rows yet")
     stages = tables[tables["variant"].isin(["zero0", "zero1", "zero2", "zero3"])]
+    # Ψ of each row's model, from its own formula column (formula = Ψ × bytes per parameter)
+    per_param = [zero_memory_formula(1.0, int(r["n_ranks"]), int(r["variant"][-1]))["total"]
+                 for _, r in stages.iterrows()]
+    psi = stages["formula (GB)"] * 1e9 / per_param
     # this machine's live points stay 'measured' (its colour, its marker); the rest are recorded
     rows = [{"variant": r["variant"], "n_ranks": r["n_ranks"],
              "source": "measured" if r.get("source") == "measured" else "recorded",
-             "value": r["model states measured (GB)"], "status": "ok",
+             "value": r["model states measured (GB)"] * 1e9 / n_params, "status": "ok",
              **{c: r.get(c) for c in ("device", "n_gpus", "recorded_at", "seed")}}
-            for _, r in stages.iterrows()]
-    psi = {v: r["formula (GB)"] * 1e9 / (zero_memory_formula(1.0, int(r["n_ranks"]),
-                                                            int(v[-1]))["total"])
-           for v, r in stages.set_index("variant").iterrows()}
+            for (_, r), n_params in zip(stages.iterrows(), psi, strict=True)]
     top = max(8, int(tables["n_ranks"].max()))
-    for v, n_params in psi.items():
+    for v in stages["variant"].unique():
         for n in range(1, top + 1):
             rows.append({"variant": v, "n_ranks": n, "source": "predicted", "status": "ok",
-                         "value": zero_memory_formula(n_params, n, int(v[-1]))["total"] / 1e9})
-    frame = pd.DataFrame(rows)
-    return plots.compare(frame, "n_ranks", group="variant", y_title="GB per rank",
-                         title="Per-rank model states vs N_d (points: measured; dashes: paper)",
+                         "value": zero_memory_formula(1.0, n, int(v[-1]))["total"]})
+    return plots.compare(pd.DataFrame(rows), "n_ranks", group="variant",
+                         y_title="model states per rank (bytes per parameter)",
+                         title="Per-rank model states vs N_d, per parameter of each machine's "
+                               "model (points: measured; dashes: paper)",
                          x_title="N_d (ranks)")
