@@ -4,7 +4,6 @@ DeepSpeed's numbers differ from the paper's, and the closing claims table."""
 from __future__ import annotations
 
 import itertools
-
 from typing import Any
 
 import pandas as pd
