@@ -254,9 +254,12 @@ def matmul_figure(roofline: pd.DataFrame):
         .fillna(mm["source"]) if "source" in mm.columns else ran
     size = (f" ({int(mm['size'].iloc[0])}³)" if "size" in mm.columns and len(mm)
             and mm["size"].nunique() == 1 else "")
+    # a CPU has no datasheet row: the title does not promise one
+    sheet = " vs datasheet" if "source" in mm.columns and (mm["source"] == "datasheet").any() \
+        else ""
     return plots.bars(mm.assign(run=run), x="dtype", group="run", log_y=True,
                       y_title="TFLOP/s (dense)",
-                      title=f"matmul throughput per dtype{size}: {ran} vs datasheet")
+                      title=f"matmul throughput per dtype{size}: {ran}{sheet}")
 
 
 @takes_rows
