@@ -1,5 +1,6 @@
-"""Figure titles: long lines wrap (a line wider than the figure is cut at its edge in the
-browser), each wrapped line past the third makes the figure taller, nothing is lost."""
+"""Figure text. Titles: long lines wrap (a line wider than the figure is cut at its edge in the
+browser), each wrapped line past the third makes the figure taller, nothing is lost. Point
+labels: each where it covers no other."""
 import re
 
 from workbook import plots
@@ -56,3 +57,21 @@ def test_a_figure_with_wrapped_lines_grows_and_puts_its_legend_below_them():
     assert below["tall"] > below["short"]
     plot_px = {name: layout["height"] - below[name] for name, layout in bundle.items()}
     assert abs(plot_px["tall"] - plot_px["short"]) < 1
+
+
+def test_point_labels_go_where_they_cover_no_other_label():
+    """03's published models: 'GPT-3 175B' and 'Gopher 280B' sit 0.2 decades apart at one
+    token count, and every label above its point ran into its neighbour's."""
+    from workbook.scaling_laws.laws import placement
+
+    models = placement("20 tokens/param")
+    text = [f"{m}<br>{r:.0f} tok/param" for m, r in
+            zip(models["model"], models["tokens_per_param"], strict=True)]
+    where = dict(zip(models["model"], plots.text_positions(models["n_params"],
+                                                           models["n_tokens"], text),
+                     strict=True))
+    assert where["GPT-3 175B"] != where["Gopher 280B"]
+    assert where["Llama 2 70B"] != where["Chinchilla 70B"]
+    # one point alone keeps the top; two on top of each other cannot both have it
+    assert plots.text_positions([1e9], [1e9], ["a"]) == ["top center"]
+    assert len(set(plots.text_positions([1e9, 1.1e9], [1e9, 1e9], ["abc", "def"]))) == 2

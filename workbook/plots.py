@@ -168,6 +168,52 @@ def _wrap_line(text: str, limit: int) -> list[str]:
     return pieces + [text]
 
 
+# Where a point's text goes, tried in this order; the box's centre, in label heights and widths
+_TEXT_PLACES = (("top center", 0.0, 1.0), ("bottom center", 0.0, -1.0),
+                ("middle right", 0.6, 0.0), ("middle left", -0.6, 0.0))
+
+
+def text_positions(x: Sequence[float], y: Sequence[float], labels: Sequence[str], *,
+                   px_per_decade: tuple[float, float] = (130.0, 70.0),
+                   char_px: float = 6.5, line_px: float = 16.0,
+                   y_top: float | None = None) -> list[str]:
+    """A plotly ``textposition`` per point of a log-log scatter, so that no two labels (nor a
+    label and another point) overlap: each label takes the first place of top, bottom, right,
+    left whose box is free (and stays below ``y_top``, the axis' top, where given: plotly cuts
+    text at the axes), else the top. The boxes are estimated in pixels from the axes' pixels
+    per decade and the font's character width (a 13 px font: about 6.5 px); a ``<br>`` in a
+    label makes it two lines high."""
+    px, py = px_per_decade
+    points = [(math.log10(a) * px, -math.log10(b) * py) for a, b in zip(x, y, strict=True)]
+    ceiling = -math.log10(y_top) * py if y_top else -math.inf
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for (cx, cy), label in zip(points, labels, strict=True):
+        lines = str(label).split("<br>")
+        w, h = max(map(len, lines)) * char_px, len(lines) * line_px
+        choice = _TEXT_PLACES[0][0]
+        for place, fx, fy in _TEXT_PLACES:
+            box = (cx + fx * w - w / 2 + (8 if fx > 0 else -8 if fx < 0 else 0),
+                   cy - fy * (h / 2 + 6) - h / 2)
+            box = (box[0], box[1], box[0] + w, box[1] + h)
+            clear = box[1] >= ceiling and not any(
+                _boxes_meet(box, other) for other in placed) and not any(
+                box[0] - 4 < ox < box[2] + 4 and box[1] - 4 < oy < box[3] + 4
+                for ox, oy in points if (ox, oy) != (cx, cy))
+            if clear:
+                choice = place
+                break
+        else:
+            box = (cx - w / 2, cy - h - 6, cx + w / 2, cy - 6)
+        placed.append(box)
+        out.append(choice)
+    return out
+
+
+def _boxes_meet(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def header_layout(title: str, height: float) -> dict[str, dict[str, float]]:
     """Where the title and the legend go (container fractions): the title's lines (its
     ``<br><sup>`` provenance included) at the top, the legend's first row right below the
