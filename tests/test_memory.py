@@ -350,6 +350,9 @@ def test_plot_fit_titles_only_the_device_it_draws() -> None:
     title = fig.layout.title.text
     assert "H100" in title and "H200" not in title  # the figure draws the first device only
     assert list(fig.data[0].x) == [1, 2]
+    # the capacity in both units: an '80GB' card holds 85 GB, which is 79 GiB
+    line = fig.layout.annotations[-1].text
+    assert line == "NVIDIA H100 80GB HBM3: 85 GB (79 GiB)", line
     assert "H200" in plot_fit(both[both["device"] == "NVIDIA H200"]).layout.title.text
 
 

@@ -318,7 +318,9 @@ def plot_fit(rows: pd.DataFrame) -> Any:
     fig.add_scatter(x=n, y=need, mode="lines", name="peak (formula: states + activations)",
                     line={"dash": "dash", "color": color})
     fig.add_hline(y=gpu, line={"dash": "dot", "color": "#555"},
-                  annotation_text=f"{r['device']}: {gpu:.0f} GB")
+                  # in GiB too: the card's name counts GiB ('80GB' is 85 GB of 10⁹ bytes)
+                  annotation_text=f"{r['device']}: {gpu:.0f} GB "
+                                  f"({float(r['gpu_bytes']) / 2**30:.0f} GiB)")
     return fig
 
 
