@@ -651,5 +651,8 @@ def test_sweep_figure_draws_each_devices_own_roofline():
     lines = {t.name: t.y[0] for t in fig.data if t.name.startswith("measured bf16 roofline")}
     assert lines == {"measured bf16 roofline (H100 80GB HBM3)": 790.0,
                      "measured bf16 roofline (H200)": 767.0}
+    # one colour for both: the line's end names the machine
+    ends = {t.text[-1] for t in fig.data if t.name.startswith("measured bf16 roofline")}
+    assert ends == {"H100 80GB HBM3: 790", "H200: 767"}
     assert "grows" not in fig.layout.title.text  # the title names the axes, not a finding
     assert not any(t.name.startswith("measured bf16") for t in flops.sweep_figure(rows).data)

@@ -255,8 +255,11 @@ def sweep_figure(rows: pd.DataFrame, roofline: pd.DataFrame | None = None):
     for device in achieved["device"].unique():
         peak = roofline_peaks(roofline[roofline["device"] == device]).get("bf16")
         if peak:
-            fig.add_scatter(x=span, y=[peak, peak], mode="lines",
-                            name=f"measured bf16 roofline ({plots.short_device(device)})",
+            # one colour for every machine's roofline: its end says whose it is
+            name = plots.short_device(device)
+            fig.add_scatter(x=span, y=[peak, peak], mode="lines+text",
+                            name=f"measured bf16 roofline ({name})",
+                            text=["", f"{name}: {peak:.0f}"], textposition="top left",
                             line={"dash": "dash", "color": plots.color_for("peak: roofline")})
     return fig
 
