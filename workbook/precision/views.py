@@ -83,7 +83,9 @@ def histogram_figure(hist: pd.DataFrame, lines: pd.DataFrame):
             off.append(f"{', '.join(formats)}: {what} 2^{x:g}")
             continue
         fig.add_vline(x=x, line={"dash": dash, "color": plots.color_for(formats[0])},
-                      annotation_text=f"{', '.join(formats)}: {what}", annotation_textangle=-90)
+                      annotation_text=f"{', '.join(formats)}: {what}", annotation_textangle=-90,
+                      # on a white box: the label crosses the histograms' lines
+                      annotation_bgcolor="rgba(255,255,255,0.85)", annotation_font_size=11)
     fig.update_xaxes(range=[lo - 2, hi + 2])
     if off:
         fig.add_annotation(text="off the chart: " + "; ".join(off), showarrow=False, x=0,
