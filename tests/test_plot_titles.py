@@ -75,3 +75,12 @@ def test_point_labels_go_where_they_cover_no_other_label():
     # one point alone keeps the top; two on top of each other cannot both have it
     assert plots.text_positions([1e9], [1e9], ["a"]) == ["top center"]
     assert len(set(plots.text_positions([1e9, 1.1e9], [1e9, 1e9], ["abc", "def"]))) == 2
+
+
+def test_a_bar_of_zero_says_0_and_a_missing_one_says_nothing():
+    import pandas as pd
+
+    rows = pd.DataFrame({"variant": ["base", "sft", "base"], "metric": ["a", "a", "b"],
+                         "value": [0.0, 0.25, float("nan")], "status": "ok"})
+    fig = plots.bars(rows, x="variant", group="metric")
+    assert [list(t.text) for t in fig.data] == [["0", ""], [""]]

@@ -430,7 +430,9 @@ def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
         name = f"{key[0]}, {short_device(key[1])}" if split else key
         claimed = "source" in part.columns and set(part["source"]) <= {"predicted", "datasheet"}
         hue = part[color].iloc[0] if color else name
+        # a bar of height zero is written '0': a measured zero is not a missing number
         fig.add_bar(x=part[x].astype(str), y=part[y], name=str(name),
+                    text=["0" if v == 0 else "" for v in part[y]], textposition="outside",
                     marker_color=color_for(hue), marker_pattern_shape="/" if claimed else "")
     fig.update_layout(barmode="group")
     return fig
