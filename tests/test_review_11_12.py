@@ -230,6 +230,9 @@ def test_targets_figure_spans_the_data_not_zero():
     fig = lora.targets_figure(sweep_rows())
     low, high = fig.layout.yaxis.range
     assert 5.5 < low < 5.612 and 5.649 < high < 5.8, (low, high)
+    # points on a cut axis, never bars (a bar's height would misstate the ratio)
+    assert {t.type for t in fig.data} == {"scatter"} and all(t.mode == "markers"
+                                                             for t in fig.data)
 
 
 def test_rank_figure_names_a_device_once():

@@ -157,15 +157,19 @@ def readable_values(table: pd.DataFrame) -> pd.DataFrame:
 @takes_rows
 def targets_figure(rows: pd.DataFrame):
     """Held-out loss by target modules (``lora_sweep`` rows of the 'targets' sweep, one seed):
-    a bar group per machine, the y axis around the data (from 0 the 0.04-nat differences
-    between the bars would not show)."""
+    a point per target set and machine, the y axis around the data (from 0 the 0.04-nat
+    differences would not show; points, not bars, since a bar's height from a cut axis
+    misstates the ratio between two losses)."""
     from workbook import plots
 
     part = _ok(rows[(rows["sweep"] == "targets") & (rows["metric"] == "eval_loss")])
     part = part.assign(where=where_column(part))
-    fig = plots.bars(part, "targets", group="where",
-                     title="Held-out loss by target modules (same rank, one seed)",
-                     y_title="held-out loss (nats)")
+    fig = plots.figure(plots.title_with_source(
+        "Held-out loss by target modules (same rank, one seed)", part), "targets",
+        "held-out loss (nats)")
+    for where, points in part.groupby("where", sort=False):
+        fig.add_scatter(x=points["targets"].astype(str), y=points["value"], mode="markers",
+                        name=str(where), marker={"size": 12})
     if len(part):
         low, high = float(part["value"].min()), float(part["value"].max())
         pad = max(0.25 * (high - low), 0.005)
