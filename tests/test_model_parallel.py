@@ -434,6 +434,9 @@ def test_two_recorded_machines_of_one_device_are_never_one_trace():
             assert len(x) == len(set(x)), f"{trace.name}: two machines in one trace, x={x}"
         names = [t.name for t in fig.data]
         assert any("×2" in n for n in names) and any("×4" in n for n in names), names
+    names = [t.name for t in mp.plot_tp_time(tp).data]
+    assert not any("step_ms" in n for n in names), "curves named in words, not metric names"
+    assert any(n.startswith("whole block on one device") for n in names), names
     formula = [t for t in mp.plot_bubble(pp).data if "(p-1)/(m+p-1)" in t.name]
     assert len(formula) == 1 and list(formula[0].x) == [1, 2, 4], "one formula curve per p"
     summary = mp.tp_summary(tp)

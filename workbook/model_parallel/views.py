@@ -229,13 +229,19 @@ def plot_bubble(rows: pd.DataFrame, title: str = "GPipe idle fraction vs micro-b
                          y_title="idle fraction of a step", color="stages")
 
 
+_TP_CURVES = {"step_ms_one_device": "whole block on one device",
+              "step_ms_tensor_parallel": "tensor-parallel shard + all-reduce"}
+
+
 @takes_rows
 def plot_tp_time(rows: pd.DataFrame):
     """Step time of one block vs tensor-parallel degree, and the all-reduce share."""
     from workbook import plots
 
-    t = rows[rows["metric"].isin(["step_ms_one_device", "step_ms_tensor_parallel"])]
-    t = t.assign(curve=t["metric"] + " · " + curve_label(t))  # one trace per machine
+    t = rows[rows["metric"].isin(list(_TP_CURVES))]
+    # one trace per machine, named in words (not the ledger's metric names)
+    t = t.assign(metric=t["metric"].map(_TP_CURVES))
+    t = t.assign(curve=t["metric"] + " · " + curve_label(t))
     t = mean_over_ranks(t, ["tp", "curve", "metric", "source"])
     return plots.compare(t, "tp", group="curve", color="metric", title="One transformer block, "
                          "forward + backward", x_title="tensor-parallel degree", y_title="ms")
