@@ -207,6 +207,8 @@ def test_explorers_react_to_values_set_from_python():
     assert "50.0% of the logit" in scale.message.value, "1e-9 of the two is flushed at scale 1"
     scale.set(log2_scale=10)
     assert "turns 100.00% of the weight" in scale.message.value, "1e3 x 1024 > 65504: inf"
+    fp16_zero = scale.fig.data[0]   # fp16, share flushed to 0: none at scale 2^10
+    assert fp16_zero.name == "fp16 zero" and list(fp16_zero.text) == ["0", "0", "0"]
 
 
 def _master_pair(seed: int = 0):
