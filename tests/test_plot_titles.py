@@ -84,3 +84,20 @@ def test_a_bar_of_zero_says_0_and_a_missing_one_says_nothing():
                          "value": [0.0, 0.25, float("nan")], "status": "ok"})
     fig = plots.bars(rows, x="variant", group="metric")
     assert [list(t.text) for t in fig.data] == [["0", ""], [""]]
+
+
+def test_a_long_legend_makes_the_figure_taller_not_the_plot_smaller():
+    names = [f"{m} (recorded, {d})" for d in ("H100 80GB HBM3", "H200")
+             for m in ("vanilla", "sdpa_math", "sdpa_efficient", "sdpa_flash", "sdpa_cudnn",
+                       "triton")]
+    assert plots.legend_rows(names) == 6 and plots.legend_rows([]) == 0
+    assert plots.legend_rows(["a", "b"]) == 1
+
+    def height(n_traces: int) -> float:
+        fig = plots.figure("t")
+        for name in names[:n_traces]:
+            fig.add_scatter(x=[1], y=[1], name=name)
+        return fig._repr_mimebundle_()[plots.PLOTLY_MIME]["layout"]["height"]
+
+    assert height(4) == plots.LAYOUT["height"]          # two rows: the usual height
+    assert height(12) == plots.LAYOUT["height"] + 4 * 20

@@ -60,6 +60,20 @@ _TITLE_PX, _FIRST_SUB_PX, _SUBTITLE_PX, _HEADER_PAD_PX = 20, 14, 23.4, 8
 # figure's right edge (03's sweep labels, 2026-12-05). Each wrapped line past the third makes
 # the figure taller, so the plot keeps its height.
 TITLE_CHARS, SUBTITLE_CHARS, _HEADER_LINES = 90, 130, 3
+# The legend's rows, estimated as Chromium lays them out: plotly gives every entry the width of
+# the widest (about 50 px of symbol and gaps + 7 px a character) in a 900 px row, 20 px a row;
+# rows past two make the figure taller (07's figures of two machines × 6 methods had 7 rows
+# and 170 px left to plot, 2026-12-05).
+_LEGEND_ROW_WIDTH_PX, _LEGEND_ENTRY_PX, _LEGEND_CHAR_PX, _LEGEND_ROW_PX = 900, 50, 7, 20
+
+
+def legend_rows(names: Sequence[str]) -> int:
+    """How many rows a horizontal legend of entries ``names`` takes (0 for none)."""
+    if not names:
+        return 0
+    width = _LEGEND_ENTRY_PX + _LEGEND_CHAR_PX * max(len(str(n)) for n in names)
+    columns = max(1, int(_LEGEND_ROW_WIDTH_PX // width))
+    return math.ceil(len(names) / columns)
 _SOURCE_STYLE = {
     "measured": {"mode": "lines+markers", "line": {"dash": "solid"},
                  "marker": {"symbol": "circle", "size": 8}},
@@ -86,8 +100,12 @@ class Figure(go.Figure):
         layout = spec.setdefault("layout", {})
         text = wrap_title(self.layout.title.text or "")   # the title as it is now
         lines = text.count("<br>") + 1
+        entries = [t.name for t in self.data if t.name and t.showlegend is not False]
+        shown = self.layout.showlegend if self.layout.showlegend is not None \
+            else len(entries) > 1   # plotly's default: a legend from two traces on
+        rows = legend_rows(entries) if shown else 0
         height = (self.layout.height or LAYOUT["height"]) + _SUBTITLE_PX * max(
-            0, lines - _HEADER_LINES)
+            0, lines - _HEADER_LINES) + _LEGEND_ROW_PX * max(0, rows - 2)
         for part, place in header_layout(text, height).items():
             layout[part] = {**layout.get(part, {}), **place}
         if text:

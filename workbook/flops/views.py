@@ -1,6 +1,5 @@
-"""What notebook 02 shows: formula vs counted, the recorded tables, the calculator, claims.
-plotly and ipywidgets are imported inside the view functions (a GPU machine may have neither).
-"""
+"""What notebook 02 shows: formula vs counted, the recorded tables, the calculator, claims
+(plotly and ipywidgets are imported inside the view functions: a GPU machine may have neither)."""
 
 from __future__ import annotations
 
@@ -237,8 +236,8 @@ def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
 @takes_rows
 def sweep_figure(rows: pd.DataFrame, roofline: pd.DataFrame | None = None):
     """Achieved TFLOP/s vs model size beside the datasheet peak (dotted) and, given 00's
-    ``roofline`` rows, each device's own measured bf16 matmul peak (dashed): one line per
-    device of ``rows``, never one device's roofline drawn for another's points."""
+    ``roofline`` rows, each device's measured bf16 matmul peak (dashed, named at its end): one
+    line per device of ``rows``, never one device's roofline drawn for another's points."""
     from workbook import plots
 
     ok = rows[rows["status"] == "ok"] if not rows.empty else rows
@@ -255,11 +254,9 @@ def sweep_figure(rows: pd.DataFrame, roofline: pd.DataFrame | None = None):
     for device in achieved["device"].unique():
         peak = roofline_peaks(roofline[roofline["device"] == device]).get("bf16")
         if peak:
-            # one colour for every machine's roofline: its end says whose it is
-            name = plots.short_device(device)
-            fig.add_scatter(x=span, y=[peak, peak], mode="lines+text",
-                            name=f"measured bf16 roofline ({name})",
-                            text=["", f"{name}: {peak:.0f}"], textposition="top left",
+            at = plots.short_device(device)
+            fig.add_scatter(x=span, y=[peak, peak], mode="lines+text", textposition="top left",
+                            name=f"measured bf16 roofline ({at})", text=["", f"{at}: {peak:.0f}"],
                             line={"dash": "dash", "color": plots.color_for("peak: roofline")})
     return fig
 
