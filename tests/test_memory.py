@@ -138,6 +138,14 @@ def test_seq_sweep_eager_quadratic_sdpa_linear() -> None:
     assert "eager" in sweep_caption(rows) and "k =" in sweep_caption(rows)
     fig = plot_seq_sweep(rows)
     assert len(fig.data) == 4, "formula line + measured points for each attention"
+    # a recorded device beside it: its own model's formula (dotted) and its name in the title
+    there = rows.assign(device="GPU-y", source=rows["source"].replace("measured", "recorded"),
+                        value=rows["value"] * 10, recorded_at="2026-12-01T00:00:00Z",
+                        n_gpus=1, seed=0)
+    both = plot_seq_sweep(pd.concat([rows, there], ignore_index=True))
+    formulas = [t for t in both.data if "formula" in t.name]
+    assert [t.line.dash for t in formulas] == ["dash", "dash", "dot", "dot"]
+    assert "GPU-y" in both.layout.title.text and both.layout.title.text.count("<sup>") == 2
 
 
 def test_sweep_oom_rows_are_points_not_a_crash() -> None:

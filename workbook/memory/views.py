@@ -433,12 +433,12 @@ def score_bytes_per_element(rows: pd.DataFrame) -> pd.DataFrame:
 @takes_rows
 def plot_seq_sweep(rows: pd.DataFrame) -> Any:
     """Activation bytes against seq_len (log-log): measured points, the formula's lines (eager
-    with the s² term, SDPA without), ``oom`` lengths as ✕ at the formula's value; other
-    devices' recorded rows hollow, labelled."""
+    with the s² term, SDPA without) for each device's own model, ``oom`` lengths as ✕ at the
+    formula's value; other devices' recorded rows hollow and their formulas dotted, labelled,
+    each device named in the subtitle."""
     from workbook import plots
 
-    fig = plots.figure("Activations of one forward vs seq_len", "seq_len", "MB",
-                       log_x=True, log_y=True)
+    fig, lines = plots.figure("", "seq_len", "MB", log_x=True, log_y=True), []
     for i, (where, part) in enumerate(by_device(rows)):
         method = sweep_method(part)
         tag = "" if i == 0 else f" [{part['device'].iloc[0]}]"
@@ -449,10 +449,9 @@ def plot_seq_sweep(rows: pd.DataFrame) -> Any:
             oom = g[g["status"] == "oom"].merge(pred[["seq_len", "value"]], on="seq_len",
                                                 suffixes=("", "_pred"))
             words = "with s²" if attention == "eager" else "without s²"
-            if i == 0:
-                fig.add_scatter(x=pred["seq_len"], y=pred["value"] / 1e6, mode="lines",
-                                name=f"{attention}: formula ({words})",
-                                line={"dash": "dash", "color": color})
+            fig.add_scatter(x=pred["seq_len"], y=pred["value"] / 1e6, mode="lines",
+                            name=f"{attention}: formula ({words}){tag}",
+                            line={"dash": "dash" if i == 0 else "dot", "color": color})
             fig.add_scatter(x=meas["seq_len"], y=meas["value"] / 1e6, mode="markers",
                             name=f"{attention}: measured ({method}){tag}",
                             marker={"size": 10, "color": color,
@@ -462,10 +461,8 @@ def plot_seq_sweep(rows: pd.DataFrame) -> Any:
                                 name=f"oom ({attention}){tag}",
                                 marker={"symbol": "x", "size": 12,
                                         "color": plots.color_for("oom")})
-        if i == 0:
-            fig.update_layout(title=f"Activations of one forward vs seq_len<br><sup>{where}, "
-                              f"measured: {method}</sup>")
-    return fig
+        lines.append(f"<br><sup>{where}, measured: {method}</sup>")
+    return fig.update_layout(title="Activations of one forward vs seq_len" + "".join(lines))
 
 
 # --------------------------------------------------------------- checkpointing: time
