@@ -74,6 +74,8 @@ def legend_rows(names: Sequence[str]) -> int:
     width = _LEGEND_ENTRY_PX + _LEGEND_CHAR_PX * max(len(str(n)) for n in names)
     columns = max(1, int(_LEGEND_ROW_WIDTH_PX // width))
     return math.ceil(len(names) / columns)
+
+
 _SOURCE_STYLE = {
     "measured": {"mode": "lines+markers", "line": {"dash": "solid"},
                  "marker": {"symbol": "circle", "size": 8}},
