@@ -27,15 +27,15 @@ def allocation_explorer(compute: float = 5.76e23):
     fig = plots.figure("Parameters vs training tokens", "parameters N", "training tokens D",
                        log_x=True, log_y=True)
     models = placement("20 tokens/param")
-    # the name over its tokens per parameter, each label where it covers no other
+    # the name over its tokens per parameter, each label where it covers no other (a 10 px
+    # font; the axis' top is about twice the top point)
     text = [f"{m}<br>{r:.{1 if r < 10 else 0}f} tok/param" for m, r in
             zip(models["model"], models["tokens_per_param"], strict=True)]
     where = plots.text_positions(models["n_params"], models["n_tokens"], text, char_px=5.5,
-                                 line_px=13, y_top=2 * models["n_tokens"].max())  # a 10 px
-    # font; 2 × the top point: about the axis' top
+                                 line_px=13, y_top=2 * models["n_tokens"].max())
     fig.add_scatter(x=models["n_params"], y=models["n_tokens"], mode="markers+text", text=text,
-                    textposition=where,
-                    textfont={"size": 10}, name="published models", marker={"size": 9})
+                    textposition=where, textfont={"size": 10}, name="published models",
+                    marker={"size": 9})
     for name in ("frontier", "IsoFLOP line (this budget)", "optimum"):
         fig.add_trace(go.Scatter(x=[], y=[], name=name))
     c_range = np.geomspace(1e18, 1e27, 60)
