@@ -429,6 +429,12 @@ def _unit_title(rows: pd.DataFrame, y: str) -> str:
     return y
 
 
+def zero_labels(values: Sequence[float]) -> list[str]:
+    """A bar's text: '0' on a bar of height zero, nothing on the others, so that a measured
+    zero is not read as a missing number (plotly draws no bar for either)."""
+    return ["0" if v == 0 else "" for v in values]
+
+
 @takes_rows
 def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
          title: str = "", y_title: str | None = None, log_y: bool = False,
@@ -450,9 +456,8 @@ def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
         name = f"{key[0]}, {short_device(key[1])}" if split else key
         claimed = "source" in part.columns and set(part["source"]) <= {"predicted", "datasheet"}
         hue = part[color].iloc[0] if color else name
-        # a bar of height zero is written '0': a measured zero is not a missing number
         fig.add_bar(x=part[x].astype(str), y=part[y], name=str(name),
-                    text=["0" if v == 0 else "" for v in part[y]], textposition="outside",
+                    text=zero_labels(part[y]), textposition="outside",
                     marker_color=color_for(hue), marker_pattern_shape="/" if claimed else "")
     fig.update_layout(barmode="group")
     return fig

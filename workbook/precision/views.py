@@ -113,10 +113,8 @@ def loss_scale_explorer(grads: dict[str, torch.Tensor], log2_scale: int = 0):
         rows = share_rows(grads, (log2_scale,)).set_index(["kind", "format", "metric"])
         for trace, (fmt, metric) in zip(fig.data, traces, strict=True):
             lost = [rows.loc[(k, fmt, metric), "value"] for k in grads]
-            # nothing lost is written '0', so an empty slot does not read as missing (from
-            # `lost`: inside the explorer's batch_update, trace.y still reads the old values)
-            trace.update(y=lost, text=["0" if v == 0 else "" for v in lost],
-                         textposition="outside")
+            # from `lost`: inside the explorer's batch_update, trace.y still reads the old values
+            trace.update(y=lost, text=plots.zero_labels(lost), textposition="outside")
         z = rows.loc[("logit_grad", "fp16", "share_zero"), "value"]
         o = rows.loc[("weight_grad", "fp16", "share_overflow"), "value"]
         return (f"scale 2^{log2_scale}: FP16 flushes {z:.1%} of the logit gradients to 0 "
