@@ -560,6 +560,9 @@ def test_size_explorer_moves_with_the_sliders():
     assert list(explorer.fig.data[0].y) != before, "the vanilla curve must follow head_dim"
     explorer.set(seq_len=65536, batch=64)
     assert "all SRAM" in explorer.message.value
+    (line,), (name,) = explorer.fig.layout.shapes, explorer.fig.layout.annotations
+    assert line.x0 == 65536 and name.text == "seq_len = 65,536", "the dotted line is named"
+    assert abs(name.x - math.log10(65536)) < 1e-9, "annotations on a log axis take log10(x)"
 
 
 def test_targets_are_computed_from_rows_not_typed_in():

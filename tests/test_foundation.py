@@ -408,6 +408,27 @@ def test_compare_marks_out_of_memory_points_instead_of_dropping_them():
     assert any("out of memory" in (t.name or "") for t in fig.data), "named in the legend"
     plain = plots.compare(rows[rows["status"] == "ok"], "n", group="variant")
     assert not plain.layout.annotations and len(plain.data) == 2, "no oom rows, no marks"
+    names = [a for a in fig.layout.annotations if a.text == "vanilla"]
+    assert len(names) == 1 and names[0].x == crosses[0].x and names[0].xanchor == "right", \
+        "a screenshot has no hover text: the row of crosses is named beside its first cross"
+
+
+def test_on_top_keeps_a_coinciding_curve_in_sight():
+    # 06 in Chromium: 1F1B's idle share equals GPipe's and its points vanished under GPipe's
+    from workbook import plots
+
+    rows = pd.DataFrame({"m": [1, 2, 4] * 2, "value": [0.5, 0.33, 0.2] * 2,
+                         "curve": ["1f1b · here"] * 3 + ["gpipe · here"] * 3,
+                         "schedule": ["1f1b"] * 3 + ["gpipe"] * 3, "source": "measured",
+                         "status": "ok"})
+    fig = plots.compare(rows, "m", group="curve", color="schedule")
+    assert fig.data[0].name.startswith("1f1b"), "drawn first, so under gpipe's"
+    fig = plots.on_top(fig, "1f1b")
+    last, first = fig.data[-1], fig.data[0]
+    assert last.name.startswith("1f1b") and first.name.startswith("gpipe"), "drawn last"
+    assert last.marker.symbol.endswith("-open") and last.marker.size > first.marker.size
+    assert last.line.dash == "dash" and first.line.dash == "solid"
+    assert list(last.y) == [0.5, 0.33, 0.2], "its values untouched"
 
 
 # ----------------------------------------------------------------------------- notebooks

@@ -364,17 +364,36 @@ def mark_oom(fig: Figure, rows: pd.DataFrame, x: str, groups: Sequence[str] = ()
                                         if groups else [((), oom)]):
         key = key if isinstance(key, tuple) else (key,)
         label = " ".join(str(k) for k in key)
-        for at in sorted(set(part[x])):
-            if log_x and at <= 0:
-                continue
-            fig.add_annotation(x=math.log10(at) if log_x else at, y=0.02 + 0.05 * level,
-                               yref="paper", text="✕", showarrow=False,
-                               font={"color": OOM_COLOR, "size": 16},
+        at = [a for a in sorted(set(part[x])) if not (log_x and a <= 0)]
+        where = [math.log10(a) if log_x else a for a in at]
+        for a, pos in zip(at, where, strict=True):
+            fig.add_annotation(x=pos, y=0.02 + 0.05 * level, yref="paper", text="✕",
+                               showarrow=False, font={"color": OOM_COLOR, "size": 16},
                                hovertext=f"{label + ': ' if label else ''}out of memory at "
-                                         f"{x} = {at:g}")
+                                         f"{x} = {a:g}")
+        if label and where:  # a printout has no hover: the row says whose crosses they are
+            fig.add_annotation(x=where[0], y=0.02 + 0.05 * level, yref="paper", text=label,
+                               showarrow=False, xanchor="right", xshift=-10,
+                               font={"color": OOM_COLOR, "size": 11})
     fig.add_scatter(x=[None], y=[None], mode="markers",
                     name="out of memory (crosses along the foot)",
                     marker={"symbol": "x", "size": 10, "color": OOM_COLOR})
+
+
+def on_top(fig: Figure, prefix: str) -> Figure:
+    """Draw the traces named ``prefix…`` last, dashed, with larger open markers: a curve that
+    lies exactly on another (06's 1F1B on GPipe's idle share, the lecture's point) stays in
+    sight as a ring around the other's points instead of vanishing under them."""
+    mine = [t for t in fig.data if (t.name or "").startswith(prefix)]
+    for trace in mine:
+        trace.line.dash = "dash"
+        symbol = trace.marker.symbol or "circle"
+        trace.marker.symbol = symbol if symbol.endswith("-open") else f"{symbol}-open"
+        trace.marker.size = 13
+        trace.marker.line.width = 2
+    drawn_last = {id(t) for t in mine}
+    fig.data = [t for t in fig.data if id(t) not in drawn_last] + mine
+    return fig
 
 
 MACHINE_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "pentagon", "hexagon")

@@ -30,8 +30,7 @@ __all__ = ["PAPER_FIG2", "PAPER_FIG2_SHAPE", "notebook_rows", "KERNELS", "kernel
            "gpt2_limits", "claims", "timing_caption", "traffic_caption", "speedup_caption",
            "gpt2_caption", "machines_caption", "flops_note"]
 
-# FlashAttention paper (Dao et al. 2022), Figure 2 left: GPT-2 medium attention, fwd+bwd,
-# batch 64, 16 heads, seq 1024, head_dim 64, on an A100.
+# FlashAttention (Dao et al. 2022), Fig. 2 left: GPT-2 medium attention, fwd+bwd, on an A100
 PAPER_FIG2: dict[str, dict[str, float]] = {
     "standard": {"hbm_gb": 40.3, "runtime_ms": 41.7, "gflops": 66.6},
     "flash": {"hbm_gb": 4.4, "runtime_ms": 7.3, "gflops": 75.2},
@@ -99,8 +98,8 @@ def recorded_device(default: str = "H100") -> str:
 
 
 def size_explorer(device_name: str | None = None):
-    """Sliders (seq_len, head_dim, batch, tile rows) over the IO model: HBM bytes vs seq_len,
-    and one line comparing the N×N matrix S with this GPU's SRAM and HBM."""
+    """Sliders over the IO model: HBM bytes vs seq_len (the chosen one dotted), and a line
+    comparing the N×N matrix S with this GPU's SRAM and HBM."""
     from workbook import plots, widgets
 
     device_name = device_name or recorded_device()
@@ -121,6 +120,8 @@ def size_explorer(device_name: str | None = None):
                                           for n in seq_lens]
         fig.layout.shapes = [{"type": "line", "x0": seq_len, "x1": seq_len, "y0": 0, "y1": 1,
                               "yref": "paper", "line": {"dash": "dot", "color": "#888"}}]
+        fig.layout.annotations = [dict(x=math.log10(seq_len), y=1, yref="paper", xshift=4,
+                                       text=f"seq_len = {seq_len:,}", showarrow=False)]
         fits = "fits" if facts["tile_kib"] <= facts["sram_per_sm_kib"] else "does NOT fit"
         return (f"S for batch {batch} × 16 heads at N={seq_len}: {facts['s_mib']:,.0f} MiB = "
                 f"{facts['s_over_sram']:,.0f}× all SRAM, {facts['s_over_hbm']:.1%} of HBM. "
