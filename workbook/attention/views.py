@@ -98,8 +98,7 @@ def recorded_device(default: str = "H100") -> str:
 
 
 def size_explorer(device_name: str | None = None):
-    """Sliders over the IO model: HBM bytes vs seq_len (the chosen one dotted), and a line
-    comparing the N×N matrix S with this GPU's SRAM and HBM."""
+    """Sliders over the IO model: HBM bytes vs seq_len (the chosen one dotted); S vs memory."""
     from workbook import plots, widgets
 
     device_name = device_name or recorded_device()
@@ -121,7 +120,8 @@ def size_explorer(device_name: str | None = None):
         fig.layout.shapes = [{"type": "line", "x0": seq_len, "x1": seq_len, "y0": 0, "y1": 1,
                               "yref": "paper", "line": {"dash": "dot", "color": "#888"}}]
         fig.layout.annotations = [dict(x=math.log10(seq_len), y=1, yref="paper", xshift=4,
-                                       text=f"seq_len = {seq_len:,}", showarrow=False)]
+                                       text=f"seq_len = {seq_len:,}", xanchor="left",
+                                       showarrow=False)]
         fits = "fits" if facts["tile_kib"] <= facts["sram_per_sm_kib"] else "does NOT fit"
         return (f"S for batch {batch} × 16 heads at N={seq_len}: {facts['s_mib']:,.0f} MiB = "
                 f"{facts['s_over_sram']:,.0f}× all SRAM, {facts['s_over_hbm']:.1%} of HBM. "
