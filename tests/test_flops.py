@@ -654,5 +654,8 @@ def test_sweep_figure_draws_each_devices_own_roofline():
     # one colour for both: the line's end names the machine
     ends = {t.text[-1] for t in fig.data if t.name.startswith("measured bf16 roofline")}
     assert ends == {"H100 80GB HBM3: 790", "H200: 767"}
+    where = {t.text[-1]: t.textposition for t in fig.data if t.name.startswith("measured bf16")}
+    assert where == {"H100 80GB HBM3: 790": "top left", "H200: 767": "bottom left"}, \
+        "23 TFLOP/s apart: the labels overlapped when both sat above their lines"
     assert "grows" not in fig.layout.title.text  # the title names the axes, not a finding
     assert not any(t.name.startswith("measured bf16") for t in flops.sweep_figure(rows).data)

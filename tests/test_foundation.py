@@ -413,6 +413,19 @@ def test_compare_marks_out_of_memory_points_instead_of_dropping_them():
         "a screenshot has no hover text: the row of crosses is named beside its first cross"
 
 
+def test_log_axes_write_their_minor_ticks_in_full():
+    # 02 in Chromium: a sweep over 20M-400M parameters was labelled "2 3 4 5 100M 2 3 4"
+    import plotly
+
+    from workbook import plots
+
+    fig = plots.figure("t", log_x=True, log_y=True)
+    if tuple(int(v) for v in plotly.__version__.split(".")[:2]) < (5, 24):
+        pytest.skip("plotly < 5.24 has no minorloglabels")
+    assert fig.layout.xaxis.minorloglabels == "complete" == fig.layout.yaxis.minorloglabels
+    assert plots.figure("t").layout.xaxis.minorloglabels is None, "linear axes untouched"
+
+
 def test_on_top_keeps_a_coinciding_curve_in_sight():
     # 06 in Chromium: 1F1B's idle share equals GPipe's and its points vanished under GPipe's
     from workbook import plots

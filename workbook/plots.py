@@ -252,11 +252,18 @@ def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool
     fig = Figure(layout=LAYOUT)
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
     fig.update_layout(header_layout(title, LAYOUT["height"]))
+    # A log axis over one or two decades labels its minor ticks "2", "5": with one decade
+    # number ("100M") in sight the reader cannot tell 200M from 2G, so they are written in full.
     if log_x:
-        fig.update_xaxes(type="log")
+        fig.update_xaxes(type="log", **_FULL_LOG_LABELS)
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", **_FULL_LOG_LABELS)
     return fig
+
+
+# plotly ≥ 5.24 (plotly.js 2.35) has the option; older ones keep the short labels
+_FULL_LOG_LABELS = ({"minorloglabels": "complete"}
+                    if "minorloglabels" in go.layout.XAxis()._valid_props else {})
 
 
 @takes_rows

@@ -235,9 +235,8 @@ def kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 @takes_rows
 def sweep_figure(rows: pd.DataFrame, roofline: pd.DataFrame | None = None):
-    """Achieved TFLOP/s vs model size beside the datasheet peak (dotted) and, given 00's
-    ``roofline`` rows, each device's measured bf16 matmul peak (dashed, named at its end): one
-    line per device of ``rows``, never one device's roofline drawn for another's points."""
+    """Achieved TFLOP/s vs size, the datasheet peak (dotted) and each device's measured bf16
+    peak from 00's ``roofline`` rows (dashed, named at its end; never another device's)."""
     from workbook import plots
 
     ok = rows[rows["status"] == "ok"] if not rows.empty else rows
@@ -251,11 +250,12 @@ def sweep_figure(rows: pd.DataFrame, roofline: pd.DataFrame | None = None):
     if roofline is None or roofline.empty or achieved.empty or "device" not in achieved:
         return fig
     span = [achieved["n_params"].min(), achieved["n_params"].max()]
-    for device in achieved["device"].unique():
-        peak = roofline_peaks(roofline[roofline["device"] == device]).get("bf16")
+    peaks = {d: roofline_peaks(roofline[roofline["device"] == d]).get("bf16")  # top label
+             for d in achieved["device"].unique()}  # above its line, the others under theirs
+    for i, (device, peak) in enumerate(sorted(peaks.items(), key=lambda kv: -(kv[1] or 0))):
         if peak:
-            at = plots.short_device(device)
-            fig.add_scatter(x=span, y=[peak, peak], mode="lines+text", textposition="top left",
+            at, where = plots.short_device(device), "bottom left" if i else "top left"
+            fig.add_scatter(x=span, y=[peak, peak], mode="lines+text", textposition=where,
                             name=f"measured bf16 roofline ({at})", text=["", f"{at}: {peak:.0f}"],
                             line={"dash": "dash", "color": plots.color_for("peak: roofline")})
     return fig
