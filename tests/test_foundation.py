@@ -864,6 +864,10 @@ def test_walltime_caption_adds_each_run_up_and_names_what_went_over():
     assert "**GPU X ≤24 GB, full**: 1 of 2 notebooks ok, 40 s in all; each within the 120 s " \
            "budget; not ok: 07_flash (timeout)." in text, text
     assert "No notebook_walltime rows" in walltime.caption(ledger.iloc[0:0])
+    bars = {t.name: dict(zip(t.x, t.text, strict=True))
+            for t in walltime.figure(ledger).data}
+    assert bars["GPU X, full"] == {"00_setup": "", "07_flash": "over"}, "150 s > 120 s"
+    assert bars["budget, full"] == {"00_setup": ""}, bars
 
 
 def test_interleaved_timing_takes_turns_and_keeps_each_ones_median():

@@ -485,5 +485,6 @@ def bars(rows: pd.DataFrame, x: str, *, y: str = "value", group: str = "source",
         fig.add_bar(x=part[x].astype(str), y=part[y], name=str(name),
                     text=zero_labels(part[y]), textposition="outside",
                     marker_color=color_for(hue), marker_pattern_shape="/" if claimed else "")
-    fig.update_layout(barmode="group")
+    # a bar's text ('0', 'over') readable: plotly shrinks it to the bar's width otherwise
+    fig.update_layout(barmode="group", uniformtext={"minsize": 10, "mode": "show"})
     return fig
