@@ -109,6 +109,24 @@ def test_fit_exponent_recovers_a_power_law() -> None:
         fit_exponent([4, 4], [1, 2])
 
 
+def test_a_forward_without_backward_leaves_no_activation_behind() -> None:
+    # The H100 Run All (85d830f626cc): SavedTensors' pack hook handed back each op's own
+    # output, a reference cycle through C++; every length's activations stayed allocated and
+    # sdpa at seq_len 1024 ran out of memory behind eager's leftovers.
+    import gc
+    import weakref
+
+    model = build_model(2, 64, 4, 128, 32, "eager", 0, dropout=0.0)
+    outputs: list[weakref.ref] = []
+    model.transformer.h[0].register_forward_hook(
+        lambda mod, inp, out: outputs.append(weakref.ref(out[0] if isinstance(out, tuple)
+                                                         else out)))
+    got = forward_activations(model, 128, 32, 2, "fp32", 0)
+    gc.collect()
+    assert got["saved"] > 0 and len(outputs) == 1
+    assert outputs[0]() is None, "block 0's output outlived the forward: a leak per length"
+
+
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_saved_activations_match_the_formula_without_dropout(attention) -> None:
     n_layer, d, a, vocab, s, b = 2, 64, 4, 512, 64, 2
