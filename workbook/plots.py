@@ -261,9 +261,10 @@ def figure(title: str = "", x_title: str = "", y_title: str = "", *, log_x: bool
     return fig
 
 
-# plotly ≥ 5.24 (plotly.js 2.35) has the option; older ones keep the short labels
-_FULL_LOG_LABELS = ({"minorloglabels": "complete"}
-                    if "minorloglabels" in go.layout.XAxis()._valid_props else {})
+try:  # plotly ≥ 5.24 (plotly.js 2.35) has the option; older ones keep the short labels
+    _FULL_LOG_LABELS = {"minorloglabels": go.layout.XAxis(minorloglabels="complete").minorloglabels}
+except ValueError:
+    _FULL_LOG_LABELS = {}
 
 
 @takes_rows

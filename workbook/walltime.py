@@ -260,8 +260,9 @@ def figure(rows: pd.DataFrame, metric: str = "wall_time"):
             trace.text = [t or ("over" if v > limit[preset] else "")
                           for t, v in zip(trace.text, trace.y, strict=True)]
             trace.textangle = -90  # upright, it ran into the next bar
-    if len(part):  # room above the tallest bar for its word
-        fig.update_yaxes(range=[0, 1.2 * part["value"].max()])
+    top = part["value"].max() if len(part) else float("nan")
+    if top > 0:  # room above the tallest bar for its word
+        fig.update_yaxes(range=[0, 1.2 * top])
     return fig
 
 
