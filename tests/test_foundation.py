@@ -635,15 +635,20 @@ def test_live_rows_are_the_numbers_and_recorded_devices_stand_beside(monkeypatch
     # devices' rows stay as references, and the claims table names where each block comes from.
     recorded = results.load("roofline", ok_only=True)
     device = recorded["device"].iloc[0]
-    live = recorded.assign(source=recorded["source"].replace("recorded", "measured"),
-                           value=recorded["value"] * 1.01)
+    mine = recorded[recorded["device"] == device]
+    live = mine.assign(source=mine["source"].replace("recorded", "measured"),
+                       value=mine["value"] * 1.01)
     shown = registry.with_references("roofline", live)
-    assert len(shown) == len(live), "the same device's recorded rows must give way to live ones"
-    other = live.assign(device="NVIDIA H200")
+    here = shown[shown["device"] == device]
+    assert len(here) == len(live) and (here["value"] == live["value"].to_numpy()).all(), \
+        "the same device's recorded rows must give way to live ones"
+    assert set(shown["device"]) == set(recorded["device"]), "other devices' rows stay beside"
+    other = live.assign(device="NVIDIA B200 (no row of it recorded)")
     shown = registry.with_references("roofline", other)
-    assert set(shown["device"]) == {"NVIDIA H200", device}
+    assert set(shown["device"]) == {*other["device"], *recorded["device"]}
     table = hardware.roofline_claims(shown)
-    assert table["where"].iloc[0] == "this machine (NVIDIA H200)", "this machine's block first"
+    assert table["where"].iloc[0] == "this machine (NVIDIA B200 (no row of it recorded))", \
+        "this machine's block first"
     assert table["where"].str.startswith("recorded on").any()
     explorer = hardware.roofline_explorer(shown)
     assert [t.name for t in explorer.fig.data if t.showlegend is not False][0].startswith(
