@@ -254,9 +254,11 @@ def figure(rows: pd.DataFrame, metric: str = "wall_time"):
                      y_title={"wall_time": "seconds", "peak_memory": "GB"}[metric])
     # a bar past its preset's budget says so (00 on the H200: 07's 180 s beside 120 s)
     limit = part[part["source"] == "predicted"].groupby("run_preset")["value"].max()
+    runs = part[part["source"] != "predicted"]
+    preset_of = dict(zip(runs["run"], runs["run_preset"].astype(str), strict=True))
     for trace in fig.data:
-        preset = str(trace.name).rsplit(", ", 1)[-1]
-        if not str(trace.name).startswith("budget, ") and preset in limit:
+        preset = preset_of.get(trace.name)
+        if preset in limit:
             trace.text = [t or ("over" if v > limit[preset] else "")
                           for t, v in zip(trace.text, trace.y, strict=True)]
             trace.textangle = -90  # upright, it ran into the next bar
