@@ -134,3 +134,23 @@ def test_pipeline_caption_reads_this_machine_not_a_larger_recording_of_its_devic
     assert caption.startswith("*this machine (NVIDIA H200)") and "1F1B" in caption, caption
     names = [t.name for t in mp.plot_schedules(shown).data]
     assert any("· here" in n for n in names), names
+
+
+def test_latest_device_is_the_one_tables_list_first():
+    rows = pd.DataFrame([H200, H100])  # the ledger's order is not the recording's
+    assert results.latest_device(rows) == H200["device"]
+    assert results.latest_device(rows.iloc[::-1]) == H200["device"]
+    assert results.latest_device(rows.drop(columns="recorded_at")) == H200["device"], "first row"
+    assert results.latest_device(pd.DataFrame(), "H100") == "H100"
+    later = rows.assign(recorded_at=[H200["recorded_at"], "2026-12-05T00:00:00Z"])
+    assert results.latest_device(later) == H100["device"]
+    assert results.provenance_label(later).startswith("recorded on " + H100["device"])
+
+
+def test_size_explorer_defaults_to_the_latest_recorded_gpu(monkeypatch):
+    from workbook import attention
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr(results, "load", lambda name: pd.DataFrame([H200, H100]))
+    assert attention.recorded_device() == H200["device"]
+    monkeypatch.setattr(results, "load", lambda name: pd.DataFrame())
+    assert attention.recorded_device() == "H100"

@@ -366,6 +366,18 @@ def preset_of(frame: pd.DataFrame, default: str = "small") -> str:
 
 
 @takes_rows
+def latest_device(frame: pd.DataFrame, default: str = "") -> str:
+    """The device of the most recently recorded row (the one tables list first), else the
+    first row's when none is dated, else ``default`` (no rows, or no device column)."""
+    if frame.empty or "device" not in frame.columns:
+        return default
+    when = pd.to_datetime(frame.get("recorded_at", pd.Series(None, index=frame.index)),
+                          errors="coerce", utc=True)
+    row = when.idxmax() if when.notna().any() else frame.index[0]
+    return str(frame.at[row, "device"])
+
+
+@takes_rows
 def where_label(frame: pd.DataFrame) -> str:
     """Where a claims row's numbers come from: 'this machine (NVIDIA H200)' for rows measured
     here, else :func:`provenance_label` of the recorded ones."""

@@ -90,11 +90,10 @@ def kernel_source(part: str = "forward") -> str:
 
 
 def recorded_device(default: str = "H100") -> str:
-    """This GPU's name, else the GPU the attention rows were recorded on, else ``default``."""
+    """This GPU's name, else the GPU of the latest attention rows, else ``default``."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    rows = results.load("attention_timing")
-    return str(rows["device"].iloc[0]) if not rows.empty else default
+    return results.latest_device(results.load("attention_timing"), default)
 
 
 def size_explorer(device_name: str | None = None):
