@@ -39,7 +39,12 @@ ALL="$ALL 06_model_parallel 07_flash_attention 08_mixed_precision 09_sft"
 ALL="$ALL 10_evaluation_alignment 11_lora 12_qlora"
 # As `make lab` does before JupyterLab starts: the tokenizer and the base model are built once
 # here (timed, in the log), not inside whichever notebook needs them first.
-python3 -W ignore -m workbook prepare --preset "${PRESET:-full}" 2>&1 | tee -a "$LOG" | tail -3
+# On a GPU prepare also compiles 07's Triton kernels (registry.warm_up). The log counts the
+# entries of Triton's disk cache around prepare and each notebook: a notebook that still adds
+# entries compiled something the warm-up did not.
+triton_entries() { ls "${TRITON_CACHE_DIR:-$HOME/.triton/cache}" 2>/dev/null | wc -l; }
+echo "triton cache: $(triton_entries) entries before prepare" >> "$LOG"
+python3 -W ignore -m workbook prepare --preset "${PRESET:-full}" 2>&1 | tee -a "$LOG" | tail -4
 for nb in ${NOTEBOOKS:-$ALL}; do
   left=$(( ${DEADLINE:-540} - ($(date +%s) - START) ))
   if [ "$left" -lt 20 ]; then echo "== $nb: not started, past the deadline" | tee -a "$LOG"; continue; fi
@@ -63,6 +68,7 @@ PY
     --set "notebooks=[\"$nb\"]" --set "deadline_s=$left" --set "timeout_s=${CELL_TIMEOUT:-600}" \
     --set save_dir=data/cache/executed 2>&1 | grep -v "running over TCP" >> "$LOG"
   grep -E "^$nb: " "$LOG" | tail -1
+  echo "triton cache: $(triton_entries) entries after $nb" | tee -a "$LOG"
   cp data/results/notebook_walltime.csv "$OUT/"
   tar czf "$OUT/executed.tar.gz" -C data/cache executed
   tar czf "$OUT/results.tar.gz" -C data results

@@ -844,3 +844,46 @@ def test_launch_kwargs_drop_the_pre_hook_of_a_pick_or_a_dict():
     assert kwargs["BLOCK_M"] == 128 and kwargs["num_warps"] == 8 and kwargs["num_stages"] == 3
     assert "pre_hook" not in kwargs
     assert launch_kwargs({"BLOCK_M": 64, "pre_hook": print}) == {"BLOCK_M": 64}
+
+
+def test_warm_up_shapes_compile_what_the_full_presets_launch(monkeypatch):
+    """The warm-up's small cases keep what a Triton binary is specialised on (dtype, head_dim,
+    causal, fwd or fwd+bwd, heads, tuned or fixed, the length's divisibility by 16 and whole
+    128-row tiles), and its length is one no preset measures (Triton stores the autotuner's
+    pick per length)."""
+    from workbook import registry
+    from workbook.attention import measure
+
+    ran: list[tuple[A.Case, bool]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(measure.profiling, "triton_available", lambda: True)
+    monkeypatch.setattr(measure, "unsupported", lambda v, dev, dtype, d: (
+        "no float32" if dtype == "float32" else None))
+    monkeypatch.setattr(measure, "make_step", lambda case, seed, tuned: (
+        lambda: ran.append((case, tuned))))
+    measured_lengths: set[int] = set()
+    for name in ("attention_exactness", "attention_traffic", "attention_timing",
+                 "attention_gpt2_medium", "attention_recompute"):
+        exp = registry.get(name)
+        cfg = exp.config("full")
+        ran.clear()
+        assert exp.warm_up(cfg) == len(ran) > 0, name
+        launched = {c for c in {"attention_exactness": A.exactness_cases,
+                                "attention_traffic": A.traffic_cases,
+                                "attention_timing": A.timing_cases,
+                                "attention_gpt2_medium": A.gpt2_cases,
+                                "attention_recompute": A.recompute_cases}[name](cfg)
+                    if c.variant == "triton" and c.dtype != "float32"}
+        measured_lengths |= {c.seq_len for c in launched}
+
+        def kind(c: A.Case) -> tuple:
+            return (c.dtype, c.head_dim, c.causal, c.mode, c.n_heads, c.seq_len % 16 == 0,
+                    c.seq_len % 128 == 0)
+        assert {kind(c) for c, _ in ran} == {kind(c) for c in launched}, name
+        assert {tuned for _, tuned in ran} == {name != "attention_exactness"}, name
+        assert all(c.batch == 1 and c.seq_len <= 1024 for c, _ in ran), name
+    assert measure.WARM_SEQ_LEN not in measured_lengths
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert A.warm_triton([A.Case("triton", 512)]) == 0, "no GPU: nothing runs"

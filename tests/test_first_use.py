@@ -123,3 +123,42 @@ def test_make_lab_warms_the_caches_before_jupyter_starts():
     prepare = next(i for i, line in enumerate(lines) if "-m workbook prepare" in line)
     lab = next(i for i, line in enumerate(lines) if "-m jupyter lab" in line)
     assert prepare < lab, f"make lab must run `workbook prepare` before JupyterLab: {lines}"
+
+
+def test_prepare_on_a_gpu_compiles_the_experiments_kernels(tmp_path, monkeypatch, capsys):
+    from workbook import registry
+
+    monkeypatch.setenv("WORKBOOK_CACHE", str(tmp_path))
+    monkeypatch.setattr(model, "load_tokenizer", lambda *a: None)
+    monkeypatch.setattr(model, "token_ids", lambda *a: None)
+    monkeypatch.setattr(model, "load_base_model", lambda *a: None)
+    asked = []
+    monkeypatch.setattr(registry, "warm_up", lambda preset: asked.append(preset) or {"x": 1.0})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model.prepare("full")
+    assert asked == [] and "GPU kernels" not in capsys.readouterr().out, "no GPU: no warm-up"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    seconds = model.prepare("full")
+    assert asked == ["full"] and "GPU kernels the experiments compile" in seconds
+
+
+def test_a_failing_warm_up_is_a_warning_and_the_others_still_run(monkeypatch):
+    from workbook import registry
+
+    def broken(cfg):
+        raise RuntimeError("out of resources: shared memory\nmore")
+
+    base = registry.get("attention_timing")
+    table = {"a": replace_exp(base, "a", broken), "b": replace_exp(base, "b", lambda cfg: 3),
+             "c": replace_exp(base, "c", lambda cfg: 0), "d": replace_exp(base, "d", None)}
+    monkeypatch.setattr(registry, "experiments", lambda: table)
+    monkeypatch.setattr(registry, "why_not_here", lambda name, preset: None)
+    with pytest.warns(UserWarning, match=r"^a: warm-up skipped \(RuntimeError: out of resources"):
+        seconds = registry.warm_up("full")
+    assert list(seconds) == ["b"], "only a warm-up that ran something is timed"
+
+
+def replace_exp(exp, name, warm_up):
+    import dataclasses
+
+    return dataclasses.replace(exp, name=name, warm_up=warm_up)

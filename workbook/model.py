@@ -348,7 +348,8 @@ def prepare(preset: str | None = None, seed: int = 0) -> dict[str, float]:
 
     The corpus's tokenizer and token ids, then the base model of ``preset`` and, for a larger
     preset, the small one its fine-tuning experiments start from (each trained once, with
-    a progress bar, on :func:`workbook.hardware.cpu_threads` threads on a CPU). Already cached
+    a progress bar, on :func:`workbook.hardware.cpu_threads` threads on a CPU), and on a GPU
+    the kernels the experiments compile (:func:`workbook.registry.warm_up`). Already cached
     parts take well under a second. ``python -m workbook prepare`` runs this; ``make lab`` runs
     that before JupyterLab starts, so no notebook cell has to wait for it.
     """
@@ -361,6 +362,10 @@ def prepare(preset: str | None = None, seed: int = 0) -> dict[str, float]:
     if chosen != "small":  # the full preset's LoRA, QLoRA, SFT and alignment runs fine-tune it
         steps.append((f"small base model, seed {seed}",
                       lambda: load_base_model("small", seed, "cpu")))
+    if torch.cuda.is_available():  # 07's Triton kernels, compiled into Triton's disk cache
+        from workbook import registry
+
+        steps.append(("GPU kernels the experiments compile", lambda: registry.warm_up(chosen)))
     print(f"preparing the workbook's caches in {base_model_dir(chosen, seed).parent} "
           f"(CPU threads: {cpu_threads()})", flush=True)
     for what, build in steps:

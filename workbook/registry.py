@@ -65,6 +65,11 @@ class Experiment:
     # configuration. ``run_isolated`` then runs it in the caller's process: a child of its own
     # would only import everything in order to start the others (~5 s on a GPU machine).
     dispatches: bool = False
+    # Compiles what a run of the preset compiles (its Triton kernels), small and measuring
+    # nothing; returns how many shapes it ran. ``workbook prepare`` runs it on a GPU
+    # (:func:`warm_up`), so the notebook's first run loads binaries from the disk cache
+    # instead of waiting for the compiler.
+    warm_up: Callable[[Any], int] | None = None
 
     def config(self, preset: str | None = None, /, **overrides: Any) -> Any:
         """The preset's config with ``overrides`` applied and checked, before anything runs:
@@ -143,6 +148,24 @@ def why_not_here(name: str, preset: str | None = None) -> str | None:
         return (f"{name} with preset {chosen!r} needs {what}; this machine has {have}. "
                 f"Recorded rows are shown instead.")
     return None
+
+
+def warm_up(preset: str | None = None) -> dict[str, float]:
+    """Run every experiment's ``warm_up`` that can run here: seconds per experiment that
+    compiled something. One that fails says so in a warning and is skipped: its notebook
+    then compiles for itself, as it would have without the warm-up."""
+    chosen, seconds = resolve_preset(preset), {}
+    for name, exp in experiments().items():
+        if exp.warm_up is None or why_not_here(name, chosen):
+            continue
+        start = time.monotonic()
+        try:
+            if exp.warm_up(exp.config(chosen)):
+                seconds[name] = round(time.monotonic() - start, 1)
+        except Exception as exc:  # noqa: BLE001 - a warm-up saves time; it never costs a run
+            warnings.warn(f"{name}: warm-up skipped ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})", stacklevel=2)
+    return seconds
 
 
 def execute(name: str, preset: str | None = None, seed: int = 0,

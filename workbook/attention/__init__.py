@@ -29,7 +29,10 @@ from workbook.attention.experiments import (
     TimingConfig,
     TrafficConfig,
     check_sweep,
+    exactness_cases,
+    gpt2_cases,
     gpt2_flops_rows,
+    recompute_cases,
     run_exactness,
     run_gpt2_medium,
     run_recompute,
@@ -66,6 +69,7 @@ from workbook.attention.measure import (
     predicted_hbm_rows,
     saved_bytes,
     time_and_memory,
+    warm_triton,
 )
 from workbook.attention.tiled import (
     TiledAttentionFunction,
@@ -117,11 +121,12 @@ __all__ = [
     "vanilla_io_steps", "io_bytes", "memory_hierarchy", "s_matrix_vs_memory",
     # measurements
     "Case", "make_inputs", "make_step", "saved_bytes", "time_and_memory", "measure_cases",
-    "measure_hbm", "hbm_rows", "predicted_hbm_rows",
+    "measure_hbm", "hbm_rows", "predicted_hbm_rows", "warm_triton",
     # experiments
-    "ExactnessConfig", "run_exactness", "check_sweep", "TrafficConfig", "traffic_cases",
-    "run_traffic", "TimingConfig", "timing_cases", "run_timing", "Gpt2Config",
-    "run_gpt2_medium", "gpt2_flops_rows", "RecomputeConfig", "run_recompute", "EXPERIMENTS",
+    "ExactnessConfig", "exactness_cases", "run_exactness", "check_sweep", "TrafficConfig",
+    "traffic_cases", "run_traffic", "TimingConfig", "timing_cases", "run_timing", "Gpt2Config",
+    "gpt2_cases", "run_gpt2_medium", "gpt2_flops_rows", "RecomputeConfig", "recompute_cases",
+    "run_recompute", "EXPERIMENTS",
     # views
     "PAPER_FIG2", "notebook_rows", "KERNELS", "kernel_source", "exactness_caption",
     "recorded_device",

@@ -21,15 +21,17 @@ from workbook.attention.measure import (
     predicted_hbm_rows,
     row,
     saved_bytes,
+    warm_triton,
 )
 from workbook.attention.tiled import reference_attention
 from workbook.attention.variants import DTYPES, TOLERANCE, VARIANTS, attention, relative_error
 from workbook.config import MAY_BE_EMPTY, check_choice, check_range
 from workbook.registry import Experiment
 
-__all__ = ["ExactnessConfig", "run_exactness", "check_sweep", "TrafficConfig", "traffic_cases",
-           "run_traffic", "TimingConfig", "timing_cases", "run_timing", "Gpt2Config",
-           "run_gpt2_medium", "gpt2_flops_rows", "RecomputeConfig", "run_recompute", "EXPERIMENTS"]
+__all__ = ["ExactnessConfig", "exactness_cases", "run_exactness", "check_sweep", "TrafficConfig",
+           "traffic_cases", "run_traffic", "TimingConfig", "timing_cases", "run_timing",
+           "Gpt2Config", "gpt2_cases", "run_gpt2_medium", "gpt2_flops_rows", "RecomputeConfig",
+           "recompute_cases", "run_recompute", "EXPERIMENTS"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,13 @@ class ExactnessConfig:
         check_range("seq_len", self.seq_len, 1, 8192)
         check_range("batch", self.batch, 1, 512)
         check_range("n_heads", self.n_heads, 1, 256)
+
+
+def exactness_cases(cfg: ExactnessConfig) -> list[Case]:
+    """The cases :func:`run_exactness` runs forward and backward, as a sweep would list them."""
+    return [Case(v, cfg.seq_len, d, cfg.batch, cfg.n_heads, dtype, causal, "fwd+bwd")
+            for dtype, d, causal in itertools.product(cfg.dtypes, cfg.head_dims, (False, True))
+            for v in cfg.variants]
 
 
 def run_exactness(cfg: ExactnessConfig, seed: int) -> pd.DataFrame:
@@ -190,10 +199,14 @@ class Gpt2Config:
                     self.dtype, self.repeats)
 
 
+def gpt2_cases(cfg: Gpt2Config) -> list[Case]:
+    return [Case(v, cfg.seq_len, cfg.head_dim, cfg.batch, cfg.n_heads, cfg.dtype, False,
+                 "fwd+bwd") for v in cfg.variants]
+
+
 def run_gpt2_medium(cfg: Gpt2Config, seed: int) -> pd.DataFrame:
     """The paper's Figure 2 (left) on this GPU: HBM GB, runtime and GFLOPs, fwd+bwd."""
-    cases = [Case(v, cfg.seq_len, cfg.head_dim, cfg.batch, cfg.n_heads, cfg.dtype, False,
-                  "fwd+bwd") for v in cfg.variants]
+    cases = gpt2_cases(cfg)
     rows = measure_cases(cases, seed, cfg.repeats) + measure_hbm(cases, seed)
     return pd.DataFrame(rows + gpt2_flops_rows(cases))
 
@@ -223,11 +236,15 @@ class RecomputeConfig:
                     self.dtype, self.repeats)
 
 
+def recompute_cases(cfg: RecomputeConfig) -> list[Case]:
+    return [Case(v, n, cfg.head_dim, cfg.batch, cfg.n_heads, cfg.dtype, False, "fwd+bwd")
+            for n in cfg.seq_lens for v in cfg.variants]
+
+
 def run_recompute(cfg: RecomputeConfig, seed: int) -> pd.DataFrame:
     """Backward memory with P saved (vanilla) vs P recomputed from the log-sum-exp."""
     rows: list[dict] = []
-    cases = [Case(v, n, cfg.head_dim, cfg.batch, cfg.n_heads, cfg.dtype, False, "fwd+bwd")
-             for n in cfg.seq_lens for v in cfg.variants]
+    cases = recompute_cases(cfg)
     for case in cases:
         try:
             rows.append(row(case, "saved_bytes", saved_bytes(case, seed) / 1e6))
@@ -260,7 +277,9 @@ EXPERIMENTS = [
                  "full": ExactnessConfig(_GPU_VARIANTS + ("tiled",),
                                          ("float16", "bfloat16", "float32"), (64, 128),
                                          seq_len=1000, batch=2, n_heads=4)},
-        min_gpus={"small": 0, "full": 1}, timeout_s=300),
+        min_gpus={"small": 0, "full": 1}, timeout_s=300,
+        # fixed tiles, as the check runs them (tuned=False)
+        warm_up=lambda cfg: warm_triton(exactness_cases(cfg), tuned=False)),
     Experiment(
         name="attention_traffic",
         summary="HBM bytes (ncu) per variant vs seq_len, fwd and fwd+bwd, beside the IO model",
@@ -269,7 +288,8 @@ EXPERIMENTS = [
                  "full": TrafficConfig(("vanilla", "sdpa_math", "sdpa_efficient", "sdpa_flash",
                                         "sdpa_cudnn", "triton"),
                                        (512, 1024, 2048, 4096, 8192, 16384), 128, 2, 16)},
-        min_gpus={"small": 0, "full": 1}, timeout_s=600),
+        min_gpus={"small": 0, "full": 1}, timeout_s=600,
+        warm_up=lambda cfg: warm_triton(traffic_cases(cfg))),
     Experiment(
         name="attention_timing",
         summary="median ms, TFLOP/s, extra peak memory per variant vs seq_len; Triton vs FA2",
@@ -289,7 +309,7 @@ EXPERIMENTS = [
         # forward and forward + backward, and the one target (flash, fwd) at head_dim 128
         panel_start={"full": {"variants": ("vanilla", "sdpa_flash"), "seq_lens": (4096,),
                               "target_variants": ("sdpa_flash",), "target_head_dims": (128,)}},
-        panel_s={"full": 10}),
+        panel_s={"full": 10}, warm_up=lambda cfg: warm_triton(timing_cases(cfg))),
     Experiment(
         name="attention_gpt2_medium",
         summary="FlashAttention paper Fig. 2 on this GPU: GPT-2 medium attention fwd+bwd",
@@ -297,7 +317,8 @@ EXPERIMENTS = [
         presets={"small": Gpt2Config(("vanilla", "tiled"), batch=2, n_heads=2, seq_len=128,
                                      dtype="float32", repeats=2),
                  "full": Gpt2Config(("vanilla", "sdpa_flash", "triton"))},
-        min_gpus={"small": 0, "full": 1}, timeout_s=400),
+        min_gpus={"small": 0, "full": 1}, timeout_s=400,
+        warm_up=lambda cfg: warm_triton(gpt2_cases(cfg))),
     Experiment(
         name="attention_recompute",
         summary="backward memory: P saved (vanilla) vs recomputed from the log-sum-exp",
@@ -307,6 +328,7 @@ EXPERIMENTS = [
                  "full": RecomputeConfig(("vanilla", "sdpa_flash", "triton"),
                                          (1024, 2048, 4096, 8192, 16384), 64, 4, 16,
                                          "bfloat16", 5)},
-        min_gpus={"small": 0, "full": 1}, timeout_s=400),
+        min_gpus={"small": 0, "full": 1}, timeout_s=400,
+        warm_up=lambda cfg: warm_triton(recompute_cases(cfg))),
 ]
 

@@ -12,7 +12,7 @@ import gc
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,9 +23,9 @@ from workbook.attention.variants import DTYPES, VARIANTS, attention, unsupported
 from workbook.config import WorkbookError, check_choice, check_range
 from workbook.hardware import torch_device
 
-__all__ = ["Case", "make_inputs", "make_step", "saved_bytes", "free_memory", "time_and_memory",
-           "UNITS", "row", "failure_rows", "measure_cases", "ncu_child", "measure_hbm",
-           "hbm_rows", "predicted_hbm_rows"]
+__all__ = ["Case", "make_inputs", "make_step", "WARM_SEQ_LEN", "warm_triton", "saved_bytes",
+           "free_memory", "time_and_memory", "UNITS", "row", "failure_rows", "measure_cases",
+           "ncu_child", "measure_hbm", "hbm_rows", "predicted_hbm_rows"]
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,9 @@ def make_inputs(case: Case, seed: int, device: torch.device | None = None
     return q, k, v, dout
 
 
-def make_step(case: Case, seed: int = 0) -> Callable[[], None]:
-    """A closure running the case once (forward, or forward+backward) on fresh inputs."""
+def make_step(case: Case, seed: int = 0, tuned: bool = True) -> Callable[[], None]:
+    """A closure running the case once (forward, or forward+backward) on fresh inputs;
+    ``tuned=False``: the Triton kernel's fixed tiles (:func:`.variants.attention`)."""
     q, k, v, dout = make_inputs(case, seed)
     reason = unsupported(case.variant, q.device.type, case.dtype, case.head_dim)
     if reason:
@@ -78,7 +79,7 @@ def make_step(case: Case, seed: int = 0) -> Callable[[], None]:
     if case.mode == "fwd":
         def step() -> None:
             with torch.no_grad():
-                attention(q, k, v, variant=case.variant, causal=case.causal)
+                attention(q, k, v, variant=case.variant, causal=case.causal, tuned=tuned)
         return step
     for t in (q, k, v):
         t.requires_grad_(True)
@@ -86,8 +87,33 @@ def make_step(case: Case, seed: int = 0) -> Callable[[], None]:
     def step_bwd() -> None:
         for t in (q, k, v):
             t.grad = None  # fresh gradients each call: no accumulation kernel in the region
-        attention(q, k, v, variant=case.variant, causal=case.causal).backward(dout)
+        attention(q, k, v, variant=case.variant, causal=case.causal, tuned=tuned).backward(dout)
     return step_bwd
+
+
+# The length the warm-up runs whole-tile cases at: whole 128-row tiles, as the Hopper kernels
+# need, and a length no preset measures, so the autotuner's pick that Triton stores for it
+# (per length) is never the pick a measured length reads back.
+WARM_SEQ_LEN = 256
+
+
+def warm_triton(cases: Iterable[Case], seed: int = 0, tuned: bool = True) -> int:
+    """Compile the Triton kernels that ``cases`` will launch, by running each once, small: one
+    sequence of the case's heads, and :data:`WARM_SEQ_LEN` tokens where its length is whole
+    128-row tiles. The integers the kernels see keep their divisibility by 16 (what Triton
+    specialises a binary on), so the measured run loads these binaries from Triton's disk
+    cache instead of compiling them. ``workbook prepare`` runs it through the experiments'
+    ``warm_up``. Returns how many cases ran: 0 without a GPU and Triton."""
+    if not (torch.cuda.is_available() and profiling.triton_available()):
+        return 0
+    small = {replace(c, batch=1, seq_len=WARM_SEQ_LEN if c.seq_len % 128 == 0 else c.seq_len)
+             for c in cases if c.variant == "triton"
+             and unsupported(c.variant, "cuda", c.dtype, c.head_dim) is None}
+    for case in sorted(small, key=str):
+        make_step(case, seed, tuned)()
+    torch.cuda.synchronize()
+    free_memory()
+    return len(small)
 
 
 def saved_bytes(case: Case, seed: int = 0) -> int:
