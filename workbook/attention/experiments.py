@@ -200,6 +200,7 @@ class Gpt2Config:
 
 
 def gpt2_cases(cfg: Gpt2Config) -> list[Case]:
+    """The paper's shape, forward + backward, once per variant."""
     return [Case(v, cfg.seq_len, cfg.head_dim, cfg.batch, cfg.n_heads, cfg.dtype, False,
                  "fwd+bwd") for v in cfg.variants]
 
@@ -237,6 +238,7 @@ class RecomputeConfig:
 
 
 def recompute_cases(cfg: RecomputeConfig) -> list[Case]:
+    """Every variant at every length, forward + backward."""
     return [Case(v, n, cfg.head_dim, cfg.batch, cfg.n_heads, cfg.dtype, False, "fwd+bwd")
             for n in cfg.seq_lens for v in cfg.variants]
 
