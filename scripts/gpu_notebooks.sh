@@ -40,11 +40,31 @@ ALL="$ALL 10_evaluation_alignment 11_lora 12_qlora"
 # As `make lab` does before JupyterLab starts: the tokenizer and the base model are built once
 # here (timed, in the log), not inside whichever notebook needs them first.
 # On a GPU prepare also compiles 07's Triton kernels (registry.warm_up). The log counts the
-# entries of Triton's disk cache around prepare and each notebook: a notebook that still adds
-# entries compiled something the warm-up did not.
-triton_entries() { ls "${TRITON_CACHE_DIR:-$HOME/.triton/cache}" 2>/dev/null | wc -l; }
-echo "triton cache: $(triton_entries) entries before prepare" >> "$LOG"
+# entries of Triton's disk cache after prepare and after each notebook, naming the kernels of
+# the new ones: a notebook that still adds entries compiled something the warm-up did not.
+# $OUT/triton_meta.tgz keeps every entry's metadata (its .json: signature, constants, options)
+# and a listing by time, to diff a notebook's new binary against the warm-up's.
+TRITON_DIR=${TRITON_CACHE_DIR:-$HOME/.triton/cache}
+SEEN=$(mktemp)
+ls "$TRITON_DIR" 2>/dev/null | sort > "$SEEN"
+echo "triton cache: $(wc -l < "$SEEN") entries before prepare" >> "$LOG"
+triton_new() {
+  local now; now=$(mktemp)
+  ls "$TRITON_DIR" 2>/dev/null | sort > "$now"
+  local names; names=$(for h in $(comm -13 "$SEEN" "$now"); do
+      ls "$TRITON_DIR/$h" | grep -E '\.json$' | grep -v '^__grp__' | head -1; done \
+    | sed 's/\.json$//' | sort | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}')
+  echo "triton cache: $(wc -l < "$now") entries after $1 (new: ${names:-none})" | tee -a "$LOG"
+  mv "$now" "$SEEN"
+  if [ -d "$TRITON_DIR" ]; then
+    (cd "$TRITON_DIR" && ls -lt --time-style=full-iso -d -- */ > "$OUT/entries_by_time.txt" \
+      && tar czf "$OUT/triton_meta.tgz" -C "$OUT" entries_by_time.txt \
+           -C "$TRITON_DIR" $(ls -- */*.json | grep -v /__grp__) \
+      ; rm -f "$OUT/entries_by_time.txt") 2>/dev/null
+  fi
+}
 python3 -W ignore -m workbook prepare --preset "${PRESET:-full}" 2>&1 | tee -a "$LOG" | tail -4
+triton_new prepare > /dev/null
 for nb in ${NOTEBOOKS:-$ALL}; do
   left=$(( ${DEADLINE:-540} - ($(date +%s) - START) ))
   if [ "$left" -lt 20 ]; then echo "== $nb: not started, past the deadline" | tee -a "$LOG"; continue; fi
@@ -68,7 +88,7 @@ PY
     --set "notebooks=[\"$nb\"]" --set "deadline_s=$left" --set "timeout_s=${CELL_TIMEOUT:-600}" \
     --set save_dir=data/cache/executed 2>&1 | grep -v "running over TCP" >> "$LOG"
   grep -E "^$nb: " "$LOG" | tail -1
-  echo "triton cache: $(triton_entries) entries after $nb" | tee -a "$LOG"
+  triton_new "$nb"
   cp data/results/notebook_walltime.csv "$OUT/"
   tar czf "$OUT/executed.tar.gz" -C data/cache executed
   tar czf "$OUT/results.tar.gz" -C data results
