@@ -488,6 +488,31 @@ def test_remembered_autotune_picks_give_the_first_calls_numbers():
         assert torch.equal(first, later), f"{name} differs once the picks are remembered"
 
 
+@needs_triton
+def test_each_element_type_has_its_own_tma_autotuners():
+    # Triton's autotuner adds its arguments' dtypes to the shape key, but a tensor descriptor
+    # has none: one autotuner for all types gave bfloat16 the pick it timed for float16, and
+    # compiled no other bfloat16 binary (07's Run All compiled three mid-notebook, H100)
+    from workbook.attention import flash_triton_backward as B
+    from workbook.attention import flash_triton_hopper as H
+    for tuned in (H.tuned_forward_tma, B.tuned_backward_tma):
+        assert tuned(torch.float16) is tuned(torch.float16)
+        assert tuned(torch.float16) is not tuned(torch.bfloat16)
+
+
+@needs_gpu_and_triton
+def test_bfloat16_is_autotuned_after_float16_at_the_same_shape():
+    from workbook.attention import flash_triton as F
+    from workbook.attention import flash_triton_backward as B
+    for dtype in (torch.float16, torch.bfloat16):
+        q, k, v, dout = inputs((1, 2, 640, 64), dtype, device="cuda")
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        A.attention(*leaves, variant="triton", causal=True).backward(dout)
+    if F.tma_applies(q, k, v):
+        for tuner in B.tuned_backward_tma(torch.bfloat16):
+            assert any(key[:3] == (640, 64, True) for key in tuner.cache), tuner.cache
+
+
 @needs_gpu_and_triton
 # WARP_SPEC at 8 warps: at 4 it does not compile with triton 3.6 (the H200, b349a260868c:
 # "PassManager::run failed" in NVGPUWarpSpecialization), as FORWARD_TMA_CONFIGS' notes say

@@ -239,3 +239,14 @@ def test_the_plan_at_a_batch_per_point_is_not_todays_plan_and_one_batchs_time_is
             one = sl.predicted_seconds(cfg, sweep)
             assert f"it predicts {one:.0f} s." in text, text
     assert "With one batch per budget" not in sl.time_caption(rows)
+
+
+def test_a_seed_swept_twice_counts_once_in_its_pool():
+    # a repeat (same seed, another commit) is the same run again: counted twice it would
+    # narrow the pooled interval with no new information
+    a = _sweep(0).assign(commit="a", sweep_commit="a")
+    c = _sweep(1).assign(commit="c", sweep_commit="c")
+    again = _sweep(1).assign(commit="d", sweep_commit="d")
+    (label, pool), = sl.seed_pools(sl.sweeps(pd.concat([a, c], ignore_index=True)))
+    (label2, pool2), = sl.seed_pools(sl.sweeps(pd.concat([a, c, again], ignore_index=True)))
+    assert "seeds 0, 1 pooled (2 sweeps" in label2 and len(pool2) == len(pool), label2

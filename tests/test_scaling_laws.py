@@ -872,3 +872,19 @@ def test_reference_slopes_span_every_sweep_and_go_through_the_largest_sweeps_mid
     # a device name with a comma inside its brackets stays whole in the legend
     fits = [t.name for t in fig.data if t.name.startswith("fit")]
     assert fits[0].startswith("fit, this machine (CPU (x86_64, 2 cores)): a = "), fits
+
+
+def test_the_fit_runs_without_the_jupyter_stack():
+    # scripts/gpu_scaling.sh fits on the GPU machine, where ipywidgets may be absent: the
+    # H100 call at eb13f3fa5bb8 recorded its 90 points, then its report died importing it
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['ipywidgets'] = None\n"
+            "from workbook import results, scaling_laws as sl\n"
+            "rows = results.load('scaling_isoflop')\n"
+            "where, sweep = next(iter(sl.sweeps(rows[rows['preset'] == 'full'])))\n"
+            "fit = sl.fit_exponents(sl.ok_points(sweep), n_boot=20, progress='bootstrap')\n"
+            "print('a =', round(fit.a, 3))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "a = " in done.stdout, done.stderr[-2000:]

@@ -21,6 +21,8 @@ fetched by the Tensor Memory Accelerator (as the forward's are).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from workbook.attention.flash_triton import (
@@ -349,12 +351,16 @@ if triton_available():
     # The kernels themselves, for tools that compile them apart from a launch
     # (scripts/sm90_resources)
     TMA_BACKWARD_KERNELS = {"dK/dV": _attn_bwd_dkdv_tma, "dQ": _attn_bwd_dq_tma}
-    _attn_bwd_dkdv_tma_tuned = triton.autotune(
-        DKDV_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
-        cache_results=True)(_attn_bwd_dkdv_tma)
-    _attn_bwd_dq_tma_tuned = triton.autotune(
-        DQ_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
-        cache_results=True)(_attn_bwd_dq_tma)
+
+    @functools.cache
+    def tuned_backward_tma(dtype: torch.dtype) -> tuple:
+        """The two autotuned kernels (dK/dV, dQ) for one element type: one autotuner per type,
+        as flash_triton_hopper's forward has (a tensor descriptor has no dtype for Triton's
+        autotuner to key its picks on)."""
+        return (triton.autotune(DKDV_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
+                                cache_results=True)(_attn_bwd_dkdv_tma),
+                triton.autotune(DQ_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"],
+                                cache_results=True)(_attn_bwd_dq_tma))
 
 
 # The autotuner's picks per shape (dK/dV's, dQ's), remembered so that later calls launch the
@@ -379,13 +385,14 @@ def _backward_tma(q, k, v, do, lse2, delta, dq, dk, dv, scale: float, causal: bo
     bh = batch * n_heads
     key = (seq_len, head_dim, causal, q.dtype, q.device)
     if tiles is None and key not in TUNED_BACKWARD:
-        _attn_bwd_dkdv_tma_tuned[lambda meta: (seq_len // meta["BLOCK_N"], bh)](
+        tuned_dkdv, tuned_dq = tuned_backward_tma(q.dtype)
+        tuned_dkdv[lambda meta: (seq_len // meta["BLOCK_N"], bh)](
             *dkdv_args, HEAD_DIM=head_dim, CAUSAL=causal)
-        _attn_bwd_dq_tma_tuned[lambda meta: (seq_len // meta["BLOCK_M"], bh)](
+        tuned_dq[lambda meta: (seq_len // meta["BLOCK_M"], bh)](
             *dq_args, HEAD_DIM=head_dim, CAUSAL=causal)
         if not interpreting():
-            TUNED_BACKWARD[key] = (launch_kwargs(_attn_bwd_dkdv_tma_tuned.best_config),
-                                   launch_kwargs(_attn_bwd_dq_tma_tuned.best_config))
+            TUNED_BACKWARD[key] = (launch_kwargs(tuned_dkdv.best_config),
+                                   launch_kwargs(tuned_dq.best_config))
         return
     if tiles is None:
         dkdv, dq_cfg = TUNED_BACKWARD[key]

@@ -308,9 +308,16 @@ if triton_available():
 
     # The kernel itself, for tools that compile it apart from a launch (scripts/sm90_resources)
     TMA_FORWARD_KERNEL = _attn_fwd_tma
-    _attn_fwd_tma_tuned = triton.autotune(
-        FORWARD_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True,
-        prune_configs_by={"early_config_prune": _whole_tiles})(_attn_fwd_tma)
+
+    @functools.cache
+    def tuned_forward_tma(dtype: torch.dtype):
+        """The autotuned kernel for one element type. Triton's autotuner adds its arguments'
+        dtypes to the shape key, but a tensor descriptor has no dtype: one autotuner for every
+        type would hand bfloat16 the pick it timed for float16, and compile only that binary
+        for it (07's Run All then compiled the others mid-notebook)."""
+        return triton.autotune(
+            FORWARD_TMA_CONFIGS, key=["seq_len", "HEAD_DIM", "CAUSAL"], cache_results=True,
+            prune_configs_by={"early_config_prune": _whole_tiles})(_attn_fwd_tma)
 
 
 # The autotuner's pick per shape, remembered here so that later calls launch the kernel
@@ -373,9 +380,10 @@ def flash_forward_tma(q, k, v, out, lse, qk_scale: float, causal: bool, store_ls
     if config is None and key in _TUNED_TMA:
         config = _TUNED_TMA[key]
     if config is None:
-        _attn_fwd_tma_tuned[grid](*args, HEAD_DIM=head_dim, CAUSAL=causal, STORE_LSE=store_lse)
+        tuned = tuned_forward_tma(q.dtype)
+        tuned[grid](*args, HEAD_DIM=head_dim, CAUSAL=causal, STORE_LSE=store_lse)
         if not interpreting():
-            _TUNED_TMA[key] = launch_kwargs(_attn_fwd_tma_tuned.best_config)
+            _TUNED_TMA[key] = launch_kwargs(tuned.best_config)
     else:
         config = launch_kwargs(config)
         _tma_blocks({**config, "HEAD_DIM": head_dim, "desc_q": descs[0], "desc_k": descs[1],

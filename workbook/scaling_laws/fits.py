@@ -170,11 +170,14 @@ def seed_pools(found: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, pd.Data
     sweeps (:func:`~workbook.scaling_laws.views.sweeps`) ran one plan (the same budgets and
     model sizes, recipe and text) under two or more seeds, one (label, rows) item holding all
     their trained points, without their wall times. Fitting a pool averages each point over
-    the seeds: what one seed's noise at a single shape did to a parabola shrinks."""
-    groups: dict[tuple, list[tuple[str, pd.DataFrame]]] = {}
+    the seeds: what one seed's noise at a single shape did to a parabola shrinks. A seed
+    swept twice counts once, its first sweep in ``found`` (this machine's, else the newest):
+    training is deterministic (an H100 repeat at another commit gave the same losses to the
+    last digit), so a second copy would only narrow the interval."""
+    groups: dict[tuple, dict[int, tuple[str, pd.DataFrame]]] = {}
     for where, sweep in found:
         loss = sweep[(sweep["metric"] == "val_loss") & (sweep["status"] == "ok")]
-        if loss.empty or "seed" not in sweep.columns:
+        if loss.empty or "seed" not in sweep.columns or sweep["seed"].isna().all():
             continue
         plan = frozenset(zip(loss["budget"], loss["n_params"].astype(float).round(),
                              strict=True))
@@ -183,10 +186,11 @@ def seed_pools(found: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, pd.Data
         rule = set(sweep["batch_rule"].dropna()) if "batch_rule" in sweep.columns else set()
         key = (where.split(", ")[0], sweep["preset"].iloc[0], plan, frozenset(text), tuned,
                frozenset(rule))
-        groups.setdefault(key, []).append((where, sweep))
+        seed = int(float(sweep["seed"].dropna().iloc[0]))
+        groups.setdefault(key, {}).setdefault(seed, (where, sweep))
     pools = []
-    for (machine, preset, *_), members in groups.items():
-        seeds = sorted({int(float(s)) for _, g in members for s in g["seed"].dropna()})
+    for (machine, preset, *_), by_seed in groups.items():
+        members, seeds = list(by_seed.values()), sorted(by_seed)
         if len(seeds) < 2:
             continue
         rows = pd.concat([g[g["metric"] != "sweep_wall_s"] for _, g in members],
@@ -251,7 +255,8 @@ def fit_exponents(points: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     (NaN), since the bootstrap would only repeat the point estimate.
     ``progress``: a label for a progress bar over the resamples.
     """
-    from workbook.widgets import progress as bar
+    # the plain progress module: this fit also runs in scripts, without the Jupyter stack
+    from workbook.progress import each as bar
 
     minima = isoflop_minima(points, n_column)
     if len(minima) < 2:
