@@ -459,9 +459,10 @@ EXPERIMENTS = [
                # device's training time for today's plan (time_table: 125 s on the H100 of
                # c5dc9a85dada, steps replayed from CUDA graphs), plus ~10 s of evaluation and
                # work between points (135-137 s of wall time there) and the child's start-up;
-               # tests/test_review_03_05.py holds it to the time table. The H200 has not run
-               # the graphed sweep yet; its eager sweeps paid about twice the H100's cost per
-               # layer-step (3.5 against 1.7 ms, 7ab0ac19c5f8): expect more time there
+               # tests/test_review_03_05.py holds it to the time table. The H200 of
+               # 258327b9a1c0 was a little faster: 120 s of training, 127-128 s of wall time
+               # per seed (its eager sweeps, before the graphs, paid twice the H100's cost per
+               # layer-step: 3.5 against 1.7 ms, 7ab0ac19c5f8)
                typical_s={"small": 30, "full": 160},
                # the panel's first Run: one IsoFLOP curve, three sizes at the smallest budget,
                # ~400 steps each: 24.6 s on the H200 (panel_walltime, d636f55b33ce; at 500
