@@ -102,8 +102,8 @@ def warm_triton(cases: Iterable[Case], seed: int = 0, tuned: bool = True) -> int
     sequence of the case's heads, and :data:`WARM_SEQ_LEN` tokens where its length is whole
     128-row tiles. The integers the kernels see keep their divisibility by 16 (what Triton
     specialises a binary on), so the measured run can load these binaries from Triton's disk
-    cache instead of compiling them (on a fresh H100, 58 of the 61 that 07 needs: the few
-    left are in CONTRIBUTING). ``workbook prepare`` runs it through the experiments'
+    cache instead of compiling them (on a fresh H200 at 258327b9a1c0, all 61 that 07 needs;
+    CONTRIBUTING has the history). ``workbook prepare`` runs it through the experiments'
     ``warm_up``. Returns how many cases ran: 0 without a GPU and Triton."""
     if not (torch.cuda.is_available() and profiling.triton_available()):
         return 0
