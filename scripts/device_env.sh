@@ -1,6 +1,7 @@
 # Sourced by the scripts/gpu_*.sh that start Jupyter kernels on the GPU machine: installs the
 # jupyter stack, which travels as wheels in .whl/ (the device tool's README), into /tmp/site.
-# Needs $LOG.
+# Logs to $LOG (a file; /dev/null when unset, as when sourced by hand).
+LOG=${LOG:-/dev/null}
 if [ -d .whl ] && ! python3 -c "import nbclient, ipykernel, plotly, ipywidgets" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl >> "$LOG" 2>&1 || { echo "wheels did not install" | tee -a "$LOG"; exit 1; }

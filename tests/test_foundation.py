@@ -873,6 +873,11 @@ def test_walltime_caption_adds_each_run_up_and_names_what_went_over():
             for t in walltime.figure(ledger).data}
     assert bars["GPU X, full"] == {"00_setup": "", "07_flash": "over"}, "150 s > 120 s"
     assert bars["budget, full"] == {"00_setup": ""}, bars
+    # the budget rows of two machines (each run records its own): still one budget series,
+    # and no run's name gains a device (00's figure read 'H200, full, H200' at 258327b)
+    two = pd.concat([ledger, pd.DataFrame([row("07_flash", 120.0, "predicted", device="GPU Y")])])
+    names = {t.name for t in walltime.figure(two).data}
+    assert names == {"GPU X, full", "GPU X ≤24 GB, full", "budget, full"}, names
 
 
 def test_interleaved_timing_takes_turns_and_keeps_each_ones_median():

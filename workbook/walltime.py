@@ -250,7 +250,10 @@ def figure(rows: pd.DataFrame, metric: str = "wall_time"):
         part = part[(part["source"] != "predicted") | (part["run_preset"] == "small")]
     title = {"wall_time": "Notebook wall time, Run All in a fresh kernel",
              "peak_memory": "Peak memory of the kernel and its processes, Run All"}[metric]
-    fig = plots.bars(part.sort_values("notebook"), "notebook", group="run", title=title,
+    # no device column: a run's label names its machine, and the budget is the preset's on any
+    # machine (its rows' device, from whichever ran last, split every bar group by device)
+    fig = plots.bars(part.sort_values("notebook").drop(columns="device", errors="ignore"),
+                     "notebook", group="run", title=title,
                      y_title={"wall_time": "seconds", "peak_memory": "GB"}[metric])
     # a bar past its preset's budget says so (00 on the H200: 07's 180 s beside 120 s)
     limit = part[part["source"] == "predicted"].groupby("run_preset")["value"].max()
